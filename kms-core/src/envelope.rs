@@ -1,0 +1,418 @@
+//! Crypto operations: encrypt/decrypt of small payloads, data-encryption-key generation and
+//! unwrap, and rewrap — plus the [`KeyProvider`] trait through which the data path uses them.
+//!
+//! Every output is a self-describing ciphertext ([`crate::ciphertext`]): decrypt needs only
+//! the ciphertext and the caller's associated data.
+
+use std::collections::BTreeMap;
+
+use redb::Durability;
+use serde::Serialize;
+use zeroize::Zeroizing;
+
+use crate::audit::{AuditSubject, Principal};
+use crate::ciphertext;
+use crate::error::{KmsError, Result};
+use crate::ids::Ocid;
+use crate::model::{Key, KeyState, KeyVersionState, VaultState};
+use crate::service::Kms;
+use crate::store::ReadTxn;
+
+/// Largest plaintext `encrypt` accepts (OCI's limit for direct encryption); bulk data uses
+/// envelope encryption with a data-encryption key instead.
+pub const MAX_PLAINTEXT: usize = 4096;
+/// Length of a data-encryption key (AES-256).
+pub const DEK_LEN: usize = 32;
+
+/// Associated data as OCI takes it: a string→string map, bound to the ciphertext in a
+/// canonical encoding (sorted keys, compact JSON) so key order never matters.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AssociatedData(BTreeMap<String, String>);
+
+impl AssociatedData {
+    /// No associated data.
+    pub fn none() -> Self {
+        Self::default()
+    }
+
+    /// From a map.
+    pub fn from_map(map: BTreeMap<String, String>) -> Self {
+        AssociatedData(map)
+    }
+
+    /// Parses a JSON object of strings (`{"bucket":"b","object":"o"}`).
+    pub fn from_json(json: &str) -> Result<Self> {
+        serde_json::from_str::<BTreeMap<String, String>>(json)
+            .map(AssociatedData)
+            .map_err(|e| KmsError::InvalidParameter(format!("associated data must be a JSON object of strings: {e}")))
+    }
+
+    /// The canonical bytes bound into the ciphertext (empty when there is none).
+    pub fn canonical_bytes(&self) -> Vec<u8> {
+        if self.0.is_empty() {
+            Vec::new()
+        } else {
+            serde_json::to_vec(&self.0).expect("a string map serializes")
+        }
+    }
+}
+
+/// A 256-bit data-encryption key in memory; zeroized on drop, never printed.
+#[derive(Clone)]
+pub struct Dek(Zeroizing<[u8; DEK_LEN]>);
+
+impl Dek {
+    fn from_slice(bytes: &[u8]) -> Result<Dek> {
+        let arr: [u8; DEK_LEN] = bytes.try_into().map_err(|_| {
+            KmsError::InvalidCiphertext(format!(
+                "wrapped key holds {} bytes, not a {DEK_LEN}-byte data key",
+                bytes.len()
+            ))
+        })?;
+        Ok(Dek(Zeroizing::new(arr)))
+    }
+
+    /// The key bytes, for handing to a cipher.
+    pub fn expose(&self) -> &[u8; DEK_LEN] {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Dek {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Dek(<redacted>)")
+    }
+}
+
+/// A freshly generated data-encryption key.
+#[derive(Debug)]
+pub struct DataKey {
+    /// The plaintext key (absent when the caller asked only for the wrapped form).
+    pub plaintext: Option<Dek>,
+    /// The key wrapped by the master key: a self-describing KMS ciphertext.
+    pub wrapped: Vec<u8>,
+    /// Master key that wrapped it.
+    pub key_id: Ocid,
+    /// Master key version that wrapped it.
+    pub key_version_id: Ocid,
+}
+
+/// Result of encrypt and rewrap.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Encrypted {
+    /// Self-describing ciphertext.
+    #[serde(serialize_with = "as_base64")]
+    pub ciphertext: Vec<u8>,
+    /// Key used.
+    pub key_id: Ocid,
+    /// Key version used.
+    pub key_version_id: Ocid,
+}
+
+/// Result of decrypt.
+#[derive(Debug)]
+pub struct Decrypted {
+    /// The plaintext (zeroized on drop).
+    pub plaintext: Zeroizing<Vec<u8>>,
+    /// Key that had made the ciphertext.
+    pub key_id: Ocid,
+    /// Key version that had made the ciphertext.
+    pub key_version_id: Ocid,
+}
+
+fn as_base64<S: serde::Serializer>(bytes: &[u8], s: S) -> std::result::Result<S::Ok, S::Error> {
+    use base64::Engine;
+    s.serialize_str(&base64::engine::general_purpose::STANDARD.encode(bytes))
+}
+
+/// What the data path needs from key management: a new wrapped DEK, and an unwrap. Calls may
+/// block (an HSM or external key manager may be behind them): async callers use
+/// `spawn_blocking`.
+pub trait KeyProvider: Send + Sync {
+    /// A fresh DEK wrapped by the current version of `key_id`, bound to `aad`.
+    fn generate_data_key(&self, key_id: &Ocid, aad: &[u8]) -> Result<DataKey>;
+    /// Unwraps a DEK produced by [`KeyProvider::generate_data_key`] with the same `aad`.
+    fn unwrap_data_key(&self, wrapped: &[u8], aad: &[u8]) -> Result<Dek>;
+}
+
+/// Checks that `key` (and its vault) may be used at all.
+fn check_usable(txn: &ReadTxn, key: &Key) -> Result<()> {
+    let vault = txn.vault(&key.vault_id)?;
+    match vault.lifecycle_state {
+        VaultState::Active => {}
+        VaultState::Deleted => return Err(KmsError::VaultDeleted(vault.id.to_string())),
+        VaultState::PendingDeletion => {
+            return Err(KmsError::AccessDenied(format!(
+                "vault {} is scheduled for deletion at {}; cancel the deletion to use its keys",
+                vault.id,
+                vault.time_of_deletion.map(|t| t.to_string()).unwrap_or_default()
+            )))
+        }
+        VaultState::Creating => {
+            return Err(KmsError::AccessDenied(format!(
+                "vault {} is still being created",
+                vault.id
+            )))
+        }
+    }
+    match key.lifecycle_state {
+        KeyState::Enabled => Ok(()),
+        KeyState::Disabled => Err(KmsError::AccessDenied(format!(
+            "key {} is disabled; enable it to use it",
+            key.id
+        ))),
+        KeyState::PendingDeletion => Err(KmsError::AccessDenied(format!(
+            "key {} is scheduled for deletion; cancel the deletion to use it",
+            key.id
+        ))),
+        KeyState::Deleted => Err(KmsError::AccessDenied(format!(
+            "key {} has been deleted and its material destroyed",
+            key.id
+        ))),
+    }
+}
+
+impl Kms {
+    /// Runs a crypto operation and audits it. Crypto audit entries commit with eventual
+    /// durability (see [`crate::store`]).
+    fn crypto_op<T>(
+        &self,
+        principal: &Principal,
+        op: &str,
+        mut subject: AuditSubject,
+        f: impl FnOnce(&mut AuditSubject) -> Result<T>,
+    ) -> Result<T> {
+        let result = f(&mut subject);
+        let outcome = result.as_ref().map(|_| ()).map_err(|e| e.to_string());
+        self.audit_only(principal, op, &subject, outcome, Durability::Eventual)?;
+        result
+    }
+
+    /// Encrypts under the key's primary version. `key_version_id`, when given, must name the
+    /// primary: old versions decrypt only.
+    fn encrypt_raw(
+        &self,
+        key_id: &Ocid,
+        key_version_id: Option<&Ocid>,
+        plaintext: &[u8],
+        aad: &[u8],
+        subject: &mut AuditSubject,
+    ) -> Result<Encrypted> {
+        let txn = self.read()?;
+        let key = txn.key(key_id)?;
+        subject.vault_id = Some(key.vault_id.clone());
+        subject.key_version_id = Some(key.current_key_version.clone());
+        check_usable(&txn, &key)?;
+        if let Some(v) = key_version_id {
+            if *v != key.current_key_version {
+                txn.key_version(key_id, v)?;
+                return Err(KmsError::AccessDenied(format!(
+                    "key version {v} is not the primary version of key {key_id}; older versions can only decrypt"
+                )));
+            }
+        }
+        let version = &key.current_key_version;
+        let material = txn
+            .key_material(version)?
+            .ok_or_else(|| KmsError::AccessDenied(format!("key version {version} has been destroyed")))?;
+        let header = ciphertext::encode_header(key_id, version);
+        let payload = self.protection(key.protection_mode)?.encrypt(
+            version,
+            &material,
+            &ciphertext::backend_aad(&header, aad),
+            plaintext,
+        )?;
+        Ok(Encrypted {
+            ciphertext: [header, payload].concat(),
+            key_id: key_id.clone(),
+            key_version_id: version.clone(),
+        })
+    }
+
+    /// Decrypts a self-describing ciphertext. When `expected_key` is given the ciphertext
+    /// must belong to that key.
+    fn decrypt_raw(
+        &self,
+        bytes: &[u8],
+        aad: &[u8],
+        expected_key: Option<&Ocid>,
+        subject: &mut AuditSubject,
+    ) -> Result<Decrypted> {
+        let ct = ciphertext::parse(bytes)?;
+        subject.key_id = Some(ct.key_id.clone());
+        subject.key_version_id = Some(ct.key_version_id.clone());
+        if let Some(expected) = expected_key {
+            if *expected != ct.key_id {
+                return Err(KmsError::InvalidCiphertext(format!(
+                    "ciphertext was made by key {}, not {expected}",
+                    ct.key_id
+                )));
+            }
+        }
+        let txn = self.read()?;
+        let key = txn.key(&ct.key_id).map_err(|_| {
+            KmsError::InvalidCiphertext(format!("ciphertext names key {}, which does not exist here", ct.key_id))
+        })?;
+        subject.vault_id = Some(key.vault_id.clone());
+        check_usable(&txn, &key)?;
+        let version = txn.key_version(&ct.key_id, &ct.key_version_id).map_err(|_| {
+            KmsError::InvalidCiphertext(format!(
+                "ciphertext names key version {}, which key {} does not have",
+                ct.key_version_id, ct.key_id
+            ))
+        })?;
+        match version.lifecycle_state {
+            KeyVersionState::Enabled => {}
+            KeyVersionState::Disabled => {
+                return Err(KmsError::AccessDenied(format!(
+                    "key version {} is disabled; enable it to decrypt its ciphertexts",
+                    version.id
+                )))
+            }
+            other => {
+                return Err(KmsError::AccessDenied(format!(
+                    "key version {} is {other:?}",
+                    version.id
+                )))
+            }
+        }
+        let material = txn
+            .key_material(&version.id)?
+            .ok_or_else(|| KmsError::AccessDenied(format!("key version {} has been destroyed", version.id)))?;
+        let plaintext = self.protection(key.protection_mode)?.decrypt(
+            &version.id,
+            &material,
+            &ciphertext::backend_aad(ct.header, aad),
+            ct.payload,
+        )?;
+        Ok(Decrypted {
+            plaintext,
+            key_id: ct.key_id,
+            key_version_id: ct.key_version_id,
+        })
+    }
+
+    /// Encrypts at most [`MAX_PLAINTEXT`] bytes under `key_id`'s primary version.
+    pub fn encrypt(
+        &self,
+        principal: &Principal,
+        key_id: &Ocid,
+        plaintext: &[u8],
+        aad: &AssociatedData,
+    ) -> Result<Encrypted> {
+        self.encrypt_with_version(principal, key_id, None, plaintext, aad)
+    }
+
+    /// As [`Kms::encrypt`], naming the version explicitly (it must be the primary).
+    pub fn encrypt_with_version(
+        &self,
+        principal: &Principal,
+        key_id: &Ocid,
+        key_version_id: Option<&Ocid>,
+        plaintext: &[u8],
+        aad: &AssociatedData,
+    ) -> Result<Encrypted> {
+        let subject = AuditSubject {
+            key_id: Some(key_id.clone()),
+            ..Default::default()
+        };
+        self.crypto_op(principal, "Encrypt", subject, |subject| {
+            if plaintext.len() > MAX_PLAINTEXT {
+                return Err(KmsError::InvalidParameter(format!(
+                    "plaintext is {} bytes; encrypt takes at most {MAX_PLAINTEXT} (use a data encryption key for more)",
+                    plaintext.len()
+                )));
+            }
+            self.encrypt_raw(key_id, key_version_id, plaintext, &aad.canonical_bytes(), subject)
+        })
+    }
+
+    /// Decrypts a ciphertext made by [`Kms::encrypt`] or [`Kms::generate_data_key`].
+    pub fn decrypt(
+        &self,
+        principal: &Principal,
+        ciphertext: &[u8],
+        aad: &AssociatedData,
+        expected_key: Option<&Ocid>,
+    ) -> Result<Decrypted> {
+        self.crypto_op(principal, "Decrypt", AuditSubject::default(), |subject| {
+            self.decrypt_raw(ciphertext, &aad.canonical_bytes(), expected_key, subject)
+        })
+    }
+
+    /// Generates a 256-bit DEK wrapped by `key_id`'s primary version; the plaintext copy is
+    /// returned only when `include_plaintext`.
+    pub fn generate_data_key(
+        &self,
+        principal: &Principal,
+        key_id: &Ocid,
+        aad: &AssociatedData,
+        include_plaintext: bool,
+    ) -> Result<DataKey> {
+        self.generate_data_key_raw(principal, key_id, &aad.canonical_bytes(), include_plaintext)
+    }
+
+    fn generate_data_key_raw(
+        &self,
+        principal: &Principal,
+        key_id: &Ocid,
+        aad: &[u8],
+        include_plaintext: bool,
+    ) -> Result<DataKey> {
+        let subject = AuditSubject {
+            key_id: Some(key_id.clone()),
+            ..Default::default()
+        };
+        self.crypto_op(principal, "GenerateDataEncryptionKey", subject, |subject| {
+            let mut dek = Zeroizing::new([0u8; DEK_LEN]);
+            aws_lc_rs::rand::fill(dek.as_mut()).map_err(|_| KmsError::Protection("random source failed".into()))?;
+            let enc = self.encrypt_raw(key_id, None, dek.as_ref(), aad, subject)?;
+            Ok(DataKey {
+                plaintext: include_plaintext.then(|| Dek(dek)),
+                wrapped: enc.ciphertext,
+                key_id: enc.key_id,
+                key_version_id: enc.key_version_id,
+            })
+        })
+    }
+
+    /// Re-encrypts a ciphertext under the current primary version of its key (or of
+    /// `target_key` when given). The plaintext never leaves kms-core.
+    pub fn rewrap(
+        &self,
+        principal: &Principal,
+        ciphertext: &[u8],
+        aad: &AssociatedData,
+        target_key: Option<&Ocid>,
+    ) -> Result<Encrypted> {
+        self.crypto_op(principal, "Rewrap", AuditSubject::default(), |subject| {
+            let aad = aad.canonical_bytes();
+            let plain = self.decrypt_raw(ciphertext, &aad, None, subject)?;
+            let target = target_key.cloned().unwrap_or(plain.key_id);
+            let mut target_subject = AuditSubject {
+                key_id: Some(target.clone()),
+                ..Default::default()
+            };
+            let out = self.encrypt_raw(&target, None, &plain.plaintext, &aad, &mut target_subject)?;
+            // Record where the ciphertext went: the new key version.
+            *subject = target_subject;
+            Ok(out)
+        })
+    }
+}
+
+impl KeyProvider for Kms {
+    fn generate_data_key(&self, key_id: &Ocid, aad: &[u8]) -> Result<DataKey> {
+        self.generate_data_key_raw(&Principal::data_path(), key_id, aad, true)
+    }
+
+    fn unwrap_data_key(&self, wrapped: &[u8], aad: &[u8]) -> Result<Dek> {
+        self.crypto_op(
+            &Principal::data_path(),
+            "UnwrapDataEncryptionKey",
+            AuditSubject::default(),
+            |subject| Dek::from_slice(&self.decrypt_raw(wrapped, aad, None, subject)?.plaintext),
+        )
+    }
+}

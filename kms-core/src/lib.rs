@@ -1,0 +1,41 @@
+//! # kms-core
+//!
+//! sealstore's key-management service as a library, modelled on OCI Vault/KMS: vaults,
+//! AES-256 master keys with versions and rotation, envelope encryption with self-describing
+//! ciphertexts, pluggable key protection, a hash-chained audit log and a compliance report.
+//! No HTTP here: the binary puts the CLI and the OCI-compatible API in front of [`Kms`].
+//!
+//! ```no_run
+//! use kms_core::{Kms, KmsConfig, CreateVault, CreateKey, Principal, AssociatedData};
+//! let kms = Kms::open(KmsConfig::new("./sealstore-data"))?;
+//! let me = Principal::local_admin();
+//! let vault = kms.create_vault(&me, CreateVault { display_name: "apps".into(), ..Default::default() })?;
+//! let key = kms.create_key(&me, CreateKey::new(vault.id.clone(), "orders"))?;
+//! let ct = kms.encrypt(&me, &key.id, b"secret", &AssociatedData::none())?;
+//! let pt = kms.decrypt(&me, &ct.ciphertext, &AssociatedData::none(), None)?;
+//! assert_eq!(&pt.plaintext[..], b"secret");
+//! # Ok::<(), kms_core::KmsError>(())
+//! ```
+
+#![warn(missing_docs)]
+
+pub mod audit;
+pub mod ciphertext;
+pub mod envelope;
+pub mod error;
+pub mod ids;
+pub mod model;
+pub mod protection;
+pub mod rotation;
+pub mod service;
+pub mod store;
+pub mod time;
+
+pub use audit::{AuditEntry, AuditVerification, Principal};
+pub use envelope::{AssociatedData, DataKey, Decrypted, Dek, Encrypted, KeyProvider};
+pub use error::{KmsError, Result};
+pub use ids::{Ocid, ResourceType};
+pub use model::*;
+pub use rotation::{ComplianceFinding, ComplianceReport, SchedulerReport, DEFAULT_MAX_KEY_AGE_DAYS};
+pub use service::{CreateKey, CreateVault, Defaults, Kms, KmsConfig, UpdateResource};
+pub use time::{Clock, ManualClock, OffsetClock, SystemClock, Timestamp};

@@ -1,0 +1,237 @@
+//! Time-driven work: automatic rotation, purge of vaults and keys past their deletion time,
+//! and the key-age compliance report (rule OCI-KMS-001 / CIS OCI 4.16).
+
+use redb::Durability;
+use serde::{Deserialize, Serialize};
+use tracing::{info, warn};
+
+use crate::audit::{self, AuditSubject, Principal};
+use crate::error::Result;
+use crate::ids::Ocid;
+use crate::model::{Key, KeyState, KeyVersionState, VaultState};
+use crate::service::Kms;
+use crate::store::WriteTxn;
+use crate::time::Timestamp;
+
+/// Default maximum age of a key's primary version before the compliance report flags it.
+pub const DEFAULT_MAX_KEY_AGE_DAYS: i64 = 365;
+
+/// What one scheduler pass did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SchedulerReport {
+    /// Keys rotated automatically (key id, new version id).
+    pub rotated: Vec<(Ocid, Ocid)>,
+    /// Vaults deleted with all their keys.
+    pub purged_vaults: Vec<Ocid>,
+    /// Keys deleted on their own schedule.
+    pub purged_keys: Vec<Ocid>,
+}
+
+/// One key that breaks the key-age rule.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ComplianceFinding {
+    /// The key.
+    pub key_id: Ocid,
+    /// Its name.
+    pub display_name: String,
+    /// Its vault.
+    pub vault_id: Ocid,
+    /// Its primary version.
+    pub current_key_version: Ocid,
+    /// When the primary version was created (the last rotation).
+    pub last_rotated: Timestamp,
+    /// Age of the primary version in whole days.
+    pub age_days: i64,
+    /// The command that fixes it.
+    pub remediation: String,
+}
+
+/// The compliance report.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ComplianceReport {
+    /// The rule checked.
+    pub rule: String,
+    /// Oldest allowed primary version, in days.
+    pub max_age_days: i64,
+    /// Enabled keys checked.
+    pub keys_checked: usize,
+    /// Keys that break the rule.
+    pub findings: Vec<ComplianceFinding>,
+}
+
+impl Kms {
+    /// Lists every enabled key (in an active vault) whose primary version is older than
+    /// `max_age_days`.
+    pub fn compliance_report(&self, max_age_days: i64) -> Result<ComplianceReport> {
+        let txn = self.read()?;
+        let now = self.now();
+        let mut checked = 0;
+        let mut findings = Vec::new();
+        for key in txn.keys()? {
+            if key.lifecycle_state != KeyState::Enabled
+                || txn.vault(&key.vault_id)?.lifecycle_state != VaultState::Active
+            {
+                continue;
+            }
+            checked += 1;
+            let current = txn.key_version(&key.id, &key.current_key_version)?;
+            let age_days = now.days_since(current.time_created);
+            if age_days > max_age_days
+                || (age_days == max_age_days && now > current.time_created.plus_days(max_age_days))
+            {
+                findings.push(ComplianceFinding {
+                    remediation: format!("sealstore kms key rotate {}", key.id),
+                    key_id: key.id,
+                    display_name: key.display_name,
+                    vault_id: key.vault_id,
+                    current_key_version: key.current_key_version,
+                    last_rotated: current.time_created,
+                    age_days,
+                });
+            }
+        }
+        findings.sort_by(|a, b| b.age_days.cmp(&a.age_days).then_with(|| a.key_id.cmp(&b.key_id)));
+        Ok(ComplianceReport {
+            rule: "OCI-KMS-001 (CIS OCI 4.16)".into(),
+            max_age_days,
+            keys_checked: checked,
+            findings,
+        })
+    }
+
+    /// One scheduler pass: rotates keys whose auto-rotation is due and purges vaults and keys
+    /// whose deletion time has passed. Safe to call at any frequency.
+    pub fn run_scheduled(&self) -> Result<SchedulerReport> {
+        let mut report = SchedulerReport::default();
+        let now = self.now();
+        let (vaults, keys) = {
+            let txn = self.read()?;
+            (txn.vaults()?, txn.keys()?)
+        };
+        let principal = Principal::scheduler();
+
+        for vault in vaults.iter().filter(|v| {
+            v.lifecycle_state == VaultState::PendingDeletion && v.time_of_deletion.is_some_and(|t| t <= now)
+        }) {
+            let subject = AuditSubject {
+                vault_id: Some(vault.id.clone()),
+                ..Default::default()
+            };
+            self.mutate(&principal, "PurgeVault", subject, |txn, _, _| {
+                let mut vault = txn.vault(&vault.id)?;
+                if vault.lifecycle_state != VaultState::PendingDeletion {
+                    return Ok(()); // cancelled meanwhile
+                }
+                for key in txn.keys()?.into_iter().filter(|k| k.vault_id == vault.id) {
+                    self.destroy_key_in(txn, key)?;
+                }
+                vault.lifecycle_state = VaultState::Deleted;
+                txn.put_vault(&vault)?;
+                Ok(())
+            })?;
+            info!(vault = %vault.id, "vault deleted and its keys destroyed");
+            report.purged_vaults.push(vault.id.clone());
+        }
+
+        for key in keys
+            .iter()
+            .filter(|k| k.lifecycle_state == KeyState::PendingDeletion && k.time_of_deletion.is_some_and(|t| t <= now))
+        {
+            let subject = AuditSubject {
+                vault_id: Some(key.vault_id.clone()),
+                key_id: Some(key.id.clone()),
+                ..Default::default()
+            };
+            let purged = self.mutate(&principal, "PurgeKey", subject, |txn, _, _| {
+                let key = txn.key(&key.id)?;
+                if key.lifecycle_state != KeyState::PendingDeletion {
+                    return Ok(false);
+                }
+                self.destroy_key_in(txn, key)?;
+                Ok(true)
+            })?;
+            if purged {
+                info!(key = %key.id, "key deleted and its material destroyed");
+                report.purged_keys.push(key.id.clone());
+            }
+        }
+
+        for key in keys.iter().filter(|k| rotation_due(k, now)) {
+            let subject = AuditSubject {
+                vault_id: Some(key.vault_id.clone()),
+                key_id: Some(key.id.clone()),
+                ..Default::default()
+            };
+            match self.mutate(&principal, "AutoRotateKey", subject, |txn, now, subject| {
+                let fresh = txn.key(&key.id)?;
+                if !rotation_due(&fresh, now) {
+                    return Ok(None);
+                }
+                self.rotate_in(txn, now, &key.id, true, subject).map(Some)
+            }) {
+                Ok(Some(version)) => {
+                    info!(key = %key.id, version = %version.id, "key rotated automatically");
+                    report.rotated.push((key.id.clone(), version.id));
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    warn!(key = %key.id, error = %e, "automatic rotation failed");
+                    self.record_rotation_failure(&key.id, &e.to_string())?;
+                }
+            }
+        }
+        Ok(report)
+    }
+
+    /// Marks every version of `key` deleted and destroys its material, in `txn`.
+    fn destroy_key_in(&self, txn: &WriteTxn, mut key: Key) -> Result<()> {
+        let backend = self.protection(key.protection_mode).ok();
+        for mut version in txn.key_versions(&key.id)? {
+            if let (Some(b), Some(material)) = (backend, txn.key_material(&version.id)?) {
+                b.destroy(&version.id, &material)?;
+            }
+            txn.delete_key_material(&version.id)?;
+            version.lifecycle_state = KeyVersionState::Deleted;
+            txn.put_key_version(&version)?;
+        }
+        key.lifecycle_state = KeyState::Deleted;
+        key.is_auto_rotation_enabled = false;
+        txn.put_key(&key)
+    }
+
+    fn record_rotation_failure(&self, key_id: &Ocid, message: &str) -> Result<()> {
+        let txn = self.store.write(Durability::Immediate)?;
+        let mut key = txn.key(key_id)?;
+        if let Some(d) = key.auto_key_rotation_details.as_mut() {
+            d.last_rotation_status = Some("FAILED".into());
+            d.last_rotation_message = Some(message.to_owned());
+        }
+        txn.put_key(&key)?;
+        let subject = AuditSubject {
+            key_id: Some(key_id.clone()),
+            ..Default::default()
+        };
+        audit::append(
+            &txn,
+            self.now(),
+            &Principal::scheduler(),
+            "RecordRotationFailure",
+            &subject,
+            Ok(()),
+        )?;
+        txn.commit()
+    }
+}
+
+fn rotation_due(key: &Key, now: Timestamp) -> bool {
+    key.lifecycle_state == KeyState::Enabled
+        && key.is_auto_rotation_enabled
+        && key
+            .auto_key_rotation_details
+            .as_ref()
+            .and_then(|d| d.time_of_next_rotation)
+            .is_some_and(|t| t <= now)
+}

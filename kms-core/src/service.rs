@@ -1,0 +1,903 @@
+//! [`Kms`]: the key-management service — opening a data directory and every management
+//! operation on vaults, keys and key versions. Crypto operations are in
+//! [`crate::envelope`], rotation and the scheduler in [`crate::rotation`].
+//!
+//! Each management call is one write transaction holding the change and its audit entry; a
+//! failed call is audited in a transaction of its own.
+
+use std::collections::HashMap;
+use std::fs;
+use std::os::unix::fs::DirBuilderExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use redb::Durability;
+use serde::{Deserialize, Serialize};
+
+use crate::audit::{self, AuditEntry, AuditSubject, AuditVerification, Principal};
+use crate::error::{KmsError, Result};
+use crate::ids::{Ocid, ResourceType};
+use crate::model::*;
+use crate::protection::software::{RootKey, SoftwareProtection};
+use crate::protection::KeyProtection;
+use crate::store::{ReadTxn, Store, WriteTxn, META_REGION, META_ROOT_CHECK, META_TENANCY};
+use crate::time::{Clock, SystemClock, Timestamp};
+
+/// Root key file name inside the data directory (when `--root-key-file` is not given).
+pub const ROOT_KEY_FILE: &str = "root.key";
+/// Meta key naming the default vault created on first start.
+const META_DEFAULT_VAULT: &str = "default_vault_id";
+/// Meta key naming the default master key created on first start.
+const META_DEFAULT_KEY: &str = "default_key_id";
+
+/// How to open a [`Kms`].
+#[derive(Debug, Clone)]
+pub struct KmsConfig {
+    /// The data directory (created with mode 0700 if missing).
+    pub data_dir: PathBuf,
+    /// Root key file; `None` means `<data_dir>/root.key`.
+    pub root_key_file: Option<PathBuf>,
+    /// Region name used in new ids (`local-1` by default).
+    pub region: String,
+    /// Where "now" comes from.
+    pub clock: Arc<dyn Clock>,
+}
+
+impl KmsConfig {
+    /// Defaults for `data_dir`: its own root key, region `local-1`, the system clock.
+    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        KmsConfig {
+            data_dir: data_dir.into(),
+            root_key_file: None,
+            region: "local-1".into(),
+            clock: Arc::new(SystemClock),
+        }
+    }
+}
+
+/// Parameters of [`Kms::create_vault`].
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CreateVault {
+    /// Compartment; the tenancy when absent.
+    pub compartment_id: Option<Ocid>,
+    /// Name.
+    pub display_name: String,
+    /// Type; DEFAULT when absent.
+    pub vault_type: Option<VaultType>,
+    /// Tags.
+    #[serde(default)]
+    pub freeform_tags: FreeformTags,
+}
+
+/// Parameters of [`Kms::create_key`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CreateKey {
+    /// Vault to create the key in.
+    pub vault_id: Ocid,
+    /// Compartment; the vault's when absent.
+    pub compartment_id: Option<Ocid>,
+    /// Name.
+    pub display_name: String,
+    /// Protection mode; SOFTWARE when absent.
+    pub protection_mode: Option<ProtectionMode>,
+    /// Auto-rotation interval in days (60–365); no auto-rotation when absent.
+    pub auto_rotation_interval_days: Option<u32>,
+    /// Tags.
+    #[serde(default)]
+    pub freeform_tags: FreeformTags,
+}
+
+impl CreateKey {
+    /// A SOFTWARE key named `display_name` in `vault_id`, without auto-rotation.
+    pub fn new(vault_id: Ocid, display_name: impl Into<String>) -> Self {
+        CreateKey {
+            vault_id,
+            compartment_id: None,
+            display_name: display_name.into(),
+            protection_mode: None,
+            auto_rotation_interval_days: None,
+            freeform_tags: FreeformTags::new(),
+        }
+    }
+}
+
+/// Changes made by [`Kms::update_vault`] / [`Kms::update_key`]; `None` leaves a field as is.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UpdateResource {
+    /// New name.
+    pub display_name: Option<String>,
+    /// New tags (replacing the old ones).
+    pub freeform_tags: Option<FreeformTags>,
+    /// Keys only: `Some(Some(days))` turns auto-rotation on, `Some(None)` off.
+    pub auto_rotation_interval_days: Option<Option<u32>>,
+}
+
+/// The key-management service over one data directory.
+#[derive(Debug)]
+pub struct Kms {
+    pub(crate) store: Store,
+    pub(crate) clock: Arc<dyn Clock>,
+    region: String,
+    tenancy: Ocid,
+    protections: HashMap<ProtectionMode, Arc<dyn KeyProtection>>,
+}
+
+/// What [`Kms::ensure_defaults`] found or made.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Defaults {
+    /// The default vault.
+    pub vault: Vault,
+    /// The default master key.
+    pub key: Key,
+    /// True when this call created them.
+    pub created: bool,
+}
+
+fn check_name(name: &str) -> Result<()> {
+    if name.trim().is_empty() || name.len() > 255 {
+        return Err(KmsError::InvalidParameter(
+            "displayName must be 1–255 characters".into(),
+        ));
+    }
+    Ok(())
+}
+
+fn check_rotation_interval(days: u32) -> Result<()> {
+    if !(MIN_ROTATION_INTERVAL_DAYS..=MAX_ROTATION_INTERVAL_DAYS).contains(&days) {
+        return Err(KmsError::InvalidParameter(format!(
+            "rotation interval must be {MIN_ROTATION_INTERVAL_DAYS}–{MAX_ROTATION_INTERVAL_DAYS} days, got {days}"
+        )));
+    }
+    Ok(())
+}
+
+/// Validates a requested deletion time: 7–30 days after `now`, 30 days when absent.
+fn deletion_time(now: Timestamp, requested: Option<Timestamp>) -> Result<Timestamp> {
+    let Some(t) = requested else {
+        return Ok(now.plus_days(MAX_DELETION_DAYS));
+    };
+    // A minute of slack so that "in 7 days" computed by a client a moment ago is accepted.
+    let slack = 60_000;
+    let earliest = now.plus_days(MIN_DELETION_DAYS).unix_millis() - slack;
+    let latest = now.plus_days(MAX_DELETION_DAYS).unix_millis() + slack;
+    if t.unix_millis() < earliest || t.unix_millis() > latest {
+        return Err(KmsError::InvalidParameter(format!(
+            "timeOfDeletion {t} must be between {MIN_DELETION_DAYS} and {MAX_DELETION_DAYS} days from now ({} to {})",
+            now.plus_days(MIN_DELETION_DAYS),
+            now.plus_days(MAX_DELETION_DAYS)
+        )));
+    }
+    Ok(t)
+}
+
+pub(crate) fn auto_rotation_details(interval: u32, last_rotation: Timestamp) -> AutoKeyRotationDetails {
+    AutoKeyRotationDetails {
+        rotation_interval_in_days: interval,
+        time_of_schedule_start: Some(last_rotation),
+        time_of_next_rotation: Some(last_rotation.plus_days(interval.into())),
+        time_of_last_rotation: None,
+        last_rotation_status: None,
+        last_rotation_message: None,
+    }
+}
+
+impl Kms {
+    /// Opens the data directory, creating it, its root key and its tenancy on first use.
+    pub fn open(config: KmsConfig) -> Result<Kms> {
+        create_private_dir(&config.data_dir)?;
+        let root_path = config
+            .root_key_file
+            .clone()
+            .unwrap_or_else(|| config.data_dir.join(ROOT_KEY_FILE));
+        let root = RootKey::load_or_create(&root_path)?;
+        let store = Store::open(&config.data_dir)?;
+
+        let txn = store.write(Durability::Immediate)?;
+        match txn.meta(META_ROOT_CHECK)? {
+            Some(check) => root.verify_check_value(&check)?,
+            None => txn.set_meta(META_ROOT_CHECK, &root.check_value()?)?,
+        }
+        let region = match txn.meta(META_REGION)? {
+            Some(r) => String::from_utf8_lossy(&r).into_owned(),
+            None => {
+                txn.set_meta(META_REGION, config.region.as_bytes())?;
+                config.region.clone()
+            }
+        };
+        let tenancy = match txn.meta(META_TENANCY)? {
+            Some(t) => Ocid::parse(ResourceType::Tenancy, &String::from_utf8_lossy(&t))?,
+            None => {
+                let id = Ocid::generate(ResourceType::Tenancy, &region);
+                txn.set_meta(META_TENANCY, id.as_str().as_bytes())?;
+                txn.put_compartment(&Compartment {
+                    id: id.clone(),
+                    compartment_id: id.clone(),
+                    name: "root".into(),
+                    description: "The tenancy (root compartment)".into(),
+                    lifecycle_state: CompartmentState::Active,
+                    time_created: config.clock.now(),
+                })?;
+                id
+            }
+        };
+        txn.commit()?;
+
+        let mut kms = Kms {
+            store,
+            clock: config.clock,
+            region,
+            tenancy,
+            protections: HashMap::new(),
+        };
+        kms.register_protection(Arc::new(SoftwareProtection::new(root)));
+        Ok(kms)
+    }
+
+    /// Adds (or replaces) the backend for one protection mode.
+    pub fn register_protection(&mut self, backend: Arc<dyn KeyProtection>) {
+        self.protections.insert(backend.mode(), backend);
+    }
+
+    /// The tenancy (root compartment) id of this data directory.
+    pub fn tenancy_id(&self) -> &Ocid {
+        &self.tenancy
+    }
+
+    /// The region name of this data directory.
+    pub fn region(&self) -> &str {
+        &self.region
+    }
+
+    /// The current time by this service's clock.
+    pub fn now(&self) -> Timestamp {
+        self.clock.now()
+    }
+
+    pub(crate) fn protection(&self, mode: ProtectionMode) -> Result<&Arc<dyn KeyProtection>> {
+        self.protections.get(&mode).ok_or_else(|| {
+            KmsError::InvalidParameter(format!(
+                "protection mode {} is not configured on this server (available: {})",
+                mode.as_str(),
+                self.protections
+                    .keys()
+                    .map(|m| m.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))
+        })
+    }
+
+    /// Runs `change` in one durable write transaction with its audit entry; audits a failure
+    /// separately. `subject` may be filled in by `change` as it learns ids.
+    pub(crate) fn mutate<T>(
+        &self,
+        principal: &Principal,
+        operation: &str,
+        mut subject: AuditSubject,
+        change: impl FnOnce(&WriteTxn, Timestamp, &mut AuditSubject) -> Result<T>,
+    ) -> Result<T> {
+        let now = self.clock.now();
+        let txn = self.store.write(Durability::Immediate)?;
+        match change(&txn, now, &mut subject) {
+            Ok(value) => {
+                audit::append(&txn, now, principal, operation, &subject, Ok(()))?;
+                txn.commit()?;
+                Ok(value)
+            }
+            Err(err) => {
+                drop(txn);
+                self.audit_only(
+                    principal,
+                    operation,
+                    &subject,
+                    Err(err.to_string()),
+                    Durability::Immediate,
+                )?;
+                Err(err)
+            }
+        }
+    }
+
+    /// Appends an audit entry on its own.
+    pub(crate) fn audit_only(
+        &self,
+        principal: &Principal,
+        operation: &str,
+        subject: &AuditSubject,
+        outcome: std::result::Result<(), String>,
+        durability: Durability,
+    ) -> Result<()> {
+        let txn = self.store.write(durability)?;
+        audit::append(&txn, self.clock.now(), principal, operation, subject, outcome)?;
+        txn.commit()
+    }
+
+    pub(crate) fn read(&self) -> Result<ReadTxn> {
+        self.store.read()
+    }
+
+    // ----- compartments -----
+
+    /// Every compartment (the tenancy first).
+    pub fn list_compartments(&self) -> Result<Vec<Compartment>> {
+        let mut all = self.read()?.compartments()?;
+        all.sort_by_key(|c| (c.id != self.tenancy, c.time_created));
+        Ok(all)
+    }
+
+    fn active_compartment(txn: &WriteTxn, id: &Ocid) -> Result<Compartment> {
+        let c = txn.compartment(id)?;
+        if c.lifecycle_state != CompartmentState::Active {
+            return Err(KmsError::IncorrectState(format!("compartment {id} is not active")));
+        }
+        Ok(c)
+    }
+
+    // ----- vaults -----
+
+    /// Creates a vault.
+    pub fn create_vault(&self, principal: &Principal, req: CreateVault) -> Result<Vault> {
+        self.mutate(
+            principal,
+            "CreateVault",
+            AuditSubject::default(),
+            |txn, now, subject| self.create_vault_in(txn, now, &req, subject),
+        )
+    }
+
+    fn create_vault_in(
+        &self,
+        txn: &WriteTxn,
+        now: Timestamp,
+        req: &CreateVault,
+        subject: &mut AuditSubject,
+    ) -> Result<Vault> {
+        check_name(&req.display_name)?;
+        let compartment_id = req.compartment_id.clone().unwrap_or_else(|| self.tenancy.clone());
+        Self::active_compartment(txn, &compartment_id)?;
+        let vault_type = req.vault_type.unwrap_or(VaultType::Default);
+        if vault_type == VaultType::External {
+            return Err(KmsError::InvalidParameter(
+                "EXTERNAL vaults need an external key manager, which is not configured on this server".into(),
+            ));
+        }
+        let vault = Vault {
+            id: Ocid::generate(ResourceType::Vault, &self.region),
+            compartment_id,
+            display_name: req.display_name.clone(),
+            vault_type,
+            lifecycle_state: VaultState::Active,
+            time_created: now,
+            time_of_deletion: None,
+            freeform_tags: req.freeform_tags.clone(),
+            defined_tags: DefinedTags::new(),
+        };
+        subject.vault_id = Some(vault.id.clone());
+        txn.put_vault(&vault)?;
+        Ok(vault)
+    }
+
+    /// A vault by id.
+    pub fn get_vault(&self, id: &Ocid) -> Result<Vault> {
+        self.read()?.vault(id)
+    }
+
+    /// Vaults, oldest first; only those in `compartment` when given.
+    pub fn list_vaults(&self, compartment: Option<&Ocid>) -> Result<Vec<Vault>> {
+        let mut vaults: Vec<Vault> = self
+            .read()?
+            .vaults()?
+            .into_iter()
+            .filter(|v| compartment.is_none_or(|c| &v.compartment_id == c))
+            .collect();
+        vaults.sort_by(|a, b| a.time_created.cmp(&b.time_created).then_with(|| a.id.cmp(&b.id)));
+        Ok(vaults)
+    }
+
+    /// Renames or retags a vault.
+    pub fn update_vault(&self, principal: &Principal, id: &Ocid, update: UpdateResource) -> Result<Vault> {
+        let subject = AuditSubject {
+            vault_id: Some(id.clone()),
+            ..Default::default()
+        };
+        self.mutate(principal, "UpdateVault", subject, |txn, _, _| {
+            let mut vault = txn.vault(id)?;
+            if vault.lifecycle_state != VaultState::Active {
+                return Err(KmsError::IncorrectState(format!(
+                    "vault {id} is {:?}; only an ACTIVE vault can be updated",
+                    vault.lifecycle_state
+                )));
+            }
+            if update.auto_rotation_interval_days.is_some() {
+                return Err(KmsError::InvalidParameter(
+                    "auto-rotation is a key setting, not a vault setting".into(),
+                ));
+            }
+            if let Some(name) = &update.display_name {
+                check_name(name)?;
+                vault.display_name = name.clone();
+            }
+            if let Some(tags) = &update.freeform_tags {
+                vault.freeform_tags = tags.clone();
+            }
+            txn.put_vault(&vault)?;
+            Ok(vault)
+        })
+    }
+
+    /// Schedules a vault's deletion 7–30 days ahead (30 when `at` is `None`). Its keys are
+    /// unusable from now until the deletion is cancelled; at the deadline they are destroyed.
+    pub fn schedule_vault_deletion(&self, principal: &Principal, id: &Ocid, at: Option<Timestamp>) -> Result<Vault> {
+        let subject = AuditSubject {
+            vault_id: Some(id.clone()),
+            ..Default::default()
+        };
+        self.mutate(principal, "ScheduleVaultDeletion", subject, |txn, now, _| {
+            let mut vault = txn.vault(id)?;
+            if vault.lifecycle_state != VaultState::Active {
+                return Err(KmsError::IncorrectState(format!(
+                    "vault {id} is {:?}; only an ACTIVE vault can be scheduled for deletion",
+                    vault.lifecycle_state
+                )));
+            }
+            vault.time_of_deletion = Some(deletion_time(now, at)?);
+            vault.lifecycle_state = VaultState::PendingDeletion;
+            txn.put_vault(&vault)?;
+            Ok(vault)
+        })
+    }
+
+    /// Cancels a scheduled vault deletion; its keys become usable again.
+    pub fn cancel_vault_deletion(&self, principal: &Principal, id: &Ocid) -> Result<Vault> {
+        let subject = AuditSubject {
+            vault_id: Some(id.clone()),
+            ..Default::default()
+        };
+        self.mutate(principal, "CancelVaultDeletion", subject, |txn, _, _| {
+            let mut vault = txn.vault(id)?;
+            if vault.lifecycle_state != VaultState::PendingDeletion {
+                return Err(KmsError::IncorrectState(format!(
+                    "vault {id} is {:?}, not PENDING_DELETION",
+                    vault.lifecycle_state
+                )));
+            }
+            vault.lifecycle_state = VaultState::Active;
+            vault.time_of_deletion = None;
+            txn.put_vault(&vault)?;
+            Ok(vault)
+        })
+    }
+
+    // ----- keys -----
+
+    /// Creates an AES-256 master key with its first version.
+    pub fn create_key(&self, principal: &Principal, req: CreateKey) -> Result<Key> {
+        let subject = AuditSubject {
+            vault_id: Some(req.vault_id.clone()),
+            ..Default::default()
+        };
+        self.mutate(principal, "CreateKey", subject, |txn, now, subject| {
+            self.create_key_in(txn, now, &req, subject)
+        })
+    }
+
+    fn create_key_in(
+        &self,
+        txn: &WriteTxn,
+        now: Timestamp,
+        req: &CreateKey,
+        subject: &mut AuditSubject,
+    ) -> Result<Key> {
+        check_name(&req.display_name)?;
+        let vault = txn.vault(&req.vault_id)?;
+        if vault.lifecycle_state != VaultState::Active {
+            return Err(KmsError::IncorrectState(format!(
+                "vault {} is {:?}; keys can only be created in an ACTIVE vault",
+                vault.id, vault.lifecycle_state
+            )));
+        }
+        let compartment_id = req
+            .compartment_id
+            .clone()
+            .unwrap_or_else(|| vault.compartment_id.clone());
+        Self::active_compartment(txn, &compartment_id)?;
+        if let Some(days) = req.auto_rotation_interval_days {
+            check_rotation_interval(days)?;
+        }
+        let mode = req.protection_mode.unwrap_or(ProtectionMode::Software);
+        let backend = self.protection(mode)?;
+        let key_id = Ocid::generate(ResourceType::Key, &self.region);
+        let version = KeyVersion {
+            id: Ocid::generate(ResourceType::KeyVersion, &self.region),
+            key_id: key_id.clone(),
+            vault_id: vault.id.clone(),
+            compartment_id: compartment_id.clone(),
+            lifecycle_state: KeyVersionState::Enabled,
+            origin: KeyVersionOrigin::Internal,
+            time_created: now,
+            time_of_deletion: None,
+            is_auto_rotated: false,
+        };
+        let key = Key {
+            id: key_id,
+            compartment_id,
+            vault_id: vault.id.clone(),
+            display_name: req.display_name.clone(),
+            key_shape: KeyShape::aes256(),
+            protection_mode: mode,
+            lifecycle_state: KeyState::Enabled,
+            current_key_version: version.id.clone(),
+            time_created: now,
+            time_of_deletion: None,
+            is_auto_rotation_enabled: req.auto_rotation_interval_days.is_some(),
+            auto_key_rotation_details: req.auto_rotation_interval_days.map(|d| auto_rotation_details(d, now)),
+            freeform_tags: req.freeform_tags.clone(),
+            defined_tags: DefinedTags::new(),
+        };
+        subject.key_id = Some(key.id.clone());
+        subject.key_version_id = Some(version.id.clone());
+        txn.put_key_material(&version.id, &backend.create_material(&version.id)?)?;
+        txn.put_key_version(&version)?;
+        txn.put_key(&key)?;
+        Ok(key)
+    }
+
+    /// A key by id.
+    pub fn get_key(&self, id: &Ocid) -> Result<Key> {
+        self.read()?.key(id)
+    }
+
+    /// Keys, oldest first; filtered by vault and compartment when given.
+    pub fn list_keys(&self, vault: Option<&Ocid>, compartment: Option<&Ocid>) -> Result<Vec<Key>> {
+        let mut keys: Vec<Key> = self
+            .read()?
+            .keys()?
+            .into_iter()
+            .filter(|k| vault.is_none_or(|v| &k.vault_id == v) && compartment.is_none_or(|c| &k.compartment_id == c))
+            .collect();
+        keys.sort_by(|a, b| a.time_created.cmp(&b.time_created).then_with(|| a.id.cmp(&b.id)));
+        Ok(keys)
+    }
+
+    /// Loads a key for a management change, refusing keys that are gone or whose vault is
+    /// not active.
+    fn key_for_change(txn: &WriteTxn, id: &Ocid, subject: &mut AuditSubject) -> Result<Key> {
+        let key = txn.key(id)?;
+        subject.vault_id = Some(key.vault_id.clone());
+        let vault = txn.vault(&key.vault_id)?;
+        match vault.lifecycle_state {
+            VaultState::Active => {}
+            VaultState::Deleted => return Err(KmsError::VaultDeleted(vault.id.to_string())),
+            other => {
+                return Err(KmsError::IncorrectState(format!(
+                    "key {id} is in vault {} which is {other:?}",
+                    vault.id
+                )));
+            }
+        }
+        if key.lifecycle_state == KeyState::Deleted {
+            return Err(KmsError::IncorrectState(format!("key {id} has been deleted")));
+        }
+        Ok(key)
+    }
+
+    /// Renames, retags or changes auto-rotation of a key.
+    pub fn update_key(&self, principal: &Principal, id: &Ocid, update: UpdateResource) -> Result<Key> {
+        let subject = AuditSubject {
+            key_id: Some(id.clone()),
+            ..Default::default()
+        };
+        self.mutate(principal, "UpdateKey", subject, |txn, _, subject| {
+            let mut key = Self::key_for_change(txn, id, subject)?;
+            if !matches!(key.lifecycle_state, KeyState::Enabled | KeyState::Disabled) {
+                return Err(KmsError::IncorrectState(format!(
+                    "key {id} is {:?} and cannot be updated",
+                    key.lifecycle_state
+                )));
+            }
+            if let Some(name) = &update.display_name {
+                check_name(name)?;
+                key.display_name = name.clone();
+            }
+            if let Some(tags) = &update.freeform_tags {
+                key.freeform_tags = tags.clone();
+            }
+            match update.auto_rotation_interval_days {
+                None => {}
+                Some(None) => {
+                    key.is_auto_rotation_enabled = false;
+                }
+                Some(Some(days)) => {
+                    check_rotation_interval(days)?;
+                    let current = txn.key_version(&key.id, &key.current_key_version)?;
+                    let mut details = auto_rotation_details(days, current.time_created);
+                    if let Some(old) = &key.auto_key_rotation_details {
+                        details.time_of_last_rotation = old.time_of_last_rotation;
+                        details.last_rotation_status = old.last_rotation_status.clone();
+                        details.last_rotation_message = old.last_rotation_message.clone();
+                    }
+                    key.is_auto_rotation_enabled = true;
+                    key.auto_key_rotation_details = Some(details);
+                }
+            }
+            txn.put_key(&key)?;
+            Ok(key)
+        })
+    }
+
+    fn set_key_state(&self, principal: &Principal, id: &Ocid, op: &str, from: KeyState, to: KeyState) -> Result<Key> {
+        let subject = AuditSubject {
+            key_id: Some(id.clone()),
+            ..Default::default()
+        };
+        self.mutate(principal, op, subject, |txn, _, subject| {
+            let mut key = Self::key_for_change(txn, id, subject)?;
+            if key.lifecycle_state != from {
+                return Err(KmsError::IncorrectState(format!(
+                    "key {id} is {:?}, not {from:?}",
+                    key.lifecycle_state
+                )));
+            }
+            key.lifecycle_state = to;
+            txn.put_key(&key)?;
+            Ok(key)
+        })
+    }
+
+    /// Enables a disabled key.
+    pub fn enable_key(&self, principal: &Principal, id: &Ocid) -> Result<Key> {
+        self.set_key_state(principal, id, "EnableKey", KeyState::Disabled, KeyState::Enabled)
+    }
+
+    /// Disables a key: every encrypt and decrypt under it is refused until it is enabled.
+    pub fn disable_key(&self, principal: &Principal, id: &Ocid) -> Result<Key> {
+        self.set_key_state(principal, id, "DisableKey", KeyState::Enabled, KeyState::Disabled)
+    }
+
+    /// Schedules a key's deletion 7–30 days ahead; it is unusable until cancelled.
+    pub fn schedule_key_deletion(&self, principal: &Principal, id: &Ocid, at: Option<Timestamp>) -> Result<Key> {
+        let subject = AuditSubject {
+            key_id: Some(id.clone()),
+            ..Default::default()
+        };
+        self.mutate(principal, "ScheduleKeyDeletion", subject, |txn, now, subject| {
+            let mut key = Self::key_for_change(txn, id, subject)?;
+            if !matches!(key.lifecycle_state, KeyState::Enabled | KeyState::Disabled) {
+                return Err(KmsError::IncorrectState(format!(
+                    "key {id} is {:?}",
+                    key.lifecycle_state
+                )));
+            }
+            key.time_of_deletion = Some(deletion_time(now, at)?);
+            key.lifecycle_state = KeyState::PendingDeletion;
+            txn.put_key(&key)?;
+            Ok(key)
+        })
+    }
+
+    /// Cancels a scheduled key deletion; the key comes back ENABLED.
+    pub fn cancel_key_deletion(&self, principal: &Principal, id: &Ocid) -> Result<Key> {
+        let subject = AuditSubject {
+            key_id: Some(id.clone()),
+            ..Default::default()
+        };
+        self.mutate(principal, "CancelKeyDeletion", subject, |txn, _, subject| {
+            let mut key = Self::key_for_change(txn, id, subject)?;
+            if key.lifecycle_state != KeyState::PendingDeletion {
+                return Err(KmsError::IncorrectState(format!(
+                    "key {id} is {:?}, not PENDING_DELETION",
+                    key.lifecycle_state
+                )));
+            }
+            key.lifecycle_state = KeyState::Enabled;
+            key.time_of_deletion = None;
+            txn.put_key(&key)?;
+            Ok(key)
+        })
+    }
+
+    // ----- key versions -----
+
+    /// Rotates a key: creates a new version that becomes primary. Older versions keep
+    /// decrypting but never encrypt again.
+    pub fn create_key_version(&self, principal: &Principal, key_id: &Ocid) -> Result<KeyVersion> {
+        let subject = AuditSubject {
+            key_id: Some(key_id.clone()),
+            ..Default::default()
+        };
+        self.mutate(principal, "CreateKeyVersion", subject, |txn, now, subject| {
+            let version = self.rotate_in(txn, now, key_id, false, subject)?;
+            Ok(version)
+        })
+    }
+
+    /// The rotation itself, shared by manual and automatic rotation.
+    pub(crate) fn rotate_in(
+        &self,
+        txn: &WriteTxn,
+        now: Timestamp,
+        key_id: &Ocid,
+        automatic: bool,
+        subject: &mut AuditSubject,
+    ) -> Result<KeyVersion> {
+        let mut key = Self::key_for_change(txn, key_id, subject)?;
+        if key.lifecycle_state != KeyState::Enabled {
+            return Err(KmsError::IncorrectState(format!(
+                "key {key_id} is {:?}; only an ENABLED key can be rotated",
+                key.lifecycle_state
+            )));
+        }
+        let backend = self.protection(key.protection_mode)?;
+        let version = KeyVersion {
+            id: Ocid::generate(ResourceType::KeyVersion, &self.region),
+            key_id: key.id.clone(),
+            vault_id: key.vault_id.clone(),
+            compartment_id: key.compartment_id.clone(),
+            lifecycle_state: KeyVersionState::Enabled,
+            origin: KeyVersionOrigin::Internal,
+            time_created: now,
+            time_of_deletion: None,
+            is_auto_rotated: automatic,
+        };
+        subject.key_version_id = Some(version.id.clone());
+        txn.put_key_material(&version.id, &backend.create_material(&version.id)?)?;
+        txn.put_key_version(&version)?;
+        key.current_key_version = version.id.clone();
+        if let Some(details) = key.auto_key_rotation_details.as_mut() {
+            details.time_of_next_rotation = Some(now.plus_days(details.rotation_interval_in_days.into()));
+            if automatic {
+                details.time_of_last_rotation = Some(now);
+                details.last_rotation_status = Some("SUCCEEDED".into());
+                details.last_rotation_message = None;
+            }
+        }
+        txn.put_key(&key)?;
+        Ok(version)
+    }
+
+    /// A version of a key.
+    pub fn get_key_version(&self, key_id: &Ocid, version_id: &Ocid) -> Result<KeyVersion> {
+        self.read()?.key_version(key_id, version_id)
+    }
+
+    /// Every version of a key, oldest first.
+    pub fn list_key_versions(&self, key_id: &Ocid) -> Result<Vec<KeyVersion>> {
+        let txn = self.read()?;
+        txn.key(key_id)?;
+        txn.key_versions(key_id)
+    }
+
+    fn set_version_state(
+        &self,
+        principal: &Principal,
+        key_id: &Ocid,
+        version_id: &Ocid,
+        op: &str,
+        to: KeyVersionState,
+    ) -> Result<KeyVersion> {
+        let subject = AuditSubject {
+            key_id: Some(key_id.clone()),
+            key_version_id: Some(version_id.clone()),
+            ..Default::default()
+        };
+        self.mutate(principal, op, subject, |txn, _, subject| {
+            let key = Self::key_for_change(txn, key_id, subject)?;
+            let mut version = txn.key_version(key_id, version_id)?;
+            let from = match to {
+                KeyVersionState::Disabled => KeyVersionState::Enabled,
+                _ => KeyVersionState::Disabled,
+            };
+            if version.lifecycle_state != from {
+                return Err(KmsError::IncorrectState(format!("key version {version_id} is {:?}, not {from:?}", version.lifecycle_state)));
+            }
+            if to == KeyVersionState::Disabled && key.current_key_version == *version_id {
+                return Err(KmsError::IncorrectState(format!(
+                    "key version {version_id} is the primary version of key {key_id}; rotate the key first (sealstore kms key rotate {key_id})"
+                )));
+            }
+            version.lifecycle_state = to;
+            txn.put_key_version(&version)?;
+            Ok(version)
+        })
+    }
+
+    /// Disables an old version (after a suspected compromise): ciphertexts made by it stop
+    /// decrypting until it is enabled again. The primary version cannot be disabled.
+    pub fn disable_key_version(&self, principal: &Principal, key_id: &Ocid, version_id: &Ocid) -> Result<KeyVersion> {
+        self.set_version_state(
+            principal,
+            key_id,
+            version_id,
+            "DisableKeyVersion",
+            KeyVersionState::Disabled,
+        )
+    }
+
+    /// Enables a disabled version again.
+    pub fn enable_key_version(&self, principal: &Principal, key_id: &Ocid, version_id: &Ocid) -> Result<KeyVersion> {
+        self.set_version_state(
+            principal,
+            key_id,
+            version_id,
+            "EnableKeyVersion",
+            KeyVersionState::Enabled,
+        )
+    }
+
+    // ----- defaults, audit -----
+
+    /// Creates the default vault and master key on first start; returns the existing ones
+    /// afterwards.
+    pub fn ensure_defaults(&self, principal: &Principal) -> Result<Defaults> {
+        let txn = self.read()?;
+        if let (Some(v), Some(k)) = (txn.meta(META_DEFAULT_VAULT)?, txn.meta(META_DEFAULT_KEY)?) {
+            let vault = txn.vault(&Ocid::parse(ResourceType::Vault, &String::from_utf8_lossy(&v))?)?;
+            let key = txn.key(&Ocid::parse(ResourceType::Key, &String::from_utf8_lossy(&k))?)?;
+            return Ok(Defaults {
+                vault,
+                key,
+                created: false,
+            });
+        }
+        drop(txn);
+        // One transaction, so a crash never leaves a default vault without its key.
+        self.mutate(
+            principal,
+            "CreateDefaults",
+            AuditSubject::default(),
+            |txn, now, subject| {
+                if let (Some(v), Some(k)) = (txn.meta(META_DEFAULT_VAULT)?, txn.meta(META_DEFAULT_KEY)?) {
+                    let vault = txn.vault(&Ocid::parse(ResourceType::Vault, &String::from_utf8_lossy(&v))?)?;
+                    let key = txn.key(&Ocid::parse(ResourceType::Key, &String::from_utf8_lossy(&k))?)?;
+                    return Ok(Defaults {
+                        vault,
+                        key,
+                        created: false,
+                    });
+                }
+                let vault = self.create_vault_in(
+                    txn,
+                    now,
+                    &CreateVault {
+                        display_name: "default".into(),
+                        ..Default::default()
+                    },
+                    subject,
+                )?;
+                let key = self.create_key_in(txn, now, &CreateKey::new(vault.id.clone(), "default"), subject)?;
+                txn.set_meta(META_DEFAULT_VAULT, vault.id.as_str().as_bytes())?;
+                txn.set_meta(META_DEFAULT_KEY, key.id.as_str().as_bytes())?;
+                Ok(Defaults {
+                    vault,
+                    key,
+                    created: true,
+                })
+            },
+        )
+    }
+
+    /// Audit entries from sequence number `from` (1 is the first), at most `limit`.
+    pub fn audit_entries(&self, from: u64, limit: usize) -> Result<Vec<AuditEntry>> {
+        audit::entries(&self.read()?, from.max(1), limit)
+    }
+
+    /// Walks the audit chain and reports the first break, if any.
+    pub fn verify_audit(&self) -> Result<AuditVerification> {
+        audit::verify(&self.read()?)
+    }
+}
+
+fn create_private_dir(dir: &Path) -> Result<()> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|e| KmsError::io(format!("creating data directory {}", dir.display()), e))
+}

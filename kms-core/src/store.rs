@@ -1,0 +1,291 @@
+//! Persistence: one embedded, ACID `redb` database file in the data directory.
+//!
+//! Every management operation runs in one write transaction that also appends its audit
+//! entry, so a crash (even `kill -9`) leaves either the whole change with its audit record or
+//! neither. Records are JSON so that a human with `redb` tooling can read them.
+//!
+//! Durability: management changes commit with [`Durability::Immediate`] (fsync before the
+//! call returns). The audit records of crypto operations commit with
+//! [`Durability::Eventual`]: written to the OS before the call returns — so they survive the
+//! process being killed — and flushed to the disk by the next immediate commit.
+
+use std::path::Path;
+
+use redb::{Database, Durability, ReadableTable, TableDefinition};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::error::{KmsError, Result};
+use crate::ids::Ocid;
+use crate::model::{Compartment, Key, KeyVersion, Vault};
+
+/// Table definitions, public so that inspection tools (and tamper tests) can open the file.
+pub mod schema {
+    use redb::TableDefinition;
+
+    /// Singletons: tenancy id, region, root-key check value, audit chain head.
+    pub const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+    /// Compartment id → JSON [`crate::model::Compartment`].
+    pub const COMPARTMENTS: TableDefinition<&str, &[u8]> = TableDefinition::new("compartments");
+    /// Vault id → JSON [`crate::model::Vault`].
+    pub const VAULTS: TableDefinition<&str, &[u8]> = TableDefinition::new("vaults");
+    /// Key id → JSON [`crate::model::Key`].
+    pub const KEYS: TableDefinition<&str, &[u8]> = TableDefinition::new("keys");
+    /// `"{key id}/{version id}"` → JSON [`crate::model::KeyVersion`].
+    pub const KEY_VERSIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("key_versions");
+    /// Version id → protected key material (as the protection backend returned it).
+    pub const KEY_MATERIAL: TableDefinition<&str, &[u8]> = TableDefinition::new("key_material");
+    /// Sequence number → JSON [`crate::audit::AuditEntry`].
+    pub const AUDIT: redb::TableDefinition<u64, &[u8]> = TableDefinition::new("audit");
+}
+
+use schema::*;
+
+/// Meta key for the tenancy id.
+pub(crate) const META_TENANCY: &str = "tenancy_id";
+/// Meta key for the region name.
+pub(crate) const META_REGION: &str = "region";
+/// Meta key for the root-key check value.
+pub(crate) const META_ROOT_CHECK: &str = "root_key_check";
+/// Meta key for the audit chain head.
+pub(crate) const META_AUDIT_HEAD: &str = "audit_head";
+
+/// The database file name inside the data directory.
+pub const DB_FILE: &str = "kms.redb";
+
+/// The embedded store.
+#[derive(Debug)]
+pub struct Store {
+    db: Database,
+}
+
+impl Store {
+    /// Opens (creating if needed) `kms.redb` in `data_dir`.
+    pub fn open(data_dir: &Path) -> Result<Store> {
+        let path = data_dir.join(DB_FILE);
+        let db = Database::create(&path).map_err(|e| match e {
+            redb::DatabaseError::DatabaseAlreadyOpen => KmsError::Store(format!(
+                "{} is in use by another sealstore process (is `sealstore serve` running on this data directory?)",
+                path.display()
+            )),
+            other => KmsError::Store(format!("cannot open {}: {other}", path.display())),
+        })?;
+        // The file holds sealed key material and the audit log: owner only.
+        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+            .map_err(|e| KmsError::io(format!("restricting permissions of {}", path.display()), e))?;
+        let store = Store { db };
+        // Create every table up front so read transactions never meet a missing table.
+        let txn = store.write(Durability::Immediate)?;
+        {
+            let t = &txn.inner;
+            t.open_table(META)?;
+            t.open_table(COMPARTMENTS)?;
+            t.open_table(VAULTS)?;
+            t.open_table(KEYS)?;
+            t.open_table(KEY_VERSIONS)?;
+            t.open_table(KEY_MATERIAL)?;
+            t.open_table(AUDIT)?;
+        }
+        txn.commit()?;
+        Ok(store)
+    }
+
+    /// Starts a read transaction (a consistent snapshot).
+    pub fn read(&self) -> Result<ReadTxn> {
+        Ok(ReadTxn {
+            inner: self.db.begin_read()?,
+        })
+    }
+
+    /// Starts a write transaction committing with `durability`.
+    pub fn write(&self, durability: Durability) -> Result<WriteTxn> {
+        let mut inner = self.db.begin_write()?;
+        inner.set_durability(durability);
+        Ok(WriteTxn { inner })
+    }
+}
+
+fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
+    Ok(serde_json::from_slice(bytes)?)
+}
+
+/// Key of a version row: versions of one key are a contiguous range.
+fn version_row(key_id: &Ocid, version_id: &Ocid) -> String {
+    format!("{key_id}/{version_id}")
+}
+
+/// Reads shared by read and write transactions.
+macro_rules! reads {
+    () => {
+        fn get<T: DeserializeOwned>(&self, table: TableDefinition<&str, &[u8]>, id: &str) -> Result<Option<T>> {
+            let t = self.inner.open_table(table)?;
+            let v = t.get(id)?;
+            v.map(|v| decode(v.value())).transpose()
+        }
+
+        fn all<T: DeserializeOwned>(&self, table: TableDefinition<&str, &[u8]>) -> Result<Vec<T>> {
+            let t = self.inner.open_table(table)?;
+            let mut out = Vec::new();
+            for row in t.iter()? {
+                out.push(decode(row?.1.value())?);
+            }
+            Ok(out)
+        }
+
+        /// A meta value.
+        pub fn meta(&self, name: &str) -> Result<Option<Vec<u8>>> {
+            let t = self.inner.open_table(META)?;
+            let v = t.get(name)?;
+            Ok(v.map(|v| v.value().to_vec()))
+        }
+
+        /// A compartment by id.
+        pub fn compartment(&self, id: &Ocid) -> Result<Compartment> {
+            self.get(COMPARTMENTS, id.as_str())?
+                .ok_or_else(|| KmsError::not_found("compartment", id.as_str()))
+        }
+
+        /// Every compartment.
+        pub fn compartments(&self) -> Result<Vec<Compartment>> {
+            self.all(COMPARTMENTS)
+        }
+
+        /// A vault by id.
+        pub fn vault(&self, id: &Ocid) -> Result<Vault> {
+            self.get(VAULTS, id.as_str())?
+                .ok_or_else(|| KmsError::not_found("vault", id.as_str()))
+        }
+
+        /// Every vault.
+        pub fn vaults(&self) -> Result<Vec<Vault>> {
+            self.all(VAULTS)
+        }
+
+        /// A key by id.
+        pub fn key(&self, id: &Ocid) -> Result<Key> {
+            self.get(KEYS, id.as_str())?
+                .ok_or_else(|| KmsError::not_found("key", id.as_str()))
+        }
+
+        /// Every key.
+        pub fn keys(&self) -> Result<Vec<Key>> {
+            self.all(KEYS)
+        }
+
+        /// A version of `key_id`.
+        pub fn key_version(&self, key_id: &Ocid, version_id: &Ocid) -> Result<KeyVersion> {
+            self.get(KEY_VERSIONS, &version_row(key_id, version_id))?
+                .ok_or_else(|| KmsError::not_found("key version", version_id.as_str()))
+        }
+
+        /// Every version of `key_id`, oldest first.
+        pub fn key_versions(&self, key_id: &Ocid) -> Result<Vec<KeyVersion>> {
+            let t = self.inner.open_table(KEY_VERSIONS)?;
+            let start = format!("{key_id}/");
+            let end = format!("{key_id}0"); // '0' is the byte after '/'
+            let mut out: Vec<KeyVersion> = Vec::new();
+            for row in t.range(start.as_str()..end.as_str())? {
+                out.push(decode(row?.1.value())?);
+            }
+            out.sort_by(|a, b| a.time_created.cmp(&b.time_created).then_with(|| a.id.cmp(&b.id)));
+            Ok(out)
+        }
+
+        /// The protected material of a version, if it still exists.
+        pub fn key_material(&self, version_id: &Ocid) -> Result<Option<Vec<u8>>> {
+            let t = self.inner.open_table(KEY_MATERIAL)?;
+            let v = t.get(version_id.as_str())?;
+            Ok(v.map(|v| v.value().to_vec()))
+        }
+
+        /// Audit entries with sequence numbers in `from..` (raw JSON bytes), in order.
+        pub fn audit_rows(&self, from: u64, limit: usize) -> Result<Vec<(u64, Vec<u8>)>> {
+            let t = self.inner.open_table(AUDIT)?;
+            let mut out = Vec::new();
+            for row in t.range(from..)? {
+                let (k, v) = row?;
+                out.push((k.value(), v.value().to_vec()));
+                if out.len() >= limit {
+                    break;
+                }
+            }
+            Ok(out)
+        }
+    };
+}
+
+/// A read-only snapshot.
+pub struct ReadTxn {
+    inner: redb::ReadTransaction,
+}
+
+impl ReadTxn {
+    reads!();
+}
+
+/// A write transaction; dropped without [`WriteTxn::commit`] it rolls back.
+pub struct WriteTxn {
+    inner: redb::WriteTransaction,
+}
+
+impl WriteTxn {
+    reads!();
+
+    fn put<T: Serialize>(&self, table: TableDefinition<&str, &[u8]>, id: &str, value: &T) -> Result<()> {
+        let bytes = serde_json::to_vec(value)?;
+        self.inner.open_table(table)?.insert(id, bytes.as_slice())?;
+        Ok(())
+    }
+
+    /// Sets a meta value.
+    pub fn set_meta(&self, name: &str, value: &[u8]) -> Result<()> {
+        self.inner.open_table(META)?.insert(name, value)?;
+        Ok(())
+    }
+
+    /// Inserts or replaces a compartment.
+    pub fn put_compartment(&self, c: &Compartment) -> Result<()> {
+        self.put(COMPARTMENTS, c.id.as_str(), c)
+    }
+
+    /// Inserts or replaces a vault.
+    pub fn put_vault(&self, v: &Vault) -> Result<()> {
+        self.put(VAULTS, v.id.as_str(), v)
+    }
+
+    /// Inserts or replaces a key.
+    pub fn put_key(&self, k: &Key) -> Result<()> {
+        self.put(KEYS, k.id.as_str(), k)
+    }
+
+    /// Inserts or replaces a key version.
+    pub fn put_key_version(&self, v: &KeyVersion) -> Result<()> {
+        self.put(KEY_VERSIONS, &version_row(&v.key_id, &v.id), v)
+    }
+
+    /// Stores a version's protected material.
+    pub fn put_key_material(&self, version_id: &Ocid, material: &[u8]) -> Result<()> {
+        self.inner
+            .open_table(KEY_MATERIAL)?
+            .insert(version_id.as_str(), material)?;
+        Ok(())
+    }
+
+    /// Destroys a version's material: after this no operation can use that version again.
+    pub fn delete_key_material(&self, version_id: &Ocid) -> Result<()> {
+        self.inner.open_table(KEY_MATERIAL)?.remove(version_id.as_str())?;
+        Ok(())
+    }
+
+    /// Appends an audit row.
+    pub fn put_audit_row(&self, seq: u64, row: &[u8]) -> Result<()> {
+        self.inner.open_table(AUDIT)?.insert(seq, row)?;
+        Ok(())
+    }
+
+    /// Makes the transaction's changes durable (as its durability level promises).
+    pub fn commit(self) -> Result<()> {
+        self.inner.commit()?;
+        Ok(())
+    }
+}

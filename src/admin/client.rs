@@ -1,0 +1,44 @@
+//! The CLI side of the admin socket.
+
+use std::io::{BufRead, BufReader, ErrorKind, Write};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+
+use serde_json::Value;
+
+use super::{AdminError, Request, Response};
+
+/// What happened when the CLI tried the socket.
+pub enum Reached {
+    /// A server answered.
+    Answered(Result<Value, AdminError>),
+    /// No server listens on this data directory.
+    NoServer,
+}
+
+/// Sends `req` to the server listening at `socket`, if there is one.
+pub fn try_send(socket: &Path, req: &Request) -> std::io::Result<Reached> {
+    let mut stream = match UnixStream::connect(socket) {
+        Ok(s) => s,
+        // No socket, or a stale one left by a killed server.
+        Err(e) if matches!(e.kind(), ErrorKind::NotFound | ErrorKind::ConnectionRefused) => {
+            return Ok(Reached::NoServer)
+        }
+        Err(e) => return Err(e),
+    };
+    let mut line = serde_json::to_vec(req).map_err(std::io::Error::other)?;
+    line.push(b'\n');
+    stream.write_all(&line)?;
+    let mut reply = String::new();
+    BufReader::new(stream).read_line(&mut reply)?;
+    if reply.is_empty() {
+        return Err(std::io::Error::new(
+            ErrorKind::UnexpectedEof,
+            "the server closed the admin connection",
+        ));
+    }
+    match serde_json::from_str::<Response>(&reply).map_err(std::io::Error::other)? {
+        Response::Ok(v) => Ok(Reached::Answered(Ok(v))),
+        Response::Error(e) => Ok(Reached::Answered(Err(e))),
+    }
+}

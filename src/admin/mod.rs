@@ -1,0 +1,376 @@
+//! The local admin protocol: every `sealstore kms …` command as a serializable [`Request`],
+//! executed against a [`Kms`] by [`execute`].
+//!
+//! The embedded store is single-process, so while `sealstore serve` runs the CLI sends its
+//! request over a Unix socket in the data directory ([`server`], [`client`]); when no server
+//! runs, the CLI opens the store itself and calls [`execute`] directly. Either way the same
+//! code runs and the user sees the same output.
+//!
+//! Wire format: one JSON [`Request`] per line; one JSON [`Response`] per line back.
+
+pub mod client;
+pub mod server;
+
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine;
+use kms_core::{
+    AssociatedData, CreateKey, CreateVault, Kms, KmsError, Ocid, Principal, ResourceType, Timestamp, UpdateResource,
+};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+/// The admin socket's file name in the data directory.
+pub const SOCKET_FILE: &str = "admin.sock";
+
+/// One CLI command.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "kebab-case")]
+pub enum Request {
+    /// Create a vault.
+    VaultCreate(CreateVault),
+    /// List vaults.
+    VaultList {
+        /// Only this compartment.
+        compartment_id: Option<Ocid>,
+    },
+    /// Get a vault.
+    VaultGet {
+        /// Vault id.
+        id: Ocid,
+    },
+    /// Update a vault.
+    VaultUpdate {
+        /// Vault id.
+        id: Ocid,
+        /// Changes.
+        update: UpdateResource,
+    },
+    /// Schedule a vault's deletion.
+    VaultScheduleDeletion {
+        /// Vault id.
+        id: Ocid,
+        /// When.
+        when: DeletionWhen,
+    },
+    /// Cancel a vault's deletion.
+    VaultCancelDeletion {
+        /// Vault id.
+        id: Ocid,
+    },
+    /// Create a key.
+    KeyCreate(CreateKey),
+    /// List keys.
+    KeyList {
+        /// Only this vault.
+        vault_id: Option<Ocid>,
+        /// Only this compartment.
+        compartment_id: Option<Ocid>,
+    },
+    /// Get a key.
+    KeyGet {
+        /// Key id.
+        id: Ocid,
+    },
+    /// Update a key.
+    KeyUpdate {
+        /// Key id.
+        id: Ocid,
+        /// Changes.
+        update: UpdateResource,
+    },
+    /// Enable a key.
+    KeyEnable {
+        /// Key id.
+        id: Ocid,
+    },
+    /// Disable a key.
+    KeyDisable {
+        /// Key id.
+        id: Ocid,
+    },
+    /// Schedule a key's deletion.
+    KeyScheduleDeletion {
+        /// Key id.
+        id: Ocid,
+        /// When.
+        when: DeletionWhen,
+    },
+    /// Cancel a key's deletion.
+    KeyCancelDeletion {
+        /// Key id.
+        id: Ocid,
+    },
+    /// Rotate a key (create a key version).
+    KeyRotate {
+        /// Key id.
+        id: Ocid,
+    },
+    /// List a key's versions.
+    KeyVersions {
+        /// Key id.
+        id: Ocid,
+    },
+    /// Get one key version.
+    KeyVersionGet {
+        /// Key id.
+        key_id: Ocid,
+        /// Version id.
+        version_id: Ocid,
+    },
+    /// Disable a key version.
+    KeyVersionDisable {
+        /// Key id.
+        key_id: Ocid,
+        /// Version id.
+        version_id: Ocid,
+    },
+    /// Enable a key version.
+    KeyVersionEnable {
+        /// Key id.
+        key_id: Ocid,
+        /// Version id.
+        version_id: Ocid,
+    },
+    /// Encrypt a small payload.
+    Encrypt {
+        /// Key id (default key when absent).
+        key_id: Option<Ocid>,
+        /// Base64 plaintext.
+        plaintext: String,
+        /// Associated data (JSON object of strings).
+        associated_data: Option<String>,
+    },
+    /// Decrypt a ciphertext.
+    Decrypt {
+        /// Base64 ciphertext.
+        ciphertext: String,
+        /// Required key (optional).
+        key_id: Option<Ocid>,
+        /// Associated data (JSON object of strings).
+        associated_data: Option<String>,
+    },
+    /// Generate a data encryption key.
+    GenerateDek {
+        /// Key id (default key when absent).
+        key_id: Option<Ocid>,
+        /// Return the plaintext key as well.
+        include_plaintext: bool,
+        /// Associated data (JSON object of strings).
+        associated_data: Option<String>,
+    },
+    /// Re-encrypt a ciphertext under the current version of its key (or another key).
+    Rewrap {
+        /// Base64 ciphertext.
+        ciphertext: String,
+        /// Target key (default: the ciphertext's own key).
+        key_id: Option<Ocid>,
+        /// Associated data (JSON object of strings).
+        associated_data: Option<String>,
+    },
+    /// Key-age compliance report.
+    Compliance {
+        /// Oldest allowed primary version.
+        max_age_days: i64,
+    },
+    /// Verify the audit chain.
+    AuditVerify,
+    /// Page through the audit log.
+    AuditList {
+        /// First sequence number.
+        from: u64,
+        /// Page size.
+        limit: usize,
+    },
+    /// Run one scheduler pass now.
+    SchedulerRun,
+    /// Tenancy, region and default vault/key.
+    Status,
+}
+
+/// When a scheduled deletion takes effect: `days` from now by the server's clock, or an exact
+/// time; 30 days ahead when neither is given.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeletionWhen {
+    /// Days from now.
+    pub days: Option<i64>,
+    /// Exact time.
+    pub time_of_deletion: Option<Timestamp>,
+}
+
+impl DeletionWhen {
+    fn resolve(&self, kms: &Kms) -> Option<Timestamp> {
+        self.days.map(|d| kms.now().plus_days(d)).or(self.time_of_deletion)
+    }
+}
+
+/// An error as it crosses the admin socket.
+#[derive(Debug, Clone, Serialize, Deserialize, thiserror::Error)]
+#[error("{message}")]
+pub struct AdminError {
+    /// OCI-style error code (`NotAuthorizedOrNotFound`, `InvalidParameter`, …).
+    pub code: String,
+    /// Human-readable message.
+    pub message: String,
+}
+
+impl From<KmsError> for AdminError {
+    fn from(e: KmsError) -> Self {
+        let code = match &e {
+            KmsError::NotFound { .. } => "NotAuthorizedOrNotFound",
+            KmsError::InvalidParameter(_) | KmsError::InvalidCiphertext(_) => "InvalidParameter",
+            KmsError::IncorrectState(_) => "IncorrectState",
+            KmsError::AccessDenied(_) | KmsError::VaultDeleted(_) => "AccessDenied",
+            _ => "InternalServerError",
+        };
+        AdminError {
+            code: code.into(),
+            message: e.to_string(),
+        }
+    }
+}
+
+fn invalid(message: impl Into<String>) -> AdminError {
+    AdminError {
+        code: "InvalidParameter".into(),
+        message: message.into(),
+    }
+}
+
+/// One response line.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Response {
+    /// The command's result.
+    Ok(Value),
+    /// Why it failed.
+    Error(AdminError),
+}
+
+fn aad(json: &Option<String>) -> Result<AssociatedData, AdminError> {
+    match json {
+        Some(j) => Ok(AssociatedData::from_json(j)?),
+        None => Ok(AssociatedData::none()),
+    }
+}
+
+fn base64_arg(what: &str, s: &str) -> Result<Vec<u8>, AdminError> {
+    B64.decode(s.trim())
+        .map_err(|e| invalid(format!("{what} is not valid base64: {e}")))
+}
+
+fn to_value<T: Serialize>(v: T) -> Result<Value, AdminError> {
+    serde_json::to_value(v).map_err(|e| AdminError {
+        code: "InternalServerError".into(),
+        message: e.to_string(),
+    })
+}
+
+fn default_key(kms: &Kms, principal: &Principal, key: Option<Ocid>) -> Result<Ocid, AdminError> {
+    match key {
+        Some(k) => Ok(k),
+        None => Ok(kms.ensure_defaults(principal)?.key.id),
+    }
+}
+
+/// Checks an id typed by a user before it reaches the service.
+pub fn parse_id(kind: ResourceType, s: &str) -> Result<Ocid, AdminError> {
+    Ok(Ocid::parse(kind, s)?)
+}
+
+/// Runs one request as `principal`.
+pub fn execute(kms: &Kms, principal: &Principal, req: Request) -> Result<Value, AdminError> {
+    let p = principal;
+    match req {
+        Request::VaultCreate(r) => to_value(kms.create_vault(p, r)?),
+        Request::VaultList { compartment_id } => to_value(kms.list_vaults(compartment_id.as_ref())?),
+        Request::VaultGet { id } => to_value(kms.get_vault(&id)?),
+        Request::VaultUpdate { id, update } => to_value(kms.update_vault(p, &id, update)?),
+        Request::VaultScheduleDeletion { id, when } => {
+            to_value(kms.schedule_vault_deletion(p, &id, when.resolve(kms))?)
+        }
+        Request::VaultCancelDeletion { id } => to_value(kms.cancel_vault_deletion(p, &id)?),
+        Request::KeyCreate(r) => to_value(kms.create_key(p, r)?),
+        Request::KeyList {
+            vault_id,
+            compartment_id,
+        } => to_value(kms.list_keys(vault_id.as_ref(), compartment_id.as_ref())?),
+        Request::KeyGet { id } => to_value(kms.get_key(&id)?),
+        Request::KeyUpdate { id, update } => to_value(kms.update_key(p, &id, update)?),
+        Request::KeyEnable { id } => to_value(kms.enable_key(p, &id)?),
+        Request::KeyDisable { id } => to_value(kms.disable_key(p, &id)?),
+        Request::KeyScheduleDeletion { id, when } => to_value(kms.schedule_key_deletion(p, &id, when.resolve(kms))?),
+        Request::KeyCancelDeletion { id } => to_value(kms.cancel_key_deletion(p, &id)?),
+        Request::KeyRotate { id } => to_value(kms.create_key_version(p, &id)?),
+        Request::KeyVersions { id } => to_value(kms.list_key_versions(&id)?),
+        Request::KeyVersionGet { key_id, version_id } => to_value(kms.get_key_version(&key_id, &version_id)?),
+        Request::KeyVersionDisable { key_id, version_id } => {
+            to_value(kms.disable_key_version(p, &key_id, &version_id)?)
+        }
+        Request::KeyVersionEnable { key_id, version_id } => {
+            to_value(kms.enable_key_version(p, &key_id, &version_id)?)
+        }
+        Request::Encrypt {
+            key_id,
+            plaintext,
+            associated_data,
+        } => {
+            let key_id = default_key(kms, p, key_id)?;
+            let plaintext = zeroize::Zeroizing::new(base64_arg("plaintext", &plaintext)?);
+            to_value(kms.encrypt(p, &key_id, &plaintext, &aad(&associated_data)?)?)
+        }
+        Request::Decrypt {
+            ciphertext,
+            key_id,
+            associated_data,
+        } => {
+            let ct = base64_arg("ciphertext", &ciphertext)?;
+            let out = kms.decrypt(p, &ct, &aad(&associated_data)?, key_id.as_ref())?;
+            Ok(json!({
+                "plaintext": B64.encode(&*out.plaintext),
+                "keyId": out.key_id,
+                "keyVersionId": out.key_version_id,
+            }))
+        }
+        Request::GenerateDek {
+            key_id,
+            include_plaintext,
+            associated_data,
+        } => {
+            let key_id = default_key(kms, p, key_id)?;
+            let dk = kms.generate_data_key(p, &key_id, &aad(&associated_data)?, include_plaintext)?;
+            Ok(json!({
+                "ciphertext": B64.encode(&dk.wrapped),
+                "plaintext": dk.plaintext.as_ref().map(|k| B64.encode(k.expose())),
+                "keyId": dk.key_id,
+                "keyVersionId": dk.key_version_id,
+            }))
+        }
+        Request::Rewrap {
+            ciphertext,
+            key_id,
+            associated_data,
+        } => {
+            let ct = base64_arg("ciphertext", &ciphertext)?;
+            to_value(kms.rewrap(p, &ct, &aad(&associated_data)?, key_id.as_ref())?)
+        }
+        Request::Compliance { max_age_days } => {
+            if max_age_days < 1 {
+                return Err(invalid("max age must be at least 1 day"));
+            }
+            to_value(kms.compliance_report(max_age_days)?)
+        }
+        Request::AuditVerify => to_value(kms.verify_audit()?),
+        Request::AuditList { from, limit } => to_value(kms.audit_entries(from, limit.clamp(1, 10_000))?),
+        Request::SchedulerRun => to_value(kms.run_scheduled()?),
+        Request::Status => {
+            let d = kms.ensure_defaults(p)?;
+            Ok(json!({
+                "tenancyId": kms.tenancy_id(),
+                "region": kms.region(),
+                "defaultVaultId": d.vault.id,
+                "defaultKeyId": d.key.id,
+            }))
+        }
+    }
+}

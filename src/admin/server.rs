@@ -1,0 +1,74 @@
+//! The admin socket server run by `sealstore serve`.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use kms_core::{Kms, Principal};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{UnixListener, UnixStream};
+use tracing::{debug, warn};
+
+use super::{execute, AdminError, Request, Response};
+
+/// Largest request line accepted (requests are small JSON documents).
+const MAX_LINE: usize = 1 << 20;
+
+/// Binds the socket at `path` (replacing a stale one left by a crash) with mode 0600.
+pub fn bind(path: &Path) -> std::io::Result<UnixListener> {
+    match std::fs::remove_file(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    let listener = UnixListener::bind(path)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    Ok(listener)
+}
+
+/// Serves admin requests until the task is dropped.
+pub async fn serve(listener: UnixListener, kms: Arc<Kms>, socket_path: PathBuf) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, _)) => {
+                tokio::spawn(handle(stream, kms.clone()));
+            }
+            Err(e) => {
+                warn!(socket = %socket_path.display(), error = %e, "admin socket accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+async fn handle(stream: UnixStream, kms: Arc<Kms>) {
+    let (read, mut write) = stream.into_split();
+    let mut lines = BufReader::new(read.take(MAX_LINE as u64 + 1)).lines();
+    let response = match lines.next_line().await {
+        Ok(Some(line)) => match serde_json::from_str::<Request>(&line) {
+            Ok(req) => {
+                debug!(op = ?std::mem::discriminant(&req), "admin request");
+                match tokio::task::spawn_blocking(move || execute(&kms, &Principal::local_admin(), req)).await {
+                    Ok(Ok(v)) => Response::Ok(v),
+                    Ok(Err(e)) => Response::Error(e),
+                    Err(e) => Response::Error(AdminError {
+                        code: "InternalServerError".into(),
+                        message: e.to_string(),
+                    }),
+                }
+            }
+            Err(e) => Response::Error(AdminError {
+                code: "InvalidParameter".into(),
+                message: format!("malformed admin request: {e}"),
+            }),
+        },
+        Ok(None) => return,
+        Err(e) => Response::Error(AdminError {
+            code: "InvalidParameter".into(),
+            message: format!("unreadable request: {e}"),
+        }),
+    };
+    let mut out = serde_json::to_vec(&response).expect("responses serialize");
+    out.push(b'\n');
+    let _ = write.write_all(&out).await;
+}

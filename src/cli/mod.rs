@@ -1,0 +1,92 @@
+//! Command-line interface: argument parsing and the edge where errors become messages.
+
+mod kms;
+mod output;
+mod serve;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use kms_core::{Clock, Kms, KmsConfig, OffsetClock, SystemClock};
+
+/// sealstore: encryption front-end for object and block storage, with its own key management.
+#[derive(Debug, Parser)]
+#[command(name = "sealstore", version, about, long_about = None, propagate_version = true)]
+pub struct Cli {
+    #[command(flatten)]
+    global: GlobalOpts,
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Options every command takes.
+#[derive(Debug, Clone, Args)]
+pub struct GlobalOpts {
+    /// Data directory: key store, root key, admin socket.
+    #[arg(long, global = true, env = "SEALSTORE_DATA_DIR", default_value = "./sealstore-data")]
+    pub data_dir: PathBuf,
+    /// Root key file sealing SOFTWARE key material [default: <data-dir>/root.key, created on first start].
+    #[arg(long, global = true, env = "SEALSTORE_ROOT_KEY_FILE")]
+    pub root_key_file: Option<PathBuf>,
+    /// Print JSON instead of tables (for scripts).
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// Testing only: run the clock this many days ahead, to reach deletion and rotation deadlines.
+    #[arg(
+        long,
+        global = true,
+        env = "SEALSTORE_CLOCK_OFFSET_DAYS",
+        hide = true,
+        default_value_t = 0
+    )]
+    pub clock_offset_days: i64,
+}
+
+impl GlobalOpts {
+    /// Opens the key-management service on the data directory directly.
+    pub fn open_kms(&self, region: Option<&str>) -> anyhow::Result<Kms> {
+        let clock: Arc<dyn Clock> = if self.clock_offset_days == 0 {
+            Arc::new(SystemClock)
+        } else {
+            Arc::new(OffsetClock {
+                offset_days: self.clock_offset_days,
+            })
+        };
+        let mut config = KmsConfig {
+            root_key_file: self.root_key_file.clone(),
+            clock,
+            ..KmsConfig::new(&self.data_dir)
+        };
+        if let Some(r) = region {
+            config.region = r.to_owned();
+        }
+        Kms::open(config).with_context(|| format!("cannot open the data directory {}", self.data_dir.display()))
+    }
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the long-lived server: key management, scheduler (auto-rotation, purge), admin socket.
+    Serve(serve::ServeArgs),
+    /// Key management: vaults, keys, versions, crypto, compliance, audit.
+    Kms(kms::KmsArgs),
+}
+
+/// Parses arguments, runs the command, prints errors for humans.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Serve(args) => serve::run(&cli.global, args),
+        Command::Kms(args) => kms::run(&cli.global, args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,132 @@
+//! `sealstore serve`: the long-lived process.
+//!
+//! Opens the data directory (creating it, the root key, the tenancy and the default vault and
+//! key on first start), runs the scheduler, serves the admin socket, and writes what it bound
+//! to `<data-dir>/serve.json` once ready. Ctrl-C or SIGTERM stop it cleanly.
+
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Args;
+use kms_core::{Kms, Principal};
+use sealstore::admin::{self, SOCKET_FILE};
+use serde_json::json;
+use tracing::{error, info};
+
+use super::GlobalOpts;
+
+/// File in the data directory describing a running server.
+const SERVE_FILE: &str = "serve.json";
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Region name used in new resource ids (fixed at the first start of a data directory).
+    #[arg(long, env = "SEALSTORE_REGION", default_value = "local-1")]
+    region: String,
+    /// Seconds between scheduler passes (auto-rotation, purge of deleted vaults and keys).
+    #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
+    scheduler_interval_secs: u64,
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SEALSTORE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+/// Writes `value` to `path` atomically (temp file, fsync, rename).
+fn write_atomically(path: &Path, value: &serde_json::Value) -> std::io::Result<()> {
+    let tmp = path.with_extension("json.tmp");
+    {
+        let mut f = std::fs::File::create(&tmp)?;
+        std::io::Write::write_all(&mut f, serde_json::to_string_pretty(value)?.as_bytes())?;
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, path)
+}
+
+pub fn run(global: &GlobalOpts, args: ServeArgs) -> anyhow::Result<ExitCode> {
+    init_logging();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting tokio")?;
+    runtime.block_on(serve(global, args))
+}
+
+async fn serve(global: &GlobalOpts, args: ServeArgs) -> anyhow::Result<ExitCode> {
+    let kms = Arc::new(global.open_kms(Some(&args.region))?);
+    let defaults = kms.ensure_defaults(&Principal::local_admin())?;
+    let data_dir = global.data_dir.display();
+    println!(
+        "sealstore {} serving data directory {data_dir}",
+        env!("CARGO_PKG_VERSION")
+    );
+    println!("tenancy        {}", kms.tenancy_id());
+    let verb = if defaults.created { "created" } else { "using" };
+    println!("default vault  {} ({verb})", defaults.vault.id);
+    println!("default key    {} ({verb})", defaults.key.id);
+
+    let socket_path = global.data_dir.join(SOCKET_FILE);
+    let listener = admin::server::bind(&socket_path)
+        .with_context(|| format!("binding the admin socket {}", socket_path.display()))?;
+    let admin_task = tokio::spawn(admin::server::serve(listener, kms.clone(), socket_path.clone()));
+    let scheduler_task = tokio::spawn(scheduler(
+        kms.clone(),
+        Duration::from_secs(args.scheduler_interval_secs),
+    ));
+
+    let serve_file = global.data_dir.join(SERVE_FILE);
+    write_atomically(
+        &serve_file,
+        &json!({
+            "pid": std::process::id(),
+            "adminSocket": socket_path,
+            "region": kms.region(),
+            "tenancyId": kms.tenancy_id(),
+            "defaultVaultId": defaults.vault.id,
+            "defaultKeyId": defaults.key.id,
+        }),
+    )
+    .with_context(|| format!("writing {}", serve_file.display()))?;
+    println!("admin socket   {}", socket_path.display());
+    println!("ready; press Ctrl-C to stop");
+
+    shutdown_signal().await;
+    info!("shutting down");
+    admin_task.abort();
+    scheduler_task.abort();
+    let _ = std::fs::remove_file(&serve_file);
+    let _ = std::fs::remove_file(&socket_path);
+    println!("stopped");
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn scheduler(kms: Arc<Kms>, every: Duration) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let kms = kms.clone();
+        match tokio::task::spawn_blocking(move || kms.run_scheduled()).await {
+            Ok(Ok(report)) if report != Default::default() => info!(?report, "scheduler pass"),
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => error!(error = %e, "scheduler pass failed"),
+            Err(e) => error!(error = %e, "scheduler task panicked"),
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
+    }
+}

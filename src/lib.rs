@@ -1,0 +1,12 @@
+//! # sealstore
+//!
+//! The encryption front-end for object and block storage. This crate holds the parts the
+//! `sealstore` binary is made of; key management itself lives in the `kms-core` crate.
+//!
+//! - [`crypto`]: data-path cryptography on aws-lc.
+//! - [`admin`]: the local admin protocol between the CLI and a running server.
+
+#![warn(missing_docs)]
+
+pub mod admin;
+pub mod crypto;
