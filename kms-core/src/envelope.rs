@@ -174,8 +174,9 @@ fn check_usable(txn: &ReadTxn, key: &Key) -> Result<()> {
 }
 
 impl Kms {
-    /// Runs a crypto operation and audits it. Crypto audit entries commit with eventual
-    /// durability (see [`crate::store`]).
+    /// Runs a crypto operation and audits it. Crypto audit entries commit without an fsync
+    /// of their own and are flushed in batches (see [`crate::store`]): an fsync per crypto call
+    /// would bound the data path to the disk's flush rate.
     fn crypto_op<T>(
         &self,
         principal: &Principal,
@@ -185,7 +186,8 @@ impl Kms {
     ) -> Result<T> {
         let result = f(&mut subject);
         let outcome = result.as_ref().map(|_| ()).map_err(|e| e.to_string());
-        self.audit_only(principal, op, &subject, outcome, Durability::Eventual)?;
+        self.audit_only(principal, op, &subject, outcome, Durability::None)?;
+        self.note_unflushed_audit()?;
         result
     }
 

@@ -120,20 +120,22 @@ impl Kms {
                 vault_id: Some(vault.id.clone()),
                 ..Default::default()
             };
-            self.mutate(&principal, "PurgeVault", subject, |txn, _, _| {
+            let purged = self.mutate_if_needed(&principal, "PurgeVault", subject, |txn, _, _| {
                 let mut vault = txn.vault(&vault.id)?;
                 if vault.lifecycle_state != VaultState::PendingDeletion {
-                    return Ok(()); // cancelled meanwhile
+                    return Ok(None); // cancelled meanwhile
                 }
                 for key in txn.keys()?.into_iter().filter(|k| k.vault_id == vault.id) {
                     self.destroy_key_in(txn, key)?;
                 }
                 vault.lifecycle_state = VaultState::Deleted;
                 txn.put_vault(&vault)?;
-                Ok(())
+                Ok(Some(()))
             })?;
-            info!(vault = %vault.id, "vault deleted and its keys destroyed");
-            report.purged_vaults.push(vault.id.clone());
+            if purged.is_some() {
+                info!(vault = %vault.id, "vault deleted and its keys destroyed");
+                report.purged_vaults.push(vault.id.clone());
+            }
         }
 
         for key in keys
@@ -145,15 +147,14 @@ impl Kms {
                 key_id: Some(key.id.clone()),
                 ..Default::default()
             };
-            let purged = self.mutate(&principal, "PurgeKey", subject, |txn, _, _| {
+            let purged = self.mutate_if_needed(&principal, "PurgeKey", subject, |txn, _, _| {
                 let key = txn.key(&key.id)?;
                 if key.lifecycle_state != KeyState::PendingDeletion {
-                    return Ok(false);
+                    return Ok(None); // cancelled, or destroyed with its vault
                 }
-                self.destroy_key_in(txn, key)?;
-                Ok(true)
+                self.destroy_key_in(txn, key).map(Some)
             })?;
-            if purged {
+            if purged.is_some() {
                 info!(key = %key.id, "key deleted and its material destroyed");
                 report.purged_keys.push(key.id.clone());
             }
@@ -165,9 +166,12 @@ impl Kms {
                 key_id: Some(key.id.clone()),
                 ..Default::default()
             };
-            match self.mutate(&principal, "AutoRotateKey", subject, |txn, now, subject| {
-                let fresh = txn.key(&key.id)?;
-                if !rotation_due(&fresh, now) {
+            match self.mutate_if_needed(&principal, "AutoRotateKey", subject, |txn, now, subject| {
+                if !rotation_due(&txn.key(&key.id)?, now) {
+                    return Ok(None); // rotated, disabled or destroyed meanwhile
+                }
+                // A key whose vault is no longer active is skipped, not failed.
+                if txn.vault(&key.vault_id)?.lifecycle_state != VaultState::Active {
                     return Ok(None);
                 }
                 self.rotate_in(txn, now, &key.id, true, subject).map(Some)

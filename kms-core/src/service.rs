@@ -9,6 +9,7 @@ use std::collections::HashMap;
 use std::fs;
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use redb::Durability;
@@ -123,7 +124,13 @@ pub struct Kms {
     region: String,
     tenancy: Ocid,
     protections: HashMap<ProtectionMode, Arc<dyn KeyProtection>>,
+    /// Crypto-operation audit entries committed but not yet fsynced.
+    audit_unflushed: AtomicU64,
 }
+
+/// Crypto-operation audit entries that may wait for a durable commit; [`Kms::flush_audit`]
+/// runs by itself after this many (and `sealstore serve` calls it every second).
+pub const AUDIT_FLUSH_EVERY: u64 = 1024;
 
 /// What [`Kms::ensure_defaults`] found or made.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -232,6 +239,7 @@ impl Kms {
             region,
             tenancy,
             protections: HashMap::new(),
+            audit_unflushed: AtomicU64::new(0),
         };
         kms.register_protection(Arc::new(SoftwareProtection::new(root)));
         Ok(kms)
@@ -277,26 +285,46 @@ impl Kms {
         &self,
         principal: &Principal,
         operation: &str,
-        mut subject: AuditSubject,
+        subject: AuditSubject,
         change: impl FnOnce(&WriteTxn, Timestamp, &mut AuditSubject) -> Result<T>,
     ) -> Result<T> {
+        self.mutate_if_needed(principal, operation, subject, |txn, now, subject| {
+            change(txn, now, subject).map(Some)
+        })
+        .map(|done| done.expect("change always reports work"))
+    }
+
+    /// As [`Kms::mutate`], for work that may turn out to be unnecessary once the transaction
+    /// sees the current state (the scheduler re-checks what it planned): `Ok(None)` commits
+    /// nothing and audits nothing.
+    pub(crate) fn mutate_if_needed<T>(
+        &self,
+        principal: &Principal,
+        operation: &str,
+        mut subject: AuditSubject,
+        change: impl FnOnce(&WriteTxn, Timestamp, &mut AuditSubject) -> Result<Option<T>>,
+    ) -> Result<Option<T>> {
         let now = self.clock.now();
         let txn = self.store.write(Durability::Immediate)?;
         match change(&txn, now, &mut subject) {
-            Ok(value) => {
+            Ok(None) => Ok(None),
+            Ok(Some(value)) => {
                 audit::append(&txn, now, principal, operation, &subject, Ok(()))?;
                 txn.commit()?;
-                Ok(value)
+                Ok(Some(value))
             }
             Err(err) => {
                 drop(txn);
-                self.audit_only(
+                // The caller needs the original error; a failure to record it is logged.
+                if let Err(audit_err) = self.audit_only(
                     principal,
                     operation,
                     &subject,
                     Err(err.to_string()),
                     Durability::Immediate,
-                )?;
+                ) {
+                    tracing::error!(operation, error = %audit_err, "could not audit a failed operation");
+                }
                 Err(err)
             }
         }
@@ -316,17 +344,33 @@ impl Kms {
         txn.commit()
     }
 
+    /// Records that a crypto operation's audit entry was committed without fsync, flushing
+    /// when enough have accumulated.
+    pub(crate) fn note_unflushed_audit(&self) -> Result<()> {
+        if self.audit_unflushed.fetch_add(1, Ordering::Relaxed) + 1 >= AUDIT_FLUSH_EVERY {
+            self.flush_audit()?;
+        }
+        Ok(())
+    }
+
+    /// Makes every audit entry written so far durable (one fsync), if any is pending.
+    pub fn flush_audit(&self) -> Result<()> {
+        if self.audit_unflushed.swap(0, Ordering::Relaxed) > 0 {
+            self.store.write(Durability::Immediate)?.commit()?;
+        }
+        Ok(())
+    }
+
     pub(crate) fn read(&self) -> Result<ReadTxn> {
         self.store.read()
     }
 
     // ----- compartments -----
 
-    /// Every compartment (the tenancy first).
+    /// Every compartment, oldest (the tenancy) first.
     pub fn list_compartments(&self) -> Result<Vec<Compartment>> {
-        let mut all = self.read()?.compartments()?;
-        all.sort_by_key(|c| (c.id != self.tenancy, c.time_created));
-        Ok(all)
+        // Insertion order: the tenancy, created with the data directory, comes first.
+        self.read()?.compartments()
     }
 
     fn active_compartment(txn: &WriteTxn, id: &Ocid) -> Result<Compartment> {
@@ -388,14 +432,11 @@ impl Kms {
 
     /// Vaults, oldest first; only those in `compartment` when given.
     pub fn list_vaults(&self, compartment: Option<&Ocid>) -> Result<Vec<Vault>> {
-        let mut vaults: Vec<Vault> = self
-            .read()?
-            .vaults()?
+        let vaults = self.read()?.vaults()?;
+        Ok(vaults
             .into_iter()
             .filter(|v| compartment.is_none_or(|c| &v.compartment_id == c))
-            .collect();
-        vaults.sort_by(|a, b| a.time_created.cmp(&b.time_created).then_with(|| a.id.cmp(&b.id)));
-        Ok(vaults)
+            .collect())
     }
 
     /// Renames or retags a vault.
@@ -553,14 +594,11 @@ impl Kms {
 
     /// Keys, oldest first; filtered by vault and compartment when given.
     pub fn list_keys(&self, vault: Option<&Ocid>, compartment: Option<&Ocid>) -> Result<Vec<Key>> {
-        let mut keys: Vec<Key> = self
-            .read()?
-            .keys()?
+        let keys = self.read()?.keys()?;
+        Ok(keys
             .into_iter()
             .filter(|k| vault.is_none_or(|v| &k.vault_id == v) && compartment.is_none_or(|c| &k.compartment_id == c))
-            .collect();
-        keys.sort_by(|a, b| a.time_created.cmp(&b.time_created).then_with(|| a.id.cmp(&b.id)));
-        Ok(keys)
+            .collect())
     }
 
     /// Loads a key for a management change, refusing keys that are gone or whose vault is
@@ -888,6 +926,14 @@ impl Kms {
     /// Walks the audit chain and reports the first break, if any.
     pub fn verify_audit(&self) -> Result<AuditVerification> {
         audit::verify(&self.read()?)
+    }
+}
+
+impl Drop for Kms {
+    fn drop(&mut self) {
+        if let Err(e) = self.flush_audit() {
+            tracing::error!(error = %e, "could not flush the audit log on close");
+        }
     }
 }
 

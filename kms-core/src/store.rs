@@ -1,13 +1,20 @@
 //! Persistence: one embedded, ACID `redb` database file in the data directory.
 //!
+//! Records are stored as `{"seq": n, "record": {…}}`: `seq` numbers records in the order they
+//! were first stored (a counter in `meta`), so every listing comes back oldest first even when
+//! several records were created in the same millisecond.
+//!
 //! Every management operation runs in one write transaction that also appends its audit
 //! entry, so a crash (even `kill -9`) leaves either the whole change with its audit record or
 //! neither. Records are JSON so that a human with `redb` tooling can read them.
 //!
 //! Durability: management changes commit with [`Durability::Immediate`] (fsync before the
-//! call returns). The audit records of crypto operations commit with
-//! [`Durability::Eventual`]: written to the OS before the call returns — so they survive the
-//! process being killed — and flushed to the disk by the next immediate commit.
+//! call returns), together with their audit entry. Crypto operations change no state; their
+//! audit entries commit with [`Durability::None`] and are made durable in batches by
+//! [`crate::Kms::flush_audit`] (after 1024 entries, every second under `sealstore serve`, on
+//! close, and by any management change). A crash can therefore lose at most the last second
+//! of crypto-call audit entries — never a key, a version or a state change — and the chain
+//! stays intact because entries and chain head roll back together.
 
 use std::path::Path;
 
@@ -49,6 +56,8 @@ pub(crate) const META_REGION: &str = "region";
 pub(crate) const META_ROOT_CHECK: &str = "root_key_check";
 /// Meta key for the audit chain head.
 pub(crate) const META_AUDIT_HEAD: &str = "audit_head";
+/// Meta key for the next record sequence number.
+const META_NEXT_SEQ: &str = "next_record_seq";
 
 /// The database file name inside the data directory.
 pub const DB_FILE: &str = "kms.redb";
@@ -105,8 +114,21 @@ impl Store {
     }
 }
 
-fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
+/// A record as stored: its insertion number and the record.
+#[derive(Serialize, serde::Deserialize)]
+struct Stored<T> {
+    seq: u64,
+    record: T,
+}
+
+fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<Stored<T>> {
     Ok(serde_json::from_slice(bytes)?)
+}
+
+/// Records in insertion order.
+fn in_insertion_order<T>(mut rows: Vec<Stored<T>>) -> Vec<T> {
+    rows.sort_by_key(|r| r.seq);
+    rows.into_iter().map(|r| r.record).collect()
 }
 
 /// Key of a version row: versions of one key are a contiguous range.
@@ -117,19 +139,28 @@ fn version_row(key_id: &Ocid, version_id: &Ocid) -> String {
 /// Reads shared by read and write transactions.
 macro_rules! reads {
     () => {
-        fn get<T: DeserializeOwned>(&self, table: TableDefinition<&str, &[u8]>, id: &str) -> Result<Option<T>> {
+        fn get_stored<T: DeserializeOwned>(
+            &self,
+            table: TableDefinition<&str, &[u8]>,
+            id: &str,
+        ) -> Result<Option<Stored<T>>> {
             let t = self.inner.open_table(table)?;
             let v = t.get(id)?;
             v.map(|v| decode(v.value())).transpose()
         }
 
+        fn get<T: DeserializeOwned>(&self, table: TableDefinition<&str, &[u8]>, id: &str) -> Result<Option<T>> {
+            Ok(self.get_stored(table, id)?.map(|s| s.record))
+        }
+
+        /// Every record of `table`, oldest first.
         fn all<T: DeserializeOwned>(&self, table: TableDefinition<&str, &[u8]>) -> Result<Vec<T>> {
             let t = self.inner.open_table(table)?;
             let mut out = Vec::new();
             for row in t.iter()? {
                 out.push(decode(row?.1.value())?);
             }
-            Ok(out)
+            Ok(in_insertion_order(out))
         }
 
         /// A meta value.
@@ -183,12 +214,11 @@ macro_rules! reads {
             let t = self.inner.open_table(KEY_VERSIONS)?;
             let start = format!("{key_id}/");
             let end = format!("{key_id}0"); // '0' is the byte after '/'
-            let mut out: Vec<KeyVersion> = Vec::new();
+            let mut out = Vec::new();
             for row in t.range(start.as_str()..end.as_str())? {
                 out.push(decode(row?.1.value())?);
             }
-            out.sort_by(|a, b| a.time_created.cmp(&b.time_created).then_with(|| a.id.cmp(&b.id)));
-            Ok(out)
+            Ok(in_insertion_order(out))
         }
 
         /// The protected material of a version, if it still exists.
@@ -231,10 +261,28 @@ pub struct WriteTxn {
 impl WriteTxn {
     reads!();
 
+    /// Inserts or replaces a record; a replaced record keeps its place in insertion order.
     fn put<T: Serialize>(&self, table: TableDefinition<&str, &[u8]>, id: &str, value: &T) -> Result<()> {
-        let bytes = serde_json::to_vec(value)?;
+        let seq = match self.get_stored::<serde::de::IgnoredAny>(table, id)? {
+            Some(existing) => existing.seq,
+            None => self.next_seq()?,
+        };
+        let bytes = serde_json::to_vec(&Stored { seq, record: value })?;
         self.inner.open_table(table)?.insert(id, bytes.as_slice())?;
         Ok(())
+    }
+
+    fn next_seq(&self) -> Result<u64> {
+        let seq = match self.meta(META_NEXT_SEQ)? {
+            Some(b) => u64::from_be_bytes(
+                b.as_slice()
+                    .try_into()
+                    .map_err(|_| KmsError::Store("corrupt record counter".into()))?,
+            ),
+            None => 1,
+        };
+        self.set_meta(META_NEXT_SEQ, &(seq + 1).to_be_bytes())?;
+        Ok(seq)
     }
 
     /// Sets a meta value.

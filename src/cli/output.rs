@@ -46,15 +46,33 @@ pub fn table(rows: &Value, columns: &[Column]) {
     }
 }
 
-/// Prints an object as `field: value` lines in its own field order.
+/// Prints an object as `field  value` lines in its own field order; nested objects are
+/// flattened to dotted names (`autoKeyRotationDetails.rotationIntervalInDays`).
 pub fn fields(obj: &Value) {
-    let Some(map) = obj.as_object() else {
+    fn flatten(prefix: &str, v: &Value, out: &mut Vec<(String, String)>) {
+        match v.as_object() {
+            Some(map) if !map.is_empty() => {
+                for (k, v) in map {
+                    let name = if prefix.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{prefix}.{k}")
+                    };
+                    flatten(&name, v, out);
+                }
+            }
+            _ => out.push((prefix.to_owned(), cell(v))),
+        }
+    }
+    if !obj.is_object() {
         println!("{}", cell(obj));
         return;
-    };
-    let width = map.keys().map(|k| k.len()).max().unwrap_or(0);
-    for (k, v) in map {
-        println!("{k:<width$}  {}", cell(v));
+    }
+    let mut rows = Vec::new();
+    flatten("", obj, &mut rows);
+    let width = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
+    for (k, v) in rows {
+        println!("{k:<width$}  {v}");
     }
 }
 

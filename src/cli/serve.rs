@@ -81,6 +81,7 @@ async fn serve(global: &GlobalOpts, args: ServeArgs) -> anyhow::Result<ExitCode>
         kms.clone(),
         Duration::from_secs(args.scheduler_interval_secs),
     ));
+    let audit_flush_task = tokio::spawn(audit_flusher(kms.clone()));
 
     let serve_file = global.data_dir.join(SERVE_FILE);
     write_atomically(
@@ -102,6 +103,10 @@ async fn serve(global: &GlobalOpts, args: ServeArgs) -> anyhow::Result<ExitCode>
     info!("shutting down");
     admin_task.abort();
     scheduler_task.abort();
+    audit_flush_task.abort();
+    if let Err(e) = kms.flush_audit() {
+        error!(error = %e, "could not flush the audit log");
+    }
     let _ = std::fs::remove_file(&serve_file);
     let _ = std::fs::remove_file(&socket_path);
     println!("stopped");
@@ -119,6 +124,18 @@ async fn scheduler(kms: Arc<Kms>, every: Duration) {
             Ok(Ok(_)) => {}
             Ok(Err(e)) => error!(error = %e, "scheduler pass failed"),
             Err(e) => error!(error = %e, "scheduler task panicked"),
+        }
+    }
+}
+
+/// Bounds how much of the crypto-call audit trail a crash can lose to about a second.
+async fn audit_flusher(kms: Arc<Kms>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tick.tick().await;
+        let kms = kms.clone();
+        if let Ok(Err(e)) = tokio::task::spawn_blocking(move || kms.flush_audit()).await {
+            error!(error = %e, "audit flush failed");
         }
     }
 }
