@@ -494,3 +494,44 @@ fn store_survives_kill_9_during_key_creation() {
     let ct = s(&env.json(&["kms", "encrypt", "--key", &key, "--plaintext", "after crash"])["ciphertext"]);
     assert_eq!(env.ok(&["kms", "decrypt", "--raw", "--ciphertext", &ct]), "after crash");
 }
+
+/// `kms audit verify` passes on an untouched log and fails — naming the entry — after one
+/// entry is edited directly in the database file.
+#[test]
+fn audit_verify_detects_an_edited_entry() {
+    let env = Env::new();
+    let (_, key) = vault_and_key(&env, &[]);
+    env.ok(&["kms", "encrypt", "--key", &key, "--plaintext", "x"]);
+    env.fails(&["kms", "key", "enable", &key]); // a failed call is audited too
+    let entries = env.json(&["kms", "audit", "list"]);
+    let ops: Vec<String> = entries.as_array().unwrap().iter().map(|e| s(&e["operation"])).collect();
+    assert_eq!(ops, ["CreateVault", "CreateKey", "Encrypt", "EnableKey"]);
+    assert_eq!(s(&entries[3]["result"]), "FAILED");
+    assert!(env
+        .ok(&["kms", "audit", "verify"])
+        .contains("audit log intact: 4 entries verified"));
+
+    {
+        let db = redb::Database::open(env.data_dir().join("kms.redb")).unwrap();
+        let txn = db.begin_write().unwrap();
+        {
+            use redb::ReadableTable;
+            let mut table = txn.open_table(kms_core::store::schema::AUDIT).unwrap();
+            let edited = {
+                let row = table.get(2).unwrap().unwrap();
+                String::from_utf8(row.value().to_vec())
+                    .unwrap()
+                    .replace("\"CreateKey\"", "\"GetKey\"")
+            };
+            table.insert(2, edited.as_bytes()).unwrap();
+        }
+        txn.commit().unwrap();
+    }
+    let out = env.cmd(&["kms", "audit", "verify"]).output().unwrap();
+    assert!(!out.status.success(), "verify must fail after an edit");
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        stdout.contains("BROKEN after 1 good entries") && stdout.contains("entry 2 was modified"),
+        "{stdout}"
+    );
+}
