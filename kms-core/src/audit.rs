@@ -154,6 +154,10 @@ pub(crate) fn append(
 pub struct AuditVerification {
     /// Entries checked before stopping.
     pub entries_checked: u64,
+    /// Hash of the last entry that checked out (the genesis hash when none did). Recorded
+    /// outside the data directory, it lets a later verify prove that nothing was cut off the
+    /// end even by someone able to rewrite the whole database.
+    pub head_hash: String,
     /// `None` when the chain is intact; otherwise what broke and where.
     pub failure: Option<String>,
 }
@@ -179,9 +183,10 @@ pub(crate) fn verify(txn: &ReadTxn) -> Result<AuditVerification> {
     let head = head(txn.meta(META_AUDIT_HEAD)?)?;
     let mut expected_seq = 1u64;
     let mut prev_hash = GENESIS_HASH.to_owned();
-    let fail = |checked: u64, msg: String| {
+    let fail = |checked: u64, last_good: &str, msg: String| {
         Ok(AuditVerification {
             entries_checked: checked,
+            head_hash: last_good.to_owned(),
             failure: Some(msg),
         })
     };
@@ -195,25 +200,32 @@ pub(crate) fn verify(txn: &ReadTxn) -> Result<AuditVerification> {
             if key != expected_seq {
                 return fail(
                     checked,
+                    &prev_hash,
                     format!("entry {expected_seq} is missing (next stored entry is {key})"),
                 );
             }
             let entry: AuditEntry = match serde_json::from_slice(&bytes) {
                 Ok(e) => e,
-                Err(e) => return fail(checked, format!("entry {key} is unreadable: {e}")),
+                Err(e) => return fail(checked, &prev_hash, format!("entry {key} is unreadable: {e}")),
             };
             if entry.seq != key {
-                return fail(checked, format!("entry stored at {key} claims sequence {}", entry.seq));
+                return fail(
+                    checked,
+                    &prev_hash,
+                    format!("entry stored at {key} claims sequence {}", entry.seq),
+                );
             }
             if entry.prev_hash != prev_hash {
                 return fail(
                     checked,
+                    &prev_hash,
                     format!("entry {key} does not link to entry {} (removed or reordered)", key - 1),
                 );
             }
             if entry.compute_hash() != entry.hash {
                 return fail(
                     checked,
+                    &prev_hash,
                     format!("entry {key} was modified after it was written (hash mismatch)"),
                 );
             }
@@ -225,6 +237,7 @@ pub(crate) fn verify(txn: &ReadTxn) -> Result<AuditVerification> {
     if checked != head.seq || prev_hash != head.hash {
         return fail(
             checked,
+            &prev_hash,
             format!(
                 "chain ends at entry {checked} but the recorded head is entry {}: entries were removed",
                 head.seq
@@ -233,6 +246,7 @@ pub(crate) fn verify(txn: &ReadTxn) -> Result<AuditVerification> {
     }
     Ok(AuditVerification {
         entries_checked: checked,
+        head_hash: prev_hash,
         failure: None,
     })
 }

@@ -609,7 +609,10 @@ pub fn run(global: &GlobalOpts, args: KmsArgs) -> anyhow::Result<ExitCode> {
             }
         }
         View::AuditVerify => match value["failure"].as_str() {
-            None => println!("audit log intact: {} entries verified", value["entriesChecked"]),
+            None => {
+                println!("audit log intact: {} entries verified", value["entriesChecked"]);
+                println!("head hash {}", value["headHash"].as_str().unwrap_or_default());
+            }
             Some(f) => println!("audit log BROKEN after {} good entries: {f}", value["entriesChecked"]),
         },
         View::Scheduler => {
