@@ -4,9 +4,11 @@
 //! `sealstore` binary is made of; key management itself lives in the `kms-core` crate.
 //!
 //! - [`crypto`]: data-path cryptography on aws-lc.
+//! - [`object`]: the encrypted object format and store.
 //! - [`admin`]: the local admin protocol between the CLI and a running server.
 
 #![warn(missing_docs)]
 
 pub mod admin;
 pub mod crypto;
+pub mod object;

@@ -51,6 +51,52 @@ impl GcmKey {
         Ok(out)
     }
 
+    /// Encrypts `plaintext` into `out` (same length) and `tag`, leaving `plaintext` untouched:
+    /// one pass over the data, no copy.
+    pub fn seal_into(
+        &self,
+        nonce: [u8; NONCE_LEN],
+        aad: &[u8],
+        plaintext: &[u8],
+        out: &mut [u8],
+        tag: &mut [u8; TAG_LEN],
+    ) -> Result<(), GcmError> {
+        self.0
+            .seal_out_of_place_scatter(
+                Nonce::assume_unique_for_key(nonce),
+                Aad::from(aad),
+                plaintext,
+                out,
+                &[],
+                tag,
+            )
+            .map_err(|_| GcmError::Refused)
+    }
+
+    /// Decrypts `ciphertext` with `tag` into `out` (same length), leaving the input untouched.
+    /// On failure `out` holds no plaintext.
+    pub fn open_into(
+        &self,
+        nonce: [u8; NONCE_LEN],
+        aad: &[u8],
+        ciphertext: &[u8],
+        tag: &[u8; TAG_LEN],
+        out: &mut [u8],
+    ) -> Result<(), GcmError> {
+        self.0
+            .open_separate_gather(
+                Nonce::assume_unique_for_key(nonce),
+                Aad::from(aad),
+                ciphertext,
+                tag,
+                out,
+            )
+            .map_err(|_| {
+                out.fill(0);
+                GcmError::Authentication
+            })
+    }
+
     /// Decrypts `sealed` = ciphertext ‖ tag in place and returns the plaintext length (the
     /// plaintext is `sealed[..len]`). On failure nothing in `sealed` is plaintext.
     pub fn open_in_place(&self, nonce: [u8; NONCE_LEN], aad: &[u8], sealed: &mut [u8]) -> Result<usize, GcmError> {

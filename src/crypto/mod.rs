@@ -2,3 +2,4 @@
 //! module only gives them shapes that are hard to misuse.
 
 pub mod gcm;
+pub mod segment;

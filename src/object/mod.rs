@@ -1,0 +1,4 @@
+//! Encrypted objects: the on-store format ([`format`]) and, built on it, the store that
+//! encrypts every object with its own data key.
+
+pub mod format;
