@@ -3,3 +3,4 @@
 
 pub mod gcm;
 pub mod segment;
+pub mod stream;

@@ -2,3 +2,6 @@
 //! encrypts every object with its own data key.
 
 pub mod format;
+pub mod store;
+
+pub use store::EncryptedStore;

@@ -1,0 +1,285 @@
+//! Streaming segment encryption: async streams of bytes in, sealed or opened batches out.
+//!
+//! Input is cut into batches of whole segments (4 MiB by default); each batch is sealed or
+//! opened on the rayon pool while the next one is read, two batches in flight at most, so a
+//! request of any size holds a bounded amount of memory (about four batches).
+
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use futures::stream::{self, BoxStream, Stream, StreamExt, TryStreamExt};
+use thiserror::Error;
+
+use super::segment::{SegmentCipher, SegmentError};
+
+/// Segments per batch: 64 segments of 64 KiB, 4 MiB — enough to keep every core busy.
+pub const DEFAULT_BATCH_SEGMENTS: usize = 64;
+/// Batches sealed or opened concurrently per stream.
+const IN_FLIGHT: usize = 2;
+
+/// Errors of the streaming layer.
+#[derive(Debug, Error)]
+pub enum StreamError {
+    /// Sealing or opening failed (integrity, layout).
+    #[error(transparent)]
+    Segment(#[from] SegmentError),
+    /// The input stream failed.
+    #[error("reading the input failed: {0}")]
+    Input(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// The input ended before the length it announced.
+    #[error("input ended after {got} of {expected} bytes")]
+    ShortInput {
+        /// Bytes received.
+        got: u64,
+        /// Bytes announced.
+        expected: u64,
+    },
+}
+
+/// Runs `f` on the rayon pool and waits for it without blocking the async runtime.
+pub async fn on_rayon<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    rayon::spawn(move || {
+        let _ = tx.send(f());
+    });
+    rx.await.expect("rayon task panicked")
+}
+
+/// Cuts `input` into batches of exactly `batch` bytes, holding back the tail so that the
+/// batch that ends the input is known: yields `(bytes, is_last)`. The last batch may be
+/// shorter, and is empty only for empty input.
+fn batches<S, E>(input: S, batch: usize) -> impl Stream<Item = Result<(Bytes, bool), StreamError>> + Send
+where
+    S: Stream<Item = Result<Bytes, E>> + Send + Unpin + 'static,
+    E: std::error::Error + Send + Sync + 'static,
+{
+    struct State<S> {
+        input: S,
+        pending: BytesMut,
+        finished: bool,
+    }
+    let state = State {
+        input,
+        pending: BytesMut::new(),
+        finished: false,
+    };
+    stream::try_unfold(state, move |mut st| async move {
+        if st.finished {
+            return Ok(None);
+        }
+        // Fill until there is more than a batch (so this batch is surely not the last)…
+        while st.pending.len() <= batch {
+            match st.input.next().await {
+                Some(chunk) => st
+                    .pending
+                    .extend_from_slice(&chunk.map_err(|e| StreamError::Input(Box::new(e)))?),
+                None => {
+                    // …or the input ended: what is pending is the last batch.
+                    st.finished = true;
+                    let last = st.pending.split().freeze();
+                    return Ok(Some(((last, true), st)));
+                }
+            }
+        }
+        let next = st.pending.split_to(batch).freeze();
+        Ok(Some(((next, false), st)))
+    })
+}
+
+/// Seals `input` (plaintext) into sealed segment batches, starting at segment 0.
+pub fn seal_stream<S, E>(
+    cipher: Arc<SegmentCipher>,
+    input: S,
+    batch_segments: usize,
+) -> BoxStream<'static, Result<Bytes, StreamError>>
+where
+    S: Stream<Item = Result<Bytes, E>> + Send + Unpin + 'static,
+    E: std::error::Error + Send + Sync + 'static,
+{
+    let batch = batch_segments * cipher.size().get() as usize;
+    batches(input, batch)
+        .enumerate()
+        .map(move |(i, item)| {
+            let cipher = cipher.clone();
+            async move {
+                let (plain, last) = item?;
+                let first = (i * batch_segments) as u64;
+                on_rayon(move || {
+                    cipher
+                        .seal(first, &plain, last)
+                        .map(Bytes::from)
+                        .map_err(StreamError::from)
+                })
+                .await
+            }
+        })
+        .buffered(IN_FLIGHT)
+        .boxed()
+}
+
+/// A run of consecutive sealed segments to open, and the part of its plaintext wanted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SegmentRun {
+    /// Index of the run's first segment.
+    pub first: u64,
+    /// Sealed bytes in the run.
+    pub sealed_len: u64,
+    /// Whether the run includes the object's last segment.
+    pub ends_object: bool,
+    /// Plaintext bytes to drop from the start of the run.
+    pub skip: u64,
+    /// Plaintext bytes to return after those.
+    pub take: u64,
+}
+
+/// Opens a run of sealed segments read from a store: `input` yields the run's sealed
+/// bytes; the output is the wanted part of its plaintext.
+pub fn open_stream<S, E>(
+    cipher: Arc<SegmentCipher>,
+    input: S,
+    run: SegmentRun,
+    batch_segments: usize,
+) -> BoxStream<'static, Result<Bytes, StreamError>>
+where
+    S: Stream<Item = Result<Bytes, E>> + Send + Unpin + 'static,
+    E: std::error::Error + Send + Sync + 'static,
+{
+    let sealed_segment = cipher.size().get() as usize + super::gcm::TAG_LEN;
+    let batch = batch_segments * sealed_segment;
+    let SegmentRun {
+        first,
+        sealed_len,
+        ends_object,
+        skip,
+        take,
+    } = run;
+    let batch_count = sealed_len.div_ceil(batch as u64).max(1);
+    let opened = batches(input, batch)
+        .enumerate()
+        .map(move |(i, item)| {
+            let cipher = cipher.clone();
+            async move {
+                let (sealed, input_ended) = item?;
+                let is_final = i as u64 + 1 == batch_count;
+                let got = i as u64 * batch as u64 + sealed.len() as u64;
+                if input_ended != is_final || (is_final && got != sealed_len) {
+                    return Err(StreamError::ShortInput {
+                        got,
+                        expected: sealed_len,
+                    });
+                }
+                let first = first + (i * batch_segments) as u64;
+                on_rayon(move || {
+                    cipher
+                        .open(first, &sealed, ends_object && is_final)
+                        .map(Bytes::from)
+                        .map_err(StreamError::from)
+                })
+                .await
+            }
+        })
+        .buffered(IN_FLIGHT);
+    // Trim to the requested plaintext range.
+    let mut to_skip = skip;
+    let mut to_take = take;
+    opened
+        .try_filter_map(move |mut plain: Bytes| {
+            let drop_front = to_skip.min(plain.len() as u64) as usize;
+            to_skip -= drop_front as u64;
+            let _ = plain.split_to(drop_front);
+            let keep = to_take.min(plain.len() as u64) as usize;
+            to_take -= keep as u64;
+            plain.truncate(keep);
+            futures::future::ready(Ok((!plain.is_empty()).then_some(plain)))
+        })
+        .boxed()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crypto::segment::SegmentSize;
+
+    fn cipher() -> Arc<SegmentCipher> {
+        Arc::new(SegmentCipher::new(
+            &[3; 32],
+            [4; 7],
+            [5; 32],
+            SegmentSize::new(4096).unwrap(),
+        ))
+    }
+
+    fn chunks(data: &[u8], size: usize) -> impl Stream<Item = Result<Bytes, std::io::Error>> + Send + Unpin + 'static {
+        let parts: Vec<Result<Bytes, std::io::Error>> = data
+            .chunks(size.max(1))
+            .map(|c| Ok(Bytes::copy_from_slice(c)))
+            .collect();
+        stream::iter(parts)
+    }
+
+    fn run(first: u64, sealed_len: u64, ends_object: bool, skip: u64, take: u64) -> SegmentRun {
+        SegmentRun {
+            first,
+            sealed_len,
+            ends_object,
+            skip,
+            take,
+        }
+    }
+
+    async fn collect(s: BoxStream<'static, Result<Bytes, StreamError>>) -> Result<Vec<u8>, StreamError> {
+        let parts: Vec<Bytes> = s.try_collect().await?;
+        Ok(parts.concat())
+    }
+
+    #[tokio::test]
+    async fn streamed_seal_equals_one_shot_and_opens_in_any_chunking() {
+        let c = cipher();
+        for len in [0usize, 1, 4095, 4096, 4097, 2 * 4 * 4096, 2 * 4 * 4096 + 1, 100_000] {
+            let plain: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+            for chunk in [1000, 4096, 7777] {
+                let sealed = collect(seal_stream(c.clone(), chunks(&plain, chunk), 4)).await.unwrap();
+                assert_eq!(sealed, c.seal(0, &plain, true).unwrap(), "len {len} chunk {chunk}");
+                let n = sealed.len() as u64;
+                let opened = collect(open_stream(
+                    c.clone(),
+                    chunks(&sealed, chunk),
+                    run(0, n, true, 0, len as u64),
+                    4,
+                ))
+                .await
+                .unwrap();
+                assert_eq!(opened, plain);
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn ranged_open_trims_and_short_input_fails() {
+        let c = cipher();
+        let plain: Vec<u8> = (0..50_000).map(|i| (i % 251) as u8).collect();
+        let sealed = c.seal(0, &plain, true).unwrap();
+        // Plaintext 5000..=20000 lies in segments 1..=4 (4096-byte segments).
+        let (first, last) = (1u64, 4u64);
+        let range = &sealed[(first * 4112) as usize..((last + 1) * 4112) as usize];
+        let out = collect(open_stream(
+            c.clone(),
+            chunks(range, 3000),
+            run(first, range.len() as u64, false, 5000 - 4096, 15001),
+            2,
+        ))
+        .await
+        .unwrap();
+        assert_eq!(out, &plain[5000..=20000]);
+
+        let short = &sealed[..sealed.len() - 4112];
+        let err = collect(open_stream(
+            c.clone(),
+            chunks(short, 3000),
+            run(0, sealed.len() as u64, true, 0, 50_000),
+            2,
+        ))
+        .await;
+        assert!(err.is_err());
+    }
+}

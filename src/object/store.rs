@@ -1,0 +1,508 @@
+//! [`EncryptedStore`]: an [`ObjectStore`] that encrypts every object it is given and stores
+//! the ciphertext in another `ObjectStore` — a decorator in the style of object_store's own
+//! `PrefixStore` and `LimitStore`, so anything written against object_store can use it.
+//!
+//! Each object gets a fresh data key from the [`KeyProvider`], wrapped by the store's master
+//! key and bound to the object's identity (bucket name of this store, path, version `null`).
+//! Reads work whatever master key version wrapped the object; every write — put, copy —
+//! uses the current one, which is how re-encryption after a rotation happens lazily.
+//! Writes are as atomic as the inner store's (LocalFileSystem and S3 both publish a whole
+//! object or nothing).
+
+use std::fmt;
+use std::ops::Range;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::stream::{self, BoxStream, StreamExt, TryStreamExt};
+use kms_core::{KeyProvider, Ocid};
+use object_store::path::Path;
+use object_store::{
+    Attribute, AttributeValue, Attributes, GetOptions, GetRange, GetResult, GetResultPayload, ListResult,
+    MultipartUpload, ObjectMeta, ObjectStore, PutMode, PutMultipartOptions, PutOptions, PutPayload, PutResult, Result,
+    UploadPart,
+};
+use serde::{Deserialize, Serialize};
+
+use super::format::{FormatError, ObjectHeader, ObjectIdentity};
+use crate::crypto::segment::{SegmentCipher, SegmentSize};
+use crate::crypto::stream::{open_stream, seal_stream, SegmentRun, DEFAULT_BATCH_SEGMENTS};
+
+const STORE: &str = "EncryptedStore";
+/// Bytes fetched to read a header in one request (headers are ~300 bytes plus metadata).
+const HEADER_PROBE: u64 = 4096;
+/// Segments sealed per multipart part: 128 × 64 KiB = 8 MiB, above S3's 5 MiB part minimum.
+const MULTIPART_BATCH_SEGMENTS: usize = 128;
+
+fn generic(source: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> object_store::Error {
+    object_store::Error::Generic {
+        store: STORE,
+        source: source.into(),
+    }
+}
+
+/// Metadata sealed into every object: the attributes given at put time.
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct SealedMetadata {
+    content_type: Option<String>,
+    content_encoding: Option<String>,
+    content_disposition: Option<String>,
+    content_language: Option<String>,
+    cache_control: Option<String>,
+    #[serde(default)]
+    user_metadata: std::collections::BTreeMap<String, String>,
+}
+
+impl SealedMetadata {
+    fn from_attributes(attributes: &Attributes) -> Self {
+        let mut m = SealedMetadata::default();
+        for (attribute, value) in attributes {
+            let v = Some(value.as_ref().to_owned());
+            match attribute {
+                Attribute::ContentType => m.content_type = v,
+                Attribute::ContentEncoding => m.content_encoding = v,
+                Attribute::ContentDisposition => m.content_disposition = v,
+                Attribute::ContentLanguage => m.content_language = v,
+                Attribute::CacheControl => m.cache_control = v,
+                Attribute::Metadata(k) => {
+                    m.user_metadata.insert(k.to_string(), value.as_ref().to_owned());
+                }
+                _ => {}
+            }
+        }
+        m
+    }
+
+    fn to_attributes(&self) -> Attributes {
+        let mut a = Attributes::new();
+        let mut set = |attr: Attribute, v: &Option<String>| {
+            if let Some(v) = v {
+                a.insert(attr, AttributeValue::from(v.clone()));
+            }
+        };
+        set(Attribute::ContentType, &self.content_type);
+        set(Attribute::ContentEncoding, &self.content_encoding);
+        set(Attribute::ContentDisposition, &self.content_disposition);
+        set(Attribute::ContentLanguage, &self.content_language);
+        set(Attribute::CacheControl, &self.cache_control);
+        for (k, v) in &self.user_metadata {
+            a.insert(Attribute::Metadata(k.clone().into()), AttributeValue::from(v.clone()));
+        }
+        a
+    }
+}
+
+/// What is shared between the store and the streams and uploads it hands out.
+struct Shared<S> {
+    inner: S,
+    keys: Arc<dyn KeyProvider>,
+    key_id: Ocid,
+    bucket: String,
+    segment_size: SegmentSize,
+}
+
+/// An [`ObjectStore`] encrypting into another.
+pub struct EncryptedStore<S> {
+    shared: Arc<Shared<S>>,
+}
+
+impl<S> fmt::Debug for EncryptedStore<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EncryptedStore")
+            .field("bucket", &self.shared.bucket)
+            .field("key_id", &self.shared.key_id)
+            .finish()
+    }
+}
+
+impl<S: ObjectStore> fmt::Display for EncryptedStore<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "EncryptedStore({}, bucket {}, key {})",
+            self.shared.inner, self.shared.bucket, self.shared.key_id
+        )
+    }
+}
+
+/// A parsed header with what it takes to open the object it starts.
+struct Opened {
+    header: ObjectHeader,
+    header_len: u64,
+    sealed_meta: ObjectMeta,
+}
+
+impl<S: ObjectStore> EncryptedStore<S> {
+    /// Encrypts into `inner` under master key `key_id`; `bucket` names this store in every
+    /// object's identity (objects cannot be moved between buckets or names undetected).
+    pub fn new(inner: S, keys: Arc<dyn KeyProvider>, key_id: Ocid, bucket: impl Into<String>) -> Self {
+        Self::with_segment_size(inner, keys, key_id, bucket, SegmentSize::DEFAULT)
+    }
+
+    /// As [`EncryptedStore::new`] with another segment size for new objects.
+    pub fn with_segment_size(
+        inner: S,
+        keys: Arc<dyn KeyProvider>,
+        key_id: Ocid,
+        bucket: impl Into<String>,
+        segment_size: SegmentSize,
+    ) -> Self {
+        EncryptedStore {
+            shared: Arc::new(Shared {
+                inner,
+                keys,
+                key_id,
+                bucket: bucket.into(),
+                segment_size,
+            }),
+        }
+    }
+
+    /// The store holding the ciphertext.
+    pub fn inner(&self) -> &S {
+        &self.shared.inner
+    }
+}
+
+impl<S: ObjectStore> Shared<S> {
+    fn identity(&self, location: &Path) -> ObjectIdentity {
+        ObjectIdentity::unversioned(self.bucket.clone(), location.as_ref())
+    }
+
+    /// A new header for `location` with a fresh DEK; returns it with the plaintext DEK.
+    async fn new_object(
+        &self,
+        location: &Path,
+        plain_len: Option<u64>,
+        attributes: &Attributes,
+    ) -> Result<(ObjectHeader, Arc<SegmentCipher>)> {
+        let identity = self.identity(location);
+        let (keys, key_id, aad) = (self.keys.clone(), self.key_id.clone(), identity.to_bytes());
+        let data_key = tokio::task::spawn_blocking(move || keys.generate_data_key(&key_id, &aad))
+            .await
+            .map_err(generic)?
+            .map_err(generic)?;
+        let dek = data_key
+            .plaintext
+            .ok_or_else(|| generic("key provider returned no plaintext data key"))?;
+        let mut header = ObjectHeader::new(self.segment_size, plain_len, data_key.wrapped);
+        let metadata = serde_json::to_vec(&SealedMetadata::from_attributes(attributes)).map_err(generic)?;
+        header.seal_metadata(dek.expose(), &identity, &metadata);
+        let cipher = Arc::new(header.cipher(dek.expose(), &identity));
+        Ok((header, cipher))
+    }
+
+    /// Reads and parses the header of `location`.
+    async fn read_header(&self, location: &Path, options: &GetOptions) -> Result<Opened> {
+        let mut probe = HEADER_PROBE;
+        loop {
+            let opts = GetOptions {
+                if_match: options.if_match.clone(),
+                if_none_match: options.if_none_match.clone(),
+                if_modified_since: options.if_modified_since,
+                if_unmodified_since: options.if_unmodified_since,
+                version: options.version.clone(),
+                range: Some(GetRange::Bounded(0..probe)),
+                ..Default::default()
+            };
+            let result = self.inner.get_opts(location, opts).await?;
+            let sealed_meta = result.meta.clone();
+            let bytes = result.bytes().await?;
+            match ObjectHeader::parse(&bytes) {
+                Ok((header, len)) => {
+                    return Ok(Opened {
+                        header,
+                        header_len: len as u64,
+                        sealed_meta,
+                    })
+                }
+                Err(FormatError::Truncated) if (bytes.len() as u64) == probe && probe < sealed_meta.size => {
+                    probe = (probe * 4).min(sealed_meta.size);
+                }
+                Err(e) => return Err(generic(format!("{location}: {e}"))),
+            }
+        }
+    }
+
+    /// Unwraps the object's DEK; returns its segment cipher and its opened metadata.
+    async fn unwrap(&self, location: &Path, header: &ObjectHeader) -> Result<(Arc<SegmentCipher>, Attributes)> {
+        let identity = self.identity(location);
+        let (keys, wrapped, aad) = (self.keys.clone(), header.wrapped_dek.clone(), identity.to_bytes());
+        let dek = tokio::task::spawn_blocking(move || keys.unwrap_data_key(&wrapped, &aad))
+            .await
+            .map_err(generic)?
+            .map_err(|e| generic(format!("{location}: cannot unwrap the object's data key: {e}")))?;
+        let metadata = header
+            .open_metadata(dek.expose(), &identity)
+            .map_err(|e| generic(format!("{location}: {e}")))?;
+        let attributes = if metadata.is_empty() {
+            Attributes::new()
+        } else {
+            serde_json::from_slice::<SealedMetadata>(&metadata)
+                .map_err(generic)?
+                .to_attributes()
+        };
+        Ok((Arc::new(header.cipher(dek.expose(), &identity)), attributes))
+    }
+
+    fn plain_meta(&self, opened: &Opened) -> Result<ObjectMeta> {
+        let size = opened.header.plain_len_of(opened.sealed_meta.size).map_err(generic)?;
+        if let Some(declared) = opened.header.plain_len {
+            if declared != size {
+                return Err(generic(format!(
+                    "{}: object is {size} bytes but its header says {declared}: it was truncated or extended",
+                    opened.sealed_meta.location
+                )));
+            }
+        }
+        Ok(ObjectMeta {
+            size,
+            ..opened.sealed_meta.clone()
+        })
+    }
+
+    async fn head(&self, location: &Path) -> Result<ObjectMeta> {
+        let opened = self.read_header(location, &GetOptions::default()).await?;
+        self.plain_meta(&opened)
+    }
+}
+
+/// The plaintext byte range a request asks for, in an object of `len` bytes.
+fn plain_range(range: &Option<GetRange>, len: u64) -> Result<Range<u64>> {
+    match range {
+        None => Ok(0..len),
+        Some(r) => r.as_range(len).map_err(|e| object_store::Error::Generic {
+            store: STORE,
+            source: Box::new(e),
+        }),
+    }
+}
+
+#[async_trait]
+impl<S: ObjectStore> ObjectStore for EncryptedStore<S> {
+    async fn put_opts(&self, location: &Path, payload: PutPayload, opts: PutOptions) -> Result<PutResult> {
+        let s = &self.shared;
+        let len = payload.content_length() as u64;
+        let (header, cipher) = s.new_object(location, Some(len), &opts.attributes).await?;
+        let input = stream::iter(payload.into_iter().map(Ok::<_, std::io::Error>));
+        let sealed: Vec<Bytes> = seal_stream(cipher, input, DEFAULT_BATCH_SEGMENTS)
+            .try_collect()
+            .await
+            .map_err(generic)?;
+        let body = std::iter::once(Bytes::from(header.encode()))
+            .chain(sealed)
+            .collect::<PutPayload>();
+        // Attributes are sealed inside the object; none are given to the inner store.
+        let inner_opts = PutOptions {
+            mode: opts.mode,
+            tags: opts.tags,
+            attributes: Attributes::new(),
+            extensions: opts.extensions,
+        };
+        s.inner.put_opts(location, body, inner_opts).await
+    }
+
+    async fn put_multipart_opts(&self, location: &Path, opts: PutMultipartOptions) -> Result<Box<dyn MultipartUpload>> {
+        let s = &self.shared;
+        let (header, cipher) = s.new_object(location, None, &opts.attributes).await?;
+        let inner_opts = PutMultipartOptions {
+            tags: opts.tags,
+            attributes: Attributes::new(),
+            extensions: opts.extensions,
+        };
+        let inner = s.inner.put_multipart_opts(location, inner_opts).await?;
+        Ok(Box::new(EncryptedUpload {
+            inner,
+            cipher,
+            header: Some(header.encode()),
+            pending: Vec::new(),
+            next_segment: 0,
+        }))
+    }
+
+    async fn get_opts(&self, location: &Path, options: GetOptions) -> Result<GetResult> {
+        let s = self.shared.clone();
+        let opened = s.read_header(location, &options).await?;
+        let meta = s.plain_meta(&opened)?;
+        let (cipher, attributes) = s.unwrap(location, &opened.header).await?;
+        let range = plain_range(&options.range, meta.size)?;
+        let seg = opened.header.segment_size;
+        let count = seg.segment_count(meta.size);
+        let plain_seg = u64::from(seg.get());
+        let (first, last) = if range.is_empty() {
+            (0, 0)
+        } else {
+            (range.start / plain_seg, (range.end - 1) / plain_seg)
+        };
+        let sealed_start = opened.header_len + seg.sealed_offset(first);
+        let sealed_end = (opened.header_len + seg.sealed_offset(last + 1)).min(opened.sealed_meta.size);
+        let body_opts = GetOptions {
+            // The body must come from the very object whose header was read.
+            if_match: opened.sealed_meta.e_tag.clone(),
+            version: opened.sealed_meta.version.clone(),
+            range: Some(GetRange::Bounded(sealed_start..sealed_end)),
+            ..Default::default()
+        };
+        let body = s.inner.get_opts(location, body_opts).await?.into_stream();
+        let run = SegmentRun {
+            first,
+            sealed_len: sealed_end - sealed_start,
+            ends_object: last + 1 == count,
+            skip: range.start - first * plain_seg,
+            take: range.end - range.start,
+        };
+        let plain = open_stream(cipher, body, run, DEFAULT_BATCH_SEGMENTS)
+            .map_err(generic)
+            .boxed();
+        Ok(GetResult {
+            payload: GetResultPayload::Stream(plain),
+            meta,
+            range,
+            attributes,
+        })
+    }
+
+    async fn head(&self, location: &Path) -> Result<ObjectMeta> {
+        self.shared.head(location).await
+    }
+
+    async fn delete(&self, location: &Path) -> Result<()> {
+        self.shared.inner.delete(location).await
+    }
+
+    fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, Result<ObjectMeta>> {
+        let s = self.shared.clone();
+        self.shared
+            .inner
+            .list(prefix)
+            .map(move |meta| {
+                let s = s.clone();
+                async move { s.head(&meta?.location).await }
+            })
+            .buffered(8)
+            .boxed()
+    }
+
+    async fn list_with_delimiter(&self, prefix: Option<&Path>) -> Result<ListResult> {
+        let listed = self.shared.inner.list_with_delimiter(prefix).await?;
+        let objects = stream::iter(listed.objects)
+            .map(|meta| async move { self.shared.head(&meta.location).await })
+            .buffered(8)
+            .try_collect()
+            .await?;
+        Ok(ListResult {
+            common_prefixes: listed.common_prefixes,
+            objects,
+        })
+    }
+
+    /// Copies by decrypting and re-encrypting: the new object is bound to its new name and
+    /// wrapped by the current master key version.
+    async fn copy(&self, from: &Path, to: &Path) -> Result<()> {
+        let source = self.get(from).await?;
+        let attributes = source.attributes.clone();
+        let mut upload = self
+            .put_multipart_opts(
+                to,
+                PutMultipartOptions {
+                    attributes,
+                    ..Default::default()
+                },
+            )
+            .await?;
+        let mut body = source.into_stream();
+        while let Some(chunk) = body.next().await {
+            match chunk {
+                Ok(bytes) => upload.put_part(bytes.into()).await?,
+                Err(e) => {
+                    let _ = upload.abort().await;
+                    return Err(e);
+                }
+            }
+        }
+        upload.complete().await.map(drop)
+    }
+
+    async fn copy_if_not_exists(&self, from: &Path, to: &Path) -> Result<()> {
+        let source = self.get(from).await?;
+        let attributes = source.attributes.clone();
+        let bytes = source.bytes().await?;
+        let opts = PutOptions {
+            mode: PutMode::Create,
+            attributes,
+            ..Default::default()
+        };
+        self.put_opts(to, bytes.into(), opts).await.map(drop)
+    }
+}
+
+/// A multipart upload that seals as it goes: plaintext parts of any size are cut into
+/// batches of whole segments, each sealed and handed to the inner upload as one part. The
+/// tail is held back until `complete`, where it becomes the object's last segment.
+struct EncryptedUpload {
+    inner: Box<dyn MultipartUpload>,
+    cipher: Arc<SegmentCipher>,
+    /// The encoded header, until it goes out in front of the first part.
+    header: Option<Vec<u8>>,
+    pending: Vec<u8>,
+    next_segment: u64,
+}
+
+impl fmt::Debug for EncryptedUpload {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EncryptedUpload")
+            .field("next_segment", &self.next_segment)
+            .finish()
+    }
+}
+
+impl EncryptedUpload {
+    /// Seals `plain` as the next segments and sends it as one inner part.
+    fn send(&mut self, plain: &[u8], last: bool) -> Result<UploadPart> {
+        let count = (plain.len() / self.cipher.size().get() as usize).max(1) as u64;
+        // Sealing runs on the rayon pool; the caller's thread waits for a few milliseconds.
+        let sealed = self.cipher.seal(self.next_segment, plain, last).map_err(generic)?;
+        self.next_segment += count;
+        let part = match self.header.take() {
+            Some(header) => PutPayload::from_iter([Bytes::from(header), Bytes::from(sealed)]),
+            None => PutPayload::from(sealed),
+        };
+        Ok(self.inner.put_part(part))
+    }
+}
+
+#[async_trait]
+impl MultipartUpload for EncryptedUpload {
+    fn put_part(&mut self, data: PutPayload) -> UploadPart {
+        for chunk in &data {
+            self.pending.extend_from_slice(chunk);
+        }
+        let batch = MULTIPART_BATCH_SEGMENTS * self.cipher.size().get() as usize;
+        let mut parts = Vec::new();
+        // Strictly more than a batch: whatever comes last must stay for `complete`.
+        while self.pending.len() > batch {
+            let rest = self.pending.split_off(batch);
+            let plain = std::mem::replace(&mut self.pending, rest);
+            match self.send(&plain, false) {
+                Ok(part) => parts.push(part),
+                Err(e) => return Box::pin(futures::future::ready(Err(e))),
+            }
+        }
+        Box::pin(async move {
+            futures::future::try_join_all(parts).await?;
+            Ok(())
+        })
+    }
+
+    async fn complete(&mut self) -> Result<PutResult> {
+        let plain = std::mem::take(&mut self.pending);
+        self.send(&plain, true)?.await?;
+        self.inner.complete().await
+    }
+
+    async fn abort(&mut self) -> Result<()> {
+        self.inner.abort().await
+    }
+}
