@@ -37,5 +37,5 @@ pub use error::{KmsError, Result};
 pub use ids::{Ocid, ResourceType};
 pub use model::*;
 pub use rotation::{ComplianceFinding, ComplianceReport, SchedulerReport, DEFAULT_MAX_KEY_AGE_DAYS};
-pub use service::{CreateKey, CreateVault, Defaults, Kms, KmsConfig, UpdateResource};
+pub use service::{CreateKey, CreateVault, DataInventory, Defaults, Kms, KmsConfig, UpdateResource};
 pub use time::{Clock, ManualClock, OffsetClock, SystemClock, Timestamp};

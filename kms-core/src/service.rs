@@ -31,6 +31,14 @@ const META_DEFAULT_VAULT: &str = "default_vault_id";
 /// Meta key naming the default master key created on first start.
 const META_DEFAULT_KEY: &str = "default_key_id";
 
+/// Tells the KMS how much data still depends on a key version, so that disabling a version
+/// that protects data is refused unless forced. The data path (object index, volumes)
+/// implements it.
+pub trait DataInventory: Send + Sync + std::fmt::Debug {
+    /// Objects (or volumes) whose data key is wrapped by `key_version`.
+    fn objects_protected_by(&self, key_version: &Ocid) -> Result<u64>;
+}
+
 /// How to open a [`Kms`].
 #[derive(Debug, Clone)]
 pub struct KmsConfig {
@@ -126,6 +134,8 @@ pub struct Kms {
     protections: HashMap<ProtectionMode, Arc<dyn KeyProtection>>,
     /// Crypto-operation audit entries committed but not yet fsynced.
     audit_unflushed: AtomicU64,
+    /// What the data path reports as still protected by each version.
+    inventories: Vec<Arc<dyn DataInventory>>,
 }
 
 /// Crypto-operation audit entries that may wait for a durable commit; [`Kms::flush_audit`]
@@ -240,6 +250,7 @@ impl Kms {
             tenancy,
             protections: HashMap::new(),
             audit_unflushed: AtomicU64::new(0),
+            inventories: Vec::new(),
         };
         kms.register_protection(Arc::new(SoftwareProtection::new(root)));
         Ok(kms)
@@ -248,6 +259,20 @@ impl Kms {
     /// Adds (or replaces) the backend for one protection mode.
     pub fn register_protection(&mut self, backend: Arc<dyn KeyProtection>) {
         self.protections.insert(backend.mode(), backend);
+    }
+
+    /// Adds a source of "data still protected by this key version" (see [`DataInventory`]).
+    pub fn register_inventory(&mut self, inventory: Arc<dyn DataInventory>) {
+        self.inventories.push(inventory);
+    }
+
+    /// Objects and volumes that still depend on `key_version`, over every registered
+    /// inventory.
+    pub fn data_protected_by(&self, key_version: &Ocid) -> Result<u64> {
+        self.inventories
+            .iter()
+            .map(|i| i.objects_protected_by(key_version))
+            .sum()
     }
 
     /// The tenancy (root compartment) id of this data directory.
@@ -844,8 +869,38 @@ impl Kms {
     }
 
     /// Disables an old version (after a suspected compromise): ciphertexts made by it stop
-    /// decrypting until it is enabled again. The primary version cannot be disabled.
-    pub fn disable_key_version(&self, principal: &Principal, key_id: &Ocid, version_id: &Ocid) -> Result<KeyVersion> {
+    /// decrypting until it is enabled again. The primary version cannot be disabled, and a
+    /// version that registered inventories say still protects data is refused unless `force`
+    /// (re-encrypt that data first: `sealstore reencrypt`).
+    pub fn disable_key_version(
+        &self,
+        principal: &Principal,
+        key_id: &Ocid,
+        version_id: &Ocid,
+        force: bool,
+    ) -> Result<KeyVersion> {
+        if !force {
+            let protected = self.data_protected_by(version_id)?;
+            if protected > 0 {
+                let subject = AuditSubject {
+                    key_id: Some(key_id.clone()),
+                    key_version_id: Some(version_id.clone()),
+                    ..Default::default()
+                };
+                let err = KmsError::IncorrectState(format!(
+                    "key version {version_id} still protects {protected} object(s); re-encrypt them first \
+                     (sealstore reencrypt) or force it, making them unreadable while the version is disabled"
+                ));
+                self.audit_only(
+                    principal,
+                    "DisableKeyVersion",
+                    &subject,
+                    Err(err.to_string()),
+                    Durability::Immediate,
+                )?;
+                return Err(err);
+            }
+        }
         self.set_version_state(
             principal,
             key_id,

@@ -612,10 +612,10 @@ fn disabled_old_version_refuses_its_ciphertexts_and_primary_cannot_be_disabled()
     let v2 = e.kms.create_key_version(&e.me, &key.id).unwrap().id;
     let new = e.kms.encrypt(&e.me, &key.id, b"new", &AssociatedData::none()).unwrap();
 
-    let r = e.kms.disable_key_version(&e.me, &key.id, &v2);
+    let r = e.kms.disable_key_version(&e.me, &key.id, &v2, false);
     assert!(matches!(r, Err(KmsError::IncorrectState(_))), "{r:?}");
 
-    let disabled = e.kms.disable_key_version(&e.me, &key.id, &v1).unwrap();
+    let disabled = e.kms.disable_key_version(&e.me, &key.id, &v1, false).unwrap();
     assert_eq!(disabled.lifecycle_state, kms_core::KeyVersionState::Disabled);
     assert_eq!(
         e.kms.get_key_version(&key.id, &v1).unwrap().lifecycle_state,
@@ -632,7 +632,7 @@ fn disabled_old_version_refuses_its_ciphertexts_and_primary_cannot_be_disabled()
         .unwrap();
     assert_eq!(&pt.plaintext[..], b"new");
     // Disabling again is a state error.
-    let r = e.kms.disable_key_version(&e.me, &key.id, &v1);
+    let r = e.kms.disable_key_version(&e.me, &key.id, &v1, false);
     assert!(matches!(r, Err(KmsError::IncorrectState(_))), "{r:?}");
 
     e.kms.enable_key_version(&e.me, &key.id, &v1).unwrap();

@@ -123,6 +123,9 @@ pub enum Request {
         key_id: Ocid,
         /// Version id.
         version_id: Ocid,
+        /// Disable even though data still depends on the version.
+        #[serde(default)]
+        force: bool,
     },
     /// Enable a key version.
     KeyVersionEnable {
@@ -304,9 +307,11 @@ pub fn execute(kms: &Kms, principal: &Principal, req: Request) -> Result<Value, 
         Request::KeyRotate { id } => to_value(kms.create_key_version(p, &id)?),
         Request::KeyVersions { id } => to_value(kms.list_key_versions(&id)?),
         Request::KeyVersionGet { key_id, version_id } => to_value(kms.get_key_version(&key_id, &version_id)?),
-        Request::KeyVersionDisable { key_id, version_id } => {
-            to_value(kms.disable_key_version(p, &key_id, &version_id)?)
-        }
+        Request::KeyVersionDisable {
+            key_id,
+            version_id,
+            force,
+        } => to_value(kms.disable_key_version(p, &key_id, &version_id, force)?),
         Request::KeyVersionEnable { key_id, version_id } => {
             to_value(kms.enable_key_version(p, &key_id, &version_id)?)
         }

@@ -166,7 +166,14 @@ enum KeyCommand {
     /// Show one key version.
     Version { key_id: String, version_id: String },
     /// Disable an old version (suspected compromise): its ciphertexts stop decrypting.
-    DisableVersion { key_id: String, version_id: String },
+    /// Refused while objects still depend on it, unless --force.
+    DisableVersion {
+        key_id: String,
+        version_id: String,
+        /// Disable even though objects still depend on the version (they become unreadable).
+        #[arg(long)]
+        force: bool,
+    },
     /// Enable a disabled version.
     EnableVersion { key_id: String, version_id: String },
     /// Schedule deletion 7–30 days ahead.
@@ -481,10 +488,15 @@ fn request(cmd: KmsCommand) -> anyhow::Result<(Request, View)> {
                 },
                 View::Fields,
             ),
-            KeyCommand::DisableVersion { key_id, version_id } => (
+            KeyCommand::DisableVersion {
+                key_id,
+                version_id,
+                force,
+            } => (
                 Request::KeyVersionDisable {
                     key_id: id(Key, &key_id)?,
                     version_id: id(KeyVersion, &version_id)?,
+                    force,
                 },
                 View::Fields,
             ),

@@ -63,7 +63,11 @@ impl GlobalOpts {
         if let Some(r) = region {
             config.region = r.to_owned();
         }
-        Kms::open(config).with_context(|| format!("cannot open the data directory {}", self.data_dir.display()))
+        let mut kms =
+            Kms::open(config).with_context(|| format!("cannot open the data directory {}", self.data_dir.display()))?;
+        let index = sealstore::object::index::ObjectIndex::open(&self.data_dir).context("opening the object index")?;
+        kms.register_inventory(Arc::new(index));
+        Ok(kms)
     }
 }
 

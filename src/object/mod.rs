@@ -2,6 +2,7 @@
 //! encrypts every object with its own data key.
 
 pub mod format;
+pub mod index;
 pub mod store;
 
 pub use store::EncryptedStore;

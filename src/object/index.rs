@@ -1,0 +1,315 @@
+//! The object metadata index: bucket/key → plaintext size, ETag, content type, user
+//! metadata, the master key version that wraps the object's data key, and time.
+//!
+//! Kept in its own embedded database (`objects.redb` in the data directory) so that listing
+//! never reads object headers, and so the key-version inventory ("how many objects does each
+//! version still protect") is a scan of small records. The objects themselves are the
+//! truth: `sealstore index rebuild` recreates the index from them.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use chrono::{DateTime, Utc};
+use kms_core::Ocid;
+use redb::{Database, ReadableTable, TableDefinition};
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+/// `"{bucket}\0{key}"` → JSON [`ObjectEntry`].
+const OBJECTS: TableDefinition<&str, &[u8]> = TableDefinition::new("objects");
+
+/// The index file name in the data directory.
+pub const INDEX_FILE: &str = "objects.redb";
+
+/// Index failures.
+#[derive(Debug, Error)]
+#[error("object index: {0}")]
+pub struct IndexError(String);
+
+macro_rules! index_error_from {
+    ($($t:ty),*) => {$(
+        impl From<$t> for IndexError {
+            fn from(e: $t) -> Self {
+                IndexError(e.to_string())
+            }
+        }
+    )*};
+}
+index_error_from!(
+    redb::Error,
+    redb::DatabaseError,
+    redb::TransactionError,
+    redb::TableError,
+    redb::StorageError,
+    redb::CommitError,
+    serde_json::Error
+);
+
+/// What the index knows about one object.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ObjectEntry {
+    /// Plaintext size in bytes.
+    pub size: u64,
+    /// Hex MD5 of the plaintext (S3's ETag for single-part uploads).
+    pub etag: String,
+    /// Content type given at upload.
+    pub content_type: Option<String>,
+    /// `x-amz-meta-*` pairs.
+    #[serde(default)]
+    pub user_metadata: BTreeMap<String, String>,
+    /// Master key wrapping the data key.
+    pub key_id: Ocid,
+    /// Master key version wrapping the data key.
+    pub key_version_id: Ocid,
+    /// When the object was last written.
+    pub last_modified: DateTime<Utc>,
+}
+
+/// One page of a listing.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ListPage {
+    /// Objects, in key order.
+    pub objects: Vec<(String, ObjectEntry)>,
+    /// Common prefixes (with `delimiter`), in order.
+    pub common_prefixes: Vec<String>,
+    /// Where the next page starts (exclusive), when there is one.
+    pub next_start_after: Option<String>,
+}
+
+/// Objects and bytes protected by one master key version.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct InventoryLine {
+    /// Objects.
+    pub objects: u64,
+    /// Plaintext bytes.
+    pub bytes: u64,
+}
+
+/// The object index.
+#[derive(Debug)]
+pub struct ObjectIndex {
+    db: Database,
+}
+
+fn row_key(bucket: &str, key: &str) -> String {
+    format!("{bucket}\0{key}")
+}
+
+impl ObjectIndex {
+    /// Opens (creating) `objects.redb` in `data_dir`.
+    pub fn open(data_dir: &Path) -> Result<ObjectIndex, IndexError> {
+        let db = Database::create(data_dir.join(INDEX_FILE))?;
+        let txn = db.begin_write()?;
+        txn.open_table(OBJECTS)?;
+        txn.commit()?;
+        Ok(ObjectIndex { db })
+    }
+
+    /// Records (or replaces) an object.
+    pub fn put(&self, bucket: &str, key: &str, entry: &ObjectEntry) -> Result<(), IndexError> {
+        let txn = self.db.begin_write()?;
+        txn.open_table(OBJECTS)?
+            .insert(row_key(bucket, key).as_str(), serde_json::to_vec(entry)?.as_slice())?;
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// Forgets an object.
+    pub fn remove(&self, bucket: &str, key: &str) -> Result<(), IndexError> {
+        let txn = self.db.begin_write()?;
+        txn.open_table(OBJECTS)?.remove(row_key(bucket, key).as_str())?;
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// Forgets every object of a bucket (before a rebuild).
+    pub fn clear_bucket(&self, bucket: &str) -> Result<u64, IndexError> {
+        let txn = self.db.begin_write()?;
+        let removed = {
+            let mut t = txn.open_table(OBJECTS)?;
+            let (start, end) = (format!("{bucket}\0"), format!("{bucket}\u{1}"));
+            let keys: Vec<String> = t
+                .range(start.as_str()..end.as_str())?
+                .map(|r| r.map(|(k, _)| k.value().to_owned()))
+                .collect::<Result<_, _>>()?;
+            for k in &keys {
+                t.remove(k.as_str())?;
+            }
+            keys.len() as u64
+        };
+        txn.commit()?;
+        Ok(removed)
+    }
+
+    /// One object.
+    pub fn get(&self, bucket: &str, key: &str) -> Result<Option<ObjectEntry>, IndexError> {
+        let txn = self.db.begin_read()?;
+        let t = txn.open_table(OBJECTS)?;
+        let v = t.get(row_key(bucket, key).as_str())?;
+        Ok(v.map(|v| serde_json::from_slice(v.value())).transpose()?)
+    }
+
+    /// Lists `bucket` in key order: keys starting with `prefix`, after `start_after`, at most
+    /// `max_keys` entries (objects plus common prefixes); with a `delimiter`, keys that contain
+    /// it after the prefix are rolled up into common prefixes, as S3 does.
+    pub fn list(
+        &self,
+        bucket: &str,
+        prefix: &str,
+        delimiter: Option<&str>,
+        start_after: Option<&str>,
+        max_keys: usize,
+    ) -> Result<ListPage, IndexError> {
+        let txn = self.db.begin_read()?;
+        let t = txn.open_table(OBJECTS)?;
+        let bucket_start = row_key(bucket, prefix);
+        let start = match start_after {
+            Some(after) if row_key(bucket, after) >= bucket_start => row_key(bucket, after),
+            _ => bucket_start.clone(),
+        };
+        let end = format!("{bucket}\u{1}");
+        let mut page = ListPage::default();
+        let mut last_emitted: Option<String> = None;
+        for row in t.range(start.as_str()..end.as_str())? {
+            let (k, v) = row?;
+            let key = &k.value()[bucket.len() + 1..];
+            if !key.starts_with(prefix) {
+                break;
+            }
+            if Some(key) == start_after {
+                continue;
+            }
+            let rolled_up = delimiter.filter(|d| !d.is_empty()).and_then(|d| {
+                key[prefix.len()..]
+                    .find(d)
+                    .map(|at| key[..prefix.len() + at + d.len()].to_owned())
+            });
+            if let Some(common) = &rolled_up {
+                // Already listed on this page, or on an earlier one (it sorts before start_after).
+                if last_emitted.as_ref() == Some(common) || start_after.is_some_and(|after| common.as_str() <= after) {
+                    continue;
+                }
+            }
+            if page.objects.len() + page.common_prefixes.len() == max_keys {
+                page.next_start_after = last_emitted;
+                break;
+            }
+            match rolled_up {
+                Some(common) => {
+                    last_emitted = Some(common.clone());
+                    page.common_prefixes.push(common);
+                }
+                None => {
+                    last_emitted = Some(key.to_owned());
+                    page.objects.push((key.to_owned(), serde_json::from_slice(v.value())?));
+                }
+            }
+        }
+        Ok(page)
+    }
+
+    /// Objects and bytes per master key version, over every bucket.
+    pub fn inventory(&self) -> Result<BTreeMap<Ocid, InventoryLine>, IndexError> {
+        let txn = self.db.begin_read()?;
+        let t = txn.open_table(OBJECTS)?;
+        let mut out: BTreeMap<Ocid, InventoryLine> = BTreeMap::new();
+        for row in t.iter()? {
+            let entry: ObjectEntry = serde_json::from_slice(row?.1.value())?;
+            let line = out.entry(entry.key_version_id).or_default();
+            line.objects += 1;
+            line.bytes += entry.size;
+        }
+        Ok(out)
+    }
+}
+
+impl kms_core::DataInventory for ObjectIndex {
+    fn objects_protected_by(&self, key_version: &Ocid) -> kms_core::Result<u64> {
+        self.inventory()
+            .map(|inv| inv.get(key_version).map_or(0, |l| l.objects))
+            .map_err(|e| kms_core::KmsError::Store(e.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(version: &str) -> ObjectEntry {
+        ObjectEntry {
+            size: 10,
+            etag: "e".into(),
+            content_type: None,
+            user_metadata: BTreeMap::new(),
+            key_id: Ocid::parse(kms_core::ResourceType::Key, "ocid1.key.oc1.x.k").unwrap(),
+            key_version_id: Ocid::parse(kms_core::ResourceType::KeyVersion, version).unwrap(),
+            last_modified: Utc::now(),
+        }
+    }
+
+    fn names(page: &ListPage) -> (Vec<&str>, Vec<&str>) {
+        (
+            page.objects.iter().map(|(k, _)| k.as_str()).collect(),
+            page.common_prefixes.iter().map(String::as_str).collect(),
+        )
+    }
+
+    #[test]
+    fn list_prefix_delimiter_and_pages() {
+        let dir = tempfile::tempdir().unwrap();
+        let index = ObjectIndex::open(dir.path()).unwrap();
+        for k in ["a.txt", "dir/1", "dir/2", "dir/sub/3", "e", "f/x"] {
+            index.put("b", k, &entry("ocid1.keyversion.oc1.x.v1")).unwrap();
+        }
+        index
+            .put("bb", "other-bucket", &entry("ocid1.keyversion.oc1.x.v1"))
+            .unwrap();
+
+        let all = index.list("b", "", None, None, 1000).unwrap();
+        assert_eq!(names(&all).0, ["a.txt", "dir/1", "dir/2", "dir/sub/3", "e", "f/x"]);
+        let top = index.list("b", "", Some("/"), None, 1000).unwrap();
+        assert_eq!(names(&top), (vec!["a.txt", "e"], vec!["dir/", "f/"]));
+        let dir_level = index.list("b", "dir/", Some("/"), None, 1000).unwrap();
+        assert_eq!(names(&dir_level), (vec!["dir/1", "dir/2"], vec!["dir/sub/"]));
+
+        // Pages of two, with delimiter: a.txt, dir/ | e, f/
+        let p1 = index.list("b", "", Some("/"), None, 2).unwrap();
+        assert_eq!(names(&p1), (vec!["a.txt"], vec!["dir/"]));
+        let after = p1.next_start_after.clone().unwrap();
+        assert_eq!(after, "dir/");
+        let p2 = index.list("b", "", Some("/"), Some(&after), 2).unwrap();
+        assert_eq!(names(&p2), (vec!["e"], vec!["f/"]));
+        assert_eq!(p2.next_start_after, None);
+
+        // Pages of two without delimiter cover everything once.
+        let mut seen = Vec::new();
+        let mut after: Option<String> = None;
+        loop {
+            let page = index.list("b", "", None, after.as_deref(), 2).unwrap();
+            seen.extend(page.objects.iter().map(|(k, _)| k.clone()));
+            match page.next_start_after {
+                Some(n) => after = Some(n),
+                None => break,
+            }
+        }
+        assert_eq!(seen, ["a.txt", "dir/1", "dir/2", "dir/sub/3", "e", "f/x"]);
+    }
+
+    #[test]
+    fn inventory_counts_per_version() {
+        let dir = tempfile::tempdir().unwrap();
+        let index = ObjectIndex::open(dir.path()).unwrap();
+        index.put("b", "1", &entry("ocid1.keyversion.oc1.x.v1")).unwrap();
+        index.put("b", "2", &entry("ocid1.keyversion.oc1.x.v1")).unwrap();
+        index.put("c", "3", &entry("ocid1.keyversion.oc1.x.v2")).unwrap();
+        let inv = index.inventory().unwrap();
+        let v1 = Ocid::parse(kms_core::ResourceType::KeyVersion, "ocid1.keyversion.oc1.x.v1").unwrap();
+        assert_eq!(inv[&v1], InventoryLine { objects: 2, bytes: 20 });
+        index.remove("b", "1").unwrap();
+        assert_eq!(index.inventory().unwrap()[&v1].objects, 1);
+        assert_eq!(index.clear_bucket("b").unwrap(), 1);
+        assert!(!index.inventory().unwrap().contains_key(&v1));
+    }
+}
