@@ -134,6 +134,11 @@ pub trait KeyProvider: Send + Sync {
     fn generate_data_key(&self, key_id: &Ocid, aad: &[u8]) -> Result<DataKey>;
     /// Unwraps a DEK produced by [`KeyProvider::generate_data_key`] with the same `aad`.
     fn unwrap_data_key(&self, wrapped: &[u8], aad: &[u8]) -> Result<Dek>;
+    /// Re-wraps a wrapped DEK under the current version of its master key, without the DEK
+    /// leaving the key manager. Returns the new wrapped DEK and the version that wraps it.
+    fn rewrap_data_key(&self, wrapped: &[u8], aad: &[u8]) -> Result<(Vec<u8>, Ocid)>;
+    /// The current (primary) version of `key_id`: the one new DEKs are wrapped by.
+    fn primary_version(&self, key_id: &Ocid) -> Result<Ocid>;
 }
 
 /// Checks that `key` (and its vault) may be used at all.
@@ -388,25 +393,51 @@ impl Kms {
         aad: &AssociatedData,
         target_key: Option<&Ocid>,
     ) -> Result<Encrypted> {
+        let aad = aad.canonical_bytes();
         self.crypto_op(principal, "Rewrap", AuditSubject::default(), |subject| {
-            let aad = aad.canonical_bytes();
-            let plain = self.decrypt_raw(ciphertext, &aad, None, subject)?;
-            let target = target_key.cloned().unwrap_or(plain.key_id);
-            let mut target_subject = AuditSubject {
-                key_id: Some(target.clone()),
-                ..Default::default()
-            };
-            let out = self.encrypt_raw(&target, None, &plain.plaintext, &aad, &mut target_subject)?;
-            // Record where the ciphertext went: the new key version.
-            *subject = target_subject;
-            Ok(out)
+            self.rewrap_raw(ciphertext, &aad, target_key, subject)
         })
+    }
+
+    /// Decrypt-then-encrypt inside the KMS; the audit subject ends up naming the new version.
+    fn rewrap_raw(
+        &self,
+        ciphertext: &[u8],
+        aad: &[u8],
+        target_key: Option<&Ocid>,
+        subject: &mut AuditSubject,
+    ) -> Result<Encrypted> {
+        let plain = self.decrypt_raw(ciphertext, aad, None, subject)?;
+        let target = target_key.cloned().unwrap_or(plain.key_id);
+        let mut target_subject = AuditSubject {
+            key_id: Some(target.clone()),
+            ..Default::default()
+        };
+        let out = self.encrypt_raw(&target, None, &plain.plaintext, aad, &mut target_subject)?;
+        *subject = target_subject;
+        Ok(out)
     }
 }
 
 impl KeyProvider for Kms {
     fn generate_data_key(&self, key_id: &Ocid, aad: &[u8]) -> Result<DataKey> {
         self.generate_data_key_raw(&Principal::data_path(), key_id, aad, true)
+    }
+
+    fn rewrap_data_key(&self, wrapped: &[u8], aad: &[u8]) -> Result<(Vec<u8>, Ocid)> {
+        self.crypto_op(
+            &Principal::data_path(),
+            "RewrapDataEncryptionKey",
+            AuditSubject::default(),
+            |subject| {
+                self.rewrap_raw(wrapped, aad, None, subject)
+                    .map(|out| (out.ciphertext, out.key_version_id))
+            },
+        )
+    }
+
+    fn primary_version(&self, key_id: &Ocid) -> Result<Ocid> {
+        Ok(self.get_key(key_id)?.current_key_version)
     }
 
     fn unwrap_data_key(&self, wrapped: &[u8], aad: &[u8]) -> Result<Dek> {

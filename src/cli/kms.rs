@@ -566,8 +566,8 @@ fn dispatch(global: &GlobalOpts, req: Request) -> anyhow::Result<Value> {
     match try_send(&socket, &req).with_context(|| format!("talking to the server at {}", socket.display()))? {
         Reached::Answered(result) => Ok(result?),
         Reached::NoServer => {
-            let kms = global.open_kms(None)?;
-            Ok(execute(&kms, &Principal::local_admin(), req)?)
+            let dir = global.open_data_dir(None)?;
+            Ok(execute(&dir.kms, &Principal::local_admin(), req)?)
         }
     }
 }

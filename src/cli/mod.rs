@@ -1,6 +1,7 @@
 //! Command-line interface: argument parsing and the edge where errors become messages.
 
 mod kms;
+mod object;
 mod output;
 mod serve;
 
@@ -11,6 +12,8 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use kms_core::{Clock, Kms, KmsConfig, OffsetClock, SystemClock};
+use sealstore::object::index::ObjectIndex;
+use sealstore::object::ObjectService;
 
 /// sealstore: encryption front-end for object and block storage, with its own key management.
 #[derive(Debug, Parser)]
@@ -46,8 +49,9 @@ pub struct GlobalOpts {
 }
 
 impl GlobalOpts {
-    /// Opens the key-management service on the data directory directly.
-    pub fn open_kms(&self, region: Option<&str>) -> anyhow::Result<Kms> {
+    /// Opens the data directory directly: the key-management service, with the object
+    /// index registered as its inventory of protected data.
+    pub fn open_data_dir(&self, region: Option<&str>) -> anyhow::Result<DataDir> {
         let clock: Arc<dyn Clock> = if self.clock_offset_days == 0 {
             Arc::new(SystemClock)
         } else {
@@ -65,10 +69,27 @@ impl GlobalOpts {
         }
         let mut kms =
             Kms::open(config).with_context(|| format!("cannot open the data directory {}", self.data_dir.display()))?;
-        let index = sealstore::object::index::ObjectIndex::open(&self.data_dir).context("opening the object index")?;
-        kms.register_inventory(Arc::new(index));
-        Ok(kms)
+        let index = Arc::new(ObjectIndex::open(&self.data_dir).context("opening the object index")?);
+        kms.register_inventory(index.clone());
+        Ok(DataDir {
+            kms: Arc::new(kms),
+            index,
+        })
     }
+
+    /// Opens the data directory and its buckets of objects.
+    pub fn open_objects(&self) -> anyhow::Result<ObjectService> {
+        let dir = self.open_data_dir(None)?;
+        Ok(ObjectService::open(&self.data_dir, dir.kms, dir.index)?)
+    }
+}
+
+/// An opened data directory.
+pub struct DataDir {
+    /// Key management.
+    pub kms: Arc<Kms>,
+    /// The object index (also registered with `kms`).
+    pub index: Arc<ObjectIndex>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -77,6 +98,14 @@ enum Command {
     Serve(serve::ServeArgs),
     /// Key management: vaults, keys, versions, crypto, compliance, audit.
     Kms(kms::KmsArgs),
+    /// Encrypted objects in the data directory: buckets, put/get, bulk import/export, inventory.
+    Object(object::ObjectArgs),
+    /// Re-encrypt a bucket after a key rotation (--rewrap) or a suspected compromise (--full).
+    /// Resumable: run it again after an interruption and it continues where it stopped.
+    Reencrypt(object::ReencryptArgs),
+    /// The object metadata index.
+    #[command(subcommand)]
+    Index(object::IndexCommand),
 }
 
 /// Parses arguments, runs the command, prints errors for humans.
@@ -85,6 +114,9 @@ pub fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve(args) => serve::run(&cli.global, args),
         Command::Kms(args) => kms::run(&cli.global, args),
+        Command::Object(args) => object::run(&cli.global, args),
+        Command::Reencrypt(args) => object::reencrypt(&cli.global, args),
+        Command::Index(cmd) => object::index(&cli.global, cmd),
     };
     match result {
         Ok(code) => code,

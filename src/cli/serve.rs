@@ -61,7 +61,7 @@ pub fn run(global: &GlobalOpts, args: ServeArgs) -> anyhow::Result<ExitCode> {
 }
 
 async fn serve(global: &GlobalOpts, args: ServeArgs) -> anyhow::Result<ExitCode> {
-    let kms = Arc::new(global.open_kms(Some(&args.region))?);
+    let kms = global.open_data_dir(Some(&args.region))?.kms;
     let defaults = kms.ensure_defaults(&Principal::local_admin())?;
     let data_dir = global.data_dir.display();
     println!(

@@ -18,6 +18,9 @@ use thiserror::Error;
 /// `"{bucket}\0{key}"` → JSON [`ObjectEntry`].
 const OBJECTS: TableDefinition<&str, &[u8]> = TableDefinition::new("objects");
 
+/// Sweep name → last object key done (`"{bucket}\0{key}"` form is not needed: one bucket per sweep).
+const CHECKPOINTS: TableDefinition<&str, &str> = TableDefinition::new("sweep_checkpoints");
+
 /// The index file name in the data directory.
 pub const INDEX_FILE: &str = "objects.redb";
 
@@ -103,6 +106,7 @@ impl ObjectIndex {
         let db = Database::create(data_dir.join(INDEX_FILE))?;
         let txn = db.begin_write()?;
         txn.open_table(OBJECTS)?;
+        txn.open_table(CHECKPOINTS)?;
         txn.commit()?;
         Ok(ObjectIndex { db })
     }
@@ -114,6 +118,55 @@ impl ObjectIndex {
             .insert(row_key(bucket, key).as_str(), serde_json::to_vec(entry)?.as_slice())?;
         txn.commit()?;
         Ok(())
+    }
+
+    /// Records an object and, in the same transaction, that sweep `sweep` has done it: a crash
+    /// leaves both or neither.
+    pub fn put_with_checkpoint(
+        &self,
+        bucket: &str,
+        key: &str,
+        entry: &ObjectEntry,
+        sweep: &str,
+    ) -> Result<(), IndexError> {
+        let txn = self.db.begin_write()?;
+        txn.open_table(OBJECTS)?
+            .insert(row_key(bucket, key).as_str(), serde_json::to_vec(entry)?.as_slice())?;
+        txn.open_table(CHECKPOINTS)?.insert(sweep, key)?;
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// Moves sweep `sweep`'s checkpoint past `key` (an object it had nothing to do for).
+    pub fn set_checkpoint(&self, sweep: &str, key: &str) -> Result<(), IndexError> {
+        let txn = self.db.begin_write()?;
+        txn.open_table(CHECKPOINTS)?.insert(sweep, key)?;
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// The last key sweep `sweep` finished, if it was interrupted.
+    pub fn checkpoint(&self, sweep: &str) -> Result<Option<String>, IndexError> {
+        let txn = self.db.begin_read()?;
+        let t = txn.open_table(CHECKPOINTS)?;
+        let v = t.get(sweep)?;
+        Ok(v.map(|v| v.value().to_owned()))
+    }
+
+    /// Forgets sweep `sweep`'s checkpoint (it finished).
+    pub fn clear_checkpoint(&self, sweep: &str) -> Result<(), IndexError> {
+        let txn = self.db.begin_write()?;
+        txn.open_table(CHECKPOINTS)?.remove(sweep)?;
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// Objects in a bucket.
+    pub fn count(&self, bucket: &str) -> Result<u64, IndexError> {
+        let txn = self.db.begin_read()?;
+        let t = txn.open_table(OBJECTS)?;
+        let (start, end) = (format!("{bucket}\0"), format!("{bucket}\u{1}"));
+        Ok(t.range(start.as_str()..end.as_str())?.count() as u64)
     }
 
     /// Forgets an object.

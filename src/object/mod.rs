@@ -1,8 +1,12 @@
-//! Encrypted objects: the on-store format ([`format`]) and, built on it, the store that
-//! encrypts every object with its own data key.
+//! Encrypted objects: the on-store format ([`format`]), the store that encrypts every object
+//! with its own data key ([`store`]), the metadata index ([`index`]), buckets in the data
+//! directory ([`service`]) and the re-encryption sweep ([`sweep`]).
 
 pub mod format;
 pub mod index;
+pub mod service;
 pub mod store;
+pub mod sweep;
 
+pub use service::{ObjectError, ObjectService, PutParams};
 pub use store::EncryptedStore;

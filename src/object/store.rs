@@ -164,6 +164,63 @@ impl<S: ObjectStore> EncryptedStore<S> {
     pub fn inner(&self) -> &S {
         &self.shared.inner
     }
+
+    /// The master key and key version that wrap `location`'s data key, read from its header.
+    pub async fn wrapping_key(&self, location: &Path) -> Result<(Ocid, Ocid)> {
+        let opened = self.shared.read_header(location, &GetOptions::default()).await?;
+        let wrapped = kms_core::ciphertext::parse(&opened.header.wrapped_dek).map_err(generic)?;
+        Ok((wrapped.key_id, wrapped.key_version_id))
+    }
+
+    /// Re-wraps `location`'s data key under the current version of its master key: the header
+    /// is rewritten, the encrypted body is copied unchanged, and the result replaces the object
+    /// atomically. Returns the version that wraps it now, or `None` when it already was the
+    /// current one (nothing is written).
+    pub async fn rewrap(&self, location: &Path) -> Result<Option<Ocid>> {
+        let s = &self.shared;
+        let opened = s.read_header(location, &GetOptions::default()).await?;
+        let old = kms_core::ciphertext::parse(&opened.header.wrapped_dek).map_err(generic)?;
+        let (keys, key_id) = (s.keys.clone(), old.key_id.clone());
+        let primary = tokio::task::spawn_blocking(move || keys.primary_version(&key_id))
+            .await
+            .map_err(generic)?
+            .map_err(generic)?;
+        if primary == old.key_version_id {
+            return Ok(None);
+        }
+        let (keys, wrapped, aad) = (
+            s.keys.clone(),
+            opened.header.wrapped_dek.clone(),
+            s.identity(location).to_bytes(),
+        );
+        let (rewrapped, version) = tokio::task::spawn_blocking(move || keys.rewrap_data_key(&wrapped, &aad))
+            .await
+            .map_err(generic)?
+            .map_err(|e| generic(format!("{location}: cannot re-wrap the object's data key: {e}")))?;
+        let header = ObjectHeader {
+            wrapped_dek: rewrapped,
+            ..opened.header.clone()
+        };
+        let body_opts = GetOptions {
+            if_match: opened.sealed_meta.e_tag.clone(),
+            range: Some(GetRange::Offset(opened.header_len)),
+            ..Default::default()
+        };
+        let mut body = s.inner.get_opts(location, body_opts).await?.into_stream();
+        let mut upload = object_store::WriteMultipart::new(s.inner.put_multipart(location).await?);
+        upload.write(&header.encode());
+        while let Some(chunk) = body.next().await {
+            match chunk {
+                Ok(bytes) => upload.put(bytes),
+                Err(e) => {
+                    upload.abort().await?;
+                    return Err(e);
+                }
+            }
+        }
+        upload.finish().await?;
+        Ok(Some(version))
+    }
 }
 
 impl<S: ObjectStore> Shared<S> {

@@ -1,0 +1,309 @@
+//! Buckets of encrypted objects in the data directory: the layer the CLI (and later the S3
+//! API) use. Each bucket is an [`EncryptedStore`] over a `LocalFileSystem` directory
+//! (`<data-dir>/objects/<bucket>/`); every write also updates the [`ObjectIndex`], which
+//! serves listings and the key-version inventory.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use chrono::Utc;
+use futures::{Stream, StreamExt, TryStreamExt};
+use kms_core::{KeyProvider, Kms, KmsError, Ocid, Principal};
+use md5::{Digest, Md5};
+use object_store::local::LocalFileSystem;
+use object_store::path::Path;
+use object_store::{
+    Attribute, Attributes, GetOptions, GetRange, GetResult, ObjectStore, PutMultipartOptions, WriteMultipart,
+};
+use thiserror::Error;
+
+use super::index::{IndexError, ObjectEntry, ObjectIndex};
+use super::store::EncryptedStore;
+
+/// Directory under the data directory holding one folder per bucket.
+pub const OBJECTS_DIR: &str = "objects";
+
+/// Errors of the object service.
+#[derive(Debug, Error)]
+pub enum ObjectError {
+    /// The bucket name breaks S3's naming rules.
+    #[error("invalid bucket name '{0}': use 3–63 lower-case letters, digits, '.' and '-', starting and ending with a letter or digit")]
+    InvalidBucketName(String),
+    /// No such bucket.
+    #[error("bucket '{0}' does not exist")]
+    NoSuchBucket(String),
+    /// The bucket already exists.
+    #[error("bucket '{0}' already exists")]
+    BucketExists(String),
+    /// The bucket still holds objects.
+    #[error("bucket '{0}' is not empty")]
+    BucketNotEmpty(String),
+    /// No such object.
+    #[error("object '{key}' not found in bucket '{bucket}'")]
+    NoSuchKey {
+        /// Bucket.
+        bucket: String,
+        /// Key.
+        key: String,
+    },
+    /// The object store failed (this includes integrity errors while reading).
+    #[error(transparent)]
+    Store(#[from] object_store::Error),
+    /// The index failed.
+    #[error(transparent)]
+    Index(#[from] IndexError),
+    /// Key management refused or failed.
+    #[error(transparent)]
+    Kms(#[from] KmsError),
+    /// Filesystem error.
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Result alias.
+pub type Result<T, E = ObjectError> = std::result::Result<T, E>;
+
+/// What a writer says about an object besides its bytes.
+#[derive(Debug, Clone, Default)]
+pub struct PutParams {
+    /// Content type.
+    pub content_type: Option<String>,
+    /// User metadata (`x-amz-meta-*`).
+    pub user_metadata: BTreeMap<String, String>,
+}
+
+/// Buckets of encrypted objects.
+#[derive(Debug)]
+pub struct ObjectService {
+    root: PathBuf,
+    kms: Arc<Kms>,
+    index: Arc<ObjectIndex>,
+    key_id: Ocid,
+}
+
+/// Checks a bucket name against S3's rules (the subset that matters for a path component).
+pub fn check_bucket_name(name: &str) -> Result<()> {
+    let ok = (3..=63).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'-')
+        && name.as_bytes()[0].is_ascii_alphanumeric()
+        && name.as_bytes()[name.len() - 1].is_ascii_alphanumeric()
+        && !name.contains("..");
+    if ok {
+        Ok(())
+    } else {
+        Err(ObjectError::InvalidBucketName(name.to_owned()))
+    }
+}
+
+impl ObjectService {
+    /// Buckets under `<data_dir>/objects`, encrypted under the data directory's default key.
+    pub fn open(data_dir: &std::path::Path, kms: Arc<Kms>, index: Arc<ObjectIndex>) -> Result<Self> {
+        let root = data_dir.join(OBJECTS_DIR);
+        std::fs::create_dir_all(&root)?;
+        let key_id = kms.ensure_defaults(&Principal::local_admin())?.key.id;
+        Ok(ObjectService {
+            root,
+            kms,
+            index,
+            key_id,
+        })
+    }
+
+    /// The index.
+    pub fn index(&self) -> &ObjectIndex {
+        &self.index
+    }
+
+    /// The key manager.
+    pub fn kms(&self) -> &Arc<Kms> {
+        &self.kms
+    }
+
+    /// The encrypted store of an existing bucket.
+    pub fn bucket(&self, name: &str) -> Result<EncryptedStore<LocalFileSystem>> {
+        check_bucket_name(name)?;
+        let dir = self.root.join(name);
+        if !dir.is_dir() {
+            return Err(ObjectError::NoSuchBucket(name.to_owned()));
+        }
+        let inner = LocalFileSystem::new_with_prefix(&dir)?;
+        Ok(EncryptedStore::new(
+            inner,
+            self.kms.clone() as Arc<dyn KeyProvider>,
+            self.key_id.clone(),
+            name,
+        ))
+    }
+
+    /// Creates a bucket.
+    pub fn create_bucket(&self, name: &str) -> Result<()> {
+        check_bucket_name(name)?;
+        match std::fs::create_dir(self.root.join(name)) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Err(ObjectError::BucketExists(name.to_owned())),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Removes an empty bucket.
+    pub fn delete_bucket(&self, name: &str) -> Result<()> {
+        self.bucket(name)?;
+        if self.index.count(name)? > 0 {
+            return Err(ObjectError::BucketNotEmpty(name.to_owned()));
+        }
+        std::fs::remove_dir_all(self.root.join(name))?;
+        Ok(())
+    }
+
+    /// Bucket names, sorted.
+    pub fn list_buckets(&self) -> Result<Vec<String>> {
+        let mut names: Vec<String> = std::fs::read_dir(&self.root)?
+            .filter_map(|e| e.ok())
+            .filter(|e| e.path().is_dir())
+            .filter_map(|e| e.file_name().into_string().ok())
+            .filter(|n| check_bucket_name(n).is_ok())
+            .collect();
+        names.sort();
+        Ok(names)
+    }
+
+    /// Stores an object from a stream of plaintext, replacing any object of that key
+    /// atomically; returns what the index now holds for it.
+    pub async fn put<S, E>(&self, bucket: &str, key: &str, body: S, params: PutParams) -> Result<ObjectEntry>
+    where
+        S: Stream<Item = Result<Bytes, E>> + Unpin,
+        ObjectError: From<E>,
+    {
+        let store = self.bucket(bucket)?;
+        let location = Path::from(key);
+        let mut attributes = Attributes::new();
+        if let Some(ct) = &params.content_type {
+            attributes.insert(Attribute::ContentType, ct.clone().into());
+        }
+        for (k, v) in &params.user_metadata {
+            attributes.insert(Attribute::Metadata(k.clone().into()), v.clone().into());
+        }
+        let upload = store
+            .put_multipart_opts(
+                &location,
+                PutMultipartOptions {
+                    attributes,
+                    ..Default::default()
+                },
+            )
+            .await?;
+        let mut writer = WriteMultipart::new(upload);
+        let mut md5 = Md5::new();
+        let mut size = 0u64;
+        let mut body = body;
+        while let Some(chunk) = body.next().await {
+            let chunk = match chunk {
+                Ok(c) => c,
+                Err(e) => {
+                    writer.abort().await?;
+                    return Err(e.into());
+                }
+            };
+            md5.update(&chunk);
+            size += chunk.len() as u64;
+            writer.wait_for_capacity(4).await?;
+            writer.put(chunk);
+        }
+        writer.finish().await?;
+        let (key_id, key_version_id) = store.wrapping_key(&location).await?;
+        let entry = ObjectEntry {
+            size,
+            etag: data_encoding::HEXLOWER.encode(&md5.finalize()),
+            content_type: params.content_type,
+            user_metadata: params.user_metadata,
+            key_id,
+            key_version_id,
+            last_modified: Utc::now(),
+        };
+        self.index.put(bucket, key, &entry)?;
+        Ok(entry)
+    }
+
+    /// Reads an object (all of it, or `range` of its plaintext).
+    pub async fn get(&self, bucket: &str, key: &str, range: Option<GetRange>) -> Result<GetResult> {
+        let store = self.bucket(bucket)?;
+        store
+            .get_opts(
+                &Path::from(key),
+                GetOptions {
+                    range,
+                    ..Default::default()
+                },
+            )
+            .await
+            .map_err(|e| match e {
+                object_store::Error::NotFound { .. } => ObjectError::NoSuchKey {
+                    bucket: bucket.into(),
+                    key: key.into(),
+                },
+                other => other.into(),
+            })
+    }
+
+    /// Deletes an object.
+    pub async fn delete(&self, bucket: &str, key: &str) -> Result<()> {
+        let store = self.bucket(bucket)?;
+        match store.delete(&Path::from(key)).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+            Err(e) => return Err(e.into()),
+        }
+        self.index.remove(bucket, key)?;
+        Ok(())
+    }
+
+    /// Recreates a bucket's index entries from its objects (decrypting each to recompute its
+    /// ETag). `progress` is called after each object.
+    pub async fn rebuild_index(&self, bucket: &str, mut progress: impl FnMut(&str, u64)) -> Result<u64> {
+        let store = self.bucket(bucket)?;
+        self.index.clear_bucket(bucket)?;
+        let locations: Vec<Path> = store.inner().list(None).map_ok(|m| m.location).try_collect().await?;
+        let mut count = 0;
+        for location in locations {
+            let got = store.get(&location).await?;
+            let attributes = got.attributes.clone();
+            let mut md5 = Md5::new();
+            let mut size = 0u64;
+            let mut stream = got.into_stream();
+            while let Some(chunk) = stream.try_next().await? {
+                md5.update(&chunk);
+                size += chunk.len() as u64;
+            }
+            let (key_id, key_version_id) = store.wrapping_key(&location).await?;
+            let user_metadata = attributes
+                .iter()
+                .filter_map(|(a, v)| match a {
+                    Attribute::Metadata(k) => Some((k.to_string(), v.as_ref().to_owned())),
+                    _ => None,
+                })
+                .collect();
+            let entry = ObjectEntry {
+                size,
+                etag: data_encoding::HEXLOWER.encode(&md5.finalize()),
+                content_type: attributes.get(&Attribute::ContentType).map(|v| v.as_ref().to_owned()),
+                user_metadata,
+                key_id,
+                key_version_id,
+                last_modified: store.inner().head(&location).await?.last_modified,
+            };
+            self.index.put(bucket, location.as_ref(), &entry)?;
+            count += 1;
+            progress(location.as_ref(), size);
+        }
+        Ok(count)
+    }
+}
+
+impl From<std::convert::Infallible> for ObjectError {
+    fn from(e: std::convert::Infallible) -> Self {
+        match e {}
+    }
+}
