@@ -257,3 +257,71 @@ fn kill_9_during_put_leaves_old_or_new_object() {
     let head = env.json(&["object", "head", "bucket-c", "k"]);
     assert_eq!(head["size"], old.len() as u64);
 }
+
+/// Peak resident memory (VmHWM, KiB) of a running process, polled until it exits.
+fn run_measuring_peak_rss(mut cmd: Command) -> (std::process::ExitStatus, u64) {
+    let mut child = cmd.spawn().unwrap();
+    let status_file = format!("/proc/{}/status", child.id());
+    let mut peak_kib = 0u64;
+    loop {
+        if let Ok(status) = std::fs::read_to_string(&status_file) {
+            if let Some(line) = status.lines().find(|l| l.starts_with("VmHWM:")) {
+                let kib: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
+                peak_kib = peak_kib.max(kib);
+            }
+        }
+        if let Some(status) = child.try_wait().unwrap() {
+            return (status, peak_kib);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A 1 GiB object goes in and out in bounded memory: the process's peak RSS stays within
+/// 64 MiB of what a tiny object costs.
+#[test]
+fn one_gib_put_and_get_in_bounded_memory() {
+    let env = Env::new();
+    env.ok(&["object", "mb", "big-bucket"]);
+    let small = env.path("small");
+    std::fs::write(&small, b"tiny").unwrap();
+    let big = env.path("big");
+    {
+        use std::io::Write;
+        let mut f = std::io::BufWriter::new(std::fs::File::create(&big).unwrap());
+        let block = bytes(9, 1 << 20);
+        for i in 0..1024u32 {
+            f.write_all(&block[..(1 << 20) - 4]).unwrap();
+            f.write_all(&i.to_le_bytes()).unwrap();
+        }
+    }
+    let (status, baseline) = run_measuring_peak_rss(env.cmd(&[
+        "object",
+        "put",
+        "big-bucket",
+        "small",
+        "--file",
+        small.to_str().unwrap(),
+    ]));
+    assert!(status.success());
+    let (status, put_peak) =
+        run_measuring_peak_rss(env.cmd(&["object", "put", "big-bucket", "big", "--file", big.to_str().unwrap()]));
+    assert!(status.success());
+    let out = env.path("big.out");
+    let (status, get_peak) =
+        run_measuring_peak_rss(env.cmd(&["object", "get", "big-bucket", "big", "-o", out.to_str().unwrap()]));
+    assert!(status.success());
+    eprintln!("peak RSS: baseline {baseline} KiB, 1 GiB PUT {put_peak} KiB, 1 GiB GET {get_peak} KiB");
+    assert!(
+        put_peak < baseline + 64 * 1024,
+        "PUT peak {put_peak} KiB vs baseline {baseline} KiB"
+    );
+    assert!(
+        get_peak < baseline + 64 * 1024,
+        "GET peak {get_peak} KiB vs baseline {baseline} KiB"
+    );
+    let same = Command::new("cmp").arg(&big).arg(&out).status().unwrap();
+    assert!(same.success(), "the 1 GiB object did not read back identical");
+    std::fs::remove_file(&big).ok();
+    std::fs::remove_file(&out).ok();
+}

@@ -210,7 +210,7 @@ impl ObjectService {
             };
             md5.update(&chunk);
             size += chunk.len() as u64;
-            writer.wait_for_capacity(4).await?;
+            writer.wait_for_capacity(2).await?;
             writer.put(chunk);
         }
         writer.finish().await?;
