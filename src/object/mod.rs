@@ -2,6 +2,7 @@
 //! with its own data key ([`store`]), the metadata index ([`index`]), buckets in the data
 //! directory ([`service`]) and the re-encryption sweep ([`sweep`]).
 
+pub mod backend;
 pub mod format;
 pub mod index;
 pub mod service;

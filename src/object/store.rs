@@ -32,8 +32,8 @@ use crate::crypto::stream::{open_stream, seal_stream, SegmentRun, DEFAULT_BATCH_
 const STORE: &str = "EncryptedStore";
 /// Bytes fetched to read a header in one request (headers are ~300 bytes plus metadata).
 const HEADER_PROBE: u64 = 4096;
-/// Segments sealed per multipart part: 128 × 64 KiB = 8 MiB, above S3's 5 MiB part minimum.
-const MULTIPART_BATCH_SEGMENTS: usize = 128;
+/// Plaintext per multipart part: 8 MiB, above S3's 5 MiB minimum for every part but the last.
+const MULTIPART_PART_BYTES: usize = 8 << 20;
 
 fn generic(source: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> object_store::Error {
     object_store::Error::Generic {
@@ -536,7 +536,8 @@ impl MultipartUpload for EncryptedUpload {
         for chunk in &data {
             self.pending.extend_from_slice(chunk);
         }
-        let batch = MULTIPART_BATCH_SEGMENTS * self.cipher.size().get() as usize;
+        let segment = self.cipher.size().get() as usize;
+        let batch = MULTIPART_PART_BYTES.div_ceil(segment) * segment;
         let mut parts = Vec::new();
         // Strictly more than a batch: whatever comes last must stay for `complete`.
         while self.pending.len() > batch {
