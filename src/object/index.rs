@@ -120,6 +120,23 @@ impl ObjectIndex {
         Ok(())
     }
 
+    /// Records many objects in one transaction (bulk loads, index rebuilds).
+    pub fn put_many<'a>(
+        &self,
+        bucket: &str,
+        entries: impl IntoIterator<Item = (&'a str, &'a ObjectEntry)>,
+    ) -> Result<(), IndexError> {
+        let txn = self.db.begin_write()?;
+        {
+            let mut t = txn.open_table(OBJECTS)?;
+            for (key, entry) in entries {
+                t.insert(row_key(bucket, key).as_str(), serde_json::to_vec(entry)?.as_slice())?;
+            }
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
     /// Records an object and, in the same transaction, that sweep `sweep` has done it: a crash
     /// leaves both or neither.
     pub fn put_with_checkpoint(
