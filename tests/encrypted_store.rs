@@ -453,7 +453,13 @@ async fn s3_backend_passes_the_same_scenarios() {
         n += 1;
         let bucket = format!("scenario-{n}");
         weed.create_bucket(&bucket);
-        Fixture::new(|_| weed.backend(&bucket))
+        // Every other scenario keeps its ciphertext under a prefix (s3://bucket/prefix).
+        let url_path = if n % 2 == 1 {
+            format!("{bucket}/tenant-a/objects")
+        } else {
+            bucket
+        };
+        Fixture::new(|_| weed.backend(&url_path))
     };
     round_trips_sizes_and_reports_plaintext_sizes(&fixture()).await;
     ranged_reads_return_exact_slices(&fixture()).await;

@@ -265,7 +265,12 @@ impl<S: ObjectStore> Shared<S> {
                 ..Default::default()
             };
             let result = self.inner.get_opts(location, opts).await?;
-            let sealed_meta = result.meta.clone();
+            // Some stores (object_store's PrefixStore) report the location with their prefix;
+            // callers asked for `location`, so that is the one reported back.
+            let sealed_meta = ObjectMeta {
+                location: location.clone(),
+                ..result.meta.clone()
+            };
             let bytes = result.bytes().await?;
             match ObjectHeader::parse(&bytes) {
                 Ok((header, len)) => {
