@@ -34,6 +34,10 @@ pub struct GlobalOpts {
     /// Root key file sealing SOFTWARE key material [default: <data-dir>/root.key, created on first start].
     #[arg(long, global = true, env = "SEALSTORE_ROOT_KEY_FILE")]
     pub root_key_file: Option<PathBuf>,
+    /// Where object ciphertext is stored: a directory, or s3://bucket[/prefix] configured by
+    /// the AWS_* environment (AWS_ENDPOINT, AWS_ALLOW_HTTP, credentials) [default: <data-dir>/objects].
+    #[arg(long, global = true, env = "SEALSTORE_OBJECT_BACKEND")]
+    pub object_backend: Option<String>,
     /// Print JSON instead of tables (for scripts).
     #[arg(long, global = true)]
     pub json: bool,
@@ -80,7 +84,14 @@ impl GlobalOpts {
     /// Opens the data directory and its buckets of objects.
     pub fn open_objects(&self) -> anyhow::Result<ObjectService> {
         let dir = self.open_data_dir(None)?;
-        Ok(ObjectService::open(&self.data_dir, dir.kms, dir.index)?)
+        let backend = match &self.object_backend {
+            Some(url) => Some(
+                sealstore::object::backend::open_backend(url, &[])
+                    .with_context(|| format!("opening the object backend {url}"))?,
+            ),
+            None => None,
+        };
+        Ok(ObjectService::open(&self.data_dir, backend, dir.kms, dir.index)?)
     }
 }
 

@@ -109,7 +109,8 @@ pub struct ReencryptArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum IndexCommand {
-    /// Rebuild the index of a bucket (or all buckets) from the objects themselves.
+    /// Rebuild the index of a bucket (or of every bucket found in the object backend) from the
+    /// objects themselves: each is decrypted to recompute its size and ETag.
     Rebuild {
         /// Only this bucket.
         #[arg(long)]
@@ -466,11 +467,11 @@ pub fn reencrypt(global: &GlobalOpts, args: ReencryptArgs) -> anyhow::Result<Exi
 pub fn index(global: &GlobalOpts, cmd: IndexCommand) -> anyhow::Result<ExitCode> {
     let service = global.open_objects()?;
     let IndexCommand::Rebuild { bucket } = cmd;
-    let buckets = match bucket {
-        Some(b) => vec![b],
-        None => service.list_buckets()?,
-    };
     runtime()?.block_on(async {
+        let buckets = match bucket {
+            Some(b) => vec![b],
+            None => service.discover_buckets().await?,
+        };
         for b in buckets {
             let bar = ProgressBar::new_spinner();
             let n = service

@@ -21,6 +21,9 @@ const OBJECTS: TableDefinition<&str, &[u8]> = TableDefinition::new("objects");
 /// Sweep name → last object key done (`"{bucket}\0{key}"` form is not needed: one bucket per sweep).
 const CHECKPOINTS: TableDefinition<&str, &str> = TableDefinition::new("sweep_checkpoints");
 
+/// Bucket name → creation time (RFC 3339).
+const BUCKETS: TableDefinition<&str, &str> = TableDefinition::new("buckets");
+
 /// The index file name in the data directory.
 pub const INDEX_FILE: &str = "objects.redb";
 
@@ -107,8 +110,54 @@ impl ObjectIndex {
         let txn = db.begin_write()?;
         txn.open_table(OBJECTS)?;
         txn.open_table(CHECKPOINTS)?;
+        txn.open_table(BUCKETS)?;
         txn.commit()?;
         Ok(ObjectIndex { db })
+    }
+
+    /// Registers a bucket; false when it already exists.
+    pub fn create_bucket(&self, name: &str) -> Result<bool, IndexError> {
+        let txn = self.db.begin_write()?;
+        let created = {
+            let mut t = txn.open_table(BUCKETS)?;
+            if t.get(name)?.is_some() {
+                false
+            } else {
+                t.insert(name, Utc::now().to_rfc3339().as_str())?;
+                true
+            }
+        };
+        txn.commit()?;
+        Ok(created)
+    }
+
+    /// Forgets a bucket; false when it did not exist.
+    pub fn delete_bucket(&self, name: &str) -> Result<bool, IndexError> {
+        let txn = self.db.begin_write()?;
+        let removed = txn.open_table(BUCKETS)?.remove(name)?.is_some();
+        txn.commit()?;
+        Ok(removed)
+    }
+
+    /// Buckets with their creation times, by name.
+    pub fn buckets(&self) -> Result<Vec<(String, DateTime<Utc>)>, IndexError> {
+        let txn = self.db.begin_read()?;
+        let t = txn.open_table(BUCKETS)?;
+        let mut out = Vec::new();
+        for row in t.iter()? {
+            let (k, v) = row?;
+            let created = DateTime::parse_from_rfc3339(v.value())
+                .map_err(|e| IndexError(e.to_string()))?
+                .with_timezone(&Utc);
+            out.push((k.value().to_owned(), created));
+        }
+        Ok(out)
+    }
+
+    /// Whether a bucket exists.
+    pub fn bucket_exists(&self, name: &str) -> Result<bool, IndexError> {
+        let txn = self.db.begin_read()?;
+        Ok(txn.open_table(BUCKETS)?.get(name)?.is_some())
     }
 
     /// Records (or replaces) an object.

