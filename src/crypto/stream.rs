@@ -48,7 +48,7 @@ pub async fn on_rayon<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static)
 /// Cuts `input` into batches of exactly `batch` bytes, holding back the tail so that the
 /// batch that ends the input is known: yields `(bytes, is_last)`. The last batch may be
 /// shorter, and is empty only for empty input.
-fn batches<S, E>(input: S, batch: usize) -> impl Stream<Item = Result<(Bytes, bool), StreamError>> + Send
+fn batches<S, E>(input: S, batch: usize) -> impl Stream<Item = Result<(BytesMut, bool), StreamError>> + Send
 where
     S: Stream<Item = Result<Bytes, E>> + Send + Unpin + 'static,
     E: std::error::Error + Send + Sync + 'static,
@@ -76,17 +76,19 @@ where
                 None => {
                     // …or the input ended: what is pending is the last batch.
                     st.finished = true;
-                    let last = st.pending.split().freeze();
+                    let last = st.pending.split();
                     return Ok(Some(((last, true), st)));
                 }
             }
         }
-        let next = st.pending.split_to(batch).freeze();
+        let next = st.pending.split_to(batch);
         Ok(Some(((next, false), st)))
     })
 }
 
-/// Seals `input` (plaintext) into sealed segment batches, starting at segment 0.
+/// Seals `input` (plaintext) into sealed segments, starting at segment 0. Each batch is
+/// sealed in place in the buffer it was gathered into, and handed on as zero-copy slices:
+/// ciphertext, tag, ciphertext, tag, …
 pub fn seal_stream<S, E>(
     cipher: Arc<SegmentCipher>,
     input: S,
@@ -96,24 +98,29 @@ where
     S: Stream<Item = Result<Bytes, E>> + Send + Unpin + 'static,
     E: std::error::Error + Send + Sync + 'static,
 {
-    let batch = batch_segments * cipher.size().get() as usize;
+    let segment = cipher.size().get() as usize;
+    let batch = batch_segments * segment;
     batches(input, batch)
         .enumerate()
         .map(move |(i, item)| {
             let cipher = cipher.clone();
             async move {
-                let (plain, last) = item?;
+                let (mut plain, last) = item?;
                 let first = (i * batch_segments) as u64;
                 on_rayon(move || {
-                    cipher
-                        .seal(first, &plain, last)
-                        .map(Bytes::from)
-                        .map_err(StreamError::from)
+                    let tags = cipher.seal_in_place(first, &mut plain, last)?;
+                    let mut parts = Vec::with_capacity(2 * tags.len());
+                    for tag in tags {
+                        parts.push(plain.split_to(segment.min(plain.len())).freeze());
+                        parts.push(Bytes::copy_from_slice(&tag));
+                    }
+                    Ok::<_, StreamError>(stream::iter(parts.into_iter().map(Ok)))
                 })
                 .await
             }
         })
         .buffered(IN_FLIGHT)
+        .try_flatten()
         .boxed()
 }
 
@@ -169,16 +176,23 @@ where
                     });
                 }
                 let first = first + (i * batch_segments) as u64;
+                let mut sealed = sealed;
                 on_rayon(move || {
-                    cipher
-                        .open(first, &sealed, ends_object && is_final)
-                        .map(Bytes::from)
-                        .map_err(StreamError::from)
+                    // Open in place, then hand on each segment's plaintext as a zero-copy slice.
+                    cipher.open_in_place(first, &mut sealed, ends_object && is_final)?;
+                    let mut parts = Vec::with_capacity(sealed.len() / sealed_segment + 1);
+                    while !sealed.is_empty() {
+                        let mut slot = sealed.split_to(sealed_segment.min(sealed.len()));
+                        slot.truncate(slot.len() - super::gcm::TAG_LEN);
+                        parts.push(slot.freeze());
+                    }
+                    Ok::<_, StreamError>(stream::iter(parts.into_iter().map(Ok)))
                 })
                 .await
             }
         })
-        .buffered(IN_FLIGHT);
+        .buffered(IN_FLIGHT)
+        .try_flatten();
     // Trim to the requested plaintext range.
     let mut to_skip = skip;
     let mut to_take = take;
