@@ -176,6 +176,23 @@ impl SegmentCipher {
         u32::try_from(first + i as u64).map_err(|_| SegmentError::TooLarge)
     }
 
+    /// Checks the layout rules for a plaintext batch of `len` bytes starting at segment
+    /// `first`, and returns how many segments it holds.
+    fn plain_batch_segments(&self, first: u64, len: usize, ends_object: bool) -> Result<usize, SegmentError> {
+        let s = self.size.plain();
+        if !ends_object && (len == 0 || !len.is_multiple_of(s)) {
+            return Err(SegmentError::Layout(
+                "a batch that does not end the object must hold whole segments",
+            ));
+        }
+        if len == 0 && first != 0 {
+            return Err(SegmentError::Layout("only an empty object has an empty segment"));
+        }
+        let count = len.div_ceil(s).max(1);
+        Self::index(first, count - 1)?;
+        Ok(count)
+    }
+
     /// Sealed length of a batch holding `plain_len` plaintext bytes.
     pub fn sealed_batch_len(&self, plain_len: usize) -> usize {
         self.size.sealed_len(plain_len as u64) as usize
@@ -193,19 +210,10 @@ impl SegmentCipher {
         out: &mut [u8],
     ) -> Result<(), SegmentError> {
         let s = self.size.plain();
-        if !ends_object && (plaintext.is_empty() || !plaintext.len().is_multiple_of(s)) {
-            return Err(SegmentError::Layout(
-                "a batch that does not end the object must hold whole segments",
-            ));
-        }
-        if plaintext.is_empty() && first != 0 {
-            return Err(SegmentError::Layout("only an empty object has an empty segment"));
-        }
+        let count = self.plain_batch_segments(first, plaintext.len(), ends_object)?;
         if out.len() != self.sealed_batch_len(plaintext.len()) {
             return Err(SegmentError::Layout("output buffer has the wrong length"));
         }
-        let count = plaintext.len().div_ceil(s).max(1);
-        Self::index(first, count - 1)?;
         out.par_chunks_mut(self.size.sealed())
             .enumerate()
             .try_for_each(|(i, slot)| {
@@ -235,16 +243,7 @@ impl SegmentCipher {
         ends_object: bool,
     ) -> Result<Vec<[u8; TAG_LEN]>, SegmentError> {
         let s = self.size.plain();
-        if !ends_object && (buf.is_empty() || !buf.len().is_multiple_of(s)) {
-            return Err(SegmentError::Layout(
-                "a batch that does not end the object must hold whole segments",
-            ));
-        }
-        if buf.is_empty() && first != 0 {
-            return Err(SegmentError::Layout("only an empty object has an empty segment"));
-        }
-        let count = buf.len().div_ceil(s).max(1);
-        Self::index(first, count - 1)?;
+        let count = self.plain_batch_segments(first, buf.len(), ends_object)?;
         let mut tags = vec![[0u8; TAG_LEN]; count];
         if buf.is_empty() {
             tags[0] = self
