@@ -103,6 +103,24 @@ fn row_key(bucket: &str, key: &str) -> String {
     format!("{bucket}\0{key}")
 }
 
+/// A string greater than every string that starts with `prefix`: its last character moved
+/// one up (prefixes end with a delimiter, in practice '/'). Should that character have no
+/// successor, U+10FFFF is appended instead; the few keys that could still follow are read
+/// again and skipped as already rolled up.
+fn past_prefix(prefix: &str) -> String {
+    let mut chars: Vec<char> = prefix.chars().collect();
+    match chars.pop() {
+        Some(last) => match char::from_u32(last as u32 + 1) {
+            Some(next) => {
+                chars.push(next);
+                chars.into_iter().collect()
+            }
+            None => format!("{prefix}\u{10FFFF}"),
+        },
+        None => String::from("\u{10FFFF}"),
+    }
+}
+
 impl ObjectIndex {
     /// Opens (creating) `objects.redb` in `data_dir`.
     pub fn open(data_dir: &Path) -> Result<ObjectIndex, IndexError> {
@@ -291,39 +309,54 @@ impl ObjectIndex {
         let end = format!("{bucket}\u{1}");
         let mut page = ListPage::default();
         let mut last_emitted: Option<String> = None;
-        for row in t.range(start.as_str()..end.as_str())? {
-            let (k, v) = row?;
-            let key = &k.value()[bucket.len() + 1..];
-            if !key.starts_with(prefix) {
-                break;
-            }
-            if Some(key) == start_after {
-                continue;
-            }
-            let rolled_up = delimiter.filter(|d| !d.is_empty()).and_then(|d| {
-                key[prefix.len()..]
-                    .find(d)
-                    .map(|at| key[..prefix.len() + at + d.len()].to_owned())
-            });
-            if let Some(common) = &rolled_up {
-                // Already listed on this page, or on an earlier one (it sorts before start_after).
-                if last_emitted.as_ref() == Some(common) || start_after.is_some_and(|after| common.as_str() <= after) {
+        let mut from = start;
+        // Each pass walks the range until it rolls up a common prefix, then jumps past every
+        // key under that prefix instead of reading them one by one.
+        'scan: loop {
+            let mut jump_to: Option<String> = None;
+            for row in t.range(from.as_str()..end.as_str())? {
+                let (k, v) = row?;
+                let key = &k.value()[bucket.len() + 1..];
+                if !key.starts_with(prefix) {
+                    break 'scan;
+                }
+                if Some(key) == start_after {
                     continue;
                 }
-            }
-            if page.objects.len() + page.common_prefixes.len() == max_keys {
-                page.next_start_after = last_emitted;
-                break;
-            }
-            match rolled_up {
-                Some(common) => {
-                    last_emitted = Some(common.clone());
-                    page.common_prefixes.push(common);
+                let rolled_up = delimiter.filter(|d| !d.is_empty()).and_then(|d| {
+                    key[prefix.len()..]
+                        .find(d)
+                        .map(|at| key[..prefix.len() + at + d.len()].to_owned())
+                });
+                if let Some(common) = &rolled_up {
+                    // Listed already (on an earlier page, or just now): skip its keys.
+                    if last_emitted.as_ref() == Some(common)
+                        || start_after.is_some_and(|after| common.as_str() <= after)
+                    {
+                        jump_to = Some(row_key(bucket, &past_prefix(common)));
+                        break;
+                    }
                 }
-                None => {
-                    last_emitted = Some(key.to_owned());
-                    page.objects.push((key.to_owned(), serde_json::from_slice(v.value())?));
+                if page.objects.len() + page.common_prefixes.len() == max_keys {
+                    page.next_start_after = last_emitted;
+                    break 'scan;
                 }
+                match rolled_up {
+                    Some(common) => {
+                        jump_to = Some(row_key(bucket, &past_prefix(&common)));
+                        last_emitted = Some(common.clone());
+                        page.common_prefixes.push(common);
+                        break;
+                    }
+                    None => {
+                        last_emitted = Some(key.to_owned());
+                        page.objects.push((key.to_owned(), serde_json::from_slice(v.value())?));
+                    }
+                }
+            }
+            match jump_to {
+                Some(next) => from = next,
+                None => break,
             }
         }
         Ok(page)
@@ -414,6 +447,43 @@ mod tests {
             }
         }
         assert_eq!(seen, ["a.txt", "dir/1", "dir/2", "dir/sub/3", "e", "f/x"]);
+    }
+
+    #[test]
+    fn delimiter_listing_jumps_past_prefixes_exactly() {
+        let dir = tempfile::tempdir().unwrap();
+        let index = ObjectIndex::open(dir.path()).unwrap();
+        let keys = [
+            "dir.a",
+            "dir/1",
+            "dir/2",
+            "dir/3/x",
+            "dir0",
+            "dirZ",
+            "e/\u{10FFFF}",
+            "e/\u{10FFFF}z",
+            "f",
+        ];
+        for k in keys {
+            index.put("b", k, &entry("ocid1.keyversion.oc1.x.v1")).unwrap();
+        }
+        let page = index.list("b", "", Some("/"), None, 1000).unwrap();
+        assert_eq!(names(&page), (vec!["dir.a", "dir0", "dirZ", "f"], vec!["dir/", "e/"]));
+        let under = index.list("b", "dir/", Some("/"), None, 1000).unwrap();
+        assert_eq!(names(&under), (vec!["dir/1", "dir/2"], vec!["dir/3/"]));
+        // One entry per page still walks everything exactly once.
+        let mut seen = Vec::new();
+        let mut after: Option<String> = None;
+        loop {
+            let page = index.list("b", "", Some("/"), after.as_deref(), 1).unwrap();
+            seen.extend(page.objects.iter().map(|(k, _)| k.clone()));
+            seen.extend(page.common_prefixes.iter().cloned());
+            match page.next_start_after {
+                Some(n) => after = Some(n),
+                None => break,
+            }
+        }
+        assert_eq!(seen, ["dir.a", "dir/", "dir0", "dirZ", "e/", "f"]);
     }
 
     #[test]
