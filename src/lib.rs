@@ -5,6 +5,7 @@
 //!
 //! - [`crypto`]: data-path cryptography on aws-lc.
 //! - [`object`]: the encrypted object format and store.
+//! - [`s3`]: the S3-compatible API over the object store.
 //! - [`admin`]: the local admin protocol between the CLI and a running server.
 
 #![warn(missing_docs)]
@@ -12,3 +13,4 @@
 pub mod admin;
 pub mod crypto;
 pub mod object;
+pub mod s3;

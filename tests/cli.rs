@@ -66,7 +66,7 @@ impl Env {
 
     fn serve(&self) -> Server {
         let child = self
-            .cmd(&["serve", "--scheduler-interval-secs", "1"])
+            .cmd(&["serve", "--scheduler-interval-secs", "1", "--s3-listen", "127.0.0.1:0"])
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()

@@ -84,6 +84,11 @@ impl GlobalOpts {
     /// Opens the data directory and its buckets of objects.
     pub fn open_objects(&self) -> anyhow::Result<ObjectService> {
         let dir = self.open_data_dir(None)?;
+        self.objects_in(&dir)
+    }
+
+    /// The buckets of an opened data directory, on the configured object backend.
+    pub fn objects_in(&self, dir: &DataDir) -> anyhow::Result<ObjectService> {
         let backend = match &self.object_backend {
             Some(url) => Some(
                 sealstore::object::backend::open_backend(url, &[])
@@ -91,7 +96,12 @@ impl GlobalOpts {
             ),
             None => None,
         };
-        Ok(ObjectService::open(&self.data_dir, backend, dir.kms, dir.index)?)
+        Ok(ObjectService::open(
+            &self.data_dir,
+            backend,
+            dir.kms.clone(),
+            dir.index.clone(),
+        )?)
     }
 }
 

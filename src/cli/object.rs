@@ -249,7 +249,11 @@ pub fn run(global: &GlobalOpts, args: ObjectArgs) -> anyhow::Result<ExitCode> {
                 }
             }
             ObjectCommand::Put { bucket, key, file, content_type, meta } => {
-                let params = PutParams { content_type, user_metadata: meta.into_iter().collect::<BTreeMap<_, _>>() };
+                let params = PutParams {
+                    content_type,
+                    user_metadata: meta.into_iter().collect::<BTreeMap<_, _>>(),
+                    expected_md5: None,
+                };
                 let entry = if file == "-" {
                     service.put(&bucket, &key, stdin_stream(), params).await?
                 } else {

@@ -26,6 +26,9 @@ pub struct ServeArgs {
     /// Region name used in new resource ids (fixed at the first start of a data directory).
     #[arg(long, env = "SEALSTORE_REGION", default_value = "local-1")]
     region: String,
+    /// Address of the S3 API (port 0 picks a free port; see serve.json).
+    #[arg(long, env = "SEALSTORE_S3_LISTEN", default_value = "127.0.0.1:9000")]
+    s3_listen: std::net::SocketAddr,
     /// Seconds between scheduler passes (auto-rotation, purge of deleted vaults and keys).
     #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
     scheduler_interval_secs: u64,
@@ -61,8 +64,11 @@ pub fn run(global: &GlobalOpts, args: ServeArgs) -> anyhow::Result<ExitCode> {
 }
 
 async fn serve(global: &GlobalOpts, args: ServeArgs) -> anyhow::Result<ExitCode> {
-    let kms = global.open_data_dir(Some(&args.region))?.kms;
+    let dir = global.open_data_dir(Some(&args.region))?;
+    let kms = dir.kms.clone();
+    // Defaults first: the object service uses the default key, and creating it is reported.
     let defaults = kms.ensure_defaults(&Principal::local_admin())?;
+    let objects = Arc::new(global.objects_in(&dir)?);
     let data_dir = global.data_dir.display();
     println!(
         "sealstore {} serving data directory {data_dir}",
@@ -83,12 +89,33 @@ async fn serve(global: &GlobalOpts, args: ServeArgs) -> anyhow::Result<ExitCode>
     ));
     let audit_flush_task = tokio::spawn(audit_flusher(kms.clone()));
 
+    let (keys, keys_created) = sealstore::s3::credentials::load_or_create(&global.data_dir)
+        .with_context(|| format!("reading or creating the S3 admin keys in {}", global.data_dir.display()))?;
+    let s3_listener = tokio::net::TcpListener::bind(args.s3_listen)
+        .await
+        .with_context(|| format!("binding the S3 API to {}", args.s3_listen))?;
+    let s3_addr = s3_listener.local_addr()?;
+    let s3_task = tokio::spawn(serve_s3(s3_listener, objects, keys.clone()));
+    println!("S3 API         http://{s3_addr} (path-style)");
+    println!("S3 access key  {}", keys.access_key_id);
+    if keys_created {
+        println!("S3 secret key  {}", keys.secret_access_key);
+    }
+    println!(
+        "               (kept in {}, mode 0600)",
+        global
+            .data_dir
+            .join(sealstore::s3::credentials::ADMIN_KEYS_FILE)
+            .display()
+    );
+
     let serve_file = global.data_dir.join(SERVE_FILE);
     write_atomically(
         &serve_file,
         &json!({
             "pid": std::process::id(),
             "adminSocket": socket_path,
+            "s3": format!("http://{s3_addr}"),
             "region": kms.region(),
             "tenancyId": kms.tenancy_id(),
             "defaultVaultId": defaults.vault.id,
@@ -102,6 +129,7 @@ async fn serve(global: &GlobalOpts, args: ServeArgs) -> anyhow::Result<ExitCode>
     shutdown_signal().await;
     info!("shutting down");
     admin_task.abort();
+    s3_task.abort();
     scheduler_task.abort();
     audit_flush_task.abort();
     if let Err(e) = kms.flush_audit() {
@@ -111,6 +139,37 @@ async fn serve(global: &GlobalOpts, args: ServeArgs) -> anyhow::Result<ExitCode>
     let _ = std::fs::remove_file(&socket_path);
     println!("stopped");
     Ok(ExitCode::SUCCESS)
+}
+
+/// Accepts S3 connections (HTTP/1.1) and serves each with s3s over the object service.
+async fn serve_s3(
+    listener: tokio::net::TcpListener,
+    objects: Arc<sealstore::object::ObjectService>,
+    keys: sealstore::s3::credentials::KeyPair,
+) {
+    let service = {
+        let mut builder = s3s::service::S3ServiceBuilder::new(sealstore::s3::S3Face::new(objects));
+        builder.set_auth(sealstore::s3::credentials::AdminAuth::new(keys));
+        builder.build()
+    };
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(conn) => conn,
+            Err(e) => {
+                error!(error = %e, "S3 accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let service = service.clone();
+        tokio::spawn(async move {
+            let io = hyper_util::rt::TokioIo::new(stream);
+            let builder = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
+            if let Err(e) = builder.serve_connection(io, service).await {
+                tracing::debug!(%peer, error = %e, "S3 connection ended with an error");
+            }
+        });
+    }
 }
 
 async fn scheduler(kms: Arc<Kms>, every: Duration) {

@@ -63,6 +63,12 @@ pub enum ObjectError {
     /// Filesystem error.
     #[error("{0}")]
     Io(#[from] std::io::Error),
+    /// The body's MD5 differs from the one the client announced.
+    #[error("the body does not match its Content-MD5")]
+    BadDigest,
+    /// The uploaded body could not be read to its end.
+    #[error("reading the request body failed: {0}")]
+    Body(String),
 }
 
 /// Result alias.
@@ -75,6 +81,8 @@ pub struct PutParams {
     pub content_type: Option<String>,
     /// User metadata (`x-amz-meta-*`).
     pub user_metadata: BTreeMap<String, String>,
+    /// MD5 the client says the body has (`Content-MD5`); on a mismatch nothing is stored.
+    pub expected_md5: Option<Vec<u8>>,
 }
 
 /// Buckets of encrypted objects.
@@ -230,11 +238,21 @@ impl ObjectService {
             writer.wait_for_capacity(2).await?;
             writer.put(chunk);
         }
+        let digest = md5.finalize();
+        if params
+            .expected_md5
+            .as_ref()
+            .is_some_and(|expected| expected.as_slice() != digest.as_slice())
+        {
+            // Nothing was published: the previous object (if any) stays as it was.
+            writer.abort().await?;
+            return Err(ObjectError::BadDigest);
+        }
         writer.finish().await?;
         let (key_id, key_version_id) = store.wrapping_key(&location).await?;
         let entry = ObjectEntry {
             size,
-            etag: data_encoding::HEXLOWER.encode(&md5.finalize()),
+            etag: data_encoding::HEXLOWER.encode(&digest),
             content_type: params.content_type,
             user_metadata: params.user_metadata,
             key_id,

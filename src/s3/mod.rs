@@ -1,0 +1,324 @@
+//! The S3-compatible object API: s3s does the protocol (routing, SigV4, XML); this module
+//! maps each operation onto the [`ObjectService`], so every byte at rest goes through
+//! EncryptedStore.
+//!
+//! First slice: bucket lifecycle, PutObject, GetObject (ranges), HeadObject, DeleteObject,
+//! ListObjectsV2. One admin key pair ([`credentials`]).
+
+pub mod credentials;
+
+use std::sync::Arc;
+
+use futures::TryStreamExt;
+use object_store::GetRange;
+use s3s::dto::*;
+use s3s::{s3_error, S3Error, S3ErrorCode, S3Request, S3Response, S3Result, S3};
+
+use crate::object::index::ObjectEntry;
+use crate::object::{ObjectError, ObjectService, PutParams};
+
+/// The S3 face of the object service.
+#[derive(Debug, Clone)]
+pub struct S3Face {
+    objects: Arc<ObjectService>,
+}
+
+impl S3Face {
+    /// Serves `objects`.
+    pub fn new(objects: Arc<ObjectService>) -> Self {
+        S3Face { objects }
+    }
+}
+
+/// Maps object-service errors to S3 error codes.
+fn s3_err(e: ObjectError) -> S3Error {
+    let (code, message) = match &e {
+        ObjectError::InvalidBucketName(_) => (S3ErrorCode::InvalidBucketName, e.to_string()),
+        ObjectError::NoSuchBucket(_) => (S3ErrorCode::NoSuchBucket, e.to_string()),
+        ObjectError::BucketExists(_) => (S3ErrorCode::BucketAlreadyOwnedByYou, e.to_string()),
+        ObjectError::BucketNotEmpty(_) => (S3ErrorCode::BucketNotEmpty, e.to_string()),
+        ObjectError::NoSuchKey { .. } => (S3ErrorCode::NoSuchKey, e.to_string()),
+        ObjectError::Body(_) => (S3ErrorCode::IncompleteBody, e.to_string()),
+        ObjectError::BadDigest => (S3ErrorCode::BadDigest, e.to_string()),
+        _ => {
+            tracing::error!(error = %e, "object operation failed");
+            (
+                S3ErrorCode::InternalError,
+                "internal error; see the server log".to_owned(),
+            )
+        }
+    };
+    S3Error::with_message(code, message)
+}
+
+fn etag(hex: &str) -> ETag {
+    ETag::Strong(hex.to_owned())
+}
+
+fn timestamp(t: chrono::DateTime<chrono::Utc>) -> Timestamp {
+    Timestamp::from(std::time::SystemTime::from(t))
+}
+
+/// The plaintext range of a `Range` header over an object of `size` bytes, or `InvalidRange`.
+fn byte_range(range: &Range, size: u64) -> S3Result<(GetRange, u64, u64)> {
+    let (first, last) = match *range {
+        Range::Int { first, last } => (
+            first,
+            last.map_or(size.saturating_sub(1), |l| l.min(size.saturating_sub(1))),
+        ),
+        Range::Suffix { length } => (size.saturating_sub(length), size.saturating_sub(1)),
+    };
+    if size == 0 || first >= size || first > last {
+        return Err(s3_error!(
+            InvalidRange,
+            "the range is not satisfiable for an object of {size} bytes"
+        ));
+    }
+    Ok((GetRange::Bounded(first..last + 1), first, last))
+}
+
+fn entry_or_missing(objects: &ObjectService, bucket: &str, key: &str) -> S3Result<ObjectEntry> {
+    objects.bucket(bucket).map_err(s3_err)?;
+    objects
+        .index()
+        .get(bucket, key)
+        .map_err(|e| s3_err(e.into()))?
+        .ok_or_else(|| {
+            s3_err(ObjectError::NoSuchKey {
+                bucket: bucket.into(),
+                key: key.into(),
+            })
+        })
+}
+
+#[async_trait::async_trait]
+impl S3 for S3Face {
+    async fn list_buckets(&self, _req: S3Request<ListBucketsInput>) -> S3Result<S3Response<ListBucketsOutput>> {
+        let buckets = self.objects.index().buckets().map_err(|e| s3_err(e.into()))?;
+        let buckets = buckets
+            .into_iter()
+            .map(|(name, created)| Bucket {
+                name: Some(name),
+                creation_date: Some(timestamp(created)),
+                ..Default::default()
+            })
+            .collect();
+        Ok(S3Response::new(ListBucketsOutput {
+            buckets: Some(buckets),
+            ..Default::default()
+        }))
+    }
+
+    async fn create_bucket(&self, req: S3Request<CreateBucketInput>) -> S3Result<S3Response<CreateBucketOutput>> {
+        self.objects.create_bucket(&req.input.bucket).map_err(s3_err)?;
+        Ok(S3Response::new(CreateBucketOutput {
+            location: Some(format!("/{}", req.input.bucket)),
+        }))
+    }
+
+    async fn head_bucket(&self, req: S3Request<HeadBucketInput>) -> S3Result<S3Response<HeadBucketOutput>> {
+        self.objects.bucket(&req.input.bucket).map_err(s3_err)?;
+        Ok(S3Response::new(HeadBucketOutput::default()))
+    }
+
+    async fn delete_bucket(&self, req: S3Request<DeleteBucketInput>) -> S3Result<S3Response<DeleteBucketOutput>> {
+        self.objects.delete_bucket(&req.input.bucket).map_err(s3_err)?;
+        Ok(S3Response::new(DeleteBucketOutput::default()))
+    }
+
+    async fn get_bucket_location(
+        &self,
+        req: S3Request<GetBucketLocationInput>,
+    ) -> S3Result<S3Response<GetBucketLocationOutput>> {
+        self.objects.bucket(&req.input.bucket).map_err(s3_err)?;
+        Ok(S3Response::new(GetBucketLocationOutput::default()))
+    }
+
+    async fn put_object(&self, req: S3Request<PutObjectInput>) -> S3Result<S3Response<PutObjectOutput>> {
+        let input = req.input;
+        let expected_md5 = match &input.content_md5 {
+            Some(md5) => {
+                use base64::Engine;
+                let digest = base64::engine::general_purpose::STANDARD
+                    .decode(md5)
+                    .ok()
+                    .filter(|d| d.len() == 16)
+                    .ok_or_else(|| s3_error!(InvalidDigest, "the Content-MD5 you specified is not valid"))?;
+                Some(digest)
+            }
+            None => None,
+        };
+        let params = PutParams {
+            content_type: input.content_type.clone(),
+            user_metadata: input.metadata.clone().unwrap_or_default().into_iter().collect(),
+            expected_md5,
+        };
+        let body = match input.body {
+            Some(b) => b,
+            None => StreamingBlob::wrap(futures::stream::empty::<Result<bytes::Bytes, std::io::Error>>()),
+        };
+        let entry = self
+            .objects
+            .put(
+                &input.bucket,
+                &input.key,
+                body.map_err(|e| ObjectError::Body(e.to_string())),
+                params,
+            )
+            .await
+            .map_err(s3_err)?;
+        Ok(S3Response::new(PutObjectOutput {
+            e_tag: Some(etag(&entry.etag)),
+            server_side_encryption: Some(ServerSideEncryption::from_static(ServerSideEncryption::AES256)),
+            ..Default::default()
+        }))
+    }
+
+    async fn get_object(&self, req: S3Request<GetObjectInput>) -> S3Result<S3Response<GetObjectOutput>> {
+        let input = req.input;
+        let entry = entry_or_missing(&self.objects, &input.bucket, &input.key)?;
+        let range = input.range.as_ref().map(|r| byte_range(r, entry.size)).transpose()?;
+        let got = self
+            .objects
+            .get(&input.bucket, &input.key, range.as_ref().map(|(r, _, _)| r.clone()))
+            .await
+            .map_err(s3_err)?;
+        let length = got.range.end - got.range.start;
+        // s3s wants a Sync body; object_store streams are only Send. A small channel bridges
+        // them (two chunks in flight keeps memory bounded).
+        let (mut tx, rx) = futures::channel::mpsc::channel::<Result<bytes::Bytes, object_store::Error>>(2);
+        let mut source = got.into_stream();
+        tokio::spawn(async move {
+            use futures::{SinkExt, StreamExt};
+            while let Some(chunk) = source.next().await {
+                if tx.send(chunk).await.is_err() {
+                    break; // the client went away
+                }
+            }
+        });
+        let output = GetObjectOutput {
+            body: Some(StreamingBlob::wrap(rx)),
+            content_length: Some(length as i64),
+            content_range: range
+                .as_ref()
+                .map(|(_, first, last)| format!("bytes {first}-{last}/{}", entry.size)),
+            accept_ranges: Some("bytes".into()),
+            content_type: entry.content_type.clone(),
+            e_tag: Some(etag(&entry.etag)),
+            last_modified: Some(timestamp(entry.last_modified)),
+            metadata: (!entry.user_metadata.is_empty()).then(|| entry.user_metadata.clone().into_iter().collect()),
+            server_side_encryption: Some(ServerSideEncryption::from_static(ServerSideEncryption::AES256)),
+            ..Default::default()
+        };
+        let mut response = S3Response::new(output);
+        if range.is_some() {
+            response.status = Some(http::StatusCode::PARTIAL_CONTENT);
+        }
+        Ok(response)
+    }
+
+    async fn head_object(&self, req: S3Request<HeadObjectInput>) -> S3Result<S3Response<HeadObjectOutput>> {
+        let entry = entry_or_missing(&self.objects, &req.input.bucket, &req.input.key)?;
+        Ok(S3Response::new(HeadObjectOutput {
+            content_length: Some(entry.size as i64),
+            content_type: entry.content_type.clone(),
+            e_tag: Some(etag(&entry.etag)),
+            last_modified: Some(timestamp(entry.last_modified)),
+            accept_ranges: Some("bytes".into()),
+            metadata: (!entry.user_metadata.is_empty()).then(|| entry.user_metadata.clone().into_iter().collect()),
+            server_side_encryption: Some(ServerSideEncryption::from_static(ServerSideEncryption::AES256)),
+            ..Default::default()
+        }))
+    }
+
+    async fn delete_object(&self, req: S3Request<DeleteObjectInput>) -> S3Result<S3Response<DeleteObjectOutput>> {
+        self.objects
+            .delete(&req.input.bucket, &req.input.key)
+            .await
+            .map_err(s3_err)?;
+        Ok(S3Response::new(DeleteObjectOutput::default()))
+    }
+
+    async fn list_objects_v2(&self, req: S3Request<ListObjectsV2Input>) -> S3Result<S3Response<ListObjectsV2Output>> {
+        let input = req.input;
+        self.objects.bucket(&input.bucket).map_err(s3_err)?;
+        let prefix = input.prefix.clone().unwrap_or_default();
+        let max_keys = input.max_keys.unwrap_or(1000).clamp(0, 1000) as usize;
+        // Continuation tokens are the last key (or common prefix) returned, base64url-encoded.
+        let after = match &input.continuation_token {
+            Some(token) => Some(
+                data_encoding::BASE64URL_NOPAD
+                    .decode(token.as_bytes())
+                    .ok()
+                    .and_then(|b| String::from_utf8(b).ok())
+                    .ok_or_else(|| s3_error!(InvalidArgument, "the continuation token is not valid"))?,
+            ),
+            None => input.start_after.clone(),
+        };
+        let page = self
+            .objects
+            .index()
+            .list(
+                &input.bucket,
+                &prefix,
+                input.delimiter.as_deref(),
+                after.as_deref(),
+                max_keys,
+            )
+            .map_err(|e| s3_err(e.into()))?;
+        let url = input
+            .encoding_type
+            .as_ref()
+            .is_some_and(|e| e.as_str() == EncodingType::URL);
+        let enc = |s: &str| if url { urlencoding_path(s) } else { s.to_owned() };
+        let key_count = (page.objects.len() + page.common_prefixes.len()) as i32;
+        let contents = page
+            .objects
+            .iter()
+            .map(|(key, e)| Object {
+                key: Some(enc(key)),
+                size: Some(e.size as i64),
+                e_tag: Some(etag(&e.etag)),
+                last_modified: Some(timestamp(e.last_modified)),
+                storage_class: Some(ObjectStorageClass::from_static(ObjectStorageClass::STANDARD)),
+                ..Default::default()
+            })
+            .collect();
+        let common_prefixes = page
+            .common_prefixes
+            .iter()
+            .map(|p| CommonPrefix { prefix: Some(enc(p)) })
+            .collect::<Vec<_>>();
+        Ok(S3Response::new(ListObjectsV2Output {
+            name: Some(input.bucket.clone()),
+            prefix: Some(enc(&prefix)),
+            delimiter: input.delimiter.clone(),
+            max_keys: Some(max_keys as i32),
+            key_count: Some(key_count),
+            is_truncated: Some(page.next_start_after.is_some()),
+            continuation_token: input.continuation_token.clone(),
+            next_continuation_token: page
+                .next_start_after
+                .map(|n| data_encoding::BASE64URL_NOPAD.encode(n.as_bytes())),
+            start_after: input.start_after.clone(),
+            contents: Some(contents),
+            common_prefixes: (!common_prefixes.is_empty()).then_some(common_prefixes),
+            encoding_type: input.encoding_type.clone(),
+            ..Default::default()
+        }))
+    }
+}
+
+/// Percent-encodes a key as S3 does for `encoding-type=url` (everything but unreserved
+/// characters and '/').
+fn urlencoding_path(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~' | b'/') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}

@@ -1,0 +1,58 @@
+"""Fixtures for the S3 suite: a real `sealstore serve` on a free port, and boto3 clients."""
+
+import json
+import os
+import pathlib
+import subprocess
+import tempfile
+import time
+
+import boto3
+import pytest
+from botocore.config import Config
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+BINARY = pathlib.Path(os.environ.get("SEALSTORE_BIN", ROOT / "target" / "debug" / "sealstore"))
+
+
+@pytest.fixture(scope="session")
+def server():
+    """Starts sealstore on a temporary data directory; yields (endpoint, keys, data_dir)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        data_dir = pathlib.Path(tmp) / "data"
+        env = dict(os.environ, SEALSTORE_DATA_DIR=str(data_dir))
+        env.pop("SEALSTORE_OBJECT_BACKEND", None)
+        proc = subprocess.Popen(
+            [str(BINARY), "serve", "--s3-listen", "127.0.0.1:0"],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+        )
+        serve_json = data_dir / "serve.json"
+        deadline = time.time() + 30
+        while not serve_json.exists():
+            assert proc.poll() is None, "sealstore serve exited"
+            assert time.time() < deadline, "sealstore serve did not become ready"
+            time.sleep(0.05)
+        info = json.loads(serve_json.read_text())
+        keys = json.loads((data_dir / "s3-admin.json").read_text())
+        yield info["s3"], keys, data_dir
+        proc.terminate()
+        proc.wait(timeout=15)
+
+
+def make_client(endpoint, access_key, secret_key):
+    return boto3.client(
+        "s3",
+        endpoint_url=endpoint,
+        aws_access_key_id=access_key,
+        aws_secret_access_key=secret_key,
+        region_name="us-east-1",
+        config=Config(s3={"addressing_style": "path"}, signature_version="s3v4", retries={"max_attempts": 1}),
+    )
+
+
+@pytest.fixture(scope="session")
+def s3(server):
+    endpoint, keys, _ = server
+    return make_client(endpoint, keys["accessKeyId"], keys["secretAccessKey"])
