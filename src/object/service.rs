@@ -284,6 +284,30 @@ impl ObjectService {
             })
     }
 
+    /// Copies an object by decrypting it and encrypting it again under the destination's name
+    /// and the current master key version (so copying an object onto itself re-encrypts it).
+    /// `params: None` keeps the source's content type and user metadata.
+    pub async fn copy(
+        &self,
+        (src_bucket, src_key): (&str, &str),
+        (dst_bucket, dst_key): (&str, &str),
+        params: Option<PutParams>,
+    ) -> Result<ObjectEntry> {
+        self.bucket(dst_bucket)?;
+        let source_entry = self.index.get(src_bucket, src_key)?;
+        let params = match (params, source_entry) {
+            (Some(p), _) => p,
+            (None, Some(e)) => PutParams {
+                content_type: e.content_type,
+                user_metadata: e.user_metadata,
+                expected_md5: None,
+            },
+            (None, None) => PutParams::default(),
+        };
+        let source = self.get(src_bucket, src_key, None).await?.into_stream();
+        self.put(dst_bucket, dst_key, source, params).await
+    }
+
     /// Deletes an object.
     pub async fn delete(&self, bucket: &str, key: &str) -> Result<()> {
         let store = self.bucket(bucket)?;

@@ -2,8 +2,9 @@
 //! maps each operation onto the [`ObjectService`], so every byte at rest goes through
 //! EncryptedStore.
 //!
-//! First slice: bucket lifecycle, PutObject, GetObject (ranges), HeadObject, DeleteObject,
-//! ListObjectsV2. One admin key pair ([`credentials`]).
+//! So far: bucket lifecycle, PutObject, GetObject (ranges), HeadObject, DeleteObject,
+//! DeleteObjects, CopyObject (re-encrypting), ListObjects, ListObjectsV2,
+//! ListObjectVersions. One admin key pair ([`credentials`]).
 
 pub mod credentials;
 
@@ -14,7 +15,7 @@ use object_store::GetRange;
 use s3s::dto::*;
 use s3s::{s3_error, S3Error, S3ErrorCode, S3Request, S3Response, S3Result, S3};
 
-use crate::object::index::ObjectEntry;
+use crate::object::index::{ListPage, ObjectEntry};
 use crate::object::{ObjectError, ObjectService, PutParams};
 
 /// The S3 face of the object service.
@@ -239,11 +240,157 @@ impl S3 for S3Face {
         Ok(S3Response::new(DeleteObjectOutput::default()))
     }
 
-    async fn list_objects_v2(&self, req: S3Request<ListObjectsV2Input>) -> S3Result<S3Response<ListObjectsV2Output>> {
+    async fn copy_object(&self, req: S3Request<CopyObjectInput>) -> S3Result<S3Response<CopyObjectOutput>> {
+        let input = req.input;
+        let CopySource::Bucket {
+            bucket: src_bucket,
+            key: src_key,
+            ..
+        } = &input.copy_source
+        else {
+            return Err(s3_error!(
+                NotImplemented,
+                "copying from an access point is not supported"
+            ));
+        };
+        let replace = input
+            .metadata_directive
+            .as_ref()
+            .is_some_and(|d| d.as_str() == MetadataDirective::REPLACE);
+        // A copy onto itself is allowed: it re-encrypts the object under the current key version.
+        let params = replace.then(|| PutParams {
+            content_type: input.content_type.clone(),
+            user_metadata: input.metadata.clone().unwrap_or_default().into_iter().collect(),
+            expected_md5: None,
+        });
+        let entry = self
+            .objects
+            .copy((src_bucket, src_key), (&input.bucket, &input.key), params)
+            .await
+            .map_err(s3_err)?;
+        Ok(S3Response::new(CopyObjectOutput {
+            copy_object_result: Some(CopyObjectResult {
+                e_tag: Some(etag(&entry.etag)),
+                last_modified: Some(timestamp(entry.last_modified)),
+                ..Default::default()
+            }),
+            server_side_encryption: Some(ServerSideEncryption::from_static(ServerSideEncryption::AES256)),
+            ..Default::default()
+        }))
+    }
+
+    async fn delete_objects(&self, req: S3Request<DeleteObjectsInput>) -> S3Result<S3Response<DeleteObjectsOutput>> {
         let input = req.input;
         self.objects.bucket(&input.bucket).map_err(s3_err)?;
-        let prefix = input.prefix.clone().unwrap_or_default();
-        let max_keys = input.max_keys.unwrap_or(1000).clamp(0, 1000) as usize;
+        let mut deleted = Vec::new();
+        let mut errors = Vec::new();
+        for object in input.delete.objects {
+            match self.objects.delete(&input.bucket, &object.key).await {
+                Ok(()) => deleted.push(DeletedObject {
+                    key: Some(object.key),
+                    version_id: object.version_id,
+                    ..Default::default()
+                }),
+                Err(e) => errors.push(Error {
+                    key: Some(object.key),
+                    code: Some("InternalError".into()),
+                    message: Some(e.to_string()),
+                    ..Default::default()
+                }),
+            }
+        }
+        let quiet = input.delete.quiet.unwrap_or(false);
+        Ok(S3Response::new(DeleteObjectsOutput {
+            deleted: (!quiet).then_some(deleted),
+            errors: (!errors.is_empty()).then_some(errors),
+            ..Default::default()
+        }))
+    }
+
+    async fn list_objects(&self, req: S3Request<ListObjectsInput>) -> S3Result<S3Response<ListObjectsOutput>> {
+        let input = req.input;
+        let listing = Listing::new(
+            &self.objects,
+            &input.bucket,
+            &input.prefix,
+            &input.delimiter,
+            &input.encoding_type,
+            input.max_keys,
+        )?;
+        let page = listing.page(&self.objects, input.marker.as_deref())?;
+        Ok(S3Response::new(ListObjectsOutput {
+            name: Some(input.bucket.clone()),
+            prefix: Some(listing.enc(&listing.prefix)),
+            marker: input.marker.clone(),
+            delimiter: input.delimiter.clone(),
+            max_keys: Some(listing.max_keys as i32),
+            is_truncated: Some(page.next_start_after.is_some()),
+            next_marker: page.next_start_after.as_deref().map(|m| listing.enc(m)),
+            contents: Some(listing.objects(&page)),
+            common_prefixes: listing.common_prefixes(&page),
+            encoding_type: input.encoding_type.clone(),
+            ..Default::default()
+        }))
+    }
+
+    /// Buckets are unversioned: every object is its own latest version, `null`. Tools that
+    /// clean up through this call (and not ListObjects) work.
+    async fn list_object_versions(
+        &self,
+        req: S3Request<ListObjectVersionsInput>,
+    ) -> S3Result<S3Response<ListObjectVersionsOutput>> {
+        let input = req.input;
+        let listing = Listing::new(
+            &self.objects,
+            &input.bucket,
+            &input.prefix,
+            &input.delimiter,
+            &input.encoding_type,
+            input.max_keys,
+        )?;
+        let page = listing.page(&self.objects, input.key_marker.as_deref())?;
+        let versions = page
+            .objects
+            .iter()
+            .map(|(key, e)| ObjectVersion {
+                key: Some(listing.enc(key)),
+                version_id: Some("null".into()),
+                is_latest: Some(true),
+                size: Some(e.size as i64),
+                e_tag: Some(etag(&e.etag)),
+                last_modified: Some(timestamp(e.last_modified)),
+                storage_class: Some(ObjectVersionStorageClass::from_static(
+                    ObjectVersionStorageClass::STANDARD,
+                )),
+                ..Default::default()
+            })
+            .collect();
+        Ok(S3Response::new(ListObjectVersionsOutput {
+            name: Some(input.bucket.clone()),
+            prefix: Some(listing.enc(&listing.prefix)),
+            delimiter: input.delimiter.clone(),
+            key_marker: input.key_marker.clone(),
+            max_keys: Some(listing.max_keys as i32),
+            is_truncated: Some(page.next_start_after.is_some()),
+            next_key_marker: page.next_start_after.as_deref().map(|m| listing.enc(m)),
+            next_version_id_marker: page.next_start_after.as_ref().map(|_| "null".into()),
+            versions: Some(versions),
+            common_prefixes: listing.common_prefixes(&page),
+            encoding_type: input.encoding_type.clone(),
+            ..Default::default()
+        }))
+    }
+
+    async fn list_objects_v2(&self, req: S3Request<ListObjectsV2Input>) -> S3Result<S3Response<ListObjectsV2Output>> {
+        let input = req.input;
+        let listing = Listing::new(
+            &self.objects,
+            &input.bucket,
+            &input.prefix,
+            &input.delimiter,
+            &input.encoding_type,
+            input.max_keys,
+        )?;
         // Continuation tokens are the last key (or common prefix) returned, base64url-encoded.
         let after = match &input.continuation_token {
             Some(token) => Some(
@@ -255,57 +402,101 @@ impl S3 for S3Face {
             ),
             None => input.start_after.clone(),
         };
-        let page = self
-            .objects
+        let page = listing.page(&self.objects, after.as_deref())?;
+        Ok(S3Response::new(ListObjectsV2Output {
+            name: Some(input.bucket.clone()),
+            prefix: Some(listing.enc(&listing.prefix)),
+            delimiter: input.delimiter.clone(),
+            max_keys: Some(listing.max_keys as i32),
+            key_count: Some((page.objects.len() + page.common_prefixes.len()) as i32),
+            is_truncated: Some(page.next_start_after.is_some()),
+            continuation_token: input.continuation_token.clone(),
+            next_continuation_token: page
+                .next_start_after
+                .as_ref()
+                .map(|n| data_encoding::BASE64URL_NOPAD.encode(n.as_bytes())),
+            start_after: input.start_after.clone(),
+            contents: Some(listing.objects(&page)),
+            common_prefixes: listing.common_prefixes(&page),
+            encoding_type: input.encoding_type.clone(),
+            ..Default::default()
+        }))
+    }
+}
+
+/// What ListObjects, ListObjectsV2 and ListObjectVersions share: parameters, the index
+/// page, and the mapping of keys (URL-encoded when the client asks for it).
+struct Listing {
+    bucket: String,
+    prefix: String,
+    delimiter: Option<String>,
+    url: bool,
+    max_keys: usize,
+}
+
+impl Listing {
+    fn new(
+        objects: &ObjectService,
+        bucket: &str,
+        prefix: &Option<String>,
+        delimiter: &Option<String>,
+        encoding: &Option<EncodingType>,
+        max_keys: Option<i32>,
+    ) -> S3Result<Listing> {
+        objects.bucket(bucket).map_err(s3_err)?;
+        Ok(Listing {
+            bucket: bucket.to_owned(),
+            prefix: prefix.clone().unwrap_or_default(),
+            delimiter: delimiter.clone().filter(|d| !d.is_empty()),
+            url: encoding.as_ref().is_some_and(|e| e.as_str() == EncodingType::URL),
+            max_keys: max_keys.unwrap_or(1000).clamp(0, 1000) as usize,
+        })
+    }
+
+    fn page(&self, objects: &ObjectService, after: Option<&str>) -> S3Result<ListPage> {
+        objects
             .index()
             .list(
-                &input.bucket,
-                &prefix,
-                input.delimiter.as_deref(),
-                after.as_deref(),
-                max_keys,
+                &self.bucket,
+                &self.prefix,
+                self.delimiter.as_deref(),
+                after,
+                self.max_keys,
             )
-            .map_err(|e| s3_err(e.into()))?;
-        let url = input
-            .encoding_type
-            .as_ref()
-            .is_some_and(|e| e.as_str() == EncodingType::URL);
-        let enc = |s: &str| if url { urlencoding_path(s) } else { s.to_owned() };
-        let key_count = (page.objects.len() + page.common_prefixes.len()) as i32;
-        let contents = page
-            .objects
+            .map_err(|e| s3_err(e.into()))
+    }
+
+    fn enc(&self, s: &str) -> String {
+        if self.url {
+            urlencoding_path(s)
+        } else {
+            s.to_owned()
+        }
+    }
+
+    fn objects(&self, page: &ListPage) -> Vec<Object> {
+        page.objects
             .iter()
             .map(|(key, e)| Object {
-                key: Some(enc(key)),
+                key: Some(self.enc(key)),
                 size: Some(e.size as i64),
                 e_tag: Some(etag(&e.etag)),
                 last_modified: Some(timestamp(e.last_modified)),
                 storage_class: Some(ObjectStorageClass::from_static(ObjectStorageClass::STANDARD)),
                 ..Default::default()
             })
-            .collect();
-        let common_prefixes = page
+            .collect()
+    }
+
+    fn common_prefixes(&self, page: &ListPage) -> Option<Vec<CommonPrefix>> {
+        let prefixes: Vec<CommonPrefix> = page
             .common_prefixes
             .iter()
-            .map(|p| CommonPrefix { prefix: Some(enc(p)) })
-            .collect::<Vec<_>>();
-        Ok(S3Response::new(ListObjectsV2Output {
-            name: Some(input.bucket.clone()),
-            prefix: Some(enc(&prefix)),
-            delimiter: input.delimiter.clone(),
-            max_keys: Some(max_keys as i32),
-            key_count: Some(key_count),
-            is_truncated: Some(page.next_start_after.is_some()),
-            continuation_token: input.continuation_token.clone(),
-            next_continuation_token: page
-                .next_start_after
-                .map(|n| data_encoding::BASE64URL_NOPAD.encode(n.as_bytes())),
-            start_after: input.start_after.clone(),
-            contents: Some(contents),
-            common_prefixes: (!common_prefixes.is_empty()).then_some(common_prefixes),
-            encoding_type: input.encoding_type.clone(),
-            ..Default::default()
-        }))
+            .map(|p| CommonPrefix {
+                prefix: Some(self.enc(p)),
+            })
+            .collect();
+        (!prefixes.is_empty()).then_some(prefixes)
     }
 }
 

@@ -135,3 +135,51 @@ def test_content_md5_is_checked(s3):
         s3.put_object(Bucket="digests", Key="ok", Body=b"replacement", ContentMD5=wrong)
     assert error_code(e)[1] == 400
     assert s3.get_object(Bucket="digests", Key="ok")["Body"].read() == body
+
+
+def test_copy_object_reencrypts_and_keeps_or_replaces_metadata(s3):
+    s3.create_bucket(Bucket="copies")
+    body = os.urandom(100_000)
+    s3.put_object(Bucket="copies", Key="src", Body=body, ContentType="text/x-src", Metadata={"a": "1"})
+    copied = s3.copy_object(Bucket="copies", Key="dst", CopySource={"Bucket": "copies", "Key": "src"})
+    assert copied["CopyObjectResult"]["ETag"] == '"%s"' % hashlib.md5(body).hexdigest()
+    dst = s3.get_object(Bucket="copies", Key="dst")
+    assert dst["Body"].read() == body
+    assert dst["ContentType"] == "text/x-src" and dst["Metadata"] == {"a": "1"}
+    s3.copy_object(
+        Bucket="copies", Key="dst", CopySource="copies/src", MetadataDirective="REPLACE", ContentType="text/x-new", Metadata={"b": "2"}
+    )
+    head = s3.head_object(Bucket="copies", Key="dst")
+    assert head["ContentType"] == "text/x-new" and head["Metadata"] == {"b": "2"}
+    # Onto itself: allowed, re-encrypts, content unchanged.
+    s3.copy_object(Bucket="copies", Key="src", CopySource="copies/src", MetadataDirective="REPLACE", Metadata={"a": "1"})
+    assert s3.get_object(Bucket="copies", Key="src")["Body"].read() == body
+
+
+def test_delete_objects_and_cleanup_through_list_object_versions(s3):
+    s3.create_bucket(Bucket="cleanup")
+    for i in range(30):
+        s3.put_object(Bucket="cleanup", Key="k%02d" % i, Body=b"x")
+    versions = s3.list_object_versions(Bucket="cleanup", MaxKeys=20)
+    assert versions["IsTruncated"] is True
+    assert all(v["VersionId"] == "null" and v["IsLatest"] for v in versions["Versions"])
+    rest = s3.list_object_versions(Bucket="cleanup", KeyMarker=versions["NextKeyMarker"])
+    keys = [v["Key"] for v in versions["Versions"] + rest["Versions"]]
+    assert keys == ["k%02d" % i for i in range(30)]
+    result = s3.delete_objects(Bucket="cleanup", Delete={"Objects": [{"Key": k, "VersionId": "null"} for k in keys]})
+    assert len(result["Deleted"]) == 30 and "Errors" not in result
+    assert s3.list_objects_v2(Bucket="cleanup")["KeyCount"] == 0
+    s3.delete_bucket(Bucket="cleanup")
+
+
+def test_list_objects_v1_markers(s3):
+    s3.create_bucket(Bucket="v1-listing")
+    keys = ["p/%03d" % i for i in range(25)] + ["q"]
+    for k in keys:
+        s3.put_object(Bucket="v1-listing", Key=k, Body=b"")
+    seen = []
+    for page in s3.get_paginator("list_objects").paginate(Bucket="v1-listing", PaginationConfig={"PageSize": 10}):
+        seen += [o["Key"] for o in page.get("Contents", [])]
+    assert seen == keys
+    rolled = s3.list_objects(Bucket="v1-listing", Delimiter="/")
+    assert [p["Prefix"] for p in rolled["CommonPrefixes"]] == ["p/"] and [o["Key"] for o in rolled["Contents"]] == ["q"]
