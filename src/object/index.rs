@@ -21,6 +21,11 @@ const OBJECTS: TableDefinition<&str, &[u8]> = TableDefinition::new("objects");
 /// Sweep name → last object key done (`"{bucket}\0{key}"` form is not needed: one bucket per sweep).
 const CHECKPOINTS: TableDefinition<&str, &str> = TableDefinition::new("sweep_checkpoints");
 
+/// Upload id → JSON [`UploadRecord`].
+const UPLOADS: TableDefinition<&str, &[u8]> = TableDefinition::new("multipart_uploads");
+/// `"{upload id}\0{part number:05}"` → JSON [`PartRecord`].
+const UPLOAD_PARTS: TableDefinition<&str, &[u8]> = TableDefinition::new("multipart_parts");
+
 /// Bucket name → creation time (RFC 3339).
 const BUCKETS: TableDefinition<&str, &str> = TableDefinition::new("buckets");
 
@@ -69,6 +74,35 @@ pub struct ObjectEntry {
     /// Master key version wrapping the data key.
     pub key_version_id: Ocid,
     /// When the object was last written.
+    pub last_modified: DateTime<Utc>,
+}
+
+/// A multipart upload in progress.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UploadRecord {
+    /// Bucket.
+    pub bucket: String,
+    /// Key the object will have.
+    pub key: String,
+    /// Content type for the object.
+    pub content_type: Option<String>,
+    /// User metadata for the object.
+    #[serde(default)]
+    pub user_metadata: BTreeMap<String, String>,
+    /// When the upload was created.
+    pub initiated: DateTime<Utc>,
+}
+
+/// One uploaded part.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PartRecord {
+    /// Plaintext size.
+    pub size: u64,
+    /// Hex MD5 of the part's plaintext.
+    pub etag: String,
+    /// When it was uploaded.
     pub last_modified: DateTime<Utc>,
 }
 
@@ -129,6 +163,8 @@ impl ObjectIndex {
         txn.open_table(OBJECTS)?;
         txn.open_table(CHECKPOINTS)?;
         txn.open_table(BUCKETS)?;
+        txn.open_table(UPLOADS)?;
+        txn.open_table(UPLOAD_PARTS)?;
         txn.commit()?;
         Ok(ObjectIndex { db })
     }
@@ -176,6 +212,84 @@ impl ObjectIndex {
     pub fn bucket_exists(&self, name: &str) -> Result<bool, IndexError> {
         let txn = self.db.begin_read()?;
         Ok(txn.open_table(BUCKETS)?.get(name)?.is_some())
+    }
+
+    /// Records a new multipart upload.
+    pub fn put_upload(&self, upload_id: &str, record: &UploadRecord) -> Result<(), IndexError> {
+        let txn = self.db.begin_write()?;
+        txn.open_table(UPLOADS)?
+            .insert(upload_id, serde_json::to_vec(record)?.as_slice())?;
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// A multipart upload in progress.
+    pub fn upload(&self, upload_id: &str) -> Result<Option<UploadRecord>, IndexError> {
+        let txn = self.db.begin_read()?;
+        let t = txn.open_table(UPLOADS)?;
+        let v = t.get(upload_id)?;
+        Ok(v.map(|v| serde_json::from_slice(v.value())).transpose()?)
+    }
+
+    /// Uploads in progress in `bucket`, by key then id.
+    pub fn uploads(&self, bucket: &str) -> Result<Vec<(String, UploadRecord)>, IndexError> {
+        let txn = self.db.begin_read()?;
+        let t = txn.open_table(UPLOADS)?;
+        let mut out = Vec::new();
+        for row in t.iter()? {
+            let (k, v) = row?;
+            let record: UploadRecord = serde_json::from_slice(v.value())?;
+            if record.bucket == bucket {
+                out.push((k.value().to_owned(), record));
+            }
+        }
+        out.sort_by(|a, b| (&a.1.key, &a.0).cmp(&(&b.1.key, &b.0)));
+        Ok(out)
+    }
+
+    /// Records an uploaded part (replacing an earlier upload of the same number).
+    pub fn put_part(&self, upload_id: &str, part_number: u32, record: &PartRecord) -> Result<(), IndexError> {
+        let txn = self.db.begin_write()?;
+        let key = format!("{upload_id}\0{part_number:05}");
+        txn.open_table(UPLOAD_PARTS)?
+            .insert(key.as_str(), serde_json::to_vec(record)?.as_slice())?;
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// The parts of an upload, by number.
+    pub fn parts(&self, upload_id: &str) -> Result<Vec<(u32, PartRecord)>, IndexError> {
+        let txn = self.db.begin_read()?;
+        let t = txn.open_table(UPLOAD_PARTS)?;
+        let (start, end) = (format!("{upload_id}\0"), format!("{upload_id}\u{1}"));
+        let mut out = Vec::new();
+        for row in t.range(start.as_str()..end.as_str())? {
+            let (k, v) = row?;
+            let number = k.value()[upload_id.len() + 1..]
+                .parse()
+                .map_err(|_| IndexError("corrupt part number".into()))?;
+            out.push((number, serde_json::from_slice(v.value())?));
+        }
+        Ok(out)
+    }
+
+    /// Forgets an upload and its parts.
+    pub fn remove_upload(&self, upload_id: &str) -> Result<(), IndexError> {
+        let txn = self.db.begin_write()?;
+        {
+            let mut parts = txn.open_table(UPLOAD_PARTS)?;
+            let (start, end) = (format!("{upload_id}\0"), format!("{upload_id}\u{1}"));
+            let keys: Vec<String> = parts
+                .range(start.as_str()..end.as_str())?
+                .map(|r| r.map(|(k, _)| k.value().to_owned()))
+                .collect::<Result<_, _>>()?;
+            for k in &keys {
+                parts.remove(k.as_str())?;
+            }
+            txn.open_table(UPLOADS)?.remove(upload_id)?;
+        }
+        txn.commit()?;
+        Ok(())
     }
 
     /// Records (or replaces) an object.

@@ -19,7 +19,7 @@ use object_store::{
 };
 use thiserror::Error;
 
-use super::index::{IndexError, ObjectEntry, ObjectIndex};
+use super::index::{IndexError, ObjectEntry, ObjectIndex, PartRecord, UploadRecord};
 use super::store::EncryptedStore;
 
 /// Directory under the data directory holding one folder per bucket (the default backend).
@@ -66,6 +66,15 @@ pub enum ObjectError {
     /// The body's MD5 differs from the one the client announced.
     #[error("the body does not match its Content-MD5")]
     BadDigest,
+    /// No such multipart upload.
+    #[error("multipart upload {0} does not exist (completed, aborted, or never created)")]
+    NoSuchUpload(String),
+    /// The part list of a completion is wrong.
+    #[error("{0}")]
+    InvalidPart(String),
+    /// A part other than the last is below 5 MiB.
+    #[error("part {0} is smaller than the 5 MiB minimum for all parts but the last")]
+    EntityTooSmall(u32),
     /// The uploaded body could not be read to its end.
     #[error("reading the request body failed: {0}")]
     Body(String),
@@ -84,6 +93,12 @@ pub struct PutParams {
     /// MD5 the client says the body has (`Content-MD5`); on a mismatch nothing is stored.
     pub expected_md5: Option<Vec<u8>>,
 }
+
+/// Where the parts of multipart uploads are kept inside a bucket's store (never listed).
+pub const UPLOADS_PREFIX: &str = ".sealstore-uploads";
+
+/// Smallest part S3 accepts, except for the last one.
+pub const MIN_PART_SIZE: u64 = 5 << 20;
 
 /// Buckets of encrypted objects.
 #[derive(Debug)]
@@ -196,25 +211,22 @@ impl ObjectService {
         Ok(names)
     }
 
-    /// Stores an object from a stream of plaintext, replacing any object of that key
-    /// atomically; returns what the index now holds for it.
-    pub async fn put<S, E>(&self, bucket: &str, key: &str, body: S, params: PutParams) -> Result<ObjectEntry>
+    /// Streams `body` into `location` of `store` as one encrypted object, computing its MD5;
+    /// when `expected_md5` does not match, the upload is aborted and nothing is published.
+    async fn write_stream<S, E>(
+        store: &BucketStore,
+        location: &Path,
+        body: S,
+        attributes: Attributes,
+        expected_md5: Option<&[u8]>,
+    ) -> Result<(u64, [u8; 16])>
     where
         S: Stream<Item = Result<Bytes, E>> + Unpin,
         ObjectError: From<E>,
     {
-        let store = self.bucket(bucket)?;
-        let location = Path::from(key);
-        let mut attributes = Attributes::new();
-        if let Some(ct) = &params.content_type {
-            attributes.insert(Attribute::ContentType, ct.clone().into());
-        }
-        for (k, v) in &params.user_metadata {
-            attributes.insert(Attribute::Metadata(k.clone().into()), v.clone().into());
-        }
         let upload = store
             .put_multipart_opts(
-                &location,
+                location,
                 PutMultipartOptions {
                     attributes,
                     ..Default::default()
@@ -238,21 +250,53 @@ impl ObjectService {
             writer.wait_for_capacity(2).await?;
             writer.put(chunk);
         }
-        let digest = md5.finalize();
-        if params
-            .expected_md5
-            .as_ref()
-            .is_some_and(|expected| expected.as_slice() != digest.as_slice())
-        {
+        let digest: [u8; 16] = md5.finalize().into();
+        if expected_md5.is_some_and(|expected| expected != digest.as_slice()) {
             // Nothing was published: the previous object (if any) stays as it was.
             writer.abort().await?;
             return Err(ObjectError::BadDigest);
         }
         writer.finish().await?;
+        Ok((size, digest))
+    }
+
+    /// Stores an object from a stream of plaintext, replacing any object of that key
+    /// atomically; returns what the index now holds for it.
+    pub async fn put<S, E>(&self, bucket: &str, key: &str, body: S, params: PutParams) -> Result<ObjectEntry>
+    where
+        S: Stream<Item = Result<Bytes, E>> + Unpin,
+        ObjectError: From<E>,
+    {
+        self.put_with_etag(bucket, key, body, params, None).await
+    }
+
+    async fn put_with_etag<S, E>(
+        &self,
+        bucket: &str,
+        key: &str,
+        body: S,
+        params: PutParams,
+        etag: Option<String>,
+    ) -> Result<ObjectEntry>
+    where
+        S: Stream<Item = Result<Bytes, E>> + Unpin,
+        ObjectError: From<E>,
+    {
+        let store = self.bucket(bucket)?;
+        let location = Path::from(key);
+        let mut attributes = Attributes::new();
+        if let Some(ct) = &params.content_type {
+            attributes.insert(Attribute::ContentType, ct.clone().into());
+        }
+        for (k, v) in &params.user_metadata {
+            attributes.insert(Attribute::Metadata(k.clone().into()), v.clone().into());
+        }
+        let (size, digest) =
+            Self::write_stream(&store, &location, body, attributes, params.expected_md5.as_deref()).await?;
         let (key_id, key_version_id) = store.wrapping_key(&location).await?;
         let entry = ObjectEntry {
             size,
-            etag: data_encoding::HEXLOWER.encode(&digest),
+            etag: etag.unwrap_or_else(|| data_encoding::HEXLOWER.encode(&digest)),
             content_type: params.content_type,
             user_metadata: params.user_metadata,
             key_id,
@@ -261,6 +305,162 @@ impl ObjectService {
         };
         self.index.put(bucket, key, &entry)?;
         Ok(entry)
+    }
+
+    // ----- multipart uploads -----
+
+    fn part_location(upload_id: &str, part_number: u32) -> Path {
+        Path::from(format!("{UPLOADS_PREFIX}/{upload_id}/{part_number:05}"))
+    }
+
+    fn upload_for(&self, upload_id: &str, bucket: &str, key: &str) -> Result<UploadRecord> {
+        match self.index.upload(upload_id)? {
+            Some(u) if u.bucket == bucket && u.key == key => Ok(u),
+            _ => Err(ObjectError::NoSuchUpload(upload_id.to_owned())),
+        }
+    }
+
+    /// Starts a multipart upload; returns its id.
+    pub fn create_upload(&self, bucket: &str, key: &str, params: PutParams) -> Result<String> {
+        self.bucket(bucket)?;
+        let mut id = [0u8; 16];
+        aws_lc_rs::rand::fill(&mut id).map_err(|_| ObjectError::Body("random source failed".into()))?;
+        let upload_id = data_encoding::HEXLOWER.encode(&id);
+        let record = UploadRecord {
+            bucket: bucket.to_owned(),
+            key: key.to_owned(),
+            content_type: params.content_type,
+            user_metadata: params.user_metadata,
+            initiated: Utc::now(),
+        };
+        self.index.put_upload(&upload_id, &record)?;
+        Ok(upload_id)
+    }
+
+    /// Stores one part (encrypted, as an object of its own until completion); returns its
+    /// hex MD5.
+    pub async fn put_part<S, E>(
+        &self,
+        (bucket, key, upload_id): (&str, &str, &str),
+        part_number: u32,
+        body: S,
+        expected_md5: Option<&[u8]>,
+    ) -> Result<String>
+    where
+        S: Stream<Item = Result<Bytes, E>> + Unpin,
+        ObjectError: From<E>,
+    {
+        if !(1..=10_000).contains(&part_number) {
+            return Err(ObjectError::InvalidPart(format!(
+                "part number {part_number} is outside 1..=10000"
+            )));
+        }
+        self.upload_for(upload_id, bucket, key)?;
+        let store = self.bucket(bucket)?;
+        let location = Self::part_location(upload_id, part_number);
+        let (size, digest) = Self::write_stream(&store, &location, body, Attributes::new(), expected_md5).await?;
+        let etag = data_encoding::HEXLOWER.encode(&digest);
+        self.index.put_part(
+            upload_id,
+            part_number,
+            &PartRecord {
+                size,
+                etag: etag.clone(),
+                last_modified: Utc::now(),
+            },
+        )?;
+        Ok(etag)
+    }
+
+    /// Completes an upload from the listed parts (ascending numbers, matching ETags): their
+    /// plaintext is streamed, in order, into the object, which is encrypted as one. The
+    /// ETag is S3's: MD5 of the parts' MD5s, a dash and the part count.
+    pub async fn complete_upload(
+        &self,
+        (bucket, key, upload_id): (&str, &str, &str),
+        parts: &[(u32, String)],
+    ) -> Result<ObjectEntry> {
+        let upload = self.upload_for(upload_id, bucket, key)?;
+        let stored: BTreeMap<u32, PartRecord> = self.index.parts(upload_id)?.into_iter().collect();
+        if parts.is_empty() {
+            return Err(ObjectError::InvalidPart(
+                "a multipart upload needs at least one part".into(),
+            ));
+        }
+        let mut combined = Md5::new();
+        for (i, (number, etag)) in parts.iter().enumerate() {
+            if i > 0 && *number <= parts[i - 1].0 {
+                return Err(ObjectError::InvalidPart(
+                    "parts must be listed in ascending order".into(),
+                ));
+            }
+            let record = stored
+                .get(number)
+                .filter(|r| r.etag == etag.trim_matches('"'))
+                .ok_or_else(|| ObjectError::InvalidPart(format!("part {number} was not uploaded with that ETag")))?;
+            if i + 1 < parts.len() && record.size < MIN_PART_SIZE {
+                return Err(ObjectError::EntityTooSmall(*number));
+            }
+            combined.update(
+                data_encoding::HEXLOWER
+                    .decode(record.etag.as_bytes())
+                    .unwrap_or_default(),
+            );
+        }
+        let etag = format!(
+            "{}-{}",
+            data_encoding::HEXLOWER.encode(&combined.finalize()),
+            parts.len()
+        );
+        let store = Arc::new(self.bucket(bucket)?);
+        let locations: Vec<Path> = parts.iter().map(|(n, _)| Self::part_location(upload_id, *n)).collect();
+        let parts_store = store.clone();
+        // Boxed: a concrete, 'static stream type keeps the async-trait callers' futures Send.
+        let body: futures::stream::BoxStream<'static, object_store::Result<Bytes>> = futures::stream::iter(locations)
+            .then(move |location| {
+                let store = parts_store.clone();
+                async move { store.get(&location).await.map(|r| r.into_stream()) }
+            })
+            .try_flatten()
+            .boxed();
+        let params = PutParams {
+            content_type: upload.content_type,
+            user_metadata: upload.user_metadata,
+            expected_md5: None,
+        };
+        let entry = self.put_with_etag(bucket, key, body, params, Some(etag)).await?;
+        self.discard_upload(&store, upload_id).await?;
+        Ok(entry)
+    }
+
+    /// Aborts an upload and deletes its parts.
+    pub async fn abort_upload(&self, (bucket, key, upload_id): (&str, &str, &str)) -> Result<()> {
+        self.upload_for(upload_id, bucket, key)?;
+        let store = self.bucket(bucket)?;
+        self.discard_upload(&store, upload_id).await
+    }
+
+    async fn discard_upload(&self, store: &BucketStore, upload_id: &str) -> Result<()> {
+        for (number, _) in self.index.parts(upload_id)? {
+            match store.delete(&Self::part_location(upload_id, number)).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        self.index.remove_upload(upload_id)?;
+        Ok(())
+    }
+
+    /// The parts uploaded so far.
+    pub fn list_parts(&self, (bucket, key, upload_id): (&str, &str, &str)) -> Result<Vec<(u32, PartRecord)>> {
+        self.upload_for(upload_id, bucket, key)?;
+        Ok(self.index.parts(upload_id)?)
+    }
+
+    /// Uploads in progress in a bucket.
+    pub fn list_uploads(&self, bucket: &str) -> Result<Vec<(String, UploadRecord)>> {
+        self.bucket(bucket)?;
+        Ok(self.index.uploads(bucket)?)
     }
 
     /// Reads an object (all of it, or `range` of its plaintext).
@@ -326,7 +526,13 @@ impl ObjectService {
         self.index.create_bucket(bucket)?;
         let store = self.bucket(bucket)?;
         self.index.clear_bucket(bucket)?;
-        let locations: Vec<Path> = store.inner().list(None).map_ok(|m| m.location).try_collect().await?;
+        let locations: Vec<Path> = store
+            .inner()
+            .list(None)
+            .map_ok(|m| m.location)
+            .try_filter(|l| futures::future::ready(!l.as_ref().starts_with(UPLOADS_PREFIX)))
+            .try_collect()
+            .await?;
         let mut count = 0;
         for location in locations {
             let got = store.get(&location).await?;

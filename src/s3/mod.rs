@@ -41,6 +41,9 @@ fn s3_err(e: ObjectError) -> S3Error {
         ObjectError::NoSuchKey { .. } => (S3ErrorCode::NoSuchKey, e.to_string()),
         ObjectError::Body(_) => (S3ErrorCode::IncompleteBody, e.to_string()),
         ObjectError::BadDigest => (S3ErrorCode::BadDigest, e.to_string()),
+        ObjectError::NoSuchUpload(_) => (S3ErrorCode::NoSuchUpload, e.to_string()),
+        ObjectError::InvalidPart(_) => (S3ErrorCode::InvalidPart, e.to_string()),
+        ObjectError::EntityTooSmall(_) => (S3ErrorCode::EntityTooSmall, e.to_string()),
         _ => {
             tracing::error!(error = %e, "object operation failed");
             (
@@ -137,27 +140,13 @@ impl S3 for S3Face {
 
     async fn put_object(&self, req: S3Request<PutObjectInput>) -> S3Result<S3Response<PutObjectOutput>> {
         let input = req.input;
-        let expected_md5 = match &input.content_md5 {
-            Some(md5) => {
-                use base64::Engine;
-                let digest = base64::engine::general_purpose::STANDARD
-                    .decode(md5)
-                    .ok()
-                    .filter(|d| d.len() == 16)
-                    .ok_or_else(|| s3_error!(InvalidDigest, "the Content-MD5 you specified is not valid"))?;
-                Some(digest)
-            }
-            None => None,
-        };
+        let expected_md5 = content_md5(&input.content_md5)?;
         let params = PutParams {
             content_type: input.content_type.clone(),
             user_metadata: input.metadata.clone().unwrap_or_default().into_iter().collect(),
             expected_md5,
         };
-        let body = match input.body {
-            Some(b) => b,
-            None => StreamingBlob::wrap(futures::stream::empty::<Result<bytes::Bytes, std::io::Error>>()),
-        };
+        let body = input.body.unwrap_or_else(empty_body);
         let entry = self
             .objects
             .put(
@@ -381,6 +370,165 @@ impl S3 for S3Face {
         }))
     }
 
+    async fn create_multipart_upload(
+        &self,
+        req: S3Request<CreateMultipartUploadInput>,
+    ) -> S3Result<S3Response<CreateMultipartUploadOutput>> {
+        let input = req.input;
+        let params = PutParams {
+            content_type: input.content_type.clone(),
+            user_metadata: input.metadata.clone().unwrap_or_default().into_iter().collect(),
+            expected_md5: None,
+        };
+        let upload_id = self
+            .objects
+            .create_upload(&input.bucket, &input.key, params)
+            .map_err(s3_err)?;
+        Ok(S3Response::new(CreateMultipartUploadOutput {
+            bucket: Some(input.bucket),
+            key: Some(input.key),
+            upload_id: Some(upload_id),
+            server_side_encryption: Some(ServerSideEncryption::from_static(ServerSideEncryption::AES256)),
+            ..Default::default()
+        }))
+    }
+
+    async fn upload_part(&self, req: S3Request<UploadPartInput>) -> S3Result<S3Response<UploadPartOutput>> {
+        let input = req.input;
+        let expected_md5 = content_md5(&input.content_md5)?;
+        let body = input.body.unwrap_or_else(empty_body);
+        let part_number =
+            u32::try_from(input.part_number).map_err(|_| s3_error!(InvalidArgument, "bad part number"))?;
+        let etag_hex = self
+            .objects
+            .put_part(
+                (&input.bucket, &input.key, &input.upload_id),
+                part_number,
+                body.map_err(|e| ObjectError::Body(e.to_string())),
+                expected_md5.as_deref(),
+            )
+            .await
+            .map_err(s3_err)?;
+        Ok(S3Response::new(UploadPartOutput {
+            e_tag: Some(etag(&etag_hex)),
+            server_side_encryption: Some(ServerSideEncryption::from_static(ServerSideEncryption::AES256)),
+            ..Default::default()
+        }))
+    }
+
+    async fn complete_multipart_upload(
+        &self,
+        req: S3Request<CompleteMultipartUploadInput>,
+    ) -> S3Result<S3Response<CompleteMultipartUploadOutput>> {
+        let input = req.input;
+        let parts: Vec<(u32, String)> = input
+            .multipart_upload
+            .and_then(|m| m.parts)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|p| {
+                let number = p.part_number.and_then(|n| u32::try_from(n).ok()).unwrap_or(0);
+                let tag = p.e_tag.map(|t| t.value().to_owned()).unwrap_or_default();
+                (number, tag)
+            })
+            .collect();
+        let entry = self
+            .objects
+            .complete_upload((&input.bucket, &input.key, &input.upload_id), &parts)
+            .await
+            .map_err(s3_err)?;
+        Ok(S3Response::new(CompleteMultipartUploadOutput {
+            bucket: Some(input.bucket.clone()),
+            key: Some(input.key.clone()),
+            e_tag: Some(etag(&entry.etag)),
+            location: Some(format!("/{}/{}", input.bucket, input.key)),
+            server_side_encryption: Some(ServerSideEncryption::from_static(ServerSideEncryption::AES256)),
+            ..Default::default()
+        }))
+    }
+
+    async fn abort_multipart_upload(
+        &self,
+        req: S3Request<AbortMultipartUploadInput>,
+    ) -> S3Result<S3Response<AbortMultipartUploadOutput>> {
+        let input = req.input;
+        self.objects
+            .abort_upload((&input.bucket, &input.key, &input.upload_id))
+            .await
+            .map_err(s3_err)?;
+        Ok(S3Response::new(AbortMultipartUploadOutput::default()))
+    }
+
+    async fn list_parts(&self, req: S3Request<ListPartsInput>) -> S3Result<S3Response<ListPartsOutput>> {
+        let input = req.input;
+        let marker = input
+            .part_number_marker
+            .and_then(|m| u32::try_from(m).ok())
+            .unwrap_or(0);
+        let max = input.max_parts.unwrap_or(1000).clamp(1, 1000) as usize;
+        let all = self
+            .objects
+            .list_parts((&input.bucket, &input.key, &input.upload_id))
+            .map_err(s3_err)?;
+        let after: Vec<_> = all.into_iter().filter(|(n, _)| *n > marker).collect();
+        let truncated = after.len() > max;
+        let page: Vec<_> = after.into_iter().take(max).collect();
+        let next = if truncated {
+            page.last().map(|(n, _)| *n as i32)
+        } else {
+            None
+        };
+        let parts = page
+            .into_iter()
+            .map(|(n, r)| Part {
+                part_number: Some(n as i32),
+                size: Some(r.size as i64),
+                e_tag: Some(etag(&r.etag)),
+                last_modified: Some(timestamp(r.last_modified)),
+                ..Default::default()
+            })
+            .collect();
+        Ok(S3Response::new(ListPartsOutput {
+            bucket: Some(input.bucket),
+            key: Some(input.key),
+            upload_id: Some(input.upload_id),
+            part_number_marker: input.part_number_marker,
+            next_part_number_marker: next,
+            max_parts: Some(max as i32),
+            is_truncated: Some(truncated),
+            parts: Some(parts),
+            ..Default::default()
+        }))
+    }
+
+    async fn list_multipart_uploads(
+        &self,
+        req: S3Request<ListMultipartUploadsInput>,
+    ) -> S3Result<S3Response<ListMultipartUploadsOutput>> {
+        let input = req.input;
+        let prefix = input.prefix.clone().unwrap_or_default();
+        let uploads = self
+            .objects
+            .list_uploads(&input.bucket)
+            .map_err(s3_err)?
+            .into_iter()
+            .filter(|(_, u)| u.key.starts_with(&prefix))
+            .map(|(id, u)| MultipartUpload {
+                key: Some(u.key),
+                upload_id: Some(id),
+                initiated: Some(timestamp(u.initiated)),
+                ..Default::default()
+            })
+            .collect();
+        Ok(S3Response::new(ListMultipartUploadsOutput {
+            bucket: Some(input.bucket),
+            prefix: input.prefix,
+            is_truncated: Some(false),
+            uploads: Some(uploads),
+            ..Default::default()
+        }))
+    }
+
     async fn list_objects_v2(&self, req: S3Request<ListObjectsV2Input>) -> S3Result<S3Response<ListObjectsV2Output>> {
         let input = req.input;
         let listing = Listing::new(
@@ -498,6 +646,25 @@ impl Listing {
             .collect();
         (!prefixes.is_empty()).then_some(prefixes)
     }
+}
+
+/// The digest of a `Content-MD5` header, or `InvalidDigest`.
+fn content_md5(header: &Option<String>) -> S3Result<Option<Vec<u8>>> {
+    use base64::Engine;
+    header
+        .as_ref()
+        .map(|md5| {
+            base64::engine::general_purpose::STANDARD
+                .decode(md5)
+                .ok()
+                .filter(|d| d.len() == 16)
+                .ok_or_else(|| s3_error!(InvalidDigest, "the Content-MD5 you specified is not valid"))
+        })
+        .transpose()
+}
+
+fn empty_body() -> StreamingBlob {
+    StreamingBlob::wrap(futures::stream::empty::<Result<bytes::Bytes, std::io::Error>>())
 }
 
 /// Percent-encodes a key as S3 does for `encoding-type=url` (everything but unreserved

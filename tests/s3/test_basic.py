@@ -183,3 +183,75 @@ def test_list_objects_v1_markers(s3):
     assert seen == keys
     rolled = s3.list_objects(Bucket="v1-listing", Delimiter="/")
     assert [p["Prefix"] for p in rolled["CommonPrefixes"]] == ["p/"] and [o["Key"] for o in rolled["Contents"]] == ["q"]
+
+
+MIB = 1 << 20
+
+
+def test_multipart_upload_with_ranges_across_parts(s3):
+    s3.create_bucket(Bucket="multipart")
+    parts = [os.urandom(5 * MIB), os.urandom(5 * MIB + 123), os.urandom(777)]
+    up = s3.create_multipart_upload(Bucket="multipart", Key="big", ContentType="application/x-big", Metadata={"m": "v"})
+    uid = up["UploadId"]
+    assert [u["UploadId"] for u in s3.list_multipart_uploads(Bucket="multipart")["Uploads"]] == [uid]
+    etags = []
+    for i, data in enumerate(parts, start=1):
+        etags.append(s3.upload_part(Bucket="multipart", Key="big", UploadId=uid, PartNumber=i, Body=data)["ETag"])
+    listed = s3.list_parts(Bucket="multipart", Key="big", UploadId=uid)["Parts"]
+    assert [(p["PartNumber"], p["Size"]) for p in listed] == [(1, 5 * MIB), (2, 5 * MIB + 123), (3, 777)]
+    done = s3.complete_multipart_upload(
+        Bucket="multipart", Key="big", UploadId=uid,
+        MultipartUpload={"Parts": [{"PartNumber": i, "ETag": e} for i, e in enumerate(etags, start=1)]},
+    )
+    combined = hashlib.md5(b"".join(hashlib.md5(p).digest() for p in parts)).hexdigest()
+    assert done["ETag"] == '"%s-3"' % combined
+    whole = b"".join(parts)
+    got = s3.get_object(Bucket="multipart", Key="big")
+    assert got["Body"].read() == whole and got["ContentType"] == "application/x-big" and got["Metadata"] == {"m": "v"}
+    # A range spanning the first part boundary, and one ending in the last part.
+    for start, end in [(5 * MIB - 10, 5 * MIB + 10), (10 * MIB + 100, len(whole) - 1)]:
+        r = s3.get_object(Bucket="multipart", Key="big", Range="bytes=%d-%d" % (start, end))
+        assert r["Body"].read() == whole[start:end + 1]
+    assert s3.list_multipart_uploads(Bucket="multipart").get("Uploads", []) == []
+    # Parts never show up as objects.
+    assert [o["Key"] for o in s3.list_objects_v2(Bucket="multipart")["Contents"]] == ["big"]
+
+
+def test_multipart_errors_and_abort(s3):
+    s3.create_bucket(Bucket="multipart-errors")
+    uid = s3.create_multipart_upload(Bucket="multipart-errors", Key="k")["UploadId"]
+    e1 = s3.upload_part(Bucket="multipart-errors", Key="k", UploadId=uid, PartNumber=1, Body=b"small")["ETag"]
+    e2 = s3.upload_part(Bucket="multipart-errors", Key="k", UploadId=uid, PartNumber=2, Body=b"tail")["ETag"]
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        s3.complete_multipart_upload(
+            Bucket="multipart-errors", Key="k", UploadId=uid,
+            MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": e1}, {"PartNumber": 2, "ETag": e2}]},
+        )
+    assert error_code(e) == ("EntityTooSmall", 400)
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        s3.complete_multipart_upload(
+            Bucket="multipart-errors", Key="k", UploadId=uid, MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": e2}]}
+        )
+    assert error_code(e) == ("InvalidPart", 400)
+    s3.abort_multipart_upload(Bucket="multipart-errors", Key="k", UploadId=uid)
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        s3.list_parts(Bucket="multipart-errors", Key="k", UploadId=uid)
+    assert error_code(e) == ("NoSuchUpload", 404)
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        s3.get_object(Bucket="multipart-errors", Key="k")
+    assert error_code(e) == ("NoSuchKey", 404)
+
+
+def test_upload_file_uses_multipart_transparently(s3, tmp_path):
+    from boto3.s3.transfer import TransferConfig
+
+    s3.create_bucket(Bucket="transfers")
+    data = os.urandom(23 * MIB + 5)
+    src = tmp_path / "src.bin"
+    src.write_bytes(data)
+    config = TransferConfig(multipart_threshold=8 * MIB, multipart_chunksize=8 * MIB)
+    s3.upload_file(str(src), "transfers", "file.bin", Config=config)
+    dst = tmp_path / "dst.bin"
+    s3.download_file("transfers", "file.bin", str(dst), Config=config)
+    assert dst.read_bytes() == data
+    assert s3.head_object(Bucket="transfers", Key="file.bin")["ETag"].endswith('-3"')
