@@ -1,0 +1,98 @@
+//! GetObject (ranges) and HeadObject.
+
+use s3s::dto::*;
+use s3s::{s3_error, S3Request, S3Response, S3Result};
+
+use super::*;
+
+pub(super) async fn get_object(face: &S3Face, req: S3Request<GetObjectInput>) -> S3Result<S3Response<GetObjectOutput>> {
+    let input = req.input;
+    let entry = entry_or_missing(&face.objects, &input.bucket, &input.key)?;
+    let range = input.range.as_ref().map(|r| byte_range(r, entry.size)).transpose()?;
+    let got = face
+        .objects
+        .get(&input.bucket, &input.key, range.as_ref().map(|(r, _, _)| r.clone()))
+        .await
+        .map_err(s3_err)?;
+    let length = got.range.end - got.range.start;
+    // s3s wants a Sync body; object_store streams are only Send. A small channel bridges
+    // them (two chunks in flight keeps memory bounded).
+    let (mut tx, rx) = futures::channel::mpsc::channel::<Result<bytes::Bytes, object_store::Error>>(2);
+    let mut source = got.into_stream();
+    tokio::spawn(async move {
+        use futures::{SinkExt, StreamExt};
+        while let Some(chunk) = source.next().await {
+            if tx.send(chunk).await.is_err() {
+                break; // the client went away
+            }
+        }
+    });
+    let output = GetObjectOutput {
+        body: Some(StreamingBlob::wrap(rx)),
+        content_length: Some(length as i64),
+        content_range: range
+            .as_ref()
+            .map(|(_, first, last)| format!("bytes {first}-{last}/{}", entry.size)),
+        accept_ranges: Some("bytes".into()),
+        content_type: entry.content_type.clone(),
+        e_tag: Some(etag(&entry.etag)),
+        last_modified: Some(timestamp(entry.last_modified)),
+        metadata: (!entry.user_metadata.is_empty()).then(|| entry.user_metadata.clone().into_iter().collect()),
+        server_side_encryption: Some(ServerSideEncryption::from_static(ServerSideEncryption::AES256)),
+        ..Default::default()
+    };
+    let mut response = S3Response::new(output);
+    if range.is_some() {
+        response.status = Some(http::StatusCode::PARTIAL_CONTENT);
+    }
+    Ok(response)
+}
+
+pub(super) async fn head_object(
+    face: &S3Face,
+    req: S3Request<HeadObjectInput>,
+) -> S3Result<S3Response<HeadObjectOutput>> {
+    let entry = entry_or_missing(&face.objects, &req.input.bucket, &req.input.key)?;
+    Ok(S3Response::new(HeadObjectOutput {
+        content_length: Some(entry.size as i64),
+        content_type: entry.content_type.clone(),
+        e_tag: Some(etag(&entry.etag)),
+        last_modified: Some(timestamp(entry.last_modified)),
+        accept_ranges: Some("bytes".into()),
+        metadata: (!entry.user_metadata.is_empty()).then(|| entry.user_metadata.clone().into_iter().collect()),
+        server_side_encryption: Some(ServerSideEncryption::from_static(ServerSideEncryption::AES256)),
+        ..Default::default()
+    }))
+}
+
+/// The plaintext range of a `Range` header over an object of `size` bytes, or `InvalidRange`.
+fn byte_range(range: &Range, size: u64) -> S3Result<(GetRange, u64, u64)> {
+    let (first, last) = match *range {
+        Range::Int { first, last } => (
+            first,
+            last.map_or(size.saturating_sub(1), |l| l.min(size.saturating_sub(1))),
+        ),
+        Range::Suffix { length } => (size.saturating_sub(length), size.saturating_sub(1)),
+    };
+    if size == 0 || first >= size || first > last {
+        return Err(s3_error!(
+            InvalidRange,
+            "the range is not satisfiable for an object of {size} bytes"
+        ));
+    }
+    Ok((GetRange::Bounded(first..last + 1), first, last))
+}
+
+fn entry_or_missing(objects: &ObjectService, bucket: &str, key: &str) -> S3Result<ObjectEntry> {
+    objects.bucket(bucket).map_err(s3_err)?;
+    objects
+        .index()
+        .get(bucket, key)
+        .map_err(|e| s3_err(e.into()))?
+        .ok_or_else(|| {
+            s3_err(ObjectError::NoSuchKey {
+                bucket: bucket.into(),
+                key: key.into(),
+            })
+        })
+}

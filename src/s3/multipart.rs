@@ -1,0 +1,167 @@
+//! Multipart uploads.
+
+use s3s::dto::*;
+use s3s::{s3_error, S3Request, S3Response, S3Result};
+
+use super::*;
+
+pub(super) async fn create_multipart_upload(
+    face: &S3Face,
+    req: S3Request<CreateMultipartUploadInput>,
+) -> S3Result<S3Response<CreateMultipartUploadOutput>> {
+    let input = req.input;
+    let params = PutParams {
+        content_type: input.content_type.clone(),
+        user_metadata: input.metadata.clone().unwrap_or_default().into_iter().collect(),
+        expected_md5: None,
+    };
+    let upload_id = face
+        .objects
+        .create_upload(&input.bucket, &input.key, params)
+        .map_err(s3_err)?;
+    Ok(S3Response::new(CreateMultipartUploadOutput {
+        bucket: Some(input.bucket),
+        key: Some(input.key),
+        upload_id: Some(upload_id),
+        server_side_encryption: Some(ServerSideEncryption::from_static(ServerSideEncryption::AES256)),
+        ..Default::default()
+    }))
+}
+
+pub(super) async fn upload_part(
+    face: &S3Face,
+    req: S3Request<UploadPartInput>,
+) -> S3Result<S3Response<UploadPartOutput>> {
+    let input = req.input;
+    let expected_md5 = content_md5(&input.content_md5)?;
+    let body = input.body.unwrap_or_else(empty_body);
+    let part_number = u32::try_from(input.part_number).map_err(|_| s3_error!(InvalidArgument, "bad part number"))?;
+    let etag_hex = face
+        .objects
+        .put_part(
+            (&input.bucket, &input.key, &input.upload_id),
+            part_number,
+            body.map_err(|e| ObjectError::Body(e.to_string())),
+            expected_md5.as_deref(),
+        )
+        .await
+        .map_err(s3_err)?;
+    Ok(S3Response::new(UploadPartOutput {
+        e_tag: Some(etag(&etag_hex)),
+        server_side_encryption: Some(ServerSideEncryption::from_static(ServerSideEncryption::AES256)),
+        ..Default::default()
+    }))
+}
+
+pub(super) async fn complete_multipart_upload(
+    face: &S3Face,
+    req: S3Request<CompleteMultipartUploadInput>,
+) -> S3Result<S3Response<CompleteMultipartUploadOutput>> {
+    let input = req.input;
+    let parts: Vec<(u32, String)> = input
+        .multipart_upload
+        .and_then(|m| m.parts)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|p| {
+            let number = p.part_number.and_then(|n| u32::try_from(n).ok()).unwrap_or(0);
+            let tag = p.e_tag.map(|t| t.value().to_owned()).unwrap_or_default();
+            (number, tag)
+        })
+        .collect();
+    let entry = face
+        .objects
+        .complete_upload((&input.bucket, &input.key, &input.upload_id), &parts)
+        .await
+        .map_err(s3_err)?;
+    Ok(S3Response::new(CompleteMultipartUploadOutput {
+        bucket: Some(input.bucket.clone()),
+        key: Some(input.key.clone()),
+        e_tag: Some(etag(&entry.etag)),
+        location: Some(format!("/{}/{}", input.bucket, input.key)),
+        server_side_encryption: Some(ServerSideEncryption::from_static(ServerSideEncryption::AES256)),
+        ..Default::default()
+    }))
+}
+
+pub(super) async fn abort_multipart_upload(
+    face: &S3Face,
+    req: S3Request<AbortMultipartUploadInput>,
+) -> S3Result<S3Response<AbortMultipartUploadOutput>> {
+    let input = req.input;
+    face.objects
+        .abort_upload((&input.bucket, &input.key, &input.upload_id))
+        .await
+        .map_err(s3_err)?;
+    Ok(S3Response::new(AbortMultipartUploadOutput::default()))
+}
+
+pub(super) async fn list_parts(face: &S3Face, req: S3Request<ListPartsInput>) -> S3Result<S3Response<ListPartsOutput>> {
+    let input = req.input;
+    let marker = input
+        .part_number_marker
+        .and_then(|m| u32::try_from(m).ok())
+        .unwrap_or(0);
+    let max = input.max_parts.unwrap_or(1000).clamp(1, 1000) as usize;
+    let all = face
+        .objects
+        .list_parts((&input.bucket, &input.key, &input.upload_id))
+        .map_err(s3_err)?;
+    let after: Vec<_> = all.into_iter().filter(|(n, _)| *n > marker).collect();
+    let truncated = after.len() > max;
+    let page: Vec<_> = after.into_iter().take(max).collect();
+    let next = if truncated {
+        page.last().map(|(n, _)| *n as i32)
+    } else {
+        None
+    };
+    let parts = page
+        .into_iter()
+        .map(|(n, r)| Part {
+            part_number: Some(n as i32),
+            size: Some(r.size as i64),
+            e_tag: Some(etag(&r.etag)),
+            last_modified: Some(timestamp(r.last_modified)),
+            ..Default::default()
+        })
+        .collect();
+    Ok(S3Response::new(ListPartsOutput {
+        bucket: Some(input.bucket),
+        key: Some(input.key),
+        upload_id: Some(input.upload_id),
+        part_number_marker: input.part_number_marker,
+        next_part_number_marker: next,
+        max_parts: Some(max as i32),
+        is_truncated: Some(truncated),
+        parts: Some(parts),
+        ..Default::default()
+    }))
+}
+
+pub(super) async fn list_multipart_uploads(
+    face: &S3Face,
+    req: S3Request<ListMultipartUploadsInput>,
+) -> S3Result<S3Response<ListMultipartUploadsOutput>> {
+    let input = req.input;
+    let prefix = input.prefix.clone().unwrap_or_default();
+    let uploads = face
+        .objects
+        .list_uploads(&input.bucket)
+        .map_err(s3_err)?
+        .into_iter()
+        .filter(|(_, u)| u.key.starts_with(&prefix))
+        .map(|(id, u)| MultipartUpload {
+            key: Some(u.key),
+            upload_id: Some(id),
+            initiated: Some(timestamp(u.initiated)),
+            ..Default::default()
+        })
+        .collect();
+    Ok(S3Response::new(ListMultipartUploadsOutput {
+        bucket: Some(input.bucket),
+        prefix: input.prefix,
+        is_truncated: Some(false),
+        uploads: Some(uploads),
+        ..Default::default()
+    }))
+}
