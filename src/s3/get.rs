@@ -8,6 +8,13 @@ use super::*;
 pub(super) async fn get_object(face: &S3Face, req: S3Request<GetObjectInput>) -> S3Result<S3Response<GetObjectOutput>> {
     let input = req.input;
     let entry = entry_or_missing(&face.objects, &input.bucket, &input.key)?;
+    check_conditions(
+        &entry,
+        &input.if_match,
+        &input.if_none_match,
+        &input.if_modified_since,
+        &input.if_unmodified_since,
+    )?;
     let range = input.range.as_ref().map(|r| byte_range(r, entry.size)).transpose()?;
     let got = face
         .objects
@@ -52,7 +59,15 @@ pub(super) async fn head_object(
     face: &S3Face,
     req: S3Request<HeadObjectInput>,
 ) -> S3Result<S3Response<HeadObjectOutput>> {
-    let entry = entry_or_missing(&face.objects, &req.input.bucket, &req.input.key)?;
+    let input = &req.input;
+    let entry = entry_or_missing(&face.objects, &input.bucket, &input.key)?;
+    check_conditions(
+        &entry,
+        &input.if_match,
+        &input.if_none_match,
+        &input.if_modified_since,
+        &input.if_unmodified_since,
+    )?;
     Ok(S3Response::new(HeadObjectOutput {
         content_length: Some(entry.size as i64),
         content_type: entry.content_type.clone(),
@@ -95,4 +110,63 @@ fn entry_or_missing(objects: &ObjectService, bucket: &str, key: &str) -> S3Resul
                 key: key.into(),
             })
         })
+}
+
+fn epoch_seconds(t: &Timestamp) -> S3Result<i64> {
+    let mut text = Vec::new();
+    t.format(TimestampFormat::EpochSeconds, &mut text)
+        .map_err(|_| s3_error!(InvalidArgument, "a date in the request cannot be read"))?;
+    String::from_utf8_lossy(&text)
+        .split('.')
+        .next()
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| s3_error!(InvalidArgument, "a date in the request cannot be read"))
+}
+
+fn etag_matches(condition: &ETagCondition, entry: &ObjectEntry) -> bool {
+    match condition {
+        ETagCondition::Any => true,
+        ETagCondition::ETag(tag) => tag.value() == entry.etag,
+    }
+}
+
+/// Conditional requests as RFC 9110 orders them: If-Match, then If-Unmodified-Since
+/// (when there is no If-Match) fail with 412; If-None-Match, then If-Modified-Since (when
+/// there is no If-None-Match) answer 304. HTTP dates have whole seconds, so times compare
+/// at that precision.
+fn check_conditions(
+    entry: &ObjectEntry,
+    if_match: &Option<ETagCondition>,
+    if_none_match: &Option<ETagCondition>,
+    if_modified_since: &Option<Timestamp>,
+    if_unmodified_since: &Option<Timestamp>,
+) -> S3Result<()> {
+    let modified = entry.last_modified.timestamp();
+    match if_match {
+        Some(c) if !etag_matches(c, entry) => {
+            return Err(s3_error!(
+                PreconditionFailed,
+                "the object's ETag does not match If-Match"
+            ));
+        }
+        Some(_) => {}
+        None => {
+            if let Some(since) = if_unmodified_since {
+                if modified > epoch_seconds(since)? {
+                    return Err(s3_error!(
+                        PreconditionFailed,
+                        "the object was modified after If-Unmodified-Since"
+                    ));
+                }
+            }
+        }
+    }
+    match if_none_match {
+        Some(c) if etag_matches(c, entry) => Err(s3_error!(NotModified)),
+        Some(_) => Ok(()),
+        None => match if_modified_since {
+            Some(since) if modified <= epoch_seconds(since)? => Err(s3_error!(NotModified)),
+            _ => Ok(()),
+        },
+    }
 }

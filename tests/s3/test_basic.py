@@ -255,3 +255,30 @@ def test_upload_file_uses_multipart_transparently(s3, tmp_path):
     s3.download_file("transfers", "file.bin", str(dst), Config=config)
     assert dst.read_bytes() == data
     assert s3.head_object(Bucket="transfers", Key="file.bin")["ETag"].endswith('-3"')
+
+
+def test_conditional_get_and_head(s3):
+    import datetime
+
+    s3.create_bucket(Bucket="conditions")
+    put = s3.put_object(Bucket="conditions", Key="c", Body=b"conditional")
+    tag = put["ETag"]
+    modified = s3.head_object(Bucket="conditions", Key="c")["LastModified"]
+    assert s3.get_object(Bucket="conditions", Key="c", IfMatch=tag)["Body"].read() == b"conditional"
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        s3.get_object(Bucket="conditions", Key="c", IfMatch='"0123456789abcdef0123456789abcdef"')
+    assert error_code(e)[1] == 412
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        s3.get_object(Bucket="conditions", Key="c", IfNoneMatch=tag)
+    assert error_code(e)[1] == 304
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        s3.head_object(Bucket="conditions", Key="c", IfNoneMatch=tag)
+    assert error_code(e)[1] == 304
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        s3.get_object(Bucket="conditions", Key="c", IfModifiedSince=modified + datetime.timedelta(seconds=5))
+    assert error_code(e)[1] == 304
+    assert s3.get_object(Bucket="conditions", Key="c", IfModifiedSince=modified - datetime.timedelta(days=1))["Body"].read()
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        s3.get_object(Bucket="conditions", Key="c", IfUnmodifiedSince=modified - datetime.timedelta(days=1))
+    assert error_code(e)[1] == 412
+    assert s3.head_object(Bucket="conditions", Key="c", IfUnmodifiedSince=modified + datetime.timedelta(seconds=5))["ETag"] == tag
