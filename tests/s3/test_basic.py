@@ -282,3 +282,23 @@ def test_conditional_get_and_head(s3):
         s3.get_object(Bucket="conditions", Key="c", IfUnmodifiedSince=modified - datetime.timedelta(days=1))
     assert error_code(e)[1] == 412
     assert s3.head_object(Bucket="conditions", Key="c", IfUnmodifiedSince=modified + datetime.timedelta(seconds=5))["ETag"] == tag
+
+
+def test_presigned_get_and_put(s3):
+    import urllib.error
+    import urllib.request
+
+    s3.create_bucket(Bucket="presigned")
+    put_url = s3.generate_presigned_url("put_object", Params={"Bucket": "presigned", "Key": "p"}, ExpiresIn=300)
+    req = urllib.request.Request(put_url, data=b"via presigned PUT", method="PUT")
+    with urllib.request.urlopen(req) as resp:
+        assert resp.status == 200
+    get_url = s3.generate_presigned_url("get_object", Params={"Bucket": "presigned", "Key": "p"}, ExpiresIn=300)
+    with urllib.request.urlopen(get_url) as resp:
+        assert resp.read() == b"via presigned PUT"
+    # A signature with one character changed is refused.
+    signature = get_url.split("X-Amz-Signature=")[1].split("&")[0]
+    flipped = signature[:-1] + ("0" if signature[-1] != "0" else "1")
+    with pytest.raises(urllib.error.HTTPError) as e:
+        urllib.request.urlopen(get_url.replace(signature, flipped))
+    assert e.value.code == 403
