@@ -22,6 +22,15 @@ const FLAG_LAST: u8 = 0x01;
 /// Nonce flag of the sealed metadata.
 const FLAG_METADATA: u8 = 0x02;
 
+/// The nonce flag of a body segment: whether it is the object's last.
+fn segment_flag(is_last: bool) -> u8 {
+    if is_last {
+        FLAG_LAST
+    } else {
+        FLAG_MORE
+    }
+}
+
 /// Errors of segment sealing and opening.
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum SegmentError {
@@ -219,11 +228,7 @@ impl SegmentCipher {
             .try_for_each(|(i, slot)| {
                 let start = i * s;
                 let plain = &plaintext[start..(start + s).min(plaintext.len())];
-                let flag = if ends_object && i == count - 1 {
-                    FLAG_LAST
-                } else {
-                    FLAG_MORE
-                };
+                let flag = segment_flag(ends_object && i == count - 1);
                 let (body, tag) = slot.split_at_mut(plain.len());
                 let tag: &mut [u8; TAG_LEN] = tag.try_into().expect("slot ends with a tag");
                 self.key
@@ -256,11 +261,7 @@ impl SegmentCipher {
             .zip(tags.par_iter_mut())
             .enumerate()
             .try_for_each(|(i, (segment, tag))| {
-                let flag = if ends_object && i == count - 1 {
-                    FLAG_LAST
-                } else {
-                    FLAG_MORE
-                };
+                let flag = segment_flag(ends_object && i == count - 1);
                 *tag = self
                     .key
                     .seal_in_place(self.nonce(Self::index(first, i)?, flag), &self.aad, segment)
@@ -304,11 +305,7 @@ impl SegmentCipher {
             .try_for_each(|(i, (slot, plain))| {
                 let (body, tag) = slot.split_at(slot.len() - TAG_LEN);
                 let tag: &[u8; TAG_LEN] = tag.try_into().expect("slot ends with a tag");
-                let flag = if ends_object && i == count - 1 {
-                    FLAG_LAST
-                } else {
-                    FLAG_MORE
-                };
+                let flag = segment_flag(ends_object && i == count - 1);
                 let index = Self::index(first, i)?;
                 self.key
                     .open_into(self.nonce(index, flag), &self.aad, body, tag, plain)
@@ -320,7 +317,7 @@ impl SegmentCipher {
                 let tag: &[u8; TAG_LEN] = sealed
                     .try_into()
                     .map_err(|_| SegmentError::Truncated(sealed.len() as u64))?;
-                let flag = if ends_object { FLAG_LAST } else { FLAG_MORE };
+                let flag = segment_flag(ends_object);
                 self.key
                     .open_into(self.nonce(Self::index(first, 0)?, flag), &self.aad, &[], tag, &mut [])
                     .map_err(|_| SegmentError::Integrity { index: first })?;
@@ -344,11 +341,7 @@ impl SegmentCipher {
             .par_chunks_mut(self.size.sealed())
             .enumerate()
             .try_for_each(|(i, slot)| {
-                let flag = if ends_object && i == count - 1 {
-                    FLAG_LAST
-                } else {
-                    FLAG_MORE
-                };
+                let flag = segment_flag(ends_object && i == count - 1);
                 let index = Self::index(first, i)?;
                 self.key
                     .open_in_place(self.nonce(index, flag), &self.aad, slot)
