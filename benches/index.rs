@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use chrono::Utc;
 use criterion::{criterion_group, criterion_main, Criterion};
 use kms_core::{Ocid, ResourceType};
-use sealstore::object::index::{ObjectEntry, ObjectIndex};
+use sealstore::object::index::{Encryption, ObjectEntry, ObjectIndex};
 
 const OBJECTS: usize = 100_000;
 
@@ -20,8 +20,11 @@ fn bench(c: &mut Criterion) {
         etag: "d41d8cd98f00b204e9800998ecf8427e".into(),
         content_type: Some("image/jpeg".into()),
         user_metadata: BTreeMap::new(),
-        key_id: Ocid::parse(ResourceType::Key, "ocid1.key.oc1.local-1.aaaa").unwrap(),
-        key_version_id: Ocid::parse(ResourceType::KeyVersion, "ocid1.keyversion.oc1.local-1.bbbb").unwrap(),
+        encryption: Encryption::Kms {
+            key_id: Ocid::parse(ResourceType::Key, "ocid1.key.oc1.local-1.aaaa").unwrap(),
+            key_version_id: Ocid::parse(ResourceType::KeyVersion, "ocid1.keyversion.oc1.local-1.bbbb").unwrap(),
+            sse_kms: false,
+        },
         last_modified: Utc::now(),
     };
     let keys: Vec<String> = (0..OBJECTS)

@@ -1171,3 +1171,52 @@ proptest! {
         check_against_spec(small(), len, seed, with_metadata.then_some(METADATA));
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Customer-wrapped data key (`docs/FORMATS.md`, "Customer-wrapped data key"): read by an
+// independent implementation of the documented layout (RustCrypto AES-GCM, aws-lc HMAC).
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn customer_wrapped_key_follows_the_spec() {
+    use sealstore::object::customer_key::{CustomerKey, WRAPPED_LEN};
+    let k: [u8; 32] = random();
+    let customer = CustomerKey::from_bytes(&k).unwrap();
+    let dek = kms_core::Dek::generate().unwrap();
+    let id = identity();
+    let wrapped = customer.wrap(&dek, &id).unwrap();
+
+    assert_eq!(wrapped.len(), 97);
+    assert_eq!(WRAPPED_LEN, 97);
+    assert_eq!(&wrapped[0..4], b"SSCK");
+    assert_eq!(wrapped[4], 0x01);
+    let mac_key = hmac::Key::new(hmac::HMAC_SHA256, &k);
+    let check = hmac::sign(
+        &mac_key,
+        &[&b"sealstore SSE-C key check v1\0"[..], &id.to_bytes()].concat(),
+    );
+    assert_eq!(&wrapped[5..37], check.as_ref());
+    let aad = [&wrapped[..49], &id.to_bytes()[..]].concat();
+    let opened = Aes256Gcm::new_from_slice(&k)
+        .unwrap()
+        .decrypt(
+            Nonce::from_slice(&wrapped[37..49]),
+            Payload {
+                msg: &wrapped[49..],
+                aad: &aad,
+            },
+        )
+        .expect("the sealed DEK opens as the spec says");
+    assert_eq!(opened.as_slice(), dek.expose());
+
+    // An object with this wrapped key is a normal object otherwise: it round-trips.
+    let mut header = ObjectHeader::new(small(), Some(5), wrapped.clone());
+    header.seal_metadata(dek.expose(), &id, METADATA);
+    let body = header.cipher(dek.expose(), &id).seal(0, b"hello", true).unwrap();
+    let bytes = [header.encode(), body].concat();
+    let (parsed, len) = ObjectHeader::parse(&bytes).unwrap();
+    assert_eq!(&bytes[WRAPPED_AT..WRAPPED_AT + 97], wrapped.as_slice());
+    let reopened = customer.unwrap(&parsed.wrapped_dek, &id).unwrap();
+    let cipher = parsed.cipher(reopened.expose(), &id);
+    assert_eq!(cipher.open(0, &bytes[len..], true).unwrap(), b"hello");
+}

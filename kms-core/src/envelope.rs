@@ -62,7 +62,15 @@ impl AssociatedData {
 pub struct Dek(Zeroizing<[u8; DEK_LEN]>);
 
 impl Dek {
-    fn from_slice(bytes: &[u8]) -> Result<Dek> {
+    /// A fresh random key, for data paths that wrap it themselves (customer-provided keys).
+    pub fn generate() -> Result<Dek> {
+        let mut dek = Zeroizing::new([0u8; DEK_LEN]);
+        aws_lc_rs::rand::fill(dek.as_mut()).map_err(|_| KmsError::Protection("random source failed".into()))?;
+        Ok(Dek(dek))
+    }
+
+    /// A key from its bytes (which the caller should zeroize); fails unless there are 32.
+    pub fn from_slice(bytes: &[u8]) -> Result<Dek> {
         let arr: [u8; DEK_LEN] = bytes.try_into().map_err(|_| {
             KmsError::InvalidCiphertext(format!(
                 "wrapped key holds {} bytes, not a {DEK_LEN}-byte data key",
@@ -179,6 +187,16 @@ fn check_usable(txn: &ReadTxn, key: &Key) -> Result<()> {
 }
 
 impl Kms {
+    /// The key, when it and its vault can be used for crypto now; otherwise why not
+    /// ([`KmsError::NotFound`], or [`KmsError::AccessDenied`] saying which state forbids it).
+    /// Lets a data path refuse a request up front, with a precise reason.
+    pub fn usable_key(&self, key_id: &Ocid) -> Result<Key> {
+        let txn = self.read()?;
+        let key = txn.key(key_id)?;
+        check_usable(&txn, &key)?;
+        Ok(key)
+    }
+
     /// Runs a crypto operation and audits it. Crypto audit entries commit without an fsync
     /// of their own and are flushed in batches (see [`crate::store`]): an fsync per crypto call
     /// would bound the data path to the disk's flush rate.
@@ -372,11 +390,10 @@ impl Kms {
             ..Default::default()
         };
         self.crypto_op(principal, "GenerateDataEncryptionKey", subject, |subject| {
-            let mut dek = Zeroizing::new([0u8; DEK_LEN]);
-            aws_lc_rs::rand::fill(dek.as_mut()).map_err(|_| KmsError::Protection("random source failed".into()))?;
-            let enc = self.encrypt_raw(key_id, None, dek.as_ref(), aad, subject)?;
+            let dek = Dek::generate()?;
+            let enc = self.encrypt_raw(key_id, None, dek.expose(), aad, subject)?;
             Ok(DataKey {
-                plaintext: include_plaintext.then(|| Dek(dek)),
+                plaintext: include_plaintext.then_some(dek),
                 wrapped: enc.ciphertext,
                 key_id: enc.key_id,
                 key_version_id: enc.key_version_id,

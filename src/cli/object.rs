@@ -211,7 +211,7 @@ async fn write_object(
     range: Option<GetRange>,
     to: &mut (impl tokio::io::AsyncWrite + Unpin),
 ) -> anyhow::Result<u64> {
-    let got = service.get(bucket, key, range).await?;
+    let (_, got) = service.get(bucket, key, range, None).await?;
     let mut stream = got.into_stream();
     let mut n = 0u64;
     while let Some(chunk) = stream
@@ -252,7 +252,7 @@ pub fn run(global: &GlobalOpts, args: ObjectArgs) -> anyhow::Result<ExitCode> {
                 let params = PutParams {
                     content_type,
                     user_metadata: meta.into_iter().collect::<BTreeMap<_, _>>(),
-                    expected_md5: None,
+                    ..Default::default()
                 };
                 let entry = if file == "-" {
                     service.put(&bucket, &key, stdin_stream(), params).await?
@@ -292,7 +292,7 @@ pub fn run(global: &GlobalOpts, args: ObjectArgs) -> anyhow::Result<ExitCode> {
                 let page = service.index().list(&bucket, &prefix, delimiter.as_deref(), None, max_keys)?;
                 if global.json {
                     output::json(&json!({
-                        "objects": page.objects.iter().map(|(k, e)| json!({"key": k, "size": e.size, "etag": e.etag, "lastModified": e.last_modified, "keyVersionId": e.key_version_id})).collect::<Vec<_>>(),
+                        "objects": page.objects.iter().map(|(k, e)| json!({"key": k, "size": e.size, "etag": e.etag, "lastModified": e.last_modified, "keyVersionId": e.encryption.key_version_id()})).collect::<Vec<_>>(),
                         "commonPrefixes": page.common_prefixes,
                         "nextStartAfter": page.next_start_after,
                     }));
@@ -464,6 +464,13 @@ pub fn reencrypt(global: &GlobalOpts, args: ReencryptArgs) -> anyhow::Result<Exi
         indicatif::HumanBytes(report.bytes),
         if report.resumed { ", resumed" } else { "" }
     );
+    if report.customer_key_objects > 0 {
+        println!(
+            "{} object(s) use customer-provided keys (SSE-C) and were left as they are: only their owners \
+             can re-encrypt them, by copying each onto itself with its key",
+            report.customer_key_objects
+        );
+    }
     print_inventory(global, &service)?;
     Ok(ExitCode::SUCCESS)
 }

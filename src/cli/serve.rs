@@ -29,6 +29,10 @@ pub struct ServeArgs {
     /// Address of the S3 API (port 0 picks a free port; see serve.json).
     #[arg(long, env = "SEALSTORE_S3_LISTEN", default_value = "127.0.0.1:9000")]
     s3_listen: std::net::SocketAddr,
+    /// Accept SSE-C (customer-provided keys) from clients that are not on loopback, although
+    /// the S3 API speaks plain HTTP: only behind a proxy that terminates TLS.
+    #[arg(long)]
+    allow_insecure_sse_c: bool,
     /// Seconds between scheduler passes (auto-rotation, purge of deleted vaults and keys).
     #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
     scheduler_interval_secs: u64,
@@ -95,7 +99,8 @@ async fn serve(global: &GlobalOpts, args: ServeArgs) -> anyhow::Result<ExitCode>
         .await
         .with_context(|| format!("binding the S3 API to {}", args.s3_listen))?;
     let s3_addr = s3_listener.local_addr()?;
-    let s3_task = tokio::spawn(serve_s3(s3_listener, objects, keys.clone()));
+    let face = sealstore::s3::S3Face::new(objects).allow_insecure_sse_c(args.allow_insecure_sse_c);
+    let s3_task = tokio::spawn(serve_s3(s3_listener, face, keys.clone()));
     println!("S3 API         http://{s3_addr} (path-style)");
     println!("S3 access key  {}", keys.access_key_id);
     if keys_created {
@@ -144,11 +149,11 @@ async fn serve(global: &GlobalOpts, args: ServeArgs) -> anyhow::Result<ExitCode>
 /// Accepts S3 connections (HTTP/1.1) and serves each with s3s over the object service.
 async fn serve_s3(
     listener: tokio::net::TcpListener,
-    objects: Arc<sealstore::object::ObjectService>,
+    face: sealstore::s3::S3Face,
     keys: sealstore::s3::credentials::KeyPair,
 ) {
     let service = {
-        let mut builder = s3s::service::S3ServiceBuilder::new(sealstore::s3::S3Face::new(objects));
+        let mut builder = s3s::service::S3ServiceBuilder::new(face);
         builder.set_auth(sealstore::s3::credentials::AdminAuth::new(keys));
         builder.build()
     };
@@ -162,6 +167,28 @@ async fn serve_s3(
             }
         };
         let service = service.clone();
+        // Each request carries its client's address (SSE-C is taken from loopback only).
+        let service = hyper::service::service_fn(move |mut req: http::Request<hyper::body::Incoming>| {
+            req.extensions_mut().insert(sealstore::s3::ClientAddr(peer));
+            let has_body = req
+                .headers()
+                .get(http::header::CONTENT_LENGTH)
+                .is_some_and(|v| v.as_bytes() != b"0")
+                || req.headers().contains_key(http::header::TRANSFER_ENCODING);
+            let response = hyper::service::Service::call(&service, req);
+            async move {
+                let mut response = response.await?;
+                // An error answered before the body was read leaves the body's bytes (or a
+                // client still deciding whether to send them after `Expect: 100-continue`)
+                // on the connection; closing it keeps the next request from being misread.
+                if has_body && (response.status().is_client_error() || response.status().is_server_error()) {
+                    response
+                        .headers_mut()
+                        .insert(http::header::CONNECTION, http::HeaderValue::from_static("close"));
+                }
+                Ok::<_, s3s::HttpError>(response)
+            }
+        });
         tokio::spawn(async move {
             let io = hyper_util::rt::TokioIo::new(stream);
             let builder = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());

@@ -1,5 +1,6 @@
 //! The object metadata index: bucket/key → plaintext size, ETag, content type, user
-//! metadata, the master key version that wraps the object's data key, and time.
+//! metadata, the master key version (or customer key check) that wraps the object's data
+//! key, and time; buckets with their default encryption; multipart uploads in progress.
 //!
 //! Kept in its own embedded database (`objects.redb` in the data directory) so that listing
 //! never reads object headers, and so the key-version inventory ("how many objects does each
@@ -15,6 +16,8 @@ use redb::{Database, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
+pub use super::encryption::{DefaultEncryption, Encryption, UploadEncryption};
+
 /// `"{bucket}\0{key}"` → JSON [`ObjectEntry`].
 const OBJECTS: TableDefinition<&str, &[u8]> = TableDefinition::new("objects");
 
@@ -28,6 +31,8 @@ const UPLOAD_PARTS: TableDefinition<&str, &[u8]> = TableDefinition::new("multipa
 
 /// Bucket name → creation time (RFC 3339).
 const BUCKETS: TableDefinition<&str, &str> = TableDefinition::new("buckets");
+/// bucket name → JSON [`DefaultEncryption`], for buckets with a configuration of their own.
+const BUCKET_ENCRYPTION: TableDefinition<&str, &[u8]> = TableDefinition::new("bucket_encryption");
 
 /// The index file name in the data directory.
 pub const INDEX_FILE: &str = "objects.redb";
@@ -69,10 +74,9 @@ pub struct ObjectEntry {
     /// `x-amz-meta-*` pairs.
     #[serde(default)]
     pub user_metadata: BTreeMap<String, String>,
-    /// Master key wrapping the data key.
-    pub key_id: Ocid,
-    /// Master key version wrapping the data key.
-    pub key_version_id: Ocid,
+    /// What wraps the data key.
+    #[serde(flatten)]
+    pub encryption: Encryption,
     /// When the object was last written.
     pub last_modified: DateTime<Utc>,
 }
@@ -92,6 +96,10 @@ pub struct UploadRecord {
     pub user_metadata: BTreeMap<String, String>,
     /// When the upload was created.
     pub initiated: DateTime<Utc>,
+    /// How the parts and the object are encrypted (`None` in records written before
+    /// uploads chose: the service's default key).
+    #[serde(default)]
+    pub encryption: Option<UploadEncryption>,
 }
 
 /// One uploaded part.
@@ -163,6 +171,7 @@ impl ObjectIndex {
         txn.open_table(OBJECTS)?;
         txn.open_table(CHECKPOINTS)?;
         txn.open_table(BUCKETS)?;
+        txn.open_table(BUCKET_ENCRYPTION)?;
         txn.open_table(UPLOADS)?;
         txn.open_table(UPLOAD_PARTS)?;
         txn.commit()?;
@@ -185,12 +194,40 @@ impl ObjectIndex {
         Ok(created)
     }
 
-    /// Forgets a bucket; false when it did not exist.
+    /// Forgets a bucket (and its encryption configuration); false when it did not exist.
     pub fn delete_bucket(&self, name: &str) -> Result<bool, IndexError> {
         let txn = self.db.begin_write()?;
         let removed = txn.open_table(BUCKETS)?.remove(name)?.is_some();
+        txn.open_table(BUCKET_ENCRYPTION)?.remove(name)?;
         txn.commit()?;
         Ok(removed)
+    }
+
+    /// A bucket's default encryption (SSE-S3 unless configured otherwise).
+    pub fn bucket_encryption(&self, name: &str) -> Result<DefaultEncryption, IndexError> {
+        let txn = self.db.begin_read()?;
+        match txn.open_table(BUCKET_ENCRYPTION)?.get(name)? {
+            Some(v) => Ok(serde_json::from_slice(v.value())?),
+            None => Ok(DefaultEncryption::default()),
+        }
+    }
+
+    /// Sets (`Some`) or resets to SSE-S3 (`None`) a bucket's default encryption.
+    pub fn set_bucket_encryption(&self, name: &str, config: Option<&DefaultEncryption>) -> Result<(), IndexError> {
+        let txn = self.db.begin_write()?;
+        {
+            let mut t = txn.open_table(BUCKET_ENCRYPTION)?;
+            match config {
+                Some(c) => {
+                    t.insert(name, serde_json::to_vec(c)?.as_slice())?;
+                }
+                None => {
+                    t.remove(name)?;
+                }
+            }
+        }
+        txn.commit()?;
+        Ok(())
     }
 
     /// Buckets with their creation times, by name.
@@ -483,7 +520,11 @@ impl ObjectIndex {
         let mut out: BTreeMap<Ocid, InventoryLine> = BTreeMap::new();
         for row in t.iter()? {
             let entry: ObjectEntry = serde_json::from_slice(row?.1.value())?;
-            let line = out.entry(entry.key_version_id).or_default();
+            // Objects under customer keys depend on no master key.
+            let Encryption::Kms { key_version_id, .. } = entry.encryption else {
+                continue;
+            };
+            let line = out.entry(key_version_id).or_default();
             line.objects += 1;
             line.bytes += entry.size;
         }
@@ -509,8 +550,11 @@ mod tests {
             etag: "e".into(),
             content_type: None,
             user_metadata: BTreeMap::new(),
-            key_id: Ocid::parse(kms_core::ResourceType::Key, "ocid1.key.oc1.x.k").unwrap(),
-            key_version_id: Ocid::parse(kms_core::ResourceType::KeyVersion, version).unwrap(),
+            encryption: Encryption::Kms {
+                key_id: Ocid::parse(kms_core::ResourceType::Key, "ocid1.key.oc1.x.k").unwrap(),
+                key_version_id: Ocid::parse(kms_core::ResourceType::KeyVersion, version).unwrap(),
+                sse_kms: false,
+            },
             last_modified: Utc::now(),
         }
     }

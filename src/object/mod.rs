@@ -1,8 +1,10 @@
 //! Encrypted objects: the on-store format ([`format`]), the store that encrypts every object
-//! with its own data key ([`store`]), the metadata index ([`index`]), buckets in the data
+//! with its own data key ([`store`]), customer-provided keys ([`customer_key`]), the metadata index ([`index`]), buckets in the data
 //! directory ([`service`]) and the re-encryption sweep ([`sweep`]).
 
 pub mod backend;
+pub mod customer_key;
+pub mod encryption;
 pub mod format;
 pub mod index;
 pub mod service;
@@ -10,4 +12,4 @@ pub mod store;
 pub mod sweep;
 
 pub use service::{ObjectError, ObjectService, PutParams};
-pub use store::EncryptedStore;
+pub use store::{EncryptedStore, Sealing, WrappedBy};

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use chrono::Utc;
 use futures::{Stream, StreamExt, TryStreamExt};
-use kms_core::{KeyProvider, Kms, KmsError, Ocid, Principal};
+use kms_core::{KeyProvider, KeyState, Kms, KmsError, Ocid, Principal};
 use md5::{Digest, Md5};
 use object_store::path::Path;
 use object_store::prefix::PrefixStore;
@@ -19,8 +19,11 @@ use object_store::{
 };
 use thiserror::Error;
 
+use super::customer_key::CustomerKey;
+use super::encryption::{DefaultEncryption, Encryption, EncryptionRequest, UploadEncryption};
+use super::format::ObjectIdentity;
 use super::index::{IndexError, ObjectEntry, ObjectIndex, PartRecord, UploadRecord};
-use super::store::EncryptedStore;
+use super::store::{EncryptedStore, Sealing, WrappedBy};
 
 /// Directory under the data directory holding one folder per bucket (the default backend).
 pub const OBJECTS_DIR: &str = "objects";
@@ -78,6 +81,29 @@ pub enum ObjectError {
     /// The uploaded body could not be read to its end.
     #[error("reading the request body failed: {0}")]
     Body(String),
+    /// A master key named for encryption does not exist.
+    #[error("master key '{0}' does not exist")]
+    KmsKeyNotFound(String),
+    /// A master key cannot be used now (disabled, pending deletion, in a vault being deleted).
+    #[error("{reason}")]
+    KmsKeyUnusable {
+        /// The key is disabled (rather than in another state that forbids its use).
+        disabled: bool,
+        /// Why, as key management says.
+        reason: String,
+    },
+    /// Reading is refused because the object's master key (or key version) cannot be used.
+    #[error("access denied: {0}")]
+    KeyAccessDenied(String),
+    /// The object is encrypted with a customer-provided key and the request gave none.
+    #[error("object '{0}' is encrypted with a customer-provided key (SSE-C); the request must supply that key")]
+    CustomerKeyRequired(String),
+    /// The customer-provided key is not the object's.
+    #[error("the customer-provided key does not match the one object '{0}' was encrypted with")]
+    CustomerKeyMismatch(String),
+    /// A customer-provided key was given for an object not encrypted with one.
+    #[error("object '{0}' is not encrypted with a customer-provided key; the SSE-C parameters do not apply to it")]
+    CustomerKeyNotApplicable(String),
 }
 
 /// Result alias.
@@ -92,6 +118,14 @@ pub struct PutParams {
     pub user_metadata: BTreeMap<String, String>,
     /// MD5 the client says the body has (`Content-MD5`); on a mismatch nothing is stored.
     pub expected_md5: Option<Vec<u8>>,
+    /// Which key protects the object.
+    pub encryption: EncryptionRequest,
+}
+
+/// The key a write will use, and how the object will be recorded.
+struct Resolved {
+    sealing: Sealing,
+    sse_kms: bool,
 }
 
 /// Where the parts of multipart uploads are kept inside a bucket's store (never listed).
@@ -170,6 +204,154 @@ impl ObjectService {
             self.key_id.clone(),
             name,
         ))
+    }
+
+    /// The master key behind `id`: a key OCID, or `alias/NAME` for the key whose display
+    /// name is NAME. Fails unless the key exists and can be used now.
+    pub fn resolve_kms_key(&self, id: &str) -> Result<Ocid> {
+        let key_id = match id.strip_prefix("alias/") {
+            Some(name) => {
+                let mut keys = self
+                    .kms
+                    .list_keys(None, None)?
+                    .into_iter()
+                    .filter(|k| k.display_name == name && k.lifecycle_state != KeyState::Deleted);
+                match (keys.next(), keys.next()) {
+                    (Some(k), None) => k.id,
+                    (Some(_), Some(_)) => {
+                        return Err(ObjectError::KmsKeyNotFound(format!(
+                            "{id} (several keys have that name; use the key's OCID)"
+                        )))
+                    }
+                    (None, _) => return Err(ObjectError::KmsKeyNotFound(id.to_owned())),
+                }
+            }
+            None => {
+                Ocid::parse(kms_core::ResourceType::Key, id).map_err(|_| ObjectError::KmsKeyNotFound(id.to_owned()))?
+            }
+        };
+        self.check_kms_key(&key_id)?;
+        Ok(key_id)
+    }
+
+    /// Fails unless `key_id` exists and can be used now, saying why.
+    fn check_kms_key(&self, key_id: &Ocid) -> Result<()> {
+        match self.kms.usable_key(key_id) {
+            Ok(_) => Ok(()),
+            Err(KmsError::NotFound { .. }) => Err(ObjectError::KmsKeyNotFound(key_id.to_string())),
+            Err(e @ (KmsError::AccessDenied(_) | KmsError::VaultDeleted(_))) => Err(ObjectError::KmsKeyUnusable {
+                disabled: self
+                    .kms
+                    .get_key(key_id)
+                    .is_ok_and(|k| k.lifecycle_state == KeyState::Disabled),
+                reason: e.to_string(),
+            }),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Fails with [`ObjectError::KeyAccessDenied`] unless the object's master key and key
+    /// version can decrypt now.
+    fn check_key_for_read(&self, key_id: &Ocid, key_version_id: &Ocid) -> Result<()> {
+        self.check_kms_key(key_id).map_err(|e| match e {
+            ObjectError::KmsKeyUnusable { reason, .. } => ObjectError::KeyAccessDenied(reason),
+            ObjectError::KmsKeyNotFound(k) => ObjectError::KeyAccessDenied(format!("master key {k} does not exist")),
+            other => other,
+        })?;
+        match self.kms.get_key_version(key_id, key_version_id) {
+            Ok(v) if v.lifecycle_state == kms_core::KeyVersionState::Enabled => Ok(()),
+            Ok(v) => Err(ObjectError::KeyAccessDenied(format!(
+                "key version {key_version_id} is {:?}; enable it to read data it protects",
+                v.lifecycle_state
+            ))),
+            Err(KmsError::NotFound { .. }) => Err(ObjectError::KeyAccessDenied(format!(
+                "key version {key_version_id} does not exist"
+            ))),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Which key a write to `bucket` uses for `request`.
+    fn resolve(&self, bucket: &str, request: &EncryptionRequest) -> Result<Resolved> {
+        let kms = |key_id: Option<&Ocid>, sse_kms: bool| -> Result<Resolved> {
+            let key_id = key_id.unwrap_or(&self.key_id).clone();
+            self.check_kms_key(&key_id)?;
+            Ok(Resolved {
+                sealing: Sealing::Kms(key_id),
+                sse_kms,
+            })
+        };
+        match request {
+            EncryptionRequest::BucketDefault => match self.index.bucket_encryption(bucket)? {
+                DefaultEncryption::ServiceKey => kms(None, false),
+                DefaultEncryption::Kms { key_id } => kms(key_id.as_ref(), true),
+            },
+            EncryptionRequest::ServiceKey => kms(None, false),
+            EncryptionRequest::Kms(Some(key_id)) => kms(Some(key_id), true),
+            EncryptionRequest::Kms(None) => match self.index.bucket_encryption(bucket)? {
+                DefaultEncryption::Kms { key_id } => kms(key_id.as_ref(), true),
+                DefaultEncryption::ServiceKey => kms(None, true),
+            },
+            EncryptionRequest::Customer(key) => Ok(Resolved {
+                sealing: Sealing::Customer(key.clone()),
+                sse_kms: false,
+            }),
+        }
+    }
+
+    /// A bucket's default encryption.
+    pub fn bucket_encryption(&self, bucket: &str) -> Result<DefaultEncryption> {
+        self.bucket(bucket)?;
+        Ok(self.index.bucket_encryption(bucket)?)
+    }
+
+    /// Sets a bucket's default encryption (`None`: back to SSE-S3). A named master key must
+    /// exist and be usable.
+    pub fn set_bucket_encryption(&self, bucket: &str, config: Option<DefaultEncryption>) -> Result<()> {
+        self.bucket(bucket)?;
+        if let Some(DefaultEncryption::Kms { key_id: Some(key_id) }) = &config {
+            self.check_kms_key(key_id)?;
+        }
+        Ok(self.index.set_bucket_encryption(bucket, config.as_ref())?)
+    }
+
+    /// The index entry of an object that `customer_key` may read: checks that a customer key
+    /// is given exactly when the object needs one, that it is the right one, and that a master
+    /// key protecting the object can be used. Returns the store to read it through.
+    pub fn open_for_read(
+        &self,
+        bucket: &str,
+        key: &str,
+        customer_key: Option<&Arc<CustomerKey>>,
+    ) -> Result<(ObjectEntry, BucketStore)> {
+        let store = self.bucket(bucket)?;
+        let entry = self.index.get(bucket, key)?.ok_or_else(|| ObjectError::NoSuchKey {
+            bucket: bucket.into(),
+            key: key.into(),
+        })?;
+        let store = match (&entry.encryption, customer_key) {
+            (Encryption::Customer { customer_key_check }, Some(ck)) => {
+                let stored = data_encoding::HEXLOWER
+                    .decode(customer_key_check.as_bytes())
+                    .unwrap_or_default();
+                if !ck.matches(&stored, &ObjectIdentity::unversioned(bucket, key)) {
+                    return Err(ObjectError::CustomerKeyMismatch(key.to_owned()));
+                }
+                store.sealed_with(Sealing::Customer(ck.clone()))
+            }
+            (Encryption::Customer { .. }, None) => return Err(ObjectError::CustomerKeyRequired(key.to_owned())),
+            (Encryption::Kms { .. }, Some(_)) => return Err(ObjectError::CustomerKeyNotApplicable(key.to_owned())),
+            (
+                Encryption::Kms {
+                    key_id, key_version_id, ..
+                },
+                None,
+            ) => {
+                self.check_key_for_read(key_id, key_version_id)?;
+                store
+            }
+        };
+        Ok((entry, store))
     }
 
     /// Creates a bucket.
@@ -282,7 +464,8 @@ impl ObjectService {
         S: Stream<Item = Result<Bytes, E>> + Unpin,
         ObjectError: From<E>,
     {
-        let store = self.bucket(bucket)?;
+        let resolved = self.resolve(bucket, &params.encryption)?;
+        let store = self.bucket(bucket)?.sealed_with(resolved.sealing);
         let location = Path::from(key);
         let mut attributes = Attributes::new();
         if let Some(ct) = &params.content_type {
@@ -293,14 +476,13 @@ impl ObjectService {
         }
         let (size, digest) =
             Self::write_stream(&store, &location, body, attributes, params.expected_md5.as_deref()).await?;
-        let (key_id, key_version_id) = store.wrapping_key(&location).await?;
+        let encryption = Encryption::recorded(store.wrapped_by(&location).await?, resolved.sse_kms);
         let entry = ObjectEntry {
             size,
             etag: etag.unwrap_or_else(|| data_encoding::HEXLOWER.encode(&digest)),
             content_type: params.content_type,
             user_metadata: params.user_metadata,
-            key_id,
-            key_version_id,
+            encryption,
             last_modified: Utc::now(),
         };
         self.index.put(bucket, key, &entry)?;
@@ -320,9 +502,63 @@ impl ObjectService {
         }
     }
 
-    /// Starts a multipart upload; returns its id.
-    pub fn create_upload(&self, bucket: &str, key: &str, params: PutParams) -> Result<String> {
+    /// The store an upload's parts and object are written (and its parts read) through;
+    /// `customer_key` must be the upload's key when it has one, and absent otherwise.
+    fn upload_store(
+        &self,
+        upload: &UploadRecord,
+        customer_key: Option<&Arc<CustomerKey>>,
+    ) -> Result<(BucketStore, Resolved)> {
+        let store = self.bucket(&upload.bucket)?;
+        let resolved = match (&upload.encryption, customer_key) {
+            (Some(UploadEncryption::Customer { customer_key_check }), Some(ck)) => {
+                let stored = data_encoding::HEXLOWER
+                    .decode(customer_key_check.as_bytes())
+                    .unwrap_or_default();
+                if !ck.matches(&stored, &ObjectIdentity::unversioned(&upload.bucket, &upload.key)) {
+                    return Err(ObjectError::CustomerKeyMismatch(upload.key.clone()));
+                }
+                Resolved {
+                    sealing: Sealing::Customer(ck.clone()),
+                    sse_kms: false,
+                }
+            }
+            (Some(UploadEncryption::Customer { .. }), None) => {
+                return Err(ObjectError::CustomerKeyRequired(upload.key.clone()))
+            }
+            (_, Some(_)) => return Err(ObjectError::CustomerKeyNotApplicable(upload.key.clone())),
+            (Some(UploadEncryption::Kms { key_id, sse_kms }), None) => {
+                self.check_kms_key(key_id)?;
+                Resolved {
+                    sealing: Sealing::Kms(key_id.clone()),
+                    sse_kms: *sse_kms,
+                }
+            }
+            (None, None) => Resolved {
+                sealing: Sealing::Kms(self.key_id.clone()),
+                sse_kms: false,
+            },
+        };
+        Ok((store.sealed_with(resolved.sealing.clone()), resolved))
+    }
+
+    /// Starts a multipart upload; returns its id and how it will be encrypted (fixed now, as
+    /// `params.encryption` and the bucket's default say).
+    pub fn create_upload(&self, bucket: &str, key: &str, params: PutParams) -> Result<(String, UploadEncryption)> {
         self.bucket(bucket)?;
+        let encryption = match self.resolve(bucket, &params.encryption)? {
+            Resolved {
+                sealing: Sealing::Kms(key_id),
+                sse_kms,
+            } => UploadEncryption::Kms { key_id, sse_kms },
+            Resolved {
+                sealing: Sealing::Customer(ck),
+                ..
+            } => UploadEncryption::Customer {
+                customer_key_check: data_encoding::HEXLOWER
+                    .encode(&ck.key_check(&ObjectIdentity::unversioned(bucket, key))),
+            },
+        };
         let mut id = [0u8; 16];
         aws_lc_rs::rand::fill(&mut id).map_err(|_| ObjectError::Body("random source failed".into()))?;
         let upload_id = data_encoding::HEXLOWER.encode(&id);
@@ -332,19 +568,26 @@ impl ObjectService {
             content_type: params.content_type,
             user_metadata: params.user_metadata,
             initiated: Utc::now(),
+            encryption: Some(encryption.clone()),
         };
         self.index.put_upload(&upload_id, &record)?;
-        Ok(upload_id)
+        Ok((upload_id, encryption))
     }
 
-    /// Stores one part (encrypted, as an object of its own until completion); returns its
-    /// hex MD5.
+    /// An upload in progress, as created.
+    pub fn upload(&self, (bucket, key, upload_id): (&str, &str, &str)) -> Result<UploadRecord> {
+        self.upload_for(upload_id, bucket, key)
+    }
+
+    /// Stores one part (encrypted, as an object of its own until completion, with the
+    /// upload's key: `customer_key` for SSE-C uploads); returns its hex MD5.
     pub async fn put_part<S, E>(
         &self,
         (bucket, key, upload_id): (&str, &str, &str),
         part_number: u32,
         body: S,
         expected_md5: Option<&[u8]>,
+        customer_key: Option<&Arc<CustomerKey>>,
     ) -> Result<String>
     where
         S: Stream<Item = Result<Bytes, E>> + Unpin,
@@ -355,8 +598,8 @@ impl ObjectService {
                 "part number {part_number} is outside 1..=10000"
             )));
         }
-        self.upload_for(upload_id, bucket, key)?;
-        let store = self.bucket(bucket)?;
+        let upload = self.upload_for(upload_id, bucket, key)?;
+        let (store, _) = self.upload_store(&upload, customer_key)?;
         let location = Self::part_location(upload_id, part_number);
         let (size, digest) = Self::write_stream(&store, &location, body, Attributes::new(), expected_md5).await?;
         let etag = data_encoding::HEXLOWER.encode(&digest);
@@ -374,13 +617,16 @@ impl ObjectService {
 
     /// Completes an upload from the listed parts (ascending numbers, matching ETags): their
     /// plaintext is streamed, in order, into the object, which is encrypted as one. The
-    /// ETag is S3's: MD5 of the parts' MD5s, a dash and the part count.
+    /// ETag is S3's: MD5 of the parts' MD5s, a dash and the part count. SSE-C uploads need
+    /// their key here too, since the parts are decrypted to be joined.
     pub async fn complete_upload(
         &self,
         (bucket, key, upload_id): (&str, &str, &str),
         parts: &[(u32, String)],
+        customer_key: Option<&Arc<CustomerKey>>,
     ) -> Result<ObjectEntry> {
         let upload = self.upload_for(upload_id, bucket, key)?;
+        let (store, resolved) = self.upload_store(&upload, customer_key)?;
         let stored: BTreeMap<u32, PartRecord> = self.index.parts(upload_id)?.into_iter().collect();
         if parts.is_empty() {
             return Err(ObjectError::InvalidPart(
@@ -412,7 +658,7 @@ impl ObjectService {
             data_encoding::HEXLOWER.encode(&combined.finalize()),
             parts.len()
         );
-        let store = Arc::new(self.bucket(bucket)?);
+        let store = Arc::new(store);
         let locations: Vec<Path> = parts.iter().map(|(n, _)| Self::part_location(upload_id, *n)).collect();
         let parts_store = store.clone();
         // Boxed: a concrete, 'static stream type keeps the async-trait callers' futures Send.
@@ -427,6 +673,12 @@ impl ObjectService {
             content_type: upload.content_type,
             user_metadata: upload.user_metadata,
             expected_md5: None,
+            encryption: match resolved.sealing {
+                Sealing::Customer(ck) => EncryptionRequest::Customer(ck),
+                // The key chosen at creation, even if the bucket's default changed since.
+                Sealing::Kms(key_id) if resolved.sse_kms => EncryptionRequest::Kms(Some(key_id)),
+                Sealing::Kms(_) => EncryptionRequest::ServiceKey,
+            },
         };
         let entry = self.put_with_etag(bucket, key, body, params, Some(etag)).await?;
         self.discard_upload(&store, upload_id).await?;
@@ -463,10 +715,17 @@ impl ObjectService {
         Ok(self.index.uploads(bucket)?)
     }
 
-    /// Reads an object (all of it, or `range` of its plaintext).
-    pub async fn get(&self, bucket: &str, key: &str, range: Option<GetRange>) -> Result<GetResult> {
-        let store = self.bucket(bucket)?;
-        store
+    /// Reads an object (all of it, or `range` of its plaintext); `customer_key` is needed
+    /// exactly for objects encrypted with one (see [`ObjectService::open_for_read`]).
+    pub async fn get(
+        &self,
+        bucket: &str,
+        key: &str,
+        range: Option<GetRange>,
+        customer_key: Option<&Arc<CustomerKey>>,
+    ) -> Result<(ObjectEntry, GetResult)> {
+        let (entry, store) = self.open_for_read(bucket, key, customer_key)?;
+        let got = store
             .get_opts(
                 &Path::from(key),
                 GetOptions {
@@ -481,31 +740,34 @@ impl ObjectService {
                     key: key.into(),
                 },
                 other => other.into(),
-            })
+            })?;
+        Ok((entry, got))
     }
 
     /// Copies an object by decrypting it and encrypting it again under the destination's name
-    /// and the current master key version (so copying an object onto itself re-encrypts it).
-    /// `params: None` keeps the source's content type and user metadata.
+    /// and, as `params.encryption` says, the current master key version (so copying an object
+    /// onto itself re-encrypts it, or moves it to another key). `keep_metadata` keeps the
+    /// source's content type and user metadata instead of those in `params`;
+    /// `source_customer_key` reads an SSE-C source.
     pub async fn copy(
         &self,
-        (src_bucket, src_key): (&str, &str),
+        (src_bucket, src_key, source_customer_key): (&str, &str, Option<&Arc<CustomerKey>>),
         (dst_bucket, dst_key): (&str, &str),
-        params: Option<PutParams>,
+        params: PutParams,
+        keep_metadata: bool,
     ) -> Result<ObjectEntry> {
         self.bucket(dst_bucket)?;
-        let source_entry = self.index.get(src_bucket, src_key)?;
-        let params = match (params, source_entry) {
-            (Some(p), _) => p,
-            (None, Some(e)) => PutParams {
-                content_type: e.content_type,
-                user_metadata: e.user_metadata,
-                expected_md5: None,
-            },
-            (None, None) => PutParams::default(),
+        let (source_entry, got) = self.get(src_bucket, src_key, None, source_customer_key).await?;
+        let params = if keep_metadata {
+            PutParams {
+                content_type: source_entry.content_type,
+                user_metadata: source_entry.user_metadata,
+                ..params
+            }
+        } else {
+            params
         };
-        let source = self.get(src_bucket, src_key, None).await?.into_stream();
-        self.put(dst_bucket, dst_key, source, params).await
+        self.put(dst_bucket, dst_key, got.into_stream(), params).await
     }
 
     /// Deletes an object.
@@ -520,7 +782,9 @@ impl ObjectService {
     }
 
     /// Recreates a bucket's index entries from its objects (decrypting each to recompute its
-    /// ETag). `progress` is called after each object.
+    /// ETag). Objects under customer-provided keys cannot be decrypted here: they are indexed
+    /// with their size and key check, without content type or user metadata, and with an
+    /// ETag taken from the stored ciphertext's. `progress` is called after each object.
     pub async fn rebuild_index(&self, bucket: &str, mut progress: impl FnMut(&str, u64)) -> Result<u64> {
         check_bucket_name(bucket)?;
         self.index.create_bucket(bucket)?;
@@ -535,16 +799,27 @@ impl ObjectService {
             .await?;
         let mut count = 0;
         for location in locations {
-            let got = store.get(&location).await?;
-            let attributes = got.attributes.clone();
-            let mut md5 = Md5::new();
-            let mut size = 0u64;
-            let mut stream = got.into_stream();
-            while let Some(chunk) = stream.try_next().await? {
-                md5.update(&chunk);
-                size += chunk.len() as u64;
-            }
-            let (key_id, key_version_id) = store.wrapping_key(&location).await?;
+            let wrapped_by = store.wrapped_by(&location).await?;
+            let stored = store.inner().head(&location).await?;
+            let (size, etag, attributes) = if let WrappedBy::Customer { .. } = wrapped_by {
+                let size = store.head(&location).await?.size;
+                let etag = Md5::digest(stored.e_tag.unwrap_or_default().as_bytes());
+                (size, data_encoding::HEXLOWER.encode(&etag), Attributes::new())
+            } else {
+                let got = store.get(&location).await?;
+                let attributes = got.attributes.clone();
+                let mut md5 = Md5::new();
+                let mut size = 0u64;
+                let mut stream = got.into_stream();
+                while let Some(chunk) = stream.try_next().await? {
+                    md5.update(&chunk);
+                    size += chunk.len() as u64;
+                }
+                (size, data_encoding::HEXLOWER.encode(&md5.finalize()), attributes)
+            };
+            // The header does not say whether SSE-KMS was asked for: a key other than the
+            // default one must have been named, so that is reported as SSE-KMS.
+            let sse_kms = matches!(&wrapped_by, WrappedBy::Kms { key_id, .. } if *key_id != self.key_id);
             let user_metadata = attributes
                 .iter()
                 .filter_map(|(a, v)| match a {
@@ -554,12 +829,11 @@ impl ObjectService {
                 .collect();
             let entry = ObjectEntry {
                 size,
-                etag: data_encoding::HEXLOWER.encode(&md5.finalize()),
+                etag,
                 content_type: attributes.get(&Attribute::ContentType).map(|v| v.as_ref().to_owned()),
                 user_metadata,
-                key_id,
-                key_version_id,
-                last_modified: store.inner().head(&location).await?.last_modified,
+                encryption: Encryption::recorded(wrapped_by, sse_kms),
+                last_modified: stored.last_modified,
             };
             self.index.put(bucket, location.as_ref(), &entry)?;
             count += 1;

@@ -25,6 +25,7 @@ use object_store::{
 };
 use serde::{Deserialize, Serialize};
 
+use super::customer_key::{self, CustomerKey};
 use super::format::{FormatError, ObjectHeader, ObjectIdentity};
 use crate::crypto::segment::{SegmentCipher, SegmentSize};
 use crate::crypto::stream::{open_stream, seal_stream, SegmentRun, DEFAULT_BATCH_SEGMENTS};
@@ -98,21 +99,57 @@ impl SealedMetadata {
 struct Shared<S> {
     inner: S,
     keys: Arc<dyn KeyProvider>,
-    key_id: Ocid,
     bucket: String,
     segment_size: SegmentSize,
+}
+
+/// The key that wraps the data key of every object a store writes.
+#[derive(Debug, Clone)]
+pub enum Sealing {
+    /// The current version of a KMS master key.
+    Kms(Ocid),
+    /// A customer-provided key (S3's SSE-C). Objects written with it can only be read
+    /// through a store sealing with the same key.
+    Customer(Arc<CustomerKey>),
+}
+
+impl fmt::Display for Sealing {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Sealing::Kms(key_id) => write!(f, "key {key_id}"),
+            Sealing::Customer(_) => f.write_str("a customer-provided key"),
+        }
+    }
+}
+
+/// What protects a stored object, as its header says (no key is needed to read it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WrappedBy {
+    /// A KMS master key version.
+    Kms {
+        /// Master key.
+        key_id: Ocid,
+        /// Version.
+        key_version_id: Ocid,
+    },
+    /// A customer-provided key; the key check proves knowledge of it (see [`customer_key`]).
+    Customer {
+        /// HMAC of the object identity under the customer key.
+        key_check: [u8; customer_key::KEY_CHECK_LEN],
+    },
 }
 
 /// An [`ObjectStore`] encrypting into another.
 pub struct EncryptedStore<S> {
     shared: Arc<Shared<S>>,
+    sealing: Sealing,
 }
 
 impl<S> fmt::Debug for EncryptedStore<S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("EncryptedStore")
             .field("bucket", &self.shared.bucket)
-            .field("key_id", &self.shared.key_id)
+            .field("sealing", &self.sealing)
             .finish()
     }
 }
@@ -121,8 +158,8 @@ impl<S: ObjectStore> fmt::Display for EncryptedStore<S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "EncryptedStore({}, bucket {}, key {})",
-            self.shared.inner, self.shared.bucket, self.shared.key_id
+            "EncryptedStore({}, bucket {}, {})",
+            self.shared.inner, self.shared.bucket, self.sealing
         )
     }
 }
@@ -153,10 +190,19 @@ impl<S: ObjectStore> EncryptedStore<S> {
             shared: Arc::new(Shared {
                 inner,
                 keys,
-                key_id,
                 bucket: bucket.into(),
                 segment_size,
             }),
+            sealing: Sealing::Kms(key_id),
+        }
+    }
+
+    /// The same store (same inner store and bucket) writing with another key: another KMS
+    /// master key, or a customer-provided key, which reading such objects also needs.
+    pub fn sealed_with(&self, sealing: Sealing) -> Self {
+        EncryptedStore {
+            shared: self.shared.clone(),
+            sealing,
         }
     }
 
@@ -165,11 +211,20 @@ impl<S: ObjectStore> EncryptedStore<S> {
         &self.shared.inner
     }
 
-    /// The master key and key version that wrap `location`'s data key, read from its header.
-    pub async fn wrapping_key(&self, location: &Path) -> Result<(Ocid, Ocid)> {
+    /// What wraps `location`'s data key, read from its header.
+    pub async fn wrapped_by(&self, location: &Path) -> Result<WrappedBy> {
         let opened = self.shared.read_header(location, &GetOptions::default()).await?;
-        let wrapped = kms_core::ciphertext::parse(&opened.header.wrapped_dek).map_err(generic)?;
-        Ok((wrapped.key_id, wrapped.key_version_id))
+        let wrapped = &opened.header.wrapped_dek;
+        if customer_key::is_customer_wrapped(wrapped) {
+            let key_check = customer_key::key_check_of(wrapped)
+                .ok_or_else(|| generic(format!("{location}: {}", customer_key::CustomerKeyError::Malformed)))?;
+            return Ok(WrappedBy::Customer { key_check });
+        }
+        let wrapped = kms_core::ciphertext::parse(wrapped).map_err(generic)?;
+        Ok(WrappedBy::Kms {
+            key_id: wrapped.key_id,
+            key_version_id: wrapped.key_version_id,
+        })
     }
 
     /// Re-wraps `location`'s data key under the current version of its master key: the header
@@ -179,6 +234,11 @@ impl<S: ObjectStore> EncryptedStore<S> {
     pub async fn rewrap(&self, location: &Path) -> Result<Option<Ocid>> {
         let s = &self.shared;
         let opened = s.read_header(location, &GetOptions::default()).await?;
+        if customer_key::is_customer_wrapped(&opened.header.wrapped_dek) {
+            return Err(generic(format!(
+                "{location}: encrypted with a customer-provided key; only its owner can re-encrypt it"
+            )));
+        }
         let old = kms_core::ciphertext::parse(&opened.header.wrapped_dek).map_err(generic)?;
         let (keys, key_id) = (s.keys.clone(), old.key_id.clone());
         let primary = tokio::task::spawn_blocking(move || keys.primary_version(&key_id))
@@ -228,23 +288,35 @@ impl<S: ObjectStore> Shared<S> {
         ObjectIdentity::unversioned(self.bucket.clone(), location.as_ref())
     }
 
-    /// A new header for `location` with a fresh DEK; returns it with the plaintext DEK.
+    /// A new header for `location` with a fresh DEK wrapped as `sealing` says; returns it
+    /// with the object's segment cipher.
     async fn new_object(
         &self,
         location: &Path,
         plain_len: Option<u64>,
         attributes: &Attributes,
+        sealing: &Sealing,
     ) -> Result<(ObjectHeader, Arc<SegmentCipher>)> {
         let identity = self.identity(location);
-        let (keys, key_id, aad) = (self.keys.clone(), self.key_id.clone(), identity.to_bytes());
-        let data_key = tokio::task::spawn_blocking(move || keys.generate_data_key(&key_id, &aad))
-            .await
-            .map_err(generic)?
-            .map_err(generic)?;
-        let dek = data_key
-            .plaintext
-            .ok_or_else(|| generic("key provider returned no plaintext data key"))?;
-        let mut header = ObjectHeader::new(self.segment_size, plain_len, data_key.wrapped);
+        let (dek, wrapped) = match sealing {
+            Sealing::Kms(key_id) => {
+                let (keys, key_id, aad) = (self.keys.clone(), key_id.clone(), identity.to_bytes());
+                let data_key = tokio::task::spawn_blocking(move || keys.generate_data_key(&key_id, &aad))
+                    .await
+                    .map_err(generic)?
+                    .map_err(generic)?;
+                let dek = data_key
+                    .plaintext
+                    .ok_or_else(|| generic("key provider returned no plaintext data key"))?;
+                (dek, data_key.wrapped)
+            }
+            Sealing::Customer(key) => {
+                let dek = kms_core::Dek::generate().map_err(generic)?;
+                let wrapped = key.wrap(&dek, &identity).map_err(generic)?;
+                (dek, wrapped)
+            }
+        };
+        let mut header = ObjectHeader::new(self.segment_size, plain_len, wrapped);
         let metadata = serde_json::to_vec(&SealedMetadata::from_attributes(attributes)).map_err(generic)?;
         header.seal_metadata(dek.expose(), &identity, &metadata);
         let cipher = Arc::new(header.cipher(dek.expose(), &identity));
@@ -288,14 +360,30 @@ impl<S: ObjectStore> Shared<S> {
         }
     }
 
-    /// Unwraps the object's DEK; returns its segment cipher and its opened metadata.
-    async fn unwrap(&self, location: &Path, header: &ObjectHeader) -> Result<(Arc<SegmentCipher>, Attributes)> {
+    /// Unwraps the object's DEK (with the customer key in `sealing` when the object was
+    /// written with one); returns its segment cipher and its opened metadata.
+    async fn unwrap(
+        &self,
+        location: &Path,
+        header: &ObjectHeader,
+        sealing: &Sealing,
+    ) -> Result<(Arc<SegmentCipher>, Attributes)> {
         let identity = self.identity(location);
-        let (keys, wrapped, aad) = (self.keys.clone(), header.wrapped_dek.clone(), identity.to_bytes());
-        let dek = tokio::task::spawn_blocking(move || keys.unwrap_data_key(&wrapped, &aad))
-            .await
-            .map_err(generic)?
-            .map_err(|e| generic(format!("{location}: cannot unwrap the object's data key: {e}")))?;
+        let dek = if customer_key::is_customer_wrapped(&header.wrapped_dek) {
+            let Sealing::Customer(key) = sealing else {
+                return Err(generic(format!(
+                    "{location}: encrypted with a customer-provided key, which this request did not supply"
+                )));
+            };
+            key.unwrap(&header.wrapped_dek, &identity)
+                .map_err(|e| generic(format!("{location}: {e}")))?
+        } else {
+            let (keys, wrapped, aad) = (self.keys.clone(), header.wrapped_dek.clone(), identity.to_bytes());
+            tokio::task::spawn_blocking(move || keys.unwrap_data_key(&wrapped, &aad))
+                .await
+                .map_err(generic)?
+                .map_err(|e| generic(format!("{location}: cannot unwrap the object's data key: {e}")))?
+        };
         let metadata = header
             .open_metadata(dek.expose(), &identity)
             .map_err(|e| generic(format!("{location}: {e}")))?;
@@ -347,7 +435,9 @@ impl<S: ObjectStore> ObjectStore for EncryptedStore<S> {
     async fn put_opts(&self, location: &Path, payload: PutPayload, opts: PutOptions) -> Result<PutResult> {
         let s = &self.shared;
         let len = payload.content_length() as u64;
-        let (header, cipher) = s.new_object(location, Some(len), &opts.attributes).await?;
+        let (header, cipher) = s
+            .new_object(location, Some(len), &opts.attributes, &self.sealing)
+            .await?;
         let input = stream::iter(payload.into_iter().map(Ok::<_, std::io::Error>));
         let sealed: Vec<Bytes> = seal_stream(cipher, input, DEFAULT_BATCH_SEGMENTS)
             .try_collect()
@@ -368,7 +458,7 @@ impl<S: ObjectStore> ObjectStore for EncryptedStore<S> {
 
     async fn put_multipart_opts(&self, location: &Path, opts: PutMultipartOptions) -> Result<Box<dyn MultipartUpload>> {
         let s = &self.shared;
-        let (header, cipher) = s.new_object(location, None, &opts.attributes).await?;
+        let (header, cipher) = s.new_object(location, None, &opts.attributes, &self.sealing).await?;
         let inner_opts = PutMultipartOptions {
             tags: opts.tags,
             attributes: Attributes::new(),
@@ -388,7 +478,7 @@ impl<S: ObjectStore> ObjectStore for EncryptedStore<S> {
         let s = self.shared.clone();
         let opened = s.read_header(location, &options).await?;
         let meta = s.plain_meta(&opened)?;
-        let (cipher, attributes) = s.unwrap(location, &opened.header).await?;
+        let (cipher, attributes) = s.unwrap(location, &opened.header, &self.sealing).await?;
         let range = plain_range(&options.range, meta.size)?;
         let seg = opened.header.segment_size;
         let count = seg.segment_count(meta.size);

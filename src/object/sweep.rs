@@ -5,13 +5,19 @@
 //! and the sweep's checkpoint (the last key done) commit in one transaction; each object is
 //! replaced atomically in the store. So a sweep killed at any moment resumes after the last
 //! object it recorded, and at worst repeats one object, which is harmless.
+//!
+//! Each object stays under its own master key (the bucket's default may have changed since
+//! it was written). Objects under customer-provided keys (SSE-C) are out of reach: only their
+//! owner can re-encrypt them, by copying them onto themselves with the key. They are counted.
 
 use object_store::path::Path;
 use object_store::ObjectStore;
 use serde::Serialize;
 
+use super::encryption::Encryption;
 use super::index::ObjectEntry;
 use super::service::{ObjectService, Result};
+use super::store::{Sealing, WrappedBy};
 use kms_core::Ocid;
 
 /// What the sweep does to each object.
@@ -76,10 +82,15 @@ pub struct SweepReport {
     pub bytes: u64,
     /// Whether this run continued an interrupted one.
     pub resumed: bool,
+    /// Objects under customer-provided keys, which the sweep cannot re-encrypt (whole
+    /// bucket, counted when the sweep starts).
+    pub customer_key_objects: u64,
 }
 
-fn in_scope(plan: &SweepPlan, entry: &ObjectEntry) -> bool {
-    plan.key_id.as_ref().is_none_or(|k| *k == entry.key_id)
+/// The master key of an object the sweep works on, or `None` when it is out of scope.
+fn in_scope<'a>(plan: &SweepPlan, entry: &'a ObjectEntry) -> Option<&'a Ocid> {
+    let key_id = entry.encryption.key_id()?;
+    plan.key_id.as_ref().is_none_or(|k| k == key_id).then_some(key_id)
 }
 
 /// Runs (or resumes) a sweep.
@@ -94,10 +105,16 @@ pub async fn sweep(
     let name = plan.checkpoint_name();
     let resume = index.checkpoint(&name)?;
     let mut in_scope_total = 0u64;
+    let mut customer_key_objects = 0u64;
     let mut after: Option<String> = None;
     loop {
         let page = index.list(&plan.bucket, "", None, after.as_deref(), PAGE)?;
-        in_scope_total += page.objects.iter().filter(|(_, e)| in_scope(plan, e)).count() as u64;
+        in_scope_total += page.objects.iter().filter(|(_, e)| in_scope(plan, e).is_some()).count() as u64;
+        customer_key_objects += page
+            .objects
+            .iter()
+            .filter(|(_, e)| matches!(e.encryption, Encryption::Customer { .. }))
+            .count() as u64;
         match page.next_start_after {
             Some(n) => after = Some(n),
             None => break,
@@ -110,33 +127,39 @@ pub async fn sweep(
 
     let mut report = SweepReport {
         resumed: resume.is_some(),
+        customer_key_objects,
         ..Default::default()
     };
     let mut after = resume;
     loop {
         let page = index.list(&plan.bucket, "", None, after.as_deref(), PAGE)?;
         for (key, entry) in &page.objects {
-            if !in_scope(plan, entry) {
+            let Some(key_id) = in_scope(plan, entry) else {
                 continue;
-            }
+            };
             let location = Path::from(key.as_str());
             let new_version = match plan.mode {
                 SweepMode::Rewrap => store.rewrap(&location).await?,
                 SweepMode::Full => {
                     // Copy onto itself: decrypt, then encrypt under a new data key and the
-                    // current master key version; the store replaces the object atomically.
+                    // current version of the same master key; the store replaces the object
+                    // atomically.
+                    let store = store.sealed_with(Sealing::Kms(key_id.clone()));
                     store.copy(&location, &location).await?;
-                    Some(store.wrapping_key(&location).await?.1)
+                    match store.wrapped_by(&location).await? {
+                        WrappedBy::Kms { key_version_id, .. } => Some(key_version_id),
+                        WrappedBy::Customer { .. } => None,
+                    }
                 }
             };
             report.visited += 1;
             let changed = new_version.is_some();
             match new_version {
                 Some(version) => {
-                    let updated = ObjectEntry {
-                        key_version_id: version,
-                        ..entry.clone()
-                    };
+                    let mut updated = entry.clone();
+                    if let Encryption::Kms { key_version_id, .. } = &mut updated.encryption {
+                        *key_version_id = version;
+                    }
                     index.put_with_checkpoint(&plan.bucket, key, &updated, &name)?;
                     report.rewritten += 1;
                     report.bytes += entry.size;

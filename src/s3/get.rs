@@ -3,11 +3,19 @@
 use s3s::dto::*;
 use s3s::{s3_error, S3Request, S3Response, S3Result};
 
+use super::sse::{customer_key, SseCustomer, SseHeaders};
 use super::*;
 
 pub(super) async fn get_object(face: &S3Face, req: S3Request<GetObjectInput>) -> S3Result<S3Response<GetObjectOutput>> {
     let input = req.input;
-    let entry = entry_or_missing(&face.objects, &input.bucket, &input.key)?;
+    let customer = customer_key(
+        face,
+        &req.extensions,
+        &input.sse_customer_algorithm,
+        &input.sse_customer_key,
+        &input.sse_customer_key_md5,
+    )?;
+    let entry = readable_entry(face, &input.bucket, &input.key, customer.as_ref())?;
     check_conditions(
         &entry,
         &input.if_match,
@@ -16,12 +24,18 @@ pub(super) async fn get_object(face: &S3Face, req: S3Request<GetObjectInput>) ->
         &input.if_unmodified_since,
     )?;
     let range = input.range.as_ref().map(|r| byte_range(r, entry.size)).transpose()?;
-    let got = face
+    let (entry, got) = face
         .objects
-        .get(&input.bucket, &input.key, range.as_ref().map(|(r, _, _)| r.clone()))
+        .get(
+            &input.bucket,
+            &input.key,
+            range.as_ref().map(|(r, _, _)| r.clone()),
+            customer.as_ref().map(|c| &c.key),
+        )
         .await
         .map_err(s3_err)?;
     let length = got.range.end - got.range.start;
+    let sse = SseHeaders::of_object(&entry.encryption, customer.as_ref());
     // s3s wants a Sync body; object_store streams are only Send. A small channel bridges
     // them (two chunks in flight keeps memory bounded).
     let (mut tx, rx) = futures::channel::mpsc::channel::<Result<bytes::Bytes, object_store::Error>>(2);
@@ -45,7 +59,10 @@ pub(super) async fn get_object(face: &S3Face, req: S3Request<GetObjectInput>) ->
         e_tag: Some(etag(&entry.etag)),
         last_modified: Some(timestamp(entry.last_modified)),
         metadata: (!entry.user_metadata.is_empty()).then(|| entry.user_metadata.clone().into_iter().collect()),
-        server_side_encryption: Some(ServerSideEncryption::from_static(ServerSideEncryption::AES256)),
+        server_side_encryption: sse.server_side_encryption,
+        ssekms_key_id: sse.ssekms_key_id,
+        sse_customer_algorithm: sse.sse_customer_algorithm,
+        sse_customer_key_md5: sse.sse_customer_key_md5,
         ..Default::default()
     };
     let mut response = S3Response::new(output);
@@ -60,7 +77,14 @@ pub(super) async fn head_object(
     req: S3Request<HeadObjectInput>,
 ) -> S3Result<S3Response<HeadObjectOutput>> {
     let input = &req.input;
-    let entry = entry_or_missing(&face.objects, &input.bucket, &input.key)?;
+    let customer = customer_key(
+        face,
+        &req.extensions,
+        &input.sse_customer_algorithm,
+        &input.sse_customer_key,
+        &input.sse_customer_key_md5,
+    )?;
+    let entry = readable_entry(face, &input.bucket, &input.key, customer.as_ref())?;
     check_conditions(
         &entry,
         &input.if_match,
@@ -68,6 +92,7 @@ pub(super) async fn head_object(
         &input.if_modified_since,
         &input.if_unmodified_since,
     )?;
+    let sse = SseHeaders::of_object(&entry.encryption, customer.as_ref());
     Ok(S3Response::new(HeadObjectOutput {
         content_length: Some(entry.size as i64),
         content_type: entry.content_type.clone(),
@@ -75,7 +100,10 @@ pub(super) async fn head_object(
         last_modified: Some(timestamp(entry.last_modified)),
         accept_ranges: Some("bytes".into()),
         metadata: (!entry.user_metadata.is_empty()).then(|| entry.user_metadata.clone().into_iter().collect()),
-        server_side_encryption: Some(ServerSideEncryption::from_static(ServerSideEncryption::AES256)),
+        server_side_encryption: sse.server_side_encryption,
+        ssekms_key_id: sse.ssekms_key_id,
+        sse_customer_algorithm: sse.sse_customer_algorithm,
+        sse_customer_key_md5: sse.sse_customer_key_md5,
         ..Default::default()
     }))
 }
@@ -98,18 +126,13 @@ fn byte_range(range: &Range, size: u64) -> S3Result<(GetRange, u64, u64)> {
     Ok((GetRange::Bounded(first..last + 1), first, last))
 }
 
-fn entry_or_missing(objects: &ObjectService, bucket: &str, key: &str) -> S3Result<ObjectEntry> {
-    objects.bucket(bucket).map_err(s3_err)?;
-    objects
-        .index()
-        .get(bucket, key)
-        .map_err(|e| s3_err(e.into()))?
-        .ok_or_else(|| {
-            s3_err(ObjectError::NoSuchKey {
-                bucket: bucket.into(),
-                key: key.into(),
-            })
-        })
+/// The object's index entry, once the request has shown it may read it (the right customer
+/// key, a usable master key).
+fn readable_entry(face: &S3Face, bucket: &str, key: &str, customer: Option<&SseCustomer>) -> S3Result<ObjectEntry> {
+    face.objects
+        .open_for_read(bucket, key, customer.map(|c| &c.key))
+        .map(|(entry, _)| entry)
+        .map_err(s3_err)
 }
 
 fn epoch_seconds(t: &Timestamp) -> S3Result<i64> {
@@ -128,6 +151,27 @@ fn etag_matches(condition: &ETagCondition, entry: &ObjectEntry) -> bool {
         ETagCondition::Any => true,
         ETagCondition::ETag(tag) => tag.value() == entry.etag,
     }
+}
+
+/// The `x-amz-copy-source-if-*` conditions of a copy: as [`check_conditions`], except that
+/// every failed condition is a 412, as S3 answers.
+pub(super) fn check_copy_source_conditions(
+    entry: &ObjectEntry,
+    if_match: &Option<ETagCondition>,
+    if_none_match: &Option<ETagCondition>,
+    if_modified_since: &Option<Timestamp>,
+    if_unmodified_since: &Option<Timestamp>,
+) -> S3Result<()> {
+    check_conditions(entry, if_match, if_none_match, if_modified_since, if_unmodified_since).map_err(|e| {
+        if *e.code() == S3ErrorCode::NotModified {
+            s3_error!(
+                PreconditionFailed,
+                "the copy source does not meet the copy-source conditions"
+            )
+        } else {
+            e
+        }
+    })
 }
 
 /// Conditional requests as RFC 9110 orders them: If-Match, then If-Unmodified-Since

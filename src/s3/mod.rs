@@ -2,8 +2,9 @@
 //! maps each operation onto the [`ObjectService`], so every byte at rest goes through
 //! EncryptedStore.
 //!
-//! One file per operation family: `bucket`, `put`, `get` (and head), `delete`, `copy`,
-//! `list`, `multipart`; the [`S3`] impl at the bottom only routes to them. Authentication
+//! One file per operation family: `bucket` (and bucket encryption), `put`, `get` (and
+//! head), `delete`, `copy`, `list`, `multipart`; server-side-encryption headers are read
+//! and written in `sse`. The [`S3`] impl at the bottom only routes to them. Authentication
 //! is one admin key pair ([`credentials`]).
 
 mod bucket;
@@ -14,6 +15,9 @@ mod get;
 mod list;
 mod multipart;
 mod put;
+mod sse;
+
+pub use sse::ClientAddr;
 
 use std::sync::Arc;
 
@@ -29,13 +33,31 @@ use crate::object::{ObjectError, ObjectService, PutParams};
 #[derive(Debug, Clone)]
 pub struct S3Face {
     objects: Arc<ObjectService>,
+    allow_insecure_sse_c: bool,
 }
 
 impl S3Face {
-    /// Serves `objects`.
+    /// Serves `objects`. Customer-provided keys (SSE-C) are taken from loopback clients only.
     pub fn new(objects: Arc<ObjectService>) -> Self {
-        S3Face { objects }
+        S3Face {
+            objects,
+            allow_insecure_sse_c: false,
+        }
     }
+
+    /// Also takes customer-provided keys from clients that are not on loopback, over plain
+    /// HTTP: for a server behind a TLS-terminating proxy.
+    pub fn allow_insecure_sse_c(mut self, allow: bool) -> Self {
+        self.allow_insecure_sse_c = allow;
+        self
+    }
+}
+
+/// An S3 error with a code s3s does not know (such as `KMS.NotFoundException`) and status 400.
+fn custom_400(code: &'static str, message: String) -> S3Error {
+    let mut e = S3Error::with_message(S3ErrorCode::Custom(code.into()), message);
+    e.set_status_code(http::StatusCode::BAD_REQUEST);
+    e
 }
 
 /// Maps object-service errors to S3 error codes.
@@ -51,6 +73,16 @@ fn s3_err(e: ObjectError) -> S3Error {
         ObjectError::NoSuchUpload(_) => (S3ErrorCode::NoSuchUpload, e.to_string()),
         ObjectError::InvalidPart(_) => (S3ErrorCode::InvalidPart, e.to_string()),
         ObjectError::EntityTooSmall(_) => (S3ErrorCode::EntityTooSmall, e.to_string()),
+        ObjectError::KmsKeyNotFound(_) => return custom_400("KMS.NotFoundException", e.to_string()),
+        ObjectError::KmsKeyUnusable { disabled: true, .. } => {
+            return custom_400("KMS.DisabledException", e.to_string())
+        }
+        ObjectError::KmsKeyUnusable { .. } => return custom_400("KMS.KMSInvalidStateException", e.to_string()),
+        ObjectError::KeyAccessDenied(_) => (S3ErrorCode::AccessDenied, e.to_string()),
+        ObjectError::CustomerKeyRequired(_) | ObjectError::CustomerKeyNotApplicable(_) => {
+            (S3ErrorCode::InvalidRequest, e.to_string())
+        }
+        ObjectError::CustomerKeyMismatch(_) => (S3ErrorCode::AccessDenied, e.to_string()),
         _ => {
             tracing::error!(error = %e, "object operation failed");
             (
@@ -112,6 +144,34 @@ impl S3 for S3Face {
         req: S3Request<GetBucketLocationInput>,
     ) -> S3Result<S3Response<GetBucketLocationOutput>> {
         bucket::get_bucket_location(self, req).await
+    }
+
+    async fn put_bucket_encryption(
+        &self,
+        req: S3Request<PutBucketEncryptionInput>,
+    ) -> S3Result<S3Response<PutBucketEncryptionOutput>> {
+        bucket::put_bucket_encryption(self, req).await
+    }
+
+    async fn get_bucket_encryption(
+        &self,
+        req: S3Request<GetBucketEncryptionInput>,
+    ) -> S3Result<S3Response<GetBucketEncryptionOutput>> {
+        bucket::get_bucket_encryption(self, req).await
+    }
+
+    async fn delete_bucket_encryption(
+        &self,
+        req: S3Request<DeleteBucketEncryptionInput>,
+    ) -> S3Result<S3Response<DeleteBucketEncryptionOutput>> {
+        bucket::delete_bucket_encryption(self, req).await
+    }
+
+    async fn upload_part_copy(
+        &self,
+        req: S3Request<UploadPartCopyInput>,
+    ) -> S3Result<S3Response<UploadPartCopyOutput>> {
+        multipart::upload_part_copy(self, req).await
     }
 
     async fn put_object(&self, req: S3Request<PutObjectInput>) -> S3Result<S3Response<PutObjectOutput>> {

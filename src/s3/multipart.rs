@@ -3,6 +3,7 @@
 use s3s::dto::*;
 use s3s::{s3_error, S3Request, S3Response, S3Result};
 
+use super::sse::{customer_key, encryption_request, SseHeaders};
 use super::*;
 
 pub(super) async fn create_multipart_upload(
@@ -10,20 +11,37 @@ pub(super) async fn create_multipart_upload(
     req: S3Request<CreateMultipartUploadInput>,
 ) -> S3Result<S3Response<CreateMultipartUploadOutput>> {
     let input = req.input;
+    let customer = customer_key(
+        face,
+        &req.extensions,
+        &input.sse_customer_algorithm,
+        &input.sse_customer_key,
+        &input.sse_customer_key_md5,
+    )?;
     let params = PutParams {
         content_type: input.content_type.clone(),
         user_metadata: input.metadata.clone().unwrap_or_default().into_iter().collect(),
         expected_md5: None,
+        encryption: encryption_request(
+            face,
+            &input.server_side_encryption,
+            &input.ssekms_key_id,
+            customer.as_ref(),
+        )?,
     };
-    let upload_id = face
+    let (upload_id, encryption) = face
         .objects
         .create_upload(&input.bucket, &input.key, params)
         .map_err(s3_err)?;
+    let sse = SseHeaders::of_upload(&encryption, customer.as_ref());
     Ok(S3Response::new(CreateMultipartUploadOutput {
         bucket: Some(input.bucket),
         key: Some(input.key),
         upload_id: Some(upload_id),
-        server_side_encryption: Some(ServerSideEncryption::from_static(ServerSideEncryption::AES256)),
+        server_side_encryption: sse.server_side_encryption,
+        ssekms_key_id: sse.ssekms_key_id,
+        sse_customer_algorithm: sse.sse_customer_algorithm,
+        sse_customer_key_md5: sse.sse_customer_key_md5,
         ..Default::default()
     }))
 }
@@ -34,23 +52,139 @@ pub(super) async fn upload_part(
 ) -> S3Result<S3Response<UploadPartOutput>> {
     let input = req.input;
     let expected_md5 = content_md5(&input.content_md5)?;
+    let customer = customer_key(
+        face,
+        &req.extensions,
+        &input.sse_customer_algorithm,
+        &input.sse_customer_key,
+        &input.sse_customer_key_md5,
+    )?;
     let body = input.body.unwrap_or_else(empty_body);
     let part_number = u32::try_from(input.part_number).map_err(|_| s3_error!(InvalidArgument, "bad part number"))?;
+    let upload_ref = (input.bucket.as_str(), input.key.as_str(), input.upload_id.as_str());
     let etag_hex = face
         .objects
         .put_part(
-            (&input.bucket, &input.key, &input.upload_id),
+            upload_ref,
             part_number,
             body.map_err(|e| ObjectError::Body(e.to_string())),
             expected_md5.as_deref(),
+            customer.as_ref().map(|c| &c.key),
         )
         .await
         .map_err(s3_err)?;
+    let sse = upload_sse(face, upload_ref, customer.as_ref())?;
     Ok(S3Response::new(UploadPartOutput {
         e_tag: Some(etag(&etag_hex)),
-        server_side_encryption: Some(ServerSideEncryption::from_static(ServerSideEncryption::AES256)),
+        server_side_encryption: sse.server_side_encryption,
+        ssekms_key_id: sse.ssekms_key_id,
+        sse_customer_algorithm: sse.sse_customer_algorithm,
+        sse_customer_key_md5: sse.sse_customer_key_md5,
         ..Default::default()
     }))
+}
+
+/// The SSE response headers of an upload's part requests.
+fn upload_sse(
+    face: &S3Face,
+    upload_ref: (&str, &str, &str),
+    customer: Option<&super::sse::SseCustomer>,
+) -> S3Result<SseHeaders> {
+    let upload = face.objects.upload(upload_ref).map_err(s3_err)?;
+    Ok(match &upload.encryption {
+        Some(e) => SseHeaders::of_upload(e, customer),
+        None => SseHeaders::default(),
+    })
+}
+
+/// UploadPartCopy: a part whose bytes are (a range of) an existing object, decrypted and
+/// encrypted again with the upload's key.
+pub(super) async fn upload_part_copy(
+    face: &S3Face,
+    req: S3Request<UploadPartCopyInput>,
+) -> S3Result<S3Response<UploadPartCopyOutput>> {
+    let input = req.input;
+    let (src_bucket, src_key) = super::copy::copy_source(&input.copy_source)?;
+    let source_customer = customer_key(
+        face,
+        &req.extensions,
+        &input.copy_source_sse_customer_algorithm,
+        &input.copy_source_sse_customer_key,
+        &input.copy_source_sse_customer_key_md5,
+    )?;
+    let customer = customer_key(
+        face,
+        &req.extensions,
+        &input.sse_customer_algorithm,
+        &input.sse_customer_key,
+        &input.sse_customer_key_md5,
+    )?;
+    let part_number = u32::try_from(input.part_number).map_err(|_| s3_error!(InvalidArgument, "bad part number"))?;
+    let (source_entry, _) = face
+        .objects
+        .open_for_read(src_bucket, src_key, source_customer.as_ref().map(|c| &c.key))
+        .map_err(s3_err)?;
+    super::get::check_copy_source_conditions(
+        &source_entry,
+        &input.copy_source_if_match,
+        &input.copy_source_if_none_match,
+        &input.copy_source_if_modified_since,
+        &input.copy_source_if_unmodified_since,
+    )?;
+    let range = input
+        .copy_source_range
+        .as_deref()
+        .map(|r| copy_source_range(r, source_entry.size))
+        .transpose()?;
+    let (_, got) = face
+        .objects
+        .get(src_bucket, src_key, range, source_customer.as_ref().map(|c| &c.key))
+        .await
+        .map_err(s3_err)?;
+    let upload_ref = (input.bucket.as_str(), input.key.as_str(), input.upload_id.as_str());
+    let etag_hex = face
+        .objects
+        .put_part(
+            upload_ref,
+            part_number,
+            got.into_stream(),
+            None,
+            customer.as_ref().map(|c| &c.key),
+        )
+        .await
+        .map_err(s3_err)?;
+    let sse = upload_sse(face, upload_ref, customer.as_ref())?;
+    Ok(S3Response::new(UploadPartCopyOutput {
+        copy_part_result: Some(CopyPartResult {
+            e_tag: Some(etag(&etag_hex)),
+            last_modified: Some(timestamp(chrono::Utc::now())),
+            ..Default::default()
+        }),
+        server_side_encryption: sse.server_side_encryption,
+        ssekms_key_id: sse.ssekms_key_id,
+        sse_customer_algorithm: sse.sse_customer_algorithm,
+        sse_customer_key_md5: sse.sse_customer_key_md5,
+        ..Default::default()
+    }))
+}
+
+/// `x-amz-copy-source-range`: `bytes=first-last`, both given, within the source.
+fn copy_source_range(range: &str, size: u64) -> S3Result<GetRange> {
+    let parsed = range
+        .strip_prefix("bytes=")
+        .and_then(|r| r.split_once('-'))
+        .and_then(|(a, b)| Some((a.parse::<u64>().ok()?, b.parse::<u64>().ok()?)));
+    match parsed {
+        Some((first, last)) if first <= last && last < size => Ok(GetRange::Bounded(first..last + 1)),
+        Some(_) => Err(s3_error!(
+            InvalidRange,
+            "the copy source range {range} is not within the {size}-byte source object"
+        )),
+        None => Err(s3_error!(
+            InvalidArgument,
+            "the x-amz-copy-source-range value must be of the form bytes=first-last"
+        )),
+    }
 }
 
 pub(super) async fn complete_multipart_upload(
@@ -69,17 +203,30 @@ pub(super) async fn complete_multipart_upload(
             (number, tag)
         })
         .collect();
+    let customer = customer_key(
+        face,
+        &req.extensions,
+        &input.sse_customer_algorithm,
+        &input.sse_customer_key,
+        &input.sse_customer_key_md5,
+    )?;
     let entry = face
         .objects
-        .complete_upload((&input.bucket, &input.key, &input.upload_id), &parts)
+        .complete_upload(
+            (&input.bucket, &input.key, &input.upload_id),
+            &parts,
+            customer.as_ref().map(|c| &c.key),
+        )
         .await
         .map_err(s3_err)?;
+    let sse = SseHeaders::of_object(&entry.encryption, customer.as_ref());
     Ok(S3Response::new(CompleteMultipartUploadOutput {
         bucket: Some(input.bucket.clone()),
         key: Some(input.key.clone()),
         e_tag: Some(etag(&entry.etag)),
         location: Some(format!("/{}/{}", input.bucket, input.key)),
-        server_side_encryption: Some(ServerSideEncryption::from_static(ServerSideEncryption::AES256)),
+        server_side_encryption: sse.server_side_encryption,
+        ssekms_key_id: sse.ssekms_key_id,
         ..Default::default()
     }))
 }
