@@ -1,5 +1,6 @@
-//! The local admin protocol: every `sealstore kms …` command as a serializable [`Request`],
-//! executed against a [`Kms`] by [`execute`].
+//! The local admin protocol: every `sealstore kms …` and `sealstore s3 user …` command as a
+//! serializable [`Request`], executed against the data directory's [`AdminTarget`] by
+//! [`execute`].
 //!
 //! The embedded store is single-process, so while `sealstore serve` runs the CLI sends its
 //! request over a Unix socket in the data directory ([`server`], [`client`]); when no server
@@ -18,6 +19,17 @@ use kms_core::{
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
+
+use crate::s3::credentials::{UserError, UserStore};
+
+/// What admin requests act on: key management and the S3 users.
+#[derive(Debug, Clone)]
+pub struct AdminTarget {
+    /// Key management.
+    pub kms: std::sync::Arc<Kms>,
+    /// S3 users.
+    pub users: std::sync::Arc<UserStore>,
+}
 
 /// The admin socket's file name in the data directory.
 pub const SOCKET_FILE: &str = "admin.sock";
@@ -188,6 +200,20 @@ pub enum Request {
     SchedulerRun,
     /// Tenancy, region and default vault/key.
     Status,
+    /// Create an S3 user with a fresh key pair.
+    S3UserAdd {
+        /// User name.
+        name: String,
+    },
+    /// List S3 users (without secrets).
+    S3UserList,
+    /// Remove an S3 user.
+    S3UserRemove {
+        /// Name or access key id.
+        user: String,
+        /// Remove even the last user.
+        force: bool,
+    },
 }
 
 /// When a scheduled deletion takes effect: `days` from now by the server's clock, or an exact
@@ -225,6 +251,21 @@ impl From<KmsError> for AdminError {
             KmsError::IncorrectState(_) => "IncorrectState",
             KmsError::AccessDenied(_) | KmsError::VaultDeleted(_) => "AccessDenied",
             _ => "InternalServerError",
+        };
+        AdminError {
+            code: code.into(),
+            message: e.to_string(),
+        }
+    }
+}
+
+impl From<UserError> for AdminError {
+    fn from(e: UserError) -> Self {
+        let code = match &e {
+            UserError::NotFound(_) => "NotAuthorizedOrNotFound",
+            UserError::NameTaken(_) | UserError::LastUser(_) => "IncorrectState",
+            UserError::InvalidName(_) => "InvalidParameter",
+            UserError::Store(_) => "InternalServerError",
         };
         AdminError {
             code: code.into(),
@@ -282,8 +323,9 @@ pub fn parse_id(kind: ResourceType, s: &str) -> Result<Ocid, AdminError> {
 }
 
 /// Runs one request as `principal`.
-pub fn execute(kms: &Kms, principal: &Principal, req: Request) -> Result<Value, AdminError> {
+pub fn execute(target: &AdminTarget, principal: &Principal, req: Request) -> Result<Value, AdminError> {
     let p = principal;
+    let kms = target.kms.as_ref();
     match req {
         Request::VaultCreate(r) => to_value(kms.create_vault(p, r)?),
         Request::VaultList { compartment_id } => to_value(kms.list_vaults(compartment_id.as_ref())?),
@@ -377,5 +419,18 @@ pub fn execute(kms: &Kms, principal: &Principal, req: Request) -> Result<Value, 
                 "defaultKeyId": d.key.id,
             }))
         }
+        Request::S3UserAdd { name } => {
+            let user = target.users.add(&name)?;
+            Ok(json!({
+                "name": user.name,
+                "accessKeyId": user.access_key_id,
+                "secretAccessKey": user.secret_access_key,
+                "created": user.created,
+            }))
+        }
+        Request::S3UserList => Ok(Value::Array(
+            target.users.list()?.iter().map(|u| u.public_view()).collect(),
+        )),
+        Request::S3UserRemove { user, force } => Ok(target.users.remove(&user, force)?.public_view()),
     }
 }

@@ -2,14 +2,13 @@
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
-use kms_core::{Kms, Principal};
+use kms_core::Principal;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 use tracing::{debug, warn};
 
-use super::{execute, AdminError, Request, Response};
+use super::{execute, AdminError, AdminTarget, Request, Response};
 
 /// Largest request line accepted (requests are small JSON documents).
 const MAX_LINE: usize = 1 << 20;
@@ -27,11 +26,11 @@ pub fn bind(path: &Path) -> std::io::Result<UnixListener> {
 }
 
 /// Serves admin requests until the task is dropped.
-pub async fn serve(listener: UnixListener, kms: Arc<Kms>, socket_path: PathBuf) {
+pub async fn serve(listener: UnixListener, target: AdminTarget, socket_path: PathBuf) {
     loop {
         match listener.accept().await {
             Ok((stream, _)) => {
-                tokio::spawn(handle(stream, kms.clone()));
+                tokio::spawn(handle(stream, target.clone()));
             }
             Err(e) => {
                 warn!(socket = %socket_path.display(), error = %e, "admin socket accept failed");
@@ -41,14 +40,14 @@ pub async fn serve(listener: UnixListener, kms: Arc<Kms>, socket_path: PathBuf) 
     }
 }
 
-async fn handle(stream: UnixStream, kms: Arc<Kms>) {
+async fn handle(stream: UnixStream, target: AdminTarget) {
     let (read, mut write) = stream.into_split();
     let mut lines = BufReader::new(read.take(MAX_LINE as u64 + 1)).lines();
     let response = match lines.next_line().await {
         Ok(Some(line)) => match serde_json::from_str::<Request>(&line) {
             Ok(req) => {
                 debug!(op = ?std::mem::discriminant(&req), "admin request");
-                match tokio::task::spawn_blocking(move || execute(&kms, &Principal::local_admin(), req)).await {
+                match tokio::task::spawn_blocking(move || execute(&target, &Principal::local_admin(), req)).await {
                     Ok(Ok(v)) => Response::Ok(v),
                     Ok(Err(e)) => Response::Error(e),
                     Err(e) => Response::Error(AdminError {

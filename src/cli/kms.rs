@@ -10,13 +10,11 @@ use anyhow::{bail, Context};
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 use clap::{Args, Subcommand, ValueEnum};
-use kms_core::{CreateKey, CreateVault, Principal, ProtectionMode, ResourceType, Timestamp, UpdateResource, VaultType};
-use sealstore::admin::client::{try_send, Reached};
-use sealstore::admin::{execute, parse_id, DeletionWhen, Request, SOCKET_FILE};
-use serde_json::Value;
+use kms_core::{CreateKey, CreateVault, ProtectionMode, ResourceType, Timestamp, UpdateResource, VaultType};
+use sealstore::admin::{parse_id, DeletionWhen, Request};
 
 use super::output::{self, Column};
-use super::GlobalOpts;
+use super::{dispatch, GlobalOpts};
 
 #[derive(Debug, Args)]
 pub struct KmsArgs {
@@ -558,18 +556,6 @@ fn request(cmd: KmsCommand) -> anyhow::Result<(Request, View)> {
         KmsCommand::RunScheduler => (Request::SchedulerRun, View::Scheduler),
         KmsCommand::Status => (Request::Status, View::Fields),
     })
-}
-
-/// Sends the request to a running server, or runs it against the store directly.
-fn dispatch(global: &GlobalOpts, req: Request) -> anyhow::Result<Value> {
-    let socket = global.data_dir.join(SOCKET_FILE);
-    match try_send(&socket, &req).with_context(|| format!("talking to the server at {}", socket.display()))? {
-        Reached::Answered(result) => Ok(result?),
-        Reached::NoServer => {
-            let dir = global.open_data_dir(None)?;
-            Ok(execute(&dir.kms, &Principal::local_admin(), req)?)
-        }
-    }
 }
 
 pub fn run(global: &GlobalOpts, args: KmsArgs) -> anyhow::Result<ExitCode> {

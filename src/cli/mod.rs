@@ -3,6 +3,7 @@
 mod kms;
 mod object;
 mod output;
+mod s3;
 mod serve;
 
 use std::path::PathBuf;
@@ -75,9 +76,12 @@ impl GlobalOpts {
             Kms::open(config).with_context(|| format!("cannot open the data directory {}", self.data_dir.display()))?;
         let index = Arc::new(ObjectIndex::open(&self.data_dir).context("opening the object index")?);
         kms.register_inventory(index.clone());
+        let users =
+            Arc::new(sealstore::s3::credentials::UserStore::open(&self.data_dir).context("opening the S3 user store")?);
         Ok(DataDir {
             kms: Arc::new(kms),
             index,
+            users,
         })
     }
 
@@ -105,12 +109,42 @@ impl GlobalOpts {
     }
 }
 
+/// Sends an admin request to a running server, or runs it against the data directory
+/// directly when none runs (same code, same result).
+pub fn dispatch(global: &GlobalOpts, req: sealstore::admin::Request) -> anyhow::Result<serde_json::Value> {
+    use sealstore::admin::client::{try_send, Reached};
+    let socket = global.data_dir.join(sealstore::admin::SOCKET_FILE);
+    match try_send(&socket, &req).with_context(|| format!("talking to the server at {}", socket.display()))? {
+        Reached::Answered(result) => Ok(result?),
+        Reached::NoServer => {
+            let dir = global.open_data_dir(None)?;
+            Ok(sealstore::admin::execute(
+                &dir.admin_target(),
+                &kms_core::Principal::local_admin(),
+                req,
+            )?)
+        }
+    }
+}
+
 /// An opened data directory.
 pub struct DataDir {
     /// Key management.
     pub kms: Arc<Kms>,
     /// The object index (also registered with `kms`).
     pub index: Arc<ObjectIndex>,
+    /// S3 users.
+    pub users: Arc<sealstore::s3::credentials::UserStore>,
+}
+
+impl DataDir {
+    /// What admin requests act on.
+    pub fn admin_target(&self) -> sealstore::admin::AdminTarget {
+        sealstore::admin::AdminTarget {
+            kms: self.kms.clone(),
+            users: self.users.clone(),
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -121,6 +155,8 @@ enum Command {
     Kms(kms::KmsArgs),
     /// Encrypted objects in the data directory: buckets, put/get, bulk import/export, inventory.
     Object(object::ObjectArgs),
+    /// The S3 API's users and access keys.
+    S3(s3::S3Args),
     /// Re-encrypt a bucket after a key rotation (--rewrap) or a suspected compromise (--full).
     /// Resumable: run it again after an interruption and it continues where it stopped.
     Reencrypt(object::ReencryptArgs),
@@ -137,6 +173,7 @@ pub fn main() -> ExitCode {
         Command::Serve(args) => serve::run(&cli.global, args),
         Command::Kms(args) => kms::run(&cli.global, args),
         Command::Object(args) => object::run(&cli.global, args),
+        Command::S3(args) => s3::run(&cli.global, args),
         Command::Reencrypt(args) => object::reencrypt(&cli.global, args),
         Command::Index(cmd) => object::index(&cli.global, cmd),
     };

@@ -86,33 +86,42 @@ async fn serve(global: &GlobalOpts, args: ServeArgs) -> anyhow::Result<ExitCode>
     let socket_path = global.data_dir.join(SOCKET_FILE);
     let listener = admin::server::bind(&socket_path)
         .with_context(|| format!("binding the admin socket {}", socket_path.display()))?;
-    let admin_task = tokio::spawn(admin::server::serve(listener, kms.clone(), socket_path.clone()));
+    let admin_task = tokio::spawn(admin::server::serve(listener, dir.admin_target(), socket_path.clone()));
     let scheduler_task = tokio::spawn(scheduler(
         kms.clone(),
         Duration::from_secs(args.scheduler_interval_secs),
     ));
     let audit_flush_task = tokio::spawn(audit_flusher(kms.clone()));
 
-    let (keys, keys_created) = sealstore::s3::credentials::load_or_create(&global.data_dir)
-        .with_context(|| format!("reading or creating the S3 admin keys in {}", global.data_dir.display()))?;
+    let new_admin = dir
+        .users
+        .ensure_admin(&global.data_dir)
+        .with_context(|| format!("creating the S3 admin user in {}", global.data_dir.display()))?;
     let s3_listener = tokio::net::TcpListener::bind(args.s3_listen)
         .await
         .with_context(|| format!("binding the S3 API to {}", args.s3_listen))?;
     let s3_addr = s3_listener.local_addr()?;
     let face = sealstore::s3::S3Face::new(objects).allow_insecure_sse_c(args.allow_insecure_sse_c);
-    let s3_task = tokio::spawn(serve_s3(s3_listener, face, keys.clone()));
+    let s3_task = tokio::spawn(serve_s3(s3_listener, face, dir.users.clone()));
     println!("S3 API         http://{s3_addr} (path-style)");
-    println!("S3 access key  {}", keys.access_key_id);
-    if keys_created {
-        println!("S3 secret key  {}", keys.secret_access_key);
+    match new_admin {
+        Some(user) => {
+            println!("S3 user        {} (created)", user.name);
+            println!("S3 access key  {}", user.access_key_id);
+            println!("S3 secret key  {}", user.secret_access_key);
+            println!(
+                "               (also written to {}, mode 0600; more users: sealstore s3 user add NAME)",
+                global
+                    .data_dir
+                    .join(sealstore::s3::credentials::ADMIN_KEYS_FILE)
+                    .display()
+            );
+        }
+        None => println!(
+            "S3 users       {} (sealstore s3 user list)",
+            dir.users.list().map(|u| u.len()).unwrap_or(0)
+        ),
     }
-    println!(
-        "               (kept in {}, mode 0600)",
-        global
-            .data_dir
-            .join(sealstore::s3::credentials::ADMIN_KEYS_FILE)
-            .display()
-    );
 
     let serve_file = global.data_dir.join(SERVE_FILE);
     write_atomically(
@@ -150,11 +159,11 @@ async fn serve(global: &GlobalOpts, args: ServeArgs) -> anyhow::Result<ExitCode>
 async fn serve_s3(
     listener: tokio::net::TcpListener,
     face: sealstore::s3::S3Face,
-    keys: sealstore::s3::credentials::KeyPair,
+    users: Arc<sealstore::s3::credentials::UserStore>,
 ) {
     let service = {
         let mut builder = s3s::service::S3ServiceBuilder::new(face);
-        builder.set_auth(sealstore::s3::credentials::AdminAuth::new(keys));
+        builder.set_auth(sealstore::s3::credentials::StoreAuth::new(users));
         builder.build()
     };
     loop {

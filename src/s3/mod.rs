@@ -4,8 +4,8 @@
 //!
 //! One file per operation family: `bucket` (and bucket encryption), `put`, `get` (and
 //! head), `delete`, `copy`, `list`, `multipart`; server-side-encryption headers are read
-//! and written in `sse`. The [`S3`] impl at the bottom only routes to them. Authentication
-//! is one admin key pair ([`credentials`]).
+//! and written in `sse`. The [`S3`] impl at the bottom only routes to them. Requests are
+//! signed with the access keys of the users in [`credentials`].
 
 mod bucket;
 mod copy;
