@@ -33,9 +33,17 @@ pub struct ServeArgs {
     /// the S3 API speaks plain HTTP: only behind a proxy that terminates TLS.
     #[arg(long)]
     allow_insecure_sse_c: bool,
+    /// Also accept virtual-hosted-style requests: `BUCKET.DOMAIN` names the bucket (point
+    /// `*.DOMAIN` at this server). Path-style requests keep working.
+    #[arg(long, env = "SEALSTORE_S3_DOMAIN", value_parser = parse_domain)]
+    domain: Option<sealstore::s3::host::BucketSubdomains>,
     /// Seconds between scheduler passes (auto-rotation, purge of deleted vaults and keys).
     #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
     scheduler_interval_secs: u64,
+}
+
+fn parse_domain(s: &str) -> Result<sealstore::s3::host::BucketSubdomains, String> {
+    sealstore::s3::host::BucketSubdomains::new(s)
 }
 
 fn init_logging() {
@@ -102,8 +110,12 @@ async fn serve(global: &GlobalOpts, args: ServeArgs) -> anyhow::Result<ExitCode>
         .with_context(|| format!("binding the S3 API to {}", args.s3_listen))?;
     let s3_addr = s3_listener.local_addr()?;
     let face = sealstore::s3::S3Face::new(objects).allow_insecure_sse_c(args.allow_insecure_sse_c);
-    let s3_task = tokio::spawn(serve_s3(s3_listener, face, dir.users.clone()));
-    println!("S3 API         http://{s3_addr} (path-style)");
+    let style = match &args.domain {
+        Some(_) => "path-style and virtual-hosted-style",
+        None => "path-style",
+    };
+    let s3_task = tokio::spawn(serve_s3(s3_listener, face, dir.users.clone(), args.domain));
+    println!("S3 API         http://{s3_addr} ({style})");
     match new_admin {
         Some(user) => {
             println!("S3 user        {} (created)", user.name);
@@ -160,10 +172,14 @@ async fn serve_s3(
     listener: tokio::net::TcpListener,
     face: sealstore::s3::S3Face,
     users: Arc<sealstore::s3::credentials::UserStore>,
+    domain: Option<sealstore::s3::host::BucketSubdomains>,
 ) {
     let service = {
         let mut builder = s3s::service::S3ServiceBuilder::new(face);
         builder.set_auth(sealstore::s3::credentials::StoreAuth::new(users));
+        if let Some(domain) = domain {
+            builder.set_host(domain);
+        }
         builder.build()
     };
     loop {

@@ -69,6 +69,9 @@ pub enum ObjectError {
     /// The body's MD5 differs from the one the client announced.
     #[error("the body does not match its Content-MD5")]
     BadDigest,
+    /// The body does not match the checksum the client announced (`x-amz-checksum-*`).
+    #[error("{0}")]
+    BadChecksum(String),
     /// No such multipart upload.
     #[error("multipart upload {0} does not exist (completed, aborted, or never created)")]
     NoSuchUpload(String),

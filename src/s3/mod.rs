@@ -8,10 +8,12 @@
 //! signed with the access keys of the users in [`credentials`].
 
 mod bucket;
+mod checksum;
 mod copy;
 pub mod credentials;
 mod delete;
 mod get;
+pub mod host;
 mod list;
 mod multipart;
 mod put;
@@ -21,7 +23,6 @@ pub use sse::ClientAddr;
 
 use std::sync::Arc;
 
-use futures::TryStreamExt;
 use object_store::GetRange;
 use s3s::dto::*;
 use s3s::{s3_error, S3Error, S3ErrorCode, S3Request, S3Response, S3Result, S3};
@@ -69,7 +70,7 @@ fn s3_err(e: ObjectError) -> S3Error {
         ObjectError::BucketNotEmpty(_) => (S3ErrorCode::BucketNotEmpty, e.to_string()),
         ObjectError::NoSuchKey { .. } => (S3ErrorCode::NoSuchKey, e.to_string()),
         ObjectError::Body(_) => (S3ErrorCode::IncompleteBody, e.to_string()),
-        ObjectError::BadDigest => (S3ErrorCode::BadDigest, e.to_string()),
+        ObjectError::BadDigest | ObjectError::BadChecksum(_) => (S3ErrorCode::BadDigest, e.to_string()),
         ObjectError::NoSuchUpload(_) => (S3ErrorCode::NoSuchUpload, e.to_string()),
         ObjectError::InvalidPart(_) => (S3ErrorCode::InvalidPart, e.to_string()),
         ObjectError::EntityTooSmall(_) => (S3ErrorCode::EntityTooSmall, e.to_string()),

@@ -59,7 +59,7 @@ pub(super) async fn upload_part(
         &input.sse_customer_key,
         &input.sse_customer_key_md5,
     )?;
-    let body = input.body.unwrap_or_else(empty_body);
+    let body = super::checksum::checked_body(input.body, &req.headers, req.trailing_headers.as_ref())?;
     let part_number = u32::try_from(input.part_number).map_err(|_| s3_error!(InvalidArgument, "bad part number"))?;
     let upload_ref = (input.bucket.as_str(), input.key.as_str(), input.upload_id.as_str());
     let etag_hex = face
@@ -67,7 +67,7 @@ pub(super) async fn upload_part(
         .put_part(
             upload_ref,
             part_number,
-            body.map_err(|e| ObjectError::Body(e.to_string())),
+            body,
             expected_md5.as_deref(),
             customer.as_ref().map(|c| &c.key),
         )

@@ -27,15 +27,10 @@ pub(super) async fn put_object(face: &S3Face, req: S3Request<PutObjectInput>) ->
             customer.as_ref(),
         )?,
     };
-    let body = input.body.unwrap_or_else(empty_body);
+    let body = super::checksum::checked_body(input.body, &req.headers, req.trailing_headers.as_ref())?;
     let entry = face
         .objects
-        .put(
-            &input.bucket,
-            &input.key,
-            body.map_err(|e| ObjectError::Body(e.to_string())),
-            params,
-        )
+        .put(&input.bucket, &input.key, body, params)
         .await
         .map_err(s3_err)?;
     let sse = SseHeaders::of_object(&entry.encryption, customer.as_ref());

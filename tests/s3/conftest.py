@@ -1,5 +1,6 @@
 """Fixtures for the S3 suite: a real `sealstore serve` on a free port, and boto3 clients."""
 
+import contextlib
 import json
 import os
 import pathlib
@@ -15,30 +16,40 @@ ROOT = pathlib.Path(__file__).resolve().parents[2]
 BINARY = pathlib.Path(os.environ.get("SEALSTORE_BIN", ROOT / "target" / "debug" / "sealstore"))
 
 
-@pytest.fixture(scope="session")
-def server():
-    """Starts sealstore on a temporary data directory; yields (endpoint, keys, data_dir)."""
+@contextlib.contextmanager
+def running_server(*args, listen="127.0.0.1:0"):
+    """Starts `sealstore serve` (with extra `args`) on a temporary data directory; yields
+    (endpoint, keys, data_dir) once it is ready, and stops it afterwards."""
     with tempfile.TemporaryDirectory() as tmp:
         data_dir = pathlib.Path(tmp) / "data"
         env = dict(os.environ, SEALSTORE_DATA_DIR=str(data_dir))
         env.pop("SEALSTORE_OBJECT_BACKEND", None)
         proc = subprocess.Popen(
-            [str(BINARY), "serve", "--s3-listen", "127.0.0.1:0"],
+            [str(BINARY), "serve", "--s3-listen", listen, *args],
             env=env,
-            stdout=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        serve_json = data_dir / "serve.json"
-        deadline = time.time() + 30
-        while not serve_json.exists():
-            assert proc.poll() is None, "sealstore serve exited"
-            assert time.time() < deadline, "sealstore serve did not become ready"
-            time.sleep(0.05)
-        info = json.loads(serve_json.read_text())
-        keys = json.loads((data_dir / "s3-admin.json").read_text())
-        yield info["s3"], keys, data_dir
-        proc.terminate()
-        proc.wait(timeout=15)
+        try:
+            serve_json = data_dir / "serve.json"
+            deadline = time.time() + 30
+            while not serve_json.exists():
+                assert proc.poll() is None, "sealstore serve exited"
+                assert time.time() < deadline, "sealstore serve did not become ready"
+                time.sleep(0.05)
+            info = json.loads(serve_json.read_text())
+            keys = json.loads((data_dir / "s3-admin.json").read_text())
+            yield info["s3"], keys, data_dir
+        finally:
+            proc.terminate()
+            proc.wait(timeout=15)
+
+
+@pytest.fixture(scope="session")
+def server():
+    """One server for the session; yields (endpoint, keys, data_dir)."""
+    with running_server() as s:
+        yield s
 
 
 def make_client(endpoint, access_key, secret_key):

@@ -6,16 +6,13 @@ import hashlib
 import io
 import json
 import os
-import pathlib
 import subprocess
-import tempfile
-import time
 
 import pytest
 from boto3.s3.transfer import TransferConfig
 from botocore.exceptions import ClientError
 
-from conftest import BINARY, make_client
+from conftest import BINARY, make_client, running_server
 
 
 def kms(data_dir, *args):
@@ -325,31 +322,16 @@ def test_sse_c_from_a_non_loopback_client(allow):
     address = non_loopback_address()
     if address is None:
         pytest.skip("this machine has no non-loopback IPv4 address to connect from")
-    with tempfile.TemporaryDirectory() as tmp:
-        data_dir = pathlib.Path(tmp) / "data"
-        env = dict(os.environ, SEALSTORE_DATA_DIR=str(data_dir))
-        env.pop("SEALSTORE_OBJECT_BACKEND", None)
-        args = [str(BINARY), "serve", "--s3-listen", f"{address}:0"] + (["--allow-insecure-sse-c"] if allow else [])
-        proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        try:
-            deadline = time.time() + 30
-            while not (data_dir / "serve.json").exists():
-                assert proc.poll() is None and time.time() < deadline, "server did not start"
-                time.sleep(0.05)
-            endpoint = json.loads((data_dir / "serve.json").read_text())["s3"]
-            keys = json.loads((data_dir / "s3-admin.json").read_text())
-            client = make_client(endpoint, keys["accessKeyId"], keys["secretAccessKey"])
-            client.create_bucket(Bucket="remote")
-            # SSE-S3 is fine from anywhere.
-            client.put_object(Bucket="remote", Key="s3", Body=b"x")
-            if allow:
+    with running_server(*(["--allow-insecure-sse-c"] if allow else []), listen=f"{address}:0") as (endpoint, keys, _):
+        client = make_client(endpoint, keys["accessKeyId"], keys["secretAccessKey"])
+        client.create_bucket(Bucket="remote")
+        # SSE-S3 is fine from anywhere.
+        client.put_object(Bucket="remote", Key="s3", Body=b"x")
+        if allow:
+            client.put_object(Bucket="remote", Key="c", Body=b"x", **sse_c())
+            assert client.get_object(Bucket="remote", Key="c", **sse_c())["Body"].read() == b"x"
+        else:
+            with pytest.raises(ClientError) as e:
                 client.put_object(Bucket="remote", Key="c", Body=b"x", **sse_c())
-                assert client.get_object(Bucket="remote", Key="c", **sse_c())["Body"].read() == b"x"
-            else:
-                with pytest.raises(ClientError) as e:
-                    client.put_object(Bucket="remote", Key="c", Body=b"x", **sse_c())
-                assert error_of(e) == (400, "InvalidRequest")
-                assert "secure connection" in e.value.response["Error"]["Message"]
-        finally:
-            proc.terminate()
-            proc.wait(timeout=15)
+            assert error_of(e) == (400, "InvalidRequest")
+            assert "secure connection" in e.value.response["Error"]["Message"]
