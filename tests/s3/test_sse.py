@@ -335,3 +335,36 @@ def test_sse_c_from_a_non_loopback_client(allow):
                 client.put_object(Bucket="remote", Key="c", Body=b"x", **sse_c())
             assert error_of(e) == (400, "InvalidRequest")
             assert "secure connection" in e.value.response["Error"]["Message"]
+
+
+def test_rotation_is_lazy_and_copy_onto_itself_moves_objects_to_the_new_version(s3, bucket, server):
+    _, _, data_dir = server
+    key_id = new_key(data_dir, "rotating")
+    old_version = kms(data_dir, "key", "get", key_id)["currentKeyVersion"]
+    for name in ("r1", "r2"):
+        s3.put_object(Bucket=bucket, Key=name, Body=name.encode(), ServerSideEncryption="aws:kms", SSEKMSKeyId=key_id)
+    kms(data_dir, "key", "rotate", key_id)
+    assert kms(data_dir, "key", "get", key_id)["currentKeyVersion"] != old_version
+
+    def disable_old():
+        env = dict(os.environ, SEALSTORE_DATA_DIR=str(data_dir))
+        return subprocess.run(
+            [str(BINARY), "kms", "key", "disable-version", key_id, old_version], env=env, capture_output=True, text=True
+        )
+
+    # Reads keep working with the old version; the server knows two objects still need it.
+    assert s3.get_object(Bucket=bucket, Key="r1")["Body"].read() == b"r1"
+    refused = disable_old()
+    assert refused.returncode != 0 and "2 object" in refused.stderr, refused.stderr
+    # An overwrite and a copy onto itself use the current version.
+    s3.put_object(Bucket=bucket, Key="r1", Body=b"r1", ServerSideEncryption="aws:kms", SSEKMSKeyId=key_id)
+    s3.copy_object(
+        Bucket=bucket,
+        Key="r2",
+        CopySource={"Bucket": bucket, "Key": "r2"},
+        ServerSideEncryption="aws:kms",
+        SSEKMSKeyId=key_id,
+    )
+    done = disable_old()
+    assert done.returncode == 0, done.stderr
+    assert s3.get_object(Bucket=bucket, Key="r2")["Body"].read() == b"r2"
