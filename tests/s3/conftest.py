@@ -8,9 +8,15 @@ import subprocess
 import tempfile
 import time
 
+import urllib.error
+import urllib.request
+
 import boto3
 import pytest
+from botocore.auth import SigV4Auth
+from botocore.awsrequest import AWSRequest
 from botocore.config import Config
+from botocore.credentials import Credentials
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 BINARY = pathlib.Path(os.environ.get("SEALSTORE_BIN", ROOT / "target" / "debug" / "sealstore"))
@@ -67,3 +73,21 @@ def make_client(endpoint, access_key, secret_key):
 def s3(server):
     endpoint, keys, _ = server
     return make_client(endpoint, keys["accessKeyId"], keys["secretAccessKey"])
+
+
+def signed_request(endpoint, keys, method, path, headers):
+    """A request signed by botocore's SigV4 (headers must include X-Amz-Content-SHA256), for
+    tests that send bodies or operations boto3 would not."""
+    request = AWSRequest(method=method, url=f"{endpoint}{path}", headers=headers)
+    SigV4Auth(Credentials(keys["accessKeyId"], keys["secretAccessKey"]), "s3", "us-east-1").add_auth(request)
+    return request
+
+
+def send(request, body):
+    """Sends a signed request with `body`; returns (status, response body), errors included."""
+    raw = urllib.request.Request(request.url, data=body, method=request.method, headers=dict(request.headers.items()))
+    try:
+        with urllib.request.urlopen(raw, timeout=60) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()

@@ -9,15 +9,12 @@ import datetime
 import hashlib
 import hmac
 import os
-import urllib.error
-import urllib.request
 import zlib
 
 import pytest
-from botocore.auth import SigV4Auth
-from botocore.awsrequest import AWSRequest
-from botocore.credentials import Credentials
 from botocore.exceptions import ClientError
+
+from conftest import send, signed_request
 
 REGION = "us-east-1"
 EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
@@ -54,19 +51,7 @@ def signed_chunks(data, chunk_size, seed_signature, amz_date, secret, tamper=Fal
 
 
 def seed_request(endpoint, keys, path, headers):
-    request = AWSRequest(method="PUT", url=f"{endpoint}{path}", headers=headers)
-    credentials = Credentials(keys["accessKeyId"], keys["secretAccessKey"])
-    SigV4Auth(credentials, "s3", REGION).add_auth(request)
-    return request
-
-
-def send(request, body):
-    raw = urllib.request.Request(request.url, data=body, method="PUT", headers=dict(request.headers.items()))
-    try:
-        with urllib.request.urlopen(raw, timeout=60) as response:
-            return response.status, response.read()
-    except urllib.error.HTTPError as e:
-        return e.code, e.read()
+    return signed_request(endpoint, keys, "PUT", path, headers)
 
 
 @pytest.fixture(scope="module")
