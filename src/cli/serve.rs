@@ -191,6 +191,12 @@ async fn serve_s3(
                 continue;
             }
         };
+        // Responses go out as headers then body in separate writes: without NODELAY, Nagle's
+        // algorithm holds the second until the client's (delayed) ACK, tens of milliseconds
+        // per small request.
+        if let Err(e) = stream.set_nodelay(true) {
+            tracing::debug!(%peer, error = %e, "could not set TCP_NODELAY");
+        }
         let service = service.clone();
         // Each request carries its client's address (SSE-C is taken from loopback only).
         let service = hyper::service::service_fn(move |mut req: http::Request<hyper::body::Incoming>| {

@@ -45,6 +45,17 @@ pub async fn on_rayon<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static)
     rx.await.expect("rayon task panicked")
 }
 
+/// Runs crypto work over `segments` segments: at most one segment (≤ 64 KiB, tens of
+/// microseconds) right here, since handing it to the rayon pool and back costs more than
+/// the work (small objects were dominated by those thread switches); more on the pool.
+async fn crypto_work<T: Send + 'static>(segments: usize, f: impl FnOnce() -> T + Send + 'static) -> T {
+    if segments <= 1 {
+        f()
+    } else {
+        on_rayon(f).await
+    }
+}
+
 /// Cuts `input` into batches of exactly `batch` bytes, holding back the tail so that the
 /// batch that ends the input is known: yields `(bytes, is_last)`. The last batch may be
 /// shorter, and is empty only for empty input.
@@ -107,7 +118,7 @@ where
             async move {
                 let (mut plain, last) = item?;
                 let first = (i * batch_segments) as u64;
-                on_rayon(move || {
+                crypto_work(plain.len().div_ceil(segment), move || {
                     let tags = cipher.seal_in_place(first, &mut plain, last)?;
                     let mut parts = Vec::with_capacity(2 * tags.len());
                     for tag in tags {
@@ -177,7 +188,7 @@ where
                 }
                 let first = first + (i * batch_segments) as u64;
                 let mut sealed = sealed;
-                on_rayon(move || {
+                crypto_work(sealed.len().div_ceil(sealed_segment), move || {
                     // Open in place, then hand on each segment's plaintext as a zero-copy slice.
                     cipher.open_in_place(first, &mut sealed, ends_object && is_final)?;
                     let mut parts = Vec::with_capacity(sealed.len() / sealed_segment + 1);

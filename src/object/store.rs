@@ -31,8 +31,10 @@ use crate::crypto::segment::{SegmentCipher, SegmentSize};
 use crate::crypto::stream::{open_stream, seal_stream, SegmentRun, DEFAULT_BATCH_SEGMENTS};
 
 const STORE: &str = "EncryptedStore";
-/// Bytes fetched to read a header in one request (headers are ~300 bytes plus metadata).
-const HEADER_PROBE: u64 = 4096;
+/// Bytes fetched to read a header in one request: headers are ~300 bytes plus metadata, and
+/// the rest of the first request brings a default segment (64 KiB sealed) with them, so a
+/// small object, or the start of a large one, is read in one request (the bytes are kept).
+const HEADER_PROBE: u64 = 4096 + 65536;
 /// Plaintext per multipart part: 8 MiB, above S3's 5 MiB minimum for every part but the last.
 const MULTIPART_PART_BYTES: usize = 8 << 20;
 
@@ -169,6 +171,8 @@ struct Opened {
     header: ObjectHeader,
     header_len: u64,
     sealed_meta: ObjectMeta,
+    /// The object's first bytes as read with the header (the header and what follows it).
+    probe: Bytes,
 }
 
 impl<S: ObjectStore> EncryptedStore<S> {
@@ -350,6 +354,7 @@ impl<S: ObjectStore> Shared<S> {
                         header,
                         header_len: len as u64,
                         sealed_meta,
+                        probe: bytes,
                     })
                 }
                 Err(FormatError::Truncated) if (bytes.len() as u64) == probe && probe < sealed_meta.size => {
@@ -490,14 +495,32 @@ impl<S: ObjectStore> ObjectStore for EncryptedStore<S> {
         };
         let sealed_start = opened.header_len + seg.sealed_offset(first);
         let sealed_end = (opened.header_len + seg.sealed_offset(last + 1)).min(opened.sealed_meta.size);
-        let body_opts = GetOptions {
-            // The body must come from the very object whose header was read.
-            if_match: opened.sealed_meta.e_tag.clone(),
-            version: opened.sealed_meta.version.clone(),
-            range: Some(GetRange::Bounded(sealed_start..sealed_end)),
-            ..Default::default()
+        // What the header read brought along is not read again; the rest must come from the
+        // very object whose header was read.
+        let probed = opened.probe.len() as u64;
+        let from_probe = if sealed_start < probed {
+            Some(
+                opened
+                    .probe
+                    .slice(sealed_start as usize..sealed_end.min(probed) as usize),
+            )
+        } else {
+            None
         };
-        let body = s.inner.get_opts(location, body_opts).await?.into_stream();
+        let rest = if sealed_end > probed.max(sealed_start) {
+            let body_opts = GetOptions {
+                if_match: opened.sealed_meta.e_tag.clone(),
+                version: opened.sealed_meta.version.clone(),
+                range: Some(GetRange::Bounded(probed.max(sealed_start)..sealed_end)),
+                ..Default::default()
+            };
+            Some(s.inner.get_opts(location, body_opts).await?.into_stream())
+        } else {
+            None
+        };
+        let body = stream::iter(from_probe.map(Ok))
+            .chain(stream::iter(rest).flatten())
+            .boxed();
         let run = SegmentRun {
             first,
             sealed_len: sealed_end - sealed_start,
