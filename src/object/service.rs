@@ -15,7 +15,8 @@ use md5::{Digest, Md5};
 use object_store::path::Path;
 use object_store::prefix::PrefixStore;
 use object_store::{
-    Attribute, Attributes, GetOptions, GetRange, GetResult, ObjectStore, PutMultipartOptions, WriteMultipart,
+    Attribute, Attributes, GetOptions, GetRange, GetResult, ObjectStore, PutMultipartOptions, PutOptions,
+    WriteMultipart,
 };
 use thiserror::Error;
 
@@ -133,6 +134,9 @@ struct Resolved {
 
 /// Where the parts of multipart uploads are kept inside a bucket's store (never listed).
 pub const UPLOADS_PREFIX: &str = ".sealstore-uploads";
+
+/// Bodies up to this size are buffered and stored with a single put.
+pub const SINGLE_PUT_MAX: usize = 1 << 20;
 
 /// Smallest part S3 accepts, except for the last one.
 pub const MIN_PART_SIZE: u64 = 5 << 20;
@@ -397,20 +401,56 @@ impl ObjectService {
     }
 
     /// Streams `body` into `location` of `store` as one encrypted object, computing its MD5;
-    /// when `expected_md5` does not match, the upload is aborted and nothing is published.
+    /// when `expected_md5` does not match, nothing is published. Bodies up to
+    /// [`SINGLE_PUT_MAX`] are stored with one put (one write of the backend); larger ones
+    /// stream through a multipart upload. Returns the size, the MD5 and what wraps the
+    /// object's data key.
     async fn write_stream<S, E>(
         store: &BucketStore,
         location: &Path,
         body: S,
         attributes: Attributes,
         expected_md5: Option<&[u8]>,
-    ) -> Result<(u64, [u8; 16])>
+    ) -> Result<(u64, [u8; 16], WrappedBy)>
     where
         S: Stream<Item = Result<Bytes, E>> + Unpin,
         ObjectError: From<E>,
     {
-        let upload = store
-            .put_multipart_opts(
+        let mut md5 = Md5::new();
+        let mut size = 0u64;
+        let mut body = body;
+        let mut buffered = Vec::new();
+        let check = |md5: Md5| -> Result<[u8; 16]> {
+            let digest: [u8; 16] = md5.finalize().into();
+            if expected_md5.is_some_and(|expected| expected != digest.as_slice()) {
+                return Err(ObjectError::BadDigest);
+            }
+            Ok(digest)
+        };
+        while size <= SINGLE_PUT_MAX as u64 {
+            match body.next().await {
+                Some(chunk) => {
+                    let chunk = chunk?;
+                    md5.update(&chunk);
+                    size += chunk.len() as u64;
+                    buffered.push(chunk);
+                }
+                None => {
+                    // The whole body is here: checked before anything is written.
+                    let digest = check(md5)?;
+                    let opts = PutOptions {
+                        attributes,
+                        ..Default::default()
+                    };
+                    let (_, wrapped_by) = store
+                        .put_reporting(location, buffered.into_iter().collect(), opts)
+                        .await?;
+                    return Ok((size, digest, wrapped_by));
+                }
+            }
+        }
+        let (upload, wrapped_by) = store
+            .put_multipart_reporting(
                 location,
                 PutMultipartOptions {
                     attributes,
@@ -419,9 +459,9 @@ impl ObjectService {
             )
             .await?;
         let mut writer = WriteMultipart::new(upload);
-        let mut md5 = Md5::new();
-        let mut size = 0u64;
-        let mut body = body;
+        for chunk in buffered {
+            writer.put(chunk);
+        }
         while let Some(chunk) = body.next().await {
             let chunk = match chunk {
                 Ok(c) => c,
@@ -435,14 +475,16 @@ impl ObjectService {
             writer.wait_for_capacity(2).await?;
             writer.put(chunk);
         }
-        let digest: [u8; 16] = md5.finalize().into();
-        if expected_md5.is_some_and(|expected| expected != digest.as_slice()) {
-            // Nothing was published: the previous object (if any) stays as it was.
-            writer.abort().await?;
-            return Err(ObjectError::BadDigest);
-        }
+        let digest = match check(md5) {
+            Ok(d) => d,
+            Err(e) => {
+                // Nothing was published: the previous object (if any) stays as it was.
+                writer.abort().await?;
+                return Err(e);
+            }
+        };
         writer.finish().await?;
-        Ok((size, digest))
+        Ok((size, digest, wrapped_by))
     }
 
     /// Stores an object from a stream of plaintext, replacing any object of that key
@@ -477,9 +519,9 @@ impl ObjectService {
         for (k, v) in &params.user_metadata {
             attributes.insert(Attribute::Metadata(k.clone().into()), v.clone().into());
         }
-        let (size, digest) =
+        let (size, digest, wrapped_by) =
             Self::write_stream(&store, &location, body, attributes, params.expected_md5.as_deref()).await?;
-        let encryption = Encryption::recorded(store.wrapped_by(&location).await?, resolved.sse_kms);
+        let encryption = Encryption::recorded(wrapped_by, resolved.sse_kms);
         let entry = ObjectEntry {
             size,
             etag: etag.unwrap_or_else(|| data_encoding::HEXLOWER.encode(&digest)),
@@ -604,7 +646,7 @@ impl ObjectService {
         let upload = self.upload_for(upload_id, bucket, key)?;
         let (store, _) = self.upload_store(&upload, customer_key)?;
         let location = Self::part_location(upload_id, part_number);
-        let (size, digest) = Self::write_stream(&store, &location, body, Attributes::new(), expected_md5).await?;
+        let (size, digest, _) = Self::write_stream(&store, &location, body, Attributes::new(), expected_md5).await?;
         let etag = data_encoding::HEXLOWER.encode(&digest);
         self.index.put_part(
             upload_id,

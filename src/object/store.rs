@@ -285,6 +285,62 @@ impl<S: ObjectStore> EncryptedStore<S> {
         upload.finish().await?;
         Ok(Some(version))
     }
+
+    /// [`ObjectStore::put_opts`], also saying what wraps the new object's data key (so that
+    /// callers recording it need not read the header back).
+    pub async fn put_reporting(
+        &self,
+        location: &Path,
+        payload: PutPayload,
+        opts: PutOptions,
+    ) -> Result<(PutResult, WrappedBy)> {
+        let s = &self.shared;
+        let len = payload.content_length() as u64;
+        let (header, cipher, wrapped_by) = s
+            .new_object(location, Some(len), &opts.attributes, &self.sealing)
+            .await?;
+
+        let input = stream::iter(payload.into_iter().map(Ok::<_, std::io::Error>));
+        let sealed: Vec<Bytes> = seal_stream(cipher, input, DEFAULT_BATCH_SEGMENTS)
+            .try_collect()
+            .await
+            .map_err(generic)?;
+        let body = std::iter::once(Bytes::from(header.encode()))
+            .chain(sealed)
+            .collect::<PutPayload>();
+        // Attributes are sealed inside the object; none are given to the inner store.
+        let inner_opts = PutOptions {
+            mode: opts.mode,
+            tags: opts.tags,
+            attributes: Attributes::new(),
+            extensions: opts.extensions,
+        };
+        Ok((s.inner.put_opts(location, body, inner_opts).await?, wrapped_by))
+    }
+
+    /// [`ObjectStore::put_multipart_opts`], also saying what wraps the new object's data key.
+    pub async fn put_multipart_reporting(
+        &self,
+        location: &Path,
+        opts: PutMultipartOptions,
+    ) -> Result<(Box<dyn MultipartUpload>, WrappedBy)> {
+        let s = &self.shared;
+        let (header, cipher, wrapped_by) = s.new_object(location, None, &opts.attributes, &self.sealing).await?;
+        let inner_opts = PutMultipartOptions {
+            tags: opts.tags,
+            attributes: Attributes::new(),
+            extensions: opts.extensions,
+        };
+        let inner = s.inner.put_multipart_opts(location, inner_opts).await?;
+        let upload: Box<dyn MultipartUpload> = Box::new(EncryptedUpload {
+            inner,
+            cipher,
+            header: Some(header.encode()),
+            pending: Vec::new(),
+            next_segment: 0,
+        });
+        Ok((upload, wrapped_by))
+    }
 }
 
 impl<S: ObjectStore> Shared<S> {
@@ -300,9 +356,9 @@ impl<S: ObjectStore> Shared<S> {
         plain_len: Option<u64>,
         attributes: &Attributes,
         sealing: &Sealing,
-    ) -> Result<(ObjectHeader, Arc<SegmentCipher>)> {
+    ) -> Result<(ObjectHeader, Arc<SegmentCipher>, WrappedBy)> {
         let identity = self.identity(location);
-        let (dek, wrapped) = match sealing {
+        let (dek, wrapped, wrapped_by) = match sealing {
             Sealing::Kms(key_id) => {
                 let (keys, key_id, aad) = (self.keys.clone(), key_id.clone(), identity.to_bytes());
                 let data_key = tokio::task::spawn_blocking(move || keys.generate_data_key(&key_id, &aad))
@@ -312,19 +368,26 @@ impl<S: ObjectStore> Shared<S> {
                 let dek = data_key
                     .plaintext
                     .ok_or_else(|| generic("key provider returned no plaintext data key"))?;
-                (dek, data_key.wrapped)
+                let wrapped_by = WrappedBy::Kms {
+                    key_id: data_key.key_id,
+                    key_version_id: data_key.key_version_id,
+                };
+                (dek, data_key.wrapped, wrapped_by)
             }
             Sealing::Customer(key) => {
                 let dek = kms_core::Dek::generate().map_err(generic)?;
                 let wrapped = key.wrap(&dek, &identity).map_err(generic)?;
-                (dek, wrapped)
+                let wrapped_by = WrappedBy::Customer {
+                    key_check: key.key_check(&identity),
+                };
+                (dek, wrapped, wrapped_by)
             }
         };
         let mut header = ObjectHeader::new(self.segment_size, plain_len, wrapped);
         let metadata = serde_json::to_vec(&SealedMetadata::from_attributes(attributes)).map_err(generic)?;
         header.seal_metadata(dek.expose(), &identity, &metadata);
         let cipher = Arc::new(header.cipher(dek.expose(), &identity));
-        Ok((header, cipher))
+        Ok((header, cipher, wrapped_by))
     }
 
     /// Reads and parses the header of `location`.
@@ -438,45 +501,11 @@ fn plain_range(range: &Option<GetRange>, len: u64) -> Result<Range<u64>> {
 #[async_trait]
 impl<S: ObjectStore> ObjectStore for EncryptedStore<S> {
     async fn put_opts(&self, location: &Path, payload: PutPayload, opts: PutOptions) -> Result<PutResult> {
-        let s = &self.shared;
-        let len = payload.content_length() as u64;
-        let (header, cipher) = s
-            .new_object(location, Some(len), &opts.attributes, &self.sealing)
-            .await?;
-        let input = stream::iter(payload.into_iter().map(Ok::<_, std::io::Error>));
-        let sealed: Vec<Bytes> = seal_stream(cipher, input, DEFAULT_BATCH_SEGMENTS)
-            .try_collect()
-            .await
-            .map_err(generic)?;
-        let body = std::iter::once(Bytes::from(header.encode()))
-            .chain(sealed)
-            .collect::<PutPayload>();
-        // Attributes are sealed inside the object; none are given to the inner store.
-        let inner_opts = PutOptions {
-            mode: opts.mode,
-            tags: opts.tags,
-            attributes: Attributes::new(),
-            extensions: opts.extensions,
-        };
-        s.inner.put_opts(location, body, inner_opts).await
+        self.put_reporting(location, payload, opts).await.map(|(r, _)| r)
     }
 
     async fn put_multipart_opts(&self, location: &Path, opts: PutMultipartOptions) -> Result<Box<dyn MultipartUpload>> {
-        let s = &self.shared;
-        let (header, cipher) = s.new_object(location, None, &opts.attributes, &self.sealing).await?;
-        let inner_opts = PutMultipartOptions {
-            tags: opts.tags,
-            attributes: Attributes::new(),
-            extensions: opts.extensions,
-        };
-        let inner = s.inner.put_multipart_opts(location, inner_opts).await?;
-        Ok(Box::new(EncryptedUpload {
-            inner,
-            cipher,
-            header: Some(header.encode()),
-            pending: Vec::new(),
-            next_segment: 0,
-        }))
+        self.put_multipart_reporting(location, opts).await.map(|(u, _)| u)
     }
 
     async fn get_opts(&self, location: &Path, options: GetOptions) -> Result<GetResult> {
