@@ -22,13 +22,17 @@ use serde_json::{json, Value};
 
 use crate::s3::credentials::{UserError, UserStore};
 
-/// What admin requests act on: key management and the S3 users.
+/// What admin requests act on: key management, the S3 users, and (in a running server) the
+/// object service.
 #[derive(Debug, Clone)]
 pub struct AdminTarget {
     /// Key management.
     pub kms: std::sync::Arc<Kms>,
     /// S3 users.
     pub users: std::sync::Arc<UserStore>,
+    /// Buckets of objects; only a running server serves object requests this way (without
+    /// one, the CLI opens the data directory itself).
+    pub objects: Option<std::sync::Arc<crate::object::ObjectService>>,
 }
 
 /// The admin socket's file name in the data directory.
@@ -214,6 +218,17 @@ pub enum Request {
         /// Remove even the last user.
         force: bool,
     },
+    /// Run (or resume) a re-encryption sweep of a bucket in the server.
+    Reencrypt {
+        /// Bucket.
+        bucket: String,
+        /// Only objects under this master key.
+        key_id: Option<Ocid>,
+        /// New data keys (rather than re-wrapping the existing ones).
+        full: bool,
+    },
+    /// Objects and bytes per master key version.
+    ObjectInventory,
 }
 
 /// When a scheduled deletion takes effect: `days` from now by the server's clock, or an exact
@@ -432,5 +447,47 @@ pub fn execute(target: &AdminTarget, principal: &Principal, req: Request) -> Res
             target.users.list()?.iter().map(|u| u.public_view()).collect(),
         )),
         Request::S3UserRemove { user, force } => Ok(target.users.remove(&user, force)?.public_view()),
+        Request::Reencrypt { bucket, key_id, full } => {
+            let objects = served_objects(target)?;
+            let plan = crate::object::sweep::SweepPlan {
+                bucket,
+                key_id,
+                mode: if full {
+                    crate::object::sweep::SweepMode::Full
+                } else {
+                    crate::object::sweep::SweepMode::Rewrap
+                },
+            };
+            // Admin requests run on a blocking thread of the server's runtime.
+            let report = tokio::runtime::Handle::current()
+                .block_on(crate::object::sweep::sweep(objects, &plan, |_| {}))
+                .map_err(object_error)?;
+            Ok(json!({
+                "report": report,
+                "inventory": objects.inventory().map_err(object_error)?,
+            }))
+        }
+        Request::ObjectInventory => to_value(served_objects(target)?.inventory().map_err(object_error)?),
+    }
+}
+
+fn served_objects(target: &AdminTarget) -> Result<&crate::object::ObjectService, AdminError> {
+    target.objects.as_deref().ok_or_else(|| AdminError {
+        code: "IncorrectState".into(),
+        message: "object requests go to a running server; without one, open the data directory directly".into(),
+    })
+}
+
+fn object_error(e: crate::object::ObjectError) -> AdminError {
+    let code = match &e {
+        crate::object::ObjectError::NoSuchBucket(_) | crate::object::ObjectError::NoSuchKey { .. } => {
+            "NotAuthorizedOrNotFound"
+        }
+        crate::object::ObjectError::InvalidBucketName(_) => "InvalidParameter",
+        _ => "InternalServerError",
+    };
+    AdminError {
+        code: code.into(),
+        message: e.to_string(),
     }
 }

@@ -143,6 +143,7 @@ impl DataDir {
         sealstore::admin::AdminTarget {
             kms: self.kms.clone(),
             users: self.users.clone(),
+            objects: None,
         }
     }
 }

@@ -12,8 +12,10 @@ use futures::TryStreamExt;
 use indicatif::{ProgressBar, ProgressStyle};
 use kms_core::{Ocid, ResourceType};
 use object_store::GetRange;
-use sealstore::object::sweep::{sweep, SweepEvent, SweepMode, SweepPlan};
-use sealstore::object::{ObjectService, PutParams};
+use sealstore::admin::client::{try_send, Reached};
+use sealstore::admin::{Request, SOCKET_FILE};
+use sealstore::object::sweep::{sweep, SweepEvent, SweepMode, SweepPlan, SweepReport};
+use sealstore::object::{InventoryRow, ObjectService, PutParams};
 use serde_json::json;
 use tokio::io::AsyncWriteExt;
 
@@ -227,6 +229,12 @@ async fn write_object(
 }
 
 pub fn run(global: &GlobalOpts, args: ObjectArgs) -> anyhow::Result<ExitCode> {
+    if let ObjectCommand::Inventory = args.command {
+        if let Some(answer) = via_server(global, &Request::ObjectInventory, None)? {
+            print_inventory(global, &serde_json::from_value::<Vec<InventoryRow>>(answer)?)?;
+            return Ok(ExitCode::SUCCESS);
+        }
+    }
     let service = global.open_objects()?;
     runtime()?.block_on(async {
         match args.command {
@@ -354,28 +362,19 @@ pub fn run(global: &GlobalOpts, args: ObjectArgs) -> anyhow::Result<ExitCode> {
                 }
                 bar.finish();
             }
-            ObjectCommand::Inventory => print_inventory(global, &service)?,
+            ObjectCommand::Inventory => print_inventory(global, &service.inventory()?)?,
         }
         Ok(ExitCode::SUCCESS)
     })
 }
 
-fn print_inventory(global: &GlobalOpts, service: &ObjectService) -> anyhow::Result<()> {
-    let inventory = service.index().inventory()?;
-    let mut rows = Vec::new();
-    for (version, line) in &inventory {
-        let (key, is_current) = match kms_key_of(service, version) {
-            Some((key, current)) => (key.to_string(), current == *version),
-            None => ("?".into(), false),
-        };
-        rows.push(json!({"keyId": key, "keyVersionId": version, "current": is_current, "objects": line.objects, "bytes": line.bytes}));
-    }
-    let rows = serde_json::Value::Array(rows);
+fn print_inventory(global: &GlobalOpts, rows: &[InventoryRow]) -> anyhow::Result<()> {
+    let value = serde_json::to_value(rows)?;
     if global.json {
-        output::json(&rows);
+        output::json(&value);
     } else {
         output::table(
-            &rows,
+            &value,
             &[
                 ("KEY", "keyId"),
                 ("VERSION", "keyVersionId"),
@@ -384,41 +383,72 @@ fn print_inventory(global: &GlobalOpts, service: &ObjectService) -> anyhow::Resu
                 ("BYTES", "bytes"),
             ],
         );
-        let old: u64 = rows
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter(|r| r["current"] == false)
-            .map(|r| r["objects"].as_u64().unwrap_or(0))
-            .sum();
+        let old: u64 = rows.iter().filter(|r| !r.current).map(|r| r.objects).sum();
         println!("{old} object(s) on old key versions");
     }
     Ok(())
 }
 
-/// The key owning `version` and that key's current version.
-fn kms_key_of(service: &ObjectService, version: &Ocid) -> Option<(Ocid, Ocid)> {
-    service.kms().list_keys(None, None).ok()?.into_iter().find_map(|k| {
-        service
-            .kms()
-            .get_key_version(&k.id, version)
-            .ok()
-            .map(|_| (k.id.clone(), k.current_key_version.clone()))
-    })
+/// Sends an object request to a running server: `None` when no server runs.
+fn via_server(global: &GlobalOpts, req: &Request, spinner: Option<&str>) -> anyhow::Result<Option<serde_json::Value>> {
+    let socket = global.data_dir.join(SOCKET_FILE);
+    let bar = spinner.filter(|_| socket.exists()).map(|message| {
+        let bar = ProgressBar::new_spinner().with_message(message.to_owned());
+        bar.enable_steady_tick(std::time::Duration::from_millis(120));
+        bar
+    });
+    let reached = try_send(&socket, req).with_context(|| format!("talking to the server at {}", socket.display()));
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    match reached? {
+        Reached::Answered(result) => Ok(Some(result?)),
+        Reached::NoServer => Ok(None),
+    }
+}
+
+fn print_sweep_report(report: &SweepReport) {
+    println!(
+        "{} object(s) visited, {} rewritten ({}){}",
+        report.visited,
+        report.rewritten,
+        indicatif::HumanBytes(report.bytes),
+        if report.resumed { ", resumed" } else { "" }
+    );
+    if report.customer_key_objects > 0 {
+        println!(
+            "{} object(s) use customer-provided keys (SSE-C) and were left as they are: only their owners \
+             can re-encrypt them, by copying each onto itself with its key",
+            report.customer_key_objects
+        );
+    }
 }
 
 pub fn reencrypt(global: &GlobalOpts, args: ReencryptArgs) -> anyhow::Result<ExitCode> {
+    let key_id = args
+        .key
+        .as_deref()
+        .map(|k| Ocid::parse(ResourceType::Key, k))
+        .transpose()?;
+    // A running server sweeps the bucket itself, locking each object against S3 writers.
+    let req = Request::Reencrypt {
+        bucket: args.bucket.clone(),
+        key_id: key_id.clone(),
+        full: args.mode.full,
+    };
+    if let Some(answer) = via_server(global, &req, Some("sweeping through the running server"))? {
+        let report: SweepReport = serde_json::from_value(answer["report"].clone())?;
+        let rows: Vec<InventoryRow> = serde_json::from_value(answer["inventory"].clone())?;
+        print_sweep_report(&report);
+        print_inventory(global, &rows)?;
+        return Ok(ExitCode::SUCCESS);
+    }
     let service = global.open_objects()?;
     let mode = if args.mode.full {
         SweepMode::Full
     } else {
         SweepMode::Rewrap
     };
-    let key_id = args
-        .key
-        .as_deref()
-        .map(|k| Ocid::parse(ResourceType::Key, k))
-        .transpose()?;
     let plan = SweepPlan {
         bucket: args.bucket.clone(),
         key_id,
@@ -457,21 +487,8 @@ pub fn reencrypt(global: &GlobalOpts, args: ReencryptArgs) -> anyhow::Result<Exi
         }
         report
     })?;
-    println!(
-        "{} object(s) visited, {} rewritten ({}){}",
-        report.visited,
-        report.rewritten,
-        indicatif::HumanBytes(report.bytes),
-        if report.resumed { ", resumed" } else { "" }
-    );
-    if report.customer_key_objects > 0 {
-        println!(
-            "{} object(s) use customer-provided keys (SSE-C) and were left as they are: only their owners \
-             can re-encrypt them, by copying each onto itself with its key",
-            report.customer_key_objects
-        );
-    }
-    print_inventory(global, &service)?;
+    print_sweep_report(&report);
+    print_inventory(global, &service.inventory()?)?;
     Ok(ExitCode::SUCCESS)
 }
 

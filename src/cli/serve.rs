@@ -94,7 +94,11 @@ async fn serve(global: &GlobalOpts, args: ServeArgs) -> anyhow::Result<ExitCode>
     let socket_path = global.data_dir.join(SOCKET_FILE);
     let listener = admin::server::bind(&socket_path)
         .with_context(|| format!("binding the admin socket {}", socket_path.display()))?;
-    let admin_task = tokio::spawn(admin::server::serve(listener, dir.admin_target(), socket_path.clone()));
+    let admin_target = admin::AdminTarget {
+        objects: Some(objects.clone()),
+        ..dir.admin_target()
+    };
+    let admin_task = tokio::spawn(admin::server::serve(listener, admin_target, socket_path.clone()));
     let scheduler_task = tokio::spawn(scheduler(
         kms.clone(),
         Duration::from_secs(args.scheduler_interval_secs),

@@ -7,9 +7,10 @@ pub mod customer_key;
 pub mod encryption;
 pub mod format;
 pub mod index;
+pub mod locks;
 pub mod service;
 pub mod store;
 pub mod sweep;
 
-pub use service::{ObjectError, ObjectService, PutParams};
+pub use service::{InventoryRow, ObjectError, ObjectService, PutParams};
 pub use store::{EncryptedStore, Sealing, WrappedBy};

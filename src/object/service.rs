@@ -24,6 +24,7 @@ use super::customer_key::CustomerKey;
 use super::encryption::{DefaultEncryption, Encryption, EncryptionRequest, UploadEncryption};
 use super::format::ObjectIdentity;
 use super::index::{IndexError, ObjectEntry, ObjectIndex, PartRecord, UploadRecord};
+use super::locks::{KeyGuard, KeyLocks};
 use super::store::{EncryptedStore, Sealing, WrappedBy};
 
 /// Directory under the data directory holding one folder per bucket (the default backend).
@@ -132,6 +133,22 @@ struct Resolved {
     sse_kms: bool,
 }
 
+/// One line of the key-version inventory: what a master key version still protects.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct InventoryRow {
+    /// The key owning the version (absent when the version is unknown to key management).
+    pub key_id: Option<Ocid>,
+    /// The key version.
+    pub key_version_id: Ocid,
+    /// Whether it is its key's current version.
+    pub current: bool,
+    /// Objects it protects.
+    pub objects: u64,
+    /// Their plaintext bytes.
+    pub bytes: u64,
+}
+
 /// Where the parts of multipart uploads are kept inside a bucket's store (never listed).
 pub const UPLOADS_PREFIX: &str = ".sealstore-uploads";
 
@@ -148,6 +165,7 @@ pub struct ObjectService {
     kms: Arc<Kms>,
     index: Arc<ObjectIndex>,
     key_id: Ocid,
+    locks: KeyLocks,
 }
 
 /// Checks a bucket name against S3's rules (the subset that matters for a path component).
@@ -185,7 +203,14 @@ impl ObjectService {
             kms,
             index,
             key_id,
+            locks: KeyLocks::default(),
         })
+    }
+
+    /// Takes the write lock of one object (see [`KeyLocks`]); writers here take it
+    /// themselves, the sweep through this.
+    pub async fn lock_key(&self, bucket: &str, key: &str) -> KeyGuard<'_> {
+        self.locks.lock(bucket, key).await
     }
 
     /// The index.
@@ -361,6 +386,28 @@ impl ObjectService {
         Ok((entry, store))
     }
 
+    /// Objects and bytes per master key version, with each version's key and whether it is
+    /// the current one (old versions are what `reencrypt` moves objects off).
+    pub fn inventory(&self) -> Result<Vec<InventoryRow>> {
+        let keys = self.kms.list_keys(None, None)?;
+        let rows = self
+            .index
+            .inventory()?
+            .into_iter()
+            .map(|(version, line)| {
+                let key = keys.iter().find(|k| self.kms.get_key_version(&k.id, &version).is_ok());
+                InventoryRow {
+                    key_id: key.map(|k| k.id.clone()),
+                    current: key.is_some_and(|k| k.current_key_version == version),
+                    key_version_id: version,
+                    objects: line.objects,
+                    bytes: line.bytes,
+                }
+            })
+            .collect();
+        Ok(rows)
+    }
+
     /// Creates a bucket.
     pub fn create_bucket(&self, name: &str) -> Result<()> {
         check_bucket_name(name)?;
@@ -511,6 +558,8 @@ impl ObjectService {
     {
         let resolved = self.resolve(bucket, &params.encryption)?;
         let store = self.bucket(bucket)?.sealed_with(resolved.sealing);
+        // Held from the store's write to the index's, so the two describe the same object.
+        let _lock = self.locks.lock(bucket, key).await;
         let location = Path::from(key);
         let mut attributes = Attributes::new();
         if let Some(ct) = &params.content_type {
@@ -818,6 +867,7 @@ impl ObjectService {
     /// Deletes an object.
     pub async fn delete(&self, bucket: &str, key: &str) -> Result<()> {
         let store = self.bucket(bucket)?;
+        let _lock = self.locks.lock(bucket, key).await;
         match store.delete(&Path::from(key)).await {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
             Err(e) => return Err(e.into()),

@@ -6,9 +6,11 @@
 //! replaced atomically in the store. So a sweep killed at any moment resumes after the last
 //! object it recorded, and at worst repeats one object, which is harmless.
 //!
-//! Each object stays under its own master key (the bucket's default may have changed since
-//! it was written). Objects under customer-provided keys (SSE-C) are out of reach: only their
-//! owner can re-encrypt them, by copying them onto themselves with the key. They are counted.
+//! Each object is locked while it is rewritten (see [`super::locks`]), so a sweep can run in
+//! the server beside S3 writes. Each object stays under its own master key (the bucket's
+//! default may have changed since it was written). Objects under customer-provided keys
+//! (SSE-C) are out of reach: only their owner can re-encrypt them, by copying them onto
+//! themselves with the key. They are counted.
 
 use object_store::path::Path;
 use object_store::ObjectStore;
@@ -71,7 +73,7 @@ pub enum SweepEvent<'a> {
 }
 
 /// What a sweep did.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct SweepReport {
     /// Objects visited in this run.
@@ -133,7 +135,17 @@ pub async fn sweep(
     let mut after = resume;
     loop {
         let page = index.list(&plan.bucket, "", None, after.as_deref(), PAGE)?;
-        for (key, entry) in &page.objects {
+        for (key, listed) in &page.objects {
+            if in_scope(plan, listed).is_none() {
+                continue;
+            }
+            // A writer may have replaced or deleted the object since the page was read: lock
+            // it, then work from its current entry.
+            let _lock = service.lock_key(&plan.bucket, key).await;
+            let Some(entry) = index.get(&plan.bucket, key)? else {
+                continue;
+            };
+            let entry = &entry;
             let Some(key_id) = in_scope(plan, entry) else {
                 continue;
             };
