@@ -4,29 +4,17 @@
 use s3s::dto::*;
 use s3s::{s3_error, S3Request, S3Response, S3Result};
 
-use super::sse::{customer_key, encryption_request, SseHeaders};
+use super::sse::{copy_source_customer_key, encryption_request, request_customer_key, SseHeaders, SseOutput};
 use super::*;
 
 pub(super) async fn copy_object(
     face: &S3Face,
     req: S3Request<CopyObjectInput>,
 ) -> S3Result<S3Response<CopyObjectOutput>> {
+    let source_customer = copy_source_customer_key(face, &req)?;
+    let customer = request_customer_key(face, &req)?;
     let input = req.input;
     let (src_bucket, src_key) = copy_source(&input.copy_source)?;
-    let source_customer = customer_key(
-        face,
-        &req.extensions,
-        &input.copy_source_sse_customer_algorithm,
-        &input.copy_source_sse_customer_key,
-        &input.copy_source_sse_customer_key_md5,
-    )?;
-    let customer = customer_key(
-        face,
-        &req.extensions,
-        &input.sse_customer_algorithm,
-        &input.sse_customer_key,
-        &input.sse_customer_key_md5,
-    )?;
     let (source_entry, _) = face
         .objects
         .open_for_read(src_bucket, src_key, source_customer.as_ref().map(|c| &c.key))
@@ -66,18 +54,17 @@ pub(super) async fn copy_object(
         .await
         .map_err(s3_err)?;
     let sse = SseHeaders::of_object(&entry.encryption, customer.as_ref());
-    Ok(S3Response::new(CopyObjectOutput {
-        copy_object_result: Some(CopyObjectResult {
-            e_tag: Some(etag(&entry.etag)),
-            last_modified: Some(timestamp(entry.last_modified)),
+    Ok(S3Response::new(
+        CopyObjectOutput {
+            copy_object_result: Some(CopyObjectResult {
+                e_tag: Some(etag(&entry.etag)),
+                last_modified: Some(timestamp(entry.last_modified)),
+                ..Default::default()
+            }),
             ..Default::default()
-        }),
-        server_side_encryption: sse.server_side_encryption,
-        ssekms_key_id: sse.ssekms_key_id,
-        sse_customer_algorithm: sse.sse_customer_algorithm,
-        sse_customer_key_md5: sse.sse_customer_key_md5,
-        ..Default::default()
-    }))
+        }
+        .with_sse(sse),
+    ))
 }
 
 /// Bucket and key of an `x-amz-copy-source`.

@@ -3,18 +3,12 @@
 use s3s::dto::*;
 use s3s::{s3_error, S3Request, S3Response, S3Result};
 
-use super::sse::{customer_key, SseCustomer, SseHeaders};
+use super::sse::{request_customer_key, SseCustomer, SseHeaders, SseOutput};
 use super::*;
 
 pub(super) async fn get_object(face: &S3Face, req: S3Request<GetObjectInput>) -> S3Result<S3Response<GetObjectOutput>> {
+    let customer = request_customer_key(face, &req)?;
     let input = req.input;
-    let customer = customer_key(
-        face,
-        &req.extensions,
-        &input.sse_customer_algorithm,
-        &input.sse_customer_key,
-        &input.sse_customer_key_md5,
-    )?;
     let entry = readable_entry(face, &input.bucket, &input.key, customer.as_ref())?;
     check_conditions(
         &entry,
@@ -59,12 +53,9 @@ pub(super) async fn get_object(face: &S3Face, req: S3Request<GetObjectInput>) ->
         e_tag: Some(etag(&entry.etag)),
         last_modified: Some(timestamp(entry.last_modified)),
         metadata: (!entry.user_metadata.is_empty()).then(|| entry.user_metadata.clone().into_iter().collect()),
-        server_side_encryption: sse.server_side_encryption,
-        ssekms_key_id: sse.ssekms_key_id,
-        sse_customer_algorithm: sse.sse_customer_algorithm,
-        sse_customer_key_md5: sse.sse_customer_key_md5,
         ..Default::default()
-    };
+    }
+    .with_sse(sse);
     let mut response = S3Response::new(output);
     if range.is_some() {
         response.status = Some(http::StatusCode::PARTIAL_CONTENT);
@@ -76,14 +67,8 @@ pub(super) async fn head_object(
     face: &S3Face,
     req: S3Request<HeadObjectInput>,
 ) -> S3Result<S3Response<HeadObjectOutput>> {
+    let customer = request_customer_key(face, &req)?;
     let input = &req.input;
-    let customer = customer_key(
-        face,
-        &req.extensions,
-        &input.sse_customer_algorithm,
-        &input.sse_customer_key,
-        &input.sse_customer_key_md5,
-    )?;
     let entry = readable_entry(face, &input.bucket, &input.key, customer.as_ref())?;
     check_conditions(
         &entry,
@@ -93,19 +78,18 @@ pub(super) async fn head_object(
         &input.if_unmodified_since,
     )?;
     let sse = SseHeaders::of_object(&entry.encryption, customer.as_ref());
-    Ok(S3Response::new(HeadObjectOutput {
-        content_length: Some(entry.size as i64),
-        content_type: entry.content_type.clone(),
-        e_tag: Some(etag(&entry.etag)),
-        last_modified: Some(timestamp(entry.last_modified)),
-        accept_ranges: Some("bytes".into()),
-        metadata: (!entry.user_metadata.is_empty()).then(|| entry.user_metadata.clone().into_iter().collect()),
-        server_side_encryption: sse.server_side_encryption,
-        ssekms_key_id: sse.ssekms_key_id,
-        sse_customer_algorithm: sse.sse_customer_algorithm,
-        sse_customer_key_md5: sse.sse_customer_key_md5,
-        ..Default::default()
-    }))
+    Ok(S3Response::new(
+        HeadObjectOutput {
+            content_length: Some(entry.size as i64),
+            content_type: entry.content_type.clone(),
+            e_tag: Some(etag(&entry.etag)),
+            last_modified: Some(timestamp(entry.last_modified)),
+            accept_ranges: Some("bytes".into()),
+            metadata: (!entry.user_metadata.is_empty()).then(|| entry.user_metadata.clone().into_iter().collect()),
+            ..Default::default()
+        }
+        .with_sse(sse),
+    ))
 }
 
 /// The plaintext range of a `Range` header over an object of `size` bytes, or `InvalidRange`.

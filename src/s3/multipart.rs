@@ -3,21 +3,15 @@
 use s3s::dto::*;
 use s3s::{s3_error, S3Request, S3Response, S3Result};
 
-use super::sse::{customer_key, encryption_request, SseHeaders};
+use super::sse::{copy_source_customer_key, encryption_request, request_customer_key, SseHeaders, SseOutput};
 use super::*;
 
 pub(super) async fn create_multipart_upload(
     face: &S3Face,
     req: S3Request<CreateMultipartUploadInput>,
 ) -> S3Result<S3Response<CreateMultipartUploadOutput>> {
+    let customer = request_customer_key(face, &req)?;
     let input = req.input;
-    let customer = customer_key(
-        face,
-        &req.extensions,
-        &input.sse_customer_algorithm,
-        &input.sse_customer_key,
-        &input.sse_customer_key_md5,
-    )?;
     let params = PutParams {
         content_type: input.content_type.clone(),
         user_metadata: input.metadata.clone().unwrap_or_default().into_iter().collect(),
@@ -34,31 +28,24 @@ pub(super) async fn create_multipart_upload(
         .create_upload(&input.bucket, &input.key, params)
         .map_err(s3_err)?;
     let sse = SseHeaders::of_upload(&encryption, customer.as_ref());
-    Ok(S3Response::new(CreateMultipartUploadOutput {
-        bucket: Some(input.bucket),
-        key: Some(input.key),
-        upload_id: Some(upload_id),
-        server_side_encryption: sse.server_side_encryption,
-        ssekms_key_id: sse.ssekms_key_id,
-        sse_customer_algorithm: sse.sse_customer_algorithm,
-        sse_customer_key_md5: sse.sse_customer_key_md5,
-        ..Default::default()
-    }))
+    Ok(S3Response::new(
+        CreateMultipartUploadOutput {
+            bucket: Some(input.bucket),
+            key: Some(input.key),
+            upload_id: Some(upload_id),
+            ..Default::default()
+        }
+        .with_sse(sse),
+    ))
 }
 
 pub(super) async fn upload_part(
     face: &S3Face,
     req: S3Request<UploadPartInput>,
 ) -> S3Result<S3Response<UploadPartOutput>> {
+    let customer = request_customer_key(face, &req)?;
     let input = req.input;
     let expected_md5 = content_md5(&input.content_md5)?;
-    let customer = customer_key(
-        face,
-        &req.extensions,
-        &input.sse_customer_algorithm,
-        &input.sse_customer_key,
-        &input.sse_customer_key_md5,
-    )?;
     let body = super::checksum::checked_body(input.body, &req.headers, req.trailing_headers.as_ref())?;
     let part_number = u32::try_from(input.part_number).map_err(|_| s3_error!(InvalidArgument, "bad part number"))?;
     let upload_ref = (input.bucket.as_str(), input.key.as_str(), input.upload_id.as_str());
@@ -74,14 +61,13 @@ pub(super) async fn upload_part(
         .await
         .map_err(s3_err)?;
     let sse = upload_sse(face, upload_ref, customer.as_ref())?;
-    Ok(S3Response::new(UploadPartOutput {
-        e_tag: Some(etag(&etag_hex)),
-        server_side_encryption: sse.server_side_encryption,
-        ssekms_key_id: sse.ssekms_key_id,
-        sse_customer_algorithm: sse.sse_customer_algorithm,
-        sse_customer_key_md5: sse.sse_customer_key_md5,
-        ..Default::default()
-    }))
+    Ok(S3Response::new(
+        UploadPartOutput {
+            e_tag: Some(etag(&etag_hex)),
+            ..Default::default()
+        }
+        .with_sse(sse),
+    ))
 }
 
 /// The SSE response headers of an upload's part requests.
@@ -103,22 +89,10 @@ pub(super) async fn upload_part_copy(
     face: &S3Face,
     req: S3Request<UploadPartCopyInput>,
 ) -> S3Result<S3Response<UploadPartCopyOutput>> {
+    let source_customer = copy_source_customer_key(face, &req)?;
+    let customer = request_customer_key(face, &req)?;
     let input = req.input;
     let (src_bucket, src_key) = super::copy::copy_source(&input.copy_source)?;
-    let source_customer = customer_key(
-        face,
-        &req.extensions,
-        &input.copy_source_sse_customer_algorithm,
-        &input.copy_source_sse_customer_key,
-        &input.copy_source_sse_customer_key_md5,
-    )?;
-    let customer = customer_key(
-        face,
-        &req.extensions,
-        &input.sse_customer_algorithm,
-        &input.sse_customer_key,
-        &input.sse_customer_key_md5,
-    )?;
     let part_number = u32::try_from(input.part_number).map_err(|_| s3_error!(InvalidArgument, "bad part number"))?;
     let (source_entry, _) = face
         .objects
@@ -154,18 +128,17 @@ pub(super) async fn upload_part_copy(
         .await
         .map_err(s3_err)?;
     let sse = upload_sse(face, upload_ref, customer.as_ref())?;
-    Ok(S3Response::new(UploadPartCopyOutput {
-        copy_part_result: Some(CopyPartResult {
-            e_tag: Some(etag(&etag_hex)),
-            last_modified: Some(timestamp(chrono::Utc::now())),
+    Ok(S3Response::new(
+        UploadPartCopyOutput {
+            copy_part_result: Some(CopyPartResult {
+                e_tag: Some(etag(&etag_hex)),
+                last_modified: Some(timestamp(chrono::Utc::now())),
+                ..Default::default()
+            }),
             ..Default::default()
-        }),
-        server_side_encryption: sse.server_side_encryption,
-        ssekms_key_id: sse.ssekms_key_id,
-        sse_customer_algorithm: sse.sse_customer_algorithm,
-        sse_customer_key_md5: sse.sse_customer_key_md5,
-        ..Default::default()
-    }))
+        }
+        .with_sse(sse),
+    ))
 }
 
 /// `x-amz-copy-source-range`: `bytes=first-last`, both given, within the source.
@@ -191,6 +164,7 @@ pub(super) async fn complete_multipart_upload(
     face: &S3Face,
     req: S3Request<CompleteMultipartUploadInput>,
 ) -> S3Result<S3Response<CompleteMultipartUploadOutput>> {
+    let customer = request_customer_key(face, &req)?;
     let input = req.input;
     let parts: Vec<(u32, String)> = input
         .multipart_upload
@@ -203,13 +177,6 @@ pub(super) async fn complete_multipart_upload(
             (number, tag)
         })
         .collect();
-    let customer = customer_key(
-        face,
-        &req.extensions,
-        &input.sse_customer_algorithm,
-        &input.sse_customer_key,
-        &input.sse_customer_key_md5,
-    )?;
     let entry = face
         .objects
         .complete_upload(
@@ -220,15 +187,16 @@ pub(super) async fn complete_multipart_upload(
         .await
         .map_err(s3_err)?;
     let sse = SseHeaders::of_object(&entry.encryption, customer.as_ref());
-    Ok(S3Response::new(CompleteMultipartUploadOutput {
-        bucket: Some(input.bucket.clone()),
-        key: Some(input.key.clone()),
-        e_tag: Some(etag(&entry.etag)),
-        location: Some(format!("/{}/{}", input.bucket, input.key)),
-        server_side_encryption: sse.server_side_encryption,
-        ssekms_key_id: sse.ssekms_key_id,
-        ..Default::default()
-    }))
+    Ok(S3Response::new(
+        CompleteMultipartUploadOutput {
+            bucket: Some(input.bucket.clone()),
+            key: Some(input.key.clone()),
+            e_tag: Some(etag(&entry.etag)),
+            location: Some(format!("/{}/{}", input.bucket, input.key)),
+            ..Default::default()
+        }
+        .with_sse(sse),
+    ))
 }
 
 pub(super) async fn abort_multipart_upload(

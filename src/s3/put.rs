@@ -3,19 +3,13 @@
 use s3s::dto::*;
 use s3s::{S3Request, S3Response, S3Result};
 
-use super::sse::{customer_key, encryption_request, SseHeaders};
+use super::sse::{encryption_request, request_customer_key, SseHeaders, SseOutput};
 use super::*;
 
 pub(super) async fn put_object(face: &S3Face, req: S3Request<PutObjectInput>) -> S3Result<S3Response<PutObjectOutput>> {
+    let customer = request_customer_key(face, &req)?;
     let input = req.input;
     let expected_md5 = content_md5(&input.content_md5)?;
-    let customer = customer_key(
-        face,
-        &req.extensions,
-        &input.sse_customer_algorithm,
-        &input.sse_customer_key,
-        &input.sse_customer_key_md5,
-    )?;
     let params = PutParams {
         content_type: input.content_type.clone(),
         user_metadata: input.metadata.clone().unwrap_or_default().into_iter().collect(),
@@ -34,12 +28,11 @@ pub(super) async fn put_object(face: &S3Face, req: S3Request<PutObjectInput>) ->
         .await
         .map_err(s3_err)?;
     let sse = SseHeaders::of_object(&entry.encryption, customer.as_ref());
-    Ok(S3Response::new(PutObjectOutput {
-        e_tag: Some(etag(&entry.etag)),
-        server_side_encryption: sse.server_side_encryption,
-        ssekms_key_id: sse.ssekms_key_id,
-        sse_customer_algorithm: sse.sse_customer_algorithm,
-        sse_customer_key_md5: sse.sse_customer_key_md5,
-        ..Default::default()
-    }))
+    Ok(S3Response::new(
+        PutObjectOutput {
+            e_tag: Some(etag(&entry.etag)),
+            ..Default::default()
+        }
+        .with_sse(sse),
+    ))
 }

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use base64::Engine;
 use md5::{Digest, Md5};
 use s3s::dto::*;
-use s3s::{s3_error, S3Result};
+use s3s::{s3_error, S3Request, S3Result};
 
 use super::S3Face;
 use crate::object::customer_key::CustomerKey;
@@ -29,9 +29,71 @@ pub(super) struct SseCustomer {
     pub key_md5: String,
 }
 
-/// The SSE-C parameters of a request (`…-customer-algorithm`, `-key`, `-key-MD5`, or their
-/// copy-source forms), checked as AWS checks them.
-pub(super) fn customer_key(
+/// Operation inputs with SSE-C parameters: algorithm, key, key MD5.
+pub(super) trait CustomerKeyParams {
+    fn customer_key_params(&self) -> [&Option<String>; 3];
+}
+
+/// Operation inputs with copy-source SSE-C parameters.
+pub(super) trait CopySourceKeyParams {
+    fn copy_source_key_params(&self) -> [&Option<String>; 3];
+}
+
+macro_rules! customer_key_params {
+    ($($input:ty),*) => {$(
+        impl CustomerKeyParams for $input {
+            fn customer_key_params(&self) -> [&Option<String>; 3] {
+                [&self.sse_customer_algorithm, &self.sse_customer_key, &self.sse_customer_key_md5]
+            }
+        }
+    )*};
+}
+customer_key_params!(
+    PutObjectInput,
+    GetObjectInput,
+    HeadObjectInput,
+    CopyObjectInput,
+    CreateMultipartUploadInput,
+    UploadPartInput,
+    UploadPartCopyInput,
+    CompleteMultipartUploadInput
+);
+
+macro_rules! copy_source_key_params {
+    ($($input:ty),*) => {$(
+        impl CopySourceKeyParams for $input {
+            fn copy_source_key_params(&self) -> [&Option<String>; 3] {
+                [
+                    &self.copy_source_sse_customer_algorithm,
+                    &self.copy_source_sse_customer_key,
+                    &self.copy_source_sse_customer_key_md5,
+                ]
+            }
+        }
+    )*};
+}
+copy_source_key_params!(CopyObjectInput, UploadPartCopyInput);
+
+/// The customer key (SSE-C) a request supplies, if any.
+pub(super) fn request_customer_key<T: CustomerKeyParams>(
+    face: &S3Face,
+    req: &S3Request<T>,
+) -> S3Result<Option<SseCustomer>> {
+    let [algorithm, key, key_md5] = req.input.customer_key_params();
+    customer_key(face, &req.extensions, algorithm, key, key_md5)
+}
+
+/// The customer key (SSE-C) a copy supplies for its source, if any.
+pub(super) fn copy_source_customer_key<T: CopySourceKeyParams>(
+    face: &S3Face,
+    req: &S3Request<T>,
+) -> S3Result<Option<SseCustomer>> {
+    let [algorithm, key, key_md5] = req.input.copy_source_key_params();
+    customer_key(face, &req.extensions, algorithm, key, key_md5)
+}
+
+/// SSE-C parameters checked as AWS checks them.
+fn customer_key(
     face: &S3Face,
     extensions: &http::Extensions,
     algorithm: &Option<String>,
@@ -181,6 +243,48 @@ impl SseHeaders {
         match encryption {
             UploadEncryption::Kms { key_id, sse_kms } => Self::kms(key_id, *sse_kms),
             UploadEncryption::Customer { .. } => Self::customer(customer),
+        }
+    }
+}
+
+/// Operation outputs with `x-amz-server-side-encryption*` headers.
+pub(super) trait SseOutput {
+    /// The output with `sse`'s headers.
+    fn with_sse(self, sse: SseHeaders) -> Self;
+}
+
+macro_rules! sse_output {
+    ($($output:ty),*) => {$(
+        impl SseOutput for $output {
+            fn with_sse(self, sse: SseHeaders) -> Self {
+                Self {
+                    server_side_encryption: sse.server_side_encryption,
+                    ssekms_key_id: sse.ssekms_key_id,
+                    sse_customer_algorithm: sse.sse_customer_algorithm,
+                    sse_customer_key_md5: sse.sse_customer_key_md5,
+                    ..self
+                }
+            }
+        }
+    )*};
+}
+sse_output!(
+    PutObjectOutput,
+    GetObjectOutput,
+    HeadObjectOutput,
+    CopyObjectOutput,
+    CreateMultipartUploadOutput,
+    UploadPartOutput,
+    UploadPartCopyOutput
+);
+
+impl SseOutput for CompleteMultipartUploadOutput {
+    // S3 reports no SSE-C headers on completion.
+    fn with_sse(self, sse: SseHeaders) -> Self {
+        Self {
+            server_side_encryption: sse.server_side_encryption,
+            ssekms_key_id: sse.ssekms_key_id,
+            ..self
         }
     }
 }
