@@ -48,7 +48,9 @@ fn parse_domain(s: &str) -> Result<sealstore::s3::host::BucketSubdomains, String
 
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("SEALSTORE_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        // s3s logs every S3 error answer (a 404 too) at ERROR; server-side failures are logged
+        // where they happen (InternalError), client errors at debug by the connection layer.
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,s3s::ops=off"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -210,12 +212,16 @@ async fn serve_s3(
                 .get(http::header::CONTENT_LENGTH)
                 .is_some_and(|v| v.as_bytes() != b"0")
                 || req.headers().contains_key(http::header::TRANSFER_ENCODING);
+            let (method, path) = (req.method().clone(), req.uri().path().to_owned());
             let response = hyper::service::Service::call(&service, req);
             async move {
                 let mut response = response.await?;
                 // An error answered before the body was read leaves the body's bytes (or a
                 // client still deciding whether to send them after `Expect: 100-continue`)
                 // on the connection; closing it keeps the next request from being misread.
+                if response.status().is_client_error() {
+                    tracing::debug!(%peer, %method, path, status = response.status().as_u16(), "S3 request refused");
+                }
                 if has_body && (response.status().is_client_error() || response.status().is_server_error()) {
                     response
                         .headers_mut()
