@@ -1,6 +1,7 @@
-//! Cryptographic building blocks of the data path. Primitives come from aws-lc-rs; this
-//! module only gives them shapes that are hard to misuse.
+//! Cryptographic building blocks of the data path. Primitives come from aws-lc (aws-lc-rs,
+//! and for XTS its raw EVP API); this module only gives them shapes that are hard to misuse.
 
 pub mod gcm;
 pub mod segment;
 pub mod stream;
+pub mod xts;
