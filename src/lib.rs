@@ -11,6 +11,7 @@
 #![warn(missing_docs)]
 
 pub mod admin;
+pub mod block;
 pub mod crypto;
 pub mod object;
 pub mod s3;
