@@ -539,3 +539,45 @@ fn audit_verify_detects_an_edited_entry() {
         "{stdout}"
     );
 }
+
+#[test]
+fn volume_create_import_export_check_delete() {
+    let env = Env::new();
+    env.ok(&["volume", "create", "disk", "--size", "8M"]);
+    let list = env.json(&["volume", "list"]);
+    assert_eq!(list[0]["name"], "disk");
+    assert_eq!(list[0]["size"], 8 << 20);
+
+    let image = env.dir.path().join("image.raw");
+    let data: Vec<u8> = (0..3_000_000u32)
+        .map(|i| (i.wrapping_mul(2654435761) >> 24) as u8)
+        .collect();
+    std::fs::write(&image, &data).unwrap();
+    env.ok(&["volume", "import", "disk", image.to_str().unwrap()]);
+    let back = env.dir.path().join("back.raw");
+    env.ok(&["volume", "export", "disk", back.to_str().unwrap()]);
+    let exported = std::fs::read(&back).unwrap();
+    assert_eq!(exported.len(), 8 << 20);
+    assert_eq!(&exported[..data.len()], data.as_slice());
+    assert!(exported[data.len()..].iter().all(|b| *b == 0));
+
+    let info = env.json(&["volume", "info", "disk"]);
+    assert_eq!(info["extents"], 8);
+    assert_eq!(info["generations"][0]["extents"], 8);
+    assert!(env.ok(&["volume", "check", "disk"]).contains("consistent"));
+
+    // Clear errors: a duplicate, a bad size, an image larger than the volume, a missing volume.
+    assert!(env
+        .fails(&["volume", "create", "disk", "--size", "8M"])
+        .contains("already exists"));
+    assert!(env
+        .fails(&["volume", "create", "odd", "--size", "1000"])
+        .contains("multiple of 4096"));
+    let big = env.dir.path().join("big.raw");
+    std::fs::write(&big, vec![1u8; (8 << 20) + 1]).unwrap();
+    assert!(env
+        .fails(&["volume", "import", "disk", big.to_str().unwrap()])
+        .contains("larger than"));
+    env.ok(&["volume", "delete", "disk"]);
+    assert!(env.fails(&["volume", "info", "disk"]).contains("does not exist"));
+}

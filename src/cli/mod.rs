@@ -5,6 +5,7 @@ mod object;
 mod output;
 mod s3;
 mod serve;
+mod volume;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -158,6 +159,8 @@ enum Command {
     Object(object::ObjectArgs),
     /// The S3 API's users and access keys.
     S3(s3::S3Args),
+    /// Encrypted block volumes (AES-256-XTS in 4 KiB sectors): create, import, export, check.
+    Volume(volume::VolumeArgs),
     /// Re-encrypt a bucket after a key rotation (--rewrap) or a suspected compromise (--full).
     /// Resumable: run it again after an interruption and it continues where it stopped.
     Reencrypt(object::ReencryptArgs),
@@ -175,6 +178,7 @@ pub fn main() -> ExitCode {
         Command::Kms(args) => kms::run(&cli.global, args),
         Command::Object(args) => object::run(&cli.global, args),
         Command::S3(args) => s3::run(&cli.global, args),
+        Command::Volume(args) => volume::run(&cli.global, args),
         Command::Reencrypt(args) => object::reencrypt(&cli.global, args),
         Command::Index(cmd) => object::index(&cli.global, cmd),
     };
