@@ -1,7 +1,8 @@
-//! Encrypted block volumes: the volume file format ([`format`]) and reading and writing a
-//! volume ([`volume`]). Served over NBD in a later step.
+//! Encrypted block volumes: the volume file format ([`format`]), reading and writing a
+//! volume ([`volume`]), and serving volumes over NBD ([`nbd`]).
 
 pub mod format;
+pub mod nbd;
 pub mod volume;
 
 pub use volume::{Volume, VolumeError};

@@ -11,6 +11,7 @@ use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use kms_core::{KeyProvider, Ocid, Principal, ResourceType};
+use sealstore::block::nbd::{self, Export};
 use sealstore::block::volume::{check, read_header, VOLUME_SUFFIX};
 use sealstore::block::Volume;
 use serde_json::json;
@@ -72,6 +73,18 @@ enum VolumeCommand {
     Delete {
         /// Volume name.
         name: String,
+    },
+    /// Serve a volume over NBD until Ctrl-C or SIGTERM (e.g. `nbdinfo nbd://127.0.0.1/NAME`,
+    /// `qemu-io -f raw nbd://127.0.0.1:10809/NAME`, `nbd+unix:///NAME?socket=PATH`).
+    Serve {
+        /// Volume name (also the export name).
+        name: String,
+        /// Where to listen: tcp:HOST:PORT (port 0 picks one) or unix:PATH.
+        #[arg(long, default_value = "tcp:127.0.0.1:10809")]
+        listen: String,
+        /// Refuse writes.
+        #[arg(long)]
+        read_only: bool,
     },
 }
 
@@ -269,6 +282,22 @@ pub fn run(global: &GlobalOpts, args: VolumeArgs) -> anyhow::Result<ExitCode> {
             let path = volume_path(global, &name)?;
             println!("{name}: {}", check(&path)?);
         }
+        VolumeCommand::Serve {
+            name,
+            listen,
+            read_only,
+        } => {
+            let volume = Arc::new(open(global, &name)?);
+            let exports = Arc::new(vec![Export {
+                name: name.clone(),
+                volume: volume.clone(),
+                read_only,
+            }]);
+            let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            runtime.block_on(serve_nbd(&listen, exports))?;
+            volume.flush()?;
+            println!("stopped");
+        }
         VolumeCommand::Delete { name } => {
             let path = volume_path(global, &name)?;
             std::fs::remove_file(&path).with_context(|| format!("deleting {}", path.display()))?;
@@ -276,6 +305,50 @@ pub fn run(global: &GlobalOpts, args: VolumeArgs) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Accepts NBD clients on `listen` until Ctrl-C or SIGTERM.
+async fn serve_nbd(listen: &str, exports: Arc<Vec<Export>>) -> anyhow::Result<()> {
+    let stop = async {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        tokio::select! {
+            r = tokio::signal::ctrl_c() => r,
+            _ = term.recv() => Ok(()),
+        }
+    };
+    tokio::pin!(stop);
+    if let Some(path) = listen.strip_prefix("unix:") {
+        let _ = std::fs::remove_file(path);
+        let listener = tokio::net::UnixListener::bind(path).with_context(|| format!("listening on {listen}"))?;
+        println!("serving NBD on unix:{path}");
+        loop {
+            tokio::select! {
+                accepted = listener.accept() => {
+                    let (stream, _) = accepted?;
+                    tokio::spawn(nbd::serve_connection(stream, exports.clone()));
+                }
+                r = &mut stop => { r?; break; }
+            }
+        }
+        let _ = std::fs::remove_file(path);
+    } else {
+        let addr = listen.strip_prefix("tcp:").unwrap_or(listen);
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("listening on {listen}"))?;
+        println!("serving NBD on tcp:{}", listener.local_addr()?);
+        loop {
+            tokio::select! {
+                accepted = listener.accept() => {
+                    let (stream, _) = accepted?;
+                    let _ = stream.set_nodelay(true);
+                    tokio::spawn(nbd::serve_connection(stream, exports.clone()));
+                }
+                r = &mut stop => { r?; break; }
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Reads until `buf` is full or the input ends.

@@ -1,0 +1,339 @@
+//! An NBD server (the Network Block Device protocol, fixed newstyle) for encrypted volumes,
+//! on tokio.
+//!
+//! Handshake: NBD_OPT_EXPORT_NAME, INFO, GO, LIST and ABORT; other options (TLS, structured
+//! replies, metadata contexts) are refused with NBD_REP_ERR_UNSUP, after which clients use
+//! simple replies. Transmission: READ, WRITE (with FUA), FLUSH, TRIM, WRITE_ZEROES, DISC.
+//! Requests are read one after another but served concurrently, and each reply goes out when
+//! its request is done, so replies may come out of order (clients match them by cookie).
+//! Any byte alignment is accepted (the volume reads, modifies and writes partial sectors).
+//! FLUSH and FUA mean durable: the volume file is fdatasync'ed.
+
+use std::sync::Arc;
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::Mutex;
+
+use super::Volume;
+
+const NBDMAGIC: u64 = 0x4e42_444d_4147_4943;
+const IHAVEOPT: u64 = 0x4948_4156_454f_5054;
+const REPLY_MAGIC: u64 = 0x0003_e889_0455_65a9;
+const REQUEST_MAGIC: u32 = 0x2560_9513;
+const SIMPLE_REPLY_MAGIC: u32 = 0x6744_6698;
+
+const FLAG_FIXED_NEWSTYLE: u16 = 1;
+const FLAG_NO_ZEROES: u16 = 2;
+const CLIENT_NO_ZEROES: u32 = 2;
+
+const OPT_EXPORT_NAME: u32 = 1;
+const OPT_ABORT: u32 = 2;
+const OPT_LIST: u32 = 3;
+const OPT_INFO: u32 = 6;
+const OPT_GO: u32 = 7;
+
+const REP_ACK: u32 = 1;
+const REP_SERVER: u32 = 2;
+const REP_INFO: u32 = 3;
+const REP_ERR_UNSUP: u32 = (1 << 31) + 1;
+const REP_ERR_INVALID: u32 = (1 << 31) + 3;
+const REP_ERR_UNKNOWN: u32 = (1 << 31) + 6;
+const INFO_EXPORT: u16 = 0;
+
+const TX_HAS_FLAGS: u16 = 1;
+const TX_READ_ONLY: u16 = 1 << 1;
+const TX_SEND_FLUSH: u16 = 1 << 2;
+const TX_SEND_FUA: u16 = 1 << 3;
+const TX_SEND_TRIM: u16 = 1 << 5;
+const TX_SEND_WRITE_ZEROES: u16 = 1 << 6;
+const TX_CAN_MULTI_CONN: u16 = 1 << 8;
+
+const CMD_FLAG_FUA: u16 = 1;
+const CMD_READ: u16 = 0;
+const CMD_WRITE: u16 = 1;
+const CMD_DISC: u16 = 2;
+const CMD_FLUSH: u16 = 3;
+const CMD_TRIM: u16 = 4;
+const CMD_WRITE_ZEROES: u16 = 6;
+
+const EPERM: u32 = 1;
+const EIO: u32 = 5;
+const EINVAL: u32 = 22;
+const ENOSPC: u32 = 28;
+const EOVERFLOW: u32 = 75;
+
+/// Largest READ or WRITE served (the NBD convention; larger requests get EINVAL, and a larger
+/// WRITE ends the connection since its payload cannot be skipped safely).
+pub const MAX_REQUEST: u32 = 32 << 20;
+/// Option payloads above this end the handshake.
+const MAX_OPTION: u32 = 64 << 10;
+
+/// One export: a volume under a name.
+#[derive(Debug, Clone)]
+pub struct Export {
+    /// Export name (clients ask for it; the empty name means this export too).
+    pub name: String,
+    /// The volume.
+    pub volume: Arc<Volume>,
+    /// Refuse writes.
+    pub read_only: bool,
+}
+
+impl Export {
+    fn transmission_flags(&self) -> u16 {
+        let mut flags = TX_HAS_FLAGS | TX_SEND_FLUSH | TX_SEND_FUA | TX_CAN_MULTI_CONN;
+        if self.read_only {
+            flags |= TX_READ_ONLY;
+        } else {
+            flags |= TX_SEND_TRIM | TX_SEND_WRITE_ZEROES;
+        }
+        flags
+    }
+}
+
+async fn option_reply<W: AsyncWrite + Unpin>(w: &mut W, option: u32, kind: u32, data: &[u8]) -> std::io::Result<()> {
+    let mut out = Vec::with_capacity(20 + data.len());
+    out.extend_from_slice(&REPLY_MAGIC.to_be_bytes());
+    out.extend_from_slice(&option.to_be_bytes());
+    out.extend_from_slice(&kind.to_be_bytes());
+    out.extend_from_slice(&(data.len() as u32).to_be_bytes());
+    out.extend_from_slice(data);
+    w.write_all(&out).await
+}
+
+/// Serves one client connection until it disconnects.
+pub async fn serve_connection<S>(stream: S, exports: Arc<Vec<Export>>) -> std::io::Result<()>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (mut r, mut w) = tokio::io::split(stream);
+    let mut hello = Vec::with_capacity(18);
+    hello.extend_from_slice(&NBDMAGIC.to_be_bytes());
+    hello.extend_from_slice(&IHAVEOPT.to_be_bytes());
+    hello.extend_from_slice(&(FLAG_FIXED_NEWSTYLE | FLAG_NO_ZEROES).to_be_bytes());
+    w.write_all(&hello).await?;
+    let client_flags = r.read_u32().await?;
+    let no_zeroes = client_flags & CLIENT_NO_ZEROES != 0;
+
+    let export = loop {
+        if r.read_u64().await? != IHAVEOPT {
+            return Err(std::io::Error::other("bad option magic"));
+        }
+        let option = r.read_u32().await?;
+        let len = r.read_u32().await?;
+        if len > MAX_OPTION {
+            return Err(std::io::Error::other("option too large"));
+        }
+        let mut data = vec![0u8; len as usize];
+        r.read_exact(&mut data).await?;
+        let find = |name: &[u8]| {
+            exports
+                .iter()
+                .find(|e| e.name.as_bytes() == name || (name.is_empty() && exports.len() == 1))
+                .cloned()
+        };
+        match option {
+            OPT_EXPORT_NAME => {
+                // No error reply is possible here: an unknown name just ends the connection.
+                let Some(export) = find(&data) else {
+                    return Ok(());
+                };
+                let mut out = Vec::with_capacity(134);
+                out.extend_from_slice(&export.volume.size().to_be_bytes());
+                out.extend_from_slice(&export.transmission_flags().to_be_bytes());
+                if !no_zeroes {
+                    out.extend_from_slice(&[0u8; 124]);
+                }
+                w.write_all(&out).await?;
+                break export;
+            }
+            OPT_ABORT => {
+                option_reply(&mut w, option, REP_ACK, &[]).await?;
+                return Ok(());
+            }
+            OPT_LIST => {
+                if !data.is_empty() {
+                    option_reply(&mut w, option, REP_ERR_INVALID, b"LIST takes no data").await?;
+                    continue;
+                }
+                for e in exports.iter() {
+                    let mut d = (e.name.len() as u32).to_be_bytes().to_vec();
+                    d.extend_from_slice(e.name.as_bytes());
+                    option_reply(&mut w, option, REP_SERVER, &d).await?;
+                }
+                option_reply(&mut w, option, REP_ACK, &[]).await?;
+            }
+            OPT_INFO | OPT_GO => {
+                let parsed = (|| {
+                    let name_len = u32::from_be_bytes(data.get(..4)?.try_into().ok()?) as usize;
+                    let name = data.get(4..4 + name_len)?;
+                    let count = u16::from_be_bytes(data.get(4 + name_len..6 + name_len)?.try_into().ok()?) as usize;
+                    (data.len() == 6 + name_len + 2 * count).then_some(name)
+                })();
+                let Some(name) = parsed else {
+                    option_reply(&mut w, option, REP_ERR_INVALID, b"malformed INFO/GO request").await?;
+                    continue;
+                };
+                let Some(export) = find(name) else {
+                    let msg = format!("no export named '{}'", String::from_utf8_lossy(name));
+                    option_reply(&mut w, option, REP_ERR_UNKNOWN, msg.as_bytes()).await?;
+                    continue;
+                };
+                let mut info = INFO_EXPORT.to_be_bytes().to_vec();
+                info.extend_from_slice(&export.volume.size().to_be_bytes());
+                info.extend_from_slice(&export.transmission_flags().to_be_bytes());
+                option_reply(&mut w, option, REP_INFO, &info).await?;
+                option_reply(&mut w, option, REP_ACK, &[]).await?;
+                if option == OPT_GO {
+                    break export;
+                }
+            }
+            _ => option_reply(&mut w, option, REP_ERR_UNSUP, b"option not supported").await?,
+        }
+    };
+    transmission(r, w, export).await
+}
+
+/// Writes a simple reply (and its data, for a successful READ) as one write.
+async fn reply<W: AsyncWrite + Unpin>(w: &Mutex<W>, cookie: u64, error: u32, data: &[u8]) -> std::io::Result<()> {
+    let mut out = Vec::with_capacity(16 + data.len());
+    out.extend_from_slice(&SIMPLE_REPLY_MAGIC.to_be_bytes());
+    out.extend_from_slice(&error.to_be_bytes());
+    out.extend_from_slice(&cookie.to_be_bytes());
+    out.extend_from_slice(data);
+    w.lock().await.write_all(&out).await
+}
+
+fn errno(e: &super::VolumeError) -> u32 {
+    match e {
+        super::VolumeError::OutOfRange { .. } => ENOSPC,
+        super::VolumeError::Invalid(_) => EINVAL,
+        _ => EIO,
+    }
+}
+
+async fn transmission<R, W>(mut r: R, w: W, export: Export) -> std::io::Result<()>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin + Send + 'static,
+{
+    let w = Arc::new(Mutex::new(w));
+    let mut in_flight = tokio::task::JoinSet::new();
+    let result = loop {
+        let mut header = [0u8; 28];
+        match r.read_exact(&mut header).await {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => break Ok(()),
+            Err(e) => break Err(e),
+        }
+        let magic = u32::from_be_bytes(header[0..4].try_into().expect("4"));
+        let flags = u16::from_be_bytes(header[4..6].try_into().expect("2"));
+        let kind = u16::from_be_bytes(header[6..8].try_into().expect("2"));
+        let cookie = u64::from_be_bytes(header[8..16].try_into().expect("8"));
+        let offset = u64::from_be_bytes(header[16..24].try_into().expect("8"));
+        let len = u32::from_be_bytes(header[24..28].try_into().expect("4"));
+        if magic != REQUEST_MAGIC {
+            break Err(std::io::Error::other("bad request magic"));
+        }
+        let in_range = offset
+            .checked_add(u64::from(len))
+            .is_some_and(|end| end <= export.volume.size());
+        let (vol, w2) = (export.volume.clone(), w.clone());
+        let fua = flags & CMD_FLAG_FUA != 0;
+        match kind {
+            CMD_DISC => break Ok(()),
+            CMD_WRITE => {
+                if len > MAX_REQUEST {
+                    let _ = reply(&w, cookie, EOVERFLOW, &[]).await;
+                    break Err(std::io::Error::other("write request too large"));
+                }
+                let mut data = vec![0u8; len as usize];
+                r.read_exact(&mut data).await?;
+                let error = if export.read_only {
+                    Some(EPERM)
+                } else if !in_range {
+                    Some(ENOSPC)
+                } else {
+                    None
+                };
+                in_flight.spawn(async move {
+                    let error = match error {
+                        Some(e) => e,
+                        None => tokio::task::spawn_blocking(move || {
+                            vol.write_at(offset, &data)
+                                .and_then(|()| if fua { vol.flush() } else { Ok(()) })
+                        })
+                        .await
+                        .map_or(EIO, |r| r.err().map_or(0, |e| errno(&e))),
+                    };
+                    reply(&w2, cookie, error, &[]).await
+                });
+            }
+            CMD_READ => {
+                if len > MAX_REQUEST || !in_range {
+                    reply(&w, cookie, EINVAL, &[]).await?;
+                    continue;
+                }
+                in_flight.spawn(async move {
+                    let read = tokio::task::spawn_blocking(move || {
+                        let mut buf = vec![0u8; len as usize];
+                        vol.read_at(offset, &mut buf).map(|()| buf)
+                    })
+                    .await;
+                    match read {
+                        Ok(Ok(buf)) => reply(&w2, cookie, 0, &buf).await,
+                        Ok(Err(e)) => reply(&w2, cookie, errno(&e), &[]).await,
+                        Err(_) => reply(&w2, cookie, EIO, &[]).await,
+                    }
+                });
+            }
+            CMD_FLUSH => {
+                in_flight.spawn(async move {
+                    let done = tokio::task::spawn_blocking(move || vol.flush()).await;
+                    reply(&w2, cookie, done.map_or(EIO, |r| r.err().map_or(0, |e| errno(&e))), &[]).await
+                });
+            }
+            CMD_TRIM | CMD_WRITE_ZEROES => {
+                if export.read_only || !in_range {
+                    let e = if export.read_only { EPERM } else { ENOSPC };
+                    reply(&w, cookie, e, &[]).await?;
+                    continue;
+                }
+                let zeroes = kind == CMD_WRITE_ZEROES;
+                in_flight.spawn(async move {
+                    let done = tokio::task::spawn_blocking(move || {
+                        // TRIM is advisory and its range may then read as anything: nothing to
+                        // do. WRITE_ZEROES must read back as zeros: encrypted zeros are written.
+                        if zeroes {
+                            let chunk = vec![0u8; 1 << 20];
+                            let mut at = offset;
+                            let end = offset + u64::from(len);
+                            while at < end {
+                                let n = (end - at).min(chunk.len() as u64) as usize;
+                                vol.write_at(at, &chunk[..n])?;
+                                at += n as u64;
+                            }
+                        }
+                        if fua {
+                            vol.flush()?;
+                        }
+                        Ok::<_, super::VolumeError>(())
+                    })
+                    .await;
+                    reply(&w2, cookie, done.map_or(EIO, |r| r.err().map_or(0, |e| errno(&e))), &[]).await
+                });
+            }
+            _ => reply(&w, cookie, EINVAL, &[]).await?,
+        }
+        // Reap finished requests so the set does not grow without bound.
+        while let Some(done) = in_flight.try_join_next() {
+            if let Ok(Err(e)) = done {
+                tracing::debug!(error = %e, "NBD reply failed");
+            }
+        }
+    };
+    // Every request received gets its reply before the connection closes.
+    while in_flight.join_next().await.is_some() {}
+    let _ = w.lock().await.shutdown().await;
+    result
+}
