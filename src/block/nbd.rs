@@ -1,9 +1,10 @@
 //! An NBD server (the Network Block Device protocol, fixed newstyle) for encrypted volumes,
 //! on tokio.
 //!
-//! Handshake: NBD_OPT_EXPORT_NAME, INFO, GO, LIST and ABORT; other options (TLS, structured
-//! replies, metadata contexts) are refused with NBD_REP_ERR_UNSUP, after which clients use
-//! simple replies. Transmission: READ, WRITE (with FUA), FLUSH, TRIM, WRITE_ZEROES, DISC.
+//! Handshake: NBD_OPT_EXPORT_NAME, INFO, GO, LIST, ABORT and STRUCTURED_REPLY; other options
+//! (TLS, metadata contexts) are refused with NBD_REP_ERR_UNSUP. Replies are simple, or
+//! structured (one chunk each, with a message on errors) when the client asked for them.
+//! Transmission: READ, WRITE (with FUA), FLUSH, TRIM, WRITE_ZEROES, DISC.
 //! Requests are read one after another but served concurrently, and each reply goes out when
 //! its request is done, so replies may come out of order (clients match them by cookie).
 //! Any byte alignment is accepted (the volume reads, modifies and writes partial sectors).
@@ -21,6 +22,11 @@ const IHAVEOPT: u64 = 0x4948_4156_454f_5054;
 const REPLY_MAGIC: u64 = 0x0003_e889_0455_65a9;
 const REQUEST_MAGIC: u32 = 0x2560_9513;
 const SIMPLE_REPLY_MAGIC: u32 = 0x6744_6698;
+const STRUCTURED_REPLY_MAGIC: u32 = 0x668e_33ef;
+const REPLY_FLAG_DONE: u16 = 1;
+const REPLY_TYPE_NONE: u16 = 0;
+const REPLY_TYPE_OFFSET_DATA: u16 = 1;
+const REPLY_TYPE_ERROR: u16 = (1 << 15) + 1;
 
 const FLAG_FIXED_NEWSTYLE: u16 = 1;
 const FLAG_NO_ZEROES: u16 = 2;
@@ -31,6 +37,7 @@ const OPT_ABORT: u32 = 2;
 const OPT_LIST: u32 = 3;
 const OPT_INFO: u32 = 6;
 const OPT_GO: u32 = 7;
+const OPT_STRUCTURED_REPLY: u32 = 8;
 
 const REP_ACK: u32 = 1;
 const REP_SERVER: u32 = 2;
@@ -114,6 +121,7 @@ where
     w.write_all(&hello).await?;
     let client_flags = r.read_u32().await?;
     let no_zeroes = client_flags & CLIENT_NO_ZEROES != 0;
+    let mut structured = false;
 
     let export = loop {
         if r.read_u64().await? != IHAVEOPT {
@@ -146,6 +154,14 @@ where
                 }
                 w.write_all(&out).await?;
                 break export;
+            }
+            OPT_STRUCTURED_REPLY => {
+                if data.is_empty() {
+                    structured = true;
+                    option_reply(&mut w, option, REP_ACK, &[]).await?;
+                } else {
+                    option_reply(&mut w, option, REP_ERR_INVALID, b"STRUCTURED_REPLY takes no data").await?;
+                }
             }
             OPT_ABORT => {
                 option_reply(&mut w, option, REP_ACK, &[]).await?;
@@ -191,17 +207,66 @@ where
             _ => option_reply(&mut w, option, REP_ERR_UNSUP, b"option not supported").await?,
         }
     };
-    transmission(r, w, export).await
+    transmission(r, w, export, structured).await
 }
 
-/// Writes a simple reply (and its data, for a successful READ) as one write.
-async fn reply<W: AsyncWrite + Unpin>(w: &Mutex<W>, cookie: u64, error: u32, data: &[u8]) -> std::io::Result<()> {
-    let mut out = Vec::with_capacity(16 + data.len());
-    out.extend_from_slice(&SIMPLE_REPLY_MAGIC.to_be_bytes());
-    out.extend_from_slice(&error.to_be_bytes());
-    out.extend_from_slice(&cookie.to_be_bytes());
-    out.extend_from_slice(data);
-    w.lock().await.write_all(&out).await
+/// How replies are framed on a connection.
+#[derive(Debug, Clone, Copy)]
+struct Replies {
+    structured: bool,
+}
+
+impl Replies {
+    /// Writes the reply to `cookie` as one write: success (with the data of a READ at
+    /// `offset`), or `error`.
+    async fn send<W: AsyncWrite + Unpin>(
+        self,
+        w: &Mutex<W>,
+        cookie: u64,
+        error: u32,
+        read: Option<(u64, &[u8])>,
+    ) -> std::io::Result<()> {
+        let mut out = Vec::with_capacity(32 + read.map_or(0, |(_, d)| d.len()));
+        if !self.structured {
+            out.extend_from_slice(&SIMPLE_REPLY_MAGIC.to_be_bytes());
+            out.extend_from_slice(&error.to_be_bytes());
+            out.extend_from_slice(&cookie.to_be_bytes());
+            if error == 0 {
+                out.extend_from_slice(read.map_or(&[][..], |(_, d)| d));
+            }
+        } else {
+            let message: &[u8] = match error {
+                EPERM => b"the export is read-only",
+                EINVAL => b"invalid request",
+                ENOSPC => b"beyond the end of the volume",
+                EOVERFLOW => b"request too large",
+                _ => b"I/O error on the volume",
+            };
+            let (kind, payload_len) = match (error, read) {
+                (0, Some((_, d))) => (REPLY_TYPE_OFFSET_DATA, 8 + d.len()),
+                (0, None) => (REPLY_TYPE_NONE, 0),
+                _ => (REPLY_TYPE_ERROR, 6 + message.len()),
+            };
+            out.extend_from_slice(&STRUCTURED_REPLY_MAGIC.to_be_bytes());
+            out.extend_from_slice(&REPLY_FLAG_DONE.to_be_bytes());
+            out.extend_from_slice(&kind.to_be_bytes());
+            out.extend_from_slice(&cookie.to_be_bytes());
+            out.extend_from_slice(&(payload_len as u32).to_be_bytes());
+            match (error, read) {
+                (0, Some((offset, d))) => {
+                    out.extend_from_slice(&offset.to_be_bytes());
+                    out.extend_from_slice(d);
+                }
+                (0, None) => {}
+                _ => {
+                    out.extend_from_slice(&error.to_be_bytes());
+                    out.extend_from_slice(&(message.len() as u16).to_be_bytes());
+                    out.extend_from_slice(message);
+                }
+            }
+        }
+        w.lock().await.write_all(&out).await
+    }
 }
 
 fn errno(e: &super::VolumeError) -> u32 {
@@ -212,12 +277,13 @@ fn errno(e: &super::VolumeError) -> u32 {
     }
 }
 
-async fn transmission<R, W>(mut r: R, w: W, export: Export) -> std::io::Result<()>
+async fn transmission<R, W>(mut r: R, w: W, export: Export, structured: bool) -> std::io::Result<()>
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin + Send + 'static,
 {
     let w = Arc::new(Mutex::new(w));
+    let replies = Replies { structured };
     let mut in_flight = tokio::task::JoinSet::new();
     let result = loop {
         let mut header = [0u8; 28];
@@ -244,7 +310,7 @@ where
             CMD_DISC => break Ok(()),
             CMD_WRITE => {
                 if len > MAX_REQUEST {
-                    let _ = reply(&w, cookie, EOVERFLOW, &[]).await;
+                    let _ = replies.send(&w, cookie, EOVERFLOW, None).await;
                     break Err(std::io::Error::other("write request too large"));
                 }
                 let mut data = vec![0u8; len as usize];
@@ -266,12 +332,12 @@ where
                         .await
                         .map_or(EIO, |r| r.err().map_or(0, |e| errno(&e))),
                     };
-                    reply(&w2, cookie, error, &[]).await
+                    replies.send(&w2, cookie, error, None).await
                 });
             }
             CMD_READ => {
                 if len > MAX_REQUEST || !in_range {
-                    reply(&w, cookie, EINVAL, &[]).await?;
+                    replies.send(&w, cookie, EINVAL, None).await?;
                     continue;
                 }
                 in_flight.spawn(async move {
@@ -281,22 +347,29 @@ where
                     })
                     .await;
                     match read {
-                        Ok(Ok(buf)) => reply(&w2, cookie, 0, &buf).await,
-                        Ok(Err(e)) => reply(&w2, cookie, errno(&e), &[]).await,
-                        Err(_) => reply(&w2, cookie, EIO, &[]).await,
+                        Ok(Ok(buf)) => replies.send(&w2, cookie, 0, Some((offset, &buf))).await,
+                        Ok(Err(e)) => replies.send(&w2, cookie, errno(&e), None).await,
+                        Err(_) => replies.send(&w2, cookie, EIO, None).await,
                     }
                 });
             }
             CMD_FLUSH => {
                 in_flight.spawn(async move {
                     let done = tokio::task::spawn_blocking(move || vol.flush()).await;
-                    reply(&w2, cookie, done.map_or(EIO, |r| r.err().map_or(0, |e| errno(&e))), &[]).await
+                    replies
+                        .send(
+                            &w2,
+                            cookie,
+                            done.map_or(EIO, |r| r.err().map_or(0, |e| errno(&e))),
+                            None,
+                        )
+                        .await
                 });
             }
             CMD_TRIM | CMD_WRITE_ZEROES => {
                 if export.read_only || !in_range {
                     let e = if export.read_only { EPERM } else { ENOSPC };
-                    reply(&w, cookie, e, &[]).await?;
+                    replies.send(&w, cookie, e, None).await?;
                     continue;
                 }
                 let zeroes = kind == CMD_WRITE_ZEROES;
@@ -320,10 +393,17 @@ where
                         Ok::<_, super::VolumeError>(())
                     })
                     .await;
-                    reply(&w2, cookie, done.map_or(EIO, |r| r.err().map_or(0, |e| errno(&e))), &[]).await
+                    replies
+                        .send(
+                            &w2,
+                            cookie,
+                            done.map_or(EIO, |r| r.err().map_or(0, |e| errno(&e))),
+                            None,
+                        )
+                        .await
                 });
             }
-            _ => reply(&w, cookie, EINVAL, &[]).await?,
+            _ => replies.send(&w, cookie, EINVAL, None).await?,
         }
         // Reap finished requests so the set does not grow without bound.
         while let Some(done) = in_flight.try_join_next() {

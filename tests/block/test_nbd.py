@@ -79,6 +79,8 @@ def test_nbdinfo_shows_the_export(volume):
     assert export["can_flush"] and export["can_fua"] and export["can_zero"] and not export["is_read_only"]
     listing = run("nbdinfo", "--list", served.uri.rsplit("/", 1)[0])
     assert 'export="disk"' in listing
+    # libnbd asks for structured replies, and gets them.
+    assert "using structured packets" in run("nbdinfo", served.uri)
 
 
 def test_nbdcopy_256_mib_in_and_out(volume):
