@@ -417,3 +417,68 @@ where
     let _ = w.lock().await.shutdown().await;
     result
 }
+
+/// Where an NBD server listens: TCP or a Unix socket.
+#[derive(Debug)]
+pub enum NbdListener {
+    /// A TCP listener.
+    Tcp(tokio::net::TcpListener),
+    /// A Unix socket, removed when the listener is dropped.
+    Unix(tokio::net::UnixListener, std::path::PathBuf),
+}
+
+impl NbdListener {
+    /// Binds `tcp:HOST:PORT` (port 0 picks one; `HOST:PORT` alone also works) or `unix:PATH`
+    /// (a stale socket file is replaced).
+    pub async fn bind(spec: &str) -> std::io::Result<Self> {
+        if let Some(path) = spec.strip_prefix("unix:") {
+            let _ = std::fs::remove_file(path);
+            Ok(NbdListener::Unix(tokio::net::UnixListener::bind(path)?, path.into()))
+        } else {
+            let addr = spec.strip_prefix("tcp:").unwrap_or(spec);
+            Ok(NbdListener::Tcp(tokio::net::TcpListener::bind(addr).await?))
+        }
+    }
+
+    /// What was bound, as `tcp:ADDR` or `unix:PATH`.
+    pub fn describe(&self) -> String {
+        match self {
+            NbdListener::Tcp(l) => format!("tcp:{}", l.local_addr().map_or_else(|_| "?".into(), |a| a.to_string())),
+            NbdListener::Unix(_, path) => format!("unix:{}", path.display()),
+        }
+    }
+
+    /// Serves `exports` to every client that connects, until the task is dropped.
+    pub async fn serve(&self, exports: Arc<Vec<Export>>) {
+        loop {
+            let accepted = match self {
+                NbdListener::Tcp(l) => l.accept().await.map(|(s, peer)| {
+                    // Replies are header then data in one write, but requests pipeline: no Nagle.
+                    let _ = s.set_nodelay(true);
+                    tokio::spawn(log_end(serve_connection(s, exports.clone()), peer.to_string()));
+                }),
+                NbdListener::Unix(l, _) => l.accept().await.map(|(s, _)| {
+                    tokio::spawn(log_end(serve_connection(s, exports.clone()), "unix".into()));
+                }),
+            };
+            if let Err(e) = accepted {
+                tracing::warn!(error = %e, "NBD accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+impl Drop for NbdListener {
+    fn drop(&mut self) {
+        if let NbdListener::Unix(_, path) = self {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
+async fn log_end(connection: impl std::future::Future<Output = std::io::Result<()>>, peer: String) {
+    if let Err(e) = connection.await {
+        tracing::debug!(%peer, error = %e, "NBD connection ended with an error");
+    }
+}

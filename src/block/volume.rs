@@ -19,8 +19,20 @@ use thiserror::Error;
 use super::format::{Generation, HeaderError, VolumeHeader, EXTENT_SIZE, MAP_OFFSET, MAX_SIZE, SLOT_LEN};
 use crate::crypto::xts::{Xts, XtsError, XtsKey, SECTOR_SIZE, XTS_KEY_LEN};
 
+/// Directory of the volumes in the data directory.
+pub const VOLUMES_DIR: &str = "volumes";
 /// File name suffix of volumes in the volumes directory.
 pub const VOLUME_SUFFIX: &str = ".vol";
+
+/// The volume files in `dir`, by name.
+pub fn volume_files(dir: &Path) -> Vec<PathBuf> {
+    let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map(|entries| entries.filter_map(|e| e.ok().map(|e| e.path())).collect())
+        .unwrap_or_default();
+    paths.retain(|p| p.to_string_lossy().ends_with(VOLUME_SUFFIX));
+    paths.sort();
+    paths
+}
 /// Extent locks (striped by extent index).
 const LOCK_STRIPES: usize = 64;
 const SECTOR: u64 = SECTOR_SIZE as u64;

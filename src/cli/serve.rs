@@ -37,6 +37,10 @@ pub struct ServeArgs {
     /// `*.DOMAIN` at this server). Path-style requests keep working.
     #[arg(long, env = "SEALSTORE_S3_DOMAIN", value_parser = parse_domain)]
     domain: Option<sealstore::s3::host::BucketSubdomains>,
+    /// Also serve every volume of the data directory over NBD, each as an export named after
+    /// it: tcp:HOST:PORT (port 0 picks one; see serve.json) or unix:PATH.
+    #[arg(long, env = "SEALSTORE_NBD_LISTEN")]
+    nbd_listen: Option<String>,
     /// Seconds between scheduler passes (auto-rotation, purge of deleted vaults and keys).
     #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
     scheduler_interval_secs: u64,
@@ -141,6 +145,33 @@ async fn serve(global: &GlobalOpts, args: ServeArgs) -> anyhow::Result<ExitCode>
         ),
     }
 
+    let (nbd_task, nbd_bound) = match &args.nbd_listen {
+        Some(spec) => {
+            let keys = kms.clone() as Arc<dyn kms_core::KeyProvider>;
+            let mut exports = Vec::new();
+            for path in
+                sealstore::block::volume::volume_files(&global.data_dir.join(sealstore::block::volume::VOLUMES_DIR))
+            {
+                let volume = sealstore::block::Volume::open(&path, &keys)
+                    .with_context(|| format!("opening volume {}", path.display()))?;
+                exports.push(sealstore::block::nbd::Export {
+                    name: volume.header().name.clone(),
+                    volume: Arc::new(volume),
+                    read_only: false,
+                });
+            }
+            let listener = sealstore::block::nbd::NbdListener::bind(spec)
+                .await
+                .with_context(|| format!("binding NBD to {spec}"))?;
+            let bound = listener.describe();
+            println!("NBD           {bound} ({} volume(s))", exports.len());
+            let exports = Arc::new(exports);
+            let task = tokio::spawn(async move { listener.serve(exports).await });
+            (Some(task), Some(bound))
+        }
+        None => (None, None),
+    };
+
     let serve_file = global.data_dir.join(SERVE_FILE);
     write_atomically(
         &serve_file,
@@ -148,6 +179,7 @@ async fn serve(global: &GlobalOpts, args: ServeArgs) -> anyhow::Result<ExitCode>
             "pid": std::process::id(),
             "adminSocket": socket_path,
             "s3": format!("http://{s3_addr}"),
+            "nbd": nbd_bound,
             "region": kms.region(),
             "tenancyId": kms.tenancy_id(),
             "defaultVaultId": defaults.vault.id,
@@ -162,6 +194,11 @@ async fn serve(global: &GlobalOpts, args: ServeArgs) -> anyhow::Result<ExitCode>
     info!("shutting down");
     admin_task.abort();
     s3_task.abort();
+    if let Some(task) = nbd_task {
+        // Aborting drops the listener (removing a Unix socket). Acknowledged FLUSHes are
+        // on disk already; other completed writes are in the page cache, which outlives us.
+        task.abort();
+    }
     scheduler_task.abort();
     audit_flush_task.abort();
     if let Err(e) = kms.flush_audit() {

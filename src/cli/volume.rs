@@ -11,15 +11,13 @@ use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use kms_core::{KeyProvider, Ocid, Principal, ResourceType};
-use sealstore::block::nbd::{self, Export};
-use sealstore::block::volume::{check, read_header, VOLUME_SUFFIX};
+use sealstore::block::nbd::{Export, NbdListener};
+use sealstore::block::volume::{check, read_header, volume_files, VOLUMES_DIR, VOLUME_SUFFIX};
 use sealstore::block::Volume;
 use serde_json::json;
 
 use super::{output, GlobalOpts};
 
-/// Directory of the volumes in the data directory.
-const VOLUMES_DIR: &str = "volumes";
 /// Bytes per read or write of import and export.
 const CHUNK: usize = 4 << 20;
 
@@ -159,14 +157,10 @@ pub fn run(global: &GlobalOpts, args: VolumeArgs) -> anyhow::Result<ExitCode> {
         }
         VolumeCommand::List => {
             let mut rows = Vec::new();
-            if let Ok(entries) = std::fs::read_dir(volumes_dir(global)) {
-                let mut paths: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
-                paths.sort();
-                for path in paths.iter().filter(|p| p.to_string_lossy().ends_with(VOLUME_SUFFIX)) {
-                    match read_header(path) {
-                        Ok(h) => rows.push(json!({"name": h.name, "size": h.size, "generations": h.generations.len(), "created": h.created})),
-                        Err(e) => rows.push(json!({"name": path.file_name().map(|n| n.to_string_lossy().into_owned()), "error": e.to_string()})),
-                    }
+            for path in volume_files(&volumes_dir(global)) {
+                match read_header(&path) {
+                    Ok(h) => rows.push(json!({"name": h.name, "size": h.size, "generations": h.generations.len(), "created": h.created})),
+                    Err(e) => rows.push(json!({"name": path.file_name().map(|n| n.to_string_lossy().into_owned()), "error": e.to_string()})),
                 }
             }
             let rows = serde_json::Value::Array(rows);
@@ -309,44 +303,15 @@ pub fn run(global: &GlobalOpts, args: VolumeArgs) -> anyhow::Result<ExitCode> {
 
 /// Accepts NBD clients on `listen` until Ctrl-C or SIGTERM.
 async fn serve_nbd(listen: &str, exports: Arc<Vec<Export>>) -> anyhow::Result<()> {
-    let stop = async {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-        tokio::select! {
-            r = tokio::signal::ctrl_c() => r,
-            _ = term.recv() => Ok(()),
-        }
-    };
-    tokio::pin!(stop);
-    if let Some(path) = listen.strip_prefix("unix:") {
-        let _ = std::fs::remove_file(path);
-        let listener = tokio::net::UnixListener::bind(path).with_context(|| format!("listening on {listen}"))?;
-        println!("serving NBD on unix:{path}");
-        loop {
-            tokio::select! {
-                accepted = listener.accept() => {
-                    let (stream, _) = accepted?;
-                    tokio::spawn(nbd::serve_connection(stream, exports.clone()));
-                }
-                r = &mut stop => { r?; break; }
-            }
-        }
-        let _ = std::fs::remove_file(path);
-    } else {
-        let addr = listen.strip_prefix("tcp:").unwrap_or(listen);
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
-            .with_context(|| format!("listening on {listen}"))?;
-        println!("serving NBD on tcp:{}", listener.local_addr()?);
-        loop {
-            tokio::select! {
-                accepted = listener.accept() => {
-                    let (stream, _) = accepted?;
-                    let _ = stream.set_nodelay(true);
-                    tokio::spawn(nbd::serve_connection(stream, exports.clone()));
-                }
-                r = &mut stop => { r?; break; }
-            }
-        }
+    let listener = NbdListener::bind(listen)
+        .await
+        .with_context(|| format!("listening on {listen}"))?;
+    println!("serving NBD on {}", listener.describe());
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        _ = listener.serve(exports) => {}
+        r = tokio::signal::ctrl_c() => r?,
+        _ = term.recv() => {}
     }
     Ok(())
 }

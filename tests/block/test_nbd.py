@@ -198,3 +198,33 @@ def test_kill_9_loses_nothing_flushed(tmp_path):
             assert f.read(3 << 20) == b"\x5a" * (3 << 20)
     finally:
         served.stop()
+
+
+def test_sealstore_serve_exports_every_volume(tmp_path):
+    data_dir = tmp_path / "data"
+    cli(data_dir, "volume", "create", "alpha", "--size", "8M")
+    cli(data_dir, "volume", "create", "beta", "--size", "16M")
+    env = dict(os.environ, SEALSTORE_DATA_DIR=str(data_dir))
+    proc = subprocess.Popen(
+        [str(BINARY), "serve", "--s3-listen", "127.0.0.1:0", "--nbd-listen", "tcp:127.0.0.1:0"],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        serve_json = data_dir / "serve.json"
+        deadline = time.time() + 30
+        while not serve_json.exists():
+            assert proc.poll() is None and time.time() < deadline, "serve did not start"
+            time.sleep(0.05)
+        nbd = json.loads(serve_json.read_text())["nbd"]
+        assert nbd.startswith("tcp:")
+        base = f"nbd://{nbd[4:]}"
+        listing = run("nbdinfo", "--list", base)
+        assert 'export="alpha"' in listing and 'export="beta"' in listing
+        assert json.loads(run("nbdinfo", "--json", f"{base}/beta"))["exports"][0]["export-size"] == 16 << 20
+        run("qemu-io", "-f", "raw", "-c", "write -P 0x77 1M 64k", "-c", "flush", f"{base}/alpha")
+        run("qemu-io", "-f", "raw", "-c", "read -P 0x77 1M 64k", f"{base}/alpha")
+        out = subprocess.run(["nbdinfo", f"{base}/gamma"], capture_output=True, text=True, timeout=30)
+        assert out.returncode != 0 and "gamma" in out.stderr
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
