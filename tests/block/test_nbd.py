@@ -228,3 +228,75 @@ def test_sealstore_serve_exports_every_volume(tmp_path):
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+class RawClient:
+    """Speaks NBD over a socket byte by byte, to send what well-behaved clients never do."""
+
+    def __init__(self, host, port, name):
+        import socket
+        import struct
+
+        self.struct = struct
+        self.sock = socket.create_connection((host, port), timeout=10)
+        assert self.recv(18)[:16] == b"NBDMAGICIHAVEOPT"
+        self.sock.sendall(struct.pack(">I", 3))  # fixed newstyle, no zeroes
+        self.option(7, struct.pack(">I", len(name)) + name.encode() + struct.pack(">H", 0))
+        while True:
+            _, _, kind, length = struct.unpack(">QIII", self.recv(20))
+            self.recv(length)
+            if kind == 1:  # ACK: transmission starts
+                break
+            assert kind == 3, kind  # INFO
+
+    def recv(self, n):
+        data = b""
+        while len(data) < n:
+            chunk = self.sock.recv(n - len(data))
+            assert chunk, "server closed the connection"
+            data += chunk
+        return data
+
+    def option(self, option, data):
+        self.sock.sendall(b"IHAVEOPT" + self.struct.pack(">II", option, len(data)) + data)
+
+    def request(self, kind, cookie, offset, length, payload=b""):
+        self.sock.sendall(self.struct.pack(">IHHQQI", 0x25609513, 0, kind, cookie, offset, length) + payload)
+
+    def simple_reply(self):
+        magic, error, cookie = self.struct.unpack(">IIQ", self.recv(16))
+        assert magic == 0x67446698
+        return error, cookie
+
+
+def test_bad_requests_get_nbd_errors_and_the_server_goes_on(volume):
+    served, _, _ = volume
+    host, port = served.uri[len("nbd://"):].split("/")[0].rsplit(":", 1)
+    c = RawClient(host, int(port), "disk")
+    size = 512 << 20
+    c.request(0, 1, size - 10, 20)  # read past the end
+    assert c.simple_reply() == (22, 1)  # EINVAL
+    c.request(1, 2, size - 10, 20, b"x" * 20)  # write past the end
+    assert c.simple_reply() == (28, 2)  # ENOSPC
+    c.request(5, 3, 0, 4096)  # NBD_CMD_CACHE: not offered
+    assert c.simple_reply() == (22, 3)
+    c.request(99, 4, 0, 0)  # unknown command
+    assert c.simple_reply() == (22, 4)
+    c.request(0, 5, 0, 64 << 20)  # larger than the 32 MiB maximum
+    assert c.simple_reply() == (22, 5)
+    # Out of order is allowed; all answered, and the connection still works.
+    c.request(1, 6, 4096, 4096, b"\x11" * 4096)
+    c.request(0, 7, 4096, 4096)
+    replies = {}
+    for _ in range(2):
+        error, cookie = c.simple_reply()
+        assert error == 0
+        if cookie == 7:
+            replies[7] = c.recv(4096)
+        else:
+            replies[cookie] = None
+    assert set(replies) == {6, 7}
+    c.request(2, 8, 0, 0)  # DISC
+    c.sock.close()
+    # Another client is served normally.
+    run("qemu-io", "-f", "raw", "-c", "read -P 0x11 4096 4096", served.uri)
