@@ -137,7 +137,7 @@ fn full_reencrypt_sweep_survives_kill_9_and_resumes() {
     // The old version still protects data: disabling it is refused with the count.
     let refused = env.run(&["kms", "key", "disable-version", &key, &v1]);
     assert!(!refused.status.success());
-    assert!(String::from_utf8_lossy(&refused.stderr).contains("still protects 500 object(s)"));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("still protects 500 object(s) or volume(s)"));
 
     // Kill the sweep part-way; retry with a later kill if it had not started yet.
     let mut killed_mid_sweep = false;

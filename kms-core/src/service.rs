@@ -888,8 +888,9 @@ impl Kms {
                     ..Default::default()
                 };
                 let err = KmsError::IncorrectState(format!(
-                    "key version {version_id} still protects {protected} object(s); re-encrypt them first \
-                     (sealstore reencrypt) or force it, making them unreadable while the version is disabled"
+                    "key version {version_id} still protects {protected} object(s) or volume(s); re-encrypt them \
+                     first (sealstore reencrypt, sealstore volume reencrypt) or force it, making them unreadable \
+                     while the version is disabled"
                 ));
                 self.audit_only(
                     principal,

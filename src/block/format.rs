@@ -3,7 +3,8 @@
 //! ```text
 //! 0        header slot A (64 KiB)   } two copies: an update writes the older slot, so a
 //! 64 KiB   header slot B (64 KiB)   } crash leaves the other one valid
-//! 1 MiB    extent generation map (reserved, 1 byte per extent; 0 = generation 0)
+//! 1 MiB    extent generation map: 1 byte per extent, the generation encrypting it
+//! J        journal: one record sector, then room for one extent (re-encryption in flight)
 //! D        data: sector n (4096 bytes, AES-256-XTS, tweak n) at D + 4096·n
 //! ```
 //!
@@ -30,6 +31,10 @@ pub const MAP_OFFSET: u64 = 1 << 20;
 pub const EXTENT_SIZE: u64 = 1 << 20;
 /// Largest volume: 64 TiB.
 pub const MAX_SIZE: u64 = 64 << 40;
+/// Bytes of the journal's record sector.
+pub const JOURNAL_RECORD: u64 = 4096;
+/// First bytes of a valid journal record.
+pub const JOURNAL_MAGIC: &[u8; 4] = b"SSVJ";
 
 /// Errors reading a volume header.
 #[derive(Debug, Error, PartialEq, Eq)]
@@ -92,9 +97,20 @@ impl VolumeHeader {
         self.size / u64::from(self.sector_size)
     }
 
-    /// Offset of sector 0: after the map, rounded up to a MiB.
-    pub fn data_offset(&self) -> u64 {
+    /// Offset of the journal: after the map, rounded up to a MiB.
+    pub fn journal_offset(&self) -> u64 {
         (MAP_OFFSET + self.extents()).div_ceil(1 << 20) * (1 << 20)
+    }
+
+    /// Offset of sector 0: after the journal (a record sector and one extent), rounded up to
+    /// a MiB.
+    pub fn data_offset(&self) -> u64 {
+        (self.journal_offset() + JOURNAL_RECORD + self.extent_size).div_ceil(1 << 20) * (1 << 20)
+    }
+
+    /// The generation new data is written with: the last one.
+    pub fn current_generation(&self) -> u8 {
+        self.generations.last().map_or(0, |g| g.id)
     }
 
     /// The slot bytes of this header.
@@ -194,6 +210,7 @@ mod tests {
             VolumeHeader::newest(&torn, &[0u8; 100]),
             Err(HeaderError::NoValidHeader(_))
         ));
-        assert_eq!(header(1).data_offset(), 2 << 20);
+        assert_eq!(header(1).journal_offset(), 2 << 20);
+        assert_eq!(header(1).data_offset(), 4 << 20);
     }
 }

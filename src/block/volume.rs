@@ -9,20 +9,42 @@
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
 
 use aws_lc_rs::hkdf;
 use base64::Engine;
 use kms_core::{KeyProvider, Ocid};
 use thiserror::Error;
 
-use super::format::{Generation, HeaderError, VolumeHeader, EXTENT_SIZE, MAP_OFFSET, MAX_SIZE, SLOT_LEN};
+use super::format::{
+    Generation, HeaderError, VolumeHeader, EXTENT_SIZE, JOURNAL_MAGIC, JOURNAL_RECORD, MAP_OFFSET, MAX_SIZE, SLOT_LEN,
+};
 use crate::crypto::xts::{Xts, XtsError, XtsKey, SECTOR_SIZE, XTS_KEY_LEN};
 
 /// Directory of the volumes in the data directory.
 pub const VOLUMES_DIR: &str = "volumes";
 /// File name suffix of volumes in the volumes directory.
 pub const VOLUME_SUFFIX: &str = ".vol";
+
+/// The volumes of a directory as a key-version inventory: a version is in use while a
+/// volume has a generation wrapped by it (so `disable-version` refuses until
+/// `volume reencrypt` dropped that generation).
+#[derive(Debug)]
+pub struct VolumeInventory {
+    /// The volumes directory.
+    pub dir: PathBuf,
+}
+
+impl kms_core::DataInventory for VolumeInventory {
+    fn objects_protected_by(&self, key_version: &Ocid) -> kms_core::Result<u64> {
+        Ok(volume_files(&self.dir)
+            .iter()
+            .filter_map(|p| read_header(p).ok())
+            .filter(|h| h.generations.iter().any(|g| g.key_version_id == *key_version))
+            .count() as u64)
+    }
+}
 
 /// The volume files in `dir`, by name.
 pub fn volume_files(dir: &Path) -> Vec<PathBuf> {
@@ -128,9 +150,19 @@ pub struct Volume {
     path: PathBuf,
     file: File,
     header: VolumeHeader,
+    /// Which header slot holds `header` (the other is written next).
+    slot: usize,
     /// XTS keys by generation id.
     keys: Vec<(u8, XtsKey)>,
-    locks: Vec<Mutex<()>>,
+    /// Generation of each extent (mirrors the on-disk map).
+    map: Vec<AtomicU8>,
+    /// Extent locks, striped: readers share, writers and re-encryption exclude.
+    locks: Vec<RwLock<()>>,
+    /// One re-encryption at a time uses the journal.
+    journal: Mutex<()>,
+    /// Test hook: fail a re-encryption after this step (1 journal written, 2 extent written,
+    /// 3 map updated), leaving the file as a crash there would.
+    crash_after: AtomicU8,
 }
 
 impl std::fmt::Debug for Volume {
@@ -140,6 +172,23 @@ impl std::fmt::Debug for Volume {
             .field("size", &self.header.size)
             .finish_non_exhaustive()
     }
+}
+
+/// The journal record: which extent, for which generation, and a checksum over both and the
+/// extent's new ciphertext.
+fn journal_record(extent: u64, generation: u8, data: &[u8]) -> Vec<u8> {
+    let mut record = Vec::with_capacity(JOURNAL_RECORD as usize);
+    record.extend_from_slice(JOURNAL_MAGIC);
+    record.push(1);
+    record.push(generation);
+    record.extend_from_slice(&extent.to_be_bytes());
+    record.extend_from_slice(&(data.len() as u32).to_be_bytes());
+    let mut ctx = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
+    ctx.update(&record);
+    ctx.update(data);
+    record.extend_from_slice(ctx.finish().as_ref());
+    record.resize(JOURNAL_RECORD as usize, 0);
+    record
 }
 
 impl Volume {
@@ -156,7 +205,7 @@ impl Volume {
         let mut uuid = [0u8; 16];
         aws_lc_rs::rand::fill(&mut uuid).map_err(|_| XtsError::Backend("random"))?;
         let uuid = data_encoding::HEXLOWER.encode(&uuid);
-        let data_key = keys.generate_data_key(key_id, &key_aad(&uuid, 0))?;
+        let generation = new_generation(keys, key_id, &uuid, 0)?;
         let header = VolumeHeader {
             sequence: 1,
             uuid,
@@ -164,12 +213,7 @@ impl Volume {
             size,
             sector_size: SECTOR_SIZE as u32,
             extent_size: EXTENT_SIZE,
-            generations: vec![Generation {
-                id: 0,
-                key_id: data_key.key_id,
-                key_version_id: data_key.key_version_id,
-                wrapped_dek: base64::engine::general_purpose::STANDARD.encode(&data_key.wrapped),
-            }],
+            generations: vec![generation],
             created: chrono::Utc::now().to_rfc3339(),
         };
         let path = dir.join(format!("{name}{VOLUME_SUFFIX}"));
@@ -204,14 +248,21 @@ impl Volume {
         Self::open(&path, keys)
     }
 
-    /// Opens a volume file, unwrapping its data keys.
+    /// Opens a volume file, unwrapping its data keys and finishing a re-encryption a crash
+    /// interrupted. The file is locked: one process at a time.
     pub fn open(path: &Path, keys: &Arc<dyn KeyProvider>) -> Result<Self> {
-        let header = read_header(path)?;
         let file = OpenOptions::new()
             .read(true)
             .write(true)
             .open(path)
             .map_err(io(format!("opening {}", path.display())))?;
+        file.try_lock().map_err(|_| {
+            VolumeError::Invalid(format!(
+                "volume {} is in use by another process (a running `volume serve` or `serve --nbd-listen`?)",
+                path.display()
+            ))
+        })?;
+        let (header, slot) = read_slots(path, &file)?;
         let mut xts_keys = Vec::new();
         for generation in &header.generations {
             let wrapped = base64::engine::general_purpose::STANDARD
@@ -220,13 +271,29 @@ impl Volume {
             let dek = keys.unwrap_data_key(&wrapped, &key_aad(&header.uuid, generation.id))?;
             xts_keys.push((generation.id, xts_key(dek.expose(), &header.uuid, generation.id)?));
         }
-        Ok(Volume {
+        let mut map = vec![0u8; header.extents() as usize];
+        file.read_exact_at(&mut map, MAP_OFFSET)
+            .map_err(io(format!("reading the extent map of {}", path.display())))?;
+        let volume = Volume {
             path: path.to_owned(),
             file,
             header,
+            slot,
             keys: xts_keys,
-            locks: (0..LOCK_STRIPES).map(|_| Mutex::new(())).collect(),
-        })
+            map: map.into_iter().map(AtomicU8::new).collect(),
+            locks: (0..LOCK_STRIPES).map(|_| RwLock::new(())).collect(),
+            journal: Mutex::new(()),
+            crash_after: AtomicU8::new(0),
+        };
+        volume.replay_journal()?;
+        if let Some(e) = (0..volume.header.extents()).find(|e| volume.key_of(volume.generation_of(*e)).is_none()) {
+            return Err(VolumeError::Invalid(format!(
+                "{}: extent {e} names generation {}, which the header does not have",
+                path.display(),
+                volume.generation_of(e)
+            )));
+        }
+        Ok(volume)
     }
 
     /// The header.
@@ -239,10 +306,30 @@ impl Volume {
         self.header.size
     }
 
-    /// The XTS key new data is written with (the last generation; all extents use generation
-    /// 0 until rotation exists).
-    fn key_for_extent(&self, _extent: u64) -> &XtsKey {
-        &self.keys[0].1
+    /// The generation encrypting `extent`.
+    pub fn generation_of(&self, extent: u64) -> u8 {
+        self.map[extent as usize].load(Ordering::Acquire)
+    }
+
+    /// Extents per generation id.
+    pub fn extents_per_generation(&self) -> std::collections::BTreeMap<u8, u64> {
+        let mut out = std::collections::BTreeMap::new();
+        for g in &self.header.generations {
+            out.insert(g.id, 0);
+        }
+        for e in 0..self.header.extents() {
+            *out.entry(self.generation_of(e)).or_default() += 1;
+        }
+        out
+    }
+
+    fn key_of(&self, generation: u8) -> Option<&XtsKey> {
+        self.keys.iter().find(|(id, _)| *id == generation).map(|(_, k)| k)
+    }
+
+    fn key(&self, generation: u8) -> Result<&XtsKey> {
+        self.key_of(generation)
+            .ok_or_else(|| VolumeError::Invalid(format!("generation {generation} has no key")))
     }
 
     fn check_range(&self, offset: u64, len: u64) -> Result<()> {
@@ -256,82 +343,317 @@ impl Volume {
         Ok(())
     }
 
-    /// Reads and decrypts whole sectors `[first, first + n)` into `out` (n·4096 bytes).
-    fn read_sectors(&self, first: u64, out: &mut [u8]) -> Result<()> {
+    fn stripe(&self, extent: u64) -> &RwLock<()> {
+        &self.locks[(extent % LOCK_STRIPES as u64) as usize]
+    }
+
+    /// Reads and decrypts whole sectors `[first, first + n)` of one extent into `out`, with
+    /// `generation`'s key; holes stay zeros.
+    fn read_sectors(&self, first: u64, out: &mut [u8], generation: u8) -> Result<()> {
         let at = self.header.data_offset() + first * SECTOR;
         self.file
             .read_exact_at(out, at)
             .map_err(io(format!("reading {}", self.path.display())))?;
-        let mut xts: Option<(u64, Xts)> = None;
+        let mut xts = Xts::new(self.key(generation)?)?;
         for (i, sector) in out.chunks_exact_mut(SECTOR_SIZE).enumerate() {
-            if sector.iter().all(|b| *b == 0) {
-                continue; // never written (a hole)
+            if sector.iter().any(|b| *b != 0) {
+                xts.decrypt_sectors(first + i as u64, sector)?;
             }
-            let n = first + i as u64;
-            let extent = n * SECTOR / EXTENT_SIZE;
-            if xts.as_ref().is_none_or(|(e, _)| *e != extent) {
-                xts = Some((extent, Xts::new(self.key_for_extent(extent))?));
-            }
-            let (_, x) = xts.as_mut().expect("set above");
-            x.decrypt_sectors(n, sector)?;
         }
         Ok(())
+    }
+
+    /// Splits `[offset, offset + len)` at extent boundaries: (extent, offset, length).
+    fn per_extent(&self, offset: u64, len: u64) -> impl Iterator<Item = (u64, u64, u64)> {
+        let end = offset + len;
+        let mut at = offset;
+        std::iter::from_fn(move || {
+            (at < end).then(|| {
+                let extent = at / EXTENT_SIZE;
+                let stop = ((extent + 1) * EXTENT_SIZE).min(end);
+                let piece = (extent, at, stop - at);
+                at = stop;
+                piece
+            })
+        })
     }
 
     /// Reads `buf.len()` bytes at `offset`.
     pub fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
         self.check_range(offset, buf.len() as u64)?;
-        if buf.is_empty() {
-            return Ok(());
+        let mut done = 0usize;
+        for (extent, at, len) in self.per_extent(offset, buf.len() as u64) {
+            let _shared = self.stripe(extent).read().expect("extent lock poisoned");
+            let generation = self.generation_of(extent);
+            let out = &mut buf[done..done + len as usize];
+            let first = at / SECTOR;
+            let skip = (at - first * SECTOR) as usize;
+            if skip == 0 && out.len().is_multiple_of(SECTOR_SIZE) {
+                self.read_sectors(first, out, generation)?;
+            } else {
+                let last = (at + len - 1) / SECTOR;
+                let mut sectors = vec![0u8; ((last - first + 1) * SECTOR) as usize];
+                self.read_sectors(first, &mut sectors, generation)?;
+                out.copy_from_slice(&sectors[skip..skip + out.len()]);
+            }
+            done += len as usize;
         }
-        let first = offset / SECTOR;
-        let last = (offset + buf.len() as u64 - 1) / SECTOR;
-        let skip = (offset - first * SECTOR) as usize;
-        if skip == 0 && buf.len().is_multiple_of(SECTOR_SIZE) {
-            return self.read_sectors(first, buf);
-        }
-        let mut sectors = vec![0u8; ((last - first + 1) * SECTOR) as usize];
-        self.read_sectors(first, &mut sectors)?;
-        buf.copy_from_slice(&sectors[skip..skip + buf.len()]);
         Ok(())
     }
 
-    /// Encrypts and writes `data` at `offset`; partial sectors at either end are read,
-    /// modified and written back under their extents' locks.
+    /// Encrypts and writes `data` at `offset`. Partial sectors are read, modified and written
+    /// back; an extent still on an older generation is re-encrypted whole under the current
+    /// one, through the journal (lazy re-encryption after a rotation).
     pub fn write_at(&self, offset: u64, data: &[u8]) -> Result<()> {
         self.check_range(offset, data.len() as u64)?;
-        if data.is_empty() {
-            return Ok(());
+        let current = self.header.current_generation();
+        let mut done = 0usize;
+        for (extent, at, len) in self.per_extent(offset, data.len() as u64) {
+            let piece = &data[done..done + len as usize];
+            let _exclusive = self.stripe(extent).write().expect("extent lock poisoned");
+            if self.generation_of(extent) == current {
+                self.write_in_extent(at, piece, current)?;
+            } else {
+                self.reencrypt_extent(extent, Some((at, piece)))?;
+            }
+            done += len as usize;
         }
-        let first = offset / SECTOR;
-        let last = (offset + data.len() as u64 - 1) / SECTOR;
-        let skip = (offset - first * SECTOR) as usize;
+        Ok(())
+    }
+
+    /// Writes within one extent that is on `generation` (its lock held).
+    fn write_in_extent(&self, at: u64, data: &[u8], generation: u8) -> Result<()> {
+        let first = at / SECTOR;
+        let last = (at + data.len() as u64 - 1) / SECTOR;
+        let skip = (at - first * SECTOR) as usize;
         let mut sectors = vec![0u8; ((last - first + 1) * SECTOR) as usize];
-        let aligned = skip == 0 && data.len().is_multiple_of(SECTOR_SIZE);
-        let _guards = self.lock_extents(first * SECTOR / EXTENT_SIZE, last * SECTOR / EXTENT_SIZE);
-        if aligned {
+        if skip == 0 && data.len().is_multiple_of(SECTOR_SIZE) {
             sectors.copy_from_slice(data);
         } else {
             // Only the edge sectors need their old contents.
-            self.read_sectors(first, &mut sectors[..SECTOR_SIZE])?;
+            self.read_sectors(first, &mut sectors[..SECTOR_SIZE], generation)?;
             if last > first {
                 let tail = sectors.len() - SECTOR_SIZE;
-                self.read_sectors(last, &mut sectors[tail..])?;
+                self.read_sectors(last, &mut sectors[tail..], generation)?;
             }
             sectors[skip..skip + data.len()].copy_from_slice(data);
         }
-        let mut start = 0usize;
-        while start < sectors.len() {
-            let n = first + (start / SECTOR_SIZE) as u64;
-            let extent = n * SECTOR / EXTENT_SIZE;
-            let extent_end = ((extent + 1) * EXTENT_SIZE / SECTOR - first) as usize * SECTOR_SIZE;
-            let end = extent_end.min(sectors.len());
-            Xts::new(self.key_for_extent(extent))?.encrypt_sectors(n, &mut sectors[start..end])?;
-            start = end;
-        }
+        Xts::new(self.key(generation)?)?.encrypt_sectors(first, &mut sectors)?;
         self.file
             .write_all_at(&sectors, self.header.data_offset() + first * SECTOR)
             .map_err(io(format!("writing {}", self.path.display())))
+    }
+
+    fn injected(&self, step: u8) -> Result<()> {
+        if self.crash_after.load(Ordering::Relaxed) == step {
+            return Err(VolumeError::Invalid(format!("injected crash after step {step}")));
+        }
+        Ok(())
+    }
+
+    /// Fails the next re-encryption after `step` (1: journal written, 2: extent written in
+    /// place, 3: map updated), leaving the file as a crash at that point would. For
+    /// fault-injection tests.
+    #[doc(hidden)]
+    pub fn inject_crash_after(&self, step: u8) {
+        self.crash_after.store(step, Ordering::Relaxed);
+    }
+
+    /// Re-encrypts one extent (its lock held) under the current generation, with `patch`
+    /// (an offset in the volume and bytes) applied. Crash-safe: the new ciphertext goes to
+    /// the journal first (fdatasync), then in place (fdatasync), then the map (fdatasync);
+    /// opening a volume replays a valid journal.
+    fn reencrypt_extent(&self, extent: u64, patch: Option<(u64, &[u8])>) -> Result<()> {
+        let _journal = self.journal.lock().expect("journal lock poisoned");
+        let old = self.generation_of(extent);
+        let current = self.header.current_generation();
+        let start = extent * EXTENT_SIZE;
+        let len = EXTENT_SIZE.min(self.header.size - start) as usize;
+        let first = start / SECTOR;
+        let mut plain = vec![0u8; len];
+        self.read_sectors(first, &mut plain, old)?;
+        // Holes stay holes unless written now.
+        let mut keep = vec![false; len / SECTOR_SIZE];
+        for (i, sector) in plain.chunks_exact(SECTOR_SIZE).enumerate() {
+            keep[i] = sector.iter().any(|b| *b != 0);
+        }
+        if let Some((at, data)) = patch {
+            let o = (at - start) as usize;
+            plain[o..o + data.len()].copy_from_slice(data);
+            for k in &mut keep[o / SECTOR_SIZE..(o + data.len()).div_ceil(SECTOR_SIZE)] {
+                *k = true;
+            }
+        }
+        let mut xts = Xts::new(self.key(current)?)?;
+        for (i, sector) in plain.chunks_exact_mut(SECTOR_SIZE).enumerate() {
+            if keep[i] {
+                xts.encrypt_sectors(first + i as u64, sector)?;
+            } else {
+                sector.fill(0);
+            }
+        }
+        let sync = |what: &str| {
+            self.file
+                .sync_data()
+                .map_err(io(format!("{what} of {}", self.path.display())))
+        };
+        let journal = self.header.journal_offset();
+        let write = |bytes: &[u8], at: u64, what: &str| {
+            self.file
+                .write_all_at(bytes, at)
+                .map_err(io(format!("{what} of {}", self.path.display())))
+        };
+        write(&plain, journal + JOURNAL_RECORD, "writing the journal")?;
+        write(&journal_record(extent, current, &plain), journal, "writing the journal")?;
+        sync("syncing the journal")?;
+        self.injected(1)?;
+        // In place, only the sectors holding data: holes are zeros on disk already, and
+        // stay unallocated.
+        let mut i = 0;
+        while i < keep.len() {
+            if !keep[i] {
+                i += 1;
+                continue;
+            }
+            let run = keep[i..].iter().take_while(|k| **k).count();
+            let bytes = &plain[i * SECTOR_SIZE..(i + run) * SECTOR_SIZE];
+            write(
+                bytes,
+                self.header.data_offset() + start + (i * SECTOR_SIZE) as u64,
+                "re-encrypting an extent",
+            )?;
+            i += run;
+        }
+        sync("syncing an extent")?;
+        self.injected(2)?;
+        self.set_generation(extent, current)?;
+        sync("syncing the extent map")?;
+        self.injected(3)?;
+        write(&[0u8; JOURNAL_RECORD as usize], journal, "clearing the journal")
+    }
+
+    fn set_generation(&self, extent: u64, generation: u8) -> Result<()> {
+        self.file
+            .write_all_at(&[generation], MAP_OFFSET + extent)
+            .map_err(io(format!("updating the extent map of {}", self.path.display())))?;
+        self.map[extent as usize].store(generation, Ordering::Release);
+        Ok(())
+    }
+
+    /// Finishes a re-encryption that a crash interrupted: a valid journal record is written
+    /// in place again and its map entry set (idempotent); an invalid one is ignored.
+    fn replay_journal(&self) -> Result<()> {
+        let journal = self.header.journal_offset();
+        let mut record = vec![0u8; JOURNAL_RECORD as usize];
+        self.file
+            .read_exact_at(&mut record, journal)
+            .map_err(io(format!("reading the journal of {}", self.path.display())))?;
+        if &record[..4] != JOURNAL_MAGIC || record[4] != 1 {
+            return Ok(());
+        }
+        let generation = record[5];
+        let extent = u64::from_be_bytes(record[6..14].try_into().expect("8 bytes"));
+        let len = u32::from_be_bytes(record[14..18].try_into().expect("4 bytes")) as usize;
+        if extent >= self.header.extents() || len as u64 > EXTENT_SIZE || self.key_of(generation).is_none() {
+            return Ok(());
+        }
+        let mut data = vec![0u8; len];
+        self.file
+            .read_exact_at(&mut data, journal + JOURNAL_RECORD)
+            .map_err(io(format!("reading the journal of {}", self.path.display())))?;
+        if journal_record(extent, generation, &data) != record {
+            return Ok(()); // torn: the extent and map were not touched yet
+        }
+        tracing::info!(volume = %self.path.display(), extent, generation, "finishing an interrupted re-encryption");
+        let io_err = io(format!("replaying the journal of {}", self.path.display()));
+        (|| {
+            self.file
+                .write_all_at(&data, self.header.data_offset() + extent * EXTENT_SIZE)?;
+            self.file.write_all_at(&[generation], MAP_OFFSET + extent)?;
+            self.file.sync_data()?;
+            self.file.write_all_at(&[0u8; JOURNAL_RECORD as usize], journal)?;
+            self.file.sync_data()
+        })()
+        .map_err(io_err)?;
+        self.map[extent as usize].store(generation, Ordering::Release);
+        Ok(())
+    }
+
+    /// Writes `header` to the slot not holding the current one, then syncs.
+    fn write_header(&mut self, header: VolumeHeader) -> Result<()> {
+        let other = 1 - self.slot;
+        let bytes = header.encode().map_err(|source| VolumeError::Header {
+            path: self.path.clone(),
+            source,
+        })?;
+        self.file
+            .write_all_at(&bytes, other as u64 * SLOT_LEN)
+            .and_then(|()| self.file.sync_data())
+            .map_err(io(format!("writing the header of {}", self.path.display())))?;
+        self.header = header;
+        self.slot = other;
+        Ok(())
+    }
+
+    /// Adds a data-key generation wrapped by the current version of the volume's master key.
+    /// New writes use it at once; each extent moves to it on its next write (or with
+    /// [`Volume::reencrypt_next`]). Returns the new generation's id.
+    pub fn rotate(&mut self, keys: &Arc<dyn KeyProvider>) -> Result<u8> {
+        let last = self.header.generations.last().expect("a volume has a generation");
+        let id = last
+            .id
+            .checked_add(1)
+            .ok_or_else(|| VolumeError::Invalid("255 generations: run `volume reencrypt` first".into()))?;
+        let generation = new_generation(keys, &last.key_id, &self.header.uuid, id)?;
+        let dek = keys.unwrap_data_key(
+            &base64::engine::general_purpose::STANDARD
+                .decode(&generation.wrapped_dek)
+                .map_err(|e| VolumeError::Invalid(e.to_string()))?,
+            &key_aad(&self.header.uuid, id),
+        )?;
+        let key = xts_key(dek.expose(), &self.header.uuid, id)?;
+        let mut header = self.header.clone();
+        header.sequence += 1;
+        header.generations.push(generation);
+        self.write_header(header)?;
+        self.keys.push((id, key));
+        Ok(id)
+    }
+
+    /// Re-encrypts the first extent at or after `from` that is not on the current generation;
+    /// returns its index, or `None` when every extent is current.
+    pub fn reencrypt_next(&self, from: u64) -> Result<Option<u64>> {
+        let current = self.header.current_generation();
+        let Some(extent) = (from..self.header.extents()).find(|e| self.generation_of(*e) != current) else {
+            return Ok(None);
+        };
+        let _exclusive = self.stripe(extent).write().expect("extent lock poisoned");
+        if self.generation_of(extent) != current {
+            self.reencrypt_extent(extent, None)?;
+        }
+        Ok(Some(extent))
+    }
+
+    /// Drops generations no extent uses any more (never the current one) from the header;
+    /// returns their ids and master key versions.
+    pub fn drop_unused_generations(&mut self) -> Result<Vec<Generation>> {
+        let used = self.extents_per_generation();
+        let current = self.header.current_generation();
+        let (keep, dropped): (Vec<_>, Vec<_>) = self
+            .header
+            .generations
+            .iter()
+            .cloned()
+            .partition(|g| g.id == current || used.get(&g.id).copied().unwrap_or(0) > 0);
+        if dropped.is_empty() {
+            return Ok(dropped);
+        }
+        let mut header = self.header.clone();
+        header.sequence += 1;
+        header.generations = keep;
+        self.write_header(header)?;
+        self.keys.retain(|(id, _)| dropped.iter().all(|g| g.id != *id));
+        Ok(dropped)
     }
 
     /// Makes every completed write durable (fdatasync).
@@ -350,34 +672,44 @@ impl Volume {
             .map_err(io(format!("reading {}", self.path.display())))?;
         Ok(meta.blocks() * 512)
     }
+}
 
-    fn lock_extents(&self, first: u64, last: u64) -> Vec<std::sync::MutexGuard<'_, ()>> {
-        // Stripes in ascending order, each once: no two writers can deadlock.
-        let mut stripes: Vec<usize> = (first..=last.min(first + LOCK_STRIPES as u64))
-            .map(|e| (e % LOCK_STRIPES as u64) as usize)
-            .collect();
-        stripes.sort_unstable();
-        stripes.dedup();
-        stripes
-            .into_iter()
-            .map(|s| self.locks[s].lock().expect("extent lock poisoned"))
-            .collect()
-    }
+/// A new generation `id`: a data key from the KMS, wrapped by `key_id`'s current version.
+fn new_generation(keys: &Arc<dyn KeyProvider>, key_id: &Ocid, uuid: &str, id: u8) -> Result<Generation> {
+    let data_key = keys.generate_data_key(key_id, &key_aad(uuid, id))?;
+    Ok(Generation {
+        id,
+        key_id: data_key.key_id,
+        key_version_id: data_key.key_version_id,
+        wrapped_dek: base64::engine::general_purpose::STANDARD.encode(&data_key.wrapped),
+    })
 }
 
 /// Reads the newest valid header of a volume file.
 pub fn read_header(path: &Path) -> Result<VolumeHeader> {
     let file = File::open(path).map_err(io(format!("opening {}", path.display())))?;
+    read_slots(path, &file).map(|(h, _)| h)
+}
+
+/// The newest valid header of an open volume file and the slot holding it.
+fn read_slots(path: &Path, file: &File) -> Result<(VolumeHeader, usize)> {
     let mut slots = vec![0u8; 2 * SLOT_LEN as usize];
-    let n = read_up_to(&file, &mut slots, 0).map_err(io(format!("reading {}", path.display())))?;
+    let n = read_up_to(file, &mut slots, 0).map_err(io(format!("reading {}", path.display())))?;
     slots.truncate(n);
     let (a, b) = slots.split_at((SLOT_LEN as usize).min(slots.len()));
-    VolumeHeader::newest(a, b)
-        .map(|(h, _)| h)
-        .map_err(|source| VolumeError::Header {
-            path: path.to_owned(),
-            source,
-        })
+    VolumeHeader::newest(a, b).map_err(|source| VolumeError::Header {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+/// The extent generation map of a volume file (read without keys).
+pub fn read_map(path: &Path, header: &VolumeHeader) -> Result<Vec<u8>> {
+    let mut map = vec![0u8; header.extents() as usize];
+    let file = File::open(path).map_err(io(format!("opening {}", path.display())))?;
+    file.read_exact_at(&mut map, MAP_OFFSET)
+        .map_err(io(format!("reading the extent map of {}", path.display())))?;
+    Ok(map)
 }
 
 fn read_up_to(file: &File, buf: &mut [u8], at: u64) -> std::io::Result<usize> {
@@ -405,10 +737,7 @@ pub fn check(path: &Path) -> Result<String> {
             path.display()
         )));
     }
-    let mut map = vec![0u8; header.extents() as usize];
-    let file = File::open(path).map_err(io(format!("opening {}", path.display())))?;
-    file.read_exact_at(&mut map, MAP_OFFSET)
-        .map_err(io(format!("reading the extent map of {}", path.display())))?;
+    let map = read_map(path, &header)?;
     let known: Vec<u8> = header.generations.iter().map(|g| g.id).collect();
     if let Some(bad) = map.iter().position(|g| !known.contains(g)) {
         return Err(VolumeError::Invalid(format!(

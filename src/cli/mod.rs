@@ -77,6 +77,9 @@ impl GlobalOpts {
             Kms::open(config).with_context(|| format!("cannot open the data directory {}", self.data_dir.display()))?;
         let index = Arc::new(ObjectIndex::open(&self.data_dir).context("opening the object index")?);
         kms.register_inventory(index.clone());
+        kms.register_inventory(Arc::new(sealstore::block::volume::VolumeInventory {
+            dir: self.data_dir.join(sealstore::block::volume::VOLUMES_DIR),
+        }));
         let users =
             Arc::new(sealstore::s3::credentials::UserStore::open(&self.data_dir).context("opening the S3 user store")?);
         Ok(DataDir {

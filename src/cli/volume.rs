@@ -12,7 +12,7 @@ use clap::{Args, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use kms_core::{KeyProvider, Ocid, Principal, ResourceType};
 use sealstore::block::nbd::{Export, NbdListener};
-use sealstore::block::volume::{check, read_header, volume_files, VOLUMES_DIR, VOLUME_SUFFIX};
+use sealstore::block::volume::{check, read_header, read_map, volume_files, VOLUMES_DIR, VOLUME_SUFFIX};
 use sealstore::block::Volume;
 use serde_json::json;
 
@@ -66,6 +66,23 @@ enum VolumeCommand {
     Check {
         /// Volume name.
         name: String,
+    },
+    /// Rotate: add a data-key generation under the current version of the volume's master key.
+    /// New writes use it at once; each extent moves to it on its next write (lazily), or all
+    /// with `volume reencrypt`.
+    Rotate {
+        /// Volume name.
+        name: String,
+    },
+    /// Re-encrypt every extent still on an older generation, then drop the generations no
+    /// extent uses (after which their master key versions can be disabled). Resumable: an
+    /// interrupted run leaves every finished extent done.
+    Reencrypt {
+        /// Volume name.
+        name: String,
+        /// Limit the rate, in MiB of extents per second (0: no limit).
+        #[arg(long, default_value_t = 0)]
+        max_mib_per_sec: u64,
     },
     /// Delete a volume and its data (the data key goes with it).
     Delete {
@@ -181,6 +198,7 @@ pub fn run(global: &GlobalOpts, args: VolumeArgs) -> anyhow::Result<ExitCode> {
         VolumeCommand::Info { name } => {
             let path = volume_path(global, &name)?;
             let h = read_header(&path)?;
+            let map = read_map(&path, &h)?;
             use std::os::unix::fs::MetadataExt;
             let allocated = std::fs::metadata(&path)?.blocks() * 512;
             let info = json!({
@@ -193,8 +211,7 @@ pub fn run(global: &GlobalOpts, args: VolumeArgs) -> anyhow::Result<ExitCode> {
                 "extents": h.extents(),
                 "generations": h.generations.iter().map(|g| json!({
                     "id": g.id, "keyId": g.key_id, "keyVersionId": g.key_version_id,
-                    // Every extent is on generation 0 until rotation lands.
-                    "extents": if g.id == 0 { h.extents() } else { 0 },
+                    "extents": map.iter().filter(|e| **e == g.id).count(),
                 })).collect::<Vec<_>>(),
                 "created": h.created,
                 "headerSequence": h.sequence,
@@ -291,6 +308,64 @@ pub fn run(global: &GlobalOpts, args: VolumeArgs) -> anyhow::Result<ExitCode> {
             runtime.block_on(serve_nbd(&listen, exports))?;
             volume.flush()?;
             println!("stopped");
+        }
+        VolumeCommand::Rotate { name } => {
+            let path = volume_path(global, &name)?;
+            let dir = global.open_data_dir(None)?;
+            let keys = dir.kms.clone() as Arc<dyn KeyProvider>;
+            let mut vol = Volume::open(&path, &keys)?;
+            let id = vol.rotate(&keys)?;
+            let g = vol.header().generations.last().expect("just added");
+            println!(
+                "{name}: generation {id} (key version {}); extents move to it as they are written, or run `sealstore volume reencrypt {name}`",
+                g.key_version_id
+            );
+        }
+        VolumeCommand::Reencrypt { name, max_mib_per_sec } => {
+            let path = volume_path(global, &name)?;
+            let dir = global.open_data_dir(None)?;
+            let keys = dir.kms.clone() as Arc<dyn KeyProvider>;
+            let mut vol = Volume::open(&path, &keys)?;
+            let current = vol.header().current_generation();
+            let todo = vol
+                .extents_per_generation()
+                .iter()
+                .filter(|(g, _)| **g != current)
+                .map(|(_, n)| n)
+                .sum::<u64>();
+            let bar = ProgressBar::new(todo);
+            bar.set_style(
+                ProgressStyle::with_template(
+                    "{spinner} re-encrypting [{bar:30}] {pos}/{len} extents ({elapsed}, ETA {eta})",
+                )
+                .expect("valid template")
+                .progress_chars("=> "),
+            );
+            let started = std::time::Instant::now();
+            let mut from = 0;
+            let mut done = 0u64;
+            while let Some(extent) = vol.reencrypt_next(from)? {
+                from = extent + 1;
+                done += 1;
+                bar.inc(1);
+                if max_mib_per_sec > 0 {
+                    // Extents are 1 MiB: done MiB should take done / rate seconds.
+                    let due = std::time::Duration::from_secs_f64(done as f64 / max_mib_per_sec as f64);
+                    if let Some(wait) = due.checked_sub(started.elapsed()) {
+                        std::thread::sleep(wait);
+                    }
+                }
+            }
+            vol.flush()?;
+            bar.finish_and_clear();
+            let dropped = vol.drop_unused_generations()?;
+            println!("{name}: {done} extent(s) re-encrypted to generation {current}");
+            for g in dropped {
+                println!(
+                    "dropped generation {} (key version {}): nothing on this volume needs it any more",
+                    g.id, g.key_version_id
+                );
+            }
         }
         VolumeCommand::Delete { name } => {
             let path = volume_path(global, &name)?;

@@ -300,3 +300,48 @@ def test_bad_requests_get_nbd_errors_and_the_server_goes_on(volume):
     c.sock.close()
     # Another client is served normally.
     run("qemu-io", "-f", "raw", "-c", "read -P 0x11 4096 4096", served.uri)
+
+
+def test_rotation_lazy_reencryption_and_sweep(tmp_path):
+    data_dir = tmp_path / "data"
+    cli(data_dir, "volume", "create", "rot", "--size", "16M")
+    image = tmp_path / "image.bin"
+    image.write_bytes(os.urandom(16 << 20))
+    served = Served(data_dir, "rot")
+    run("nbdcopy", str(image), served.uri)
+    served.stop()
+
+    key_id = json.loads(cli(data_dir, "volume", "info", "rot", "--json"))["generations"][0]["keyId"]
+    old_version = json.loads(cli(data_dir, "volume", "info", "rot", "--json"))["generations"][0]["keyVersionId"]
+    cli(data_dir, "kms", "key", "rotate", key_id)
+    cli(data_dir, "volume", "rotate", "rot")
+
+    # Writes to two extents (3 and 10) move just those to the new generation.
+    served = Served(data_dir, "rot")
+    run("qemu-io", "-f", "raw", "-c", "write -P 0x33 3M 4k", "-c", "write -P 0x44 10485761 100", "-c", "flush",
+        served.uri)
+    served.stop()
+    info = json.loads(cli(data_dir, "volume", "info", "rot", "--json"))
+    per_generation = {g["id"]: g["extents"] for g in info["generations"]}
+    assert per_generation == {0: 14, 1: 2}, info
+    assert info["generations"][1]["keyVersionId"] != old_version
+
+    # The old key version is still needed: disabling it is refused.
+    env = dict(os.environ, SEALSTORE_DATA_DIR=str(data_dir))
+    refused = subprocess.run([str(BINARY), "kms", "key", "disable-version", key_id, old_version],
+                             env=env, capture_output=True, text=True)
+    assert refused.returncode != 0 and "volume" in refused.stderr, refused.stderr
+
+    out = cli(data_dir, "volume", "reencrypt", "rot", "--max-mib-per-sec", "200")
+    assert "14 extent(s) re-encrypted" in out and "dropped generation 0" in out, out
+    info = json.loads(cli(data_dir, "volume", "info", "rot", "--json"))
+    assert [(g["id"], g["extents"]) for g in info["generations"]] == [(1, 16)]
+    cli(data_dir, "kms", "key", "disable-version", key_id, old_version)
+    assert "consistent" in cli(data_dir, "volume", "check", "rot")
+
+    expected = bytearray(image.read_bytes())
+    expected[3 << 20:(3 << 20) + 4096] = b"\x33" * 4096
+    expected[10485761:10485761 + 100] = b"\x44" * 100
+    back = tmp_path / "back.bin"
+    cli(data_dir, "volume", "export", "rot", str(back))
+    assert back.read_bytes() == bytes(expected)
