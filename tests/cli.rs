@@ -565,6 +565,10 @@ fn volume_create_import_export_check_delete() {
     assert_eq!(info["extents"], 8);
     assert_eq!(info["generations"][0]["extents"], 8);
     assert!(env.ok(&["volume", "check", "disk"]).contains("consistent"));
+    assert!(env.ok(&["volume", "rotate", "disk"]).contains("generation 1"));
+    let info = env.json(&["volume", "info", "disk"]);
+    assert_eq!(info["generations"][0]["extents"], 8);
+    assert_eq!(info["generations"][1]["extents"], 0);
 
     // Clear errors: a duplicate, a bad size, an image larger than the volume, a missing volume.
     assert!(env

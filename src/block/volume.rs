@@ -620,6 +620,16 @@ impl Volume {
         Ok(id)
     }
 
+    /// Rotates when the volume's master key has a newer primary version than the one wrapping
+    /// the current generation (the key was rotated in the KMS): returns the new generation.
+    pub fn rotate_if_key_rotated(&mut self, keys: &Arc<dyn KeyProvider>) -> Result<Option<u8>> {
+        let last = self.header.generations.last().expect("a volume has a generation");
+        if keys.primary_version(&last.key_id)? == last.key_version_id {
+            return Ok(None);
+        }
+        self.rotate(keys).map(Some)
+    }
+
     /// Re-encrypts the first extent at or after `from` that is not on the current generation;
     /// returns its index, or `None` when every extent is current.
     pub fn reencrypt_next(&self, from: u64) -> Result<Option<u64>> {

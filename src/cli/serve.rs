@@ -152,8 +152,12 @@ async fn serve(global: &GlobalOpts, args: ServeArgs) -> anyhow::Result<ExitCode>
             for path in
                 sealstore::block::volume::volume_files(&global.data_dir.join(sealstore::block::volume::VOLUMES_DIR))
             {
-                let volume = sealstore::block::Volume::open(&path, &keys)
+                let mut volume = sealstore::block::Volume::open(&path, &keys)
                     .with_context(|| format!("opening volume {}", path.display()))?;
+                // A master key rotated in the KMS: new writes go to a new generation.
+                if let Some(id) = volume.rotate_if_key_rotated(&keys)? {
+                    info!(volume = %volume.header().name, generation = id, "volume key rotated");
+                }
                 exports.push(sealstore::block::nbd::Export {
                     name: volume.header().name.clone(),
                     volume: Arc::new(volume),

@@ -149,6 +149,18 @@ fn byte_bar(len: u64, what: &str) -> ProgressBar {
     bar
 }
 
+/// Follows a rotation of the master key in the KMS with a new volume generation.
+fn auto_rotate(global: &GlobalOpts, volume: &mut Volume) -> anyhow::Result<()> {
+    let keys = global.open_data_dir(None)?.kms as Arc<dyn KeyProvider>;
+    if let Some(id) = volume.rotate_if_key_rotated(&keys)? {
+        eprintln!(
+            "{}: the master key was rotated; new writes use generation {id} (extents move lazily)",
+            volume.header().name
+        );
+    }
+    Ok(())
+}
+
 fn open(global: &GlobalOpts, name: &str) -> anyhow::Result<Volume> {
     let path = volume_path(global, name)?;
     let dir = global.open_data_dir(None)?;
@@ -298,7 +310,9 @@ pub fn run(global: &GlobalOpts, args: VolumeArgs) -> anyhow::Result<ExitCode> {
             listen,
             read_only,
         } => {
-            let volume = Arc::new(open(global, &name)?);
+            let mut volume = open(global, &name)?;
+            auto_rotate(global, &mut volume)?;
+            let volume = Arc::new(volume);
             let exports = Arc::new(vec![Export {
                 name: name.clone(),
                 volume: volume.clone(),
