@@ -153,7 +153,7 @@ fn pattern(extent: u64, round: u8) -> Vec<u8> {
 fn rotation_is_lazy_per_extent_and_the_sweep_finishes_it() {
     let f = fixture();
     let vols = f.dir.path().join("volumes");
-    let mut vol = Volume::create(&vols, "rot", 8 << 20, &f.keys, &f.defaults.key.id).unwrap();
+    let vol = Volume::create(&vols, "rot", 8 << 20, &f.keys, &f.defaults.key.id).unwrap();
     for e in 0..7 {
         vol.write_at(e << 20, &pattern(e, 0)).unwrap();
     }
@@ -183,7 +183,7 @@ fn rotation_is_lazy_per_extent_and_the_sweep_finishes_it() {
 
     // Reopened, the map is the same.
     drop(vol);
-    let mut vol = Volume::open(&vols.join("rot.vol"), &f.keys).unwrap();
+    let vol = Volume::open(&vols.join("rot.vol"), &f.keys).unwrap();
     assert_eq!(vol.extents_per_generation(), [(0, 6), (1, 2)].into());
 
     // The sweep moves the rest; then generation 0 can go, and reads still work.
@@ -207,7 +207,7 @@ fn a_crash_at_each_step_of_an_extent_reencryption_is_recovered() {
     for step in 1..=3u8 {
         let f = fixture();
         let vols = f.dir.path().join("volumes");
-        let mut vol = Volume::create(&vols, "crash", 4 << 20, &f.keys, &f.defaults.key.id).unwrap();
+        let vol = Volume::create(&vols, "crash", 4 << 20, &f.keys, &f.defaults.key.id).unwrap();
         for e in 0..4 {
             vol.write_at(e << 20, &pattern(e, 0)).unwrap();
         }
@@ -236,7 +236,7 @@ fn a_crash_at_each_step_of_an_extent_reencryption_is_recovered() {
     // A torn journal (crash while writing it) is ignored: the extent keeps its old contents.
     let f = fixture();
     let vols = f.dir.path().join("volumes");
-    let mut vol = Volume::create(&vols, "torn", 4 << 20, &f.keys, &f.defaults.key.id).unwrap();
+    let vol = Volume::create(&vols, "torn", 4 << 20, &f.keys, &f.defaults.key.id).unwrap();
     vol.write_at(3 << 20, &pattern(3, 0)).unwrap();
     vol.rotate(&f.keys).unwrap();
     vol.inject_crash_after(1);

@@ -33,6 +33,8 @@ pub struct AdminTarget {
     /// Buckets of objects; only a running server serves object requests this way (without
     /// one, the CLI opens the data directory itself).
     pub objects: Option<std::sync::Arc<crate::object::ObjectService>>,
+    /// Volumes served over NBD by a running server (empty otherwise).
+    pub volumes: std::sync::Arc<Vec<crate::block::nbd::Export>>,
 }
 
 /// The admin socket's file name in the data directory.
@@ -229,6 +231,13 @@ pub enum Request {
     },
     /// Objects and bytes per master key version.
     ObjectInventory,
+    /// Re-encrypt a served volume's remaining extents and drop unused generations.
+    VolumeReencrypt {
+        /// Volume name.
+        name: String,
+        /// Rate limit in MiB per second (0: none).
+        max_mib_per_sec: u64,
+    },
 }
 
 /// When a scheduled deletion takes effect: `days` from now by the server's clock, or an exact
@@ -468,6 +477,41 @@ pub fn execute(target: &AdminTarget, principal: &Principal, req: Request) -> Res
             }))
         }
         Request::ObjectInventory => to_value(served_objects(target)?.inventory().map_err(object_error)?),
+        Request::VolumeReencrypt { name, max_mib_per_sec } => {
+            let export = target
+                .volumes
+                .iter()
+                .find(|e| e.name == name)
+                .ok_or_else(|| AdminError {
+                    code: "NotAuthorizedOrNotFound".into(),
+                    message: format!("the server does not serve a volume named '{name}'"),
+                })?;
+            let vol = &export.volume;
+            let volume_error = |e: crate::block::VolumeError| AdminError {
+                code: "InternalServerError".into(),
+                message: e.to_string(),
+            };
+            let started = std::time::Instant::now();
+            let (mut from, mut done) = (0, 0u64);
+            // Extent by extent, each under its lock: NBD clients keep reading and writing.
+            while let Some(extent) = vol.reencrypt_next(from).map_err(volume_error)? {
+                from = extent + 1;
+                done += 1;
+                if max_mib_per_sec > 0 {
+                    let due = std::time::Duration::from_secs_f64(done as f64 / max_mib_per_sec as f64);
+                    if let Some(wait) = due.checked_sub(started.elapsed()) {
+                        std::thread::sleep(wait);
+                    }
+                }
+            }
+            vol.flush().map_err(volume_error)?;
+            let dropped = vol.drop_unused_generations().map_err(volume_error)?;
+            Ok(json!({
+                "reencrypted": done,
+                "generation": vol.current_generation(),
+                "dropped": dropped.iter().map(|g| json!({"id": g.id, "keyVersionId": g.key_version_id})).collect::<Vec<_>>(),
+            }))
+        }
     }
 }
 

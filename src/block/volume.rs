@@ -149,11 +149,15 @@ fn xts_key(dek: &[u8; 32], uuid: &str, generation: u8) -> Result<XtsKey> {
 pub struct Volume {
     path: PathBuf,
     file: File,
-    header: VolumeHeader,
-    /// Which header slot holds `header` (the other is written next).
-    slot: usize,
-    /// XTS keys by generation id.
-    keys: Vec<(u8, XtsKey)>,
+    /// Geometry, fixed for the volume's life.
+    size: u64,
+    extents: u64,
+    data_offset: u64,
+    journal_offset: u64,
+    uuid: String,
+    /// The header and the generations' keys; rotation and dropping generations change them
+    /// while the volume is served.
+    state: RwLock<KeyState>,
     /// Generation of each extent (mirrors the on-disk map).
     map: Vec<AtomicU8>,
     /// Extent locks, striped: readers share, writers and re-encryption exclude.
@@ -169,9 +173,18 @@ impl std::fmt::Debug for Volume {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Volume")
             .field("path", &self.path)
-            .field("size", &self.header.size)
+            .field("size", &self.size)
             .finish_non_exhaustive()
     }
+}
+
+/// The mutable part of an open volume.
+struct KeyState {
+    header: VolumeHeader,
+    /// Which header slot holds `header` (the other is written next).
+    slot: usize,
+    /// XTS keys by generation id.
+    keys: Vec<(u8, XtsKey)>,
 }
 
 /// The journal record: which extent, for which generation, and a checksum over both and the
@@ -277,16 +290,23 @@ impl Volume {
         let volume = Volume {
             path: path.to_owned(),
             file,
-            header,
-            slot,
-            keys: xts_keys,
+            size: header.size,
+            extents: header.extents(),
+            data_offset: header.data_offset(),
+            journal_offset: header.journal_offset(),
+            uuid: header.uuid.clone(),
+            state: RwLock::new(KeyState {
+                header,
+                slot,
+                keys: xts_keys,
+            }),
             map: map.into_iter().map(AtomicU8::new).collect(),
             locks: (0..LOCK_STRIPES).map(|_| RwLock::new(())).collect(),
             journal: Mutex::new(()),
             crash_after: AtomicU8::new(0),
         };
         volume.replay_journal()?;
-        if let Some(e) = (0..volume.header.extents()).find(|e| volume.key_of(volume.generation_of(*e)).is_none()) {
+        if let Some(e) = (0..volume.extents).find(|e| volume.key(volume.generation_of(*e)).is_err()) {
             return Err(VolumeError::Invalid(format!(
                 "{}: extent {e} names generation {}, which the header does not have",
                 path.display(),
@@ -296,14 +316,23 @@ impl Volume {
         Ok(volume)
     }
 
-    /// The header.
-    pub fn header(&self) -> &VolumeHeader {
-        &self.header
+    /// The header as it is now.
+    pub fn header(&self) -> VolumeHeader {
+        self.state().header.clone()
+    }
+
+    fn state(&self) -> std::sync::RwLockReadGuard<'_, KeyState> {
+        self.state.read().expect("volume key state poisoned")
+    }
+
+    /// The generation new data is written with.
+    pub fn current_generation(&self) -> u8 {
+        self.state().header.current_generation()
     }
 
     /// Size in bytes.
     pub fn size(&self) -> u64 {
-        self.header.size
+        self.size
     }
 
     /// The generation encrypting `extent`.
@@ -314,30 +343,30 @@ impl Volume {
     /// Extents per generation id.
     pub fn extents_per_generation(&self) -> std::collections::BTreeMap<u8, u64> {
         let mut out = std::collections::BTreeMap::new();
-        for g in &self.header.generations {
+        for g in &self.state().header.generations {
             out.insert(g.id, 0);
         }
-        for e in 0..self.header.extents() {
+        for e in 0..self.extents {
             *out.entry(self.generation_of(e)).or_default() += 1;
         }
         out
     }
 
-    fn key_of(&self, generation: u8) -> Option<&XtsKey> {
-        self.keys.iter().find(|(id, _)| *id == generation).map(|(_, k)| k)
-    }
-
-    fn key(&self, generation: u8) -> Result<&XtsKey> {
-        self.key_of(generation)
+    fn key(&self, generation: u8) -> Result<XtsKey> {
+        self.state()
+            .keys
+            .iter()
+            .find(|(id, _)| *id == generation)
+            .map(|(_, k)| k.clone())
             .ok_or_else(|| VolumeError::Invalid(format!("generation {generation} has no key")))
     }
 
     fn check_range(&self, offset: u64, len: u64) -> Result<()> {
-        if offset.checked_add(len).is_none_or(|end| end > self.header.size) {
+        if offset.checked_add(len).is_none_or(|end| end > self.size) {
             return Err(VolumeError::OutOfRange {
                 offset,
                 len,
-                size: self.header.size,
+                size: self.size,
             });
         }
         Ok(())
@@ -350,11 +379,11 @@ impl Volume {
     /// Reads and decrypts whole sectors `[first, first + n)` of one extent into `out`, with
     /// `generation`'s key; holes stay zeros.
     fn read_sectors(&self, first: u64, out: &mut [u8], generation: u8) -> Result<()> {
-        let at = self.header.data_offset() + first * SECTOR;
+        let at = self.data_offset + first * SECTOR;
         self.file
             .read_exact_at(out, at)
             .map_err(io(format!("reading {}", self.path.display())))?;
-        let mut xts = Xts::new(self.key(generation)?)?;
+        let mut xts = Xts::new(&self.key(generation)?)?;
         for (i, sector) in out.chunks_exact_mut(SECTOR_SIZE).enumerate() {
             if sector.iter().any(|b| *b != 0) {
                 xts.decrypt_sectors(first + i as u64, sector)?;
@@ -406,7 +435,7 @@ impl Volume {
     /// one, through the journal (lazy re-encryption after a rotation).
     pub fn write_at(&self, offset: u64, data: &[u8]) -> Result<()> {
         self.check_range(offset, data.len() as u64)?;
-        let current = self.header.current_generation();
+        let current = self.current_generation();
         let mut done = 0usize;
         for (extent, at, len) in self.per_extent(offset, data.len() as u64) {
             let piece = &data[done..done + len as usize];
@@ -438,9 +467,9 @@ impl Volume {
             }
             sectors[skip..skip + data.len()].copy_from_slice(data);
         }
-        Xts::new(self.key(generation)?)?.encrypt_sectors(first, &mut sectors)?;
+        Xts::new(&self.key(generation)?)?.encrypt_sectors(first, &mut sectors)?;
         self.file
-            .write_all_at(&sectors, self.header.data_offset() + first * SECTOR)
+            .write_all_at(&sectors, self.data_offset + first * SECTOR)
             .map_err(io(format!("writing {}", self.path.display())))
     }
 
@@ -466,9 +495,9 @@ impl Volume {
     fn reencrypt_extent(&self, extent: u64, patch: Option<(u64, &[u8])>) -> Result<()> {
         let _journal = self.journal.lock().expect("journal lock poisoned");
         let old = self.generation_of(extent);
-        let current = self.header.current_generation();
+        let current = self.current_generation();
         let start = extent * EXTENT_SIZE;
-        let len = EXTENT_SIZE.min(self.header.size - start) as usize;
+        let len = EXTENT_SIZE.min(self.size - start) as usize;
         let first = start / SECTOR;
         let mut plain = vec![0u8; len];
         self.read_sectors(first, &mut plain, old)?;
@@ -484,7 +513,7 @@ impl Volume {
                 *k = true;
             }
         }
-        let mut xts = Xts::new(self.key(current)?)?;
+        let mut xts = Xts::new(&self.key(current)?)?;
         for (i, sector) in plain.chunks_exact_mut(SECTOR_SIZE).enumerate() {
             if keep[i] {
                 xts.encrypt_sectors(first + i as u64, sector)?;
@@ -497,7 +526,7 @@ impl Volume {
                 .sync_data()
                 .map_err(io(format!("{what} of {}", self.path.display())))
         };
-        let journal = self.header.journal_offset();
+        let journal = self.journal_offset;
         let write = |bytes: &[u8], at: u64, what: &str| {
             self.file
                 .write_all_at(bytes, at)
@@ -519,7 +548,7 @@ impl Volume {
             let bytes = &plain[i * SECTOR_SIZE..(i + run) * SECTOR_SIZE];
             write(
                 bytes,
-                self.header.data_offset() + start + (i * SECTOR_SIZE) as u64,
+                self.data_offset + start + (i * SECTOR_SIZE) as u64,
                 "re-encrypting an extent",
             )?;
             i += run;
@@ -543,7 +572,7 @@ impl Volume {
     /// Finishes a re-encryption that a crash interrupted: a valid journal record is written
     /// in place again and its map entry set (idempotent); an invalid one is ignored.
     fn replay_journal(&self) -> Result<()> {
-        let journal = self.header.journal_offset();
+        let journal = self.journal_offset;
         let mut record = vec![0u8; JOURNAL_RECORD as usize];
         self.file
             .read_exact_at(&mut record, journal)
@@ -554,7 +583,7 @@ impl Volume {
         let generation = record[5];
         let extent = u64::from_be_bytes(record[6..14].try_into().expect("8 bytes"));
         let len = u32::from_be_bytes(record[14..18].try_into().expect("4 bytes")) as usize;
-        if extent >= self.header.extents() || len as u64 > EXTENT_SIZE || self.key_of(generation).is_none() {
+        if extent >= self.extents || len as u64 > EXTENT_SIZE || self.key(generation).is_err() {
             return Ok(());
         }
         let mut data = vec![0u8; len];
@@ -567,8 +596,7 @@ impl Volume {
         tracing::info!(volume = %self.path.display(), extent, generation, "finishing an interrupted re-encryption");
         let io_err = io(format!("replaying the journal of {}", self.path.display()));
         (|| {
-            self.file
-                .write_all_at(&data, self.header.data_offset() + extent * EXTENT_SIZE)?;
+            self.file.write_all_at(&data, self.data_offset + extent * EXTENT_SIZE)?;
             self.file.write_all_at(&[generation], MAP_OFFSET + extent)?;
             self.file.sync_data()?;
             self.file.write_all_at(&[0u8; JOURNAL_RECORD as usize], journal)?;
@@ -579,9 +607,9 @@ impl Volume {
         Ok(())
     }
 
-    /// Writes `header` to the slot not holding the current one, then syncs.
-    fn write_header(&mut self, header: VolumeHeader) -> Result<()> {
-        let other = 1 - self.slot;
+    /// Writes `header` to the slot not holding the current one, then syncs (state locked).
+    fn write_header(&self, state: &mut KeyState, header: VolumeHeader) -> Result<()> {
+        let other = 1 - state.slot;
         let bytes = header.encode().map_err(|source| VolumeError::Header {
             path: self.path.clone(),
             source,
@@ -590,40 +618,58 @@ impl Volume {
             .write_all_at(&bytes, other as u64 * SLOT_LEN)
             .and_then(|()| self.file.sync_data())
             .map_err(io(format!("writing the header of {}", self.path.display())))?;
-        self.header = header;
-        self.slot = other;
+        state.header = header;
+        state.slot = other;
         Ok(())
     }
 
     /// Adds a data-key generation wrapped by the current version of the volume's master key.
     /// New writes use it at once; each extent moves to it on its next write (or with
     /// [`Volume::reencrypt_next`]). Returns the new generation's id.
-    pub fn rotate(&mut self, keys: &Arc<dyn KeyProvider>) -> Result<u8> {
-        let last = self.header.generations.last().expect("a volume has a generation");
+    pub fn rotate(&self, keys: &Arc<dyn KeyProvider>) -> Result<u8> {
+        let last = self
+            .header()
+            .generations
+            .last()
+            .cloned()
+            .expect("a volume has a generation");
         let id = last
             .id
             .checked_add(1)
             .ok_or_else(|| VolumeError::Invalid("255 generations: run `volume reencrypt` first".into()))?;
-        let generation = new_generation(keys, &last.key_id, &self.header.uuid, id)?;
+        let generation = new_generation(keys, &last.key_id, &self.uuid, id)?;
         let dek = keys.unwrap_data_key(
             &base64::engine::general_purpose::STANDARD
                 .decode(&generation.wrapped_dek)
                 .map_err(|e| VolumeError::Invalid(e.to_string()))?,
-            &key_aad(&self.header.uuid, id),
+            &key_aad(&self.uuid, id),
         )?;
-        let key = xts_key(dek.expose(), &self.header.uuid, id)?;
-        let mut header = self.header.clone();
+        let key = xts_key(dek.expose(), &self.uuid, id)?;
+        let mut state = self.state.write().expect("volume key state poisoned");
+        if state.header.current_generation() != last.id {
+            return Err(VolumeError::Invalid("the volume was rotated meanwhile".into()));
+        }
+        let mut header = state.header.clone();
         header.sequence += 1;
         header.generations.push(generation);
-        self.write_header(header)?;
-        self.keys.push((id, key));
+        // The key first: writers that see the new generation must find its key.
+        state.keys.push((id, key));
+        if let Err(e) = self.write_header(&mut state, header) {
+            state.keys.pop();
+            return Err(e);
+        }
         Ok(id)
     }
 
     /// Rotates when the volume's master key has a newer primary version than the one wrapping
     /// the current generation (the key was rotated in the KMS): returns the new generation.
-    pub fn rotate_if_key_rotated(&mut self, keys: &Arc<dyn KeyProvider>) -> Result<Option<u8>> {
-        let last = self.header.generations.last().expect("a volume has a generation");
+    pub fn rotate_if_key_rotated(&self, keys: &Arc<dyn KeyProvider>) -> Result<Option<u8>> {
+        let last = self
+            .header()
+            .generations
+            .last()
+            .cloned()
+            .expect("a volume has a generation");
         if keys.primary_version(&last.key_id)? == last.key_version_id {
             return Ok(None);
         }
@@ -633,8 +679,8 @@ impl Volume {
     /// Re-encrypts the first extent at or after `from` that is not on the current generation;
     /// returns its index, or `None` when every extent is current.
     pub fn reencrypt_next(&self, from: u64) -> Result<Option<u64>> {
-        let current = self.header.current_generation();
-        let Some(extent) = (from..self.header.extents()).find(|e| self.generation_of(*e) != current) else {
+        let current = self.current_generation();
+        let Some(extent) = (from..self.extents).find(|e| self.generation_of(*e) != current) else {
             return Ok(None);
         };
         let _exclusive = self.stripe(extent).write().expect("extent lock poisoned");
@@ -646,10 +692,11 @@ impl Volume {
 
     /// Drops generations no extent uses any more (never the current one) from the header;
     /// returns their ids and master key versions.
-    pub fn drop_unused_generations(&mut self) -> Result<Vec<Generation>> {
+    pub fn drop_unused_generations(&self) -> Result<Vec<Generation>> {
         let used = self.extents_per_generation();
-        let current = self.header.current_generation();
-        let (keep, dropped): (Vec<_>, Vec<_>) = self
+        let mut state = self.state.write().expect("volume key state poisoned");
+        let current = state.header.current_generation();
+        let (keep, dropped): (Vec<_>, Vec<_>) = state
             .header
             .generations
             .iter()
@@ -658,11 +705,11 @@ impl Volume {
         if dropped.is_empty() {
             return Ok(dropped);
         }
-        let mut header = self.header.clone();
+        let mut header = state.header.clone();
         header.sequence += 1;
         header.generations = keep;
-        self.write_header(header)?;
-        self.keys.retain(|(id, _)| dropped.iter().all(|g| g.id != *id));
+        self.write_header(&mut state, header)?;
+        state.keys.retain(|(id, _)| dropped.iter().all(|g| g.id != *id));
         Ok(dropped)
     }
 

@@ -131,6 +131,30 @@ pub fn dispatch(global: &GlobalOpts, req: sealstore::admin::Request) -> anyhow::
     }
 }
 
+/// Sends a request that only a running server handles (it owns the objects and volumes):
+/// its answer, or `None` when no server runs. With `spinner`, shows it while waiting.
+pub fn via_server(
+    global: &GlobalOpts,
+    req: &sealstore::admin::Request,
+    spinner: Option<&str>,
+) -> anyhow::Result<Option<serde_json::Value>> {
+    use sealstore::admin::client::{try_send, Reached};
+    let socket = global.data_dir.join(sealstore::admin::SOCKET_FILE);
+    let bar = spinner.filter(|_| socket.exists()).map(|message| {
+        let bar = indicatif::ProgressBar::new_spinner().with_message(message.to_owned());
+        bar.enable_steady_tick(std::time::Duration::from_millis(120));
+        bar
+    });
+    let reached = try_send(&socket, req).with_context(|| format!("talking to the server at {}", socket.display()));
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    match reached? {
+        Reached::Answered(result) => Ok(Some(result?)),
+        Reached::NoServer => Ok(None),
+    }
+}
+
 /// An opened data directory.
 pub struct DataDir {
     /// Key management.
@@ -148,6 +172,7 @@ impl DataDir {
             kms: self.kms.clone(),
             users: self.users.clone(),
             objects: None,
+            volumes: Arc::new(Vec::new()),
         }
     }
 }

@@ -12,8 +12,7 @@ use futures::TryStreamExt;
 use indicatif::{ProgressBar, ProgressStyle};
 use kms_core::{Ocid, ResourceType};
 use object_store::GetRange;
-use sealstore::admin::client::{try_send, Reached};
-use sealstore::admin::{Request, SOCKET_FILE};
+use sealstore::admin::Request;
 use sealstore::object::sweep::{sweep, SweepEvent, SweepMode, SweepPlan, SweepReport};
 use sealstore::object::{InventoryRow, ObjectService, PutParams};
 use serde_json::json;
@@ -230,7 +229,7 @@ async fn write_object(
 
 pub fn run(global: &GlobalOpts, args: ObjectArgs) -> anyhow::Result<ExitCode> {
     if let ObjectCommand::Inventory = args.command {
-        if let Some(answer) = via_server(global, &Request::ObjectInventory, None)? {
+        if let Some(answer) = super::via_server(global, &Request::ObjectInventory, None)? {
             print_inventory(global, &serde_json::from_value::<Vec<InventoryRow>>(answer)?)?;
             return Ok(ExitCode::SUCCESS);
         }
@@ -389,24 +388,6 @@ fn print_inventory(global: &GlobalOpts, rows: &[InventoryRow]) -> anyhow::Result
     Ok(())
 }
 
-/// Sends an object request to a running server: `None` when no server runs.
-fn via_server(global: &GlobalOpts, req: &Request, spinner: Option<&str>) -> anyhow::Result<Option<serde_json::Value>> {
-    let socket = global.data_dir.join(SOCKET_FILE);
-    let bar = spinner.filter(|_| socket.exists()).map(|message| {
-        let bar = ProgressBar::new_spinner().with_message(message.to_owned());
-        bar.enable_steady_tick(std::time::Duration::from_millis(120));
-        bar
-    });
-    let reached = try_send(&socket, req).with_context(|| format!("talking to the server at {}", socket.display()));
-    if let Some(bar) = bar {
-        bar.finish_and_clear();
-    }
-    match reached? {
-        Reached::Answered(result) => Ok(Some(result?)),
-        Reached::NoServer => Ok(None),
-    }
-}
-
 fn print_sweep_report(report: &SweepReport) {
     println!(
         "{} object(s) visited, {} rewritten ({}){}",
@@ -436,7 +417,7 @@ pub fn reencrypt(global: &GlobalOpts, args: ReencryptArgs) -> anyhow::Result<Exi
         key_id: key_id.clone(),
         full: args.mode.full,
     };
-    if let Some(answer) = via_server(global, &req, Some("sweeping through the running server"))? {
+    if let Some(answer) = super::via_server(global, &req, Some("sweeping through the running server"))? {
         let report: SweepReport = serde_json::from_value(answer["report"].clone())?;
         let rows: Vec<InventoryRow> = serde_json::from_value(answer["inventory"].clone())?;
         print_sweep_report(&report);

@@ -97,11 +97,31 @@ async fn serve(global: &GlobalOpts, args: ServeArgs) -> anyhow::Result<ExitCode>
     println!("default vault  {} ({verb})", defaults.vault.id);
     println!("default key    {} ({verb})", defaults.key.id);
 
+    // Volumes first: the admin socket serves their re-encryption too.
+    let volumes = match &args.nbd_listen {
+        Some(_) => Arc::new(open_volumes(global, &kms)?),
+        None => Arc::new(Vec::new()),
+    };
+    let (nbd_task, nbd_bound) = match &args.nbd_listen {
+        Some(spec) => {
+            let listener = sealstore::block::nbd::NbdListener::bind(spec)
+                .await
+                .with_context(|| format!("binding NBD to {spec}"))?;
+            let bound = listener.describe();
+            println!("NBD           {bound} ({} volume(s))", volumes.len());
+            let exports = volumes.clone();
+            let task = tokio::spawn(async move { listener.serve(exports).await });
+            (Some(task), Some(bound))
+        }
+        None => (None, None),
+    };
+
     let socket_path = global.data_dir.join(SOCKET_FILE);
     let listener = admin::server::bind(&socket_path)
         .with_context(|| format!("binding the admin socket {}", socket_path.display()))?;
     let admin_target = admin::AdminTarget {
         objects: Some(objects.clone()),
+        volumes: volumes.clone(),
         ..dir.admin_target()
     };
     let admin_task = tokio::spawn(admin::server::serve(listener, admin_target, socket_path.clone()));
@@ -145,37 +165,6 @@ async fn serve(global: &GlobalOpts, args: ServeArgs) -> anyhow::Result<ExitCode>
         ),
     }
 
-    let (nbd_task, nbd_bound) = match &args.nbd_listen {
-        Some(spec) => {
-            let keys = kms.clone() as Arc<dyn kms_core::KeyProvider>;
-            let mut exports = Vec::new();
-            for path in
-                sealstore::block::volume::volume_files(&global.data_dir.join(sealstore::block::volume::VOLUMES_DIR))
-            {
-                let mut volume = sealstore::block::Volume::open(&path, &keys)
-                    .with_context(|| format!("opening volume {}", path.display()))?;
-                // A master key rotated in the KMS: new writes go to a new generation.
-                if let Some(id) = volume.rotate_if_key_rotated(&keys)? {
-                    info!(volume = %volume.header().name, generation = id, "volume key rotated");
-                }
-                exports.push(sealstore::block::nbd::Export {
-                    name: volume.header().name.clone(),
-                    volume: Arc::new(volume),
-                    read_only: false,
-                });
-            }
-            let listener = sealstore::block::nbd::NbdListener::bind(spec)
-                .await
-                .with_context(|| format!("binding NBD to {spec}"))?;
-            let bound = listener.describe();
-            println!("NBD           {bound} ({} volume(s))", exports.len());
-            let exports = Arc::new(exports);
-            let task = tokio::spawn(async move { listener.serve(exports).await });
-            (Some(task), Some(bound))
-        }
-        None => (None, None),
-    };
-
     let serve_file = global.data_dir.join(SERVE_FILE);
     write_atomically(
         &serve_file,
@@ -212,6 +201,26 @@ async fn serve(global: &GlobalOpts, args: ServeArgs) -> anyhow::Result<ExitCode>
     let _ = std::fs::remove_file(&socket_path);
     println!("stopped");
     Ok(ExitCode::SUCCESS)
+}
+
+/// Opens every volume of the data directory as an NBD export, following master key rotations
+/// (a rotated key gives its volumes a new generation for new writes).
+fn open_volumes(global: &GlobalOpts, kms: &Arc<Kms>) -> anyhow::Result<Vec<sealstore::block::nbd::Export>> {
+    let keys = kms.clone() as Arc<dyn kms_core::KeyProvider>;
+    let mut exports = Vec::new();
+    for path in sealstore::block::volume::volume_files(&global.data_dir.join(sealstore::block::volume::VOLUMES_DIR)) {
+        let volume = sealstore::block::Volume::open(&path, &keys)
+            .with_context(|| format!("opening volume {}", path.display()))?;
+        if let Some(id) = volume.rotate_if_key_rotated(&keys)? {
+            info!(volume = %volume.header().name, generation = id, "volume key rotated");
+        }
+        exports.push(sealstore::block::nbd::Export {
+            name: volume.header().name,
+            volume: Arc::new(volume),
+            read_only: false,
+        });
+    }
+    Ok(exports)
 }
 
 /// Accepts S3 connections (HTTP/1.1) and serves each with s3s over the object service.

@@ -11,6 +11,7 @@ use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use kms_core::{KeyProvider, Ocid, Principal, ResourceType};
+use sealstore::admin::Request;
 use sealstore::block::nbd::{Export, NbdListener};
 use sealstore::block::volume::{check, read_header, read_map, volume_files, VOLUMES_DIR, VOLUME_SUFFIX};
 use sealstore::block::Volume;
@@ -150,7 +151,7 @@ fn byte_bar(len: u64, what: &str) -> ProgressBar {
 }
 
 /// Follows a rotation of the master key in the KMS with a new volume generation.
-fn auto_rotate(global: &GlobalOpts, volume: &mut Volume) -> anyhow::Result<()> {
+fn auto_rotate(global: &GlobalOpts, volume: &Volume) -> anyhow::Result<()> {
     let keys = global.open_data_dir(None)?.kms as Arc<dyn KeyProvider>;
     if let Some(id) = volume.rotate_if_key_rotated(&keys)? {
         eprintln!(
@@ -310,8 +311,8 @@ pub fn run(global: &GlobalOpts, args: VolumeArgs) -> anyhow::Result<ExitCode> {
             listen,
             read_only,
         } => {
-            let mut volume = open(global, &name)?;
-            auto_rotate(global, &mut volume)?;
+            let volume = open(global, &name)?;
+            auto_rotate(global, &volume)?;
             let volume = Arc::new(volume);
             let exports = Arc::new(vec![Export {
                 name: name.clone(),
@@ -327,9 +328,10 @@ pub fn run(global: &GlobalOpts, args: VolumeArgs) -> anyhow::Result<ExitCode> {
             let path = volume_path(global, &name)?;
             let dir = global.open_data_dir(None)?;
             let keys = dir.kms.clone() as Arc<dyn KeyProvider>;
-            let mut vol = Volume::open(&path, &keys)?;
+            let vol = Volume::open(&path, &keys)?;
             let id = vol.rotate(&keys)?;
-            let g = vol.header().generations.last().expect("just added");
+            let header = vol.header();
+            let g = header.generations.last().expect("just added");
             println!(
                 "{name}: generation {id} (key version {}); extents move to it as they are written, or run `sealstore volume reencrypt {name}`",
                 g.key_version_id
@@ -337,10 +339,30 @@ pub fn run(global: &GlobalOpts, args: VolumeArgs) -> anyhow::Result<ExitCode> {
         }
         VolumeCommand::Reencrypt { name, max_mib_per_sec } => {
             let path = volume_path(global, &name)?;
+            // A running `serve --nbd-listen` owns the volume: it sweeps, extent by extent,
+            // while clients keep using it.
+            let req = Request::VolumeReencrypt {
+                name: name.clone(),
+                max_mib_per_sec,
+            };
+            if let Some(answer) = super::via_server(global, &req, Some("re-encrypting through the running server"))? {
+                println!(
+                    "{name}: {} extent(s) re-encrypted to generation {}",
+                    answer["reencrypted"], answer["generation"]
+                );
+                for g in answer["dropped"].as_array().into_iter().flatten() {
+                    println!(
+                        "dropped generation {} (key version {}): nothing on this volume needs it any more",
+                        g["id"],
+                        g["keyVersionId"].as_str().unwrap_or_default()
+                    );
+                }
+                return Ok(ExitCode::SUCCESS);
+            }
             let dir = global.open_data_dir(None)?;
             let keys = dir.kms.clone() as Arc<dyn KeyProvider>;
-            let mut vol = Volume::open(&path, &keys)?;
-            let current = vol.header().current_generation();
+            let vol = Volume::open(&path, &keys)?;
+            let current = vol.current_generation();
             let todo = vol
                 .extents_per_generation()
                 .iter()

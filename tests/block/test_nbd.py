@@ -371,3 +371,49 @@ def test_kill_9_during_a_sweep_then_resume(tmp_path):
     back = tmp_path / "back.bin"
     cli(data_dir, "volume", "export", "sweep", str(back))
     assert back.read_bytes() == image.read_bytes()
+
+
+def test_sweep_runs_in_the_server_while_clients_write(tmp_path):
+    data_dir = tmp_path / "data"
+    cli(data_dir, "volume", "create", "live", "--size", "32M")
+    image = tmp_path / "image.bin"
+    image.write_bytes(os.urandom(32 << 20))
+    cli(data_dir, "volume", "import", "live", str(image))
+    key_id = json.loads(cli(data_dir, "volume", "info", "live", "--json"))["generations"][0]["keyId"]
+    cli(data_dir, "kms", "key", "rotate", key_id)
+    env = dict(os.environ, SEALSTORE_DATA_DIR=str(data_dir))
+    proc = subprocess.Popen(
+        [str(BINARY), "serve", "--s3-listen", "127.0.0.1:0", "--nbd-listen", "tcp:127.0.0.1:0"],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        serve_json = data_dir / "serve.json"
+        deadline = time.time() + 30
+        while not serve_json.exists():
+            assert proc.poll() is None and time.time() < deadline, "serve did not start"
+            time.sleep(0.05)
+        uri = f"nbd://{json.loads(serve_json.read_text())['nbd'][4:]}/live"
+        # The server followed the key rotation with a new generation.
+        assert [g["id"] for g in json.loads(cli(data_dir, "volume", "info", "live", "--json"))["generations"]] == [0, 1]
+        sweep = subprocess.Popen(
+            [str(BINARY), "volume", "reencrypt", "live", "--max-mib-per-sec", "20"],
+            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+        # Clients keep writing while the sweep runs.
+        for i in range(8):
+            run("qemu-io", "-f", "raw", "-c", f"write -P {i + 1} {i * 4 + 1}M 64k", uri)
+        out, err = sweep.communicate(timeout=120)
+        assert sweep.returncode == 0, err
+        assert "dropped generation 0" in out, out
+        info = json.loads(cli(data_dir, "volume", "info", "live", "--json"))
+        assert [(g["id"], g["extents"]) for g in info["generations"]] == [(1, 32)]
+        expected = bytearray(image.read_bytes())
+        for i in range(8):
+            at = (i * 4 + 1) << 20
+            expected[at:at + (64 << 10)] = bytes([i + 1]) * (64 << 10)
+        back = tmp_path / "back.bin"
+        run("nbdcopy", uri, str(back))
+        assert back.read_bytes() == bytes(expected)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
