@@ -269,6 +269,15 @@ impl Replies {
     }
 }
 
+/// The NBD error of a finished blocking volume call (0 for success).
+fn status(done: Result<Result<(), super::VolumeError>, tokio::task::JoinError>) -> u32 {
+    match done {
+        Ok(Ok(())) => 0,
+        Ok(Err(e)) => errno(&e),
+        Err(_) => EIO,
+    }
+}
+
 fn errno(e: &super::VolumeError) -> u32 {
     match e {
         super::VolumeError::OutOfRange { .. } => ENOSPC,
@@ -356,14 +365,7 @@ where
             CMD_FLUSH => {
                 in_flight.spawn(async move {
                     let done = tokio::task::spawn_blocking(move || vol.flush()).await;
-                    replies
-                        .send(
-                            &w2,
-                            cookie,
-                            done.map_or(EIO, |r| r.err().map_or(0, |e| errno(&e))),
-                            None,
-                        )
-                        .await
+                    replies.send(&w2, cookie, status(done), None).await
                 });
             }
             CMD_TRIM | CMD_WRITE_ZEROES => {
@@ -393,14 +395,7 @@ where
                         Ok::<_, super::VolumeError>(())
                     })
                     .await;
-                    replies
-                        .send(
-                            &w2,
-                            cookie,
-                            done.map_or(EIO, |r| r.err().map_or(0, |e| errno(&e))),
-                            None,
-                        )
-                        .await
+                    replies.send(&w2, cookie, status(done), None).await
                 });
             }
             _ => replies.send(&w, cookie, EINVAL, None).await?,

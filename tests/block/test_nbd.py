@@ -1,6 +1,7 @@
 """Encrypted volumes served over NBD, driven by the real tools: nbdinfo, nbdcopy (libnbd),
 qemu-io and qemu-img (qemu-utils), fio's nbd engine with crc32c verification."""
 
+import contextlib
 import json
 import os
 import pathlib
@@ -46,6 +47,28 @@ class Served:
     def stop(self):
         self.proc.send_signal(signal.SIGTERM)
         assert self.proc.wait(timeout=30) == 0
+
+
+@contextlib.contextmanager
+def serve_with_nbd(data_dir):
+    """`sealstore serve --nbd-listen` on an existing data directory; yields its NBD base URI."""
+    env = dict(os.environ, SEALSTORE_DATA_DIR=str(data_dir))
+    proc = subprocess.Popen(
+        [str(BINARY), "serve", "--s3-listen", "127.0.0.1:0", "--nbd-listen", "tcp:127.0.0.1:0"],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        serve_json = data_dir / "serve.json"
+        deadline = time.time() + 30
+        while not serve_json.exists():
+            assert proc.poll() is None and time.time() < deadline, "serve did not start"
+            time.sleep(0.05)
+        nbd = json.loads(serve_json.read_text())["nbd"]
+        assert nbd.startswith("tcp:")
+        yield f"nbd://{nbd[4:]}"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
 
 
 def cli(data_dir, *args):
@@ -204,20 +227,7 @@ def test_sealstore_serve_exports_every_volume(tmp_path):
     data_dir = tmp_path / "data"
     cli(data_dir, "volume", "create", "alpha", "--size", "8M")
     cli(data_dir, "volume", "create", "beta", "--size", "16M")
-    env = dict(os.environ, SEALSTORE_DATA_DIR=str(data_dir))
-    proc = subprocess.Popen(
-        [str(BINARY), "serve", "--s3-listen", "127.0.0.1:0", "--nbd-listen", "tcp:127.0.0.1:0"],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    try:
-        serve_json = data_dir / "serve.json"
-        deadline = time.time() + 30
-        while not serve_json.exists():
-            assert proc.poll() is None and time.time() < deadline, "serve did not start"
-            time.sleep(0.05)
-        nbd = json.loads(serve_json.read_text())["nbd"]
-        assert nbd.startswith("tcp:")
-        base = f"nbd://{nbd[4:]}"
+    with serve_with_nbd(data_dir) as base:
         listing = run("nbdinfo", "--list", base)
         assert 'export="alpha"' in listing and 'export="beta"' in listing
         assert json.loads(run("nbdinfo", "--json", f"{base}/beta"))["exports"][0]["export-size"] == 16 << 20
@@ -225,9 +235,6 @@ def test_sealstore_serve_exports_every_volume(tmp_path):
         run("qemu-io", "-f", "raw", "-c", "read -P 0x77 1M 64k", f"{base}/alpha")
         out = subprocess.run(["nbdinfo", f"{base}/gamma"], capture_output=True, text=True, timeout=30)
         assert out.returncode != 0 and "gamma" in out.stderr
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
 
 
 class RawClient:
@@ -382,17 +389,8 @@ def test_sweep_runs_in_the_server_while_clients_write(tmp_path):
     key_id = json.loads(cli(data_dir, "volume", "info", "live", "--json"))["generations"][0]["keyId"]
     cli(data_dir, "kms", "key", "rotate", key_id)
     env = dict(os.environ, SEALSTORE_DATA_DIR=str(data_dir))
-    proc = subprocess.Popen(
-        [str(BINARY), "serve", "--s3-listen", "127.0.0.1:0", "--nbd-listen", "tcp:127.0.0.1:0"],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    try:
-        serve_json = data_dir / "serve.json"
-        deadline = time.time() + 30
-        while not serve_json.exists():
-            assert proc.poll() is None and time.time() < deadline, "serve did not start"
-            time.sleep(0.05)
-        uri = f"nbd://{json.loads(serve_json.read_text())['nbd'][4:]}/live"
+    with serve_with_nbd(data_dir) as base:
+        uri = f"{base}/live"
         # The server followed the key rotation with a new generation.
         assert [g["id"] for g in json.loads(cli(data_dir, "volume", "info", "live", "--json"))["generations"]] == [0, 1]
         sweep = subprocess.Popen(
@@ -414,6 +412,3 @@ def test_sweep_runs_in_the_server_while_clients_write(tmp_path):
         back = tmp_path / "back.bin"
         run("nbdcopy", uri, str(back))
         assert back.read_bytes() == bytes(expected)
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
