@@ -289,7 +289,8 @@ impl SegmentCipher {
 
     /// Opens sealed segments `first, first+1, …` into `out` (exactly
     /// [`SegmentCipher::plain_batch_len`] bytes). When `ends_object`, the batch's last
-    /// segment must have been sealed as the object's last; otherwise none may be. On error,
+    /// segment must have been sealed as the object's last; otherwise none may be. The error
+    /// names the first bad segment (in order, whatever thread found it). On error,
     /// `out` holds no plaintext.
     pub fn open_into(&self, first: u64, sealed: &[u8], ends_object: bool, out: &mut [u8]) -> Result<(), SegmentError> {
         let plain_len = self.plain_batch_len(sealed.len(), ends_object)?;
@@ -302,7 +303,7 @@ impl SegmentCipher {
             .par_chunks(self.size.sealed())
             .zip(out.par_chunks_mut(self.size.plain()))
             .enumerate()
-            .try_for_each(|(i, (slot, plain))| {
+            .map(|(i, (slot, plain))| {
                 let (body, tag) = slot.split_at(slot.len() - TAG_LEN);
                 let tag: &[u8; TAG_LEN] = tag.try_into().expect("slot ends with a tag");
                 let flag = segment_flag(ends_object && i == count - 1);
@@ -310,7 +311,9 @@ impl SegmentCipher {
                 self.key
                     .open_into(self.nonce(index, flag), &self.aad, body, tag, plain)
                     .map_err(|_: GcmError| SegmentError::Integrity { index: index.into() })
-            });
+            })
+            .find_first(Result::is_err)
+            .unwrap_or(Ok(()));
         // An empty last segment has no plaintext chunk to pair with: open it on its own.
         let result = result.and_then(|()| {
             if plain_len == 0 {
@@ -332,7 +335,8 @@ impl SegmentCipher {
 
     /// Opens sealed segments `first, …` in place: afterwards each segment's slot (S + 16
     /// bytes, the last one shorter) starts with its plaintext. Same checks as
-    /// [`SegmentCipher::open_into`]; on error, `buf` holds no plaintext.
+    /// [`SegmentCipher::open_into`] (the error names the first bad segment); on error, `buf`
+    /// holds no plaintext.
     pub fn open_in_place(&self, first: u64, buf: &mut [u8], ends_object: bool) -> Result<(), SegmentError> {
         self.plain_batch_len(buf.len(), ends_object)?;
         let count = buf.len().div_ceil(self.size.sealed());
@@ -340,14 +344,16 @@ impl SegmentCipher {
         let result = buf
             .par_chunks_mut(self.size.sealed())
             .enumerate()
-            .try_for_each(|(i, slot)| {
+            .map(|(i, slot)| {
                 let flag = segment_flag(ends_object && i == count - 1);
                 let index = Self::index(first, i)?;
                 self.key
                     .open_in_place(self.nonce(index, flag), &self.aad, slot)
                     .map(drop)
                     .map_err(|_| SegmentError::Integrity { index: index.into() })
-            });
+            })
+            .find_first(Result::is_err)
+            .unwrap_or(Ok(()));
         if result.is_err() {
             buf.fill(0);
         }
