@@ -12,5 +12,5 @@ pub mod service;
 pub mod store;
 pub mod sweep;
 
-pub use service::{InventoryRow, ObjectError, ObjectService, PutParams};
+pub use service::{InventoryRow, ObjectError, ObjectService, OpenObject, PutParams};
 pub use store::{EncryptedStore, Sealing, WrappedBy};

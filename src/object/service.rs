@@ -149,6 +149,39 @@ pub struct InventoryRow {
     pub bytes: u64,
 }
 
+/// An object that a request may read (see [`ObjectService::open_for_read`]).
+#[derive(Debug)]
+pub struct OpenObject {
+    bucket: String,
+    key: String,
+    /// What the index holds for it.
+    pub entry: ObjectEntry,
+    /// The store to read it through (with the customer key, for SSE-C objects).
+    store: BucketStore,
+}
+
+impl OpenObject {
+    /// Reads the object (all of it, or `range` of its plaintext).
+    pub async fn read(&self, range: Option<GetRange>) -> Result<GetResult> {
+        self.store
+            .get_opts(
+                &Path::from(self.key.as_str()),
+                GetOptions {
+                    range,
+                    ..Default::default()
+                },
+            )
+            .await
+            .map_err(|e| match e {
+                object_store::Error::NotFound { .. } => ObjectError::NoSuchKey {
+                    bucket: self.bucket.clone(),
+                    key: self.key.clone(),
+                },
+                other => other.into(),
+            })
+    }
+}
+
 /// Where the parts of multipart uploads are kept inside a bucket's store (never listed).
 pub const UPLOADS_PREFIX: &str = ".sealstore-uploads";
 
@@ -347,15 +380,15 @@ impl ObjectService {
         Ok(self.index.set_bucket_encryption(bucket, config.as_ref())?)
     }
 
-    /// The index entry of an object that `customer_key` may read: checks that a customer key
-    /// is given exactly when the object needs one, that it is the right one, and that a master
-    /// key protecting the object can be used. Returns the store to read it through.
+    /// An object that `customer_key` may read: checks that a customer key is given exactly
+    /// when the object needs one, that it is the right one, and that a master key protecting
+    /// the object can be used. Callers check conditions on its entry, then read it once.
     pub fn open_for_read(
         &self,
         bucket: &str,
         key: &str,
         customer_key: Option<&Arc<CustomerKey>>,
-    ) -> Result<(ObjectEntry, BucketStore)> {
+    ) -> Result<OpenObject> {
         let store = self.bucket(bucket)?;
         let entry = self.index.get(bucket, key)?.ok_or_else(|| ObjectError::NoSuchKey {
             bucket: bucket.into(),
@@ -383,7 +416,12 @@ impl ObjectService {
                 store
             }
         };
-        Ok((entry, store))
+        Ok(OpenObject {
+            bucket: bucket.to_owned(),
+            key: key.to_owned(),
+            entry,
+            store,
+        })
     }
 
     /// Objects and bytes per master key version, with each version's key and whether it is
@@ -818,44 +856,29 @@ impl ObjectService {
         range: Option<GetRange>,
         customer_key: Option<&Arc<CustomerKey>>,
     ) -> Result<(ObjectEntry, GetResult)> {
-        let (entry, store) = self.open_for_read(bucket, key, customer_key)?;
-        let got = store
-            .get_opts(
-                &Path::from(key),
-                GetOptions {
-                    range,
-                    ..Default::default()
-                },
-            )
-            .await
-            .map_err(|e| match e {
-                object_store::Error::NotFound { .. } => ObjectError::NoSuchKey {
-                    bucket: bucket.into(),
-                    key: key.into(),
-                },
-                other => other.into(),
-            })?;
-        Ok((entry, got))
+        let object = self.open_for_read(bucket, key, customer_key)?;
+        let got = object.read(range).await?;
+        Ok((object.entry, got))
     }
 
-    /// Copies an object by decrypting it and encrypting it again under the destination's name
-    /// and, as `params.encryption` says, the current master key version (so copying an object
-    /// onto itself re-encrypts it, or moves it to another key). `keep_metadata` keeps the
-    /// source's content type and user metadata instead of those in `params`;
-    /// `source_customer_key` reads an SSE-C source.
+    /// Copies an opened object by decrypting it and encrypting it again under the
+    /// destination's name and, as `params.encryption` says, the current master key version
+    /// (so copying an object onto itself re-encrypts it, or moves it to another key).
+    /// `keep_metadata` keeps the source's content type and user metadata instead of those in
+    /// `params`.
     pub async fn copy(
         &self,
-        (src_bucket, src_key, source_customer_key): (&str, &str, Option<&Arc<CustomerKey>>),
+        source: OpenObject,
         (dst_bucket, dst_key): (&str, &str),
         params: PutParams,
         keep_metadata: bool,
     ) -> Result<ObjectEntry> {
         self.bucket(dst_bucket)?;
-        let (source_entry, got) = self.get(src_bucket, src_key, None, source_customer_key).await?;
+        let got = source.read(None).await?;
         let params = if keep_metadata {
             PutParams {
-                content_type: source_entry.content_type,
-                user_metadata: source_entry.user_metadata,
+                content_type: source.entry.content_type,
+                user_metadata: source.entry.user_metadata,
                 ..params
             }
         } else {

@@ -4,28 +4,18 @@
 use s3s::dto::*;
 use s3s::{s3_error, S3Request, S3Response, S3Result};
 
-use super::sse::{copy_source_customer_key, encryption_request, request_customer_key, SseHeaders, SseOutput};
+use super::sse::{
+    copy_source_customer_key, encryption_request, request_customer_key, CopySourceKeyParams, SseHeaders, SseOutput,
+};
 use super::*;
 
 pub(super) async fn copy_object(
     face: &S3Face,
     req: S3Request<CopyObjectInput>,
 ) -> S3Result<S3Response<CopyObjectOutput>> {
-    let source_customer = copy_source_customer_key(face, &req)?;
+    let source = open_copy_source(face, &req)?;
     let customer = request_customer_key(face, &req)?;
     let input = req.input;
-    let (src_bucket, src_key) = copy_source(&input.copy_source)?;
-    let (source_entry, _) = face
-        .objects
-        .open_for_read(src_bucket, src_key, source_customer.as_ref().map(|c| &c.key))
-        .map_err(s3_err)?;
-    super::get::check_copy_source_conditions(
-        &source_entry,
-        &input.copy_source_if_match,
-        &input.copy_source_if_none_match,
-        &input.copy_source_if_modified_since,
-        &input.copy_source_if_unmodified_since,
-    )?;
     let replace = input
         .metadata_directive
         .as_ref()
@@ -45,12 +35,7 @@ pub(super) async fn copy_object(
     };
     let entry = face
         .objects
-        .copy(
-            (src_bucket, src_key, source_customer.as_ref().map(|c| &c.key)),
-            (&input.bucket, &input.key),
-            params,
-            !replace,
-        )
+        .copy(source, (&input.bucket, &input.key), params, !replace)
         .await
         .map_err(s3_err)?;
     let sse = SseHeaders::of_object(&entry.encryption, customer.as_ref());
@@ -67,13 +52,70 @@ pub(super) async fn copy_object(
     ))
 }
 
-/// Bucket and key of an `x-amz-copy-source`.
-pub(super) fn copy_source(source: &CopySource) -> S3Result<(&str, &str)> {
-    match source {
-        CopySource::Bucket { bucket, key, .. } => Ok((bucket, key)),
-        _ => Err(s3_error!(
-            NotImplemented,
-            "copying from an access point is not supported"
-        )),
-    }
+/// Inputs that copy from an object, with `x-amz-copy-source-if-*` conditions.
+pub(super) trait CopySourceInput {
+    /// `x-amz-copy-source`.
+    fn copy_source(&self) -> &CopySource;
+    /// If-Match, If-None-Match, If-Modified-Since, If-Unmodified-Since.
+    fn copy_source_conditions(
+        &self,
+    ) -> (
+        &Option<ETagCondition>,
+        &Option<ETagCondition>,
+        &Option<Timestamp>,
+        &Option<Timestamp>,
+    );
+}
+
+macro_rules! copy_source_input {
+    ($($input:ty),*) => {$(
+        impl CopySourceInput for $input {
+            fn copy_source(&self) -> &CopySource {
+                &self.copy_source
+            }
+
+            fn copy_source_conditions(
+                &self,
+            ) -> (&Option<ETagCondition>, &Option<ETagCondition>, &Option<Timestamp>, &Option<Timestamp>) {
+                (
+                    &self.copy_source_if_match,
+                    &self.copy_source_if_none_match,
+                    &self.copy_source_if_modified_since,
+                    &self.copy_source_if_unmodified_since,
+                )
+            }
+        }
+    )*};
+}
+copy_source_input!(CopyObjectInput, UploadPartCopyInput);
+
+/// The source object of a copy (CopyObject, UploadPartCopy), once the request may read it
+/// (its copy-source SSE-C key) and its copy-source conditions hold.
+pub(super) fn open_copy_source<T: CopySourceInput + CopySourceKeyParams>(
+    face: &S3Face,
+    req: &S3Request<T>,
+) -> S3Result<OpenObject> {
+    let customer = copy_source_customer_key(face, req)?;
+    let (bucket, key) = match req.input.copy_source() {
+        CopySource::Bucket { bucket, key, .. } => (bucket, key),
+        _ => {
+            return Err(s3_error!(
+                NotImplemented,
+                "copying from an access point is not supported"
+            ))
+        }
+    };
+    let source = face
+        .objects
+        .open_for_read(bucket, key, customer.as_ref().map(|c| &c.key))
+        .map_err(s3_err)?;
+    let (if_match, if_none_match, if_modified_since, if_unmodified_since) = req.input.copy_source_conditions();
+    super::get::check_copy_source_conditions(
+        &source.entry,
+        if_match,
+        if_none_match,
+        if_modified_since,
+        if_unmodified_since,
+    )?;
+    Ok(source)
 }

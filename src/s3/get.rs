@@ -9,23 +9,18 @@ use super::*;
 pub(super) async fn get_object(face: &S3Face, req: S3Request<GetObjectInput>) -> S3Result<S3Response<GetObjectOutput>> {
     let customer = request_customer_key(face, &req)?;
     let input = req.input;
-    let entry = readable_entry(face, &input.bucket, &input.key, customer.as_ref())?;
+    let object = open(face, &input.bucket, &input.key, customer.as_ref())?;
+    let entry = &object.entry;
     check_conditions(
-        &entry,
+        entry,
         &input.if_match,
         &input.if_none_match,
         &input.if_modified_since,
         &input.if_unmodified_since,
     )?;
     let range = input.range.as_ref().map(|r| byte_range(r, entry.size)).transpose()?;
-    let (entry, got) = face
-        .objects
-        .get(
-            &input.bucket,
-            &input.key,
-            range.as_ref().map(|(r, _, _)| r.clone()),
-            customer.as_ref().map(|c| &c.key),
-        )
+    let got = object
+        .read(range.as_ref().map(|(r, _, _)| r.clone()))
         .await
         .map_err(s3_err)?;
     let length = got.range.end - got.range.start;
@@ -69,7 +64,7 @@ pub(super) async fn head_object(
 ) -> S3Result<S3Response<HeadObjectOutput>> {
     let customer = request_customer_key(face, &req)?;
     let input = &req.input;
-    let entry = readable_entry(face, &input.bucket, &input.key, customer.as_ref())?;
+    let entry = open(face, &input.bucket, &input.key, customer.as_ref())?.entry;
     check_conditions(
         &entry,
         &input.if_match,
@@ -110,12 +105,11 @@ fn byte_range(range: &Range, size: u64) -> S3Result<(GetRange, u64, u64)> {
     Ok((GetRange::Bounded(first..last + 1), first, last))
 }
 
-/// The object's index entry, once the request has shown it may read it (the right customer
-/// key, a usable master key).
-fn readable_entry(face: &S3Face, bucket: &str, key: &str, customer: Option<&SseCustomer>) -> S3Result<ObjectEntry> {
+/// The object, once the request has shown it may read it (the right customer key, a usable
+/// master key).
+fn open(face: &S3Face, bucket: &str, key: &str, customer: Option<&SseCustomer>) -> S3Result<OpenObject> {
     face.objects
         .open_for_read(bucket, key, customer.map(|c| &c.key))
-        .map(|(entry, _)| entry)
         .map_err(s3_err)
 }
 

@@ -28,7 +28,7 @@ use s3s::dto::*;
 use s3s::{s3_error, S3Error, S3ErrorCode, S3Request, S3Response, S3Result, S3};
 
 use crate::object::index::{ListPage, ObjectEntry};
-use crate::object::{ObjectError, ObjectService, PutParams};
+use crate::object::{ObjectError, ObjectService, OpenObject, PutParams};
 
 /// The S3 face of the object service.
 #[derive(Debug, Clone)]

@@ -3,7 +3,7 @@
 use s3s::dto::*;
 use s3s::{s3_error, S3Request, S3Response, S3Result};
 
-use super::sse::{copy_source_customer_key, encryption_request, request_customer_key, SseHeaders, SseOutput};
+use super::sse::{encryption_request, request_customer_key, SseHeaders, SseOutput};
 use super::*;
 
 pub(super) async fn create_multipart_upload(
@@ -89,32 +89,16 @@ pub(super) async fn upload_part_copy(
     face: &S3Face,
     req: S3Request<UploadPartCopyInput>,
 ) -> S3Result<S3Response<UploadPartCopyOutput>> {
-    let source_customer = copy_source_customer_key(face, &req)?;
+    let source = super::copy::open_copy_source(face, &req)?;
     let customer = request_customer_key(face, &req)?;
     let input = req.input;
-    let (src_bucket, src_key) = super::copy::copy_source(&input.copy_source)?;
     let part_number = u32::try_from(input.part_number).map_err(|_| s3_error!(InvalidArgument, "bad part number"))?;
-    let (source_entry, _) = face
-        .objects
-        .open_for_read(src_bucket, src_key, source_customer.as_ref().map(|c| &c.key))
-        .map_err(s3_err)?;
-    super::get::check_copy_source_conditions(
-        &source_entry,
-        &input.copy_source_if_match,
-        &input.copy_source_if_none_match,
-        &input.copy_source_if_modified_since,
-        &input.copy_source_if_unmodified_since,
-    )?;
     let range = input
         .copy_source_range
         .as_deref()
-        .map(|r| copy_source_range(r, source_entry.size))
+        .map(|r| copy_source_range(r, source.entry.size))
         .transpose()?;
-    let (_, got) = face
-        .objects
-        .get(src_bucket, src_key, range, source_customer.as_ref().map(|c| &c.key))
-        .await
-        .map_err(s3_err)?;
+    let got = source.read(range).await.map_err(s3_err)?;
     let upload_ref = (input.bucket.as_str(), input.key.as_str(), input.upload_id.as_str());
     let etag_hex = face
         .objects
