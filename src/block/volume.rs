@@ -330,6 +330,16 @@ impl Volume {
         self.state().header.current_generation()
     }
 
+    /// The current generation: the one new data is written with.
+    fn last_generation(&self) -> Generation {
+        self.state()
+            .header
+            .generations
+            .last()
+            .cloned()
+            .expect("a volume has a generation")
+    }
+
     /// Size in bytes.
     pub fn size(&self) -> u64 {
         self.size
@@ -627,12 +637,7 @@ impl Volume {
     /// New writes use it at once; each extent moves to it on its next write (or with
     /// [`Volume::reencrypt_next`]). Returns the new generation's id.
     pub fn rotate(&self, keys: &Arc<dyn KeyProvider>) -> Result<u8> {
-        let last = self
-            .header()
-            .generations
-            .last()
-            .cloned()
-            .expect("a volume has a generation");
+        let last = self.last_generation();
         let id = last
             .id
             .checked_add(1)
@@ -664,12 +669,7 @@ impl Volume {
     /// Rotates when the volume's master key has a newer primary version than the one wrapping
     /// the current generation (the key was rotated in the KMS): returns the new generation.
     pub fn rotate_if_key_rotated(&self, keys: &Arc<dyn KeyProvider>) -> Result<Option<u8>> {
-        let last = self
-            .header()
-            .generations
-            .last()
-            .cloned()
-            .expect("a volume has a generation");
+        let last = self.last_generation();
         if keys.primary_version(&last.key_id)? == last.key_version_id {
             return Ok(None);
         }

@@ -78,6 +78,15 @@ def cli(data_dir, *args):
     return out.stdout
 
 
+def volume_with_image(data_dir, tmp_path, name, mib):
+    """A new volume holding a random image of `mib` MiB; returns the image file."""
+    cli(data_dir, "volume", "create", name, "--size", f"{mib}M")
+    image = tmp_path / f"{name}.img"
+    image.write_bytes(os.urandom(mib << 20))
+    cli(data_dir, "volume", "import", name, str(image))
+    return image
+
+
 def run(*args, timeout=600):
     out = subprocess.run(list(args), capture_output=True, text=True, timeout=timeout)
     assert out.returncode == 0, f"{args} failed:\n{out.stdout}\n{out.stderr}"
@@ -356,10 +365,7 @@ def test_rotation_lazy_reencryption_and_sweep(tmp_path):
 
 def test_kill_9_during_a_sweep_then_resume(tmp_path):
     data_dir = tmp_path / "data"
-    cli(data_dir, "volume", "create", "sweep", "--size", "64M")
-    image = tmp_path / "image.bin"
-    image.write_bytes(os.urandom(64 << 20))
-    cli(data_dir, "volume", "import", "sweep", str(image))
+    image = volume_with_image(data_dir, tmp_path, "sweep", 64)
     cli(data_dir, "volume", "rotate", "sweep")
     env = dict(os.environ, SEALSTORE_DATA_DIR=str(data_dir))
     sweep = subprocess.Popen(
@@ -382,10 +388,7 @@ def test_kill_9_during_a_sweep_then_resume(tmp_path):
 
 def test_sweep_runs_in_the_server_while_clients_write(tmp_path):
     data_dir = tmp_path / "data"
-    cli(data_dir, "volume", "create", "live", "--size", "32M")
-    image = tmp_path / "image.bin"
-    image.write_bytes(os.urandom(32 << 20))
-    cli(data_dir, "volume", "import", "live", str(image))
+    image = volume_with_image(data_dir, tmp_path, "live", 32)
     key_id = json.loads(cli(data_dir, "volume", "info", "live", "--json"))["generations"][0]["keyId"]
     cli(data_dir, "kms", "key", "rotate", key_id)
     env = dict(os.environ, SEALSTORE_DATA_DIR=str(data_dir))

@@ -5,7 +5,7 @@ import os
 import subprocess
 
 
-def aws(server, *args):
+def run_aws(server, *args):
     endpoint, keys, _ = server
     env = dict(
         os.environ,
@@ -15,9 +15,21 @@ def aws(server, *args):
         AWS_CONFIG_FILE="/dev/null",
         AWS_SHARED_CREDENTIALS_FILE="/dev/null",
     )
-    out = subprocess.run(["aws", "--endpoint-url", endpoint, *args], env=env, capture_output=True, text=True, timeout=600)
+    return subprocess.run(["aws", "--endpoint-url", endpoint, *args], env=env, capture_output=True, text=True, timeout=600)
+
+
+def aws(server, *args):
+    """Runs an aws CLI command that must succeed; returns its stdout."""
+    out = run_aws(server, *args)
     assert out.returncode == 0, "aws %s failed:\n%s" % (" ".join(args), out.stderr)
     return out.stdout
+
+
+def aws_fails(server, *args):
+    """Runs an aws CLI command that must fail; returns its stderr."""
+    out = run_aws(server, *args)
+    assert out.returncode != 0, "aws %s should have failed" % " ".join(args)
+    return out.stderr
 
 
 def test_cp_100_mib_multipart_and_back(server, tmp_path):
@@ -60,21 +72,6 @@ def test_sync_both_ways_ls_and_recursive_rm(server, tmp_path):
     aws(server, "s3", "rm", "--recursive", "s3://awscli-sync/backup")
     assert aws(server, "s3", "ls", "--recursive", "s3://awscli-sync/").strip() == ""
     aws(server, "s3", "rb", "s3://awscli-sync")
-
-
-def aws_fails(server, *args):
-    endpoint, keys, _ = server
-    env = dict(
-        os.environ,
-        AWS_ACCESS_KEY_ID=keys["accessKeyId"],
-        AWS_SECRET_ACCESS_KEY=keys["secretAccessKey"],
-        AWS_DEFAULT_REGION="us-east-1",
-        AWS_CONFIG_FILE="/dev/null",
-        AWS_SHARED_CREDENTIALS_FILE="/dev/null",
-    )
-    out = subprocess.run(["aws", "--endpoint-url", endpoint, *args], env=env, capture_output=True, text=True, timeout=600)
-    assert out.returncode != 0, "aws %s should have failed" % " ".join(args)
-    return out.stderr
 
 
 def test_s3api_sse_customer_key(server, tmp_path):

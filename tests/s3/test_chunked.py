@@ -50,8 +50,30 @@ def signed_chunks(data, chunk_size, seed_signature, amz_date, secret, tamper=Fal
     return out
 
 
-def seed_request(endpoint, keys, path, headers):
-    return signed_request(endpoint, keys, "PUT", path, headers)
+def signed_chunked_put(server, path, data, tamper=False):
+    """Sends `data` to `path` as a signed aws-chunked PUT of 64 KiB chunks (with one chunk
+    altered after signing when `tamper`); returns (status, reply body)."""
+    endpoint, keys, _ = server
+    amz_date = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    # The encoded length must be known up front: frame once with a dummy seed to measure it.
+    encoded_len = len(signed_chunks(data, 65536, "0" * 64, amz_date, keys["secretAccessKey"]))
+    request = signed_request(
+        endpoint,
+        keys,
+        "PUT",
+        path,
+        {
+            "X-Amz-Date": amz_date,
+            "X-Amz-Content-SHA256": "STREAMING-AWS4-HMAC-SHA256-PAYLOAD",
+            "Content-Encoding": "aws-chunked",
+            "X-Amz-Decoded-Content-Length": str(len(data)),
+            "Content-Length": str(encoded_len),
+        },
+    )
+    seed = request.headers["Authorization"].rsplit("Signature=", 1)[1]
+    body = signed_chunks(data, 65536, seed, amz_date, keys["secretAccessKey"], tamper=tamper)
+    assert len(body) == encoded_len
+    return send(request, body)
 
 
 @pytest.fixture(scope="module")
@@ -62,27 +84,8 @@ def bucket(s3):
 
 @pytest.mark.parametrize("size", [0, 1, 65536, 1_000_000])
 def test_signed_chunked_upload(server, s3, bucket, size):
-    endpoint, keys, _ = server
     data = os.urandom(size)
-    amz_date = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    # The encoded length must be known up front: frame once with a dummy seed to measure it.
-    encoded_len = len(signed_chunks(data, 65536, "0" * 64, amz_date, keys["secretAccessKey"]))
-    request = seed_request(
-        endpoint,
-        keys,
-        f"/{bucket}/signed-{size}",
-        {
-            "X-Amz-Date": amz_date,
-            "X-Amz-Content-SHA256": "STREAMING-AWS4-HMAC-SHA256-PAYLOAD",
-            "Content-Encoding": "aws-chunked",
-            "X-Amz-Decoded-Content-Length": str(size),
-            "Content-Length": str(encoded_len),
-        },
-    )
-    seed = request.headers["Authorization"].rsplit("Signature=", 1)[1]
-    body = signed_chunks(data, 65536, seed, amz_date, keys["secretAccessKey"])
-    assert len(body) == encoded_len
-    status, reply = send(request, body)
+    status, reply = signed_chunked_put(server, f"/{bucket}/signed-{size}", data)
     assert status == 200, reply
     got = s3.get_object(Bucket=bucket, Key=f"signed-{size}")
     assert got["Body"].read() == data
@@ -90,25 +93,7 @@ def test_signed_chunked_upload(server, s3, bucket, size):
 
 
 def test_a_tampered_chunk_is_refused_and_nothing_is_stored(server, s3, bucket):
-    endpoint, keys, _ = server
-    data = os.urandom(200_000)
-    amz_date = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    encoded_len = len(signed_chunks(data, 65536, "0" * 64, amz_date, keys["secretAccessKey"]))
-    request = seed_request(
-        endpoint,
-        keys,
-        f"/{bucket}/tampered",
-        {
-            "X-Amz-Date": amz_date,
-            "X-Amz-Content-SHA256": "STREAMING-AWS4-HMAC-SHA256-PAYLOAD",
-            "Content-Encoding": "aws-chunked",
-            "X-Amz-Decoded-Content-Length": str(len(data)),
-            "Content-Length": str(encoded_len),
-        },
-    )
-    seed = request.headers["Authorization"].rsplit("Signature=", 1)[1]
-    body = signed_chunks(data, 65536, seed, amz_date, keys["secretAccessKey"], tamper=True)
-    status, reply = send(request, body)
+    status, reply = signed_chunked_put(server, f"/{bucket}/tampered", os.urandom(200_000), tamper=True)
     assert status in (400, 403), (status, reply)
     assert b"<Error>" in reply
     with pytest.raises(ClientError) as e:
@@ -128,9 +113,10 @@ def test_unsigned_chunks_with_trailing_checksum(server, s3, bucket, corrupt):
         body += f"{len(piece):x}\r\n".encode() + piece + b"\r\n"
     body += b"0\r\n" + f"x-amz-checksum-crc32:{checksum}\r\n\r\n".encode()
     key = f"trailer-{corrupt}"
-    request = seed_request(
+    request = signed_request(
         endpoint,
         keys,
+        "PUT",
         f"/{bucket}/{key}",
         {
             "X-Amz-Content-SHA256": "STREAMING-UNSIGNED-PAYLOAD-TRAILER",
