@@ -23,6 +23,12 @@ pub enum ResourceType {
     Key,
     /// A version of a master encryption key.
     KeyVersion,
+    /// An IAM user (signs API requests with its API keys).
+    User,
+    /// An IAM group of users, named in policies.
+    Group,
+    /// An IAM policy: statements granting groups access.
+    Policy,
 }
 
 impl ResourceType {
@@ -33,6 +39,9 @@ impl ResourceType {
             ResourceType::Vault => "vault",
             ResourceType::Key => "key",
             ResourceType::KeyVersion => "keyversion",
+            ResourceType::User => "user",
+            ResourceType::Group => "group",
+            ResourceType::Policy => "policy",
         }
     }
 }

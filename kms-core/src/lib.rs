@@ -23,6 +23,7 @@ pub mod audit;
 pub mod ciphertext;
 pub mod envelope;
 pub mod error;
+pub mod iam;
 pub mod ids;
 pub mod model;
 pub mod protection;

@@ -136,6 +136,8 @@ pub struct Kms {
     audit_unflushed: AtomicU64,
     /// What the data path reports as still protected by each version.
     inventories: Vec<Arc<dyn DataInventory>>,
+    /// Built on first use, dropped after each IAM change.
+    iam_view: std::sync::RwLock<Option<Arc<crate::iam::IamView>>>,
 }
 
 /// Crypto-operation audit entries that may wait for a durable commit; [`Kms::flush_audit`]
@@ -251,6 +253,7 @@ impl Kms {
             protections: HashMap::new(),
             audit_unflushed: AtomicU64::new(0),
             inventories: Vec::new(),
+            iam_view: std::sync::RwLock::new(None),
         };
         kms.register_protection(Arc::new(SoftwareProtection::new(root)));
         Ok(kms)
@@ -384,6 +387,21 @@ impl Kms {
             self.store.write(Durability::Immediate)?.commit()?;
         }
         Ok(())
+    }
+
+    /// The current users, groups, policies and compartment tree, for checking requests.
+    pub fn iam_view(&self) -> Result<Arc<crate::iam::IamView>> {
+        if let Some(view) = self.iam_view.read().expect("IAM view lock poisoned").as_ref() {
+            return Ok(view.clone());
+        }
+        let view = Arc::new(self.build_iam_view()?);
+        *self.iam_view.write().expect("IAM view lock poisoned") = Some(view.clone());
+        Ok(view)
+    }
+
+    /// Drops the cached [`crate::iam::IamView`] after an IAM or compartment change.
+    pub(crate) fn invalidate_iam_view(&self) {
+        *self.iam_view.write().expect("IAM view lock poisoned") = None;
     }
 
     pub(crate) fn read(&self) -> Result<ReadTxn> {

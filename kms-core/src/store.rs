@@ -23,6 +23,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::error::{KmsError, Result};
+use crate::iam::{Group, Policy, User};
 use crate::ids::Ocid;
 use crate::model::{Compartment, Key, KeyVersion, Vault};
 
@@ -42,6 +43,12 @@ pub mod schema {
     pub const KEY_VERSIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("key_versions");
     /// Version id → protected key material (as the protection backend returned it).
     pub const KEY_MATERIAL: TableDefinition<&str, &[u8]> = TableDefinition::new("key_material");
+    /// User id → JSON [`crate::iam::User`] (with its API public keys).
+    pub const IAM_USERS: TableDefinition<&str, &[u8]> = TableDefinition::new("iam_users");
+    /// Group id → JSON [`crate::iam::Group`] (with its members).
+    pub const IAM_GROUPS: TableDefinition<&str, &[u8]> = TableDefinition::new("iam_groups");
+    /// Policy id → JSON [`crate::iam::Policy`].
+    pub const IAM_POLICIES: TableDefinition<&str, &[u8]> = TableDefinition::new("iam_policies");
     /// Sequence number → JSON [`crate::audit::AuditEntry`].
     pub const AUDIT: redb::TableDefinition<u64, &[u8]> = TableDefinition::new("audit");
 }
@@ -94,6 +101,9 @@ impl Store {
             t.open_table(KEY_VERSIONS)?;
             t.open_table(KEY_MATERIAL)?;
             t.open_table(AUDIT)?;
+            t.open_table(IAM_USERS)?;
+            t.open_table(IAM_GROUPS)?;
+            t.open_table(IAM_POLICIES)?;
         }
         txn.commit()?;
         Ok(store)
@@ -228,6 +238,21 @@ macro_rules! reads {
             Ok(v.map(|v| v.value().to_vec()))
         }
 
+        /// Every IAM user, oldest first.
+        pub fn users(&self) -> Result<Vec<User>> {
+            self.all(IAM_USERS)
+        }
+
+        /// Every IAM group, oldest first.
+        pub fn groups(&self) -> Result<Vec<Group>> {
+            self.all(IAM_GROUPS)
+        }
+
+        /// Every IAM policy, oldest first.
+        pub fn policies(&self) -> Result<Vec<Policy>> {
+            self.all(IAM_POLICIES)
+        }
+
         /// Audit entries with sequence numbers in `from..` (raw JSON bytes), in order.
         pub fn audit_rows(&self, from: u64, limit: usize) -> Result<Vec<(u64, Vec<u8>)>> {
             let t = self.inner.open_table(AUDIT)?;
@@ -309,6 +334,27 @@ impl WriteTxn {
     /// Inserts or replaces a key version.
     pub fn put_key_version(&self, v: &KeyVersion) -> Result<()> {
         self.put(KEY_VERSIONS, &version_row(&v.key_id, &v.id), v)
+    }
+
+    /// Inserts or replaces an IAM user.
+    pub fn put_user(&self, u: &User) -> Result<()> {
+        self.put(IAM_USERS, u.id.as_str(), u)
+    }
+
+    /// Inserts or replaces an IAM group.
+    pub fn put_group(&self, g: &Group) -> Result<()> {
+        self.put(IAM_GROUPS, g.id.as_str(), g)
+    }
+
+    /// Inserts or replaces an IAM policy.
+    pub fn put_policy(&self, p: &Policy) -> Result<()> {
+        self.put(IAM_POLICIES, p.id.as_str(), p)
+    }
+
+    /// Removes an IAM user, group or policy record (`table` is one of the IAM tables).
+    pub fn delete_iam_record(&self, table: TableDefinition<&str, &[u8]>, id: &Ocid) -> Result<()> {
+        self.inner.open_table(table)?.remove(id.as_str())?;
+        Ok(())
     }
 
     /// Stores a version's protected material.
