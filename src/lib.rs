@@ -6,6 +6,8 @@
 //! - [`crypto`]: data-path cryptography on aws-lc.
 //! - [`object`]: the encrypted object format and store.
 //! - [`s3`]: the S3-compatible API over the object store.
+//! - [`block`]: encrypted block volumes and their NBD server.
+//! - [`kms_api`]: the OCI-compatible KMS REST API over kms-core.
 //! - [`admin`]: the local admin protocol between the CLI and a running server.
 
 #![warn(missing_docs)]
@@ -13,5 +15,6 @@
 pub mod admin;
 pub mod block;
 pub mod crypto;
+pub mod kms_api;
 pub mod object;
 pub mod s3;

@@ -66,7 +66,15 @@ impl Env {
 
     fn serve(&self) -> Server {
         let child = self
-            .cmd(&["serve", "--scheduler-interval-secs", "1", "--s3-listen", "127.0.0.1:0"])
+            .cmd(&[
+                "serve",
+                "--scheduler-interval-secs",
+                "1",
+                "--s3-listen",
+                "127.0.0.1:0",
+                "--kms-listen",
+                "127.0.0.1:0",
+            ])
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()

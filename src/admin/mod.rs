@@ -220,6 +220,70 @@ pub enum Request {
         /// Remove even the last user.
         force: bool,
     },
+    /// Create an API user of the KMS API.
+    IamUserAdd(kms_core::iam::CreateUser),
+    /// Add an API signing key to a user.
+    IamUserAddKey {
+        /// User name.
+        name: String,
+        /// PEM public key.
+        public_key_pem: String,
+    },
+    /// List API users.
+    IamUserList,
+    /// Delete an API user.
+    IamUserRemove {
+        /// User name.
+        name: String,
+    },
+    /// Create a group.
+    IamGroupCreate {
+        /// Group name.
+        name: String,
+        /// Free text.
+        description: String,
+    },
+    /// Add a user to a group.
+    IamGroupAddUser {
+        /// Group name.
+        group: String,
+        /// User name.
+        user: String,
+    },
+    /// List groups.
+    IamGroupList,
+    /// Delete a group.
+    IamGroupDelete {
+        /// Group name.
+        name: String,
+    },
+    /// Create a policy.
+    IamPolicyCreate {
+        /// Policy name.
+        name: String,
+        /// Free text.
+        description: String,
+        /// Statements.
+        statements: Vec<String>,
+    },
+    /// List policies.
+    IamPolicyList,
+    /// Delete a policy.
+    IamPolicyDelete {
+        /// Policy name.
+        name: String,
+    },
+    /// Create a compartment.
+    IamCompartmentCreate {
+        /// Name.
+        name: String,
+        /// Free text.
+        description: String,
+        /// Parent compartment (name or id; the tenancy when absent).
+        parent: Option<String>,
+    },
+    /// List compartments.
+    IamCompartmentList,
     /// Run (or resume) a re-encryption sweep of a bucket in the server.
     Reencrypt {
         /// Bucket.
@@ -238,6 +302,27 @@ pub enum Request {
         /// Rate limit in MiB per second (0: none).
         max_mib_per_sec: u64,
     },
+}
+
+impl Request {
+    fn is_iam(&self) -> bool {
+        matches!(
+            self,
+            Request::IamUserAdd(_)
+                | Request::IamUserAddKey { .. }
+                | Request::IamUserList
+                | Request::IamUserRemove { .. }
+                | Request::IamGroupCreate { .. }
+                | Request::IamGroupAddUser { .. }
+                | Request::IamGroupList
+                | Request::IamGroupDelete { .. }
+                | Request::IamPolicyCreate { .. }
+                | Request::IamPolicyList
+                | Request::IamPolicyDelete { .. }
+                | Request::IamCompartmentCreate { .. }
+                | Request::IamCompartmentList
+        )
+    }
 }
 
 /// When a scheduled deletion takes effect: `days` from now by the server's clock, or an exact
@@ -350,6 +435,10 @@ pub fn parse_id(kind: ResourceType, s: &str) -> Result<Ocid, AdminError> {
 pub fn execute(target: &AdminTarget, principal: &Principal, req: Request) -> Result<Value, AdminError> {
     let p = principal;
     let kms = target.kms.as_ref();
+    if req.is_iam() {
+        // The Administrators group and its policy exist before anyone is added to them.
+        kms.ensure_iam_defaults(p)?;
+    }
     match req {
         Request::VaultCreate(r) => to_value(kms.create_vault(p, r)?),
         Request::VaultList { compartment_id } => to_value(kms.list_vaults(compartment_id.as_ref())?),
@@ -456,6 +545,27 @@ pub fn execute(target: &AdminTarget, principal: &Principal, req: Request) -> Res
             target.users.list()?.iter().map(|u| u.public_view()).collect(),
         )),
         Request::S3UserRemove { user, force } => Ok(target.users.remove(&user, force)?.public_view()),
+        Request::IamUserAdd(r) => to_value(kms.create_user(p, r)?),
+        Request::IamUserAddKey { name, public_key_pem } => to_value(kms.add_api_key(p, &name, &public_key_pem)?),
+        Request::IamUserList => to_value(kms.list_users()?),
+        Request::IamUserRemove { name } => to_value(kms.delete_user(p, &name)?),
+        Request::IamGroupCreate { name, description } => to_value(kms.create_group(p, &name, &description)?),
+        Request::IamGroupAddUser { group, user } => to_value(kms.add_user_to_group(p, &group, &user)?),
+        Request::IamGroupList => to_value(kms.list_groups()?),
+        Request::IamGroupDelete { name } => to_value(kms.delete_group(p, &name)?),
+        Request::IamPolicyCreate {
+            name,
+            description,
+            statements,
+        } => to_value(kms.create_policy(p, &name, &description, statements)?),
+        Request::IamPolicyList => to_value(kms.list_policies()?),
+        Request::IamPolicyDelete { name } => to_value(kms.delete_policy(p, &name)?),
+        Request::IamCompartmentCreate {
+            name,
+            description,
+            parent,
+        } => to_value(kms.create_compartment(p, &name, &description, parent.as_deref())?),
+        Request::IamCompartmentList => to_value(kms.list_compartments()?),
         Request::Reencrypt { bucket, key_id, full } => {
             let objects = served_objects(target)?;
             let plan = crate::object::sweep::SweepPlan {

@@ -1,5 +1,6 @@
 //! Command-line interface: argument parsing and the edge where errors become messages.
 
+mod iam;
 mod kms;
 mod object;
 mod output;
@@ -187,6 +188,8 @@ enum Command {
     Object(object::ObjectArgs),
     /// The S3 API's users and access keys.
     S3(s3::S3Args),
+    /// Who may use the KMS API: users and their API keys, groups, policies, compartments.
+    Iam(iam::IamArgs),
     /// Encrypted block volumes (AES-256-XTS in 4 KiB sectors): create, import, export, check.
     Volume(volume::VolumeArgs),
     /// Re-encrypt a bucket after a key rotation (--rewrap) or a suspected compromise (--full).
@@ -206,6 +209,7 @@ pub fn main() -> ExitCode {
         Command::Kms(args) => kms::run(&cli.global, args),
         Command::Object(args) => object::run(&cli.global, args),
         Command::S3(args) => s3::run(&cli.global, args),
+        Command::Iam(args) => iam::run(&cli.global, args),
         Command::Volume(args) => volume::run(&cli.global, args),
         Command::Reencrypt(args) => object::reencrypt(&cli.global, args),
         Command::Index(cmd) => object::index(&cli.global, cmd),

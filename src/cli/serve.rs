@@ -29,6 +29,9 @@ pub struct ServeArgs {
     /// Address of the S3 API (port 0 picks a free port; see serve.json).
     #[arg(long, env = "SEALSTORE_S3_LISTEN", default_value = "127.0.0.1:9000")]
     s3_listen: std::net::SocketAddr,
+    /// Address of the OCI-compatible KMS API (port 0 picks a free port; see serve.json).
+    #[arg(long, env = "SEALSTORE_KMS_LISTEN", default_value = "127.0.0.1:9100")]
+    kms_listen: std::net::SocketAddr,
     /// Accept SSE-C (customer-provided keys) from clients that are not on loopback, although
     /// the S3 API speaks plain HTTP: only behind a proxy that terminates TLS.
     #[arg(long)]
@@ -131,6 +134,14 @@ async fn serve(global: &GlobalOpts, args: ServeArgs) -> anyhow::Result<ExitCode>
     ));
     let audit_flush_task = tokio::spawn(audit_flusher(kms.clone()));
 
+    kms.ensure_iam_defaults(&Principal::local_admin())?;
+    let kms_listener = tokio::net::TcpListener::bind(args.kms_listen)
+        .await
+        .with_context(|| format!("binding the KMS API to {}", args.kms_listen))?;
+    let kms_addr = kms_listener.local_addr()?;
+    let kms_task = tokio::spawn(sealstore::kms_api::KmsApi::new(kms.clone(), kms_addr).serve(kms_listener));
+    println!("KMS API        http://{kms_addr} (OCI request signatures; users: sealstore iam user add)");
+
     let new_admin = dir
         .users
         .ensure_admin(&global.data_dir)
@@ -172,6 +183,7 @@ async fn serve(global: &GlobalOpts, args: ServeArgs) -> anyhow::Result<ExitCode>
             "pid": std::process::id(),
             "adminSocket": socket_path,
             "s3": format!("http://{s3_addr}"),
+            "kms": format!("http://{kms_addr}"),
             "nbd": nbd_bound,
             "region": kms.region(),
             "tenancyId": kms.tenancy_id(),
@@ -187,6 +199,7 @@ async fn serve(global: &GlobalOpts, args: ServeArgs) -> anyhow::Result<ExitCode>
     info!("shutting down");
     admin_task.abort();
     s3_task.abort();
+    kms_task.abort();
     if let Some(task) = nbd_task {
         // Aborting drops the listener (removing a Unix socket). Acknowledged FLUSHes are
         // on disk already; other completed writes are in the page cache, which outlives us.

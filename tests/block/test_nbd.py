@@ -54,7 +54,7 @@ def serve_with_nbd(data_dir):
     """`sealstore serve --nbd-listen` on an existing data directory; yields its NBD base URI."""
     env = dict(os.environ, SEALSTORE_DATA_DIR=str(data_dir))
     proc = subprocess.Popen(
-        [str(BINARY), "serve", "--s3-listen", "127.0.0.1:0", "--nbd-listen", "tcp:127.0.0.1:0"],
+        [str(BINARY), "serve", "--s3-listen", "127.0.0.1:0", "--kms-listen", "127.0.0.1:0", "--nbd-listen", "tcp:127.0.0.1:0"],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     try:

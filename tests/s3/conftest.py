@@ -31,7 +31,7 @@ def running_server(*args, listen="127.0.0.1:0"):
         env = dict(os.environ, SEALSTORE_DATA_DIR=str(data_dir))
         env.pop("SEALSTORE_OBJECT_BACKEND", None)
         proc = subprocess.Popen(
-            [str(BINARY), "serve", "--s3-listen", listen, *args],
+            [str(BINARY), "serve", "--s3-listen", listen, "--kms-listen", "127.0.0.1:0", *args],
             env=env,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,

@@ -1,0 +1,103 @@
+//! Errors as OCI returns them: a status and `{"code", "message"}`.
+//!
+//! The codes are OCI's, chosen so that the SDK's default retry strategy (which retries 409
+//! `IncorrectState`, 429 and most 5xx) only retries what can succeed later: a disabled key is
+//! 403 `NotAllowed`, not 409, because retrying it for ten minutes helps nobody.
+
+use http::StatusCode;
+use kms_core::KmsError;
+
+/// An error answer of the KMS API.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiError {
+    /// HTTP status.
+    pub status: StatusCode,
+    /// OCI error code (`NotAuthorizedOrNotFound`, `InvalidParameter`, …).
+    pub code: &'static str,
+    /// What went wrong, for the person reading the CLI's output.
+    pub message: String,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// 401: missing, malformed or wrong request signature.
+    pub fn not_authenticated(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, "NotAuthenticated", message)
+    }
+
+    /// 404: the resource does not exist, or the caller may not know that it does.
+    pub fn not_found(what: impl std::fmt::Display) -> Self {
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "NotAuthorizedOrNotFound",
+            format!("{what} not found, or you are not authorized to access it"),
+        )
+    }
+
+    /// 400: a malformed or out-of-range parameter.
+    pub fn invalid(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "InvalidParameter", message)
+    }
+
+    /// 400: a required parameter is absent.
+    pub fn missing(name: &str) -> Self {
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            "MissingParameter",
+            format!("the parameter '{name}' is required"),
+        )
+    }
+
+    /// 405: the path exists, the method does not.
+    pub fn method_not_allowed(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::METHOD_NOT_ALLOWED, "MethodNotAllowed", message)
+    }
+
+    /// 412: `if-match` names another version of the resource.
+    pub fn etag_mismatch() -> Self {
+        Self::new(
+            StatusCode::PRECONDITION_FAILED,
+            "NoEtagMatch",
+            "the resource has changed since the etag given in if-match was read",
+        )
+    }
+
+    /// 500: a failure on the server's side (logged there with details).
+    pub fn internal() -> Self {
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "InternalServerError",
+            "internal error; the server log has the details",
+        )
+    }
+
+    /// The JSON body.
+    pub fn body(&self) -> serde_json::Value {
+        serde_json::json!({ "code": self.code, "message": self.message })
+    }
+}
+
+impl From<KmsError> for ApiError {
+    fn from(e: KmsError) -> Self {
+        match e {
+            KmsError::NotFound { kind, id } => ApiError::not_found(format_args!("{kind} {id}")),
+            KmsError::InvalidParameter(m) => ApiError::invalid(m),
+            KmsError::InvalidCiphertext(_) => ApiError::invalid(e.to_string()),
+            KmsError::IncorrectState(m) => ApiError::new(StatusCode::CONFLICT, "IncorrectState", m),
+            KmsError::AccessDenied(_) | KmsError::VaultDeleted(_) => {
+                ApiError::new(StatusCode::FORBIDDEN, "NotAllowed", e.to_string())
+            }
+            KmsError::Protection(_) | KmsError::RootKey(_) | KmsError::Store(_) | KmsError::Io { .. } => {
+                tracing::error!(error = %e, "KMS API request failed on the server side");
+                ApiError::internal()
+            }
+        }
+    }
+}

@@ -1,0 +1,337 @@
+//! The OCI-compatible KMS REST API, so that the real `oci` CLI and SDKs work unmodified
+//! (the requests they send are listed in OCI-CLI-PROTOCOL.md; sealstore's coverage is in
+//! `docs/KMS_API.md`).
+//!
+//! - [`signature`]: every request is signed with a user's API key (OCI request signatures).
+//! - [`routes`]: which path goes to which handler; the handlers are [`identity`],
+//!   [`vaults`], [`keys`] and [`crypto`].
+//! - [`paging`]: `limit`/`page`/`sortBy` and the `opc-next-page` header.
+//! - [`wire`]: resources as OCI's JSON shows them.
+//! - [`error`]: OCI error codes.
+//!
+//! Each vault has its own endpoints, as in OCI: key and crypto calls go to
+//! `<base>/kms/<vault id>/management` and `<base>/kms/<vault id>/crypto` (the vault's
+//! `managementEndpoint` and `cryptoEndpoint`), since `CreateKey` names no vault.
+//! Every call is checked against the IAM policies; what a caller may not see answers 404
+//! `NotAuthorizedOrNotFound`, exactly like what does not exist.
+
+mod crypto;
+pub mod error;
+mod identity;
+mod keys;
+pub mod paging;
+mod routes;
+pub mod signature;
+mod vaults;
+mod wire;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, Method, StatusCode};
+use http_body_util::{BodyExt, Full, Limited};
+use kms_core::iam::{IamView, ResourceKind, Target, Verb};
+use kms_core::{Kms, Ocid, Principal};
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+pub use error::ApiError;
+use signature::Caller;
+
+/// Largest request body accepted (crypto payloads are at most 4 KiB, base64-encoded).
+pub const MAX_BODY: usize = 64 * 1024;
+
+/// Query parameters, decoded.
+pub type Query = HashMap<String, String>;
+
+/// The KMS API over one [`Kms`].
+#[derive(Debug, Clone)]
+pub struct KmsApi {
+    kms: Arc<Kms>,
+    /// `http://host:port` of this listener, used in vault endpoints when a request has no
+    /// usable `host` header.
+    fallback_base: String,
+}
+
+/// Which endpoint a request came in on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Endpoint {
+    /// The regional endpoint: vaults and identity.
+    Regional,
+    /// A vault's management endpoint: keys and key versions of that vault.
+    Management(Ocid),
+    /// A vault's crypto endpoint: encrypt, decrypt, data keys of that vault's keys.
+    Crypto(Ocid),
+}
+
+/// One authenticated call on its way through a handler.
+pub(crate) struct Call<'a> {
+    pub kms: &'a Kms,
+    pub iam: &'a IamView,
+    pub caller: &'a Caller,
+    pub principal: Principal,
+    pub query: &'a Query,
+    pub headers: &'a HeaderMap,
+    pub body: &'a [u8],
+    /// `http://host:port` as the client reached us, for vault endpoints.
+    pub base_url: &'a str,
+}
+
+impl Call<'_> {
+    /// Refuses with 404 (as OCI: no difference between "not yours" and "not there") unless
+    /// the caller may `verb` this resource.
+    pub fn require(
+        &self,
+        verb: Verb,
+        kind: ResourceKind,
+        compartment: &Ocid,
+        target: Target<'_>,
+        what: impl std::fmt::Display,
+    ) -> Result<(), ApiError> {
+        if self.may(verb, kind, compartment, target) {
+            Ok(())
+        } else {
+            tracing::debug!(user = %self.caller.user_name, %verb, ?kind, %compartment, "KMS API call not authorized");
+            Err(ApiError::not_found(what))
+        }
+    }
+
+    /// Whether the caller may `verb` this resource.
+    pub fn may(&self, verb: Verb, kind: ResourceKind, compartment: &Ocid, target: Target<'_>) -> bool {
+        self.iam.allows(&self.caller.user_id, verb, kind, compartment, target)
+    }
+
+    /// The JSON body as `T`; an empty body reads as `{}` (the CLI sends none on some actions).
+    pub fn json<T: DeserializeOwned>(&self) -> Result<T, ApiError> {
+        let body = if self.body.iter().all(u8::is_ascii_whitespace) {
+            b"{}".as_slice()
+        } else {
+            self.body
+        };
+        serde_json::from_slice(body).map_err(|e| ApiError::invalid(format!("request body: {e}")))
+    }
+
+    /// A required query parameter.
+    pub fn required(&self, name: &str) -> Result<&str, ApiError> {
+        self.query
+            .get(name)
+            .map(String::as_str)
+            .ok_or_else(|| ApiError::missing(name))
+    }
+
+    /// Refuses with 412 when the request has `if-match` and it is not `current`'s etag.
+    pub fn check_if_match(&self, current: &Value) -> Result<(), ApiError> {
+        match self.headers.get(http::header::IF_MATCH) {
+            Some(want) if want.as_bytes() != wire::etag(current).as_bytes() => Err(ApiError::etag_mismatch()),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// A successful answer.
+#[derive(Debug)]
+pub(crate) struct Reply {
+    pub body: Value,
+    /// The resource's etag (single resources only).
+    pub etag: bool,
+    /// Token of the next page (lists only).
+    pub next_page: Option<String>,
+}
+
+impl Reply {
+    /// One resource, with its etag.
+    pub fn resource(body: Value) -> Self {
+        Reply {
+            body,
+            etag: true,
+            next_page: None,
+        }
+    }
+
+    /// A JSON answer that is not a resource (crypto results).
+    pub fn plain(body: Value) -> Self {
+        Reply {
+            body,
+            etag: false,
+            next_page: None,
+        }
+    }
+
+    /// One page of a list.
+    pub fn list(items: Vec<Value>, next_page: Option<String>) -> Self {
+        Reply {
+            body: Value::Array(items),
+            etag: false,
+            next_page,
+        }
+    }
+}
+
+impl KmsApi {
+    /// The API over `kms`, listening at `bound`.
+    pub fn new(kms: Arc<Kms>, bound: SocketAddr) -> Self {
+        KmsApi {
+            kms,
+            fallback_base: format!("http://{bound}"),
+        }
+    }
+
+    /// Accepts connections on `listener` and serves them (HTTP/1.1, keep-alive) until the
+    /// task is dropped.
+    pub async fn serve(self, listener: tokio::net::TcpListener) {
+        let api = Arc::new(self);
+        loop {
+            let (stream, peer) = match listener.accept().await {
+                Ok(conn) => conn,
+                Err(e) => {
+                    tracing::error!(error = %e, "KMS API accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            // Small JSON answers: without NODELAY, Nagle holds each behind the client's ACK.
+            let _ = stream.set_nodelay(true);
+            let api = api.clone();
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(move |req| {
+                    let api = api.clone();
+                    async move { Ok::<_, std::convert::Infallible>(api.handle(req).await) }
+                });
+                let io = hyper_util::rt::TokioIo::new(stream);
+                if let Err(e) = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(io, service)
+                    .await
+                {
+                    tracing::debug!(%peer, error = %e, "KMS API connection ended with an error");
+                }
+            });
+        }
+    }
+
+    /// Answers one request.
+    pub async fn handle<B>(&self, req: http::Request<B>) -> http::Response<Full<Bytes>>
+    where
+        B: hyper::body::Body + Send,
+        B::Data: Send,
+        B::Error: std::error::Error + Send + Sync + 'static,
+    {
+        let request_id = req
+            .headers()
+            .get("opc-request-id")
+            .and_then(|v| v.to_str().ok())
+            .filter(|v| !v.is_empty() && v.len() <= 98 && v.bytes().all(|b| b.is_ascii_graphic()))
+            .map(str::to_owned)
+            .unwrap_or_else(new_request_id);
+        let (parts, body) = req.into_parts();
+        let result = match Limited::new(body, MAX_BODY).collect().await {
+            Ok(body) => {
+                let body = body.to_bytes();
+                let api = self.clone();
+                let (method, path) = (parts.method.clone(), parts.uri.path().to_owned());
+                // Store reads, fsyncs and RSA verification are blocking work.
+                match tokio::task::spawn_blocking(move || api.answer(&parts, &body)).await {
+                    Ok(result) => {
+                        if let Err(e) = &result {
+                            tracing::debug!(%method, path, status = e.status.as_u16(), code = e.code, "KMS API request refused");
+                        }
+                        result
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "KMS API handler panicked");
+                        Err(ApiError::internal())
+                    }
+                }
+            }
+            Err(_) => Err(ApiError::invalid(format!(
+                "the request body is larger than {MAX_BODY} bytes or could not be read"
+            ))),
+        };
+        respond(result, &request_id)
+    }
+
+    fn answer(&self, parts: &http::request::Parts, body: &[u8]) -> Result<Reply, ApiError> {
+        let iam = self.kms.iam_view()?;
+        let target = parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+        let caller = signature::verify(
+            &signature::SignedRequest {
+                method: &parts.method,
+                target,
+                headers: &parts.headers,
+                body,
+            },
+            &iam,
+            self.kms.tenancy_id(),
+            chrono::Utc::now().timestamp(),
+        )
+        .map_err(|e| ApiError::not_authenticated(e.0))?;
+        let query: Query = parts
+            .uri
+            .query()
+            .map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect())
+            .unwrap_or_default();
+        let base_url = base_url(&parts.headers).unwrap_or_else(|| self.fallback_base.clone());
+        let call = Call {
+            kms: &self.kms,
+            iam: &iam,
+            caller: &caller,
+            principal: Principal::new(caller.user_id.as_str()),
+            query: &query,
+            headers: &parts.headers,
+            body,
+            base_url: &base_url,
+        };
+        routes::route(&call, &parts.method, parts.uri.path())
+    }
+}
+
+/// `http://<host header>` when the header is a plain host[:port] (the SDK refuses endpoints
+/// with anything else in the host).
+fn base_url(headers: &HeaderMap) -> Option<String> {
+    let host = headers.get(http::header::HOST)?.to_str().ok()?;
+    let plain = !host.is_empty()
+        && host.len() <= 255
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_' | b':'));
+    plain.then(|| format!("http://{host}"))
+}
+
+fn new_request_id() -> String {
+    let mut bytes = [0u8; 16];
+    aws_lc_rs::rand::fill(&mut bytes).expect("system random source failed");
+    data_encoding::HEXUPPER.encode(&bytes)
+}
+
+fn respond(result: Result<Reply, ApiError>, request_id: &str) -> http::Response<Full<Bytes>> {
+    let (status, body, etag, next_page) = match result {
+        Ok(reply) => {
+            let etag = reply.etag.then(|| wire::etag(&reply.body));
+            (StatusCode::OK, reply.body, etag, reply.next_page)
+        }
+        Err(e) => (e.status, e.body(), None, None),
+    };
+    let mut response = http::Response::new(Full::new(Bytes::from(
+        serde_json::to_vec(&body).expect("JSON values serialize"),
+    )));
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    if let Ok(v) = HeaderValue::from_str(request_id) {
+        headers.insert("opc-request-id", v);
+    }
+    if let Some(v) = etag.and_then(|e| HeaderValue::from_str(&e).ok()) {
+        headers.insert(http::header::ETAG, v);
+    }
+    if let Some(v) = next_page.and_then(|p| HeaderValue::from_str(&p).ok()) {
+        headers.insert("opc-next-page", v);
+    }
+    response
+}
+
+/// The method check shared by the routers: `allowed` lists what the path takes.
+pub(crate) fn wrong_method(method: &Method, allowed: &str) -> ApiError {
+    ApiError::method_not_allowed(format!("{method} is not allowed here (use {allowed})"))
+}

@@ -1,0 +1,96 @@
+//! Which path goes to which handler.
+//!
+//! ```text
+//! regional   /20160918/compartments[/{id}]          identity
+//!            /20160918/tenancies/{id}
+//!            /20180608/vaults[/{id}[/actions/{a}]]   vaults
+//! management /kms/{vault}/management/20180608/keys[/{id}[/actions/{a}|/keyVersions[/{id}]]]
+//! crypto     /kms/{vault}/crypto/20180608/{encrypt|decrypt|generateDataEncryptionKey|reencrypt}
+//! ```
+
+use http::Method;
+use kms_core::{Ocid, ResourceType};
+
+use super::error::ApiError;
+use super::{crypto, identity, keys, vaults, wrong_method, Call, Endpoint, Reply};
+
+/// Routes one authenticated call.
+pub(crate) fn route(call: &Call<'_>, method: &Method, path: &str) -> Result<Reply, ApiError> {
+    let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let (endpoint, rest) = match segments.as_slice() {
+        ["kms", vault, kind, rest @ ..] => {
+            let vault = Ocid::parse(ResourceType::Vault, vault)
+                .map_err(|_| ApiError::not_found(format_args!("vault endpoint {path}")))?;
+            match *kind {
+                "management" => (Endpoint::Management(vault), rest),
+                "crypto" => (Endpoint::Crypto(vault), rest),
+                _ => return Err(ApiError::not_found(format_args!("endpoint {path}"))),
+            }
+        }
+        rest => (Endpoint::Regional, rest),
+    };
+    let unknown = || ApiError::not_found(format_args!("{method} {path}: no such API"));
+    match (&endpoint, rest) {
+        (Endpoint::Regional, ["20160918", "compartments"]) => only(method, Method::GET, || identity::list_compartments(call)),
+        (Endpoint::Regional, ["20160918", "compartments", id]) => only(method, Method::GET, || identity::get_compartment(call, id)),
+        (Endpoint::Regional, ["20160918", "tenancies", id]) => only(method, Method::GET, || identity::get_tenancy(call, id)),
+
+        (Endpoint::Regional, ["20180608", "vaults"]) => match *method {
+            Method::GET => vaults::list(call),
+            Method::POST => vaults::create(call),
+            _ => Err(wrong_method(method, "GET or POST")),
+        },
+        (Endpoint::Regional, ["20180608", "vaults", id]) => match *method {
+            Method::GET => vaults::get(call, id),
+            Method::PUT => vaults::update(call, id),
+            _ => Err(wrong_method(method, "GET or PUT")),
+        },
+        (Endpoint::Regional, ["20180608", "vaults", id, "actions", action]) => {
+            only(method, Method::POST, || vaults::action(call, id, action))
+        }
+        (Endpoint::Regional, ["20180608", "keys", ..] | ["20180608", "encrypt" | "decrypt" | "generateDataEncryptionKey"]) => {
+            Err(ApiError::invalid(
+                "key and crypto calls go to the vault's managementEndpoint or cryptoEndpoint (see `vault get`), not the regional endpoint",
+            ))
+        }
+
+        (Endpoint::Management(vault), ["20180608", "keys"]) => match *method {
+            Method::GET => keys::list(call, vault),
+            Method::POST => keys::create(call, vault),
+            _ => Err(wrong_method(method, "GET or POST")),
+        },
+        (Endpoint::Management(vault), ["20180608", "keys", id]) => match *method {
+            Method::GET => keys::get(call, vault, id),
+            Method::PUT => keys::update(call, vault, id),
+            _ => Err(wrong_method(method, "GET or PUT")),
+        },
+        (Endpoint::Management(vault), ["20180608", "keys", id, "actions", action]) => {
+            only(method, Method::POST, || keys::action(call, vault, id, action))
+        }
+        (Endpoint::Management(vault), ["20180608", "keys", id, "keyVersions"]) => match *method {
+            Method::GET => keys::list_versions(call, vault, id),
+            Method::POST => keys::create_version(call, vault, id),
+            _ => Err(wrong_method(method, "GET or POST")),
+        },
+        (Endpoint::Management(vault), ["20180608", "keys", id, "keyVersions", version]) => {
+            only(method, Method::GET, || keys::get_version(call, vault, id, version))
+        }
+
+        (Endpoint::Crypto(vault), ["20180608", operation]) => {
+            only(method, Method::POST, || crypto::operation(call, vault, operation))
+        }
+        _ => Err(unknown()),
+    }
+}
+
+fn only(
+    method: &Method,
+    allowed: Method,
+    handler: impl FnOnce() -> Result<Reply, ApiError>,
+) -> Result<Reply, ApiError> {
+    if *method == allowed {
+        handler()
+    } else {
+        Err(wrong_method(method, allowed.as_str()))
+    }
+}

@@ -1,0 +1,418 @@
+"""The KMS API driven by the real `oci` CLI (oci-cli from PyPI, in the venv scripts/test
+makes), unmodified except for --endpoint, against a real `sealstore serve`.
+
+Users sign with RSA keys made by openssl; `sealstore iam …` (through the running server's
+admin socket) creates them, their groups and policies."""
+
+import base64
+import datetime
+import hashlib
+import json
+import os
+import pathlib
+import subprocess
+import sys
+import tempfile
+import urllib.error
+import urllib.request
+
+import pytest
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "s3"))
+from conftest import BINARY, ROOT, running_server  # noqa: E402
+
+OCI = pathlib.Path(os.environ.get("OCI_CLI", ROOT / "target" / "oci-venv" / "bin" / "oci"))
+
+
+def cli(data_dir, *args):
+    """Runs `sealstore --json ARGS` against the server's data directory."""
+    out = subprocess.run(
+        [str(BINARY), "--json", *args],
+        env=dict(os.environ, SEALSTORE_DATA_DIR=str(data_dir)),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout) if out.stdout.strip() else None
+
+
+def make_key_pair(directory, name):
+    private = directory / f"{name}.pem"
+    public = directory / f"{name}.pub.pem"
+    subprocess.run(["openssl", "genrsa", "-out", str(private), "2048"], check=True, capture_output=True)
+    subprocess.run(
+        ["openssl", "rsa", "-in", str(private), "-pubout", "-out", str(public)], check=True, capture_output=True
+    )
+    private.chmod(0o600)
+    return private, public
+
+
+class OciFailed(Exception):
+    """A failed `oci` call: exit code and the ServiceError it printed."""
+
+    def __init__(self, returncode, stderr):
+        super().__init__(stderr)
+        self.returncode = returncode
+        self.stderr = stderr
+        start = stderr.find("{")
+        self.error = json.loads(stderr[start : stderr.rfind("}") + 1]) if start >= 0 else {}
+
+
+class Env:
+    """A server, its users and a config file with one profile per user."""
+
+    def __init__(self, kms_url, data_dir, tmp):
+        self.url = kms_url
+        self.data_dir = data_dir
+        self.tmp = tmp
+        status = cli(data_dir, "kms", "status")
+        self.tenancy = status["tenancyId"]
+        self.vault = status["defaultVaultId"]
+        self.key = status["defaultKeyId"]
+        self.config = tmp / "oci-config"
+        self.config.write_text("")
+        self.config.chmod(0o600)
+        self.users = {}
+
+    def add_user(self, name, groups=(), key_file=None):
+        private, public = make_key_pair(self.tmp, name)
+        args = ["iam", "user", "add", name, "--public-key", str(public)]
+        for g in groups:
+            args += ["--group", g]
+        user = cli(self.data_dir, *args)
+        fingerprint = user["apiKeys"][0]["fingerprint"]
+        with self.config.open("a") as f:
+            f.write(
+                f"[{name}]\nuser={user['id']}\nfingerprint={fingerprint}\ntenancy={self.tenancy}\n"
+                f"region=us-ashburn-1\nkey_file={key_file or private}\n\n"
+            )
+        self.users[name] = (user, private)
+        return user
+
+    def oci(self, profile, *args, endpoint=None):
+        """Runs the oci CLI as `profile`; returns its parsed JSON output (None when it prints
+        nothing), or raises OciFailed."""
+        env = dict(
+            os.environ,
+            OCI_CLI_SUPPRESS_FILE_PERMISSIONS_WARNING="True",
+            SUPPRESS_LABEL_WARNING="True",
+        )
+        cmd = [str(OCI), "--config-file", str(self.config), "--profile", profile, "--no-retry"]
+        cmd += ["--endpoint", endpoint or self.url, *args]
+        out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+        if out.returncode != 0:
+            raise OciFailed(out.returncode, out.stderr)
+        return json.loads(out.stdout) if out.stdout.strip() else None
+
+    def endpoints(self, vault):
+        data = self.oci("admin", "kms", "management", "vault", "get", "--vault-id", vault)["data"]
+        return data["management-endpoint"], data["crypto-endpoint"]
+
+
+@pytest.fixture(scope="module")
+def env():
+    with running_server() as (_, _, data_dir):
+        kms_url = json.loads((data_dir / "serve.json").read_text())["kms"]
+        with tempfile.TemporaryDirectory() as tmp:
+            e = Env(kms_url, data_dir, pathlib.Path(tmp))
+            e.add_user("admin", groups=["Administrators"])
+            yield e
+
+
+def b64(data):
+    return base64.b64encode(data).decode()
+
+
+def test_cli_is_installed():
+    out = subprocess.run([str(OCI), "--version"], capture_output=True, text=True)
+    assert out.returncode == 0 and out.stdout.startswith("3."), out
+
+
+def test_seed_audit_flow_and_remediation(env):
+    ids = env.oci("admin", "iam", "compartment", "list", "--all", "--include-root", "--query", 'data[]."id"')
+    assert env.tenancy in ids
+    active = env.oci(
+        "admin", "kms", "management", "vault", "list", "--compartment-id", env.tenancy, "--all",
+        "--query", "data[?\"lifecycle-state\"=='ACTIVE'].id",
+    )
+    assert env.vault in active
+    management = env.oci(
+        "admin", "kms", "management", "vault", "get", "--vault-id", env.vault, "--query", 'data."management-endpoint"'
+    )
+    assert management.startswith(env.url) and env.vault in management
+    keys = env.oci(
+        "admin", "kms", "management", "key", "list", "--compartment-id", env.tenancy, "--all",
+        "--query", 'data[].["id","lifecycle-state"]', endpoint=management,
+    )
+    assert [env.key, "ENABLED"] in keys
+
+    key = env.oci("admin", "kms", "management", "key", "get", "--key-id", env.key, "--query", "data", endpoint=management)
+    assert key["id"] == env.key
+    assert key["lifecycle-state"] == "ENABLED"
+    assert key["key-shape"]["algorithm"] == "AES" and key["key-shape"]["length"] == 32
+    assert key["protection-mode"] == "SOFTWARE"
+    assert key["is-auto-rotation-enabled"] is False
+    assert key["vault-id"] == env.vault
+    assert key["compartment-id"] == env.tenancy
+    assert key["display-name"] == "default"
+    created = datetime.datetime.fromisoformat(key["time-created"])
+    assert abs((datetime.datetime.now(datetime.timezone.utc) - created).total_seconds()) < 600
+    assert key["current-key-version"].startswith("ocid1.keyversion.")
+
+    # Remediation: rotate; the new version is returned and becomes current.
+    version = env.oci("admin", "kms", "management", "key-version", "create", "--key-id", env.key, endpoint=management)
+    assert version["data"]["key-id"] == env.key
+    assert version["data"]["lifecycle-state"] == "ENABLED"
+    assert version["etag"]
+    after = env.oci("admin", "kms", "management", "key", "get", "--key-id", env.key, endpoint=management)["data"]
+    assert after["current-key-version"] == version["data"]["id"] != key["current-key-version"]
+    versions = env.oci(
+        "admin", "kms", "management", "key-version", "list", "--key-id", env.key, "--all", endpoint=management
+    )["data"]
+    assert {v["id"] for v in versions} >= {version["data"]["id"], key["current-key-version"]}
+
+
+def test_vault_create_schedule_and_cancel_deletion(env):
+    vault = env.oci(
+        "admin", "kms", "management", "vault", "create", "-c", env.tenancy, "--display-name", "apps",
+        "--vault-type", "DEFAULT", "--wait-for-state", "ACTIVE",
+    )["data"]
+    assert vault["display-name"] == "apps" and vault["lifecycle-state"] == "ACTIVE"
+    assert vault["vault-type"] == "DEFAULT"
+
+    too_soon = (datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(days=3)).strftime("%Y-%m-%dT%H:%M:%S.000Z")
+    with pytest.raises(OciFailed) as refused:
+        env.oci("admin", "kms", "management", "vault", "schedule-deletion", "--vault-id", vault["id"],
+                "--time-of-deletion", too_soon)
+    assert refused.value.error["status"] == 400 and refused.value.error["code"] == "InvalidParameter"
+
+    when = (datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(days=10)).strftime("%Y-%m-%dT%H:%M:%S.000Z")
+    scheduled = env.oci(
+        "admin", "kms", "management", "vault", "schedule-deletion", "--vault-id", vault["id"],
+        "--time-of-deletion", when, "--wait-for-state", "PENDING_DELETION",
+    )["data"]
+    assert scheduled["lifecycle-state"] == "PENDING_DELETION"
+    assert scheduled["time-of-deletion"].startswith(when[:16])
+    cancelled = env.oci(
+        "admin", "kms", "management", "vault", "cancel-deletion", "--vault-id", vault["id"], "--wait-for-state", "ACTIVE"
+    )["data"]
+    assert cancelled["lifecycle-state"] == "ACTIVE" and cancelled["time-of-deletion"] is None
+
+
+def test_key_create_disable_enable_and_crypto_round_trip(env):
+    management, crypto = env.endpoints(env.vault)
+    key = env.oci(
+        "admin", "kms", "management", "key", "create", "-c", env.tenancy, "--display-name", "orders",
+        "--key-shape", '{"algorithm":"AES","length":32}', "--wait-for-state", "ENABLED", endpoint=management,
+    )["data"]
+    assert key["vault-id"] == env.vault and key["protection-mode"] == "SOFTWARE"
+
+    plaintext = b"card 4111-1111-1111-1111"
+    encrypted = env.oci(
+        "admin", "kms", "crypto", "encrypt", "--key-id", key["id"], "--plaintext", b64(plaintext),
+        "--associated-data", '{"table":"orders","row":"7"}', endpoint=crypto,
+    )["data"]
+    assert encrypted["key-version-id"] == key["current-key-version"]
+    assert base64.b64decode(encrypted["ciphertext"]).find(plaintext) == -1
+    # Associated data is canonical: key order does not matter; a different value fails.
+    decrypted = env.oci(
+        "admin", "kms", "crypto", "decrypt", "--key-id", key["id"], "--ciphertext", encrypted["ciphertext"],
+        "--associated-data", '{"row":"7","table":"orders"}', endpoint=crypto,
+    )["data"]
+    assert base64.b64decode(decrypted["plaintext"]) == plaintext
+    assert decrypted["plaintext-checksum"].isdigit()
+    with pytest.raises(OciFailed) as wrong_aad:
+        env.oci("admin", "kms", "crypto", "decrypt", "--key-id", key["id"], "--ciphertext", encrypted["ciphertext"],
+                "--associated-data", '{"row":"8","table":"orders"}', endpoint=crypto)
+    assert wrong_aad.value.error["status"] == 400
+
+    # A data key: its plaintext comes back, and its ciphertext decrypts to the same bytes.
+    dek = env.oci(
+        "admin", "kms", "crypto", "generate-data-encryption-key", "--key-id", key["id"],
+        "--include-plaintext-key", "true", "--key-shape", '{"algorithm":"AES","length":32}', endpoint=crypto,
+    )["data"]
+    assert len(base64.b64decode(dek["plaintext"])) == 32
+    unwrapped = env.oci("admin", "kms", "crypto", "decrypt", "--key-id", key["id"], "--ciphertext", dek["ciphertext"],
+                        endpoint=crypto)["data"]
+    assert unwrapped["plaintext"] == dek["plaintext"]
+
+    # Rotation: old ciphertexts still decrypt (naming the old version); new ones use the new.
+    new_version = env.oci("admin", "kms", "management", "key-version", "create", "--key-id", key["id"],
+                          endpoint=management)["data"]["id"]
+    old = env.oci("admin", "kms", "crypto", "decrypt", "--key-id", key["id"], "--ciphertext", encrypted["ciphertext"],
+                  "--associated-data", '{"table":"orders","row":"7"}', endpoint=crypto)["data"]
+    assert old["key-version-id"] == key["current-key-version"]
+    fresh = env.oci("admin", "kms", "crypto", "encrypt", "--key-id", key["id"], "--plaintext", b64(b"x"),
+                    endpoint=crypto)["data"]
+    assert fresh["key-version-id"] == new_version
+
+    disabled = env.oci("admin", "kms", "management", "key", "disable", "--key-id", key["id"],
+                       "--wait-for-state", "DISABLED", endpoint=management)["data"]
+    assert disabled["lifecycle-state"] == "DISABLED"
+    with pytest.raises(OciFailed) as denied:
+        env.oci("admin", "kms", "crypto", "encrypt", "--key-id", key["id"], "--plaintext", b64(b"x"), endpoint=crypto)
+    assert denied.value.error["status"] == 403 and "disabled" in denied.value.error["message"]
+    enabled = env.oci("admin", "kms", "management", "key", "enable", "--key-id", key["id"],
+                      "--wait-for-state", "ENABLED", endpoint=management)["data"]
+    assert enabled["lifecycle-state"] == "ENABLED"
+    env.oci("admin", "kms", "crypto", "encrypt", "--key-id", key["id"], "--plaintext", b64(b"x"), endpoint=crypto)
+
+
+def test_pagination_over_120_keys(env):
+    vault = env.oci("admin", "kms", "management", "vault", "create", "-c", env.tenancy, "--display-name", "many",
+                    "--vault-type", "DEFAULT")["data"]
+    for i in range(120):
+        cli(env.data_dir, "kms", "key", "create", "--vault", vault["id"], "--name", f"k{i:03}")
+    management = vault["management-endpoint"]
+    everything = env.oci("admin", "kms", "management", "key", "list", "-c", env.tenancy, "--all",
+                         endpoint=management)["data"]
+    names = [k["display-name"] for k in everything]
+    assert sorted(names) == [f"k{i:03}" for i in range(120)]
+    small_pages = env.oci("admin", "kms", "management", "key", "list", "-c", env.tenancy, "--all", "--page-size", "7",
+                          "--sort-by", "DISPLAYNAME", "--sort-order", "ASC", endpoint=management)["data"]
+    assert [k["display-name"] for k in small_pages] == [f"k{i:03}" for i in range(120)]
+    limited = env.oci("admin", "kms", "management", "key", "list", "-c", env.tenancy, "--limit", "5",
+                      endpoint=management)
+    assert len(limited["data"]) == 5 and limited["opc-next-page"]
+    # Keys of another vault do not show through this vault's endpoint.
+    assert env.key not in {k["id"] for k in everything}
+
+
+def test_user_without_policy_sees_nothing(env):
+    env.add_user("nobody")
+    with pytest.raises(OciFailed) as hidden:
+        env.oci("nobody", "kms", "management", "vault", "get", "--vault-id", env.vault)
+    assert hidden.value.error["status"] == 404
+    assert hidden.value.error["code"] == "NotAuthorizedOrNotFound"
+    assert env.oci("nobody", "kms", "management", "vault", "list", "-c", env.tenancy, "--all") is None
+    management, crypto = env.endpoints(env.vault)
+    with pytest.raises(OciFailed) as no_crypto:
+        env.oci("nobody", "kms", "crypto", "encrypt", "--key-id", env.key, "--plaintext", b64(b"x"), endpoint=crypto)
+    assert no_crypto.value.error["status"] == 404
+
+
+def test_use_keys_may_encrypt_but_not_rotate(env):
+    cli(env.data_dir, "iam", "group", "create", "KeyUsers")
+    cli(env.data_dir, "iam", "policy", "create", "key-users", "--statement",
+        "Allow group KeyUsers to use keys in tenancy")
+    env.add_user("app", groups=["KeyUsers"])
+    management, crypto = env.endpoints(env.vault)
+    out = env.oci("app", "kms", "crypto", "encrypt", "--key-id", env.key, "--plaintext", b64(b"ok"), endpoint=crypto)
+    assert out["data"]["key-id"] == env.key
+    before = env.oci("admin", "kms", "management", "key", "get", "--key-id", env.key, endpoint=management)["data"]
+    with pytest.raises(OciFailed) as refused:
+        env.oci("app", "kms", "management", "key-version", "create", "--key-id", env.key, endpoint=management)
+    assert refused.value.error["status"] == 404
+    after = env.oci("admin", "kms", "management", "key", "get", "--key-id", env.key, endpoint=management)["data"]
+    assert after["current-key-version"] == before["current-key-version"]
+
+
+def test_policy_limited_to_one_key_and_to_a_compartment(env):
+    cli(env.data_dir, "iam", "compartment", "create", "apps")
+    cli(env.data_dir, "iam", "group", "create", "AppAdmins")
+    management, crypto = env.endpoints(env.vault)
+    other = env.oci("admin", "kms", "management", "key", "create", "-c", env.tenancy, "--display-name", "one",
+                    "--key-shape", '{"algorithm":"AES","length":32}', endpoint=management)["data"]
+    cli(env.data_dir, "iam", "policy", "create", "app-admins",
+        "--statement", "Allow group AppAdmins to manage key-family in compartment apps",
+        "--statement", f"Allow group AppAdmins to use keys in tenancy where target.key.id = '{other['id']}'")
+    env.add_user("appadmin", groups=["AppAdmins"])
+    env.oci("appadmin", "kms", "crypto", "encrypt", "--key-id", other["id"], "--plaintext", b64(b"x"), endpoint=crypto)
+    with pytest.raises(OciFailed) as not_this_key:
+        env.oci("appadmin", "kms", "crypto", "encrypt", "--key-id", env.key, "--plaintext", b64(b"x"), endpoint=crypto)
+    assert not_this_key.value.error["status"] == 404
+
+    apps = [c for c in env.oci("admin", "iam", "compartment", "list", "-c", env.tenancy, "--all")["data"]
+            if c["name"] == "apps"]
+    assert len(apps) == 1
+    vault = env.oci("appadmin", "kms", "management", "vault", "create", "-c", apps[0]["id"], "--display-name", "app",
+                    "--vault-type", "DEFAULT")["data"]
+    assert vault["compartment-id"] == apps[0]["id"]
+    with pytest.raises(OciFailed) as outside:
+        env.oci("appadmin", "kms", "management", "vault", "create", "-c", env.tenancy, "--display-name", "nope",
+                "--vault-type", "DEFAULT")
+    assert outside.value.error["status"] == 404
+    # The tenancy's vaults stay invisible; the compartment's are listed.
+    assert env.oci("appadmin", "kms", "management", "vault", "list", "-c", env.tenancy, "--all") is None
+    listed = env.oci("appadmin", "kms", "management", "vault", "list", "-c", apps[0]["id"], "--all")["data"]
+    assert [v["id"] for v in listed] == [vault["id"]]
+
+
+# ----- signatures, checked below the CLI -----
+
+
+def sign(env, method, path, body=b"", private_key=None, date=None, user="admin", tamper=None, send_path=None):
+    """A request signed the way the SDK signs it (openssl does the RSA part); `tamper` may
+    change headers and body after signing, `send_path` the target."""
+    user_record, own_key = env.users[user]
+    host = env.url.removeprefix("http://")
+    date = date or datetime.datetime.now(datetime.timezone.utc)
+    headers = {
+        "date": date.strftime("%a, %d %b %Y %H:%M:%S GMT"),
+        "host": host,
+        "content-type": "application/json",
+    }
+    names = ["date", "(request-target)", "host"]
+    if method in ("POST", "PUT"):
+        headers["content-length"] = str(len(body))
+        headers["x-content-sha256"] = base64.b64encode(hashlib.sha256(body).digest()).decode()
+        names += ["content-length", "content-type", "x-content-sha256"]
+    lines = [
+        f"(request-target): {method.lower()} {path}" if n == "(request-target)" else f"{n}: {headers[n]}"
+        for n in names
+    ]
+    signature = subprocess.run(
+        ["openssl", "dgst", "-sha256", "-sign", str(private_key or own_key)],
+        input="\n".join(lines).encode(),
+        capture_output=True,
+        check=True,
+    ).stdout
+    key_id = f"{env.tenancy}/{user_record['id']}/{user_record['apiKeys'][0]['fingerprint']}"
+    headers["authorization"] = (
+        f'Signature algorithm="rsa-sha256",headers="{" ".join(names)}",keyId="{key_id}",'
+        f'signature="{base64.b64encode(signature).decode()}",version="1"'
+    )
+    if tamper:
+        body = tamper(headers, body)
+    request = urllib.request.Request(env.url + (send_path or path), data=body if method in ("POST", "PUT") else None,
+                                     method=method, headers=headers)
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())
+
+
+def test_signed_requests_and_every_kind_of_bad_signature(env):
+    path = f"/20180608/vaults?compartmentId={env.tenancy}"
+    status, body = sign(env, "GET", path)
+    assert status == 200 and any(v["id"] == env.vault for v in body)
+
+    status, body = sign(env, "GET", path, tamper=lambda h, b: h.update(authorization=h["authorization"].replace(
+        'signature="', 'signature="A')) or b)
+    assert (status, body["code"]) == (401, "NotAuthenticated")
+    stale = datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(minutes=10)
+    status, body = sign(env, "GET", path, date=stale)
+    assert (status, body["code"]) == (401, "NotAuthenticated") and "minutes" in body["message"]
+    other_private, _ = make_key_pair(env.tmp, "impostor")
+    status, body = sign(env, "GET", path, private_key=other_private)
+    assert status == 401
+    status, body = sign(env, "GET", path, send_path=path + "&limit=1")
+    assert status == 401
+
+    # A body changed after signing is refused, and nothing is created.
+    create = json.dumps({"compartmentId": env.tenancy, "displayName": "forged", "vaultType": "DEFAULT"}).encode()
+    before = cli(env.data_dir, "kms", "vault", "list")
+    status, body = sign(env, "POST", "/20180608/vaults", body=create,
+                        tamper=lambda h, b: b.replace(b"forged", b"FORGED"))
+    assert (status, body["code"]) == (401, "NotAuthenticated")
+    assert cli(env.data_dir, "kms", "vault", "list") == before
+
+    status, body = sign(env, "POST", "/20180608/vaults", body=create)
+    assert status == 200 and body["displayName"] == "forged"
+
+    unsigned = urllib.request.Request(env.url + path)
+    with pytest.raises(urllib.error.HTTPError) as e:
+        urllib.request.urlopen(unsigned, timeout=30)
+    assert e.value.code == 401
