@@ -6,7 +6,6 @@
 
 use std::collections::BTreeMap;
 
-use redb::Durability;
 use serde::Serialize;
 use zeroize::Zeroizing;
 
@@ -197,20 +196,26 @@ impl Kms {
         Ok(key)
     }
 
-    /// Runs a crypto operation and audits it. Crypto audit entries commit without an fsync
-    /// of their own and are flushed in batches (see [`crate::store`]): an fsync per crypto call
-    /// would bound the data path to the disk's flush rate.
+    /// Runs a crypto operation and audits it. Crypto audit entries are written in groups and
+    /// flushed in batches (see [`Kms::queue_audit`] and [`crate::store`]): a transaction or an
+    /// fsync per crypto call would bound the data path to the store's write rate.
     fn crypto_op<T>(
         &self,
         principal: &Principal,
-        op: &str,
+        op: &'static str,
         mut subject: AuditSubject,
         f: impl FnOnce(&mut AuditSubject) -> Result<T>,
     ) -> Result<T> {
+        let time = self.now();
         let result = f(&mut subject);
         let outcome = result.as_ref().map(|_| ()).map_err(|e| e.to_string());
-        self.audit_only(principal, op, &subject, outcome, Durability::None)?;
-        self.note_unflushed_audit()?;
+        self.queue_audit(crate::service::PendingAudit {
+            time,
+            principal: principal.clone(),
+            operation: op,
+            subject,
+            outcome,
+        })?;
         result
     }
 

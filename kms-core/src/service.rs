@@ -138,6 +138,20 @@ pub struct Kms {
     inventories: Vec<Arc<dyn DataInventory>>,
     /// Built on first use, dropped after each IAM change.
     iam_view: std::sync::RwLock<Option<Arc<crate::iam::IamView>>>,
+    /// Crypto-call audit entries not yet written to the store (see [`Kms::queue_audit`]).
+    audit_queue: std::sync::Mutex<Vec<PendingAudit>>,
+    /// Held by the one thread writing queued audit entries.
+    audit_writer: std::sync::Mutex<()>,
+}
+
+/// A crypto call's audit entry waiting for the next group commit.
+#[derive(Debug)]
+pub(crate) struct PendingAudit {
+    pub time: Timestamp,
+    pub principal: Principal,
+    pub operation: &'static str,
+    pub subject: AuditSubject,
+    pub outcome: std::result::Result<(), String>,
 }
 
 /// Crypto-operation audit entries that may wait for a durable commit; [`Kms::flush_audit`]
@@ -254,6 +268,8 @@ impl Kms {
             audit_unflushed: AtomicU64::new(0),
             inventories: Vec::new(),
             iam_view: std::sync::RwLock::new(None),
+            audit_queue: std::sync::Mutex::new(Vec::new()),
+            audit_writer: std::sync::Mutex::new(()),
         };
         kms.register_protection(Arc::new(SoftwareProtection::new(root)));
         Ok(kms)
@@ -372,21 +388,67 @@ impl Kms {
         txn.commit()
     }
 
-    /// Records that a crypto operation's audit entry was committed without fsync, flushing
-    /// when enough have accumulated.
-    pub(crate) fn note_unflushed_audit(&self) -> Result<()> {
-        if self.audit_unflushed.fetch_add(1, Ordering::Relaxed) + 1 >= AUDIT_FLUSH_EVERY {
+    /// Queues a crypto call's audit entry and writes the queue (group commit).
+    ///
+    /// Crypto calls change no state, so their entries need not be durable before the call
+    /// returns (see [`crate::store`]); writing each in a write transaction of its own would
+    /// serialize every concurrent call on the store's write lock. Instead the entry joins a
+    /// queue, and whichever caller finds no writer busy writes everything queued in one
+    /// transaction. A writer re-checks the queue after letting go, so no entry is left behind.
+    pub(crate) fn queue_audit(&self, entry: PendingAudit) -> Result<()> {
+        self.audit_queue.lock().expect("audit queue poisoned").push(entry);
+        loop {
+            let Ok(writer) = self.audit_writer.try_lock() else {
+                return Ok(()); // the busy writer will see our entry
+            };
+            self.write_queued_audit(false)?;
+            drop(writer);
+            if self.audit_queue.lock().expect("audit queue poisoned").is_empty() {
+                break;
+            }
+        }
+        if self.audit_unflushed.load(Ordering::Relaxed) >= AUDIT_FLUSH_EVERY {
             self.flush_audit()?;
         }
         Ok(())
     }
 
-    /// Makes every audit entry written so far durable (one fsync), if any is pending.
-    pub fn flush_audit(&self) -> Result<()> {
-        if self.audit_unflushed.swap(0, Ordering::Relaxed) > 0 {
-            self.store.write(Durability::Immediate)?.commit()?;
+    /// Writes every queued audit entry in one transaction; the caller holds `audit_writer`.
+    /// With `durable`, the commit fsyncs, making every earlier entry durable too.
+    fn write_queued_audit(&self, durable: bool) -> Result<()> {
+        let batch = std::mem::take(&mut *self.audit_queue.lock().expect("audit queue poisoned"));
+        if batch.is_empty() && !durable {
+            return Ok(());
+        }
+        let txn = self.store.write(if durable {
+            Durability::Immediate
+        } else {
+            Durability::None
+        })?;
+        for e in &batch {
+            audit::append(&txn, e.time, &e.principal, e.operation, &e.subject, e.outcome.clone())?;
+        }
+        txn.commit()?;
+        if !durable {
+            self.audit_unflushed.fetch_add(batch.len() as u64, Ordering::Relaxed);
         }
         Ok(())
+    }
+
+    /// Makes every audit entry recorded so far durable (one fsync), if any is pending.
+    pub fn flush_audit(&self) -> Result<()> {
+        let _writer = self.audit_writer.lock().expect("audit writer poisoned");
+        let queued = !self.audit_queue.lock().expect("audit queue poisoned").is_empty();
+        if self.audit_unflushed.swap(0, Ordering::Relaxed) > 0 || queued {
+            self.write_queued_audit(true)?;
+        }
+        Ok(())
+    }
+
+    /// Writes queued audit entries (without fsync) so that a read of the log sees them.
+    pub(crate) fn write_pending_audit(&self) -> Result<()> {
+        let _writer = self.audit_writer.lock().expect("audit writer poisoned");
+        self.write_queued_audit(false)
     }
 
     /// The current users, groups, policies and compartment tree, for checking requests.
@@ -994,11 +1056,13 @@ impl Kms {
 
     /// Audit entries from sequence number `from` (1 is the first), at most `limit`.
     pub fn audit_entries(&self, from: u64, limit: usize) -> Result<Vec<AuditEntry>> {
+        self.write_pending_audit()?;
         audit::entries(&self.read()?, from.max(1), limit)
     }
 
     /// Walks the audit chain and reports the first break, if any.
     pub fn verify_audit(&self) -> Result<AuditVerification> {
+        self.write_pending_audit()?;
         audit::verify(&self.read()?)
     }
 }

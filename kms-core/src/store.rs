@@ -10,7 +10,8 @@
 //!
 //! Durability: management changes commit with [`Durability::Immediate`] (fsync before the
 //! call returns), together with their audit entry. Crypto operations change no state; their
-//! audit entries commit with [`Durability::None`] and are made durable in batches by
+//! audit entries are queued, written in groups (one transaction for whatever concurrent calls
+//! queued meanwhile) with [`Durability::None`], and made durable in batches by
 //! [`crate::Kms::flush_audit`] (after 1024 entries, every second under `sealstore serve`, on
 //! close, and by any management change). A crash can therefore lose at most the last second
 //! of crypto-call audit entries — never a key, a version or a state change — and the chain

@@ -229,21 +229,19 @@ impl KmsApi {
         let result = match Limited::new(body, MAX_BODY).collect().await {
             Ok(body) => {
                 let body = body.to_bytes();
-                let api = self.clone();
                 let (method, path) = (parts.method.clone(), parts.uri.path().to_owned());
                 // Store reads, fsyncs and RSA verification are blocking work.
-                match tokio::task::spawn_blocking(move || api.answer(&parts, &body)).await {
-                    Ok(result) => {
-                        if let Err(e) = &result {
-                            tracing::debug!(%method, path, status = e.status.as_u16(), code = e.code, "KMS API request refused");
-                        }
-                        result
-                    }
-                    Err(e) => {
+                let api = self.clone();
+                let result = tokio::task::spawn_blocking(move || api.answer(&parts, &body))
+                    .await
+                    .unwrap_or_else(|e| {
                         tracing::error!(error = %e, "KMS API handler panicked");
                         Err(ApiError::internal())
-                    }
+                    });
+                if let Err(e) = &result {
+                    tracing::debug!(%method, path, status = e.status.as_u16(), code = e.code, "KMS API request refused");
                 }
+                result
             }
             Err(_) => Err(ApiError::invalid(format!(
                 "the request body is larger than {MAX_BODY} bytes or could not be read"
