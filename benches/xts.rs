@@ -29,18 +29,22 @@ fn bench(c: &mut Criterion) {
                 }
             })
         });
-        group.bench_with_input(BenchmarkId::new("raw aws-lc, 256 units of 4 KiB", size), &size, |b, _| {
-            b.iter(|| {
-                for (i, unit) in buf.chunks_exact_mut(4096).enumerate() {
-                    let tweak = 7 + i as u128;
-                    if encrypt {
-                        xts.encrypt_unit(tweak, unit).unwrap()
-                    } else {
-                        xts.decrypt_unit(tweak, unit).unwrap()
+        group.bench_with_input(
+            BenchmarkId::new("raw aws-lc, 256 units of 4 KiB", size),
+            &size,
+            |b, _| {
+                b.iter(|| {
+                    for (i, unit) in buf.chunks_exact_mut(4096).enumerate() {
+                        let tweak = 7 + i as u128;
+                        if encrypt {
+                            xts.encrypt_unit(tweak, unit).unwrap()
+                        } else {
+                            xts.decrypt_unit(tweak, unit).unwrap()
+                        }
                     }
-                }
-            })
-        });
+                })
+            },
+        );
         group.bench_with_input(BenchmarkId::new("sealstore 4 KiB sectors", size), &size, |b, _| {
             b.iter(|| {
                 if encrypt {

@@ -32,6 +32,13 @@ pub struct ServeArgs {
     /// Address of the OCI-compatible KMS API (port 0 picks a free port; see serve.json).
     #[arg(long, env = "SEALSTORE_KMS_LISTEN", default_value = "127.0.0.1:9100")]
     kms_listen: std::net::SocketAddr,
+    /// Serve the KMS API over TLS with this certificate chain (PEM, leaf first); needs
+    /// --kms-tls-key. Use it whenever clients are not on this machine.
+    #[arg(long, env = "SEALSTORE_KMS_TLS_CERT", requires = "kms_tls_key")]
+    kms_tls_cert: Option<std::path::PathBuf>,
+    /// The private key (PEM) of --kms-tls-cert.
+    #[arg(long, env = "SEALSTORE_KMS_TLS_KEY", requires = "kms_tls_cert")]
+    kms_tls_key: Option<std::path::PathBuf>,
     /// Accept SSE-C (customer-provided keys) from clients that are not on loopback, although
     /// the S3 API speaks plain HTTP: only behind a proxy that terminates TLS.
     #[arg(long)]
@@ -139,8 +146,13 @@ async fn serve(global: &GlobalOpts, args: ServeArgs) -> anyhow::Result<ExitCode>
         .await
         .with_context(|| format!("binding the KMS API to {}", args.kms_listen))?;
     let kms_addr = kms_listener.local_addr()?;
-    let kms_task = tokio::spawn(sealstore::kms_api::KmsApi::new(kms.clone(), kms_addr).serve(kms_listener));
-    println!("KMS API        http://{kms_addr} (OCI request signatures; users: sealstore iam user add)");
+    let tls = match (&args.kms_tls_cert, &args.kms_tls_key) {
+        (Some(cert), Some(key)) => Some(sealstore::kms_api::tls::acceptor(cert, key)?),
+        _ => None,
+    };
+    let kms_url = format!("{}://{kms_addr}", if tls.is_some() { "https" } else { "http" });
+    let kms_task = tokio::spawn(sealstore::kms_api::KmsApi::new(kms.clone(), kms_addr, tls).serve(kms_listener));
+    println!("KMS API        {kms_url} (OCI request signatures; users: sealstore iam user add)");
 
     let new_admin = dir
         .users
@@ -183,7 +195,7 @@ async fn serve(global: &GlobalOpts, args: ServeArgs) -> anyhow::Result<ExitCode>
             "pid": std::process::id(),
             "adminSocket": socket_path,
             "s3": format!("http://{s3_addr}"),
-            "kms": format!("http://{kms_addr}"),
+            "kms": kms_url,
             "nbd": nbd_bound,
             "region": kms.region(),
             "tenancyId": kms.tenancy_id(),

@@ -22,6 +22,7 @@ mod keys;
 pub mod paging;
 mod routes;
 pub mod signature;
+pub mod tls;
 mod vaults;
 mod wire;
 
@@ -48,12 +49,15 @@ pub const MAX_BODY: usize = 64 * 1024;
 pub type Query = HashMap<String, String>;
 
 /// The KMS API over one [`Kms`].
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct KmsApi {
     kms: Arc<Kms>,
     /// `http://host:port` of this listener, used in vault endpoints when a request has no
     /// usable `host` header.
     fallback_base: String,
+    /// `http` or `https`.
+    scheme: &'static str,
+    tls: Option<tokio_rustls::TlsAcceptor>,
 }
 
 /// Which endpoint a request came in on.
@@ -170,12 +174,24 @@ impl Reply {
     }
 }
 
+impl std::fmt::Debug for KmsApi {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KmsApi")
+            .field("base", &self.fallback_base)
+            .field("tls", &self.tls.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
 impl KmsApi {
-    /// The API over `kms`, listening at `bound`.
-    pub fn new(kms: Arc<Kms>, bound: SocketAddr) -> Self {
+    /// The API over `kms`, listening at `bound`; over TLS with `tls`.
+    pub fn new(kms: Arc<Kms>, bound: SocketAddr, tls: Option<tokio_rustls::TlsAcceptor>) -> Self {
+        let scheme = if tls.is_some() { "https" } else { "http" };
         KmsApi {
             kms,
-            fallback_base: format!("http://{bound}"),
+            fallback_base: format!("{scheme}://{bound}"),
+            scheme,
+            tls,
         }
     }
 
@@ -195,16 +211,30 @@ impl KmsApi {
             // Small JSON answers: without NODELAY, Nagle holds each behind the client's ACK.
             let _ = stream.set_nodelay(true);
             let api = api.clone();
+            let tls = api.tls.clone();
             tokio::spawn(async move {
                 let service = hyper::service::service_fn(move |req| {
                     let api = api.clone();
                     async move { Ok::<_, std::convert::Infallible>(api.handle(req).await) }
                 });
-                let io = hyper_util::rt::TokioIo::new(stream);
-                if let Err(e) = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(io, service)
-                    .await
-                {
+                let http = hyper::server::conn::http1::Builder::new();
+                let served = match &tls {
+                    None => {
+                        http.serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                            .await
+                    }
+                    Some(acceptor) => match acceptor.accept(stream).await {
+                        Ok(stream) => {
+                            http.serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                                .await
+                        }
+                        Err(e) => {
+                            tracing::debug!(%peer, error = %e, "KMS API TLS handshake failed");
+                            return;
+                        }
+                    },
+                };
+                if let Err(e) = served {
                     tracing::debug!(%peer, error = %e, "KMS API connection ended with an error");
                 }
             });
@@ -270,7 +300,7 @@ impl KmsApi {
             .query()
             .map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect())
             .unwrap_or_default();
-        let base_url = base_url(&parts.headers).unwrap_or_else(|| self.fallback_base.clone());
+        let base_url = base_url(self.scheme, &parts.headers).unwrap_or_else(|| self.fallback_base.clone());
         let call = Call {
             kms: &self.kms,
             iam: &iam,
@@ -285,16 +315,16 @@ impl KmsApi {
     }
 }
 
-/// `http://<host header>` when the header is a plain host[:port] (the SDK refuses endpoints
-/// with anything else in the host).
-fn base_url(headers: &HeaderMap) -> Option<String> {
+/// `<scheme>://<host header>` when the header is a plain host[:port] (the SDK refuses
+/// endpoints with anything else in the host).
+fn base_url(scheme: &str, headers: &HeaderMap) -> Option<String> {
     let host = headers.get(http::header::HOST)?.to_str().ok()?;
     let plain = !host.is_empty()
         && host.len() <= 255
         && host
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_' | b':'));
-    plain.then(|| format!("http://{host}"))
+    plain.then(|| format!("{scheme}://{host}"))
 }
 
 fn new_request_id() -> String {

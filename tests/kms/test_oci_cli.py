@@ -7,6 +7,7 @@ admin socket) creates them, their groups and policies."""
 import base64
 import datetime
 import hashlib
+import http.client
 import json
 import os
 import pathlib
@@ -98,6 +99,9 @@ class Env:
             OCI_CLI_SUPPRESS_FILE_PERMISSIONS_WARNING="True",
             SUPPRESS_LABEL_WARNING="True",
         )
+        # requests lets these override --cert-bundle (psf/requests#3829).
+        env.pop("REQUESTS_CA_BUNDLE", None)
+        env.pop("CURL_CA_BUNDLE", None)
         cmd = [str(OCI), "--config-file", str(self.config), "--profile", profile, "--no-retry"]
         cmd += ["--endpoint", endpoint or self.url, *args]
         out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
@@ -416,3 +420,26 @@ def test_signed_requests_and_every_kind_of_bad_signature(env):
     with pytest.raises(urllib.error.HTTPError) as e:
         urllib.request.urlopen(unsigned, timeout=30)
     assert e.value.code == 401
+
+
+def test_tls_with_the_oci_cli(tmp_path):
+    """--kms-tls-cert/--kms-tls-key: the CLI verifies the server against the certificate,
+    the endpoints the server hands out are https, and plain HTTP is not answered."""
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=127.0.0.1",
+         "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True,
+    )
+    with running_server("--kms-tls-cert", str(cert), "--kms-tls-key", str(key)) as (_, _, data_dir):
+        url = json.loads((data_dir / "serve.json").read_text())["kms"]
+        assert url.startswith("https://127.0.0.1:")
+        e = Env(url, data_dir, tmp_path)
+        e.add_user("admin", groups=["Administrators"])
+        vault = e.oci("admin", "--cert-bundle", str(cert), "kms", "management", "vault", "get", "--vault-id", e.vault)
+        assert vault["data"]["management-endpoint"].startswith(url + "/kms/")
+        with pytest.raises(OciFailed):  # without the certificate, the CLI refuses the server
+            e.oci("admin", "kms", "management", "vault", "get", "--vault-id", e.vault)
+        # A TLS alert (or a closed connection) comes back, never an HTTP answer.
+        with pytest.raises((urllib.error.URLError, ConnectionError, http.client.HTTPException)):
+            urllib.request.urlopen(url.replace("https://", "http://") + "/20180608/vaults", timeout=10)
