@@ -8,7 +8,7 @@ use tracing::{info, warn};
 use crate::audit::{self, AuditSubject, Principal};
 use crate::error::Result;
 use crate::ids::Ocid;
-use crate::model::{Key, KeyState, KeyVersionState, VaultState};
+use crate::model::{Key, KeyState, KeyVersion, KeyVersionState, VaultState};
 use crate::service::Kms;
 use crate::store::WriteTxn;
 use crate::time::Timestamp;
@@ -26,6 +26,8 @@ pub struct SchedulerReport {
     pub purged_vaults: Vec<Ocid>,
     /// Keys deleted on their own schedule.
     pub purged_keys: Vec<Ocid>,
+    /// Key versions deleted on their own schedule (key id, version id).
+    pub purged_key_versions: Vec<(Ocid, Ocid)>,
 }
 
 /// One key that breaks the key-age rule.
@@ -157,6 +159,44 @@ impl Kms {
             if purged.is_some() {
                 info!(key = %key.id, "key deleted and its material destroyed");
                 report.purged_keys.push(key.id.clone());
+            }
+        }
+
+        for key in keys.iter().filter(|k| k.lifecycle_state != KeyState::Deleted) {
+            let due: Vec<KeyVersion> = self
+                .read()?
+                .key_versions(&key.id)?
+                .into_iter()
+                .filter(|v| {
+                    v.lifecycle_state == KeyVersionState::PendingDeletion
+                        && v.time_of_deletion.is_some_and(|t| t <= now)
+                })
+                .collect();
+            for version in due {
+                let subject = AuditSubject {
+                    vault_id: Some(key.vault_id.clone()),
+                    key_id: Some(key.id.clone()),
+                    key_version_id: Some(version.id.clone()),
+                };
+                let purged = self.mutate_if_needed(&principal, "PurgeKeyVersion", subject, |txn, _, _| {
+                    let mut version = txn.key_version(&key.id, &version.id)?;
+                    if version.lifecycle_state != KeyVersionState::PendingDeletion {
+                        return Ok(None); // cancelled meanwhile
+                    }
+                    if let (Ok(b), Some(material)) =
+                        (self.protection(key.protection_mode), txn.key_material(&version.id)?)
+                    {
+                        b.destroy(&version.id, &material)?;
+                    }
+                    txn.delete_key_material(&version.id)?;
+                    version.lifecycle_state = KeyVersionState::Deleted;
+                    txn.put_key_version(&version)?;
+                    Ok(Some(()))
+                })?;
+                if purged.is_some() {
+                    info!(key = %key.id, version = %version.id, "key version deleted and its material destroyed");
+                    report.purged_key_versions.push((key.id.clone(), version.id.clone()));
+                }
             }
         }
 

@@ -948,6 +948,81 @@ impl Kms {
         })
     }
 
+    /// Schedules an old version's deletion 7–30 days ahead (30 when `at` is absent): until
+    /// then its ciphertexts stop decrypting and the deletion can be cancelled; at the deadline
+    /// the scheduler destroys its material. The primary version cannot be deleted, nor a
+    /// version that registered inventories say still protects data (re-encrypt it first).
+    pub fn schedule_key_version_deletion(
+        &self,
+        principal: &Principal,
+        key_id: &Ocid,
+        version_id: &Ocid,
+        at: Option<Timestamp>,
+    ) -> Result<KeyVersion> {
+        let protected = self.data_protected_by(version_id)?;
+        let subject = AuditSubject {
+            key_id: Some(key_id.clone()),
+            key_version_id: Some(version_id.clone()),
+            ..Default::default()
+        };
+        self.mutate(principal, "ScheduleKeyVersionDeletion", subject, |txn, now, subject| {
+            let key = Self::key_for_change(txn, key_id, subject)?;
+            let mut version = txn.key_version(key_id, version_id)?;
+            if !matches!(
+                version.lifecycle_state,
+                KeyVersionState::Enabled | KeyVersionState::Disabled
+            ) {
+                return Err(KmsError::IncorrectState(format!(
+                    "key version {version_id} is {:?}",
+                    version.lifecycle_state
+                )));
+            }
+            if key.current_key_version == *version_id {
+                return Err(KmsError::IncorrectState(format!(
+                    "key version {version_id} is the primary version of key {key_id}; rotate the key first"
+                )));
+            }
+            if protected > 0 {
+                return Err(KmsError::IncorrectState(format!(
+                    "key version {version_id} still protects {protected} object(s) or volume(s); re-encrypt them \
+                     first (sealstore reencrypt, sealstore volume reencrypt)"
+                )));
+            }
+            version.time_of_deletion = Some(deletion_time(now, at)?);
+            version.lifecycle_state = KeyVersionState::PendingDeletion;
+            txn.put_key_version(&version)?;
+            Ok(version)
+        })
+    }
+
+    /// Cancels a version's scheduled deletion; it comes back ENABLED.
+    pub fn cancel_key_version_deletion(
+        &self,
+        principal: &Principal,
+        key_id: &Ocid,
+        version_id: &Ocid,
+    ) -> Result<KeyVersion> {
+        let subject = AuditSubject {
+            key_id: Some(key_id.clone()),
+            key_version_id: Some(version_id.clone()),
+            ..Default::default()
+        };
+        self.mutate(principal, "CancelKeyVersionDeletion", subject, |txn, _, subject| {
+            Self::key_for_change(txn, key_id, subject)?;
+            let mut version = txn.key_version(key_id, version_id)?;
+            if version.lifecycle_state != KeyVersionState::PendingDeletion {
+                return Err(KmsError::IncorrectState(format!(
+                    "key version {version_id} is {:?}, not PENDING_DELETION",
+                    version.lifecycle_state
+                )));
+            }
+            version.lifecycle_state = KeyVersionState::Enabled;
+            version.time_of_deletion = None;
+            txn.put_key_version(&version)?;
+            Ok(version)
+        })
+    }
+
     /// Disables an old version (after a suspected compromise): ciphertexts made by it stop
     /// decrypting until it is enabled again. The primary version cannot be disabled, and a
     /// version that registered inventories say still protects data is refused unless `force`

@@ -1019,3 +1019,53 @@ fn new_data_directory_is_private() {
     assert!(data.join(kms_core::store::DB_FILE).is_file());
     drop(kms);
 }
+
+#[test]
+fn key_version_deletion_refuses_the_primary_then_purges_only_that_version() {
+    let e = env();
+    let vault = e.vault("v");
+    let key = e.key(&vault, "k");
+    let old_version = key.current_key_version.clone();
+    let old_ct = e.encrypt(&key, b"old");
+    let r = e.kms.schedule_key_version_deletion(&e.me, &key.id, &old_version, None);
+    assert!(matches!(r, Err(KmsError::IncorrectState(_))), "primary: {r:?}");
+
+    let new_version = e.kms.create_key_version(&e.me, &key.id).unwrap().id;
+    let new_ct = e.encrypt(&key, b"new");
+    let now = e.kms.now();
+    let r = e
+        .kms
+        .schedule_key_version_deletion(&e.me, &key.id, &old_version, Some(days_after(now, 3)));
+    assert!(matches!(r, Err(KmsError::InvalidParameter(_))), "3 days: {r:?}");
+    let v = e
+        .kms
+        .schedule_key_version_deletion(&e.me, &key.id, &old_version, Some(days_after(now, 7)))
+        .unwrap();
+    assert_eq!(v.lifecycle_state, KeyVersionState::PendingDeletion);
+    assert!(matches!(e.decrypt(&old_ct), Err(KmsError::AccessDenied(_))));
+    let v = e.kms.cancel_key_version_deletion(&e.me, &key.id, &old_version).unwrap();
+    assert_eq!(
+        (v.lifecycle_state, v.time_of_deletion),
+        (KeyVersionState::Enabled, None)
+    );
+    assert_eq!(e.decrypt(&old_ct).unwrap(), b"old");
+
+    e.kms
+        .schedule_key_version_deletion(&e.me, &key.id, &old_version, Some(days_after(e.kms.now(), 7)))
+        .unwrap();
+    e.clock.advance_days(6);
+    assert!(e.kms.run_scheduled().unwrap().purged_key_versions.is_empty());
+    e.clock.advance_days(2);
+    let report = e.kms.run_scheduled().unwrap();
+    assert_eq!(report.purged_key_versions, vec![(key.id.clone(), old_version.clone())]);
+    assert_eq!(
+        e.kms.get_key_version(&key.id, &old_version).unwrap().lifecycle_state,
+        KeyVersionState::Deleted
+    );
+    assert!(matches!(e.decrypt(&old_ct), Err(KmsError::AccessDenied(_))));
+    // The key and its current version are untouched.
+    assert_eq!(e.kms.get_key(&key.id).unwrap().current_key_version, new_version);
+    assert_eq!(e.decrypt(&new_ct).unwrap(), b"new");
+    let r = e.kms.cancel_key_version_deletion(&e.me, &key.id, &old_version);
+    assert!(matches!(r, Err(KmsError::IncorrectState(_))), "{r:?}");
+}

@@ -283,3 +283,33 @@ pub(crate) fn get_version(call: &Call<'_>, vault: &Ocid, id: &str, version: &str
         .map_err(|_| ApiError::not_found(what))?;
     Ok(Reply::resource(wire::key_version(&version)))
 }
+
+/// `POST …/20180608/keys/{id}/keyVersions/{version}/actions/{scheduleDeletion|cancelDeletion}`
+pub(crate) fn version_action(
+    call: &Call<'_>,
+    vault: &Ocid,
+    id: &str,
+    version: &str,
+    action: &str,
+) -> Result<Reply, ApiError> {
+    if !matches!(action, "scheduleDeletion" | "cancelDeletion") {
+        return Err(ApiError::not_found(format_args!("key version action '{action}'")));
+    }
+    let key = authorized(call, vault, id, Verb::Manage)?;
+    let what = format_args!("key version {version}");
+    let version = Ocid::parse(ResourceType::KeyVersion, version).map_err(|_| ApiError::not_found(what))?;
+    let current = call
+        .kms
+        .get_key_version(&key.id, &version)
+        .map_err(|_| ApiError::not_found(what))?;
+    call.check_if_match(&wire::key_version(&current))?;
+    let version = if action == "scheduleDeletion" {
+        let details: ScheduleDeletionDetails = call.json()?;
+        call.kms
+            .schedule_key_version_deletion(&call.principal, &key.id, &version, details.time()?)?
+    } else {
+        call.kms
+            .cancel_key_version_deletion(&call.principal, &key.id, &version)?
+    };
+    Ok(Reply::resource(wire::key_version(&version)))
+}

@@ -4,7 +4,7 @@
 //! regional   /20160918/compartments[/{id}]          identity
 //!            /20160918/tenancies/{id}
 //!            /20180608/vaults[/{id}[/actions/{a}]]   vaults
-//! management /kms/{vault}/management/20180608/keys[/{id}[/actions/{a}|/keyVersions[/{id}]]]
+//! management /kms/{vault}/management/20180608/keys[/{id}[/actions/{a}|/keyVersions[/{id}[/actions/{a}]]]]
 //! crypto     /kms/{vault}/crypto/20180608/{encrypt|decrypt|generateDataEncryptionKey|reencrypt}
 //! ```
 
@@ -74,6 +74,9 @@ pub(crate) fn route(call: &Call<'_>, method: &Method, path: &str) -> Result<Repl
         },
         (Endpoint::Management(vault), ["20180608", "keys", id, "keyVersions", version]) => {
             only(method, Method::GET, || keys::get_version(call, vault, id, version))
+        }
+        (Endpoint::Management(vault), ["20180608", "keys", id, "keyVersions", version, "actions", action]) => {
+            only(method, Method::POST, || keys::version_action(call, vault, id, version, action))
         }
 
         (Endpoint::Crypto(vault), ["20180608", operation]) => {
