@@ -322,8 +322,14 @@ where
                     let _ = replies.send(&w, cookie, EOVERFLOW, None).await;
                     break Err(std::io::Error::other("write request too large"));
                 }
-                let mut data = vec![0u8; len as usize];
-                r.read_exact(&mut data).await?;
+                // Filled by the socket, not zeroed first: the request's bytes overwrite it all.
+                let mut data = bytes::BytesMut::with_capacity(len as usize);
+                while data.len() < len as usize {
+                    let want = len as usize - data.len();
+                    if (&mut r).take(want as u64).read_buf(&mut data).await? == 0 {
+                        return Err(std::io::ErrorKind::UnexpectedEof.into());
+                    }
+                }
                 let error = if export.read_only {
                     Some(EPERM)
                 } else if !in_range {
@@ -335,7 +341,7 @@ where
                     let error = match error {
                         Some(e) => e,
                         None => tokio::task::spawn_blocking(move || {
-                            vol.write_at(offset, &data)
+                            vol.write_at_in_place(offset, &mut data)
                                 .and_then(|()| if fua { vol.flush() } else { Ok(()) })
                         })
                         .await
