@@ -32,6 +32,9 @@ pub struct ServeArgs {
     /// Address of the OCI-compatible KMS API (port 0 picks a free port; see serve.json).
     #[arg(long, env = "SEALSTORE_KMS_LISTEN", default_value = "127.0.0.1:9100")]
     kms_listen: std::net::SocketAddr,
+    /// KMS API requests answered at once; more get 429 TooManyRequests (clients back off).
+    #[arg(long, default_value_t = sealstore::kms_api::DEFAULT_MAX_IN_FLIGHT as u64, value_parser = clap::value_parser!(u64).range(1..))]
+    kms_max_in_flight: u64,
     /// Serve the KMS API over TLS with this certificate chain (PEM, leaf first); needs
     /// --kms-tls-key. Use it whenever clients are not on this machine.
     #[arg(long, env = "SEALSTORE_KMS_TLS_CERT", requires = "kms_tls_key")]
@@ -151,7 +154,11 @@ async fn serve(global: &GlobalOpts, args: ServeArgs) -> anyhow::Result<ExitCode>
         _ => None,
     };
     let kms_url = format!("{}://{kms_addr}", if tls.is_some() { "https" } else { "http" });
-    let kms_task = tokio::spawn(sealstore::kms_api::KmsApi::new(kms.clone(), kms_addr, tls).serve(kms_listener));
+    let kms_task = tokio::spawn(
+        sealstore::kms_api::KmsApi::new(kms.clone(), kms_addr, tls)
+            .max_in_flight(usize::try_from(args.kms_max_in_flight).unwrap_or(usize::MAX))
+            .serve(kms_listener),
+    );
     println!("KMS API        {kms_url} (OCI request signatures; users: sealstore iam user add)");
 
     let new_admin = dir

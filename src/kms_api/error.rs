@@ -69,6 +69,15 @@ impl ApiError {
         )
     }
 
+    /// 429: more requests at once than the server takes; the SDKs back off and retry.
+    pub fn too_many_requests() -> Self {
+        Self::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "TooManyRequests",
+            "too many requests at once; retry after a short pause",
+        )
+    }
+
     /// 500: a failure on the server's side (logged there with details).
     pub fn internal() -> Self {
         Self::new(

@@ -58,6 +58,22 @@ pub struct KmsApi {
     /// `http` or `https`.
     scheme: &'static str,
     tls: Option<tokio_rustls::TlsAcceptor>,
+    /// Requests being answered now, and how many may be: beyond that, 429 (the SDKs back off
+    /// and retry) rather than an ever longer queue of blocking work.
+    in_flight: Arc<std::sync::atomic::AtomicUsize>,
+    max_in_flight: usize,
+}
+
+/// Requests answered at once before others get 429, unless configured otherwise.
+pub const DEFAULT_MAX_IN_FLIGHT: usize = 512;
+
+/// Counts a request in flight until dropped.
+struct InFlight(Arc<std::sync::atomic::AtomicUsize>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 /// Which endpoint a request came in on.
@@ -192,7 +208,15 @@ impl KmsApi {
             fallback_base: format!("{scheme}://{bound}"),
             scheme,
             tls,
+            in_flight: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
+            max_in_flight: DEFAULT_MAX_IN_FLIGHT,
         }
+    }
+
+    /// Answers at most `n` requests at once; more get 429 `TooManyRequests`.
+    pub fn max_in_flight(mut self, n: usize) -> Self {
+        self.max_in_flight = n.max(1);
+        self
     }
 
     /// Accepts connections on `listener` and serves them (HTTP/1.1, keep-alive) until the
@@ -256,6 +280,10 @@ impl KmsApi {
             .map(str::to_owned)
             .unwrap_or_else(new_request_id);
         let (parts, body) = req.into_parts();
+        let _counted = InFlight(self.in_flight.clone());
+        if self.in_flight.fetch_add(1, std::sync::atomic::Ordering::Relaxed) >= self.max_in_flight {
+            return respond(Err(ApiError::too_many_requests()), &request_id);
+        }
         let result = match Limited::new(body, MAX_BODY).collect().await {
             Ok(body) => {
                 let body = body.to_bytes();

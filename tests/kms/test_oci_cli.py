@@ -377,7 +377,8 @@ def test_policy_limited_to_one_key_and_to_a_compartment(env):
 # ----- signatures, checked below the CLI -----
 
 
-def sign(env, method, path, body=b"", private_key=None, date=None, user="admin", tamper=None, send_path=None):
+def sign(env, method, path, body=b"", private_key=None, date=None, user="admin", tamper=None, send_path=None,
+         send=True):
     """A request signed the way the SDK signs it (openssl does the RSA part); `tamper` may
     change headers and body after signing, `send_path` the target."""
     user_record, own_key = env.users[user]
@@ -412,6 +413,12 @@ def sign(env, method, path, body=b"", private_key=None, date=None, user="admin",
         body = tamper(headers, body)
     request = urllib.request.Request(env.url + (send_path or path), data=body if method in ("POST", "PUT") else None,
                                      method=method, headers=headers)
+    if not send:
+        return request
+    return send_request(request)
+
+
+def send_request(request):
     try:
         with urllib.request.urlopen(request, timeout=30) as response:
             return response.status, json.loads(response.read())
@@ -474,3 +481,36 @@ def test_tls_with_the_oci_cli(tmp_path):
         # A TLS alert (or a closed connection) comes back, never an HTTP answer.
         with pytest.raises((urllib.error.URLError, ConnectionError, http.client.HTTPException)):
             urllib.request.urlopen(url.replace("https://", "http://") + "/20180608/vaults", timeout=10)
+
+
+def test_overload_gets_429_and_the_rest_is_served(tmp_path):
+    """--kms-max-in-flight 1 and 32 simultaneous (fsyncing) creates: some are turned away with
+    429 TooManyRequests, which the SDKs retry, and every other one succeeds."""
+    import threading
+
+    with running_server("--kms-max-in-flight", "1") as (_, _, data_dir):
+        e = Env(json.loads((data_dir / "serve.json").read_text())["kms"], data_dir, tmp_path)
+        e.add_user("admin", groups=["Administrators"])
+        requests = [
+            sign(e, "POST", "/20180608/vaults", send=False, body=json.dumps(
+                {"compartmentId": e.tenancy, "displayName": f"v{i}", "vaultType": "DEFAULT"}).encode())
+            for i in range(32)
+        ]
+        start = threading.Barrier(len(requests))
+        results = [None] * len(requests)
+
+        def run(i):
+            start.wait()
+            results[i] = send_request(requests[i])
+
+        threads = [threading.Thread(target=run, args=(i,)) for i in range(len(requests))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        statuses = sorted(status for status, _ in results)
+        assert set(statuses) <= {200, 429}, statuses
+        assert 429 in statuses and 200 in statuses, statuses
+        assert all(body["code"] == "TooManyRequests" for status, body in results if status == 429)
+        created = {v["displayName"] for v in cli(data_dir, "kms", "vault", "list")}
+        assert created >= {f"v{i}" for i, (status, _) in enumerate(results) if status == 200}
