@@ -5,6 +5,7 @@ import contextlib
 import json
 import os
 import pathlib
+import re
 import shutil
 import signal
 import subprocess
@@ -380,7 +381,13 @@ def test_kill_9_during_a_sweep_then_resume(tmp_path):
     assert 0 < moved[1] < 64, moved  # killed part-way
     assert "consistent" in cli(data_dir, "volume", "check", "sweep")
     out = cli(data_dir, "volume", "reencrypt", "sweep")
-    assert f"{moved[0]} extent(s) re-encrypted" in out, out
+    # A kill between journalling an extent and updating the map leaves that extent to the
+    # journal replay when the volume is next opened, not to the sweep; `info` reads the map
+    # as it is.
+    swept = int(re.search(r"(\d+) extent\(s\) re-encrypted", out).group(1))
+    assert swept in (moved[0], moved[0] - 1), (moved, out)
+    info = json.loads(cli(data_dir, "volume", "info", "sweep", "--json"))
+    assert [g["id"] for g in info["generations"]] == [1], info
     back = tmp_path / "back.bin"
     cli(data_dir, "volume", "export", "sweep", str(back))
     assert back.read_bytes() == image.read_bytes()
