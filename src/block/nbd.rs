@@ -293,6 +293,7 @@ where
 {
     let w = Arc::new(Mutex::new(w));
     let replies = Replies { structured };
+    let read_buffers = Arc::new(BufferPool::default());
     let mut in_flight = tokio::task::JoinSet::new();
     let result = loop {
         let mut header = [0u8; 28];
@@ -355,15 +356,23 @@ where
                     replies.send(&w, cookie, EINVAL, None).await?;
                     continue;
                 }
+                let pool = read_buffers.clone();
                 in_flight.spawn(async move {
+                    let mut buf = pool.take(len as usize);
                     let read = tokio::task::spawn_blocking(move || {
-                        let mut buf = vec![0u8; len as usize];
-                        vol.read_at(offset, &mut buf).map(|()| buf)
+                        let done = vol.read_at(offset, &mut buf);
+                        (buf, done)
                     })
                     .await;
                     match read {
-                        Ok(Ok(buf)) => replies.send(&w2, cookie, 0, Some((offset, &buf))).await,
-                        Ok(Err(e)) => replies.send(&w2, cookie, errno(&e), None).await,
+                        Ok((buf, done)) => {
+                            let sent = match done {
+                                Ok(()) => replies.send(&w2, cookie, 0, Some((offset, &buf))).await,
+                                Err(e) => replies.send(&w2, cookie, errno(&e), None).await,
+                            };
+                            pool.give_back(buf);
+                            sent
+                        }
                         Err(_) => replies.send(&w2, cookie, EIO, None).await,
                     }
                 });
@@ -481,5 +490,29 @@ impl Drop for NbdListener {
 async fn log_end(connection: impl std::future::Future<Output = std::io::Result<()>>, peer: String) {
     if let Err(e) = connection.await {
         tracing::debug!(%peer, error = %e, "NBD connection ended with an error");
+    }
+}
+
+/// Read buffers reused across a connection's requests: a fresh 1 MiB buffer per READ costs a
+/// memset and, for large sizes, page faults. A reused buffer needs no zeroing: `read_at`
+/// overwrites every byte it returns.
+#[derive(Debug, Default)]
+struct BufferPool(std::sync::Mutex<Vec<Vec<u8>>>);
+
+impl BufferPool {
+    /// Buffers kept for reuse (enough for a client's usual queue depth).
+    const KEEP: usize = 32;
+
+    fn take(&self, len: usize) -> Vec<u8> {
+        let mut buf = self.0.lock().expect("buffer pool poisoned").pop().unwrap_or_default();
+        buf.resize(len, 0);
+        buf
+    }
+
+    fn give_back(&self, buf: Vec<u8>) {
+        let mut pool = self.0.lock().expect("buffer pool poisoned");
+        if pool.len() < Self::KEEP && buf.capacity() <= MAX_REQUEST as usize {
+            pool.push(buf);
+        }
     }
 }
