@@ -10,13 +10,13 @@ use std::collections::BTreeMap;
 
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
-use kms_core::iam::{ResourceKind, Target, Verb};
+use kms_core::iam::Verb;
 use kms_core::{AssociatedData, Key, Ocid, ResourceType};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::error::ApiError;
-use super::keys::KeyShapeDetails;
+use super::keys::{self, KeyShapeDetails};
 use super::{Call, Reply};
 
 /// The only algorithm of symmetric sealstore keys.
@@ -33,23 +33,9 @@ pub(crate) fn operation(call: &Call<'_>, vault: &Ocid, operation: &str) -> Resul
     }
 }
 
-/// The key `id` of `vault` if the caller may use it.
+/// The key `id` of `vault` if the caller may use it (the request field `field` names it).
 fn usable_key(call: &Call<'_>, vault: &Ocid, id: Option<&str>, field: &str) -> Result<Key, ApiError> {
-    let id = id.ok_or_else(|| ApiError::missing(field))?;
-    let what = format_args!("key {id}");
-    let parsed = Ocid::parse(ResourceType::Key, id).map_err(|_| ApiError::not_found(what))?;
-    let key = call
-        .kms
-        .get_key(&parsed)
-        .ok()
-        .filter(|k| &k.vault_id == vault)
-        .ok_or_else(|| ApiError::not_found(what))?;
-    let target = Target {
-        vault_id: Some(key.vault_id.as_str()),
-        key_id: Some(key.id.as_str()),
-    };
-    call.require(Verb::Use, ResourceKind::Keys, &key.compartment_id, target, what)?;
-    Ok(key)
+    keys::authorized(call, vault, id.ok_or_else(|| ApiError::missing(field))?, Verb::Use)
 }
 
 fn associated_data(map: Option<BTreeMap<String, String>>) -> AssociatedData {

@@ -23,7 +23,7 @@ fn target(key: &Key) -> Target<'_> {
 }
 
 /// The key `id` of `vault`, if the caller may `verb` it (404 otherwise).
-fn authorized(call: &Call<'_>, vault: &Ocid, id: &str, verb: Verb) -> Result<Key, ApiError> {
+pub(crate) fn authorized(call: &Call<'_>, vault: &Ocid, id: &str, verb: Verb) -> Result<Key, ApiError> {
     let what = format_args!("key {id}");
     let id = Ocid::parse(ResourceType::Key, id).map_err(|_| ApiError::not_found(what))?;
     let key = call
