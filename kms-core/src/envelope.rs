@@ -23,10 +23,25 @@ pub const MAX_PLAINTEXT: usize = 4096;
 /// Length of a data-encryption key (AES-256).
 pub const DEK_LEN: usize = 32;
 
-/// Associated data as OCI takes it: a string→string map, bound to the ciphertext in a
-/// canonical encoding (sorted keys, compact JSON) so key order never matters.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct AssociatedData(BTreeMap<String, String>);
+/// Associated data bound to a ciphertext: decrypt must present the same.
+///
+/// Two forms: OCI's string→string map, bound in a canonical encoding (sorted keys, compact
+/// JSON) so key order never matters; and raw bytes, bound exactly as given — the form
+/// sealstore's data path uses (see [`KeyProvider`]), which the KMS API accepts as the
+/// `rawAssociatedData` extension so a remote data path binds the same bytes as a local one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AssociatedData {
+    /// OCI's map form (empty: no associated data).
+    Map(BTreeMap<String, String>),
+    /// Bytes bound as they are.
+    Raw(Vec<u8>),
+}
+
+impl Default for AssociatedData {
+    fn default() -> Self {
+        AssociatedData::Map(BTreeMap::new())
+    }
+}
 
 impl AssociatedData {
     /// No associated data.
@@ -36,22 +51,22 @@ impl AssociatedData {
 
     /// From a map.
     pub fn from_map(map: BTreeMap<String, String>) -> Self {
-        AssociatedData(map)
+        AssociatedData::Map(map)
     }
 
     /// Parses a JSON object of strings (`{"bucket":"b","object":"o"}`).
     pub fn from_json(json: &str) -> Result<Self> {
         serde_json::from_str::<BTreeMap<String, String>>(json)
-            .map(AssociatedData)
+            .map(AssociatedData::Map)
             .map_err(|e| KmsError::InvalidParameter(format!("associated data must be a JSON object of strings: {e}")))
     }
 
-    /// The canonical bytes bound into the ciphertext (empty when there is none).
+    /// The bytes bound into the ciphertext (empty when there is none).
     pub fn canonical_bytes(&self) -> Vec<u8> {
-        if self.0.is_empty() {
-            Vec::new()
-        } else {
-            serde_json::to_vec(&self.0).expect("a string map serializes")
+        match self {
+            AssociatedData::Map(map) if map.is_empty() => Vec::new(),
+            AssociatedData::Map(map) => serde_json::to_vec(map).expect("a string map serializes"),
+            AssociatedData::Raw(bytes) => bytes.clone(),
         }
     }
 }
@@ -133,10 +148,31 @@ fn as_base64<S: serde::Serializer>(bytes: &[u8], s: S) -> std::result::Result<S:
     s.serialize_str(&base64::engine::general_purpose::STANDARD.encode(bytes))
 }
 
-/// What the data path needs from key management: a new wrapped DEK, and an unwrap. Calls may
-/// block (an HSM or external key manager may be behind them): async callers use
+/// What the data path may learn about a master key (see [`KeyProvider::key_status`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyStatus {
+    /// The key.
+    pub key_id: Ocid,
+    /// Its display name (what `alias/NAME` refers to).
+    pub display_name: String,
+    /// Its lifecycle state.
+    pub state: KeyState,
+    /// The version new data keys are wrapped by.
+    pub current_key_version: Ocid,
+    /// Why the key cannot be used now — its own state or its vault's — or `None` when it can.
+    pub unusable: Option<String>,
+}
+
+/// What the data path needs from key management: a new wrapped DEK, an unwrap, a rewrap, and
+/// enough about keys to refuse a request up front with a precise reason. Implemented by the
+/// embedded [`Kms`] and by a client of another sealstore's KMS API. Calls may block (a remote
+/// KMS, an HSM or external key manager may be behind them): async callers use
 /// `spawn_blocking`.
-pub trait KeyProvider: Send + Sync {
+///
+/// The associated data here is raw bytes, bound exactly as given
+/// ([`AssociatedData::Raw`]), so a DEK wrapped through one implementation unwraps through
+/// another that reaches the same key.
+pub trait KeyProvider: Send + Sync + std::fmt::Debug {
     /// A fresh DEK wrapped by the current version of `key_id`, bound to `aad`.
     fn generate_data_key(&self, key_id: &Ocid, aad: &[u8]) -> Result<DataKey>;
     /// Unwraps a DEK produced by [`KeyProvider::generate_data_key`] with the same `aad`.
@@ -144,8 +180,17 @@ pub trait KeyProvider: Send + Sync {
     /// Re-wraps a wrapped DEK under the current version of its master key, without the DEK
     /// leaving the key manager. Returns the new wrapped DEK and the version that wraps it.
     fn rewrap_data_key(&self, wrapped: &[u8], aad: &[u8]) -> Result<(Vec<u8>, Ocid)>;
+    /// The key's state and current version; [`KmsError::NotFound`] when there is no such key
+    /// (or the caller may not see it).
+    fn key_status(&self, key_id: &Ocid) -> Result<KeyStatus>;
+    /// The state of one version of `key_id`.
+    fn key_version_state(&self, key_id: &Ocid, key_version_id: &Ocid) -> Result<KeyVersionState>;
+    /// The keys (not yet deleted) whose display name is `name`.
+    fn keys_named(&self, name: &str) -> Result<Vec<Ocid>>;
     /// The current (primary) version of `key_id`: the one new DEKs are wrapped by.
-    fn primary_version(&self, key_id: &Ocid) -> Result<Ocid>;
+    fn primary_version(&self, key_id: &Ocid) -> Result<Ocid> {
+        Ok(self.key_status(key_id)?.current_key_version)
+    }
 }
 
 /// Checks that `key` (and its vault) may be used at all.
@@ -458,8 +503,34 @@ impl KeyProvider for Kms {
         )
     }
 
-    fn primary_version(&self, key_id: &Ocid) -> Result<Ocid> {
-        Ok(self.get_key(key_id)?.current_key_version)
+    fn key_status(&self, key_id: &Ocid) -> Result<KeyStatus> {
+        let txn = self.read()?;
+        let key = txn.key(key_id)?;
+        let unusable = match check_usable(&txn, &key) {
+            Ok(()) => None,
+            Err(e @ (KmsError::AccessDenied(_) | KmsError::VaultDeleted(_))) => Some(e.to_string()),
+            Err(e) => return Err(e),
+        };
+        Ok(KeyStatus {
+            key_id: key.id,
+            display_name: key.display_name,
+            state: key.lifecycle_state,
+            current_key_version: key.current_key_version,
+            unusable,
+        })
+    }
+
+    fn key_version_state(&self, key_id: &Ocid, key_version_id: &Ocid) -> Result<KeyVersionState> {
+        Ok(self.get_key_version(key_id, key_version_id)?.lifecycle_state)
+    }
+
+    fn keys_named(&self, name: &str) -> Result<Vec<Ocid>> {
+        Ok(self
+            .list_keys(None, None)?
+            .into_iter()
+            .filter(|k| k.display_name == name && k.lifecycle_state != KeyState::Deleted)
+            .map(|k| k.id)
+            .collect())
     }
 
     fn unwrap_data_key(&self, wrapped: &[u8], aad: &[u8]) -> Result<Dek> {

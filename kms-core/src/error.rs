@@ -38,6 +38,10 @@ pub enum KmsError {
     /// A protection backend (software, HSM, external) failed.
     #[error("key protection backend failed: {0}")]
     Protection(String),
+    /// A key manager on the network (another sealstore's KMS API, an external key manager)
+    /// could not be reached or did not answer in time; the call may succeed later.
+    #[error("key manager unavailable: {0}")]
+    Unavailable(String),
     /// The root key does not open this data directory.
     #[error("root key mismatch: {0}")]
     RootKey(String),

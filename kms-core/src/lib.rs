@@ -33,7 +33,7 @@ pub mod store;
 pub mod time;
 
 pub use audit::{AuditEntry, AuditVerification, Principal};
-pub use envelope::{AssociatedData, DataKey, Decrypted, Dek, Encrypted, KeyProvider};
+pub use envelope::{AssociatedData, DataKey, Decrypted, Dek, Encrypted, KeyProvider, KeyStatus};
 pub use error::{KmsError, Result};
 pub use ids::{Ocid, ResourceType};
 pub use model::*;

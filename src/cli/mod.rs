@@ -41,6 +41,25 @@ pub struct GlobalOpts {
     /// the AWS_* environment (AWS_ENDPOINT, AWS_ALLOW_HTTP, credentials) [default: <data-dir>/objects].
     #[arg(long, global = true, env = "SEALSTORE_OBJECT_BACKEND")]
     pub object_backend: Option<String>,
+    /// Take data keys for objects and volumes from the KMS API of another sealstore
+    /// (http[s]://host:port) instead of this data directory's own KMS, so that keys and data
+    /// live on different machines. Needs --kms-key; signs with the API key of --kms-config.
+    #[arg(long, global = true, env = "SEALSTORE_KMS_ENDPOINT", value_name = "URL")]
+    pub kms_endpoint: Option<String>,
+    /// With --kms-endpoint: OCI config file whose profile holds the API key that signs the
+    /// requests (`sealstore iam user add` on the KMS side prints one) [default: ~/.oci/config].
+    #[arg(long, global = true, env = "SEALSTORE_KMS_CONFIG", value_name = "FILE")]
+    pub kms_config: Option<PathBuf>,
+    /// With --kms-endpoint: the profile in --kms-config.
+    #[arg(long, global = true, env = "SEALSTORE_KMS_PROFILE", default_value = "DEFAULT")]
+    pub kms_profile: String,
+    /// With --kms-endpoint: the master key (OCID) there that encrypts objects that name no
+    /// key (SSE-S3) and new volumes created without --key.
+    #[arg(long, global = true, env = "SEALSTORE_KMS_KEY", value_name = "OCID")]
+    pub kms_key: Option<String>,
+    /// With an https --kms-endpoint: a CA certificate (PEM) to trust besides the system's.
+    #[arg(long, global = true, env = "SEALSTORE_KMS_CA_CERT", value_name = "FILE")]
+    pub kms_ca_cert: Option<PathBuf>,
     /// Print JSON instead of tables (for scripts).
     #[arg(long, global = true)]
     pub json: bool,
@@ -90,14 +109,63 @@ impl GlobalOpts {
         })
     }
 
+    /// Where the data path gets its data keys, and the master key it uses when none is named:
+    /// this data directory's KMS, or the remote one of --kms-endpoint (checked here, so a
+    /// wrong address, key or signature fails at start with the reason).
+    pub fn data_keys(&self, dir: &DataDir) -> anyhow::Result<DataKeys> {
+        let Some(endpoint) = &self.kms_endpoint else {
+            if self.kms_key.is_some() {
+                anyhow::bail!(
+                    "--kms-key applies only with --kms-endpoint (the local KMS's default key is used otherwise)"
+                );
+            }
+            let default_key = dir.kms.ensure_defaults(&kms_core::Principal::local_admin())?.key.id;
+            return Ok(DataKeys {
+                provider: dir.kms.clone(),
+                default_key,
+            });
+        };
+        let key = self
+            .kms_key
+            .as_deref()
+            .context("--kms-endpoint needs --kms-key: the master key there for objects and volumes that name none")?;
+        let default_key = kms_core::Ocid::parse(kms_core::ResourceType::Key, key)?;
+        let config_file = match &self.kms_config {
+            Some(f) => f.clone(),
+            None => std::env::var_os("HOME")
+                .map(PathBuf::from)
+                .context("HOME is not set: give --kms-config")?
+                .join(".oci/config"),
+        };
+        let remote = sealstore::kms_api::remote::RemoteKms::new(&sealstore::kms_api::remote::RemoteConfig {
+            endpoint: endpoint.clone(),
+            config_file,
+            profile: self.kms_profile.clone(),
+            ca_cert: self.kms_ca_cert.clone(),
+        })?;
+        use kms_core::KeyProvider;
+        let status = remote
+            .key_status(&default_key)
+            .with_context(|| format!("checking --kms-key {default_key} at {endpoint}"))?;
+        if let Some(why) = status.unusable {
+            tracing::warn!(key = %default_key, reason = %why, "the default master key cannot be used now");
+        }
+        Ok(DataKeys {
+            provider: Arc::new(remote),
+            default_key,
+        })
+    }
+
     /// Opens the data directory and its buckets of objects.
     pub fn open_objects(&self) -> anyhow::Result<ObjectService> {
         let dir = self.open_data_dir(None)?;
-        self.objects_in(&dir)
+        let keys = self.data_keys(&dir)?;
+        self.objects_in(&dir, keys)
     }
 
-    /// The buckets of an opened data directory, on the configured object backend.
-    pub fn objects_in(&self, dir: &DataDir) -> anyhow::Result<ObjectService> {
+    /// The buckets of an opened data directory, on the configured object backend, with data
+    /// keys from `keys`.
+    pub fn objects_in(&self, dir: &DataDir, keys: DataKeys) -> anyhow::Result<ObjectService> {
         let backend = match &self.object_backend {
             Some(url) => Some(
                 sealstore::object::backend::open_backend(url, &[])
@@ -108,7 +176,8 @@ impl GlobalOpts {
         Ok(ObjectService::open(
             &self.data_dir,
             backend,
-            dir.kms.clone(),
+            keys.provider,
+            keys.default_key,
             dir.index.clone(),
         )?)
     }
@@ -154,6 +223,15 @@ pub fn via_server(
         Reached::Answered(result) => Ok(Some(result?)),
         Reached::NoServer => Ok(None),
     }
+}
+
+/// Where the data path's keys come from (see [`GlobalOpts::data_keys`]).
+#[derive(Clone)]
+pub struct DataKeys {
+    /// Makes and opens data keys.
+    pub provider: Arc<dyn kms_core::KeyProvider>,
+    /// The master key for data that names none.
+    pub default_key: kms_core::Ocid,
 }
 
 /// An opened data directory.
@@ -217,10 +295,24 @@ pub fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(err) => {
-            eprintln!("error: {err:#}");
+            eprintln!("error: {}", describe(&err));
             ExitCode::FAILURE
         }
     }
+}
+
+/// The error and its causes on one line, leaving out a cause whose text the message before
+/// it already contains (library errors often quote their source).
+fn describe(err: &anyhow::Error) -> String {
+    let mut text = err.to_string();
+    for cause in err.chain().skip(1) {
+        let cause = cause.to_string();
+        if !text.contains(&cause) {
+            text.push_str(": ");
+            text.push_str(&cause);
+        }
+    }
+    text
 }
 
 /// `sealstore … | head` closes our stdout early; `println!` then panics. Behave like other

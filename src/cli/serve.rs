@@ -99,7 +99,8 @@ async fn serve(global: &GlobalOpts, args: ServeArgs) -> anyhow::Result<ExitCode>
     let kms = dir.kms.clone();
     // Defaults first: the object service uses the default key, and creating it is reported.
     let defaults = kms.ensure_defaults(&Principal::local_admin())?;
-    let objects = Arc::new(global.objects_in(&dir)?);
+    let keys = global.data_keys(&dir)?;
+    let objects = Arc::new(global.objects_in(&dir, keys.clone())?);
     let data_dir = global.data_dir.display();
     println!(
         "sealstore {} serving data directory {data_dir}",
@@ -109,10 +110,16 @@ async fn serve(global: &GlobalOpts, args: ServeArgs) -> anyhow::Result<ExitCode>
     let verb = if defaults.created { "created" } else { "using" };
     println!("default vault  {} ({verb})", defaults.vault.id);
     println!("default key    {} ({verb})", defaults.key.id);
+    if let Some(endpoint) = &global.kms_endpoint {
+        println!(
+            "data keys      from {endpoint}, default master key {}",
+            keys.default_key
+        );
+    }
 
     // Volumes first: the admin socket serves their re-encryption too.
     let volumes = match &args.nbd_listen {
-        Some(_) => Arc::new(open_volumes(global, &kms)?),
+        Some(_) => Arc::new(open_volumes(global, &keys.provider)?),
         None => Arc::new(Vec::new()),
     };
     let (nbd_task, nbd_bound) = match &args.nbd_listen {
@@ -237,13 +244,15 @@ async fn serve(global: &GlobalOpts, args: ServeArgs) -> anyhow::Result<ExitCode>
 
 /// Opens every volume of the data directory as an NBD export, following master key rotations
 /// (a rotated key gives its volumes a new generation for new writes).
-fn open_volumes(global: &GlobalOpts, kms: &Arc<Kms>) -> anyhow::Result<Vec<sealstore::block::nbd::Export>> {
-    let keys = kms.clone() as Arc<dyn kms_core::KeyProvider>;
+fn open_volumes(
+    global: &GlobalOpts,
+    keys: &Arc<dyn kms_core::KeyProvider>,
+) -> anyhow::Result<Vec<sealstore::block::nbd::Export>> {
     let mut exports = Vec::new();
     for path in sealstore::block::volume::volume_files(&global.data_dir.join(sealstore::block::volume::VOLUMES_DIR)) {
-        let volume = sealstore::block::Volume::open(&path, &keys)
+        let volume = sealstore::block::Volume::open(&path, keys)
             .with_context(|| format!("opening volume {}", path.display()))?;
-        if let Some(id) = volume.rotate_if_key_rotated(&keys)? {
+        if let Some(id) = volume.rotate_if_key_rotated(keys)? {
             info!(volume = %volume.header().name, generation = id, "volume key rotated");
         }
         exports.push(sealstore::block::nbd::Export {

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
-use kms_core::{KeyProvider, Ocid, Principal, ResourceType};
+use kms_core::{Ocid, ResourceType};
 use sealstore::admin::Request;
 use sealstore::block::nbd::{Export, NbdListener};
 use sealstore::block::volume::{check, read_header, read_map, volume_files, VOLUMES_DIR, VOLUME_SUFFIX};
@@ -152,7 +152,7 @@ fn byte_bar(len: u64, what: &str) -> ProgressBar {
 
 /// Follows a rotation of the master key in the KMS with a new volume generation.
 fn auto_rotate(global: &GlobalOpts, volume: &Volume) -> anyhow::Result<()> {
-    let keys = global.open_data_dir(None)?.kms as Arc<dyn KeyProvider>;
+    let keys = global.data_keys(&global.open_data_dir(None)?)?.provider;
     if let Some(id) = volume.rotate_if_key_rotated(&keys)? {
         eprintln!(
             "{}: the master key was rotated; new writes use generation {id} (extents move lazily)",
@@ -164,20 +164,19 @@ fn auto_rotate(global: &GlobalOpts, volume: &Volume) -> anyhow::Result<()> {
 
 fn open(global: &GlobalOpts, name: &str) -> anyhow::Result<Volume> {
     let path = volume_path(global, name)?;
-    let dir = global.open_data_dir(None)?;
-    let keys = dir.kms.clone() as Arc<dyn KeyProvider>;
+    let keys = global.data_keys(&global.open_data_dir(None)?)?.provider;
     Ok(Volume::open(&path, &keys)?)
 }
 
 pub fn run(global: &GlobalOpts, args: VolumeArgs) -> anyhow::Result<ExitCode> {
     match args.command {
         VolumeCommand::Create { name, size, key } => {
-            let dir = global.open_data_dir(None)?;
+            let keys = global.data_keys(&global.open_data_dir(None)?)?;
             let key_id = match key {
                 Some(k) => Ocid::parse(ResourceType::Key, &k)?,
-                None => dir.kms.ensure_defaults(&Principal::local_admin())?.key.id,
+                None => keys.default_key,
             };
-            let keys = dir.kms.clone() as Arc<dyn KeyProvider>;
+            let keys = keys.provider;
             let vol = Volume::create(&volumes_dir(global), &name, size, &keys, &key_id)?;
             println!(
                 "created volume {name}: {} ({} bytes), key {key_id}",
@@ -326,8 +325,7 @@ pub fn run(global: &GlobalOpts, args: VolumeArgs) -> anyhow::Result<ExitCode> {
         }
         VolumeCommand::Rotate { name } => {
             let path = volume_path(global, &name)?;
-            let dir = global.open_data_dir(None)?;
-            let keys = dir.kms.clone() as Arc<dyn KeyProvider>;
+            let keys = global.data_keys(&global.open_data_dir(None)?)?.provider;
             let vol = Volume::open(&path, &keys)?;
             let id = vol.rotate(&keys)?;
             let header = vol.header();
@@ -359,8 +357,7 @@ pub fn run(global: &GlobalOpts, args: VolumeArgs) -> anyhow::Result<ExitCode> {
                 }
                 return Ok(ExitCode::SUCCESS);
             }
-            let dir = global.open_data_dir(None)?;
-            let keys = dir.kms.clone() as Arc<dyn KeyProvider>;
+            let keys = global.data_keys(&global.open_data_dir(None)?)?.provider;
             let vol = Volume::open(&path, &keys)?;
             let current = vol.current_generation();
             let todo = vol

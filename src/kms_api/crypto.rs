@@ -38,8 +38,15 @@ fn usable_key(call: &Call<'_>, vault: &Ocid, id: Option<&str>, field: &str) -> R
     keys::authorized(call, vault, id.ok_or_else(|| ApiError::missing(field))?, Verb::Use)
 }
 
-fn associated_data(map: Option<BTreeMap<String, String>>) -> AssociatedData {
-    map.map(AssociatedData::from_map).unwrap_or_default()
+/// The request's associated data: OCI's `associatedData` map, or sealstore's
+/// `rawAssociatedData` extension (base64 bytes, bound as they are; what a remote sealstore
+/// data path sends), never both.
+fn associated_data(map: Option<BTreeMap<String, String>>, raw: Option<String>) -> Result<AssociatedData, ApiError> {
+    match (map, raw) {
+        (Some(_), Some(_)) => Err(ApiError::invalid("give associatedData or rawAssociatedData, not both")),
+        (None, Some(raw)) => Ok(AssociatedData::Raw(decode("rawAssociatedData", Some(&raw))?)),
+        (map, None) => Ok(map.map(AssociatedData::from_map).unwrap_or_default()),
+    }
 }
 
 fn check_algorithm(algorithm: &Option<String>) -> Result<(), ApiError> {
@@ -67,6 +74,7 @@ struct EncryptDetails {
     key_id: Option<String>,
     plaintext: Option<String>,
     associated_data: Option<BTreeMap<String, String>>,
+    raw_associated_data: Option<String>,
     key_version_id: Option<String>,
     encryption_algorithm: Option<String>,
     #[allow(dead_code)] // accepted and ignored: sealstore's audit log records the call itself
@@ -88,7 +96,7 @@ fn encrypt(call: &Call<'_>, vault: &Ocid) -> Result<Reply, ApiError> {
         &key.id,
         version.as_ref(),
         &plaintext,
-        &associated_data(d.associated_data),
+        &associated_data(d.associated_data, d.raw_associated_data)?,
     )?;
     Ok(Reply::plain(json!({
         "ciphertext": B64.encode(&out.ciphertext),
@@ -104,6 +112,7 @@ struct DecryptDetails {
     key_id: Option<String>,
     ciphertext: Option<String>,
     associated_data: Option<BTreeMap<String, String>>,
+    raw_associated_data: Option<String>,
     key_version_id: Option<String>,
     encryption_algorithm: Option<String>,
     #[allow(dead_code)] // accepted and ignored, as for encrypt
@@ -118,7 +127,7 @@ fn decrypt(call: &Call<'_>, vault: &Ocid) -> Result<Reply, ApiError> {
     let out = call.kms.decrypt(
         &call.principal,
         &ciphertext,
-        &associated_data(d.associated_data),
+        &associated_data(d.associated_data, d.raw_associated_data)?,
         Some(&key.id),
     )?;
     if let Some(v) = d.key_version_id.as_deref() {
@@ -146,6 +155,7 @@ struct GenerateKeyDetails {
     #[serde(default)]
     include_plaintext_key: bool,
     associated_data: Option<BTreeMap<String, String>>,
+    raw_associated_data: Option<String>,
     #[allow(dead_code)] // accepted and ignored, as for encrypt
     logging_context: Option<Value>,
 }
@@ -160,7 +170,7 @@ fn generate_data_encryption_key(call: &Call<'_>, vault: &Ocid) -> Result<Reply, 
     let out = call.kms.generate_data_key(
         &call.principal,
         &key.id,
-        &associated_data(d.associated_data),
+        &associated_data(d.associated_data, d.raw_associated_data)?,
         d.include_plaintext_key,
     )?;
     let (plaintext, checksum) = match &out.plaintext {
@@ -180,6 +190,7 @@ struct ReencryptDetails {
     key_id: Option<String>,
     ciphertext: Option<String>,
     associated_data: Option<BTreeMap<String, String>>,
+    raw_associated_data: Option<String>,
     destination_key_id: Option<String>,
 }
 
@@ -205,7 +216,7 @@ fn reencrypt(call: &Call<'_>, vault: &Ocid) -> Result<Reply, ApiError> {
     let out = call.kms.rewrap(
         &call.principal,
         &ciphertext,
-        &associated_data(d.associated_data),
+        &associated_data(d.associated_data, d.raw_associated_data)?,
         Some(&destination.id),
     )?;
     Ok(Reply::plain(json!({

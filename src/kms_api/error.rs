@@ -103,6 +103,9 @@ impl From<KmsError> for ApiError {
             KmsError::AccessDenied(_) | KmsError::VaultDeleted(_) => {
                 ApiError::new(StatusCode::FORBIDDEN, "NotAllowed", e.to_string())
             }
+            KmsError::Unavailable(_) => {
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "ServiceUnavailable", e.to_string())
+            }
             KmsError::Protection(_) | KmsError::RootKey(_) | KmsError::Store(_) | KmsError::Io { .. } => {
                 tracing::error!(error = %e, "KMS API request failed on the server side");
                 ApiError::internal()

@@ -8,6 +8,8 @@
 //! - [`paging`]: `limit`/`page`/`sortBy` and the `opc-next-page` header.
 //! - [`wire`]: resources as OCI's JSON shows them.
 //! - [`error`]: OCI error codes.
+//! - [`remote`]: the other side — a key provider for the data path that calls this API on
+//!   another sealstore.
 //!
 //! Each vault has its own endpoints, as in OCI: key and crypto calls go to
 //! `<base>/kms/<vault id>/management` and `<base>/kms/<vault id>/crypto` (the vault's
@@ -20,6 +22,7 @@ pub mod error;
 mod identity;
 mod keys;
 pub mod paging;
+pub mod remote;
 mod routes;
 pub mod signature;
 pub mod tls;

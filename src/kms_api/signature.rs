@@ -145,22 +145,7 @@ pub fn verify(
         .signing_key(&user_id, fingerprint)
         .ok_or_else(|| fail("the signing key is unknown (wrong user, fingerprint or tenancy)"))?;
 
-    let mut signing_string = String::new();
-    for (i, name) in signed.iter().enumerate() {
-        if i > 0 {
-            signing_string.push('\n');
-        }
-        if name == "(request-target)" {
-            signing_string.push_str("(request-target): ");
-            signing_string.push_str(&req.method.as_str().to_ascii_lowercase());
-            signing_string.push(' ');
-            signing_string.push_str(req.target);
-        } else {
-            signing_string.push_str(name);
-            signing_string.push_str(": ");
-            signing_string.push_str(header_str(req.headers, name)?);
-        }
-    }
+    let signing_string = signing_string(&signed, req.method, req.target, req.headers)?;
     let signature = B64.decode(signature).map_err(|_| fail("the signature is not base64"))?;
     key.public_key
         .verify_sig(signing_string.as_bytes(), &signature)
@@ -169,6 +154,116 @@ pub fn verify(
         user_id,
         user_name: key.user_name,
     })
+}
+
+/// The string a signature covers: one `name: value` line per signed header, in order.
+fn signing_string(
+    signed: &[impl AsRef<str>],
+    method: &http::Method,
+    target: &str,
+    headers: &http::HeaderMap,
+) -> Result<String, NotAuthenticated> {
+    let mut lines = Vec::with_capacity(signed.len());
+    for name in signed {
+        let name = name.as_ref();
+        lines.push(if name == "(request-target)" {
+            format!("(request-target): {} {target}", method.as_str().to_ascii_lowercase())
+        } else {
+            format!("{name}: {}", header_str(headers, name)?)
+        });
+    }
+    Ok(lines.join("\n"))
+}
+
+/// Signs requests as one user's API key, the way the OCI SDKs do; the client half of
+/// [`verify`], used by sealstore's remote key provider.
+pub struct RequestSigner {
+    key_id: String,
+    key: aws_lc_rs::signature::RsaKeyPair,
+}
+
+impl std::fmt::Debug for RequestSigner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RequestSigner")
+            .field("key_id", &self.key_id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why a signing key cannot be used.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct BadSigningKey(String);
+
+impl RequestSigner {
+    /// A signer for `keyId="<tenancy>/<user>/<fingerprint>"` with the RSA private key in
+    /// `pem` (PKCS#1 `RSA PRIVATE KEY` or PKCS#8 `PRIVATE KEY`, unencrypted).
+    pub fn new(tenancy: &str, user: &str, fingerprint: &str, pem: &[u8]) -> Result<Self, BadSigningKey> {
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::PrivateKeyDer;
+        let der = PrivateKeyDer::from_pem_slice(pem).map_err(|e| {
+            BadSigningKey(format!(
+                "not an unencrypted PEM private key ({e}); sealstore cannot use pass-phrase protected keys"
+            ))
+        })?;
+        let key = match &der {
+            PrivateKeyDer::Pkcs1(k) => aws_lc_rs::signature::RsaKeyPair::from_der(k.secret_pkcs1_der()),
+            PrivateKeyDer::Pkcs8(k) => aws_lc_rs::signature::RsaKeyPair::from_pkcs8(k.secret_pkcs8_der()),
+            _ => return Err(BadSigningKey("the API key must be an RSA key".into())),
+        }
+        .map_err(|e| BadSigningKey(format!("the API key is not a usable RSA key: {e}")))?;
+        Ok(RequestSigner {
+            key_id: format!("{tenancy}/{user}/{fingerprint}"),
+            key,
+        })
+    }
+
+    /// Adds `date`, `x-content-sha256`, `content-length` (with a body) and the
+    /// `authorization` signature to `headers`. `host` must already be there; `target` is the
+    /// path and query exactly as they will be sent.
+    pub fn sign(
+        &self,
+        method: &http::Method,
+        target: &str,
+        headers: &mut http::HeaderMap,
+        body: Option<&[u8]>,
+    ) -> Result<(), BadSigningKey> {
+        use http::HeaderValue;
+        let date = chrono::Utc::now().format("%a, %d %b %Y %H:%M:%S GMT").to_string();
+        headers.insert(
+            http::header::DATE,
+            HeaderValue::from_str(&date).expect("a date is a header value"),
+        );
+        let mut signed = vec!["date", "(request-target)", "host"];
+        if let Some(body) = body {
+            let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, body);
+            let digest = HeaderValue::from_str(&B64.encode(digest.as_ref())).expect("base64 is a header value");
+            headers.insert("x-content-sha256", digest);
+            headers.insert(http::header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+            signed.extend(["x-content-sha256", "content-type", "content-length"]);
+        }
+        let text = signing_string(&signed, method, target, headers).map_err(|e| BadSigningKey(e.0))?;
+        let mut signature = vec![0; self.key.public_modulus_len()];
+        self.key
+            .sign(
+                &aws_lc_rs::signature::RSA_PKCS1_SHA256,
+                &aws_lc_rs::rand::SystemRandom::new(),
+                text.as_bytes(),
+                &mut signature,
+            )
+            .map_err(|_| BadSigningKey("signing failed".into()))?;
+        let authorization = format!(
+            "Signature version=\"1\",headers=\"{}\",keyId=\"{}\",algorithm=\"rsa-sha256\",signature=\"{}\"",
+            signed.join(" "),
+            self.key_id,
+            B64.encode(&signature)
+        );
+        headers.insert(
+            http::header::AUTHORIZATION,
+            HeaderValue::from_str(&authorization).map_err(|_| BadSigningKey("the keyId is not header text".into()))?,
+        );
+        Ok(())
+    }
 }
 
 fn header_str<'a>(headers: &'a http::HeaderMap, name: &str) -> Result<&'a str, NotAuthenticated> {

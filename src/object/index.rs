@@ -126,9 +126,11 @@ pub struct ListPage {
 }
 
 /// Objects and bytes protected by one master key version.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct InventoryLine {
+    /// The master key the version belongs to.
+    pub key_id: Ocid,
     /// Objects.
     pub objects: u64,
     /// Plaintext bytes.
@@ -521,10 +523,17 @@ impl ObjectIndex {
         for row in t.iter()? {
             let entry: ObjectEntry = serde_json::from_slice(row?.1.value())?;
             // Objects under customer keys depend on no master key.
-            let Encryption::Kms { key_version_id, .. } = entry.encryption else {
+            let Encryption::Kms {
+                key_id, key_version_id, ..
+            } = entry.encryption
+            else {
                 continue;
             };
-            let line = out.entry(key_version_id).or_default();
+            let line = out.entry(key_version_id).or_insert(InventoryLine {
+                key_id,
+                objects: 0,
+                bytes: 0,
+            });
             line.objects += 1;
             line.bytes += entry.size;
         }
@@ -653,7 +662,15 @@ mod tests {
         index.put("c", "3", &entry("ocid1.keyversion.oc1.x.v2")).unwrap();
         let inv = index.inventory().unwrap();
         let v1 = Ocid::parse(kms_core::ResourceType::KeyVersion, "ocid1.keyversion.oc1.x.v1").unwrap();
-        assert_eq!(inv[&v1], InventoryLine { objects: 2, bytes: 20 });
+        let k = Ocid::parse(kms_core::ResourceType::Key, "ocid1.key.oc1.x.k").unwrap();
+        assert_eq!(
+            inv[&v1],
+            InventoryLine {
+                key_id: k,
+                objects: 2,
+                bytes: 20
+            }
+        );
         index.remove("b", "1").unwrap();
         assert_eq!(index.inventory().unwrap()[&v1].objects, 1);
         assert_eq!(index.clear_bucket("b").unwrap(), 1);

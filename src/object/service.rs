@@ -10,7 +10,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use chrono::Utc;
 use futures::{Stream, StreamExt, TryStreamExt};
-use kms_core::{KeyProvider, KeyState, Kms, KmsError, Ocid, Principal};
+use kms_core::{KeyProvider, KeyState, KmsError, Ocid};
 use md5::{Digest, Md5};
 use object_store::path::Path;
 use object_store::prefix::PrefixStore;
@@ -195,7 +195,7 @@ pub const MIN_PART_SIZE: u64 = 5 << 20;
 #[derive(Debug)]
 pub struct ObjectService {
     backend: Arc<dyn ObjectStore>,
-    kms: Arc<Kms>,
+    keys: Arc<dyn KeyProvider>,
     index: Arc<ObjectIndex>,
     key_id: Ocid,
     locks: KeyLocks,
@@ -219,21 +219,22 @@ pub fn check_bucket_name(name: &str) -> Result<()> {
 
 impl ObjectService {
     /// Buckets on `backend` (see [`crate::object::backend::open_backend`]; `None` means
-    /// `<data_dir>/objects`), encrypted under the data directory's default key.
+    /// `<data_dir>/objects`), with data keys from `keys`; objects that name no master key
+    /// (SSE-S3) are encrypted under `key_id`.
     pub fn open(
         data_dir: &std::path::Path,
         backend: Option<Arc<dyn ObjectStore>>,
-        kms: Arc<Kms>,
+        keys: Arc<dyn KeyProvider>,
+        key_id: Ocid,
         index: Arc<ObjectIndex>,
     ) -> Result<Self> {
         let backend = match backend {
             Some(b) => b,
             None => super::backend::open_backend(data_dir.join(OBJECTS_DIR).to_str().unwrap_or(OBJECTS_DIR), &[])?,
         };
-        let key_id = kms.ensure_defaults(&Principal::local_admin())?.key.id;
         Ok(ObjectService {
             backend,
-            kms,
+            keys,
             index,
             key_id,
             locks: KeyLocks::default(),
@@ -251,9 +252,9 @@ impl ObjectService {
         &self.index
     }
 
-    /// The key manager.
-    pub fn kms(&self) -> &Arc<Kms> {
-        &self.kms
+    /// Where data keys come from.
+    pub fn keys(&self) -> &Arc<dyn KeyProvider> {
+        &self.keys
     }
 
     /// The encrypted store of an existing bucket.
@@ -263,12 +264,7 @@ impl ObjectService {
             return Err(ObjectError::NoSuchBucket(name.to_owned()));
         }
         let inner = PrefixStore::new(self.backend.clone(), name);
-        Ok(EncryptedStore::new(
-            inner,
-            self.kms.clone() as Arc<dyn KeyProvider>,
-            self.key_id.clone(),
-            name,
-        ))
+        Ok(EncryptedStore::new(inner, self.keys.clone(), self.key_id.clone(), name))
     }
 
     /// The master key behind `id`: a key OCID, or `alias/NAME` for the key whose display
@@ -276,13 +272,9 @@ impl ObjectService {
     pub fn resolve_kms_key(&self, id: &str) -> Result<Ocid> {
         let key_id = match id.strip_prefix("alias/") {
             Some(name) => {
-                let mut keys = self
-                    .kms
-                    .list_keys(None, None)?
-                    .into_iter()
-                    .filter(|k| k.display_name == name && k.lifecycle_state != KeyState::Deleted);
+                let mut keys = self.keys.keys_named(name)?.into_iter();
                 match (keys.next(), keys.next()) {
-                    (Some(k), None) => k.id,
+                    (Some(k), None) => k,
                     (Some(_), Some(_)) => {
                         return Err(ObjectError::KmsKeyNotFound(format!(
                             "{id} (several keys have that name; use the key's OCID)"
@@ -301,16 +293,15 @@ impl ObjectService {
 
     /// Fails unless `key_id` exists and can be used now, saying why.
     fn check_kms_key(&self, key_id: &Ocid) -> Result<()> {
-        match self.kms.usable_key(key_id) {
-            Ok(_) => Ok(()),
+        match self.keys.key_status(key_id) {
+            Ok(status) => match status.unusable {
+                None => Ok(()),
+                Some(reason) => Err(ObjectError::KmsKeyUnusable {
+                    disabled: status.state == KeyState::Disabled,
+                    reason,
+                }),
+            },
             Err(KmsError::NotFound { .. }) => Err(ObjectError::KmsKeyNotFound(key_id.to_string())),
-            Err(e @ (KmsError::AccessDenied(_) | KmsError::VaultDeleted(_))) => Err(ObjectError::KmsKeyUnusable {
-                disabled: self
-                    .kms
-                    .get_key(key_id)
-                    .is_ok_and(|k| k.lifecycle_state == KeyState::Disabled),
-                reason: e.to_string(),
-            }),
             Err(e) => Err(e.into()),
         }
     }
@@ -323,11 +314,10 @@ impl ObjectService {
             ObjectError::KmsKeyNotFound(k) => ObjectError::KeyAccessDenied(format!("master key {k} does not exist")),
             other => other,
         })?;
-        match self.kms.get_key_version(key_id, key_version_id) {
-            Ok(v) if v.lifecycle_state == kms_core::KeyVersionState::Enabled => Ok(()),
-            Ok(v) => Err(ObjectError::KeyAccessDenied(format!(
-                "key version {key_version_id} is {:?}; enable it to read data it protects",
-                v.lifecycle_state
+        match self.keys.key_version_state(key_id, key_version_id) {
+            Ok(kms_core::KeyVersionState::Enabled) => Ok(()),
+            Ok(state) => Err(ObjectError::KeyAccessDenied(format!(
+                "key version {key_version_id} is {state:?}; enable it to read data it protects"
             ))),
             Err(KmsError::NotFound { .. }) => Err(ObjectError::KeyAccessDenied(format!(
                 "key version {key_version_id} does not exist"
@@ -427,22 +417,26 @@ impl ObjectService {
     /// Objects and bytes per master key version, with each version's key and whether it is
     /// the current one (old versions are what `reencrypt` moves objects off).
     pub fn inventory(&self) -> Result<Vec<InventoryRow>> {
-        let keys = self.kms.list_keys(None, None)?;
-        let rows = self
-            .index
-            .inventory()?
-            .into_iter()
-            .map(|(version, line)| {
-                let key = keys.iter().find(|k| self.kms.get_key_version(&k.id, &version).is_ok());
-                InventoryRow {
-                    key_id: key.map(|k| k.id.clone()),
-                    current: key.is_some_and(|k| k.current_key_version == version),
-                    key_version_id: version,
-                    objects: line.objects,
-                    bytes: line.bytes,
-                }
-            })
-            .collect();
+        let mut current = std::collections::HashMap::new();
+        let mut rows = Vec::new();
+        for (version, line) in self.index.inventory()? {
+            if !current.contains_key(&line.key_id) {
+                let status = match self.keys.key_status(&line.key_id) {
+                    Ok(status) => Some(status.current_key_version),
+                    Err(KmsError::NotFound { .. }) => None,
+                    Err(e) => return Err(e.into()),
+                };
+                current.insert(line.key_id.clone(), status);
+            }
+            let key_current = &current[&line.key_id];
+            rows.push(InventoryRow {
+                current: key_current.as_ref() == Some(&version),
+                key_id: key_current.as_ref().map(|_| line.key_id),
+                key_version_id: version,
+                objects: line.objects,
+                bytes: line.bytes,
+            });
+        }
         Ok(rows)
     }
 

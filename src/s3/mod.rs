@@ -23,6 +23,7 @@ pub use sse::ClientAddr;
 
 use std::sync::Arc;
 
+use kms_core::KmsError;
 use object_store::GetRange;
 use s3s::dto::*;
 use s3s::{s3_error, S3Error, S3ErrorCode, S3Request, S3Response, S3Result, S3};
@@ -84,6 +85,12 @@ fn s3_err(e: ObjectError) -> S3Error {
             (S3ErrorCode::InvalidRequest, e.to_string())
         }
         ObjectError::CustomerKeyMismatch(_) => (S3ErrorCode::AccessDenied, e.to_string()),
+        // A remote key manager refused the data path (its policy, or a key state that changed
+        // after the up-front check), or could not be reached.
+        ObjectError::Kms(KmsError::AccessDenied(_) | KmsError::VaultDeleted(_)) => {
+            (S3ErrorCode::AccessDenied, e.to_string())
+        }
+        ObjectError::Kms(KmsError::Unavailable(_)) => (S3ErrorCode::ServiceUnavailable, e.to_string()),
         _ => {
             tracing::error!(error = %e, "object operation failed");
             (
