@@ -142,6 +142,10 @@ pub struct Kms {
     audit_queue: std::sync::Mutex<Vec<PendingAudit>>,
     /// Held by the one thread writing queued audit entries.
     audit_writer: std::sync::Mutex<()>,
+    /// Set while [`Kms::run_audit_writer`] runs: callers then only queue their entries.
+    audit_background: std::sync::atomic::AtomicBool,
+    /// Wakes the background audit writer (paired with `audit_queue`).
+    audit_wake: std::sync::Condvar,
 }
 
 /// A crypto call's audit entry waiting for the next group commit.
@@ -155,8 +159,12 @@ pub(crate) struct PendingAudit {
 }
 
 /// Crypto-operation audit entries that may wait for a durable commit; [`Kms::flush_audit`]
-/// runs by itself after this many (and `sealstore serve` calls it every second).
+/// runs by itself after this many (and at least every second under [`Kms::run_audit_writer`]).
 pub const AUDIT_FLUSH_EVERY: u64 = 1024;
+/// The background audit writer commits when this many entries wait…
+const AUDIT_BATCH: usize = 256;
+/// …or when the oldest has waited about this long.
+const AUDIT_BATCH_WAIT: std::time::Duration = std::time::Duration::from_millis(10);
 
 /// What [`Kms::ensure_defaults`] found or made.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -270,6 +278,8 @@ impl Kms {
             iam_view: std::sync::RwLock::new(None),
             audit_queue: std::sync::Mutex::new(Vec::new()),
             audit_writer: std::sync::Mutex::new(()),
+            audit_background: std::sync::atomic::AtomicBool::new(false),
+            audit_wake: std::sync::Condvar::new(),
         };
         kms.register_protection(Arc::new(SoftwareProtection::new(root)));
         Ok(kms)
@@ -395,8 +405,20 @@ impl Kms {
     /// serialize every concurrent call on the store's write lock. Instead the entry joins a
     /// queue, and whichever caller finds no writer busy writes everything queued in one
     /// transaction. A writer re-checks the queue after letting go, so no entry is left behind.
+    ///
+    /// In a server, [`Kms::run_audit_writer`] does the writing on its own thread, so that
+    /// crypto calls never wait for the store at all.
     pub(crate) fn queue_audit(&self, entry: PendingAudit) -> Result<()> {
-        self.audit_queue.lock().expect("audit queue poisoned").push(entry);
+        {
+            let mut queue = self.audit_queue.lock().expect("audit queue poisoned");
+            queue.push(entry);
+            if self.audit_background.load(Ordering::Acquire) {
+                if queue.len() == 1 || queue.len() == AUDIT_BATCH {
+                    self.audit_wake.notify_one();
+                }
+                return Ok(());
+            }
+        }
         loop {
             let Ok(writer) = self.audit_writer.try_lock() else {
                 return Ok(()); // the busy writer will see our entry
@@ -433,6 +455,63 @@ impl Kms {
             self.audit_unflushed.fetch_add(batch.len() as u64, Ordering::Relaxed);
         }
         Ok(())
+    }
+
+    /// Writes crypto-call audit entries as they are queued, on the calling thread, until
+    /// `stop` is set (and the writer woken by [`Kms::wake_audit_writer`]): one transaction
+    /// per batch, made durable every [`AUDIT_FLUSH_EVERY`] entries or every second, and once
+    /// more on the way out. Meanwhile crypto calls only queue their entries. For servers:
+    /// the durability is the same as without it (see [`Kms::queue_audit`]).
+    pub fn run_audit_writer(&self, stop: &std::sync::atomic::AtomicBool) -> Result<()> {
+        const FLUSH_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
+        self.audit_background.store(true, Ordering::Release);
+        let mut last_flush = std::time::Instant::now();
+        let result = (|| loop {
+            {
+                let queue = self.audit_queue.lock().expect("audit queue poisoned");
+                let wait = FLUSH_INTERVAL.saturating_sub(last_flush.elapsed());
+                let (queue, _) = self
+                    .audit_wake
+                    .wait_timeout_while(queue, wait, |q| q.is_empty() && !stop.load(Ordering::Acquire))
+                    .expect("audit queue poisoned");
+                // Commits cost the same for one entry or hundreds: gather a batch.
+                let _unused = self
+                    .audit_wake
+                    .wait_timeout_while(queue, AUDIT_BATCH_WAIT, |q| {
+                        q.len() < AUDIT_BATCH && !stop.load(Ordering::Acquire)
+                    })
+                    .expect("audit queue poisoned");
+            }
+            {
+                let _writer = self.audit_writer.lock().expect("audit writer poisoned");
+                self.write_queued_audit(false)?;
+            }
+            if stop.load(Ordering::Acquire)
+                || self.audit_unflushed.load(Ordering::Relaxed) >= AUDIT_FLUSH_EVERY
+                || last_flush.elapsed() >= FLUSH_INTERVAL
+            {
+                self.flush_audit()?;
+                last_flush = std::time::Instant::now();
+            }
+            if stop.load(Ordering::Acquire) {
+                return Ok(());
+            }
+        })();
+        self.audit_background.store(false, Ordering::Release);
+        // Whatever was queued while stopping is written by the last caller or the next flush.
+        result.and_then(|()| self.flush_audit())
+    }
+
+    /// Whether [`Kms::run_audit_writer`] runs, so that crypto calls never touch the store's
+    /// write side.
+    pub fn audit_writer_running(&self) -> bool {
+        self.audit_background.load(Ordering::Acquire)
+    }
+
+    /// Wakes [`Kms::run_audit_writer`] (after setting its `stop`).
+    pub fn wake_audit_writer(&self) {
+        let _queue = self.audit_queue.lock().expect("audit queue poisoned");
+        self.audit_wake.notify_all();
     }
 
     /// Makes every audit entry recorded so far durable (one fsync), if any is pending.

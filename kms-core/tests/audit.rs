@@ -290,29 +290,64 @@ fn scheduler_audits_only_the_work_it_did() {
 
 #[test]
 fn concurrent_calls_keep_one_unbroken_chain() {
+    concurrent_calls(false);
+}
+
+#[test]
+fn with_a_background_writer_every_entry_is_written_and_durable_at_stop() {
+    concurrent_calls(true);
+}
+
+/// Four threads encrypt and decrypt at once, with or without `run_audit_writer` running;
+/// then every call has its entry, in one chain, also after reopening.
+fn concurrent_calls(background_writer: bool) {
     let dir = tempfile::tempdir().unwrap();
     let clock = ManualClock::starting_now();
     let kms = Kms::open(config(dir.path(), &clock)).unwrap();
     let vault = create_vault(&kms, "v").unwrap();
     let key = create_key(&kms, &vault, "k");
     const THREADS: usize = 4;
-    const CALLS: usize = 25;
+    const CALLS: usize = 250;
+    let stop = std::sync::atomic::AtomicBool::new(false);
     std::thread::scope(|s| {
-        for t in 0..THREADS {
-            let (kms, key) = (&kms, &key);
-            s.spawn(move || {
-                let me = Principal::new(format!("worker-{t}"));
-                for i in 0..CALLS {
-                    let pt = format!("{t}/{i}");
-                    let ct = kms
-                        .encrypt(&me, &key.id, pt.as_bytes(), &AssociatedData::none())
-                        .unwrap();
-                    let back = kms.decrypt(&me, &ct.ciphertext, &AssociatedData::none(), None).unwrap();
-                    assert_eq!(&back.plaintext[..], pt.as_bytes());
-                }
-            });
+        let writer = background_writer.then(|| {
+            let (kms, stop) = (&kms, &stop);
+            let writer = s.spawn(move || kms.run_audit_writer(stop));
+            while !kms.audit_writer_running() {
+                std::thread::yield_now();
+            }
+            writer
+        });
+        std::thread::scope(|s| {
+            for t in 0..THREADS {
+                let (kms, key) = (&kms, &key);
+                s.spawn(move || {
+                    let me = Principal::new(format!("worker-{t}"));
+                    for i in 0..CALLS {
+                        let pt = format!("{t}/{i}");
+                        let ct = kms
+                            .encrypt(&me, &key.id, pt.as_bytes(), &AssociatedData::none())
+                            .unwrap();
+                        let back = kms.decrypt(&me, &ct.ciphertext, &AssociatedData::none(), None).unwrap();
+                        assert_eq!(&back.plaintext[..], pt.as_bytes());
+                    }
+                });
+            }
+        });
+        if let Some(writer) = writer {
+            stop.store(true, std::sync::atomic::Ordering::Release);
+            kms.wake_audit_writer();
+            writer.join().unwrap().unwrap();
+            assert!(!kms.audit_writer_running());
         }
     });
+    let kms = if background_writer {
+        // Stopping flushed everything: a reopened store has it all.
+        drop(kms);
+        Kms::open(config(dir.path(), &clock)).unwrap()
+    } else {
+        kms
+    };
     let expected = 2 + (THREADS * CALLS * 2) as u64;
     let verification = kms.verify_audit().unwrap();
     assert!(verification.is_intact(), "{verification:?}");

@@ -149,7 +149,15 @@ async fn serve(global: &GlobalOpts, args: ServeArgs) -> anyhow::Result<ExitCode>
         kms.clone(),
         Duration::from_secs(args.scheduler_interval_secs),
     ));
-    let audit_flush_task = tokio::spawn(audit_flusher(kms.clone()));
+    let audit_stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let audit_writer = {
+        let (kms, stop) = (kms.clone(), audit_stop.clone());
+        std::thread::Builder::new().name("audit-writer".into()).spawn(move || {
+            if let Err(e) = kms.run_audit_writer(&stop) {
+                error!(error = %e, "the audit writer stopped; crypto calls write their own entries from now on");
+            }
+        })?
+    };
 
     kms.ensure_iam_defaults(&Principal::local_admin())?;
     let kms_listener = tokio::net::TcpListener::bind(args.kms_listen)
@@ -232,7 +240,9 @@ async fn serve(global: &GlobalOpts, args: ServeArgs) -> anyhow::Result<ExitCode>
         task.abort();
     }
     scheduler_task.abort();
-    audit_flush_task.abort();
+    audit_stop.store(true, std::sync::atomic::Ordering::Release);
+    kms.wake_audit_writer();
+    let _ = audit_writer.join();
     if let Err(e) = kms.flush_audit() {
         error!(error = %e, "could not flush the audit log");
     }
@@ -347,17 +357,6 @@ async fn scheduler(kms: Arc<Kms>, every: Duration) {
 }
 
 /// Bounds how much of the crypto-call audit trail a crash can lose to about a second.
-async fn audit_flusher(kms: Arc<Kms>) {
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
-    loop {
-        tick.tick().await;
-        let kms = kms.clone();
-        if let Ok(Err(e)) = tokio::task::spawn_blocking(move || kms.flush_audit()).await {
-            error!(error = %e, "audit flush failed");
-        }
-    }
-}
-
 async fn shutdown_signal() {
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
     tokio::select! {
