@@ -60,6 +60,19 @@ pub struct GlobalOpts {
     /// With an https --kms-endpoint: a CA certificate (PEM) to trust besides the system's.
     #[arg(long, global = true, env = "SEALSTORE_KMS_CA_CERT", value_name = "FILE")]
     pub kms_ca_cert: Option<PathBuf>,
+    /// PKCS#11 module for HSM-protected keys (SoftHSM2: /usr/lib/softhsm/libsofthsm2.so). Keys
+    /// created with protection mode HSM are generated in its token and never leave it.
+    #[arg(long, global = true, env = "SEALSTORE_PKCS11_MODULE", value_name = "PATH")]
+    pub pkcs11_module: Option<PathBuf>,
+    /// With --pkcs11-module: the label of the token to use.
+    #[arg(long, global = true, env = "SEALSTORE_PKCS11_TOKEN_LABEL", value_name = "LABEL")]
+    pub pkcs11_token_label: Option<String>,
+    /// With --pkcs11-module: a file holding the token's user PIN (one line; keep it 0600).
+    #[arg(long, global = true, env = "SEALSTORE_PKCS11_PIN_FILE", value_name = "FILE")]
+    pub pkcs11_pin_file: Option<PathBuf>,
+    /// With --pkcs11-module: PKCS#11 sessions kept open, i.e. HSM calls that run at once.
+    #[arg(long, global = true, env = "SEALSTORE_PKCS11_SESSIONS", default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=256))]
+    pub pkcs11_sessions: u32,
     /// Print JSON instead of tables (for scripts).
     #[arg(long, global = true)]
     pub json: bool,
@@ -95,6 +108,12 @@ impl GlobalOpts {
         }
         let mut kms =
             Kms::open(config).with_context(|| format!("cannot open the data directory {}", self.data_dir.display()))?;
+        if let Some(hsm) = self.hsm_config()? {
+            let token = hsm.token_label.clone();
+            let backend = kms_core::protection::hsm::HsmProtection::open(&hsm)
+                .with_context(|| format!("opening the HSM token '{token}'"))?;
+            kms.register_protection(Arc::new(backend));
+        }
         let index = Arc::new(ObjectIndex::open(&self.data_dir).context("opening the object index")?);
         kms.register_inventory(index.clone());
         kms.register_inventory(Arc::new(sealstore::block::volume::VolumeInventory {
@@ -107,6 +126,35 @@ impl GlobalOpts {
             index,
             users,
         })
+    }
+
+    /// The PKCS#11 settings, when --pkcs11-module is given (then the label and PIN file must be).
+    fn hsm_config(&self) -> anyhow::Result<Option<kms_core::protection::hsm::HsmConfig>> {
+        let Some(module) = &self.pkcs11_module else {
+            if self.pkcs11_token_label.is_some() || self.pkcs11_pin_file.is_some() {
+                anyhow::bail!("--pkcs11-token-label and --pkcs11-pin-file need --pkcs11-module");
+            }
+            return Ok(None);
+        };
+        let token_label = self
+            .pkcs11_token_label
+            .clone()
+            .context("--pkcs11-module needs --pkcs11-token-label")?;
+        let pin_file = self
+            .pkcs11_pin_file
+            .as_ref()
+            .context("--pkcs11-module needs --pkcs11-pin-file")?;
+        let pin = zeroize::Zeroizing::new(
+            std::fs::read_to_string(pin_file)
+                .with_context(|| format!("reading the PIN file {}", pin_file.display()))?,
+        );
+        let pin = zeroize::Zeroizing::new(pin.trim_end_matches(['\n', '\r']).to_owned());
+        Ok(Some(kms_core::protection::hsm::HsmConfig {
+            module: module.clone(),
+            token_label,
+            pin,
+            sessions: self.pkcs11_sessions as usize,
+        }))
     }
 
     /// Where the data path gets its data keys, and the master key it uses when none is named:

@@ -6,6 +6,7 @@
 //! [`KeyProtection`] and registering it with [`crate::Kms::register_protection`]; nothing
 //! above this module changes.
 
+pub mod hsm;
 pub mod software;
 
 use std::fmt::Debug;
