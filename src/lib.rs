@@ -15,6 +15,8 @@
 pub mod admin;
 pub mod block;
 pub mod crypto;
+pub mod external_kms;
+pub mod http_client;
 pub mod kms_api;
 pub mod object;
 pub mod s3;

@@ -270,6 +270,7 @@ impl Kms {
         &self,
         key_id: &Ocid,
         key_version_id: Option<&Ocid>,
+        any_enabled_version: bool,
         plaintext: &[u8],
         aad: &[u8],
         subject: &mut AuditSubject,
@@ -279,15 +280,25 @@ impl Kms {
         subject.vault_id = Some(key.vault_id.clone());
         subject.key_version_id = Some(key.current_key_version.clone());
         check_usable(&txn, &key)?;
+        let mut version = &key.current_key_version;
         if let Some(v) = key_version_id {
             if *v != key.current_key_version {
-                txn.key_version(key_id, v)?;
-                return Err(KmsError::AccessDenied(format!(
-                    "key version {v} is not the primary version of key {key_id}; older versions can only decrypt"
-                )));
+                let older = txn.key_version(key_id, v)?;
+                if !any_enabled_version {
+                    return Err(KmsError::AccessDenied(format!(
+                        "key version {v} is not the primary version of key {key_id}; older versions can only decrypt"
+                    )));
+                }
+                if older.lifecycle_state != KeyVersionState::Enabled {
+                    return Err(KmsError::AccessDenied(format!(
+                        "key version {v} is {:?}",
+                        older.lifecycle_state
+                    )));
+                }
+                subject.key_version_id = Some(v.clone());
+                version = v;
             }
         }
-        let version = &key.current_key_version;
         let material = txn
             .key_material(version)?
             .ok_or_else(|| KmsError::AccessDenied(format!("key version {version} has been destroyed")))?;
@@ -399,7 +410,47 @@ impl Kms {
                     plaintext.len()
                 )));
             }
-            self.encrypt_raw(key_id, key_version_id, plaintext, &aad.canonical_bytes(), subject)
+            self.encrypt_raw(
+                key_id,
+                key_version_id,
+                false,
+                plaintext,
+                &aad.canonical_bytes(),
+                subject,
+            )
+        })
+    }
+
+    /// Encrypts under `key_version_id`, which may be any ENABLED version of the key, not only
+    /// the primary: for key managers whose callers choose the version (sealstore's reference
+    /// external key manager, which EXTERNAL keys elsewhere reference version by version).
+    pub fn encrypt_under_version(
+        &self,
+        principal: &Principal,
+        key_id: &Ocid,
+        key_version_id: &Ocid,
+        plaintext: &[u8],
+        aad: &AssociatedData,
+    ) -> Result<Encrypted> {
+        let subject = AuditSubject {
+            key_id: Some(key_id.clone()),
+            ..Default::default()
+        };
+        self.crypto_op(principal, "Encrypt", subject, |subject| {
+            if plaintext.len() > MAX_PLAINTEXT {
+                return Err(KmsError::InvalidParameter(format!(
+                    "plaintext is {} bytes; encrypt takes at most {MAX_PLAINTEXT}",
+                    plaintext.len()
+                )));
+            }
+            self.encrypt_raw(
+                key_id,
+                Some(key_version_id),
+                true,
+                plaintext,
+                &aad.canonical_bytes(),
+                subject,
+            )
         })
     }
 
@@ -441,7 +492,7 @@ impl Kms {
         };
         self.crypto_op(principal, "GenerateDataEncryptionKey", subject, |subject| {
             let dek = Dek::generate()?;
-            let enc = self.encrypt_raw(key_id, None, dek.expose(), aad, subject)?;
+            let enc = self.encrypt_raw(key_id, None, false, dek.expose(), aad, subject)?;
             Ok(DataKey {
                 plaintext: include_plaintext.then_some(dek),
                 wrapped: enc.ciphertext,
@@ -480,7 +531,7 @@ impl Kms {
             key_id: Some(target.clone()),
             ..Default::default()
         };
-        let out = self.encrypt_raw(&target, None, &plain.plaintext, aad, &mut target_subject)?;
+        let out = self.encrypt_raw(&target, None, false, &plain.plaintext, aad, &mut target_subject)?;
         *subject = target_subject;
         Ok(out)
     }

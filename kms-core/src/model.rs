@@ -103,6 +103,36 @@ pub struct Vault {
     /// Defined tags.
     #[serde(default)]
     pub defined_tags: DefinedTags,
+    /// EXTERNAL vaults: the external key manager and its vault.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub external_key_manager: Option<ExternalKeyManager>,
+}
+
+/// Where an EXTERNAL vault's keys live (protocol: `docs/EXTERNAL_KMS.md`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ExternalKeyManager {
+    /// The key manager's base URL (`http[s]://host:port`); also the audience of sealstore's
+    /// tokens.
+    pub endpoint: String,
+    /// The vault's id in the key manager.
+    pub external_vault_id: String,
+}
+
+impl ExternalKeyManager {
+    /// Splits OCI's `externalVaultEndpointUrl` (`<base>/ekm/v1/vaults/<external vault id>`).
+    pub fn from_vault_url(url: &str) -> Option<Self> {
+        let (base, id) = url.trim_end_matches('/').rsplit_once("/ekm/v1/vaults/")?;
+        (!base.is_empty() && !id.is_empty() && !id.contains('/')).then(|| ExternalKeyManager {
+            endpoint: base.to_owned(),
+            external_vault_id: id.to_owned(),
+        })
+    }
+
+    /// OCI's `externalVaultEndpointUrl`.
+    pub fn vault_url(&self) -> String {
+        format!("{}/ekm/v1/vaults/{}", self.endpoint, self.external_vault_id)
+    }
 }
 
 /// How a key's material is protected.
@@ -224,6 +254,9 @@ pub struct Key {
     /// Defined tags.
     #[serde(default)]
     pub defined_tags: DefinedTags,
+    /// EXTERNAL keys: the key's id in the external key manager.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub external_key_id: Option<String>,
 }
 
 /// Key version lifecycle.
@@ -272,4 +305,7 @@ pub struct KeyVersion {
     pub time_of_deletion: Option<Timestamp>,
     /// Whether the scheduler made it.
     pub is_auto_rotated: bool,
+    /// EXTERNAL keys: the version's id in the external key manager.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub external_key_version_id: Option<String>,
 }

@@ -77,6 +77,9 @@ pub struct CreateVault {
     /// Tags.
     #[serde(default)]
     pub freeform_tags: FreeformTags,
+    /// EXTERNAL vaults (required there): the external key manager and its vault.
+    #[serde(default)]
+    pub external_key_manager: Option<crate::model::ExternalKeyManager>,
 }
 
 /// Parameters of [`Kms::create_key`].
@@ -96,6 +99,9 @@ pub struct CreateKey {
     /// Tags.
     #[serde(default)]
     pub freeform_tags: FreeformTags,
+    /// Keys of EXTERNAL vaults (required there): the key's id in the external key manager.
+    #[serde(default)]
+    pub external_key_id: Option<String>,
 }
 
 impl CreateKey {
@@ -108,6 +114,7 @@ impl CreateKey {
             protection_mode: None,
             auto_rotation_interval_days: None,
             freeform_tags: FreeformTags::new(),
+            external_key_id: None,
         }
     }
 }
@@ -588,11 +595,23 @@ impl Kms {
         let compartment_id = req.compartment_id.clone().unwrap_or_else(|| self.tenancy.clone());
         Self::active_compartment(txn, &compartment_id)?;
         let vault_type = req.vault_type.unwrap_or(VaultType::Default);
-        if vault_type == VaultType::External {
-            return Err(KmsError::InvalidParameter(
-                "EXTERNAL vaults need an external key manager, which is not configured on this server".into(),
-            ));
-        }
+        let external_key_manager = match (vault_type, &req.external_key_manager) {
+            (VaultType::External, Some(m)) => {
+                self.protection(ProtectionMode::External)?;
+                Some(m.clone())
+            }
+            (VaultType::External, None) => {
+                return Err(KmsError::InvalidParameter(
+                    "an EXTERNAL vault needs its external key manager's vault URL (externalKeyManagerMetadata.externalVaultEndpointUrl)".into(),
+                ))
+            }
+            (_, Some(_)) => {
+                return Err(KmsError::InvalidParameter(
+                    "only EXTERNAL vaults have an external key manager".into(),
+                ))
+            }
+            (_, None) => None,
+        };
         let vault = Vault {
             id: Ocid::generate(ResourceType::Vault, &self.region),
             compartment_id,
@@ -603,6 +622,7 @@ impl Kms {
             time_of_deletion: None,
             freeform_tags: req.freeform_tags.clone(),
             defined_tags: DefinedTags::new(),
+            external_key_manager,
         };
         subject.vault_id = Some(vault.id.clone());
         txn.put_vault(&vault)?;
@@ -705,8 +725,33 @@ impl Kms {
             vault_id: Some(req.vault_id.clone()),
             ..Default::default()
         };
+        // An external key's versions come from its key manager: asked before the write
+        // transaction, which must not wait on the network.
+        let vault = self.get_vault(&req.vault_id)?;
+        let external = match (&vault.external_key_manager, &req.external_key_id) {
+            (Some(manager), Some(key_id)) => {
+                let state = self.protection(ProtectionMode::External)?.external_key(manager, key_id)?;
+                if !state.enabled {
+                    return Err(KmsError::IncorrectState(format!(
+                        "external key {key_id} is disabled in the external key manager"
+                    )));
+                }
+                Some((manager.clone(), key_id.clone(), state))
+            }
+            (Some(_), None) => {
+                return Err(KmsError::InvalidParameter(
+                    "a key of an EXTERNAL vault needs the key's id in the external key manager (externalKeyReference.externalKeyId)".into(),
+                ))
+            }
+            (None, Some(_)) => {
+                return Err(KmsError::InvalidParameter(
+                    "externalKeyId is only for keys of EXTERNAL vaults".into(),
+                ))
+            }
+            (None, None) => None,
+        };
         self.mutate(principal, "CreateKey", subject, |txn, now, subject| {
-            self.create_key_in(txn, now, &req, subject)
+            self.create_key_in(txn, now, &req, external.as_ref(), subject)
         })
     }
 
@@ -715,6 +760,11 @@ impl Kms {
         txn: &WriteTxn,
         now: Timestamp,
         req: &CreateKey,
+        external: Option<&(
+            crate::model::ExternalKeyManager,
+            String,
+            crate::protection::ExternalKeyState,
+        )>,
         subject: &mut AuditSubject,
     ) -> Result<Key> {
         check_name(&req.display_name)?;
@@ -733,22 +783,67 @@ impl Kms {
         if let Some(days) = req.auto_rotation_interval_days {
             check_rotation_interval(days)?;
         }
-        let mode = req.protection_mode.unwrap_or(ProtectionMode::Software);
+        let default_mode = if external.is_some() {
+            ProtectionMode::External
+        } else {
+            ProtectionMode::Software
+        };
+        let mode = req.protection_mode.unwrap_or(default_mode);
+        if (mode == ProtectionMode::External) != external.is_some() {
+            return Err(KmsError::InvalidParameter(
+                "EXTERNAL keys, and only they, live in EXTERNAL vaults".into(),
+            ));
+        }
         let backend = self.protection(mode)?;
         let key_id = Ocid::generate(ResourceType::Key, &self.region);
-        let version = KeyVersion {
+        let new_version = |external_key_version_id: Option<String>| KeyVersion {
             id: Ocid::generate(ResourceType::KeyVersion, &self.region),
             key_id: key_id.clone(),
             vault_id: vault.id.clone(),
             compartment_id: compartment_id.clone(),
             lifecycle_state: KeyVersionState::Enabled,
-            origin: KeyVersionOrigin::Internal,
+            origin: if external_key_version_id.is_some() {
+                KeyVersionOrigin::External
+            } else {
+                KeyVersionOrigin::Internal
+            },
             time_created: now,
             time_of_deletion: None,
             is_auto_rotated: false,
+            external_key_version_id,
+        };
+        let version = match external {
+            None => {
+                let version = new_version(None);
+                txn.put_key_material(&version.id, &backend.create_material(&version.id)?)?;
+                txn.put_key_version(&version)?;
+                version
+            }
+            Some((manager, external_key_id, state)) => {
+                let mut current = None;
+                for external_version in &state.version_ids {
+                    let version = new_version(Some(external_version.clone()));
+                    let reference = crate::protection::ExternalVersionRef {
+                        endpoint: manager.endpoint.clone(),
+                        key_id: external_key_id.clone(),
+                        version_id: external_version.clone(),
+                    };
+                    txn.put_key_material(&version.id, &reference.to_bytes())?;
+                    txn.put_key_version(&version)?;
+                    if *external_version == state.current_version_id {
+                        current = Some(version);
+                    }
+                }
+                current.ok_or_else(|| {
+                    KmsError::Protection(format!(
+                        "the external key manager names {} as the current version of {external_key_id} but does not list it",
+                        state.current_version_id
+                    ))
+                })?
+            }
         };
         let key = Key {
-            id: key_id,
+            id: key_id.clone(),
             compartment_id,
             vault_id: vault.id.clone(),
             display_name: req.display_name.clone(),
@@ -758,15 +853,17 @@ impl Kms {
             current_key_version: version.id.clone(),
             time_created: now,
             time_of_deletion: None,
-            is_auto_rotation_enabled: req.auto_rotation_interval_days.is_some(),
-            auto_key_rotation_details: req.auto_rotation_interval_days.map(|d| auto_rotation_details(d, now)),
+            is_auto_rotation_enabled: req.auto_rotation_interval_days.is_some() && external.is_none(),
+            auto_key_rotation_details: req
+                .auto_rotation_interval_days
+                .filter(|_| external.is_none())
+                .map(|d| auto_rotation_details(d, now)),
             freeform_tags: req.freeform_tags.clone(),
             defined_tags: DefinedTags::new(),
+            external_key_id: external.map(|(_, id, _)| id.clone()),
         };
         subject.key_id = Some(key.id.clone());
         subject.key_version_id = Some(version.id.clone());
-        txn.put_key_material(&version.id, &backend.create_material(&version.id)?)?;
-        txn.put_key_version(&version)?;
         txn.put_key(&key)?;
         Ok(key)
     }
@@ -937,6 +1034,101 @@ impl Kms {
         })
     }
 
+    /// Picks up the versions an EXTERNAL key gained in its key manager (each becomes a key
+    /// version here, the manager's current one the primary). Returns the new versions.
+    pub fn refresh_external_key(&self, principal: &Principal, key_id: &Ocid) -> Result<Vec<KeyVersion>> {
+        let key = self.get_key(key_id)?;
+        let (Some(external_key_id), Some(manager)) = (
+            key.external_key_id.clone(),
+            self.get_vault(&key.vault_id)?.external_key_manager,
+        ) else {
+            return Err(KmsError::InvalidParameter(format!(
+                "key {key_id} is not EXTERNAL; its versions are made here"
+            )));
+        };
+        let state = self
+            .protection(ProtectionMode::External)?
+            .external_key(&manager, &external_key_id)?;
+        let versions = self.list_key_versions(key_id)?;
+        let here = |external: &str| {
+            versions
+                .iter()
+                .find(|v| v.external_key_version_id.as_deref() == Some(external))
+        };
+        let up_to_date = state.version_ids.iter().all(|v| here(v).is_some())
+            && here(&state.current_version_id).is_some_and(|v| v.id == key.current_key_version);
+        if up_to_date {
+            return Ok(Vec::new());
+        }
+        let subject = AuditSubject {
+            key_id: Some(key_id.clone()),
+            ..Default::default()
+        };
+        self.mutate(principal, "RefreshExternalKey", subject, |txn, now, _| {
+            let mut key = txn.key(key_id)?;
+            let existing = txn.key_versions(key_id)?;
+            let mut added = Vec::new();
+            for external_version in &state.version_ids {
+                if existing
+                    .iter()
+                    .any(|v| v.external_key_version_id.as_deref() == Some(external_version.as_str()))
+                {
+                    continue;
+                }
+                let version = KeyVersion {
+                    id: Ocid::generate(ResourceType::KeyVersion, &self.region),
+                    key_id: key.id.clone(),
+                    vault_id: key.vault_id.clone(),
+                    compartment_id: key.compartment_id.clone(),
+                    lifecycle_state: KeyVersionState::Enabled,
+                    origin: KeyVersionOrigin::External,
+                    time_created: now,
+                    time_of_deletion: None,
+                    is_auto_rotated: false,
+                    external_key_version_id: Some(external_version.clone()),
+                };
+                let reference = crate::protection::ExternalVersionRef {
+                    endpoint: manager.endpoint.clone(),
+                    key_id: external_key_id.clone(),
+                    version_id: external_version.clone(),
+                };
+                txn.put_key_material(&version.id, &reference.to_bytes())?;
+                txn.put_key_version(&version)?;
+                added.push(version);
+            }
+            let current = existing
+                .iter()
+                .chain(&added)
+                .find(|v| v.external_key_version_id.as_deref() == Some(state.current_version_id.as_str()))
+                .ok_or_else(|| {
+                    KmsError::Protection(format!(
+                        "the external key manager names {} as the current version of {external_key_id} but does not list it",
+                        state.current_version_id
+                    ))
+                })?;
+            key.current_key_version = current.id.clone();
+            txn.put_key(&key)?;
+            Ok(added)
+        })
+    }
+
+    /// [`Kms::refresh_external_key`] for every usable EXTERNAL key; the number of new
+    /// versions, and the keys whose key manager could not be asked (with why).
+    pub fn refresh_external_keys(&self, principal: &Principal) -> Result<(usize, Vec<(Ocid, KmsError)>)> {
+        let mut added = 0;
+        let mut failed = Vec::new();
+        for key in self.list_keys(None, None)? {
+            if key.protection_mode != ProtectionMode::External || key.lifecycle_state != KeyState::Enabled {
+                continue;
+            }
+            match self.refresh_external_key(principal, &key.id) {
+                Ok(new) => added += new.len(),
+                Err(e) => failed.push((key.id, e)),
+            }
+        }
+        Ok((added, failed))
+    }
+
     /// The rotation itself, shared by manual and automatic rotation.
     pub(crate) fn rotate_in(
         &self,
@@ -953,6 +1145,11 @@ impl Kms {
                 key.lifecycle_state
             )));
         }
+        if key.protection_mode == ProtectionMode::External {
+            return Err(KmsError::IncorrectState(format!(
+                "key {key_id} is EXTERNAL: rotate it in its external key manager; sealstore picks up the new version (`sealstore kms key refresh`, and every minute under `serve`)"
+            )));
+        }
         let backend = self.protection(key.protection_mode)?;
         let version = KeyVersion {
             id: Ocid::generate(ResourceType::KeyVersion, &self.region),
@@ -964,6 +1161,7 @@ impl Kms {
             time_created: now,
             time_of_deletion: None,
             is_auto_rotated: automatic,
+            external_key_version_id: None,
         };
         subject.key_version_id = Some(version.id.clone());
         txn.put_key_material(&version.id, &backend.create_material(&version.id)?)?;
@@ -1196,7 +1394,7 @@ impl Kms {
                     },
                     subject,
                 )?;
-                let key = self.create_key_in(txn, now, &CreateKey::new(vault.id.clone(), "default"), subject)?;
+                let key = self.create_key_in(txn, now, &CreateKey::new(vault.id.clone(), "default"), None, subject)?;
                 txn.set_meta(META_DEFAULT_VAULT, vault.id.as_str().as_bytes())?;
                 txn.set_meta(META_DEFAULT_KEY, key.id.as_str().as_bytes())?;
                 Ok(Defaults {

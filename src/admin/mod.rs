@@ -123,6 +123,11 @@ pub enum Request {
         /// Key id.
         id: Ocid,
     },
+    /// Pick up the versions an EXTERNAL key gained in its key manager.
+    KeyRefresh {
+        /// Key id.
+        id: Ocid,
+    },
     /// List a key's versions.
     KeyVersions {
         /// Key id.
@@ -460,6 +465,7 @@ pub fn execute(target: &AdminTarget, principal: &Principal, req: Request) -> Res
         Request::KeyScheduleDeletion { id, when } => to_value(kms.schedule_key_deletion(p, &id, when.resolve(kms))?),
         Request::KeyCancelDeletion { id } => to_value(kms.cancel_key_deletion(p, &id)?),
         Request::KeyRotate { id } => to_value(kms.create_key_version(p, &id)?),
+        Request::KeyRefresh { id } => to_value(kms.refresh_external_key(p, &id)?),
         Request::KeyVersions { id } => to_value(kms.list_key_versions(&id)?),
         Request::KeyVersionGet { key_id, version_id } => to_value(kms.get_key_version(&key_id, &version_id)?),
         Request::KeyVersionDisable {

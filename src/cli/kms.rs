@@ -51,12 +51,17 @@ enum KmsCommand {
     RunScheduler,
     /// Tenancy, region, default vault and key.
     Status,
+    /// The JWKS of this data directory's client key: give it to external key managers
+    /// (`sealstore ekm serve --jwks FILE`) so they accept its tokens.
+    Jwks,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 enum VaultTypeArg {
     Default,
     VirtualPrivate,
+    /// Keys held by an external key manager (give --external-vault-url).
+    External,
 }
 
 #[derive(Debug, Subcommand)]
@@ -72,6 +77,9 @@ enum VaultCommand {
         /// Vault type.
         #[arg(long, value_enum, default_value = "default")]
         r#type: VaultTypeArg,
+        /// EXTERNAL vaults: the key manager's vault URL, <key manager URL>/ekm/v1/vaults/<id>.
+        #[arg(long, value_name = "URL")]
+        external_vault_url: Option<String>,
     },
     /// List vaults.
     List {
@@ -122,12 +130,15 @@ enum KeyCommand {
         /// Compartment [default: the vault's].
         #[arg(long)]
         compartment: Option<String>,
-        /// Protection mode.
-        #[arg(long, default_value = "SOFTWARE", value_parser = parse_protection_mode)]
-        protection_mode: ProtectionMode,
+        /// Protection mode [default: EXTERNAL in an EXTERNAL vault, SOFTWARE elsewhere].
+        #[arg(long, value_parser = parse_protection_mode)]
+        protection_mode: Option<ProtectionMode>,
         /// Rotate automatically every N days (60–365).
         #[arg(long)]
         auto_rotate_days: Option<u32>,
+        /// Keys of EXTERNAL vaults: the key's id in the external key manager.
+        #[arg(long, value_name = "ID")]
+        external_key_id: Option<String>,
     },
     /// List keys.
     List {
@@ -159,6 +170,9 @@ enum KeyCommand {
     Disable { key_id: String },
     /// Rotate: create a new primary version (older versions keep decrypting).
     Rotate { key_id: String },
+    /// EXTERNAL keys: pick up versions made in the external key manager (its current one
+    /// becomes primary). `serve` does this every minute.
+    Refresh { key_id: String },
     /// List a key's versions.
     Versions { key_id: String },
     /// Show one key version.
@@ -373,6 +387,7 @@ fn request(cmd: KmsCommand) -> anyhow::Result<(Request, View)> {
                 name,
                 compartment: c,
                 r#type,
+                external_vault_url,
             } => (
                 Request::VaultCreate(CreateVault {
                     compartment_id: compartment(&c)?,
@@ -380,7 +395,15 @@ fn request(cmd: KmsCommand) -> anyhow::Result<(Request, View)> {
                     vault_type: Some(match r#type {
                         VaultTypeArg::Default => VaultType::Default,
                         VaultTypeArg::VirtualPrivate => VaultType::VirtualPrivate,
+                        VaultTypeArg::External => VaultType::External,
                     }),
+                    external_key_manager: external_vault_url
+                        .map(|url| {
+                            kms_core::ExternalKeyManager::from_vault_url(&url).with_context(|| {
+                                format!("--external-vault-url must be <key manager URL>/ekm/v1/vaults/<vault id>, not '{url}'")
+                            })
+                        })
+                        .transpose()?,
                     ..Default::default()
                 }),
                 View::Fields,
@@ -428,11 +451,13 @@ fn request(cmd: KmsCommand) -> anyhow::Result<(Request, View)> {
                 compartment: c,
                 protection_mode,
                 auto_rotate_days,
+                external_key_id,
             } => (
                 Request::KeyCreate(CreateKey {
                     compartment_id: compartment(&c)?,
-                    protection_mode: Some(protection_mode),
+                    protection_mode,
                     auto_rotation_interval_days: auto_rotate_days,
+                    external_key_id,
                     ..CreateKey::new(id(Vault, &vault)?, name)
                 }),
                 View::Fields,
@@ -475,6 +500,10 @@ fn request(cmd: KmsCommand) -> anyhow::Result<(Request, View)> {
             KeyCommand::Enable { key_id } => (Request::KeyEnable { id: id(Key, &key_id)? }, View::Fields),
             KeyCommand::Disable { key_id } => (Request::KeyDisable { id: id(Key, &key_id)? }, View::Fields),
             KeyCommand::Rotate { key_id } => (Request::KeyRotate { id: id(Key, &key_id)? }, View::Fields),
+            KeyCommand::Refresh { key_id } => (
+                Request::KeyRefresh { id: id(Key, &key_id)? },
+                View::Table(VERSION_COLUMNS),
+            ),
             KeyCommand::Versions { key_id } => (
                 Request::KeyVersions { id: id(Key, &key_id)? },
                 View::Table(VERSION_COLUMNS),
@@ -555,10 +584,24 @@ fn request(cmd: KmsCommand) -> anyhow::Result<(Request, View)> {
         }
         KmsCommand::RunScheduler => (Request::SchedulerRun, View::Scheduler),
         KmsCommand::Status => (Request::Status, View::Fields),
+        KmsCommand::Jwks => unreachable!("answered locally in run"),
     })
 }
 
 pub fn run(global: &GlobalOpts, args: KmsArgs) -> anyhow::Result<ExitCode> {
+    if let KmsCommand::Jwks = args.command {
+        let key = sealstore::external_kms::token::ClientKey::new(
+            global.data_dir.join(super::EKM_CLIENT_KEY_FILE),
+            String::new(),
+        );
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&global.data_dir)?;
+        println!("{}", key.jwks().map_err(anyhow::Error::msg)?);
+        return Ok(ExitCode::SUCCESS);
+    }
     let (req, view) = request(args.command)?;
     let value = dispatch(global, req)?;
     let mut code = ExitCode::SUCCESS;

@@ -1,5 +1,6 @@
 //! Command-line interface: argument parsing and the edge where errors become messages.
 
+mod ekm;
 mod iam;
 mod kms;
 mod object;
@@ -73,6 +74,10 @@ pub struct GlobalOpts {
     /// With --pkcs11-module: PKCS#11 sessions kept open, i.e. HSM calls that run at once.
     #[arg(long, global = true, env = "SEALSTORE_PKCS11_SESSIONS", default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=256))]
     pub pkcs11_sessions: u32,
+    /// EXTERNAL keys: a CA certificate (PEM) to trust for https external key managers,
+    /// besides the system's (or their own self-signed certificate).
+    #[arg(long, global = true, env = "SEALSTORE_EKM_CA_CERT", value_name = "FILE")]
+    pub ekm_ca_cert: Option<PathBuf>,
     /// Print JSON instead of tables (for scripts).
     #[arg(long, global = true)]
     pub json: bool,
@@ -114,6 +119,16 @@ impl GlobalOpts {
                 .with_context(|| format!("opening the HSM token '{token}'"))?;
             kms.register_protection(Arc::new(backend));
         }
+        // EXTERNAL keys: tokens for key managers are signed with this data directory's client
+        // key (made on first use), naming the tenancy as the client.
+        let client_key = Arc::new(sealstore::external_kms::token::ClientKey::new(
+            self.data_dir.join(EKM_CLIENT_KEY_FILE),
+            kms.tenancy_id().to_string(),
+        ));
+        let external =
+            sealstore::external_kms::client::ExternalProtection::new(client_key, self.ekm_ca_cert.as_deref())
+                .map_err(|e| anyhow::anyhow!("setting up EXTERNAL protection: {e}"))?;
+        kms.register_protection(Arc::new(external));
         let index = Arc::new(ObjectIndex::open(&self.data_dir).context("opening the object index")?);
         kms.register_inventory(index.clone());
         kms.register_inventory(Arc::new(sealstore::block::volume::VolumeInventory {
@@ -273,6 +288,9 @@ pub fn via_server(
     }
 }
 
+/// The key that signs this data directory's tokens for external key managers.
+pub const EKM_CLIENT_KEY_FILE: &str = "ekm-client.key";
+
 /// Where the data path's keys come from (see [`GlobalOpts::data_keys`]).
 #[derive(Clone)]
 pub struct DataKeys {
@@ -310,6 +328,9 @@ enum Command {
     Serve(serve::ServeArgs),
     /// Key management: vaults, keys, versions, crypto, compliance, audit.
     Kms(kms::KmsArgs),
+    /// The reference external key manager that EXTERNAL vaults point at (docs/EXTERNAL_KMS.md),
+    /// over a data directory of its own.
+    Ekm(ekm::EkmArgs),
     /// Encrypted objects in the data directory: buckets, put/get, bulk import/export, inventory.
     Object(object::ObjectArgs),
     /// The S3 API's users and access keys.
@@ -333,6 +354,7 @@ pub fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve(args) => serve::run(&cli.global, args),
         Command::Kms(args) => kms::run(&cli.global, args),
+        Command::Ekm(args) => ekm::run(&cli.global, args),
         Command::Object(args) => object::run(&cli.global, args),
         Command::S3(args) => s3::run(&cli.global, args),
         Command::Iam(args) => iam::run(&cli.global, args),

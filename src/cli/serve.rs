@@ -14,7 +14,7 @@ use clap::Args;
 use kms_core::{Kms, Principal};
 use sealstore::admin::{self, SOCKET_FILE};
 use serde_json::json;
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 use super::GlobalOpts;
 
@@ -54,7 +54,8 @@ pub struct ServeArgs {
     /// it: tcp:HOST:PORT (port 0 picks one; see serve.json) or unix:PATH.
     #[arg(long, env = "SEALSTORE_NBD_LISTEN")]
     nbd_listen: Option<String>,
-    /// Seconds between scheduler passes (auto-rotation, purge of deleted vaults and keys).
+    /// Seconds between scheduler passes (auto-rotation, purge of deleted vaults and keys,
+    /// new versions of EXTERNAL keys).
     #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
     scheduler_interval_secs: u64,
 }
@@ -346,18 +347,32 @@ async fn scheduler(kms: Arc<Kms>, every: Duration) {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        let kms = kms.clone();
-        match tokio::task::spawn_blocking(move || kms.run_scheduled()).await {
+        let pass = kms.clone();
+        match tokio::task::spawn_blocking(move || pass.run_scheduled()).await {
             Ok(Ok(report)) if report != Default::default() => info!(?report, "scheduler pass"),
             Ok(Ok(_)) => {}
             Ok(Err(e)) => error!(error = %e, "scheduler pass failed"),
             Err(e) => error!(error = %e, "scheduler task panicked"),
         }
+        // EXTERNAL keys follow rotations made in their key managers.
+        let refresh = kms.clone();
+        match tokio::task::spawn_blocking(move || refresh.refresh_external_keys(&Principal::scheduler())).await {
+            Ok(Ok((added, failed))) => {
+                if added > 0 {
+                    info!(new_versions = added, "external keys refreshed");
+                }
+                for (key, e) in failed {
+                    warn!(%key, error = %e, "could not refresh an external key");
+                }
+            }
+            Ok(Err(e)) => error!(error = %e, "refreshing external keys failed"),
+            Err(e) => error!(error = %e, "external key refresh panicked"),
+        }
     }
 }
 
-/// Bounds how much of the crypto-call audit trail a crash can lose to about a second.
-async fn shutdown_signal() {
+/// Ctrl-C or SIGTERM.
+pub(super) async fn shutdown_signal() {
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}

@@ -130,13 +130,23 @@ pub(crate) fn create(call: &Call<'_>, vault: &Ocid) -> Result<Reply, ApiError> {
         .ok_or_else(|| ApiError::missing("keyShape"))?
         .require_aes256()?;
     let protection_mode = match details.protection_mode.as_deref() {
-        None => ProtectionMode::Software,
-        Some(m) => ProtectionMode::parse(m)
-            .ok_or_else(|| ApiError::invalid(format!("protectionMode must be HSM, SOFTWARE or EXTERNAL, not '{m}'")))?,
+        None => None,
+        Some(m) => Some(ProtectionMode::parse(m).ok_or_else(|| {
+            ApiError::invalid(format!("protectionMode must be HSM, SOFTWARE or EXTERNAL, not '{m}'"))
+        })?),
     };
-    if details.external_key_reference.is_some() && protection_mode != ProtectionMode::External {
-        return Err(ApiError::invalid("externalKeyReference is only for EXTERNAL keys"));
-    }
+    let external_key_id = match &details.external_key_reference {
+        Some(_) if protection_mode.is_some_and(|m| m != ProtectionMode::External) => {
+            return Err(ApiError::invalid("externalKeyReference is only for EXTERNAL keys"))
+        }
+        Some(reference) => Some(
+            reference["externalKeyId"]
+                .as_str()
+                .ok_or_else(|| ApiError::missing("externalKeyReference.externalKeyId"))?
+                .to_owned(),
+        ),
+        None => None,
+    };
     refuse_defined_tags(&details.defined_tags)?;
     let interval = details.is_auto_rotation_enabled.then(|| {
         details
@@ -173,9 +183,10 @@ pub(crate) fn create(call: &Call<'_>, vault: &Ocid) -> Result<Reply, ApiError> {
             vault_id: vault.clone(),
             compartment_id: Some(compartment),
             display_name,
-            protection_mode: Some(protection_mode),
+            protection_mode,
             auto_rotation_interval_days: interval,
             freeform_tags: details.freeform_tags,
+            external_key_id,
         },
     )?;
     Ok(Reply::resource(wire::key(&key)))

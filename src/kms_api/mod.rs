@@ -65,20 +65,20 @@ pub struct KmsApi {
     /// and retry) rather than an ever longer queue of blocking work.
     in_flight: Arc<std::sync::atomic::AtomicUsize>,
     max_in_flight: usize,
+    /// Vault id → whether it is EXTERNAL (see [`KmsApi::is_external_vault`]).
+    external_vaults: Arc<std::sync::RwLock<HashMap<String, bool>>>,
 }
 
 /// Requests answered at once before others get 429, unless configured otherwise.
 pub const DEFAULT_MAX_IN_FLIGHT: usize = 512;
 
-/// A call on a vault's crypto endpoint (`POST /kms/{vault}/crypto/…`).
-fn is_crypto_call(parts: &http::request::Parts) -> bool {
-    parts.method == Method::POST
-        && parts
-            .uri
-            .path()
-            .strip_prefix("/kms/")
-            .and_then(|rest| rest.split_once('/'))
-            .is_some_and(|(_, rest)| rest.starts_with("crypto/"))
+/// The vault of a call on a vault's crypto endpoint (`POST /kms/{vault}/crypto/…`).
+fn crypto_call_vault(parts: &http::request::Parts) -> Option<&str> {
+    if parts.method != Method::POST {
+        return None;
+    }
+    let (vault, rest) = parts.uri.path().strip_prefix("/kms/")?.split_once('/')?;
+    rest.starts_with("crypto/").then_some(vault)
 }
 
 /// Counts a request in flight until dropped.
@@ -224,6 +224,7 @@ impl KmsApi {
             tls,
             in_flight: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
             max_in_flight: DEFAULT_MAX_IN_FLIGHT,
+            external_vaults: Arc::default(),
         }
     }
 
@@ -279,6 +280,28 @@ impl KmsApi {
         }
     }
 
+    /// Whether `vault` is EXTERNAL: its crypto calls wait on the network, so they must not
+    /// run on an async worker. Remembered per vault (a vault's type never changes).
+    fn is_external_vault(&self, vault: &str) -> bool {
+        if let Some(known) = self.external_vaults.read().expect("vault type cache").get(vault) {
+            return *known;
+        }
+        let external = Ocid::parse(kms_core::ResourceType::Vault, vault)
+            .and_then(|id| self.kms.get_vault(&id))
+            .map(|v| v.vault_type == kms_core::VaultType::External);
+        match external {
+            Ok(external) => {
+                self.external_vaults
+                    .write()
+                    .expect("vault type cache")
+                    .insert(vault.to_owned(), external);
+                external
+            }
+            // Unknown vault: the handler answers 404, wherever it runs.
+            Err(_) => false,
+        }
+    }
+
     /// Answers one request.
     pub async fn handle<B>(&self, req: http::Request<B>) -> http::Response<Full<Bytes>>
     where
@@ -302,7 +325,9 @@ impl KmsApi {
             Ok(body) => {
                 let body = body.to_bytes();
                 let (method, path) = (parts.method.clone(), parts.uri.path().to_owned());
-                let result = if self.kms.audit_writer_running() && is_crypto_call(&parts) {
+                let inline = self.kms.audit_writer_running()
+                    && crypto_call_vault(&parts).is_some_and(|vault| !self.is_external_vault(vault));
+                let result = if inline {
                     // Signature check, a cached key read and a few microseconds of AES, with
                     // the audit entry only queued: cheaper than a hop to the blocking pool.
                     self.answer(&parts, &body)

@@ -28,6 +28,7 @@ use kms_core::{
 use serde_json::{json, Value};
 
 use super::signature::RequestSigner;
+use crate::http_client::{error_chain, BlockingClient, Timeouts};
 
 /// How long to wait for a TCP (and TLS) connection to the KMS.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -87,9 +88,7 @@ pub struct RemoteKms {
     host: HeaderValue,
     tenancy: String,
     signer: Arc<RequestSigner>,
-    client: reqwest::Client,
-    /// Runs the HTTP calls: the trait is blocking, its callers may be anywhere.
-    runtime: Option<tokio::runtime::Runtime>,
+    http: BlockingClient,
     /// Key → its vault (found once, never changes).
     vaults: Mutex<HashMap<Ocid, Ocid>>,
 }
@@ -100,15 +99,6 @@ impl std::fmt::Debug for RemoteKms {
             .field("endpoint", &self.endpoint)
             .field("signer", &self.signer)
             .finish_non_exhaustive()
-    }
-}
-
-impl Drop for RemoteKms {
-    fn drop(&mut self) {
-        // Dropping a runtime blocks, which panics inside async code: let it wind down alone.
-        if let Some(runtime) = self.runtime.take() {
-            runtime.shutdown_background();
-        }
     }
 }
 
@@ -163,27 +153,18 @@ impl RemoteKms {
         let signer = RequestSigner::new(&tenancy, &user, &fingerprint, &pem)
             .map_err(|e| setup(format!("API key {}: {e}", key_file.display())))?;
 
-        let tls = tls_config(config.ca_cert.as_deref())?;
-        let client = reqwest::Client::builder()
-            .use_preconfigured_tls(tls)
-            .connect_timeout(CONNECT_TIMEOUT)
-            .timeout(CALL_TIMEOUT)
-            .tcp_nodelay(true)
-            .build()
-            .map_err(|e| setup(format!("HTTP client: {e}")))?;
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .thread_name("kms-client")
-            .enable_all()
-            .build()
-            .map_err(|e| setup(format!("starting the KMS client: {e}")))?;
+        let timeouts = Timeouts {
+            connect: CONNECT_TIMEOUT,
+            read: CALL_TIMEOUT,
+            total: CALL_TIMEOUT,
+        };
+        let http = BlockingClient::new(config.ca_cert.as_deref(), timeouts, "kms-client").map_err(setup)?;
         Ok(RemoteKms {
             endpoint,
             host: HeaderValue::from_str(&host).map_err(|_| setup("bad host in --kms-endpoint"))?,
             tenancy,
             signer: Arc::new(signer),
-            client,
-            runtime: Some(runtime),
+            http,
             vaults: Mutex::new(HashMap::new()),
         })
     }
@@ -214,24 +195,22 @@ impl RemoteKms {
             self.signer
                 .sign(&method, target, &mut headers, body.as_deref())
                 .map_err(|e| KmsError::AccessDenied(format!("cannot sign requests to {}: {e}", self.endpoint)))?;
-            let mut request = self
-                .client
-                .request(method.clone(), format!("{}{target}", self.endpoint))
-                .headers(headers);
-            if let Some(b) = &body {
-                request = request.body(b.clone());
-            }
-            let outcome = self.block_on(async move {
-                let response = request.send().await?;
-                let status = response.status();
-                let next = response
-                    .headers()
-                    .get("opc-next-page")
-                    .and_then(|v| v.to_str().ok())
-                    .map(str::to_owned);
-                let bytes = response.bytes().await?;
-                Ok::<_, reqwest::Error>((status, next, bytes))
-            })?;
+            let outcome = self
+                .http
+                .send(
+                    method.clone(),
+                    &format!("{}{target}", self.endpoint),
+                    headers,
+                    body.clone(),
+                )
+                .map(|a| {
+                    let next = a
+                        .headers
+                        .get("opc-next-page")
+                        .and_then(|v| v.to_str().ok())
+                        .map(str::to_owned);
+                    (a.status, next, a.body)
+                });
             match outcome {
                 Err(e) => {
                     let mut why = format!("{}: {}", self.endpoint, error_chain(&e));
@@ -309,23 +288,6 @@ impl RemoteKms {
                 s => KmsError::Unavailable(format!("{} answered {s}: {message}", self.endpoint)),
             }
         })
-    }
-
-    /// Runs `future` on the client's runtime and waits for it, from any thread.
-    fn block_on<F>(&self, future: F) -> Result<F::Output>
-    where
-        F: std::future::Future + Send + 'static,
-        F::Output: Send + 'static,
-    {
-        let (tx, rx) = std::sync::mpsc::sync_channel(1);
-        self.runtime
-            .as_ref()
-            .expect("the runtime lives until drop")
-            .spawn(async move {
-                let _ = tx.send(future.await);
-            });
-        rx.recv()
-            .map_err(|_| KmsError::Unavailable("the KMS client stopped".into()))
     }
 
     /// Every page of a list call (`target` already has its query).
@@ -432,105 +394,8 @@ impl RemoteKms {
     }
 }
 
-/// TLS for an `https` endpoint: the system's CAs, plus `extra` — a CA certificate, or the
-/// server's own self-signed certificate, which is then trusted exactly as it is (pinned).
-fn tls_config(extra: Option<&Path>) -> Result<rustls::ClientConfig, RemoteSetupError> {
-    use rustls::pki_types::pem::PemObject;
-    use rustls::pki_types::CertificateDer;
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in rustls_native_certs::load_native_certs().certs {
-        // A system certificate rustls cannot parse is the system's problem, not a reason to fail.
-        let _ = roots.add(cert);
-    }
-    let mut pinned = Vec::new();
-    if let Some(path) = extra {
-        let certs = CertificateDer::pem_file_iter(path)
-            .and_then(|it| it.collect::<std::result::Result<Vec<_>, _>>())
-            .map_err(|e| setup(format!("reading --kms-ca-cert {}: {e}", path.display())))?;
-        if certs.is_empty() {
-            return Err(setup(format!("--kms-ca-cert {} holds no certificate", path.display())));
-        }
-        for cert in certs {
-            // A self-signed server certificate usually says CA:TRUE, which webpki will not
-            // accept as the server's own: it is pinned as well.
-            let _ = roots.add(cert.clone());
-            pinned.push(cert);
-        }
-    }
-    let webpki = rustls::client::WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
-        .build()
-        .map_err(|e| setup(format!("TLS setup: {e}")))?;
-    Ok(rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| setup(format!("TLS setup: {e}")))?
-        .dangerous()
-        .with_custom_certificate_verifier(Arc::new(PinnedOrWebPki { pinned, webpki }))
-        .with_no_client_auth())
-}
-
-/// Accepts a server certificate that is byte for byte one of `pinned`; anything else is
-/// checked by webpki against the roots (chain, validity, host name).
-#[derive(Debug)]
-struct PinnedOrWebPki {
-    pinned: Vec<rustls::pki_types::CertificateDer<'static>>,
-    webpki: Arc<rustls::client::WebPkiServerVerifier>,
-}
-
-impl rustls::client::danger::ServerCertVerifier for PinnedOrWebPki {
-    fn verify_server_cert(
-        &self,
-        end_entity: &rustls::pki_types::CertificateDer<'_>,
-        intermediates: &[rustls::pki_types::CertificateDer<'_>],
-        server_name: &rustls::pki_types::ServerName<'_>,
-        ocsp_response: &[u8],
-        now: rustls::pki_types::UnixTime,
-    ) -> std::result::Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
-        if self.pinned.iter().any(|p| p.as_ref() == end_entity.as_ref()) {
-            return Ok(rustls::client::danger::ServerCertVerified::assertion());
-        }
-        self.webpki
-            .verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
-    }
-
-    // The handshake signatures are checked against the certificate's key either way.
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &rustls::pki_types::CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> std::result::Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        self.webpki.verify_tls12_signature(message, cert, dss)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &rustls::pki_types::CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> std::result::Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        self.webpki.verify_tls13_signature(message, cert, dss)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.webpki.supported_verify_schemes()
-    }
-}
-
 fn encode(s: &str) -> String {
     form_urlencoded::byte_serialize(s.as_bytes()).collect()
-}
-
-/// An error and its causes on one line (reqwest's own message hides the cause).
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
 }
 
 fn field<'a>(json: &'a Value, name: &str) -> Result<&'a str> {

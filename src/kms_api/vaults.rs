@@ -98,11 +98,26 @@ pub(crate) fn create(call: &Call<'_>) -> Result<Reply, ApiError> {
             )))
         }
     };
-    if details.external_key_manager_metadata.is_some() && vault_type != VaultType::External {
-        return Err(ApiError::invalid(
-            "externalKeyManagerMetadata is only for EXTERNAL vaults",
-        ));
-    }
+    // OCI's shape: {externalVaultEndpointUrl, privateEndpointId, oauthMetadata}; sealstore
+    // needs the URL only (its tokens are its own: docs/EXTERNAL_KMS.md).
+    let external_key_manager = match (&details.external_key_manager_metadata, vault_type) {
+        (Some(_), t) if t != VaultType::External => {
+            return Err(ApiError::invalid(
+                "externalKeyManagerMetadata is only for EXTERNAL vaults",
+            ))
+        }
+        (Some(meta), _) => {
+            let url = meta["externalVaultEndpointUrl"]
+                .as_str()
+                .ok_or_else(|| ApiError::missing("externalKeyManagerMetadata.externalVaultEndpointUrl"))?;
+            Some(kms_core::ExternalKeyManager::from_vault_url(url).ok_or_else(|| {
+                ApiError::invalid(format!(
+                    "externalVaultEndpointUrl must be <key manager URL>/ekm/v1/vaults/<vault id>, not '{url}'"
+                ))
+            })?)
+        }
+        (None, _) => None,
+    };
     refuse_defined_tags(&details.defined_tags)?;
     call.require(
         Verb::Manage,
@@ -118,6 +133,7 @@ pub(crate) fn create(call: &Call<'_>) -> Result<Reply, ApiError> {
             display_name,
             vault_type: Some(vault_type),
             freeform_tags: details.freeform_tags,
+            external_key_manager,
         },
     )?;
     Ok(Reply::resource(wire::vault(call.base_url, &vault)))

@@ -40,7 +40,19 @@ pub fn vault(base_url: &str, v: &Vault) -> Value {
     o.insert("replicaDetails".into(), Value::Null);
     o.insert("isPrimary".into(), true.into());
     o.insert("isVaultReplicable".into(), false.into());
-    o.insert("externalKeyManagerMetadataSummary".into(), Value::Null);
+    o.remove("externalKeyManager");
+    let external = v.external_key_manager.as_ref().map(|m| {
+        json!({
+            "externalVaultEndpointUrl": m.vault_url(),
+            "privateEndpointId": null,
+            "oauthMetadataSummary": null,
+            "vendorContext": {"vendorName": "sealstore", "vendorVersion": env!("CARGO_PKG_VERSION")},
+        })
+    });
+    o.insert(
+        "externalKeyManagerMetadataSummary".into(),
+        external.unwrap_or(Value::Null),
+    );
     Value::Object(o)
 }
 
@@ -73,15 +85,30 @@ pub fn key(k: &Key) -> Value {
     o.insert("restoredFromKeyId".into(), Value::Null);
     o.insert("replicaDetails".into(), Value::Null);
     o.insert("isPrimary".into(), true.into());
-    o.insert("externalKeyReferenceDetails".into(), Value::Null);
+    o.remove("externalKeyId");
+    o.insert("externalKeyReferenceDetails".into(), key_reference(k));
     Value::Object(o)
+}
+
+fn key_reference(k: &Key) -> Value {
+    match &k.external_key_id {
+        Some(id) => json!({ "externalKeyId": id }),
+        None => Value::Null,
+    }
+}
+
+fn key_version_reference(v: &KeyVersion) -> Value {
+    match &v.external_key_version_id {
+        Some(id) => json!({ "externalKeyVersionId": id }),
+        None => Value::Null,
+    }
 }
 
 /// A `KeySummary` (list item).
 pub fn key_summary(k: &Key) -> Value {
     let mut o = object(k);
     o.insert("algorithm".into(), k.key_shape.algorithm.clone().into());
-    o.insert("externalKeyReferenceDetails".into(), Value::Null);
+    o.insert("externalKeyReferenceDetails".into(), key_reference(k));
     keep(
         o,
         &[
@@ -108,14 +135,15 @@ pub fn key_version(v: &KeyVersion) -> Value {
     o.insert("restoredFromKeyVersionId".into(), Value::Null);
     o.insert("replicaDetails".into(), Value::Null);
     o.insert("isPrimary".into(), true.into());
-    o.insert("externalKeyReferenceDetails".into(), Value::Null);
+    o.remove("externalKeyVersionId");
+    o.insert("externalKeyReferenceDetails".into(), key_version_reference(v));
     Value::Object(o)
 }
 
 /// A `KeyVersionSummary` (list item).
 pub fn key_version_summary(v: &KeyVersion) -> Value {
     let mut o = object(v);
-    o.insert("externalKeyReferenceDetails".into(), Value::Null);
+    o.insert("externalKeyReferenceDetails".into(), key_version_reference(v));
     keep(
         o,
         &[

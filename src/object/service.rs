@@ -58,7 +58,7 @@ pub enum ObjectError {
     },
     /// The object store failed (this includes integrity errors while reading).
     #[error(transparent)]
-    Store(#[from] object_store::Error),
+    Store(object_store::Error),
     /// The index failed.
     #[error(transparent)]
     Index(#[from] IndexError),
@@ -187,6 +187,19 @@ pub const UPLOADS_PREFIX: &str = ".sealstore-uploads";
 
 /// Bodies up to this size are buffered and stored with a single put.
 pub const SINGLE_PUT_MAX: usize = 1 << 20;
+
+impl From<object_store::Error> for ObjectError {
+    fn from(e: object_store::Error) -> Self {
+        // Key management failures cross the ObjectStore trait as Generic errors: take them out.
+        match e {
+            object_store::Error::Generic { store, source } => match source.downcast::<super::store::DataKeyError>() {
+                Ok(key_error) => ObjectError::Kms(key_error.source),
+                Err(source) => ObjectError::Store(object_store::Error::Generic { store, source }),
+            },
+            other => ObjectError::Store(other),
+        }
+    }
+}
 
 /// Smallest part S3 accepts, except for the last one.
 pub const MIN_PART_SIZE: u64 = 5 << 20;

@@ -45,6 +45,21 @@ fn generic(source: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> objec
     }
 }
 
+/// Key management refused or failed while opening or sealing an object. Travels inside
+/// `object_store::Error::Generic` (the `ObjectStore` trait's error) and is recovered by
+/// [`crate::object::ObjectError`], so that a denied key answers as denied, not as an I/O error.
+#[derive(Debug, thiserror::Error)]
+#[error("{location}: {action}: {source}")]
+pub struct DataKeyError {
+    /// The object.
+    pub location: String,
+    /// What was being done.
+    pub action: &'static str,
+    /// Why it failed.
+    #[source]
+    pub source: kms_core::KmsError,
+}
+
 /// Metadata sealed into every object: the attributes given at put time.
 #[derive(Debug, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -364,7 +379,13 @@ impl<S: ObjectStore> Shared<S> {
                 let data_key = tokio::task::spawn_blocking(move || keys.generate_data_key(&key_id, &aad))
                     .await
                     .map_err(generic)?
-                    .map_err(generic)?;
+                    .map_err(|source| {
+                        generic(DataKeyError {
+                            location: location.to_string(),
+                            action: "cannot get a data key",
+                            source,
+                        })
+                    })?;
                 let dek = data_key
                     .plaintext
                     .ok_or_else(|| generic("key provider returned no plaintext data key"))?;
@@ -450,7 +471,13 @@ impl<S: ObjectStore> Shared<S> {
             tokio::task::spawn_blocking(move || keys.unwrap_data_key(&wrapped, &aad))
                 .await
                 .map_err(generic)?
-                .map_err(|e| generic(format!("{location}: cannot unwrap the object's data key: {e}")))?
+                .map_err(|source| {
+                    generic(DataKeyError {
+                        location: location.to_string(),
+                        action: "cannot unwrap the object's data key",
+                        source,
+                    })
+                })?
         };
         let metadata = header
             .open_metadata(dek.expose(), &identity)

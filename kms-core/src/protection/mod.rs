@@ -13,9 +13,11 @@ use std::fmt::Debug;
 
 use zeroize::Zeroizing;
 
-use crate::error::Result;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{KmsError, Result};
 use crate::ids::Ocid;
-use crate::model::ProtectionMode;
+use crate::model::{ExternalKeyManager, ProtectionMode};
 
 /// One way of holding master key material.
 pub trait KeyProtection: Send + Sync + Debug {
@@ -36,4 +38,50 @@ pub trait KeyProtection: Send + Sync + Debug {
     /// Forgets the version's material (drops caches, destroys HSM objects). Called when the
     /// store deletes the material for good.
     fn destroy(&self, version: &Ocid, stored: &[u8]) -> Result<()>;
+
+    /// EXTERNAL protection only: the state of `key_id` in the key manager of `manager`, which
+    /// is where its versions are made.
+    fn external_key(&self, manager: &ExternalKeyManager, key_id: &str) -> Result<ExternalKeyState> {
+        let _ = (manager, key_id);
+        Err(KmsError::InvalidParameter(format!(
+            "{} protection has no external key manager",
+            self.mode().as_str()
+        )))
+    }
+}
+
+/// What an external key manager reports about one key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExternalKeyState {
+    /// Whether the key may be used.
+    pub enabled: bool,
+    /// The version new data is encrypted under.
+    pub current_version_id: String,
+    /// Its enabled versions, oldest first.
+    pub version_ids: Vec<String>,
+}
+
+/// What the store keeps for a version of an EXTERNAL key: where it is, never key material.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ExternalVersionRef {
+    /// The key manager's base URL.
+    pub endpoint: String,
+    /// The key's id there.
+    pub key_id: String,
+    /// The version's id there.
+    pub version_id: String,
+}
+
+impl ExternalVersionRef {
+    /// The bytes stored as the version's "material".
+    pub fn to_bytes(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("a reference serializes")
+    }
+
+    /// Reads [`ExternalVersionRef::to_bytes`].
+    pub fn from_bytes(stored: &[u8]) -> Result<Self> {
+        serde_json::from_slice(stored)
+            .map_err(|e| KmsError::Protection(format!("unreadable external key reference: {e}")))
+    }
 }

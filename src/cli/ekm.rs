@@ -1,0 +1,192 @@
+//! `sealstore ekm`: the reference external key manager (see `sealstore::external_kms::server`).
+
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::{Args, Subcommand};
+use kms_core::{CreateKey, CreateVault, Ocid, Principal, ResourceType, VaultType};
+use sealstore::admin::Request;
+use sealstore::external_kms::server::{KeyManager, RevokedClients};
+use sealstore::external_kms::token::TokenVerifier;
+
+use super::{dispatch, output, GlobalOpts};
+
+/// The vault `ekm key create` puts keys in.
+const EKM_VAULT_NAME: &str = "external";
+/// Written by `ekm serve` in its data directory: where it listens.
+pub const EKM_SERVE_FILE: &str = "ekm.json";
+
+#[derive(Debug, Args)]
+pub struct EkmArgs {
+    #[command(subcommand)]
+    command: EkmCommand,
+}
+
+#[derive(Debug, Subcommand)]
+enum EkmCommand {
+    /// Serve the key-manager protocol (docs/EXTERNAL_KMS.md) over this data directory's keys.
+    /// Key commands below (and `sealstore kms …`) reach it through its admin socket.
+    Serve {
+        /// Address to listen on (port 0: any free port; see <data-dir>/ekm.json).
+        #[arg(long, default_value = "127.0.0.1:9200")]
+        listen: std::net::SocketAddr,
+        /// The JWKS of the clients allowed in: a file, or an http(s) URL read at start
+        /// (`sealstore kms jwks` prints a sealstore's).
+        #[arg(long, value_name = "FILE|URL")]
+        jwks: String,
+        /// The audience tokens must name: this manager's URL as clients call it
+        /// [default: http://<listen address>].
+        #[arg(long, value_name = "URL")]
+        audience: Option<String>,
+    },
+    /// External keys.
+    #[command(subcommand)]
+    Key(EkmKeyCommand),
+    /// Refuse every request of a client (its tokens' `sub`: a sealstore's tenancy id) until
+    /// restored. Takes effect at once, also on a running server.
+    RevokeClient { client_id: String },
+    /// Let a revoked client in again.
+    RestoreClient { client_id: String },
+}
+
+#[derive(Debug, Subcommand)]
+enum EkmKeyCommand {
+    /// Create a key (in the vault "external", made on first use); prints its id and its
+    /// vault's id.
+    Create { name: String },
+    /// Rotate: a new current version; the old ones keep working until disabled.
+    Rotate { key_id: String },
+    /// Disable a key: every encrypt and decrypt under it is refused.
+    Disable { key_id: String },
+    /// Enable a disabled key.
+    Enable { key_id: String },
+}
+
+pub fn run(global: &GlobalOpts, args: EkmArgs) -> anyhow::Result<ExitCode> {
+    match args.command {
+        EkmCommand::Serve { listen, jwks, audience } => serve(global, listen, &jwks, audience),
+        EkmCommand::Key(cmd) => {
+            let req = match cmd {
+                EkmKeyCommand::Create { name } => Request::KeyCreate(CreateKey::new(external_vault(global)?, name)),
+                EkmKeyCommand::Rotate { key_id } => Request::KeyRotate { id: key(&key_id)? },
+                EkmKeyCommand::Disable { key_id } => Request::KeyDisable { id: key(&key_id)? },
+                EkmKeyCommand::Enable { key_id } => Request::KeyEnable { id: key(&key_id)? },
+            };
+            let value = dispatch(global, req)?;
+            if global.json {
+                output::json(&value);
+            } else {
+                output::fields(&value);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        EkmCommand::RevokeClient { client_id } => set_revoked(global, &client_id, true),
+        EkmCommand::RestoreClient { client_id } => set_revoked(global, &client_id, false),
+    }
+}
+
+fn key(id: &str) -> anyhow::Result<Ocid> {
+    Ok(Ocid::parse(ResourceType::Key, id)?)
+}
+
+/// The id of the vault "external", created if missing.
+fn external_vault(global: &GlobalOpts) -> anyhow::Result<Ocid> {
+    let vaults = dispatch(global, Request::VaultList { compartment_id: None })?;
+    let existing = vaults
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|v| v["displayName"] == EKM_VAULT_NAME && v["lifecycleState"] == "ACTIVE");
+    let vault = match existing {
+        Some(v) => v.clone(),
+        None => dispatch(
+            global,
+            Request::VaultCreate(CreateVault {
+                display_name: EKM_VAULT_NAME.into(),
+                vault_type: Some(VaultType::Default),
+                ..Default::default()
+            }),
+        )?,
+    };
+    Ok(Ocid::parse(
+        ResourceType::Vault,
+        vault["id"].as_str().unwrap_or_default(),
+    )?)
+}
+
+fn set_revoked(global: &GlobalOpts, client: &str, revoked: bool) -> anyhow::Result<ExitCode> {
+    let list = RevokedClients::new(&global.data_dir);
+    let changed = list
+        .set(client, revoked)
+        .with_context(|| format!("updating the revocation list in {}", global.data_dir.display()))?;
+    let state = if revoked { "revoked" } else { "allowed" };
+    if changed {
+        println!("client {client} is now {state}");
+    } else {
+        println!("client {client} was already {state}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn serve(
+    global: &GlobalOpts,
+    listen: std::net::SocketAddr,
+    jwks: &str,
+    audience: Option<String>,
+) -> anyhow::Result<ExitCode> {
+    let jwks_text = if jwks.starts_with("http://") || jwks.starts_with("https://") {
+        let timeouts = sealstore::http_client::Timeouts {
+            connect: std::time::Duration::from_secs(2),
+            read: std::time::Duration::from_secs(5),
+            total: std::time::Duration::from_secs(10),
+        };
+        let client = sealstore::http_client::BlockingClient::new(None, timeouts, "jwks").map_err(anyhow::Error::msg)?;
+        let answer = client
+            .send(http::Method::GET, jwks, http::HeaderMap::new(), None)
+            .with_context(|| format!("fetching the JWKS {jwks}"))?;
+        anyhow::ensure!(
+            answer.status.is_success(),
+            "fetching the JWKS {jwks}: {}",
+            answer.status
+        );
+        String::from_utf8(answer.body.to_vec()).context("the JWKS is not text")?
+    } else {
+        std::fs::read_to_string(jwks).with_context(|| format!("reading the JWKS {jwks}"))?
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(async {
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .with_context(|| format!("binding {listen}"))?;
+        let bound = listener.local_addr()?;
+        let audience = audience.unwrap_or_else(|| format!("http://{bound}"));
+        let verifier = TokenVerifier::new(&jwks_text, audience.clone()).map_err(anyhow::Error::msg)?;
+        let dir = global.open_data_dir(None)?;
+        dir.kms.ensure_iam_defaults(&Principal::local_admin())?;
+        let manager = Arc::new(KeyManager::new(dir.kms.clone(), verifier, &global.data_dir));
+        let socket_path = global.data_dir.join(sealstore::admin::SOCKET_FILE);
+        let admin_listener = sealstore::admin::server::bind(&socket_path)
+            .with_context(|| format!("binding the admin socket {}", socket_path.display()))?;
+        let admin_task = tokio::spawn(sealstore::admin::server::serve(
+            admin_listener,
+            dir.admin_target(),
+            socket_path.clone(),
+        ));
+        let serve_task = tokio::spawn(manager.serve(listener));
+        let info = global.data_dir.join(EKM_SERVE_FILE);
+        std::fs::write(
+            &info,
+            serde_json::json!({"url": format!("http://{bound}"), "audience": audience}).to_string(),
+        )?;
+        println!("external key manager on http://{bound} (tokens for audience {audience})");
+        println!("ready; press Ctrl-C to stop");
+        super::serve::shutdown_signal().await;
+        serve_task.abort();
+        admin_task.abort();
+        let _ = std::fs::remove_file(&info);
+        let _ = std::fs::remove_file(&socket_path);
+        anyhow::Ok(())
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
