@@ -67,7 +67,12 @@ pub struct KmsApi {
     max_in_flight: usize,
     /// Vault id → whether it is EXTERNAL (see [`KmsApi::is_external_vault`]).
     external_vaults: Arc<std::sync::RwLock<HashMap<String, bool>>>,
+    /// Served at [`JWKS_PATH`] when set.
+    jwks: Option<Arc<Value>>,
 }
+
+/// Where the JWKS of [`KmsApi::jwks`] is published.
+pub const JWKS_PATH: &str = "/.well-known/jwks.json";
 
 /// Requests answered at once before others get 429, unless configured otherwise.
 pub const DEFAULT_MAX_IN_FLIGHT: usize = 512;
@@ -225,7 +230,15 @@ impl KmsApi {
             in_flight: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
             max_in_flight: DEFAULT_MAX_IN_FLIGHT,
             external_vaults: Arc::default(),
+            jwks: None,
         }
+    }
+
+    /// Publishes `jwks` (this server's key for external key managers' tokens) at
+    /// `GET /.well-known/jwks.json`, without authentication: it holds public keys only.
+    pub fn jwks(mut self, jwks: serde_json::Value) -> Self {
+        self.jwks = Some(Arc::new(jwks));
+        self
     }
 
     /// Answers at most `n` requests at once; more get 429 `TooManyRequests`.
@@ -317,6 +330,9 @@ impl KmsApi {
             .map(str::to_owned)
             .unwrap_or_else(new_request_id);
         let (parts, body) = req.into_parts();
+        if let (Some(jwks), &Method::GET, JWKS_PATH) = (&self.jwks, &parts.method, parts.uri.path()) {
+            return respond(Ok(Reply::plain(Value::clone(jwks))), &request_id);
+        }
         let _counted = InFlight(self.in_flight.clone());
         if self.in_flight.fetch_add(1, std::sync::atomic::Ordering::Relaxed) >= self.max_in_flight {
             return respond(Err(ApiError::too_many_requests()), &request_id);

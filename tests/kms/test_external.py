@@ -35,12 +35,11 @@ class KeyManager:
     """`sealstore ekm serve` on its own data directory, trusting one sealstore's JWKS."""
 
     def __init__(self, tmp, jwks):
+        """`jwks`: a file or URL."""
         self.dir = tmp / "ekm"
-        jwks_file = tmp / "jwks.json"
-        jwks_file.write_text(jwks)
         self.proc = subprocess.Popen(
             [str(BINARY), "--data-dir", str(self.dir), "ekm", "serve", "--listen", "127.0.0.1:0",
-             "--jwks", str(jwks_file)],
+             "--jwks", str(jwks)],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
         info = self.dir / "ekm.json"
@@ -65,8 +64,8 @@ def world():
         tmp = pathlib.Path(tmp)
         env = Env(json.loads((data_dir / "serve.json").read_text())["kms"], data_dir, tmp)
         env.add_user("admin", groups=["Administrators"])
-        jwks = sealstore(data_dir, "kms", "jwks").stdout
-        ekm = KeyManager(tmp, jwks)
+        # The key manager reads the JWKS the KMS API publishes.
+        ekm = KeyManager(tmp, env.url + "/.well-known/jwks.json")
         try:
             ext_key = ekm.run("key", "create", "orders")
             vault_url = f"{ekm.url}/ekm/v1/vaults/{ext_key['vaultId']}"
@@ -207,7 +206,10 @@ def test_the_key_manager_verifies_every_token(world):
     w = world
     tmp, ekm = w["tmp"], w["ekm"]
     key_der = w["data_dir"] / "ekm-client.key"
-    kid = json.loads(sealstore(w["data_dir"], "kms", "jwks").stdout)["keys"][0]["kid"]
+    jwks = json.loads(sealstore(w["data_dir"], "kms", "jwks").stdout)
+    with urllib.request.urlopen(w["env"].url + "/.well-known/jwks.json", timeout=10) as published:
+        assert json.loads(published.read()) == jwks
+    kid = jwks["keys"][0]["kid"]
     now = int(time.time())
     good = {"iss": "sealstore", "sub": w["env"].tenancy, "aud": ekm.url, "scope": "ekm.read ekm.crypto",
             "iat": now, "exp": now + 120}
