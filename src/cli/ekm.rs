@@ -36,9 +36,15 @@ enum EkmCommand {
         #[arg(long, value_name = "FILE|URL")]
         jwks: String,
         /// The audience tokens must name: this manager's URL as clients call it
-        /// [default: http://<listen address>].
+        /// [default: http[s]://<listen address>].
         #[arg(long, value_name = "URL")]
         audience: Option<String>,
+        /// Serve over TLS with this certificate chain (PEM); needs --tls-key.
+        #[arg(long, requires = "tls_key", value_name = "FILE")]
+        tls_cert: Option<std::path::PathBuf>,
+        /// The private key (PEM) of --tls-cert.
+        #[arg(long, requires = "tls_cert", value_name = "FILE")]
+        tls_key: Option<std::path::PathBuf>,
     },
     /// External keys.
     #[command(subcommand)]
@@ -65,7 +71,19 @@ enum EkmKeyCommand {
 
 pub fn run(global: &GlobalOpts, args: EkmArgs) -> anyhow::Result<ExitCode> {
     match args.command {
-        EkmCommand::Serve { listen, jwks, audience } => serve(global, listen, &jwks, audience),
+        EkmCommand::Serve {
+            listen,
+            jwks,
+            audience,
+            tls_cert,
+            tls_key,
+        } => {
+            let tls = match (tls_cert, tls_key) {
+                (Some(cert), Some(key)) => Some(sealstore::kms_api::tls::acceptor(&cert, &key)?),
+                _ => None,
+            };
+            serve(global, listen, &jwks, audience, tls)
+        }
         EkmCommand::Key(cmd) => {
             let req = match cmd {
                 EkmKeyCommand::Create { name } => Request::KeyCreate(CreateKey::new(external_vault(global)?, name)),
@@ -134,6 +152,7 @@ fn serve(
     listen: std::net::SocketAddr,
     jwks: &str,
     audience: Option<String>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
 ) -> anyhow::Result<ExitCode> {
     let jwks_text = if jwks.starts_with("http://") || jwks.starts_with("https://") {
         let timeouts = sealstore::http_client::Timeouts {
@@ -160,7 +179,8 @@ fn serve(
             .await
             .with_context(|| format!("binding {listen}"))?;
         let bound = listener.local_addr()?;
-        let audience = audience.unwrap_or_else(|| format!("http://{bound}"));
+        let url = format!("{}://{bound}", if tls.is_some() { "https" } else { "http" });
+        let audience = audience.unwrap_or_else(|| url.clone());
         let verifier = TokenVerifier::new(&jwks_text, audience.clone()).map_err(anyhow::Error::msg)?;
         let dir = global.open_data_dir(None)?;
         dir.kms.ensure_iam_defaults(&Principal::local_admin())?;
@@ -173,13 +193,10 @@ fn serve(
             dir.admin_target(),
             socket_path.clone(),
         ));
-        let serve_task = tokio::spawn(manager.serve(listener));
+        let serve_task = tokio::spawn(manager.serve(listener, tls));
         let info = global.data_dir.join(EKM_SERVE_FILE);
-        std::fs::write(
-            &info,
-            serde_json::json!({"url": format!("http://{bound}"), "audience": audience}).to_string(),
-        )?;
-        println!("external key manager on http://{bound} (tokens for audience {audience})");
+        std::fs::write(&info, serde_json::json!({"url": url, "audience": audience}).to_string())?;
+        println!("external key manager on {url} (tokens for audience {audience})");
         println!("ready; press Ctrl-C to stop");
         super::serve::shutdown_signal().await;
         serve_task.abort();

@@ -125,8 +125,8 @@ impl KeyManager {
         }
     }
 
-    /// Accepts connections and serves them until the task is dropped.
-    pub async fn serve(self: Arc<Self>, listener: tokio::net::TcpListener) {
+    /// Accepts connections (over TLS with `tls`) and serves them until the task is dropped.
+    pub async fn serve(self: Arc<Self>, listener: tokio::net::TcpListener, tls: Option<tokio_rustls::TlsAcceptor>) {
         loop {
             let (stream, _) = match listener.accept().await {
                 Ok(conn) => conn,
@@ -138,14 +138,29 @@ impl KeyManager {
             };
             let _ = stream.set_nodelay(true);
             let manager = self.clone();
+            let tls = tls.clone();
             tokio::spawn(async move {
                 let service = hyper::service::service_fn(move |req| {
                     let manager = manager.clone();
                     async move { Ok::<_, std::convert::Infallible>(manager.handle(req).await) }
                 });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
-                    .await;
+                let http = hyper::server::conn::http1::Builder::new();
+                let _ = match tls {
+                    None => {
+                        http.serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                            .await
+                    }
+                    Some(acceptor) => match acceptor.accept(stream).await {
+                        Ok(stream) => {
+                            http.serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                                .await
+                        }
+                        Err(e) => {
+                            tracing::debug!(error = %e, "key manager TLS handshake failed");
+                            return;
+                        }
+                    },
+                };
             });
         }
     }

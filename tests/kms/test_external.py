@@ -282,3 +282,49 @@ def test_a_silent_key_manager_times_out_after_two_tries_and_a_refusing_one_fails
     elapsed = time.monotonic() - start
     assert out.returncode != 0 and "refused" in out.stderr.lower(), out.stderr
     assert elapsed < 1.0, elapsed
+
+
+def test_an_https_key_manager_is_verified_against_its_certificate(tmp_path):
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=127.0.0.1",
+         "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True,
+    )
+    with running_server("--ekm-ca-cert", str(cert)) as (_, _, data_dir):
+        kms_url = json.loads((data_dir / "serve.json").read_text())["kms"]
+        ekm_dir = tmp_path / "ekm"
+        proc = subprocess.Popen(
+            [str(BINARY), "--data-dir", str(ekm_dir), "ekm", "serve", "--listen", "127.0.0.1:0",
+             "--jwks", kms_url + "/.well-known/jwks.json", "--tls-cert", str(cert), "--tls-key", str(key)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        try:
+            deadline = time.time() + 30
+            while not (ekm_dir / "ekm.json").exists():
+                assert proc.poll() is None and time.time() < deadline, "ekm serve did not start"
+                time.sleep(0.05)
+            url = json.loads((ekm_dir / "ekm.json").read_text())["url"]
+            assert url.startswith("https://")
+            ext = json.loads(sealstore(ekm_dir, "--json", "ekm", "key", "create", "tls").stdout)
+            vault_url = f"{url}/ekm/v1/vaults/{ext['vaultId']}"
+
+            # Without the certificate, the key manager is not trusted.
+            other = tmp_path / "untrusting"
+            v = json.loads(sealstore(other, "--json", "kms", "vault", "create", "--name", "x", "--type", "external",
+                                     "--external-vault-url", vault_url).stdout)
+            out = sealstore(other, "kms", "key", "create", "--vault", v["id"], "--name", "k",
+                            "--external-key-id", ext["id"], check=False)
+            assert out.returncode != 0 and "certificate" in out.stderr.lower(), out.stderr
+
+            # The server trusts it (--ekm-ca-cert): a key and a round trip over TLS.
+            vault = cli(data_dir, "kms", "vault", "create", "--name", "tls", "--type", "external",
+                        "--external-vault-url", vault_url)
+            key_ = cli(data_dir, "kms", "key", "create", "--vault", vault["id"], "--name", "k",
+                       "--external-key-id", ext["id"])
+            ct = cli(data_dir, "kms", "encrypt", "--key", key_["id"], "--plaintext", "over tls")["ciphertext"]
+            back = sealstore(data_dir, "kms", "decrypt", "--raw", "--ciphertext", ct).stdout
+            assert back == "over tls"
+        finally:
+            proc.terminate()
+            proc.wait(timeout=15)
