@@ -27,6 +27,7 @@ pub mod iam;
 pub mod ids;
 pub mod model;
 pub mod protection;
+pub mod replication;
 pub mod rotation;
 pub mod service;
 pub mod store;

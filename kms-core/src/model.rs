@@ -106,6 +106,9 @@ pub struct Vault {
     /// EXTERNAL vaults: the external key manager and its vault.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub external_key_manager: Option<ExternalKeyManager>,
+    /// Cross-region replication: this vault's replicas, or the region it is a replica of.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replication: Option<crate::replication::VaultReplication>,
 }
 
 /// Where an EXTERNAL vault's keys live (protocol: `docs/EXTERNAL_KMS.md`).

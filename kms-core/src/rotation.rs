@@ -113,6 +113,19 @@ impl Kms {
             let txn = self.read()?;
             (txn.vaults()?, txn.keys()?)
         };
+        // Replicas change only as their primary region says.
+        let replicas: std::collections::HashSet<Ocid> = vaults
+            .iter()
+            .filter(|v| {
+                matches!(
+                    v.replication,
+                    Some(crate::replication::VaultReplication::Replica { .. })
+                )
+            })
+            .map(|v| v.id.clone())
+            .collect();
+        let vaults: Vec<_> = vaults.into_iter().filter(|v| !replicas.contains(&v.id)).collect();
+        let keys: Vec<_> = keys.into_iter().filter(|k| !replicas.contains(&k.vault_id)).collect();
         let principal = Principal::scheduler();
 
         for vault in vaults.iter().filter(|v| {

@@ -149,6 +149,13 @@ pub struct Kms {
     audit_queue: std::sync::Mutex<Vec<PendingAudit>>,
     /// Held by the one thread writing queued audit entries.
     audit_writer: std::sync::Mutex<()>,
+    /// The data directory.
+    data_dir: std::path::PathBuf,
+    /// Replication keys, loaded on first use.
+    replication_identity: crate::replication::IdentityCell,
+    /// Signalled when a change is queued for shipping to another region.
+    pub(crate) replication_queued: std::sync::Condvar,
+    pub(crate) replication_wakeup: std::sync::Mutex<u64>,
     /// Set while [`Kms::run_audit_writer`] runs: callers then only queue their entries.
     audit_background: std::sync::atomic::AtomicBool,
     /// Wakes the background audit writer (paired with `audit_queue`).
@@ -286,6 +293,10 @@ impl Kms {
             audit_queue: std::sync::Mutex::new(Vec::new()),
             audit_writer: std::sync::Mutex::new(()),
             audit_background: std::sync::atomic::AtomicBool::new(false),
+            data_dir: config.data_dir.clone(),
+            replication_identity: Default::default(),
+            replication_queued: std::sync::Condvar::new(),
+            replication_wakeup: std::sync::Mutex::new(0),
             audit_wake: std::sync::Condvar::new(),
         };
         kms.register_protection(Arc::new(SoftwareProtection::new(root)));
@@ -367,11 +378,22 @@ impl Kms {
     ) -> Result<Option<T>> {
         let now = self.clock.now();
         let txn = self.store.write(Durability::Immediate)?;
-        match change(&txn, now, &mut subject) {
+        let outcome = self
+            .refuse_if_replica(&txn, &subject)
+            .and_then(|()| change(&txn, now, &mut subject));
+        match outcome {
             Ok(None) => Ok(None),
             Ok(Some(value)) => {
+                // A change to a replicated vault is queued for shipping in its own transaction.
+                let queued = match Self::changed_vault(&txn, &subject) {
+                    Some(vault) => self.queue_replication(&txn, now, &vault)?,
+                    None => false,
+                };
                 audit::append(&txn, now, principal, operation, &subject, Ok(()))?;
                 txn.commit()?;
+                if queued {
+                    self.notify_replication();
+                }
                 Ok(Some(value))
             }
             Err(err) => {
@@ -552,6 +574,15 @@ impl Kms {
         *self.iam_view.write().expect("IAM view lock poisoned") = None;
     }
 
+    /// The data directory.
+    pub fn data_dir(&self) -> &std::path::Path {
+        &self.data_dir
+    }
+
+    pub(crate) fn replication_identity_cell(&self) -> &crate::replication::IdentityCell {
+        &self.replication_identity
+    }
+
     pub(crate) fn read(&self) -> Result<ReadTxn> {
         self.store.read()
     }
@@ -623,6 +654,7 @@ impl Kms {
             freeform_tags: req.freeform_tags.clone(),
             defined_tags: DefinedTags::new(),
             external_key_manager,
+            replication: None,
         };
         subject.vault_id = Some(vault.id.clone());
         txn.put_vault(&vault)?;

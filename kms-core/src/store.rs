@@ -50,6 +50,11 @@ pub mod schema {
     pub const IAM_GROUPS: TableDefinition<&str, &[u8]> = TableDefinition::new("iam_groups");
     /// Policy id → JSON [`crate::iam::Policy`].
     pub const IAM_POLICIES: TableDefinition<&str, &[u8]> = TableDefinition::new("iam_policies");
+    /// Region name → JSON [`crate::replication::Region`] (registered replication peers).
+    pub const REGIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("regions");
+    /// `"{region}/{vault id}"` → JSON [`crate::replication::OutboxEntry`]: changes of a
+    /// replicated vault not yet shipped to that region, written with the change itself.
+    pub const REPLICATION_OUTBOX: TableDefinition<&str, &[u8]> = TableDefinition::new("replication_outbox");
     /// Sequence number → JSON [`crate::audit::AuditEntry`].
     pub const AUDIT: redb::TableDefinition<u64, &[u8]> = TableDefinition::new("audit");
 }
@@ -105,6 +110,8 @@ impl Store {
             t.open_table(IAM_USERS)?;
             t.open_table(IAM_GROUPS)?;
             t.open_table(IAM_POLICIES)?;
+            t.open_table(REGIONS)?;
+            t.open_table(REPLICATION_OUTBOX)?;
         }
         txn.commit()?;
         Ok(store)
@@ -232,6 +239,26 @@ macro_rules! reads {
             Ok(in_insertion_order(out))
         }
 
+        /// A registered replication peer.
+        pub fn region(&self, name: &str) -> Result<Option<crate::replication::Region>> {
+            self.get(REGIONS, name)
+        }
+
+        /// Every registered replication peer.
+        pub fn regions(&self) -> Result<Vec<crate::replication::Region>> {
+            self.all(REGIONS)
+        }
+
+        /// Changes waiting to be shipped, oldest entry first.
+        pub fn outbox(&self) -> Result<Vec<crate::replication::OutboxEntry>> {
+            self.all(REPLICATION_OUTBOX)
+        }
+
+        /// The pending changes of `vault` for `region`.
+        pub fn outbox_entry(&self, region: &str, vault: &Ocid) -> Result<Option<crate::replication::OutboxEntry>> {
+            self.get(REPLICATION_OUTBOX, &format!("{region}/{vault}"))
+        }
+
         /// The protected material of a version, if it still exists.
         pub fn key_material(&self, version_id: &Ocid) -> Result<Option<Vec<u8>>> {
             let t = self.inner.open_table(KEY_MATERIAL)?;
@@ -355,6 +382,30 @@ impl WriteTxn {
     /// Removes an IAM user, group or policy record (`table` is one of the IAM tables).
     pub fn delete_iam_record(&self, table: TableDefinition<&str, &[u8]>, id: &Ocid) -> Result<()> {
         self.inner.open_table(table)?.remove(id.as_str())?;
+        Ok(())
+    }
+
+    /// Inserts or replaces a replication peer.
+    pub fn put_region(&self, r: &crate::replication::Region) -> Result<()> {
+        self.put(REGIONS, &r.name, r)
+    }
+
+    /// Forgets a replication peer.
+    pub fn delete_region(&self, name: &str) -> Result<()> {
+        self.inner.open_table(REGIONS)?.remove(name)?;
+        Ok(())
+    }
+
+    /// Inserts or replaces an outbox entry.
+    pub fn put_outbox(&self, e: &crate::replication::OutboxEntry) -> Result<()> {
+        self.put(REPLICATION_OUTBOX, &format!("{}/{}", e.region, e.vault_id), e)
+    }
+
+    /// Removes an outbox entry (shipped, or replication stopped).
+    pub fn delete_outbox(&self, region: &str, vault: &Ocid) -> Result<()> {
+        self.inner
+            .open_table(REPLICATION_OUTBOX)?
+            .remove(format!("{region}/{vault}").as_str())?;
         Ok(())
     }
 

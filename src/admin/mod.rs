@@ -123,6 +123,45 @@ pub enum Request {
         /// Key id.
         id: Ocid,
     },
+    /// This region's replication identity: its name and public keys.
+    RegionIdentity,
+    /// Register (or update) a peer region.
+    RegionAdd {
+        /// Its name.
+        name: String,
+        /// Its KMS API.
+        endpoint: String,
+        /// Its signing public key (SPKI DER, base64).
+        signing_key: String,
+        /// Its wrapping public key (SPKI DER, base64).
+        wrapping_key: String,
+    },
+    /// Registered peer regions.
+    RegionList,
+    /// Forget a peer region.
+    RegionRemove {
+        /// Its name.
+        name: String,
+    },
+    /// Start replicating a vault to a region.
+    VaultReplicate {
+        /// Vault id.
+        id: Ocid,
+        /// Destination region.
+        region: String,
+    },
+    /// Stop replicating a vault to a region.
+    VaultUnreplicate {
+        /// Vault id.
+        id: Ocid,
+        /// Destination region.
+        region: String,
+    },
+    /// A vault's replicas, with their state and lag.
+    VaultReplicas {
+        /// Vault id.
+        id: Ocid,
+    },
     /// Pick up the versions an EXTERNAL key gained in its key manager.
     KeyRefresh {
         /// Key id.
@@ -466,6 +505,39 @@ pub fn execute(target: &AdminTarget, principal: &Principal, req: Request) -> Res
         Request::KeyCancelDeletion { id } => to_value(kms.cancel_key_deletion(p, &id)?),
         Request::KeyRotate { id } => to_value(kms.create_key_version(p, &id)?),
         Request::KeyRefresh { id } => to_value(kms.refresh_external_key(p, &id)?),
+        Request::RegionIdentity => {
+            use base64::Engine;
+            let (signing, wrapping) = kms.replication_identity()?.public_keys()?;
+            let b64 = base64::engine::general_purpose::STANDARD;
+            Ok(json!({
+                "region": kms.region(),
+                "signingKey": b64.encode(&signing),
+                "wrappingKey": b64.encode(&wrapping),
+            }))
+        }
+        Request::RegionAdd {
+            name,
+            endpoint,
+            signing_key,
+            wrapping_key,
+        } => to_value(kms.add_region(
+            p,
+            kms_core::replication::Region {
+                name,
+                endpoint,
+                signing_key,
+                wrapping_key,
+                time_created: kms.now(),
+            },
+        )?),
+        Request::RegionList => to_value(kms.list_regions()?),
+        Request::RegionRemove { name } => {
+            kms.remove_region(p, &name)?;
+            Ok(json!({ "removed": name }))
+        }
+        Request::VaultReplicate { id, region } => to_value(kms.create_replica(p, &id, &region)?),
+        Request::VaultUnreplicate { id, region } => to_value(kms.delete_replica(p, &id, &region)?),
+        Request::VaultReplicas { id } => to_value(kms.replicas(&id)?),
         Request::KeyVersions { id } => to_value(kms.list_key_versions(&id)?),
         Request::KeyVersionGet { key_id, version_id } => to_value(kms.get_key_version(&key_id, &version_id)?),
         Request::KeyVersionDisable {

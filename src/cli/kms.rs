@@ -47,6 +47,9 @@ enum KmsCommand {
     /// The hash-chained audit log.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Peer regions for vault replication.
+    #[command(subcommand)]
+    Region(RegionCommand),
     /// Run the scheduler once now: due auto-rotations and purges of vaults/keys past their deletion time.
     RunScheduler,
     /// Tenancy, region, default vault and key.
@@ -54,6 +57,29 @@ enum KmsCommand {
     /// The JWKS of this data directory's client key: give it to external key managers
     /// (`sealstore ekm serve --jwks FILE`) so they accept its tokens.
     Jwks,
+}
+
+#[derive(Debug, Subcommand)]
+enum RegionCommand {
+    /// This region's name and replication public keys, as JSON: the file to give peers for
+    /// their `kms region add --public-key`.
+    Identity,
+    /// Register a peer region (on both sides: a region accepts vault states only from peers
+    /// it registered, and wraps key material only for them).
+    Add {
+        /// Its name (its `serve --region`).
+        name: String,
+        /// Its KMS API, http[s]://host:port.
+        #[arg(long)]
+        endpoint: String,
+        /// Its `kms region identity` output.
+        #[arg(long, value_name = "FILE")]
+        public_key: std::path::PathBuf,
+    },
+    /// Registered peer regions.
+    List,
+    /// Forget a peer region.
+    Remove { name: String },
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -104,6 +130,23 @@ enum VaultCommand {
     },
     /// Cancel a scheduled deletion.
     CancelDeletion { vault_id: String },
+    /// Replicate the vault to a registered region: its keys and versions are copied there
+    /// asynchronously (material wrapped for that region), and it serves crypto calls there.
+    Replicate {
+        vault_id: String,
+        /// The destination region (see `kms region add`).
+        #[arg(long)]
+        region: String,
+    },
+    /// Stop replicating the vault to a region (the copy there is no longer updated).
+    Unreplicate {
+        vault_id: String,
+        /// The region.
+        #[arg(long)]
+        region: String,
+    },
+    /// The vault's replicas: status, changes not yet shipped, lag.
+    Replicas { vault_id: String },
 }
 
 #[derive(Debug, Args)]
@@ -443,6 +486,32 @@ fn request(cmd: KmsCommand) -> anyhow::Result<(Request, View)> {
                 },
                 View::Fields,
             ),
+            VaultCommand::Replicate { vault_id, region } => (
+                Request::VaultReplicate {
+                    id: id(Vault, &vault_id)?,
+                    region,
+                },
+                View::Fields,
+            ),
+            VaultCommand::Unreplicate { vault_id, region } => (
+                Request::VaultUnreplicate {
+                    id: id(Vault, &vault_id)?,
+                    region,
+                },
+                View::Fields,
+            ),
+            VaultCommand::Replicas { vault_id } => (
+                Request::VaultReplicas {
+                    id: id(Vault, &vault_id)?,
+                },
+                View::Table(&[
+                    ("REGION", "region"),
+                    ("STATUS", "status"),
+                    ("PENDING", "pendingChanges"),
+                    ("LAG (MS)", "lagMillis"),
+                    ("LAST SHIPPED", "timeLastShipped"),
+                ]),
+            ),
         },
         KmsCommand::Key(k) => match k {
             KeyCommand::Create {
@@ -579,6 +648,47 @@ fn request(cmd: KmsCommand) -> anyhow::Result<(Request, View)> {
         ),
         KmsCommand::Compliance { max_age_days } => (Request::Compliance { max_age_days }, View::Compliance),
         KmsCommand::Audit(AuditCommand::Verify) => (Request::AuditVerify, View::AuditVerify),
+        KmsCommand::Region(r) => match r {
+            RegionCommand::Identity => (Request::RegionIdentity, View::Fields),
+            RegionCommand::Add {
+                name,
+                endpoint,
+                public_key,
+            } => {
+                let text = std::fs::read_to_string(&public_key)
+                    .with_context(|| format!("reading {}", public_key.display()))?;
+                let identity: serde_json::Value = serde_json::from_str(&text).with_context(|| {
+                    format!("{} is not the JSON `kms region identity` prints", public_key.display())
+                })?;
+                if let Some(named) = identity["region"].as_str() {
+                    anyhow::ensure!(
+                        named == name,
+                        "{} is the identity of region {named}, not {name}",
+                        public_key.display()
+                    );
+                }
+                let field = |f: &str| {
+                    identity[f]
+                        .as_str()
+                        .map(str::to_owned)
+                        .with_context(|| format!("{} has no {f}", public_key.display()))
+                };
+                (
+                    Request::RegionAdd {
+                        name,
+                        endpoint,
+                        signing_key: field("signingKey")?,
+                        wrapping_key: field("wrappingKey")?,
+                    },
+                    View::Fields,
+                )
+            }
+            RegionCommand::List => (
+                Request::RegionList,
+                View::Table(&[("NAME", "name"), ("ENDPOINT", "endpoint"), ("REGISTERED", "timeCreated")]),
+            ),
+            RegionCommand::Remove { name } => (Request::RegionRemove { name }, View::Fields),
+        },
         KmsCommand::Audit(AuditCommand::List { from, limit }) => {
             (Request::AuditList { from, limit }, View::Table(AUDIT_COLUMNS))
         }

@@ -150,6 +150,16 @@ async fn serve(global: &GlobalOpts, args: ServeArgs) -> anyhow::Result<ExitCode>
         kms.clone(),
         Duration::from_secs(args.scheduler_interval_secs),
     ));
+    // Replicated vaults: their changes are shipped to replica regions from this thread.
+    let shipper_stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let shipper = {
+        let (kms, stop) = (kms.clone(), shipper_stop.clone());
+        std::thread::Builder::new().name("replication".into()).spawn(move || {
+            if let Err(e) = sealstore::kms_api::shipper::run(kms, stop) {
+                error!(error = %e, "replication shipping stopped");
+            }
+        })?
+    };
     let audit_stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let audit_writer = {
         let (kms, stop) = (kms.clone(), audit_stop.clone());
@@ -249,6 +259,9 @@ async fn serve(global: &GlobalOpts, args: ServeArgs) -> anyhow::Result<ExitCode>
         task.abort();
     }
     scheduler_task.abort();
+    shipper_stop.store(true, std::sync::atomic::Ordering::Release);
+    kms.notify_replication();
+    let _ = shipper.join();
     audit_stop.store(true, std::sync::atomic::Ordering::Release);
     kms.wake_audit_writer();
     let _ = audit_writer.join();

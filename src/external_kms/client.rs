@@ -12,7 +12,7 @@ use std::time::Duration;
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 use http::{HeaderMap, HeaderValue, Method, StatusCode};
-use kms_core::protection::{ExternalKeyState, ExternalVersionRef, KeyProtection};
+use kms_core::protection::{ExportedMaterial, ExternalKeyState, ExternalVersionRef, KeyProtection};
 use kms_core::{ExternalKeyManager, KmsError, Ocid, ProtectionMode, Result};
 use serde_json::{json, Value};
 use zeroize::Zeroizing;
@@ -190,6 +190,24 @@ impl KeyProtection for ExternalProtection {
     fn destroy(&self, _version: &Ocid, _stored: &[u8]) -> Result<()> {
         // The key lives on in its key manager; only the reference here goes.
         Ok(())
+    }
+
+    // Replicas call the same key manager: the reference travels as it is.
+    fn export_material(&self, _version: &Ocid, stored: &[u8]) -> Result<ExportedMaterial> {
+        ExternalVersionRef::from_bytes(stored)?;
+        Ok(ExportedMaterial::Reference(stored.to_vec()))
+    }
+
+    fn import_material(&self, _version: &Ocid, exported: &ExportedMaterial) -> Result<Vec<u8>> {
+        match exported {
+            ExportedMaterial::Reference(r) => {
+                ExternalVersionRef::from_bytes(r)?;
+                Ok(r.clone())
+            }
+            ExportedMaterial::Secret(_) => Err(KmsError::InvalidParameter(
+                "EXTERNAL versions replicate as references, not key material".into(),
+            )),
+        }
     }
 
     fn external_key(&self, manager: &ExternalKeyManager, key_id: &str) -> Result<ExternalKeyState> {

@@ -23,7 +23,9 @@ mod identity;
 mod keys;
 pub mod paging;
 pub mod remote;
+pub mod replication;
 mod routes;
+pub mod shipper;
 pub mod signature;
 pub mod tls;
 mod vaults;
@@ -337,7 +339,13 @@ impl KmsApi {
         if self.in_flight.fetch_add(1, std::sync::atomic::Ordering::Relaxed) >= self.max_in_flight {
             return respond(Err(ApiError::too_many_requests()), &request_id);
         }
-        let result = match Limited::new(body, MAX_BODY).collect().await {
+        // Vault states from peer regions grow with their keys' versions.
+        let limit = if parts.uri.path() == replication::APPLY_PATH {
+            replication::MAX_SHIPMENT
+        } else {
+            MAX_BODY
+        };
+        let result = match Limited::new(body, limit).collect().await {
             Ok(body) => {
                 let body = body.to_bytes();
                 let (method, path) = (parts.method.clone(), parts.uri.path().to_owned());
@@ -363,15 +371,19 @@ impl KmsApi {
                 result
             }
             Err(_) => Err(ApiError::invalid(format!(
-                "the request body is larger than {MAX_BODY} bytes or could not be read"
+                "the request body is larger than {limit} bytes or could not be read"
             ))),
         };
         respond(result, &request_id)
     }
 
     fn answer(&self, parts: &http::request::Parts, body: &[u8]) -> Result<Reply, ApiError> {
-        let iam = self.kms.iam_view()?;
         let target = parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+        // Peer regions sign with their replication keys, not as users.
+        if parts.method == Method::POST && parts.uri.path() == replication::APPLY_PATH {
+            return replication::apply(&self.kms, parts, target, body);
+        }
+        let iam = self.kms.iam_view()?;
         let caller = signature::verify(
             &signature::SignedRequest {
                 method: &parts.method,

@@ -12,7 +12,7 @@ use http::Method;
 use kms_core::{Ocid, ResourceType};
 
 use super::error::ApiError;
-use super::{crypto, identity, keys, vaults, wrong_method, Call, Endpoint, Reply};
+use super::{crypto, identity, keys, replication, vaults, wrong_method, Call, Endpoint, Reply};
 
 /// Routes one authenticated call.
 pub(crate) fn route(call: &Call<'_>, method: &Method, path: &str) -> Result<Reply, ApiError> {
@@ -45,8 +45,14 @@ pub(crate) fn route(call: &Call<'_>, method: &Method, path: &str) -> Result<Repl
             Method::PUT => vaults::update(call, id),
             _ => Err(wrong_method(method, "GET or PUT")),
         },
+        (Endpoint::Regional, ["20180608", "vaults", id, "actions", action @ ("createReplica" | "deleteReplica")]) => {
+            only(method, Method::POST, || replication::action(call, id, action))
+        }
         (Endpoint::Regional, ["20180608", "vaults", id, "actions", action]) => {
             only(method, Method::POST, || vaults::action(call, id, action))
+        }
+        (Endpoint::Regional, ["20180608", "vaults", id, "replicas"]) => {
+            only(method, Method::GET, || replication::list(call, id))
         }
         (Endpoint::Regional, ["20180608", "keys", ..] | ["20180608", "encrypt" | "decrypt" | "generateDataEncryptionKey"]) => {
             Err(ApiError::invalid(

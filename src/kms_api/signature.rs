@@ -53,13 +53,14 @@ pub struct SignedRequest<'a> {
     pub body: &'a [u8],
 }
 
-/// Checks the request's signature against the keys in `iam` and returns who signed it.
-pub fn verify(
+/// Checks a request's signature: the parts every signed request shares (headers covered,
+/// date window, body hash), then the signature itself with the key `lookup` finds for the
+/// `keyId` (which also says who that is).
+fn verify_with<T>(
     req: &SignedRequest<'_>,
-    iam: &IamView,
-    tenancy: &Ocid,
     now_unix_secs: i64,
-) -> Result<Caller, NotAuthenticated> {
+    lookup: impl FnOnce(&str) -> Result<(std::sync::Arc<aws_lc_rs::signature::ParsedPublicKey>, T), NotAuthenticated>,
+) -> Result<T, NotAuthenticated> {
     let header = req
         .headers
         .get(http::header::AUTHORIZATION)
@@ -131,28 +132,67 @@ pub fn verify(
         }
     }
 
-    let mut parts = key_id.split('/');
-    let (Some(key_tenancy), Some(user), Some(fingerprint), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
-        return Err(fail("keyId must be <tenancy id>/<user id>/<key fingerprint>"));
-    };
-    if key_tenancy != tenancy.as_str() {
-        return Err(fail("keyId names another tenancy"));
-    }
-    let user_id = Ocid::parse(ResourceType::User, user).map_err(|_| fail("keyId does not name a user id"))?;
-    let key = iam
-        .signing_key(&user_id, fingerprint)
-        .ok_or_else(|| fail("the signing key is unknown (wrong user, fingerprint or tenancy)"))?;
-
+    let (public_key, who) = lookup(key_id)?;
     let signing_string = signing_string(&signed, req.method, req.target, req.headers)?;
     let signature = B64.decode(signature).map_err(|_| fail("the signature is not base64"))?;
-    key.public_key
+    public_key
         .verify_sig(signing_string.as_bytes(), &signature)
         .map_err(|_| fail("the request signature does not verify"))?;
-    Ok(Caller {
-        user_id,
-        user_name: key.user_name,
+    Ok(who)
+}
+
+/// Checks the request's signature against the keys in `iam` and returns who signed it.
+pub fn verify(
+    req: &SignedRequest<'_>,
+    iam: &IamView,
+    tenancy: &Ocid,
+    now_unix_secs: i64,
+) -> Result<Caller, NotAuthenticated> {
+    verify_with(req, now_unix_secs, |key_id| {
+        let mut parts = key_id.split('/');
+        let (Some(key_tenancy), Some(user), Some(fingerprint), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err(fail("keyId must be <tenancy id>/<user id>/<key fingerprint>"));
+        };
+        if key_tenancy != tenancy.as_str() {
+            return Err(fail("keyId names another tenancy"));
+        }
+        let user_id = Ocid::parse(ResourceType::User, user).map_err(|_| fail("keyId does not name a user id"))?;
+        let key = iam
+            .signing_key(&user_id, fingerprint)
+            .ok_or_else(|| fail("the signing key is unknown (wrong user, fingerprint or tenancy)"))?;
+        Ok((
+            key.public_key,
+            Caller {
+                user_id,
+                user_name: key.user_name,
+            },
+        ))
+    })
+}
+
+/// Checks a request signed by a peer region (`keyId="region/<name>"`) against the signing
+/// keys of the registered `regions`; returns the region's name.
+pub fn verify_region(
+    req: &SignedRequest<'_>,
+    regions: &[kms_core::replication::Region],
+    now_unix_secs: i64,
+) -> Result<String, NotAuthenticated> {
+    verify_with(req, now_unix_secs, |key_id| {
+        let name = key_id
+            .strip_prefix("region/")
+            .ok_or_else(|| fail("keyId must be region/<name>"))?;
+        let region = regions
+            .iter()
+            .find(|r| r.name == name)
+            .ok_or_else(|| fail(format!("region {name} is not registered here")))?;
+        let der = B64
+            .decode(&region.signing_key)
+            .map_err(|_| fail("the region's registered key is unusable"))?;
+        let key = aws_lc_rs::signature::ParsedPublicKey::new(&aws_lc_rs::signature::RSA_PKCS1_2048_8192_SHA256, &der)
+            .map_err(|_| fail("the region's registered key is unusable"))?;
+        Ok((std::sync::Arc::new(key), name.to_owned()))
     })
 }
 
@@ -216,6 +256,14 @@ impl RequestSigner {
             key_id: format!("{tenancy}/{user}/{fingerprint}"),
             key,
         })
+    }
+
+    /// A signer with keyId `key_id` and the RSA key in `pkcs8` (DER): how regions sign
+    /// replication requests (`region/<name>`).
+    pub fn from_pkcs8(key_id: String, pkcs8: &[u8]) -> Result<Self, BadSigningKey> {
+        let key = aws_lc_rs::signature::RsaKeyPair::from_pkcs8(pkcs8)
+            .map_err(|e| BadSigningKey(format!("not a usable RSA key: {e}")))?;
+        Ok(RequestSigner { key_id, key })
     }
 
     /// Adds `date`, `x-content-sha256`, `content-length` (with a body) and the

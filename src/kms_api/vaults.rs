@@ -18,7 +18,7 @@ fn target(vault: &Vault) -> Target<'_> {
 }
 
 /// The vault `id`, if the caller may `verb` it (404 otherwise, as when it does not exist).
-fn authorized(call: &Call<'_>, id: &str, verb: Verb) -> Result<Vault, ApiError> {
+pub(crate) fn authorized(call: &Call<'_>, id: &str, verb: Verb) -> Result<Vault, ApiError> {
     let what = format_args!("vault {id}");
     let id = Ocid::parse(ResourceType::Vault, id).map_err(|_| ApiError::not_found(what))?;
     let vault = call.kms.get_vault(&id).map_err(|_| ApiError::not_found(what))?;

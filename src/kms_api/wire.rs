@@ -37,9 +37,14 @@ pub fn vault(base_url: &str, v: &Vault) -> Value {
     o.insert("cryptoEndpoint".into(), crypto_endpoint(base_url, v).into());
     o.insert("wrappingkeyId".into(), Value::Null);
     o.insert("restoredFromVaultId".into(), Value::Null);
-    o.insert("replicaDetails".into(), Value::Null);
-    o.insert("isPrimary".into(), true.into());
-    o.insert("isVaultReplicable".into(), false.into());
+    let replication = o.remove("replication");
+    let is_replica = matches!(
+        v.replication,
+        Some(kms_core::replication::VaultReplication::Replica { .. })
+    );
+    o.insert("replicaDetails".into(), replication.unwrap_or(Value::Null));
+    o.insert("isPrimary".into(), (!is_replica).into());
+    o.insert("isVaultReplicable".into(), (!is_replica).into());
     o.remove("externalKeyManager");
     let external = v.external_key_manager.as_ref().map(|m| {
         json!({

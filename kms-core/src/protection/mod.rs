@@ -39,6 +39,25 @@ pub trait KeyProtection: Send + Sync + Debug {
     /// store deletes the material for good.
     fn destroy(&self, version: &Ocid, stored: &[u8]) -> Result<()>;
 
+    /// Replication: the version's material in a form another region can import (the caller
+    /// wraps secrets for the destination). Modes whose material cannot leave refuse.
+    fn export_material(&self, version: &Ocid, stored: &[u8]) -> Result<ExportedMaterial> {
+        let _ = (version, stored);
+        Err(KmsError::InvalidParameter(format!(
+            "{} key material cannot leave its protection boundary; such keys are not replicated",
+            self.mode().as_str()
+        )))
+    }
+
+    /// Replication: what to store for material another region exported.
+    fn import_material(&self, version: &Ocid, exported: &ExportedMaterial) -> Result<Vec<u8>> {
+        let _ = (version, exported);
+        Err(KmsError::InvalidParameter(format!(
+            "{} key material cannot be imported",
+            self.mode().as_str()
+        )))
+    }
+
     /// EXTERNAL protection only: the state of `key_id` in the key manager of `manager`, which
     /// is where its versions are made.
     fn external_key(&self, manager: &ExternalKeyManager, key_id: &str) -> Result<ExternalKeyState> {
@@ -48,6 +67,14 @@ pub trait KeyProtection: Send + Sync + Debug {
             self.mode().as_str()
         )))
     }
+}
+
+/// Material on its way to another region (see [`KeyProtection::export_material`]).
+pub enum ExportedMaterial {
+    /// Key bytes: wrapped for the destination before they leave.
+    Secret(Zeroizing<Vec<u8>>),
+    /// A reference (EXTERNAL keys): not secret.
+    Reference(Vec<u8>),
 }
 
 /// What an external key manager reports about one key.

@@ -206,6 +206,26 @@ impl KeyProtection for SoftwareProtection {
         self.unsealed.write().expect("cache lock poisoned").remove(version);
         Ok(())
     }
+
+    fn export_material(&self, version: &Ocid, stored: &[u8]) -> Result<super::ExportedMaterial> {
+        let raw = gcm_open(&self.root.key, &Self::material_aad(version), stored).map_err(|_| {
+            KmsError::Protection(format!(
+                "sealed material of key version {version} does not open under the root key"
+            ))
+        })?;
+        Ok(super::ExportedMaterial::Secret(raw))
+    }
+
+    fn import_material(&self, version: &Ocid, exported: &super::ExportedMaterial) -> Result<Vec<u8>> {
+        match exported {
+            super::ExportedMaterial::Secret(raw) if raw.len() == KEY_LEN => {
+                gcm_seal(&self.root.key, &Self::material_aad(version), raw)
+            }
+            _ => Err(KmsError::InvalidParameter(format!(
+                "replicated material of key version {version} is not a {KEY_LEN}-byte key"
+            ))),
+        }
+    }
 }
 
 #[cfg(test)]

@@ -1,0 +1,107 @@
+//! Ships replicated vaults to their replica regions (spec: `docs/REPLICATION.md`): the
+//! outbox is read, each entry's vault state is sent signed with this region's replication key,
+//! and an acknowledged entry is cleared. Failures back off per region (200 ms doubling to
+//! 5 s) and retry until acknowledged; nothing is dropped.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use http::{HeaderMap, HeaderValue, Method};
+use kms_core::replication::OutboxEntry;
+use kms_core::Kms;
+
+use super::replication::APPLY_PATH;
+use super::signature::RequestSigner;
+use crate::http_client::{error_chain, BlockingClient, Timeouts};
+
+const FIRST_BACKOFF: Duration = Duration::from_millis(200);
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+/// Runs until `stop` is set (then wake it with [`Kms::notify_replication`]).
+pub fn run(kms: Arc<Kms>, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
+    // Made when there is first something to ship: most servers never replicate.
+    let mut signer: Option<RequestSigner> = None;
+    let timeouts = Timeouts {
+        connect: Duration::from_secs(2),
+        read: Duration::from_secs(10),
+        total: Duration::from_secs(30),
+    };
+    let http = BlockingClient::new(None, timeouts, "replication").map_err(anyhow::Error::msg)?;
+    let mut backoff: HashMap<String, (Instant, Duration)> = HashMap::new();
+    while !stop.load(Ordering::Acquire) {
+        let generation = kms.replication_generation();
+        let outbox = kms.replication_outbox()?;
+        let mut waiting = false;
+        if signer.is_none() && !outbox.is_empty() {
+            let identity = kms.replication_identity()?;
+            signer = Some(
+                RequestSigner::from_pkcs8(format!("region/{}", kms.region()), identity.signing_pkcs8())
+                    .map_err(|e| anyhow::anyhow!("replication signing key: {e}"))?,
+            );
+        }
+        for entry in &outbox {
+            if backoff
+                .get(&entry.region)
+                .is_some_and(|(until, _)| Instant::now() < *until)
+            {
+                waiting = true;
+                continue;
+            }
+            let signer = signer.as_ref().expect("made above when the outbox is not empty");
+            match ship(&kms, &http, signer, entry) {
+                Ok(()) => {
+                    backoff.remove(&entry.region);
+                    kms.replication_shipped(entry)?;
+                    let lag = kms.now().unix_millis() - entry.since.unix_millis();
+                    tracing::info!(vault = %entry.vault_id, region = %entry.region, changes = entry.changes, lag_ms = lag, "replicated");
+                }
+                Err(e) => {
+                    let delay = backoff
+                        .get(&entry.region)
+                        .map_or(FIRST_BACKOFF, |(_, d)| (*d * 2).min(MAX_BACKOFF));
+                    tracing::warn!(vault = %entry.vault_id, region = %entry.region, retry_in_ms = delay.as_millis() as u64, error = %e, "replication shipment failed");
+                    backoff.insert(entry.region.clone(), (Instant::now() + delay, delay));
+                    waiting = true;
+                }
+            }
+        }
+        let wait = if waiting {
+            Duration::from_millis(100)
+        } else {
+            Duration::from_secs(1)
+        };
+        kms.wait_for_replication_work(generation, wait);
+    }
+    Ok(())
+}
+
+fn ship(kms: &Kms, http: &BlockingClient, signer: &RequestSigner, entry: &OutboxEntry) -> anyhow::Result<()> {
+    let (region, state) = kms.replication_shipment(entry)?;
+    let body = serde_json::to_vec(&state)?;
+    let url = reqwest::Url::parse(&region.endpoint)?;
+    let host = match (url.host_str(), url.port()) {
+        (Some(h), Some(p)) => format!("{h}:{p}"),
+        (Some(h), None) => h.to_owned(),
+        (None, _) => anyhow::bail!("region {} has no host in {}", region.name, region.endpoint),
+    };
+    let mut headers = HeaderMap::new();
+    headers.insert(http::header::HOST, HeaderValue::from_str(&host)?);
+    headers.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    signer
+        .sign(&Method::POST, APPLY_PATH, &mut headers, Some(&body))
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let url = format!("{}{APPLY_PATH}", region.endpoint.trim_end_matches('/'));
+    let answer = http
+        .send(Method::POST, &url, headers, Some(body))
+        .map_err(|e| anyhow::anyhow!("{url}: {}", error_chain(&e)))?;
+    if !answer.status.is_success() {
+        anyhow::bail!(
+            "{url} answered {}: {}",
+            answer.status,
+            String::from_utf8_lossy(&answer.body)
+        );
+    }
+    Ok(())
+}
