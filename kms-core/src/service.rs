@@ -1149,8 +1149,23 @@ impl Kms {
     pub fn refresh_external_keys(&self, principal: &Principal) -> Result<(usize, Vec<(Ocid, KmsError)>)> {
         let mut added = 0;
         let mut failed = Vec::new();
+        let replicas: std::collections::HashSet<Ocid> = self
+            .list_vaults(None)?
+            .into_iter()
+            .filter(|v| {
+                matches!(
+                    v.replication,
+                    Some(crate::replication::VaultReplication::Replica { .. })
+                )
+            })
+            .map(|v| v.id)
+            .collect();
         for key in self.list_keys(None, None)? {
-            if key.protection_mode != ProtectionMode::External || key.lifecycle_state != KeyState::Enabled {
+            // A replica's keys follow its primary region, which refreshes them.
+            if key.protection_mode != ProtectionMode::External
+                || key.lifecycle_state != KeyState::Enabled
+                || replicas.contains(&key.vault_id)
+            {
                 continue;
             }
             match self.refresh_external_key(principal, &key.id) {

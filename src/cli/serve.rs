@@ -54,6 +54,10 @@ pub struct ServeArgs {
     /// it: tcp:HOST:PORT (port 0 picks one; see serve.json) or unix:PATH.
     #[arg(long, env = "SEALSTORE_NBD_LISTEN")]
     nbd_listen: Option<String>,
+    /// Replication: a CA certificate (PEM) to trust for peer regions served over https,
+    /// besides the system's (or a peer's own self-signed certificate).
+    #[arg(long, env = "SEALSTORE_REPLICATION_CA_CERT", value_name = "FILE")]
+    replication_ca_cert: Option<std::path::PathBuf>,
     /// Seconds between scheduler passes (auto-rotation, purge of deleted vaults and keys,
     /// new versions of EXTERNAL keys).
     #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
@@ -153,9 +157,9 @@ async fn serve(global: &GlobalOpts, args: ServeArgs) -> anyhow::Result<ExitCode>
     // Replicated vaults: their changes are shipped to replica regions from this thread.
     let shipper_stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let shipper = {
-        let (kms, stop) = (kms.clone(), shipper_stop.clone());
+        let (kms, stop, ca) = (kms.clone(), shipper_stop.clone(), args.replication_ca_cert.clone());
         std::thread::Builder::new().name("replication".into()).spawn(move || {
-            if let Err(e) = sealstore::kms_api::shipper::run(kms, stop) {
+            if let Err(e) = sealstore::kms_api::shipper::run(kms, stop, ca.as_deref()) {
                 error!(error = %e, "replication shipping stopped");
             }
         })?

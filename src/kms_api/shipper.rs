@@ -19,8 +19,9 @@ use crate::http_client::{error_chain, BlockingClient, Timeouts};
 const FIRST_BACKOFF: Duration = Duration::from_millis(200);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
-/// Runs until `stop` is set (then wake it with [`Kms::notify_replication`]).
-pub fn run(kms: Arc<Kms>, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
+/// Runs until `stop` is set (then wake it with [`Kms::notify_replication`]); peers over https
+/// are verified against the system's CAs and `extra_ca`.
+pub fn run(kms: Arc<Kms>, stop: Arc<AtomicBool>, extra_ca: Option<&std::path::Path>) -> anyhow::Result<()> {
     // Made when there is first something to ship: most servers never replicate.
     let mut signer: Option<RequestSigner> = None;
     let timeouts = Timeouts {
@@ -28,7 +29,7 @@ pub fn run(kms: Arc<Kms>, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
         read: Duration::from_secs(10),
         total: Duration::from_secs(30),
     };
-    let http = BlockingClient::new(None, timeouts, "replication").map_err(anyhow::Error::msg)?;
+    let http = BlockingClient::new(extra_ca, timeouts, "replication").map_err(anyhow::Error::msg)?;
     let mut backoff: HashMap<String, (Instant, Duration)> = HashMap::new();
     while !stop.load(Ordering::Acquire) {
         let generation = kms.replication_generation();
