@@ -7,54 +7,23 @@
 //! - as one 1 MiB data unit: the ceiling, without aws-lc's per-call tweak setup, which no
 //!   sector-addressed format avoids.
 //!
+//! The workloads are `sealstore::bench::crypto::xts`, the same `sealstore bench crypto` runs.
+//!
 //! `cargo bench --bench xts`
 
-use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use sealstore::crypto::xts::{Xts, XtsKey};
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 
 fn bench(c: &mut Criterion) {
-    let key = XtsKey::generate().unwrap();
-    let mut xts = Xts::new(&key).unwrap();
-    let size = 1 << 20;
-    let mut buf = vec![0x5au8; size];
-    for (name, encrypt) in [("aes-256-xts encrypt", true), ("aes-256-xts decrypt", false)] {
-        let mut group = c.benchmark_group(name);
-        group.throughput(Throughput::Bytes(size as u64));
-        group.bench_with_input(BenchmarkId::new("raw aws-lc, one 1 MiB unit", size), &size, |b, _| {
-            b.iter(|| {
-                if encrypt {
-                    xts.encrypt_unit(7, &mut buf)
-                } else {
-                    xts.decrypt_unit(7, &mut buf)
-                }
-            })
-        });
-        group.bench_with_input(
-            BenchmarkId::new("raw aws-lc, 256 units of 4 KiB", size),
-            &size,
-            |b, _| {
-                b.iter(|| {
-                    for (i, unit) in buf.chunks_exact_mut(4096).enumerate() {
-                        let tweak = 7 + i as u128;
-                        if encrypt {
-                            xts.encrypt_unit(tweak, unit).unwrap()
-                        } else {
-                            xts.decrypt_unit(tweak, unit).unwrap()
-                        }
-                    }
-                })
-            },
-        );
-        group.bench_with_input(BenchmarkId::new("sealstore 4 KiB sectors", size), &size, |b, _| {
-            b.iter(|| {
-                if encrypt {
-                    xts.encrypt_sectors(7, &mut buf)
-                } else {
-                    xts.decrypt_sectors(7, &mut buf)
-                }
-            })
-        });
-        group.finish();
+    let mut workloads = sealstore::bench::crypto::xts();
+    let mut groups: Vec<String> = workloads.iter().map(|w| w.group.clone()).collect();
+    groups.dedup();
+    for group in groups {
+        let mut g = c.benchmark_group(&group);
+        for w in workloads.iter_mut().filter(|w| w.group == group) {
+            g.throughput(Throughput::Bytes(w.bytes));
+            g.bench_function(&w.name, |b| b.iter(|| (w.run)()));
+        }
+        g.finish();
     }
 }
 

@@ -13,6 +13,7 @@
 #![warn(missing_docs)]
 
 pub mod admin;
+pub mod bench;
 pub mod block;
 pub mod crypto;
 pub mod external_kms;

