@@ -13,6 +13,16 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{HeaderMap, Method, StatusCode};
 
+/// The `host` header value for `url` (`host[:port]`, the port only when the URL names one),
+/// as request signatures cover it; `None` when the URL has no host.
+pub fn host_header(url: &reqwest::Url) -> Option<String> {
+    match (url.host_str(), url.port()) {
+        (Some(h), Some(p)) => Some(format!("{h}:{p}")),
+        (Some(h), None) => Some(h.to_owned()),
+        (None, _) => None,
+    }
+}
+
 /// An HTTP answer, read to its end.
 #[derive(Debug)]
 pub struct Answer {

@@ -18,6 +18,7 @@ pub mod block;
 pub mod crypto;
 pub mod external_kms;
 pub mod http_client;
+pub mod http_server;
 pub mod kms_api;
 pub mod object;
 pub mod s3;

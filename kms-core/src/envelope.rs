@@ -399,6 +399,33 @@ impl Kms {
         plaintext: &[u8],
         aad: &AssociatedData,
     ) -> Result<Encrypted> {
+        self.encrypt_audited(principal, key_id, key_version_id, false, plaintext, aad)
+    }
+
+    /// Encrypts under `key_version_id`, which may be any ENABLED version of the key, not only
+    /// the primary: for key managers whose callers choose the version (sealstore's reference
+    /// external key manager, which EXTERNAL keys elsewhere reference version by version).
+    pub fn encrypt_under_version(
+        &self,
+        principal: &Principal,
+        key_id: &Ocid,
+        key_version_id: &Ocid,
+        plaintext: &[u8],
+        aad: &AssociatedData,
+    ) -> Result<Encrypted> {
+        self.encrypt_audited(principal, key_id, Some(key_version_id), true, plaintext, aad)
+    }
+
+    /// The encrypt call both of the above are: size check, then [`Kms::encrypt_raw`], audited.
+    fn encrypt_audited(
+        &self,
+        principal: &Principal,
+        key_id: &Ocid,
+        key_version_id: Option<&Ocid>,
+        any_enabled_version: bool,
+        plaintext: &[u8],
+        aad: &AssociatedData,
+    ) -> Result<Encrypted> {
         let subject = AuditSubject {
             key_id: Some(key_id.clone()),
             ..Default::default()
@@ -413,40 +440,7 @@ impl Kms {
             self.encrypt_raw(
                 key_id,
                 key_version_id,
-                false,
-                plaintext,
-                &aad.canonical_bytes(),
-                subject,
-            )
-        })
-    }
-
-    /// Encrypts under `key_version_id`, which may be any ENABLED version of the key, not only
-    /// the primary: for key managers whose callers choose the version (sealstore's reference
-    /// external key manager, which EXTERNAL keys elsewhere reference version by version).
-    pub fn encrypt_under_version(
-        &self,
-        principal: &Principal,
-        key_id: &Ocid,
-        key_version_id: &Ocid,
-        plaintext: &[u8],
-        aad: &AssociatedData,
-    ) -> Result<Encrypted> {
-        let subject = AuditSubject {
-            key_id: Some(key_id.clone()),
-            ..Default::default()
-        };
-        self.crypto_op(principal, "Encrypt", subject, |subject| {
-            if plaintext.len() > MAX_PLAINTEXT {
-                return Err(KmsError::InvalidParameter(format!(
-                    "plaintext is {} bytes; encrypt takes at most {MAX_PLAINTEXT}",
-                    plaintext.len()
-                )));
-            }
-            self.encrypt_raw(
-                key_id,
-                Some(key_version_id),
-                true,
+                any_enabled_version,
                 plaintext,
                 &aad.canonical_bytes(),
                 subject,

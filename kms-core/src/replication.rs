@@ -690,12 +690,7 @@ impl Kms {
 
     /// Refuses management of a replica: it is managed in its primary region.
     pub(crate) fn refuse_if_replica(&self, txn: &crate::store::WriteTxn, subject: &AuditSubject) -> Result<()> {
-        let vault_id = match (&subject.vault_id, &subject.key_id) {
-            (Some(v), _) => Some(v.clone()),
-            (None, Some(k)) => txn.key(k).ok().map(|k| k.vault_id),
-            (None, None) => None,
-        };
-        if let Some(vault) = vault_id.and_then(|v| txn.vault(&v).ok()) {
+        if let Some(vault) = Self::changed_vault(txn, subject).and_then(|v| txn.vault(&v).ok()) {
             if let Some(VaultReplication::Replica { primary_region, .. }) = &vault.replication {
                 return Err(KmsError::IncorrectState(format!(
                     "vault {} is a replica of region {primary_region}: manage it there (this region serves encrypt and decrypt only)",
@@ -706,7 +701,7 @@ impl Kms {
         Ok(())
     }
 
-    /// The vault a change touched (for queuing it), from the audit subject.
+    /// The vault a change touches, from its audit subject (its vault, or its key's).
     pub(crate) fn changed_vault(txn: &crate::store::WriteTxn, subject: &AuditSubject) -> Option<Ocid> {
         match (&subject.vault_id, &subject.key_id) {
             (Some(v), _) => Some(v.clone()),

@@ -20,7 +20,7 @@ use crate::error::{KmsError, Result};
 use crate::ids::{Ocid, ResourceType};
 use crate::model::*;
 use crate::protection::software::{RootKey, SoftwareProtection};
-use crate::protection::KeyProtection;
+use crate::protection::{ExternalKeyState, KeyProtection};
 use crate::store::{ReadTxn, Store, WriteTxn, META_REGION, META_ROOT_CHECK, META_TENANCY};
 use crate::time::{Clock, SystemClock, Timestamp};
 
@@ -129,6 +129,13 @@ pub struct UpdateResource {
     pub freeform_tags: Option<FreeformTags>,
     /// Keys only: `Some(Some(days))` turns auto-rotation on, `Some(None)` off.
     pub auto_rotation_interval_days: Option<Option<u32>>,
+}
+
+/// Whose version [`Kms::new_version`] makes.
+struct VersionOwner<'a> {
+    key_id: &'a Ocid,
+    vault_id: &'a Ocid,
+    compartment_id: &'a Ocid,
 }
 
 /// The key-management service over one data directory.
@@ -828,51 +835,19 @@ impl Kms {
         }
         let backend = self.protection(mode)?;
         let key_id = Ocid::generate(ResourceType::Key, &self.region);
-        let new_version = |external_key_version_id: Option<String>| KeyVersion {
-            id: Ocid::generate(ResourceType::KeyVersion, &self.region),
-            key_id: key_id.clone(),
-            vault_id: vault.id.clone(),
-            compartment_id: compartment_id.clone(),
-            lifecycle_state: KeyVersionState::Enabled,
-            origin: if external_key_version_id.is_some() {
-                KeyVersionOrigin::External
-            } else {
-                KeyVersionOrigin::Internal
-            },
-            time_created: now,
-            time_of_deletion: None,
-            is_auto_rotated: false,
-            external_key_version_id,
+        let owner = VersionOwner {
+            key_id: &key_id,
+            vault_id: &vault.id,
+            compartment_id: &compartment_id,
         };
         let version = match external {
             None => {
-                let version = new_version(None);
+                let version = self.new_version(&owner, now, false, None);
                 txn.put_key_material(&version.id, &backend.create_material(&version.id)?)?;
                 txn.put_key_version(&version)?;
                 version
             }
-            Some((manager, external_key_id, state)) => {
-                let mut current = None;
-                for external_version in &state.version_ids {
-                    let version = new_version(Some(external_version.clone()));
-                    let reference = crate::protection::ExternalVersionRef {
-                        endpoint: manager.endpoint.clone(),
-                        key_id: external_key_id.clone(),
-                        version_id: external_version.clone(),
-                    };
-                    txn.put_key_material(&version.id, &reference.to_bytes())?;
-                    txn.put_key_version(&version)?;
-                    if *external_version == state.current_version_id {
-                        current = Some(version);
-                    }
-                }
-                current.ok_or_else(|| {
-                    KmsError::Protection(format!(
-                        "the external key manager names {} as the current version of {external_key_id} but does not list it",
-                        state.current_version_id
-                    ))
-                })?
-            }
+            Some(external) => self.add_external_versions(txn, now, &owner, external, &[])?.1,
         };
         let key = Key {
             id: key_id.clone(),
@@ -1099,49 +1074,87 @@ impl Kms {
         self.mutate(principal, "RefreshExternalKey", subject, |txn, now, _| {
             let mut key = txn.key(key_id)?;
             let existing = txn.key_versions(key_id)?;
-            let mut added = Vec::new();
-            for external_version in &state.version_ids {
-                if existing
-                    .iter()
-                    .any(|v| v.external_key_version_id.as_deref() == Some(external_version.as_str()))
-                {
-                    continue;
-                }
-                let version = KeyVersion {
-                    id: Ocid::generate(ResourceType::KeyVersion, &self.region),
-                    key_id: key.id.clone(),
-                    vault_id: key.vault_id.clone(),
-                    compartment_id: key.compartment_id.clone(),
-                    lifecycle_state: KeyVersionState::Enabled,
-                    origin: KeyVersionOrigin::External,
-                    time_created: now,
-                    time_of_deletion: None,
-                    is_auto_rotated: false,
-                    external_key_version_id: Some(external_version.clone()),
-                };
-                let reference = crate::protection::ExternalVersionRef {
-                    endpoint: manager.endpoint.clone(),
-                    key_id: external_key_id.clone(),
-                    version_id: external_version.clone(),
-                };
-                txn.put_key_material(&version.id, &reference.to_bytes())?;
-                txn.put_key_version(&version)?;
-                added.push(version);
-            }
-            let current = existing
-                .iter()
-                .chain(&added)
-                .find(|v| v.external_key_version_id.as_deref() == Some(state.current_version_id.as_str()))
-                .ok_or_else(|| {
-                    KmsError::Protection(format!(
-                        "the external key manager names {} as the current version of {external_key_id} but does not list it",
-                        state.current_version_id
-                    ))
-                })?;
-            key.current_key_version = current.id.clone();
+            let owner = VersionOwner {
+                key_id: &key.id,
+                vault_id: &key.vault_id,
+                compartment_id: &key.compartment_id,
+            };
+            let external = (manager.clone(), external_key_id.clone(), state.clone());
+            let (added, current) = self.add_external_versions(txn, now, &owner, &external, &existing)?;
+            key.current_key_version = current.id;
             txn.put_key(&key)?;
             Ok(added)
         })
+    }
+
+    /// A new ENABLED version of `owner`'s key, made now; `external_key_version_id` for
+    /// versions of EXTERNAL keys.
+    fn new_version(
+        &self,
+        owner: &VersionOwner<'_>,
+        now: Timestamp,
+        automatic: bool,
+        external_key_version_id: Option<String>,
+    ) -> KeyVersion {
+        KeyVersion {
+            id: Ocid::generate(ResourceType::KeyVersion, &self.region),
+            key_id: owner.key_id.clone(),
+            vault_id: owner.vault_id.clone(),
+            compartment_id: owner.compartment_id.clone(),
+            lifecycle_state: KeyVersionState::Enabled,
+            origin: if external_key_version_id.is_some() {
+                KeyVersionOrigin::External
+            } else {
+                KeyVersionOrigin::Internal
+            },
+            time_created: now,
+            time_of_deletion: None,
+            is_auto_rotated: automatic,
+            external_key_version_id,
+        }
+    }
+
+    /// Records each version the key manager lists that `existing` lacks, as a key version
+    /// whose stored material is only a reference. Returns the added versions and the one the
+    /// manager calls current (added or existing).
+    fn add_external_versions(
+        &self,
+        txn: &WriteTxn,
+        now: Timestamp,
+        owner: &VersionOwner<'_>,
+        (manager, external_key_id, state): &(ExternalKeyManager, String, ExternalKeyState),
+        existing: &[KeyVersion],
+    ) -> Result<(Vec<KeyVersion>, KeyVersion)> {
+        let known = |versions: &[KeyVersion], external: &str| {
+            versions
+                .iter()
+                .find(|v| v.external_key_version_id.as_deref() == Some(external))
+                .cloned()
+        };
+        let mut added = Vec::new();
+        for external_version in &state.version_ids {
+            if known(existing, external_version).is_some() {
+                continue;
+            }
+            let version = self.new_version(owner, now, false, Some(external_version.clone()));
+            let reference = crate::protection::ExternalVersionRef {
+                endpoint: manager.endpoint.clone(),
+                key_id: external_key_id.clone(),
+                version_id: external_version.clone(),
+            };
+            txn.put_key_material(&version.id, &reference.to_bytes())?;
+            txn.put_key_version(&version)?;
+            added.push(version);
+        }
+        let current = known(existing, &state.current_version_id)
+            .or_else(|| known(&added, &state.current_version_id))
+            .ok_or_else(|| {
+                KmsError::Protection(format!(
+                    "the external key manager names {} as the current version of {external_key_id} but does not list it",
+                    state.current_version_id
+                ))
+            })?;
+        Ok((added, current))
     }
 
     /// [`Kms::refresh_external_key`] for every usable EXTERNAL key; the number of new
@@ -1198,18 +1211,12 @@ impl Kms {
             )));
         }
         let backend = self.protection(key.protection_mode)?;
-        let version = KeyVersion {
-            id: Ocid::generate(ResourceType::KeyVersion, &self.region),
-            key_id: key.id.clone(),
-            vault_id: key.vault_id.clone(),
-            compartment_id: key.compartment_id.clone(),
-            lifecycle_state: KeyVersionState::Enabled,
-            origin: KeyVersionOrigin::Internal,
-            time_created: now,
-            time_of_deletion: None,
-            is_auto_rotated: automatic,
-            external_key_version_id: None,
+        let owner = VersionOwner {
+            key_id: &key.id,
+            vault_id: &key.vault_id,
+            compartment_id: &key.compartment_id,
         };
+        let version = self.new_version(&owner, now, automatic, None);
         subject.key_version_id = Some(version.id.clone());
         txn.put_key_material(&version.id, &backend.create_material(&version.id)?)?;
         txn.put_key_version(&version)?;

@@ -127,7 +127,7 @@ impl GlobalOpts {
             kms.tenancy_id().to_string(),
         ));
         let external =
-            sealstore::external_kms::client::ExternalProtection::new(client_key, self.ekm_ca_cert.as_deref())
+            sealstore::external_kms::client::ExternalProtection::new(client_key.clone(), self.ekm_ca_cert.as_deref())
                 .map_err(|e| anyhow::anyhow!("setting up EXTERNAL protection: {e}"))?;
         kms.register_protection(Arc::new(external));
         let index = Arc::new(ObjectIndex::open(&self.data_dir).context("opening the object index")?);
@@ -141,6 +141,7 @@ impl GlobalOpts {
             kms: Arc::new(kms),
             index,
             users,
+            client_key,
         })
     }
 
@@ -309,6 +310,8 @@ pub struct DataDir {
     pub index: Arc<ObjectIndex>,
     /// S3 users.
     pub users: Arc<sealstore::s3::credentials::UserStore>,
+    /// The key that signs this data directory's tokens for external key managers.
+    pub client_key: Arc<sealstore::external_kms::token::ClientKey>,
 }
 
 impl DataDir {

@@ -184,17 +184,10 @@ async fn serve(global: &GlobalOpts, args: ServeArgs) -> anyhow::Result<ExitCode>
         _ => None,
     };
     let kms_url = format!("{}://{kms_addr}", if tls.is_some() { "https" } else { "http" });
-    // The public half of the key that signs tokens for external key managers.
-    let jwks = sealstore::external_kms::token::ClientKey::new(
-        global.data_dir.join(super::EKM_CLIENT_KEY_FILE),
-        kms.tenancy_id().to_string(),
-    )
-    .jwks()
-    .map_err(anyhow::Error::msg)?;
     let kms_task = tokio::spawn(
         sealstore::kms_api::KmsApi::new(kms.clone(), kms_addr, tls)
             .max_in_flight(usize::try_from(args.kms_max_in_flight).unwrap_or(usize::MAX))
-            .jwks(jwks)
+            .jwks(dir.client_key.clone())
             .serve(kms_listener),
     );
     println!("KMS API        {kms_url} (OCI request signatures; users: sealstore iam user add)");

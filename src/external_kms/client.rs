@@ -131,6 +131,23 @@ impl ExternalProtection {
             failures.join("; ")
         )))
     }
+
+    /// `POST …/keys/{key}/versions/{version}/{operation}` for the version `stored` references,
+    /// with `{input.0: base64(input.1), aad: base64(aad)}`.
+    fn version_call(&self, stored: &[u8], operation: &str, input: (&str, &[u8]), aad: &[u8]) -> Result<Value> {
+        let r = ExternalVersionRef::from_bytes(stored)?;
+        self.call(
+            &r.endpoint,
+            Method::POST,
+            &format!(
+                "/ekm/v1/keys/{}/versions/{}/{operation}",
+                segment(&r.key_id),
+                segment(&r.version_id)
+            ),
+            Some(json!({input.0: B64.encode(input.1), "aad": B64.encode(aad)})),
+            "such key version",
+        )
+    }
 }
 
 fn decode(json: &Value, field: &str) -> Result<Vec<u8>> {
@@ -156,34 +173,12 @@ impl KeyProtection for ExternalProtection {
     }
 
     fn encrypt(&self, _version: &Ocid, stored: &[u8], aad: &[u8], plaintext: &[u8]) -> Result<Vec<u8>> {
-        let r = ExternalVersionRef::from_bytes(stored)?;
-        let out = self.call(
-            &r.endpoint,
-            Method::POST,
-            &format!(
-                "/ekm/v1/keys/{}/versions/{}/encrypt",
-                segment(&r.key_id),
-                segment(&r.version_id)
-            ),
-            Some(json!({"plaintext": B64.encode(plaintext), "aad": B64.encode(aad)})),
-            "such key version",
-        )?;
+        let out = self.version_call(stored, "encrypt", ("plaintext", plaintext), aad)?;
         decode(&out, "ciphertext")
     }
 
     fn decrypt(&self, _version: &Ocid, stored: &[u8], aad: &[u8], sealed: &[u8]) -> Result<Zeroizing<Vec<u8>>> {
-        let r = ExternalVersionRef::from_bytes(stored)?;
-        let out = self.call(
-            &r.endpoint,
-            Method::POST,
-            &format!(
-                "/ekm/v1/keys/{}/versions/{}/decrypt",
-                segment(&r.key_id),
-                segment(&r.version_id)
-            ),
-            Some(json!({"ciphertext": B64.encode(sealed), "aad": B64.encode(aad)})),
-            "such key version",
-        )?;
+        let out = self.version_call(stored, "decrypt", ("ciphertext", sealed), aad)?;
         Ok(Zeroizing::new(decode(&out, "plaintext")?))
     }
 

@@ -11,7 +11,7 @@
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
@@ -127,42 +127,7 @@ impl KeyManager {
 
     /// Accepts connections (over TLS with `tls`) and serves them until the task is dropped.
     pub async fn serve(self: Arc<Self>, listener: tokio::net::TcpListener, tls: Option<tokio_rustls::TlsAcceptor>) {
-        loop {
-            let (stream, _) = match listener.accept().await {
-                Ok(conn) => conn,
-                Err(e) => {
-                    tracing::error!(error = %e, "key manager accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            };
-            let _ = stream.set_nodelay(true);
-            let manager = self.clone();
-            let tls = tls.clone();
-            tokio::spawn(async move {
-                let service = hyper::service::service_fn(move |req| {
-                    let manager = manager.clone();
-                    async move { Ok::<_, std::convert::Infallible>(manager.handle(req).await) }
-                });
-                let http = hyper::server::conn::http1::Builder::new();
-                let _ = match tls {
-                    None => {
-                        http.serve_connection(hyper_util::rt::TokioIo::new(stream), service)
-                            .await
-                    }
-                    Some(acceptor) => match acceptor.accept(stream).await {
-                        Ok(stream) => {
-                            http.serve_connection(hyper_util::rt::TokioIo::new(stream), service)
-                                .await
-                        }
-                        Err(e) => {
-                            tracing::debug!(error = %e, "key manager TLS handshake failed");
-                            return;
-                        }
-                    },
-                };
-            });
-        }
+        crate::http_server::serve(listener, tls, "key manager", move |req| self.clone().handle(req)).await
     }
 
     async fn handle<B>(self: Arc<Self>, req: http::Request<B>) -> http::Response<Full<Bytes>>

@@ -34,7 +34,6 @@ mod wire;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method, StatusCode};
@@ -70,7 +69,7 @@ pub struct KmsApi {
     /// Vault id → whether it is EXTERNAL (see [`KmsApi::is_external_vault`]).
     external_vaults: Arc<std::sync::RwLock<HashMap<String, bool>>>,
     /// Served at [`JWKS_PATH`] when set.
-    jwks: Option<Arc<Value>>,
+    jwks: Option<Arc<crate::external_kms::token::ClientKey>>,
 }
 
 /// Where the JWKS of [`KmsApi::jwks`] is published.
@@ -236,10 +235,11 @@ impl KmsApi {
         }
     }
 
-    /// Publishes `jwks` (this server's key for external key managers' tokens) at
-    /// `GET /.well-known/jwks.json`, without authentication: it holds public keys only.
-    pub fn jwks(mut self, jwks: serde_json::Value) -> Self {
-        self.jwks = Some(Arc::new(jwks));
+    /// Publishes the public half of `client_key` (this server's key for external key
+    /// managers' tokens) as a JWKS at `GET /.well-known/jwks.json`, without authentication.
+    /// The key is made on the first request that needs it, not at start.
+    pub fn jwks(mut self, client_key: Arc<crate::external_kms::token::ClientKey>) -> Self {
+        self.jwks = Some(client_key);
         self
     }
 
@@ -252,47 +252,13 @@ impl KmsApi {
     /// Accepts connections on `listener` and serves them (HTTP/1.1, keep-alive) until the
     /// task is dropped.
     pub async fn serve(self, listener: tokio::net::TcpListener) {
+        let tls = self.tls.clone();
         let api = Arc::new(self);
-        loop {
-            let (stream, peer) = match listener.accept().await {
-                Ok(conn) => conn,
-                Err(e) => {
-                    tracing::error!(error = %e, "KMS API accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            };
-            // Small JSON answers: without NODELAY, Nagle holds each behind the client's ACK.
-            let _ = stream.set_nodelay(true);
+        crate::http_server::serve(listener, tls, "KMS API", move |req| {
             let api = api.clone();
-            let tls = api.tls.clone();
-            tokio::spawn(async move {
-                let service = hyper::service::service_fn(move |req| {
-                    let api = api.clone();
-                    async move { Ok::<_, std::convert::Infallible>(api.handle(req).await) }
-                });
-                let http = hyper::server::conn::http1::Builder::new();
-                let served = match &tls {
-                    None => {
-                        http.serve_connection(hyper_util::rt::TokioIo::new(stream), service)
-                            .await
-                    }
-                    Some(acceptor) => match acceptor.accept(stream).await {
-                        Ok(stream) => {
-                            http.serve_connection(hyper_util::rt::TokioIo::new(stream), service)
-                                .await
-                        }
-                        Err(e) => {
-                            tracing::debug!(%peer, error = %e, "KMS API TLS handshake failed");
-                            return;
-                        }
-                    },
-                };
-                if let Err(e) = served {
-                    tracing::debug!(%peer, error = %e, "KMS API connection ended with an error");
-                }
-            });
-        }
+            async move { api.handle(req).await }
+        })
+        .await
     }
 
     /// Whether `vault` is EXTERNAL: its crypto calls wait on the network, so they must not
@@ -332,8 +298,12 @@ impl KmsApi {
             .map(str::to_owned)
             .unwrap_or_else(new_request_id);
         let (parts, body) = req.into_parts();
-        if let (Some(jwks), &Method::GET, JWKS_PATH) = (&self.jwks, &parts.method, parts.uri.path()) {
-            return respond(Ok(Reply::plain(Value::clone(jwks))), &request_id);
+        if let (Some(client_key), &Method::GET, JWKS_PATH) = (&self.jwks, &parts.method, parts.uri.path()) {
+            let jwks = client_key.jwks().map_err(|e| {
+                tracing::error!(error = %e, "cannot publish the JWKS");
+                ApiError::internal()
+            });
+            return respond(jwks.map(Reply::plain), &request_id);
         }
         let _counted = InFlight(self.in_flight.clone());
         if self.in_flight.fetch_add(1, std::sync::atomic::Ordering::Relaxed) >= self.max_in_flight {

@@ -28,7 +28,7 @@ use kms_core::{
 use serde_json::{json, Value};
 
 use super::signature::RequestSigner;
-use crate::http_client::{error_chain, BlockingClient, Timeouts};
+use crate::http_client::{error_chain, host_header, BlockingClient, Timeouts};
 
 /// How long to wait for a TCP (and TLS) connection to the KMS.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -120,11 +120,7 @@ impl RemoteKms {
                 "--kms-endpoint must be http[s]://host[:port] (the KMS API's address), not '{endpoint}'"
             )));
         }
-        let host = match (url.host_str(), url.port()) {
-            (Some(h), Some(p)) => format!("{h}:{p}"),
-            (Some(h), None) => h.to_owned(),
-            (None, _) => return Err(setup(format!("--kms-endpoint '{endpoint}' names no host"))),
-        };
+        let host = host_header(&url).ok_or_else(|| setup(format!("--kms-endpoint '{endpoint}' names no host")))?;
         let profile = read_profile(&config.config_file, &config.profile)?;
         let field = |name: &str| {
             profile.get(name).cloned().ok_or_else(|| {

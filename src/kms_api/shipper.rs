@@ -14,7 +14,7 @@ use kms_core::Kms;
 
 use super::replication::APPLY_PATH;
 use super::signature::RequestSigner;
-use crate::http_client::{error_chain, BlockingClient, Timeouts};
+use crate::http_client::{error_chain, host_header, BlockingClient, Timeouts};
 
 const FIRST_BACKOFF: Duration = Duration::from_millis(200);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
@@ -82,11 +82,8 @@ fn ship(kms: &Kms, http: &BlockingClient, signer: &RequestSigner, entry: &Outbox
     let (region, state) = kms.replication_shipment(entry)?;
     let body = serde_json::to_vec(&state)?;
     let url = reqwest::Url::parse(&region.endpoint)?;
-    let host = match (url.host_str(), url.port()) {
-        (Some(h), Some(p)) => format!("{h}:{p}"),
-        (Some(h), None) => h.to_owned(),
-        (None, _) => anyhow::bail!("region {} has no host in {}", region.name, region.endpoint),
-    };
+    let host = host_header(&url)
+        .ok_or_else(|| anyhow::anyhow!("region {} has no host in {}", region.name, region.endpoint))?;
     let mut headers = HeaderMap::new();
     headers.insert(http::header::HOST, HeaderValue::from_str(&host)?);
     headers.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));

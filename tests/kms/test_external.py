@@ -19,27 +19,20 @@ import boto3
 import pytest
 from botocore.config import Config
 
-from test_oci_cli import Env, OciFailed, cli  # same directory
+from test_oci_cli import Env, OciFailed, cli, sealstore, self_signed_cert  # same directory
 from conftest import BINARY, running_server  # tests/s3, put on sys.path by test_oci_cli
 
-
-def sealstore(data_dir, *args, check=True, timeout=60):
-    out = subprocess.run([str(BINARY), "--data-dir", str(data_dir), *args], capture_output=True, text=True,
-                         timeout=timeout)
-    if check:
-        assert out.returncode == 0, out.stderr
-    return out
 
 
 class KeyManager:
     """`sealstore ekm serve` on its own data directory, trusting one sealstore's JWKS."""
 
-    def __init__(self, tmp, jwks):
-        """`jwks`: a file or URL."""
+    def __init__(self, tmp, jwks, extra=()):
+        """`jwks`: a file or URL; `extra`: more `ekm serve` options."""
         self.dir = tmp / "ekm"
         self.proc = subprocess.Popen(
             [str(BINARY), "--data-dir", str(self.dir), "ekm", "serve", "--listen", "127.0.0.1:0",
-             "--jwks", str(jwks)],
+             "--jwks", str(jwks), *extra],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
         info = self.dir / "ekm.json"
@@ -285,29 +278,15 @@ def test_a_silent_key_manager_times_out_after_two_tries_and_a_refusing_one_fails
 
 
 def test_an_https_key_manager_is_verified_against_its_certificate(tmp_path):
-    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=127.0.0.1",
-         "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
-        check=True, capture_output=True,
-    )
+    cert, key = self_signed_cert(tmp_path)
     with running_server("--ekm-ca-cert", str(cert)) as (_, _, data_dir):
         kms_url = json.loads((data_dir / "serve.json").read_text())["kms"]
-        ekm_dir = tmp_path / "ekm"
-        proc = subprocess.Popen(
-            [str(BINARY), "--data-dir", str(ekm_dir), "ekm", "serve", "--listen", "127.0.0.1:0",
-             "--jwks", kms_url + "/.well-known/jwks.json", "--tls-cert", str(cert), "--tls-key", str(key)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )
+        ekm = KeyManager(tmp_path, kms_url + "/.well-known/jwks.json",
+                         extra=["--tls-cert", str(cert), "--tls-key", str(key)])
         try:
-            deadline = time.time() + 30
-            while not (ekm_dir / "ekm.json").exists():
-                assert proc.poll() is None and time.time() < deadline, "ekm serve did not start"
-                time.sleep(0.05)
-            url = json.loads((ekm_dir / "ekm.json").read_text())["url"]
-            assert url.startswith("https://")
-            ext = json.loads(sealstore(ekm_dir, "--json", "ekm", "key", "create", "tls").stdout)
-            vault_url = f"{url}/ekm/v1/vaults/{ext['vaultId']}"
+            assert ekm.url.startswith("https://")
+            ext = ekm.run("key", "create", "tls")
+            vault_url = f"{ekm.url}/ekm/v1/vaults/{ext['vaultId']}"
 
             # Without the certificate, the key manager is not trusted.
             other = tmp_path / "untrusting"
@@ -326,5 +305,4 @@ def test_an_https_key_manager_is_verified_against_its_certificate(tmp_path):
             back = sealstore(data_dir, "kms", "decrypt", "--raw", "--ciphertext", ct).stdout
             assert back == "over tls"
         finally:
-            proc.terminate()
-            proc.wait(timeout=15)
+            ekm.stop()

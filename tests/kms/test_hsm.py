@@ -14,8 +14,8 @@ import boto3
 import pytest
 from botocore.config import Config
 
-from test_oci_cli import Env, cli  # same directory
-from conftest import BINARY, running_server  # tests/s3, put on sys.path by test_oci_cli
+from test_oci_cli import Env, cli, sealstore  # same directory
+from conftest import running_server  # tests/s3, put on sys.path by test_oci_cli
 
 MODULE = os.environ.get("SOFTHSM2_MODULE", "/usr/lib/softhsm/libsofthsm2.so")
 LABEL = "sealstore"
@@ -60,13 +60,6 @@ def server(token):
         )
         yield env, management, crypto, key, s3
 
-
-def sealstore(data_dir, *args, check=True):
-    out = subprocess.run([str(BINARY), "--data-dir", str(data_dir), *args], capture_output=True, text=True,
-                         timeout=120)
-    if check:
-        assert out.returncode == 0, out.stderr
-    return out
 
 
 def test_an_hsm_key_through_the_oci_cli(server):

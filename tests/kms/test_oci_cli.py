@@ -38,6 +38,27 @@ def cli(data_dir, *args):
     return json.loads(out.stdout) if out.stdout.strip() else None
 
 
+def sealstore(data_dir, *args, check=True, timeout=120):
+    """Runs `sealstore --data-dir DATA_DIR ARGS`; fails the test on a non-zero exit unless
+    `check` is false."""
+    out = subprocess.run([str(BINARY), "--data-dir", str(data_dir), *args], capture_output=True, text=True,
+                         timeout=timeout)
+    if check:
+        assert out.returncode == 0, out.stderr
+    return out
+
+
+def self_signed_cert(directory):
+    """A self-signed certificate for 127.0.0.1 and its key (PEM files in `directory`)."""
+    cert, key = directory / "cert.pem", directory / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=127.0.0.1",
+         "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True,
+    )
+    return cert, key
+
+
 def make_key_pair(directory, name):
     private = directory / f"{name}.pem"
     public = directory / f"{name}.pub.pem"
@@ -463,12 +484,7 @@ def test_signed_requests_and_every_kind_of_bad_signature(env):
 def test_tls_with_the_oci_cli(tmp_path):
     """--kms-tls-cert/--kms-tls-key: the CLI verifies the server against the certificate,
     the endpoints the server hands out are https, and plain HTTP is not answered."""
-    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=127.0.0.1",
-         "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
-        check=True, capture_output=True,
-    )
+    cert, key = self_signed_cert(tmp_path)
     with running_server("--kms-tls-cert", str(cert), "--kms-tls-key", str(key)) as (_, _, data_dir):
         url = json.loads((data_dir / "serve.json").read_text())["kms"]
         assert url.startswith("https://127.0.0.1:")

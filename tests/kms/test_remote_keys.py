@@ -9,7 +9,6 @@ import json
 import os
 import pathlib
 import socket
-import subprocess
 import tempfile
 
 import boto3
@@ -17,8 +16,8 @@ import botocore.exceptions
 import pytest
 from botocore.config import Config
 
-from test_oci_cli import Env, cli, make_key_pair  # same directory
-from conftest import BINARY, running_server  # noqa: E402  (tests/s3, put on sys.path by test_oci_cli)
+from test_oci_cli import Env, cli, make_key_pair, sealstore, self_signed_cert  # same directory
+from conftest import running_server  # noqa: E402  (tests/s3, put on sys.path by test_oci_cli)
 
 
 class KeysServer:
@@ -153,14 +152,6 @@ def test_rotation_on_the_kms_moves_new_objects_and_old_ones_still_read(keys_serv
     assert s3.get_object(Bucket="remote", Key="before")["Body"].read() == b"old version"
 
 
-def sealstore(data_dir, *args, check=True):
-    out = subprocess.run(
-        [str(BINARY), "--data-dir", str(data_dir), *args], capture_output=True, text=True, timeout=120
-    )
-    if check:
-        assert out.returncode == 0, out.stderr
-    return out
-
 
 def test_volumes_take_their_data_key_from_the_remote_kms(keys_server, tmp_path):
     data_dir = tmp_path / "volumes"
@@ -214,12 +205,7 @@ def test_a_bad_signature_or_an_unreachable_kms_fails_at_start_with_the_reason(ke
 
 
 def test_an_https_kms_is_verified_against_its_certificate(tmp_path):
-    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=127.0.0.1",
-         "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
-        check=True, capture_output=True,
-    )
+    cert, key = self_signed_cert(tmp_path)
     with running_server("--kms-tls-cert", str(cert), "--kms-tls-key", str(key)) as (_, _, data_dir):
         url = json.loads((data_dir / "serve.json").read_text())["kms"]
         env = Env(url, data_dir, tmp_path)

@@ -20,7 +20,7 @@ import boto3
 import pytest
 from botocore.config import Config
 
-from test_oci_cli import OCI, Env, OciFailed, make_key_pair, sign  # same directory
+from test_oci_cli import OCI, Env, OciFailed, cli, make_key_pair, sealstore, sign  # same directory
 from conftest import BINARY  # tests/s3, put on sys.path by test_oci_cli
 
 OCI_PYTHON = OCI.parent / "python"
@@ -31,17 +31,6 @@ def free_port():
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 
-
-def sealstore(data_dir, *args, check=True):
-    out = subprocess.run([str(BINARY), "--data-dir", str(data_dir), *args], capture_output=True, text=True,
-                         timeout=120)
-    if check:
-        assert out.returncode == 0, out.stderr
-    return out
-
-
-def jcli(data_dir, *args):
-    return json.loads(sealstore(data_dir, "--json", *args).stdout)
 
 
 class Region:
@@ -78,7 +67,7 @@ class Region:
             self.proc.wait(timeout=15)
 
     def cli(self, *args):
-        return jcli(self.dir, *args)
+        return cli(self.dir, *args)
 
 
 def register(a, b, endpoint_of_b=None):
@@ -321,8 +310,8 @@ def test_failover_a_data_path_reads_through_the_replica(pair, tmp_path):
         sealstore(r.dir, "iam", "group", "create", "storage")
         sealstore(r.dir, "iam", "policy", "create", "storage-keys", "--statement",
                   "Allow group storage to use key-family in tenancy")
-        user = jcli(r.dir, "iam", "user", "add", "storage", "--public-key", str(public), "--group", "storage")
-        tenancy = jcli(r.dir, "kms", "status")["tenancyId"]
+        user = cli(r.dir, "iam", "user", "add", "storage", "--public-key", str(public), "--group", "storage")
+        tenancy = cli(r.dir, "kms", "status")["tenancyId"]
         text += (f"[{r.name}]\nuser={user['id']}\nfingerprint={user['apiKeys'][0]['fingerprint']}\n"
                  f"tenancy={tenancy}\nkey_file={private}\n\n")
     config.write_text(text)
