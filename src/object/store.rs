@@ -45,6 +45,34 @@ fn generic(source: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> objec
     }
 }
 
+/// The body of an inner store's answer as a stream. A local file is read `chunk` bytes per
+/// blocking call: object_store's own stream reads 8 KiB per call, which made a large GET
+/// about six times slower than reading the file (measured by `sealstore bench object`).
+fn body_stream(result: GetResult, chunk: usize) -> BoxStream<'static, Result<Bytes>> {
+    let range = result.range.clone();
+    match result.payload {
+        GetResultPayload::File(file, path) => stream::try_unfold((file, range.start), move |(file, at)| {
+            let path = path.clone();
+            async move {
+                if at >= range.end {
+                    return Ok(None);
+                }
+                let len = (range.end - at).min(chunk as u64) as usize;
+                let read = tokio::task::spawn_blocking(move || {
+                    let mut buf = vec![0u8; len];
+                    std::os::unix::fs::FileExt::read_exact_at(&file, &mut buf, at).map(|()| (file, buf))
+                })
+                .await
+                .map_err(generic)?;
+                let (file, buf) = read.map_err(|e| generic(format!("reading {}: {e}", path.display())))?;
+                Ok(Some((Bytes::from(buf), (file, at + len as u64))))
+            }
+        })
+        .boxed(),
+        GetResultPayload::Stream(s) => s,
+    }
+}
+
 /// Key management refused or failed while opening or sealing an object. Travels inside
 /// `object_store::Error::Generic` (the `ObjectStore` trait's error) and is recovered by
 /// [`crate::object::ObjectError`], so that a denied key answers as denied, not as an I/O error.
@@ -570,7 +598,8 @@ impl<S: ObjectStore> ObjectStore for EncryptedStore<S> {
                 range: Some(GetRange::Bounded(probed.max(sealed_start)..sealed_end)),
                 ..Default::default()
             };
-            Some(s.inner.get_opts(location, body_opts).await?.into_stream())
+            let sealed_batch = DEFAULT_BATCH_SEGMENTS * (seg.get() as usize + crate::crypto::gcm::TAG_LEN);
+            Some(body_stream(s.inner.get_opts(location, body_opts).await?, sealed_batch))
         } else {
             None
         };
