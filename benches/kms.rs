@@ -1,44 +1,32 @@
-//! Key-management operations per second: generate a wrapped DEK, unwrap it, and the raw
-//! AES-256-GCM wrap of 32 bytes for comparison (what the operation costs beyond the cipher:
-//! store read, header, audit record).
+//! Key-management operations per second: wrap a new data key, unwrap one, and the raw
+//! AES-256-GCM seal of 32 bytes for comparison (what the operation costs beyond the cipher:
+//! key lookup, header, audit record). SOFTWARE keys only (HSM lines: `sealstore bench kms`).
+//!
+//! The workloads are `sealstore::bench::kms::workloads`, the same `sealstore bench kms` runs.
 //!
 //! `cargo bench --bench kms`
 
+use std::sync::Arc;
+
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use kms_core::{CreateKey, CreateVault, KeyProvider, Kms, KmsConfig, Principal};
+use kms_core::{Kms, KmsConfig, ProtectionMode};
+use sealstore::bench::kms::{bench_key, workloads};
 
 fn bench(c: &mut Criterion) {
     let dir = tempfile::tempdir().unwrap();
-    let kms = Kms::open(KmsConfig::new(dir.path())).unwrap();
-    let me = Principal::local_admin();
-    let vault = kms
-        .create_vault(
-            &me,
-            CreateVault {
-                display_name: "bench".into(),
-                ..Default::default()
-            },
-        )
-        .unwrap();
-    let key = kms.create_key(&me, CreateKey::new(vault.id, "bench")).unwrap();
-    let aad = b"bucket/object/version";
-    let wrapped = KeyProvider::generate_data_key(&kms, &key.id, aad).unwrap().wrapped;
-
-    let mut group = c.benchmark_group("kms");
-    group.throughput(Throughput::Elements(1));
-    group.bench_function("generate-dek", |b| {
-        b.iter(|| KeyProvider::generate_data_key(&kms, &key.id, aad).unwrap())
-    });
-    group.bench_function("unwrap-dek", |b| b.iter(|| kms.unwrap_data_key(&wrapped, aad).unwrap()));
-
-    let raw = sealstore::crypto::gcm::GcmKey::new(&[7; 32]);
-    group.bench_function("raw gcm seal 32B", |b| {
-        b.iter(|| {
-            let mut dek = [0u8; 32];
-            raw.seal_in_place([1; 12], aad, &mut dek).unwrap()
-        })
-    });
-    group.finish();
+    let kms = Arc::new(Kms::open(KmsConfig::new(dir.path())).unwrap());
+    let key = bench_key(&kms, ProtectionMode::Software).unwrap();
+    let mut workloads = workloads(&kms, &[(ProtectionMode::Software, key)]).unwrap();
+    let mut groups: Vec<String> = workloads.iter().map(|w| w.group.clone()).collect();
+    groups.dedup();
+    for group in groups {
+        let mut g = c.benchmark_group(&group);
+        g.throughput(Throughput::Elements(1));
+        for w in workloads.iter_mut().filter(|w| w.group == group) {
+            g.bench_function(&w.name, |b| b.iter(|| (w.run)()));
+        }
+        g.finish();
+    }
 }
 
 criterion_group!(benches, bench);

@@ -20,7 +20,7 @@ fn bench(c: &mut Criterion) {
     for group in groups {
         let mut g = c.benchmark_group(&group);
         for w in workloads.iter_mut().filter(|w| w.group == group) {
-            g.throughput(Throughput::Bytes(w.bytes));
+            g.throughput(Throughput::Bytes(w.per_call));
             g.bench_function(&w.name, |b| b.iter(|| (w.run)()));
         }
         g.finish();

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use aws_lc_rs::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM};
 
-use super::Workload;
+use super::{Unit, Workload};
 use crate::crypto::segment::{SegmentCipher, SegmentSize};
 use crate::crypto::xts::{Xts, XtsKey};
 
@@ -46,7 +46,8 @@ pub fn gcm(object_size: usize) -> Vec<Workload> {
     out.push(Workload {
         group: seal_group.clone(),
         name: "raw aws-lc-rs, 1 call".into(),
-        bytes,
+        unit: Unit::BytesPerSec,
+        per_call: bytes,
         baseline: true,
         run: Box::new(move || {
             let _ = raw_seal.seal_in_place_separate_tag(
@@ -62,7 +63,8 @@ pub fn gcm(object_size: usize) -> Vec<Workload> {
         out.push(Workload {
             group: seal_group.clone(),
             name: format!("sealstore, {threads} thread(s)"),
-            bytes,
+            unit: Unit::BytesPerSec,
+            per_call: bytes,
             baseline: false,
             run: Box::new(move || pool.install(|| cipher.seal_into(0, &plain, true, &mut sealed).expect("seal"))),
         });
@@ -79,7 +81,8 @@ pub fn gcm(object_size: usize) -> Vec<Workload> {
     out.push(Workload {
         group: open_group.clone(),
         name: "raw aws-lc-rs, 1 call".into(),
-        bytes,
+        unit: Unit::BytesPerSec,
+        per_call: bytes,
         baseline: true,
         run: Box::new(move || {
             raw.open_separate_gather(
@@ -98,7 +101,8 @@ pub fn gcm(object_size: usize) -> Vec<Workload> {
         out.push(Workload {
             group: open_group.clone(),
             name: format!("sealstore, {threads} thread(s)"),
-            bytes,
+            unit: Unit::BytesPerSec,
+            per_call: bytes,
             baseline: false,
             run: Box::new(move || pool.install(|| cipher.open_into(0, &sealed, true, &mut opened).expect("open"))),
         });
@@ -128,7 +132,8 @@ pub fn xts() -> Vec<Workload> {
             out.push(Workload {
                 group: group.clone(),
                 name: name.into(),
-                bytes: SIZE as u64,
+                unit: Unit::BytesPerSec,
+                per_call: SIZE as u64,
                 baseline,
                 run: Box::new(move || match (kind, encrypt) {
                     (0, _) => {

@@ -3,45 +3,174 @@
 //!
 //! - [`crypto`]: segmented AES-256-GCM and the AES-256-XTS sector path, beside the raw
 //!   aws-lc primitive, on 1 thread and all threads.
+//! - [`load`]: concurrent clients timing every operation (throughput and latency), the
+//!   engine of the object, S3 and volume benchmarks.
+//! - [`plot`]: SVG charts of a [`Report`]; [`compare`]: the differences between two.
 
+pub mod compare;
 pub mod crypto;
+pub mod kms;
+pub mod load;
+pub mod objects;
+pub mod plot;
+pub mod volume;
 
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-/// One measured operation, processing `bytes` per call.
+/// What a measurement counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Unit {
+    /// Bytes per second (shown as MB/s or GB/s).
+    #[serde(rename = "B/s")]
+    BytesPerSec,
+    /// Operations per second.
+    #[serde(rename = "ops/s")]
+    OpsPerSec,
+}
+
+/// One measured operation, processing `per_call` units (bytes or operations) per call.
 pub struct Workload {
     /// What is measured ("AES-256-GCM seal, 64 MiB object").
     pub group: String,
     /// Which implementation ("sealstore, 2 threads", "raw aws-lc-rs").
     pub name: String,
-    /// Bytes per call.
-    pub bytes: u64,
+    /// What `per_call` counts.
+    pub unit: Unit,
+    /// Bytes or operations per call.
+    pub per_call: u64,
     /// Whether the other lines of the group are compared to this one.
     pub baseline: bool,
     /// One call.
     pub run: Box<dyn FnMut()>,
 }
 
-/// A workload's result.
-#[derive(Debug, Clone, Serialize)]
+/// Latency percentiles of one operation, and its distribution for plotting.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Latency {
+    /// Median, microseconds.
+    pub p50_us: f64,
+    /// 90th percentile, microseconds.
+    pub p90_us: f64,
+    /// 99th percentile, microseconds.
+    pub p99_us: f64,
+    /// Slowest, microseconds.
+    pub max_us: f64,
+    /// The cumulative distribution: `(microseconds, fraction of operations at most that slow)`,
+    /// at most a few hundred points, fractions rising to 1.
+    pub cdf: Vec<(f64, f64)>,
+}
+
+/// One line of a benchmark's results.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Measured {
-    /// [`Workload::group`].
+    /// The benchmark ("crypto", "object", "s3", "volume", "kms").
+    pub kind: String,
+    /// What is measured; lines of one group are compared with each other.
     pub group: String,
-    /// [`Workload::name`].
+    /// Which implementation or peer.
     pub name: String,
-    /// Throughput.
-    pub bytes_per_sec: f64,
-    /// Calls made.
-    pub calls: u64,
-    /// Throughput over the group's baseline (1.0 for the baseline itself).
+    /// What `value` counts.
+    pub unit: Unit,
+    /// Throughput in `unit`.
+    pub value: f64,
+    /// Operations (calls, requests, I/Os) made; 0 when a peer tool reported only a rate.
+    pub ops: u64,
+    /// Seconds measured (0 when a peer tool reported only a rate).
+    pub seconds: f64,
+    /// `value` over the group's baseline (1.0 for the baseline itself); `None` in a group
+    /// without a baseline.
     pub ratio: Option<f64>,
+    /// Whether the other lines of the group are compared to this one.
+    #[serde(default)]
+    pub baseline: bool,
+    /// Per-operation latency, where each operation was timed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency: Option<Latency>,
+}
+
+impl Measured {
+    /// Operations per second, when operations were counted.
+    pub fn ops_per_sec(&self) -> Option<f64> {
+        (self.ops > 0 && self.seconds > 0.0).then(|| self.ops as f64 / self.seconds)
+    }
+}
+
+/// The machine a report was made on.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Machine {
+    /// `linux`, ...
+    pub os: String,
+    /// `x86_64`, ...
+    pub arch: String,
+    /// Hardware threads available to the process.
+    pub threads: usize,
+    /// The CPU model, when known.
+    #[serde(default)]
+    pub cpu: Option<String>,
+    /// AES-related CPU features found.
+    pub cpu_features: Vec<CpuFeature>,
+}
+
+/// One CPU feature and whether the CPU has it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CpuFeature {
+    /// "AES-NI", "VAES", ...
+    pub name: String,
+    /// Whether it is there.
+    pub present: bool,
+}
+
+impl Machine {
+    /// This machine.
+    pub fn this() -> Self {
+        let cpu = std::fs::read_to_string("/proc/cpuinfo").ok().and_then(|info| {
+            info.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split_once(':'))
+                .map(|(_, v)| v.trim().to_owned())
+        });
+        Machine {
+            os: std::env::consts::OS.into(),
+            arch: std::env::consts::ARCH.into(),
+            threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            cpu,
+            cpu_features: cpu_features()
+                .into_iter()
+                .map(|(name, present)| CpuFeature {
+                    name: name.into(),
+                    present,
+                })
+                .collect(),
+        }
+    }
+}
+
+/// What `sealstore bench --out DIR` writes to `DIR/results.json`, and what
+/// `sealstore bench compare` reads.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Report {
+    /// The command that made it ("sealstore bench all").
+    pub tool: String,
+    /// sealstore's version.
+    pub version: String,
+    /// When it was made (RFC 3339).
+    pub date: String,
+    /// Where it was made.
+    pub machine: Machine,
+    /// The parameters of each benchmark that ran, by kind.
+    pub parameters: serde_json::Map<String, serde_json::Value>,
+    /// Every line, in the order measured.
+    pub results: Vec<Measured>,
 }
 
 /// Runs `workload` once to warm up, then repeatedly for at least `duration` (and 3 calls).
-pub fn measure(workload: &mut Workload, duration: Duration) -> Measured {
+pub fn measure(kind: &str, workload: &mut Workload, duration: Duration) -> Measured {
     (workload.run)();
     let start = Instant::now();
     let mut calls = 0u64;
@@ -51,23 +180,70 @@ pub fn measure(workload: &mut Workload, duration: Duration) -> Measured {
     }
     let secs = start.elapsed().as_secs_f64();
     Measured {
+        kind: kind.into(),
         group: workload.group.clone(),
         name: workload.name.clone(),
-        bytes_per_sec: (calls * workload.bytes) as f64 / secs,
-        calls,
+        unit: workload.unit,
+        value: (calls * workload.per_call) as f64 / secs,
+        ops: calls,
+        seconds: secs,
         ratio: None,
+        baseline: workload.baseline,
+        latency: None,
     }
 }
 
-/// Fills in each result's ratio to its group's baseline.
-pub fn add_ratios(workloads: &[Workload], results: &mut [Measured]) {
+/// Fills in each result's ratio to its group's baseline (results of one kind).
+pub fn add_ratios(results: &mut [Measured]) {
     for i in 0..results.len() {
-        let base = workloads
+        let base = results
             .iter()
-            .zip(results.iter())
-            .find(|(w, r)| w.baseline && r.group == results[i].group)
-            .map(|(_, r)| r.bytes_per_sec);
-        results[i].ratio = base.filter(|b| *b > 0.0).map(|b| results[i].bytes_per_sec / b);
+            .find(|r| r.baseline && r.kind == results[i].kind && r.group == results[i].group)
+            .map(|r| r.value);
+        results[i].ratio = base.filter(|b| *b > 0.0).map(|b| results[i].value / b);
+    }
+}
+
+/// A rate for people: "2.97 GB/s", "812 MB/s", "10,534 ops/s".
+pub fn format_rate(unit: Unit, value: f64) -> String {
+    match unit {
+        Unit::BytesPerSec if value >= 1e9 => format!("{:.2} GB/s", value / 1e9),
+        Unit::BytesPerSec => format!("{:.0} MB/s", value / 1e6),
+        Unit::OpsPerSec => format!("{} ops/s", thousands(value.round() as u64)),
+    }
+}
+
+/// A latency for people: "85 µs", "1.24 ms", "2.1 s".
+pub fn format_latency(us: f64) -> String {
+    if us < 1000.0 {
+        format!("{us:.0} µs")
+    } else if us < 1e6 {
+        format!("{:.2} ms", us / 1000.0)
+    } else {
+        format!("{:.1} s", us / 1e6)
+    }
+}
+
+fn thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// `text` cut to `max` characters, the last one an ellipsis when something was cut.
+fn truncate(text: &str, max: usize) -> String {
+    if text.chars().count() <= max {
+        text.to_owned()
+    } else {
+        let mut cut: String = text.chars().take(max.saturating_sub(1)).collect();
+        cut.push('…');
+        cut
     }
 }
 

@@ -1,12 +1,21 @@
 //! `sealstore bench`: what encryption costs on this machine (see `sealstore::bench`).
+//!
+//! Every kind measures sealstore beside a baseline in the same run (the raw primitive, plain
+//! files, qemu-nbd, another S3 endpoint), prints a table, and with `--out DIR` writes
+//! `results.json` and SVG charts; `bench compare` sets two `results.json` side by side.
 
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
-use sealstore::bench::{self, Measured, Workload};
-use serde_json::json;
+use kms_core::{Ocid, Principal, ProtectionMode};
+use sealstore::bench::objects::{ObjectLoad, S3Endpoint, Target};
+use sealstore::bench::{self, Measured, Report, Workload};
+use serde_json::{json, Map, Value};
 
 use super::GlobalOpts;
 
@@ -21,129 +30,397 @@ enum BenchKind {
     /// AES-256-GCM as objects use it (segmented, 1 thread and all threads) and AES-256-XTS as
     /// volumes use it (4 KiB sectors), each beside the raw aws-lc primitive over the same bytes
     /// and `openssl speed` when installed; with the CPU's AES features.
-    Crypto(CryptoArgs),
+    Crypto {
+        #[command(flatten)]
+        crypto: CryptoOpts,
+        #[command(flatten)]
+        common: CommonOpts,
+    },
+    /// PUT and GET of small and large objects through the encrypted object store
+    /// (EncryptedStore over local files), beside the same on plain local files:
+    /// throughput and per-object latency.
+    Object {
+        #[command(flatten)]
+        objects: ObjectOpts,
+        #[command(flatten)]
+        common: CommonOpts,
+    },
+    /// A concurrent S3 load generator (SigV4, keep-alive): PUT and GET of small and large
+    /// objects against an S3 endpoint, sealstore's own (started here on a fresh data
+    /// directory, unless --endpoint is given) or any other, optionally beside a baseline
+    /// endpoint (your current store): MiB/s, ops/s, latency percentiles.
+    S3 {
+        #[command(flatten)]
+        s3: S3Opts,
+        #[command(flatten)]
+        objects: ObjectOpts,
+        #[command(flatten)]
+        common: CommonOpts,
+    },
+    /// Sequential 1 MiB and random 4 KiB I/O on a volume: in-process beside a plain file, and
+    /// over NBD with fio (when installed) beside qemu-nbd serving a raw file and a LUKS image
+    /// (when installed).
+    Volume {
+        #[command(flatten)]
+        volume: VolumeOpts,
+        #[command(flatten)]
+        common: CommonOpts,
+    },
+    /// Data keys wrapped and unwrapped per second, for each protection mode available:
+    /// SOFTWARE always, HSM with --pkcs11-* (or on a temporary SoftHSM2 token when SoftHSM2
+    /// is installed); beside the raw AES-256-GCM seal of 32 bytes.
+    Kms {
+        #[command(flatten)]
+        common: CommonOpts,
+    },
+    /// Every kind in turn (crypto, object, s3, volume, kms), one report; about 3 minutes.
+    All {
+        #[command(flatten)]
+        crypto: CryptoOpts,
+        #[command(flatten)]
+        objects: ObjectOpts,
+        #[command(flatten)]
+        s3: S3Opts,
+        #[command(flatten)]
+        volume: VolumeOpts,
+        #[command(flatten)]
+        common: CommonOpts,
+    },
+    /// Prints the differences between two results.json files (two machines, versions or
+    /// settings): each line's rate before and after, the change, and p99 latencies.
+    Compare {
+        /// The earlier (or reference) results.json.
+        before: PathBuf,
+        /// The later results.json.
+        after: PathBuf,
+        /// Changes smaller than this fraction count as noise in the summary.
+        #[arg(long, default_value_t = 0.05)]
+        noise: f64,
+    },
 }
 
-#[derive(Debug, Args)]
-struct CryptoArgs {
-    /// Object size for the GCM lines (K, M, G suffixes).
-    #[arg(long, default_value = "64M", value_parser = super::volume::parse_size)]
-    size: u64,
-    /// Seconds per measurement.
+/// Options every kind takes.
+#[derive(Debug, Clone, Args)]
+struct CommonOpts {
+    /// Seconds per measured line.
     #[arg(long, default_value_t = 3.0)]
     duration: f64,
-    /// A smoke run (8 MiB objects, 0.3 s per measurement): checks that everything runs.
+    /// A smoke run (small sizes, 0.3 s per line): checks that everything runs, in seconds.
     #[arg(long)]
     quick: bool,
-    /// Also write `results.json` (machine, version, parameters, results) to this directory.
+    /// Write results.json (machine, version, parameters, results) and SVG charts here.
     #[arg(long, value_name = "DIR")]
-    out: Option<std::path::PathBuf>,
+    out: Option<PathBuf>,
+    /// Where the object, S3 and volume kinds put their data: the disk to measure (a fresh
+    /// directory inside it, removed afterwards) [default: the system's temporary directory].
+    #[arg(long, value_name = "DIR")]
+    dir: Option<PathBuf>,
 }
 
-pub fn run(_global: &GlobalOpts, args: BenchArgs) -> anyhow::Result<ExitCode> {
-    match args.what {
-        BenchKind::Crypto(a) => crypto(a),
+impl CommonOpts {
+    fn duration(&self) -> Duration {
+        if self.quick {
+            Duration::from_millis(300)
+        } else {
+            Duration::from_secs_f64(self.duration.max(0.1))
+        }
+    }
+
+    /// A fresh working directory, removed when dropped.
+    fn workdir(&self) -> anyhow::Result<tempfile::TempDir> {
+        let parent = self.dir.clone().unwrap_or_else(std::env::temp_dir);
+        tempfile::Builder::new()
+            .prefix("sealstore-bench.")
+            .tempdir_in(&parent)
+            .with_context(|| format!("making a working directory in {}", parent.display()))
     }
 }
 
-fn crypto(args: CryptoArgs) -> anyhow::Result<ExitCode> {
-    let (size, duration) = if args.quick {
-        (8 << 20, Duration::from_millis(300))
-    } else {
-        (
-            usize::try_from(args.size).context("--size is too large")?,
-            Duration::from_secs_f64(args.duration.max(0.1)),
-        )
+#[derive(Debug, Clone, Args)]
+struct CryptoOpts {
+    /// Object size for the GCM lines (K, M, G suffixes).
+    #[arg(long, default_value = "64M", value_parser = super::volume::parse_size)]
+    size: u64,
+}
+
+#[derive(Debug, Clone, Args)]
+struct ObjectOpts {
+    /// Size of the small objects.
+    #[arg(long, default_value = "4K", value_parser = super::volume::parse_size)]
+    small_size: u64,
+    /// Clients putting and getting small objects at once.
+    #[arg(long, default_value_t = 32)]
+    small_clients: usize,
+    /// Size of the large objects.
+    #[arg(long, default_value = "64M", value_parser = super::volume::parse_size)]
+    large_size: u64,
+    /// Clients putting and getting large objects at once.
+    #[arg(long, default_value_t = 4)]
+    large_clients: usize,
+}
+
+impl ObjectOpts {
+    fn load(&self, common: &CommonOpts) -> anyhow::Result<ObjectLoad> {
+        let size = |s: u64| usize::try_from(s).context("object size too large");
+        Ok(ObjectLoad {
+            small_size: size(self.small_size)?,
+            small_clients: self.small_clients.max(1),
+            large_size: if common.quick { 8 << 20 } else { size(self.large_size)? },
+            large_clients: self.large_clients.max(1),
+            duration: common.duration(),
+        })
+    }
+}
+
+#[derive(Debug, Clone, Args)]
+struct S3Opts {
+    /// The S3 endpoint to measure (http://host:port) [default: a sealstore started here].
+    #[arg(long, value_name = "URL", requires_all = ["access_key", "secret_key", "bucket"])]
+    endpoint: Option<String>,
+    /// --endpoint's access key id.
+    #[arg(long, env = "AWS_ACCESS_KEY_ID", hide_env_values = true)]
+    access_key: Option<String>,
+    /// --endpoint's secret access key.
+    #[arg(long, env = "AWS_SECRET_ACCESS_KEY", hide_env_values = true)]
+    secret_key: Option<String>,
+    /// An existing bucket at --endpoint (objects go under bench/).
+    #[arg(long)]
+    bucket: Option<String>,
+    /// A second endpoint measured in the same run as the baseline (your current store).
+    #[arg(long, value_name = "URL", requires_all = ["baseline_access_key", "baseline_secret_key", "baseline_bucket"])]
+    baseline_endpoint: Option<String>,
+    /// --baseline-endpoint's access key id.
+    #[arg(long)]
+    baseline_access_key: Option<String>,
+    /// --baseline-endpoint's secret access key.
+    #[arg(long)]
+    baseline_secret_key: Option<String>,
+    /// An existing bucket at --baseline-endpoint.
+    #[arg(long)]
+    baseline_bucket: Option<String>,
+    /// Region named in the signatures.
+    #[arg(long, default_value = "us-east-1")]
+    region: String,
+}
+
+#[derive(Debug, Clone, Args)]
+struct VolumeOpts {
+    /// Volume size (and of the plain file and qemu images beside it).
+    #[arg(long, default_value = "1G", value_parser = super::volume::parse_size)]
+    volume_size: u64,
+    /// Threads doing in-process volume I/O [default: all the machine has].
+    #[arg(long)]
+    threads: Option<usize>,
+}
+
+pub fn run(global: &GlobalOpts, args: BenchArgs) -> anyhow::Result<ExitCode> {
+    let (tool, common, kinds): (&str, CommonOpts, Vec<Kind>) = match args.what {
+        BenchKind::Compare { before, after, noise } => return compare(&before, &after, noise),
+        BenchKind::Crypto { crypto, common } => ("sealstore bench crypto", common, vec![Kind::Crypto(crypto)]),
+        BenchKind::Object { objects, common } => ("sealstore bench object", common, vec![Kind::Object(objects)]),
+        BenchKind::S3 { s3, objects, common } => ("sealstore bench s3", common, vec![Kind::S3(Box::new(s3), objects)]),
+        BenchKind::Volume { volume, common } => ("sealstore bench volume", common, vec![Kind::Volume(volume)]),
+        BenchKind::Kms { common } => ("sealstore bench kms", common, vec![Kind::Kms]),
+        BenchKind::All {
+            crypto,
+            objects,
+            s3,
+            volume,
+            common,
+        } => (
+            "sealstore bench all",
+            common,
+            vec![
+                Kind::Crypto(crypto),
+                Kind::Object(objects.clone()),
+                Kind::S3(Box::new(s3), objects),
+                Kind::Volume(volume),
+                Kind::Kms,
+            ],
+        ),
     };
-    let features = bench::cpu_features();
+    let machine = bench::Machine::this();
+    print_machine(&machine);
+    let mut report = Report {
+        tool: tool.into(),
+        version: env!("CARGO_PKG_VERSION").into(),
+        date: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        machine,
+        parameters: Map::new(),
+        results: Vec::new(),
+    };
+    let started = std::time::Instant::now();
+    for kind in kinds {
+        let name = kind.name();
+        let (mut results, parameters) = match kind {
+            Kind::Crypto(opts) => crypto(&opts, &common)?,
+            Kind::Object(opts) => object(global, &opts, &common)?,
+            Kind::S3(s3, opts) => s3_kind(global, &s3, &opts, &common)?,
+            Kind::Volume(opts) => volume(global, &opts, &common)?,
+            Kind::Kms => kms(global, &common)?,
+        };
+        bench::add_ratios(&mut results);
+        group_lines(&mut results);
+        print_table(name, &results);
+        report.parameters.insert(name.into(), parameters);
+        report.results.extend(results);
+    }
+    println!("done in {:.0} s", started.elapsed().as_secs_f64());
+    if let Some(dir) = &common.out {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        let path = dir.join("results.json");
+        std::fs::write(&path, serde_json::to_vec_pretty(&report)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+        println!("wrote {}", path.display());
+        for svg in bench::plot::write_svgs(&report, dir).context("drawing the charts")? {
+            println!("wrote {}", svg.display());
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// One benchmark of a run.
+enum Kind {
+    Crypto(CryptoOpts),
+    Object(ObjectOpts),
+    S3(Box<S3Opts>, ObjectOpts),
+    Volume(VolumeOpts),
+    Kms,
+}
+
+impl Kind {
+    fn name(&self) -> &'static str {
+        match self {
+            Kind::Crypto(_) => "crypto",
+            Kind::Object(_) => "object",
+            Kind::S3(..) => "s3",
+            Kind::Volume(_) => "volume",
+            Kind::Kms => "kms",
+        }
+    }
+}
+
+/// Orders lines by group (groups in the order first measured), keeping each group's order.
+fn group_lines(results: &mut [Measured]) {
+    let mut groups: Vec<String> = Vec::new();
+    for r in results.iter() {
+        if !groups.contains(&r.group) {
+            groups.push(r.group.clone());
+        }
+    }
+    results.sort_by_key(|r| groups.iter().position(|g| *g == r.group));
+}
+
+type KindResult = anyhow::Result<(Vec<Measured>, Value)>;
+
+fn print_machine(machine: &bench::Machine) {
     println!(
-        "CPU: {} thread(s); {}",
-        std::thread::available_parallelism().map_or(1, |n| n.get()),
-        features
+        "CPU: {}{} thread(s); {}",
+        machine.cpu.as_deref().map(|c| format!("{c}, ")).unwrap_or_default(),
+        machine.threads,
+        machine
+            .cpu_features
             .iter()
-            .map(|(name, present)| format!("{name} {}", if *present { "yes" } else { "no" }))
+            .map(|f| format!("{} {}", f.name, if f.present { "yes" } else { "no" }))
             .collect::<Vec<_>>()
             .join(", ")
     );
     if !bench::hardware_aes() {
         eprintln!("warning: this CPU has no AES instructions: AES runs in software, many times slower");
     }
+}
+
+fn print_table(kind: &str, results: &[Measured]) {
+    println!();
+    println!(
+        "{:<46} {:<44} {:>14} {:>8} {:>10} {:>10}",
+        format!("{} — MEASURED", kind.to_uppercase()),
+        "IMPLEMENTATION",
+        "RATE",
+        "VS BASE",
+        "P50",
+        "P99"
+    );
+    for r in results {
+        let (p50, p99) = r.latency.as_ref().map_or(("-".into(), "-".into()), |l| {
+            (bench::format_latency(l.p50_us), bench::format_latency(l.p99_us))
+        });
+        println!(
+            "{:<46} {:<44} {:>14} {:>8} {:>10} {:>10}",
+            r.group,
+            r.name,
+            bench::format_rate(r.unit, r.value),
+            r.ratio.map_or("-".into(), |x| format!("{:.0}%", x * 100.0)),
+            p50,
+            p99
+        );
+    }
+    println!();
+}
+
+/// A spinner naming the line being measured.
+fn spinner(kind: &str) -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::new_spinner().with_style(
+        indicatif::ProgressStyle::with_template("{spinner} [{elapsed_precise}] {prefix}: {msg}")
+            .expect("a valid template"),
+    );
+    bar.set_prefix(kind.to_owned());
+    bar.enable_steady_tick(Duration::from_millis(120));
+    bar
+}
+
+/// Measures `workloads` one after another.
+fn measure_all(kind: &str, workloads: &mut [Workload], duration: Duration) -> Vec<Measured> {
+    let bar = spinner(kind);
+    let results = workloads
+        .iter_mut()
+        .map(|w| {
+            bar.set_message(format!("{}: {}", w.group, w.name));
+            bench::measure(kind, w, duration)
+        })
+        .collect();
+    bar.finish_and_clear();
+    results
+}
+
+fn crypto(opts: &CryptoOpts, common: &CommonOpts) -> KindResult {
+    let size = if common.quick {
+        8 << 20
+    } else {
+        usize::try_from(opts.size).context("--size is too large")?
+    };
+    let duration = common.duration();
     let mut workloads: Vec<Workload> = bench::crypto::gcm(size);
     workloads.extend(bench::crypto::xts());
-    let bar = indicatif::ProgressBar::new(workloads.len() as u64)
-        .with_style(indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} {msg}").expect("a valid template"));
-    let mut results: Vec<Measured> = Vec::new();
-    for w in workloads.iter_mut() {
-        bar.set_message(format!("{}: {}", w.group, w.name));
-        results.push(bench::measure(w, duration));
-        bar.inc(1);
-    }
-    bar.finish_and_clear();
-    bench::add_ratios(&workloads, &mut results);
+    let mut results = measure_all("crypto", &mut workloads, duration);
 
-    // openssl's own figure for the same primitive, when it is installed, beside the raw line.
-    let mut peers = Vec::new();
+    // openssl's own figure for the same primitive, when it is installed, after the group's
+    // last line (compared to the group's raw baseline like every line).
     for (cipher, measured) in [("aes-256-gcm", "GCM seal"), ("aes-256-xts", "XTS encrypt")] {
         let Some(bytes_per_sec) = openssl_speed(cipher, duration) else {
             continue;
         };
-        let Some((base, _)) = results
-            .iter()
-            .zip(&workloads)
-            .find(|(r, w)| w.baseline && r.group.contains(measured))
-        else {
+        let Some(at) = results.iter().rposition(|r| r.group.contains(measured)) else {
             continue;
         };
-        peers.push(Measured {
-            group: base.group.clone(),
+        let line = Measured {
+            kind: "crypto".into(),
+            group: results[at].group.clone(),
             name: format!("openssl speed -evp {cipher}, 16 KiB"),
-            bytes_per_sec,
-            calls: 0,
-            ratio: Some(bytes_per_sec / base.bytes_per_sec),
-        });
+            unit: bench::Unit::BytesPerSec,
+            value: bytes_per_sec,
+            ops: 0,
+            seconds: 0.0,
+            ratio: None,
+            baseline: false,
+            latency: None,
+        };
+        results.insert(at + 1, line);
     }
-
-    println!(
-        "{:<40} {:<40} {:>9} {:>8}",
-        "MEASURED", "IMPLEMENTATION", "GB/s", "VS RAW"
-    );
-    let mut all: Vec<&Measured> = results.iter().collect();
-    for p in &peers {
-        let at = all
-            .iter()
-            .rposition(|r| r.group == p.group)
-            .map_or(all.len(), |i| i + 1);
-        all.insert(at, p);
-    }
-    for r in &all {
-        println!(
-            "{:<40} {:<40} {:>9.2} {:>8}",
-            r.group,
-            r.name,
-            r.bytes_per_sec / 1e9,
-            r.ratio.map_or("-".into(), |x| format!("{:.0}%", x * 100.0))
-        );
-    }
-    if let Some(dir) = args.out {
-        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-        let doc = json!({
-            "tool": "sealstore bench crypto",
-            "version": env!("CARGO_PKG_VERSION"),
-            "machine": {
-                "os": std::env::consts::OS,
-                "arch": std::env::consts::ARCH,
-                "threads": std::thread::available_parallelism().map_or(1, |n| n.get()),
-                "cpuFeatures": features.iter().map(|(n, p)| json!({"name": n, "present": p})).collect::<Vec<_>>(),
-            },
-            "parameters": {"objectSize": size, "secondsPerMeasurement": duration.as_secs_f64(), "quick": args.quick},
-            "results": all,
-        });
-        let path = dir.join("results.json");
-        std::fs::write(&path, serde_json::to_vec_pretty(&doc)?)
-            .with_context(|| format!("writing {}", path.display()))?;
-        println!("wrote {}", path.display());
-    }
-    Ok(ExitCode::SUCCESS)
+    Ok((
+        results,
+        json!({"objectSize": size, "secondsPerLine": duration.as_secs_f64(), "quick": common.quick}),
+    ))
 }
 
 /// `openssl speed -evp CIPHER` on 16 KiB blocks, in bytes per second; `None` without openssl.
@@ -160,4 +437,275 @@ fn openssl_speed(cipher: &str, duration: Duration) -> Option<f64> {
         .find(|l| l.to_ascii_lowercase().starts_with(cipher))?;
     let thousands: f64 = line.split_whitespace().last()?.trim_end_matches('k').parse().ok()?;
     Some(thousands * 1000.0)
+}
+
+/// A fresh data directory in `work` (its own KMS with the default key, object index and S3
+/// users) opened with the user's global options (so --kms-endpoint and --pkcs11-* apply),
+/// with the audit writer running as under `serve`.
+struct BenchDataDir {
+    global: GlobalOpts,
+    dir: super::DataDir,
+    keys: super::DataKeys,
+    audit_stop: Arc<AtomicBool>,
+    audit_writer: Option<std::thread::JoinHandle<()>>,
+}
+
+impl BenchDataDir {
+    fn open(global: &GlobalOpts, work: &Path) -> anyhow::Result<Self> {
+        let mut global = global.clone();
+        global.data_dir = work.join("data");
+        global.object_backend = None;
+        let dir = global.open_data_dir(None)?;
+        let keys = global.data_keys(&dir)?;
+        let audit_stop = Arc::new(AtomicBool::new(false));
+        let audit_writer = {
+            let (kms, stop) = (dir.kms.clone(), audit_stop.clone());
+            std::thread::Builder::new().name("audit-writer".into()).spawn(move || {
+                if let Err(e) = kms.run_audit_writer(&stop) {
+                    tracing::error!(error = %e, "the audit writer stopped");
+                }
+            })?
+        };
+        Ok(BenchDataDir {
+            global,
+            dir,
+            keys,
+            audit_stop,
+            audit_writer: Some(audit_writer),
+        })
+    }
+}
+
+impl Drop for BenchDataDir {
+    fn drop(&mut self) {
+        self.audit_stop.store(true, std::sync::atomic::Ordering::Release);
+        if let Some(writer) = self.audit_writer.take() {
+            let _ = writer.join();
+        }
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting tokio")
+}
+
+fn object(global: &GlobalOpts, opts: &ObjectOpts, common: &CommonOpts) -> KindResult {
+    let load = opts.load(common)?;
+    let work = common.workdir()?;
+    let data = BenchDataDir::open(global, work.path())?;
+    let local = |name: &str| -> anyhow::Result<object_store::local::LocalFileSystem> {
+        let path = work.path().join(name);
+        std::fs::create_dir_all(&path)?;
+        Ok(object_store::local::LocalFileSystem::new_with_prefix(path)?)
+    };
+    let targets = [
+        Target {
+            name: "plain local files (LocalFileSystem)".into(),
+            baseline: true,
+            store: Arc::new(local("plain")?),
+        },
+        Target {
+            name: "sealstore EncryptedStore over local files".into(),
+            baseline: false,
+            store: Arc::new(sealstore::object::store::EncryptedStore::new(
+                local("sealed")?,
+                data.keys.provider.clone(),
+                data.keys.default_key.clone(),
+                "bench",
+            )),
+        },
+    ];
+    let bar = spinner("object");
+    let results = runtime()?.block_on(sealstore::bench::objects::run("object", &targets, &load, |m| {
+        bar.set_message(m.to_owned())
+    }))?;
+    bar.finish_and_clear();
+    Ok((results, json!({"load": load, "dir": work.path()})))
+}
+
+fn s3_kind(global: &GlobalOpts, s3: &S3Opts, opts: &ObjectOpts, common: &CommonOpts) -> KindResult {
+    let load = opts.load(common)?;
+    let runtime = runtime()?;
+    let work = common.workdir()?;
+    // Without --endpoint: a sealstore S3 API on a fresh data directory, served here as
+    // `serve` serves it.
+    let (endpoint, _own) = match &s3.endpoint {
+        Some(url) => (
+            S3Endpoint {
+                url: url.clone(),
+                access_key: s3.access_key.clone().context("--endpoint needs --access-key")?,
+                secret_key: s3.secret_key.clone().context("--endpoint needs --secret-key")?,
+                bucket: s3.bucket.clone().context("--endpoint needs --bucket")?,
+                region: s3.region.clone(),
+            },
+            None,
+        ),
+        None => {
+            let data = BenchDataDir::open(global, work.path())?;
+            let objects = Arc::new(data.global.objects_in(&data.dir, data.keys.clone())?);
+            objects.create_bucket("bench")?;
+            let admin = data
+                .dir
+                .users
+                .ensure_admin(&data.global.data_dir)?
+                .context("a fresh data directory has no S3 user yet")?;
+            let listener = runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))?;
+            let url = format!("http://{}", listener.local_addr()?);
+            let face = sealstore::s3::S3Face::new(objects);
+            runtime.spawn(super::serve::serve_s3(listener, face, data.dir.users.clone(), None));
+            (
+                S3Endpoint {
+                    url,
+                    access_key: admin.access_key_id.clone(),
+                    secret_key: admin.secret_access_key.to_string(),
+                    bucket: "bench".into(),
+                    region: s3.region.clone(),
+                },
+                Some(data),
+            )
+        }
+    };
+    let mut targets = Vec::new();
+    if let Some(url) = &s3.baseline_endpoint {
+        targets.push(sealstore::bench::objects::s3_target(
+            &S3Endpoint {
+                url: url.clone(),
+                access_key: s3.baseline_access_key.clone().unwrap_or_default(),
+                secret_key: s3.baseline_secret_key.clone().unwrap_or_default(),
+                bucket: s3.baseline_bucket.clone().unwrap_or_default(),
+                region: s3.region.clone(),
+            },
+            true,
+        )?);
+    }
+    let mut measured = sealstore::bench::objects::s3_target(&endpoint, false)?;
+    if s3.endpoint.is_none() {
+        measured.name = format!("sealstore S3 API ({})", endpoint.url);
+    }
+    targets.push(measured);
+    let bar = spinner("s3");
+    let results = runtime.block_on(sealstore::bench::objects::run("s3", &targets, &load, |m| {
+        bar.set_message(m.to_owned())
+    }))?;
+    bar.finish_and_clear();
+    let names: Vec<&str> = targets.iter().map(|t| t.name.as_str()).collect();
+    Ok((results, json!({"load": load, "endpoints": names})))
+}
+
+fn volume(global: &GlobalOpts, opts: &VolumeOpts, common: &CommonOpts) -> KindResult {
+    let size = if common.quick { 64 << 20 } else { opts.volume_size };
+    let threads = opts
+        .threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+        .max(1);
+    let duration = common.duration();
+    let work = common.workdir()?;
+    let data = BenchDataDir::open(global, work.path())?;
+    let volume =
+        sealstore::bench::volume::create_volume(work.path(), size, &data.keys.provider, &data.keys.default_key)?;
+    let bar = spinner("volume");
+    let mut results = sealstore::bench::volume::in_process(work.path(), &volume, threads, duration, |m| {
+        bar.set_message(m.to_owned())
+    })?;
+    let nbd = sealstore::bench::volume::over_nbd(work.path(), volume, duration, |m| bar.set_message(m.to_owned()))?;
+    bar.finish_and_clear();
+    if nbd.is_empty() {
+        println!("(fio is not installed: no NBD lines; apt-get install fio)");
+    }
+    results.extend(nbd);
+    Ok((
+        results,
+        json!({"volumeSize": size, "threads": threads, "secondsPerLine": duration.as_secs_f64(), "dir": work.path()}),
+    ))
+}
+
+fn kms(global: &GlobalOpts, common: &CommonOpts) -> KindResult {
+    let work = common.workdir()?;
+    let mut global = global.clone();
+    // HSM: the token given, or a temporary SoftHSM2 token when SoftHSM2 is installed.
+    let hsm = match &global.pkcs11_module {
+        Some(module) => Some(format!("{}", module.display())),
+        None => softhsm_token(work.path(), &mut global)?,
+    };
+    let data = BenchDataDir::open(&global, work.path())?;
+    let kms = data.dir.kms.clone();
+    let mut keys: Vec<(ProtectionMode, Ocid)> = vec![(
+        ProtectionMode::Software,
+        kms.ensure_defaults(&Principal::local_admin())?.key.id,
+    )];
+    if hsm.is_some() {
+        keys.push((
+            ProtectionMode::Hsm,
+            bench::kms::bench_key(&kms, ProtectionMode::Hsm).context("creating an HSM key")?,
+        ));
+    }
+    let mut workloads = bench::kms::workloads(&kms, &keys)?;
+    let results = measure_all("kms", &mut workloads, common.duration());
+    let modes: Vec<&str> = keys.iter().map(|(m, _)| bench::kms::mode_name(*m)).collect();
+    Ok((
+        results,
+        json!({"modes": modes, "hsmModule": hsm, "secondsPerLine": common.duration().as_secs_f64()}),
+    ))
+}
+
+/// Where Debian's SoftHSM2 puts its PKCS#11 module.
+const SOFTHSM_MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
+
+/// When SoftHSM2 is installed: a fresh token in `work` (SOFTHSM2_CONF pointed at it, for this
+/// process), set in `global` as the HSM to use; returns the module's path.
+fn softhsm_token(work: &Path, global: &mut GlobalOpts) -> anyhow::Result<Option<String>> {
+    if !Path::new(SOFTHSM_MODULE).exists() {
+        return Ok(None);
+    }
+    let tokens = work.join("softhsm-tokens");
+    std::fs::create_dir_all(&tokens)?;
+    let conf = work.join("softhsm2.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n",
+            tokens.display()
+        ),
+    )?;
+    // Read by the module when it is loaded, which has not happened yet in this process.
+    std::env::set_var("SOFTHSM2_CONF", &conf);
+    let pin = "bench-1234";
+    let out = std::process::Command::new("softhsm2-util")
+        .args(["--init-token", "--free", "--label", "sealstore-bench", "--pin", pin])
+        .args(["--so-pin", "bench-so-1234"])
+        .output();
+    match out {
+        Ok(out) if out.status.success() => {}
+        // SoftHSM2's library without its tool: no HSM lines, as without SoftHSM2.
+        _ => return Ok(None),
+    }
+    let pin_file = work.join("softhsm.pin");
+    std::fs::write(&pin_file, pin)?;
+    global.pkcs11_module = Some(SOFTHSM_MODULE.into());
+    global.pkcs11_token_label = Some("sealstore-bench".into());
+    global.pkcs11_pin_file = Some(pin_file);
+    Ok(Some(format!("{SOFTHSM_MODULE} (a temporary SoftHSM2 token)")))
+}
+
+fn compare(before: &Path, after: &Path, noise: f64) -> anyhow::Result<ExitCode> {
+    let read = |path: &Path| -> anyhow::Result<Report> {
+        let text = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+        serde_json::from_slice(&text)
+            .with_context(|| format!("{} is not a results.json of sealstore bench", path.display()))
+    };
+    let (a, b) = (read(before)?, read(after)?);
+    print!(
+        "{}",
+        bench::compare::render(
+            &a,
+            &b,
+            &before.display().to_string(),
+            &after.display().to_string(),
+            noise
+        )
+    );
+    Ok(ExitCode::SUCCESS)
 }
