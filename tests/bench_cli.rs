@@ -101,10 +101,19 @@ fn quick_bench_all_measures_every_kind_plots_and_compares() {
             assert!(p50 > 0.0 && p50 <= p99 && p99 <= l["maxUs"].as_f64().unwrap(), "{r}");
         }
     }
-    // KMS: at least SOFTWARE, both wrap and unwrap.
-    assert!(results
-        .iter()
-        .any(|r| r["kind"] == "kms" && r["name"].as_str().unwrap().contains("SOFTWARE")));
+    // KMS: wrap and unwrap for SOFTWARE, EXTERNAL (the reference key manager) and, with
+    // SoftHSM2 installed (./scripts/test installs it), HSM.
+    let mut modes = vec!["SOFTWARE", "EXTERNAL"];
+    if Path::new("/usr/lib/softhsm/libsofthsm2.so").exists() {
+        modes.push("HSM");
+    }
+    for mode in modes {
+        let lines = results
+            .iter()
+            .filter(|r| r["kind"] == "kms" && r["name"].as_str().unwrap().contains(&format!("{mode} key")))
+            .count();
+        assert_eq!(lines, 2, "{mode}: wrap and unwrap");
+    }
 
     // The charts: one throughput chart per kind, latency charts where latencies were taken.
     for kind in ["crypto", "object", "s3", "volume", "kms"] {

@@ -1,6 +1,6 @@
 //! Key-management workloads: wrapping a new data key under a master key (what every object
 //! PUT and volume creation asks for) and unwrapping one (every GET, every volume open), for
-//! each protection mode the KMS has keys in, beside the raw AES-256-GCM seal of 32 bytes (the
+//! each protection mode the KMS has keys in (the first given is the baseline), beside the raw AES-256-GCM seal of 32 bytes (the
 //! cipher alone, without key lookup, header and audit record).
 
 use std::sync::Arc;

@@ -247,6 +247,12 @@ fn truncate(text: &str, max: usize) -> String {
     }
 }
 
+/// Writes back every dirty page of the machine (`sync`) before a line is measured, so that
+/// no line pays for the writeback of the one before it (they share one page cache and disk).
+pub fn settle() {
+    let _ = std::process::Command::new("sync").status();
+}
+
 /// "64 MiB", "4 KiB", "512 B".
 pub fn size_label(bytes: usize) -> String {
     match bytes {

@@ -101,11 +101,13 @@ pub async fn run(
         let get_group = format!("GET {} objects, {clients} clients", size_label(size));
         for target in targets {
             progress(&format!("{put_group}: {}", target.name));
+            super::settle();
             let put = put_objects(target, prefix, &data, clients, per_client, load.duration).await?;
             results.push(put.measured(kind, &put_group, &target.name, unit, target.baseline));
             // GETs read back what this target's PUTs wrote: each client its own objects.
             let written: Vec<u64> = put.ops_per_client.iter().map(|n| (*n).min(per_client)).collect();
             progress(&format!("{get_group}: {}", target.name));
+            super::settle();
             let get = get_objects(target, prefix, &data, written, load.duration).await?;
             results.push(get.measured(kind, &get_group, &target.name, unit, target.baseline));
         }

@@ -146,6 +146,7 @@ pub fn in_process(
     for (group, sequential, write) in workloads(&label) {
         for (name, baseline, device) in devices {
             progress(&format!("{group}: {name}"));
+            super::settle();
             let run = device_load(device, size, threads, duration, sequential, write)?;
             let unit = if sequential { Unit::BytesPerSec } else { Unit::OpsPerSec };
             results.push(run.measured("volume", &group, name, unit, baseline));
@@ -237,6 +238,7 @@ pub fn over_nbd(
     for (group, sequential, write) in workloads(&label) {
         for (name, baseline, socket, _) in &servers {
             progress(&format!("{group}: {name}"));
+            super::settle();
             let (value, latency) = fio(dir, socket, size, duration, sequential, write)?;
             let unit = if sequential { Unit::BytesPerSec } else { Unit::OpsPerSec };
             results.push(Measured {

@@ -66,9 +66,10 @@ enum BenchKind {
         #[command(flatten)]
         common: CommonOpts,
     },
-    /// Data keys wrapped and unwrapped per second, for each protection mode available:
-    /// SOFTWARE always, HSM with --pkcs11-* (or on a temporary SoftHSM2 token when SoftHSM2
-    /// is installed); beside the raw AES-256-GCM seal of 32 bytes.
+    /// Data keys wrapped and unwrapped per second, for each protection mode: SOFTWARE; HSM
+    /// with --pkcs11-* (or on a temporary SoftHSM2 token when SoftHSM2 is installed);
+    /// EXTERNAL through sealstore's reference key manager over loopback HTTP. Beside the raw
+    /// AES-256-GCM seal of 32 bytes.
     Kms {
         #[command(flatten)]
         common: CommonOpts,
@@ -443,7 +444,6 @@ fn openssl_speed(cipher: &str, duration: Duration) -> Option<f64> {
 /// users) opened with the user's global options (so --kms-endpoint and --pkcs11-* apply),
 /// with the audit writer running as under `serve`.
 struct BenchDataDir {
-    global: GlobalOpts,
     dir: super::DataDir,
     keys: super::DataKeys,
     audit_stop: Arc<AtomicBool>,
@@ -467,7 +467,6 @@ impl BenchDataDir {
             })?
         };
         Ok(BenchDataDir {
-            global,
             dir,
             keys,
             audit_stop,
@@ -530,8 +529,7 @@ fn s3_kind(global: &GlobalOpts, s3: &S3Opts, opts: &ObjectOpts, common: &CommonO
     let load = opts.load(common)?;
     let runtime = runtime()?;
     let work = common.workdir()?;
-    // Without --endpoint: a sealstore S3 API on a fresh data directory, served here as
-    // `serve` serves it.
+    // Without --endpoint: `sealstore serve` on a fresh data directory, as users run it.
     let (endpoint, _own) = match &s3.endpoint {
         Some(url) => (
             S3Endpoint {
@@ -544,28 +542,8 @@ fn s3_kind(global: &GlobalOpts, s3: &S3Opts, opts: &ObjectOpts, common: &CommonO
             None,
         ),
         None => {
-            let data = BenchDataDir::open(global, work.path())?;
-            let objects = Arc::new(data.global.objects_in(&data.dir, data.keys.clone())?);
-            objects.create_bucket("bench")?;
-            let admin = data
-                .dir
-                .users
-                .ensure_admin(&data.global.data_dir)?
-                .context("a fresh data directory has no S3 user yet")?;
-            let listener = runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))?;
-            let url = format!("http://{}", listener.local_addr()?);
-            let face = sealstore::s3::S3Face::new(objects);
-            runtime.spawn(super::serve::serve_s3(listener, face, data.dir.users.clone(), None));
-            (
-                S3Endpoint {
-                    url,
-                    access_key: admin.access_key_id.clone(),
-                    secret_key: admin.secret_access_key.to_string(),
-                    bucket: "bench".into(),
-                    region: s3.region.clone(),
-                },
-                Some(data),
-            )
+            let server = ServeChild::start(global, work.path())?;
+            (server.endpoint(&s3.region), Some(server))
         }
     };
     let mut targets = Vec::new();
@@ -593,6 +571,104 @@ fn s3_kind(global: &GlobalOpts, s3: &S3Opts, opts: &ObjectOpts, common: &CommonO
     bar.finish_and_clear();
     let names: Vec<&str> = targets.iter().map(|t| t.name.as_str()).collect();
     Ok((results, json!({"load": load, "endpoints": names})))
+}
+
+/// `sealstore serve` (this executable) on a fresh data directory with a bucket "bench",
+/// stopped when dropped.
+struct ServeChild {
+    child: std::process::Child,
+    s3_url: String,
+    access_key: String,
+    secret_key: String,
+}
+
+impl ServeChild {
+    /// Starts the server with its defaults (embedded KMS, local objects): other global
+    /// options and SEALSTORE_* variables are not passed on.
+    fn start(global: &GlobalOpts, work: &Path) -> anyhow::Result<Self> {
+        let data_dir = work.join("serve-data");
+        {
+            // The bucket, made before the server holds the data directory.
+            let mut global = global.clone();
+            global.data_dir = data_dir.clone();
+            global.object_backend = None;
+            global.kms_endpoint = None;
+            global.kms_key = None;
+            global.pkcs11_module = None;
+            global.pkcs11_token_label = None;
+            global.pkcs11_pin_file = None;
+            let dir = global.open_data_dir(None)?;
+            let keys = global.data_keys(&dir)?;
+            global.objects_in(&dir, keys)?.create_bucket("bench")?;
+        }
+        let log = std::fs::File::create(work.join("serve.log"))?;
+        let mut command = std::process::Command::new(std::env::current_exe()?);
+        for (name, _) in std::env::vars_os() {
+            if name.to_string_lossy().starts_with("SEALSTORE_") {
+                command.env_remove(name);
+            }
+        }
+        let child = command
+            .args(["serve", "--s3-listen", "127.0.0.1:0", "--kms-listen", "127.0.0.1:0"])
+            .env("SEALSTORE_DATA_DIR", &data_dir)
+            .env("SEALSTORE_LOG", "warn")
+            .stdout(std::process::Stdio::null())
+            .stderr(log)
+            .spawn()
+            .context("starting sealstore serve")?;
+        let mut server = ServeChild {
+            child,
+            s3_url: String::new(),
+            access_key: String::new(),
+            secret_key: String::new(),
+        };
+        let serve_file = data_dir.join("serve.json");
+        let started = std::time::Instant::now();
+        while !serve_file.exists() {
+            if let Some(status) = server.child.try_wait()? {
+                let log = std::fs::read_to_string(work.join("serve.log")).unwrap_or_default();
+                anyhow::bail!("sealstore serve stopped ({status}): {log}");
+            }
+            anyhow::ensure!(
+                started.elapsed() < Duration::from_secs(60),
+                "sealstore serve did not start in 60 s"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let serve: Value = serde_json::from_slice(&std::fs::read(&serve_file)?)?;
+        server.s3_url = serve["s3"]
+            .as_str()
+            .context("serve.json names no S3 endpoint")?
+            .to_owned();
+        let admin_file = data_dir.join(sealstore::s3::credentials::ADMIN_KEYS_FILE);
+        let admin: Value = serde_json::from_slice(&std::fs::read(&admin_file)?)
+            .with_context(|| format!("reading {}", admin_file.display()))?;
+        let field = |name: &str| {
+            admin[name]
+                .as_str()
+                .map(str::to_owned)
+                .with_context(|| format!("{} has no {name}", admin_file.display()))
+        };
+        (server.access_key, server.secret_key) = (field("accessKeyId")?, field("secretAccessKey")?);
+        Ok(server)
+    }
+
+    fn endpoint(&self, region: &str) -> S3Endpoint {
+        S3Endpoint {
+            url: self.s3_url.clone(),
+            access_key: self.access_key.clone(),
+            secret_key: self.secret_key.clone(),
+            bucket: "bench".into(),
+            region: region.into(),
+        }
+    }
+}
+
+impl Drop for ServeChild {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 fn volume(global: &GlobalOpts, opts: &VolumeOpts, common: &CommonOpts) -> KindResult {
@@ -642,6 +718,12 @@ fn kms(global: &GlobalOpts, common: &CommonOpts) -> KindResult {
             bench::kms::bench_key(&kms, ProtectionMode::Hsm).context("creating an HSM key")?,
         ));
     }
+    // EXTERNAL: sealstore's reference key manager, on its own data directory, over loopback.
+    let runtime = runtime()?;
+    keys.push((
+        ProtectionMode::External,
+        external_key(&global, &data, work.path(), &runtime).context("setting up an EXTERNAL key")?,
+    ));
     let mut workloads = bench::kms::workloads(&kms, &keys)?;
     let results = measure_all("kms", &mut workloads, common.duration());
     let modes: Vec<&str> = keys.iter().map(|(m, _)| bench::kms::mode_name(*m)).collect();
@@ -649,6 +731,63 @@ fn kms(global: &GlobalOpts, common: &CommonOpts) -> KindResult {
         results,
         json!({"modes": modes, "hsmModule": hsm, "secondsPerLine": common.duration().as_secs_f64()}),
     ))
+}
+
+/// A key in an EXTERNAL vault of `data`'s KMS whose material is a key of a reference key
+/// manager (`sealstore ekm serve`'s server) started on `runtime`, over loopback HTTP, checking
+/// `data`'s tokens: every wrap and unwrap is a signed HTTP round trip to it.
+fn external_key(
+    global: &GlobalOpts,
+    data: &BenchDataDir,
+    work: &Path,
+    runtime: &tokio::runtime::Runtime,
+) -> anyhow::Result<Ocid> {
+    use sealstore::external_kms::server::KeyManager;
+    use sealstore::external_kms::token::TokenVerifier;
+
+    let mut manager_opts = global.clone();
+    manager_opts.data_dir = work.join("key-manager");
+    manager_opts.pkcs11_module = None;
+    manager_opts.pkcs11_token_label = None;
+    manager_opts.pkcs11_pin_file = None;
+    let manager_dir = manager_opts.open_data_dir(None)?;
+    manager_dir.kms.ensure_iam_defaults(&Principal::local_admin())?;
+    let manager_key = bench::kms::bench_key(&manager_dir.kms, ProtectionMode::Software)?;
+    let manager_vault = manager_dir.kms.get_key(&manager_key)?.vault_id;
+
+    let listener = runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))?;
+    let url = format!("http://{}", listener.local_addr()?);
+    let jwks = data.dir.client_key.jwks().map_err(anyhow::Error::msg)?.to_string();
+    let verifier = TokenVerifier::new(&jwks, url.clone()).map_err(anyhow::Error::msg)?;
+    let manager = Arc::new(KeyManager::new(
+        manager_dir.kms.clone(),
+        verifier,
+        &manager_opts.data_dir,
+    ));
+    runtime.spawn(manager.serve(listener, None));
+
+    let me = Principal::local_admin();
+    let vault = data.dir.kms.create_vault(
+        &me,
+        kms_core::CreateVault {
+            display_name: "bench-external".into(),
+            vault_type: Some(kms_core::VaultType::External),
+            external_key_manager: Some(kms_core::model::ExternalKeyManager {
+                endpoint: url,
+                external_vault_id: manager_vault.to_string(),
+            }),
+            ..Default::default()
+        },
+    )?;
+    let key = data.dir.kms.create_key(
+        &me,
+        kms_core::CreateKey {
+            protection_mode: Some(ProtectionMode::External),
+            external_key_id: Some(manager_key.to_string()),
+            ..kms_core::CreateKey::new(vault.id, "bench")
+        },
+    )?;
+    Ok(key.id)
 }
 
 /// Where Debian's SoftHSM2 puts its PKCS#11 module.

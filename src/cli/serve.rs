@@ -294,7 +294,7 @@ fn open_volumes(
 }
 
 /// Accepts S3 connections (HTTP/1.1) and serves each with s3s over the object service.
-pub(super) async fn serve_s3(
+async fn serve_s3(
     listener: tokio::net::TcpListener,
     face: sealstore::s3::S3Face,
     users: Arc<sealstore::s3::credentials::UserStore>,
