@@ -561,7 +561,7 @@ fn s3_kind(global: &GlobalOpts, s3: &S3Opts, opts: &ObjectOpts, common: &CommonO
     }
     let mut measured = sealstore::bench::objects::s3_target(&endpoint, false)?;
     if s3.endpoint.is_none() {
-        measured.name = format!("sealstore S3 API ({})", endpoint.url);
+        measured.name = "sealstore serve, S3 API".into();
     }
     targets.push(measured);
     let bar = spinner("s3");
@@ -569,8 +569,9 @@ fn s3_kind(global: &GlobalOpts, s3: &S3Opts, opts: &ObjectOpts, common: &CommonO
         bar.set_message(m.to_owned())
     }))?;
     bar.finish_and_clear();
-    let names: Vec<&str> = targets.iter().map(|t| t.name.as_str()).collect();
-    Ok((results, json!({"load": load, "endpoints": names})))
+    let mut endpoints = vec![endpoint.url];
+    endpoints.extend(s3.baseline_endpoint.clone());
+    Ok((results, json!({"load": load, "endpoints": endpoints})))
 }
 
 /// `sealstore serve` (this executable) on a fresh data directory with a bucket "bench",
