@@ -333,9 +333,14 @@ fn fio_latency(clat: &Value) -> Option<Latency> {
         .filter_map(|(p, ns)| Some((ns.as_f64()? / 1000.0, p.parse::<f64>().ok()? / 100.0)))
         .collect();
     cdf.sort_by(|a, b| a.1.total_cmp(&b.1));
+    // fio's percentiles are the upper bounds of its histogram buckets, so they can exceed
+    // the exact maximum it also reports: cap them there.
+    let max_us = clat["max"].as_f64()? / 1000.0;
+    for point in &mut cdf {
+        point.0 = point.0.min(max_us);
+    }
     let at = |q: f64| cdf.iter().find(|(_, f)| (*f - q).abs() < 1e-9).map(|(us, _)| *us);
     let (p50_us, p90_us, p99_us) = (at(0.50)?, at(0.90)?, at(0.99)?);
-    let max_us = clat["max"].as_f64()? / 1000.0;
     cdf.push((max_us, 1.0));
     Some(Latency {
         p50_us,
@@ -423,5 +428,23 @@ fn run_tool(command: &mut Command) -> Result<(), VolumeBenchError> {
             tool,
             message: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fio_percentiles_are_capped_at_the_exact_maximum() {
+        let clat = serde_json::json!({
+            "max": 77_812_131.0,
+            "percentile": {"50.000000": 36_962_304, "90.000000": 60_555_264, "99.000000": 78_118_912, "99.900000": 78_118_912}
+        });
+        let l = fio_latency(&clat).unwrap();
+        assert_eq!((l.p50_us, l.p90_us), (36_962.304, 60_555.264));
+        assert_eq!(l.p99_us, l.max_us);
+        assert!(l.cdf.iter().all(|(us, _)| *us <= l.max_us));
+        assert_eq!(*l.cdf.last().unwrap(), (l.max_us, 1.0));
     }
 }
