@@ -8,6 +8,7 @@
 //! - [`s3`]: the S3-compatible API over the object store.
 //! - [`block`]: encrypted block volumes and their NBD server.
 //! - [`kms_api`]: the OCI-compatible KMS REST API over kms-core.
+//! - [`console`]: the web console, served with the KMS API, over the same handlers.
 //! - [`admin`]: the local admin protocol between the CLI and a running server.
 
 #![warn(missing_docs)]
@@ -15,6 +16,7 @@
 pub mod admin;
 pub mod bench;
 pub mod block;
+pub mod console;
 pub mod crypto;
 pub mod external_kms;
 pub mod http_client;

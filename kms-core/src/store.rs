@@ -46,6 +46,9 @@ pub mod schema {
     pub const KEY_MATERIAL: TableDefinition<&str, &[u8]> = TableDefinition::new("key_material");
     /// User id → JSON [`crate::iam::User`] (with its API public keys).
     pub const IAM_USERS: TableDefinition<&str, &[u8]> = TableDefinition::new("iam_users");
+    /// User id → JSON string: the user's console password as an Argon2id PHC hash (kept
+    /// apart from the user record, which lists and the API show).
+    pub const CONSOLE_PASSWORDS: TableDefinition<&str, &[u8]> = TableDefinition::new("console_passwords");
     /// Group id → JSON [`crate::iam::Group`] (with its members).
     pub const IAM_GROUPS: TableDefinition<&str, &[u8]> = TableDefinition::new("iam_groups");
     /// Policy id → JSON [`crate::iam::Policy`].
@@ -112,6 +115,7 @@ impl Store {
             t.open_table(IAM_POLICIES)?;
             t.open_table(REGIONS)?;
             t.open_table(REPLICATION_OUTBOX)?;
+            t.open_table(CONSOLE_PASSWORDS)?;
         }
         txn.commit()?;
         Ok(store)
@@ -197,6 +201,11 @@ macro_rules! reads {
         /// Every compartment.
         pub fn compartments(&self) -> Result<Vec<Compartment>> {
             self.all(COMPARTMENTS)
+        }
+
+        /// A user's console password hash, if one is set.
+        pub fn console_password(&self, user: &Ocid) -> Result<Option<String>> {
+            self.get(CONSOLE_PASSWORDS, user.as_str())
         }
 
         /// A vault by id.
@@ -377,6 +386,14 @@ impl WriteTxn {
     /// Inserts or replaces an IAM policy.
     pub fn put_policy(&self, p: &Policy) -> Result<()> {
         self.put(IAM_POLICIES, p.id.as_str(), p)
+    }
+
+    /// Sets (`Some`) or removes a user's console password hash.
+    pub fn set_console_password(&self, user: &Ocid, phc: Option<&str>) -> Result<()> {
+        match phc {
+            Some(phc) => self.put(CONSOLE_PASSWORDS, user.as_str(), &phc),
+            None => self.delete_iam_record(CONSOLE_PASSWORDS, user),
+        }
     }
 
     /// Removes an IAM user, group or policy record (`table` is one of the IAM tables).

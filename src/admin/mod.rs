@@ -273,6 +273,13 @@ pub enum Request {
         /// PEM public key.
         public_key_pem: String,
     },
+    /// Set (or remove) a user's console password.
+    IamUserSetPassword {
+        /// User name.
+        name: String,
+        /// Argon2id PHC hash; `None` removes the password.
+        phc: Option<String>,
+    },
     /// List API users.
     IamUserList,
     /// Delete an API user.
@@ -354,6 +361,7 @@ impl Request {
             self,
             Request::IamUserAdd(_)
                 | Request::IamUserAddKey { .. }
+                | Request::IamUserSetPassword { .. }
                 | Request::IamUserList
                 | Request::IamUserRemove { .. }
                 | Request::IamGroupCreate { .. }
@@ -625,6 +633,7 @@ pub fn execute(target: &AdminTarget, principal: &Principal, req: Request) -> Res
         Request::S3UserRemove { user, force } => Ok(target.users.remove(&user, force)?.public_view()),
         Request::IamUserAdd(r) => to_value(kms.create_user(p, r)?),
         Request::IamUserAddKey { name, public_key_pem } => to_value(kms.add_api_key(p, &name, &public_key_pem)?),
+        Request::IamUserSetPassword { name, phc } => to_value(kms.set_console_password(p, &name, phc.as_deref())?),
         Request::IamUserList => to_value(kms.list_users()?),
         Request::IamUserRemove { name } => to_value(kms.delete_user(p, &name)?),
         Request::IamGroupCreate { name, description } => to_value(kms.create_group(p, &name, &description)?),

@@ -59,6 +59,15 @@ enum UserCommand {
         #[arg(long)]
         public_key: PathBuf,
     },
+    /// Set the user's password for the web console (/console/ on the KMS API's address),
+    /// read from standard input (hidden when typed); stored as an Argon2id hash.
+    SetPassword {
+        /// User name.
+        name: String,
+        /// Remove the password instead: the user can no longer sign in to the console.
+        #[arg(long)]
+        remove: bool,
+    },
     /// List users and their key fingerprints.
     List,
     /// Delete a user: its signatures stop working at once, also on a running server.
@@ -148,6 +157,29 @@ const COMPARTMENT_COLUMNS: &[Column] = &[
     ("STATE", "lifecycleState"),
 ];
 
+/// A password from standard input: its first line, not echoed when typed at a terminal.
+fn read_password() -> anyhow::Result<zeroize::Zeroizing<String>> {
+    use std::io::IsTerminal;
+    let terminal = std::io::stdin().is_terminal();
+    if terminal {
+        eprint!(
+            "console password (at least {} characters): ",
+            sealstore::console::password::MIN_LEN
+        );
+        let _ = std::process::Command::new("stty").arg("-echo").status();
+    }
+    let mut line = zeroize::Zeroizing::new(String::new());
+    let read = std::io::stdin().read_line(&mut line);
+    if terminal {
+        let _ = std::process::Command::new("stty").arg("echo").status();
+        eprintln!();
+    }
+    read.context("reading the password from standard input")?;
+    let trimmed = zeroize::Zeroizing::new(line.trim_end_matches(['\n', '\r']).to_owned());
+    anyhow::ensure!(!trimmed.is_empty(), "no password on standard input");
+    Ok(trimmed)
+}
+
 fn read_pem(path: &PathBuf) -> anyhow::Result<String> {
     std::fs::read_to_string(path).with_context(|| format!("reading the public key {}", path.display()))
 }
@@ -180,6 +212,15 @@ pub fn run(global: &GlobalOpts, args: IamArgs) -> anyhow::Result<ExitCode> {
             },
             None,
         ),
+        IamCommand::User(UserCommand::SetPassword { name, remove }) => {
+            let phc = if remove {
+                None
+            } else {
+                let password = read_password()?;
+                Some(sealstore::console::password::hash(&password)?)
+            };
+            (Request::IamUserSetPassword { name, phc }, None)
+        }
         IamCommand::User(UserCommand::List) => (Request::IamUserList, Some(USER_COLUMNS)),
         IamCommand::User(UserCommand::Remove { name }) => (Request::IamUserRemove { name }, None),
         IamCommand::Group(GroupCommand::Create { name, description }) => {

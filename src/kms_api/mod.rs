@@ -46,6 +46,11 @@ use serde_json::Value;
 pub use error::ApiError;
 use signature::Caller;
 
+/// Parses a compartment id (a compartment's or the tenancy's), as the API does.
+pub fn compartment_ocid(s: &str) -> Result<Ocid, ApiError> {
+    vaults::compartment_id(s)
+}
+
 /// Largest request body accepted (crypto payloads are at most 4 KiB, base64-encoded).
 pub const MAX_BODY: usize = 64 * 1024;
 
@@ -70,6 +75,8 @@ pub struct KmsApi {
     external_vaults: Arc<std::sync::RwLock<HashMap<String, bool>>>,
     /// Served at [`JWKS_PATH`] when set.
     jwks: Option<Arc<crate::external_kms::token::ClientKey>>,
+    /// The web console, under [`crate::console::PREFIX`].
+    console: Arc<crate::console::Console>,
 }
 
 /// Where the JWKS of [`KmsApi::jwks`] is published.
@@ -232,7 +239,65 @@ impl KmsApi {
             max_in_flight: DEFAULT_MAX_IN_FLIGHT,
             external_vaults: Arc::default(),
             jwks: None,
+            console: Arc::default(),
         }
+    }
+
+    /// The KMS this API serves.
+    pub fn kms(&self) -> &Kms {
+        &self.kms
+    }
+
+    /// Whether this listener speaks TLS.
+    pub fn is_tls(&self) -> bool {
+        self.tls.is_some()
+    }
+
+    /// Answers an API call on behalf of `caller`, a user authenticated another way (the
+    /// console's sign-in): the same routes, IAM checks and audit entries as a signed request.
+    /// Returns the JSON answer and the next page's token of a list.
+    pub fn answer_as(
+        &self,
+        caller: &Caller,
+        method: &Method,
+        target: &str,
+        body: &[u8],
+    ) -> Result<(Value, Option<String>), ApiError> {
+        let iam = self.kms.iam_view()?;
+        let uri: http::Uri = target
+            .parse()
+            .map_err(|_| ApiError::invalid(format!("'{target}' is not a request target")))?;
+        let query: Query = uri
+            .query()
+            .map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect())
+            .unwrap_or_default();
+        let headers = HeaderMap::new();
+        let call = Call {
+            kms: &self.kms,
+            iam: &iam,
+            caller,
+            principal: Principal::new(caller.user_id.as_str()),
+            query: &query,
+            headers: &headers,
+            body,
+            base_url: &self.fallback_base,
+        };
+        routes::route(&call, method, uri.path()).map(|reply| (reply.body, reply.next_page))
+    }
+
+    /// Whether `caller` may `verb` a resource, by the IAM policies (what the console uses to
+    /// show or hide an action; the action itself is checked again when it is asked for).
+    pub fn allows(
+        &self,
+        caller: &Caller,
+        verb: Verb,
+        kind: ResourceKind,
+        compartment: &Ocid,
+        target: Target<'_>,
+    ) -> bool {
+        self.kms
+            .iam_view()
+            .is_ok_and(|iam| iam.allows(&caller.user_id, verb, kind, compartment, target))
     }
 
     /// Publishes the public half of `client_key` (this server's key for external key
@@ -298,6 +363,21 @@ impl KmsApi {
             .map(str::to_owned)
             .unwrap_or_else(new_request_id);
         let (parts, body) = req.into_parts();
+        if parts.uri.path() == crate::console::PREFIX || parts.uri.path().starts_with("/console/") {
+            let body = match Limited::new(body, MAX_BODY).collect().await {
+                Ok(b) => b.to_bytes(),
+                Err(_) => Bytes::new(),
+            };
+            let (api, console) = (self.clone(), self.console.clone());
+            return tokio::task::spawn_blocking(move || console.handle(&api, &parts, &body))
+                .await
+                .unwrap_or_else(|e| {
+                    tracing::error!(error = %e, "console handler panicked");
+                    let mut r = http::Response::new(Full::new(Bytes::from_static(b"internal error")));
+                    *r.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
+                    r
+                });
+        }
         if let (Some(client_key), &Method::GET, JWKS_PATH) = (&self.jwks, &parts.method, parts.uri.path()) {
             let jwks = client_key.jwks().map_err(|e| {
                 tracing::error!(error = %e, "cannot publish the JWKS");

@@ -295,8 +295,32 @@ impl Kms {
                 }
             }
             txn.delete_iam_record(IAM_USERS, &user.id)?;
+            txn.set_console_password(&user.id, None)?;
             Ok(user)
         })
+    }
+
+    /// Sets the console password of a user, as an Argon2id PHC hash made by the caller (the
+    /// password itself never reaches the KMS), or removes it (`None`): the user can then no
+    /// longer sign in to the console.
+    pub fn set_console_password(&self, principal: &Principal, user_name: &str, phc: Option<&str>) -> Result<User> {
+        if phc.is_some_and(|p| !p.starts_with("$argon2id$")) {
+            return Err(KmsError::InvalidParameter(
+                "a console password is stored as an Argon2id hash".into(),
+            ));
+        }
+        self.iam_change(principal, "SetConsolePassword", |txn, _| {
+            let user = find_by_name(&txn.users()?, user_name, |u| &u.name)
+                .cloned()
+                .ok_or_else(|| KmsError::not_found("user", user_name))?;
+            txn.set_console_password(&user.id, phc)?;
+            Ok(user)
+        })
+    }
+
+    /// A user's console password hash, if set.
+    pub fn console_password(&self, user: &Ocid) -> Result<Option<String>> {
+        self.read()?.console_password(user)
     }
 
     /// Every user, oldest first.

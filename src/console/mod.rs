@@ -1,0 +1,557 @@
+//! The web console at `/console/` on the KMS API's listener: vaults, keys, versions,
+//! rotation and the key-rotation compliance view, for people rather than the `oci` CLI.
+//!
+//! Every page and action is a KMS API call made as the signed-in user ([`KmsApi::answer_as`]):
+//! the same handlers, IAM policies, validation and audit entries as a signed request, so the
+//! console has no rule of its own. Pages are server-rendered HTML (maud) that work without
+//! JavaScript; each action asks for confirmation on a page of its own and posts a form
+//! carrying the session's CSRF token.
+//!
+//! - [`session`]: sign-in sessions, cookies, CSRF tokens.
+//! - [`password`]: Argon2id password hashes (`sealstore iam user set-password`).
+//! - [`pages`]: the HTML.
+
+pub mod pages;
+pub mod password;
+pub mod session;
+
+use bytes::Bytes;
+use http::{HeaderValue, Method, StatusCode};
+use http_body_util::Full;
+use kms_core::iam::{ResourceKind, Target, Verb};
+use kms_core::Ocid;
+use maud::Markup;
+use serde_json::{json, Value};
+
+use crate::kms_api::signature::Caller;
+use crate::kms_api::{ApiError, KmsApi, Query};
+use session::{Session, Sessions};
+
+/// Where the console is served.
+pub const PREFIX: &str = "/console";
+/// Keys whose current version is older than this many days are listed on the compliance
+/// page unless it is asked for another age.
+pub const DEFAULT_MAX_KEY_AGE_DAYS: i64 = 365;
+/// Vault deletion can be scheduled this many days ahead, as in OCI.
+pub const DELETION_DAYS: std::ops::RangeInclusive<i64> = 7..=30;
+
+/// The console's state: its sessions.
+#[derive(Debug, Default)]
+pub struct Console {
+    sessions: Sessions,
+}
+
+/// A console answer.
+pub type Response = http::Response<Full<Bytes>>;
+
+/// One request, parsed.
+struct Request<'a> {
+    method: &'a Method,
+    segments: Vec<&'a str>,
+    query: Query,
+    form: Query,
+    headers: &'a http::HeaderMap,
+}
+
+impl Request<'_> {
+    fn param(&self, name: &str) -> Option<&str> {
+        self.query.get(name).map(String::as_str)
+    }
+}
+
+impl Console {
+    /// Answers a request whose path starts with [`PREFIX`] (blocking work: run it off the
+    /// async workers).
+    pub fn handle(&self, api: &KmsApi, parts: &http::request::Parts, body: &[u8]) -> Response {
+        let path = parts.uri.path();
+        let rest = path.strip_prefix(PREFIX).unwrap_or(path);
+        let parse = |s: &[u8]| -> Query { form_urlencoded::parse(s).into_owned().collect() };
+        let req = Request {
+            method: &parts.method,
+            segments: rest.trim_matches('/').split('/').filter(|s| !s.is_empty()).collect(),
+            query: parse(parts.uri.query().unwrap_or("").as_bytes()),
+            form: if parts.method == Method::POST {
+                parse(body)
+            } else {
+                Query::new()
+            },
+            headers: &parts.headers,
+        };
+        let token = session::token_of(req.headers);
+        let session = token.as_deref().and_then(|t| self.sessions.get(t));
+        match (req.method, req.segments.as_slice()) {
+            (&Method::GET, ["login"]) => match session {
+                Some(_) => redirect("/console/vaults"),
+                None => html(StatusCode::OK, pages::login(None)),
+            },
+            (&Method::POST, ["login"]) => self.login(api, &req),
+            (_, ["login"]) => not_allowed(),
+            _ => {
+                let Some(session) = session else {
+                    return match *req.method {
+                        Method::GET => redirect("/console/login"),
+                        _ => html(
+                            StatusCode::FORBIDDEN,
+                            pages::message(None, "Not signed in", "Sign in first."),
+                        ),
+                    };
+                };
+                if *req.method == Method::POST && !session::csrf_ok(&session, req.form.get("csrf").map(String::as_str))
+                {
+                    return html(
+                        StatusCode::FORBIDDEN,
+                        pages::message(
+                            Some(&session),
+                            "Refused",
+                            "This form did not come from your console session (missing or wrong CSRF token).",
+                        ),
+                    );
+                }
+                let view = View {
+                    api,
+                    session: &session,
+                    caller: Caller {
+                        user_id: session.user_id.clone(),
+                        user_name: session.user_name.clone(),
+                    },
+                };
+                let answer = match (req.method, req.segments.as_slice()) {
+                    (&Method::POST, ["logout"]) => {
+                        if let Some(t) = &token {
+                            self.sessions.end(t);
+                        }
+                        let mut r = redirect("/console/login");
+                        set_cookie(&mut r, &session::clear_cookie());
+                        return r;
+                    }
+                    (&Method::GET, []) => Ok(redirect("/console/vaults")),
+                    (&Method::GET, ["vaults"]) => view.vaults(&req),
+                    (&Method::GET, ["vaults", vault]) => view.vault(vault),
+                    (&Method::POST, ["vaults", vault, "deletion"]) => view.vault_deletion(vault, &req),
+                    (&Method::GET, ["vaults", vault, "keys", key]) => view.key(vault, key, &req),
+                    (&Method::GET, ["vaults", vault, "keys", key, "confirm"]) => view.confirm(vault, key, &req),
+                    (&Method::POST, ["vaults", vault, "keys", key, action @ ("rotate" | "enable" | "disable")]) => {
+                        view.key_action(vault, key, action, &req)
+                    }
+                    (&Method::GET, ["compliance"]) => view.compliance(&req),
+                    (&Method::GET, _) | (&Method::POST, _) => Err(ApiError::not_found("page")),
+                    _ => return not_allowed(),
+                };
+                answer.unwrap_or_else(|e| view.error(&e))
+            }
+        }
+    }
+
+    fn login(&self, api: &KmsApi, req: &Request<'_>) -> Response {
+        let name = req.form.get("username").map(String::as_str).unwrap_or("");
+        let password = req.form.get("password").map(String::as_str).unwrap_or("");
+        let user = api
+            .kms()
+            .list_users()
+            .ok()
+            .and_then(|users| users.into_iter().find(|u| u.name == name));
+        // The same work and the same answer whether the user exists or not.
+        let stored = user
+            .as_ref()
+            .and_then(|u| api.kms().console_password(&u.id).ok().flatten());
+        let ok = password::verify(password, stored.as_deref().unwrap_or(DUMMY_HASH)) && stored.is_some();
+        match user {
+            Some(user) if ok => {
+                tracing::info!(user = %user.name, "console sign-in");
+                let token = self.sessions.start(user.id, user.name);
+                let mut r = redirect("/console/vaults");
+                set_cookie(&mut r, &session::set_cookie(&token, api.is_tls()));
+                r
+            }
+            _ => {
+                tracing::info!(user = %name, "console sign-in refused");
+                html(
+                    StatusCode::UNAUTHORIZED,
+                    pages::login(Some("Wrong user name or password.")),
+                )
+            }
+        }
+    }
+}
+
+/// Verified against when the user does not exist, so that a wrong name costs as much as a
+/// wrong password (the hash of a random string).
+const DUMMY_HASH: &str =
+    "$argon2id$v=19$m=19456,t=2,p=1$c2VhbHN0b3JlLWR1bW15$eXpmZBqLMf2m3W2Vx7qW8yHjA6H0s4LQbpQmJkOVn1E";
+
+/// Pages for one signed-in user: each reads through the KMS API as that user.
+struct View<'a> {
+    api: &'a KmsApi,
+    session: &'a Session,
+    caller: Caller,
+}
+
+/// A vault's keys as the vault page lists them.
+pub struct KeyRow {
+    /// `KeySummary` JSON.
+    pub key: Value,
+    /// The current version (`KeyVersion` JSON), when readable.
+    pub current: Option<Value>,
+}
+
+/// A key found by the compliance check.
+pub struct StaleKey {
+    /// The vault (`Vault` JSON).
+    pub vault: Value,
+    /// The key (`Key` JSON).
+    pub key: Value,
+    /// The current version (`KeyVersion` JSON).
+    pub current: Value,
+    /// Days since the current version was created.
+    pub age_days: i64,
+}
+
+impl View<'_> {
+    fn call(&self, method: Method, target: &str, body: Value) -> Result<Value, ApiError> {
+        let body = serde_json::to_vec(&body).expect("JSON serializes");
+        self.api
+            .answer_as(&self.caller, &method, target, &body)
+            .map(|(body, _)| body)
+    }
+
+    fn get(&self, target: &str) -> Result<Value, ApiError> {
+        self.call(Method::GET, target, Value::Null)
+    }
+
+    /// Every page of a list.
+    fn list(&self, target: &str) -> Result<Vec<Value>, ApiError> {
+        let mut items = Vec::new();
+        let mut page: Option<String> = None;
+        loop {
+            let sep = if target.contains('?') { '&' } else { '?' };
+            let url = match &page {
+                Some(p) => format!("{target}{sep}limit=1000&page={}", encode(p)),
+                None => format!("{target}{sep}limit=1000"),
+            };
+            let (body, next) = self.api.answer_as(&self.caller, &Method::GET, &url, b"")?;
+            items.extend(body.as_array().cloned().unwrap_or_default());
+            match next {
+                Some(n) => page = Some(n),
+                None => return Ok(items),
+            }
+        }
+    }
+
+    /// The tenancy and every compartment the user can see, as `(id, name)`.
+    fn compartments(&self) -> Result<Vec<(String, String)>, ApiError> {
+        let tenancy = self.api.kms().tenancy_id().to_string();
+        let mut out = vec![(tenancy.clone(), "root compartment (tenancy)".to_owned())];
+        for c in self.list(&format!(
+            "/20160918/compartments?compartmentId={}&compartmentIdInSubtree=true&accessLevel=ACCESSIBLE",
+            encode(&tenancy)
+        ))? {
+            out.push((text(&c["id"]), text(&c["name"])));
+        }
+        Ok(out)
+    }
+
+    fn may_manage(&self, kind: ResourceKind, compartment: &str, vault: &str, key: Option<&str>) -> bool {
+        let Ok(compartment) = crate::kms_api::compartment_ocid(compartment) else {
+            return false;
+        };
+        self.api.allows(
+            &self.caller,
+            Verb::Manage,
+            kind,
+            &compartment,
+            Target {
+                vault_id: Some(vault),
+                key_id: key,
+            },
+        )
+    }
+
+    fn vaults(&self, req: &Request<'_>) -> Result<Response, ApiError> {
+        let compartments = self.compartments()?;
+        let chosen = req
+            .param("compartmentId")
+            .map(str::to_owned)
+            .unwrap_or_else(|| compartments[0].0.clone());
+        let vaults = self.list(&format!("/20180608/vaults?compartmentId={}", encode(&chosen)))?;
+        Ok(html(
+            StatusCode::OK,
+            pages::vaults(self.session, &compartments, &chosen, &vaults),
+        ))
+    }
+
+    fn vault_json(&self, vault: &str) -> Result<Value, ApiError> {
+        self.get(&format!("/20180608/vaults/{}", encode(vault)))
+    }
+
+    fn vault(&self, vault: &str) -> Result<Response, ApiError> {
+        let v = self.vault_json(vault)?;
+        let keys = self.list(&format!(
+            "/kms/{vault}/management/20180608/keys?compartmentId={}",
+            encode(&text(&v["compartmentId"]))
+        ))?;
+        let rows = keys
+            .into_iter()
+            .map(|key| {
+                // The summary has no current version: read the key, then that version.
+                let id = text(&key["id"]);
+                let current = self
+                    .get(&format!("/kms/{vault}/management/20180608/keys/{id}"))
+                    .ok()
+                    .map(|k| text(&k["currentKeyVersion"]))
+                    .and_then(|ver| {
+                        self.get(&format!("/kms/{vault}/management/20180608/keys/{id}/keyVersions/{ver}"))
+                            .ok()
+                    });
+                KeyRow { key, current }
+            })
+            .collect::<Vec<_>>();
+        let manage = self.may_manage(ResourceKind::Vaults, &text(&v["compartmentId"]), vault, None);
+        Ok(html(
+            StatusCode::OK,
+            pages::vault(self.session, &v, &rows, manage, None),
+        ))
+    }
+
+    fn vault_deletion(&self, vault: &str, req: &Request<'_>) -> Result<Response, ApiError> {
+        let action = req.form.get("action").map(String::as_str).unwrap_or("");
+        let target = format!("/20180608/vaults/{}/actions/", encode(vault));
+        match action {
+            "schedule" => {
+                let days = req.form.get("days").and_then(|d| d.trim().parse::<i64>().ok());
+                let Some(days) = days.filter(|d| DELETION_DAYS.contains(d)) else {
+                    // Refused here, with the form shown again, before asking the API.
+                    let v = self.vault_json(vault)?;
+                    return self.vault_with_error(
+                        &v,
+                        vault,
+                        &format!(
+                            "Deletion must be scheduled {} to {} days ahead.",
+                            DELETION_DAYS.start(),
+                            DELETION_DAYS.end()
+                        ),
+                    );
+                };
+                let when = chrono::Utc::now() + chrono::Duration::days(days) + chrono::Duration::minutes(1);
+                self.call(
+                    Method::POST,
+                    &format!("{target}scheduleDeletion"),
+                    json!({"timeOfDeletion": when.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)}),
+                )?;
+            }
+            "cancel" => {
+                self.call(Method::POST, &format!("{target}cancelDeletion"), json!({}))?;
+            }
+            _ => return Err(ApiError::invalid("action must be schedule or cancel")),
+        }
+        Ok(redirect(&format!("/console/vaults/{}", encode(vault))))
+    }
+
+    fn vault_with_error(&self, v: &Value, vault: &str, error: &str) -> Result<Response, ApiError> {
+        let manage = self.may_manage(ResourceKind::Vaults, &text(&v["compartmentId"]), vault, None);
+        Ok(html(
+            StatusCode::BAD_REQUEST,
+            pages::vault(self.session, v, &[], manage, Some(error)),
+        ))
+    }
+
+    fn key_json(&self, vault: &str, key: &str) -> Result<Value, ApiError> {
+        self.get(&format!(
+            "/kms/{}/management/20180608/keys/{}",
+            encode(vault),
+            encode(key)
+        ))
+    }
+
+    fn key(&self, vault: &str, key: &str, req: &Request<'_>) -> Result<Response, ApiError> {
+        let k = self.key_json(vault, key)?;
+        let v = self.vault_json(vault)?;
+        let versions = if req.param("tab") == Some("versions") {
+            let list = self.list(&format!(
+                "/kms/{}/management/20180608/keys/{}/keyVersions",
+                encode(vault),
+                encode(key)
+            ))?;
+            let kms = self.api.kms();
+            Some(
+                list.into_iter()
+                    .map(|ver| {
+                        let protects = Ocid::parse(kms_core::ResourceType::KeyVersion, &text(&ver["id"]))
+                            .ok()
+                            .and_then(|id| kms.data_protected_by(&id).ok());
+                        (ver, protects)
+                    })
+                    .collect::<Vec<_>>(),
+            )
+        } else {
+            None
+        };
+        let manage = self.may_manage(ResourceKind::Keys, &text(&k["compartmentId"]), vault, Some(key));
+        Ok(html(
+            StatusCode::OK,
+            pages::key(self.session, &v, &k, versions.as_deref(), manage, req.param("done")),
+        ))
+    }
+
+    fn confirm(&self, vault: &str, key: &str, req: &Request<'_>) -> Result<Response, ApiError> {
+        let action = req.param("action").unwrap_or("");
+        if !matches!(action, "rotate" | "enable" | "disable") {
+            return Err(ApiError::not_found(format_args!("action '{action}'")));
+        }
+        let k = self.key_json(vault, key)?;
+        Ok(html(
+            StatusCode::OK,
+            pages::confirm(self.session, vault, &k, action, req.param("return")),
+        ))
+    }
+
+    fn key_action(&self, vault: &str, key: &str, action: &str, req: &Request<'_>) -> Result<Response, ApiError> {
+        let base = format!("/kms/{}/management/20180608/keys/{}", encode(vault), encode(key));
+        let done = match action {
+            "rotate" => {
+                self.call(Method::POST, &format!("{base}/keyVersions"), json!({}))?;
+                "rotated"
+            }
+            "enable" => {
+                self.call(Method::POST, &format!("{base}/actions/enable"), json!({}))?;
+                "enabled"
+            }
+            _ => {
+                self.call(Method::POST, &format!("{base}/actions/disable"), json!({}))?;
+                "disabled"
+            }
+        };
+        Ok(match req.form.get("return").map(String::as_str) {
+            Some("compliance") => redirect(&format!("/console/compliance?done={done}")),
+            _ => redirect(&format!(
+                "/console/vaults/{}/keys/{}?done={done}",
+                encode(vault),
+                encode(key)
+            )),
+        })
+    }
+
+    fn compliance(&self, req: &Request<'_>) -> Result<Response, ApiError> {
+        let max_age = req
+            .param("days")
+            .and_then(|d| d.parse::<i64>().ok())
+            .filter(|d| *d >= 1)
+            .unwrap_or(DEFAULT_MAX_KEY_AGE_DAYS);
+        let now = self.api.kms().now();
+        let mut stale = Vec::new();
+        for (compartment, _) in self.compartments()? {
+            for vault in self.list(&format!("/20180608/vaults?compartmentId={}", encode(&compartment)))? {
+                let vid = text(&vault["id"]);
+                if text(&vault["lifecycleState"]) != "ACTIVE" {
+                    continue;
+                }
+                let keys = self.list(&format!(
+                    "/kms/{vid}/management/20180608/keys?compartmentId={}",
+                    encode(&compartment)
+                ))?;
+                for summary in keys.iter().filter(|k| text(&k["lifecycleState"]) == "ENABLED") {
+                    let kid = text(&summary["id"]);
+                    let Ok(key) = self.get(&format!("/kms/{vid}/management/20180608/keys/{kid}")) else {
+                        continue;
+                    };
+                    let ver = text(&key["currentKeyVersion"]);
+                    let Ok(current) = self.get(&format!("/kms/{vid}/management/20180608/keys/{kid}/keyVersions/{ver}"))
+                    else {
+                        continue;
+                    };
+                    let Ok(created) = kms_core::Timestamp::parse(&text(&current["timeCreated"])) else {
+                        continue;
+                    };
+                    let age_days = now.days_since(created);
+                    if age_days > max_age {
+                        stale.push(StaleKey {
+                            vault: vault.clone(),
+                            key,
+                            current,
+                            age_days,
+                        });
+                    }
+                }
+            }
+        }
+        let manage = |s: &StaleKey| {
+            self.may_manage(
+                ResourceKind::Keys,
+                &text(&s.key["compartmentId"]),
+                &text(&s.vault["id"]),
+                Some(&text(&s.key["id"])),
+            )
+        };
+        let rows: Vec<(StaleKey, bool)> = stale
+            .into_iter()
+            .map(|s| {
+                let m = manage(&s);
+                (s, m)
+            })
+            .collect();
+        Ok(html(
+            StatusCode::OK,
+            pages::compliance(self.session, max_age, &rows, req.param("done")),
+        ))
+    }
+
+    fn error(&self, e: &ApiError) -> Response {
+        let title = match e.status {
+            StatusCode::NOT_FOUND => "Not found",
+            StatusCode::CONFLICT => "Conflict",
+            s if s.is_client_error() => "Refused",
+            _ => "Error",
+        };
+        html(e.status, pages::message(Some(self.session), title, &e.message))
+    }
+}
+
+/// A JSON string field as text ("" when missing).
+pub fn text(v: &Value) -> String {
+    v.as_str().map(str::to_owned).unwrap_or_default()
+}
+
+/// Percent-encodes a query or path value.
+fn encode(s: &str) -> String {
+    form_urlencoded::byte_serialize(s.as_bytes()).collect()
+}
+
+fn html(status: StatusCode, markup: Markup) -> Response {
+    let mut r = http::Response::new(Full::new(Bytes::from(markup.into_string())));
+    *r.status_mut() = status;
+    let h = r.headers_mut();
+    h.insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    h.insert(http::header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert("x-frame-options", HeaderValue::from_static("DENY"));
+    h.insert(
+        "content-security-policy",
+        HeaderValue::from_static(
+            "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'",
+        ),
+    );
+    r
+}
+
+fn redirect(location: &str) -> Response {
+    let mut r = http::Response::new(Full::new(Bytes::new()));
+    *r.status_mut() = StatusCode::SEE_OTHER;
+    if let Ok(v) = HeaderValue::from_str(location) {
+        r.headers_mut().insert(http::header::LOCATION, v);
+    }
+    r
+}
+
+fn set_cookie(r: &mut Response, cookie: &str) {
+    if let Ok(v) = HeaderValue::from_str(cookie) {
+        r.headers_mut().append(http::header::SET_COOKIE, v);
+    }
+}
+
+fn not_allowed() -> Response {
+    html(
+        StatusCode::METHOD_NOT_ALLOWED,
+        pages::message(None, "Not allowed", "This page does not take that method."),
+    )
+}

@@ -1,0 +1,350 @@
+//! The console's HTML: semantic, readable without JavaScript or CSS, one column on a phone.
+//! maud escapes every value it inserts.
+
+use maud::{html, Markup, PreEscaped, DOCTYPE};
+use serde_json::Value;
+
+use super::session::Session;
+use super::{text, KeyRow, StaleKey, DELETION_DAYS};
+
+const STYLE: &str = "
+body{font-family:system-ui,sans-serif;margin:0;color:#1a1a1a;line-height:1.4}
+header{background:#21323f;color:#fff;padding:.6rem 1rem;display:flex;flex-wrap:wrap;gap:.5rem 1.5rem;align-items:center}
+header a{color:#fff}header form{margin-left:auto}
+main{padding:1rem;max-width:80rem}
+table{border-collapse:collapse;width:100%}th,td{text-align:left;padding:.35rem .6rem;border-bottom:1px solid #ddd;vertical-align:top}
+.scroll{overflow-x:auto}
+dl{display:grid;grid-template-columns:max-content 1fr;gap:.25rem 1rem}dt{font-weight:600}dd{margin:0;overflow-wrap:anywhere}
+.ok{background:#e6f4ea;padding:.5rem}.error{background:#fce8e6;padding:.5rem}
+.actions{display:flex;flex-wrap:wrap;gap:.5rem;margin:1rem 0}
+a.button,button{font:inherit;padding:.35rem .8rem;border:1px solid #21323f;border-radius:4px;background:#fff;color:#21323f;text-decoration:none;cursor:pointer}
+button.primary{background:#21323f;color:#fff}
+nav.tabs a{margin-right:1rem}nav.tabs a[aria-current]{font-weight:700}
+code{overflow-wrap:anywhere}
+@media (max-width:40rem){dl{grid-template-columns:1fr}td,th{padding:.3rem}}
+";
+
+/// The page frame: header with navigation and sign-out, then `body`.
+fn layout(session: Option<&Session>, title: &str, body: Markup) -> Markup {
+    html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width, initial-scale=1";
+                title { (title) " — sealstore console" }
+                style { (PreEscaped(STYLE)) }
+            }
+            body {
+                header {
+                    strong { "sealstore" }
+                    @if let Some(s) = session {
+                        nav aria-label="main" {
+                            a href="/console/vaults" { "Vaults" } " · "
+                            a href="/console/compliance" { "Compliance" }
+                        }
+                        form method="post" action="/console/logout" {
+                            span { "Signed in as " strong { (s.user_name) } " " }
+                            input type="hidden" name="csrf" value=(s.csrf);
+                            button type="submit" { "Sign out" }
+                        }
+                    }
+                }
+                main { h1 { (title) } (body) }
+            }
+        }
+    }
+}
+
+/// The sign-in form, with `error` after a refused attempt.
+pub fn login(error: Option<&str>) -> Markup {
+    layout(
+        None,
+        "Sign in",
+        html! {
+            @if let Some(e) = error { p.error role="alert" { (e) } }
+            form method="post" action="/console/login" {
+                p { label for="username" { "User name" } br; input id="username" name="username" autocomplete="username" required; }
+                p { label for="password" { "Password" } br; input id="password" name="password" type="password" autocomplete="current-password" required; }
+                p { button.primary type="submit" { "Sign in" } }
+            }
+            p { "Console users are IAM users with a password: " code { "sealstore iam user set-password NAME" } "." }
+        },
+    )
+}
+
+/// A page with one message.
+pub fn message(session: Option<&Session>, title: &str, text: &str) -> Markup {
+    layout(
+        session,
+        title,
+        html! {
+            p.error role="alert" { (text) }
+            p { a href="/console/vaults" { "Back to vaults" } }
+        },
+    )
+}
+
+/// "2026-11-30 15:09:09 UTC" from an RFC 3339 time.
+fn when(v: &Value) -> String {
+    let s = text(v);
+    chrono::DateTime::parse_from_rfc3339(&s)
+        .map(|t| {
+            t.with_timezone(&chrono::Utc)
+                .format("%Y-%m-%d %H:%M:%S UTC")
+                .to_string()
+        })
+        .unwrap_or(s)
+}
+
+fn csrf(session: &Session) -> Markup {
+    html! { input type="hidden" name="csrf" value=(session.csrf); }
+}
+
+/// Compartment picker and the vaults of the chosen compartment.
+pub fn vaults(session: &Session, compartments: &[(String, String)], chosen: &str, vaults: &[Value]) -> Markup {
+    layout(
+        Some(session),
+        "Vaults",
+        html! {
+            form method="get" action="/console/vaults" {
+                label for="compartment" { "Compartment " }
+                select id="compartment" name="compartmentId" {
+                    @for (id, name) in compartments {
+                        option value=(id) selected[id == chosen] { (name) }
+                    }
+                }
+                " "
+                button type="submit" { "Show" }
+            }
+            @if vaults.is_empty() {
+                p { "No vaults you may see in this compartment." }
+            } @else {
+                div.scroll { table {
+                    thead { tr { th { "Name" } th { "Type" } th { "State" } th { "Created" } } }
+                    tbody {
+                        @for v in vaults {
+                            tr {
+                                td { a href={ "/console/vaults/" (text(&v["id"])) } { (text(&v["displayName"])) } }
+                                td { (text(&v["vaultType"])) }
+                                td { (text(&v["lifecycleState"])) }
+                                td { (when(&v["timeCreated"])) }
+                            }
+                        }
+                    }
+                } }
+            }
+        },
+    )
+}
+
+/// A vault: details, replication, deletion, and its master encryption keys.
+pub fn vault(session: &Session, v: &Value, keys: &[KeyRow], manage: bool, error: Option<&str>) -> Markup {
+    let id = text(&v["id"]);
+    let pending = text(&v["lifecycleState"]) == "PENDING_DELETION";
+    layout(
+        Some(session),
+        &format!("Vault {}", text(&v["displayName"])),
+        html! {
+            @if let Some(e) = error { p.error role="alert" { (e) } }
+            dl {
+                dt { "OCID" } dd { code { (id) } }
+                dt { "Type" } dd { (text(&v["vaultType"])) }
+                dt { "State" } dd { (text(&v["lifecycleState"])) }
+                dt { "Created" } dd { (when(&v["timeCreated"])) }
+                @if pending { dt { "Deletion on" } dd { (when(&v["timeOfDeletion"])) } }
+                dt { "Management endpoint" } dd { code { (text(&v["managementEndpoint"])) } }
+                dt { "Cryptographic endpoint" } dd { code { (text(&v["cryptoEndpoint"])) } }
+                @if let Some(r) = v["replicaDetails"].as_object() {
+                    dt { "Replication" } dd { (Value::Object(r.clone()).to_string()) }
+                }
+            }
+            @if manage {
+                section aria-labelledby="deletion" {
+                    h2 id="deletion" { "Deletion" }
+                    @if pending {
+                        form method="post" action={ "/console/vaults/" (id) "/deletion" } {
+                            (csrf(session))
+                            input type="hidden" name="action" value="cancel";
+                            button type="submit" { "Cancel deletion" }
+                        }
+                    } @else {
+                        form method="post" action={ "/console/vaults/" (id) "/deletion" } {
+                            (csrf(session))
+                            input type="hidden" name="action" value="schedule";
+                            label for="days" { "Delete in (days, " (DELETION_DAYS.start()) "–" (DELETION_DAYS.end()) ") " }
+                            input id="days" name="days" type="number" min=(DELETION_DAYS.start()) max=(DELETION_DAYS.end()) value="30" required;
+                            " "
+                            button type="submit" { "Schedule deletion" }
+                        }
+                    }
+                }
+            }
+            h2 { "Master Encryption Keys" }
+            @if keys.is_empty() {
+                p { "No keys you may see." }
+            } @else {
+                div.scroll { table {
+                    thead { tr { th { "Name" } th { "State" } th { "Protection mode" } th { "Current version" } th { "Created" } th { "Last rotated" } } }
+                    tbody {
+                        @for row in keys {
+                            tr {
+                                td { a href={ "/console/vaults/" (id) "/keys/" (text(&row.key["id"])) } { (text(&row.key["displayName"])) } }
+                                td { (text(&row.key["lifecycleState"])) }
+                                td { (text(&row.key["protectionMode"])) }
+                                td { @if let Some(c) = &row.current { code { (text(&c["id"])) } } }
+                                td { (when(&row.key["timeCreated"])) }
+                                td { @if let Some(c) = &row.current { (when(&c["timeCreated"])) } }
+                            }
+                        }
+                    }
+                } }
+            }
+        },
+    )
+}
+
+/// A key: Key Information (every field `oci kms management key get` shows) or Versions.
+pub fn key(
+    session: &Session,
+    vault: &Value,
+    k: &Value,
+    versions: Option<&[(Value, Option<u64>)]>,
+    manage: bool,
+    done: Option<&str>,
+) -> Markup {
+    let vid = text(&vault["id"]);
+    let kid = text(&k["id"]);
+    let base = format!("/console/vaults/{vid}/keys/{kid}");
+    let enabled = text(&k["lifecycleState"]) == "ENABLED";
+    layout(
+        Some(session),
+        &format!("Key {}", text(&k["displayName"])),
+        html! {
+            p { "Vault: " a href={ "/console/vaults/" (vid) } { (text(&vault["displayName"])) } }
+            @if let Some(d) = done { p.ok role="status" { "Key " (d) "." } }
+            @if manage {
+                div.actions {
+                    a.button href={ (base) "/confirm?action=rotate" } { "Rotate Key" }
+                    @if enabled {
+                        a.button href={ (base) "/confirm?action=disable" } { "Disable Key" }
+                    } @else {
+                        a.button href={ (base) "/confirm?action=enable" } { "Enable Key" }
+                    }
+                }
+            }
+            nav.tabs aria-label="key" {
+                a href=(base) aria-current=[versions.is_none().then_some("page")] { "Key Information" }
+                a href={ (base) "?tab=versions" } aria-current=[versions.is_some().then_some("page")] { "Versions" }
+            }
+            @match versions {
+                None => {
+                    h2 { "Key Information" }
+                    dl {
+                        @if let Some(fields) = k.as_object() {
+                            @for (name, value) in fields {
+                                dt { (name) }
+                                dd {
+                                    @if name.starts_with("time") { (when(value)) }
+                                    @else if let Some(s) = value.as_str() { (s) }
+                                    @else if value.is_null() { "—" }
+                                    @else { code { (value.to_string()) } }
+                                }
+                            }
+                        }
+                    }
+                }
+                Some(versions) => {
+                    h2 { "Versions" }
+                    div.scroll { table {
+                        thead { tr { th { "Version" } th { "State" } th { "Created" } th { "Current" } th { "Objects and volumes it protects" } } }
+                        tbody {
+                            @for (ver, protects) in versions {
+                                tr {
+                                    td { code { (text(&ver["id"])) } }
+                                    td { (text(&ver["lifecycleState"])) }
+                                    td { (when(&ver["timeCreated"])) }
+                                    td { @if text(&ver["id"]) == text(&k["currentKeyVersion"]) { "current" } }
+                                    td { @match protects { Some(n) => (n), None => "—" } }
+                                }
+                            }
+                        }
+                    } }
+                }
+            }
+        },
+    )
+}
+
+/// Asks before an action on a key.
+pub fn confirm(session: &Session, vault: &str, k: &Value, action: &str, back: Option<&str>) -> Markup {
+    let kid = text(&k["id"]);
+    let (verb, explain) = match action {
+        "rotate" => (
+            "Rotate Key",
+            "A new key version becomes current: new data is encrypted with it; older versions keep decrypting.",
+        ),
+        "disable" => (
+            "Disable Key",
+            "Nothing can be encrypted or decrypted with this key until it is enabled again.",
+        ),
+        _ => ("Enable Key", "The key can be used again."),
+    };
+    let cancel = match back {
+        Some("compliance") => "/console/compliance".to_owned(),
+        _ => format!("/console/vaults/{vault}/keys/{kid}"),
+    };
+    layout(
+        Some(session),
+        &format!("{verb}: {}?", text(&k["displayName"])),
+        html! {
+            p { (explain) }
+            form method="post" action={ "/console/vaults/" (vault) "/keys/" (kid) "/" (action) } {
+                (csrf(session))
+                @if let Some(b) = back { input type="hidden" name="return" value=(b); }
+                div.actions {
+                    button.primary type="submit" { (verb) }
+                    a.button href=(cancel) { "Cancel" }
+                }
+            }
+        },
+    )
+}
+
+/// Enabled keys whose current version is older than `max_age` days.
+pub fn compliance(session: &Session, max_age: i64, rows: &[(StaleKey, bool)], done: Option<&str>) -> Markup {
+    layout(
+        Some(session),
+        "Compliance: key rotation",
+        html! {
+            @if let Some(d) = done { p.ok role="status" { "Key " (d) "." } }
+            form method="get" action="/console/compliance" {
+                label for="days" { "Current version older than (days) " }
+                input id="days" name="days" type="number" min="1" value=(max_age);
+                " "
+                button type="submit" { "Check" }
+            }
+            @if rows.is_empty() {
+                p.ok { "Every enabled key you may see was rotated in the last " (max_age) " days." }
+            } @else {
+                p { (rows.len()) " enabled key(s) not rotated in the last " (max_age) " days:" }
+                div.scroll { table {
+                    thead { tr { th { "Key" } th { "Vault" } th { "Current version created" } th { "Age (days)" } th { "" } } }
+                    tbody {
+                        @for (s, manage) in rows {
+                            @let vid = text(&s.vault["id"]);
+                            @let kid = text(&s.key["id"]);
+                            tr {
+                                td { a href={ "/console/vaults/" (vid) "/keys/" (kid) } { (text(&s.key["displayName"])) } }
+                                td { (text(&s.vault["displayName"])) }
+                                td { (when(&s.current["timeCreated"])) }
+                                td { (s.age_days) }
+                                td { @if *manage { a.button href={ "/console/vaults/" (vid) "/keys/" (kid) "/confirm?action=rotate&return=compliance" } { "Rotate" } } }
+                            }
+                        }
+                    }
+                } }
+            }
+        },
+    )
+}

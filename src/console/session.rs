@@ -1,0 +1,173 @@
+//! Console sign-in sessions: an unguessable token in an HttpOnly, SameSite=Strict cookie,
+//! a CSRF token that every form carries back, and expiry (idle and absolute). Sessions live
+//! in memory: a restart signs everyone out.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use kms_core::Ocid;
+
+/// The cookie holding the session token.
+pub const COOKIE: &str = "sealstore_console";
+/// A session unused this long ends.
+pub const IDLE: Duration = Duration::from_secs(30 * 60);
+/// A session ends this long after sign-in, used or not.
+pub const ABSOLUTE: Duration = Duration::from_secs(8 * 60 * 60);
+
+/// A signed-in user.
+#[derive(Debug, Clone)]
+pub struct Session {
+    /// The IAM user's id: every action is checked against its policies.
+    pub user_id: Ocid,
+    /// The user's name, shown in the page header.
+    pub user_name: String,
+    /// The token every form of this session carries in a hidden field.
+    pub csrf: String,
+    started: Instant,
+    last_seen: Instant,
+}
+
+/// The sessions of one server.
+#[derive(Debug, Default)]
+pub struct Sessions {
+    by_token: Mutex<HashMap<String, Session>>,
+}
+
+/// 32 random bytes as hex.
+fn random_token() -> String {
+    let mut bytes = [0u8; 32];
+    aws_lc_rs::rand::fill(&mut bytes).expect("the system's random source");
+    data_encoding::HEXLOWER.encode(&bytes)
+}
+
+impl Sessions {
+    /// Starts a session for `user_id`; returns its token (the cookie's value).
+    pub fn start(&self, user_id: Ocid, user_name: String) -> String {
+        let token = random_token();
+        let now = Instant::now();
+        let session = Session {
+            user_id,
+            user_name,
+            csrf: random_token(),
+            started: now,
+            last_seen: now,
+        };
+        let mut map = self.by_token.lock().expect("sessions poisoned");
+        map.retain(|_, s| !expired(s, now));
+        map.insert(token.clone(), session);
+        token
+    }
+
+    /// The live session of `token`, marked as used now; `None` if unknown or expired (an
+    /// expired one is forgotten).
+    pub fn get(&self, token: &str) -> Option<Session> {
+        let now = Instant::now();
+        let mut map = self.by_token.lock().expect("sessions poisoned");
+        let session = map.get_mut(token)?;
+        if expired(session, now) {
+            map.remove(token);
+            return None;
+        }
+        session.last_seen = now;
+        Some(session.clone())
+    }
+
+    /// Ends the session of `token`.
+    pub fn end(&self, token: &str) {
+        self.by_token.lock().expect("sessions poisoned").remove(token);
+    }
+}
+
+fn expired(s: &Session, now: Instant) -> bool {
+    now.duration_since(s.last_seen) > IDLE || now.duration_since(s.started) > ABSOLUTE
+}
+
+/// The session token in a request's `Cookie` headers.
+pub fn token_of(headers: &http::HeaderMap) -> Option<String> {
+    headers
+        .get_all(http::header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(name, _)| *name == COOKIE)
+        .map(|(_, value)| value.to_owned())
+}
+
+/// `Set-Cookie` for a new session (`secure` over TLS).
+pub fn set_cookie(token: &str, secure: bool) -> String {
+    format!(
+        "{COOKIE}={token}; Path=/console; HttpOnly; SameSite=Strict; Max-Age={}{}",
+        ABSOLUTE.as_secs(),
+        if secure { "; Secure" } else { "" }
+    )
+}
+
+/// `Set-Cookie` that removes the session cookie.
+pub fn clear_cookie() -> String {
+    format!("{COOKIE}=; Path=/console; HttpOnly; SameSite=Strict; Max-Age=0")
+}
+
+/// Whether a form's CSRF field matches the session's (in constant time).
+pub fn csrf_ok(session: &Session, submitted: Option<&str>) -> bool {
+    submitted.is_some_and(|s| {
+        aws_lc_rs::constant_time::verify_slices_are_equal(s.as_bytes(), session.csrf.as_bytes()).is_ok()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kms_core::ResourceType;
+
+    #[test]
+    fn sessions_start_end_and_check_csrf() {
+        let sessions = Sessions::default();
+        let user = Ocid::generate(ResourceType::User, "local-1");
+        let token = sessions.start(user.clone(), "alice".into());
+        let s = sessions.get(&token).unwrap();
+        assert_eq!(s.user_id, user);
+        assert!(csrf_ok(&s, Some(&s.csrf.clone())));
+        assert!(!csrf_ok(&s, Some("forged")));
+        assert!(!csrf_ok(&s, None));
+        assert!(sessions.get("not-a-token").is_none());
+        sessions.end(&token);
+        assert!(sessions.get(&token).is_none());
+    }
+
+    #[test]
+    fn sessions_expire_when_idle_and_when_old() {
+        let now = Instant::now();
+        let (Some(idle_ago), Some(old)) = (
+            now.checked_sub(IDLE + Duration::from_secs(1)),
+            now.checked_sub(ABSOLUTE),
+        ) else {
+            return; // a machine up for less than 8 hours cannot go back that far
+        };
+        let session = |started, last_seen| Session {
+            user_id: Ocid::generate(ResourceType::User, "local-1"),
+            user_name: "a".into(),
+            csrf: "c".into(),
+            started,
+            last_seen,
+        };
+        assert!(!expired(&session(now, now), now));
+        assert!(expired(&session(idle_ago, idle_ago), now));
+        let old = old.checked_sub(Duration::from_secs(1)).unwrap_or(old);
+        assert!(
+            expired(&session(old, now), now),
+            "used a second ago, but signed in 8 hours ago"
+        );
+    }
+
+    #[test]
+    fn the_cookie_is_read_among_others_and_set_strictly() {
+        let mut headers = http::HeaderMap::new();
+        headers.insert(http::header::COOKIE, "a=1; sealstore_console=abc; b=2".parse().unwrap());
+        assert_eq!(token_of(&headers).as_deref(), Some("abc"));
+        let cookie = set_cookie("abc", false);
+        assert!(cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict") && !cookie.contains("Secure"));
+        assert!(set_cookie("abc", true).ends_with("; Secure"));
+    }
+}

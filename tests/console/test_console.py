@@ -1,0 +1,350 @@
+"""The web console in a real browser: Debian's headless chromium driven through chromedriver
+(Selenium), against a real `sealstore serve`. ./scripts/test installs chromium,
+chromium-driver and selenium.
+
+Walks the seed's console audit path (vault → Master Encryption Keys → key → Key Information →
+Created), rotates from the key page and from the Compliance page (the server's clock moved
+400 days ahead), disables and enables, schedules and cancels vault deletion, and checks what
+a read-only user, a wrong password and a form without its CSRF token get. Screenshots of the
+vault, key and compliance pages go to target/console-screenshots/."""
+
+import contextlib
+import json
+import os
+import pathlib
+import subprocess
+import sys
+import tempfile
+import time
+
+import pytest
+from selenium import webdriver
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+from selenium.webdriver.support import expected_conditions
+from selenium.webdriver.support.ui import WebDriverWait
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "kms"))
+from test_oci_cli import cli  # noqa: E402  (puts tests/s3 on sys.path too)
+from conftest import BINARY, ROOT  # noqa: E402
+
+SCREENSHOTS = ROOT / "target" / "console-screenshots"
+PASSWORD = "correct horse battery staple"
+
+
+@contextlib.contextmanager
+def serving(data_dir, clock_offset_days=0):
+    """`sealstore serve` on `data_dir`; yields the KMS API's URL."""
+    env = dict(os.environ, SEALSTORE_DATA_DIR=str(data_dir), SEALSTORE_CLOCK_OFFSET_DAYS=str(clock_offset_days))
+    env.pop("SEALSTORE_OBJECT_BACKEND", None)
+    serve_json = data_dir / "serve.json"
+    serve_json.unlink(missing_ok=True)
+    proc = subprocess.Popen([str(BINARY), "serve", "--s3-listen", "127.0.0.1:0", "--kms-listen", "127.0.0.1:0"],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 30
+        while not serve_json.exists():
+            assert proc.poll() is None, "sealstore serve exited"
+            assert time.time() < deadline, "sealstore serve did not become ready"
+            time.sleep(0.05)
+        yield json.loads(serve_json.read_text())["kms"]
+    finally:
+        proc.terminate()
+        proc.wait(timeout=15)
+
+
+def set_password(data_dir, user, password=PASSWORD):
+    out = subprocess.run([str(BINARY), "iam", "user", "set-password", user], input=password + "\n",
+                         env=dict(os.environ, SEALSTORE_DATA_DIR=str(data_dir)), capture_output=True, text=True,
+                         timeout=60)
+    assert out.returncode == 0, out.stderr
+
+
+def add_console_user(data_dir, name, groups=()):
+    args = ["iam", "user", "add", name]
+    for g in groups:
+        args += ["--group", g]
+    cli(data_dir, *args)
+    set_password(data_dir, name)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    options = webdriver.ChromeOptions()
+    options.binary_location = os.environ.get("CHROMIUM", "/usr/bin/chromium")
+    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1280,900"):
+        options.add_argument(arg)
+    driver = webdriver.Chrome(service=Service(os.environ.get("CHROMEDRIVER", "/usr/bin/chromedriver")),
+                              options=options)
+    driver.set_page_load_timeout(30)
+    yield driver
+    driver.quit()
+
+
+@pytest.fixture(scope="module")
+def server():
+    with tempfile.TemporaryDirectory() as tmp:
+        data_dir = pathlib.Path(tmp) / "data"
+        with serving(data_dir) as url:
+            add_console_user(data_dir, "admin", groups=["Administrators"])
+            yield url, data_dir
+
+
+@pytest.fixture
+def page(browser, server):
+    """The browser, signed out, at the server."""
+    url, _ = server
+    browser.delete_all_cookies()
+    browser.get(url + "/console/login")
+    browser.delete_all_cookies()
+    return browser
+
+
+def sign_in(browser, url, user="admin", password=PASSWORD):
+    browser.get(url + "/console/login")
+    browser.find_element(By.ID, "username").send_keys(user)
+    browser.find_element(By.ID, "password").send_keys(password)
+    click(browser.find_element(By.CSS_SELECTOR, "button[type=submit]"))
+
+
+def navigating(browser, action):
+    """Runs `action`, which leads to another page, and waits until that page has loaded."""
+    old = browser.find_element(By.TAG_NAME, "html")
+    action()
+    WebDriverWait(browser, 15).until(expected_conditions.staleness_of(old))
+    WebDriverWait(browser, 15).until(lambda d: d.execute_script("return document.readyState") == "complete")
+
+
+def click(element):
+    """Clicks a link or button that leads to another page, and waits for it."""
+    navigating(element.parent, element.click)
+
+
+def submit_script(browser, script, *args):
+    """Runs a script that submits a form, and waits for the answer page."""
+    navigating(browser, lambda: browser.execute_script(script, *args))
+
+
+def heading(browser):
+    return browser.find_element(By.TAG_NAME, "h1").text
+
+
+def field(browser, name):
+    """The value shown for `name` on a Key Information or vault details list."""
+    for dt in browser.find_elements(By.TAG_NAME, "dt"):
+        if dt.text == name:
+            return dt.find_element(By.XPATH, "following-sibling::dd[1]").text
+    raise AssertionError(f"no field {name} on {browser.current_url}")
+
+
+def screenshot(browser, name):
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    browser.save_screenshot(str(SCREENSHOTS / f"{name}.png"))
+
+
+def key_get(data_dir, key):
+    return cli(data_dir, "kms", "key", "get", key)
+
+
+def status(data_dir):
+    return cli(data_dir, "kms", "status")
+
+
+def test_wrong_password_is_refused_without_a_session(page, server):
+    url, _ = server
+    sign_in(page, url, password="not the password at all")
+    assert "Wrong user name or password" in page.find_element(By.CSS_SELECTOR, "[role=alert]").text
+    assert page.get_cookie("sealstore_console") is None
+    sign_in(page, url, user="nobody-here")
+    assert "Wrong user name or password" in page.page_source
+    page.get(url + "/console/vaults")
+    assert page.current_url.endswith("/console/login"), page.current_url
+
+
+def test_audit_path_to_created_then_rotate_from_the_key_page(page, server):
+    url, data_dir = server
+    s = status(data_dir)
+    key = key_get(data_dir, s["defaultKeyId"])
+    sign_in(page, url)
+    # Choose Vault, select a compartment, open the vault.
+    assert heading(page) == "Vaults"
+    compartment = page.find_element(By.ID, "compartment")
+    assert compartment.get_attribute("value") == s["tenancyId"]
+    click(page.find_element(By.CSS_SELECTOR, "form[action='/console/vaults'] button"))
+    click(page.find_element(By.LINK_TEXT, "default"))
+    assert heading(page).startswith("Vault default")
+    screenshot(page, "vault")
+    # Master Encryption Keys: the key, its Created and last rotated.
+    table = page.find_element(By.XPATH, "//h2[.='Master Encryption Keys']/following::table[1]")
+    assert "ENABLED" in table.text and "SOFTWARE" in table.text
+    click(table.find_element(By.LINK_TEXT, key["displayName"]))
+    # Key Information → Created (timeCreated), as `key get` reports it.
+    assert heading(page) == f"Key {key['displayName']}"
+    created = field(page, "timeCreated")
+    assert created == key["timeCreated"][:19].replace("T", " ") + " UTC", (created, key["timeCreated"])
+    assert field(page, "currentKeyVersion") == key["currentKeyVersion"]
+    screenshot(page, "key")
+    # Actions → Rotate Key, confirmed.
+    click(page.find_element(By.LINK_TEXT, "Rotate Key"))
+    assert heading(page).startswith("Rotate Key")
+    click(page.find_element(By.CSS_SELECTOR, "button.primary"))
+    assert "Key rotated." in page.find_element(By.CSS_SELECTOR, "[role=status]").text
+    after = key_get(data_dir, s["defaultKeyId"])
+    assert after["currentKeyVersion"] != key["currentKeyVersion"]
+    assert field(page, "currentKeyVersion") == after["currentKeyVersion"]
+    # Versions: both, the new one current; what each protects.
+    click(page.find_element(By.LINK_TEXT, "Versions"))
+    rows = page.find_elements(By.CSS_SELECTOR, "tbody tr")
+    assert len(rows) == 2
+    current = [r for r in rows if "current" in r.text]
+    assert len(current) == 1 and after["currentKeyVersion"] in current[0].text
+
+
+def test_a_phone_width_screen_needs_no_sideways_scrolling(page, server):
+    url, data_dir = server
+    sign_in(page, url)
+    s = status(data_dir)
+    try:
+        page.set_window_size(390, 844)
+        page.get(f"{url}/console/vaults/{s['defaultVaultId']}/keys/{s['defaultKeyId']}")
+        width = page.execute_script("return document.documentElement.scrollWidth")
+        inner = page.execute_script("return window.innerWidth")
+        assert width <= inner, (width, inner)
+    finally:
+        page.set_window_size(1280, 900)
+
+
+def test_disable_and_enable_with_confirmation(page, server):
+    url, data_dir = server
+    key = cli(data_dir, "kms", "key", "create", "--name", "toggled", "--vault", status(data_dir)["defaultVaultId"])
+    sign_in(page, url)
+    page.get(f"{url}/console/vaults/{key['vaultId']}/keys/{key['id']}")
+    click(page.find_element(By.LINK_TEXT, "Disable Key"))
+    click(page.find_element(By.LINK_TEXT, "Cancel"))
+    assert key_get(data_dir, key["id"])["lifecycleState"] == "ENABLED"
+    click(page.find_element(By.LINK_TEXT, "Disable Key"))
+    click(page.find_element(By.CSS_SELECTOR, "button.primary"))
+    assert "Key disabled." in page.page_source
+    assert field(page, "lifecycleState") == "DISABLED"
+    assert key_get(data_dir, key["id"])["lifecycleState"] == "DISABLED"
+    click(page.find_element(By.LINK_TEXT, "Enable Key"))
+    click(page.find_element(By.CSS_SELECTOR, "button.primary"))
+    assert field(page, "lifecycleState") == "ENABLED"
+
+
+def test_vault_deletion_scheduled_and_cancelled_and_out_of_range_refused(page, server):
+    url, data_dir = server
+    vault = cli(data_dir, "kms", "vault", "create", "--name", "doomed")
+    sign_in(page, url)
+    page.get(f"{url}/console/vaults/{vault['id']}")
+    days = page.find_element(By.ID, "days")
+    # The form itself refuses 3 days...
+    days.clear()
+    days.send_keys("3")
+    page.find_element(By.XPATH, "//button[.='Schedule deletion']").click()
+    assert page.execute_script("return arguments[0].validity.valid", days) is False
+    # ...and so does the server, for a browser that does not check.
+    page.execute_script("arguments[0].removeAttribute('min'); arguments[0].removeAttribute('max')", days)
+    click(page.find_element(By.XPATH, "//button[.='Schedule deletion']"))
+    assert "7 to 30 days" in page.find_element(By.CSS_SELECTOR, "[role=alert]").text
+    assert cli(data_dir, "kms", "vault", "get", vault["id"])["lifecycleState"] == "ACTIVE"
+    page.get(f"{url}/console/vaults/{vault['id']}")
+    days = page.find_element(By.ID, "days")
+    days.clear()
+    days.send_keys("10")
+    click(page.find_element(By.XPATH, "//button[.='Schedule deletion']"))
+    assert field(page, "State") == "PENDING_DELETION"
+    assert cli(data_dir, "kms", "vault", "get", vault["id"])["lifecycleState"] == "PENDING_DELETION"
+    click(page.find_element(By.XPATH, "//button[.='Cancel deletion']"))
+    assert field(page, "State") == "ACTIVE"
+
+
+def test_read_only_users_see_but_cannot_act(page, server):
+    url, data_dir = server
+    s = status(data_dir)
+    cli(data_dir, "iam", "group", "create", "Readers")
+    cli(data_dir, "iam", "policy", "create", "readers", "--statement", "Allow group Readers to read vaults in tenancy",
+        "--statement", "Allow group Readers to read keys in tenancy")
+    add_console_user(data_dir, "reader", groups=["Readers"])
+    before = key_get(data_dir, s["defaultKeyId"])["currentKeyVersion"]
+    sign_in(page, url, user="reader")
+    click(page.find_element(By.LINK_TEXT, "default"))
+    assert page.find_elements(By.XPATH, "//button[.='Schedule deletion']") == []
+    page.get(f"{url}/console/vaults/{s['defaultVaultId']}/keys/{s['defaultKeyId']}")
+    assert field(page, "currentKeyVersion") == before
+    assert page.find_elements(By.LINK_TEXT, "Rotate Key") == []
+    # A forged rotation, with the reader's own valid CSRF token, is refused by the API's rules.
+    submit_script(page, """
+        const f = document.createElement('form');
+        f.method = 'post';
+        f.action = arguments[0];
+        const t = document.createElement('input');
+        t.name = 'csrf';
+        t.value = document.querySelector('input[name=csrf]').value;
+        f.appendChild(t);
+        document.body.appendChild(f);
+        f.submit();""", f"/console/vaults/{s['defaultVaultId']}/keys/{s['defaultKeyId']}/rotate")
+    assert heading(page) == "Not found"
+    assert key_get(data_dir, s["defaultKeyId"])["currentKeyVersion"] == before
+    # Only inspect: the lists, nothing more.
+    cli(data_dir, "iam", "group", "create", "Inspectors")
+    cli(data_dir, "iam", "policy", "create", "inspectors", "--statement",
+        "Allow group Inspectors to inspect vaults in tenancy")
+    add_console_user(data_dir, "inspector", groups=["Inspectors"])
+    page.delete_all_cookies()
+    sign_in(page, url, user="inspector")
+    click(page.find_element(By.LINK_TEXT, "default"))
+    assert heading(page) == "Not found"
+
+
+def test_a_form_without_its_csrf_token_is_refused(page, server):
+    url, data_dir = server
+    s = status(data_dir)
+    before = key_get(data_dir, s["defaultKeyId"])["currentKeyVersion"]
+    sign_in(page, url)
+    submit_script(page, """
+        const f = document.createElement('form');
+        f.method = 'post';
+        f.action = arguments[0];
+        document.body.appendChild(f);
+        f.submit();""", f"/console/vaults/{s['defaultVaultId']}/keys/{s['defaultKeyId']}/rotate")
+    assert heading(page) == "Refused"
+    assert "CSRF" in page.page_source
+    assert key_get(data_dir, s["defaultKeyId"])["currentKeyVersion"] == before
+
+
+def test_sign_out_ends_the_session(page, server):
+    url, _ = server
+    sign_in(page, url)
+    cookie = page.get_cookie("sealstore_console")
+    assert cookie["httpOnly"] and cookie["sameSite"] == "Strict"
+    click(page.find_element(By.XPATH, "//button[.='Sign out']"))
+    assert page.current_url.endswith("/console/login")
+    page.add_cookie({"name": "sealstore_console", "value": cookie["value"], "path": "/console"})
+    page.get(url + "/console/vaults")
+    assert page.current_url.endswith("/console/login"), "the old session must not work after sign-out"
+
+
+def test_compliance_lists_keys_not_rotated_for_a_year_and_rotates_them(browser, tmp_path):
+    data_dir = tmp_path / "data"
+    with serving(data_dir):
+        add_console_user(data_dir, "admin", groups=["Administrators"])
+        s = status(data_dir)
+    # 400 days later.
+    with serving(data_dir, clock_offset_days=400) as url:
+        browser.delete_all_cookies()
+        sign_in(browser, url)
+        click(browser.find_element(By.LINK_TEXT, "Compliance"))
+        rows = browser.find_elements(By.CSS_SELECTOR, "tbody tr")
+        assert len(rows) == 1, [r.text for r in rows]
+        key = key_get(data_dir, s["defaultKeyId"])
+        assert key["displayName"] in rows[0].text and "400" in rows[0].text
+        screenshot(browser, "compliance")
+        click(rows[0].find_element(By.LINK_TEXT, "Rotate"))
+        click(browser.find_element(By.CSS_SELECTOR, "button.primary"))
+        assert "Key rotated." in browser.find_element(By.CSS_SELECTOR, "[role=status]").text
+        assert browser.find_elements(By.CSS_SELECTOR, "tbody tr") == []
+        assert key_get(data_dir, s["defaultKeyId"])["currentKeyVersion"] != key["currentKeyVersion"]
+        # A shorter limit than the default finds nothing either: the new version is new.
+        browser.get(url + "/console/compliance?days=30")
+        assert browser.find_elements(By.CSS_SELECTOR, "tbody tr") == []
