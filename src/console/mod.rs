@@ -134,6 +134,7 @@ impl Console {
                         view.key_action(vault, key, action, &req)
                     }
                     (&Method::GET, ["compliance"]) => view.compliance(&req),
+                    (&Method::GET, ["audit"]) => view.audit(&req),
                     (&Method::GET, _) | (&Method::POST, _) => Err(ApiError::not_found("page")),
                     _ => return not_allowed(),
                 };
@@ -491,6 +492,25 @@ impl View<'_> {
         Ok(html(
             StatusCode::OK,
             pages::compliance(self.session, max_age, &rows, req.param("done")),
+        ))
+    }
+
+    fn audit(&self, req: &Request<'_>) -> Result<Response, ApiError> {
+        const PAGE: u64 = 50;
+        // The chain's length first (from the verification), to open on the newest page.
+        let probe = self.get("/20180608/auditEvents?limit=1")?;
+        let total = probe["verification"]["entriesChecked"].as_u64().unwrap_or(0);
+        let newest_page = total.saturating_sub(PAGE - 1).max(1);
+        let start = req
+            .param("start")
+            .and_then(|s| s.parse::<u64>().ok())
+            .unwrap_or(newest_page)
+            .max(1);
+        let page = self.get(&format!("/20180608/auditEvents?start={start}&limit={PAGE}"))?;
+        let entries = page["entries"].as_array().cloned().unwrap_or_default();
+        Ok(html(
+            StatusCode::OK,
+            pages::audit(self.session, &entries, &page["verification"], start, PAGE, total),
         ))
     }
 

@@ -41,7 +41,8 @@ fn layout(session: Option<&Session>, title: &str, body: Markup) -> Markup {
                     @if let Some(s) = session {
                         nav aria-label="main" {
                             a href="/console/vaults" { "Vaults" } " · "
-                            a href="/console/compliance" { "Compliance" }
+                            a href="/console/compliance" { "Compliance" } " · "
+                            a href="/console/audit" { "Audit" }
                         }
                         form method="post" action="/console/logout" {
                             span { "Signed in as " strong { (s.user_name) } " " }
@@ -345,6 +346,55 @@ pub fn compliance(session: &Session, max_age: i64, rows: &[(StaleKey, bool)], do
                     }
                 } }
             }
+        },
+    )
+}
+
+/// A page of the audit log, newest last, and whether the hash chain verifies.
+pub fn audit(session: &Session, entries: &[Value], verification: &Value, start: u64, page: u64, total: u64) -> Markup {
+    let intact = verification["failure"].is_null();
+    layout(
+        Some(session),
+        "Audit log",
+        html! {
+            @if intact {
+                p.ok role="status" {
+                    "The hash chain verifies: " (verification["entriesChecked"]) " entries, head "
+                    code { (text(&verification["headHash"])) } "."
+                }
+            } @else {
+                p.error role="alert" {
+                    "The hash chain does NOT verify: " (text(&verification["failure"]))
+                    " (" (verification["entriesChecked"]) " entries checked)."
+                }
+            }
+            nav aria-label="pages" {
+                @if start > 1 {
+                    a href={ "/console/audit?start=" (start.saturating_sub(page).max(1)) } { "Older" } " "
+                }
+                @if start + page <= total {
+                    a href={ "/console/audit?start=" (start + page) } { "Newer" }
+                }
+            }
+            div.scroll { table {
+                thead { tr { th { "#" } th { "Time" } th { "Who" } th { "Operation" } th { "On" } th { "Result" } } }
+                tbody {
+                    @for e in entries {
+                        tr {
+                            td { (e["seq"]) }
+                            td { (when(&e["time"])) }
+                            td { code { (text(&e["principal"])) } }
+                            td { (text(&e["operation"])) }
+                            td {
+                                @for id in ["keyVersionId", "keyId", "vaultId"] {
+                                    @if let Some(v) = e[id].as_str() { code { (v) } br; }
+                                }
+                            }
+                            td { (text(&e["result"])) @if let Some(m) = e["message"].as_str() { ": " (m) } }
+                        }
+                    }
+                }
+            } }
         },
     )
 }

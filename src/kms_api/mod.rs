@@ -17,6 +17,7 @@
 //! Every call is checked against the IAM policies; what a caller may not see answers 404
 //! `NotAuthorizedOrNotFound`, exactly like what does not exist.
 
+mod audit;
 mod crypto;
 pub mod error;
 mod identity;

@@ -4,6 +4,7 @@
 //! regional   /20160918/compartments[/{id}]          identity
 //!            /20160918/tenancies/{id}
 //!            /20180608/vaults[/{id}[/actions/{a}]]   vaults
+//!            /20180608/auditEvents                   audit (a sealstore extension)
 //! management /kms/{vault}/management/20180608/keys[/{id}[/actions/{a}|/keyVersions[/{id}[/actions/{a}]]]]
 //! crypto     /kms/{vault}/crypto/20180608/{encrypt|decrypt|generateDataEncryptionKey|reencrypt}
 //! ```
@@ -12,7 +13,7 @@ use http::Method;
 use kms_core::{Ocid, ResourceType};
 
 use super::error::ApiError;
-use super::{crypto, identity, keys, replication, vaults, wrong_method, Call, Endpoint, Reply};
+use super::{audit, crypto, identity, keys, replication, vaults, wrong_method, Call, Endpoint, Reply};
 
 /// Routes one authenticated call.
 pub(crate) fn route(call: &Call<'_>, method: &Method, path: &str) -> Result<Reply, ApiError> {
@@ -35,6 +36,7 @@ pub(crate) fn route(call: &Call<'_>, method: &Method, path: &str) -> Result<Repl
         (Endpoint::Regional, ["20160918", "compartments", id]) => only(method, Method::GET, || identity::get_compartment(call, id)),
         (Endpoint::Regional, ["20160918", "tenancies", id]) => only(method, Method::GET, || identity::get_tenancy(call, id)),
 
+        (Endpoint::Regional, ["20180608", "auditEvents"]) => only(method, Method::GET, || audit::list(call)),
         (Endpoint::Regional, ["20180608", "vaults"]) => match *method {
             Method::GET => vaults::list(call),
             Method::POST => vaults::create(call),

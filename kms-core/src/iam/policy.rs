@@ -53,6 +53,8 @@ pub enum ResourceKind {
     Keys,
     /// Compartments (listing and reading them).
     Compartments,
+    /// The audit log (OCI's `audit-events`): `read` pages through it and verifies its chain.
+    AuditEvents,
 }
 
 /// The resource types a statement can name.
@@ -62,6 +64,7 @@ enum ResourceSet {
     Keys,
     KeyFamily,
     Compartments,
+    AuditEvents,
     AllResources,
 }
 
@@ -72,6 +75,7 @@ impl ResourceSet {
             "keys" => Some(ResourceSet::Keys),
             "key-family" => Some(ResourceSet::KeyFamily),
             "compartments" => Some(ResourceSet::Compartments),
+            "audit-events" => Some(ResourceSet::AuditEvents),
             "all-resources" => Some(ResourceSet::AllResources),
             _ => None,
         }
@@ -84,6 +88,7 @@ impl ResourceSet {
             ResourceSet::Vaults => kind == ResourceKind::Vaults,
             ResourceSet::Keys => kind == ResourceKind::Keys,
             ResourceSet::Compartments => kind == ResourceKind::Compartments,
+            ResourceSet::AuditEvents => kind == ResourceKind::AuditEvents,
         }
     }
 }
