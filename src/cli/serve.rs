@@ -50,6 +50,10 @@ pub struct ServeArgs {
     /// `*.DOMAIN` at this server). Path-style requests keep working.
     #[arg(long, env = "SEALSTORE_S3_DOMAIN", value_parser = parse_domain)]
     domain: Option<sealstore::s3::host::BucketSubdomains>,
+    /// Serve the web console on this address instead of the KMS API's (same TLS settings);
+    /// port 0 picks one (see serve.json).
+    #[arg(long, env = "SEALSTORE_CONSOLE_LISTEN")]
+    console_listen: Option<std::net::SocketAddr>,
     /// Also serve every volume of the data directory over NBD, each as an export named after
     /// it: tcp:HOST:PORT (port 0 picks one; see serve.json) or unix:PATH.
     #[arg(long, env = "SEALSTORE_NBD_LISTEN")]
@@ -184,13 +188,25 @@ async fn serve(global: &GlobalOpts, args: ServeArgs) -> anyhow::Result<ExitCode>
         _ => None,
     };
     let kms_url = format!("{}://{kms_addr}", if tls.is_some() { "https" } else { "http" });
-    let kms_task = tokio::spawn(
-        sealstore::kms_api::KmsApi::new(kms.clone(), kms_addr, tls)
-            .max_in_flight(usize::try_from(args.kms_max_in_flight).unwrap_or(usize::MAX))
-            .jwks(dir.client_key.clone())
-            .serve(kms_listener),
-    );
+    let mut api = sealstore::kms_api::KmsApi::new(kms.clone(), kms_addr, tls.clone())
+        .max_in_flight(usize::try_from(args.kms_max_in_flight).unwrap_or(usize::MAX))
+        .jwks(dir.client_key.clone());
+    let (console_url, console_task) = match args.console_listen {
+        Some(addr) => {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("binding the console to {addr}"))?;
+            let bound = listener.local_addr()?;
+            api = api.without_console();
+            let console = sealstore::kms_api::KmsApi::new(kms.clone(), bound, tls.clone()).console_only();
+            let url = format!("{}://{bound}/console/", if tls.is_some() { "https" } else { "http" });
+            (url, Some(tokio::spawn(console.serve(listener))))
+        }
+        None => (format!("{kms_url}/console/"), None),
+    };
+    let kms_task = tokio::spawn(api.serve(kms_listener));
     println!("KMS API        {kms_url} (OCI request signatures; users: sealstore iam user add)");
+    println!("console        {console_url} (sign-in: sealstore iam user set-password NAME)");
 
     let new_admin = dir
         .users
@@ -234,6 +250,7 @@ async fn serve(global: &GlobalOpts, args: ServeArgs) -> anyhow::Result<ExitCode>
             "adminSocket": socket_path,
             "s3": format!("http://{s3_addr}"),
             "kms": kms_url,
+            "console": console_url,
             "nbd": nbd_bound,
             "region": kms.region(),
             "tenancyId": kms.tenancy_id(),
@@ -250,6 +267,9 @@ async fn serve(global: &GlobalOpts, args: ServeArgs) -> anyhow::Result<ExitCode>
     admin_task.abort();
     s3_task.abort();
     kms_task.abort();
+    if let Some(task) = console_task {
+        task.abort();
+    }
     if let Some(task) = nbd_task {
         // Aborting drops the listener (removing a Unix socket). Acknowledged FLUSHes are
         // on disk already; other completed writes are in the page cache, which outlives us.

@@ -76,8 +76,10 @@ pub struct KmsApi {
     external_vaults: Arc<std::sync::RwLock<HashMap<String, bool>>>,
     /// Served at [`JWKS_PATH`] when set.
     jwks: Option<Arc<crate::external_kms::token::ClientKey>>,
-    /// The web console, under [`crate::console::PREFIX`].
-    console: Arc<crate::console::Console>,
+    /// The web console, under [`crate::console::PREFIX`]; `None` when it is served elsewhere.
+    console: Option<Arc<crate::console::Console>>,
+    /// Serve the console only (a listener of its own): API paths answer 404.
+    console_only: bool,
 }
 
 /// Where the JWKS of [`KmsApi::jwks`] is published.
@@ -240,8 +242,21 @@ impl KmsApi {
             max_in_flight: DEFAULT_MAX_IN_FLIGHT,
             external_vaults: Arc::default(),
             jwks: None,
-            console: Arc::default(),
+            console: Some(Arc::default()),
+            console_only: false,
         }
+    }
+
+    /// This listener without the web console (it has a listener of its own).
+    pub fn without_console(mut self) -> Self {
+        self.console = None;
+        self
+    }
+
+    /// This listener with the web console only: API calls answer 404.
+    pub fn console_only(mut self) -> Self {
+        self.console_only = true;
+        self
     }
 
     /// The KMS this API serves.
@@ -364,12 +379,13 @@ impl KmsApi {
             .map(str::to_owned)
             .unwrap_or_else(new_request_id);
         let (parts, body) = req.into_parts();
-        if parts.uri.path() == crate::console::PREFIX || parts.uri.path().starts_with("/console/") {
+        let console_path = parts.uri.path() == crate::console::PREFIX || parts.uri.path().starts_with("/console/");
+        if let (true, Some(console)) = (console_path, &self.console) {
             let body = match Limited::new(body, MAX_BODY).collect().await {
                 Ok(b) => b.to_bytes(),
                 Err(_) => Bytes::new(),
             };
-            let (api, console) = (self.clone(), self.console.clone());
+            let (api, console) = (self.clone(), console.clone());
             return tokio::task::spawn_blocking(move || console.handle(&api, &parts, &body))
                 .await
                 .unwrap_or_else(|e| {
@@ -378,6 +394,17 @@ impl KmsApi {
                     *r.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
                     r
                 });
+        }
+        if self.console_only {
+            let what = format_args!(
+                "{}: this address serves only the console, at /console/",
+                parts.uri.path()
+            );
+            return respond(Err(ApiError::not_found(what)), &request_id);
+        }
+        if console_path {
+            let what = "the console: it is served on its own address (--console-listen)";
+            return respond(Err(ApiError::not_found(what)), &request_id);
         }
         if let (Some(client_key), &Method::GET, JWKS_PATH) = (&self.jwks, &parts.method, parts.uri.path()) {
             let jwks = client_key.jwks().map_err(|e| {

@@ -16,6 +16,8 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
+import urllib.request
 
 import pytest
 from selenium import webdriver
@@ -33,13 +35,13 @@ PASSWORD = "correct horse battery staple"
 
 
 @contextlib.contextmanager
-def serving(data_dir, clock_offset_days=0):
-    """`sealstore serve` on `data_dir`; yields the KMS API's URL."""
+def serving(data_dir, clock_offset_days=0, args=()):
+    """`sealstore serve ARGS` on `data_dir`; yields the KMS API's URL."""
     env = dict(os.environ, SEALSTORE_DATA_DIR=str(data_dir), SEALSTORE_CLOCK_OFFSET_DAYS=str(clock_offset_days))
     env.pop("SEALSTORE_OBJECT_BACKEND", None)
     serve_json = data_dir / "serve.json"
     serve_json.unlink(missing_ok=True)
-    proc = subprocess.Popen([str(BINARY), "serve", "--s3-listen", "127.0.0.1:0", "--kms-listen", "127.0.0.1:0"],
+    proc = subprocess.Popen([str(BINARY), "serve", "--s3-listen", "127.0.0.1:0", "--kms-listen", "127.0.0.1:0", *args],
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.time() + 30
@@ -391,3 +393,24 @@ def test_audit_page_shows_the_chain_verifies_and_pages_through_it(page, server):
     sign_in(page, url, user="keyreader")
     page.get(url + "/console/audit")
     assert heading(page) == "Not found"
+
+
+def test_console_listen_moves_the_console_to_its_own_address(tmp_path):
+    data_dir = tmp_path / "data"
+    with serving(data_dir, args=["--console-listen", "127.0.0.1:0"]) as kms_url:
+        console_url = json.loads((data_dir / "serve.json").read_text())["console"]
+        assert console_url.endswith("/console/") and not console_url.startswith(kms_url)
+
+        def status_of(url):
+            try:
+                with urllib.request.urlopen(url, timeout=10) as r:
+                    return r.status
+            except urllib.error.HTTPError as e:
+                return e.code
+
+        assert status_of(console_url + "login") == 200
+        assert status_of(kms_url + "/console/login") == 404
+        base = console_url.removesuffix("/console/")
+        assert status_of(base + "/20180608/vaults?compartmentId=x") == 404
+        # The API still answers on its own address (401: unsigned).
+        assert status_of(kms_url + "/20180608/vaults?compartmentId=x") == 401
