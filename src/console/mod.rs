@@ -127,6 +127,7 @@ impl Console {
                     (&Method::GET, []) => Ok(redirect("/console/vaults")),
                     (&Method::GET, ["vaults"]) => view.vaults(&req),
                     (&Method::GET, ["vaults", vault]) => view.vault(vault),
+                    (&Method::GET, ["vaults", vault, "confirm-deletion"]) => view.confirm_deletion(vault, &req),
                     (&Method::POST, ["vaults", vault, "deletion"]) => view.vault_deletion(vault, &req),
                     (&Method::GET, ["vaults", vault, "keys", key]) => view.key(vault, key, &req),
                     (&Method::GET, ["vaults", vault, "keys", key, "confirm"]) => view.confirm(vault, key, &req),
@@ -285,6 +286,11 @@ impl View<'_> {
     }
 
     fn vault(&self, vault: &str) -> Result<Response, ApiError> {
+        self.vault_page(vault, None)
+    }
+
+    /// The vault page, with `error` (and status 400) after a refused deletion request.
+    fn vault_page(&self, vault: &str, error: Option<&str>) -> Result<Response, ApiError> {
         let v = self.vault_json(vault)?;
         let keys = self.list(&format!(
             "/kms/{vault}/management/20180608/keys?compartmentId={}",
@@ -307,10 +313,40 @@ impl View<'_> {
             })
             .collect::<Vec<_>>();
         let manage = self.may_manage(ResourceKind::Vaults, &text(&v["compartmentId"]), vault, None);
-        Ok(html(
-            StatusCode::OK,
-            pages::vault(self.session, &v, &rows, manage, None),
-        ))
+        let status = if error.is_some() {
+            StatusCode::BAD_REQUEST
+        } else {
+            StatusCode::OK
+        };
+        Ok(html(status, pages::vault(self.session, &v, &rows, manage, error)))
+    }
+
+    /// The days of a deletion request, if within [`DELETION_DAYS`].
+    fn deletion_days(form: &Query) -> Option<i64> {
+        form.get("days")
+            .and_then(|d| d.trim().parse::<i64>().ok())
+            .filter(|d| DELETION_DAYS.contains(d))
+    }
+
+    fn deletion_days_error() -> String {
+        format!(
+            "Deletion must be scheduled {} to {} days ahead.",
+            DELETION_DAYS.start(),
+            DELETION_DAYS.end()
+        )
+    }
+
+    fn confirm_deletion(&self, vault: &str, req: &Request<'_>) -> Result<Response, ApiError> {
+        let v = self.vault_json(vault)?;
+        let days = match req.param("action") {
+            Some("schedule") => match Self::deletion_days(&req.query) {
+                Some(days) => Some(days),
+                None => return self.vault_page(vault, Some(&Self::deletion_days_error())),
+            },
+            Some("cancel") => None,
+            _ => return Err(ApiError::invalid("action must be schedule or cancel")),
+        };
+        Ok(html(StatusCode::OK, pages::confirm_deletion(self.session, &v, days)))
     }
 
     fn vault_deletion(&self, vault: &str, req: &Request<'_>) -> Result<Response, ApiError> {
@@ -318,19 +354,9 @@ impl View<'_> {
         let target = format!("/20180608/vaults/{}/actions/", encode(vault));
         match action {
             "schedule" => {
-                let days = req.form.get("days").and_then(|d| d.trim().parse::<i64>().ok());
-                let Some(days) = days.filter(|d| DELETION_DAYS.contains(d)) else {
+                let Some(days) = Self::deletion_days(&req.form) else {
                     // Refused here, with the form shown again, before asking the API.
-                    let v = self.vault_json(vault)?;
-                    return self.vault_with_error(
-                        &v,
-                        vault,
-                        &format!(
-                            "Deletion must be scheduled {} to {} days ahead.",
-                            DELETION_DAYS.start(),
-                            DELETION_DAYS.end()
-                        ),
-                    );
+                    return self.vault_page(vault, Some(&Self::deletion_days_error()));
                 };
                 let when = chrono::Utc::now() + chrono::Duration::days(days) + chrono::Duration::minutes(1);
                 self.call(
@@ -345,14 +371,6 @@ impl View<'_> {
             _ => return Err(ApiError::invalid("action must be schedule or cancel")),
         }
         Ok(redirect(&format!("/console/vaults/{}", encode(vault))))
-    }
-
-    fn vault_with_error(&self, v: &Value, vault: &str, error: &str) -> Result<Response, ApiError> {
-        let manage = self.may_manage(ResourceKind::Vaults, &text(&v["compartmentId"]), vault, None);
-        Ok(html(
-            StatusCode::BAD_REQUEST,
-            pages::vault(self.session, v, &[], manage, Some(error)),
-        ))
     }
 
     fn key_json(&self, vault: &str, key: &str) -> Result<Value, ApiError> {

@@ -164,14 +164,12 @@ pub fn vault(session: &Session, v: &Value, keys: &[KeyRow], manage: bool, error:
                 section aria-labelledby="deletion" {
                     h2 id="deletion" { "Deletion" }
                     @if pending {
-                        form method="post" action={ "/console/vaults/" (id) "/deletion" } {
-                            (csrf(session))
+                        form method="get" action={ "/console/vaults/" (id) "/confirm-deletion" } {
                             input type="hidden" name="action" value="cancel";
                             button type="submit" { "Cancel deletion" }
                         }
                     } @else {
-                        form method="post" action={ "/console/vaults/" (id) "/deletion" } {
-                            (csrf(session))
+                        form method="get" action={ "/console/vaults/" (id) "/confirm-deletion" } {
                             input type="hidden" name="action" value="schedule";
                             label for="days" { "Delete in (days, " (DELETION_DAYS.start()) "–" (DELETION_DAYS.end()) ") " }
                             input id="days" name="days" type="number" min=(DELETION_DAYS.start()) max=(DELETION_DAYS.end()) value="30" required;
@@ -395,6 +393,48 @@ pub fn audit(session: &Session, entries: &[Value], verification: &Value, start: 
                     }
                 }
             } }
+        },
+    )
+}
+
+/// Asks before scheduling (`days`) or cancelling (`None`) a vault's deletion.
+pub fn confirm_deletion(session: &Session, v: &Value, days: Option<i64>) -> Markup {
+    let id = text(&v["id"]);
+    let name = text(&v["displayName"]);
+    let (title, explain, verb) = match days {
+        Some(days) => (
+            format!("Schedule deletion of vault {name}?"),
+            format!(
+                "In {days} days the vault and all its keys are destroyed; data they encrypt can no longer be \
+                 decrypted. From now on its keys cannot be used. Until then the deletion can be cancelled."
+            ),
+            "Schedule deletion",
+        ),
+        None => (
+            format!("Cancel the deletion of vault {name}?"),
+            "The vault and its keys stay; its keys can be used again.".to_owned(),
+            "Cancel deletion",
+        ),
+    };
+    layout(
+        Some(session),
+        &title,
+        html! {
+            p { (explain) }
+            form method="post" action={ "/console/vaults/" (id) "/deletion" } {
+                (csrf(session))
+                @match days {
+                    Some(d) => {
+                        input type="hidden" name="action" value="schedule";
+                        input type="hidden" name="days" value=(d);
+                    }
+                    None => { input type="hidden" name="action" value="cancel"; }
+                }
+                div.actions {
+                    button.primary type="submit" { (verb) }
+                    a.button href={ "/console/vaults/" (id) } { "Back" }
+                }
+            }
         },
     )
 }

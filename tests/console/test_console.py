@@ -271,9 +271,20 @@ def test_vault_deletion_scheduled_and_cancelled_and_out_of_range_refused(page, s
     days.clear()
     days.send_keys("10")
     click(page.find_element(By.XPATH, "//button[.='Schedule deletion']"))
+    assert heading(page) == "Schedule deletion of vault doomed?"
+    assert "In 10 days" in page.page_source
+    click(page.find_element(By.LINK_TEXT, "Back"))
+    assert cli(data_dir, "kms", "vault", "get", vault["id"])["lifecycleState"] == "ACTIVE"
+    days = page.find_element(By.ID, "days")
+    days.clear()
+    days.send_keys("10")
+    click(page.find_element(By.XPATH, "//button[.='Schedule deletion']"))
+    click(page.find_element(By.CSS_SELECTOR, "button.primary"))
     assert field(page, "State") == "PENDING_DELETION"
     assert cli(data_dir, "kms", "vault", "get", vault["id"])["lifecycleState"] == "PENDING_DELETION"
     click(page.find_element(By.XPATH, "//button[.='Cancel deletion']"))
+    assert heading(page) == "Cancel the deletion of vault doomed?"
+    click(page.find_element(By.CSS_SELECTOR, "button.primary"))
     assert field(page, "State") == "ACTIVE"
 
 
