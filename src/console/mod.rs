@@ -312,13 +312,22 @@ impl View<'_> {
                 KeyRow { key, current }
             })
             .collect::<Vec<_>>();
+        // A primary's replicas, with their status and lag.
+        let replicas = if text(&v["replicaDetails"]["role"]) == "primary" {
+            self.list(&format!("/20180608/vaults/{}/replicas", encode(vault)))?
+        } else {
+            Vec::new()
+        };
         let manage = self.may_manage(ResourceKind::Vaults, &text(&v["compartmentId"]), vault, None);
         let status = if error.is_some() {
             StatusCode::BAD_REQUEST
         } else {
             StatusCode::OK
         };
-        Ok(html(status, pages::vault(self.session, &v, &rows, manage, error)))
+        Ok(html(
+            status,
+            pages::vault(self.session, &v, &rows, &replicas, manage, error),
+        ))
     }
 
     /// The days of a deletion request, if within [`DELETION_DAYS`].
@@ -407,7 +416,7 @@ impl View<'_> {
         let manage = self.may_manage(ResourceKind::Keys, &text(&k["compartmentId"]), vault, Some(key));
         Ok(html(
             StatusCode::OK,
-            pages::key(self.session, &v, &k, versions.as_deref(), manage, req.param("done")),
+            pages::key(self.session, &v, &k, versions.as_deref(), manage, done(req)),
         ))
     }
 
@@ -509,7 +518,7 @@ impl View<'_> {
             .collect();
         Ok(html(
             StatusCode::OK,
-            pages::compliance(self.session, max_age, &rows, req.param("done")),
+            pages::compliance(self.session, max_age, &rows, done(req)),
         ))
     }
 
@@ -541,6 +550,13 @@ impl View<'_> {
         };
         html(e.status, pages::message(Some(self.session), title, &e.message))
     }
+}
+
+/// What the action before the redirect did, from `?done=` (only the words actions use, so a
+/// crafted link cannot put other text on the page).
+fn done<'a>(req: &'a Request<'_>) -> Option<&'a str> {
+    req.param("done")
+        .filter(|d| matches!(*d, "rotated" | "enabled" | "disabled"))
 }
 
 /// A JSON string field as text ("" when missing).

@@ -140,7 +140,14 @@ pub fn vaults(session: &Session, compartments: &[(String, String)], chosen: &str
 }
 
 /// A vault: details, replication, deletion, and its master encryption keys.
-pub fn vault(session: &Session, v: &Value, keys: &[KeyRow], manage: bool, error: Option<&str>) -> Markup {
+pub fn vault(
+    session: &Session,
+    v: &Value,
+    keys: &[KeyRow],
+    replicas: &[Value],
+    manage: bool,
+    error: Option<&str>,
+) -> Markup {
     let id = text(&v["id"]);
     let pending = text(&v["lifecycleState"]) == "PENDING_DELETION";
     layout(
@@ -156,9 +163,30 @@ pub fn vault(session: &Session, v: &Value, keys: &[KeyRow], manage: bool, error:
                 @if pending { dt { "Deletion on" } dd { (when(&v["timeOfDeletion"])) } }
                 dt { "Management endpoint" } dd { code { (text(&v["managementEndpoint"])) } }
                 dt { "Cryptographic endpoint" } dd { code { (text(&v["cryptoEndpoint"])) } }
-                @if let Some(r) = v["replicaDetails"].as_object() {
-                    dt { "Replication" } dd { (Value::Object(r.clone()).to_string()) }
+                @if text(&v["replicaDetails"]["role"]) == "replica" {
+                    dt { "Replication" }
+                    dd {
+                        "A replica of the vault in region " (text(&v["replicaDetails"]["primary_region"]))
+                        " (crypto only here); last update " (when(&v["replicaDetails"]["time_last_applied"]))
+                    }
                 }
+            }
+            @if !replicas.is_empty() {
+                h2 { "Replicas" }
+                div.scroll { table {
+                    thead { tr { th { "Region" } th { "Status" } th { "Last shipped" } th { "Changes waiting" } th { "Lag" } } }
+                    tbody {
+                        @for r in replicas {
+                            tr {
+                                td { (text(&r["region"])) }
+                                td { (text(&r["status"])) }
+                                td { (when(&r["timeLastShipped"])) }
+                                td { (r["pendingChanges"]) }
+                                td { (r["lagMillis"]) " ms" }
+                            }
+                        }
+                    }
+                } }
             }
             @if manage {
                 section aria-labelledby="deletion" {

@@ -425,3 +425,28 @@ def test_console_listen_moves_the_console_to_its_own_address(tmp_path):
         assert status_of(base + "/20180608/vaults?compartmentId=x") == 404
         # The API still answers on its own address (401: unsigned).
         assert status_of(kms_url + "/20180608/vaults?compartmentId=x") == 401
+
+
+def test_the_vault_page_shows_replication_in_both_regions(browser, tmp_path):
+    from test_replication import Region, register, replicated_vault  # tests/kms
+
+    r1, r2 = Region(tmp_path, "r1"), Region(tmp_path, "r2")
+    try:
+        register(r1, r2)
+        register(r2, r1)
+        vault, _ = replicated_vault(r1, r2)
+        for region in (r1, r2):
+            add_console_user(region.dir, "admin", groups=["Administrators"])
+        browser.delete_all_cookies()
+        sign_in(browser, r1.url)
+        browser.get(f"{r1.url}/console/vaults/{vault}")
+        table = browser.find_element(By.XPATH, "//h2[.='Replicas']/following::table[1]")
+        assert "r2" in table.text and "ACTIVE" in table.text, table.text
+        browser.delete_all_cookies()
+        sign_in(browser, r2.url)
+        browser.get(f"{r2.url}/console/vaults/{vault}")
+        replication = field(browser, "Replication")
+        assert replication.startswith("A replica of the vault in region r1"), replication
+    finally:
+        r1.stop()
+        r2.stop()
