@@ -272,9 +272,9 @@ pub fn key(
                             @for (name, value) in fields {
                                 dt { (name) }
                                 dd {
-                                    @if name.starts_with("time") { (when(value)) }
+                                    @if value.is_null() { "—" }
+                                    @else if name.starts_with("time") { (when(value)) }
                                     @else if let Some(s) = value.as_str() { (s) }
-                                    @else if value.is_null() { "—" }
                                     @else { code { (value.to_string()) } }
                                 }
                             }
