@@ -239,18 +239,7 @@ mod tests {
     use crate::bench::{Latency, Machine};
 
     fn line(kind: &str, group: &str, name: &str, unit: Unit, value: f64) -> Measured {
-        Measured {
-            kind: kind.into(),
-            group: group.into(),
-            name: name.into(),
-            unit,
-            value,
-            ops: 10,
-            seconds: 1.0,
-            ratio: None,
-            baseline: false,
-            latency: None,
-        }
+        crate::bench::test_line(kind, group, name, unit, value, false)
     }
 
     fn with_p99(mut m: Measured, p99: f64) -> Measured {

@@ -169,6 +169,23 @@ pub struct Report {
     pub results: Vec<Measured>,
 }
 
+/// A result line for tests: 100 operations in one second, no ratio, no latency.
+#[cfg(test)]
+pub(crate) fn test_line(kind: &str, group: &str, name: &str, unit: Unit, value: f64, baseline: bool) -> Measured {
+    Measured {
+        kind: kind.into(),
+        group: group.into(),
+        name: name.into(),
+        unit,
+        value,
+        ops: 100,
+        seconds: 1.0,
+        ratio: None,
+        baseline,
+        latency: None,
+    }
+}
+
 /// Runs `workload` once to warm up, then repeatedly for at least `duration` (and 3 calls).
 pub fn measure(kind: &str, workload: &mut Workload, duration: Duration) -> Measured {
     (workload.run)();

@@ -373,20 +373,7 @@ mod tests {
     use super::*;
     use crate::bench::{Latency, Machine};
 
-    fn line(kind: &str, group: &str, name: &str, unit: Unit, value: f64, baseline: bool) -> Measured {
-        Measured {
-            kind: kind.into(),
-            group: group.into(),
-            name: name.into(),
-            unit,
-            value,
-            ops: 100,
-            seconds: 1.0,
-            ratio: None,
-            baseline,
-            latency: None,
-        }
-    }
+    use crate::bench::test_line as line;
 
     fn latency(p50: f64, p99: f64) -> Latency {
         Latency {
