@@ -39,6 +39,7 @@ pub const DELETION_DAYS: std::ops::RangeInclusive<i64> = 7..=30;
 #[derive(Debug, Default)]
 pub struct Console {
     sessions: Sessions,
+    throttle: session::SignInThrottle,
 }
 
 /// A console answer.
@@ -147,6 +148,15 @@ impl Console {
     fn login(&self, api: &KmsApi, req: &Request<'_>) -> Response {
         let name = req.form.get("username").map(String::as_str).unwrap_or("");
         let password = req.form.get("password").map(String::as_str).unwrap_or("");
+        if let Err(wait) = self.throttle.check(name) {
+            tracing::warn!(user = %name, "console sign-in refused: too many failures");
+            return html(
+                StatusCode::TOO_MANY_REQUESTS,
+                pages::login(Some(&format!(
+                    "Too many failed sign-ins for this user name; try again in {wait} seconds."
+                ))),
+            );
+        }
         let user = api
             .kms()
             .list_users()
@@ -160,6 +170,7 @@ impl Console {
         match user {
             Some(user) if ok => {
                 tracing::info!(user = %user.name, "console sign-in");
+                self.throttle.succeeded(name);
                 let token = self.sessions.start(user.id, user.name);
                 let mut r = redirect("/console/vaults");
                 set_cookie(&mut r, &session::set_cookie(&token, api.is_tls()));
@@ -167,6 +178,7 @@ impl Console {
             }
             _ => {
                 tracing::info!(user = %name, "console sign-in refused");
+                self.throttle.failed(name);
                 html(
                     StatusCode::UNAUTHORIZED,
                     pages::login(Some("Wrong user name or password.")),

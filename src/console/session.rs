@@ -83,6 +83,48 @@ fn expired(s: &Session, now: Instant) -> bool {
     now.duration_since(s.last_seen) > IDLE || now.duration_since(s.started) > ABSOLUTE
 }
 
+/// Failed sign-ins in a row after which a user name is refused for [`LOCKOUT`].
+pub const MAX_FAILURES: u32 = 5;
+/// How long a user name is refused after [`MAX_FAILURES`] failed sign-ins.
+pub const LOCKOUT: Duration = Duration::from_secs(60);
+/// Names remembered before old entries are dropped (the map must not grow without bound).
+const MAX_TRACKED: usize = 10_000;
+
+/// Failed sign-ins per user name, so that a password guesser gets a few tries a minute, not
+/// thousands. Any name is tracked, existing or not, so a lockout tells nothing about users.
+#[derive(Debug, Default)]
+pub struct SignInThrottle {
+    failures: Mutex<HashMap<String, (u32, Instant)>>,
+}
+
+impl SignInThrottle {
+    /// `Ok` when `name` may try now; otherwise the seconds to wait.
+    pub fn check(&self, name: &str) -> Result<(), u64> {
+        let map = self.failures.lock().expect("throttle poisoned");
+        match map.get(name) {
+            Some((count, last)) if *count >= MAX_FAILURES && last.elapsed() < LOCKOUT => {
+                Err((LOCKOUT - last.elapsed()).as_secs().max(1))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Records a failed sign-in of `name`.
+    pub fn failed(&self, name: &str) {
+        let mut map = self.failures.lock().expect("throttle poisoned");
+        if map.len() >= MAX_TRACKED {
+            map.retain(|_, (_, last)| last.elapsed() < LOCKOUT);
+        }
+        let entry = map.entry(name.to_owned()).or_insert((0, Instant::now()));
+        *entry = (entry.0.saturating_add(1), Instant::now());
+    }
+
+    /// Forgets the failures of `name` (it signed in).
+    pub fn succeeded(&self, name: &str) {
+        self.failures.lock().expect("throttle poisoned").remove(name);
+    }
+}
+
 /// The session token in a request's `Cookie` headers.
 pub fn token_of(headers: &http::HeaderMap) -> Option<String> {
     headers
@@ -159,6 +201,21 @@ mod tests {
             expired(&session(old, now), now),
             "used a second ago, but signed in 8 hours ago"
         );
+    }
+
+    #[test]
+    fn a_name_is_refused_after_five_failures_until_a_success_or_the_lockout_ends() {
+        let throttle = SignInThrottle::default();
+        for _ in 0..MAX_FAILURES - 1 {
+            throttle.failed("alice");
+        }
+        assert!(throttle.check("alice").is_ok());
+        throttle.failed("alice");
+        let wait = throttle.check("alice").unwrap_err();
+        assert!((1..=LOCKOUT.as_secs()).contains(&wait), "{wait}");
+        assert!(throttle.check("bob").is_ok(), "other names are not affected");
+        throttle.succeeded("alice");
+        assert!(throttle.check("alice").is_ok());
     }
 
     #[test]

@@ -17,6 +17,7 @@ import sys
 import tempfile
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 
 import pytest
@@ -450,3 +451,33 @@ def test_the_vault_page_shows_replication_in_both_regions(browser, tmp_path):
     finally:
         r1.stop()
         r2.stop()
+
+
+def test_five_wrong_passwords_lock_the_name_out_even_for_the_right_one(server):
+    url, data_dir = server
+    add_console_user(data_dir, "guessed")
+    add_console_user(data_dir, "bystander")
+
+    def sign_in_status(user, password):
+        """The status of a sign-in POST, not following the redirect of a success (303)."""
+        body = urllib.parse.urlencode({"username": user, "password": password}).encode()
+        request = urllib.request.Request(url + "/console/login", data=body, method="POST")
+        try:
+            with urllib.request.build_opener(NoRedirect).open(request, timeout=30) as r:
+                return r.status, r.read().decode()
+        except urllib.error.HTTPError as e:
+            return e.code, e.read().decode()
+
+    for _ in range(5):
+        assert sign_in_status("guessed", "a wrong guess!!")[0] == 401
+    status, page = sign_in_status("guessed", PASSWORD)
+    assert status == 429 and "Too many failed sign-ins" in page
+    # Other names are not affected.
+    assert sign_in_status("bystander", PASSWORD)[0] == 303
+
+
+class NoRedirect(urllib.request.HTTPRedirectHandler):
+    """Lets a 303 through as the answer (its Set-Cookie is what counts)."""
+
+    def redirect_request(self, *args, **kwargs):
+        return None
