@@ -6,7 +6,6 @@
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -446,8 +445,7 @@ fn openssl_speed(cipher: &str, duration: Duration) -> Option<f64> {
 struct BenchDataDir {
     dir: super::DataDir,
     keys: super::DataKeys,
-    audit_stop: Arc<AtomicBool>,
-    audit_writer: Option<std::thread::JoinHandle<()>>,
+    _audit_writer: super::AuditWriter,
 }
 
 impl BenchDataDir {
@@ -457,30 +455,12 @@ impl BenchDataDir {
         global.object_backend = None;
         let dir = global.open_data_dir(None)?;
         let keys = global.data_keys(&dir)?;
-        let audit_stop = Arc::new(AtomicBool::new(false));
-        let audit_writer = {
-            let (kms, stop) = (dir.kms.clone(), audit_stop.clone());
-            std::thread::Builder::new().name("audit-writer".into()).spawn(move || {
-                if let Err(e) = kms.run_audit_writer(&stop) {
-                    tracing::error!(error = %e, "the audit writer stopped");
-                }
-            })?
-        };
+        let _audit_writer = super::AuditWriter::start(&dir.kms)?;
         Ok(BenchDataDir {
             dir,
             keys,
-            audit_stop,
-            audit_writer: Some(audit_writer),
+            _audit_writer,
         })
-    }
-}
-
-impl Drop for BenchDataDir {
-    fn drop(&mut self) {
-        self.audit_stop.store(true, std::sync::atomic::Ordering::Release);
-        if let Some(writer) = self.audit_writer.take() {
-            let _ = writer.join();
-        }
     }
 }
 

@@ -293,6 +293,47 @@ pub fn via_server(
 /// The key that signs this data directory's tokens for external key managers.
 pub const EKM_CLIENT_KEY_FILE: &str = "ekm-client.key";
 
+/// The background audit writer ([`Kms::run_audit_writer`]) on its own thread; dropping it
+/// stops the thread, waits for it and flushes what it had queued.
+pub struct AuditWriter {
+    kms: Arc<Kms>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl AuditWriter {
+    /// Starts the writer of `kms`.
+    pub fn start(kms: &Arc<Kms>) -> std::io::Result<Self> {
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let thread = {
+            let (kms, stop) = (kms.clone(), stop.clone());
+            std::thread::Builder::new().name("audit-writer".into()).spawn(move || {
+                if let Err(e) = kms.run_audit_writer(&stop) {
+                    tracing::error!(error = %e, "the audit writer stopped; crypto calls write their own entries from now on");
+                }
+            })?
+        };
+        Ok(AuditWriter {
+            kms: kms.clone(),
+            stop,
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for AuditWriter {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Release);
+        self.kms.wake_audit_writer();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+        if let Err(e) = self.kms.flush_audit() {
+            tracing::error!(error = %e, "could not flush the audit log");
+        }
+    }
+}
+
 /// Where the data path's keys come from (see [`GlobalOpts::data_keys`]).
 #[derive(Clone)]
 pub struct DataKeys {

@@ -168,15 +168,7 @@ async fn serve(global: &GlobalOpts, args: ServeArgs) -> anyhow::Result<ExitCode>
             }
         })?
     };
-    let audit_stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let audit_writer = {
-        let (kms, stop) = (kms.clone(), audit_stop.clone());
-        std::thread::Builder::new().name("audit-writer".into()).spawn(move || {
-            if let Err(e) = kms.run_audit_writer(&stop) {
-                error!(error = %e, "the audit writer stopped; crypto calls write their own entries from now on");
-            }
-        })?
-    };
+    let audit_writer = super::AuditWriter::start(&kms)?;
 
     kms.ensure_iam_defaults(&Principal::local_admin())?;
     let kms_listener = tokio::net::TcpListener::bind(args.kms_listen)
@@ -279,12 +271,7 @@ async fn serve(global: &GlobalOpts, args: ServeArgs) -> anyhow::Result<ExitCode>
     shipper_stop.store(true, std::sync::atomic::Ordering::Release);
     kms.notify_replication();
     let _ = shipper.join();
-    audit_stop.store(true, std::sync::atomic::Ordering::Release);
-    kms.wake_audit_writer();
-    let _ = audit_writer.join();
-    if let Err(e) = kms.flush_audit() {
-        error!(error = %e, "could not flush the audit log");
-    }
+    drop(audit_writer);
     let _ = std::fs::remove_file(&serve_file);
     let _ = std::fs::remove_file(&socket_path);
     println!("stopped");
