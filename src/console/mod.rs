@@ -312,15 +312,7 @@ impl View<'_> {
             .into_iter()
             .map(|key| {
                 // The summary has no current version: read the key, then that version.
-                let id = text(&key["id"]);
-                let current = self
-                    .get(&format!("/kms/{vault}/management/20180608/keys/{id}"))
-                    .ok()
-                    .map(|k| text(&k["currentKeyVersion"]))
-                    .and_then(|ver| {
-                        self.get(&format!("/kms/{vault}/management/20180608/keys/{id}/keyVersions/{ver}"))
-                            .ok()
-                    });
+                let current = self.key_with_current(vault, &text(&key["id"])).ok().map(|(_, c)| c);
                 KeyRow { key, current }
             })
             .collect::<Vec<_>>();
@@ -400,6 +392,19 @@ impl View<'_> {
             encode(vault),
             encode(key)
         ))
+    }
+
+    /// A key (`Key` JSON) and its current version (`KeyVersion` JSON), as the user may read
+    /// them (key summaries do not name the current version).
+    fn key_with_current(&self, vault: &str, key: &str) -> Result<(Value, Value), ApiError> {
+        let k = self.key_json(vault, key)?;
+        let current = self.get(&format!(
+            "/kms/{}/management/20180608/keys/{}/keyVersions/{}",
+            encode(vault),
+            encode(key),
+            encode(&text(&k["currentKeyVersion"]))
+        ))?;
+        Ok((k, current))
     }
 
     fn key(&self, vault: &str, key: &str, req: &Request<'_>) -> Result<Response, ApiError> {
@@ -490,12 +495,7 @@ impl View<'_> {
                 ))?;
                 for summary in keys.iter().filter(|k| text(&k["lifecycleState"]) == "ENABLED") {
                     let kid = text(&summary["id"]);
-                    let Ok(key) = self.get(&format!("/kms/{vid}/management/20180608/keys/{kid}")) else {
-                        continue;
-                    };
-                    let ver = text(&key["currentKeyVersion"]);
-                    let Ok(current) = self.get(&format!("/kms/{vid}/management/20180608/keys/{kid}/keyVersions/{ver}"))
-                    else {
+                    let Ok((key, current)) = self.key_with_current(&vid, &kid) else {
                         continue;
                     };
                     let Ok(created) = kms_core::Timestamp::parse(&text(&current["timeCreated"])) else {

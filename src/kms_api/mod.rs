@@ -283,22 +283,17 @@ impl KmsApi {
         let uri: http::Uri = target
             .parse()
             .map_err(|_| ApiError::invalid(format!("'{target}' is not a request target")))?;
-        let query: Query = uri
-            .query()
-            .map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect())
-            .unwrap_or_default();
-        let headers = HeaderMap::new();
-        let call = Call {
-            kms: &self.kms,
-            iam: &iam,
+        route_for(
+            &self.kms,
+            &iam,
             caller,
-            principal: Principal::new(caller.user_id.as_str()),
-            query: &query,
-            headers: &headers,
+            method,
+            &uri,
+            &HeaderMap::new(),
             body,
-            base_url: &self.fallback_base,
-        };
-        routes::route(&call, method, uri.path()).map(|reply| (reply.body, reply.next_page))
+            &self.fallback_base,
+        )
+        .map(|reply| (reply.body, reply.next_page))
     }
 
     /// Whether `caller` may `verb` a resource, by the IAM policies (what the console uses to
@@ -474,24 +469,47 @@ impl KmsApi {
             chrono::Utc::now().timestamp(),
         )
         .map_err(|e| ApiError::not_authenticated(e.0))?;
-        let query: Query = parts
-            .uri
-            .query()
-            .map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect())
-            .unwrap_or_default();
         let base_url = base_url(self.scheme, &parts.headers).unwrap_or_else(|| self.fallback_base.clone());
-        let call = Call {
-            kms: &self.kms,
-            iam: &iam,
-            caller: &caller,
-            principal: Principal::new(caller.user_id.as_str()),
-            query: &query,
-            headers: &parts.headers,
+        route_for(
+            &self.kms,
+            &iam,
+            &caller,
+            &parts.method,
+            &parts.uri,
+            &parts.headers,
             body,
-            base_url: &base_url,
-        };
-        routes::route(&call, &parts.method, parts.uri.path())
+            &base_url,
+        )
     }
+}
+
+/// Routes a call of an authenticated `caller` (a signed request, or a console user).
+#[allow(clippy::too_many_arguments)]
+fn route_for(
+    kms: &Kms,
+    iam: &IamView,
+    caller: &Caller,
+    method: &Method,
+    uri: &http::Uri,
+    headers: &HeaderMap,
+    body: &[u8],
+    base_url: &str,
+) -> Result<Reply, ApiError> {
+    let query: Query = uri
+        .query()
+        .map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect())
+        .unwrap_or_default();
+    let call = Call {
+        kms,
+        iam,
+        caller,
+        principal: Principal::new(caller.user_id.as_str()),
+        query: &query,
+        headers,
+        body,
+        base_url,
+    };
+    routes::route(&call, method, uri.path())
 }
 
 /// `<scheme>://<host header>` when the header is a plain host[:port] (the SDK refuses
