@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use chrono::Utc;
 use criterion::{criterion_group, criterion_main, Criterion};
 use kms_core::{Ocid, ResourceType};
-use sealstore::object::index::{Encryption, ObjectEntry, ObjectIndex};
+use sealstore::object::index::{ContentHeaders, Encryption, Layout, ObjectEntry, ObjectIndex};
 
 const OBJECTS: usize = 100_000;
 
@@ -26,6 +26,9 @@ fn bench(c: &mut Criterion) {
             sse_kms: false,
         },
         last_modified: Utc::now(),
+        headers: ContentHeaders::default(),
+        parts: Vec::new(),
+        layout: Layout::Current,
     };
     let keys: Vec<String> = (0..OBJECTS)
         .map(|i| format!("year-{}/day-{:03}/photo-{i:06}.jpg", 2000 + i % 20, i % 365))

@@ -238,13 +238,23 @@ impl GlobalOpts {
             ),
             None => None,
         };
-        Ok(ObjectService::open(
+        let service = ObjectService::open(
             &self.data_dir,
             backend,
             keys.provider,
             keys.default_key,
             dir.index.clone(),
-        )?)
+        )?;
+        Ok(
+            match self
+                .object_backend
+                .as_deref()
+                .and_then(sealstore::object::backend::local_directory)
+            {
+                Some(root) => service.with_local_root(root),
+                None => service,
+            },
+        )
     }
 }
 

@@ -242,7 +242,7 @@ pub fn run(global: &GlobalOpts, args: ObjectArgs) -> anyhow::Result<ExitCode> {
                 println!("created bucket {bucket}");
             }
             ObjectCommand::Rb { bucket } => {
-                service.delete_bucket(&bucket)?;
+                service.delete_bucket(&bucket).await?;
                 println!("removed bucket {bucket}");
             }
             ObjectCommand::Buckets => {

@@ -66,6 +66,15 @@ pub struct ServeArgs {
     /// new versions of EXTERNAL keys).
     #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
     scheduler_interval_secs: u64,
+    /// Seconds between garbage-collection passes over the object backend (the first runs at
+    /// start): files no object or upload refers to, temporary files of interrupted writes.
+    #[arg(long, default_value_t = 3600, value_parser = clap::value_parser!(u64).range(1..))]
+    gc_interval_secs: u64,
+    /// Garbage collection leaves what changed in the last this many seconds alone (a write
+    /// in flight). At start, a local data directory is collected without waiting: this
+    /// process is its only writer.
+    #[arg(long, default_value_t = 3600)]
+    gc_grace_secs: u64,
 }
 
 fn parse_domain(s: &str) -> Result<sealstore::s3::host::BucketSubdomains, String> {
@@ -110,6 +119,11 @@ async fn serve(global: &GlobalOpts, args: ServeArgs) -> anyhow::Result<ExitCode>
     let defaults = kms.ensure_defaults(&Principal::local_admin())?;
     let keys = global.data_keys(&dir)?;
     let objects = Arc::new(global.objects_in(&dir, keys.clone())?);
+    let gc_task = tokio::spawn(sealstore::object::gc::run_periodically(
+        objects.clone(),
+        std::time::Duration::from_secs(args.gc_interval_secs),
+        std::time::Duration::from_secs(args.gc_grace_secs),
+    ));
     let data_dir = global.data_dir.display();
     println!(
         "sealstore {} serving data directory {data_dir}",
@@ -268,6 +282,7 @@ async fn serve(global: &GlobalOpts, args: ServeArgs) -> anyhow::Result<ExitCode>
         task.abort();
     }
     scheduler_task.abort();
+    gc_task.abort();
     shipper_stop.store(true, std::sync::atomic::Ordering::Release);
     kms.notify_replication();
     let _ = shipper.join();

@@ -32,5 +32,13 @@ pub fn open_backend(url: &str, options: &[(&str, &str)]) -> object_store::Result
         store: "LocalFileSystem",
         source: Box::new(e),
     })?;
-    Ok(Arc::new(LocalFileSystem::new_with_prefix(path)?))
+    // Deletes take the directories they empty with them.
+    Ok(Arc::new(
+        LocalFileSystem::new_with_prefix(path)?.with_automatic_cleanup(true),
+    ))
+}
+
+/// The directory a backend URL names, when it is one on this machine.
+pub fn local_directory(url: &str) -> Option<std::path::PathBuf> {
+    (!url.starts_with("s3://")).then(|| std::path::PathBuf::from(url.strip_prefix("file://").unwrap_or(url)))
 }

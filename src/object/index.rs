@@ -29,6 +29,10 @@ const UPLOADS: TableDefinition<&str, &[u8]> = TableDefinition::new("multipart_up
 /// `"{upload id}\0{part number:05}"` → JSON [`PartRecord`].
 const UPLOAD_PARTS: TableDefinition<&str, &[u8]> = TableDefinition::new("multipart_parts");
 
+/// Facts about the index itself: `"objectLayout"` → the layout version every entry without
+/// a layout of its own was written in ([`Layout`]).
+const META: TableDefinition<&str, &str> = TableDefinition::new("meta");
+
 /// Bucket name → creation time (RFC 3339).
 const BUCKETS: TableDefinition<&str, &str> = TableDefinition::new("buckets");
 /// bucket name → JSON [`DefaultEncryption`], for buckets with a configuration of their own.
@@ -61,6 +65,65 @@ index_error_from!(
     serde_json::Error
 );
 
+/// Where an object's ciphertext is, in the backend (docs/FORMATS.md, "Object layout").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(try_from = "u8", into = "u8")]
+pub enum Layout {
+    /// Layout 1 (before layout 2): `<bucket>/<object_store path of the key>`, sealed under
+    /// that path as the key. Read, rewritten into layout 2, or deleted; never written.
+    Legacy,
+    /// Layout 2: `_buckets/<bucket>/objects/<encoded key>` ([`super::layout`]).
+    #[default]
+    Current,
+}
+
+impl From<Layout> for u8 {
+    fn from(l: Layout) -> u8 {
+        match l {
+            Layout::Legacy => 1,
+            Layout::Current => 2,
+        }
+    }
+}
+
+impl TryFrom<u8> for Layout {
+    type Error = String;
+    fn try_from(v: u8) -> Result<Self, String> {
+        match v {
+            1 => Ok(Layout::Legacy),
+            2 => Ok(Layout::Current),
+            other => Err(format!("unknown object layout {other}")),
+        }
+    }
+}
+
+/// Entries written before layouts were recorded are in layout 1.
+fn legacy_layout() -> Layout {
+    Layout::Legacy
+}
+
+/// The standard HTTP headers S3 stores with an object and returns on GET and HEAD (besides
+/// `Content-Type`, kept on its own since the first version of the index).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ContentHeaders {
+    /// `Cache-Control`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_control: Option<String>,
+    /// `Content-Disposition`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content_disposition: Option<String>,
+    /// `Content-Encoding`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content_encoding: Option<String>,
+    /// `Content-Language`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content_language: Option<String>,
+    /// `Expires`, as the client sent it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires: Option<String>,
+}
+
 /// What the index knows about one object.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -79,6 +142,16 @@ pub struct ObjectEntry {
     pub encryption: Encryption,
     /// When the object was last written.
     pub last_modified: DateTime<Utc>,
+    /// Standard headers stored with the object.
+    #[serde(default, flatten)]
+    pub headers: ContentHeaders,
+    /// Plaintext sizes of the parts a multipart upload was completed from, in order (empty
+    /// for objects written in one piece): what `?partNumber=N` reads.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub parts: Vec<u64>,
+    /// Where the ciphertext is.
+    #[serde(default = "legacy_layout")]
+    pub layout: Layout,
 }
 
 /// A multipart upload in progress.
@@ -94,6 +167,9 @@ pub struct UploadRecord {
     /// User metadata for the object.
     #[serde(default)]
     pub user_metadata: BTreeMap<String, String>,
+    /// Standard headers for the object.
+    #[serde(default, flatten)]
+    pub headers: ContentHeaders,
     /// When the upload was created.
     pub initiated: DateTime<Utc>,
     /// How the parts and the object are encrypted (`None` in records written before
@@ -123,6 +199,20 @@ pub struct ListPage {
     pub common_prefixes: Vec<String>,
     /// Where the next page starts (exclusive), when there is one.
     pub next_start_after: Option<String>,
+}
+
+/// What [`ObjectIndex::delete_bucket_and_uploads`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BucketDeletion {
+    /// The bucket is gone, with these uploads in progress (whose parts are to be deleted).
+    Deleted {
+        /// Upload ids.
+        uploads: Vec<String>,
+    },
+    /// The bucket holds objects: nothing changed.
+    NotEmpty,
+    /// There is no such bucket.
+    NoSuchBucket,
 }
 
 /// Objects and bytes protected by one master key version.
@@ -176,8 +266,106 @@ impl ObjectIndex {
         txn.open_table(BUCKET_ENCRYPTION)?;
         txn.open_table(UPLOADS)?;
         txn.open_table(UPLOAD_PARTS)?;
+        txn.open_table(META)?;
         txn.commit()?;
         Ok(ObjectIndex { db })
+    }
+
+    /// The object layout recorded for the index (`None`: written before layouts were).
+    pub fn layout_version(&self) -> Result<Option<u8>, IndexError> {
+        let txn = self.db.begin_read()?;
+        let t = txn.open_table(META)?;
+        let v = t.get("objectLayout")?;
+        v.map(|v| {
+            v.value()
+                .parse()
+                .map_err(|_| IndexError("corrupt layout version".into()))
+        })
+        .transpose()
+    }
+
+    /// Records the index's object layout.
+    pub fn set_layout_version(&self, version: u8) -> Result<(), IndexError> {
+        let txn = self.db.begin_write()?;
+        txn.open_table(META)?
+            .insert("objectLayout", version.to_string().as_str())?;
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// Every object of every bucket, in (bucket, key) order: for one-off passes over the
+    /// whole index (layout upgrades).
+    pub fn all_objects(&self) -> Result<Vec<(String, String, ObjectEntry)>, IndexError> {
+        let txn = self.db.begin_read()?;
+        let t = txn.open_table(OBJECTS)?;
+        let mut out = Vec::new();
+        for row in t.iter()? {
+            let (k, v) = row?;
+            let (bucket, key) = k
+                .value()
+                .split_once('\0')
+                .ok_or_else(|| IndexError("corrupt object row".into()))?;
+            out.push((bucket.to_owned(), key.to_owned(), serde_json::from_slice(v.value())?));
+        }
+        Ok(out)
+    }
+
+    /// Forgets a bucket that holds no object, together with its uploads in progress and
+    /// their parts, in one transaction (so no object can be recorded in it meanwhile).
+    pub fn delete_bucket_and_uploads(&self, name: &str) -> Result<BucketDeletion, IndexError> {
+        let txn = self.db.begin_write()?;
+        let uploads = {
+            let (start, end) = (format!("{name}\0"), format!("{name}\u{1}"));
+            if txn
+                .open_table(OBJECTS)?
+                .range(start.as_str()..end.as_str())?
+                .next()
+                .is_some()
+            {
+                return Ok(BucketDeletion::NotEmpty);
+            }
+            if txn.open_table(BUCKETS)?.remove(name)?.is_none() {
+                return Ok(BucketDeletion::NoSuchBucket);
+            }
+            txn.open_table(BUCKET_ENCRYPTION)?.remove(name)?;
+            let mut uploads = txn.open_table(UPLOADS)?;
+            let mut ids = Vec::new();
+            for row in uploads.iter()? {
+                let (k, v) = row?;
+                let record: UploadRecord = serde_json::from_slice(v.value())?;
+                if record.bucket == name {
+                    ids.push(k.value().to_owned());
+                }
+            }
+            let mut parts = txn.open_table(UPLOAD_PARTS)?;
+            for id in &ids {
+                uploads.remove(id.as_str())?;
+                let (start, end) = (format!("{id}\0"), format!("{id}\u{1}"));
+                let keys: Vec<String> = parts
+                    .range(start.as_str()..end.as_str())?
+                    .map(|r| r.map(|(k, _)| k.value().to_owned()))
+                    .collect::<Result<_, _>>()?;
+                for k in &keys {
+                    parts.remove(k.as_str())?;
+                }
+            }
+            ids
+        };
+        txn.commit()?;
+        Ok(BucketDeletion::Deleted { uploads })
+    }
+
+    /// Records (or replaces) an object, if its bucket still exists (false, and nothing
+    /// recorded, when it does not: the bucket was deleted while the object was written).
+    pub fn put_if_bucket(&self, bucket: &str, key: &str, entry: &ObjectEntry) -> Result<bool, IndexError> {
+        let txn = self.db.begin_write()?;
+        if txn.open_table(BUCKETS)?.get(bucket)?.is_none() {
+            return Ok(false);
+        }
+        txn.open_table(OBJECTS)?
+            .insert(row_key(bucket, key).as_str(), serde_json::to_vec(entry)?.as_slice())?;
+        txn.commit()?;
+        Ok(true)
     }
 
     /// Registers a bucket; false when it already exists.
@@ -286,14 +474,18 @@ impl ObjectIndex {
         Ok(out)
     }
 
-    /// Records an uploaded part (replacing an earlier upload of the same number).
-    pub fn put_part(&self, upload_id: &str, part_number: u32, record: &PartRecord) -> Result<(), IndexError> {
+    /// Records an uploaded part (replacing an earlier upload of the same number), if the
+    /// upload is still in progress (false, and nothing recorded, when it is not).
+    pub fn put_part(&self, upload_id: &str, part_number: u32, record: &PartRecord) -> Result<bool, IndexError> {
         let txn = self.db.begin_write()?;
+        if txn.open_table(UPLOADS)?.get(upload_id)?.is_none() {
+            return Ok(false);
+        }
         let key = format!("{upload_id}\0{part_number:05}");
         txn.open_table(UPLOAD_PARTS)?
             .insert(key.as_str(), serde_json::to_vec(record)?.as_slice())?;
         txn.commit()?;
-        Ok(())
+        Ok(true)
     }
 
     /// The parts of an upload, by number.
@@ -565,7 +757,19 @@ mod tests {
                 sse_kms: false,
             },
             last_modified: Utc::now(),
+            headers: ContentHeaders::default(),
+            parts: Vec::new(),
+            layout: Layout::Current,
         }
+    }
+
+    #[test]
+    fn entries_without_a_layout_are_legacy() {
+        let mut json = serde_json::to_value(entry("ocid1.keyversion.oc1.x.v1")).unwrap();
+        assert_eq!(json["layout"], 2);
+        json.as_object_mut().unwrap().remove("layout");
+        let old: ObjectEntry = serde_json::from_value(json).unwrap();
+        assert_eq!(old.layout, Layout::Legacy);
     }
 
     fn names(page: &ListPage) -> (Vec<&str>, Vec<&str>) {

@@ -6,11 +6,13 @@ pub mod backend;
 pub mod customer_key;
 pub mod encryption;
 pub mod format;
+pub mod gc;
 pub mod index;
+pub mod layout;
 pub mod locks;
 pub mod service;
 pub mod store;
 pub mod sweep;
 
-pub use service::{InventoryRow, ObjectError, ObjectService, OpenObject, PutParams};
-pub use store::{EncryptedStore, Sealing, WrappedBy};
+pub use service::{InventoryRow, ObjectError, ObjectService, OpenObject, PutParams, WriteCondition};
+pub use store::{EncryptedStore, Naming, Sealing, WrappedBy};

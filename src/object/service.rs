@@ -23,9 +23,12 @@ use thiserror::Error;
 use super::customer_key::CustomerKey;
 use super::encryption::{DefaultEncryption, Encryption, EncryptionRequest, UploadEncryption};
 use super::format::ObjectIdentity;
-use super::index::{IndexError, ObjectEntry, ObjectIndex, PartRecord, UploadRecord};
+use super::index::{
+    BucketDeletion, ContentHeaders, IndexError, Layout, ObjectEntry, ObjectIndex, PartRecord, UploadRecord,
+};
+use super::layout;
 use super::locks::{KeyGuard, KeyLocks};
-use super::store::{EncryptedStore, Sealing, WrappedBy};
+use super::store::{EncryptedStore, Naming, Sealing, WrappedBy};
 
 /// Directory under the data directory holding one folder per bucket (the default backend).
 pub const OBJECTS_DIR: &str = "objects";
@@ -56,6 +59,12 @@ pub enum ObjectError {
         /// Key.
         key: String,
     },
+    /// A conditional write's condition does not hold (`If-Match`, `If-None-Match`).
+    #[error("{0}")]
+    PreconditionFailed(String),
+    /// The key is empty or longer than S3's 1024 bytes.
+    #[error("object keys are 1 to 1024 bytes of UTF-8; this one is {0} bytes")]
+    KeyTooLong(usize),
     /// The object store failed (this includes integrity errors while reading).
     #[error(transparent)]
     Store(object_store::Error),
@@ -125,6 +134,48 @@ pub struct PutParams {
     pub expected_md5: Option<Vec<u8>>,
     /// Which key protects the object.
     pub encryption: EncryptionRequest,
+    /// Standard headers to store with the object.
+    pub headers: ContentHeaders,
+    /// Write only if this holds for the object the key names now.
+    pub condition: Option<WriteCondition>,
+}
+
+/// The condition of a conditional write, checked against the current object while no other
+/// write of the key can run, so that of concurrent conditional writers exactly one wins.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WriteCondition {
+    /// `If-None-Match: *`: only if the key names no object.
+    IfNoneMatch,
+    /// `If-Match`: only if the key names an object whose ETag is this (`None`: `*`, any).
+    IfMatch(Option<String>),
+}
+
+impl WriteCondition {
+    /// Fails unless the condition holds for `current`, the object `key` names now.
+    fn check(&self, bucket: &str, key: &str, current: Option<&ObjectEntry>) -> Result<()> {
+        match (self, current) {
+            (WriteCondition::IfNoneMatch, None) => Ok(()),
+            (WriteCondition::IfNoneMatch, Some(_)) => Err(ObjectError::PreconditionFailed(format!(
+                "'{key}' already exists (If-None-Match: *)"
+            ))),
+            (WriteCondition::IfMatch(_), None) => Err(ObjectError::NoSuchKey {
+                bucket: bucket.to_owned(),
+                key: key.to_owned(),
+            }),
+            (WriteCondition::IfMatch(Some(etag)), Some(entry)) if etag.trim_matches('"') != entry.etag => Err(
+                ObjectError::PreconditionFailed(format!("the ETag of '{key}' is not {etag} (If-Match)")),
+            ),
+            (WriteCondition::IfMatch(_), Some(_)) => Ok(()),
+        }
+    }
+}
+
+/// Fails unless `key` is a valid S3 key: 1 to 1024 bytes.
+pub fn check_key(key: &str) -> Result<()> {
+    if key.is_empty() || key.len() > 1024 {
+        return Err(ObjectError::KeyTooLong(key.len()));
+    }
+    Ok(())
 }
 
 /// The key a write will use, and how the object will be recorded.
@@ -158,6 +209,8 @@ pub struct OpenObject {
     pub entry: ObjectEntry,
     /// The store to read it through (with the customer key, for SSE-C objects).
     store: BucketStore,
+    /// Where it is in that store.
+    location: Path,
 }
 
 impl OpenObject {
@@ -165,7 +218,7 @@ impl OpenObject {
     pub async fn read(&self, range: Option<GetRange>) -> Result<GetResult> {
         self.store
             .get_opts(
-                &Path::from(self.key.as_str()),
+                &self.location,
                 GetOptions {
                     range,
                     ..Default::default()
@@ -182,8 +235,8 @@ impl OpenObject {
     }
 }
 
-/// Where the parts of multipart uploads are kept inside a bucket's store (never listed).
-pub const UPLOADS_PREFIX: &str = ".sealstore-uploads";
+/// Where layout 1 kept the parts of multipart uploads inside a bucket's folder.
+const LEGACY_UPLOADS_PREFIX: &str = ".sealstore-uploads";
 
 /// Bodies up to this size are buffered and stored with a single put.
 pub const SINGLE_PUT_MAX: usize = 1 << 20;
@@ -208,6 +261,8 @@ pub const MIN_PART_SIZE: u64 = 5 << 20;
 #[derive(Debug)]
 pub struct ObjectService {
     backend: Arc<dyn ObjectStore>,
+    /// The backend's directory, when it is one on this machine (for temporary files).
+    local_root: Option<std::path::PathBuf>,
     keys: Arc<dyn KeyProvider>,
     index: Arc<ObjectIndex>,
     key_id: Ocid,
@@ -241,23 +296,94 @@ impl ObjectService {
         key_id: Ocid,
         index: Arc<ObjectIndex>,
     ) -> Result<Self> {
-        let backend = match backend {
-            Some(b) => b,
-            None => super::backend::open_backend(data_dir.join(OBJECTS_DIR).to_str().unwrap_or(OBJECTS_DIR), &[])?,
+        let (backend, local_root) = match backend {
+            Some(b) => (b, None),
+            None => {
+                let root = data_dir.join(OBJECTS_DIR);
+                (
+                    super::backend::open_backend(root.to_str().unwrap_or(OBJECTS_DIR), &[])?,
+                    Some(root),
+                )
+            }
         };
-        Ok(ObjectService {
+        let service = ObjectService {
             backend,
+            local_root,
             keys,
             index,
             key_id,
             locks: KeyLocks::default(),
-        })
+        };
+        service.upgrade_layout()?;
+        Ok(service)
+    }
+
+    /// As [`ObjectService::open`] on a backend that is a directory of this machine (where
+    /// temporary files of interrupted writes are found and removed).
+    pub fn with_local_root(mut self, root: std::path::PathBuf) -> Self {
+        self.local_root = Some(root);
+        self
+    }
+
+    /// Brings an index written before layout 2 up to it (docs/FORMATS.md, "Object layout"):
+    /// its objects stay where they are, in layout 1, and are read there until rewritten or
+    /// deleted. Keys that layout 1 stored in one file (`a//b` and `a/b`) kept only the last
+    /// one written: the others' entries, which named those bytes, are removed. Uploads in
+    /// progress are aborted (their parts are layout 1's; clients upload them again).
+    fn upgrade_layout(&self) -> Result<()> {
+        if self.index.layout_version()?.is_some() {
+            return Ok(());
+        }
+        let mut by_file: BTreeMap<(String, String), Vec<(String, ObjectEntry)>> = BTreeMap::new();
+        for (bucket, key, entry) in self.index.all_objects()? {
+            if entry.layout == Layout::Legacy {
+                let file = Path::from(key.as_str()).to_string();
+                by_file.entry((bucket, file)).or_default().push((key, entry));
+            }
+        }
+        for ((bucket, file), mut sharing) in by_file {
+            if sharing.len() < 2 {
+                continue;
+            }
+            sharing.sort_by_key(|(_, e)| e.last_modified);
+            let (kept, _) = sharing.pop().expect("two or more");
+            for (key, _) in sharing {
+                tracing::warn!(
+                    bucket, key, kept, file,
+                    "layout upgrade: this key shared its file with a key written later; its entry is removed (its bytes were already overwritten)"
+                );
+                self.index.remove(&bucket, &key)?;
+            }
+        }
+        for (bucket, _) in self.index.buckets()? {
+            for (upload_id, upload) in self.index.uploads(&bucket)? {
+                tracing::warn!(
+                    bucket,
+                    key = upload.key,
+                    upload_id,
+                    "layout upgrade: multipart upload in progress aborted; upload it again"
+                );
+                self.index.remove_upload(&upload_id)?;
+            }
+        }
+        self.index.set_layout_version(2)?;
+        Ok(())
     }
 
     /// Takes the write lock of one object (see [`KeyLocks`]); writers here take it
     /// themselves, the sweep through this.
     pub async fn lock_key(&self, bucket: &str, key: &str) -> KeyGuard<'_> {
         self.locks.lock(bucket, key).await
+    }
+
+    /// The backend, where every bucket's folders are.
+    pub fn backend(&self) -> &Arc<dyn ObjectStore> {
+        &self.backend
+    }
+
+    /// The backend's directory, when it is one on this machine.
+    pub fn local_root(&self) -> Option<&std::path::Path> {
+        self.local_root.as_deref()
     }
 
     /// The index.
@@ -270,14 +396,33 @@ impl ObjectService {
         &self.keys
     }
 
-    /// The encrypted store of an existing bucket.
+    /// The encrypted store of an existing bucket: its folder in layout 2, where objects are
+    /// at [`layout::object_location`] and upload parts at [`layout::part_location`].
     pub fn bucket(&self, name: &str) -> Result<BucketStore> {
         check_bucket_name(name)?;
         if !self.index.bucket_exists(name)? {
             return Err(ObjectError::NoSuchBucket(name.to_owned()));
         }
+        Ok(self.bucket_store(name))
+    }
+
+    fn bucket_store(&self, name: &str) -> BucketStore {
+        let inner = PrefixStore::new(self.backend.clone(), layout::bucket_root(name));
+        EncryptedStore::new(inner, self.keys.clone(), self.key_id.clone(), name).with_naming(Naming::BucketLayout)
+    }
+
+    /// A bucket's folder of layout 1, where objects written before layout 2 may still be.
+    fn legacy_store(&self, name: &str) -> BucketStore {
         let inner = PrefixStore::new(self.backend.clone(), name);
-        Ok(EncryptedStore::new(inner, self.keys.clone(), self.key_id.clone(), name))
+        EncryptedStore::new(inner, self.keys.clone(), self.key_id.clone(), name)
+    }
+
+    /// The store and location of the object `entry` describes.
+    pub fn locate(&self, bucket: &str, key: &str, entry: &ObjectEntry) -> (BucketStore, Path) {
+        match entry.layout {
+            Layout::Current => (self.bucket_store(bucket), layout::object_location(key)),
+            Layout::Legacy => (self.legacy_store(bucket), Path::from(key)),
+        }
     }
 
     /// The master key behind `id`: a key OCID, or `alias/NAME` for the key whose display
@@ -392,17 +537,22 @@ impl ObjectService {
         key: &str,
         customer_key: Option<&Arc<CustomerKey>>,
     ) -> Result<OpenObject> {
-        let store = self.bucket(bucket)?;
+        self.bucket(bucket)?;
         let entry = self.index.get(bucket, key)?.ok_or_else(|| ObjectError::NoSuchKey {
             bucket: bucket.into(),
             key: key.into(),
         })?;
+        let (store, location) = self.locate(bucket, key, &entry);
         let store = match (&entry.encryption, customer_key) {
             (Encryption::Customer { customer_key_check }, Some(ck)) => {
                 let stored = data_encoding::HEXLOWER
                     .decode(customer_key_check.as_bytes())
                     .unwrap_or_default();
-                if !ck.matches(&stored, &ObjectIdentity::unversioned(bucket, key)) {
+                let identity = match entry.layout {
+                    Layout::Current => ObjectIdentity::unversioned(bucket, key),
+                    Layout::Legacy => ObjectIdentity::unversioned(bucket, location.as_ref()),
+                };
+                if !ck.matches(&stored, &identity) {
                     return Err(ObjectError::CustomerKeyMismatch(key.to_owned()));
                 }
                 store.sealed_with(Sealing::Customer(ck.clone()))
@@ -424,6 +574,7 @@ impl ObjectService {
             key: key.to_owned(),
             entry,
             store,
+            location,
         })
     }
 
@@ -463,13 +614,28 @@ impl ObjectService {
         }
     }
 
-    /// Removes an empty bucket.
-    pub fn delete_bucket(&self, name: &str) -> Result<()> {
-        self.bucket(name)?;
-        if self.index.count(name)? > 0 {
-            return Err(ObjectError::BucketNotEmpty(name.to_owned()));
+    /// Removes a bucket that holds no object. Its multipart uploads in progress are aborted
+    /// with it (as S3 does) and everything under its folders is deleted, so a bucket created
+    /// again with the name starts empty; what a crash leaves behind here is garbage that
+    /// [`ObjectService::collect_garbage`] removes, and never shows, since nothing in the
+    /// index refers to it.
+    pub async fn delete_bucket(&self, name: &str) -> Result<()> {
+        check_bucket_name(name)?;
+        match self.index.delete_bucket_and_uploads(name)? {
+            BucketDeletion::NoSuchBucket => return Err(ObjectError::NoSuchBucket(name.to_owned())),
+            BucketDeletion::NotEmpty => return Err(ObjectError::BucketNotEmpty(name.to_owned())),
+            BucketDeletion::Deleted { uploads } => {
+                if !uploads.is_empty() {
+                    tracing::info!(
+                        bucket = name,
+                        uploads = uploads.len(),
+                        "bucket deleted with its uploads in progress"
+                    );
+                }
+            }
         }
-        self.index.delete_bucket(name)?;
+        delete_prefix(&self.backend, &layout::bucket_root(name)).await?;
+        delete_prefix(&self.backend, &Path::from(name)).await?;
         Ok(())
     }
 
@@ -481,14 +647,20 @@ impl ObjectService {
     /// Bucket names found in the backend itself (its top-level prefixes): what an index
     /// rebuild starts from when the index is gone.
     pub async fn discover_buckets(&self) -> Result<Vec<String>> {
-        let listed = self.backend.list_with_delimiter(None).await?;
-        let mut names: Vec<String> = listed
+        let current = self
+            .backend
+            .list_with_delimiter(Some(&Path::from(layout::BUCKETS_ROOT)))
+            .await?;
+        let legacy = self.backend.list_with_delimiter(None).await?;
+        let mut names: Vec<String> = current
             .common_prefixes
             .iter()
-            .map(|p| p.as_ref().to_owned())
+            .chain(&legacy.common_prefixes)
+            .filter_map(|p| p.filename().map(str::to_owned))
             .filter(|n| check_bucket_name(n).is_ok())
             .collect();
         names.sort();
+        names.dedup();
         Ok(names)
     }
 
@@ -589,26 +761,45 @@ impl ObjectService {
         self.put_with_etag(bucket, key, body, params, None).await
     }
 
+    /// Writes an object; `multipart` is the ETag and part sizes of a completed multipart
+    /// upload, whose body this is.
     async fn put_with_etag<S, E>(
         &self,
         bucket: &str,
         key: &str,
         body: S,
         params: PutParams,
-        etag: Option<String>,
+        multipart: Option<(String, Vec<u64>)>,
     ) -> Result<ObjectEntry>
     where
         S: Stream<Item = Result<Bytes, E>> + Unpin,
         ObjectError: From<E>,
     {
+        check_key(key)?;
         let resolved = self.resolve(bucket, &params.encryption)?;
         let store = self.bucket(bucket)?.sealed_with(resolved.sealing);
-        // Held from the store's write to the index's, so the two describe the same object.
+        // Held from the condition's check through the store's write to the index's, so the
+        // condition holds for what is replaced and the index describes the stored object.
         let _lock = self.locks.lock(bucket, key).await;
-        let location = Path::from(key);
+        let previous = self.index.get(bucket, key)?;
+        if let Some(condition) = &params.condition {
+            condition.check(bucket, key, previous.as_ref())?;
+        }
+        let location = layout::object_location(key);
         let mut attributes = Attributes::new();
         if let Some(ct) = &params.content_type {
             attributes.insert(Attribute::ContentType, ct.clone().into());
+        }
+        let h = &params.headers;
+        for (attribute, value) in [
+            (Attribute::CacheControl, &h.cache_control),
+            (Attribute::ContentDisposition, &h.content_disposition),
+            (Attribute::ContentEncoding, &h.content_encoding),
+            (Attribute::ContentLanguage, &h.content_language),
+        ] {
+            if let Some(v) = value {
+                attributes.insert(attribute, v.clone().into());
+            }
         }
         for (k, v) in &params.user_metadata {
             attributes.insert(Attribute::Metadata(k.clone().into()), v.clone().into());
@@ -616,23 +807,34 @@ impl ObjectService {
         let (size, digest, wrapped_by) =
             Self::write_stream(&store, &location, body, attributes, params.expected_md5.as_deref()).await?;
         let encryption = Encryption::recorded(wrapped_by, resolved.sse_kms);
+        let (etag, parts) = match multipart {
+            Some((etag, parts)) => (etag, parts),
+            None => (data_encoding::HEXLOWER.encode(&digest), Vec::new()),
+        };
         let entry = ObjectEntry {
             size,
-            etag: etag.unwrap_or_else(|| data_encoding::HEXLOWER.encode(&digest)),
+            etag,
             content_type: params.content_type,
             user_metadata: params.user_metadata,
             encryption,
             last_modified: Utc::now(),
+            headers: params.headers,
+            parts,
+            layout: Layout::Current,
         };
-        self.index.put(bucket, key, &entry)?;
+        if !self.index.put_if_bucket(bucket, key, &entry)? {
+            // The bucket was deleted meanwhile: the object goes with it.
+            delete_quietly(&store, &location).await;
+            return Err(ObjectError::NoSuchBucket(bucket.to_owned()));
+        }
+        if let Some(old) = previous.filter(|p| p.layout == Layout::Legacy) {
+            let (old_store, old_location) = self.locate(bucket, key, &old);
+            delete_quietly(&old_store, &old_location).await;
+        }
         Ok(entry)
     }
 
     // ----- multipart uploads -----
-
-    fn part_location(upload_id: &str, part_number: u32) -> Path {
-        Path::from(format!("{UPLOADS_PREFIX}/{upload_id}/{part_number:05}"))
-    }
 
     fn upload_for(&self, upload_id: &str, bucket: &str, key: &str) -> Result<UploadRecord> {
         match self.index.upload(upload_id)? {
@@ -684,6 +886,7 @@ impl ObjectService {
     /// Starts a multipart upload; returns its id and how it will be encrypted (fixed now, as
     /// `params.encryption` and the bucket's default say).
     pub fn create_upload(&self, bucket: &str, key: &str, params: PutParams) -> Result<(String, UploadEncryption)> {
+        check_key(key)?;
         self.bucket(bucket)?;
         let encryption = match self.resolve(bucket, &params.encryption)? {
             Resolved {
@@ -706,6 +909,7 @@ impl ObjectService {
             key: key.to_owned(),
             content_type: params.content_type,
             user_metadata: params.user_metadata,
+            headers: params.headers,
             initiated: Utc::now(),
             encryption: Some(encryption.clone()),
         };
@@ -739,18 +943,19 @@ impl ObjectService {
         }
         let upload = self.upload_for(upload_id, bucket, key)?;
         let (store, _) = self.upload_store(&upload, customer_key)?;
-        let location = Self::part_location(upload_id, part_number);
+        let location = layout::part_location(upload_id, part_number);
         let (size, digest, _) = Self::write_stream(&store, &location, body, Attributes::new(), expected_md5).await?;
         let etag = data_encoding::HEXLOWER.encode(&digest);
-        self.index.put_part(
-            upload_id,
-            part_number,
-            &PartRecord {
-                size,
-                etag: etag.clone(),
-                last_modified: Utc::now(),
-            },
-        )?;
+        let record = PartRecord {
+            size,
+            etag: etag.clone(),
+            last_modified: Utc::now(),
+        };
+        if !self.index.put_part(upload_id, part_number, &record)? {
+            // Completed, aborted or deleted with its bucket while this part was written.
+            delete_quietly(&store, &location).await;
+            return Err(ObjectError::NoSuchUpload(upload_id.to_owned()));
+        }
         Ok(etag)
     }
 
@@ -763,6 +968,7 @@ impl ObjectService {
         (bucket, key, upload_id): (&str, &str, &str),
         parts: &[(u32, String)],
         customer_key: Option<&Arc<CustomerKey>>,
+        condition: Option<WriteCondition>,
     ) -> Result<ObjectEntry> {
         let upload = self.upload_for(upload_id, bucket, key)?;
         let (store, resolved) = self.upload_store(&upload, customer_key)?;
@@ -773,6 +979,7 @@ impl ObjectService {
             ));
         }
         let mut combined = Md5::new();
+        let mut sizes = Vec::with_capacity(parts.len());
         for (i, (number, etag)) in parts.iter().enumerate() {
             if i > 0 && *number <= parts[i - 1].0 {
                 return Err(ObjectError::InvalidPart(
@@ -786,6 +993,7 @@ impl ObjectService {
             if i + 1 < parts.len() && record.size < MIN_PART_SIZE {
                 return Err(ObjectError::EntityTooSmall(*number));
             }
+            sizes.push(record.size);
             combined.update(
                 data_encoding::HEXLOWER
                     .decode(record.etag.as_bytes())
@@ -798,7 +1006,10 @@ impl ObjectService {
             parts.len()
         );
         let store = Arc::new(store);
-        let locations: Vec<Path> = parts.iter().map(|(n, _)| Self::part_location(upload_id, *n)).collect();
+        let locations: Vec<Path> = parts
+            .iter()
+            .map(|(n, _)| layout::part_location(upload_id, *n))
+            .collect();
         let parts_store = store.clone();
         // Boxed: a concrete, 'static stream type keeps the async-trait callers' futures Send.
         let body: futures::stream::BoxStream<'static, object_store::Result<Bytes>> = futures::stream::iter(locations)
@@ -811,6 +1022,8 @@ impl ObjectService {
         let params = PutParams {
             content_type: upload.content_type,
             user_metadata: upload.user_metadata,
+            headers: upload.headers,
+            condition,
             expected_md5: None,
             encryption: match resolved.sealing {
                 Sealing::Customer(ck) => EncryptionRequest::Customer(ck),
@@ -819,27 +1032,26 @@ impl ObjectService {
                 Sealing::Kms(_) => EncryptionRequest::ServiceKey,
             },
         };
-        let entry = self.put_with_etag(bucket, key, body, params, Some(etag)).await?;
-        self.discard_upload(&store, upload_id).await?;
+        let entry = self
+            .put_with_etag(bucket, key, body, params, Some((etag, sizes)))
+            .await?;
+        self.discard_upload(bucket, upload_id).await?;
         Ok(entry)
     }
 
     /// Aborts an upload and deletes its parts.
     pub async fn abort_upload(&self, (bucket, key, upload_id): (&str, &str, &str)) -> Result<()> {
         self.upload_for(upload_id, bucket, key)?;
-        let store = self.bucket(bucket)?;
-        self.discard_upload(&store, upload_id).await
+        self.bucket(bucket)?;
+        self.discard_upload(bucket, upload_id).await
     }
 
-    async fn discard_upload(&self, store: &BucketStore, upload_id: &str) -> Result<()> {
-        for (number, _) in self.index.parts(upload_id)? {
-            match store.delete(&Self::part_location(upload_id, number)).await {
-                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
-                Err(e) => return Err(e.into()),
-            }
-        }
+    /// Forgets an upload, then deletes its folder: every part file, recorded or not (a part
+    /// written while the upload ended is deleted by its writer, or by garbage collection).
+    async fn discard_upload(&self, bucket: &str, upload_id: &str) -> Result<()> {
         self.index.remove_upload(upload_id)?;
-        Ok(())
+        let (root, folder) = (layout::bucket_root(bucket), layout::upload_folder(upload_id));
+        delete_prefix(&self.backend, &root.parts().chain(folder.parts()).collect()).await
     }
 
     /// The parts uploaded so far.
@@ -871,8 +1083,8 @@ impl ObjectService {
     /// Copies an opened object by decrypting it and encrypting it again under the
     /// destination's name and, as `params.encryption` says, the current master key version
     /// (so copying an object onto itself re-encrypts it, or moves it to another key).
-    /// `keep_metadata` keeps the source's content type and user metadata instead of those in
-    /// `params`.
+    /// `keep_metadata` keeps the source's content type, standard headers and user metadata
+    /// instead of those in `params`.
     pub async fn copy(
         &self,
         source: OpenObject,
@@ -884,8 +1096,9 @@ impl ObjectService {
         let got = source.read(None).await?;
         let params = if keep_metadata {
             PutParams {
-                content_type: source.entry.content_type,
-                user_metadata: source.entry.user_metadata,
+                content_type: source.entry.content_type.clone(),
+                user_metadata: source.entry.user_metadata.clone(),
+                headers: source.entry.headers.clone(),
                 ..params
             }
         } else {
@@ -894,15 +1107,17 @@ impl ObjectService {
         self.put(dst_bucket, dst_key, got.into_stream(), params).await
     }
 
-    /// Deletes an object.
+    /// Deletes an object: first its index entry (from then on it is gone for every
+    /// reader), then its ciphertext (should that fail, garbage collection removes it).
     pub async fn delete(&self, bucket: &str, key: &str) -> Result<()> {
-        let store = self.bucket(bucket)?;
+        self.bucket(bucket)?;
         let _lock = self.locks.lock(bucket, key).await;
-        match store.delete(&Path::from(key)).await {
-            Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
-            Err(e) => return Err(e.into()),
-        }
+        let Some(entry) = self.index.get(bucket, key)? else {
+            return Ok(());
+        };
         self.index.remove(bucket, key)?;
+        let (store, location) = self.locate(bucket, key, &entry);
+        delete_quietly(&store, &location).await;
         Ok(())
     }
 
@@ -913,17 +1128,35 @@ impl ObjectService {
     pub async fn rebuild_index(&self, bucket: &str, mut progress: impl FnMut(&str, u64)) -> Result<u64> {
         check_bucket_name(bucket)?;
         self.index.create_bucket(bucket)?;
-        let store = self.bucket(bucket)?;
+        let current = self.bucket(bucket)?;
+        let legacy = self.legacy_store(bucket);
         self.index.clear_bucket(bucket)?;
-        let locations: Vec<Path> = store
+        let mut found: Vec<(&BucketStore, Path, String, Layout)> = current
+            .inner()
+            .list(Some(&Path::from(layout::OBJECTS)))
+            .try_filter_map(|m| futures::future::ready(Ok(layout::key_of(&m.location).map(|k| (m.location, k)))))
+            .map_ok(|(location, key)| (&current, location, key, Layout::Current))
+            .try_collect()
+            .await?;
+        // Layout 1 named objects by their path: a path that is not its own key's (a key
+        // with characters object_store escapes) cannot be told apart, and is left out.
+        let legacy_found: Vec<Path> = legacy
             .inner()
             .list(None)
             .map_ok(|m| m.location)
-            .try_filter(|l| futures::future::ready(!l.as_ref().starts_with(UPLOADS_PREFIX)))
+            .try_filter(|l| futures::future::ready(!l.as_ref().starts_with(LEGACY_UPLOADS_PREFIX)))
             .try_collect()
             .await?;
+        for location in legacy_found {
+            let key = location.as_ref().to_owned();
+            if Path::from(key.as_str()) != location || self.index.get(bucket, &key)?.is_some() {
+                tracing::warn!(bucket, location = %location, "index rebuild: layout-1 file left out");
+                continue;
+            }
+            found.push((&legacy, location, key, Layout::Legacy));
+        }
         let mut count = 0;
-        for location in locations {
+        for (store, location, key, layout) in found {
             let wrapped_by = store.wrapped_by(&location).await?;
             let stored = store.inner().head(&location).await?;
             let (size, etag, attributes) = if let WrappedBy::Customer { .. } = wrapped_by {
@@ -952,19 +1185,54 @@ impl ObjectService {
                     _ => None,
                 })
                 .collect();
+            let header = |a: Attribute| attributes.get(&a).map(|v| v.as_ref().to_owned());
             let entry = ObjectEntry {
                 size,
                 etag,
-                content_type: attributes.get(&Attribute::ContentType).map(|v| v.as_ref().to_owned()),
+                content_type: header(Attribute::ContentType),
                 user_metadata,
                 encryption: Encryption::recorded(wrapped_by, sse_kms),
                 last_modified: stored.last_modified,
+                headers: ContentHeaders {
+                    cache_control: header(Attribute::CacheControl),
+                    content_disposition: header(Attribute::ContentDisposition),
+                    content_encoding: header(Attribute::ContentEncoding),
+                    content_language: header(Attribute::ContentLanguage),
+                    expires: None,
+                },
+                parts: Vec::new(),
+                layout,
             };
-            self.index.put(bucket, location.as_ref(), &entry)?;
+            self.index.put(bucket, &key, &entry)?;
             count += 1;
-            progress(location.as_ref(), size);
+            progress(&key, size);
         }
         Ok(count)
+    }
+}
+
+/// Deletes everything under `prefix` of `store`.
+pub(crate) async fn delete_prefix(store: &Arc<dyn ObjectStore>, prefix: &Path) -> Result<()> {
+    let locations = store.list(Some(prefix)).map_ok(|m| m.location).boxed();
+    store
+        .delete_stream(locations)
+        .try_for_each(|_| futures::future::ready(Ok(())))
+        .await
+        .or_else(|e| match e {
+            object_store::Error::NotFound { .. } => Ok(()),
+            e => Err(e),
+        })?;
+    Ok(())
+}
+
+/// Deletes what a write replaced or abandoned; a failure is logged and left to garbage
+/// collection, since nothing refers to the file any more.
+async fn delete_quietly(store: &BucketStore, location: &Path) {
+    match store.delete(location).await {
+        Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+        Err(e) => {
+            tracing::warn!(location = %location, error = %e, "deleting an unreferenced file failed; garbage collection will")
+        }
     }
 }
 

@@ -146,6 +146,18 @@ struct Shared<S> {
     keys: Arc<dyn KeyProvider>,
     bucket: String,
     segment_size: SegmentSize,
+    naming: Naming,
+}
+
+/// How a store names what it seals: the object identity (docs/FORMATS.md) bound into each
+/// object's data key and segments, derived from its location in the inner store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Naming {
+    /// The location is the key (object_store users; sealstore's layout 1).
+    Paths,
+    /// sealstore's bucket layout ([`super::layout`]): locations are encoded S3 keys, or
+    /// upload parts, which get identities no object can have.
+    BucketLayout,
 }
 
 /// The key that wraps the data key of every object a store writes.
@@ -239,9 +251,18 @@ impl<S: ObjectStore> EncryptedStore<S> {
                 keys,
                 bucket: bucket.into(),
                 segment_size,
+                naming: Naming::Paths,
             }),
             sealing: Sealing::Kms(key_id),
         }
+    }
+
+    /// The same new store naming its objects as `naming` says.
+    pub fn with_naming(mut self, naming: Naming) -> Self {
+        Arc::get_mut(&mut self.shared)
+            .expect("with_naming is called on a new store")
+            .naming = naming;
+        self
     }
 
     /// The same store (same inner store and bucket) writing with another key: another KMS
@@ -298,7 +319,7 @@ impl<S: ObjectStore> EncryptedStore<S> {
         let (keys, wrapped, aad) = (
             s.keys.clone(),
             opened.header.wrapped_dek.clone(),
-            s.identity(location).to_bytes(),
+            s.identity(location)?.to_bytes(),
         );
         let (rewrapped, version) = tokio::task::spawn_blocking(move || keys.rewrap_data_key(&wrapped, &aad))
             .await
@@ -387,8 +408,16 @@ impl<S: ObjectStore> EncryptedStore<S> {
 }
 
 impl<S: ObjectStore> Shared<S> {
-    fn identity(&self, location: &Path) -> ObjectIdentity {
-        ObjectIdentity::unversioned(self.bucket.clone(), location.as_ref())
+    fn identity(&self, location: &Path) -> Result<ObjectIdentity> {
+        match self.naming {
+            Naming::Paths => Ok(ObjectIdentity::unversioned(self.bucket.clone(), location.as_ref())),
+            Naming::BucketLayout => super::layout::identity_of(&self.bucket, location).ok_or_else(|| {
+                generic(format!(
+                    "{location}: not an object or part location of bucket {}",
+                    self.bucket
+                ))
+            }),
+        }
     }
 
     /// A new header for `location` with a fresh DEK wrapped as `sealing` says; returns it
@@ -400,7 +429,7 @@ impl<S: ObjectStore> Shared<S> {
         attributes: &Attributes,
         sealing: &Sealing,
     ) -> Result<(ObjectHeader, Arc<SegmentCipher>, WrappedBy)> {
-        let identity = self.identity(location);
+        let identity = self.identity(location)?;
         let (dek, wrapped, wrapped_by) = match sealing {
             Sealing::Kms(key_id) => {
                 let (keys, key_id, aad) = (self.keys.clone(), key_id.clone(), identity.to_bytes());
@@ -485,7 +514,7 @@ impl<S: ObjectStore> Shared<S> {
         header: &ObjectHeader,
         sealing: &Sealing,
     ) -> Result<(Arc<SegmentCipher>, Attributes)> {
-        let identity = self.identity(location);
+        let identity = self.identity(location)?;
         let dek = if customer_key::is_customer_wrapped(&header.wrapped_dek) {
             let Sealing::Customer(key) = sealing else {
                 return Err(generic(format!(

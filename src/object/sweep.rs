@@ -12,7 +12,6 @@
 //! (SSE-C) are out of reach: only their owner can re-encrypt them, by copying them onto
 //! themselves with the key. They are counted.
 
-use object_store::path::Path;
 use object_store::ObjectStore;
 use serde::Serialize;
 
@@ -102,7 +101,7 @@ pub async fn sweep(
     mut progress: impl FnMut(SweepEvent<'_>),
 ) -> Result<SweepReport> {
     const PAGE: usize = 1000;
-    let store = service.bucket(&plan.bucket)?;
+    service.bucket(&plan.bucket)?;
     let index = service.index();
     let name = plan.checkpoint_name();
     let resume = index.checkpoint(&name)?;
@@ -149,7 +148,7 @@ pub async fn sweep(
             let Some(key_id) = in_scope(plan, entry) else {
                 continue;
             };
-            let location = Path::from(key.as_str());
+            let (store, location) = service.locate(&plan.bucket, key, entry);
             let new_version = match plan.mode {
                 SweepMode::Rewrap => store.rewrap(&location).await?,
                 SweepMode::Full => {

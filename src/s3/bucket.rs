@@ -48,7 +48,7 @@ pub(super) async fn delete_bucket(
     face: &S3Face,
     req: S3Request<DeleteBucketInput>,
 ) -> S3Result<S3Response<DeleteBucketOutput>> {
-    face.objects.delete_bucket(&req.input.bucket).map_err(s3_err)?;
+    face.objects.delete_bucket(&req.input.bucket).await.map_err(s3_err)?;
     Ok(S3Response::new(DeleteBucketOutput::default()))
 }
 

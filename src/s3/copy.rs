@@ -15,6 +15,11 @@ pub(super) async fn copy_object(
 ) -> S3Result<S3Response<CopyObjectOutput>> {
     let source = open_copy_source(face, &req)?;
     let customer = request_customer_key(face, &req)?;
+    // Conditions on the destination (S3's conditional writes), not on the source.
+    let condition = write_condition(
+        header_condition(&req.headers, "if-match")?.as_ref(),
+        header_condition(&req.headers, "if-none-match")?.as_ref(),
+    )?;
     let input = req.input;
     let replace = input
         .metadata_directive
@@ -25,6 +30,14 @@ pub(super) async fn copy_object(
     let params = PutParams {
         content_type: input.content_type.clone(),
         user_metadata: input.metadata.clone().unwrap_or_default().into_iter().collect(),
+        headers: content_headers(
+            &input.cache_control,
+            &input.content_disposition,
+            &input.content_encoding,
+            &input.content_language,
+            &input.expires,
+        ),
+        condition,
         expected_md5: None,
         encryption: encryption_request(
             face,

@@ -18,7 +18,7 @@ pub(super) async fn get_object(face: &S3Face, req: S3Request<GetObjectInput>) ->
         &input.if_modified_since,
         &input.if_unmodified_since,
     )?;
-    let range = input.range.as_ref().map(|r| byte_range(r, entry.size)).transpose()?;
+    let range = requested_range(entry, input.part_number, input.range.as_ref())?;
     let got = object
         .read(range.as_ref().map(|(r, _, _)| r.clone()))
         .await
@@ -44,7 +44,31 @@ pub(super) async fn get_object(face: &S3Face, req: S3Request<GetObjectInput>) ->
             .as_ref()
             .map(|(_, first, last)| format!("bytes {first}-{last}/{}", entry.size)),
         accept_ranges: Some("bytes".into()),
-        content_type: entry.content_type.clone(),
+        content_type: input
+            .response_content_type
+            .clone()
+            .or_else(|| entry.content_type.clone()),
+        cache_control: input
+            .response_cache_control
+            .clone()
+            .or_else(|| entry.headers.cache_control.clone()),
+        content_disposition: input
+            .response_content_disposition
+            .clone()
+            .or_else(|| entry.headers.content_disposition.clone()),
+        content_encoding: input
+            .response_content_encoding
+            .clone()
+            .or_else(|| entry.headers.content_encoding.clone()),
+        content_language: input
+            .response_content_language
+            .clone()
+            .or_else(|| entry.headers.content_language.clone()),
+        expires: input
+            .response_expires
+            .clone()
+            .or_else(|| stored_expires(&entry.headers)),
+        parts_count: parts_count(entry, input.part_number),
         e_tag: Some(etag(&entry.etag)),
         last_modified: Some(timestamp(entry.last_modified)),
         metadata: (!entry.user_metadata.is_empty()).then(|| entry.user_metadata.clone().into_iter().collect()),
@@ -72,19 +96,103 @@ pub(super) async fn head_object(
         &input.if_modified_since,
         &input.if_unmodified_since,
     )?;
+    let range = requested_range(&entry, input.part_number, input.range.as_ref())?;
     let sse = SseHeaders::of_object(&entry.encryption, customer.as_ref());
-    Ok(S3Response::new(
-        HeadObjectOutput {
-            content_length: Some(entry.size as i64),
-            content_type: entry.content_type.clone(),
-            e_tag: Some(etag(&entry.etag)),
-            last_modified: Some(timestamp(entry.last_modified)),
-            accept_ranges: Some("bytes".into()),
-            metadata: (!entry.user_metadata.is_empty()).then(|| entry.user_metadata.clone().into_iter().collect()),
-            ..Default::default()
-        }
-        .with_sse(sse),
-    ))
+    let output = HeadObjectOutput {
+        content_length: Some(range.as_ref().map_or(entry.size, |(_, first, last)| last + 1 - first) as i64),
+        content_range: range
+            .as_ref()
+            .map(|(_, first, last)| format!("bytes {first}-{last}/{}", entry.size)),
+        content_type: input
+            .response_content_type
+            .clone()
+            .or_else(|| entry.content_type.clone()),
+        cache_control: input
+            .response_cache_control
+            .clone()
+            .or_else(|| entry.headers.cache_control.clone()),
+        content_disposition: input
+            .response_content_disposition
+            .clone()
+            .or_else(|| entry.headers.content_disposition.clone()),
+        content_encoding: input
+            .response_content_encoding
+            .clone()
+            .or_else(|| entry.headers.content_encoding.clone()),
+        content_language: input
+            .response_content_language
+            .clone()
+            .or_else(|| entry.headers.content_language.clone()),
+        expires: input
+            .response_expires
+            .clone()
+            .or_else(|| stored_expires(&entry.headers)),
+        parts_count: parts_count(&entry, input.part_number),
+        e_tag: Some(etag(&entry.etag)),
+        last_modified: Some(timestamp(entry.last_modified)),
+        accept_ranges: Some("bytes".into()),
+        metadata: (!entry.user_metadata.is_empty()).then(|| entry.user_metadata.clone().into_iter().collect()),
+        ..Default::default()
+    }
+    .with_sse(sse);
+    let mut response = S3Response::new(output);
+    if range.is_some() {
+        response.status = Some(http::StatusCode::PARTIAL_CONTENT);
+    }
+    Ok(response)
+}
+
+/// `x-amz-mp-parts-count`: on reads of one part of an object written by a multipart upload.
+fn parts_count(entry: &ObjectEntry, part_number: Option<i32>) -> Option<i32> {
+    (part_number.is_some() && !entry.parts.is_empty()).then_some(entry.parts.len() as i32)
+}
+
+/// The plaintext range a read asks for: a `Range` header, or `?partNumber=N` (the bytes of
+/// part N of a multipart upload's object; part 1 of any other object is all of it).
+fn requested_range(
+    entry: &ObjectEntry,
+    part_number: Option<i32>,
+    range: Option<&Range>,
+) -> S3Result<Option<(GetRange, u64, u64)>> {
+    let Some(n) = part_number else {
+        return range.map(|r| byte_range(r, entry.size)).transpose();
+    };
+    if range.is_some() {
+        return Err(s3_error!(
+            InvalidRequest,
+            "Cannot specify both Range header and partNumber query parameter"
+        ));
+    }
+    if !(1..=10_000).contains(&n) {
+        return Err(s3_error!(
+            InvalidArgument,
+            "Part number must be an integer between 1 and 10000, inclusive"
+        ));
+    }
+    let sizes: &[u64] = if entry.parts.is_empty() {
+        std::slice::from_ref(&entry.size)
+    } else {
+        &entry.parts
+    };
+    let index = n as usize - 1;
+    let Some(&size) = sizes.get(index) else {
+        let mut e = S3Error::with_message(
+            S3ErrorCode::Custom("InvalidPartNumber".into()),
+            format!(
+                "The requested partnumber is not satisfiable: the object has {} part(s)",
+                sizes.len()
+            ),
+        );
+        e.set_status_code(http::StatusCode::RANGE_NOT_SATISFIABLE);
+        return Err(e);
+    };
+    if size == 0 {
+        // An empty object (or part): nothing to put in a Content-Range.
+        return Ok(None);
+    }
+    let first: u64 = sizes[..index].iter().sum();
+    let last = first + size - 1;
+    Ok(Some((GetRange::Bounded(first..last + 1), first, last)))
 }
 
 /// The plaintext range of a `Range` header over an object of `size` bytes, or `InvalidRange`.

@@ -28,8 +28,8 @@ use object_store::GetRange;
 use s3s::dto::*;
 use s3s::{s3_error, S3Error, S3ErrorCode, S3Request, S3Response, S3Result, S3};
 
-use crate::object::index::{ListPage, ObjectEntry};
-use crate::object::{ObjectError, ObjectService, OpenObject, PutParams};
+use crate::object::index::{ContentHeaders, ListPage, ObjectEntry};
+use crate::object::{ObjectError, ObjectService, OpenObject, PutParams, WriteCondition};
 
 /// The S3 face of the object service.
 #[derive(Debug, Clone)]
@@ -70,6 +70,8 @@ fn s3_err(e: ObjectError) -> S3Error {
         ObjectError::BucketExists(_) => (S3ErrorCode::BucketAlreadyOwnedByYou, e.to_string()),
         ObjectError::BucketNotEmpty(_) => (S3ErrorCode::BucketNotEmpty, e.to_string()),
         ObjectError::NoSuchKey { .. } => (S3ErrorCode::NoSuchKey, e.to_string()),
+        ObjectError::PreconditionFailed(_) => (S3ErrorCode::PreconditionFailed, e.to_string()),
+        ObjectError::KeyTooLong(_) => (S3ErrorCode::KeyTooLongError, e.to_string()),
         ObjectError::Body(_) => (S3ErrorCode::IncompleteBody, e.to_string()),
         ObjectError::BadDigest | ObjectError::BadChecksum(_) => (S3ErrorCode::BadDigest, e.to_string()),
         ObjectError::NoSuchUpload(_) => (S3ErrorCode::NoSuchUpload, e.to_string()),
@@ -123,6 +125,75 @@ fn content_md5(header: &Option<String>) -> S3Result<Option<Vec<u8>>> {
                 .ok_or_else(|| s3_error!(InvalidDigest, "the Content-MD5 you specified is not valid"))
         })
         .transpose()
+}
+
+/// The condition of a conditional write: `If-None-Match: *` or `If-Match` (S3 supports no
+/// other `If-None-Match` on writes).
+fn write_condition(
+    if_match: Option<&ETagCondition>,
+    if_none_match: Option<&ETagCondition>,
+) -> S3Result<Option<WriteCondition>> {
+    match (if_match, if_none_match) {
+        (Some(_), Some(_)) => Err(s3_error!(
+            NotImplemented,
+            "If-Match and If-None-Match cannot be combined on a write"
+        )),
+        (None, Some(ETagCondition::Any)) => Ok(Some(WriteCondition::IfNoneMatch)),
+        (None, Some(ETagCondition::ETag(_))) => {
+            Err(s3_error!(NotImplemented, "on a write, If-None-Match only takes *"))
+        }
+        (Some(ETagCondition::Any), None) => Ok(Some(WriteCondition::IfMatch(None))),
+        (Some(ETagCondition::ETag(tag)), None) => Ok(Some(WriteCondition::IfMatch(Some(tag.value().to_owned())))),
+        (None, None) => Ok(None),
+    }
+}
+
+/// An `If-Match`/`If-None-Match` header of a request whose input type does not carry it
+/// (CopyObject's destination conditions).
+fn header_condition(headers: &http::HeaderMap, name: &str) -> S3Result<Option<ETagCondition>> {
+    headers
+        .get(name)
+        .map(|v| {
+            let v = v
+                .to_str()
+                .map_err(|_| s3_error!(InvalidArgument, "the {} header is not valid", name))?
+                .trim();
+            Ok(if v == "*" {
+                ETagCondition::Any
+            } else {
+                ETagCondition::ETag(ETag::Strong(v.trim_matches('"').to_owned()))
+            })
+        })
+        .transpose()
+}
+
+/// The standard headers a write asks to store.
+fn content_headers(
+    cache_control: &Option<String>,
+    content_disposition: &Option<String>,
+    content_encoding: &Option<String>,
+    content_language: &Option<String>,
+    expires: &Option<Timestamp>,
+) -> ContentHeaders {
+    ContentHeaders {
+        cache_control: cache_control.clone(),
+        content_disposition: content_disposition.clone(),
+        content_encoding: content_encoding.clone(),
+        content_language: content_language.clone(),
+        expires: expires.as_ref().and_then(|t| {
+            let mut text = Vec::new();
+            t.format(TimestampFormat::HttpDate, &mut text).ok()?;
+            String::from_utf8(text).ok()
+        }),
+    }
+}
+
+/// A stored `Expires` as a timestamp for the response.
+fn stored_expires(headers: &ContentHeaders) -> Option<Timestamp> {
+    headers
+        .expires
+        .as_deref()
+        .and_then(|e| Timestamp::parse(TimestampFormat::HttpDate, e).ok())
 }
 
 fn empty_body() -> StreamingBlob {

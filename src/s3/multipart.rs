@@ -15,6 +15,14 @@ pub(super) async fn create_multipart_upload(
     let params = PutParams {
         content_type: input.content_type.clone(),
         user_metadata: input.metadata.clone().unwrap_or_default().into_iter().collect(),
+        headers: content_headers(
+            &input.cache_control,
+            &input.content_disposition,
+            &input.content_encoding,
+            &input.content_language,
+            &input.expires,
+        ),
+        condition: None,
         expected_md5: None,
         encryption: encryption_request(
             face,
@@ -150,6 +158,7 @@ pub(super) async fn complete_multipart_upload(
 ) -> S3Result<S3Response<CompleteMultipartUploadOutput>> {
     let customer = request_customer_key(face, &req)?;
     let input = req.input;
+    let condition = write_condition(input.if_match.as_ref(), input.if_none_match.as_ref())?;
     let parts: Vec<(u32, String)> = input
         .multipart_upload
         .and_then(|m| m.parts)
@@ -167,6 +176,7 @@ pub(super) async fn complete_multipart_upload(
             (&input.bucket, &input.key, &input.upload_id),
             &parts,
             customer.as_ref().map(|c| &c.key),
+            condition,
         )
         .await
         .map_err(s3_err)?;
