@@ -224,5 +224,8 @@ mod tests {
             "the empty key is no S3 key"
         );
         assert_eq!(object_location("photos/a.jpg").as_ref(), "objects/photos!2Fa.jpg!");
+        // The longest name (docs/FORMATS.md): 1024 escaped bytes.
+        let longest = object_location(&"\u{1}".repeat(1024));
+        assert_eq!(longest.as_ref().len() - "objects/".len(), 3088);
     }
 }
