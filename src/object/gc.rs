@@ -59,6 +59,8 @@ pub async fn collect_garbage(service: &ObjectService, older_than: DateTime<Utc>)
 /// Layout 2: `_buckets/<bucket>/…`.
 async fn collect_current(service: &ObjectService, older_than: DateTime<Utc>, report: &mut GcReport) -> Result<()> {
     let backend = service.backend();
+    // Per bucket, the hashed names of its long keys, computed when first needed.
+    let mut hashed: Option<(String, HashSet<Path>)> = None;
     let mut listed = backend.list(Some(&Path::from(layout::BUCKETS_ROOT)));
     while let Some(meta) = listed.try_next().await? {
         if meta.last_modified >= older_than {
@@ -83,6 +85,17 @@ async fn collect_current(service: &ObjectService, older_than: DateTime<Utc>, rep
                 }
                 continue;
             }
+            if layout::is_hashed(&within) {
+                if hashed.as_ref().is_none_or(|(b, _)| *b != bucket) {
+                    hashed = Some((bucket.clone(), hashed_names(service, &bucket)?));
+                }
+                // Written before the threshold and still without an entry: nobody's (the
+                // entry of a write follows its file within moments).
+                if !hashed.as_ref().is_some_and(|(_, names)| names.contains(&within)) {
+                    remove(service, &meta, report).await?;
+                }
+                continue;
+            }
             if let Some(upload_id) = layout::upload_of(&within) {
                 let live = service.index().upload(&upload_id)?.is_some_and(|u| u.bucket == bucket);
                 if !live {
@@ -94,6 +107,25 @@ async fn collect_current(service: &ObjectService, older_than: DateTime<Utc>, rep
         remove(service, &meta, report).await?;
     }
     Ok(())
+}
+
+/// The hashed names of a bucket's layout-2 objects with long keys.
+fn hashed_names(service: &ObjectService, bucket: &str) -> Result<HashSet<Path>> {
+    let mut names = HashSet::new();
+    let mut after: Option<String> = None;
+    loop {
+        let page = service.index().list(bucket, "", None, after.as_deref(), 1000)?;
+        for (key, entry) in &page.objects {
+            let location = layout::object_location(key);
+            if entry.layout == Layout::Current && layout::is_hashed(&location) {
+                names.insert(location);
+            }
+        }
+        match page.next_start_after {
+            Some(next) => after = Some(next),
+            None => return Ok(names),
+        }
+    }
 }
 
 /// Layout 1: `<bucket>/…` keeps only the files of entries still in layout 1.

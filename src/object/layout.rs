@@ -33,6 +33,13 @@ pub const UPLOADS: &str = "uploads";
 pub const SEGMENT: usize = 200;
 /// Starts an escaped byte, and ends the last segment of every object name.
 pub const ESCAPE: char = '!';
+/// The longest encoded key that is its own name. S3-compatible stores take keys of at most
+/// 1024 bytes, the backend's own prefix and `_buckets/<bucket>/objects/` included: longer
+/// encodings are named by their hash ([`HASHED`]).
+pub const NAME_MAX: usize = 600;
+/// Starts the name of an object whose encoded key is longer than [`NAME_MAX`]: `!H`, the
+/// lower-case hex SHA-256 of the key, `!`. No encoded key starts so (`H` is no hex digit).
+pub const HASHED: &str = "!H";
 
 /// A bucket's folder in layout 2, relative to the backend's root.
 pub fn bucket_root(bucket: &str) -> Path {
@@ -45,6 +52,12 @@ fn keeps(b: u8) -> bool {
 
 /// Where `key` lives, relative to its bucket's root.
 pub fn object_location(key: &str) -> Path {
+    let encoded_len: usize = key.bytes().map(|b| if keeps(b) { 1 } else { 3 }).sum();
+    if encoded_len > NAME_MAX {
+        let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, key.as_bytes());
+        let hex = data_encoding::HEXLOWER.encode(digest.as_ref());
+        return Path::parse(format!("{OBJECTS}/{HASHED}{hex}{ESCAPE}")).expect("hashed names are valid paths");
+    }
     const HEX: &[u8; 16] = b"0123456789ABCDEF";
     let mut name = String::with_capacity(OBJECTS.len() + key.len() + 16);
     name.push_str(OBJECTS);
@@ -71,7 +84,15 @@ pub fn object_location(key: &str) -> Path {
     Path::parse(name).expect("object names are valid paths")
 }
 
-/// The key stored at `location` (relative to the bucket's root), when it is an object's.
+/// Whether `location` (relative to the bucket's root) is the hashed name of a long key,
+/// whose key only the index knows.
+pub fn is_hashed(location: &Path) -> bool {
+    let parts: Vec<_> = location.parts().collect();
+    matches!(parts.as_slice(), [objects, name] if objects.as_ref() == OBJECTS && name.as_ref().starts_with(HASHED))
+}
+
+/// The key stored at `location` (relative to the bucket's root), when it is an object's
+/// name spelling out its key (not a [hashed](is_hashed) one).
 pub fn key_of(location: &Path) -> Option<String> {
     let mut parts = location.parts();
     if parts.next()?.as_ref() != OBJECTS {
@@ -129,9 +150,11 @@ pub fn upload_of(location: &Path) -> Option<String> {
     Some(parts.next()?.as_ref().to_owned())
 }
 
-/// The identity sealed into what lives at `location` of `bucket`'s layout-2 folder: an
-/// object is its key's (version `null`); a part's key is empty (no S3 key is) and its
-/// version names the upload and the part, so a part can never pass for an object.
+/// The identity sealed into what lives at `location` of `bucket`'s layout-2 folder, when
+/// the location tells: an object named by its key is its key's (version `null`); a part's
+/// key is empty (no S3 key is) and its version names the upload and the part, so a part can
+/// never pass for an object. (An object with a hashed name is its key's too; the key comes
+/// from the index.)
 pub fn identity_of(bucket: &str, location: &Path) -> Option<ObjectIdentity> {
     if let Some(key) = key_of(location) {
         return Some(ObjectIdentity::unversioned(bucket, key));
@@ -151,8 +174,8 @@ mod tests {
     #[test]
     fn keys_map_one_to_one_and_back() {
         let long_segment = "s".repeat(300);
-        let long_key = "k".repeat(1024);
-        let escaped_long = "日".repeat(341);
+        let longest_named = "k".repeat(NAME_MAX);
+        let escaped_named = "日".repeat(NAME_MAX / 9);
         let keys = [
             "x//y",
             "x/y",
@@ -179,8 +202,8 @@ mod tests {
             ".sealstore-uploads/abc/00001",
             "uploads/abc/00001",
             long_segment.as_str(),
-            long_key.as_str(),
-            escaped_long.as_str(),
+            longest_named.as_str(),
+            escaped_named.as_str(),
         ];
         let mut seen = std::collections::HashSet::new();
         for key in keys {
@@ -224,8 +247,18 @@ mod tests {
             "the empty key is no S3 key"
         );
         assert_eq!(object_location("photos/a.jpg").as_ref(), "objects/photos!2Fa.jpg!");
-        // The longest name (docs/FORMATS.md): 1024 escaped bytes.
-        let longest = object_location(&"\u{1}".repeat(1024));
-        assert_eq!(longest.as_ref().len() - "objects/".len(), 3088);
+    }
+
+    #[test]
+    fn long_keys_are_named_by_their_hash() {
+        let long = "k".repeat(NAME_MAX + 1);
+        let location = object_location(&long);
+        assert!(is_hashed(&location));
+        assert_eq!(location.as_ref().len(), "objects/!H".len() + 64 + 1);
+        assert_eq!(key_of(&location), None);
+        assert_ne!(location, object_location(&"k".repeat(NAME_MAX + 2)));
+        assert!(!is_hashed(&object_location(&"k".repeat(NAME_MAX))));
+        // 1024 bytes that all need escaping: still a short name.
+        assert!(object_location(&"\u{1}".repeat(1024)).as_ref().len() < 100);
     }
 }

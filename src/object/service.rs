@@ -411,6 +411,12 @@ impl ObjectService {
         EncryptedStore::new(inner, self.keys.clone(), self.key_id.clone(), name).with_naming(Naming::BucketLayout)
     }
 
+    /// The store one object of a bucket is written and read through (layout 2).
+    fn object_store(&self, bucket: &str, key: &str) -> BucketStore {
+        let inner = PrefixStore::new(self.backend.clone(), layout::bucket_root(bucket));
+        EncryptedStore::new(inner, self.keys.clone(), self.key_id.clone(), bucket).with_naming(Naming::Key(key.into()))
+    }
+
     /// A bucket's folder of layout 1, where objects written before layout 2 may still be.
     fn legacy_store(&self, name: &str) -> BucketStore {
         let inner = PrefixStore::new(self.backend.clone(), name);
@@ -420,7 +426,7 @@ impl ObjectService {
     /// The store and location of the object `entry` describes.
     pub fn locate(&self, bucket: &str, key: &str, entry: &ObjectEntry) -> (BucketStore, Path) {
         match entry.layout {
-            Layout::Current => (self.bucket_store(bucket), layout::object_location(key)),
+            Layout::Current => (self.object_store(bucket, key), layout::object_location(key)),
             Layout::Legacy => (self.legacy_store(bucket), Path::from(key)),
         }
     }
@@ -777,7 +783,8 @@ impl ObjectService {
     {
         check_key(key)?;
         let resolved = self.resolve(bucket, &params.encryption)?;
-        let store = self.bucket(bucket)?.sealed_with(resolved.sealing);
+        self.bucket(bucket)?;
+        let store = self.object_store(bucket, key).sealed_with(resolved.sealing);
         // Held from the condition's check through the store's write to the index's, so the
         // condition holds for what is replaced and the index describes the stored object.
         let _lock = self.locks.lock(bucket, key).await;
@@ -1131,13 +1138,23 @@ impl ObjectService {
         let current = self.bucket(bucket)?;
         let legacy = self.legacy_store(bucket);
         self.index.clear_bucket(bucket)?;
-        let mut found: Vec<(&BucketStore, Path, String, Layout)> = current
+        let listed: Vec<Path> = current
             .inner()
             .list(Some(&Path::from(layout::OBJECTS)))
-            .try_filter_map(|m| futures::future::ready(Ok(layout::key_of(&m.location).map(|k| (m.location, k)))))
-            .map_ok(|(location, key)| (&current, location, key, Layout::Current))
+            .map_ok(|m| m.location)
             .try_collect()
             .await?;
+        let mut found: Vec<(&BucketStore, Path, String, Layout)> = Vec::new();
+        for location in listed {
+            match layout::key_of(&location) {
+                Some(key) => found.push((&current, location, key, Layout::Current)),
+                // A key longer than a name can spell is known only to the index.
+                None if layout::is_hashed(&location) => {
+                    tracing::warn!(bucket, location = %location, "index rebuild: an object with a long key cannot be recovered without its key; left out")
+                }
+                None => {}
+            }
+        }
         // Layout 1 named objects by their path: a path that is not its own key's (a key
         // with characters object_store escapes) cannot be told apart, and is left out.
         let legacy_found: Vec<Path> = legacy

@@ -151,13 +151,16 @@ struct Shared<S> {
 
 /// How a store names what it seals: the object identity (docs/FORMATS.md) bound into each
 /// object's data key and segments, derived from its location in the inner store.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Naming {
     /// The location is the key (object_store users; sealstore's layout 1).
     Paths,
     /// sealstore's bucket layout ([`super::layout`]): locations are encoded S3 keys, or
     /// upload parts, which get identities no object can have.
     BucketLayout,
+    /// Every object of the store is this key's (sealstore's bucket layout, for one object,
+    /// whose name may be a hash of its key).
+    Key(Arc<str>),
 }
 
 /// The key that wraps the data key of every object a store writes.
@@ -409,8 +412,9 @@ impl<S: ObjectStore> EncryptedStore<S> {
 
 impl<S: ObjectStore> Shared<S> {
     fn identity(&self, location: &Path) -> Result<ObjectIdentity> {
-        match self.naming {
+        match &self.naming {
             Naming::Paths => Ok(ObjectIdentity::unversioned(self.bucket.clone(), location.as_ref())),
+            Naming::Key(key) => Ok(ObjectIdentity::unversioned(self.bucket.clone(), key.as_ref())),
             Naming::BucketLayout => super::layout::identity_of(&self.bucket, location).ok_or_else(|| {
                 generic(format!(
                     "{location}: not an object or part location of bucket {}",
