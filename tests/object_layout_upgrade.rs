@@ -64,14 +64,23 @@ async fn layout_1_data_is_read_in_place_then_moved_by_writes() {
     let index = Arc::new(ObjectIndex::open(&data).unwrap());
     index.create_bucket("old").unwrap();
     let backend = open_backend(objects_dir.to_str().unwrap(), &[]).unwrap();
-    let legacy = EncryptedStore::new(PrefixStore::new(backend.clone(), "old"), keys.clone(), key_id.clone(), "old");
+    let legacy = EncryptedStore::new(
+        PrefixStore::new(backend.clone(), "old"),
+        keys.clone(),
+        key_id.clone(),
+        "old",
+    );
     let t0 = Utc::now() - Duration::hours(2);
     let write = |key: &'static str, stored_as: &'static str, body: &'static [u8], age: i64| {
         let legacy = &legacy;
         let index = index.clone();
         async move {
             let (_, wrapped_by) = legacy
-                .put_reporting(&Path::from(stored_as), Bytes::from_static(body).into(), Default::default())
+                .put_reporting(
+                    &Path::from(stored_as),
+                    Bytes::from_static(body).into(),
+                    Default::default(),
+                )
                 .await
                 .unwrap();
             let entry = ObjectEntry {
@@ -133,7 +142,10 @@ async fn layout_1_data_is_read_in_place_then_moved_by_writes() {
         matches!(read(&service, "x//y").await, Err(ObjectError::NoSuchKey { .. })),
         "the key whose bytes were overwritten is gone, not served the other's bytes"
     );
-    assert!(service.list_uploads("old").unwrap().is_empty(), "uploads in progress were aborted");
+    assert!(
+        service.list_uploads("old").unwrap().is_empty(),
+        "uploads in progress were aborted"
+    );
 
     // Writing a key moves it to layout 2 and deletes its layout-1 file.
     let body = futures::stream::iter([Ok::<_, ObjectError>(Bytes::from_static(b"rewritten"))]);
@@ -147,7 +159,9 @@ async fn layout_1_data_is_read_in_place_then_moved_by_writes() {
     assert_eq!(read(&service, "x/y").await.unwrap(), b"second writer");
 
     // Garbage collection removes the aborted upload's part and keeps what entries use.
-    let report = collect_garbage(&service, Utc::now() + Duration::seconds(5)).await.unwrap();
+    let report = collect_garbage(&service, Utc::now() + Duration::seconds(5))
+        .await
+        .unwrap();
     assert_eq!(report.files, 1, "{report:?}");
     assert_eq!(
         files_under(&objects_dir),
