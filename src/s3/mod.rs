@@ -5,7 +5,8 @@
 //! One file per operation family: `bucket` (and bucket encryption), `put`, `get` (and
 //! head), `delete`, `copy`, `list`, `multipart`; server-side-encryption headers are read
 //! and written in `sse`. The [`S3`] impl at the bottom only routes to them. Requests are
-//! signed with the access keys of the users in [`credentials`].
+//! signed with the access keys of the users in [`credentials`]. [`service`] is what every
+//! request goes through around s3s (request ids, CORS preflights, logging).
 
 mod bucket;
 mod checksum;
@@ -17,6 +18,7 @@ pub mod host;
 mod list;
 mod multipart;
 mod put;
+pub mod service;
 mod sse;
 
 pub use sse::ClientAddr;
