@@ -31,6 +31,7 @@ use s3s::dto::*;
 use s3s::{s3_error, S3Error, S3ErrorCode, S3Request, S3Response, S3Result, S3};
 
 use crate::object::index::{ListPage, ObjectEntry};
+use crate::object::store::IntegrityError;
 use crate::object::{ObjectError, ObjectService, OpenObject, PutParams};
 
 /// The S3 face of the object service.
@@ -64,8 +65,39 @@ fn custom_400(code: &'static str, message: String) -> S3Error {
     e
 }
 
+/// The S3 error code of an object whose stored bytes fail their integrity checks.
+pub const TAMPERED_CODE: &str = "ObjectTampered";
+
+/// The answer for a damaged object: 409 `ObjectTampered` (a 4xx, so that clients do not retry
+/// a read that cannot succeed). Logs the damage, once, at WARN.
+fn tampered(e: &IntegrityError) -> S3Error {
+    log_damage(e);
+    let mut err = S3Error::with_message(
+        S3ErrorCode::Custom(TAMPERED_CODE.into()),
+        "The object's stored data failed its integrity check: it was altered or damaged at rest and cannot be returned.",
+    );
+    err.set_status_code(http::StatusCode::CONFLICT);
+    err
+}
+
+/// Logs damage found in a stored object: bucket, key and first bad segment, at WARN.
+fn log_damage(e: &IntegrityError) {
+    tracing::warn!(
+        bucket = %e.bucket,
+        key = %e.key,
+        segment = e.segment(),
+        problem = %e.problem,
+        "stored object failed its integrity check"
+    );
+}
+
 /// Maps object-service errors to S3 error codes.
 fn s3_err(e: ObjectError) -> S3Error {
+    if let ObjectError::Store(store) = &e {
+        if let Some(damage) = IntegrityError::find(store) {
+            return tampered(damage);
+        }
+    }
     let (code, message) = match &e {
         ObjectError::InvalidBucketName(_) => (S3ErrorCode::InvalidBucketName, e.to_string()),
         ObjectError::NoSuchBucket(_) => (S3ErrorCode::NoSuchBucket, e.to_string()),
