@@ -215,7 +215,9 @@ async fn serve(global: &GlobalOpts, args: ServeArgs) -> anyhow::Result<ExitCode>
         .await
         .with_context(|| format!("binding the S3 API to {}", args.s3_listen))?;
     let s3_addr = s3_listener.local_addr()?;
-    let face = sealstore::s3::S3Face::new(objects).allow_insecure_sse_c(args.allow_insecure_sse_c);
+    let face = sealstore::s3::S3Face::new(objects)
+        .allow_insecure_sse_c(args.allow_insecure_sse_c)
+        .users(dir.users.clone());
     let style = match &args.domain {
         Some(_) => "path-style and virtual-hosted-style",
         None => "path-style",

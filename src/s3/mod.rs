@@ -39,6 +39,7 @@ use crate::object::{ObjectError, ObjectService, OpenObject, PutParams};
 pub struct S3Face {
     objects: Arc<ObjectService>,
     allow_insecure_sse_c: bool,
+    users: Option<Arc<credentials::UserStore>>,
 }
 
 impl S3Face {
@@ -47,7 +48,31 @@ impl S3Face {
         S3Face {
             objects,
             allow_insecure_sse_c: false,
+            users: None,
         }
+    }
+
+    /// Names the users of signed requests (the `Owner` of listings) from `users`.
+    pub fn users(mut self, users: Arc<credentials::UserStore>) -> Self {
+        self.users = Some(users);
+        self
+    }
+
+    /// The `Owner` listings report: the user who signed the request (every user may use every
+    /// bucket, so the caller is who listings name). `None` for anonymous requests.
+    fn owner(&self, credentials: Option<&s3s::auth::Credentials>) -> Option<Owner> {
+        let access_key = &credentials?.access_key;
+        let user = match self.users.as_ref()?.by_access_key(access_key) {
+            Ok(user) => user?,
+            Err(e) => {
+                tracing::error!(error = %e, "S3 user lookup failed");
+                return None;
+            }
+        };
+        Some(Owner {
+            id: Some(user.canonical_id()),
+            display_name: Some(user.name),
+        })
     }
 
     /// Also takes customer-provided keys from clients that are not on loopback, over plain
