@@ -81,11 +81,18 @@ fn parse_domain(s: &str) -> Result<sealstore::s3::host::BucketSubdomains, String
     sealstore::s3::host::BucketSubdomains::new(s)
 }
 
+/// s3s logs every S3 error answer at ERROR (`s3s::ops`: a 404 too; `s3s::service`: every
+/// 5xx, the 501 of an unsupported operation too). sealstore logs each request itself, with
+/// its id (`s3::service`): client errors and 501s at debug, server failures at ERROR.
+const S3S_QUIET: [&str; 2] = ["s3s::ops=off", "s3s::service=off"];
+
 fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("SEALSTORE_LOG")
-        // s3s logs every S3 error answer (a 404 too) at ERROR; server-side failures are logged
-        // where they happen (InternalError), client errors at debug by the connection layer.
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,s3s::ops=off"));
+    let filter = match std::env::var("SEALSTORE_LOG") {
+        // A filter that names s3s is taken as it is (to debug s3s itself).
+        Ok(spec) if spec.contains("s3s") => tracing_subscriber::EnvFilter::new(spec),
+        Ok(spec) => tracing_subscriber::EnvFilter::new(format!("{spec},{}", S3S_QUIET.join(","))),
+        Err(_) => tracing_subscriber::EnvFilter::new(format!("info,{}", S3S_QUIET.join(","))),
+    };
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -222,7 +229,9 @@ async fn serve(global: &GlobalOpts, args: ServeArgs) -> anyhow::Result<ExitCode>
         .await
         .with_context(|| format!("binding the S3 API to {}", args.s3_listen))?;
     let s3_addr = s3_listener.local_addr()?;
-    let face = sealstore::s3::S3Face::new(objects).allow_insecure_sse_c(args.allow_insecure_sse_c);
+    let face = sealstore::s3::S3Face::new(objects)
+        .allow_insecure_sse_c(args.allow_insecure_sse_c)
+        .users(dir.users.clone());
     let style = match &args.domain {
         Some(_) => "path-style and virtual-hosted-style",
         None => "path-style",
@@ -345,33 +354,8 @@ async fn serve_s3(
         if let Err(e) = stream.set_nodelay(true) {
             tracing::debug!(%peer, error = %e, "could not set TCP_NODELAY");
         }
-        let service = service.clone();
-        // Each request carries its client's address (SSE-C is taken from loopback only).
-        let service = hyper::service::service_fn(move |mut req: http::Request<hyper::body::Incoming>| {
-            req.extensions_mut().insert(sealstore::s3::ClientAddr(peer));
-            let has_body = req
-                .headers()
-                .get(http::header::CONTENT_LENGTH)
-                .is_some_and(|v| v.as_bytes() != b"0")
-                || req.headers().contains_key(http::header::TRANSFER_ENCODING);
-            let (method, path) = (req.method().clone(), req.uri().path().to_owned());
-            let response = hyper::service::Service::call(&service, req);
-            async move {
-                let mut response = response.await?;
-                // An error answered before the body was read leaves the body's bytes (or a
-                // client still deciding whether to send them after `Expect: 100-continue`)
-                // on the connection; closing it keeps the next request from being misread.
-                if response.status().is_client_error() {
-                    tracing::debug!(%peer, %method, path, status = response.status().as_u16(), "S3 request refused");
-                }
-                if has_body && (response.status().is_client_error() || response.status().is_server_error()) {
-                    response
-                        .headers_mut()
-                        .insert(http::header::CONNECTION, http::HeaderValue::from_static("close"));
-                }
-                Ok::<_, s3s::HttpError>(response)
-            }
-        });
+        // Request ids, CORS preflights, the client's address, logging: see s3::service.
+        let service = sealstore::s3::service::S3Connection::new(service.clone(), peer);
         tokio::spawn(async move {
             let io = hyper_util::rt::TokioIo::new(stream);
             let builder = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());

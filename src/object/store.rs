@@ -27,8 +27,8 @@ use serde::{Deserialize, Serialize};
 
 use super::customer_key::{self, CustomerKey};
 use super::format::{FormatError, ObjectHeader, ObjectIdentity};
-use crate::crypto::segment::{SegmentCipher, SegmentSize};
-use crate::crypto::stream::{open_stream, seal_stream, SegmentRun, DEFAULT_BATCH_SEGMENTS};
+use crate::crypto::segment::{SegmentCipher, SegmentError, SegmentSize};
+use crate::crypto::stream::{open_stream, seal_stream, SegmentRun, StreamError, DEFAULT_BATCH_SEGMENTS};
 
 const STORE: &str = "EncryptedStore";
 /// Bytes fetched to read a header in one request: headers are ~300 bytes plus metadata, and
@@ -73,6 +73,14 @@ fn body_stream(result: GetResult, chunk: usize) -> BoxStream<'static, Result<Byt
     }
 }
 
+fn damaged(bucket: &str, location: &Path, problem: IntegrityProblem) -> object_store::Error {
+    generic(IntegrityError {
+        bucket: bucket.to_owned(),
+        key: location.to_string(),
+        problem,
+    })
+}
+
 /// Key management refused or failed while opening or sealing an object. Travels inside
 /// `object_store::Error::Generic` (the `ObjectStore` trait's error) and is recovered by
 /// [`crate::object::ObjectError`], so that a denied key answers as denied, not as an I/O error.
@@ -86,6 +94,68 @@ pub struct DataKeyError {
     /// Why it failed.
     #[source]
     pub source: kms_core::KmsError,
+}
+
+/// An object's stored bytes failed their integrity checks while being read: its header
+/// does not parse, its sealed metadata, data key or a segment fails authentication, or it was
+/// truncated or extended. Travels inside `object_store::Error::Generic` like [`DataKeyError`];
+/// callers find it with [`IntegrityError::find`], so that damage answers as damage, not as an
+/// I/O error.
+#[derive(Debug, thiserror::Error)]
+#[error("object '{key}' in bucket '{bucket}' is damaged: {problem}")]
+pub struct IntegrityError {
+    /// The bucket (the store's name in object identities).
+    pub bucket: String,
+    /// The object's key.
+    pub key: String,
+    /// What failed.
+    pub problem: IntegrityProblem,
+}
+
+/// What failed in an [`IntegrityError`].
+#[derive(Debug, thiserror::Error)]
+pub enum IntegrityProblem {
+    /// The header does not parse.
+    #[error("its header is unreadable: {0}")]
+    Header(FormatError),
+    /// The sealed metadata failed authentication (the header was altered).
+    #[error("its header failed authentication: {0}")]
+    Metadata(SegmentError),
+    /// The wrapped data key was rejected (the header was altered).
+    #[error("its wrapped data key was rejected: {0}")]
+    DataKey(String),
+    /// The stored length disagrees with the header.
+    #[error("{0}")]
+    Length(String),
+    /// A segment failed authentication, or the body is cut inside one.
+    #[error(transparent)]
+    Segment(SegmentError),
+    /// The body ended before the length the header implies.
+    #[error("its body ended after {got} of {expected} bytes")]
+    ShortBody {
+        /// Sealed bytes read.
+        got: u64,
+        /// Sealed bytes expected.
+        expected: u64,
+    },
+}
+
+impl IntegrityError {
+    /// The first damaged segment, when a segment failed.
+    pub fn segment(&self) -> Option<u64> {
+        match self.problem {
+            IntegrityProblem::Segment(SegmentError::Integrity { index }) => Some(index),
+            _ => None,
+        }
+    }
+
+    /// The integrity error inside an object-store error, if that is what it is.
+    pub fn find(e: &object_store::Error) -> Option<&IntegrityError> {
+        match e {
+            object_store::Error::Generic { source, .. } => source.downcast_ref::<IntegrityError>(),
+            _ => None,
+        }
+    }
 }
 
 /// Metadata sealed into every object: the attributes given at put time.
@@ -424,6 +494,11 @@ impl<S: ObjectStore> Shared<S> {
         }
     }
 
+    /// The error for damage found in `location`.
+    fn damaged(&self, location: &Path, problem: IntegrityProblem) -> object_store::Error {
+        damaged(&self.bucket, location, problem)
+    }
+
     /// A new header for `location` with a fresh DEK wrapped as `sealing` says; returns it
     /// with the object's segment cipher.
     async fn new_object(
@@ -505,7 +580,7 @@ impl<S: ObjectStore> Shared<S> {
                 Err(FormatError::Truncated) if (bytes.len() as u64) == probe && probe < sealed_meta.size => {
                     probe = (probe * 4).min(sealed_meta.size);
                 }
-                Err(e) => return Err(generic(format!("{location}: {e}"))),
+                Err(e) => return Err(self.damaged(location, IntegrityProblem::Header(e))),
             }
         }
     }
@@ -525,24 +600,29 @@ impl<S: ObjectStore> Shared<S> {
                     "{location}: encrypted with a customer-provided key, which this request did not supply"
                 )));
             };
+            // The key check matched before this store was opened: a key that does not unwrap
+            // means the wrapped key was altered.
             key.unwrap(&header.wrapped_dek, &identity)
-                .map_err(|e| generic(format!("{location}: {e}")))?
+                .map_err(|e| self.damaged(location, IntegrityProblem::DataKey(e.to_string())))?
         } else {
             let (keys, wrapped, aad) = (self.keys.clone(), header.wrapped_dek.clone(), identity.to_bytes());
             tokio::task::spawn_blocking(move || keys.unwrap_data_key(&wrapped, &aad))
                 .await
                 .map_err(generic)?
-                .map_err(|source| {
-                    generic(DataKeyError {
+                .map_err(|source| match source {
+                    kms_core::KmsError::InvalidCiphertext(_) => {
+                        self.damaged(location, IntegrityProblem::DataKey(source.to_string()))
+                    }
+                    source => generic(DataKeyError {
                         location: location.to_string(),
                         action: "cannot unwrap the object's data key",
                         source,
-                    })
+                    }),
                 })?
         };
         let metadata = header
             .open_metadata(dek.expose(), &identity)
-            .map_err(|e| generic(format!("{location}: {e}")))?;
+            .map_err(|e| self.damaged(location, IntegrityProblem::Metadata(e)))?;
         let attributes = if metadata.is_empty() {
             Attributes::new()
         } else {
@@ -554,13 +634,21 @@ impl<S: ObjectStore> Shared<S> {
     }
 
     fn plain_meta(&self, opened: &Opened) -> Result<ObjectMeta> {
-        let size = opened.header.plain_len_of(opened.sealed_meta.size).map_err(generic)?;
+        let location = &opened.sealed_meta.location;
+        let size = opened.header.plain_len_of(opened.sealed_meta.size).map_err(|e| {
+            self.damaged(
+                location,
+                IntegrityProblem::Length(format!("its stored length does not fit its header: {e}")),
+            )
+        })?;
         if let Some(declared) = opened.header.plain_len {
             if declared != size {
-                return Err(generic(format!(
-                    "{}: object is {size} bytes but its header says {declared}: it was truncated or extended",
-                    opened.sealed_meta.location
-                )));
+                return Err(self.damaged(
+                    location,
+                    IntegrityProblem::Length(format!(
+                        "it is {size} bytes but its header says {declared}: it was truncated or extended"
+                    )),
+                ));
             }
         }
         Ok(ObjectMeta {
@@ -646,8 +734,15 @@ impl<S: ObjectStore> ObjectStore for EncryptedStore<S> {
             skip: range.start - first * plain_seg,
             take: range.end - range.start,
         };
+        let (bucket, key) = (s.bucket.clone(), location.clone());
         let plain = open_stream(cipher, body, run, DEFAULT_BATCH_SEGMENTS)
-            .map_err(generic)
+            .map_err(move |e| match e {
+                StreamError::Segment(e) => damaged(&bucket, &key, IntegrityProblem::Segment(e)),
+                StreamError::ShortInput { got, expected } => {
+                    damaged(&bucket, &key, IntegrityProblem::ShortBody { got, expected })
+                }
+                e @ StreamError::Input(_) => generic(e),
+            })
             .boxed();
         Ok(GetResult {
             payload: GetResultPayload::Stream(plain),

@@ -9,7 +9,7 @@ use super::*;
 
 pub(super) async fn list_buckets(
     face: &S3Face,
-    _req: S3Request<ListBucketsInput>,
+    req: S3Request<ListBucketsInput>,
 ) -> S3Result<S3Response<ListBucketsOutput>> {
     let buckets = face.objects.index().buckets().map_err(|e| s3_err(e.into()))?;
     let buckets = buckets
@@ -22,6 +22,7 @@ pub(super) async fn list_buckets(
         .collect();
     Ok(S3Response::new(ListBucketsOutput {
         buckets: Some(buckets),
+        owner: face.owner(req.credentials.as_ref()),
         ..Default::default()
     }))
 }

@@ -25,8 +25,9 @@ pub(super) async fn copy_object(
         .metadata_directive
         .as_ref()
         .is_some_and(|d| d.as_str() == MetadataDirective::REPLACE);
-    // A copy onto itself is allowed: it re-encrypts the object under the current key version
-    // (of the key the request names, which may be another one).
+    // A copy onto itself re-encrypts the object under the current key version (of the key the
+    // request names, which may be another one); as in AWS, it must ask for some change.
+    refuse_unchanged_self_copy(&input)?;
     let params = PutParams {
         content_type: input.content_type.clone(),
         user_metadata: input.metadata.clone().unwrap_or_default().into_iter().collect(),
@@ -63,6 +64,34 @@ pub(super) async fn copy_object(
         }
         .with_sse(sse),
     ))
+}
+
+/// AWS refuses a copy of an object onto itself that changes nothing: no REPLACE metadata
+/// directive, and no encryption (SSE-S3, SSE-KMS, SSE-C), storage class or website redirect
+/// asked for.
+fn refuse_unchanged_self_copy(input: &CopyObjectInput) -> S3Result<()> {
+    let CopySource::Bucket { bucket, key, .. } = &input.copy_source else {
+        return Ok(());
+    };
+    let onto_itself = **bucket == *input.bucket && **key == *input.key;
+    let replace = input
+        .metadata_directive
+        .as_ref()
+        .is_some_and(|d| d.as_str() == MetadataDirective::REPLACE);
+    let changes = replace
+        || input.server_side_encryption.is_some()
+        || input.ssekms_key_id.is_some()
+        || input.sse_customer_algorithm.is_some()
+        || input.sse_customer_key.is_some()
+        || input.storage_class.is_some()
+        || input.website_redirect_location.is_some();
+    if onto_itself && !changes {
+        return Err(s3_error!(
+            InvalidRequest,
+            "This copy request is illegal because it is trying to copy an object to itself without changing the object's metadata, storage class, website redirect location or encryption attributes."
+        ));
+    }
+    Ok(())
 }
 
 /// Inputs that copy from an object, with `x-amz-copy-source-if-*` conditions.

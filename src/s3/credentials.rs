@@ -90,6 +90,16 @@ impl std::fmt::Debug for S3User {
 }
 
 impl S3User {
+    /// The user's canonical id, as S3 names owners: 64 hex digits, derived from the name (so
+    /// it is stable, and says nothing of the keys).
+    pub fn canonical_id(&self) -> String {
+        let digest = aws_lc_rs::digest::digest(
+            &aws_lc_rs::digest::SHA256,
+            format!("sealstore S3 user\0{}", self.name).as_bytes(),
+        );
+        data_encoding::HEXLOWER.encode(digest.as_ref())
+    }
+
     /// The user without its secret, for listings.
     pub fn public_view(&self) -> serde_json::Value {
         serde_json::json!({

@@ -1,9 +1,12 @@
 //! DeleteObject and DeleteObjects.
 
 use s3s::dto::*;
-use s3s::{S3Request, S3Response, S3Result};
+use s3s::{s3_error, S3Request, S3Response, S3Result};
 
 use super::*;
+
+/// Keys one DeleteObjects request may name.
+const MAX_DELETE_KEYS: usize = 1000;
 
 pub(super) async fn delete_object(
     face: &S3Face,
@@ -21,6 +24,13 @@ pub(super) async fn delete_objects(
     req: S3Request<DeleteObjectsInput>,
 ) -> S3Result<S3Response<DeleteObjectsOutput>> {
     let input = req.input;
+    // S3's schema allows at most 1000 keys per request; AWS answers more with MalformedXML.
+    if input.delete.objects.len() > MAX_DELETE_KEYS {
+        return Err(s3_error!(
+            MalformedXML,
+            "The XML you provided was not well-formed or did not validate against our published schema (at most {MAX_DELETE_KEYS} keys per DeleteObjects request)"
+        ));
+    }
     face.objects.bucket(&input.bucket).map_err(s3_err)?;
     let mut deleted = Vec::new();
     let mut errors = Vec::new();

@@ -1,12 +1,14 @@
 //! GetObject (ranges) and HeadObject.
 
+use futures::StreamExt;
 use s3s::dto::*;
-use s3s::{s3_error, S3Request, S3Response, S3Result};
+use s3s::{s3_error, S3Error, S3Request, S3Response, S3Result};
 
 use super::sse::{request_customer_key, SseCustomer, SseHeaders, SseOutput};
 use super::*;
 
 pub(super) async fn get_object(face: &S3Face, req: S3Request<GetObjectInput>) -> S3Result<S3Response<GetObjectOutput>> {
+    refuse_sse_headers(&req.headers)?;
     let customer = request_customer_key(face, &req)?;
     let input = req.input;
     let object = open(face, &input.bucket, &input.key, customer.as_ref())?;
@@ -25,18 +27,34 @@ pub(super) async fn get_object(face: &S3Face, req: S3Request<GetObjectInput>) ->
         .map_err(s3_err)?;
     let length = got.range.end - got.range.start;
     let sse = SseHeaders::of_object(&entry.encryption, customer.as_ref());
+    // The first chunk is awaited before answering: damage in the header or in the first
+    // batch of segments of the range becomes an error answer, not a 200 cut short.
+    let mut source = got.into_stream();
+    let first = match source.next().await {
+        Some(Err(e)) => return Err(s3_err(e.into())),
+        first => first,
+    };
     // s3s wants a Sync body; object_store streams are only Send. A small channel bridges
     // them (two chunks in flight keeps memory bounded).
     let (mut tx, rx) = futures::channel::mpsc::channel::<Result<bytes::Bytes, object_store::Error>>(2);
-    let mut source = got.into_stream();
-    tokio::spawn(async move {
-        use futures::{SinkExt, StreamExt};
-        while let Some(chunk) = source.next().await {
-            if tx.send(chunk).await.is_err() {
-                break; // the client went away
+    let task = async move {
+        use futures::SinkExt;
+        let mut chunks = futures::stream::iter(first).chain(source);
+        while let Some(chunk) = chunks.next().await {
+            if let Err(e) = &chunk {
+                // The answer has started: all that is left is to cut the body short.
+                match IntegrityError::find(e) {
+                    Some(damage) => log_damage(damage),
+                    None => tracing::error!(error = %e, "reading an object failed after its answer started"),
+                }
+            }
+            let failed = chunk.is_err();
+            if tx.send(chunk).await.is_err() || failed {
+                break; // the client went away, or the body ends here
             }
         }
-    });
+    };
+    tokio::spawn(tracing::Instrument::in_current_span(task));
     let output = GetObjectOutput {
         body: Some(StreamingBlob::wrap(rx)),
         content_length: Some(length as i64),
@@ -86,11 +104,13 @@ pub(super) async fn head_object(
     face: &S3Face,
     req: S3Request<HeadObjectInput>,
 ) -> S3Result<S3Response<HeadObjectOutput>> {
+    refuse_sse_headers(&req.headers)?;
     let customer = request_customer_key(face, &req)?;
     let input = &req.input;
-    let entry = open(face, &input.bucket, &input.key, customer.as_ref())?.entry;
+    let object = open(face, &input.bucket, &input.key, customer.as_ref())?;
+    let entry = &object.entry;
     check_conditions(
-        &entry,
+        entry,
         &input.if_match,
         &input.if_none_match,
         &input.if_modified_since,
@@ -195,6 +215,23 @@ fn requested_range(
     Ok(Some((GetRange::Bounded(first..last + 1), first, last)))
 }
 
+/// GET and HEAD take no `x-amz-server-side-encryption` (nor KMS key id): the object says how
+/// it is encrypted. AWS refuses them with 400 `InvalidArgument`, and so does this server.
+fn refuse_sse_headers(headers: &http::HeaderMap) -> S3Result<()> {
+    for name in [
+        "x-amz-server-side-encryption",
+        "x-amz-server-side-encryption-aws-kms-key-id",
+    ] {
+        if headers.contains_key(name) {
+            return Err(s3_error!(
+                InvalidArgument,
+                "{name} header is not supported for this operation."
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// The plaintext range of a `Range` header over an object of `size` bytes, or `InvalidRange`.
 fn byte_range(range: &Range, size: u64) -> S3Result<(GetRange, u64, u64)> {
     let (first, last) = match *range {
@@ -291,12 +328,36 @@ fn check_conditions(
             }
         }
     }
-    match if_none_match {
-        Some(c) if etag_matches(c, entry) => Err(s3_error!(NotModified)),
-        Some(_) => Ok(()),
+    let not_modified = match if_none_match {
+        Some(c) => etag_matches(c, entry),
         None => match if_modified_since {
-            Some(since) if modified <= epoch_seconds(since)? => Err(s3_error!(NotModified)),
-            _ => Ok(()),
+            Some(since) => modified <= epoch_seconds(since)?,
+            None => false,
         },
+    };
+    if not_modified {
+        return Err(not_modified_error(entry));
     }
+    Ok(())
+}
+
+/// 304 Not Modified, with the `ETag` and `Last-Modified` of the object (RFC 9110 wants the
+/// validators a 200 would have carried).
+fn not_modified_error(entry: &ObjectEntry) -> S3Error {
+    let mut e = s3_error!(NotModified);
+    let mut headers = http::HeaderMap::new();
+    if let Ok(v) = http::HeaderValue::from_str(&format!("\"{}\"", entry.etag)) {
+        headers.insert(http::header::ETAG, v);
+    }
+    let mut date = Vec::new();
+    if timestamp(entry.last_modified)
+        .format(TimestampFormat::HttpDate, &mut date)
+        .is_ok()
+    {
+        if let Ok(v) = http::HeaderValue::from_bytes(&date) {
+            headers.insert(http::header::LAST_MODIFIED, v);
+        }
+    }
+    e.set_headers(headers);
+    e
 }

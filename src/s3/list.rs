@@ -19,6 +19,8 @@ pub(super) async fn list_objects(
         input.max_keys,
     )?;
     let page = listing.page(&face.objects, input.marker.as_deref())?;
+    // ListObjects (V1) always names each object's owner, as AWS does.
+    let owner = face.owner(req.credentials.as_ref());
     Ok(S3Response::new(ListObjectsOutput {
         name: Some(input.bucket.clone()),
         prefix: Some(listing.enc(&listing.prefix)),
@@ -27,7 +29,7 @@ pub(super) async fn list_objects(
         max_keys: Some(listing.max_keys as i32),
         is_truncated: Some(page.next_start_after.is_some()),
         next_marker: page.next_start_after.as_deref().map(|m| listing.enc(m)),
-        contents: Some(listing.objects(&page)),
+        contents: Some(listing.objects(&page, owner.as_ref())),
         common_prefixes: listing.common_prefixes(&page),
         encoding_type: input.encoding_type.clone(),
         ..Default::default()
@@ -50,6 +52,7 @@ pub(super) async fn list_object_versions(
         input.max_keys,
     )?;
     let page = listing.page(&face.objects, input.key_marker.as_deref())?;
+    let owner = face.owner(req.credentials.as_ref());
     let versions = page
         .objects
         .iter()
@@ -63,6 +66,7 @@ pub(super) async fn list_object_versions(
             storage_class: Some(ObjectVersionStorageClass::from_static(
                 ObjectVersionStorageClass::STANDARD,
             )),
+            owner: owner.clone(),
             ..Default::default()
         })
         .collect();
@@ -107,6 +111,11 @@ pub(super) async fn list_objects_v2(
         None => input.start_after.clone(),
     };
     let page = listing.page(&face.objects, after.as_deref())?;
+    // V2 names owners only when asked to (`fetch-owner=true`).
+    let owner = match input.fetch_owner {
+        Some(true) => face.owner(req.credentials.as_ref()),
+        _ => None,
+    };
     Ok(S3Response::new(ListObjectsV2Output {
         name: Some(input.bucket.clone()),
         prefix: Some(listing.enc(&listing.prefix)),
@@ -120,7 +129,7 @@ pub(super) async fn list_objects_v2(
             .as_ref()
             .map(|n| data_encoding::BASE64URL_NOPAD.encode(n.as_bytes())),
         start_after: input.start_after.clone(),
-        contents: Some(listing.objects(&page)),
+        contents: Some(listing.objects(&page, owner.as_ref())),
         common_prefixes: listing.common_prefixes(&page),
         encoding_type: input.encoding_type.clone(),
         ..Default::default()
@@ -177,7 +186,7 @@ impl Listing {
         }
     }
 
-    fn objects(&self, page: &ListPage) -> Vec<Object> {
+    fn objects(&self, page: &ListPage, owner: Option<&Owner>) -> Vec<Object> {
         page.objects
             .iter()
             .map(|(key, e)| Object {
@@ -186,6 +195,7 @@ impl Listing {
                 e_tag: Some(etag(&e.etag)),
                 last_modified: Some(timestamp(e.last_modified)),
                 storage_class: Some(ObjectStorageClass::from_static(ObjectStorageClass::STANDARD)),
+                owner: owner.cloned(),
                 ..Default::default()
             })
             .collect()

@@ -5,7 +5,8 @@
 //! One file per operation family: `bucket` (and bucket encryption), `put`, `get` (and
 //! head), `delete`, `copy`, `list`, `multipart`; server-side-encryption headers are read
 //! and written in `sse`. The [`S3`] impl at the bottom only routes to them. Requests are
-//! signed with the access keys of the users in [`credentials`].
+//! signed with the access keys of the users in [`credentials`]. [`service`] is what every
+//! request goes through around s3s (request ids, CORS preflights, logging).
 
 mod bucket;
 mod checksum;
@@ -17,6 +18,7 @@ pub mod host;
 mod list;
 mod multipart;
 mod put;
+pub mod service;
 mod sse;
 
 pub use sse::ClientAddr;
@@ -29,6 +31,7 @@ use s3s::dto::*;
 use s3s::{s3_error, S3Error, S3ErrorCode, S3Request, S3Response, S3Result, S3};
 
 use crate::object::index::{ContentHeaders, ListPage, ObjectEntry};
+use crate::object::store::IntegrityError;
 use crate::object::{ObjectError, ObjectService, OpenObject, PutParams, WriteCondition};
 
 /// The S3 face of the object service.
@@ -36,6 +39,7 @@ use crate::object::{ObjectError, ObjectService, OpenObject, PutParams, WriteCond
 pub struct S3Face {
     objects: Arc<ObjectService>,
     allow_insecure_sse_c: bool,
+    users: Option<Arc<credentials::UserStore>>,
 }
 
 impl S3Face {
@@ -44,7 +48,31 @@ impl S3Face {
         S3Face {
             objects,
             allow_insecure_sse_c: false,
+            users: None,
         }
+    }
+
+    /// Names the users of signed requests (the `Owner` of listings) from `users`.
+    pub fn users(mut self, users: Arc<credentials::UserStore>) -> Self {
+        self.users = Some(users);
+        self
+    }
+
+    /// The `Owner` listings report: the user who signed the request (every user may use every
+    /// bucket, so the caller is who listings name). `None` for anonymous requests.
+    fn owner(&self, credentials: Option<&s3s::auth::Credentials>) -> Option<Owner> {
+        let access_key = &credentials?.access_key;
+        let user = match self.users.as_ref()?.by_access_key(access_key) {
+            Ok(user) => user?,
+            Err(e) => {
+                tracing::error!(error = %e, "S3 user lookup failed");
+                return None;
+            }
+        };
+        Some(Owner {
+            id: Some(user.canonical_id()),
+            display_name: Some(user.name),
+        })
     }
 
     /// Also takes customer-provided keys from clients that are not on loopback, over plain
@@ -62,8 +90,39 @@ fn custom_400(code: &'static str, message: String) -> S3Error {
     e
 }
 
+/// The S3 error code of an object whose stored bytes fail their integrity checks.
+pub const TAMPERED_CODE: &str = "ObjectTampered";
+
+/// The answer for a damaged object: 409 `ObjectTampered` (a 4xx, so that clients do not retry
+/// a read that cannot succeed). Logs the damage, once, at WARN.
+fn tampered(e: &IntegrityError) -> S3Error {
+    log_damage(e);
+    let mut err = S3Error::with_message(
+        S3ErrorCode::Custom(TAMPERED_CODE.into()),
+        "The object's stored data failed its integrity check: it was altered or damaged at rest and cannot be returned.",
+    );
+    err.set_status_code(http::StatusCode::CONFLICT);
+    err
+}
+
+/// Logs damage found in a stored object: bucket, key and first bad segment, at WARN.
+fn log_damage(e: &IntegrityError) {
+    tracing::warn!(
+        bucket = %e.bucket,
+        key = %e.key,
+        segment = e.segment(),
+        problem = %e.problem,
+        "stored object failed its integrity check"
+    );
+}
+
 /// Maps object-service errors to S3 error codes.
 fn s3_err(e: ObjectError) -> S3Error {
+    if let ObjectError::Store(store) = &e {
+        if let Some(damage) = IntegrityError::find(store) {
+            return tampered(damage);
+        }
+    }
     let (code, message) = match &e {
         ObjectError::InvalidBucketName(_) => (S3ErrorCode::InvalidBucketName, e.to_string()),
         ObjectError::NoSuchBucket(_) => (S3ErrorCode::NoSuchBucket, e.to_string()),

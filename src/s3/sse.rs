@@ -147,13 +147,18 @@ fn customer_key(
     })?;
     let digest = Md5::digest(bytes.as_slice());
     let computed = base64::engine::general_purpose::STANDARD.encode(digest);
-    if let Some(given) = key_md5 {
-        if *given != computed {
-            return Err(s3_error!(
-                InvalidArgument,
-                "the calculated MD5 hash of the key did not match the hash that was provided"
-            ));
-        }
+    // AWS requires the key's MD5 (it guards against a key garbled on its way).
+    let Some(given) = key_md5 else {
+        return Err(s3_error!(
+            InvalidArgument,
+            "Requests specifying Server Side Encryption with Customer provided keys must provide the client calculated MD5 of the secret key."
+        ));
+    };
+    if *given != computed {
+        return Err(s3_error!(
+            InvalidArgument,
+            "the calculated MD5 hash of the key did not match the hash that was provided"
+        ));
     }
     Ok(Some(SseCustomer {
         key: Arc::new(customer),
