@@ -73,10 +73,10 @@ fn body_stream(result: GetResult, chunk: usize) -> BoxStream<'static, Result<Byt
     }
 }
 
-fn damaged(bucket: &str, location: &Path, problem: IntegrityProblem) -> object_store::Error {
+fn damaged(bucket: &str, key: &str, problem: IntegrityProblem) -> object_store::Error {
     generic(IntegrityError {
         bucket: bucket.to_owned(),
-        key: location.to_string(),
+        key: key.to_owned(),
         problem,
     })
 }
@@ -496,7 +496,15 @@ impl<S: ObjectStore> Shared<S> {
 
     /// The error for damage found in `location`.
     fn damaged(&self, location: &Path, problem: IntegrityProblem) -> object_store::Error {
-        damaged(&self.bucket, location, problem)
+        damaged(&self.bucket, &self.key_of(location), problem)
+    }
+
+    /// The key of what is at `location`, as users know it (for messages).
+    fn key_of(&self, location: &Path) -> String {
+        self.identity(location)
+            .ok()
+            .filter(|i| !i.key.is_empty())
+            .map_or_else(|| location.to_string(), |i| i.key)
     }
 
     /// A new header for `location` with a fresh DEK wrapped as `sealing` says; returns it
@@ -734,7 +742,7 @@ impl<S: ObjectStore> ObjectStore for EncryptedStore<S> {
             skip: range.start - first * plain_seg,
             take: range.end - range.start,
         };
-        let (bucket, key) = (s.bucket.clone(), location.clone());
+        let (bucket, key) = (s.bucket.clone(), s.key_of(location));
         let plain = open_stream(cipher, body, run, DEFAULT_BATCH_SEGMENTS)
             .map_err(move |e| match e {
                 StreamError::Segment(e) => damaged(&bucket, &key, IntegrityProblem::Segment(e)),

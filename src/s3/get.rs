@@ -157,7 +157,7 @@ pub(super) async fn head_object(
     .with_sse(sse);
     let mut response = S3Response::new(output);
     if range.is_some() {
-        response.status = Some(http::StatusCode::PARTIAL_CONTENT);
+        response.extensions.insert(super::service::PartialContent);
     }
     Ok(response)
 }

@@ -24,8 +24,8 @@ pub(super) async fn list_objects(
     Ok(S3Response::new(ListObjectsOutput {
         name: Some(input.bucket.clone()),
         prefix: Some(listing.enc(&listing.prefix)),
-        marker: input.marker.clone(),
-        delimiter: input.delimiter.clone(),
+        marker: input.marker.as_deref().map(|v| listing.enc(v)),
+        delimiter: input.delimiter.as_deref().map(|v| listing.enc(v)),
         max_keys: Some(listing.max_keys as i32),
         is_truncated: Some(page.next_start_after.is_some()),
         next_marker: page.next_start_after.as_deref().map(|m| listing.enc(m)),
@@ -73,8 +73,8 @@ pub(super) async fn list_object_versions(
     Ok(S3Response::new(ListObjectVersionsOutput {
         name: Some(input.bucket.clone()),
         prefix: Some(listing.enc(&listing.prefix)),
-        delimiter: input.delimiter.clone(),
-        key_marker: input.key_marker.clone(),
+        delimiter: input.delimiter.as_deref().map(|v| listing.enc(v)),
+        key_marker: input.key_marker.as_deref().map(|v| listing.enc(v)),
         max_keys: Some(listing.max_keys as i32),
         is_truncated: Some(page.next_start_after.is_some()),
         next_key_marker: page.next_start_after.as_deref().map(|m| listing.enc(m)),
@@ -119,7 +119,7 @@ pub(super) async fn list_objects_v2(
     Ok(S3Response::new(ListObjectsV2Output {
         name: Some(input.bucket.clone()),
         prefix: Some(listing.enc(&listing.prefix)),
-        delimiter: input.delimiter.clone(),
+        delimiter: input.delimiter.as_deref().map(|v| listing.enc(v)),
         max_keys: Some(listing.max_keys as i32),
         key_count: Some((page.objects.len() + page.common_prefixes.len()) as i32),
         is_truncated: Some(page.next_start_after.is_some()),
@@ -128,7 +128,7 @@ pub(super) async fn list_objects_v2(
             .next_start_after
             .as_ref()
             .map(|n| data_encoding::BASE64URL_NOPAD.encode(n.as_bytes())),
-        start_after: input.start_after.clone(),
+        start_after: input.start_after.as_deref().map(|v| listing.enc(v)),
         contents: Some(listing.objects(&page, owner.as_ref())),
         common_prefixes: listing.common_prefixes(&page),
         encoding_type: input.encoding_type.clone(),

@@ -160,7 +160,25 @@ fn s3_err(e: ObjectError) -> S3Error {
             )
         }
     };
-    S3Error::with_message(code, message)
+    S3Error::with_message(code, xml_safe(&message))
+}
+
+/// A message that XML 1.0 can carry: control characters (which keys may hold) written as
+/// `\u{…}` escapes.
+fn xml_safe(message: &str) -> String {
+    if !message.chars().any(char::is_control) {
+        return message.to_owned();
+    }
+    message
+        .chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_unicode().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
 }
 
 fn etag(hex: &str) -> ETag {

@@ -23,6 +23,11 @@ use tracing::Instrument;
 
 use super::ClientAddr;
 
+/// In a response's extensions: answer 206 Partial Content (s3s sets it for GetObject's
+/// ranges only; a HEAD of `?partNumber=N` needs it too).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PartialContent;
+
 /// The id of the request being served, in each request's extensions.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RequestId(pub String);
@@ -94,6 +99,9 @@ impl S3Connection {
                 }
             }
         };
+        if response.extensions_mut().remove::<PartialContent>().is_some() && response.status() == StatusCode::OK {
+            *response.status_mut() = StatusCode::PARTIAL_CONTENT;
+        }
         let status = response.status();
         let host = host_id();
         if status.is_client_error() || status.is_server_error() {

@@ -46,6 +46,10 @@ impl SeaweedFs {
                 "-master.volumeSizeLimitMB=64",
                 "-volume.max=200",
                 "-volume.index=memory",
+                // weed 4.x also opens fixed ports for its Iceberg and Lance gateways: off, so
+                // that several SeaweedFS servers can run at once.
+                "-s3.port.iceberg=0",
+                "-s3.port.lance=0",
             ])
             .stdout(Stdio::null())
             .stderr(Stdio::null())

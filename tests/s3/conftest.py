@@ -92,3 +92,16 @@ def send(request, body):
             return response.status, response.read()
     except urllib.error.HTTPError as e:
         return e.code, e.read()
+
+
+@pytest.fixture(scope="session")
+def seaweedfs():
+    """One SeaweedFS (master, volume, filer, S3 gateway; see seaweed.py) for the whole session,
+    started the first time a test asks for it."""
+    from seaweed import SeaweedFS  # seaweed.py imports this module
+
+    weed = SeaweedFS()
+    try:
+        yield weed
+    finally:
+        weed.stop()
