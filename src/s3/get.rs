@@ -116,7 +116,7 @@ pub(super) async fn head_object(
         &input.if_modified_since,
         &input.if_unmodified_since,
     )?;
-    let range = requested_range(&entry, input.part_number, input.range.as_ref())?;
+    let range = requested_range(entry, input.part_number, input.range.as_ref())?;
     let sse = SseHeaders::of_object(&entry.encryption, customer.as_ref());
     let output = HeadObjectOutput {
         content_length: Some(range.as_ref().map_or(entry.size, |(_, first, last)| last + 1 - first) as i64),
@@ -147,7 +147,7 @@ pub(super) async fn head_object(
             .response_expires
             .clone()
             .or_else(|| stored_expires(&entry.headers)),
-        parts_count: parts_count(&entry, input.part_number),
+        parts_count: parts_count(entry, input.part_number),
         e_tag: Some(etag(&entry.etag)),
         last_modified: Some(timestamp(entry.last_modified)),
         accept_ranges: Some("bytes".into()),
