@@ -198,17 +198,67 @@ fn with_ids(body: &Bytes, request_id: &str, host_id: &str) -> Option<Bytes> {
         return None;
     }
     let at = text.windows(CLOSE.len()).rposition(|w| w == CLOSE)?;
-    let mut out = Vec::with_capacity(text.len() + 96);
+    let mut out = Vec::with_capacity(text.len() + 160);
     out.extend_from_slice(&text[..at]);
+    // Errors s3s raises itself (request validation) come without a message: give one.
+    if !text.windows(b"<Message>".len()).any(|w| w == b"<Message>") {
+        let message = default_message(error_code(text).unwrap_or_default());
+        out.extend_from_slice(format!("<Message>{message}</Message>").as_bytes());
+    }
     // Both ids are hex and base64: nothing to escape.
     out.extend_from_slice(format!("<RequestId>{request_id}</RequestId><HostId>{host_id}</HostId>").as_bytes());
     out.extend_from_slice(&text[at..]);
     Some(Bytes::from(out))
 }
 
+/// The `<Code>` of an XML error body.
+fn error_code(body: &[u8]) -> Option<&str> {
+    let text = std::str::from_utf8(body).ok()?;
+    let start = text.find("<Code>")? + "<Code>".len();
+    let end = start + text[start..].find("</Code>")?;
+    Some(&text[start..end])
+}
+
+/// AWS's message for an error code (for errors raised without one). No `<`, `>` or `&`.
+fn default_message(code: &str) -> &'static str {
+    match code {
+        "InvalidBucketName" => {
+            "The specified bucket is not valid: bucket names are 3 to 63 lower-case letters, digits, '.' and '-', starting and ending with a letter or digit."
+        }
+        "KeyTooLongError" => "Your key is too long: object keys are at most 1024 bytes.",
+        "InvalidArgument" => "Invalid Argument.",
+        "InvalidRequest" => "The request is not valid.",
+        "MalformedXML" => {
+            "The XML you provided was not well-formed or did not validate against our published schema."
+        }
+        "InvalidDigest" => "The Content-MD5 you specified is not valid.",
+        "MissingContentLength" => "You must provide the Content-Length HTTP header.",
+        "EntityTooLarge" => "Your proposed upload exceeds the maximum allowed size.",
+        "NotImplemented" => "A header or operation you provided implies functionality that is not implemented.",
+        "MethodNotAllowed" => "The specified method is not allowed against this resource.",
+        "AccessDenied" => "Access Denied.",
+        "SignatureDoesNotMatch" => {
+            "The request signature we calculated does not match the signature you provided. Check your key and signing method."
+        }
+        "InvalidAccessKeyId" => "The AWS access key Id you provided does not exist in our records.",
+        _ => "The request was refused; the error code says why.",
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn errors_without_a_message_get_one() {
+        let body = Bytes::from_static(b"<?xml version=\"1.0\"?><Error><Code>KeyTooLongError</Code></Error>");
+        let out = with_ids(&body, "ID", "HOST").unwrap();
+        let text = std::str::from_utf8(&out).unwrap();
+        assert!(text.contains("<Message>Your key is too long"), "{text}");
+        let with_message = Bytes::from_static(b"<Error><Code>X</Code><Message>m</Message></Error>");
+        let out = with_ids(&with_message, "ID", "HOST").unwrap();
+        assert_eq!(std::str::from_utf8(&out).unwrap().matches("<Message>").count(), 1);
+    }
 
     #[test]
     fn request_ids_are_16_upper_case_hex_digits_and_differ() {
@@ -220,11 +270,12 @@ mod tests {
 
     #[test]
     fn ids_go_before_the_end_of_an_error_body_once() {
-        let body = Bytes::from_static(b"<?xml version=\"1.0\"?><Error><Code>NoSuchKey</Code></Error>");
+        let body =
+            Bytes::from_static(b"<?xml version=\"1.0\"?><Error><Code>NoSuchKey</Code><Message>m</Message></Error>");
         let with = with_ids(&body, "0123456789ABCDEF", "aG9zdA==").unwrap();
         assert_eq!(
             std::str::from_utf8(&with).unwrap(),
-            "<?xml version=\"1.0\"?><Error><Code>NoSuchKey</Code>\
+            "<?xml version=\"1.0\"?><Error><Code>NoSuchKey</Code><Message>m</Message>\
              <RequestId>0123456789ABCDEF</RequestId><HostId>aG9zdA==</HostId></Error>"
         );
         assert!(with_ids(&with, "X", "Y").is_none());
