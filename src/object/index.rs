@@ -233,6 +233,20 @@ pub struct ObjectIndex {
     db: Database,
 }
 
+/// Removes the rows `"{owner}\0…"` of a table (a bucket's objects, an upload's parts); returns
+/// how many there were.
+fn remove_rows_of(table: &mut redb::Table<'_, &'static str, &'static [u8]>, owner: &str) -> Result<u64, IndexError> {
+    let (start, end) = (format!("{owner}\0"), format!("{owner}\u{1}"));
+    let keys: Vec<String> = table
+        .range(start.as_str()..end.as_str())?
+        .map(|r| r.map(|(k, _)| k.value().to_owned()))
+        .collect::<Result<_, _>>()?;
+    for k in &keys {
+        table.remove(k.as_str())?;
+    }
+    Ok(keys.len() as u64)
+}
+
 fn row_key(bucket: &str, key: &str) -> String {
     format!("{bucket}\0{key}")
 }
@@ -340,14 +354,7 @@ impl ObjectIndex {
             let mut parts = txn.open_table(UPLOAD_PARTS)?;
             for id in &ids {
                 uploads.remove(id.as_str())?;
-                let (start, end) = (format!("{id}\0"), format!("{id}\u{1}"));
-                let keys: Vec<String> = parts
-                    .range(start.as_str()..end.as_str())?
-                    .map(|r| r.map(|(k, _)| k.value().to_owned()))
-                    .collect::<Result<_, _>>()?;
-                for k in &keys {
-                    parts.remove(k.as_str())?;
-                }
+                remove_rows_of(&mut parts, id)?;
             }
             ids
         };
@@ -508,15 +515,7 @@ impl ObjectIndex {
     pub fn remove_upload(&self, upload_id: &str) -> Result<(), IndexError> {
         let txn = self.db.begin_write()?;
         {
-            let mut parts = txn.open_table(UPLOAD_PARTS)?;
-            let (start, end) = (format!("{upload_id}\0"), format!("{upload_id}\u{1}"));
-            let keys: Vec<String> = parts
-                .range(start.as_str()..end.as_str())?
-                .map(|r| r.map(|(k, _)| k.value().to_owned()))
-                .collect::<Result<_, _>>()?;
-            for k in &keys {
-                parts.remove(k.as_str())?;
-            }
+            remove_rows_of(&mut txn.open_table(UPLOAD_PARTS)?, upload_id)?;
             txn.open_table(UPLOADS)?.remove(upload_id)?;
         }
         txn.commit()?;
@@ -609,18 +608,7 @@ impl ObjectIndex {
     /// Forgets every object of a bucket (before a rebuild).
     pub fn clear_bucket(&self, bucket: &str) -> Result<u64, IndexError> {
         let txn = self.db.begin_write()?;
-        let removed = {
-            let mut t = txn.open_table(OBJECTS)?;
-            let (start, end) = (format!("{bucket}\0"), format!("{bucket}\u{1}"));
-            let keys: Vec<String> = t
-                .range(start.as_str()..end.as_str())?
-                .map(|r| r.map(|(k, _)| k.value().to_owned()))
-                .collect::<Result<_, _>>()?;
-            for k in &keys {
-                t.remove(k.as_str())?;
-            }
-            keys.len() as u64
-        };
+        let removed = remove_rows_of(&mut txn.open_table(OBJECTS)?, bucket)?;
         txn.commit()?;
         Ok(removed)
     }

@@ -31,13 +31,7 @@ pub(super) async fn copy_object(
     let params = PutParams {
         content_type: input.content_type.clone(),
         user_metadata: input.metadata.clone().unwrap_or_default().into_iter().collect(),
-        headers: content_headers(
-            &input.cache_control,
-            &input.content_disposition,
-            &input.content_encoding,
-            &input.content_language,
-            &input.expires,
-        ),
+        headers: input.content_headers(),
         condition,
         expected_md5: None,
         encryption: encryption_request(

@@ -62,37 +62,14 @@ pub(super) async fn get_object(face: &S3Face, req: S3Request<GetObjectInput>) ->
             .as_ref()
             .map(|(_, first, last)| format!("bytes {first}-{last}/{}", entry.size)),
         accept_ranges: Some("bytes".into()),
-        content_type: input
-            .response_content_type
-            .clone()
-            .or_else(|| entry.content_type.clone()),
-        cache_control: input
-            .response_cache_control
-            .clone()
-            .or_else(|| entry.headers.cache_control.clone()),
-        content_disposition: input
-            .response_content_disposition
-            .clone()
-            .or_else(|| entry.headers.content_disposition.clone()),
-        content_encoding: input
-            .response_content_encoding
-            .clone()
-            .or_else(|| entry.headers.content_encoding.clone()),
-        content_language: input
-            .response_content_language
-            .clone()
-            .or_else(|| entry.headers.content_language.clone()),
-        expires: input
-            .response_expires
-            .clone()
-            .or_else(|| stored_expires(&entry.headers)),
         parts_count: parts_count(entry, input.part_number),
         e_tag: Some(etag(&entry.etag)),
         last_modified: Some(timestamp(entry.last_modified)),
         metadata: (!entry.user_metadata.is_empty()).then(|| entry.user_metadata.clone().into_iter().collect()),
         ..Default::default()
     }
-    .with_sse(sse);
+    .with_sse(sse)
+    .with_representation(Representation::of(entry, &input));
     let mut response = S3Response::new(output);
     if range.is_some() {
         response.status = Some(http::StatusCode::PARTIAL_CONTENT);
@@ -123,30 +100,6 @@ pub(super) async fn head_object(
         content_range: range
             .as_ref()
             .map(|(_, first, last)| format!("bytes {first}-{last}/{}", entry.size)),
-        content_type: input
-            .response_content_type
-            .clone()
-            .or_else(|| entry.content_type.clone()),
-        cache_control: input
-            .response_cache_control
-            .clone()
-            .or_else(|| entry.headers.cache_control.clone()),
-        content_disposition: input
-            .response_content_disposition
-            .clone()
-            .or_else(|| entry.headers.content_disposition.clone()),
-        content_encoding: input
-            .response_content_encoding
-            .clone()
-            .or_else(|| entry.headers.content_encoding.clone()),
-        content_language: input
-            .response_content_language
-            .clone()
-            .or_else(|| entry.headers.content_language.clone()),
-        expires: input
-            .response_expires
-            .clone()
-            .or_else(|| stored_expires(&entry.headers)),
         parts_count: parts_count(entry, input.part_number),
         e_tag: Some(etag(&entry.etag)),
         last_modified: Some(timestamp(entry.last_modified)),
@@ -154,12 +107,80 @@ pub(super) async fn head_object(
         metadata: (!entry.user_metadata.is_empty()).then(|| entry.user_metadata.clone().into_iter().collect()),
         ..Default::default()
     }
-    .with_sse(sse);
+    .with_sse(sse)
+    .with_representation(Representation::of(entry, input));
     let mut response = S3Response::new(output);
     if range.is_some() {
         response.extensions.insert(super::service::PartialContent);
     }
     Ok(response)
+}
+
+/// The headers that describe an object's content (stored with it), as a read answers them:
+/// each `response-*` parameter of the request overrides its stored header.
+struct Representation {
+    content_type: Option<String>,
+    cache_control: Option<String>,
+    content_disposition: Option<String>,
+    content_encoding: Option<String>,
+    content_language: Option<String>,
+    expires: Option<Timestamp>,
+}
+
+/// A read's `response-*` parameters.
+trait ReadOverrides {
+    fn overrides(&self) -> Representation;
+}
+
+/// A read's answer, which carries the representation headers.
+trait Represented {
+    fn with_representation(self, r: Representation) -> Self;
+}
+
+macro_rules! representation {
+    ($(($input:ty, $output:ty)),*) => {$(
+        impl ReadOverrides for $input {
+            fn overrides(&self) -> Representation {
+                Representation {
+                    content_type: self.response_content_type.clone(),
+                    cache_control: self.response_cache_control.clone(),
+                    content_disposition: self.response_content_disposition.clone(),
+                    content_encoding: self.response_content_encoding.clone(),
+                    content_language: self.response_content_language.clone(),
+                    expires: self.response_expires.clone(),
+                }
+            }
+        }
+        impl Represented for $output {
+            fn with_representation(self, r: Representation) -> Self {
+                Self {
+                    content_type: r.content_type,
+                    cache_control: r.cache_control,
+                    content_disposition: r.content_disposition,
+                    content_encoding: r.content_encoding,
+                    content_language: r.content_language,
+                    expires: r.expires,
+                    ..self
+                }
+            }
+        }
+    )*};
+}
+representation!((GetObjectInput, GetObjectOutput), (HeadObjectInput, HeadObjectOutput));
+
+impl Representation {
+    fn of(entry: &ObjectEntry, request: &impl ReadOverrides) -> Representation {
+        let o = request.overrides();
+        let h = &entry.headers;
+        Representation {
+            content_type: o.content_type.or_else(|| entry.content_type.clone()),
+            cache_control: o.cache_control.or_else(|| h.cache_control.clone()),
+            content_disposition: o.content_disposition.or_else(|| h.content_disposition.clone()),
+            content_encoding: o.content_encoding.or_else(|| h.content_encoding.clone()),
+            content_language: o.content_language.or_else(|| h.content_language.clone()),
+            expires: o.expires.or_else(|| stored_expires(h)),
+        }
+    }
 }
 
 /// `x-amz-mp-parts-count`: on reads of one part of an object written by a multipart upload.

@@ -244,25 +244,35 @@ fn header_condition(headers: &http::HeaderMap, name: &str) -> S3Result<Option<ET
         .transpose()
 }
 
-/// The standard headers a write asks to store.
-fn content_headers(
-    cache_control: &Option<String>,
-    content_disposition: &Option<String>,
-    content_encoding: &Option<String>,
-    content_language: &Option<String>,
-    expires: &Option<Timestamp>,
-) -> ContentHeaders {
-    ContentHeaders {
-        cache_control: cache_control.clone(),
-        content_disposition: content_disposition.clone(),
-        content_encoding: content_encoding.clone(),
-        content_language: content_language.clone(),
-        expires: expires.as_ref().and_then(|t| {
-            let mut text = Vec::new();
-            t.format(TimestampFormat::HttpDate, &mut text).ok()?;
-            String::from_utf8(text).ok()
-        }),
-    }
+/// Writes that carry the standard headers S3 stores with an object.
+trait WriteHeaders {
+    /// `Cache-Control`, `Content-Disposition`, `Content-Encoding`, `Content-Language`,
+    /// `Expires`, as the object will keep them.
+    fn content_headers(&self) -> ContentHeaders;
+}
+
+macro_rules! write_headers {
+    ($($input:ty),*) => {$(
+        impl WriteHeaders for $input {
+            fn content_headers(&self) -> ContentHeaders {
+                ContentHeaders {
+                    cache_control: self.cache_control.clone(),
+                    content_disposition: self.content_disposition.clone(),
+                    content_encoding: self.content_encoding.clone(),
+                    content_language: self.content_language.clone(),
+                    expires: self.expires.as_ref().and_then(http_date),
+                }
+            }
+        }
+    )*};
+}
+write_headers!(PutObjectInput, CreateMultipartUploadInput, CopyObjectInput);
+
+/// A timestamp as an HTTP date (`Expires` is kept as the text a response sends).
+fn http_date(t: &Timestamp) -> Option<String> {
+    let mut text = Vec::new();
+    t.format(TimestampFormat::HttpDate, &mut text).ok()?;
+    String::from_utf8(text).ok()
 }
 
 /// A stored `Expires` as a timestamp for the response.

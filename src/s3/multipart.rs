@@ -15,13 +15,7 @@ pub(super) async fn create_multipart_upload(
     let params = PutParams {
         content_type: input.content_type.clone(),
         user_metadata: input.metadata.clone().unwrap_or_default().into_iter().collect(),
-        headers: content_headers(
-            &input.cache_control,
-            &input.content_disposition,
-            &input.content_encoding,
-            &input.content_language,
-            &input.expires,
-        ),
+        headers: input.content_headers(),
         condition: None,
         expected_md5: None,
         encryption: encryption_request(

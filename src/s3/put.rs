@@ -13,13 +13,7 @@ pub(super) async fn put_object(face: &S3Face, req: S3Request<PutObjectInput>) ->
     let params = PutParams {
         content_type: input.content_type.clone(),
         user_metadata: input.metadata.clone().unwrap_or_default().into_iter().collect(),
-        headers: content_headers(
-            &input.cache_control,
-            &input.content_disposition,
-            &input.content_encoding,
-            &input.content_language,
-            &input.expires,
-        ),
+        headers: input.content_headers(),
         condition: write_condition(input.if_match.as_ref(), input.if_none_match.as_ref())?,
         expected_md5,
         encryption: encryption_request(
