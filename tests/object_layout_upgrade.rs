@@ -166,8 +166,8 @@ async fn layout_1_data_is_read_in_place_then_moved_by_writes() {
     assert_eq!(
         files_under(&objects_dir),
         [
-            "_buckets/old/objects/a!2Fb!",
-            "_buckets/old/objects/x!2F!2Fy!",
+            "_buckets/old/objects/06/x!2F!2Fy!",
+            "_buckets/old/objects/c1/a!2Fb!",
             "old/odd%7Ekey",
             "old/x/y",
         ]

@@ -401,9 +401,13 @@ fn s3_object_backend_through_the_cli() {
     // Not on local disk: in SeaweedFS, as ciphertext.
     assert!(!env.path("data/objects/on-s3").exists());
     assert!(!env.path("data/objects/_buckets").exists());
-    // docs/FORMATS.md, "Object layout": the key's bytes outside [A-Za-z0-9._-] as !XX, then '!'.
-    let raw = common::http_get(weed.s3_port, "/sealstore-objects/_buckets/on-s3/objects/d0!2Fobj-0000!")
-        .expect("object in SeaweedFS");
+    // docs/FORMATS.md, "Object layout": SHA-256(key)[0] in hex, then the key's bytes outside
+    // [A-Za-z0-9._-] as !XX, then '!'.
+    let raw = common::http_get(
+        weed.s3_port,
+        "/sealstore-objects/_buckets/on-s3/objects/b7/d0!2Fobj-0000!",
+    )
+    .expect("object in SeaweedFS");
     assert_eq!(&raw[..4], b"SSOB");
     let plain = std::fs::read(source.join("d0/obj-0000")).unwrap();
     assert!(!raw.windows(32).any(|w| w == &plain[..32]));

@@ -6,13 +6,14 @@
 //! temporary files — shares a name with any key:
 //!
 //! ```text
-//! _buckets/<bucket>/objects/<name>             an object (layout 2)
+//! _buckets/<bucket>/objects/<xx>/<name>        an object (layout 2)
 //! _buckets/<bucket>/uploads/<upload id>/<nnnnn>  a part of a multipart upload in progress
 //! <bucket>/<object_store path of the key>      an object written before layout 2 (read only)
 //! ```
 //!
-//! `<name>` is the key with every byte outside `A–Z a–z 0–9 - _ .` written `!XX` (upper-case
-//! hex), cut into path segments of at most [`SEGMENT`] characters (never inside an `!XX`),
+//! `<xx>` is the first byte of the key's SHA-256 in hex (256 folders, so that concurrent
+//! writes do not all wait on one directory's lock), and `<name>` is the key with every byte
+//! outside `A–Z a–z 0–9 - _ .` written `!XX` (upper-case hex), cut into path segments of at most [`SEGMENT`] characters (never inside an `!XX`),
 //! the last one followed by `!`. Segments are therefore never empty, `.` or `..`, at most
 //! 201 bytes (under every filesystem's 255-byte limit, with room for the `#n` of a local
 //! temporary file); a file's name ends with `!` and a directory's never does, so no name is
@@ -52,15 +53,19 @@ fn keeps(b: u8) -> bool {
 
 /// Where `key` lives, relative to its bucket's root.
 pub fn object_location(key: &str) -> Path {
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, key.as_bytes());
+    let fan_out = data_encoding::HEXLOWER.encode(&digest.as_ref()[..1]);
     let encoded_len: usize = key.bytes().map(|b| if keeps(b) { 1 } else { 3 }).sum();
     if encoded_len > NAME_MAX {
-        let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, key.as_bytes());
         let hex = data_encoding::HEXLOWER.encode(digest.as_ref());
-        return Path::parse(format!("{OBJECTS}/{HASHED}{hex}{ESCAPE}")).expect("hashed names are valid paths");
+        return Path::parse(format!("{OBJECTS}/{fan_out}/{HASHED}{hex}{ESCAPE}"))
+            .expect("hashed names are valid paths");
     }
     const HEX: &[u8; 16] = b"0123456789ABCDEF";
-    let mut name = String::with_capacity(OBJECTS.len() + key.len() + 16);
+    let mut name = String::with_capacity(OBJECTS.len() + key.len() + 20);
     name.push_str(OBJECTS);
+    name.push('/');
+    name.push_str(&fan_out);
     name.push('/');
     let mut segment = 0;
     for &b in key.as_bytes() {
@@ -88,7 +93,7 @@ pub fn object_location(key: &str) -> Path {
 /// whose key only the index knows.
 pub fn is_hashed(location: &Path) -> bool {
     let parts: Vec<_> = location.parts().collect();
-    matches!(parts.as_slice(), [objects, name] if objects.as_ref() == OBJECTS && name.as_ref().starts_with(HASHED))
+    matches!(parts.as_slice(), [objects, _, name] if objects.as_ref() == OBJECTS && name.as_ref().starts_with(HASHED))
 }
 
 /// The key stored at `location` (relative to the bucket's root), when it is an object's
@@ -98,6 +103,7 @@ pub fn key_of(location: &Path) -> Option<String> {
     if parts.next()?.as_ref() != OBJECTS {
         return None;
     }
+    parts.next()?; // the fan-out folder, checked with the whole spelling below
     let mut encoded = String::new();
     for part in parts {
         encoded.push_str(part.as_ref());
@@ -238,15 +244,20 @@ mod tests {
             identity_of("b", &object_location("uploads/0123abcd/00007")).unwrap()
         );
         // Non-canonical spellings are nobody's name.
-        assert_eq!(key_of(&Path::parse("objects/!2f!").unwrap()), None);
-        assert_eq!(key_of(&Path::parse("objects/a!/b!").unwrap()), None);
-        assert_eq!(key_of(&Path::parse("objects/a").unwrap()), None);
+        assert_eq!(key_of(&Path::parse("objects/58/!2f!").unwrap()), None);
+        assert_eq!(key_of(&Path::parse("objects/58/a!/b!").unwrap()), None);
+        assert_eq!(key_of(&Path::parse("objects/58/a").unwrap()), None);
         assert_eq!(
-            key_of(&Path::parse("objects/!").unwrap()),
+            key_of(&Path::parse("objects/00/photos!2Fa.jpg!").unwrap()),
+            None,
+            "the wrong fan-out folder"
+        );
+        assert_eq!(
+            key_of(&Path::parse("objects/e3/!").unwrap()),
             None,
             "the empty key is no S3 key"
         );
-        assert_eq!(object_location("photos/a.jpg").as_ref(), "objects/photos!2Fa.jpg!");
+        assert_eq!(object_location("photos/a.jpg").as_ref(), "objects/58/photos!2Fa.jpg!");
     }
 
     #[test]
@@ -254,7 +265,7 @@ mod tests {
         let long = "k".repeat(NAME_MAX + 1);
         let location = object_location(&long);
         assert!(is_hashed(&location));
-        assert_eq!(location.as_ref().len(), "objects/!H".len() + 64 + 1);
+        assert_eq!(location.as_ref().len(), "objects/xx/!H".len() + 64 + 1);
         assert_eq!(key_of(&location), None);
         assert_ne!(location, object_location(&"k".repeat(NAME_MAX + 2)));
         assert!(!is_hashed(&object_location(&"k".repeat(NAME_MAX))));
