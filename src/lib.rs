@@ -19,6 +19,7 @@ pub mod block;
 pub mod console;
 pub mod crypto;
 pub mod external_kms;
+pub mod front_door;
 pub mod http_client;
 pub mod http_server;
 pub mod kms_api;

@@ -201,23 +201,26 @@ async fn serve(global: &GlobalOpts, args: ServeArgs) -> anyhow::Result<ExitCode>
         _ => None,
     };
     let kms_url = format!("{}://{kms_addr}", if tls.is_some() { "https" } else { "http" });
-    let mut api = sealstore::kms_api::KmsApi::new(kms.clone(), kms_addr, tls.clone())
+    use sealstore::front_door::{FrontDoor, Serves};
+    let api = sealstore::kms_api::KmsApi::new(kms.clone(), kms_addr, tls.clone())
         .max_in_flight(usize::try_from(args.kms_max_in_flight).unwrap_or(usize::MAX))
         .jwks(dir.client_key.clone());
-    let (console_url, console_task) = match args.console_listen {
+    let (console_url, console_task, serves) = match args.console_listen {
         Some(addr) => {
             let listener = tokio::net::TcpListener::bind(addr)
                 .await
                 .with_context(|| format!("binding the console to {addr}"))?;
             let bound = listener.local_addr()?;
-            api = api.without_console();
-            let console = sealstore::kms_api::KmsApi::new(kms.clone(), bound, tls.clone()).console_only();
+            let console = FrontDoor::new(
+                sealstore::kms_api::KmsApi::new(kms.clone(), bound, tls.clone()),
+                Serves::Console,
+            );
             let url = format!("{}://{bound}/console/", if tls.is_some() { "https" } else { "http" });
-            (url, Some(tokio::spawn(console.serve(listener))))
+            (url, Some(tokio::spawn(console.serve(listener))), Serves::Api)
         }
-        None => (format!("{kms_url}/console/"), None),
+        None => (format!("{kms_url}/console/"), None, Serves::ApiAndConsole),
     };
-    let kms_task = tokio::spawn(api.serve(kms_listener));
+    let kms_task = tokio::spawn(FrontDoor::new(api, serves).serve(kms_listener));
     println!("KMS API        {kms_url} (OCI request signatures; users: sealstore iam user add)");
     println!("console        {console_url} (sign-in: sealstore iam user set-password NAME)");
 

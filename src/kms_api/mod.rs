@@ -76,10 +76,6 @@ pub struct KmsApi {
     external_vaults: Arc<std::sync::RwLock<HashMap<String, bool>>>,
     /// Served at [`JWKS_PATH`] when set.
     jwks: Option<Arc<crate::external_kms::token::ClientKey>>,
-    /// The web console, under [`crate::console::PREFIX`]; `None` when it is served elsewhere.
-    console: Option<Arc<crate::console::Console>>,
-    /// Serve the console only (a listener of its own): API paths answer 404.
-    console_only: bool,
 }
 
 /// Where the JWKS of [`KmsApi::jwks`] is published.
@@ -242,21 +238,17 @@ impl KmsApi {
             max_in_flight: DEFAULT_MAX_IN_FLIGHT,
             external_vaults: Arc::default(),
             jwks: None,
-            console: Some(Arc::default()),
-            console_only: false,
         }
     }
 
-    /// This listener without the web console (it has a listener of its own).
-    pub fn without_console(mut self) -> Self {
-        self.console = None;
-        self
+    /// The TLS acceptor of the listener the API is served on, if it speaks TLS.
+    pub fn tls(&self) -> Option<&tokio_rustls::TlsAcceptor> {
+        self.tls.as_ref()
     }
 
-    /// This listener with the web console only: API calls answer 404.
-    pub fn console_only(mut self) -> Self {
-        self.console_only = true;
-        self
+    /// A 404 answer in the API's error format, for a path the listener does not serve.
+    pub fn not_found(&self, headers: &http::HeaderMap, what: std::fmt::Arguments<'_>) -> http::Response<Full<Bytes>> {
+        respond(Err(ApiError::not_found(what)), &request_id_of(headers))
     }
 
     /// The KMS this API serves.
@@ -325,18 +317,6 @@ impl KmsApi {
         self
     }
 
-    /// Accepts connections on `listener` and serves them (HTTP/1.1, keep-alive) until the
-    /// task is dropped.
-    pub async fn serve(self, listener: tokio::net::TcpListener) {
-        let tls = self.tls.clone();
-        let api = Arc::new(self);
-        crate::http_server::serve(listener, tls, "KMS API", move |req| {
-            let api = api.clone();
-            async move { api.handle(req).await }
-        })
-        .await
-    }
-
     /// Whether `vault` is EXTERNAL: its crypto calls wait on the network, so they must not
     /// run on an async worker. Remembered per vault (a vault's type never changes).
     fn is_external_vault(&self, vault: &str) -> bool {
@@ -366,41 +346,8 @@ impl KmsApi {
         B::Data: Send,
         B::Error: std::error::Error + Send + Sync + 'static,
     {
-        let request_id = req
-            .headers()
-            .get("opc-request-id")
-            .and_then(|v| v.to_str().ok())
-            .filter(|v| !v.is_empty() && v.len() <= 98 && v.bytes().all(|b| b.is_ascii_graphic()))
-            .map(str::to_owned)
-            .unwrap_or_else(new_request_id);
+        let request_id = request_id_of(req.headers());
         let (parts, body) = req.into_parts();
-        let console_path = parts.uri.path() == crate::console::PREFIX || parts.uri.path().starts_with("/console/");
-        if let (true, Some(console)) = (console_path, &self.console) {
-            let body = match Limited::new(body, MAX_BODY).collect().await {
-                Ok(b) => b.to_bytes(),
-                Err(_) => Bytes::new(),
-            };
-            let (api, console) = (self.clone(), console.clone());
-            return tokio::task::spawn_blocking(move || console.handle(&api, &parts, &body))
-                .await
-                .unwrap_or_else(|e| {
-                    tracing::error!(error = %e, "console handler panicked");
-                    let mut r = http::Response::new(Full::new(Bytes::from_static(b"internal error")));
-                    *r.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
-                    r
-                });
-        }
-        if self.console_only {
-            let what = format_args!(
-                "{}: this address serves only the console, at /console/",
-                parts.uri.path()
-            );
-            return respond(Err(ApiError::not_found(what)), &request_id);
-        }
-        if console_path {
-            let what = "the console: it is served on its own address (--console-listen)";
-            return respond(Err(ApiError::not_found(what)), &request_id);
-        }
         if let (Some(client_key), &Method::GET, JWKS_PATH) = (&self.jwks, &parts.method, parts.uri.path()) {
             let jwks = client_key.jwks().map_err(|e| {
                 tracing::error!(error = %e, "cannot publish the JWKS");
@@ -522,6 +469,16 @@ fn base_url(scheme: &str, headers: &HeaderMap) -> Option<String> {
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_' | b':'));
     plain.then(|| format!("{scheme}://{host}"))
+}
+
+/// The caller's `opc-request-id` when it is a sensible one, else a new id.
+fn request_id_of(headers: &http::HeaderMap) -> String {
+    headers
+        .get("opc-request-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.len() <= 98 && v.bytes().all(|b| b.is_ascii_graphic()))
+        .map(str::to_owned)
+        .unwrap_or_else(new_request_id)
 }
 
 fn new_request_id() -> String {
