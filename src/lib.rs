@@ -12,6 +12,8 @@
 //! - [`admin`]: the local admin protocol between the CLI and a running server.
 
 #![warn(missing_docs)]
+// No `unsafe` but in the XTS FFI wrapper, which allows it for itself (crypto/xts.rs).
+#![deny(unsafe_code)]
 
 pub mod admin;
 pub mod bench;
