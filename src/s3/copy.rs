@@ -4,9 +4,7 @@
 use s3s::dto::*;
 use s3s::{s3_error, S3Request, S3Response, S3Result};
 
-use super::sse::{
-    copy_source_customer_key, encryption_request, request_customer_key, CopySourceKeyParams, SseHeaders, SseOutput,
-};
+use super::sse::{copy_source_customer_key, request_customer_key, CopySourceKeyParams, SseHeaders, SseOutput};
 use super::*;
 
 pub(super) async fn copy_object(
@@ -28,19 +26,7 @@ pub(super) async fn copy_object(
     // A copy onto itself re-encrypts the object under the current key version (of the key the
     // request names, which may be another one); as in AWS, it must ask for some change.
     refuse_unchanged_self_copy(&input)?;
-    let params = PutParams {
-        content_type: input.content_type.clone(),
-        user_metadata: input.metadata.clone().unwrap_or_default().into_iter().collect(),
-        headers: input.content_headers(),
-        condition,
-        expected_md5: None,
-        encryption: encryption_request(
-            face,
-            &input.server_side_encryption,
-            &input.ssekms_key_id,
-            customer.as_ref(),
-        )?,
-    };
+    let params = input.put_params(face, customer.as_ref(), condition, None)?;
     let entry = face
         .objects
         .copy(source, (&input.bucket, &input.key), params, !replace)

@@ -244,29 +244,49 @@ fn header_condition(headers: &http::HeaderMap, name: &str) -> S3Result<Option<ET
         .transpose()
 }
 
-/// Writes that carry the standard headers S3 stores with an object.
-trait WriteHeaders {
-    /// `Cache-Control`, `Content-Disposition`, `Content-Encoding`, `Content-Language`,
-    /// `Expires`, as the object will keep them.
-    fn content_headers(&self) -> ContentHeaders;
+/// Requests that write an object (PutObject, CreateMultipartUpload, CopyObject): what they
+/// say about it besides its bytes.
+trait WriteRequest {
+    /// The object's content type, user metadata, standard headers and encryption, with
+    /// the write's `condition` and `expected_md5`.
+    fn put_params(
+        &self,
+        face: &S3Face,
+        customer: Option<&sse::SseCustomer>,
+        condition: Option<WriteCondition>,
+        expected_md5: Option<Vec<u8>>,
+    ) -> S3Result<PutParams>;
 }
 
-macro_rules! write_headers {
+macro_rules! write_request {
     ($($input:ty),*) => {$(
-        impl WriteHeaders for $input {
-            fn content_headers(&self) -> ContentHeaders {
-                ContentHeaders {
-                    cache_control: self.cache_control.clone(),
-                    content_disposition: self.content_disposition.clone(),
-                    content_encoding: self.content_encoding.clone(),
-                    content_language: self.content_language.clone(),
-                    expires: self.expires.as_ref().and_then(http_date),
-                }
+        impl WriteRequest for $input {
+            fn put_params(
+                &self,
+                face: &S3Face,
+                customer: Option<&sse::SseCustomer>,
+                condition: Option<WriteCondition>,
+                expected_md5: Option<Vec<u8>>,
+            ) -> S3Result<PutParams> {
+                Ok(PutParams {
+                    content_type: self.content_type.clone(),
+                    user_metadata: self.metadata.clone().unwrap_or_default().into_iter().collect(),
+                    headers: ContentHeaders {
+                        cache_control: self.cache_control.clone(),
+                        content_disposition: self.content_disposition.clone(),
+                        content_encoding: self.content_encoding.clone(),
+                        content_language: self.content_language.clone(),
+                        expires: self.expires.as_ref().and_then(http_date),
+                    },
+                    condition,
+                    expected_md5,
+                    encryption: sse::encryption_request(face, &self.server_side_encryption, &self.ssekms_key_id, customer)?,
+                })
             }
         }
     )*};
 }
-write_headers!(PutObjectInput, CreateMultipartUploadInput, CopyObjectInput);
+write_request!(PutObjectInput, CreateMultipartUploadInput, CopyObjectInput);
 
 /// A timestamp as an HTTP date (`Expires` is kept as the text a response sends).
 fn http_date(t: &Timestamp) -> Option<String> {

@@ -3,7 +3,7 @@
 use s3s::dto::*;
 use s3s::{s3_error, S3Request, S3Response, S3Result};
 
-use super::sse::{encryption_request, request_customer_key, SseHeaders, SseOutput};
+use super::sse::{request_customer_key, SseHeaders, SseOutput};
 use super::*;
 
 pub(super) async fn create_multipart_upload(
@@ -12,19 +12,7 @@ pub(super) async fn create_multipart_upload(
 ) -> S3Result<S3Response<CreateMultipartUploadOutput>> {
     let customer = request_customer_key(face, &req)?;
     let input = req.input;
-    let params = PutParams {
-        content_type: input.content_type.clone(),
-        user_metadata: input.metadata.clone().unwrap_or_default().into_iter().collect(),
-        headers: input.content_headers(),
-        condition: None,
-        expected_md5: None,
-        encryption: encryption_request(
-            face,
-            &input.server_side_encryption,
-            &input.ssekms_key_id,
-            customer.as_ref(),
-        )?,
-    };
+    let params = input.put_params(face, customer.as_ref(), None, None)?;
     let (upload_id, encryption) = face
         .objects
         .create_upload(&input.bucket, &input.key, params)

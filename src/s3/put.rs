@@ -3,26 +3,14 @@
 use s3s::dto::*;
 use s3s::{S3Request, S3Response, S3Result};
 
-use super::sse::{encryption_request, request_customer_key, SseHeaders, SseOutput};
+use super::sse::{request_customer_key, SseHeaders, SseOutput};
 use super::*;
 
 pub(super) async fn put_object(face: &S3Face, req: S3Request<PutObjectInput>) -> S3Result<S3Response<PutObjectOutput>> {
     let customer = request_customer_key(face, &req)?;
     let input = req.input;
-    let expected_md5 = content_md5(&input.content_md5)?;
-    let params = PutParams {
-        content_type: input.content_type.clone(),
-        user_metadata: input.metadata.clone().unwrap_or_default().into_iter().collect(),
-        headers: input.content_headers(),
-        condition: write_condition(input.if_match.as_ref(), input.if_none_match.as_ref())?,
-        expected_md5,
-        encryption: encryption_request(
-            face,
-            &input.server_side_encryption,
-            &input.ssekms_key_id,
-            customer.as_ref(),
-        )?,
-    };
+    let condition = write_condition(input.if_match.as_ref(), input.if_none_match.as_ref())?;
+    let params = input.put_params(face, customer.as_ref(), condition, content_md5(&input.content_md5)?)?;
     let body = super::checksum::checked_body(input.body, &req.headers, req.trailing_headers.as_ref())?;
     let entry = face
         .objects
