@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use futures::TryStreamExt;
-use kms_core::{CreateKey, CreateVault, Kms, KmsConfig, Principal};
+use kms_core::{Kms, Principal};
 use object_store::path::Path;
 use object_store::{Attribute, Attributes, GetOptions, GetRange, ObjectStore, PutOptions, PutPayload, WriteMultipart};
 use sealstore::crypto::segment::SegmentSize;
@@ -28,18 +28,7 @@ struct Fixture {
 impl Fixture {
     fn new(backend: impl FnOnce(&std::path::Path) -> Arc<dyn ObjectStore>) -> Fixture {
         let dir = tempfile::tempdir().unwrap();
-        let kms = Arc::new(Kms::open(KmsConfig::new(dir.path().join("kms"))).unwrap());
-        let me = Principal::local_admin();
-        let vault = kms
-            .create_vault(
-                &me,
-                CreateVault {
-                    display_name: "v".into(),
-                    ..Default::default()
-                },
-            )
-            .unwrap();
-        let key = kms.create_key(&me, CreateKey::new(vault.id, "objects")).unwrap().id;
+        let (kms, key) = common::kms_with_key(dir.path());
         let backend = backend(dir.path());
         Fixture {
             _dir: dir,

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use chrono::{Duration, Utc};
 use futures::TryStreamExt;
-use kms_core::{CreateKey, CreateVault, KeyProvider, Kms, KmsConfig, Principal};
+use kms_core::KeyProvider;
 use object_store::path::Path;
 use object_store::ObjectStore;
 use sealstore::object::gc::collect_garbage;
@@ -38,18 +38,7 @@ async fn unreferenced_files_on_an_s3_backend_are_collected_after_the_grace_perio
     weed.create_bucket("gc-test");
     let backend = weed.backend("gc-test");
     let dir = tempfile::tempdir().unwrap();
-    let kms = Arc::new(Kms::open(KmsConfig::new(dir.path().join("kms"))).unwrap());
-    let me = Principal::local_admin();
-    let vault = kms
-        .create_vault(
-            &me,
-            CreateVault {
-                display_name: "v".into(),
-                ..Default::default()
-            },
-        )
-        .unwrap();
-    let key_id = kms.create_key(&me, CreateKey::new(vault.id, "objects")).unwrap().id;
+    let (kms, key_id) = common::kms_with_key(dir.path());
     let keys: Arc<dyn KeyProvider> = kms;
     let index = Arc::new(ObjectIndex::open(dir.path()).unwrap());
     let service = ObjectService::open(dir.path(), Some(backend.clone()), keys, key_id, index).unwrap();

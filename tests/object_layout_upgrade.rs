@@ -3,11 +3,13 @@
 //! at `<bucket>/<object_store path of the key>` sealed under that path, index entries
 //! without a layout, an upload in progress — then read, rewritten, deleted and collected.
 
+mod common;
+
 use std::sync::Arc;
 
 use bytes::Bytes;
 use chrono::{Duration, Utc};
-use kms_core::{CreateKey, CreateVault, KeyProvider, Kms, KmsConfig, Principal};
+use kms_core::KeyProvider;
 use md5::{Digest, Md5};
 use object_store::path::Path;
 use object_store::prefix::PrefixStore;
@@ -45,18 +47,7 @@ async fn layout_1_data_is_read_in_place_then_moved_by_writes() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     std::fs::create_dir_all(&data).unwrap();
-    let kms = Arc::new(Kms::open(KmsConfig::new(data.join("kms"))).unwrap());
-    let me = Principal::local_admin();
-    let vault = kms
-        .create_vault(
-            &me,
-            CreateVault {
-                display_name: "v".into(),
-                ..Default::default()
-            },
-        )
-        .unwrap();
-    let key_id = kms.create_key(&me, CreateKey::new(vault.id, "objects")).unwrap().id;
+    let (kms, key_id) = common::kms_with_key(&data);
     let keys: Arc<dyn KeyProvider> = kms.clone();
     let objects_dir = data.join("objects");
 

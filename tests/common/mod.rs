@@ -9,6 +9,25 @@ use std::time::{Duration, Instant};
 use object_store::ObjectStore;
 use sealstore::object::backend::open_backend;
 
+/// An embedded KMS in `dir/kms` with one vault and one master key ("objects"), for tests
+/// of the data path.
+pub fn kms_with_key(dir: &std::path::Path) -> (Arc<kms_core::Kms>, kms_core::Ocid) {
+    use kms_core::{CreateKey, CreateVault, Kms, KmsConfig, Principal};
+    let kms = Arc::new(Kms::open(KmsConfig::new(dir.join("kms"))).unwrap());
+    let me = Principal::local_admin();
+    let vault = kms
+        .create_vault(
+            &me,
+            CreateVault {
+                display_name: "v".into(),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    let key = kms.create_key(&me, CreateKey::new(vault.id, "objects")).unwrap().id;
+    (kms, key)
+}
+
 /// A SeaweedFS server (master, volume, filer, S3 gateway) on loopback ports, stopped on drop.
 pub struct SeaweedFs {
     child: Child,
