@@ -432,7 +432,8 @@ impl ObjectService {
     }
 
     /// The master key behind `id`: a key OCID, or `alias/NAME` for the key whose display
-    /// name is NAME. Fails unless the key exists and can be used now.
+    /// name is NAME. Whether it exists and can be used is decided once, where it is used
+    /// (when a write resolves its key, or a bucket's default encryption is set).
     pub fn resolve_kms_key(&self, id: &str) -> Result<Ocid> {
         let key_id = match id.strip_prefix("alias/") {
             Some(name) => {
@@ -451,7 +452,6 @@ impl ObjectService {
                 Ocid::parse(kms_core::ResourceType::Key, id).map_err(|_| ObjectError::KmsKeyNotFound(id.to_owned()))?
             }
         };
-        self.check_kms_key(&key_id)?;
         Ok(key_id)
     }
 
