@@ -76,6 +76,28 @@ def s3(server):
     return make_client(endpoint, keys["accessKeyId"], keys["secretAccessKey"])
 
 
+def run_aws(server, *args, timeout=600):
+    """Runs the aws CLI against `server` ((endpoint, keys, ...)) with its admin keys and no
+    config of the machine's; returns the finished process."""
+    endpoint, keys = server[0], server[1]
+    env = dict(
+        os.environ,
+        AWS_ACCESS_KEY_ID=keys["accessKeyId"],
+        AWS_SECRET_ACCESS_KEY=keys["secretAccessKey"],
+        AWS_DEFAULT_REGION="us-east-1",
+        AWS_CONFIG_FILE="/dev/null",
+        AWS_SHARED_CREDENTIALS_FILE="/dev/null",
+    )
+    return subprocess.run(["aws", "--endpoint-url", endpoint, *args], env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def aws(server, *args, timeout=600):
+    """Runs an aws CLI command that must succeed; returns its stdout."""
+    out = run_aws(server, *args, timeout=timeout)
+    assert out.returncode == 0, "aws %s failed:\n%s" % (" ".join(args), out.stderr)
+    return out.stdout
+
+
 def signed_request(endpoint, keys, method, path, headers):
     """A request signed by botocore's SigV4 (headers must include X-Amz-Content-SHA256), for
     tests that send bodies or operations boto3 would not."""

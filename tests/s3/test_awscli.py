@@ -2,27 +2,8 @@
 
 import filecmp
 import os
-import subprocess
 
-
-def run_aws(server, *args):
-    endpoint, keys, _ = server
-    env = dict(
-        os.environ,
-        AWS_ACCESS_KEY_ID=keys["accessKeyId"],
-        AWS_SECRET_ACCESS_KEY=keys["secretAccessKey"],
-        AWS_DEFAULT_REGION="us-east-1",
-        AWS_CONFIG_FILE="/dev/null",
-        AWS_SHARED_CREDENTIALS_FILE="/dev/null",
-    )
-    return subprocess.run(["aws", "--endpoint-url", endpoint, *args], env=env, capture_output=True, text=True, timeout=600)
-
-
-def aws(server, *args):
-    """Runs an aws CLI command that must succeed; returns its stdout."""
-    out = run_aws(server, *args)
-    assert out.returncode == 0, "aws %s failed:\n%s" % (" ".join(args), out.stderr)
-    return out.stdout
+from conftest import aws, run_aws
 
 
 def aws_fails(server, *args):

@@ -5,13 +5,12 @@ nothing created), and exactly one winner among concurrent create-if-absent write
 
 import hashlib
 import os
-import subprocess
 import threading
 
 import botocore.exceptions
 import pytest
 
-from conftest import make_client
+from conftest import make_client, run_aws
 from seaweed import (  # noqa: F401 (backend_server and bs3 are fixtures)
     backend_server,
     bs3,
@@ -238,28 +237,14 @@ def test_concurrent_create_if_absent_has_one_winner(backend_server, bs3, size):
 
 
 def test_aws_cli_put_object_if_none_match(backend_server, bs3, tmp_path):
-    endpoint, keys = backend_server[0], backend_server[1]
-    env = dict(
-        os.environ,
-        AWS_ACCESS_KEY_ID=keys["accessKeyId"],
-        AWS_SECRET_ACCESS_KEY=keys["secretAccessKey"],
-        AWS_DEFAULT_REGION="us-east-1",
-        AWS_CONFIG_FILE="/dev/null",
-        AWS_SHARED_CREDENTIALS_FILE="/dev/null",
-    )
     first, second = tmp_path / "first", tmp_path / "second"
     first.write_bytes(os.urandom(4000))
     second.write_bytes(os.urandom(4000))
     with temp_bucket(bs3, "awscli-cond") as bucket:
 
         def put(path):
-            return subprocess.run(
-                ["aws", "--endpoint-url", endpoint, "s3api", "put-object", "--bucket", bucket, "--key", "doc", "--body", str(path), "--if-none-match", "*"],
-                env=env,
-                capture_output=True,
-                text=True,
-                timeout=120,
-            )
+            args = ("s3api", "put-object", "--bucket", bucket, "--key", "doc", "--body", str(path), "--if-none-match", "*")
+            return run_aws(backend_server, *args, timeout=120)
 
         out = put(first)
         assert out.returncode == 0, out.stderr

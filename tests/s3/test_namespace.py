@@ -6,13 +6,13 @@ listings are in S3's order (UTF-8 bytes) with S3's delimiter roll-up and paginat
 
 import hashlib
 import os
-import subprocess
 import urllib.parse
 import xml.etree.ElementTree as ET
 
 import botocore.exceptions
 import pytest
 
+from conftest import aws
 from seaweed import (  # noqa: F401 (backend_server and bs3 are fixtures)
     backend_server,
     bs3,
@@ -534,21 +534,6 @@ def test_unencoded_listing_escapes_xml(backend_server, bs3):
 # ----- the aws CLI -------------------------------------------------------------------------
 
 
-def run_aws(server, *args):
-    endpoint, keys = server[0], server[1]
-    env = dict(
-        os.environ,
-        AWS_ACCESS_KEY_ID=keys["accessKeyId"],
-        AWS_SECRET_ACCESS_KEY=keys["secretAccessKey"],
-        AWS_DEFAULT_REGION="us-east-1",
-        AWS_CONFIG_FILE="/dev/null",
-        AWS_SHARED_CREDENTIALS_FILE="/dev/null",
-    )
-    out = subprocess.run(["aws", "--endpoint-url", endpoint, *args], env=env, capture_output=True, text=True, timeout=120)
-    assert out.returncode == 0, "aws %s failed:\n%s" % (" ".join(args), out.stderr)
-    return out.stdout
-
-
 def test_aws_cli_cp_of_odd_keys(backend_server, bs3, tmp_path):
     """`aws s3 cp` keeps `x//y` apart from `x/y`; `trail/` (which `aws s3 cp` would take for a
     folder to copy into) goes up with `s3api put-object` and down with `aws s3 cp`."""
@@ -558,17 +543,17 @@ def test_aws_cli_cp_of_odd_keys(backend_server, bs3, tmp_path):
         for i, key in enumerate(keys):
             files[key] = tmp_path / ("up%d" % i)
             files[key].write_bytes(body_for(key) + os.urandom(1000))
-        run_aws(backend_server, "s3", "cp", str(files["x//y"]), "s3://%s/x//y" % bucket)
-        run_aws(backend_server, "s3", "cp", str(files["x/y"]), "s3://%s/x/y" % bucket)
-        run_aws(backend_server, "s3", "cp", str(files["/lead"]), "s3://%s//lead" % bucket)
-        run_aws(backend_server, "s3api", "put-object", "--bucket", bucket, "--key", "trail/", "--body", str(files["trail/"]))
-        run_aws(backend_server, "s3api", "put-object", "--bucket", bucket, "--key", "trail", "--body", str(files["trail"]))
+        aws(backend_server, "s3", "cp", str(files["x//y"]), "s3://%s/x//y" % bucket, timeout=120)
+        aws(backend_server, "s3", "cp", str(files["x/y"]), "s3://%s/x/y" % bucket, timeout=120)
+        aws(backend_server, "s3", "cp", str(files["/lead"]), "s3://%s//lead" % bucket, timeout=120)
+        aws(backend_server, "s3api", "put-object", "--bucket", bucket, "--key", "trail/", "--body", str(files["trail/"]), timeout=120)
+        aws(backend_server, "s3api", "put-object", "--bucket", bucket, "--key", "trail", "--body", str(files["trail"]), timeout=120)
         for i, key in enumerate(keys):
             down = tmp_path / ("down%d" % i)
-            run_aws(backend_server, "s3", "cp", "s3://%s/%s" % (bucket, key), str(down))
+            aws(backend_server, "s3", "cp", "s3://%s/%s" % (bucket, key), str(down), timeout=120)
             assert down.read_bytes() == files[key].read_bytes(), key
-        listing = run_aws(backend_server, "s3api", "list-objects-v2", "--bucket", bucket, "--query", "Contents[].Key", "--output", "text")
+        listing = aws(backend_server, "s3api", "list-objects-v2", "--bucket", bucket, "--query", "Contents[].Key", "--output", "text", timeout=120)
         assert listing.split() == by_bytes(keys)
-        run_aws(backend_server, "s3", "rm", "s3://%s/x//y" % bucket)
+        aws(backend_server, "s3", "rm", "s3://%s/x//y" % bucket, timeout=120)
         assert_missing(bs3, bucket, "x//y")
         assert bs3.get_object(Bucket=bucket, Key="x/y")["Body"].read() == files["x/y"].read_bytes()
