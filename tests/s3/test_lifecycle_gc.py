@@ -279,6 +279,30 @@ def assert_intact(s3, bucket, objects):
         assert s3.get_object(Bucket=bucket, Key=key)["Body"].read() == body, key
 
 
+def kill_mid_put(server, data_dir, path, query, total):
+    """Streams a PUT of `total` bytes to `path`?`query` until its temporary file shows, kills
+    the server with -9 there, starts it again on the same data dir and waits until nothing of
+    the write is left; returns the new server."""
+    before = temp_files(data_dir)
+    conn = start_streaming_put(server, path, query, total)
+    try:
+        assert send_until_temp_file(conn, data_dir, before, total)
+        server.kill()
+    finally:
+        conn.close()
+    server = Serve(data_dir)
+    wait_until_clean(data_dir)
+    return server
+
+
+def delete_everything_and_find_nothing_left(s3, bucket, data_dir):
+    for key in list_all_keys(s3, bucket):
+        s3.delete_object(Bucket=bucket, Key=key)
+    s3.delete_bucket(Bucket=bucket)
+    files, dirs = files_under(data_dir / "objects")
+    assert files + dirs == []
+
+
 def test_kill_9_mid_put_leaves_no_trace():
     with kept_data_dir() as data_dir:
         server = Serve(data_dir)
@@ -287,28 +311,15 @@ def test_kill_9_mid_put_leaves_no_trace():
             s3 = client_for(server.as_tuple())
             s3.create_bucket(Bucket=bucket)
             objects = acknowledged_objects(s3, bucket)
-            before = temp_files(data_dir)
-            total = 50 * MIB
-            conn = start_streaming_put(server, "/%s/%s" % (bucket, quote_key("victim")), "", total)
-            try:
-                assert send_until_temp_file(conn, data_dir, before, total)
-                server.kill()
-            finally:
-                conn.close()
-            server = Serve(data_dir)
+            server = kill_mid_put(server, data_dir, "/%s/%s" % (bucket, quote_key("victim")), "", 50 * MIB)
             s3 = client_for(server.as_tuple())
-            wait_until_clean(data_dir)
             assert client_error(s3.head_object, Bucket=bucket, Key="victim")[1] == 404
             assert list_all_keys(s3, bucket) == sorted(objects, key=lambda k: k.encode())
             assert_intact(s3, bucket, objects)
             # The key can be written normally afterwards.
             s3.put_object(Bucket=bucket, Key="victim", Body=b"now whole")
             assert s3.get_object(Bucket=bucket, Key="victim")["Body"].read() == b"now whole"
-            for key in list_all_keys(s3, bucket):
-                s3.delete_object(Bucket=bucket, Key=key)
-            s3.delete_bucket(Bucket=bucket)
-            files, dirs = files_under(data_dir / "objects")
-            assert files + dirs == []
+            delete_everything_and_find_nothing_left(s3, bucket, data_dir)
         finally:
             with contextlib.suppress(Exception):
                 empty_and_delete_bucket(client_for(server.as_tuple()), bucket)
@@ -326,18 +337,9 @@ def test_kill_9_mid_upload_part_leaves_no_trace():
             upload = s3.create_multipart_upload(Bucket=bucket, Key="mpvictim")["UploadId"]
             part1 = os.urandom(5 * MIB)
             e1 = s3.upload_part(Bucket=bucket, Key="mpvictim", UploadId=upload, PartNumber=1, Body=part1)["ETag"]
-            before = temp_files(data_dir)
-            total = 30 * MIB
             query = "partNumber=2&uploadId=%s" % urllib.parse.quote(upload, safe="")
-            conn = start_streaming_put(server, "/%s/%s" % (bucket, quote_key("mpvictim")), query, total)
-            try:
-                assert send_until_temp_file(conn, data_dir, before, total)
-                server.kill()
-            finally:
-                conn.close()
-            server = Serve(data_dir)
+            server = kill_mid_put(server, data_dir, "/%s/%s" % (bucket, quote_key("mpvictim")), query, 30 * MIB)
             s3 = client_for(server.as_tuple())
-            wait_until_clean(data_dir)
             assert client_error(s3.head_object, Bucket=bucket, Key="mpvictim")[1] == 404
             assert list_all_keys(s3, bucket) == sorted(objects, key=lambda k: k.encode())
             assert_intact(s3, bucket, objects)
@@ -352,11 +354,7 @@ def test_kill_9_mid_upload_part_leaves_no_trace():
                 MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": e1}, {"PartNumber": 2, "ETag": e2}]},
             )
             assert s3.get_object(Bucket=bucket, Key="mpvictim")["Body"].read() == part1 + b"the end"
-            for key in list_all_keys(s3, bucket):
-                s3.delete_object(Bucket=bucket, Key=key)
-            s3.delete_bucket(Bucket=bucket)
-            files, dirs = files_under(data_dir / "objects")
-            assert files + dirs == []
+            delete_everything_and_find_nothing_left(s3, bucket, data_dir)
         finally:
             with contextlib.suppress(Exception):
                 empty_and_delete_bucket(client_for(server.as_tuple()), bucket)
