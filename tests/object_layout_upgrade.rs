@@ -169,6 +169,19 @@ async fn layout_1_data_is_read_in_place_then_moved_by_writes() {
         service.delete("old", key).await.unwrap();
     }
     assert!(files_under(&objects_dir).is_empty(), "{:?}", files_under(&objects_dir));
+
+    // A rebuild that finds a key in both layouts (the layout-1 file's deletion was
+    // interrupted) keeps the layout-2 object, which was written later.
+    let body = futures::stream::iter([Ok::<_, ObjectError>(Bytes::from_static(b"layout 2"))]);
+    service.put("old", "both", body, PutParams::default()).await.unwrap();
+    legacy
+        .put(&Path::from("both"), Bytes::from_static(b"layout 1").into())
+        .await
+        .unwrap();
+    assert_eq!(service.rebuild_index("old", |_, _| {}).await.unwrap(), 1);
+    assert_eq!(index.get("old", "both").unwrap().unwrap().layout, Layout::Current);
+    assert_eq!(read(&service, "both").await.unwrap(), b"layout 2");
+    service.delete("old", "both").await.unwrap();
     service.delete_bucket("old").await.unwrap();
 
     // A second open changes nothing.

@@ -289,13 +289,13 @@ pub fn run(global: &GlobalOpts, args: ObjectArgs) -> anyhow::Result<ExitCode> {
                 }
             }
             ObjectCommand::Head { bucket, key } => {
-                service.bucket(&bucket)?;
+                service.require_bucket(&bucket)?;
                 let entry = service.index().get(&bucket, &key)?.with_context(|| format!("no object {bucket}/{key}"))?;
                 let v = serde_json::to_value(&entry)?;
                 if global.json { output::json(&v) } else { output::fields(&v) }
             }
             ObjectCommand::Ls { bucket, prefix, delimiter, max_keys } => {
-                service.bucket(&bucket)?;
+                service.require_bucket(&bucket)?;
                 let page = service.index().list(&bucket, &prefix, delimiter.as_deref(), None, max_keys)?;
                 if global.json {
                     output::json(&json!({
@@ -333,7 +333,7 @@ pub fn run(global: &GlobalOpts, args: ObjectArgs) -> anyhow::Result<ExitCode> {
                 bar.finish();
             }
             ObjectCommand::Export { bucket, dir } => {
-                service.bucket(&bucket)?;
+                service.require_bucket(&bucket)?;
                 let mut keys = Vec::new();
                 let mut after: Option<String> = None;
                 loop {

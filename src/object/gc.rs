@@ -59,7 +59,9 @@ pub async fn collect_garbage(service: &ObjectService, older_than: DateTime<Utc>)
 /// Layout 2: `_buckets/<bucket>/…`.
 async fn collect_current(service: &ObjectService, older_than: DateTime<Utc>, report: &mut GcReport) -> Result<()> {
     let backend = service.backend();
-    // Per bucket, the hashed names of its long keys, computed when first needed.
+    // The bucket of the last listed file (listings come folder by folder): whether it
+    // exists, and the hashed names of its long keys, computed again when the bucket changes.
+    let mut listed_bucket: Option<(String, bool)> = None;
     let mut hashed: Option<(String, HashSet<Path>)> = None;
     let mut listed = backend.list(Some(&Path::from(layout::BUCKETS_ROOT)));
     while let Some(meta) = listed.try_next().await? {
@@ -71,7 +73,10 @@ async fn collect_current(service: &ObjectService, older_than: DateTime<Utc>, rep
             continue;
         };
         let within = Path::from_iter(parts);
-        let exists = service.index().bucket_exists(&bucket)?;
+        if listed_bucket.as_ref().is_none_or(|(b, _)| *b != bucket) {
+            listed_bucket = Some((bucket.clone(), service.index().bucket_exists(&bucket)?));
+        }
+        let exists = listed_bucket.as_ref().is_some_and(|(_, exists)| *exists);
         if exists {
             if let Some(key) = layout::key_of(&within) {
                 // Decided, and deleted, while no write of the key can run.

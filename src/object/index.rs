@@ -391,15 +391,6 @@ impl ObjectIndex {
         Ok(created)
     }
 
-    /// Forgets a bucket (and its encryption configuration); false when it did not exist.
-    pub fn delete_bucket(&self, name: &str) -> Result<bool, IndexError> {
-        let txn = self.db.begin_write()?;
-        let removed = txn.open_table(BUCKETS)?.remove(name)?.is_some();
-        txn.open_table(BUCKET_ENCRYPTION)?.remove(name)?;
-        txn.commit()?;
-        Ok(removed)
-    }
-
     /// A bucket's default encryption (SSE-S3 unless configured otherwise).
     pub fn bucket_encryption(&self, name: &str) -> Result<DefaultEncryption, IndexError> {
         let txn = self.db.begin_read()?;
@@ -587,14 +578,6 @@ impl ObjectIndex {
         txn.open_table(CHECKPOINTS)?.remove(sweep)?;
         txn.commit()?;
         Ok(())
-    }
-
-    /// Objects in a bucket.
-    pub fn count(&self, bucket: &str) -> Result<u64, IndexError> {
-        let txn = self.db.begin_read()?;
-        let t = txn.open_table(OBJECTS)?;
-        let (start, end) = (format!("{bucket}\0"), format!("{bucket}\u{1}"));
-        Ok(t.range(start.as_str()..end.as_str())?.count() as u64)
     }
 
     /// Forgets an object.

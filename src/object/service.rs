@@ -399,28 +399,34 @@ impl ObjectService {
     /// The encrypted store of an existing bucket: its folder in layout 2, where objects are
     /// at [`layout::object_location`] and upload parts at [`layout::part_location`].
     pub fn bucket(&self, name: &str) -> Result<BucketStore> {
+        self.require_bucket(name)?;
+        Ok(self.store_in(layout::bucket_root(name), name, Naming::BucketLayout))
+    }
+
+    /// Fails unless `name` is a valid bucket name and the bucket exists.
+    pub fn require_bucket(&self, name: &str) -> Result<()> {
         check_bucket_name(name)?;
         if !self.index.bucket_exists(name)? {
             return Err(ObjectError::NoSuchBucket(name.to_owned()));
         }
-        Ok(self.bucket_store(name))
+        Ok(())
     }
 
-    fn bucket_store(&self, name: &str) -> BucketStore {
-        let inner = PrefixStore::new(self.backend.clone(), layout::bucket_root(name));
-        EncryptedStore::new(inner, self.keys.clone(), self.key_id.clone(), name).with_naming(Naming::BucketLayout)
+    /// An encrypted store over folder `root` of the backend, naming what it seals in
+    /// `bucket` as `naming` says.
+    fn store_in(&self, root: Path, bucket: &str, naming: Naming) -> BucketStore {
+        let inner = PrefixStore::new(self.backend.clone(), root);
+        EncryptedStore::new(inner, self.keys.clone(), self.key_id.clone(), bucket).with_naming(naming)
     }
 
     /// The store one object of a bucket is written and read through (layout 2).
     fn object_store(&self, bucket: &str, key: &str) -> BucketStore {
-        let inner = PrefixStore::new(self.backend.clone(), layout::bucket_root(bucket));
-        EncryptedStore::new(inner, self.keys.clone(), self.key_id.clone(), bucket).with_naming(Naming::Key(key.into()))
+        self.store_in(layout::bucket_root(bucket), bucket, Naming::Key(key.into()))
     }
 
     /// A bucket's folder of layout 1, where objects written before layout 2 may still be.
     fn legacy_store(&self, name: &str) -> BucketStore {
-        let inner = PrefixStore::new(self.backend.clone(), name);
-        EncryptedStore::new(inner, self.keys.clone(), self.key_id.clone(), name)
+        self.store_in(Path::from(name), name, Naming::Paths)
     }
 
     /// The store and location of the object `entry` describes.
@@ -520,14 +526,14 @@ impl ObjectService {
 
     /// A bucket's default encryption.
     pub fn bucket_encryption(&self, bucket: &str) -> Result<DefaultEncryption> {
-        self.bucket(bucket)?;
+        self.require_bucket(bucket)?;
         Ok(self.index.bucket_encryption(bucket)?)
     }
 
     /// Sets a bucket's default encryption (`None`: back to SSE-S3). A named master key must
     /// exist and be usable.
     pub fn set_bucket_encryption(&self, bucket: &str, config: Option<DefaultEncryption>) -> Result<()> {
-        self.bucket(bucket)?;
+        self.require_bucket(bucket)?;
         if let Some(DefaultEncryption::Kms { key_id: Some(key_id) }) = &config {
             self.check_kms_key(key_id)?;
         }
@@ -543,7 +549,7 @@ impl ObjectService {
         key: &str,
         customer_key: Option<&Arc<CustomerKey>>,
     ) -> Result<OpenObject> {
-        self.bucket(bucket)?;
+        self.require_bucket(bucket)?;
         let entry = self.index.get(bucket, key)?.ok_or_else(|| ObjectError::NoSuchKey {
             bucket: bucket.into(),
             key: key.into(),
@@ -623,8 +629,8 @@ impl ObjectService {
     /// Removes a bucket that holds no object. Its multipart uploads in progress are aborted
     /// with it (as S3 does) and everything under its folders is deleted, so a bucket created
     /// again with the name starts empty; what a crash leaves behind here is garbage that
-    /// [`ObjectService::collect_garbage`] removes, and never shows, since nothing in the
-    /// index refers to it.
+    /// [`super::gc::collect_garbage`] removes, and never shows, since nothing in the index
+    /// refers to it.
     pub async fn delete_bucket(&self, name: &str) -> Result<()> {
         check_bucket_name(name)?;
         match self.index.delete_bucket_and_uploads(name)? {
@@ -783,7 +789,7 @@ impl ObjectService {
     {
         check_key(key)?;
         let resolved = self.resolve(bucket, &params.encryption)?;
-        self.bucket(bucket)?;
+        self.require_bucket(bucket)?;
         let store = self.object_store(bucket, key).sealed_with(resolved.sealing);
         // Held from the condition's check through the store's write to the index's, so the
         // condition holds for what is replaced and the index describes the stored object.
@@ -894,7 +900,7 @@ impl ObjectService {
     /// `params.encryption` and the bucket's default say).
     pub fn create_upload(&self, bucket: &str, key: &str, params: PutParams) -> Result<(String, UploadEncryption)> {
         check_key(key)?;
-        self.bucket(bucket)?;
+        self.require_bucket(bucket)?;
         let encryption = match self.resolve(bucket, &params.encryption)? {
             Resolved {
                 sealing: Sealing::Kms(key_id),
@@ -1049,7 +1055,7 @@ impl ObjectService {
     /// Aborts an upload and deletes its parts.
     pub async fn abort_upload(&self, (bucket, key, upload_id): (&str, &str, &str)) -> Result<()> {
         self.upload_for(upload_id, bucket, key)?;
-        self.bucket(bucket)?;
+        self.require_bucket(bucket)?;
         self.discard_upload(bucket, upload_id).await
     }
 
@@ -1069,7 +1075,7 @@ impl ObjectService {
 
     /// Uploads in progress in a bucket.
     pub fn list_uploads(&self, bucket: &str) -> Result<Vec<(String, UploadRecord)>> {
-        self.bucket(bucket)?;
+        self.require_bucket(bucket)?;
         Ok(self.index.uploads(bucket)?)
     }
 
@@ -1099,7 +1105,7 @@ impl ObjectService {
         params: PutParams,
         keep_metadata: bool,
     ) -> Result<ObjectEntry> {
-        self.bucket(dst_bucket)?;
+        self.require_bucket(dst_bucket)?;
         let got = source.read(None).await?;
         let params = if keep_metadata {
             PutParams {
@@ -1117,7 +1123,7 @@ impl ObjectService {
     /// Deletes an object: first its index entry (from then on it is gone for every
     /// reader), then its ciphertext (should that fail, garbage collection removes it).
     pub async fn delete(&self, bucket: &str, key: &str) -> Result<()> {
-        self.bucket(bucket)?;
+        self.require_bucket(bucket)?;
         let _lock = self.locks.lock(bucket, key).await;
         let Some(entry) = self.index.get(bucket, key)? else {
             return Ok(());
@@ -1145,9 +1151,13 @@ impl ObjectService {
             .try_collect()
             .await?;
         let mut found: Vec<(&BucketStore, Path, String, Layout)> = Vec::new();
+        let mut current_keys = std::collections::HashSet::new();
         for location in listed {
             match layout::key_of(&location) {
-                Some(key) => found.push((&current, location, key, Layout::Current)),
+                Some(key) => {
+                    current_keys.insert(key.clone());
+                    found.push((&current, location, key, Layout::Current));
+                }
                 // A key longer than a name can spell is known only to the index.
                 None if layout::is_hashed(&location) => {
                     tracing::warn!(bucket, location = %location, "index rebuild: an object with a long key cannot be recovered without its key; left out")
@@ -1156,7 +1166,9 @@ impl ObjectService {
             }
         }
         // Layout 1 named objects by their path: a path that is not its own key's (a key
-        // with characters object_store escapes) cannot be told apart, and is left out.
+        // with characters object_store escapes) cannot be told apart, and is left out; so is
+        // one whose key has a layout-2 object too (written since: the layout-1 file's
+        // deletion was interrupted).
         let legacy_found: Vec<Path> = legacy
             .inner()
             .list(None)
@@ -1166,7 +1178,7 @@ impl ObjectService {
             .await?;
         for location in legacy_found {
             let key = location.as_ref().to_owned();
-            if Path::from(key.as_str()) != location || self.index.get(bucket, &key)?.is_some() {
+            if Path::from(key.as_str()) != location || current_keys.contains(&key) {
                 tracing::warn!(bucket, location = %location, "index rebuild: layout-1 file left out");
                 continue;
             }

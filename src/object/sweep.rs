@@ -101,7 +101,7 @@ pub async fn sweep(
     mut progress: impl FnMut(SweepEvent<'_>),
 ) -> Result<SweepReport> {
     const PAGE: usize = 1000;
-    service.bucket(&plan.bucket)?;
+    service.require_bucket(&plan.bucket)?;
     let index = service.index();
     let name = plan.checkpoint_name();
     let resume = index.checkpoint(&name)?;

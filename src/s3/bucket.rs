@@ -41,7 +41,7 @@ pub(super) async fn head_bucket(
     face: &S3Face,
     req: S3Request<HeadBucketInput>,
 ) -> S3Result<S3Response<HeadBucketOutput>> {
-    face.objects.bucket(&req.input.bucket).map_err(s3_err)?;
+    face.objects.require_bucket(&req.input.bucket).map_err(s3_err)?;
     Ok(S3Response::new(HeadBucketOutput::default()))
 }
 
@@ -57,7 +57,7 @@ pub(super) async fn get_bucket_location(
     face: &S3Face,
     req: S3Request<GetBucketLocationInput>,
 ) -> S3Result<S3Response<GetBucketLocationOutput>> {
-    face.objects.bucket(&req.input.bucket).map_err(s3_err)?;
+    face.objects.require_bucket(&req.input.bucket).map_err(s3_err)?;
     Ok(S3Response::new(GetBucketLocationOutput::default()))
 }
 

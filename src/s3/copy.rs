@@ -25,7 +25,7 @@ pub(super) async fn copy_object(
         .is_some_and(|d| d.as_str() == MetadataDirective::REPLACE);
     // A copy onto itself re-encrypts the object under the current key version (of the key the
     // request names, which may be another one); as in AWS, it must ask for some change.
-    refuse_unchanged_self_copy(&input)?;
+    refuse_unchanged_self_copy(&input, replace)?;
     let params = input.put_params(face, customer.as_ref(), condition, None)?;
     let entry = face
         .objects
@@ -47,17 +47,13 @@ pub(super) async fn copy_object(
 }
 
 /// AWS refuses a copy of an object onto itself that changes nothing: no REPLACE metadata
-/// directive, and no encryption (SSE-S3, SSE-KMS, SSE-C), storage class or website redirect
-/// asked for.
-fn refuse_unchanged_self_copy(input: &CopyObjectInput) -> S3Result<()> {
+/// directive (`replace`), and no encryption (SSE-S3, SSE-KMS, SSE-C), storage class or
+/// website redirect asked for.
+fn refuse_unchanged_self_copy(input: &CopyObjectInput, replace: bool) -> S3Result<()> {
     let CopySource::Bucket { bucket, key, .. } = &input.copy_source else {
         return Ok(());
     };
     let onto_itself = **bucket == *input.bucket && **key == *input.key;
-    let replace = input
-        .metadata_directive
-        .as_ref()
-        .is_some_and(|d| d.as_str() == MetadataDirective::REPLACE);
     let changes = replace
         || input.server_side_encryption.is_some()
         || input.ssekms_key_id.is_some()

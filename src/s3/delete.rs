@@ -31,7 +31,7 @@ pub(super) async fn delete_objects(
             "The XML you provided was not well-formed or did not validate against our published schema (at most {MAX_DELETE_KEYS} keys per DeleteObjects request)"
         ));
     }
-    face.objects.bucket(&input.bucket).map_err(s3_err)?;
+    face.objects.require_bucket(&input.bucket).map_err(s3_err)?;
     let mut deleted = Vec::new();
     let mut errors = Vec::new();
     for object in input.delete.objects {

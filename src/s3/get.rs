@@ -370,14 +370,8 @@ fn not_modified_error(entry: &ObjectEntry) -> S3Error {
     if let Ok(v) = http::HeaderValue::from_str(&format!("\"{}\"", entry.etag)) {
         headers.insert(http::header::ETAG, v);
     }
-    let mut date = Vec::new();
-    if timestamp(entry.last_modified)
-        .format(TimestampFormat::HttpDate, &mut date)
-        .is_ok()
-    {
-        if let Ok(v) = http::HeaderValue::from_bytes(&date) {
-            headers.insert(http::header::LAST_MODIFIED, v);
-        }
+    if let Some(v) = http_date(&timestamp(entry.last_modified)).and_then(|d| http::HeaderValue::from_str(&d).ok()) {
+        headers.insert(http::header::LAST_MODIFIED, v);
     }
     e.set_headers(headers);
     e

@@ -155,7 +155,7 @@ impl Listing {
         encoding: &Option<EncodingType>,
         max_keys: Option<i32>,
     ) -> S3Result<Listing> {
-        objects.bucket(bucket).map_err(s3_err)?;
+        objects.require_bucket(bucket).map_err(s3_err)?;
         Ok(Listing {
             bucket: bucket.to_owned(),
             prefix: prefix.clone().unwrap_or_default(),
