@@ -9,12 +9,13 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 use zeroize::Zeroizing;
 
+use crate::audit::writer::PendingAudit;
 use crate::audit::{AuditSubject, Principal};
 use crate::ciphertext;
+use crate::context::Context;
 use crate::error::{KmsError, Result};
 use crate::ids::Ocid;
 use crate::model::{Key, KeyState, KeyVersionState, VaultState};
-use crate::service::Kms;
 use crate::store::ReadTxn;
 
 /// Largest plaintext `encrypt` accepts (OCI's limit for direct encryption); bulk data uses
@@ -165,7 +166,7 @@ pub struct KeyStatus {
 
 /// What the data path needs from key management: a new wrapped DEK, an unwrap, a rewrap, and
 /// enough about keys to refuse a request up front with a precise reason. Implemented by the
-/// embedded [`Kms`] and by a client of another sealstore's KMS API. Calls may block (a remote
+/// embedded [`crate::Kms`] and by a client of another sealstore's KMS API. Calls may block (a remote
 /// KMS, an HSM or external key manager may be behind them): async callers use
 /// `spawn_blocking`.
 ///
@@ -230,19 +231,28 @@ fn check_usable(txn: &ReadTxn, key: &Key) -> Result<()> {
     }
 }
 
-impl Kms {
+/// Envelope encryption over a [`Context`]: every crypto call, audited through the group-commit writer.
+pub(crate) struct Envelope<'a> {
+    ctx: &'a Context,
+}
+
+impl<'a> Envelope<'a> {
+    pub(crate) fn new(ctx: &'a Context) -> Self {
+        Envelope { ctx }
+    }
+
     /// The key, when it and its vault can be used for crypto now; otherwise why not
     /// ([`KmsError::NotFound`], or [`KmsError::AccessDenied`] saying which state forbids it).
     /// Lets a data path refuse a request up front, with a precise reason.
-    pub fn usable_key(&self, key_id: &Ocid) -> Result<Key> {
-        let txn = self.read()?;
+    pub(crate) fn usable_key(&self, key_id: &Ocid) -> Result<Key> {
+        let txn = self.ctx.read()?;
         let key = txn.key(key_id)?;
         check_usable(&txn, &key)?;
         Ok(key)
     }
 
     /// Runs a crypto operation and audits it. Crypto audit entries are written in groups and
-    /// flushed in batches (see [`Kms::queue_audit`] and [`crate::store`]): a transaction or an
+    /// flushed in batches (see [`Kms::queue_audit`](crate::Kms::queue_audit) and [`crate::store`]): a transaction or an
     /// fsync per crypto call would bound the data path to the store's write rate.
     fn crypto_op<T>(
         &self,
@@ -251,10 +261,10 @@ impl Kms {
         mut subject: AuditSubject,
         f: impl FnOnce(&mut AuditSubject) -> Result<T>,
     ) -> Result<T> {
-        let time = self.now();
+        let time = self.ctx.now();
         let result = f(&mut subject);
         let outcome = result.as_ref().map(|_| ()).map_err(|e| e.to_string());
-        self.queue_audit(crate::service::PendingAudit {
+        self.ctx.queue_audit(PendingAudit {
             time,
             principal: principal.clone(),
             operation: op,
@@ -275,7 +285,7 @@ impl Kms {
         aad: &[u8],
         subject: &mut AuditSubject,
     ) -> Result<Encrypted> {
-        let txn = self.read()?;
+        let txn = self.ctx.read()?;
         let key = txn.key(key_id)?;
         subject.vault_id = Some(key.vault_id.clone());
         subject.key_version_id = Some(key.current_key_version.clone());
@@ -303,7 +313,7 @@ impl Kms {
             .key_material(version)?
             .ok_or_else(|| KmsError::AccessDenied(format!("key version {version} has been destroyed")))?;
         let header = ciphertext::encode_header(key_id, version);
-        let payload = self.protection(key.protection_mode)?.encrypt(
+        let payload = self.ctx.protection(key.protection_mode)?.encrypt(
             version,
             &material,
             &ciphertext::backend_aad(&header, aad),
@@ -336,7 +346,7 @@ impl Kms {
                 )));
             }
         }
-        let txn = self.read()?;
+        let txn = self.ctx.read()?;
         let key = txn.key(&ct.key_id).map_err(|_| {
             KmsError::InvalidCiphertext(format!("ciphertext names key {}, which does not exist here", ct.key_id))
         })?;
@@ -366,7 +376,7 @@ impl Kms {
         let material = txn
             .key_material(&version.id)?
             .ok_or_else(|| KmsError::AccessDenied(format!("key version {} has been destroyed", version.id)))?;
-        let plaintext = self.protection(key.protection_mode)?.decrypt(
+        let plaintext = self.ctx.protection(key.protection_mode)?.decrypt(
             &version.id,
             &material,
             &ciphertext::backend_aad(ct.header, aad),
@@ -380,7 +390,7 @@ impl Kms {
     }
 
     /// Encrypts at most [`MAX_PLAINTEXT`] bytes under `key_id`'s primary version.
-    pub fn encrypt(
+    pub(crate) fn encrypt(
         &self,
         principal: &Principal,
         key_id: &Ocid,
@@ -390,8 +400,8 @@ impl Kms {
         self.encrypt_with_version(principal, key_id, None, plaintext, aad)
     }
 
-    /// As [`Kms::encrypt`], naming the version explicitly (it must be the primary).
-    pub fn encrypt_with_version(
+    /// As [`Kms::encrypt`](crate::Kms::encrypt), naming the version explicitly (it must be the primary).
+    pub(crate) fn encrypt_with_version(
         &self,
         principal: &Principal,
         key_id: &Ocid,
@@ -405,7 +415,7 @@ impl Kms {
     /// Encrypts under `key_version_id`, which may be any ENABLED version of the key, not only
     /// the primary: for key managers whose callers choose the version (sealstore's reference
     /// external key manager, which EXTERNAL keys elsewhere reference version by version).
-    pub fn encrypt_under_version(
+    pub(crate) fn encrypt_under_version(
         &self,
         principal: &Principal,
         key_id: &Ocid,
@@ -416,7 +426,7 @@ impl Kms {
         self.encrypt_audited(principal, key_id, Some(key_version_id), true, plaintext, aad)
     }
 
-    /// The encrypt call both of the above are: size check, then [`Kms::encrypt_raw`], audited.
+    /// The encrypt call both of the above are: size check, then [`Kms::encrypt_raw`](crate::Kms::encrypt_raw), audited.
     fn encrypt_audited(
         &self,
         principal: &Principal,
@@ -448,8 +458,8 @@ impl Kms {
         })
     }
 
-    /// Decrypts a ciphertext made by [`Kms::encrypt`] or [`Kms::generate_data_key`].
-    pub fn decrypt(
+    /// Decrypts a ciphertext made by [`Kms::encrypt`](crate::Kms::encrypt) or [`Kms::generate_data_key`](crate::Kms::generate_data_key).
+    pub(crate) fn decrypt(
         &self,
         principal: &Principal,
         ciphertext: &[u8],
@@ -463,7 +473,7 @@ impl Kms {
 
     /// Generates a 256-bit DEK wrapped by `key_id`'s primary version; the plaintext copy is
     /// returned only when `include_plaintext`.
-    pub fn generate_data_key(
+    pub(crate) fn generate_data_key(
         &self,
         principal: &Principal,
         key_id: &Ocid,
@@ -498,7 +508,7 @@ impl Kms {
 
     /// Re-encrypts a ciphertext under the current primary version of its key (or of
     /// `target_key` when given). The plaintext never leaves kms-core.
-    pub fn rewrap(
+    pub(crate) fn rewrap(
         &self,
         principal: &Principal,
         ciphertext: &[u8],
@@ -531,12 +541,13 @@ impl Kms {
     }
 }
 
-impl KeyProvider for Kms {
-    fn generate_data_key(&self, key_id: &Ocid, aad: &[u8]) -> Result<DataKey> {
+/// The data path's calls ([`KeyProvider`], implemented by [`crate::Kms`] over these).
+impl Envelope<'_> {
+    pub(crate) fn data_path_key(&self, key_id: &Ocid, aad: &[u8]) -> Result<DataKey> {
         self.generate_data_key_raw(&Principal::data_path(), key_id, aad, true)
     }
 
-    fn rewrap_data_key(&self, wrapped: &[u8], aad: &[u8]) -> Result<(Vec<u8>, Ocid)> {
+    pub(crate) fn rewrap_data_key(&self, wrapped: &[u8], aad: &[u8]) -> Result<(Vec<u8>, Ocid)> {
         self.crypto_op(
             &Principal::data_path(),
             "RewrapDataEncryptionKey",
@@ -548,8 +559,8 @@ impl KeyProvider for Kms {
         )
     }
 
-    fn key_status(&self, key_id: &Ocid) -> Result<KeyStatus> {
-        let txn = self.read()?;
+    pub(crate) fn key_status(&self, key_id: &Ocid) -> Result<KeyStatus> {
+        let txn = self.ctx.read()?;
         let key = txn.key(key_id)?;
         let unusable = match check_usable(&txn, &key) {
             Ok(()) => None,
@@ -565,20 +576,22 @@ impl KeyProvider for Kms {
         })
     }
 
-    fn key_version_state(&self, key_id: &Ocid, key_version_id: &Ocid) -> Result<KeyVersionState> {
-        Ok(self.get_key_version(key_id, key_version_id)?.lifecycle_state)
+    pub(crate) fn key_version_state(&self, key_id: &Ocid, key_version_id: &Ocid) -> Result<KeyVersionState> {
+        Ok(self.ctx.read()?.key_version(key_id, key_version_id)?.lifecycle_state)
     }
 
-    fn keys_named(&self, name: &str) -> Result<Vec<Ocid>> {
+    pub(crate) fn keys_named(&self, name: &str) -> Result<Vec<Ocid>> {
         Ok(self
-            .list_keys(None, None)?
+            .ctx
+            .read()?
+            .keys()?
             .into_iter()
             .filter(|k| k.display_name == name && k.lifecycle_state != KeyState::Deleted)
             .map(|k| k.id)
             .collect())
     }
 
-    fn unwrap_data_key(&self, wrapped: &[u8], aad: &[u8]) -> Result<Dek> {
+    pub(crate) fn unwrap_data_key(&self, wrapped: &[u8], aad: &[u8]) -> Result<Dek> {
         self.crypto_op(
             &Principal::data_path(),
             "UnwrapDataEncryptionKey",

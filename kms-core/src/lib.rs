@@ -20,25 +20,37 @@
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
 
-pub mod audit;
+// Leaves: identifiers, time, errors, the persisted records and the ciphertext format.
 pub mod ciphertext;
-pub mod envelope;
 pub mod error;
-pub mod iam;
 pub mod ids;
 pub mod model;
-pub mod protection;
-pub mod replication;
-pub mod rotation;
-pub mod service;
-pub mod store;
 pub mod time;
 
+// Storage and the audit chain over it; key protection backends.
+pub mod audit;
+pub mod protection;
+pub mod store;
+
+// The services, over a shared context, and the facade that fronts them.
+mod context;
+pub mod envelope;
+pub mod iam;
+mod keys;
+mod kms;
+mod lifecycle;
+pub mod replication;
+pub mod rotation;
+mod vaults;
+
 pub use audit::{AuditEntry, AuditVerification, Principal};
+pub use context::{DataInventory, KmsConfig, ROOT_KEY_FILE};
 pub use envelope::{AssociatedData, DataKey, Decrypted, Dek, Encrypted, KeyProvider, KeyStatus};
 pub use error::{KmsError, Result};
 pub use ids::{Ocid, ResourceType};
+pub use keys::CreateKey;
+pub use kms::{Defaults, Kms};
 pub use model::*;
 pub use rotation::{ComplianceFinding, ComplianceReport, SchedulerReport, DEFAULT_MAX_KEY_AGE_DAYS};
-pub use service::{CreateKey, CreateVault, DataInventory, Defaults, Kms, KmsConfig, UpdateResource};
 pub use time::{Clock, ManualClock, OffsetClock, SystemClock, Timestamp};
+pub use vaults::{CreateVault, UpdateResource};

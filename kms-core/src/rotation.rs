@@ -1,15 +1,16 @@
 //! Time-driven work: automatic rotation, purge of vaults and keys past their deletion time,
 //! and the key-age compliance report (rule OCI-KMS-001 / CIS OCI 4.16).
 
-use redb::Durability;
 use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 
 use crate::audit::{self, AuditSubject, Principal};
+use crate::context::Context;
 use crate::error::Result;
 use crate::ids::Ocid;
+use crate::keys::Keys;
+use crate::model::replication::VaultReplication;
 use crate::model::{Key, KeyState, KeyVersion, KeyVersionState, VaultState};
-use crate::service::Kms;
 use crate::store::WriteTxn;
 use crate::time::Timestamp;
 
@@ -64,12 +65,21 @@ pub struct ComplianceReport {
     pub findings: Vec<ComplianceFinding>,
 }
 
-impl Kms {
+/// Time-driven work and the compliance report over a [`Context`].
+pub(crate) struct Scheduler<'a> {
+    ctx: &'a Context,
+}
+
+impl<'a> Scheduler<'a> {
+    pub(crate) fn new(ctx: &'a Context) -> Self {
+        Scheduler { ctx }
+    }
+
     /// Lists every enabled key (in an active vault) whose primary version is older than
     /// `max_age_days`.
-    pub fn compliance_report(&self, max_age_days: i64) -> Result<ComplianceReport> {
-        let txn = self.read()?;
-        let now = self.now();
+    pub(crate) fn compliance_report(&self, max_age_days: i64) -> Result<ComplianceReport> {
+        let txn = self.ctx.read()?;
+        let now = self.ctx.now();
         let mut checked = 0;
         let mut findings = Vec::new();
         for key in txn.keys()? {
@@ -106,22 +116,17 @@ impl Kms {
 
     /// One scheduler pass: rotates keys whose auto-rotation is due and purges vaults and keys
     /// whose deletion time has passed. Safe to call at any frequency.
-    pub fn run_scheduled(&self) -> Result<SchedulerReport> {
+    pub(crate) fn run_scheduled(&self) -> Result<SchedulerReport> {
         let mut report = SchedulerReport::default();
-        let now = self.now();
+        let now = self.ctx.now();
         let (vaults, keys) = {
-            let txn = self.read()?;
+            let txn = self.ctx.read()?;
             (txn.vaults()?, txn.keys()?)
         };
         // Replicas change only as their primary region says.
         let replicas: std::collections::HashSet<Ocid> = vaults
             .iter()
-            .filter(|v| {
-                matches!(
-                    v.replication,
-                    Some(crate::replication::VaultReplication::Replica { .. })
-                )
-            })
+            .filter(|v| matches!(v.replication, Some(VaultReplication::Replica { .. })))
             .map(|v| v.id.clone())
             .collect();
         let vaults: Vec<_> = vaults.into_iter().filter(|v| !replicas.contains(&v.id)).collect();
@@ -135,18 +140,20 @@ impl Kms {
                 vault_id: Some(vault.id.clone()),
                 ..Default::default()
             };
-            let purged = self.mutate_if_needed(&principal, "PurgeVault", subject, |txn, _, _| {
-                let mut vault = txn.vault(&vault.id)?;
-                if vault.lifecycle_state != VaultState::PendingDeletion {
-                    return Ok(None); // cancelled meanwhile
-                }
-                for key in txn.keys()?.into_iter().filter(|k| k.vault_id == vault.id) {
-                    self.destroy_key_in(txn, key)?;
-                }
-                vault.lifecycle_state = VaultState::Deleted;
-                txn.put_vault(&vault)?;
-                Ok(Some(()))
-            })?;
+            let purged = self
+                .ctx
+                .mutate_if_needed(&principal, "PurgeVault", subject, |txn, _, _| {
+                    let mut vault = txn.vault(&vault.id)?;
+                    if vault.lifecycle_state != VaultState::PendingDeletion {
+                        return Ok(None); // cancelled meanwhile
+                    }
+                    for key in txn.keys()?.into_iter().filter(|k| k.vault_id == vault.id) {
+                        self.destroy_key_in(txn, key)?;
+                    }
+                    vault.lifecycle_state = VaultState::Deleted;
+                    txn.put_vault(&vault)?;
+                    Ok(Some(()))
+                })?;
             if purged.is_some() {
                 info!(vault = %vault.id, "vault deleted and its keys destroyed");
                 report.purged_vaults.push(vault.id.clone());
@@ -162,13 +169,15 @@ impl Kms {
                 key_id: Some(key.id.clone()),
                 ..Default::default()
             };
-            let purged = self.mutate_if_needed(&principal, "PurgeKey", subject, |txn, _, _| {
-                let key = txn.key(&key.id)?;
-                if key.lifecycle_state != KeyState::PendingDeletion {
-                    return Ok(None); // cancelled, or destroyed with its vault
-                }
-                self.destroy_key_in(txn, key).map(Some)
-            })?;
+            let purged = self
+                .ctx
+                .mutate_if_needed(&principal, "PurgeKey", subject, |txn, _, _| {
+                    let key = txn.key(&key.id)?;
+                    if key.lifecycle_state != KeyState::PendingDeletion {
+                        return Ok(None); // cancelled, or destroyed with its vault
+                    }
+                    self.destroy_key_in(txn, key).map(Some)
+                })?;
             if purged.is_some() {
                 info!(key = %key.id, "key deleted and its material destroyed");
                 report.purged_keys.push(key.id.clone());
@@ -177,6 +186,7 @@ impl Kms {
 
         for key in keys.iter().filter(|k| k.lifecycle_state != KeyState::Deleted) {
             let due: Vec<KeyVersion> = self
+                .ctx
                 .read()?
                 .key_versions(&key.id)?
                 .into_iter()
@@ -191,21 +201,23 @@ impl Kms {
                     key_id: Some(key.id.clone()),
                     key_version_id: Some(version.id.clone()),
                 };
-                let purged = self.mutate_if_needed(&principal, "PurgeKeyVersion", subject, |txn, _, _| {
-                    let mut version = txn.key_version(&key.id, &version.id)?;
-                    if version.lifecycle_state != KeyVersionState::PendingDeletion {
-                        return Ok(None); // cancelled meanwhile
-                    }
-                    if let (Ok(b), Some(material)) =
-                        (self.protection(key.protection_mode), txn.key_material(&version.id)?)
-                    {
-                        b.destroy(&version.id, &material)?;
-                    }
-                    txn.delete_key_material(&version.id)?;
-                    version.lifecycle_state = KeyVersionState::Deleted;
-                    txn.put_key_version(&version)?;
-                    Ok(Some(()))
-                })?;
+                let purged = self
+                    .ctx
+                    .mutate_if_needed(&principal, "PurgeKeyVersion", subject, |txn, _, _| {
+                        let mut version = txn.key_version(&key.id, &version.id)?;
+                        if version.lifecycle_state != KeyVersionState::PendingDeletion {
+                            return Ok(None); // cancelled meanwhile
+                        }
+                        if let (Ok(b), Some(material)) =
+                            (self.ctx.protection(key.protection_mode), txn.key_material(&version.id)?)
+                        {
+                            b.destroy(&version.id, &material)?;
+                        }
+                        txn.delete_key_material(&version.id)?;
+                        version.lifecycle_state = KeyVersionState::Deleted;
+                        txn.put_key_version(&version)?;
+                        Ok(Some(()))
+                    })?;
                 if purged.is_some() {
                     info!(key = %key.id, version = %version.id, "key version deleted and its material destroyed");
                     report.purged_key_versions.push((key.id.clone(), version.id.clone()));
@@ -219,16 +231,20 @@ impl Kms {
                 key_id: Some(key.id.clone()),
                 ..Default::default()
             };
-            match self.mutate_if_needed(&principal, "AutoRotateKey", subject, |txn, now, subject| {
-                if !rotation_due(&txn.key(&key.id)?, now) {
-                    return Ok(None); // rotated, disabled or destroyed meanwhile
-                }
-                // A key whose vault is no longer active is skipped, not failed.
-                if txn.vault(&key.vault_id)?.lifecycle_state != VaultState::Active {
-                    return Ok(None);
-                }
-                self.rotate_in(txn, now, &key.id, true, subject).map(Some)
-            }) {
+            match self
+                .ctx
+                .mutate_if_needed(&principal, "AutoRotateKey", subject, |txn, now, subject| {
+                    if !rotation_due(&txn.key(&key.id)?, now) {
+                        return Ok(None); // rotated, disabled or destroyed meanwhile
+                    }
+                    // A key whose vault is no longer active is skipped, not failed.
+                    if txn.vault(&key.vault_id)?.lifecycle_state != VaultState::Active {
+                        return Ok(None);
+                    }
+                    Keys::new(self.ctx)
+                        .rotate_in(txn, now, &key.id, true, subject)
+                        .map(Some)
+                }) {
                 Ok(Some(version)) => {
                     info!(key = %key.id, version = %version.id, "key rotated automatically");
                     report.rotated.push((key.id.clone(), version.id));
@@ -245,7 +261,7 @@ impl Kms {
 
     /// Marks every version of `key` deleted and destroys its material, in `txn`.
     fn destroy_key_in(&self, txn: &WriteTxn, mut key: Key) -> Result<()> {
-        let backend = self.protection(key.protection_mode).ok();
+        let backend = self.ctx.protection(key.protection_mode).ok();
         for mut version in txn.key_versions(&key.id)? {
             if let (Some(b), Some(material)) = (backend, txn.key_material(&version.id)?) {
                 b.destroy(&version.id, &material)?;
@@ -260,7 +276,7 @@ impl Kms {
     }
 
     fn record_rotation_failure(&self, key_id: &Ocid, message: &str) -> Result<()> {
-        let txn = self.store.write(Durability::Immediate)?;
+        let txn = self.ctx.write()?;
         let mut key = txn.key(key_id)?;
         if let Some(d) = key.auto_key_rotation_details.as_mut() {
             d.last_rotation_status = Some("FAILED".into());
@@ -273,7 +289,7 @@ impl Kms {
         };
         audit::append(
             &txn,
-            self.now(),
+            self.ctx.now(),
             &Principal::scheduler(),
             "RecordRotationFailure",
             &subject,

@@ -24,8 +24,9 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::error::{KmsError, Result};
-use crate::iam::{Group, Policy, User};
 use crate::ids::Ocid;
+use crate::model::iam::{Group, Policy, User};
+use crate::model::replication::{OutboxEntry, Region};
 use crate::model::{Compartment, Key, KeyVersion, Vault};
 
 /// Table definitions, public so that inspection tools (and tamper tests) can open the file.
@@ -44,21 +45,21 @@ pub mod schema {
     pub const KEY_VERSIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("key_versions");
     /// Version id → protected key material (as the protection backend returned it).
     pub const KEY_MATERIAL: TableDefinition<&str, &[u8]> = TableDefinition::new("key_material");
-    /// User id → JSON [`crate::iam::User`] (with its API public keys).
+    /// User id → JSON [`crate::model::iam::User`] (with its API public keys).
     pub const IAM_USERS: TableDefinition<&str, &[u8]> = TableDefinition::new("iam_users");
     /// User id → JSON string: the user's console password as an Argon2id PHC hash (kept
     /// apart from the user record, which lists and the API show).
     pub const CONSOLE_PASSWORDS: TableDefinition<&str, &[u8]> = TableDefinition::new("console_passwords");
-    /// Group id → JSON [`crate::iam::Group`] (with its members).
+    /// Group id → JSON [`crate::model::iam::Group`] (with its members).
     pub const IAM_GROUPS: TableDefinition<&str, &[u8]> = TableDefinition::new("iam_groups");
-    /// Policy id → JSON [`crate::iam::Policy`].
+    /// Policy id → JSON [`crate::model::iam::Policy`].
     pub const IAM_POLICIES: TableDefinition<&str, &[u8]> = TableDefinition::new("iam_policies");
-    /// Region name → JSON [`crate::replication::Region`] (registered replication peers).
+    /// Region name → JSON [`Region`](crate::model::replication::Region) (registered replication peers).
     pub const REGIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("regions");
-    /// `"{region}/{vault id}"` → JSON [`crate::replication::OutboxEntry`]: changes of a
+    /// `"{region}/{vault id}"` → JSON [`OutboxEntry`](crate::model::replication::OutboxEntry): changes of a
     /// replicated vault not yet shipped to that region, written with the change itself.
     pub const REPLICATION_OUTBOX: TableDefinition<&str, &[u8]> = TableDefinition::new("replication_outbox");
-    /// Sequence number → JSON [`crate::audit::AuditEntry`].
+    /// Sequence number → JSON [`crate::model::audit::AuditEntry`].
     pub const AUDIT: redb::TableDefinition<u64, &[u8]> = TableDefinition::new("audit");
 }
 
@@ -249,22 +250,22 @@ macro_rules! reads {
         }
 
         /// A registered replication peer.
-        pub fn region(&self, name: &str) -> Result<Option<crate::replication::Region>> {
+        pub fn region(&self, name: &str) -> Result<Option<Region>> {
             self.get(REGIONS, name)
         }
 
         /// Every registered replication peer.
-        pub fn regions(&self) -> Result<Vec<crate::replication::Region>> {
+        pub fn regions(&self) -> Result<Vec<Region>> {
             self.all(REGIONS)
         }
 
         /// Changes waiting to be shipped, oldest entry first.
-        pub fn outbox(&self) -> Result<Vec<crate::replication::OutboxEntry>> {
+        pub fn outbox(&self) -> Result<Vec<OutboxEntry>> {
             self.all(REPLICATION_OUTBOX)
         }
 
         /// The pending changes of `vault` for `region`.
-        pub fn outbox_entry(&self, region: &str, vault: &Ocid) -> Result<Option<crate::replication::OutboxEntry>> {
+        pub fn outbox_entry(&self, region: &str, vault: &Ocid) -> Result<Option<OutboxEntry>> {
             self.get(REPLICATION_OUTBOX, &format!("{region}/{vault}"))
         }
 
@@ -403,7 +404,7 @@ impl WriteTxn {
     }
 
     /// Inserts or replaces a replication peer.
-    pub fn put_region(&self, r: &crate::replication::Region) -> Result<()> {
+    pub fn put_region(&self, r: &Region) -> Result<()> {
         self.put(REGIONS, &r.name, r)
     }
 
@@ -414,7 +415,7 @@ impl WriteTxn {
     }
 
     /// Inserts or replaces an outbox entry.
-    pub fn put_outbox(&self, e: &crate::replication::OutboxEntry) -> Result<()> {
+    pub fn put_outbox(&self, e: &OutboxEntry) -> Result<()> {
         self.put(REPLICATION_OUTBOX, &format!("{}/{}", e.region, e.vault_id), e)
     }
 

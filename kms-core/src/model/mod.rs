@@ -3,6 +3,14 @@
 //!
 //! Field names serialize in camelCase exactly as OCI's Vault/KMS API names them, so the
 //! OCI-compatible API can hand these records out unchanged and the `oci` CLI reads them.
+//!
+//! This is the leaf of kms-core: every persisted record lives here or in a submodule
+//! ([`audit`], [`iam`], [`replication`]), and nothing here imports the rest of the crate
+//! beyond ids and time.
+
+pub mod audit;
+pub mod iam;
+pub mod replication;
 
 use std::collections::BTreeMap;
 
@@ -108,7 +116,7 @@ pub struct Vault {
     pub external_key_manager: Option<ExternalKeyManager>,
     /// Cross-region replication: this vault's replicas, or the region it is a replica of.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub replication: Option<crate::replication::VaultReplication>,
+    pub replication: Option<replication::VaultReplication>,
 }
 
 /// Where an EXTERNAL vault's keys live (protocol: `docs/EXTERNAL_KMS.md`).

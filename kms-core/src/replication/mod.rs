@@ -11,94 +11,28 @@
 //! - A replica applies that state as it is. Management calls on it are refused (409, naming
 //!   the primary region); crypto calls work with the same ids.
 
-use std::collections::HashSet;
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
-use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
+pub mod identity;
+pub(crate) mod outbox;
 
-use aws_lc_rs::encoding::AsDer;
-use aws_lc_rs::rsa::{
-    KeySize, OaepPrivateDecryptingKey, OaepPublicEncryptingKey, PrivateDecryptingKey, PublicEncryptingKey,
-    OAEP_SHA256_MGF1SHA256,
-};
-use aws_lc_rs::signature::{KeyPair, RsaKeyPair};
+use std::collections::HashSet;
+
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 use serde::{Deserialize, Serialize};
-use zeroize::Zeroizing;
 
-use crate::audit::{AuditSubject, Principal};
+use crate::audit;
+use crate::context::Context;
 use crate::error::{KmsError, Result};
 use crate::ids::Ocid;
+use crate::model::audit::{AuditSubject, Principal};
 use crate::model::{Key, KeyVersion, ProtectionMode, Vault, VaultState};
 use crate::protection::ExportedMaterial;
-use crate::service::Kms;
 use crate::time::Timestamp;
+use aws_lc_rs::rsa::PublicEncryptingKey;
+use identity::wrap_for;
 
-/// OAEP label prefix: wrapped material is bound to its version id.
-const WRAP_LABEL: &str = "sealstore/replication/v1:";
-/// File names of the replication identity in the data directory.
-const SIGNING_KEY_FILE: &str = "replication-signing.key";
-const WRAPPING_KEY_FILE: &str = "replication-wrapping.key";
-
-/// A registered peer region.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Region {
-    /// Its name (`--region`).
-    pub name: String,
-    /// Its KMS API (`http[s]://host:port`).
-    pub endpoint: String,
-    /// Its signing public key (SubjectPublicKeyInfo DER, base64).
-    pub signing_key: String,
-    /// Its wrapping public key (SubjectPublicKeyInfo DER, base64).
-    pub wrapping_key: String,
-    /// When it was registered.
-    pub time_created: Timestamp,
-}
-
-/// State of one replica of a vault.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-pub enum ReplicaStatus {
-    /// Not yet acknowledged once.
-    Creating,
-    /// Acknowledged; changes keep flowing.
-    Active,
-}
-
-/// One replica of a primary vault.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ReplicaInfo {
-    /// The destination region.
-    pub region: String,
-    /// Its state.
-    pub status: ReplicaStatus,
-    /// When replication started.
-    pub time_created: Timestamp,
-    /// The last acknowledged shipment.
-    pub time_last_shipped: Option<Timestamp>,
-}
-
-/// A vault's side of replication.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", tag = "role")]
-pub enum VaultReplication {
-    /// The vault is managed here and copied to `replicas`.
-    Primary {
-        /// Where copies go.
-        replicas: Vec<ReplicaInfo>,
-    },
-    /// The vault is a copy of `primary_region`'s: crypto only here.
-    Replica {
-        /// Where it is managed.
-        primary_region: String,
-        /// When the last state arrived.
-        time_last_applied: Timestamp,
-    },
-}
+pub use crate::model::replication::{OutboxEntry, Region, ReplicaInfo, ReplicaStatus, VaultReplication};
+pub use identity::{identity_files, ReplicationIdentity};
 
 /// A replica as `replicas` lists it: state and lag.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -116,20 +50,6 @@ pub struct ReplicaView {
     pub pending_changes: u64,
     /// How long the oldest of them has waited, in milliseconds (0 when none waits).
     pub lag_millis: i64,
-}
-
-/// Changes of one vault waiting to be shipped to one region.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct OutboxEntry {
-    /// Destination.
-    pub region: String,
-    /// The vault.
-    pub vault_id: Ocid,
-    /// Changes queued since the last acknowledged shipment.
-    pub changes: u64,
-    /// When the oldest of them was made (replication lag is measured from it).
-    pub since: Timestamp,
 }
 
 /// Key material in a shipment: wrapped for the destination, or a reference.
@@ -164,145 +84,19 @@ pub struct VaultShipment {
     pub materials: Vec<(Ocid, ShippedMaterial)>,
 }
 
-/// This region's replication keys (made on first use, PKCS#8 files of mode 0600).
-pub struct ReplicationIdentity {
-    signing: RsaKeyPair,
-    signing_pkcs8: Zeroizing<Vec<u8>>,
-    wrapping: OaepPrivateDecryptingKey,
-    wrapping_public: Vec<u8>,
+/// Replication management and shipping over a [`Context`].
+pub(crate) struct Replication<'a> {
+    ctx: &'a Context,
 }
 
-impl std::fmt::Debug for ReplicationIdentity {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("ReplicationIdentity(<keys>)")
-    }
-}
-
-fn load_or_create(path: &Path, make: impl FnOnce() -> Result<Vec<u8>>) -> Result<Zeroizing<Vec<u8>>> {
-    match std::fs::read(path) {
-        Ok(der) => return Ok(Zeroizing::new(der)),
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-            return Err(KmsError::io(format!("reading {}", path.display()), e))
-        }
-        Err(_) => {}
-    }
-    let der = Zeroizing::new(make()?);
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(|e| KmsError::io(format!("creating {}", path.display()), e))?;
-    file.write_all(&der)
-        .and_then(|()| file.sync_all())
-        .map_err(|e| KmsError::io(format!("writing {}", path.display()), e))?;
-    Ok(der)
-}
-
-fn crypto_failed(what: &str) -> KmsError {
-    KmsError::Protection(format!("replication: {what}"))
-}
-
-impl ReplicationIdentity {
-    /// The identity kept in `data_dir`.
-    pub fn load_or_create(data_dir: &Path) -> Result<Self> {
-        let signing_pkcs8 = load_or_create(&data_dir.join(SIGNING_KEY_FILE), || {
-            let pair =
-                aws_lc_rs::rsa::KeyPair::generate(KeySize::Rsa3072).map_err(|_| crypto_failed("key generation"))?;
-            Ok(pair
-                .as_der()
-                .map_err(|_| crypto_failed("key encoding"))?
-                .as_ref()
-                .to_vec())
-        })?;
-        let wrapping_pkcs8 = load_or_create(&data_dir.join(WRAPPING_KEY_FILE), || {
-            let key = PrivateDecryptingKey::generate(KeySize::Rsa3072).map_err(|_| crypto_failed("key generation"))?;
-            Ok(key
-                .as_der()
-                .map_err(|_| crypto_failed("key encoding"))?
-                .as_ref()
-                .to_vec())
-        })?;
-        let signing = RsaKeyPair::from_pkcs8(&signing_pkcs8).map_err(|_| crypto_failed("unreadable signing key"))?;
-        let wrapping_key =
-            PrivateDecryptingKey::from_pkcs8(&wrapping_pkcs8).map_err(|_| crypto_failed("unreadable wrapping key"))?;
-        let wrapping_public = wrapping_key
-            .public_key()
-            .as_der()
-            .map_err(|_| crypto_failed("key encoding"))?
-            .as_ref()
-            .to_vec();
-        Ok(ReplicationIdentity {
-            signing,
-            signing_pkcs8,
-            wrapping: OaepPrivateDecryptingKey::new(wrapping_key).map_err(|_| crypto_failed("wrapping key"))?,
-            wrapping_public,
-        })
-    }
-
-    /// The signing key pair, for signing requests to peers.
-    pub fn signing_key(&self) -> &RsaKeyPair {
-        &self.signing
-    }
-
-    /// The signing key as PKCS#8 DER.
-    pub fn signing_pkcs8(&self) -> &[u8] {
-        &self.signing_pkcs8
-    }
-
-    /// The public keys to give peers: `(signing, wrapping)`, SubjectPublicKeyInfo DER.
-    pub fn public_keys(&self) -> Result<(Vec<u8>, Vec<u8>)> {
-        let spki = self
-            .signing
-            .public_key()
-            .as_der()
-            .map_err(|_| crypto_failed("key encoding"))?
-            .as_ref()
-            .to_vec();
-        Ok((spki, self.wrapping_public.clone()))
-    }
-
-    fn unwrap(&self, version: &Ocid, wrapped: &[u8]) -> Result<Zeroizing<Vec<u8>>> {
-        let mut out = Zeroizing::new(vec![0u8; self.wrapping.min_output_size()]);
-        let label = format!("{WRAP_LABEL}{version}");
-        let len = self
-            .wrapping
-            .decrypt(&OAEP_SHA256_MGF1SHA256, wrapped, &mut out, Some(label.as_bytes()))
-            .map_err(|_| KmsError::InvalidCiphertext(format!("replicated material of {version} does not unwrap")))?
-            .len();
-        out.truncate(len);
-        Ok(out)
-    }
-}
-
-fn wrap_for(region: &Region, version: &Ocid, secret: &[u8]) -> Result<Vec<u8>> {
-    let der = B64
-        .decode(&region.wrapping_key)
-        .map_err(|_| KmsError::Store(format!("region {}: bad wrapping key", region.name)))?;
-    let key = OaepPublicEncryptingKey::new(
-        PublicEncryptingKey::from_der(&der)
-            .map_err(|_| KmsError::Store(format!("region {}: bad wrapping key", region.name)))?,
-    )
-    .map_err(|_| crypto_failed("wrapping key"))?;
-    let mut out = vec![0u8; key.ciphertext_size()];
-    let label = format!("{WRAP_LABEL}{version}");
-    let len = key
-        .encrypt(&OAEP_SHA256_MGF1SHA256, secret, &mut out, Some(label.as_bytes()))
-        .map_err(|_| crypto_failed("wrapping failed"))?
-        .len();
-    out.truncate(len);
-    Ok(out)
-}
-
-impl Kms {
-    /// This region's replication identity.
-    pub fn replication_identity(&self) -> Result<&ReplicationIdentity> {
-        static_identity(self)
+impl<'a> Replication<'a> {
+    pub(crate) fn new(ctx: &'a Context) -> Self {
+        Replication { ctx }
     }
 
     /// Registers (or updates) a peer region.
-    pub fn add_region(&self, principal: &Principal, mut region: Region) -> Result<Region> {
-        if region.name == self.region() {
+    pub(crate) fn add_region(&self, principal: &Principal, mut region: Region) -> Result<Region> {
+        if region.name == self.ctx.region() {
             return Err(KmsError::InvalidParameter(format!(
                 "region {} is this region",
                 region.name
@@ -315,44 +109,46 @@ impl Kms {
             PublicEncryptingKey::from_der(&der)
                 .map_err(|_| KmsError::InvalidParameter(format!("the {what} key is not an RSA public key")))?;
         }
-        self.mutate(principal, "AddRegion", AuditSubject::default(), |txn, now, _| {
-            region.time_created = txn.region(&region.name)?.map_or(now, |r| r.time_created);
-            txn.put_region(&region)?;
-            Ok(region)
-        })
+        self.ctx
+            .mutate(principal, "AddRegion", AuditSubject::default(), |txn, now, _| {
+                region.time_created = txn.region(&region.name)?.map_or(now, |r| r.time_created);
+                txn.put_region(&region)?;
+                Ok(region)
+            })
     }
 
     /// Registered peer regions.
-    pub fn list_regions(&self) -> Result<Vec<Region>> {
-        self.read()?.regions()
+    pub(crate) fn list_regions(&self) -> Result<Vec<Region>> {
+        self.ctx.read()?.regions()
     }
 
     /// Forgets a peer region (refused while a vault replicates to it).
-    pub fn remove_region(&self, principal: &Principal, name: &str) -> Result<()> {
-        self.mutate(principal, "RemoveRegion", AuditSubject::default(), |txn, _, _| {
-            txn.region(name)?.ok_or_else(|| KmsError::not_found("region", name))?;
-            for vault in txn.vaults()? {
-                if let Some(VaultReplication::Primary { replicas }) = &vault.replication {
-                    if replicas.iter().any(|r| r.region == name) {
-                        return Err(KmsError::IncorrectState(format!(
-                            "vault {} replicates to region {name}; stop that first",
-                            vault.id
-                        )));
+    pub(crate) fn remove_region(&self, principal: &Principal, name: &str) -> Result<()> {
+        self.ctx
+            .mutate(principal, "RemoveRegion", AuditSubject::default(), |txn, _, _| {
+                txn.region(name)?.ok_or_else(|| KmsError::not_found("region", name))?;
+                for vault in txn.vaults()? {
+                    if let Some(VaultReplication::Primary { replicas }) = &vault.replication {
+                        if replicas.iter().any(|r| r.region == name) {
+                            return Err(KmsError::IncorrectState(format!(
+                                "vault {} replicates to region {name}; stop that first",
+                                vault.id
+                            )));
+                        }
                     }
                 }
-            }
-            txn.delete_region(name)
-        })
+                txn.delete_region(name)
+            })
     }
 
     /// Starts replicating `vault_id` to `region`: refused for replicas, vaults not ACTIVE,
     /// unknown regions and vaults holding HSM keys (whose material cannot leave the token).
-    pub fn create_replica(&self, principal: &Principal, vault_id: &Ocid, region: &str) -> Result<Vault> {
+    pub(crate) fn create_replica(&self, principal: &Principal, vault_id: &Ocid, region: &str) -> Result<Vault> {
         let subject = AuditSubject {
             vault_id: Some(vault_id.clone()),
             ..Default::default()
         };
-        self.mutate(principal, "CreateReplica", subject, |txn, now, _| {
+        self.ctx.mutate(principal, "CreateReplica", subject, |txn, now, _| {
             txn.region(region)?.ok_or_else(|| {
                 KmsError::InvalidParameter(format!(
                     "region {region} is not registered (sealstore kms region add)"
@@ -394,12 +190,12 @@ impl Kms {
     }
 
     /// Stops replicating `vault_id` to `region` (the copy there stays, no longer updated).
-    pub fn delete_replica(&self, principal: &Principal, vault_id: &Ocid, region: &str) -> Result<Vault> {
+    pub(crate) fn delete_replica(&self, principal: &Principal, vault_id: &Ocid, region: &str) -> Result<Vault> {
         let subject = AuditSubject {
             vault_id: Some(vault_id.clone()),
             ..Default::default()
         };
-        self.mutate(principal, "DeleteReplica", subject, |txn, _, _| {
+        self.ctx.mutate(principal, "DeleteReplica", subject, |txn, _, _| {
             let mut vault = txn.vault(vault_id)?;
             let Some(VaultReplication::Primary { replicas }) = vault.replication.as_mut() else {
                 return Err(KmsError::IncorrectState(format!("vault {vault_id} has no replicas")));
@@ -418,54 +214,15 @@ impl Kms {
         })
     }
 
-    /// Queues the vault of a change for every region it replicates to; called by
-    /// [`Kms::mutate_if_needed`] inside the change's own transaction. Whether it queued.
-    pub(crate) fn queue_replication(
-        &self,
-        txn: &crate::store::WriteTxn,
-        now: Timestamp,
-        vault_id: &Ocid,
-    ) -> Result<bool> {
-        let Ok(vault) = txn.vault(vault_id) else {
-            return Ok(false);
-        };
-        let Some(VaultReplication::Primary { replicas }) = &vault.replication else {
-            return Ok(false);
-        };
-        for replica in replicas {
-            let entry = match txn.outbox_entry(&replica.region, vault_id)? {
-                Some(mut e) => {
-                    e.changes += 1;
-                    e
-                }
-                None => OutboxEntry {
-                    region: replica.region.clone(),
-                    vault_id: vault_id.clone(),
-                    changes: 1,
-                    since: now,
-                },
-            };
-            txn.put_outbox(&entry)?;
-        }
-        Ok(!replicas.is_empty())
-    }
-
-    /// Wakes [`Kms::wait_for_replication_work`] (after the commit that queued work, or to
-    /// let a shipper see that it should stop).
-    pub fn notify_replication(&self) {
-        *self.replication_wakeup.lock().expect("replication wakeup") += 1;
-        self.replication_queued.notify_all();
-    }
-
     /// The replicas of `vault_id`, with their lag.
-    pub fn replicas(&self, vault_id: &Ocid) -> Result<Vec<ReplicaView>> {
-        let txn = self.read()?;
+    pub(crate) fn replicas(&self, vault_id: &Ocid) -> Result<Vec<ReplicaView>> {
+        let txn = self.ctx.read()?;
         let vault = txn.vault(vault_id)?;
         let Some(VaultReplication::Primary { replicas }) = &vault.replication else {
             return Ok(Vec::new());
         };
         let outbox = txn.outbox()?;
-        let now = self.now();
+        let now = self.ctx.now();
         Ok(replicas
             .iter()
             .map(|r| {
@@ -483,27 +240,13 @@ impl Kms {
     }
 
     /// What waits to be shipped.
-    pub fn replication_outbox(&self) -> Result<Vec<OutboxEntry>> {
-        self.read()?.outbox()
-    }
-
-    /// A counter that moves whenever work is queued: read it before looking at the outbox,
-    /// then [`Kms::wait_for_replication_work`] returns at once if work came meanwhile.
-    pub fn replication_generation(&self) -> u64 {
-        *self.replication_wakeup.lock().expect("replication wakeup")
-    }
-
-    /// Waits up to `timeout` for work queued after generation `seen`.
-    pub fn wait_for_replication_work(&self, seen: u64, timeout: std::time::Duration) {
-        let guard = self.replication_wakeup.lock().expect("replication wakeup");
-        let _ = self
-            .replication_queued
-            .wait_timeout_while(guard, timeout, |generation| *generation == seen);
+    pub(crate) fn replication_outbox(&self) -> Result<Vec<OutboxEntry>> {
+        self.ctx.read()?.outbox()
     }
 
     /// The region and the state to ship for `entry` (material wrapped for that region).
-    pub fn replication_shipment(&self, entry: &OutboxEntry) -> Result<(Region, VaultShipment)> {
-        let txn = self.read()?;
+    pub(crate) fn replication_shipment(&self, entry: &OutboxEntry) -> Result<(Region, VaultShipment)> {
+        let txn = self.ctx.read()?;
         let region = txn
             .region(&entry.region)?
             .ok_or_else(|| KmsError::not_found("region", entry.region.as_str()))?;
@@ -513,7 +256,7 @@ impl Kms {
         let mut versions = Vec::new();
         let mut materials = Vec::new();
         for key in &keys {
-            let backend = self.protection(key.protection_mode)?;
+            let backend = self.ctx.protection(key.protection_mode)?;
             for version in txn.key_versions(&key.id)? {
                 if let Some(stored) = txn.key_material(&version.id)? {
                     let shipped = match backend.export_material(&version.id, &stored)? {
@@ -532,7 +275,7 @@ impl Kms {
         Ok((
             region,
             VaultShipment {
-                from_region: self.region().to_owned(),
+                from_region: self.ctx.region().to_owned(),
                 vault,
                 keys,
                 versions,
@@ -543,9 +286,9 @@ impl Kms {
 
     /// Records an acknowledged shipment of `entry`: the replica is ACTIVE, and the entry goes
     /// unless more changes were queued since it was read.
-    pub fn replication_shipped(&self, entry: &OutboxEntry) -> Result<()> {
-        let txn = self.store.write(redb::Durability::Immediate)?;
-        let now = self.now();
+    pub(crate) fn replication_shipped(&self, entry: &OutboxEntry) -> Result<()> {
+        let txn = self.ctx.write()?;
+        let now = self.ctx.now();
         if let Some(current) = txn.outbox_entry(&entry.region, &entry.vault_id)? {
             if current.changes == entry.changes && current.since == entry.since {
                 txn.delete_outbox(&entry.region, &entry.vault_id)?;
@@ -571,7 +314,7 @@ impl Kms {
             vault_id: Some(entry.vault_id.clone()),
             ..Default::default()
         };
-        crate::audit::append(
+        audit::append(
             &txn,
             now,
             &Principal::new(format!("replication/{}", entry.region)),
@@ -585,18 +328,18 @@ impl Kms {
     /// Applies a vault state shipped by `from` (a registered region whose signature the
     /// caller checked): the vault becomes (or stays) a replica of it, with exactly its keys,
     /// versions and material.
-    pub fn apply_replication(&self, from: &str, state: VaultShipment) -> Result<()> {
+    pub(crate) fn apply_replication(&self, from: &str, state: VaultShipment) -> Result<()> {
         if state.from_region != from {
             return Err(KmsError::InvalidParameter(format!(
                 "the shipment says it comes from {}, but {from} signed it",
                 state.from_region
             )));
         }
-        let identity = self.replication_identity()?;
+        let identity = self.ctx.replication_identity()?;
         // Unwrap and re-seal outside the write transaction, and only what is new here: an
         // RSA private operation per version is the cost of applying a state.
         let present: HashSet<Ocid> = {
-            let txn = self.read()?;
+            let txn = self.ctx.read()?;
             let mut present = HashSet::new();
             for (version, _) in &state.materials {
                 if txn.key_material(version)?.is_some() {
@@ -631,7 +374,7 @@ impl Kms {
             };
             imported.push((
                 version.clone(),
-                self.protection(mode)?.import_material(version, &exported)?,
+                self.ctx.protection(mode)?.import_material(version, &exported)?,
             ));
         }
         let subject = AuditSubject {
@@ -639,8 +382,8 @@ impl Kms {
             ..Default::default()
         };
         let principal = Principal::new(format!("region/{from}"));
-        let now = self.now();
-        let txn = self.store.write(redb::Durability::Immediate)?;
+        let now = self.ctx.now();
+        let txn = self.ctx.write()?;
         if let Ok(existing) = txn.vault(&state.vault.id) {
             match &existing.replication {
                 Some(VaultReplication::Replica { primary_region, .. }) if primary_region == from => {}
@@ -654,7 +397,7 @@ impl Kms {
         }
         // Each region is its own tenancy here: a replica lives in this region's root
         // compartment, where this region's policies decide who may use it.
-        let tenancy = self.tenancy_id().clone();
+        let tenancy = self.ctx.tenancy_id().clone();
         let mut vault = state.vault.clone();
         vault.compartment_id = tenancy.clone();
         vault.replication = Some(VaultReplication::Replica {
@@ -684,46 +427,7 @@ impl Kms {
                 txn.put_key_material(version, stored)?;
             }
         }
-        crate::audit::append(&txn, now, &principal, "ApplyReplication", &subject, Ok(()))?;
+        audit::append(&txn, now, &principal, "ApplyReplication", &subject, Ok(()))?;
         txn.commit()
     }
-
-    /// Refuses management of a replica: it is managed in its primary region.
-    pub(crate) fn refuse_if_replica(&self, txn: &crate::store::WriteTxn, subject: &AuditSubject) -> Result<()> {
-        if let Some(vault) = Self::changed_vault(txn, subject).and_then(|v| txn.vault(&v).ok()) {
-            if let Some(VaultReplication::Replica { primary_region, .. }) = &vault.replication {
-                return Err(KmsError::IncorrectState(format!(
-                    "vault {} is a replica of region {primary_region}: manage it there (this region serves encrypt and decrypt only)",
-                    vault.id
-                )));
-            }
-        }
-        Ok(())
-    }
-
-    /// The vault a change touches, from its audit subject (its vault, or its key's).
-    pub(crate) fn changed_vault(txn: &crate::store::WriteTxn, subject: &AuditSubject) -> Option<Ocid> {
-        match (&subject.vault_id, &subject.key_id) {
-            (Some(v), _) => Some(v.clone()),
-            (None, Some(k)) => txn.key(k).ok().map(|k| k.vault_id),
-            (None, None) => None,
-        }
-    }
-}
-
-/// The identity, loaded once per Kms (made on first use).
-fn static_identity(kms: &Kms) -> Result<&ReplicationIdentity> {
-    if let Some(id) = kms.replication_identity_cell().get() {
-        return Ok(id);
-    }
-    let identity = ReplicationIdentity::load_or_create(kms.data_dir())?;
-    Ok(kms.replication_identity_cell().get_or_init(|| identity))
-}
-
-/// Storage for [`Kms::replication_identity`].
-pub(crate) type IdentityCell = OnceLock<ReplicationIdentity>;
-
-/// Where the identity files are, for messages.
-pub fn identity_files(data_dir: &Path) -> [PathBuf; 2] {
-    [data_dir.join(SIGNING_KEY_FILE), data_dir.join(WRAPPING_KEY_FILE)]
 }

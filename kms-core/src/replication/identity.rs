@@ -1,0 +1,164 @@
+//! This region's replication identity — an RSA-3072 signing key (its requests to peers) and
+//! an RSA-3072 wrapping key (what peers wrap key material to, with RSA-OAEP-SHA256) — and the
+//! wrapping of key material for a peer (spec: `docs/REPLICATION.md`).
+
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use aws_lc_rs::encoding::AsDer;
+use aws_lc_rs::rsa::{
+    KeySize, OaepPrivateDecryptingKey, OaepPublicEncryptingKey, PrivateDecryptingKey, PublicEncryptingKey,
+    OAEP_SHA256_MGF1SHA256,
+};
+use aws_lc_rs::signature::{KeyPair, RsaKeyPair};
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine;
+use zeroize::Zeroizing;
+
+use crate::error::{KmsError, Result};
+use crate::ids::Ocid;
+use crate::model::replication::Region;
+
+/// OAEP label prefix: wrapped material is bound to its version id.
+const WRAP_LABEL: &str = "sealstore/replication/v1:";
+/// File names of the replication identity in the data directory.
+const SIGNING_KEY_FILE: &str = "replication-signing.key";
+const WRAPPING_KEY_FILE: &str = "replication-wrapping.key";
+
+fn load_or_create(path: &Path, make: impl FnOnce() -> Result<Vec<u8>>) -> Result<Zeroizing<Vec<u8>>> {
+    match std::fs::read(path) {
+        Ok(der) => return Ok(Zeroizing::new(der)),
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            return Err(KmsError::io(format!("reading {}", path.display()), e))
+        }
+        Err(_) => {}
+    }
+    let der = Zeroizing::new(make()?);
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| KmsError::io(format!("creating {}", path.display()), e))?;
+    file.write_all(&der)
+        .and_then(|()| file.sync_all())
+        .map_err(|e| KmsError::io(format!("writing {}", path.display()), e))?;
+    Ok(der)
+}
+
+pub(crate) fn crypto_failed(what: &str) -> KmsError {
+    KmsError::Protection(format!("replication: {what}"))
+}
+
+/// This region's replication keys (made on first use, PKCS#8 files of mode 0600).
+pub struct ReplicationIdentity {
+    signing: RsaKeyPair,
+    signing_pkcs8: Zeroizing<Vec<u8>>,
+    wrapping: OaepPrivateDecryptingKey,
+    wrapping_public: Vec<u8>,
+}
+
+impl std::fmt::Debug for ReplicationIdentity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ReplicationIdentity(<keys>)")
+    }
+}
+
+impl ReplicationIdentity {
+    /// The identity kept in `data_dir`.
+    pub fn load_or_create(data_dir: &Path) -> Result<Self> {
+        let signing_pkcs8 = load_or_create(&data_dir.join(SIGNING_KEY_FILE), || {
+            let pair =
+                aws_lc_rs::rsa::KeyPair::generate(KeySize::Rsa3072).map_err(|_| crypto_failed("key generation"))?;
+            Ok(pair
+                .as_der()
+                .map_err(|_| crypto_failed("key encoding"))?
+                .as_ref()
+                .to_vec())
+        })?;
+        let wrapping_pkcs8 = load_or_create(&data_dir.join(WRAPPING_KEY_FILE), || {
+            let key = PrivateDecryptingKey::generate(KeySize::Rsa3072).map_err(|_| crypto_failed("key generation"))?;
+            Ok(key
+                .as_der()
+                .map_err(|_| crypto_failed("key encoding"))?
+                .as_ref()
+                .to_vec())
+        })?;
+        let signing = RsaKeyPair::from_pkcs8(&signing_pkcs8).map_err(|_| crypto_failed("unreadable signing key"))?;
+        let wrapping_key =
+            PrivateDecryptingKey::from_pkcs8(&wrapping_pkcs8).map_err(|_| crypto_failed("unreadable wrapping key"))?;
+        let wrapping_public = wrapping_key
+            .public_key()
+            .as_der()
+            .map_err(|_| crypto_failed("key encoding"))?
+            .as_ref()
+            .to_vec();
+        Ok(ReplicationIdentity {
+            signing,
+            signing_pkcs8,
+            wrapping: OaepPrivateDecryptingKey::new(wrapping_key).map_err(|_| crypto_failed("wrapping key"))?,
+            wrapping_public,
+        })
+    }
+
+    /// The signing key pair, for signing requests to peers.
+    pub fn signing_key(&self) -> &RsaKeyPair {
+        &self.signing
+    }
+
+    /// The signing key as PKCS#8 DER.
+    pub fn signing_pkcs8(&self) -> &[u8] {
+        &self.signing_pkcs8
+    }
+
+    /// The public keys to give peers: `(signing, wrapping)`, SubjectPublicKeyInfo DER.
+    pub fn public_keys(&self) -> Result<(Vec<u8>, Vec<u8>)> {
+        let spki = self
+            .signing
+            .public_key()
+            .as_der()
+            .map_err(|_| crypto_failed("key encoding"))?
+            .as_ref()
+            .to_vec();
+        Ok((spki, self.wrapping_public.clone()))
+    }
+
+    /// Unwraps material wrapped for this region by [`wrap_for`], bound to `version`.
+    pub(crate) fn unwrap(&self, version: &Ocid, wrapped: &[u8]) -> Result<Zeroizing<Vec<u8>>> {
+        let mut out = Zeroizing::new(vec![0u8; self.wrapping.min_output_size()]);
+        let label = format!("{WRAP_LABEL}{version}");
+        let len = self
+            .wrapping
+            .decrypt(&OAEP_SHA256_MGF1SHA256, wrapped, &mut out, Some(label.as_bytes()))
+            .map_err(|_| KmsError::InvalidCiphertext(format!("replicated material of {version} does not unwrap")))?
+            .len();
+        out.truncate(len);
+        Ok(out)
+    }
+}
+
+/// Where the identity files are, for messages.
+pub fn identity_files(data_dir: &Path) -> [PathBuf; 2] {
+    [data_dir.join(SIGNING_KEY_FILE), data_dir.join(WRAPPING_KEY_FILE)]
+}
+
+/// Wraps `secret` (the material of `version`) for `region`.
+pub(crate) fn wrap_for(region: &Region, version: &Ocid, secret: &[u8]) -> Result<Vec<u8>> {
+    let der = B64
+        .decode(&region.wrapping_key)
+        .map_err(|_| KmsError::Store(format!("region {}: bad wrapping key", region.name)))?;
+    let key = OaepPublicEncryptingKey::new(
+        PublicEncryptingKey::from_der(&der)
+            .map_err(|_| KmsError::Store(format!("region {}: bad wrapping key", region.name)))?,
+    )
+    .map_err(|_| crypto_failed("wrapping key"))?;
+    let mut out = vec![0u8; key.ciphertext_size()];
+    let label = format!("{WRAP_LABEL}{version}");
+    let len = key
+        .encrypt(&OAEP_SHA256_MGF1SHA256, secret, &mut out, Some(label.as_bytes()))
+        .map_err(|_| crypto_failed("wrapping failed"))?
+        .len();
+    out.truncate(len);
+    Ok(out)
+}
