@@ -15,7 +15,7 @@ use object_store::path::Path;
 use object_store::{Attribute, Attributes, GetOptions, GetRange, ObjectStore, PutOptions, PutPayload, WriteMultipart};
 use sealstore::crypto::segment::SegmentSize;
 use sealstore::object::backend::open_backend;
-use sealstore::object::EncryptedStore;
+use sealstore::object::{EncryptedStore, EncryptedStoreError};
 
 struct Fixture {
     _dir: tempfile::TempDir,
@@ -186,10 +186,16 @@ async fn attributes_are_sealed_and_returned(f: &Fixture) {
     );
 }
 
-async fn fails_to_read(store: &EncryptedStore<Arc<dyn ObjectStore>>, key: &str) -> bool {
-    match store.get(&Path::from(key)).await {
-        Err(_) => true,
-        Ok(got) => got.bytes().await.is_err(),
+/// Reads `key`, which must fail as damage (at the get, or while its body streams, through
+/// the `ObjectStore` trait); returns the first bad segment, when a segment failed.
+async fn damaged_segment(store: &EncryptedStore<Arc<dyn ObjectStore>>, key: &str) -> Option<u64> {
+    let e = match store.get(&Path::from(key)).await {
+        Err(e) => e,
+        Ok(got) => got.bytes().await.expect_err("a damaged object was read"),
+    };
+    match EncryptedStoreError::from_object_store(&e) {
+        Some(damage @ EncryptedStoreError::Integrity { key: k, .. }) if k == key => damage.segment(),
+        _ => panic!("{key}: not reported as damage: {e}"),
     }
 }
 
@@ -203,24 +209,63 @@ async fn tampering_and_moving_are_detected(f: &Fixture) {
     let at = original.len() - 5000;
     bad[at] ^= 1;
     f.put_raw("a", &bad).await;
-    assert!(fails_to_read(&store, "a").await, "flipped byte");
+    assert_eq!(damaged_segment(&store, "a").await, Some(1), "flipped byte");
 
     f.put_raw("a", &original[..original.len() - (10 + 16)]).await;
-    assert!(fails_to_read(&store, "a").await, "last segment dropped");
+    damaged_segment(&store, "a").await; // last segment dropped
 
     let mut reordered = original.clone();
     let body = original.len() - (3 * 4112 + 26);
     reordered[body..body + 4112].copy_from_slice(&original[body + 4112..body + 2 * 4112]);
     reordered[body + 4112..body + 2 * 4112].copy_from_slice(&original[body..body + 4112]);
     f.put_raw("a", &reordered).await;
-    assert!(fails_to_read(&store, "a").await, "segments swapped");
+    assert_eq!(damaged_segment(&store, "a").await, Some(0), "segments swapped");
 
     f.put_raw("moved", &original).await;
-    assert!(fails_to_read(&store, "moved").await, "moved to another name");
+    assert_eq!(damaged_segment(&store, "moved").await, None, "moved to another name");
 
     f.put_raw("a", &original).await;
     assert_eq!(store.get(&Path::from("a")).await.unwrap().bytes().await.unwrap(), plain);
-    assert!(fails_to_read(&f.store("not-b"), "a").await, "read as another bucket");
+    assert_eq!(
+        damaged_segment(&f.store("not-b"), "a").await,
+        None,
+        "read as another bucket"
+    );
+}
+
+async fn refused_keys_and_missing_objects_are_typed(f: &Fixture) {
+    let store = f.store("b");
+    store.put(&Path::from("k"), data(10).into()).await.unwrap();
+    // The store's own methods fail with the typed error; the backend's stays recognisable.
+    assert!(matches!(
+        store.read(&Path::from("nope"), GetOptions::default()).await,
+        Err(EncryptedStoreError::Backend(object_store::Error::NotFound { .. }))
+    ));
+    f.kms.disable_key(&Principal::local_admin(), &f.key).unwrap();
+    let refused = store.read(&Path::from("k"), GetOptions::default()).await.unwrap_err();
+    assert!(refused.kms().is_some(), "{refused:?}");
+    // Through the ObjectStore trait, the same error, recovered.
+    let e = store.get(&Path::from("k")).await.unwrap_err();
+    assert!(
+        matches!(
+            e,
+            object_store::Error::Generic {
+                store: "EncryptedStore",
+                ..
+            }
+        ),
+        "{e}"
+    );
+    assert!(EncryptedStoreError::from_object_store(&e)
+        .and_then(EncryptedStoreError::kms)
+        .is_some());
+    let e = store.put(&Path::from("k2"), data(10).into()).await.unwrap_err();
+    assert!(matches!(EncryptedStoreError::from(e), EncryptedStoreError::Key { .. }));
+    f.kms.enable_key(&Principal::local_admin(), &f.key).unwrap();
+    assert_eq!(
+        store.get(&Path::from("k")).await.unwrap().bytes().await.unwrap(),
+        data(10)
+    );
 }
 
 async fn key_version_of(f: &Fixture, key: &str) -> kms_core::Ocid {
@@ -318,7 +363,8 @@ mod local {
         tampering_and_moving_are_detected,
         rotation_is_lazy_reads_old_writes_new_and_copy_reencrypts,
         multipart_upload_with_odd_part_sizes,
-        delete_and_missing_objects
+        delete_and_missing_objects,
+        refused_keys_and_missing_objects_are_typed
     );
 }
 
@@ -346,4 +392,5 @@ async fn s3_backend_passes_the_same_scenarios() {
     rotation_is_lazy_reads_old_writes_new_and_copy_reencrypts(&fixture()).await;
     multipart_upload_with_odd_part_sizes(&fixture()).await;
     delete_and_missing_objects(&fixture()).await;
+    refused_keys_and_missing_objects_are_typed(&fixture()).await;
 }

@@ -1,10 +1,11 @@
 //! Encrypted objects: the on-store format ([`format`]), the store that encrypts every object
-//! with its own data key ([`store`]), customer-provided keys ([`customer_key`]), the metadata index ([`index`]), buckets in the data
+//! with its own data key ([`store`], failing with [`error::EncryptedStoreError`]), customer-provided keys ([`customer_key`]), the metadata index ([`index`]), buckets in the data
 //! directory ([`service`]) and the re-encryption sweep ([`sweep`]).
 
 pub mod backend;
 pub mod customer_key;
 pub mod encryption;
+pub mod error;
 pub mod format;
 pub mod gc;
 pub mod index;
@@ -14,5 +15,6 @@ pub mod service;
 pub mod store;
 pub mod sweep;
 
+pub use error::EncryptedStoreError;
 pub use service::{InventoryRow, ObjectError, ObjectService, OpenObject, PutParams, WriteCondition};
 pub use store::{EncryptedStore, Naming, Sealing, WrappedBy};

@@ -22,6 +22,7 @@ use thiserror::Error;
 
 use super::customer_key::CustomerKey;
 use super::encryption::{DefaultEncryption, Encryption, EncryptionRequest, UploadEncryption};
+use super::error::EncryptedStoreError;
 use super::format::ObjectIdentity;
 use super::index::{
     BucketDeletion, ContentHeaders, IndexError, Layout, ObjectEntry, ObjectIndex, PartRecord, UploadRecord,
@@ -65,9 +66,10 @@ pub enum ObjectError {
     /// The key is empty or longer than S3's 1024 bytes.
     #[error("object keys are 1 to 1024 bytes of UTF-8; this one is {0} bytes")]
     KeyTooLong(usize),
-    /// The object store failed (this includes integrity errors while reading).
+    /// The encrypted store failed: damage found while reading, a refused data key, the
+    /// backend (see [`EncryptedStoreError`]).
     #[error(transparent)]
-    Store(object_store::Error),
+    Store(#[from] EncryptedStoreError),
     /// The index failed.
     #[error(transparent)]
     Index(#[from] IndexError),
@@ -217,7 +219,7 @@ impl OpenObject {
     /// Reads the object (all of it, or `range` of its plaintext).
     pub async fn read(&self, range: Option<GetRange>) -> Result<GetResult> {
         self.store
-            .get_opts(
+            .read(
                 &self.location,
                 GetOptions {
                     range,
@@ -226,7 +228,7 @@ impl OpenObject {
             )
             .await
             .map_err(|e| match e {
-                object_store::Error::NotFound { .. } => ObjectError::NoSuchKey {
+                EncryptedStoreError::Backend(object_store::Error::NotFound { .. }) => ObjectError::NoSuchKey {
                     bucket: self.bucket.clone(),
                     key: self.key.clone(),
                 },
@@ -243,14 +245,8 @@ pub const SINGLE_PUT_MAX: usize = 1 << 20;
 
 impl From<object_store::Error> for ObjectError {
     fn from(e: object_store::Error) -> Self {
-        // Key management failures cross the ObjectStore trait as Generic errors: take them out.
-        match e {
-            object_store::Error::Generic { store, source } => match source.downcast::<super::store::DataKeyError>() {
-                Ok(key_error) => ObjectError::Kms(key_error.source),
-                Err(source) => ObjectError::Store(object_store::Error::Generic { store, source }),
-            },
-            other => ObjectError::Store(other),
-        }
+        // What an EncryptedStore said through the ObjectStore trait, typed again.
+        ObjectError::Store(e.into())
     }
 }
 

@@ -20,17 +20,20 @@ use kms_core::{KeyProvider, Ocid};
 use object_store::path::Path;
 use object_store::{
     Attribute, AttributeValue, Attributes, GetOptions, GetRange, GetResult, GetResultPayload, ListResult,
-    MultipartUpload, ObjectMeta, ObjectStore, PutMode, PutMultipartOptions, PutOptions, PutPayload, PutResult, Result,
+    MultipartUpload, ObjectMeta, ObjectStore, PutMode, PutMultipartOptions, PutOptions, PutPayload, PutResult,
     UploadPart,
 };
 use serde::{Deserialize, Serialize};
 
 use super::customer_key::{self, CustomerKey};
+use super::error::{EncryptedStoreError, FormatProblem, IntegrityProblem};
 use super::format::{FormatError, ObjectHeader, ObjectIdentity};
-use crate::crypto::segment::{SegmentCipher, SegmentError, SegmentSize};
+use crate::crypto::segment::{SegmentCipher, SegmentSize};
 use crate::crypto::stream::{open_stream, seal_stream, SegmentRun, StreamError, DEFAULT_BATCH_SEGMENTS};
 
-const STORE: &str = "EncryptedStore";
+/// The store's own methods fail with the typed error; its `ObjectStore` methods with
+/// `object_store::Error`, which carries it (see [`super::error`]).
+type Result<T, E = EncryptedStoreError> = std::result::Result<T, E>;
 /// Bytes fetched to read a header in one request: headers are ~300 bytes plus metadata, and
 /// the rest of the first request brings a default segment (64 KiB sealed) with them, so a
 /// small object, or the start of a large one, is read in one request (the bytes are kept).
@@ -38,17 +41,10 @@ const HEADER_PROBE: u64 = 4096 + 65536;
 /// Plaintext per multipart part: 8 MiB, above S3's 5 MiB minimum for every part but the last.
 const MULTIPART_PART_BYTES: usize = 8 << 20;
 
-fn generic(source: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> object_store::Error {
-    object_store::Error::Generic {
-        store: STORE,
-        source: source.into(),
-    }
-}
-
 /// The body of an inner store's answer as a stream. A local file is read `chunk` bytes per
 /// blocking call: object_store's own stream reads 8 KiB per call, which made a large GET
 /// about six times slower than reading the file (measured by `sealstore bench object`).
-fn body_stream(result: GetResult, chunk: usize) -> BoxStream<'static, Result<Bytes>> {
+fn body_stream(result: GetResult, chunk: usize) -> BoxStream<'static, object_store::Result<Bytes>> {
     let range = result.range.clone();
     match result.payload {
         GetResultPayload::File(file, path) => stream::try_unfold((file, range.start), move |(file, at)| {
@@ -63,8 +59,11 @@ fn body_stream(result: GetResult, chunk: usize) -> BoxStream<'static, Result<Byt
                     std::os::unix::fs::FileExt::read_exact_at(&file, &mut buf, at).map(|()| (file, buf))
                 })
                 .await
-                .map_err(generic)?;
-                let (file, buf) = read.map_err(|e| generic(format!("reading {}: {e}", path.display())))?;
+                .map_err(EncryptedStoreError::internal("reading a file"))?;
+                let (file, buf) = read.map_err(|e| {
+                    let e = std::io::Error::new(e.kind(), format!("{}: {e}", path.display()));
+                    EncryptedStoreError::internal("reading a file")(e)
+                })?;
                 Ok(Some((Bytes::from(buf), (file, at + len as u64))))
             }
         })
@@ -73,88 +72,34 @@ fn body_stream(result: GetResult, chunk: usize) -> BoxStream<'static, Result<Byt
     }
 }
 
-fn damaged(bucket: &str, key: &str, problem: IntegrityProblem) -> object_store::Error {
-    generic(IntegrityError {
+fn damaged(bucket: &str, key: &str, problem: IntegrityProblem) -> EncryptedStoreError {
+    EncryptedStoreError::Integrity {
         bucket: bucket.to_owned(),
         key: key.to_owned(),
         problem,
-    })
-}
-
-/// Key management refused or failed while opening or sealing an object. Travels inside
-/// `object_store::Error::Generic` (the `ObjectStore` trait's error) and is recovered by
-/// [`crate::object::ObjectError`], so that a denied key answers as denied, not as an I/O error.
-#[derive(Debug, thiserror::Error)]
-#[error("{location}: {action}: {source}")]
-pub struct DataKeyError {
-    /// The object.
-    pub location: String,
-    /// What was being done.
-    pub action: &'static str,
-    /// Why it failed.
-    #[source]
-    pub source: kms_core::KmsError,
-}
-
-/// An object's stored bytes failed their integrity checks while being read: its header
-/// does not parse, its sealed metadata, data key or a segment fails authentication, or it was
-/// truncated or extended. Travels inside `object_store::Error::Generic` like [`DataKeyError`];
-/// callers find it with [`IntegrityError::find`], so that damage answers as damage, not as an
-/// I/O error.
-#[derive(Debug, thiserror::Error)]
-#[error("object '{key}' in bucket '{bucket}' is damaged: {problem}")]
-pub struct IntegrityError {
-    /// The bucket (the store's name in object identities).
-    pub bucket: String,
-    /// The object's key.
-    pub key: String,
-    /// What failed.
-    pub problem: IntegrityProblem,
-}
-
-/// What failed in an [`IntegrityError`].
-#[derive(Debug, thiserror::Error)]
-pub enum IntegrityProblem {
-    /// The header does not parse.
-    #[error("its header is unreadable: {0}")]
-    Header(FormatError),
-    /// The sealed metadata failed authentication (the header was altered).
-    #[error("its header failed authentication: {0}")]
-    Metadata(SegmentError),
-    /// The wrapped data key was rejected (the header was altered).
-    #[error("its wrapped data key was rejected: {0}")]
-    DataKey(String),
-    /// The stored length disagrees with the header.
-    #[error("{0}")]
-    Length(String),
-    /// A segment failed authentication, or the body is cut inside one.
-    #[error(transparent)]
-    Segment(SegmentError),
-    /// The body ended before the length the header implies.
-    #[error("its body ended after {got} of {expected} bytes")]
-    ShortBody {
-        /// Sealed bytes read.
-        got: u64,
-        /// Sealed bytes expected.
-        expected: u64,
-    },
-}
-
-impl IntegrityError {
-    /// The first damaged segment, when a segment failed.
-    pub fn segment(&self) -> Option<u64> {
-        match self.problem {
-            IntegrityProblem::Segment(SegmentError::Integrity { index }) => Some(index),
-            _ => None,
-        }
     }
+}
 
-    /// The integrity error inside an object-store error, if that is what it is.
-    pub fn find(e: &object_store::Error) -> Option<&IntegrityError> {
-        match e {
-            object_store::Error::Generic { source, .. } => source.downcast_ref::<IntegrityError>(),
-            _ => None,
-        }
+fn format(location: &Path, problem: FormatProblem) -> EncryptedStoreError {
+    EncryptedStoreError::Format {
+        location: location.to_string(),
+        problem,
+    }
+}
+
+fn key_error(location: &Path, action: &'static str) -> impl FnOnce(kms_core::KmsError) -> EncryptedStoreError {
+    let location = location.to_string();
+    move |source| EncryptedStoreError::Key {
+        location,
+        action,
+        source,
+    }
+}
+
+fn customer_key_required(location: &Path, consequence: &'static str) -> EncryptedStoreError {
+    EncryptedStoreError::CustomerKeyRequired {
+        location: location.to_string(),
+        consequence,
     }
 }
 
@@ -357,11 +302,16 @@ impl<S: ObjectStore> EncryptedStore<S> {
         let opened = self.shared.read_header(location, &GetOptions::default()).await?;
         let wrapped = &opened.header.wrapped_dek;
         if customer_key::is_customer_wrapped(wrapped) {
-            let key_check = customer_key::key_check_of(wrapped)
-                .ok_or_else(|| generic(format!("{location}: {}", customer_key::CustomerKeyError::Malformed)))?;
+            let key_check = customer_key::key_check_of(wrapped).ok_or_else(|| {
+                format(
+                    location,
+                    FormatProblem::CustomerKey(customer_key::CustomerKeyError::Malformed),
+                )
+            })?;
             return Ok(WrappedBy::Customer { key_check });
         }
-        let wrapped = kms_core::ciphertext::parse(wrapped).map_err(generic)?;
+        let wrapped =
+            kms_core::ciphertext::parse(wrapped).map_err(|e| format(location, FormatProblem::WrappedKey(e)))?;
         Ok(WrappedBy::Kms {
             key_id: wrapped.key_id,
             key_version_id: wrapped.key_version_id,
@@ -376,16 +326,17 @@ impl<S: ObjectStore> EncryptedStore<S> {
         let s = &self.shared;
         let opened = s.read_header(location, &GetOptions::default()).await?;
         if customer_key::is_customer_wrapped(&opened.header.wrapped_dek) {
-            return Err(generic(format!(
-                "{location}: encrypted with a customer-provided key; only its owner can re-encrypt it"
-            )));
+            return Err(customer_key_required(location, "only its owner can re-encrypt it"));
         }
-        let old = kms_core::ciphertext::parse(&opened.header.wrapped_dek).map_err(generic)?;
+        let old = kms_core::ciphertext::parse(&opened.header.wrapped_dek)
+            .map_err(|e| format(location, FormatProblem::WrappedKey(e)))?;
         let (keys, key_id) = (s.keys.clone(), old.key_id.clone());
         let primary = tokio::task::spawn_blocking(move || keys.primary_version(&key_id))
             .await
-            .map_err(generic)?
-            .map_err(generic)?;
+            .map_err(EncryptedStoreError::internal(
+                "asking for the current master key version",
+            ))?
+            .map_err(key_error(location, "cannot find the current version of its master key"))?;
         if primary == old.key_version_id {
             return Ok(None);
         }
@@ -396,8 +347,8 @@ impl<S: ObjectStore> EncryptedStore<S> {
         );
         let (rewrapped, version) = tokio::task::spawn_blocking(move || keys.rewrap_data_key(&wrapped, &aad))
             .await
-            .map_err(generic)?
-            .map_err(|e| generic(format!("{location}: cannot re-wrap the object's data key: {e}")))?;
+            .map_err(EncryptedStoreError::internal("re-wrapping a data key"))?
+            .map_err(key_error(location, "cannot re-wrap the object's data key"))?;
         let header = ObjectHeader {
             wrapped_dek: rewrapped,
             ..opened.header.clone()
@@ -415,7 +366,7 @@ impl<S: ObjectStore> EncryptedStore<S> {
                 Ok(bytes) => upload.put(bytes),
                 Err(e) => {
                     upload.abort().await?;
-                    return Err(e);
+                    return Err(e.into());
                 }
             }
         }
@@ -441,7 +392,7 @@ impl<S: ObjectStore> EncryptedStore<S> {
         let sealed: Vec<Bytes> = seal_stream(cipher, input, DEFAULT_BATCH_SEGMENTS)
             .try_collect()
             .await
-            .map_err(generic)?;
+            .map_err(EncryptedStoreError::internal("sealing the object"))?;
         let body = std::iter::once(Bytes::from(header.encode()))
             .chain(sealed)
             .collect::<PutPayload>();
@@ -478,6 +429,82 @@ impl<S: ObjectStore> EncryptedStore<S> {
         });
         Ok((upload, wrapped_by))
     }
+
+    /// [`ObjectStore::get_opts`] failing with the typed error (the body's stream still fails
+    /// with `object_store::Error`, which carries it).
+    pub async fn read(&self, location: &Path, options: GetOptions) -> Result<GetResult> {
+        let s = self.shared.clone();
+        let opened = s.read_header(location, &options).await?;
+        let meta = s.plain_meta(&opened)?;
+        let (cipher, attributes) = s.unwrap(location, &opened.header, &self.sealing).await?;
+        let range = plain_range(&options.range, meta.size)?;
+        let seg = opened.header.segment_size;
+        let count = seg.segment_count(meta.size);
+        let plain_seg = u64::from(seg.get());
+        let (first, last) = if range.is_empty() {
+            (0, 0)
+        } else {
+            (range.start / plain_seg, (range.end - 1) / plain_seg)
+        };
+        let sealed_start = opened.header_len + seg.sealed_offset(first);
+        let sealed_end = (opened.header_len + seg.sealed_offset(last + 1)).min(opened.sealed_meta.size);
+        // What the header read brought along is not read again; the rest must come from the
+        // very object whose header was read.
+        let probed = opened.probe.len() as u64;
+        let from_probe = if sealed_start < probed {
+            Some(
+                opened
+                    .probe
+                    .slice(sealed_start as usize..sealed_end.min(probed) as usize),
+            )
+        } else {
+            None
+        };
+        let rest = if sealed_end > probed.max(sealed_start) {
+            let body_opts = GetOptions {
+                if_match: opened.sealed_meta.e_tag.clone(),
+                version: opened.sealed_meta.version.clone(),
+                range: Some(GetRange::Bounded(probed.max(sealed_start)..sealed_end)),
+                ..Default::default()
+            };
+            let sealed_batch = DEFAULT_BATCH_SEGMENTS * (seg.get() as usize + crate::crypto::gcm::TAG_LEN);
+            Some(body_stream(s.inner.get_opts(location, body_opts).await?, sealed_batch))
+        } else {
+            None
+        };
+        let body = stream::iter(from_probe.map(Ok))
+            .chain(stream::iter(rest).flatten())
+            .boxed();
+        let run = SegmentRun {
+            first,
+            sealed_len: sealed_end - sealed_start,
+            ends_object: last + 1 == count,
+            skip: range.start - first * plain_seg,
+            take: range.end - range.start,
+        };
+        let (bucket, key) = (s.bucket.clone(), s.key_of(location));
+        let plain = open_stream(cipher, body, run, DEFAULT_BATCH_SEGMENTS)
+            .map_err(move |e| {
+                object_store::Error::from(match e {
+                    StreamError::Segment(e) => damaged(&bucket, &key, IntegrityProblem::Segment(e)),
+                    StreamError::ShortInput { got, expected } => {
+                        damaged(&bucket, &key, IntegrityProblem::ShortBody { got, expected })
+                    }
+                    // The inner store's body failed: its error, as it was.
+                    StreamError::Input(source) => match source.downcast::<object_store::Error>() {
+                        Ok(inner) => EncryptedStoreError::from(*inner),
+                        Err(source) => EncryptedStoreError::internal("reading the stored object")(source),
+                    },
+                })
+            })
+            .boxed();
+        Ok(GetResult {
+            payload: GetResultPayload::Stream(plain),
+            meta,
+            range,
+            attributes,
+        })
+    }
 }
 
 impl<S: ObjectStore> Shared<S> {
@@ -486,16 +513,18 @@ impl<S: ObjectStore> Shared<S> {
             Naming::Paths => Ok(ObjectIdentity::unversioned(self.bucket.clone(), location.as_ref())),
             Naming::Key(key) => Ok(ObjectIdentity::unversioned(self.bucket.clone(), key.as_ref())),
             Naming::BucketLayout => super::layout::identity_of(&self.bucket, location).ok_or_else(|| {
-                generic(format!(
-                    "{location}: not an object or part location of bucket {}",
-                    self.bucket
-                ))
+                format(
+                    location,
+                    FormatProblem::NotInLayout {
+                        bucket: self.bucket.clone(),
+                    },
+                )
             }),
         }
     }
 
     /// The error for damage found in `location`.
-    fn damaged(&self, location: &Path, problem: IntegrityProblem) -> object_store::Error {
+    fn damaged(&self, location: &Path, problem: IntegrityProblem) -> EncryptedStoreError {
         damaged(&self.bucket, &self.key_of(location), problem)
     }
 
@@ -522,17 +551,11 @@ impl<S: ObjectStore> Shared<S> {
                 let (keys, key_id, aad) = (self.keys.clone(), key_id.clone(), identity.to_bytes());
                 let data_key = tokio::task::spawn_blocking(move || keys.generate_data_key(&key_id, &aad))
                     .await
-                    .map_err(generic)?
-                    .map_err(|source| {
-                        generic(DataKeyError {
-                            location: location.to_string(),
-                            action: "cannot get a data key",
-                            source,
-                        })
-                    })?;
-                let dek = data_key
-                    .plaintext
-                    .ok_or_else(|| generic("key provider returned no plaintext data key"))?;
+                    .map_err(EncryptedStoreError::internal("getting a data key"))?
+                    .map_err(key_error(location, "cannot get a data key"))?;
+                let dek = data_key.plaintext.ok_or_else(|| {
+                    EncryptedStoreError::internal("getting a data key")("key provider returned no plaintext data key")
+                })?;
                 let wrapped_by = WrappedBy::Kms {
                     key_id: data_key.key_id,
                     key_version_id: data_key.key_version_id,
@@ -540,8 +563,10 @@ impl<S: ObjectStore> Shared<S> {
                 (dek, data_key.wrapped, wrapped_by)
             }
             Sealing::Customer(key) => {
-                let dek = kms_core::Dek::generate().map_err(generic)?;
-                let wrapped = key.wrap(&dek, &identity).map_err(generic)?;
+                let dek = kms_core::Dek::generate().map_err(EncryptedStoreError::internal("generating a data key"))?;
+                let wrapped = key
+                    .wrap(&dek, &identity)
+                    .map_err(EncryptedStoreError::internal("wrapping a data key with a customer key"))?;
                 let wrapped_by = WrappedBy::Customer {
                     key_check: key.key_check(&identity),
                 };
@@ -549,7 +574,8 @@ impl<S: ObjectStore> Shared<S> {
             }
         };
         let mut header = ObjectHeader::new(self.segment_size, plain_len, wrapped);
-        let metadata = serde_json::to_vec(&SealedMetadata::from_attributes(attributes)).map_err(generic)?;
+        let metadata = serde_json::to_vec(&SealedMetadata::from_attributes(attributes))
+            .map_err(EncryptedStoreError::internal("encoding the object's metadata"))?;
         header.seal_metadata(dek.expose(), &identity, &metadata);
         let cipher = Arc::new(header.cipher(dek.expose(), &identity));
         Ok((header, cipher, wrapped_by))
@@ -604,28 +630,22 @@ impl<S: ObjectStore> Shared<S> {
         let identity = self.identity(location)?;
         let dek = if customer_key::is_customer_wrapped(&header.wrapped_dek) {
             let Sealing::Customer(key) = sealing else {
-                return Err(generic(format!(
-                    "{location}: encrypted with a customer-provided key, which this request did not supply"
-                )));
+                return Err(customer_key_required(location, "this request did not supply it"));
             };
             // The key check matched before this store was opened: a key that does not unwrap
             // means the wrapped key was altered.
             key.unwrap(&header.wrapped_dek, &identity)
-                .map_err(|e| self.damaged(location, IntegrityProblem::DataKey(e.to_string())))?
+                .map_err(|e| self.damaged(location, IntegrityProblem::CustomerDataKey(e)))?
         } else {
             let (keys, wrapped, aad) = (self.keys.clone(), header.wrapped_dek.clone(), identity.to_bytes());
             tokio::task::spawn_blocking(move || keys.unwrap_data_key(&wrapped, &aad))
                 .await
-                .map_err(generic)?
+                .map_err(EncryptedStoreError::internal("unwrapping a data key"))?
                 .map_err(|source| match source {
                     kms_core::KmsError::InvalidCiphertext(_) => {
-                        self.damaged(location, IntegrityProblem::DataKey(source.to_string()))
+                        self.damaged(location, IntegrityProblem::DataKey(source))
                     }
-                    source => generic(DataKeyError {
-                        location: location.to_string(),
-                        action: "cannot unwrap the object's data key",
-                        source,
-                    }),
+                    source => key_error(location, "cannot unwrap the object's data key")(source),
                 })?
         };
         let metadata = header
@@ -635,7 +655,7 @@ impl<S: ObjectStore> Shared<S> {
             Attributes::new()
         } else {
             serde_json::from_slice::<SealedMetadata>(&metadata)
-                .map_err(generic)?
+                .map_err(|e| format(location, FormatProblem::Metadata(e)))?
                 .to_attributes()
         };
         Ok((Arc::new(header.cipher(dek.expose(), &identity)), attributes))
@@ -675,116 +695,63 @@ impl<S: ObjectStore> Shared<S> {
 fn plain_range(range: &Option<GetRange>, len: u64) -> Result<Range<u64>> {
     match range {
         None => Ok(0..len),
-        Some(r) => r.as_range(len).map_err(|e| object_store::Error::Generic {
-            store: STORE,
-            source: Box::new(e),
-        }),
+        Some(r) => r.as_range(len).map_err(|e| EncryptedStoreError::Range(Box::new(e))),
     }
 }
 
 #[async_trait]
 impl<S: ObjectStore> ObjectStore for EncryptedStore<S> {
-    async fn put_opts(&self, location: &Path, payload: PutPayload, opts: PutOptions) -> Result<PutResult> {
-        self.put_reporting(location, payload, opts).await.map(|(r, _)| r)
+    async fn put_opts(
+        &self,
+        location: &Path,
+        payload: PutPayload,
+        opts: PutOptions,
+    ) -> object_store::Result<PutResult> {
+        Ok(self.put_reporting(location, payload, opts).await?.0)
     }
 
-    async fn put_multipart_opts(&self, location: &Path, opts: PutMultipartOptions) -> Result<Box<dyn MultipartUpload>> {
-        self.put_multipart_reporting(location, opts).await.map(|(u, _)| u)
+    async fn put_multipart_opts(
+        &self,
+        location: &Path,
+        opts: PutMultipartOptions,
+    ) -> object_store::Result<Box<dyn MultipartUpload>> {
+        Ok(self.put_multipart_reporting(location, opts).await?.0)
     }
 
-    async fn get_opts(&self, location: &Path, options: GetOptions) -> Result<GetResult> {
-        let s = self.shared.clone();
-        let opened = s.read_header(location, &options).await?;
-        let meta = s.plain_meta(&opened)?;
-        let (cipher, attributes) = s.unwrap(location, &opened.header, &self.sealing).await?;
-        let range = plain_range(&options.range, meta.size)?;
-        let seg = opened.header.segment_size;
-        let count = seg.segment_count(meta.size);
-        let plain_seg = u64::from(seg.get());
-        let (first, last) = if range.is_empty() {
-            (0, 0)
-        } else {
-            (range.start / plain_seg, (range.end - 1) / plain_seg)
-        };
-        let sealed_start = opened.header_len + seg.sealed_offset(first);
-        let sealed_end = (opened.header_len + seg.sealed_offset(last + 1)).min(opened.sealed_meta.size);
-        // What the header read brought along is not read again; the rest must come from the
-        // very object whose header was read.
-        let probed = opened.probe.len() as u64;
-        let from_probe = if sealed_start < probed {
-            Some(
-                opened
-                    .probe
-                    .slice(sealed_start as usize..sealed_end.min(probed) as usize),
-            )
-        } else {
-            None
-        };
-        let rest = if sealed_end > probed.max(sealed_start) {
-            let body_opts = GetOptions {
-                if_match: opened.sealed_meta.e_tag.clone(),
-                version: opened.sealed_meta.version.clone(),
-                range: Some(GetRange::Bounded(probed.max(sealed_start)..sealed_end)),
-                ..Default::default()
-            };
-            let sealed_batch = DEFAULT_BATCH_SEGMENTS * (seg.get() as usize + crate::crypto::gcm::TAG_LEN);
-            Some(body_stream(s.inner.get_opts(location, body_opts).await?, sealed_batch))
-        } else {
-            None
-        };
-        let body = stream::iter(from_probe.map(Ok))
-            .chain(stream::iter(rest).flatten())
-            .boxed();
-        let run = SegmentRun {
-            first,
-            sealed_len: sealed_end - sealed_start,
-            ends_object: last + 1 == count,
-            skip: range.start - first * plain_seg,
-            take: range.end - range.start,
-        };
-        let (bucket, key) = (s.bucket.clone(), s.key_of(location));
-        let plain = open_stream(cipher, body, run, DEFAULT_BATCH_SEGMENTS)
-            .map_err(move |e| match e {
-                StreamError::Segment(e) => damaged(&bucket, &key, IntegrityProblem::Segment(e)),
-                StreamError::ShortInput { got, expected } => {
-                    damaged(&bucket, &key, IntegrityProblem::ShortBody { got, expected })
-                }
-                e @ StreamError::Input(_) => generic(e),
-            })
-            .boxed();
-        Ok(GetResult {
-            payload: GetResultPayload::Stream(plain),
-            meta,
-            range,
-            attributes,
-        })
+    async fn get_opts(&self, location: &Path, options: GetOptions) -> object_store::Result<GetResult> {
+        Ok(self.read(location, options).await?)
     }
 
-    async fn head(&self, location: &Path) -> Result<ObjectMeta> {
-        self.shared.head(location).await
+    async fn head(&self, location: &Path) -> object_store::Result<ObjectMeta> {
+        Ok(self.shared.head(location).await?)
     }
 
-    async fn delete(&self, location: &Path) -> Result<()> {
+    async fn delete(&self, location: &Path) -> object_store::Result<()> {
         self.shared.inner.delete(location).await
     }
 
-    fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, Result<ObjectMeta>> {
+    fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
         let s = self.shared.clone();
         self.shared
             .inner
             .list(prefix)
             .map(move |meta| {
                 let s = s.clone();
-                async move { s.head(&meta?.location).await }
+                async move { Ok(s.head(&meta?.location).await?) }
             })
             .buffered(8)
             .boxed()
     }
 
-    async fn list_with_delimiter(&self, prefix: Option<&Path>) -> Result<ListResult> {
+    async fn list_with_delimiter(&self, prefix: Option<&Path>) -> object_store::Result<ListResult> {
         let listed = self.shared.inner.list_with_delimiter(prefix).await?;
         let objects = stream::iter(listed.objects)
-            .map(|meta| async move { self.shared.head(&meta.location).await })
+            .map(|meta| async move {
+                self.shared
+                    .head(&meta.location)
+                    .await
+                    .map_err(object_store::Error::from)
+            })
             .buffered(8)
             .try_collect()
             .await?;
@@ -796,7 +763,7 @@ impl<S: ObjectStore> ObjectStore for EncryptedStore<S> {
 
     /// Copies by decrypting and re-encrypting: the new object is bound to its new name and
     /// wrapped by the current master key version.
-    async fn copy(&self, from: &Path, to: &Path) -> Result<()> {
+    async fn copy(&self, from: &Path, to: &Path) -> object_store::Result<()> {
         let source = self.get(from).await?;
         let attributes = source.attributes.clone();
         let mut upload = self
@@ -821,7 +788,7 @@ impl<S: ObjectStore> ObjectStore for EncryptedStore<S> {
         upload.complete().await.map(drop)
     }
 
-    async fn copy_if_not_exists(&self, from: &Path, to: &Path) -> Result<()> {
+    async fn copy_if_not_exists(&self, from: &Path, to: &Path) -> object_store::Result<()> {
         let source = self.get(from).await?;
         let attributes = source.attributes.clone();
         let bytes = source.bytes().await?;
@@ -856,10 +823,13 @@ impl fmt::Debug for EncryptedUpload {
 
 impl EncryptedUpload {
     /// Seals `plain` as the next segments and sends it as one inner part.
-    fn send(&mut self, plain: &[u8], last: bool) -> Result<UploadPart> {
+    fn send(&mut self, plain: &[u8], last: bool) -> object_store::Result<UploadPart> {
         let count = (plain.len() / self.cipher.size().get() as usize).max(1) as u64;
         // Sealing runs on the rayon pool; the caller's thread waits for a few milliseconds.
-        let sealed = self.cipher.seal(self.next_segment, plain, last).map_err(generic)?;
+        let sealed = self
+            .cipher
+            .seal(self.next_segment, plain, last)
+            .map_err(EncryptedStoreError::internal("sealing the object"))?;
         self.next_segment += count;
         let part = match self.header.take() {
             Some(header) => PutPayload::from_iter([Bytes::from(header), Bytes::from(sealed)]),
@@ -893,13 +863,13 @@ impl MultipartUpload for EncryptedUpload {
         })
     }
 
-    async fn complete(&mut self) -> Result<PutResult> {
+    async fn complete(&mut self) -> object_store::Result<PutResult> {
         let plain = std::mem::take(&mut self.pending);
         self.send(&plain, true)?.await?;
         self.inner.complete().await
     }
 
-    async fn abort(&mut self) -> Result<()> {
+    async fn abort(&mut self) -> object_store::Result<()> {
         self.inner.abort().await
     }
 }

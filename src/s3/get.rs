@@ -43,10 +43,7 @@ pub(super) async fn get_object(face: &S3Face, req: S3Request<GetObjectInput>) ->
         while let Some(chunk) = chunks.next().await {
             if let Err(e) = &chunk {
                 // The answer has started: all that is left is to cut the body short.
-                match IntegrityError::find(e) {
-                    Some(damage) => log_damage(damage),
-                    None => tracing::error!(error = %e, "reading an object failed after its answer started"),
-                }
+                log_body_failure(e);
             }
             let failed = chunk.is_err();
             if tx.send(chunk).await.is_err() || failed {

@@ -30,9 +30,9 @@ use object_store::GetRange;
 use s3s::dto::*;
 use s3s::{s3_error, S3Error, S3ErrorCode, S3Request, S3Response, S3Result, S3};
 
+use crate::object::error::IntegrityProblem;
 use crate::object::index::{ContentHeaders, ListPage, ObjectEntry};
-use crate::object::store::IntegrityError;
-use crate::object::{ObjectError, ObjectService, OpenObject, PutParams, WriteCondition};
+use crate::object::{EncryptedStoreError, ObjectError, ObjectService, OpenObject, PutParams, WriteCondition};
 
 /// The S3 face of the object service.
 #[derive(Debug, Clone)]
@@ -95,8 +95,8 @@ pub const TAMPERED_CODE: &str = "ObjectTampered";
 
 /// The answer for a damaged object: 409 `ObjectTampered` (a 4xx, so that clients do not retry
 /// a read that cannot succeed). Logs the damage, once, at WARN.
-fn tampered(e: &IntegrityError) -> S3Error {
-    log_damage(e);
+fn tampered(bucket: &str, key: &str, problem: &IntegrityProblem) -> S3Error {
+    log_damage(bucket, key, problem);
     let mut err = S3Error::with_message(
         S3ErrorCode::Custom(TAMPERED_CODE.into()),
         "The object's stored data failed its integrity check: it was altered or damaged at rest and cannot be returned.",
@@ -106,22 +106,57 @@ fn tampered(e: &IntegrityError) -> S3Error {
 }
 
 /// Logs damage found in a stored object: bucket, key and first bad segment, at WARN.
-fn log_damage(e: &IntegrityError) {
+fn log_damage(bucket: &str, key: &str, problem: &IntegrityProblem) {
     tracing::warn!(
-        bucket = %e.bucket,
-        key = %e.key,
-        segment = e.segment(),
-        problem = %e.problem,
+        bucket = %bucket,
+        key = %key,
+        segment = problem.segment(),
+        problem = %problem,
         "stored object failed its integrity check"
     );
 }
 
+/// Logs why an object's body failed after its answer had started (all that is left to do
+/// is to cut the body short): damage at WARN, as when it is found before, anything else at
+/// ERROR.
+fn log_body_failure(e: &object_store::Error) {
+    match EncryptedStoreError::from_object_store(e) {
+        Some(EncryptedStoreError::Integrity { bucket, key, problem }) => log_damage(bucket, key, problem),
+        _ => tracing::error!(error = %e, "reading an object failed after its answer started"),
+    }
+}
+
+/// The S3 error for what the encrypted store failed with; `None` for an internal error.
+/// Backend errors are internal here: where a missing object means a missing key, the
+/// object service has already said so ([`ObjectError::NoSuchKey`]).
+fn store_err(e: &EncryptedStoreError) -> Option<S3Error> {
+    match e {
+        EncryptedStoreError::Integrity { bucket, key, problem } => Some(tampered(bucket, key, problem)),
+        EncryptedStoreError::Key { source, .. } => kms_err(source),
+        _ => None,
+    }
+}
+
+/// The S3 error for a refusal of key management on the data path (its policy, or a key
+/// state that changed after the up-front check), or its absence; `None` for an internal error.
+fn kms_err(e: &KmsError) -> Option<S3Error> {
+    let code = match e {
+        KmsError::AccessDenied(_) | KmsError::VaultDeleted(_) => S3ErrorCode::AccessDenied,
+        KmsError::Unavailable(_) => S3ErrorCode::ServiceUnavailable,
+        _ => return None,
+    };
+    Some(S3Error::with_message(code, xml_safe(&e.to_string())))
+}
+
 /// Maps object-service errors to S3 error codes.
 fn s3_err(e: ObjectError) -> S3Error {
-    if let ObjectError::Store(store) = &e {
-        if let Some(damage) = IntegrityError::find(store) {
-            return tampered(damage);
-        }
+    let typed = match &e {
+        ObjectError::Store(store) => store_err(store),
+        ObjectError::Kms(kms) => kms_err(kms),
+        _ => None,
+    };
+    if let Some(err) = typed {
+        return err;
     }
     let (code, message) = match &e {
         ObjectError::InvalidBucketName(_) => (S3ErrorCode::InvalidBucketName, e.to_string()),
@@ -146,12 +181,6 @@ fn s3_err(e: ObjectError) -> S3Error {
             (S3ErrorCode::InvalidRequest, e.to_string())
         }
         ObjectError::CustomerKeyMismatch(_) => (S3ErrorCode::AccessDenied, e.to_string()),
-        // A remote key manager refused the data path (its policy, or a key state that changed
-        // after the up-front check), or could not be reached.
-        ObjectError::Kms(KmsError::AccessDenied(_) | KmsError::VaultDeleted(_)) => {
-            (S3ErrorCode::AccessDenied, e.to_string())
-        }
-        ObjectError::Kms(KmsError::Unavailable(_)) => (S3ErrorCode::ServiceUnavailable, e.to_string()),
         _ => {
             tracing::error!(error = %e, "object operation failed");
             (

@@ -1,0 +1,209 @@
+//! [`EncryptedStoreError`]: what [`EncryptedStore`](super::EncryptedStore) fails with.
+//!
+//! The store's own methods return it; at the [`ObjectStore`](object_store::ObjectStore)
+//! boundary it travels inside `object_store::Error::Generic` (store `"EncryptedStore"`),
+//! except for backend errors, which cross as themselves (so `NotFound`, `Precondition` and
+//! `AlreadyExists` stay what object_store callers match on). Callers holding an
+//! `object_store::Error` get the typed error back with [`EncryptedStoreError::from_object_store`]
+//! (borrowed) or `EncryptedStoreError::from` (owned); nothing else downcasts.
+
+use kms_core::KmsError;
+
+use super::customer_key::CustomerKeyError;
+use super::format::FormatError;
+use crate::crypto::segment::SegmentError;
+
+/// The `store` an [`EncryptedStoreError`] names when it crosses the `ObjectStore` boundary.
+pub const STORE: &str = "EncryptedStore";
+
+/// Boxed source of an [`EncryptedStoreError::Internal`] or [`EncryptedStoreError::Range`].
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Errors of [`EncryptedStore`](super::EncryptedStore).
+#[derive(Debug, thiserror::Error)]
+pub enum EncryptedStoreError {
+    /// An object's stored bytes failed their integrity checks while being read: its header
+    /// does not parse, its sealed metadata, data key or a segment fails authentication, or
+    /// it was truncated or extended. The object cannot be returned; reading it again will not
+    /// help.
+    #[error("object '{key}' in bucket '{bucket}' is damaged: {problem}")]
+    Integrity {
+        /// The bucket (the store's name in object identities).
+        bucket: String,
+        /// The object's key.
+        key: String,
+        /// What failed (with [`IntegrityProblem::segment`], the first bad segment).
+        problem: IntegrityProblem,
+    },
+    /// An object or a location is not in a form this store can use, though nothing failed
+    /// authentication: a wrapped data key in an unknown encoding, sealed metadata that is not
+    /// the store's, a location outside the bucket's layout.
+    #[error("{location}: {problem}")]
+    Format {
+        /// The object's location in the store.
+        location: String,
+        /// What is wrong with it.
+        #[source]
+        problem: FormatProblem,
+    },
+    /// Key management refused or failed to give, open or re-wrap an object's data key.
+    #[error("{location}: {action}: {source}")]
+    Key {
+        /// The object's location in the store.
+        location: String,
+        /// What was being done.
+        action: &'static str,
+        /// Why key management refused.
+        #[source]
+        source: KmsError,
+    },
+    /// The object is encrypted with a customer-provided key, which this store does not hold.
+    #[error("{location}: encrypted with a customer-provided key; {consequence}")]
+    CustomerKeyRequired {
+        /// The object's location in the store.
+        location: String,
+        /// What cannot be done for want of it.
+        consequence: &'static str,
+    },
+    /// A read's range does not fit the object.
+    #[error("{0}")]
+    Range(#[source] BoxError),
+    /// The store holding the ciphertext failed.
+    #[error(transparent)]
+    Backend(object_store::Error),
+    /// Something that does not depend on the object failed (a blocking task, the random
+    /// source, serialisation, sealing).
+    #[error("{what}: {source}")]
+    Internal {
+        /// What was being done.
+        what: &'static str,
+        /// What failed.
+        #[source]
+        source: BoxError,
+    },
+}
+
+/// What failed in an [`EncryptedStoreError::Integrity`].
+#[derive(Debug, thiserror::Error)]
+pub enum IntegrityProblem {
+    /// The header does not parse.
+    #[error("its header is unreadable: {0}")]
+    Header(FormatError),
+    /// The sealed metadata failed authentication (the header was altered).
+    #[error("its header failed authentication: {0}")]
+    Metadata(SegmentError),
+    /// Key management rejected the wrapped data key (the header was altered).
+    #[error("its wrapped data key was rejected: {0}")]
+    DataKey(#[source] KmsError),
+    /// The customer-provided key, which matched the object's key check, did not unwrap its
+    /// data key (the header was altered).
+    #[error("its wrapped data key was rejected: {0}")]
+    CustomerDataKey(#[source] CustomerKeyError),
+    /// The stored length disagrees with the header.
+    #[error("{0}")]
+    Length(String),
+    /// A segment failed authentication, or the body is cut inside one.
+    #[error(transparent)]
+    Segment(SegmentError),
+    /// The body ended before the length the header implies.
+    #[error("its body ended after {got} of {expected} bytes")]
+    ShortBody {
+        /// Sealed bytes read.
+        got: u64,
+        /// Sealed bytes expected.
+        expected: u64,
+    },
+}
+
+impl IntegrityProblem {
+    /// The first damaged segment, when a segment failed.
+    pub fn segment(&self) -> Option<u64> {
+        match self {
+            IntegrityProblem::Segment(SegmentError::Integrity { index }) => Some(*index),
+            _ => None,
+        }
+    }
+}
+
+/// What is wrong in an [`EncryptedStoreError::Format`].
+#[derive(Debug, thiserror::Error)]
+pub enum FormatProblem {
+    /// The KMS-wrapped data key in the header is not in key management's format.
+    #[error("its wrapped data key is not in a known format: {0}")]
+    WrappedKey(#[source] KmsError),
+    /// The customer-wrapped data key in the header is not in a known format.
+    #[error("{0}")]
+    CustomerKey(#[source] CustomerKeyError),
+    /// The sealed metadata authenticated but is not the store's.
+    #[error("its sealed metadata is not in a known format: {0}")]
+    Metadata(#[source] serde_json::Error),
+    /// The location is not one of the bucket's layout.
+    #[error("not an object or part location of bucket {bucket}")]
+    NotInLayout {
+        /// The bucket.
+        bucket: String,
+    },
+}
+
+impl EncryptedStoreError {
+    /// The typed error inside an object-store error that an [`EncryptedStore`](super::EncryptedStore)
+    /// returned, if it is one (backend errors cross the boundary as themselves, and are not).
+    pub fn from_object_store(e: &object_store::Error) -> Option<&EncryptedStoreError> {
+        match e {
+            object_store::Error::Generic { source, .. } => source.downcast_ref(),
+            _ => None,
+        }
+    }
+
+    /// The first damaged segment, when a segment failed authentication.
+    pub fn segment(&self) -> Option<u64> {
+        match self {
+            EncryptedStoreError::Integrity { problem, .. } => problem.segment(),
+            _ => None,
+        }
+    }
+
+    /// Key management's refusal, when it refused.
+    pub fn kms(&self) -> Option<&KmsError> {
+        match self {
+            EncryptedStoreError::Key { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+
+    /// A function making an [`EncryptedStoreError::Internal`] for `what` (for `map_err`).
+    pub(crate) fn internal<E: Into<BoxError>>(what: &'static str) -> impl FnOnce(E) -> Self {
+        move |source| EncryptedStoreError::Internal {
+            what,
+            source: source.into(),
+        }
+    }
+}
+
+/// An `object_store::Error` as the typed error: the typed error inside it when an
+/// `EncryptedStore` made it, otherwise a backend error.
+impl From<object_store::Error> for EncryptedStoreError {
+    fn from(e: object_store::Error) -> Self {
+        match e {
+            object_store::Error::Generic { store, source } => match source.downcast::<EncryptedStoreError>() {
+                Ok(typed) => *typed,
+                Err(source) => EncryptedStoreError::Backend(object_store::Error::Generic { store, source }),
+            },
+            other => EncryptedStoreError::Backend(other),
+        }
+    }
+}
+
+/// The typed error at the `ObjectStore` boundary: backend errors as themselves, the others
+/// inside `Generic`.
+impl From<EncryptedStoreError> for object_store::Error {
+    fn from(e: EncryptedStoreError) -> Self {
+        match e {
+            EncryptedStoreError::Backend(e) => e,
+            typed => object_store::Error::Generic {
+                store: STORE,
+                source: Box::new(typed),
+            },
+        }
+    }
+}
