@@ -4,7 +4,7 @@
 //!
 //! One file per operation family: `bucket` (and bucket encryption), `put`, `get` (and
 //! head), `delete`, `copy`, `list`, `multipart`; server-side-encryption headers are read
-//! and written in `sse`. The [`S3`] impl at the bottom only routes to them. Requests are
+//! and written in `sse`, and object-service errors become S3 errors in `error`. The [`S3`] impl at the bottom only routes to them. Requests are
 //! signed with the access keys of the users in [`credentials`]. [`service`] is what every
 //! request goes through around s3s (request ids, CORS preflights, logging).
 
@@ -13,6 +13,7 @@ mod checksum;
 mod copy;
 pub mod credentials;
 mod delete;
+mod error;
 mod get;
 pub mod host;
 mod list;
@@ -21,18 +22,19 @@ mod put;
 pub mod service;
 mod sse;
 
+pub use error::TAMPERED_CODE;
 pub use sse::ClientAddr;
+
+use error::{log_body_failure, s3_err};
 
 use std::sync::Arc;
 
-use kms_core::KmsError;
 use object_store::GetRange;
 use s3s::dto::*;
-use s3s::{s3_error, S3Error, S3ErrorCode, S3Request, S3Response, S3Result, S3};
+use s3s::{s3_error, S3ErrorCode, S3Request, S3Response, S3Result, S3};
 
-use crate::object::error::IntegrityProblem;
 use crate::object::index::{ContentHeaders, ListPage, ObjectEntry};
-use crate::object::{EncryptedStoreError, ObjectError, ObjectService, OpenObject, PutParams, WriteCondition};
+use crate::object::{ObjectService, OpenObject, PutParams, WriteCondition};
 
 /// The S3 face of the object service.
 #[derive(Debug, Clone)]
@@ -81,133 +83,6 @@ impl S3Face {
         self.allow_insecure_sse_c = allow;
         self
     }
-}
-
-/// An S3 error with a code s3s does not know (such as `KMS.NotFoundException`) and status 400.
-fn custom_400(code: &'static str, message: String) -> S3Error {
-    let mut e = S3Error::with_message(S3ErrorCode::Custom(code.into()), message);
-    e.set_status_code(http::StatusCode::BAD_REQUEST);
-    e
-}
-
-/// The S3 error code of an object whose stored bytes fail their integrity checks.
-pub const TAMPERED_CODE: &str = "ObjectTampered";
-
-/// The answer for a damaged object: 409 `ObjectTampered` (a 4xx, so that clients do not retry
-/// a read that cannot succeed). Logs the damage, once, at WARN.
-fn tampered(bucket: &str, key: &str, problem: &IntegrityProblem) -> S3Error {
-    log_damage(bucket, key, problem);
-    let mut err = S3Error::with_message(
-        S3ErrorCode::Custom(TAMPERED_CODE.into()),
-        "The object's stored data failed its integrity check: it was altered or damaged at rest and cannot be returned.",
-    );
-    err.set_status_code(http::StatusCode::CONFLICT);
-    err
-}
-
-/// Logs damage found in a stored object: bucket, key and first bad segment, at WARN.
-fn log_damage(bucket: &str, key: &str, problem: &IntegrityProblem) {
-    tracing::warn!(
-        bucket = %bucket,
-        key = %key,
-        segment = problem.segment(),
-        problem = %problem,
-        "stored object failed its integrity check"
-    );
-}
-
-/// Logs why an object's body failed after its answer had started (all that is left to do
-/// is to cut the body short): damage at WARN, as when it is found before, anything else at
-/// ERROR.
-fn log_body_failure(e: &object_store::Error) {
-    match EncryptedStoreError::from_object_store(e) {
-        Some(EncryptedStoreError::Integrity { bucket, key, problem }) => log_damage(bucket, key, problem),
-        _ => tracing::error!(error = %e, "reading an object failed after its answer started"),
-    }
-}
-
-/// The S3 error for what the encrypted store failed with; `None` for an internal error.
-/// Backend errors are internal here: where a missing object means a missing key, the
-/// object service has already said so ([`ObjectError::NoSuchKey`]).
-fn store_err(e: &EncryptedStoreError) -> Option<S3Error> {
-    match e {
-        EncryptedStoreError::Integrity { bucket, key, problem } => Some(tampered(bucket, key, problem)),
-        EncryptedStoreError::Key { source, .. } => kms_err(source),
-        _ => None,
-    }
-}
-
-/// The S3 error for a refusal of key management on the data path (its policy, or a key
-/// state that changed after the up-front check), or its absence; `None` for an internal error.
-fn kms_err(e: &KmsError) -> Option<S3Error> {
-    let code = match e {
-        KmsError::AccessDenied(_) | KmsError::VaultDeleted(_) => S3ErrorCode::AccessDenied,
-        KmsError::Unavailable(_) => S3ErrorCode::ServiceUnavailable,
-        _ => return None,
-    };
-    Some(S3Error::with_message(code, xml_safe(&e.to_string())))
-}
-
-/// Maps object-service errors to S3 error codes.
-fn s3_err(e: ObjectError) -> S3Error {
-    let typed = match &e {
-        ObjectError::Store(store) => store_err(store),
-        ObjectError::Kms(kms) => kms_err(kms),
-        _ => None,
-    };
-    if let Some(err) = typed {
-        return err;
-    }
-    let (code, message) = match &e {
-        ObjectError::InvalidBucketName(_) => (S3ErrorCode::InvalidBucketName, e.to_string()),
-        ObjectError::NoSuchBucket(_) => (S3ErrorCode::NoSuchBucket, e.to_string()),
-        ObjectError::BucketExists(_) => (S3ErrorCode::BucketAlreadyOwnedByYou, e.to_string()),
-        ObjectError::BucketNotEmpty(_) => (S3ErrorCode::BucketNotEmpty, e.to_string()),
-        ObjectError::NoSuchKey { .. } => (S3ErrorCode::NoSuchKey, e.to_string()),
-        ObjectError::PreconditionFailed(_) => (S3ErrorCode::PreconditionFailed, e.to_string()),
-        ObjectError::KeyTooLong(_) => (S3ErrorCode::KeyTooLongError, e.to_string()),
-        ObjectError::Body(_) => (S3ErrorCode::IncompleteBody, e.to_string()),
-        ObjectError::BadDigest | ObjectError::BadChecksum(_) => (S3ErrorCode::BadDigest, e.to_string()),
-        ObjectError::NoSuchUpload(_) => (S3ErrorCode::NoSuchUpload, e.to_string()),
-        ObjectError::InvalidPart(_) => (S3ErrorCode::InvalidPart, e.to_string()),
-        ObjectError::EntityTooSmall(_) => (S3ErrorCode::EntityTooSmall, e.to_string()),
-        ObjectError::KmsKeyNotFound(_) => return custom_400("KMS.NotFoundException", e.to_string()),
-        ObjectError::KmsKeyUnusable { disabled: true, .. } => {
-            return custom_400("KMS.DisabledException", e.to_string())
-        }
-        ObjectError::KmsKeyUnusable { .. } => return custom_400("KMS.KMSInvalidStateException", e.to_string()),
-        ObjectError::KeyAccessDenied(_) => (S3ErrorCode::AccessDenied, e.to_string()),
-        ObjectError::CustomerKeyRequired(_) | ObjectError::CustomerKeyNotApplicable(_) => {
-            (S3ErrorCode::InvalidRequest, e.to_string())
-        }
-        ObjectError::CustomerKeyMismatch(_) => (S3ErrorCode::AccessDenied, e.to_string()),
-        _ => {
-            tracing::error!(error = %e, "object operation failed");
-            (
-                S3ErrorCode::InternalError,
-                "internal error; see the server log".to_owned(),
-            )
-        }
-    };
-    S3Error::with_message(code, xml_safe(&message))
-}
-
-/// A message that XML 1.0 can carry: control characters (which keys may hold) written as
-/// `\u{…}` escapes.
-fn xml_safe(message: &str) -> String {
-    if !message.chars().any(char::is_control) {
-        return message.to_owned();
-    }
-    message
-        .chars()
-        .map(|c| {
-            if c.is_control() {
-                c.escape_unicode().to_string()
-            } else {
-                c.to_string()
-            }
-        })
-        .collect()
 }
 
 fn etag(hex: &str) -> ETag {
