@@ -13,9 +13,9 @@ use crate::audit::writer::PendingAudit;
 use crate::audit::{AuditSubject, Principal};
 use crate::ciphertext;
 use crate::context::Context;
-use crate::error::{KmsError, Result};
+use crate::error::{Denial, KmsError, Refusal, Result};
 use crate::ids::Ocid;
-use crate::model::{Key, KeyState, KeyVersionState, VaultState};
+use crate::model::{Key, KeyState, KeyVersion, KeyVersionState, VaultState};
 use crate::store::ReadTxn;
 
 /// Largest plaintext `encrypt` accepts (OCI's limit for direct encryption); bulk data uses
@@ -161,7 +161,7 @@ pub struct KeyStatus {
     /// The version new data keys are wrapped by.
     pub current_key_version: Ocid,
     /// Why the key cannot be used now — its own state or its vault's — or `None` when it can.
-    pub unusable: Option<String>,
+    pub unusable: Option<Denial>,
 }
 
 /// What the data path needs from key management: a new wrapped DEK, an unwrap, a rewrap, and
@@ -201,34 +201,65 @@ fn check_usable(txn: &ReadTxn, key: &Key) -> Result<()> {
         VaultState::Active => {}
         VaultState::Deleted => return Err(KmsError::VaultDeleted(vault.id.to_string())),
         VaultState::PendingDeletion => {
-            return Err(KmsError::AccessDenied(format!(
-                "vault {} is scheduled for deletion at {}; cancel the deletion to use its keys",
-                vault.id,
-                vault.time_of_deletion.map(|t| t.to_string()).unwrap_or_default()
-            )))
+            return Err(KmsError::denied(
+                Refusal::VaultPendingDeletion,
+                format!(
+                    "vault {} is scheduled for deletion at {}; cancel the deletion to use its keys",
+                    vault.id,
+                    vault.time_of_deletion.map(|t| t.to_string()).unwrap_or_default()
+                ),
+            ))
         }
         VaultState::Creating => {
-            return Err(KmsError::AccessDenied(format!(
-                "vault {} is still being created",
-                vault.id
-            )))
+            return Err(KmsError::denied(
+                Refusal::VaultNotReady,
+                format!("vault {} is still being created", vault.id),
+            ))
         }
     }
     match key.lifecycle_state {
         KeyState::Enabled => Ok(()),
-        KeyState::Disabled => Err(KmsError::AccessDenied(format!(
-            "key {} is disabled; enable it to use it",
-            key.id
-        ))),
-        KeyState::PendingDeletion => Err(KmsError::AccessDenied(format!(
-            "key {} is scheduled for deletion; cancel the deletion to use it",
-            key.id
-        ))),
-        KeyState::Deleted => Err(KmsError::AccessDenied(format!(
-            "key {} has been deleted and its material destroyed",
-            key.id
-        ))),
+        KeyState::Disabled => Err(KmsError::denied(
+            Refusal::KeyDisabled,
+            format!("key {} is disabled; enable it to use it", key.id),
+        )),
+        KeyState::PendingDeletion => Err(KmsError::denied(
+            Refusal::KeyPendingDeletion,
+            format!(
+                "key {} is scheduled for deletion; cancel the deletion to use it",
+                key.id
+            ),
+        )),
+        KeyState::Deleted => Err(KmsError::denied(
+            Refusal::KeyDeleted,
+            format!("key {} has been deleted and its material destroyed", key.id),
+        )),
     }
+}
+
+/// Checks that `version` may be used (it is ENABLED).
+fn check_version_usable(version: &KeyVersion) -> Result<()> {
+    match version.lifecycle_state {
+        KeyVersionState::Enabled => Ok(()),
+        KeyVersionState::Disabled => Err(KmsError::denied(
+            Refusal::VersionDisabled,
+            format!("key version {} is disabled; enable it to use it", version.id),
+        )),
+        other => Err(KmsError::denied(
+            Refusal::VersionUnavailable,
+            format!("key version {} is {other:?}", version.id),
+        )),
+    }
+}
+
+/// The stored material of `version`, unless it has been destroyed.
+fn material_of(txn: &ReadTxn, version: &Ocid) -> Result<Vec<u8>> {
+    txn.key_material(version)?.ok_or_else(|| {
+        KmsError::denied(
+            Refusal::MaterialDestroyed,
+            format!("key version {version} has been destroyed"),
+        )
+    })
 }
 
 /// Envelope encryption over a [`Context`]: every crypto call, audited through the group-commit writer.
@@ -295,23 +326,19 @@ impl<'a> Envelope<'a> {
             if *v != key.current_key_version {
                 let older = txn.key_version(key_id, v)?;
                 if !any_enabled_version {
-                    return Err(KmsError::AccessDenied(format!(
-                        "key version {v} is not the primary version of key {key_id}; older versions can only decrypt"
-                    )));
+                    return Err(KmsError::denied(
+                        Refusal::VersionNotPrimary,
+                        format!(
+                            "key version {v} is not the primary version of key {key_id}; older versions can only decrypt"
+                        ),
+                    ));
                 }
-                if older.lifecycle_state != KeyVersionState::Enabled {
-                    return Err(KmsError::AccessDenied(format!(
-                        "key version {v} is {:?}",
-                        older.lifecycle_state
-                    )));
-                }
+                check_version_usable(&older)?;
                 subject.key_version_id = Some(v.clone());
                 version = v;
             }
         }
-        let material = txn
-            .key_material(version)?
-            .ok_or_else(|| KmsError::AccessDenied(format!("key version {version} has been destroyed")))?;
+        let material = material_of(&txn, version)?;
         let header = ciphertext::encode_header(key_id, version);
         let payload = self.ctx.protection(key.protection_mode)?.encrypt(
             version,
@@ -358,24 +385,8 @@ impl<'a> Envelope<'a> {
                 ct.key_version_id, ct.key_id
             ))
         })?;
-        match version.lifecycle_state {
-            KeyVersionState::Enabled => {}
-            KeyVersionState::Disabled => {
-                return Err(KmsError::AccessDenied(format!(
-                    "key version {} is disabled; enable it to decrypt its ciphertexts",
-                    version.id
-                )))
-            }
-            other => {
-                return Err(KmsError::AccessDenied(format!(
-                    "key version {} is {other:?}",
-                    version.id
-                )))
-            }
-        }
-        let material = txn
-            .key_material(&version.id)?
-            .ok_or_else(|| KmsError::AccessDenied(format!("key version {} has been destroyed", version.id)))?;
+        check_version_usable(&version)?;
+        let material = material_of(&txn, &version.id)?;
         let plaintext = self.ctx.protection(key.protection_mode)?.decrypt(
             &version.id,
             &material,
@@ -564,7 +575,14 @@ impl Envelope<'_> {
         let key = txn.key(key_id)?;
         let unusable = match check_usable(&txn, &key) {
             Ok(()) => None,
-            Err(e @ (KmsError::AccessDenied(_) | KmsError::VaultDeleted(_))) => Some(e.to_string()),
+            Err(e @ KmsError::AccessDenied(_)) => Some(Denial {
+                reason: e.refusal().expect("an access denial"),
+                message: e.to_string(),
+            }),
+            Err(e @ KmsError::VaultDeleted(_)) => Some(Denial {
+                reason: Refusal::VaultDeleted,
+                message: e.to_string(),
+            }),
             Err(e) => return Err(e),
         };
         Ok(KeyStatus {

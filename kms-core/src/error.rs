@@ -26,9 +26,10 @@ pub enum KmsError {
     #[error("incorrect state: {0}")]
     IncorrectState(String),
     /// The key, version or vault may not be used for this operation (disabled, pending
-    /// deletion, old version asked to encrypt).
+    /// deletion, old version asked to encrypt), or a key manager refused the call: why, as a
+    /// [`Refusal`], and a message for people.
     #[error("access denied: {0}")]
-    AccessDenied(String),
+    AccessDenied(Denial),
     /// The vault was deleted and its key material destroyed; nothing can decrypt under it.
     #[error("vault {0} has been deleted and its keys destroyed; data encrypted under them cannot be recovered")]
     VaultDeleted(String),
@@ -59,7 +60,68 @@ pub enum KmsError {
     },
 }
 
+/// Why a call was refused access to a key (see [`KmsError::AccessDenied`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// The key is DISABLED.
+    KeyDisabled,
+    /// The key is scheduled for deletion.
+    KeyPendingDeletion,
+    /// The key was deleted and its material destroyed.
+    KeyDeleted,
+    /// The key's vault is scheduled for deletion.
+    VaultPendingDeletion,
+    /// The key's vault was deleted and its keys destroyed (see [`KmsError::VaultDeleted`]).
+    VaultDeleted,
+    /// The key's vault is not ready (still being created).
+    VaultNotReady,
+    /// Encryption was asked of a version that is not the key's primary.
+    VersionNotPrimary,
+    /// The version is DISABLED.
+    VersionDisabled,
+    /// The version is scheduled for deletion or deleted.
+    VersionUnavailable,
+    /// The version's material has been destroyed.
+    MaterialDestroyed,
+    /// A key manager on the network (an external key manager, another sealstore's KMS API)
+    /// refused the call; its message says why.
+    KeyManager,
+    /// This server could not authenticate to a key manager on the network.
+    Credentials,
+}
+
+/// A refusal: its [`Refusal`] and a message naming the resource and what to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Denial {
+    /// Why, for code.
+    pub reason: Refusal,
+    /// Why, for people.
+    pub message: String,
+}
+
+impl std::fmt::Display for Denial {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
 impl KmsError {
+    /// [`KmsError::AccessDenied`] for `reason`, explained by `message`.
+    pub fn denied(reason: Refusal, message: impl Into<String>) -> Self {
+        KmsError::AccessDenied(Denial {
+            reason,
+            message: message.into(),
+        })
+    }
+
+    /// Why access was refused, when it was.
+    pub fn refusal(&self) -> Option<Refusal> {
+        match self {
+            KmsError::AccessDenied(d) => Some(d.reason),
+            _ => None,
+        }
+    }
+
     pub(crate) fn not_found(kind: &'static str, id: impl Into<String>) -> Self {
         KmsError::NotFound { kind, id: id.into() }
     }

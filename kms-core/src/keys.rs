@@ -8,7 +8,9 @@ use crate::audit::{AuditSubject, Principal};
 use crate::context::Context;
 use crate::error::{KmsError, Result};
 use crate::ids::{Ocid, ResourceType};
-use crate::lifecycle::{auto_rotation_details, check_name, check_rotation_interval, deletion_time};
+use crate::lifecycle::{
+    auto_rotation_details, cancel_deletion, check_name, check_rotation_interval, schedule_deletion,
+};
 use crate::model::replication::VaultReplication;
 use crate::model::*;
 use crate::protection::{ExternalKeyState, ExternalVersionRef};
@@ -303,14 +305,7 @@ impl<'a> Keys<'a> {
         self.ctx
             .mutate(principal, "ScheduleKeyDeletion", subject, |txn, now, subject| {
                 let mut key = Self::key_for_change(txn, id, subject)?;
-                if !matches!(key.lifecycle_state, KeyState::Enabled | KeyState::Disabled) {
-                    return Err(KmsError::IncorrectState(format!(
-                        "key {id} is {:?}",
-                        key.lifecycle_state
-                    )));
-                }
-                key.time_of_deletion = Some(deletion_time(now, at)?);
-                key.lifecycle_state = KeyState::PendingDeletion;
+                schedule_deletion(&mut key, now, at)?;
                 txn.put_key(&key)?;
                 Ok(key)
             })
@@ -325,14 +320,7 @@ impl<'a> Keys<'a> {
         self.ctx
             .mutate(principal, "CancelKeyDeletion", subject, |txn, _, subject| {
                 let mut key = Self::key_for_change(txn, id, subject)?;
-                if key.lifecycle_state != KeyState::PendingDeletion {
-                    return Err(KmsError::IncorrectState(format!(
-                        "key {id} is {:?}, not PENDING_DELETION",
-                        key.lifecycle_state
-                    )));
-                }
-                key.lifecycle_state = KeyState::Enabled;
-                key.time_of_deletion = None;
+                cancel_deletion(&mut key)?;
                 txn.put_key(&key)?;
                 Ok(key)
             })
@@ -610,15 +598,8 @@ impl<'a> Keys<'a> {
             .mutate(principal, "ScheduleKeyVersionDeletion", subject, |txn, now, subject| {
                 let key = Self::key_for_change(txn, key_id, subject)?;
                 let mut version = txn.key_version(key_id, version_id)?;
-                if !matches!(
-                    version.lifecycle_state,
-                    KeyVersionState::Enabled | KeyVersionState::Disabled
-                ) {
-                    return Err(KmsError::IncorrectState(format!(
-                        "key version {version_id} is {:?}",
-                        version.lifecycle_state
-                    )));
-                }
+                // Checked first; nothing is stored unless every check below passes.
+                schedule_deletion(&mut version, now, at)?;
                 if key.current_key_version == *version_id {
                     return Err(KmsError::IncorrectState(format!(
                         "key version {version_id} is the primary version of key {key_id}; rotate the key first"
@@ -630,8 +611,6 @@ impl<'a> Keys<'a> {
                      first (sealstore reencrypt, sealstore volume reencrypt)"
                     )));
                 }
-                version.time_of_deletion = Some(deletion_time(now, at)?);
-                version.lifecycle_state = KeyVersionState::PendingDeletion;
                 txn.put_key_version(&version)?;
                 Ok(version)
             })
@@ -653,14 +632,7 @@ impl<'a> Keys<'a> {
             .mutate(principal, "CancelKeyVersionDeletion", subject, |txn, _, subject| {
                 Self::key_for_change(txn, key_id, subject)?;
                 let mut version = txn.key_version(key_id, version_id)?;
-                if version.lifecycle_state != KeyVersionState::PendingDeletion {
-                    return Err(KmsError::IncorrectState(format!(
-                        "key version {version_id} is {:?}, not PENDING_DELETION",
-                        version.lifecycle_state
-                    )));
-                }
-                version.lifecycle_state = KeyVersionState::Enabled;
-                version.time_of_deletion = None;
+                cancel_deletion(&mut version)?;
                 txn.put_key_version(&version)?;
                 Ok(version)
             })

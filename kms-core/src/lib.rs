@@ -46,7 +46,7 @@ mod vaults;
 pub use audit::{AuditEntry, AuditVerification, Principal};
 pub use context::{DataInventory, KmsConfig, ROOT_KEY_FILE};
 pub use envelope::{AssociatedData, DataKey, Decrypted, Dek, Encrypted, KeyProvider, KeyStatus};
-pub use error::{KmsError, Result};
+pub use error::{Denial, KmsError, Refusal, Result};
 pub use ids::{Ocid, ResourceType};
 pub use keys::CreateKey;
 pub use kms::{Defaults, Kms};

@@ -2,9 +2,10 @@
 //! 7–30-day deletion window.
 
 use crate::error::{KmsError, Result};
+use crate::ids::Ocid;
 use crate::model::{
-    AutoKeyRotationDetails, MAX_DELETION_DAYS, MAX_ROTATION_INTERVAL_DAYS, MIN_DELETION_DAYS,
-    MIN_ROTATION_INTERVAL_DAYS,
+    AutoKeyRotationDetails, Key, KeyState, KeyVersion, KeyVersionState, Vault, VaultState, MAX_DELETION_DAYS,
+    MAX_ROTATION_INTERVAL_DAYS, MIN_DELETION_DAYS, MIN_ROTATION_INTERVAL_DAYS,
 };
 use crate::time::Timestamp;
 
@@ -54,5 +55,130 @@ pub(crate) fn auto_rotation_details(interval: u32, last_rotation: Timestamp) -> 
         time_of_last_rotation: None,
         last_rotation_status: None,
         last_rotation_message: None,
+    }
+}
+
+/// A resource whose deletion is scheduled 7–30 days ahead and can be cancelled until then:
+/// vaults, keys and key versions. [`schedule_deletion`] and [`cancel_deletion`] are the one
+/// definition of both transitions.
+pub(crate) trait ScheduledDeletion {
+    /// "vault", "key", "key version".
+    const KIND: &'static str;
+    /// Its id, for messages.
+    fn id(&self) -> &Ocid;
+    /// Its state, for messages.
+    fn state(&self) -> String;
+    /// Whether its state allows scheduling its deletion.
+    fn may_schedule(&self) -> bool;
+    /// Whether its deletion is scheduled (and may be cancelled).
+    fn is_pending_deletion(&self) -> bool;
+    /// Sets PENDING_DELETION (or back to usable, with `None`) and the time of deletion.
+    fn set_deletion(&mut self, at: Option<Timestamp>);
+}
+
+/// Schedules `resource`'s deletion at `at` (7–30 days after `now`; 30 when `None`).
+pub(crate) fn schedule_deletion<R: ScheduledDeletion>(
+    resource: &mut R,
+    now: Timestamp,
+    at: Option<Timestamp>,
+) -> Result<()> {
+    if !resource.may_schedule() {
+        return Err(KmsError::IncorrectState(format!(
+            "{} {} is {}; it cannot be scheduled for deletion",
+            R::KIND,
+            resource.id(),
+            resource.state()
+        )));
+    }
+    resource.set_deletion(Some(deletion_time(now, at)?));
+    Ok(())
+}
+
+/// Cancels `resource`'s scheduled deletion; it becomes usable again.
+pub(crate) fn cancel_deletion<R: ScheduledDeletion>(resource: &mut R) -> Result<()> {
+    if !resource.is_pending_deletion() {
+        return Err(KmsError::IncorrectState(format!(
+            "{} {} is {}, not PENDING_DELETION",
+            R::KIND,
+            resource.id(),
+            resource.state()
+        )));
+    }
+    resource.set_deletion(None);
+    Ok(())
+}
+
+impl ScheduledDeletion for Vault {
+    const KIND: &'static str = "vault";
+    fn id(&self) -> &Ocid {
+        &self.id
+    }
+    fn state(&self) -> String {
+        format!("{:?}", self.lifecycle_state)
+    }
+    fn may_schedule(&self) -> bool {
+        self.lifecycle_state == VaultState::Active
+    }
+    fn is_pending_deletion(&self) -> bool {
+        self.lifecycle_state == VaultState::PendingDeletion
+    }
+    fn set_deletion(&mut self, at: Option<Timestamp>) {
+        self.lifecycle_state = if at.is_some() {
+            VaultState::PendingDeletion
+        } else {
+            VaultState::Active
+        };
+        self.time_of_deletion = at;
+    }
+}
+
+impl ScheduledDeletion for Key {
+    const KIND: &'static str = "key";
+    fn id(&self) -> &Ocid {
+        &self.id
+    }
+    fn state(&self) -> String {
+        format!("{:?}", self.lifecycle_state)
+    }
+    fn may_schedule(&self) -> bool {
+        matches!(self.lifecycle_state, KeyState::Enabled | KeyState::Disabled)
+    }
+    fn is_pending_deletion(&self) -> bool {
+        self.lifecycle_state == KeyState::PendingDeletion
+    }
+    fn set_deletion(&mut self, at: Option<Timestamp>) {
+        self.lifecycle_state = if at.is_some() {
+            KeyState::PendingDeletion
+        } else {
+            KeyState::Enabled
+        };
+        self.time_of_deletion = at;
+    }
+}
+
+impl ScheduledDeletion for KeyVersion {
+    const KIND: &'static str = "key version";
+    fn id(&self) -> &Ocid {
+        &self.id
+    }
+    fn state(&self) -> String {
+        format!("{:?}", self.lifecycle_state)
+    }
+    fn may_schedule(&self) -> bool {
+        matches!(
+            self.lifecycle_state,
+            KeyVersionState::Enabled | KeyVersionState::Disabled
+        )
+    }
+    fn is_pending_deletion(&self) -> bool {
+        self.lifecycle_state == KeyVersionState::PendingDeletion
+    }
+    fn set_deletion(&mut self, at: Option<Timestamp>) {
+        self.lifecycle_state = if at.is_some() {
+            KeyVersionState::PendingDeletion
+        } else {
+            KeyVersionState::Enabled
+        };
+        self.time_of_deletion = at;
     }
 }

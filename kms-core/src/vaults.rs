@@ -6,7 +6,7 @@ use crate::audit::{AuditSubject, Principal};
 use crate::context::Context;
 use crate::error::{KmsError, Result};
 use crate::ids::{Ocid, ResourceType};
-use crate::lifecycle::{check_name, deletion_time};
+use crate::lifecycle::{cancel_deletion, check_name, schedule_deletion};
 use crate::model::*;
 use crate::store::WriteTxn;
 use crate::time::Timestamp;
@@ -189,14 +189,7 @@ impl<'a> Vaults<'a> {
         self.ctx
             .mutate(principal, "ScheduleVaultDeletion", subject, |txn, now, _| {
                 let mut vault = txn.vault(id)?;
-                if vault.lifecycle_state != VaultState::Active {
-                    return Err(KmsError::IncorrectState(format!(
-                        "vault {id} is {:?}; only an ACTIVE vault can be scheduled for deletion",
-                        vault.lifecycle_state
-                    )));
-                }
-                vault.time_of_deletion = Some(deletion_time(now, at)?);
-                vault.lifecycle_state = VaultState::PendingDeletion;
+                schedule_deletion(&mut vault, now, at)?;
                 txn.put_vault(&vault)?;
                 Ok(vault)
             })
@@ -210,14 +203,7 @@ impl<'a> Vaults<'a> {
         };
         self.ctx.mutate(principal, "CancelVaultDeletion", subject, |txn, _, _| {
             let mut vault = txn.vault(id)?;
-            if vault.lifecycle_state != VaultState::PendingDeletion {
-                return Err(KmsError::IncorrectState(format!(
-                    "vault {id} is {:?}, not PENDING_DELETION",
-                    vault.lifecycle_state
-                )));
-            }
-            vault.lifecycle_state = VaultState::Active;
-            vault.time_of_deletion = None;
+            cancel_deletion(&mut vault)?;
             txn.put_vault(&vault)?;
             Ok(vault)
         })

@@ -9,7 +9,7 @@ use kms_core::ciphertext;
 use kms_core::envelope::{DEK_LEN, MAX_PLAINTEXT};
 use kms_core::{
     AssociatedData, CreateKey, CreateVault, Key, KeyProvider, Kms, KmsConfig, KmsError, ManualClock, Ocid, Principal,
-    ResourceType, Vault,
+    Refusal, ResourceType, Vault,
 };
 use proptest::prelude::*;
 use proptest::test_runner::{Config as ProptestConfig, TestCaseError, TestRunner};
@@ -508,7 +508,11 @@ fn rotation_new_version_encrypts_old_still_decrypts_and_rewrap_moves_forward() {
 
     // Old versions never encrypt again; the primary may be named explicitly.
     let r = e.kms.encrypt_with_version(&e.me, &key.id, Some(&v1), b"x", &ad);
-    assert!(matches!(r, Err(KmsError::AccessDenied(_))), "{r:?}");
+    assert_eq!(
+        r.as_ref().err().and_then(KmsError::refusal),
+        Some(Refusal::VersionNotPrimary),
+        "{r:?}"
+    );
     let explicit = e
         .kms
         .encrypt_with_version(&e.me, &key.id, Some(&v2.id), b"x", &ad)
@@ -574,13 +578,29 @@ fn disabled_key_refuses_encrypt_and_decrypt_until_enabled() {
     let disabled = e.kms.disable_key(&e.me, &key.id).unwrap();
     assert_eq!(disabled.lifecycle_state, kms_core::KeyState::Disabled);
     let r = e.kms.encrypt(&e.me, &key.id, b"payload", &AssociatedData::none());
-    assert!(matches!(r, Err(KmsError::AccessDenied(_))), "{r:?}");
+    assert_eq!(
+        r.as_ref().err().and_then(KmsError::refusal),
+        Some(Refusal::KeyDisabled),
+        "{r:?}"
+    );
     let r = e.kms.decrypt(&e.me, &ct.ciphertext, &AssociatedData::none(), None);
-    assert!(matches!(r, Err(KmsError::AccessDenied(_))), "{r:?}");
+    assert_eq!(
+        r.as_ref().err().and_then(KmsError::refusal),
+        Some(Refusal::KeyDisabled),
+        "{r:?}"
+    );
     let r = e.kms.generate_data_key(&e.me, &key.id, &AssociatedData::none(), true);
-    assert!(matches!(r, Err(KmsError::AccessDenied(_))), "{r:?}");
+    assert_eq!(
+        r.as_ref().err().and_then(KmsError::refusal),
+        Some(Refusal::KeyDisabled),
+        "{r:?}"
+    );
     let r = e.kms.rewrap(&e.me, &ct.ciphertext, &AssociatedData::none(), None);
-    assert!(matches!(r, Err(KmsError::AccessDenied(_))), "{r:?}");
+    assert_eq!(
+        r.as_ref().err().and_then(KmsError::refusal),
+        Some(Refusal::KeyDisabled),
+        "{r:?}"
+    );
     // Disabling twice is a state error, and a disabled key cannot be rotated.
     let r = e.kms.disable_key(&e.me, &key.id);
     assert!(matches!(r, Err(KmsError::IncorrectState(_))), "{r:?}");
@@ -622,9 +642,17 @@ fn disabled_old_version_refuses_its_ciphertexts_and_primary_cannot_be_disabled()
         kms_core::KeyVersionState::Disabled
     );
     let r = e.kms.decrypt(&e.me, &old.ciphertext, &AssociatedData::none(), None);
-    assert!(matches!(r, Err(KmsError::AccessDenied(_))), "{r:?}");
+    assert_eq!(
+        r.as_ref().err().and_then(KmsError::refusal),
+        Some(Refusal::VersionDisabled),
+        "{r:?}"
+    );
     let r = e.kms.rewrap(&e.me, &old.ciphertext, &AssociatedData::none(), None);
-    assert!(matches!(r, Err(KmsError::AccessDenied(_))), "{r:?}");
+    assert_eq!(
+        r.as_ref().err().and_then(KmsError::refusal),
+        Some(Refusal::VersionDisabled),
+        "{r:?}"
+    );
     // The primary is unaffected.
     let pt = e
         .kms

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use kms_core::{
     AssociatedData, CreateKey, CreateVault, Key, KeyState, KeyVersionState, Kms, KmsConfig, KmsError, ManualClock,
-    Ocid, Principal, ResourceType, UpdateResource, Vault, VaultState, VaultType, DEFAULT_MAX_KEY_AGE_DAYS,
+    Ocid, Principal, Refusal, ResourceType, UpdateResource, Vault, VaultState, VaultType, DEFAULT_MAX_KEY_AGE_DAYS,
 };
 use tempfile::TempDir;
 
@@ -145,9 +145,17 @@ fn vault_pending_deletion_blocks_its_keys_until_cancelled() {
 
     e.kms.schedule_vault_deletion(&e.me, &vault.id, None).unwrap();
     let r = e.kms.encrypt(&e.me, &key.id, b"x", &AssociatedData::none());
-    assert!(matches!(r, Err(KmsError::AccessDenied(_))), "{r:?}");
+    assert_eq!(
+        r.as_ref().err().and_then(KmsError::refusal),
+        Some(Refusal::VaultPendingDeletion),
+        "{r:?}"
+    );
     let r = e.decrypt(&ct);
-    assert!(matches!(r, Err(KmsError::AccessDenied(_))), "{r:?}");
+    assert_eq!(
+        r.as_ref().err().and_then(KmsError::refusal),
+        Some(Refusal::VaultPendingDeletion),
+        "{r:?}"
+    );
     let r = e.kms.generate_data_key(&e.me, &key.id, &AssociatedData::none(), true);
     assert!(matches!(r, Err(KmsError::AccessDenied(_))), "{r:?}");
     // No new keys and no rotation in a vault pending deletion.

@@ -13,7 +13,7 @@ use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 use http::{HeaderMap, HeaderValue, Method, StatusCode};
 use kms_core::protection::{ExportedMaterial, ExternalKeyState, ExternalVersionRef, KeyProtection};
-use kms_core::{ExternalKeyManager, KmsError, Ocid, ProtectionMode, Result};
+use kms_core::{ExternalKeyManager, KmsError, Ocid, ProtectionMode, Refusal, Result};
 use serde_json::{json, Value};
 use zeroize::Zeroizing;
 
@@ -99,9 +99,10 @@ impl ExternalProtection {
             match answer.status {
                 s if s.is_success() => return Ok(json),
                 StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
-                    return Err(KmsError::AccessDenied(format!(
-                        "external key manager denied access: {message}"
-                    )))
+                    return Err(KmsError::denied(
+                        Refusal::KeyManager,
+                        format!("external key manager denied access: {message}"),
+                    ))
                 }
                 StatusCode::NOT_FOUND if method == Method::GET => {
                     return Err(KmsError::InvalidParameter(format!(
@@ -109,9 +110,10 @@ impl ExternalProtection {
                     )))
                 }
                 StatusCode::NOT_FOUND => {
-                    return Err(KmsError::AccessDenied(format!(
-                        "external key manager at {endpoint} has no {what}: {message}"
-                    )))
+                    return Err(KmsError::denied(
+                        Refusal::KeyManager,
+                        format!("external key manager at {endpoint} has no {what}: {message}"),
+                    ))
                 }
                 StatusCode::BAD_REQUEST => {
                     return Err(KmsError::InvalidCiphertext(format!("external key manager: {message}")))

@@ -23,7 +23,8 @@ use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 use http::{HeaderMap, HeaderValue, Method, StatusCode};
 use kms_core::{
-    ciphertext, DataKey, Dek, KeyProvider, KeyState, KeyStatus, KeyVersionState, KmsError, Ocid, ResourceType, Result,
+    ciphertext, DataKey, Dek, Denial, KeyProvider, KeyState, KeyStatus, KeyVersionState, KmsError, Ocid, Refusal,
+    ResourceType, Result,
 };
 use serde_json::{json, Value};
 
@@ -103,7 +104,7 @@ impl std::fmt::Debug for RemoteKms {
 }
 
 /// An answer that is not 2xx: status, OCI error code and message.
-struct Refusal {
+struct ErrorAnswer {
     status: StatusCode,
     code: String,
     message: String,
@@ -177,7 +178,7 @@ impl RemoteKms {
         method: Method,
         target: &str,
         body: Option<&Value>,
-    ) -> Result<std::result::Result<(Value, Option<String>), Refusal>> {
+    ) -> Result<std::result::Result<(Value, Option<String>), ErrorAnswer>> {
         let body = body.map(|b| serde_json::to_vec(b).expect("JSON serializes"));
         let mut last = None;
         for attempt in 0..2 {
@@ -190,7 +191,12 @@ impl RemoteKms {
             headers.insert(http::header::ACCEPT, HeaderValue::from_static("application/json"));
             self.signer
                 .sign(&method, target, &mut headers, body.as_deref())
-                .map_err(|e| KmsError::AccessDenied(format!("cannot sign requests to {}: {e}", self.endpoint)))?;
+                .map_err(|e| {
+                    KmsError::denied(
+                        Refusal::Credentials,
+                        format!("cannot sign requests to {}: {e}", self.endpoint),
+                    )
+                })?;
             let outcome = self
                 .http
                 .send(
@@ -234,7 +240,7 @@ impl RemoteKms {
                         return Ok(Ok((json, next)));
                     }
                     let err: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-                    let refusal = Refusal {
+                    let refusal = ErrorAnswer {
                         status,
                         code: err["code"].as_str().unwrap_or_default().to_owned(),
                         message: err["message"].as_str().unwrap_or_default().to_owned(),
@@ -274,11 +280,14 @@ impl RemoteKms {
                     kind,
                     id: id.to_owned(),
                 },
-                StatusCode::UNAUTHORIZED => KmsError::AccessDenied(format!(
-                    "the KMS at {} did not accept this server's request signature: {message}",
-                    self.endpoint
-                )),
-                StatusCode::FORBIDDEN => KmsError::AccessDenied(message),
+                StatusCode::UNAUTHORIZED => KmsError::denied(
+                    Refusal::Credentials,
+                    format!(
+                        "the KMS at {} did not accept this server's request signature: {message}",
+                        self.endpoint
+                    ),
+                ),
+                StatusCode::FORBIDDEN => KmsError::denied(Refusal::KeyManager, message),
                 StatusCode::BAD_REQUEST => KmsError::InvalidParameter(message),
                 StatusCode::CONFLICT => KmsError::IncorrectState(message),
                 s => KmsError::Unavailable(format!("{} answered {s}: {message}", self.endpoint)),
@@ -478,15 +487,27 @@ impl KeyProvider for RemoteKms {
             ("vault", vault_id.as_str()),
         )?;
         let vault_state = vault["lifecycleState"].as_str().unwrap_or_default();
-        let unusable = if vault_state != "ACTIVE" {
-            Some(format!("vault {vault_id} is {vault_state}; its keys cannot be used"))
-        } else if state != KeyState::Enabled {
-            Some(format!(
-                "key {key_id} is {}; it cannot be used",
-                key["lifecycleState"].as_str().unwrap_or_default()
-            ))
-        } else {
-            None
+        let unusable = match (vault_state, state) {
+            ("ACTIVE", KeyState::Enabled) => None,
+            ("ACTIVE", state) => Some(Denial {
+                reason: match state {
+                    KeyState::Disabled => Refusal::KeyDisabled,
+                    KeyState::PendingDeletion => Refusal::KeyPendingDeletion,
+                    _ => Refusal::KeyDeleted,
+                },
+                message: format!(
+                    "key {key_id} is {}; it cannot be used",
+                    key["lifecycleState"].as_str().unwrap_or_default()
+                ),
+            }),
+            (vault_state, _) => Some(Denial {
+                reason: match vault_state {
+                    "PENDING_DELETION" => Refusal::VaultPendingDeletion,
+                    "DELETED" => Refusal::VaultDeleted,
+                    _ => Refusal::VaultNotReady,
+                },
+                message: format!("vault {vault_id} is {vault_state}; its keys cannot be used"),
+            }),
         };
         Ok(KeyStatus {
             key_id: key_id.clone(),

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use chrono::Utc;
 use futures::{Stream, StreamExt, TryStreamExt};
-use kms_core::{KeyProvider, KeyState, KmsError, Ocid};
+use kms_core::{KeyProvider, KmsError, Ocid};
 use md5::{Digest, Md5};
 use object_store::path::Path;
 use object_store::prefix::PrefixStore;
@@ -101,13 +101,8 @@ pub enum ObjectError {
     #[error("master key '{0}' does not exist")]
     KmsKeyNotFound(String),
     /// A master key cannot be used now (disabled, pending deletion, in a vault being deleted).
-    #[error("{reason}")]
-    KmsKeyUnusable {
-        /// The key is disabled (rather than in another state that forbids its use).
-        disabled: bool,
-        /// Why, as key management says.
-        reason: String,
-    },
+    #[error("{0}")]
+    KmsKeyUnusable(kms_core::Denial),
     /// Reading is refused because the object's master key (or key version) cannot be used.
     #[error("access denied: {0}")]
     KeyAccessDenied(String),
@@ -462,10 +457,7 @@ impl ObjectService {
         match self.keys.key_status(key_id) {
             Ok(status) => match status.unusable {
                 None => Ok(()),
-                Some(reason) => Err(ObjectError::KmsKeyUnusable {
-                    disabled: status.state == KeyState::Disabled,
-                    reason,
-                }),
+                Some(denial) => Err(ObjectError::KmsKeyUnusable(denial)),
             },
             Err(KmsError::NotFound { .. }) => Err(ObjectError::KmsKeyNotFound(key_id.to_string())),
             Err(e) => Err(e.into()),
@@ -476,7 +468,7 @@ impl ObjectService {
     /// version can decrypt now.
     fn check_key_for_read(&self, key_id: &Ocid, key_version_id: &Ocid) -> Result<()> {
         self.check_kms_key(key_id).map_err(|e| match e {
-            ObjectError::KmsKeyUnusable { reason, .. } => ObjectError::KeyAccessDenied(reason),
+            ObjectError::KmsKeyUnusable(denial) => ObjectError::KeyAccessDenied(denial.message),
             ObjectError::KmsKeyNotFound(k) => ObjectError::KeyAccessDenied(format!("master key {k} does not exist")),
             other => other,
         })?;

@@ -1,7 +1,7 @@
 //! Object-service errors as S3 errors: the one place where [`ObjectError`], and the
 //! [`EncryptedStoreError`] and [`KmsError`] it carries, become an S3 code, status and message.
 
-use kms_core::KmsError;
+use kms_core::{KmsError, Refusal};
 use s3s::{S3Error, S3ErrorCode};
 
 use crate::object::error::IntegrityProblem;
@@ -96,10 +96,10 @@ pub(super) fn s3_err(e: ObjectError) -> S3Error {
         ObjectError::InvalidPart(_) => (S3ErrorCode::InvalidPart, e.to_string()),
         ObjectError::EntityTooSmall(_) => (S3ErrorCode::EntityTooSmall, e.to_string()),
         ObjectError::KmsKeyNotFound(_) => return custom_400("KMS.NotFoundException", e.to_string()),
-        ObjectError::KmsKeyUnusable { disabled: true, .. } => {
+        ObjectError::KmsKeyUnusable(denial) if denial.reason == Refusal::KeyDisabled => {
             return custom_400("KMS.DisabledException", e.to_string())
         }
-        ObjectError::KmsKeyUnusable { .. } => return custom_400("KMS.KMSInvalidStateException", e.to_string()),
+        ObjectError::KmsKeyUnusable(_) => return custom_400("KMS.KMSInvalidStateException", e.to_string()),
         ObjectError::KeyAccessDenied(_) => (S3ErrorCode::AccessDenied, e.to_string()),
         ObjectError::CustomerKeyRequired(_) | ObjectError::CustomerKeyNotApplicable(_) => {
             (S3ErrorCode::InvalidRequest, e.to_string())
