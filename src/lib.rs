@@ -3,7 +3,8 @@
 //! The encryption front-end for object and block storage. This crate holds the parts the
 //! `sealstore` binary is made of; key management itself lives in the `kms-core` crate.
 //!
-//! - [`crypto`]: data-path cryptography on aws-lc.
+//! - [`crypto`]: data-path cryptography on aws-lc (from the `sealstore-format` crate, with the
+//!   object and volume formats: pure code, no I/O).
 //! - [`object`]: the encrypted object format and store.
 //! - [`s3`]: the S3-compatible API over the object store.
 //! - [`block`]: encrypted block volumes and their NBD server.
@@ -12,14 +13,14 @@
 //! - [`admin`]: the local admin protocol between the CLI and a running server.
 
 #![warn(missing_docs)]
-// No `unsafe` but in the XTS FFI wrapper, which allows it for itself (crypto/xts.rs).
-#![deny(unsafe_code)]
+// The one `unsafe` block of sealstore, the XTS FFI wrapper, is in sealstore-format.
+#![forbid(unsafe_code)]
 
 pub mod admin;
 pub mod bench;
 pub mod block;
 pub mod console;
-pub mod crypto;
+pub use sealstore_format::crypto;
 pub mod external_kms;
 pub mod front_door;
 pub mod http_client;

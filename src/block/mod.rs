@@ -1,7 +1,7 @@
 //! Encrypted block volumes: the volume file format ([`format`]), reading and writing a
 //! volume ([`volume`]), and serving volumes over NBD ([`nbd`]).
 
-pub mod format;
+pub use sealstore_format::volume as format;
 pub mod nbd;
 pub mod volume;
 

@@ -3,10 +3,10 @@
 //! directory ([`service`]) and the re-encryption sweep ([`sweep`]).
 
 pub mod backend;
-pub mod customer_key;
+pub use sealstore_format::customer_key;
 pub mod encryption;
 pub mod error;
-pub mod format;
+pub use sealstore_format::object as format;
 pub mod gc;
 pub mod index;
 pub mod layout;

@@ -14,7 +14,7 @@ use kms_core::Dek;
 use thiserror::Error;
 use zeroize::Zeroizing;
 
-use super::format::ObjectIdentity;
+use crate::object::ObjectIdentity;
 
 /// First four bytes of a customer-wrapped data key.
 pub const MAGIC: &[u8; 4] = b"SSCK";

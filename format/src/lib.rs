@@ -1,0 +1,20 @@
+//! # sealstore-format
+//!
+//! What sealstore writes, and the cryptography that writes it, with no I/O: the rest of
+//! sealstore (stores, servers, the CLI) reads and writes bytes and hands them here.
+//!
+//! - [`crypto`]: data-path cryptography on aws-lc — AES-256-GCM keys and nonces, sealed
+//!   segments and the streams of them, AES-256-XTS sectors.
+//! - [`object`]: the sealed-object format (spec: `docs/FORMATS.md`).
+//! - [`customer_key`]: customer-provided keys (SSE-C): their check value and the wrapping of
+//!   an object's data key under them.
+//! - [`volume`]: the volume header (spec: `docs/FORMATS.md`).
+
+#![warn(missing_docs)]
+// No `unsafe` but in the XTS FFI wrapper, which allows it for itself (crypto/xts.rs).
+#![deny(unsafe_code)]
+
+pub mod crypto;
+pub mod customer_key;
+pub mod object;
+pub mod volume;
