@@ -13,6 +13,7 @@
 //! - [`admin`]: the local admin protocol between the CLI and a running server.
 
 #![warn(missing_docs)]
+#![warn(unreachable_pub)]
 // The one `unsafe` block of sealstore, the XTS FFI wrapper, is in sealstore-format.
 #![forbid(unsafe_code)]
 

@@ -11,6 +11,7 @@
 //! - [`volume`]: the volume header (spec: `docs/FORMATS.md`).
 
 #![warn(missing_docs)]
+#![warn(unreachable_pub)]
 // No `unsafe` but in the XTS FFI wrapper, which allows it for itself (crypto/xts.rs).
 #![deny(unsafe_code)]
 

@@ -18,6 +18,7 @@
 //! ```
 
 #![warn(missing_docs)]
+#![warn(unreachable_pub)]
 #![forbid(unsafe_code)]
 
 // Leaves: identifiers, time, errors, the persisted records and the ciphertext format.

@@ -10,9 +10,9 @@ use super::error::ApiError;
 use super::{Call, Reply};
 
 /// Entries per page unless `limit` says otherwise.
-pub const DEFAULT_LIMIT: usize = 50;
+pub(super) const DEFAULT_LIMIT: usize = 50;
 /// Most entries per page.
-pub const MAX_LIMIT: usize = 1000;
+pub(super) const MAX_LIMIT: usize = 1000;
 
 /// `GET /20180608/auditEvents`
 pub(crate) fn list(call: &Call<'_>) -> Result<Reply, ApiError> {

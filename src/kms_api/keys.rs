@@ -81,7 +81,7 @@ pub(crate) struct KeyShapeDetails {
 
 impl KeyShapeDetails {
     /// sealstore's master keys and data keys are AES-256: anything else is refused.
-    pub fn require_aes256(&self) -> Result<(), ApiError> {
+    pub(super) fn require_aes256(&self) -> Result<(), ApiError> {
         let aes = self.algorithm.as_deref().is_some_and(|a| a.eq_ignore_ascii_case("AES"));
         if aes && self.length == Some(32) && self.curve_id.is_none() {
             Ok(())

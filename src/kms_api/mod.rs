@@ -129,7 +129,7 @@ pub(crate) struct Call<'a> {
 impl Call<'_> {
     /// Refuses with 404 (as OCI: no difference between "not yours" and "not there") unless
     /// the caller may `verb` this resource.
-    pub fn require(
+    pub(crate) fn require(
         &self,
         verb: Verb,
         kind: ResourceKind,
@@ -146,12 +146,12 @@ impl Call<'_> {
     }
 
     /// Whether the caller may `verb` this resource.
-    pub fn may(&self, verb: Verb, kind: ResourceKind, compartment: &Ocid, target: Target<'_>) -> bool {
+    pub(crate) fn may(&self, verb: Verb, kind: ResourceKind, compartment: &Ocid, target: Target<'_>) -> bool {
         self.iam.allows(&self.caller.user_id, verb, kind, compartment, target)
     }
 
     /// The JSON body as `T`; an empty body reads as `{}` (the CLI sends none on some actions).
-    pub fn json<T: DeserializeOwned>(&self) -> Result<T, ApiError> {
+    pub(crate) fn json<T: DeserializeOwned>(&self) -> Result<T, ApiError> {
         let body = if self.body.iter().all(u8::is_ascii_whitespace) {
             b"{}".as_slice()
         } else {
@@ -161,7 +161,7 @@ impl Call<'_> {
     }
 
     /// A required query parameter.
-    pub fn required(&self, name: &str) -> Result<&str, ApiError> {
+    pub(crate) fn required(&self, name: &str) -> Result<&str, ApiError> {
         self.query
             .get(name)
             .map(String::as_str)
@@ -169,7 +169,7 @@ impl Call<'_> {
     }
 
     /// Refuses with 412 when the request has `if-match` and it is not `current`'s etag.
-    pub fn check_if_match(&self, current: &Value) -> Result<(), ApiError> {
+    pub(crate) fn check_if_match(&self, current: &Value) -> Result<(), ApiError> {
         match self.headers.get(http::header::IF_MATCH) {
             Some(want) if want.as_bytes() != wire::etag(current).as_bytes() => Err(ApiError::etag_mismatch()),
             _ => Ok(()),
@@ -189,7 +189,7 @@ pub(crate) struct Reply {
 
 impl Reply {
     /// One resource, with its etag.
-    pub fn resource(body: Value) -> Self {
+    pub(crate) fn resource(body: Value) -> Self {
         Reply {
             body,
             etag: true,
@@ -198,7 +198,7 @@ impl Reply {
     }
 
     /// A JSON answer that is not a resource (crypto results).
-    pub fn plain(body: Value) -> Self {
+    pub(crate) fn plain(body: Value) -> Self {
         Reply {
             body,
             etag: false,
@@ -207,7 +207,7 @@ impl Reply {
     }
 
     /// One page of a list.
-    pub fn list(items: Vec<Value>, next_page: Option<String>) -> Self {
+    pub(crate) fn list(items: Vec<Value>, next_page: Option<String>) -> Self {
         Reply {
             body: Value::Array(items),
             etag: false,

@@ -173,7 +173,7 @@ pub(crate) struct ScheduleDeletionDetails {
 
 impl ScheduleDeletionDetails {
     /// The requested time (the service's default, 30 days, when absent).
-    pub fn time(&self) -> Result<Option<Timestamp>, ApiError> {
+    pub(super) fn time(&self) -> Result<Option<Timestamp>, ApiError> {
         Ok(self.time_of_deletion.as_deref().map(Timestamp::parse).transpose()?)
     }
 }

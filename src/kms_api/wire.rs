@@ -9,12 +9,12 @@ use serde_json::{json, Map, Value};
 use super::paging::Listed;
 
 /// The endpoints of `vault` as seen from `base_url`.
-pub fn management_endpoint(base_url: &str, vault: &Vault) -> String {
+pub(super) fn management_endpoint(base_url: &str, vault: &Vault) -> String {
     format!("{base_url}/kms/{}/management", vault.id)
 }
 
 /// The crypto endpoint of `vault` as seen from `base_url`.
-pub fn crypto_endpoint(base_url: &str, vault: &Vault) -> String {
+pub(super) fn crypto_endpoint(base_url: &str, vault: &Vault) -> String {
     format!("{base_url}/kms/{}/crypto", vault.id)
 }
 
@@ -31,7 +31,7 @@ fn keep(mut full: Map<String, Value>, fields: &[&str]) -> Value {
 }
 
 /// A `Vault`.
-pub fn vault(base_url: &str, v: &Vault) -> Value {
+pub(super) fn vault(base_url: &str, v: &Vault) -> Value {
     let mut o = object(v);
     o.insert("managementEndpoint".into(), management_endpoint(base_url, v).into());
     o.insert("cryptoEndpoint".into(), crypto_endpoint(base_url, v).into());
@@ -62,7 +62,7 @@ pub fn vault(base_url: &str, v: &Vault) -> Value {
 }
 
 /// A `VaultSummary` (list item).
-pub fn vault_summary(base_url: &str, v: &Vault) -> Value {
+pub(super) fn vault_summary(base_url: &str, v: &Vault) -> Value {
     let Value::Object(full) = vault(base_url, v) else {
         unreachable!()
     };
@@ -85,7 +85,7 @@ pub fn vault_summary(base_url: &str, v: &Vault) -> Value {
 }
 
 /// A `Key`.
-pub fn key(k: &Key) -> Value {
+pub(super) fn key(k: &Key) -> Value {
     let mut o = object(k);
     o.insert("restoredFromKeyId".into(), Value::Null);
     o.insert("replicaDetails".into(), Value::Null);
@@ -110,7 +110,7 @@ fn key_version_reference(v: &KeyVersion) -> Value {
 }
 
 /// A `KeySummary` (list item).
-pub fn key_summary(k: &Key) -> Value {
+pub(super) fn key_summary(k: &Key) -> Value {
     let mut o = object(k);
     o.insert("algorithm".into(), k.key_shape.algorithm.clone().into());
     o.insert("externalKeyReferenceDetails".into(), key_reference(k));
@@ -134,7 +134,7 @@ pub fn key_summary(k: &Key) -> Value {
 }
 
 /// A `KeyVersion`.
-pub fn key_version(v: &KeyVersion) -> Value {
+pub(super) fn key_version(v: &KeyVersion) -> Value {
     let mut o = object(v);
     o.insert("publicKey".into(), Value::Null);
     o.insert("restoredFromKeyVersionId".into(), Value::Null);
@@ -146,7 +146,7 @@ pub fn key_version(v: &KeyVersion) -> Value {
 }
 
 /// A `KeyVersionSummary` (list item).
-pub fn key_version_summary(v: &KeyVersion) -> Value {
+pub(super) fn key_version_summary(v: &KeyVersion) -> Value {
     let mut o = object(v);
     o.insert("externalKeyReferenceDetails".into(), key_version_reference(v));
     keep(
@@ -167,7 +167,7 @@ pub fn key_version_summary(v: &KeyVersion) -> Value {
 }
 
 /// A `Compartment`.
-pub fn compartment(c: &Compartment) -> Value {
+pub(super) fn compartment(c: &Compartment) -> Value {
     let mut o = object(c);
     o.insert("inactiveStatus".into(), Value::Null);
     o.insert("isAccessible".into(), true.into());
@@ -177,7 +177,7 @@ pub fn compartment(c: &Compartment) -> Value {
 }
 
 /// A resource's etag: a digest of its JSON, so it changes whenever any field does.
-pub fn etag(resource: &Value) -> String {
+pub(super) fn etag(resource: &Value) -> String {
     let bytes = serde_json::to_vec(resource).expect("JSON values serialize");
     let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &bytes);
     data_encoding::HEXLOWER.encode(&digest.as_ref()[..16])

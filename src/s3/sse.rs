@@ -236,7 +236,7 @@ impl SseHeaders {
     }
 
     /// For a stored object (`customer`: the key the request gave, for its MD5).
-    pub fn of_object(encryption: &Encryption, customer: Option<&SseCustomer>) -> Self {
+    pub(super) fn of_object(encryption: &Encryption, customer: Option<&SseCustomer>) -> Self {
         match encryption {
             Encryption::Kms { key_id, sse_kms, .. } => Self::kms(key_id, *sse_kms),
             Encryption::Customer { .. } => Self::customer(customer),
@@ -244,7 +244,7 @@ impl SseHeaders {
     }
 
     /// For a multipart upload and its parts.
-    pub fn of_upload(encryption: &UploadEncryption, customer: Option<&SseCustomer>) -> Self {
+    pub(super) fn of_upload(encryption: &UploadEncryption, customer: Option<&SseCustomer>) -> Self {
         match encryption {
             UploadEncryption::Kms { key_id, sse_kms } => Self::kms(key_id, *sse_kms),
             UploadEncryption::Customer { .. } => Self::customer(customer),
