@@ -1,6 +1,5 @@
 //! The OCI-compatible KMS REST API, so that the real `oci` CLI and SDKs work unmodified
-//! (the requests they send are listed in OCI-CLI-PROTOCOL.md; sealstore's coverage is in
-//! `docs/KMS_API.md`).
+//! (sealstore's coverage, request by request, is in `docs/KMS_API.md`).
 //!
 //! - [`signature`]: every request is signed with a user's API key (OCI request signatures).
 //! - [`routes`]: which path goes to which handler; the handlers are [`identity`],
