@@ -5,6 +5,18 @@
 //! ciphertexts, pluggable key protection, a hash-chained audit log and a compliance report.
 //! No HTTP here: the binary puts the CLI and the OCI-compatible API in front of [`Kms`].
 //!
+//! ## Layers
+//!
+//! Dependencies point down only (`scripts/module-graph` checks it):
+//!
+//! ```text
+//! Kms (kms.rs)                      the public face: one method per operation, delegating
+//! vaults keys iam rotation envelope replication     the services
+//! context.rs                        store + clock + protection + audit writer; mutate()
+//! store.rs  audit/  protection/     redb tables; the hash chain and its writer; backends
+//! model/  ciphertext  ids  time  error              records and formats (leaves)
+//! ```
+//!
 //! ```no_run
 //! use kms_core::{Kms, KmsConfig, CreateVault, CreateKey, Principal, AssociatedData};
 //! let kms = Kms::open(KmsConfig::new("./sealstore-data"))?;
