@@ -1,4 +1,4 @@
-//! Encrypted block volumes: the volume file format ([`format`]), reading and writing a
+//! Encrypted block volumes: the volume file format ([`mod@format`]), reading and writing a
 //! volume ([`volume`]), and serving volumes over NBD ([`nbd`]).
 
 pub use sealstore_format::volume as format;

@@ -2,10 +2,10 @@
 //! (sealstore's coverage, request by request, is in `docs/KMS_API.md`).
 //!
 //! - [`signature`]: every request is signed with a user's API key (OCI request signatures).
-//! - [`routes`]: which path goes to which handler; the handlers are [`identity`],
-//!   [`vaults`], [`keys`] and [`crypto`].
+//! - `routes`: which path goes to which handler; the handlers are `identity`, `vaults`,
+//!   `keys` and `crypto` (one file each).
 //! - [`paging`]: `limit`/`page`/`sortBy` and the `opc-next-page` header.
-//! - [`wire`]: resources as OCI's JSON shows them.
+//! - `wire`: resources as OCI's JSON shows them.
 //! - [`error`]: OCI error codes.
 //! - [`remote`]: the other side — a key provider for the data path that calls this API on
 //!   another sealstore.

@@ -1,4 +1,4 @@
-//! Encrypted objects: the on-store format ([`format`]), the store that encrypts every object
+//! Encrypted objects: the on-store format ([`mod@format`]), the store that encrypts every object
 //! with its own data key ([`store`], failing with [`error::EncryptedStoreError`]), customer-provided keys ([`customer_key`]), the metadata index ([`index`]), buckets in the data
 //! directory ([`service`]) and the re-encryption sweep ([`sweep`]).
 
