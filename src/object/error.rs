@@ -1,11 +1,14 @@
-//! [`EncryptedStoreError`]: what [`EncryptedStore`](super::EncryptedStore) fails with.
+//! The object layer's errors: [`EncryptedStoreError`], what [`EncryptedStore`](super::EncryptedStore)
+//! fails with, and [`ObjectError`], what the [`ObjectService`](super::ObjectService) fails with
+//! (wrapping the store's in [`ObjectError::Store`]).
 //!
-//! The store's own methods return it; at the [`ObjectStore`](object_store::ObjectStore)
-//! boundary it travels inside `object_store::Error::Generic` (store `"EncryptedStore"`),
-//! except for backend errors, which cross as themselves (so `NotFound`, `Precondition` and
-//! `AlreadyExists` stay what object_store callers match on). Callers holding an
-//! `object_store::Error` get the typed error back with [`EncryptedStoreError::from_object_store`]
-//! (borrowed) or `EncryptedStoreError::from` (owned); nothing else downcasts.
+//! The store's own methods return [`EncryptedStoreError`]; at the
+//! [`ObjectStore`](object_store::ObjectStore) boundary it travels inside
+//! `object_store::Error::Generic` (store `"EncryptedStore"`), except for backend errors, which
+//! cross as themselves (so `NotFound`, `Precondition` and `AlreadyExists` stay what
+//! object_store callers match on). Callers holding an `object_store::Error` get the typed
+//! error back with [`EncryptedStoreError::from_object_store`] (borrowed) or
+//! `EncryptedStoreError::from` (owned); nothing else downcasts.
 
 use kms_core::KmsError;
 
@@ -205,5 +208,126 @@ impl From<EncryptedStoreError> for object_store::Error {
                 source: Box::new(typed),
             },
         }
+    }
+}
+
+// ----- IndexError: what the object index fails with -----
+
+/// Index failures.
+#[derive(Debug, thiserror::Error)]
+#[error("object index: {0}")]
+pub struct IndexError(pub(super) String);
+
+macro_rules! index_error_from {
+    ($($t:ty),*) => {$(
+        impl From<$t> for IndexError {
+            fn from(e: $t) -> Self {
+                IndexError(e.to_string())
+            }
+        }
+    )*};
+}
+index_error_from!(
+    redb::Error,
+    redb::DatabaseError,
+    redb::TransactionError,
+    redb::TableError,
+    redb::StorageError,
+    redb::CommitError,
+    serde_json::Error
+);
+
+// ----- ObjectError: what the object service fails with -----
+
+/// Errors of the object service.
+#[derive(Debug, thiserror::Error)]
+pub enum ObjectError {
+    /// The bucket name breaks S3's naming rules.
+    #[error("invalid bucket name '{0}': use 3–63 lower-case letters, digits, '.' and '-', starting and ending with a letter or digit")]
+    InvalidBucketName(String),
+    /// No such bucket.
+    #[error("bucket '{0}' does not exist")]
+    NoSuchBucket(String),
+    /// The bucket already exists.
+    #[error("bucket '{0}' already exists")]
+    BucketExists(String),
+    /// The bucket still holds objects.
+    #[error("bucket '{0}' is not empty")]
+    BucketNotEmpty(String),
+    /// No such object.
+    #[error("object '{key}' not found in bucket '{bucket}'")]
+    NoSuchKey {
+        /// Bucket.
+        bucket: String,
+        /// Key.
+        key: String,
+    },
+    /// A conditional write's condition does not hold (`If-Match`, `If-None-Match`).
+    #[error("{0}")]
+    PreconditionFailed(String),
+    /// The key is empty or longer than S3's 1024 bytes.
+    #[error("object keys are 1 to 1024 bytes of UTF-8; this one is {0} bytes")]
+    KeyTooLong(usize),
+    /// The encrypted store failed: damage found while reading, a refused data key, the
+    /// backend (see [`EncryptedStoreError`]).
+    #[error(transparent)]
+    Store(#[from] EncryptedStoreError),
+    /// The index failed.
+    #[error(transparent)]
+    Index(#[from] IndexError),
+    /// Key management refused or failed.
+    #[error(transparent)]
+    Kms(#[from] KmsError),
+    /// Filesystem error.
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    /// The body's MD5 differs from the one the client announced.
+    #[error("the body does not match its Content-MD5")]
+    BadDigest,
+    /// The body does not match the checksum the client announced (`x-amz-checksum-*`).
+    #[error("{0}")]
+    BadChecksum(String),
+    /// No such multipart upload.
+    #[error("multipart upload {0} does not exist (completed, aborted, or never created)")]
+    NoSuchUpload(String),
+    /// The part list of a completion is wrong.
+    #[error("{0}")]
+    InvalidPart(String),
+    /// A part other than the last is below 5 MiB.
+    #[error("part {0} is smaller than the 5 MiB minimum for all parts but the last")]
+    EntityTooSmall(u32),
+    /// The uploaded body could not be read to its end.
+    #[error("reading the request body failed: {0}")]
+    Body(String),
+    /// A master key named for encryption does not exist.
+    #[error("master key '{0}' does not exist")]
+    KmsKeyNotFound(String),
+    /// A master key cannot be used now (disabled, pending deletion, in a vault being deleted).
+    #[error("{0}")]
+    KmsKeyUnusable(kms_core::Denial),
+    /// Reading is refused because the object's master key (or key version) cannot be used.
+    #[error("access denied: {0}")]
+    KeyAccessDenied(String),
+    /// The object is encrypted with a customer-provided key and the request gave none.
+    #[error("object '{0}' is encrypted with a customer-provided key (SSE-C); the request must supply that key")]
+    CustomerKeyRequired(String),
+    /// The customer-provided key is not the object's.
+    #[error("the customer-provided key does not match the one object '{0}' was encrypted with")]
+    CustomerKeyMismatch(String),
+    /// A customer-provided key was given for an object not encrypted with one.
+    #[error("object '{0}' is not encrypted with a customer-provided key; the SSE-C parameters do not apply to it")]
+    CustomerKeyNotApplicable(String),
+}
+
+impl From<object_store::Error> for ObjectError {
+    fn from(e: object_store::Error) -> Self {
+        // What an EncryptedStore said through the ObjectStore trait, typed again.
+        ObjectError::Store(e.into())
+    }
+}
+
+impl From<std::convert::Infallible> for ObjectError {
+    fn from(e: std::convert::Infallible) -> Self {
+        match e {}
     }
 }

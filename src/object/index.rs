@@ -14,9 +14,9 @@ use chrono::{DateTime, Utc};
 use kms_core::Ocid;
 use redb::{Database, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
-use thiserror::Error;
 
 pub use super::encryption::{DefaultEncryption, Encryption, UploadEncryption};
+use super::error::IndexError;
 
 /// `"{bucket}\0{key}"` → JSON [`ObjectEntry`].
 const OBJECTS: TableDefinition<&str, &[u8]> = TableDefinition::new("objects");
@@ -40,30 +40,6 @@ const BUCKET_ENCRYPTION: TableDefinition<&str, &[u8]> = TableDefinition::new("bu
 
 /// The index file name in the data directory.
 pub const INDEX_FILE: &str = "objects.redb";
-
-/// Index failures.
-#[derive(Debug, Error)]
-#[error("object index: {0}")]
-pub struct IndexError(String);
-
-macro_rules! index_error_from {
-    ($($t:ty),*) => {$(
-        impl From<$t> for IndexError {
-            fn from(e: $t) -> Self {
-                IndexError(e.to_string())
-            }
-        }
-    )*};
-}
-index_error_from!(
-    redb::Error,
-    redb::DatabaseError,
-    redb::TransactionError,
-    redb::TableError,
-    redb::StorageError,
-    redb::CommitError,
-    serde_json::Error
-);
 
 /// Where an object's ciphertext is, in the backend (docs/FORMATS.md, "Object layout").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]

@@ -1,6 +1,8 @@
 //! Encrypted objects: the on-store format ([`mod@format`]), the store that encrypts every object
-//! with its own data key ([`store`], failing with [`error::EncryptedStoreError`]), customer-provided keys ([`customer_key`]), the metadata index ([`index`]), buckets in the data
-//! directory ([`service`]) and the re-encryption sweep ([`sweep`]).
+//! with its own data key ([`store`]), customer-provided keys ([`customer_key`]), the metadata
+//! index ([`index`]), buckets and their objects ([`service`], one file per job), the layer's
+//! errors ([`error`]: [`EncryptedStoreError`], [`ObjectError`]) and the re-encryption sweep
+//! ([`sweep`]).
 
 pub mod backend;
 pub use sealstore_format::customer_key;
@@ -15,6 +17,6 @@ pub mod service;
 pub mod store;
 pub mod sweep;
 
-pub use error::EncryptedStoreError;
-pub use service::{InventoryRow, ObjectError, ObjectService, OpenObject, PutParams, WriteCondition};
+pub use error::{EncryptedStoreError, ObjectError};
+pub use service::{InventoryRow, ObjectService, OpenObject, PutParams, WriteCondition};
 pub use store::{EncryptedStore, Naming, Sealing, WrappedBy};

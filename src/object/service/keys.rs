@@ -1,0 +1,137 @@
+//! Master keys: which one a write uses, whether one can be used now, and what each key
+//! version still protects (the inventory).
+
+use kms_core::{KmsError, Ocid};
+
+use super::{ObjectService, Resolved, Result};
+use crate::object::encryption::{DefaultEncryption, EncryptionRequest};
+use crate::object::error::ObjectError;
+use crate::object::store::Sealing;
+
+/// One line of the key-version inventory: what a master key version still protects.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct InventoryRow {
+    /// The key owning the version (absent when the version is unknown to key management).
+    pub key_id: Option<Ocid>,
+    /// The key version.
+    pub key_version_id: Ocid,
+    /// Whether it is its key's current version.
+    pub current: bool,
+    /// Objects it protects.
+    pub objects: u64,
+    /// Their plaintext bytes.
+    pub bytes: u64,
+}
+
+impl ObjectService {
+    /// The master key behind `id`: a key OCID, or `alias/NAME` for the key whose display
+    /// name is NAME. Whether it exists and can be used is decided once, where it is used
+    /// (when a write resolves its key, or a bucket's default encryption is set).
+    pub fn resolve_kms_key(&self, id: &str) -> Result<Ocid> {
+        let key_id = match id.strip_prefix("alias/") {
+            Some(name) => {
+                let mut keys = self.keys.keys_named(name)?.into_iter();
+                match (keys.next(), keys.next()) {
+                    (Some(k), None) => k,
+                    (Some(_), Some(_)) => {
+                        return Err(ObjectError::KmsKeyNotFound(format!(
+                            "{id} (several keys have that name; use the key's OCID)"
+                        )))
+                    }
+                    (None, _) => return Err(ObjectError::KmsKeyNotFound(id.to_owned())),
+                }
+            }
+            None => {
+                Ocid::parse(kms_core::ResourceType::Key, id).map_err(|_| ObjectError::KmsKeyNotFound(id.to_owned()))?
+            }
+        };
+        Ok(key_id)
+    }
+
+    /// Fails unless `key_id` exists and can be used now, saying why.
+    pub(super) fn check_kms_key(&self, key_id: &Ocid) -> Result<()> {
+        match self.keys.key_status(key_id) {
+            Ok(status) => match status.unusable {
+                None => Ok(()),
+                Some(denial) => Err(ObjectError::KmsKeyUnusable(denial)),
+            },
+            Err(KmsError::NotFound { .. }) => Err(ObjectError::KmsKeyNotFound(key_id.to_string())),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Fails with [`ObjectError::KeyAccessDenied`] unless the object's master key and key
+    /// version can decrypt now.
+    pub(super) fn check_key_for_read(&self, key_id: &Ocid, key_version_id: &Ocid) -> Result<()> {
+        self.check_kms_key(key_id).map_err(|e| match e {
+            ObjectError::KmsKeyUnusable(denial) => ObjectError::KeyAccessDenied(denial.message),
+            ObjectError::KmsKeyNotFound(k) => ObjectError::KeyAccessDenied(format!("master key {k} does not exist")),
+            other => other,
+        })?;
+        match self.keys.key_version_state(key_id, key_version_id) {
+            Ok(kms_core::KeyVersionState::Enabled) => Ok(()),
+            Ok(state) => Err(ObjectError::KeyAccessDenied(format!(
+                "key version {key_version_id} is {state:?}; enable it to read data it protects"
+            ))),
+            Err(KmsError::NotFound { .. }) => Err(ObjectError::KeyAccessDenied(format!(
+                "key version {key_version_id} does not exist"
+            ))),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Which key a write to `bucket` uses for `request`.
+    pub(super) fn resolve(&self, bucket: &str, request: &EncryptionRequest) -> Result<Resolved> {
+        let kms = |key_id: Option<&Ocid>, sse_kms: bool| -> Result<Resolved> {
+            let key_id = key_id.unwrap_or(&self.key_id).clone();
+            self.check_kms_key(&key_id)?;
+            Ok(Resolved {
+                sealing: Sealing::Kms(key_id),
+                sse_kms,
+            })
+        };
+        match request {
+            EncryptionRequest::BucketDefault => match self.index.bucket_encryption(bucket)? {
+                DefaultEncryption::ServiceKey => kms(None, false),
+                DefaultEncryption::Kms { key_id } => kms(key_id.as_ref(), true),
+            },
+            EncryptionRequest::ServiceKey => kms(None, false),
+            EncryptionRequest::Kms(Some(key_id)) => kms(Some(key_id), true),
+            EncryptionRequest::Kms(None) => match self.index.bucket_encryption(bucket)? {
+                DefaultEncryption::Kms { key_id } => kms(key_id.as_ref(), true),
+                DefaultEncryption::ServiceKey => kms(None, true),
+            },
+            EncryptionRequest::Customer(key) => Ok(Resolved {
+                sealing: Sealing::Customer(key.clone()),
+                sse_kms: false,
+            }),
+        }
+    }
+
+    /// Objects and bytes per master key version, with each version's key and whether it is
+    /// the current one (old versions are what `reencrypt` moves objects off).
+    pub fn inventory(&self) -> Result<Vec<InventoryRow>> {
+        let mut current = std::collections::HashMap::new();
+        let mut rows = Vec::new();
+        for (version, line) in self.index.inventory()? {
+            if !current.contains_key(&line.key_id) {
+                let status = match self.keys.key_status(&line.key_id) {
+                    Ok(status) => Some(status.current_key_version),
+                    Err(KmsError::NotFound { .. }) => None,
+                    Err(e) => return Err(e.into()),
+                };
+                current.insert(line.key_id.clone(), status);
+            }
+            let key_current = &current[&line.key_id];
+            rows.push(InventoryRow {
+                current: key_current.as_ref() == Some(&version),
+                key_id: key_current.as_ref().map(|_| line.key_id),
+                key_version_id: version,
+                objects: line.objects,
+                bytes: line.bytes,
+            });
+        }
+        Ok(rows)
+    }
+}
