@@ -242,7 +242,7 @@ index_error_from!(
 /// Errors of the object service.
 #[derive(Debug, thiserror::Error)]
 pub enum ObjectError {
-    /// The bucket name breaks S3's naming rules.
+    /// The name cannot name a bucket (see [`check_bucket_name`](super::service::check_bucket_name)).
     #[error("invalid bucket name '{0}': use 3–63 lower-case letters, digits, '.' and '-', starting and ending with a letter or digit")]
     InvalidBucketName(String),
     /// No such bucket.
@@ -293,9 +293,14 @@ pub enum ObjectError {
     /// The part list of a completion is wrong.
     #[error("{0}")]
     InvalidPart(String),
-    /// A part other than the last is below 5 MiB.
-    #[error("part {0} is smaller than the 5 MiB minimum for all parts but the last")]
-    EntityTooSmall(u32),
+    /// A part other than the last is smaller than the completion allows.
+    #[error("part {part} is smaller than the {minimum}-byte minimum for all parts but the last")]
+    EntityTooSmall {
+        /// The part's number.
+        part: u32,
+        /// The smallest size allowed for all parts but the last.
+        minimum: u64,
+    },
     /// The uploaded body could not be read to its end.
     #[error("reading the request body failed: {0}")]
     Body(String),

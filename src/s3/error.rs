@@ -94,7 +94,13 @@ pub(super) fn s3_err(e: ObjectError) -> S3Error {
         ObjectError::BadDigest | ObjectError::BadChecksum(_) => (S3ErrorCode::BadDigest, e.to_string()),
         ObjectError::NoSuchUpload(_) => (S3ErrorCode::NoSuchUpload, e.to_string()),
         ObjectError::InvalidPart(_) => (S3ErrorCode::InvalidPart, e.to_string()),
-        ObjectError::EntityTooSmall(_) => (S3ErrorCode::EntityTooSmall, e.to_string()),
+        ObjectError::EntityTooSmall { part, minimum } => (
+            S3ErrorCode::EntityTooSmall,
+            format!(
+                "part {part} is smaller than the {} MiB minimum for all parts but the last",
+                minimum >> 20
+            ),
+        ),
         ObjectError::KmsKeyNotFound(_) => return custom_400("KMS.NotFoundException", e.to_string()),
         ObjectError::KmsKeyUnusable(denial) if denial.reason == Refusal::KeyDisabled => {
             return custom_400("KMS.DisabledException", e.to_string())
@@ -132,4 +138,22 @@ pub(super) fn xml_safe(message: &str) -> String {
             }
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_part_below_5_mib_is_entity_too_small_with_the_same_message() {
+        let e = s3_err(ObjectError::EntityTooSmall {
+            part: 2,
+            minimum: super::super::multipart::MIN_PART_SIZE,
+        });
+        assert_eq!(*e.code(), S3ErrorCode::EntityTooSmall);
+        assert_eq!(
+            e.message(),
+            Some("part 2 is smaller than the 5 MiB minimum for all parts but the last")
+        );
+    }
 }

@@ -7,6 +7,11 @@
 //! and written in `sse`, and object-service errors become S3 errors in `error`. The [`S3`] impl at the bottom only routes to them. Requests are
 //! signed with the access keys of the users in [`credentials`]. [`service`] is what every
 //! request goes through around s3s (request ids, CORS preflights, logging).
+//!
+//! S3's own protocol rules are kept here, not in the object service: bucket names are held to
+//! S3's naming rules by s3s as it routes a request (`InvalidBucketName`, with the message
+//! `service` gives), and every part of a multipart upload but the last must be at least 5 MiB
+//! (`multipart`).
 
 mod bucket;
 mod checksum;

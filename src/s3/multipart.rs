@@ -6,6 +6,9 @@ use s3s::{s3_error, S3Request, S3Response, S3Result};
 use super::sse::{request_customer_key, SseHeaders, SseOutput};
 use super::*;
 
+/// Smallest part S3 accepts, except for the last one.
+pub(super) const MIN_PART_SIZE: u64 = 5 << 20;
+
 pub(super) async fn create_multipart_upload(
     face: &S3Face,
     req: S3Request<CreateMultipartUploadInput>,
@@ -159,6 +162,7 @@ pub(super) async fn complete_multipart_upload(
             &parts,
             customer.as_ref().map(|c| &c.key),
             condition,
+            MIN_PART_SIZE,
         )
         .await
         .map_err(s3_err)?;

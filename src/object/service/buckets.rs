@@ -8,7 +8,11 @@ use crate::object::error::ObjectError;
 use crate::object::index::BucketDeletion;
 use crate::object::layout;
 
-/// Checks a bucket name against S3's rules (the subset that matters for a path component).
+/// Fails unless `name` can name a bucket: 3–63 lower-case letters, digits, '.' and '-',
+/// starting and ending with a letter or digit, without '..'. The faces (S3, the CLI, the admin
+/// protocol) share the buckets, so every name is one that S3 can address (S3 requests are
+/// held to S3's own naming rules by s3s, as it routes them, before they get here); each is
+/// also one path component of the layout, apart from its `_buckets` root.
 pub fn check_bucket_name(name: &str) -> Result<()> {
     let ok = (3..=63).contains(&name.len())
         && name

@@ -33,7 +33,6 @@ mod writes;
 
 pub use buckets::check_bucket_name;
 pub use keys::InventoryRow;
-pub use multipart::MIN_PART_SIZE;
 pub use reads::OpenObject;
 pub use writes::{check_key, PutParams, WriteCondition, SINGLE_PUT_MAX};
 

@@ -21,9 +21,6 @@ use crate::object::index::{ObjectEntry, PartRecord, UploadRecord};
 use crate::object::layout;
 use crate::object::store::Sealing;
 
-/// Smallest part S3 accepts, except for the last one.
-pub const MIN_PART_SIZE: u64 = 5 << 20;
-
 impl ObjectService {
     // ----- multipart uploads -----
 
@@ -153,13 +150,15 @@ impl ObjectService {
     /// Completes an upload from the listed parts (ascending numbers, matching ETags): their
     /// plaintext is streamed, in order, into the object, which is encrypted as one. The
     /// ETag is S3's: MD5 of the parts' MD5s, a dash and the part count. SSE-C uploads need
-    /// their key here too, since the parts are decrypted to be joined.
+    /// their key here too, since the parts are decrypted to be joined. Every part but the
+    /// last must be at least `min_part_size` bytes (the protocol's rule: S3's is 5 MiB).
     pub async fn complete_upload(
         &self,
         (bucket, key, upload_id): (&str, &str, &str),
         parts: &[(u32, String)],
         customer_key: Option<&Arc<CustomerKey>>,
         condition: Option<WriteCondition>,
+        min_part_size: u64,
     ) -> Result<ObjectEntry> {
         let upload = self.upload_for(upload_id, bucket, key)?;
         let (store, resolved) = self.upload_store(&upload, customer_key)?;
@@ -181,8 +180,11 @@ impl ObjectService {
                 .get(number)
                 .filter(|r| r.etag == etag.trim_matches('"'))
                 .ok_or_else(|| ObjectError::InvalidPart(format!("part {number} was not uploaded with that ETag")))?;
-            if i + 1 < parts.len() && record.size < MIN_PART_SIZE {
-                return Err(ObjectError::EntityTooSmall(*number));
+            if i + 1 < parts.len() && record.size < min_part_size {
+                return Err(ObjectError::EntityTooSmall {
+                    part: *number,
+                    minimum: min_part_size,
+                });
             }
             sizes.push(record.size);
             combined.update(
