@@ -2,7 +2,7 @@
 //! SSE-KMS (a master key the client or the bucket names) or SSE-C (a key the client sends
 //! with every request).
 //!
-//! [`EncryptionRequest`] is what a writer asks for, [`DefaultEncryption`] what a bucket asks
+//! [`EncryptionRequest`] is what a writer asks for, [`BucketEncryption`] what a bucket asks
 //! for when the writer says nothing, and [`Encryption`] what the index records per object.
 
 use std::sync::Arc;
@@ -28,16 +28,15 @@ pub enum EncryptionRequest {
     Customer(Arc<CustomerKey>),
 }
 
-/// A bucket's default encryption (S3's bucket encryption configuration).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "algorithm")]
-pub enum DefaultEncryption {
-    /// SSE-S3 (`AES256`): the service's default master key. Every bucket starts so.
+/// A bucket's default encryption: the key of a write that names none. The S3 face maps it
+/// to and from S3's bucket encryption configuration; the index stores it in a form of its own
+/// (see [`super::index`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum BucketEncryption {
+    /// The service's default master key (SSE-S3). Every bucket starts so.
     #[default]
-    #[serde(rename = "AES256")]
     ServiceKey,
-    /// SSE-KMS (`aws:kms`): a master key, or the service's default key when `None`.
-    #[serde(rename = "aws:kms", rename_all = "camelCase")]
+    /// A master key, or the service's default key when `None` (SSE-KMS).
     Kms {
         /// Master key for new objects.
         key_id: Option<Ocid>,
@@ -55,8 +54,7 @@ pub enum Encryption {
         key_id: Ocid,
         /// Master key version.
         key_version_id: Ocid,
-        /// The writer asked for SSE-KMS (reported as `aws:kms`), rather than SSE-S3
-        /// (reported as `AES256`).
+        /// The writer asked for SSE-KMS, rather than SSE-S3 (the S3 face reports which).
         #[serde(default)]
         sse_kms: bool,
     },

@@ -15,7 +15,7 @@ use kms_core::Ocid;
 use redb::{Database, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 
-pub use super::encryption::{DefaultEncryption, Encryption, UploadEncryption};
+pub use super::encryption::{BucketEncryption, Encryption, UploadEncryption};
 use super::error::IndexError;
 
 /// `"{bucket}\0{key}"` → JSON [`ObjectEntry`].
@@ -35,11 +35,45 @@ const META: TableDefinition<&str, &str> = TableDefinition::new("meta");
 
 /// Bucket name → creation time (RFC 3339).
 const BUCKETS: TableDefinition<&str, &str> = TableDefinition::new("buckets");
-/// bucket name → JSON [`DefaultEncryption`], for buckets with a configuration of their own.
+/// bucket name → JSON [`StoredBucketEncryption`], for buckets with a configuration of their own.
 const BUCKET_ENCRYPTION: TableDefinition<&str, &[u8]> = TableDefinition::new("bucket_encryption");
 
 /// The index file name in the data directory.
 pub const INDEX_FILE: &str = "objects.redb";
+
+/// A bucket's default encryption as the `bucket_encryption` table stores it (docs/FORMATS.md,
+/// "Object index: bucket default encryption"): `{"algorithm":"AES256"}` for the service's
+/// key, and `{"algorithm":"aws:kms","keyId":…}` (an OCID or `null`) for a master key. The
+/// tags are the S3 names the first versions stored; the form is fixed, so that every index,
+/// older or newer, reads the same.
+#[derive(Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "algorithm")]
+enum StoredBucketEncryption {
+    /// [`BucketEncryption::ServiceKey`].
+    #[serde(rename = "AES256")]
+    ServiceKey,
+    /// [`BucketEncryption::Kms`].
+    #[serde(rename = "aws:kms", rename_all = "camelCase")]
+    Kms { key_id: Option<Ocid> },
+}
+
+impl From<&BucketEncryption> for StoredBucketEncryption {
+    fn from(e: &BucketEncryption) -> Self {
+        match e {
+            BucketEncryption::ServiceKey => StoredBucketEncryption::ServiceKey,
+            BucketEncryption::Kms { key_id } => StoredBucketEncryption::Kms { key_id: key_id.clone() },
+        }
+    }
+}
+
+impl From<StoredBucketEncryption> for BucketEncryption {
+    fn from(e: StoredBucketEncryption) -> Self {
+        match e {
+            StoredBucketEncryption::ServiceKey => BucketEncryption::ServiceKey,
+            StoredBucketEncryption::Kms { key_id } => BucketEncryption::Kms { key_id },
+        }
+    }
+}
 
 /// Where an object's ciphertext is, in the backend (docs/FORMATS.md, "Object layout").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -368,22 +402,22 @@ impl ObjectIndex {
     }
 
     /// A bucket's default encryption (SSE-S3 unless configured otherwise).
-    pub fn bucket_encryption(&self, name: &str) -> Result<DefaultEncryption, IndexError> {
+    pub fn bucket_encryption(&self, name: &str) -> Result<BucketEncryption, IndexError> {
         let txn = self.db.begin_read()?;
         match txn.open_table(BUCKET_ENCRYPTION)?.get(name)? {
-            Some(v) => Ok(serde_json::from_slice(v.value())?),
-            None => Ok(DefaultEncryption::default()),
+            Some(v) => Ok(serde_json::from_slice::<StoredBucketEncryption>(v.value())?.into()),
+            None => Ok(BucketEncryption::default()),
         }
     }
 
     /// Sets (`Some`) or resets to SSE-S3 (`None`) a bucket's default encryption.
-    pub fn set_bucket_encryption(&self, name: &str, config: Option<&DefaultEncryption>) -> Result<(), IndexError> {
+    pub fn set_bucket_encryption(&self, name: &str, config: Option<&BucketEncryption>) -> Result<(), IndexError> {
         let txn = self.db.begin_write()?;
         {
             let mut t = txn.open_table(BUCKET_ENCRYPTION)?;
             match config {
                 Some(c) => {
-                    t.insert(name, serde_json::to_vec(c)?.as_slice())?;
+                    t.insert(name, serde_json::to_vec(&StoredBucketEncryption::from(c))?.as_slice())?;
                 }
                 None => {
                     t.remove(name)?;
@@ -717,6 +751,57 @@ mod tests {
         json.as_object_mut().unwrap().remove("layout");
         let old: ObjectEntry = serde_json::from_value(json).unwrap();
         assert_eq!(old.layout, Layout::Legacy);
+    }
+
+    /// Bucket default encryption as the index has stored it from the start (with S3's names
+    /// as tags): an index written so opens and means the same, and writes it the same way.
+    #[test]
+    fn bucket_encryption_reads_and_writes_the_stored_form() {
+        let key = "ocid1.key.oc1.x.k";
+        let stored: [(&str, String, BucketEncryption); 3] = [
+            (
+                "sse-s3",
+                r#"{"algorithm":"AES256"}"#.into(),
+                BucketEncryption::ServiceKey,
+            ),
+            (
+                "sse-kms",
+                format!(r#"{{"algorithm":"aws:kms","keyId":"{key}"}}"#),
+                BucketEncryption::Kms {
+                    key_id: Some(Ocid::parse(kms_core::ResourceType::Key, key).unwrap()),
+                },
+            ),
+            (
+                "sse-kms-default",
+                r#"{"algorithm":"aws:kms","keyId":null}"#.into(),
+                BucketEncryption::Kms { key_id: None },
+            ),
+        ];
+        let dir = tempfile::tempdir().unwrap();
+        {
+            // An index database as earlier versions wrote it, record by record.
+            let db = Database::create(dir.path().join(INDEX_FILE)).unwrap();
+            let txn = db.begin_write().unwrap();
+            {
+                let mut buckets = txn.open_table(BUCKETS).unwrap();
+                let mut encryption = txn.open_table(BUCKET_ENCRYPTION).unwrap();
+                for (bucket, json, _) in &stored {
+                    buckets.insert(*bucket, "2025-01-01T00:00:00+00:00").unwrap();
+                    encryption.insert(*bucket, json.as_bytes()).unwrap();
+                }
+            }
+            txn.commit().unwrap();
+        }
+        let index = ObjectIndex::open(dir.path()).unwrap();
+        for (bucket, json, meaning) in &stored {
+            assert_eq!(&index.bucket_encryption(bucket).unwrap(), meaning, "{bucket}");
+            index.set_bucket_encryption(bucket, Some(meaning)).unwrap();
+            let txn = index.db.begin_read().unwrap();
+            let table = txn.open_table(BUCKET_ENCRYPTION).unwrap();
+            let written = table.get(*bucket).unwrap().unwrap();
+            assert_eq!(std::str::from_utf8(written.value()).unwrap(), json, "{bucket}");
+        }
+        assert_eq!(index.bucket_encryption("other").unwrap(), BucketEncryption::ServiceKey);
     }
 
     fn names(page: &ListPage) -> (Vec<&str>, Vec<&str>) {

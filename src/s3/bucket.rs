@@ -3,7 +3,7 @@
 use s3s::dto::*;
 use s3s::{s3_error, S3Request, S3Response, S3Result};
 
-use crate::object::encryption::DefaultEncryption;
+use crate::object::encryption::BucketEncryption;
 
 use super::*;
 
@@ -83,14 +83,14 @@ pub(super) async fn put_bucket_encryption(
         ));
     };
     let config = match (default.sse_algorithm.as_str(), &default.kms_master_key_id) {
-        (ServerSideEncryption::AES256, None) => DefaultEncryption::ServiceKey,
+        (ServerSideEncryption::AES256, None) => BucketEncryption::ServiceKey,
         (ServerSideEncryption::AES256, Some(_)) => {
             return Err(s3_error!(
                 InvalidArgument,
                 "KMSMasterKeyID may only be given with SSEAlgorithm aws:kms"
             ))
         }
-        (ServerSideEncryption::AWS_KMS, key) => DefaultEncryption::Kms {
+        (ServerSideEncryption::AWS_KMS, key) => BucketEncryption::Kms {
             key_id: key
                 .as_deref()
                 .map(|k| face.objects.resolve_kms_key(k))
@@ -119,11 +119,11 @@ pub(super) async fn get_bucket_encryption(
 ) -> S3Result<S3Response<GetBucketEncryptionOutput>> {
     let config = face.objects.bucket_encryption(&req.input.bucket).map_err(s3_err)?;
     let by_default = match config {
-        DefaultEncryption::ServiceKey => ServerSideEncryptionByDefault {
+        BucketEncryption::ServiceKey => ServerSideEncryptionByDefault {
             sse_algorithm: ServerSideEncryption::from_static(ServerSideEncryption::AES256),
             kms_master_key_id: None,
         },
-        DefaultEncryption::Kms { key_id } => ServerSideEncryptionByDefault {
+        BucketEncryption::Kms { key_id } => ServerSideEncryptionByDefault {
             sse_algorithm: ServerSideEncryption::from_static(ServerSideEncryption::AWS_KMS),
             kms_master_key_id: key_id.map(|k| k.to_string()),
         },

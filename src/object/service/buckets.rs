@@ -3,7 +3,7 @@
 use object_store::path::Path;
 
 use super::{delete_prefix, ObjectService, Result};
-use crate::object::encryption::DefaultEncryption;
+use crate::object::encryption::BucketEncryption;
 use crate::object::error::ObjectError;
 use crate::object::index::BucketDeletion;
 use crate::object::layout;
@@ -30,16 +30,16 @@ pub fn check_bucket_name(name: &str) -> Result<()> {
 
 impl ObjectService {
     /// A bucket's default encryption.
-    pub fn bucket_encryption(&self, bucket: &str) -> Result<DefaultEncryption> {
+    pub fn bucket_encryption(&self, bucket: &str) -> Result<BucketEncryption> {
         self.require_bucket(bucket)?;
         Ok(self.index.bucket_encryption(bucket)?)
     }
 
     /// Sets a bucket's default encryption (`None`: back to SSE-S3). A named master key must
     /// exist and be usable.
-    pub fn set_bucket_encryption(&self, bucket: &str, config: Option<DefaultEncryption>) -> Result<()> {
+    pub fn set_bucket_encryption(&self, bucket: &str, config: Option<BucketEncryption>) -> Result<()> {
         self.require_bucket(bucket)?;
-        if let Some(DefaultEncryption::Kms { key_id: Some(key_id) }) = &config {
+        if let Some(BucketEncryption::Kms { key_id: Some(key_id) }) = &config {
             self.check_kms_key(key_id)?;
         }
         Ok(self.index.set_bucket_encryption(bucket, config.as_ref())?)

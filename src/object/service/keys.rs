@@ -4,7 +4,7 @@
 use kms_core::{KmsError, Ocid};
 
 use super::{ObjectService, Resolved, Result};
-use crate::object::encryption::{DefaultEncryption, EncryptionRequest};
+use crate::object::encryption::{BucketEncryption, EncryptionRequest};
 use crate::object::error::ObjectError;
 use crate::object::store::Sealing;
 
@@ -93,14 +93,14 @@ impl ObjectService {
         };
         match request {
             EncryptionRequest::BucketDefault => match self.index.bucket_encryption(bucket)? {
-                DefaultEncryption::ServiceKey => kms(None, false),
-                DefaultEncryption::Kms { key_id } => kms(key_id.as_ref(), true),
+                BucketEncryption::ServiceKey => kms(None, false),
+                BucketEncryption::Kms { key_id } => kms(key_id.as_ref(), true),
             },
             EncryptionRequest::ServiceKey => kms(None, false),
             EncryptionRequest::Kms(Some(key_id)) => kms(Some(key_id), true),
             EncryptionRequest::Kms(None) => match self.index.bucket_encryption(bucket)? {
-                DefaultEncryption::Kms { key_id } => kms(key_id.as_ref(), true),
-                DefaultEncryption::ServiceKey => kms(None, true),
+                BucketEncryption::Kms { key_id } => kms(key_id.as_ref(), true),
+                BucketEncryption::ServiceKey => kms(None, true),
             },
             EncryptionRequest::Customer(key) => Ok(Resolved {
                 sealing: Sealing::Customer(key.clone()),
