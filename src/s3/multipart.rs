@@ -3,7 +3,7 @@
 use s3s::dto::*;
 use s3s::{s3_error, S3Request, S3Response, S3Result};
 
-use super::sse::{request_customer_key, SseHeaders, SseOutput};
+use super::sse::{request_customer_key, SseCustomer, SseHeaders, SseOutput};
 use super::*;
 
 /// Smallest part S3 accepts, except for the last one.
@@ -40,20 +40,17 @@ pub(super) async fn upload_part(
     let input = req.input;
     let expected_md5 = content_md5(&input.content_md5)?;
     let body = super::checksum::checked_body(input.body, &req.headers, req.trailing_headers.as_ref())?;
-    let part_number = u32::try_from(input.part_number).map_err(|_| s3_error!(InvalidArgument, "bad part number"))?;
+    let part_number = to_part_number(input.part_number)?;
     let upload_ref = (input.bucket.as_str(), input.key.as_str(), input.upload_id.as_str());
-    let etag_hex = face
-        .objects
-        .put_part(
-            upload_ref,
-            part_number,
-            body,
-            expected_md5.as_deref(),
-            customer.as_ref().map(|c| &c.key),
-        )
-        .await
-        .map_err(s3_err)?;
-    let sse = upload_sse(face, upload_ref, customer.as_ref())?;
+    let (etag_hex, sse) = put_part(
+        face,
+        upload_ref,
+        part_number,
+        body,
+        expected_md5.as_deref(),
+        customer.as_ref(),
+    )
+    .await?;
     Ok(S3Response::new(
         UploadPartOutput {
             e_tag: Some(etag(&etag_hex)),
@@ -63,17 +60,36 @@ pub(super) async fn upload_part(
     ))
 }
 
-/// The SSE response headers of an upload's part requests.
-fn upload_sse(
+/// A part number as the object service takes it.
+fn to_part_number(n: i32) -> S3Result<u32> {
+    u32::try_from(n).map_err(|_| s3_error!(InvalidArgument, "bad part number"))
+}
+
+/// Stores part `part_number` of an upload (UploadPart, UploadPartCopy): its hex MD5, and the
+/// SSE response headers of the upload's part requests.
+async fn put_part<S, E>(
     face: &S3Face,
     upload_ref: (&str, &str, &str),
-    customer: Option<&super::sse::SseCustomer>,
-) -> S3Result<SseHeaders> {
+    part_number: u32,
+    body: S,
+    expected_md5: Option<&[u8]>,
+    customer: Option<&SseCustomer>,
+) -> S3Result<(String, SseHeaders)>
+where
+    S: futures::Stream<Item = Result<bytes::Bytes, E>> + Unpin,
+    crate::object::ObjectError: From<E>,
+{
+    let etag_hex = face
+        .objects
+        .put_part(upload_ref, part_number, body, expected_md5, customer.map(|c| &c.key))
+        .await
+        .map_err(s3_err)?;
     let upload = face.objects.upload(upload_ref).map_err(s3_err)?;
-    Ok(match &upload.encryption {
+    let sse = match &upload.encryption {
         Some(e) => SseHeaders::of_upload(e, customer),
         None => SseHeaders::default(),
-    })
+    };
+    Ok((etag_hex, sse))
 }
 
 /// UploadPartCopy: a part whose bytes are (a range of) an existing object, decrypted and
@@ -85,7 +101,7 @@ pub(super) async fn upload_part_copy(
     let source = super::copy::open_copy_source(face, &req)?;
     let customer = request_customer_key(face, &req)?;
     let input = req.input;
-    let part_number = u32::try_from(input.part_number).map_err(|_| s3_error!(InvalidArgument, "bad part number"))?;
+    let part_number = to_part_number(input.part_number)?;
     let range = input
         .copy_source_range
         .as_deref()
@@ -93,18 +109,15 @@ pub(super) async fn upload_part_copy(
         .transpose()?;
     let got = source.read(range).await.map_err(s3_err)?;
     let upload_ref = (input.bucket.as_str(), input.key.as_str(), input.upload_id.as_str());
-    let etag_hex = face
-        .objects
-        .put_part(
-            upload_ref,
-            part_number,
-            got.into_stream(),
-            None,
-            customer.as_ref().map(|c| &c.key),
-        )
-        .await
-        .map_err(s3_err)?;
-    let sse = upload_sse(face, upload_ref, customer.as_ref())?;
+    let (etag_hex, sse) = put_part(
+        face,
+        upload_ref,
+        part_number,
+        got.into_stream(),
+        None,
+        customer.as_ref(),
+    )
+    .await?;
     Ok(S3Response::new(
         UploadPartCopyOutput {
             copy_part_result: Some(CopyPartResult {
