@@ -32,7 +32,7 @@ pub enum EncryptionRequest {
 /// to and from S3's bucket encryption configuration; the index stores it in a form of its own
 /// (see [`super::index`]).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub enum BucketEncryption {
+pub(crate) enum BucketEncryption {
     /// The service's default master key (SSE-S3). Every bucket starts so.
     #[default]
     ServiceKey,

@@ -17,10 +17,10 @@ use super::format::FormatError;
 use crate::crypto::segment::SegmentError;
 
 /// The `store` an [`EncryptedStoreError`] names when it crosses the `ObjectStore` boundary.
-pub const STORE: &str = "EncryptedStore";
+pub(crate) const STORE: &str = "EncryptedStore";
 
 /// Boxed source of an [`EncryptedStoreError::Internal`] or [`EncryptedStoreError::Range`].
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// Errors of [`EncryptedStore`](super::EncryptedStore).
 #[derive(Debug, thiserror::Error)]

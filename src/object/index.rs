@@ -15,7 +15,8 @@ use kms_core::Ocid;
 use redb::{Database, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 
-pub use super::encryption::{BucketEncryption, Encryption, UploadEncryption};
+pub(crate) use super::encryption::BucketEncryption;
+pub use super::encryption::{Encryption, UploadEncryption};
 use super::error::IndexError;
 
 /// `"{bucket}\0{key}"` → JSON [`ObjectEntry`].
@@ -39,7 +40,7 @@ const BUCKETS: TableDefinition<&str, &str> = TableDefinition::new("buckets");
 const BUCKET_ENCRYPTION: TableDefinition<&str, &[u8]> = TableDefinition::new("bucket_encryption");
 
 /// The index file name in the data directory.
-pub const INDEX_FILE: &str = "objects.redb";
+pub(crate) const INDEX_FILE: &str = "objects.redb";
 
 /// A bucket's default encryption as the `bucket_encryption` table stores it (docs/FORMATS.md,
 /// "Object index: bucket default encryption"): `{"algorithm":"AES256"}` for the service's
@@ -213,7 +214,7 @@ pub struct ListPage {
 
 /// What [`ObjectIndex::delete_bucket_and_uploads`] did.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum BucketDeletion {
+pub(crate) enum BucketDeletion {
     /// The bucket is gone, with these uploads in progress (whose parts are to be deleted).
     Deleted {
         /// Upload ids.
@@ -309,7 +310,7 @@ impl ObjectIndex {
     }
 
     /// Records the index's object layout.
-    pub fn set_layout_version(&self, version: u8) -> Result<(), IndexError> {
+    pub(crate) fn set_layout_version(&self, version: u8) -> Result<(), IndexError> {
         let txn = self.db.begin_write()?;
         txn.open_table(META)?
             .insert("objectLayout", version.to_string().as_str())?;
@@ -319,7 +320,7 @@ impl ObjectIndex {
 
     /// Every object of every bucket, in (bucket, key) order: for one-off passes over the
     /// whole index (layout upgrades).
-    pub fn all_objects(&self) -> Result<Vec<(String, String, ObjectEntry)>, IndexError> {
+    pub(crate) fn all_objects(&self) -> Result<Vec<(String, String, ObjectEntry)>, IndexError> {
         let txn = self.db.begin_read()?;
         let t = txn.open_table(OBJECTS)?;
         let mut out = Vec::new();
@@ -336,7 +337,7 @@ impl ObjectIndex {
 
     /// Forgets a bucket that holds no object, together with its uploads in progress and
     /// their parts, in one transaction (so no object can be recorded in it meanwhile).
-    pub fn delete_bucket_and_uploads(&self, name: &str) -> Result<BucketDeletion, IndexError> {
+    pub(crate) fn delete_bucket_and_uploads(&self, name: &str) -> Result<BucketDeletion, IndexError> {
         let txn = self.db.begin_write()?;
         let uploads = {
             let (start, end) = (format!("{name}\0"), format!("{name}\u{1}"));
@@ -374,7 +375,7 @@ impl ObjectIndex {
 
     /// Records (or replaces) an object, if its bucket still exists (false, and nothing
     /// recorded, when it does not: the bucket was deleted while the object was written).
-    pub fn put_if_bucket(&self, bucket: &str, key: &str, entry: &ObjectEntry) -> Result<bool, IndexError> {
+    pub(crate) fn put_if_bucket(&self, bucket: &str, key: &str, entry: &ObjectEntry) -> Result<bool, IndexError> {
         let txn = self.db.begin_write()?;
         if txn.open_table(BUCKETS)?.get(bucket)?.is_none() {
             return Ok(false);
@@ -402,7 +403,7 @@ impl ObjectIndex {
     }
 
     /// A bucket's default encryption (SSE-S3 unless configured otherwise).
-    pub fn bucket_encryption(&self, name: &str) -> Result<BucketEncryption, IndexError> {
+    pub(crate) fn bucket_encryption(&self, name: &str) -> Result<BucketEncryption, IndexError> {
         let txn = self.db.begin_read()?;
         match txn.open_table(BUCKET_ENCRYPTION)?.get(name)? {
             Some(v) => Ok(serde_json::from_slice::<StoredBucketEncryption>(v.value())?.into()),
@@ -411,7 +412,11 @@ impl ObjectIndex {
     }
 
     /// Sets (`Some`) or resets to SSE-S3 (`None`) a bucket's default encryption.
-    pub fn set_bucket_encryption(&self, name: &str, config: Option<&BucketEncryption>) -> Result<(), IndexError> {
+    pub(crate) fn set_bucket_encryption(
+        &self,
+        name: &str,
+        config: Option<&BucketEncryption>,
+    ) -> Result<(), IndexError> {
         let txn = self.db.begin_write()?;
         {
             let mut t = txn.open_table(BUCKET_ENCRYPTION)?;
@@ -444,7 +449,7 @@ impl ObjectIndex {
     }
 
     /// Whether a bucket exists.
-    pub fn bucket_exists(&self, name: &str) -> Result<bool, IndexError> {
+    pub(crate) fn bucket_exists(&self, name: &str) -> Result<bool, IndexError> {
         let txn = self.db.begin_read()?;
         Ok(txn.open_table(BUCKETS)?.get(name)?.is_some())
     }
@@ -513,7 +518,7 @@ impl ObjectIndex {
     }
 
     /// Forgets an upload and its parts.
-    pub fn remove_upload(&self, upload_id: &str) -> Result<(), IndexError> {
+    pub(crate) fn remove_upload(&self, upload_id: &str) -> Result<(), IndexError> {
         let txn = self.db.begin_write()?;
         {
             remove_rows_of(&mut txn.open_table(UPLOAD_PARTS)?, upload_id)?;
@@ -551,7 +556,7 @@ impl ObjectIndex {
 
     /// Records an object and, in the same transaction, that sweep `sweep` has done it: a crash
     /// leaves both or neither.
-    pub fn put_with_checkpoint(
+    pub(crate) fn put_with_checkpoint(
         &self,
         bucket: &str,
         key: &str,
@@ -567,7 +572,7 @@ impl ObjectIndex {
     }
 
     /// Moves sweep `sweep`'s checkpoint past `key` (an object it had nothing to do for).
-    pub fn set_checkpoint(&self, sweep: &str, key: &str) -> Result<(), IndexError> {
+    pub(crate) fn set_checkpoint(&self, sweep: &str, key: &str) -> Result<(), IndexError> {
         let txn = self.db.begin_write()?;
         txn.open_table(CHECKPOINTS)?.insert(sweep, key)?;
         txn.commit()?;
@@ -575,7 +580,7 @@ impl ObjectIndex {
     }
 
     /// The last key sweep `sweep` finished, if it was interrupted.
-    pub fn checkpoint(&self, sweep: &str) -> Result<Option<String>, IndexError> {
+    pub(crate) fn checkpoint(&self, sweep: &str) -> Result<Option<String>, IndexError> {
         let txn = self.db.begin_read()?;
         let t = txn.open_table(CHECKPOINTS)?;
         let v = t.get(sweep)?;
@@ -583,7 +588,7 @@ impl ObjectIndex {
     }
 
     /// Forgets sweep `sweep`'s checkpoint (it finished).
-    pub fn clear_checkpoint(&self, sweep: &str) -> Result<(), IndexError> {
+    pub(crate) fn clear_checkpoint(&self, sweep: &str) -> Result<(), IndexError> {
         let txn = self.db.begin_write()?;
         txn.open_table(CHECKPOINTS)?.remove(sweep)?;
         txn.commit()?;
@@ -599,7 +604,7 @@ impl ObjectIndex {
     }
 
     /// Forgets every object of a bucket (before a rebuild).
-    pub fn clear_bucket(&self, bucket: &str) -> Result<u64, IndexError> {
+    pub(crate) fn clear_bucket(&self, bucket: &str) -> Result<u64, IndexError> {
         let txn = self.db.begin_write()?;
         let removed = remove_rows_of(&mut txn.open_table(OBJECTS)?, bucket)?;
         txn.commit()?;

@@ -15,7 +15,7 @@ pub(super) fn custom_400(code: &'static str, message: String) -> S3Error {
 }
 
 /// The S3 error code of an object whose stored bytes fail their integrity checks.
-pub const TAMPERED_CODE: &str = "ObjectTampered";
+pub(super) const TAMPERED_CODE: &str = "ObjectTampered";
 
 /// The answer for a damaged object: 409 `ObjectTampered` (a 4xx, so that clients do not retry
 /// a read that cannot succeed). Logs the damage, once, at WARN.

@@ -27,8 +27,7 @@ mod put;
 pub mod service;
 mod sse;
 
-pub use error::TAMPERED_CODE;
-pub use sse::ClientAddr;
+pub(crate) use sse::ClientAddr;
 
 use error::{log_body_failure, s3_err};
 

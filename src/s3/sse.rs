@@ -19,7 +19,7 @@ use crate::object::encryption::{Encryption, EncryptionRequest, UploadEncryption}
 /// server. SSE-C keys are only accepted from loopback clients (or with
 /// `--allow-insecure-sse-c`), since this server speaks plain HTTP.
 #[derive(Debug, Clone, Copy)]
-pub struct ClientAddr(pub SocketAddr);
+pub(crate) struct ClientAddr(pub(crate) SocketAddr);
 
 /// A customer-provided key as a request gave it.
 #[derive(Debug, Clone)]

@@ -13,7 +13,7 @@ use crate::object::layout;
 /// protocol) share the buckets, so every name is one that S3 can address (S3 requests are
 /// held to S3's own naming rules by s3s, as it routes them, before they get here); each is
 /// also one path component of the layout, apart from its `_buckets` root.
-pub fn check_bucket_name(name: &str) -> Result<()> {
+pub(crate) fn check_bucket_name(name: &str) -> Result<()> {
     let ok = (3..=63).contains(&name.len())
         && name
             .bytes()
@@ -30,14 +30,14 @@ pub fn check_bucket_name(name: &str) -> Result<()> {
 
 impl ObjectService {
     /// A bucket's default encryption.
-    pub fn bucket_encryption(&self, bucket: &str) -> Result<BucketEncryption> {
+    pub(crate) fn bucket_encryption(&self, bucket: &str) -> Result<BucketEncryption> {
         self.require_bucket(bucket)?;
         Ok(self.index.bucket_encryption(bucket)?)
     }
 
     /// Sets a bucket's default encryption (`None`: back to SSE-S3). A named master key must
     /// exist and be usable.
-    pub fn set_bucket_encryption(&self, bucket: &str, config: Option<BucketEncryption>) -> Result<()> {
+    pub(crate) fn set_bucket_encryption(&self, bucket: &str, config: Option<BucketEncryption>) -> Result<()> {
         self.require_bucket(bucket)?;
         if let Some(BucketEncryption::Kms { key_id: Some(key_id) }) = &config {
             self.check_kms_key(key_id)?;

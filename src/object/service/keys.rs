@@ -28,7 +28,7 @@ impl ObjectService {
     /// The master key behind `id`: a key OCID, or `alias/NAME` for the key whose display
     /// name is NAME. Whether it exists and can be used is decided once, where it is used
     /// (when a write resolves its key, or a bucket's default encryption is set).
-    pub fn resolve_kms_key(&self, id: &str) -> Result<Ocid> {
+    pub(crate) fn resolve_kms_key(&self, id: &str) -> Result<Ocid> {
         let key_id = match id.strip_prefix("alias/") {
             Some(name) => {
                 let mut keys = self.keys.keys_named(name)?.into_iter();

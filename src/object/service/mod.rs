@@ -31,16 +31,17 @@ mod reads;
 mod rebuild;
 mod writes;
 
-pub use buckets::check_bucket_name;
+pub(crate) use buckets::check_bucket_name;
 pub use keys::InventoryRow;
 pub use reads::OpenObject;
-pub use writes::{check_key, PutParams, WriteCondition, SINGLE_PUT_MAX};
+pub(crate) use writes::check_key;
+pub use writes::{PutParams, WriteCondition};
 
 /// Directory under the data directory holding one folder per bucket (the default backend).
-pub const OBJECTS_DIR: &str = "objects";
+pub(crate) const OBJECTS_DIR: &str = "objects";
 
 /// The encrypted store of one bucket.
-pub type BucketStore = EncryptedStore<PrefixStore<Arc<dyn ObjectStore>>>;
+pub(crate) type BucketStore = EncryptedStore<PrefixStore<Arc<dyn ObjectStore>>>;
 
 /// Result alias.
 pub type Result<T, E = ObjectError> = std::result::Result<T, E>;
@@ -115,7 +116,7 @@ impl ObjectService {
     }
 
     /// The backend's directory, when it is one on this machine.
-    pub fn local_root(&self) -> Option<&std::path::Path> {
+    pub(crate) fn local_root(&self) -> Option<&std::path::Path> {
         self.local_root.as_deref()
     }
 
@@ -163,7 +164,7 @@ impl ObjectService {
     }
 
     /// The store and location of the object `entry` describes.
-    pub fn locate(&self, bucket: &str, key: &str, entry: &ObjectEntry) -> (BucketStore, Path) {
+    pub(crate) fn locate(&self, bucket: &str, key: &str, entry: &ObjectEntry) -> (BucketStore, Path) {
         match entry.layout {
             Layout::Current => (self.object_store(bucket, key), layout::object_location(key)),
             Layout::Legacy => (self.legacy_store(bucket), Path::from(key)),

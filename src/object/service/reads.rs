@@ -52,7 +52,7 @@ impl ObjectService {
     /// An object that `customer_key` may read: checks that a customer key is given exactly
     /// when the object needs one, that it is the right one, and that a master key protecting
     /// the object can be used. Callers check conditions on its entry, then read it once.
-    pub fn open_for_read(
+    pub(crate) fn open_for_read(
         &self,
         bucket: &str,
         key: &str,

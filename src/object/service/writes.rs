@@ -65,7 +65,7 @@ impl WriteCondition {
 }
 
 /// Fails unless `key` is a valid S3 key: 1 to 1024 bytes.
-pub fn check_key(key: &str) -> Result<()> {
+pub(crate) fn check_key(key: &str) -> Result<()> {
     if key.is_empty() || key.len() > 1024 {
         return Err(ObjectError::KeyTooLong(key.len()));
     }
@@ -73,7 +73,7 @@ pub fn check_key(key: &str) -> Result<()> {
 }
 
 /// Bodies up to this size are buffered and stored with a single put.
-pub const SINGLE_PUT_MAX: usize = 1 << 20;
+pub(crate) const SINGLE_PUT_MAX: usize = 1 << 20;
 
 impl ObjectService {
     /// Streams `body` into `location` of `store` as one encrypted object, computing its MD5;
