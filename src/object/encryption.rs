@@ -2,7 +2,7 @@
 //! SSE-KMS (a master key the client or the bucket names) or SSE-C (a key the client sends
 //! with every request).
 //!
-//! [`EncryptionRequest`] is what a writer asks for, [`BucketEncryption`] what a bucket asks
+//! [`EncryptionRequest`] is what a writer asks for, `BucketEncryption` what a bucket asks
 //! for when the writer says nothing, and [`Encryption`] what the index records per object.
 
 use std::sync::Arc;

@@ -242,7 +242,7 @@ index_error_from!(
 /// Errors of the object service.
 #[derive(Debug, thiserror::Error)]
 pub enum ObjectError {
-    /// The name cannot name a bucket (see [`check_bucket_name`](super::service::check_bucket_name)).
+    /// The name cannot name a bucket (see the object service's `check_bucket_name`).
     #[error("invalid bucket name '{0}': use 3–63 lower-case letters, digits, '.' and '-', starting and ending with a letter or digit")]
     InvalidBucketName(String),
     /// No such bucket.

@@ -1,8 +1,8 @@
-//! Encrypted objects: the on-store format ([`mod@format`]), the store that encrypts every object
-//! with its own data key ([`store`]), customer-provided keys ([`customer_key`]), the metadata
-//! index ([`index`]), buckets and their objects ([`service`], one file per job), the layer's
-//! errors ([`error`]: [`EncryptedStoreError`], [`ObjectError`]) and the re-encryption sweep
-//! ([`sweep`]).
+//! Encrypted objects: the on-store format ([`mod@format`]), the store that encrypts every
+//! object with its own data key ([`store`]), customer-provided keys ([`customer_key`]), the
+//! metadata index ([`index`]), buckets and their objects ([`service`], one file per job), the
+//! layer's errors ([`error`]: [`EncryptedStoreError`], [`ObjectError`]) and the re-encryption
+//! sweep ([`sweep`]).
 
 pub mod backend;
 pub use sealstore_format::customer_key;

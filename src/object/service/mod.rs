@@ -1,8 +1,8 @@
-//! Buckets of encrypted objects: the layer the CLI (and later the S3 API) use. Each bucket is
-//! an [`EncryptedStore`] over its own prefix of the backend — by default a directory in the
-//! data directory (`<data-dir>/objects/<bucket>/`), or any S3-compatible store
-//! (`--object-backend s3://…`). Buckets are registered, and every write recorded, in the
-//! [`ObjectIndex`], which serves listings and the key-version inventory.
+//! Buckets of encrypted objects: the layer the S3 API, the CLI and the admin protocol use.
+//! Each bucket is an [`EncryptedStore`] over its own prefix of the backend — by default a
+//! directory in the data directory (`<data-dir>/objects/<bucket>/`), or any S3-compatible
+//! store (`--object-backend s3://…`). Buckets are registered, and every write recorded, in
+//! the [`ObjectIndex`], which serves listings and the key-version inventory.
 //!
 //! One file per job: `buckets.rs` (create, delete, list, default encryption), `writes.rs`
 //! (put, copy, delete, conditional writes), `reads.rs` (open and get), `multipart.rs`
@@ -44,7 +44,7 @@ pub(crate) const OBJECTS_DIR: &str = "objects";
 pub(crate) type BucketStore = EncryptedStore<PrefixStore<Arc<dyn ObjectStore>>>;
 
 /// Result alias.
-pub type Result<T, E = ObjectError> = std::result::Result<T, E>;
+pub(crate) type Result<T, E = ObjectError> = std::result::Result<T, E>;
 
 /// The key a write will use, and how the object will be recorded.
 struct Resolved {

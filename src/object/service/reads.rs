@@ -13,7 +13,7 @@ use crate::object::format::ObjectIdentity;
 use crate::object::index::{Layout, ObjectEntry};
 use crate::object::store::Sealing;
 
-/// An object that a request may read (see [`ObjectService::open_for_read`]).
+/// An object that a request may read (see `ObjectService::open_for_read`).
 #[derive(Debug)]
 pub struct OpenObject {
     bucket: String,
@@ -100,7 +100,7 @@ impl ObjectService {
     }
 
     /// Reads an object (all of it, or `range` of its plaintext); `customer_key` is needed
-    /// exactly for objects encrypted with one (see [`ObjectService::open_for_read`]).
+    /// exactly for objects encrypted with one (see `ObjectService::open_for_read`).
     pub async fn get(
         &self,
         bucket: &str,
