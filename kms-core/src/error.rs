@@ -48,6 +48,9 @@ pub enum KmsError {
     RootKey(String),
     /// The embedded database failed.
     #[error("store error: {0}")]
+    Database(#[source] redb::Error),
+    /// The store holds something it should not (a record that does not parse, a bad value).
+    #[error("store error: {0}")]
     Store(String),
     /// Filesystem error around the data directory.
     #[error("{context}: {source}")]
@@ -134,21 +137,31 @@ impl KmsError {
     }
 }
 
-macro_rules! store_error_from {
-    ($($t:ty),*) => {$(
-        impl From<$t> for KmsError {
+/// Implements `From` for redb's error types (`redb::Error` and the per-operation ones) for an
+/// error type `$target`, through `redb::Error` and `$wrap: fn(redb::Error) -> $target`: the
+/// one definition of that conversion for kms-core and the stores built on it (sealstore's
+/// object index and S3 users), so that each keeps redb's error as its source. The caller's
+/// crate must depend on the same `redb`.
+#[macro_export]
+macro_rules! from_redb_errors {
+    ($target:ty, $wrap:expr) => {
+        $crate::from_redb_errors!(@each $target, $wrap;
+            redb::Error, redb::DatabaseError, redb::TransactionError, redb::TableError,
+            redb::StorageError, redb::CommitError);
+    };
+    (@each $target:ty, $wrap:expr; $($t:ty),*) => {$(
+        impl From<$t> for $target {
             fn from(e: $t) -> Self {
-                KmsError::Store(e.to_string())
+                ($wrap)(redb::Error::from(e))
             }
         }
     )*};
 }
-store_error_from!(
-    redb::Error,
-    redb::DatabaseError,
-    redb::TransactionError,
-    redb::TableError,
-    redb::StorageError,
-    redb::CommitError,
-    serde_json::Error
-);
+
+from_redb_errors!(KmsError, KmsError::Database);
+
+impl From<serde_json::Error> for KmsError {
+    fn from(e: serde_json::Error) -> Self {
+        KmsError::Store(format!("a stored record does not parse: {e}"))
+    }
+}

@@ -426,7 +426,7 @@ impl From<UserError> for AdminError {
             UserError::NotFound(_) => "NotAuthorizedOrNotFound",
             UserError::NameTaken(_) | UserError::LastUser(_) => "IncorrectState",
             UserError::InvalidName(_) => "InvalidParameter",
-            UserError::Store(_) => "InternalServerError",
+            UserError::Database(_) | UserError::Record(_) | UserError::Io(_) => "InternalServerError",
         };
         AdminError {
             code: code.into(),

@@ -106,7 +106,11 @@ impl From<KmsError> for ApiError {
             KmsError::Unavailable(_) => {
                 ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "ServiceUnavailable", e.to_string())
             }
-            KmsError::Protection(_) | KmsError::RootKey(_) | KmsError::Store(_) | KmsError::Io { .. } => {
+            KmsError::Protection(_)
+            | KmsError::RootKey(_)
+            | KmsError::Database(_)
+            | KmsError::Store(_)
+            | KmsError::Io { .. } => {
                 tracing::error!(error = %e, "KMS API request failed on the server side");
                 ApiError::internal()
             }

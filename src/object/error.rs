@@ -215,27 +215,19 @@ impl From<EncryptedStoreError> for object_store::Error {
 
 /// Index failures.
 #[derive(Debug, thiserror::Error)]
-#[error("object index: {0}")]
-pub struct IndexError(pub(super) String);
-
-macro_rules! index_error_from {
-    ($($t:ty),*) => {$(
-        impl From<$t> for IndexError {
-            fn from(e: $t) -> Self {
-                IndexError(e.to_string())
-            }
-        }
-    )*};
+pub enum IndexError {
+    /// The database failed.
+    #[error("object index: {0}")]
+    Database(#[source] redb::Error),
+    /// A stored record does not parse.
+    #[error("object index: {0}")]
+    Record(#[from] serde_json::Error),
+    /// A stored value is not what the index writes.
+    #[error("object index: {0}")]
+    Corrupt(&'static str),
 }
-index_error_from!(
-    redb::Error,
-    redb::DatabaseError,
-    redb::TransactionError,
-    redb::TableError,
-    redb::StorageError,
-    redb::CommitError,
-    serde_json::Error
-);
+
+kms_core::from_redb_errors!(IndexError, IndexError::Database);
 
 // ----- ObjectError: what the object service fails with -----
 

@@ -304,7 +304,7 @@ impl ObjectIndex {
         v.map(|v| {
             v.value()
                 .parse()
-                .map_err(|_| IndexError("corrupt layout version".into()))
+                .map_err(|_| IndexError::Corrupt("corrupt layout version"))
         })
         .transpose()
     }
@@ -329,7 +329,7 @@ impl ObjectIndex {
             let (bucket, key) = k
                 .value()
                 .split_once('\0')
-                .ok_or_else(|| IndexError("corrupt object row".into()))?;
+                .ok_or(IndexError::Corrupt("corrupt object row"))?;
             out.push((bucket.to_owned(), key.to_owned(), serde_json::from_slice(v.value())?));
         }
         Ok(out)
@@ -441,7 +441,7 @@ impl ObjectIndex {
         for row in t.iter()? {
             let (k, v) = row?;
             let created = DateTime::parse_from_rfc3339(v.value())
-                .map_err(|e| IndexError(e.to_string()))?
+                .map_err(|_| IndexError::Corrupt("corrupt bucket creation time"))?
                 .with_timezone(&Utc);
             out.push((k.value().to_owned(), created));
         }
@@ -511,7 +511,7 @@ impl ObjectIndex {
             let (k, v) = row?;
             let number = k.value()[upload_id.len() + 1..]
                 .parse()
-                .map_err(|_| IndexError("corrupt part number".into()))?;
+                .map_err(|_| IndexError::Corrupt("corrupt part number"))?;
             out.push((number, serde_json::from_slice(v.value())?));
         }
         Ok(out)

@@ -30,9 +30,15 @@ const USERS: TableDefinition<&str, &[u8]> = TableDefinition::new("s3_users");
 /// Errors of the user store.
 #[derive(Debug, Error)]
 pub enum UserError {
-    /// The store failed.
+    /// The database failed.
     #[error("S3 user store: {0}")]
-    Store(String),
+    Database(#[source] redb::Error),
+    /// A stored user does not parse.
+    #[error("S3 user store: {0}")]
+    Record(#[from] serde_json::Error),
+    /// Reading or writing a file failed.
+    #[error("S3 user store: {0}")]
+    Io(#[from] std::io::Error),
     /// A user of that name exists.
     #[error("an S3 user named '{0}' already exists")]
     NameTaken(String),
@@ -47,24 +53,7 @@ pub enum UserError {
     LastUser(String),
 }
 
-macro_rules! store_errors {
-    ($($t:ty),*) => {$(
-        impl From<$t> for UserError {
-            fn from(e: $t) -> Self {
-                UserError::Store(e.to_string())
-            }
-        }
-    )*};
-}
-store_errors!(
-    redb::DatabaseError,
-    redb::TransactionError,
-    redb::TableError,
-    redb::StorageError,
-    redb::CommitError,
-    serde_json::Error,
-    std::io::Error
-);
+kms_core::from_redb_errors!(UserError, UserError::Database);
 
 /// A user and its access key.
 #[derive(Clone, Serialize, Deserialize)]
