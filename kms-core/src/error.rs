@@ -48,7 +48,7 @@ pub enum KmsError {
     RootKey(String),
     /// The embedded database failed.
     #[error("store error: {0}")]
-    Database(#[source] redb::Error),
+    Database(#[source] Box<redb::Error>),
     /// The store holds something it should not (a record that does not parse, a bad value).
     #[error("store error: {0}")]
     Store(String),
@@ -138,7 +138,8 @@ impl KmsError {
 }
 
 /// Implements `From` for redb's error types (`redb::Error` and the per-operation ones) for an
-/// error type `$target`, through `redb::Error` and `$wrap: fn(redb::Error) -> $target`: the
+/// error type `$target`, through `redb::Error` and `$wrap: fn(redb::Error) -> $target` (boxing it:
+/// redb::Error is large): the
 /// one definition of that conversion for kms-core and the stores built on it (sealstore's
 /// object index and S3 users), so that each keeps redb's error as its source. The caller's
 /// crate must depend on the same `redb`.
@@ -158,7 +159,7 @@ macro_rules! from_redb_errors {
     )*};
 }
 
-from_redb_errors!(KmsError, KmsError::Database);
+from_redb_errors!(KmsError, |e| KmsError::Database(Box::new(e)));
 
 impl From<serde_json::Error> for KmsError {
     fn from(e: serde_json::Error) -> Self {

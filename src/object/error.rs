@@ -218,7 +218,7 @@ impl From<EncryptedStoreError> for object_store::Error {
 pub enum IndexError {
     /// The database failed.
     #[error("object index: {0}")]
-    Database(#[source] redb::Error),
+    Database(#[source] Box<redb::Error>),
     /// A stored record does not parse.
     #[error("object index: {0}")]
     Record(#[from] serde_json::Error),
@@ -227,7 +227,7 @@ pub enum IndexError {
     Corrupt(&'static str),
 }
 
-kms_core::from_redb_errors!(IndexError, IndexError::Database);
+kms_core::from_redb_errors!(IndexError, |e| IndexError::Database(Box::new(e)));
 
 // ----- ObjectError: what the object service fails with -----
 

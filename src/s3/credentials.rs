@@ -32,7 +32,7 @@ const USERS: TableDefinition<&str, &[u8]> = TableDefinition::new("s3_users");
 pub enum UserError {
     /// The database failed.
     #[error("S3 user store: {0}")]
-    Database(#[source] redb::Error),
+    Database(#[source] Box<redb::Error>),
     /// A stored user does not parse.
     #[error("S3 user store: {0}")]
     Record(#[from] serde_json::Error),
@@ -53,7 +53,7 @@ pub enum UserError {
     LastUser(String),
 }
 
-kms_core::from_redb_errors!(UserError, UserError::Database);
+kms_core::from_redb_errors!(UserError, |e| UserError::Database(Box::new(e)));
 
 /// A user and its access key.
 #[derive(Clone, Serialize, Deserialize)]
