@@ -138,11 +138,10 @@ impl KmsError {
 }
 
 /// Implements `From` for redb's error types (`redb::Error` and the per-operation ones) for an
-/// error type `$target`, through `redb::Error` and `$wrap: fn(redb::Error) -> $target` (boxing it:
-/// redb::Error is large): the
-/// one definition of that conversion for kms-core and the stores built on it (sealstore's
-/// object index and S3 users), so that each keeps redb's error as its source. The caller's
-/// crate must depend on the same `redb`.
+/// error type `$target`, through `redb::Error` and `$wrap: fn(redb::Error) -> $target` (which
+/// boxes it: `redb::Error` is large). The one definition of that conversion for kms-core and
+/// the stores built on it (sealstore's object index and S3 users), so that each keeps redb's
+/// error as its source. The caller's crate must depend on the same `redb`.
 #[macro_export]
 macro_rules! from_redb_errors {
     ($target:ty, $wrap:expr) => {
