@@ -82,6 +82,8 @@ pub(crate) struct Context {
     replication_identity: OnceLock<ReplicationIdentity>,
     /// Signalled when a change is queued for shipping to another region.
     replication_signal: OutboxSignal,
+    /// Key → its protection mode, learnt on first use (a key's mode never changes).
+    key_modes: RwLock<HashMap<Ocid, ProtectionMode>>,
 }
 
 impl Context {
@@ -137,6 +139,7 @@ impl Context {
             iam_view: RwLock::new(None),
             replication_identity: OnceLock::new(),
             replication_signal: OutboxSignal::default(),
+            key_modes: RwLock::default(),
         };
         core.register_protection(Arc::new(SoftwareProtection::new(root)));
         Ok(core)
@@ -189,6 +192,24 @@ impl Context {
                     .join(", ")
             ))
         })
+    }
+
+    /// The protection mode of `key_id`, or `None` when there is no such key. Read once per
+    /// key, then remembered.
+    pub(crate) fn key_protection_mode(&self, key_id: &Ocid) -> Result<Option<ProtectionMode>> {
+        if let Some(mode) = self.key_modes.read().expect("key mode cache poisoned").get(key_id) {
+            return Ok(Some(*mode));
+        }
+        let mode = match self.read()?.key(key_id) {
+            Ok(key) => key.protection_mode,
+            Err(KmsError::NotFound { .. }) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        self.key_modes
+            .write()
+            .expect("key mode cache poisoned")
+            .insert(key_id.clone(), mode);
+        Ok(Some(mode))
     }
 
     pub(crate) fn read(&self) -> Result<ReadTxn> {

@@ -16,6 +16,7 @@ use crate::context::Context;
 use crate::error::{Denial, KmsError, Refusal, Result};
 use crate::ids::Ocid;
 use crate::model::{Key, KeyState, KeyVersion, KeyVersionState, VaultState};
+use crate::protection::Placement;
 use crate::store::ReadTxn;
 
 /// Largest plaintext `encrypt` accepts (OCI's limit for direct encryption); bulk data uses
@@ -166,9 +167,9 @@ pub struct KeyStatus {
 
 /// What the data path needs from key management: a new wrapped DEK, an unwrap, a rewrap, and
 /// enough about keys to refuse a request up front with a precise reason. Implemented by the
-/// embedded [`crate::Kms`] and by a client of another sealstore's KMS API. Calls may block (a remote
-/// KMS, an HSM or external key manager may be behind them): async callers use
-/// `spawn_blocking`.
+/// embedded [`crate::Kms`] and by a client of another sealstore's KMS API. Calls may block (a
+/// remote KMS, an HSM or external key manager may be behind them); [`KeyProvider::placement`]
+/// says which do, so that async callers run only those on a thread that may block.
 ///
 /// The associated data here is raw bytes, bound exactly as given
 /// ([`AssociatedData::Raw`]), so a DEK wrapped through one implementation unwraps through
@@ -191,6 +192,13 @@ pub trait KeyProvider: Send + Sync + std::fmt::Debug {
     /// The current (primary) version of `key_id`: the one new DEKs are wrapped by.
     fn primary_version(&self, key_id: &Ocid) -> Result<Ocid> {
         Ok(self.key_status(key_id)?.current_key_version)
+    }
+    /// Where calls on `key_id` may run: those of [`Placement::Inline`] never wait on anything
+    /// but the CPU. For unwrap and rewrap, the key is the one the wrapped DEK's header names
+    /// ([`ciphertext::parse`]). The default, [`Placement::Blocking`], is always safe.
+    fn placement(&self, key_id: &Ocid) -> Placement {
+        let _ = key_id;
+        Placement::Blocking
     }
 }
 
@@ -280,6 +288,24 @@ impl<'a> Envelope<'a> {
         let key = txn.key(key_id)?;
         check_usable(&txn, &key)?;
         Ok(key)
+    }
+
+    /// Where crypto calls on `key_id` may run: inline when its protection backend only uses
+    /// the CPU and the audit entry only joins the background writer's queue; on a thread
+    /// that may block otherwise (HSM, EXTERNAL, or an audit entry written by the caller). A
+    /// key that does not exist fails at once, wherever it runs.
+    pub(crate) fn placement(&self, key_id: &Ocid) -> Placement {
+        if !self.ctx.audit_writer_running() {
+            return Placement::Blocking;
+        }
+        match self.ctx.key_protection_mode(key_id) {
+            Ok(Some(mode)) => self
+                .ctx
+                .protection(mode)
+                .map_or(Placement::Inline, |backend| backend.placement()),
+            Ok(None) => Placement::Inline,
+            Err(_) => Placement::Blocking,
+        }
     }
 
     /// Runs a crypto operation and audits it. Crypto audit entries are written in groups and

@@ -20,7 +20,7 @@ use crate::iam::{ApiKey, CreateUser, Group, Iam, IamView, Policy, User};
 use crate::ids::{Ocid, ResourceType};
 use crate::keys::{CreateKey, Keys};
 use crate::model::*;
-use crate::protection::KeyProtection;
+use crate::protection::{KeyProtection, Placement};
 use crate::replication::{OutboxEntry, Region, ReplicaView, Replication, ReplicationIdentity, VaultShipment};
 use crate::rotation::{ComplianceReport, Scheduler, SchedulerReport};
 use crate::time::Timestamp;
@@ -498,6 +498,13 @@ impl Kms {
         self.envelope().usable_key(key_id)
     }
 
+    /// Where a crypto call on `key_id` may run (the one place that decides, for the data
+    /// path's key service and the KMS API alike): [`Placement::Inline`] for a SOFTWARE key
+    /// while [`Kms::run_audit_writer`] runs, [`Placement::Blocking`] otherwise.
+    pub fn placement(&self, key_id: &Ocid) -> Placement {
+        self.envelope().placement(key_id)
+    }
+
     /// Encrypts at most [`MAX_PLAINTEXT`](crate::envelope::MAX_PLAINTEXT) bytes under `key_id`'s primary version.
     pub fn encrypt(
         &self,
@@ -651,5 +658,9 @@ impl KeyProvider for Kms {
 
     fn keys_named(&self, name: &str) -> Result<Vec<Ocid>> {
         self.envelope().keys_named(name)
+    }
+
+    fn placement(&self, key_id: &Ocid) -> Placement {
+        Kms::placement(self, key_id)
     }
 }

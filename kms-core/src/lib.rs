@@ -64,6 +64,7 @@ pub use ids::{Ocid, ResourceType};
 pub use keys::CreateKey;
 pub use kms::{Defaults, Kms};
 pub use model::*;
+pub use protection::Placement;
 pub use rotation::{ComplianceFinding, ComplianceReport, SchedulerReport, DEFAULT_MAX_KEY_AGE_DAYS};
 pub use time::{Clock, ManualClock, OffsetClock, SystemClock, Timestamp};
 pub use vaults::{CreateVault, UpdateResource};

@@ -730,3 +730,67 @@ fn ciphertext_naming_a_key_of_another_data_directory_is_rejected() {
     let r = e2.kms.decrypt(&e2.me, &ct.ciphertext, &AssociatedData::none(), None);
     assert!(is_invalid_ciphertext(&r), "{r:?}");
 }
+
+/// A stand-in for a backend that may block (an HSM): it keeps the default placement.
+#[derive(Debug)]
+struct SlowBackend;
+
+impl kms_core::protection::KeyProtection for SlowBackend {
+    fn mode(&self) -> kms_core::ProtectionMode {
+        kms_core::ProtectionMode::Hsm
+    }
+    fn create_material(&self, _version: &Ocid) -> Result<Vec<u8>, KmsError> {
+        Ok(b"a handle".to_vec())
+    }
+    fn encrypt(&self, _: &Ocid, _: &[u8], _: &[u8], plaintext: &[u8]) -> Result<Vec<u8>, KmsError> {
+        Ok(plaintext.to_vec())
+    }
+    fn decrypt(&self, _: &Ocid, _: &[u8], _: &[u8], sealed: &[u8]) -> Result<zeroize::Zeroizing<Vec<u8>>, KmsError> {
+        Ok(sealed.to_vec().into())
+    }
+    fn destroy(&self, _: &Ocid, _: &[u8]) -> Result<(), KmsError> {
+        Ok(())
+    }
+}
+
+#[test]
+fn calls_run_inline_only_on_software_keys_while_the_audit_writer_runs() {
+    use kms_core::Placement::{Blocking, Inline};
+    let dir = tempfile::tempdir().unwrap();
+    let mut kms = Kms::open(KmsConfig::new(dir.path())).unwrap();
+    kms.register_protection(Arc::new(SlowBackend));
+    let me = Principal::local_admin();
+    let defaults = kms.ensure_defaults(&me).unwrap();
+    let (vault, software) = (defaults.vault, defaults.key);
+    let hsm = kms
+        .create_key(
+            &me,
+            CreateKey {
+                protection_mode: Some(kms_core::ProtectionMode::Hsm),
+                ..CreateKey::new(vault.id.clone(), "hsm")
+            },
+        )
+        .unwrap();
+    let unknown = Ocid::generate(ResourceType::Key, "local-1");
+
+    // Without the background writer, every crypto call writes its own audit entry.
+    for key in [&software.id, &hsm.id, &unknown] {
+        assert_eq!(kms.placement(key), Blocking, "{key}");
+    }
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|s| {
+        let writer = s.spawn(|| kms.run_audit_writer(&stop));
+        while !kms.audit_writer_running() {
+            std::thread::yield_now();
+        }
+        assert_eq!(kms.placement(&software.id), Inline);
+        assert_eq!(KeyProvider::placement(&kms, &software.id), Inline);
+        assert_eq!(kms.placement(&hsm.id), Blocking);
+        // No such key: the call fails at once, wherever it runs.
+        assert_eq!(kms.placement(&unknown), Inline);
+        stop.store(true, std::sync::atomic::Ordering::Release);
+        kms.wake_audit_writer();
+        writer.join().unwrap().unwrap();
+    });
+    assert_eq!(kms.placement(&software.id), Blocking);
+}

@@ -19,10 +19,33 @@ use crate::error::{KmsError, Result};
 use crate::ids::Ocid;
 use crate::model::{ExternalKeyManager, ProtectionMode};
 
+/// Where a key call may run, as its key provider says (see [`crate::KeyProvider::placement`] and
+/// [`KeyProtection::placement`]).
+///
+/// kms-core knows what a call on a key costs — its protection mode, whether its audit entry
+/// only joins a queue — so it decides; an async caller (sealstore's key service) only follows
+/// the answer, running the call on its own thread or on one that may block.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Placement {
+    /// In-process and short (a key lookup, a few microseconds of AES, a queued audit entry):
+    /// cheaper on the calling thread, an async worker included, than a hop to another.
+    Inline,
+    /// May wait — on an HSM, on the network (an EXTERNAL key, a remote KMS), on a store write
+    /// with fsync: only for a thread that may block.
+    Blocking,
+}
+
 /// One way of holding master key material.
 pub trait KeyProtection: Send + Sync + Debug {
     /// The protection mode this backend implements.
     fn mode(&self) -> ProtectionMode;
+
+    /// Whether [`KeyProtection::encrypt`] and [`KeyProtection::decrypt`] only use the CPU
+    /// ([`Placement::Inline`]) or may wait on a device or the network
+    /// ([`Placement::Blocking`], the default).
+    fn placement(&self) -> Placement {
+        Placement::Blocking
+    }
 
     /// Creates fresh AES-256 material for `version` and returns the bytes the store must keep
     /// for it (never the plaintext key).

@@ -15,7 +15,7 @@ use std::sync::{Arc, RwLock};
 use aws_lc_rs::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM, NONCE_LEN};
 use zeroize::Zeroizing;
 
-use super::KeyProtection;
+use super::{KeyProtection, Placement};
 use crate::error::{KmsError, Result};
 use crate::ids::Ocid;
 use crate::model::ProtectionMode;
@@ -186,6 +186,11 @@ impl SoftwareProtection {
 impl KeyProtection for SoftwareProtection {
     fn mode(&self) -> ProtectionMode {
         ProtectionMode::Software
+    }
+
+    /// Material unsealed once and cached: a crypto call is one AES-GCM operation.
+    fn placement(&self) -> Placement {
+        Placement::Inline
     }
 
     fn create_material(&self, version: &Ocid) -> Result<Vec<u8>> {
