@@ -8,6 +8,7 @@
 //! - [`object`]: the encrypted object format and store.
 //! - [`s3`]: the S3-compatible API over the object store.
 //! - [`block`]: encrypted block volumes and their NBD server.
+//! - [`key_service`]: the async key service every data path takes its data keys through.
 //! - [`kms_api`]: the OCI-compatible KMS REST API over kms-core.
 //! - [`console`]: the web console, served with the KMS API, over the same handlers.
 //! - [`admin`]: the local admin protocol between the CLI and a running server.
@@ -26,6 +27,7 @@ pub mod external_kms;
 pub mod front_door;
 pub mod http_client;
 pub mod http_server;
+pub mod key_service;
 pub mod kms_api;
 pub mod object;
 pub mod s3;

@@ -2,7 +2,8 @@
 //! the ciphertext in another `ObjectStore` — a decorator in the style of object_store's own
 //! `PrefixStore` and `LimitStore`, so anything written against object_store can use it.
 //!
-//! Each object gets a fresh data key from the [`KeyProvider`], wrapped by the store's master
+//! Each object gets a fresh data key from the [`KeyProvider`] (through the
+//! [`KeyService`], which decides where each key call runs), wrapped by the store's master
 //! key and bound to the object's identity (bucket name of this store, path, version `null`).
 //! Reads work whatever master key version wrapped the object; every write — put, copy —
 //! uses the current one, which is how re-encryption after a rotation happens lazily.
@@ -30,6 +31,7 @@ use super::error::{EncryptedStoreError, FormatProblem, IntegrityProblem};
 use super::format::{FormatError, ObjectHeader, ObjectIdentity};
 use crate::crypto::segment::{SegmentCipher, SegmentSize};
 use crate::crypto::stream::{open_stream, seal_stream, SegmentRun, StreamError, DEFAULT_BATCH_SEGMENTS};
+use crate::key_service::{KeyService, KeyServiceError};
 
 /// The store's own methods fail with the typed error; its `ObjectStore` methods with
 /// `object_store::Error`, which carries it (see [`super::error`]).
@@ -87,12 +89,15 @@ fn format(location: &Path, problem: FormatProblem) -> EncryptedStoreError {
     }
 }
 
-fn key_error(location: &Path, action: &'static str) -> impl FnOnce(kms_core::KmsError) -> EncryptedStoreError {
+fn key_error(location: &Path, action: &'static str) -> impl FnOnce(KeyServiceError) -> EncryptedStoreError {
     let location = location.to_string();
-    move |source| EncryptedStoreError::Key {
-        location,
-        action,
-        source,
+    move |e| match e {
+        KeyServiceError::Key(source) => EncryptedStoreError::Key {
+            location,
+            action,
+            source,
+        },
+        KeyServiceError::Interrupted { action, source } => EncryptedStoreError::internal(action)(source),
     }
 }
 
@@ -158,7 +163,7 @@ impl SealedMetadata {
 /// What is shared between the store and the streams and uploads it hands out.
 struct Shared<S> {
     inner: S,
-    keys: Arc<dyn KeyProvider>,
+    keys: KeyService,
     bucket: String,
     segment_size: SegmentSize,
     naming: Naming,
@@ -266,7 +271,7 @@ impl<S: ObjectStore> EncryptedStore<S> {
         EncryptedStore {
             shared: Arc::new(Shared {
                 inner,
-                keys,
+                keys: KeyService::new(keys),
                 bucket: bucket.into(),
                 segment_size,
                 naming: Naming::Paths,
@@ -330,24 +335,18 @@ impl<S: ObjectStore> EncryptedStore<S> {
         }
         let old = kms_core::ciphertext::parse(&opened.header.wrapped_dek)
             .map_err(|e| format(location, FormatProblem::WrappedKey(e)))?;
-        let (keys, key_id) = (s.keys.clone(), old.key_id.clone());
-        let primary = tokio::task::spawn_blocking(move || keys.primary_version(&key_id))
+        let primary = s
+            .keys
+            .primary_version(&old.key_id)
             .await
-            .map_err(EncryptedStoreError::internal(
-                "asking for the current master key version",
-            ))?
             .map_err(key_error(location, "cannot find the current version of its master key"))?;
         if primary == old.key_version_id {
             return Ok(None);
         }
-        let (keys, wrapped, aad) = (
-            s.keys.clone(),
-            opened.header.wrapped_dek.clone(),
-            s.identity(location)?.to_bytes(),
-        );
-        let (rewrapped, version) = tokio::task::spawn_blocking(move || keys.rewrap_data_key(&wrapped, &aad))
+        let (rewrapped, version) = s
+            .keys
+            .rewrap_data_key(&opened.header.wrapped_dek, &s.identity(location)?.to_bytes())
             .await
-            .map_err(EncryptedStoreError::internal("re-wrapping a data key"))?
             .map_err(key_error(location, "cannot re-wrap the object's data key"))?;
         let header = ObjectHeader {
             wrapped_dek: rewrapped,
@@ -548,10 +547,10 @@ impl<S: ObjectStore> Shared<S> {
         let identity = self.identity(location)?;
         let (dek, wrapped, wrapped_by) = match sealing {
             Sealing::Kms(key_id) => {
-                let (keys, key_id, aad) = (self.keys.clone(), key_id.clone(), identity.to_bytes());
-                let data_key = tokio::task::spawn_blocking(move || keys.generate_data_key(&key_id, &aad))
+                let data_key = self
+                    .keys
+                    .generate_data_key(key_id, &identity.to_bytes())
                     .await
-                    .map_err(EncryptedStoreError::internal("getting a data key"))?
                     .map_err(key_error(location, "cannot get a data key"))?;
                 let dek = data_key.plaintext.ok_or_else(|| {
                     EncryptedStoreError::internal("getting a data key")("key provider returned no plaintext data key")
@@ -637,15 +636,14 @@ impl<S: ObjectStore> Shared<S> {
             key.unwrap(&header.wrapped_dek, &identity)
                 .map_err(|e| self.damaged(location, IntegrityProblem::CustomerDataKey(e)))?
         } else {
-            let (keys, wrapped, aad) = (self.keys.clone(), header.wrapped_dek.clone(), identity.to_bytes());
-            tokio::task::spawn_blocking(move || keys.unwrap_data_key(&wrapped, &aad))
+            self.keys
+                .unwrap_data_key(&header.wrapped_dek, &identity.to_bytes())
                 .await
-                .map_err(EncryptedStoreError::internal("unwrapping a data key"))?
-                .map_err(|source| match source {
-                    kms_core::KmsError::InvalidCiphertext(_) => {
+                .map_err(|e| match e {
+                    KeyServiceError::Key(source @ kms_core::KmsError::InvalidCiphertext(_)) => {
                         self.damaged(location, IntegrityProblem::DataKey(source))
                     }
-                    source => key_error(location, "cannot unwrap the object's data key")(source),
+                    e => key_error(location, "cannot unwrap the object's data key")(e),
                 })?
         };
         let metadata = header

@@ -1,0 +1,237 @@
+//! [`KeyService`]: the one async face of key management for the data paths (objects and S3
+//! through [`crate::object::store::EncryptedStore`], volumes, the remote key provider).
+//!
+//! A [`KeyProvider`] is synchronous, and some of its calls may block: an HSM, an EXTERNAL key
+//! manager or another sealstore's KMS over the network, a store write. The provider says which
+//! ([`KeyProvider::placement`], decided in kms-core from the key's protection mode); the
+//! service follows it, so that no caller chooses `spawn_blocking` for a key call itself:
+//!
+//! - [`Placement::Inline`] calls (a SOFTWARE key of the embedded KMS whose audit entries go
+//!   to the background writer: a key lookup and a few microseconds of AES) run on the calling
+//!   async worker, cheaper than a hop to the blocking pool and back;
+//! - [`Placement::Blocking`] calls run on tokio's blocking pool.
+//!
+//! Unwrap and rewrap ask about the key the wrapped DEK's self-describing header names.
+
+use std::sync::Arc;
+
+use kms_core::{ciphertext, DataKey, Dek, KeyProvider, KeyStatus, KmsError, Ocid, Placement};
+
+/// Why a key call through the [`KeyService`] failed.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyServiceError {
+    /// The key provider refused or failed.
+    #[error(transparent)]
+    Key(#[from] KmsError),
+    /// The call panicked, or its runtime shut down, on the blocking pool.
+    #[error("{action} stopped before it finished: {source}")]
+    Interrupted {
+        /// The call.
+        action: &'static str,
+        /// What stopped it.
+        source: tokio::task::JoinError,
+    },
+}
+
+/// Result of a [`KeyService`] call.
+pub type Result<T, E = KeyServiceError> = std::result::Result<T, E>;
+
+/// Key calls for async callers, each run where its provider says (see the module docs).
+#[derive(Clone, Debug)]
+pub struct KeyService {
+    provider: Arc<dyn KeyProvider>,
+}
+
+impl KeyService {
+    /// The service over `provider`.
+    pub fn new(provider: Arc<dyn KeyProvider>) -> Self {
+        KeyService { provider }
+    }
+
+    /// The provider behind the service, for synchronous callers.
+    pub fn provider(&self) -> &Arc<dyn KeyProvider> {
+        &self.provider
+    }
+
+    /// A fresh DEK wrapped by the current version of `key_id`, bound to `aad`
+    /// ([`KeyProvider::generate_data_key`]).
+    pub async fn generate_data_key(&self, key_id: &Ocid, aad: &[u8]) -> Result<DataKey> {
+        let (key, aad) = (key_id.clone(), aad.to_vec());
+        self.run(self.provider.placement(key_id), "getting a data key", move |p| {
+            p.generate_data_key(&key, &aad)
+        })
+        .await
+    }
+
+    /// Unwraps a DEK made by [`KeyService::generate_data_key`] with the same `aad`
+    /// ([`KeyProvider::unwrap_data_key`]).
+    pub async fn unwrap_data_key(&self, wrapped: &[u8], aad: &[u8]) -> Result<Dek> {
+        let (wrapped_owned, aad) = (wrapped.to_vec(), aad.to_vec());
+        self.run(self.placement_of(wrapped), "unwrapping a data key", move |p| {
+            p.unwrap_data_key(&wrapped_owned, &aad)
+        })
+        .await
+    }
+
+    /// Re-wraps a wrapped DEK under the current version of its master key; returns it with
+    /// that version ([`KeyProvider::rewrap_data_key`]).
+    pub async fn rewrap_data_key(&self, wrapped: &[u8], aad: &[u8]) -> Result<(Vec<u8>, Ocid)> {
+        let (wrapped_owned, aad) = (wrapped.to_vec(), aad.to_vec());
+        self.run(self.placement_of(wrapped), "re-wrapping a data key", move |p| {
+            p.rewrap_data_key(&wrapped_owned, &aad)
+        })
+        .await
+    }
+
+    /// The version new DEKs of `key_id` are wrapped by ([`KeyProvider::primary_version`]).
+    pub async fn primary_version(&self, key_id: &Ocid) -> Result<Ocid> {
+        let key = key_id.clone();
+        self.run(
+            self.provider.placement(key_id),
+            "asking for the current master key version",
+            move |p| p.primary_version(&key),
+        )
+        .await
+    }
+
+    /// The state of `key_id` and whether it can be used now ([`KeyProvider::key_status`]).
+    pub async fn key_status(&self, key_id: &Ocid) -> Result<KeyStatus> {
+        let key = key_id.clone();
+        self.run(
+            self.provider.placement(key_id),
+            "asking for a master key's state",
+            move |p| p.key_status(&key),
+        )
+        .await
+    }
+
+    /// Where a call on the key that `wrapped`'s header names runs; a header that does not
+    /// parse goes where any call may (the provider rejects it, and may audit that).
+    fn placement_of(&self, wrapped: &[u8]) -> Placement {
+        ciphertext::parse(wrapped).map_or(Placement::Blocking, |ct| self.provider.placement(&ct.key_id))
+    }
+
+    /// Runs `call` on the provider inline or on the blocking pool, as `placement` says.
+    async fn run<T: Send + 'static>(
+        &self,
+        placement: Placement,
+        action: &'static str,
+        call: impl FnOnce(&dyn KeyProvider) -> kms_core::Result<T> + Send + 'static,
+    ) -> Result<T> {
+        match placement {
+            Placement::Inline => Ok(call(&*self.provider)?),
+            Placement::Blocking => {
+                let provider = self.provider.clone();
+                tokio::task::spawn_blocking(move || call(&*provider))
+                    .await
+                    .map_err(|source| KeyServiceError::Interrupted { action, source })?
+                    .map_err(KeyServiceError::Key)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Mutex;
+    use std::thread::ThreadId;
+
+    use kms_core::{KeyVersionState, Kms, KmsConfig, Principal};
+
+    use super::*;
+
+    /// The embedded KMS, noting the thread each call ran on.
+    #[derive(Debug)]
+    struct Recording {
+        kms: Kms,
+        threads: Mutex<Vec<ThreadId>>,
+    }
+
+    impl Recording {
+        fn note(&self) {
+            self.threads.lock().unwrap().push(std::thread::current().id());
+        }
+
+        fn take(&self) -> Vec<ThreadId> {
+            std::mem::take(&mut self.threads.lock().unwrap())
+        }
+    }
+
+    impl KeyProvider for Recording {
+        fn generate_data_key(&self, key_id: &Ocid, aad: &[u8]) -> kms_core::Result<DataKey> {
+            self.note();
+            KeyProvider::generate_data_key(&self.kms, key_id, aad)
+        }
+        fn unwrap_data_key(&self, wrapped: &[u8], aad: &[u8]) -> kms_core::Result<Dek> {
+            self.note();
+            self.kms.unwrap_data_key(wrapped, aad)
+        }
+        fn rewrap_data_key(&self, wrapped: &[u8], aad: &[u8]) -> kms_core::Result<(Vec<u8>, Ocid)> {
+            self.note();
+            self.kms.rewrap_data_key(wrapped, aad)
+        }
+        fn key_status(&self, key_id: &Ocid) -> kms_core::Result<KeyStatus> {
+            self.note();
+            self.kms.key_status(key_id)
+        }
+        fn key_version_state(&self, key_id: &Ocid, key_version_id: &Ocid) -> kms_core::Result<KeyVersionState> {
+            self.kms.key_version_state(key_id, key_version_id)
+        }
+        fn keys_named(&self, name: &str) -> kms_core::Result<Vec<Ocid>> {
+            self.kms.keys_named(name)
+        }
+        fn placement(&self, key_id: &Ocid) -> Placement {
+            self.kms.placement(key_id)
+        }
+    }
+
+    /// Every call of the service once; the threads they ran on.
+    async fn every_call(service: &KeyService, recording: &Recording, key_id: &Ocid) -> Vec<ThreadId> {
+        let data_key = service.generate_data_key(key_id, b"aad").await.unwrap();
+        let dek = service.unwrap_data_key(&data_key.wrapped, b"aad").await.unwrap();
+        assert_eq!(dek.expose(), data_key.plaintext.unwrap().expose());
+        let (_, version) = service.rewrap_data_key(&data_key.wrapped, b"aad").await.unwrap();
+        assert_eq!(service.primary_version(key_id).await.unwrap(), version);
+        assert!(service.key_status(key_id).await.unwrap().unusable.is_none());
+        // A wrong binding is the provider's refusal, not an interruption.
+        let refused = service.unwrap_data_key(&data_key.wrapped, b"other").await.unwrap_err();
+        assert!(
+            matches!(refused, KeyServiceError::Key(KmsError::InvalidCiphertext(_))),
+            "{refused}"
+        );
+        recording.take()
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn software_keys_run_inline_while_the_audit_writer_runs_and_on_the_blocking_pool_otherwise() {
+        let dir = tempfile::tempdir().unwrap();
+        let kms = Kms::open(KmsConfig::new(dir.path())).unwrap();
+        let key = kms.ensure_defaults(&Principal::local_admin()).unwrap().key;
+        let recording = Arc::new(Recording {
+            kms,
+            threads: Mutex::default(),
+        });
+        let service = KeyService::new(recording.clone());
+        let here = std::thread::current().id();
+
+        // No background audit writer: each call writes its audit entry itself.
+        let threads = every_call(&service, &recording, &key.id).await;
+        assert_eq!(threads.len(), 6);
+        assert!(threads.iter().all(|t| *t != here), "{threads:?}");
+
+        let stop = Arc::new(AtomicBool::new(false));
+        let writer = {
+            let (recording, stop) = (recording.clone(), stop.clone());
+            std::thread::spawn(move || recording.kms.run_audit_writer(&stop))
+        };
+        while !recording.kms.audit_writer_running() {
+            std::thread::yield_now();
+        }
+        let threads = every_call(&service, &recording, &key.id).await;
+        assert_eq!(threads, vec![here; 6]);
+        stop.store(true, Ordering::Release);
+        recording.kms.wake_audit_writer();
+        writer.join().unwrap().unwrap();
+    }
+}
