@@ -39,7 +39,7 @@ use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
 use kms_core::iam::{IamView, ResourceKind, Target, Verb};
-use kms_core::{Kms, Ocid, Principal};
+use kms_core::{Kms, Ocid, Placement, Principal};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
@@ -71,8 +71,6 @@ pub struct KmsApi {
     /// and retry) rather than an ever longer queue of blocking work.
     in_flight: Arc<std::sync::atomic::AtomicUsize>,
     max_in_flight: usize,
-    /// Vault id → whether it is EXTERNAL (see [`KmsApi::is_external_vault`]).
-    external_vaults: Arc<std::sync::RwLock<HashMap<String, bool>>>,
     /// Served at [`JWKS_PATH`] when set.
     jwks: Option<Arc<crate::external_kms::token::ClientKey>>,
 }
@@ -83,13 +81,23 @@ pub const JWKS_PATH: &str = "/.well-known/jwks.json";
 /// Requests answered at once before others get 429, unless configured otherwise.
 pub const DEFAULT_MAX_IN_FLIGHT: usize = 512;
 
-/// The vault of a call on a vault's crypto endpoint (`POST /kms/{vault}/crypto/…`).
-fn crypto_call_vault(parts: &http::request::Parts) -> Option<&str> {
-    if parts.method != Method::POST {
-        return None;
-    }
-    let (vault, rest) = parts.uri.path().strip_prefix("/kms/")?.split_once('/')?;
-    rest.starts_with("crypto/").then_some(vault)
+/// Whether a request is a call on a vault's crypto endpoint (`POST /kms/{vault}/crypto/…`).
+fn is_crypto_call(parts: &http::request::Parts) -> bool {
+    parts.method == Method::POST
+        && parts
+            .uri
+            .path()
+            .strip_prefix("/kms/")
+            .and_then(|rest| rest.split_once('/'))
+            .is_some_and(|(_, rest)| rest.starts_with("crypto/"))
+}
+
+/// The keys a crypto call names: `keyId`, and `destinationKeyId` of `reencrypt`.
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct CryptoCallKeys {
+    key_id: Option<String>,
+    destination_key_id: Option<String>,
 }
 
 /// Counts a request in flight until dropped.
@@ -235,7 +243,6 @@ impl KmsApi {
             tls,
             in_flight: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
             max_in_flight: DEFAULT_MAX_IN_FLIGHT,
-            external_vaults: Arc::default(),
             jwks: None,
         }
     }
@@ -316,25 +323,28 @@ impl KmsApi {
         self
     }
 
-    /// Whether `vault` is EXTERNAL: its crypto calls wait on the network, so they must not
-    /// run on an async worker. Remembered per vault (a vault's type never changes).
-    fn is_external_vault(&self, vault: &str) -> bool {
-        if let Some(known) = self.external_vaults.read().expect("vault type cache").get(vault) {
-            return *known;
+    /// Where a request runs: a crypto call whose every key kms-core places inline (see
+    /// [`Kms::placement`]) on the async worker; anything else — management calls write the
+    /// store with fsync; HSM and EXTERNAL keys wait on a device or the network — on the
+    /// blocking pool.
+    fn placement(&self, parts: &http::request::Parts, body: &[u8]) -> Placement {
+        if !is_crypto_call(parts) {
+            return Placement::Blocking;
         }
-        let external = Ocid::parse(kms_core::ResourceType::Vault, vault)
-            .and_then(|id| self.kms.get_vault(&id))
-            .map(|v| v.vault_type == kms_core::VaultType::External);
-        match external {
-            Ok(external) => {
-                self.external_vaults
-                    .write()
-                    .expect("vault type cache")
-                    .insert(vault.to_owned(), external);
-                external
-            }
-            // Unknown vault: the handler answers 404, wherever it runs.
-            Err(_) => false,
+        let Ok(keys) = serde_json::from_slice::<CryptoCallKeys>(body) else {
+            return Placement::Blocking;
+        };
+        let mut named = [keys.key_id, keys.destination_key_id].into_iter().flatten().peekable();
+        if named.peek().is_none() {
+            return Placement::Blocking;
+        }
+        let inline = named.all(|id| {
+            Ocid::parse(kms_core::ResourceType::Key, &id).is_ok_and(|id| self.kms.placement(&id) == Placement::Inline)
+        });
+        if inline {
+            Placement::Inline
+        } else {
+            Placement::Blocking
         }
     }
 
@@ -368,14 +378,11 @@ impl KmsApi {
             Ok(body) => {
                 let body = body.to_bytes();
                 let (method, path) = (parts.method.clone(), parts.uri.path().to_owned());
-                let inline = self.kms.audit_writer_running()
-                    && crypto_call_vault(&parts).is_some_and(|vault| !self.is_external_vault(vault));
-                let result = if inline {
+                let result = if self.placement(&parts, &body) == Placement::Inline {
                     // Signature check, a cached key read and a few microseconds of AES, with
                     // the audit entry only queued: cheaper than a hop to the blocking pool.
                     self.answer(&parts, &body)
                 } else {
-                    // Store writes (with fsync) are blocking work.
                     let api = self.clone();
                     tokio::task::spawn_blocking(move || api.answer(&parts, &body))
                         .await
