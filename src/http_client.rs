@@ -3,8 +3,11 @@
 //! synchronous, and their callers may be on any thread, async workers included.
 //!
 //! Requests run on a small runtime of the client's own and the caller waits on a channel, so
-//! it works from any thread. TLS is rustls on aws-lc, trusting the system's CAs plus one
-//! optional extra certificate (a private CA, or a pinned self-signed server certificate).
+//! it works from any thread ([`BlockingClient::send`], [`BlockingClient::wait`]). Async
+//! callers (the remote key provider under the key service) await the same client on their
+//! own runtime instead ([`BlockingClient::send_async`]), holding no thread. TLS is rustls on
+//! aws-lc, trusting the system's CAs plus one optional extra certificate (a private CA, or a
+//! pinned self-signed server certificate).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -97,26 +100,41 @@ impl BlockingClient {
         headers: HeaderMap,
         body: Option<Vec<u8>>,
     ) -> Result<Answer, reqwest::Error> {
+        self.wait(self.send_async(method, url, headers, body))
+    }
+
+    /// Sends one request and reads the whole answer, on the caller's runtime (the future
+    /// needs one: await it from async code).
+    pub fn send_async(
+        &self,
+        method: Method,
+        url: &str,
+        headers: HeaderMap,
+        body: Option<Vec<u8>>,
+    ) -> impl std::future::Future<Output = Result<Answer, reqwest::Error>> + Send + 'static {
         let mut request = self.client.request(method, url).headers(headers);
         if let Some(b) = body {
             request = request.body(b);
         }
+        async move {
+            let response = request.send().await?;
+            let (status, headers) = (response.status(), response.headers().clone());
+            let body = response.bytes().await?;
+            Ok(Answer { status, headers, body })
+        }
+    }
+
+    /// Runs `work` (requests made with [`BlockingClient::send_async`], and whatever goes with
+    /// them) on the client's runtime, waiting for it from any thread.
+    pub fn wait<T: Send + 'static>(&self, work: impl std::future::Future<Output = T> + Send + 'static) -> T {
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
         self.runtime
             .as_ref()
             .expect("the runtime lives until drop")
             .spawn(async move {
-                let answer = async {
-                    let response = request.send().await?;
-                    let (status, headers) = (response.status(), response.headers().clone());
-                    let body = response.bytes().await?;
-                    Ok(Answer { status, headers, body })
-                }
-                .await;
-                let _ = tx.send(answer);
+                let _ = tx.send(work.await);
             });
-        rx.recv()
-            .expect("the client's runtime answers every request it was given")
+        rx.recv().expect("the client's runtime runs every task it was given")
     }
 }
 

@@ -9,13 +9,18 @@
 //! - [`Placement::Inline`] calls (a SOFTWARE key of the embedded KMS whose audit entries go
 //!   to the background writer: a key lookup and a few microseconds of AES) run on the calling
 //!   async worker, cheaper than a hop to the blocking pool and back;
-//! - [`Placement::Blocking`] calls run on tokio's blocking pool.
+//! - [`Placement::Blocking`] calls run on tokio's blocking pool;
+//! - a provider that waits on the network and can be awaited ([`KeyProvider::as_async`]: the
+//!   client of another sealstore's KMS API) is awaited on the caller's runtime, holding no
+//!   thread while it waits.
 //!
 //! Unwrap and rewrap ask about the key the wrapped DEK's self-describing header names.
 
 use std::sync::Arc;
 
-use kms_core::{ciphertext, DataKey, Dek, KeyProvider, KeyStatus, KmsError, Ocid, Placement};
+use kms_core::{
+    ciphertext, AsyncKeyProvider, DataKey, Dek, KeyFuture, KeyProvider, KeyStatus, KmsError, Ocid, Placement,
+};
 
 /// Why a key call through the [`KeyService`] failed.
 #[derive(Debug, thiserror::Error)]
@@ -56,42 +61,45 @@ impl KeyService {
     /// A fresh DEK wrapped by the current version of `key_id`, bound to `aad`
     /// ([`KeyProvider::generate_data_key`]).
     pub async fn generate_data_key(&self, key_id: &Ocid, aad: &[u8]) -> Result<DataKey> {
-        let (key, aad) = (key_id.clone(), aad.to_vec());
-        self.run(self.provider.placement(key_id), "getting a data key", move |p| {
-            p.generate_data_key(&key, &aad)
-        })
+        let (key, owned_aad) = (key_id.clone(), aad.to_vec());
+        self.run(
+            self.provider.placement(key_id),
+            "getting a data key",
+            |p| p.generate_data_key(key_id, aad),
+            move |p| p.generate_data_key(&key, &owned_aad),
+        )
         .await
     }
 
     /// Unwraps a DEK made by [`KeyService::generate_data_key`] with the same `aad`
     /// ([`KeyProvider::unwrap_data_key`]).
     pub async fn unwrap_data_key(&self, wrapped: &[u8], aad: &[u8]) -> Result<Dek> {
-        let (wrapped_owned, aad) = (wrapped.to_vec(), aad.to_vec());
-        self.run(self.placement_of(wrapped), "unwrapping a data key", move |p| {
-            p.unwrap_data_key(&wrapped_owned, &aad)
-        })
+        let (owned_wrapped, owned_aad) = (wrapped.to_vec(), aad.to_vec());
+        self.run(
+            self.placement_of(wrapped),
+            "unwrapping a data key",
+            |p| p.unwrap_data_key(wrapped, aad),
+            move |p| p.unwrap_data_key(&owned_wrapped, &owned_aad),
+        )
         .await
     }
 
     /// Re-wraps a wrapped DEK under the current version of its master key; returns it with
     /// that version ([`KeyProvider::rewrap_data_key`]).
     pub async fn rewrap_data_key(&self, wrapped: &[u8], aad: &[u8]) -> Result<(Vec<u8>, Ocid)> {
-        let (wrapped_owned, aad) = (wrapped.to_vec(), aad.to_vec());
-        self.run(self.placement_of(wrapped), "re-wrapping a data key", move |p| {
-            p.rewrap_data_key(&wrapped_owned, &aad)
-        })
+        let (owned_wrapped, owned_aad) = (wrapped.to_vec(), aad.to_vec());
+        self.run(
+            self.placement_of(wrapped),
+            "re-wrapping a data key",
+            |p| p.rewrap_data_key(wrapped, aad),
+            move |p| p.rewrap_data_key(&owned_wrapped, &owned_aad),
+        )
         .await
     }
 
     /// The version new DEKs of `key_id` are wrapped by ([`KeyProvider::primary_version`]).
     pub async fn primary_version(&self, key_id: &Ocid) -> Result<Ocid> {
-        let key = key_id.clone();
-        self.run(
-            self.provider.placement(key_id),
-            "asking for the current master key version",
-            move |p| p.primary_version(&key),
-        )
-        .await
+        Ok(self.key_status(key_id).await?.current_key_version)
     }
 
     /// The state of `key_id` and whether it can be used now ([`KeyProvider::key_status`]).
@@ -100,6 +108,7 @@ impl KeyService {
         self.run(
             self.provider.placement(key_id),
             "asking for a master key's state",
+            |p| p.key_status(key_id),
             move |p| p.key_status(&key),
         )
         .await
@@ -111,13 +120,18 @@ impl KeyService {
         ciphertext::parse(wrapped).map_or(Placement::Blocking, |ct| self.provider.placement(&ct.key_id))
     }
 
-    /// Runs `call` on the provider inline or on the blocking pool, as `placement` says.
-    async fn run<T: Send + 'static>(
-        &self,
+    /// Awaits `awaited` when the provider can be awaited; otherwise runs `call` inline or on
+    /// the blocking pool, as `placement` says.
+    async fn run<'s, T: Send + 'static>(
+        &'s self,
         placement: Placement,
         action: &'static str,
+        awaited: impl FnOnce(&'s dyn AsyncKeyProvider) -> KeyFuture<'s, T>,
         call: impl FnOnce(&dyn KeyProvider) -> kms_core::Result<T> + Send + 'static,
     ) -> Result<T> {
+        if let Some(provider) = self.provider.as_async() {
+            return Ok(awaited(provider).await?);
+        }
         match placement {
             Placement::Inline => Ok(call(&*self.provider)?),
             Placement::Blocking => {

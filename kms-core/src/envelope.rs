@@ -200,6 +200,29 @@ pub trait KeyProvider: Send + Sync + std::fmt::Debug {
         let _ = key_id;
         Placement::Blocking
     }
+    /// The same calls as futures, when this provider waits on the network and can be awaited
+    /// instead of holding a thread while it waits (a client of another sealstore's KMS API).
+    /// Async callers use it, whatever [`KeyProvider::placement`] says, when it is `Some`.
+    fn as_async(&self) -> Option<&dyn AsyncKeyProvider> {
+        None
+    }
+}
+
+/// A key call in flight (see [`AsyncKeyProvider`]).
+pub type KeyFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = Result<T>> + Send + 'a>>;
+
+/// The data-path calls of a [`KeyProvider`] whose calls wait on the network, as futures to
+/// await on the caller's async runtime (see [`KeyProvider::as_async`]). Each means exactly
+/// what the [`KeyProvider`] method of the same name does.
+pub trait AsyncKeyProvider: Send + Sync {
+    /// [`KeyProvider::generate_data_key`].
+    fn generate_data_key<'a>(&'a self, key_id: &'a Ocid, aad: &'a [u8]) -> KeyFuture<'a, DataKey>;
+    /// [`KeyProvider::unwrap_data_key`].
+    fn unwrap_data_key<'a>(&'a self, wrapped: &'a [u8], aad: &'a [u8]) -> KeyFuture<'a, Dek>;
+    /// [`KeyProvider::rewrap_data_key`].
+    fn rewrap_data_key<'a>(&'a self, wrapped: &'a [u8], aad: &'a [u8]) -> KeyFuture<'a, (Vec<u8>, Ocid)>;
+    /// [`KeyProvider::key_status`].
+    fn key_status<'a>(&'a self, key_id: &'a Ocid) -> KeyFuture<'a, KeyStatus>;
 }
 
 /// Checks that `key` (and its vault) may be used at all.

@@ -58,7 +58,9 @@ mod vaults;
 
 pub use audit::{AuditEntry, AuditVerification, Principal};
 pub use context::{DataInventory, KmsConfig, ROOT_KEY_FILE};
-pub use envelope::{AssociatedData, DataKey, Decrypted, Dek, Encrypted, KeyProvider, KeyStatus};
+pub use envelope::{
+    AssociatedData, AsyncKeyProvider, DataKey, Decrypted, Dek, Encrypted, KeyFuture, KeyProvider, KeyStatus,
+};
 pub use error::{Denial, KmsError, Refusal, Result};
 pub use ids::{Ocid, ResourceType};
 pub use keys::CreateKey;

@@ -13,6 +13,10 @@
 //! Crypto calls go to the crypto endpoint of the key's vault. A key names no vault, so the
 //! first call for a key finds its vault (compartments → vaults → `GET key` in each) and
 //! remembers it: a key never moves between vaults.
+//!
+//! Every call is async underneath. Async callers (the key service) await it on their own
+//! runtime ([`AsyncKeyProvider`]); synchronous ones ([`KeyProvider`]: the CLI, volumes) wait
+//! while it runs on the HTTP client's runtime.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -23,8 +27,8 @@ use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 use http::{HeaderMap, HeaderValue, Method, StatusCode};
 use kms_core::{
-    ciphertext, DataKey, Dek, Denial, KeyProvider, KeyState, KeyStatus, KeyVersionState, KmsError, Ocid, Refusal,
-    ResourceType, Result,
+    ciphertext, AsyncKeyProvider, DataKey, Dek, Denial, KeyFuture, KeyProvider, KeyState, KeyStatus, KeyVersionState,
+    KmsError, Ocid, Refusal, ResourceType, Result,
 };
 use serde_json::{json, Value};
 
@@ -83,8 +87,14 @@ fn read_profile(path: &Path, profile: &str) -> Result<HashMap<String, String>, R
     Ok(values)
 }
 
-/// A [`KeyProvider`] backed by another sealstore's KMS API.
+/// A [`KeyProvider`] (and [`AsyncKeyProvider`]) backed by another sealstore's KMS API.
 pub struct RemoteKms {
+    remote: Arc<Remote>,
+}
+
+/// What a [`RemoteKms`] call needs, shared with the calls in flight on the HTTP client's
+/// runtime.
+struct Remote {
     endpoint: String,
     host: HeaderValue,
     tenancy: String,
@@ -97,8 +107,8 @@ pub struct RemoteKms {
 impl std::fmt::Debug for RemoteKms {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RemoteKms")
-            .field("endpoint", &self.endpoint)
-            .field("signer", &self.signer)
+            .field("endpoint", &self.remote.endpoint)
+            .field("signer", &self.remote.signer)
             .finish_non_exhaustive()
     }
 }
@@ -157,23 +167,35 @@ impl RemoteKms {
         };
         let http = BlockingClient::new(config.ca_cert.as_deref(), timeouts, "kms-client").map_err(setup)?;
         Ok(RemoteKms {
-            endpoint,
-            host: HeaderValue::from_str(&host).map_err(|_| setup("bad host in --kms-endpoint"))?,
-            tenancy,
-            signer: Arc::new(signer),
-            http,
-            vaults: Mutex::new(HashMap::new()),
+            remote: Arc::new(Remote {
+                endpoint,
+                host: HeaderValue::from_str(&host).map_err(|_| setup("bad host in --kms-endpoint"))?,
+                tenancy,
+                signer: Arc::new(signer),
+                http,
+                vaults: Mutex::new(HashMap::new()),
+            }),
         })
     }
 
     /// The endpoint, for messages.
     pub fn endpoint(&self) -> &str {
-        &self.endpoint
+        &self.remote.endpoint
     }
 
+    /// Runs `call` on the HTTP client's runtime and waits for it, from any thread.
+    fn wait<T: Send + 'static, F>(&self, call: impl FnOnce(Arc<Remote>) -> F) -> Result<T>
+    where
+        F: std::future::Future<Output = Result<T>> + Send + 'static,
+    {
+        self.remote.http.wait(call(self.remote.clone()))
+    }
+}
+
+impl Remote {
     /// One signed call: `target` is the path and query. Retries once when the KMS could not
     /// be reached or asked to back off. Returns the JSON body and the `opc-next-page` header.
-    fn call(
+    async fn call(
         &self,
         method: Method,
         target: &str,
@@ -183,7 +205,7 @@ impl RemoteKms {
         let mut last = None;
         for attempt in 0..2 {
             if attempt > 0 {
-                std::thread::sleep(RETRY_AFTER);
+                tokio::time::sleep(RETRY_AFTER).await;
             }
             let mut headers = HeaderMap::new();
             headers.insert(http::header::HOST, self.host.clone());
@@ -199,12 +221,13 @@ impl RemoteKms {
                 })?;
             let outcome = self
                 .http
-                .send(
+                .send_async(
                     method.clone(),
                     &format!("{}{target}", self.endpoint),
                     headers,
                     body.clone(),
                 )
+                .await
                 .map(|a| {
                     let next = a
                         .headers
@@ -258,18 +281,24 @@ impl RemoteKms {
     }
 
     /// [`RemoteKms::call`] with refusals as errors; `what` names the resource for a 404.
-    fn expect(&self, method: Method, target: &str, body: Option<&Value>, what: (&'static str, &str)) -> Result<Value> {
-        Ok(self.expect_page(method, target, body, what)?.0)
+    async fn expect(
+        &self,
+        method: Method,
+        target: &str,
+        body: Option<&Value>,
+        what: (&'static str, &str),
+    ) -> Result<Value> {
+        Ok(self.expect_page(method, target, body, what).await?.0)
     }
 
-    fn expect_page(
+    async fn expect_page(
         &self,
         method: Method,
         target: &str,
         body: Option<&Value>,
         (kind, id): (&'static str, &str),
     ) -> Result<(Value, Option<String>)> {
-        self.call(method, target, body)?.map_err(|r| {
+        self.call(method, target, body).await?.map_err(|r| {
             let message = if r.message.is_empty() {
                 r.code.clone()
             } else {
@@ -296,7 +325,7 @@ impl RemoteKms {
     }
 
     /// Every page of a list call (`target` already has its query).
-    fn list_all(&self, target: &str, what: (&'static str, &str)) -> Result<Vec<Value>> {
+    async fn list_all(&self, target: &str, what: (&'static str, &str)) -> Result<Vec<Value>> {
         let mut out = Vec::new();
         let mut page: Option<String> = None;
         loop {
@@ -304,7 +333,7 @@ impl RemoteKms {
                 Some(p) => format!("{target}&page={}", encode(p)),
                 None => target.to_owned(),
             };
-            let (items, next) = self.expect_page(Method::GET, &url, None, what)?;
+            let (items, next) = self.expect_page(Method::GET, &url, None, what).await?;
             out.extend(items.as_array().cloned().unwrap_or_default());
             match next {
                 Some(n) => page = Some(n),
@@ -314,38 +343,42 @@ impl RemoteKms {
     }
 
     /// The tenancy and every compartment the user can reach.
-    fn compartments(&self) -> Result<Vec<String>> {
+    async fn compartments(&self) -> Result<Vec<String>> {
         let mut out = vec![self.tenancy.clone()];
-        let listed = self.list_all(
-            &format!(
+        let listed = self
+            .list_all(
+                &format!(
                 "/20160918/compartments?compartmentId={}&compartmentIdInSubtree=true&accessLevel=ACCESSIBLE&limit=1000",
                 encode(&self.tenancy)
             ),
-            ("compartment", &self.tenancy),
-        )?;
+                ("compartment", &self.tenancy),
+            )
+            .await?;
         out.extend(listed.iter().filter_map(|c| c["id"].as_str().map(str::to_owned)));
         Ok(out)
     }
 
     /// Every vault the user can list, not deleted.
-    fn all_vaults(&self) -> Result<Vec<Value>> {
+    async fn all_vaults(&self) -> Result<Vec<Value>> {
         let mut vaults = Vec::new();
-        for compartment in self.compartments()? {
-            let listed = self.list_all(
-                &format!("/20180608/vaults?compartmentId={}&limit=1000", encode(&compartment)),
-                ("compartment", &compartment),
-            )?;
+        for compartment in self.compartments().await? {
+            let listed = self
+                .list_all(
+                    &format!("/20180608/vaults?compartmentId={}&limit=1000", encode(&compartment)),
+                    ("compartment", &compartment),
+                )
+                .await?;
             vaults.extend(listed.into_iter().filter(|v| v["lifecycleState"] != "DELETED"));
         }
         Ok(vaults)
     }
 
     /// The vault holding `key_id` (see the module docs).
-    fn vault_of(&self, key_id: &Ocid) -> Result<Ocid> {
+    async fn vault_of(&self, key_id: &Ocid) -> Result<Ocid> {
         if let Some(v) = self.vaults.lock().expect("vault cache").get(key_id) {
             return Ok(v.clone());
         }
-        for vault in self.all_vaults()? {
+        for vault in self.all_vaults().await? {
             let Some(vault_id) = vault["id"]
                 .as_str()
                 .and_then(|v| Ocid::parse(ResourceType::Vault, v).ok())
@@ -353,7 +386,7 @@ impl RemoteKms {
                 continue;
             };
             let target = format!("/kms/{vault_id}/management/20180608/keys/{key_id}");
-            match self.call(Method::GET, &target, None)? {
+            match self.call(Method::GET, &target, None).await? {
                 Ok(_) => {
                     self.vaults
                         .lock()
@@ -371,26 +404,29 @@ impl RemoteKms {
         })
     }
 
-    fn key_json(&self, key_id: &Ocid) -> Result<(Ocid, Value)> {
-        let vault = self.vault_of(key_id)?;
-        let key = self.expect(
-            Method::GET,
-            &format!("/kms/{vault}/management/20180608/keys/{key_id}"),
-            None,
-            ("key", key_id.as_str()),
-        )?;
+    async fn key_json(&self, key_id: &Ocid) -> Result<(Ocid, Value)> {
+        let vault = self.vault_of(key_id).await?;
+        let key = self
+            .expect(
+                Method::GET,
+                &format!("/kms/{vault}/management/20180608/keys/{key_id}"),
+                None,
+                ("key", key_id.as_str()),
+            )
+            .await?;
         Ok((vault, key))
     }
 
     /// A crypto call on the vault of `key_id`.
-    fn crypto(&self, key_id: &Ocid, operation: &str, body: Value) -> Result<Value> {
-        let vault = self.vault_of(key_id)?;
+    async fn crypto(&self, key_id: &Ocid, operation: &str, body: Value) -> Result<Value> {
+        let vault = self.vault_of(key_id).await?;
         self.expect(
             Method::POST,
             &format!("/kms/{vault}/crypto/20180608/{operation}"),
             Some(&body),
             ("key", key_id.as_str()),
         )
+        .await
         .map_err(|e| match e {
             // The local KMS says the same for a wrapped key that does not open.
             KmsError::InvalidParameter(m) if operation != "generateDataEncryptionKey" => KmsError::InvalidCiphertext(m),
@@ -419,18 +455,21 @@ fn parse_state<T: serde::de::DeserializeOwned>(json: &Value) -> Result<T> {
         .map_err(|_| KmsError::Unavailable(format!("unknown lifecycleState {}", json["lifecycleState"])))
 }
 
-impl KeyProvider for RemoteKms {
-    fn generate_data_key(&self, key_id: &Ocid, aad: &[u8]) -> Result<DataKey> {
-        let out = self.crypto(
-            key_id,
-            "generateDataEncryptionKey",
-            json!({
-                "keyId": key_id,
-                "keyShape": {"algorithm": "AES", "length": 32},
-                "includePlaintextKey": true,
-                "rawAssociatedData": B64.encode(aad),
-            }),
-        )?;
+/// The calls themselves, async (see the module docs).
+impl Remote {
+    async fn generate_data_key(&self, key_id: &Ocid, aad: &[u8]) -> Result<DataKey> {
+        let out = self
+            .crypto(
+                key_id,
+                "generateDataEncryptionKey",
+                json!({
+                    "keyId": key_id,
+                    "keyShape": {"algorithm": "AES", "length": 32},
+                    "includePlaintextKey": true,
+                    "rawAssociatedData": B64.encode(aad),
+                }),
+            )
+            .await?;
         let wrapped = decode(&out, "ciphertext")?;
         let plaintext = zeroize::Zeroizing::new(decode(&out, "plaintext")?);
         let made_by = ciphertext::parse(&wrapped)?;
@@ -448,44 +487,50 @@ impl KeyProvider for RemoteKms {
         })
     }
 
-    fn unwrap_data_key(&self, wrapped: &[u8], aad: &[u8]) -> Result<Dek> {
+    async fn unwrap_data_key(&self, wrapped: &[u8], aad: &[u8]) -> Result<Dek> {
         let made_by = ciphertext::parse(wrapped)?;
-        let out = self.crypto(
-            &made_by.key_id,
-            "decrypt",
-            json!({
-                "keyId": made_by.key_id,
-                "ciphertext": B64.encode(wrapped),
-                "rawAssociatedData": B64.encode(aad),
-            }),
-        )?;
+        let out = self
+            .crypto(
+                &made_by.key_id,
+                "decrypt",
+                json!({
+                    "keyId": made_by.key_id,
+                    "ciphertext": B64.encode(wrapped),
+                    "rawAssociatedData": B64.encode(aad),
+                }),
+            )
+            .await?;
         Dek::from_slice(&zeroize::Zeroizing::new(decode(&out, "plaintext")?))
     }
 
-    fn rewrap_data_key(&self, wrapped: &[u8], aad: &[u8]) -> Result<(Vec<u8>, Ocid)> {
+    async fn rewrap_data_key(&self, wrapped: &[u8], aad: &[u8]) -> Result<(Vec<u8>, Ocid)> {
         let made_by = ciphertext::parse(wrapped)?;
-        let out = self.crypto(
-            &made_by.key_id,
-            "reencrypt",
-            json!({
-                "keyId": made_by.key_id,
-                "ciphertext": B64.encode(wrapped),
-                "rawAssociatedData": B64.encode(aad),
-            }),
-        )?;
+        let out = self
+            .crypto(
+                &made_by.key_id,
+                "reencrypt",
+                json!({
+                    "keyId": made_by.key_id,
+                    "ciphertext": B64.encode(wrapped),
+                    "rawAssociatedData": B64.encode(aad),
+                }),
+            )
+            .await?;
         let version = Ocid::parse(ResourceType::KeyVersion, field(&out, "keyVersionId")?)?;
         Ok((decode(&out, "ciphertext")?, version))
     }
 
-    fn key_status(&self, key_id: &Ocid) -> Result<KeyStatus> {
-        let (vault_id, key) = self.key_json(key_id)?;
+    async fn key_status(&self, key_id: &Ocid) -> Result<KeyStatus> {
+        let (vault_id, key) = self.key_json(key_id).await?;
         let state: KeyState = parse_state(&key)?;
-        let vault = self.expect(
-            Method::GET,
-            &format!("/20180608/vaults/{vault_id}"),
-            None,
-            ("vault", vault_id.as_str()),
-        )?;
+        let vault = self
+            .expect(
+                Method::GET,
+                &format!("/20180608/vaults/{vault_id}"),
+                None,
+                ("vault", vault_id.as_str()),
+            )
+            .await?;
         let vault_state = vault["lifecycleState"].as_str().unwrap_or_default();
         let unusable = match (vault_state, state) {
             ("ACTIVE", KeyState::Enabled) => None,
@@ -518,30 +563,34 @@ impl KeyProvider for RemoteKms {
         })
     }
 
-    fn key_version_state(&self, key_id: &Ocid, key_version_id: &Ocid) -> Result<KeyVersionState> {
-        let vault = self.vault_of(key_id)?;
-        let version = self.expect(
-            Method::GET,
-            &format!("/kms/{vault}/management/20180608/keys/{key_id}/keyVersions/{key_version_id}"),
-            None,
-            ("key version", key_version_id.as_str()),
-        )?;
+    async fn key_version_state(&self, key_id: &Ocid, key_version_id: &Ocid) -> Result<KeyVersionState> {
+        let vault = self.vault_of(key_id).await?;
+        let version = self
+            .expect(
+                Method::GET,
+                &format!("/kms/{vault}/management/20180608/keys/{key_id}/keyVersions/{key_version_id}"),
+                None,
+                ("key version", key_version_id.as_str()),
+            )
+            .await?;
         parse_state(&version)
     }
 
-    fn keys_named(&self, name: &str) -> Result<Vec<Ocid>> {
+    async fn keys_named(&self, name: &str) -> Result<Vec<Ocid>> {
         let mut found = Vec::new();
-        let compartments = self.compartments()?;
-        for vault in self.all_vaults()? {
+        let compartments = self.compartments().await?;
+        for vault in self.all_vaults().await? {
             let Some(vault_id) = vault["id"].as_str() else { continue };
             for compartment in &compartments {
-                let keys = self.list_all(
-                    &format!(
-                        "/kms/{vault_id}/management/20180608/keys?compartmentId={}&limit=1000",
-                        encode(compartment)
-                    ),
-                    ("vault", vault_id),
-                )?;
+                let keys = self
+                    .list_all(
+                        &format!(
+                            "/kms/{vault_id}/management/20180608/keys?compartmentId={}&limit=1000",
+                            encode(compartment)
+                        ),
+                        ("vault", vault_id),
+                    )
+                    .await?;
                 for key in keys {
                     if key["displayName"] == name && key["lifecycleState"] != "DELETED" {
                         let id = Ocid::parse(ResourceType::Key, field(&key, "id")?)?;
@@ -554,5 +603,59 @@ impl KeyProvider for RemoteKms {
             }
         }
         Ok(found)
+    }
+}
+
+impl KeyProvider for RemoteKms {
+    fn generate_data_key(&self, key_id: &Ocid, aad: &[u8]) -> Result<DataKey> {
+        let (key_id, aad) = (key_id.clone(), aad.to_vec());
+        self.wait(|r| async move { r.generate_data_key(&key_id, &aad).await })
+    }
+
+    fn unwrap_data_key(&self, wrapped: &[u8], aad: &[u8]) -> Result<Dek> {
+        let (wrapped, aad) = (wrapped.to_vec(), aad.to_vec());
+        self.wait(|r| async move { r.unwrap_data_key(&wrapped, &aad).await })
+    }
+
+    fn rewrap_data_key(&self, wrapped: &[u8], aad: &[u8]) -> Result<(Vec<u8>, Ocid)> {
+        let (wrapped, aad) = (wrapped.to_vec(), aad.to_vec());
+        self.wait(|r| async move { r.rewrap_data_key(&wrapped, &aad).await })
+    }
+
+    fn key_status(&self, key_id: &Ocid) -> Result<KeyStatus> {
+        let key_id = key_id.clone();
+        self.wait(|r| async move { r.key_status(&key_id).await })
+    }
+
+    fn key_version_state(&self, key_id: &Ocid, key_version_id: &Ocid) -> Result<KeyVersionState> {
+        let (key_id, key_version_id) = (key_id.clone(), key_version_id.clone());
+        self.wait(|r| async move { r.key_version_state(&key_id, &key_version_id).await })
+    }
+
+    fn keys_named(&self, name: &str) -> Result<Vec<Ocid>> {
+        let name = name.to_owned();
+        self.wait(|r| async move { r.keys_named(&name).await })
+    }
+
+    fn as_async(&self) -> Option<&dyn AsyncKeyProvider> {
+        Some(self)
+    }
+}
+
+impl AsyncKeyProvider for RemoteKms {
+    fn generate_data_key<'a>(&'a self, key_id: &'a Ocid, aad: &'a [u8]) -> KeyFuture<'a, DataKey> {
+        Box::pin(self.remote.generate_data_key(key_id, aad))
+    }
+
+    fn unwrap_data_key<'a>(&'a self, wrapped: &'a [u8], aad: &'a [u8]) -> KeyFuture<'a, Dek> {
+        Box::pin(self.remote.unwrap_data_key(wrapped, aad))
+    }
+
+    fn rewrap_data_key<'a>(&'a self, wrapped: &'a [u8], aad: &'a [u8]) -> KeyFuture<'a, (Vec<u8>, Ocid)> {
+        Box::pin(self.remote.rewrap_data_key(wrapped, aad))
+    }
+
+    fn key_status<'a>(&'a self, key_id: &'a Ocid) -> KeyFuture<'a, KeyStatus> {
+        Box::pin(self.remote.key_status(key_id))
     }
 }
