@@ -1,5 +1,6 @@
 //! [`KeyService`]: the one async face of key management for the data paths (objects and S3
-//! through [`crate::object::store::EncryptedStore`], volumes, the remote key provider).
+//! through [`crate::object::store::EncryptedStore`] and the object service's key checks,
+//! volumes, the remote key provider).
 //!
 //! A [`KeyProvider`] is synchronous, and some of its calls may block: an HSM, an EXTERNAL key
 //! manager or another sealstore's KMS over the network, a store write. The provider says which
@@ -19,7 +20,8 @@
 use std::sync::Arc;
 
 use kms_core::{
-    ciphertext, AsyncKeyProvider, DataKey, Dek, KeyFuture, KeyProvider, KeyStatus, KmsError, Ocid, Placement,
+    ciphertext, AsyncKeyProvider, DataKey, Dek, KeyFuture, KeyProvider, KeyStatus, KeyVersionState, KmsError, Ocid,
+    Placement,
 };
 
 /// Why a key call through the [`KeyService`] failed.
@@ -114,6 +116,33 @@ impl KeyService {
         .await
     }
 
+    /// The state of one version of `key_id` ([`KeyProvider::key_version_state`]).
+    pub async fn key_version_state(&self, key_id: &Ocid, key_version_id: &Ocid) -> Result<KeyVersionState> {
+        let (key, version) = (key_id.clone(), key_version_id.clone());
+        self.run_sync(
+            self.provider.placement(key_id),
+            "asking for a key version's state",
+            move |p| p.key_version_state(&key, &version),
+        )
+        .await
+    }
+
+    /// Runs a call that providers only offer synchronously: inline when `placement` allows it
+    /// and the provider is not one that waits on the network, otherwise on the blocking pool.
+    async fn run_sync<T: Send + 'static>(
+        &self,
+        placement: Placement,
+        action: &'static str,
+        call: impl FnOnce(&dyn KeyProvider) -> kms_core::Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let placement = if self.provider.as_async().is_some() {
+            Placement::Blocking
+        } else {
+            placement
+        };
+        self.place(placement, action, call).await
+    }
+
     /// Where a call on the key that `wrapped`'s header names runs; a header that does not
     /// parse goes where any call may (the provider rejects it, and may audit that).
     fn placement_of(&self, wrapped: &[u8]) -> Placement {
@@ -132,6 +161,16 @@ impl KeyService {
         if let Some(provider) = self.provider.as_async() {
             return Ok(awaited(provider).await?);
         }
+        self.place(placement, action, call).await
+    }
+
+    /// Runs `call` inline or on the blocking pool, as `placement` says.
+    async fn place<T: Send + 'static>(
+        &self,
+        placement: Placement,
+        action: &'static str,
+        call: impl FnOnce(&dyn KeyProvider) -> kms_core::Result<T> + Send + 'static,
+    ) -> Result<T> {
         match placement {
             Placement::Inline => Ok(call(&*self.provider)?),
             Placement::Blocking => {

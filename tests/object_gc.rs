@@ -53,7 +53,10 @@ async fn unreferenced_files_on_an_s3_backend_are_collected_after_the_grace_perio
         .put("live", &long_key, body(b"long"), PutParams::default())
         .await
         .unwrap();
-    let (upload_id, _) = service.create_upload("live", "big", PutParams::default()).unwrap();
+    let (upload_id, _) = service
+        .create_upload("live", "big", PutParams::default())
+        .await
+        .unwrap();
     service
         .put_part(("live", "big", &upload_id), 1, body(b"part"), None, None)
         .await

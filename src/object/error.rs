@@ -270,6 +270,9 @@ pub enum ObjectError {
     /// Key management refused or failed.
     #[error(transparent)]
     Kms(#[from] KmsError),
+    /// A key call stopped before it finished (it panicked, or the runtime shut down).
+    #[error(transparent)]
+    KeyCallInterrupted(crate::key_service::KeyServiceError),
     /// Filesystem error.
     #[error("{0}")]
     Io(#[from] std::io::Error),
@@ -320,6 +323,15 @@ impl From<object_store::Error> for ObjectError {
     fn from(e: object_store::Error) -> Self {
         // What an EncryptedStore said through the ObjectStore trait, typed again.
         ObjectError::Store(e.into())
+    }
+}
+
+impl From<crate::key_service::KeyServiceError> for ObjectError {
+    fn from(e: crate::key_service::KeyServiceError) -> Self {
+        match e {
+            crate::key_service::KeyServiceError::Key(kms) => ObjectError::Kms(kms),
+            interrupted => ObjectError::KeyCallInterrupted(interrupted),
+        }
     }
 }
 

@@ -107,6 +107,7 @@ pub(super) async fn put_bucket_encryption(
     };
     face.objects
         .set_bucket_encryption(&input.bucket, Some(config))
+        .await
         .map_err(s3_err)?;
     Ok(S3Response::new(PutBucketEncryptionOutput::default()))
 }
@@ -145,6 +146,7 @@ pub(super) async fn delete_bucket_encryption(
 ) -> S3Result<S3Response<DeleteBucketEncryptionOutput>> {
     face.objects
         .set_bucket_encryption(&req.input.bucket, None)
+        .await
         .map_err(s3_err)?;
     Ok(S3Response::new(DeleteBucketEncryptionOutput::default()))
 }

@@ -11,7 +11,7 @@ pub(super) async fn copy_object(
     face: &S3Face,
     req: S3Request<CopyObjectInput>,
 ) -> S3Result<S3Response<CopyObjectOutput>> {
-    let source = open_copy_source(face, &req)?;
+    let source = open_copy_source(face, &req).await?;
     let customer = request_customer_key(face, &req)?;
     // Conditions on the destination (S3's conditional writes), not on the source.
     let condition = write_condition(
@@ -109,7 +109,7 @@ copy_source_input!(CopyObjectInput, UploadPartCopyInput);
 
 /// The source object of a copy (CopyObject, UploadPartCopy), once the request may read it
 /// (its copy-source SSE-C key) and its copy-source conditions hold.
-pub(super) fn open_copy_source<T: CopySourceInput + CopySourceKeyParams>(
+pub(super) async fn open_copy_source<T: CopySourceInput + CopySourceKeyParams>(
     face: &S3Face,
     req: &S3Request<T>,
 ) -> S3Result<OpenObject> {
@@ -126,6 +126,7 @@ pub(super) fn open_copy_source<T: CopySourceInput + CopySourceKeyParams>(
     let source = face
         .objects
         .open_for_read(bucket, key, customer.as_ref().map(|c| &c.key))
+        .await
         .map_err(s3_err)?;
     let (if_match, if_none_match, if_modified_since, if_unmodified_since) = req.input.copy_source_conditions();
     super::get::check_copy_source_conditions(

@@ -11,7 +11,7 @@ pub(super) async fn get_object(face: &S3Face, req: S3Request<GetObjectInput>) ->
     refuse_sse_headers(&req.headers)?;
     let customer = request_customer_key(face, &req)?;
     let input = req.input;
-    let object = open(face, &input.bucket, &input.key, customer.as_ref())?;
+    let object = open(face, &input.bucket, &input.key, customer.as_ref()).await?;
     let entry = &object.entry;
     check_conditions(
         entry,
@@ -81,7 +81,7 @@ pub(super) async fn head_object(
     refuse_sse_headers(&req.headers)?;
     let customer = request_customer_key(face, &req)?;
     let input = &req.input;
-    let object = open(face, &input.bucket, &input.key, customer.as_ref())?;
+    let object = open(face, &input.bucket, &input.key, customer.as_ref()).await?;
     let entry = &object.entry;
     check_conditions(
         entry,
@@ -270,9 +270,10 @@ fn byte_range(range: &Range, size: u64) -> S3Result<(GetRange, u64, u64)> {
 
 /// The object, once the request has shown it may read it (the right customer key, a usable
 /// master key).
-fn open(face: &S3Face, bucket: &str, key: &str, customer: Option<&SseCustomer>) -> S3Result<OpenObject> {
+async fn open(face: &S3Face, bucket: &str, key: &str, customer: Option<&SseCustomer>) -> S3Result<OpenObject> {
     face.objects
         .open_for_read(bucket, key, customer.map(|c| &c.key))
+        .await
         .map_err(s3_err)
 }
 

@@ -19,6 +19,7 @@ pub(super) async fn create_multipart_upload(
     let (upload_id, encryption) = face
         .objects
         .create_upload(&input.bucket, &input.key, params)
+        .await
         .map_err(s3_err)?;
     let sse = SseHeaders::of_upload(&encryption, customer.as_ref());
     Ok(S3Response::new(
@@ -98,7 +99,7 @@ pub(super) async fn upload_part_copy(
     face: &S3Face,
     req: S3Request<UploadPartCopyInput>,
 ) -> S3Result<S3Response<UploadPartCopyOutput>> {
-    let source = super::copy::open_copy_source(face, &req)?;
+    let source = super::copy::open_copy_source(face, &req).await?;
     let customer = request_customer_key(face, &req)?;
     let input = req.input;
     let part_number = to_part_number(input.part_number)?;

@@ -37,10 +37,10 @@ impl ObjectService {
 
     /// Sets a bucket's default encryption (`None`: back to SSE-S3). A named master key must
     /// exist and be usable.
-    pub(crate) fn set_bucket_encryption(&self, bucket: &str, config: Option<BucketEncryption>) -> Result<()> {
+    pub(crate) async fn set_bucket_encryption(&self, bucket: &str, config: Option<BucketEncryption>) -> Result<()> {
         self.require_bucket(bucket)?;
         if let Some(BucketEncryption::Kms { key_id: Some(key_id) }) = &config {
-            self.check_kms_key(key_id)?;
+            self.check_kms_key(key_id).await?;
         }
         Ok(self.index.set_bucket_encryption(bucket, config.as_ref())?)
     }

@@ -3,6 +3,8 @@
 
 use kms_core::{KmsError, Ocid};
 
+use crate::key_service::KeyServiceError;
+
 use super::{ObjectService, Resolved, Result};
 use crate::object::encryption::{BucketEncryption, EncryptionRequest};
 use crate::object::error::ObjectError;
@@ -50,31 +52,33 @@ impl ObjectService {
     }
 
     /// Fails unless `key_id` exists and can be used now, saying why.
-    pub(super) fn check_kms_key(&self, key_id: &Ocid) -> Result<()> {
-        match self.keys.key_status(key_id) {
+    pub(super) async fn check_kms_key(&self, key_id: &Ocid) -> Result<()> {
+        match self.key_service.key_status(key_id).await {
             Ok(status) => match status.unusable {
                 None => Ok(()),
                 Some(denial) => Err(ObjectError::KmsKeyUnusable(denial)),
             },
-            Err(KmsError::NotFound { .. }) => Err(ObjectError::KmsKeyNotFound(key_id.to_string())),
+            Err(KeyServiceError::Key(KmsError::NotFound { .. })) => {
+                Err(ObjectError::KmsKeyNotFound(key_id.to_string()))
+            }
             Err(e) => Err(e.into()),
         }
     }
 
     /// Fails with [`ObjectError::KeyAccessDenied`] unless the object's master key and key
     /// version can decrypt now.
-    pub(super) fn check_key_for_read(&self, key_id: &Ocid, key_version_id: &Ocid) -> Result<()> {
-        self.check_kms_key(key_id).map_err(|e| match e {
+    pub(super) async fn check_key_for_read(&self, key_id: &Ocid, key_version_id: &Ocid) -> Result<()> {
+        self.check_kms_key(key_id).await.map_err(|e| match e {
             ObjectError::KmsKeyUnusable(denial) => ObjectError::KeyAccessDenied(denial.message),
             ObjectError::KmsKeyNotFound(k) => ObjectError::KeyAccessDenied(format!("master key {k} does not exist")),
             other => other,
         })?;
-        match self.keys.key_version_state(key_id, key_version_id) {
+        match self.key_service.key_version_state(key_id, key_version_id).await {
             Ok(kms_core::KeyVersionState::Enabled) => Ok(()),
             Ok(state) => Err(ObjectError::KeyAccessDenied(format!(
                 "key version {key_version_id} is {state:?}; enable it to read data it protects"
             ))),
-            Err(KmsError::NotFound { .. }) => Err(ObjectError::KeyAccessDenied(format!(
+            Err(KeyServiceError::Key(KmsError::NotFound { .. })) => Err(ObjectError::KeyAccessDenied(format!(
                 "key version {key_version_id} does not exist"
             ))),
             Err(e) => Err(e.into()),
@@ -82,31 +86,31 @@ impl ObjectService {
     }
 
     /// Which key a write to `bucket` uses for `request`.
-    pub(super) fn resolve(&self, bucket: &str, request: &EncryptionRequest) -> Result<Resolved> {
-        let kms = |key_id: Option<&Ocid>, sse_kms: bool| -> Result<Resolved> {
-            let key_id = key_id.unwrap_or(&self.key_id).clone();
-            self.check_kms_key(&key_id)?;
-            Ok(Resolved {
-                sealing: Sealing::Kms(key_id),
-                sse_kms,
-            })
-        };
-        match request {
+    pub(super) async fn resolve(&self, bucket: &str, request: &EncryptionRequest) -> Result<Resolved> {
+        let (key_id, sse_kms) = match request {
             EncryptionRequest::BucketDefault => match self.index.bucket_encryption(bucket)? {
-                BucketEncryption::ServiceKey => kms(None, false),
-                BucketEncryption::Kms { key_id } => kms(key_id.as_ref(), true),
+                BucketEncryption::ServiceKey => (None, false),
+                BucketEncryption::Kms { key_id } => (key_id, true),
             },
-            EncryptionRequest::ServiceKey => kms(None, false),
-            EncryptionRequest::Kms(Some(key_id)) => kms(Some(key_id), true),
+            EncryptionRequest::ServiceKey => (None, false),
+            EncryptionRequest::Kms(Some(key_id)) => (Some(key_id.clone()), true),
             EncryptionRequest::Kms(None) => match self.index.bucket_encryption(bucket)? {
-                BucketEncryption::Kms { key_id } => kms(key_id.as_ref(), true),
-                BucketEncryption::ServiceKey => kms(None, true),
+                BucketEncryption::Kms { key_id } => (key_id, true),
+                BucketEncryption::ServiceKey => (None, true),
             },
-            EncryptionRequest::Customer(key) => Ok(Resolved {
-                sealing: Sealing::Customer(key.clone()),
-                sse_kms: false,
-            }),
-        }
+            EncryptionRequest::Customer(key) => {
+                return Ok(Resolved {
+                    sealing: Sealing::Customer(key.clone()),
+                    sse_kms: false,
+                })
+            }
+        };
+        let key_id = key_id.unwrap_or_else(|| self.key_id.clone());
+        self.check_kms_key(&key_id).await?;
+        Ok(Resolved {
+            sealing: Sealing::Kms(key_id),
+            sse_kms,
+        })
     }
 
     /// Objects and bytes per master key version, with each version's key and whether it is

@@ -12,6 +12,7 @@
 
 use std::sync::Arc;
 
+use crate::key_service::KeyService;
 use futures::{StreamExt, TryStreamExt};
 use kms_core::{KeyProvider, Ocid};
 use object_store::path::Path;
@@ -59,6 +60,8 @@ pub struct ObjectService {
     /// The backend's directory, when it is one on this machine (for temporary files).
     local_root: Option<std::path::PathBuf>,
     keys: Arc<dyn KeyProvider>,
+    /// The same provider for this service's own async key checks (it decides where they run).
+    key_service: KeyService,
     index: Arc<ObjectIndex>,
     key_id: Ocid,
     locks: KeyLocks,
@@ -86,6 +89,7 @@ impl ObjectService {
             }
         };
         let service = ObjectService {
+            key_service: KeyService::new(keys.clone()),
             backend,
             local_root,
             keys,

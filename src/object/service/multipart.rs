@@ -33,7 +33,7 @@ impl ObjectService {
 
     /// The store an upload's parts and object are written (and its parts read) through;
     /// `customer_key` must be the upload's key when it has one, and absent otherwise.
-    fn upload_store(
+    async fn upload_store(
         &self,
         upload: &UploadRecord,
         customer_key: Option<&Arc<CustomerKey>>,
@@ -57,7 +57,7 @@ impl ObjectService {
             }
             (_, Some(_)) => return Err(ObjectError::CustomerKeyNotApplicable(upload.key.clone())),
             (Some(UploadEncryption::Kms { key_id, sse_kms }), None) => {
-                self.check_kms_key(key_id)?;
+                self.check_kms_key(key_id).await?;
                 Resolved {
                     sealing: Sealing::Kms(key_id.clone()),
                     sse_kms: *sse_kms,
@@ -73,10 +73,15 @@ impl ObjectService {
 
     /// Starts a multipart upload; returns its id and how it will be encrypted (fixed now, as
     /// `params.encryption` and the bucket's default say).
-    pub fn create_upload(&self, bucket: &str, key: &str, params: PutParams) -> Result<(String, UploadEncryption)> {
+    pub async fn create_upload(
+        &self,
+        bucket: &str,
+        key: &str,
+        params: PutParams,
+    ) -> Result<(String, UploadEncryption)> {
         check_key(key)?;
         self.require_bucket(bucket)?;
-        let encryption = match self.resolve(bucket, &params.encryption)? {
+        let encryption = match self.resolve(bucket, &params.encryption).await? {
             Resolved {
                 sealing: Sealing::Kms(key_id),
                 sse_kms,
@@ -130,7 +135,7 @@ impl ObjectService {
             )));
         }
         let upload = self.upload_for(upload_id, bucket, key)?;
-        let (store, _) = self.upload_store(&upload, customer_key)?;
+        let (store, _) = self.upload_store(&upload, customer_key).await?;
         let location = layout::part_location(upload_id, part_number);
         let (size, digest, _) = Self::write_stream(&store, &location, body, Attributes::new(), expected_md5).await?;
         let etag = data_encoding::HEXLOWER.encode(&digest);
@@ -161,7 +166,7 @@ impl ObjectService {
         min_part_size: u64,
     ) -> Result<ObjectEntry> {
         let upload = self.upload_for(upload_id, bucket, key)?;
-        let (store, resolved) = self.upload_store(&upload, customer_key)?;
+        let (store, resolved) = self.upload_store(&upload, customer_key).await?;
         let stored: BTreeMap<u32, PartRecord> = self.index.parts(upload_id)?.into_iter().collect();
         if parts.is_empty() {
             return Err(ObjectError::InvalidPart(

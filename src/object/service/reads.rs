@@ -52,7 +52,7 @@ impl ObjectService {
     /// An object that `customer_key` may read: checks that a customer key is given exactly
     /// when the object needs one, that it is the right one, and that a master key protecting
     /// the object can be used. Callers check conditions on its entry, then read it once.
-    pub(crate) fn open_for_read(
+    pub(crate) async fn open_for_read(
         &self,
         bucket: &str,
         key: &str,
@@ -86,7 +86,7 @@ impl ObjectService {
                 },
                 None,
             ) => {
-                self.check_key_for_read(key_id, key_version_id)?;
+                self.check_key_for_read(key_id, key_version_id).await?;
                 store
             }
         };
@@ -108,7 +108,7 @@ impl ObjectService {
         range: Option<GetRange>,
         customer_key: Option<&Arc<CustomerKey>>,
     ) -> Result<(ObjectEntry, GetResult)> {
-        let object = self.open_for_read(bucket, key, customer_key)?;
+        let object = self.open_for_read(bucket, key, customer_key).await?;
         let got = object.read(range).await?;
         Ok((object.entry, got))
     }

@@ -188,7 +188,7 @@ impl ObjectService {
         ObjectError: From<E>,
     {
         check_key(key)?;
-        let resolved = self.resolve(bucket, &params.encryption)?;
+        let resolved = self.resolve(bucket, &params.encryption).await?;
         self.require_bucket(bucket)?;
         let store = self.object_store(bucket, key).sealed_with(resolved.sealing);
         // Held from the condition's check through the store's write to the index's, so the
