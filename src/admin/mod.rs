@@ -1,6 +1,11 @@
-//! The local admin protocol: every `sealstore kms …` and `sealstore s3 user …` command as a
-//! serializable [`Request`], executed against the data directory's [`AdminTarget`] by
-//! [`execute`].
+//! The local admin protocol: `sealstore kms …`, `sealstore iam …` and `sealstore s3 user …`
+//! as serializable [`Request`]s, executed against the data directory's [`AdminTarget`] by
+//! [`execute`] as the local administrator.
+//!
+//! Vault, key and crypto commands are one request, [`Request::Api`]: a call of the KMS API,
+//! answered by the API's own handler ([`crate::kms_api::answer_local`]). The other requests
+//! are operations the API does not have (IAM administration, S3 users, regions, the audit
+//! chain's verification, sweeps of a running server).
 //!
 //! The embedded store is single-process, so while `sealstore serve` runs the CLI sends its
 //! request over a Unix socket in the data directory ([`server`], [`client`]); when no server
@@ -12,11 +17,7 @@
 pub mod client;
 pub mod server;
 
-use base64::engine::general_purpose::STANDARD as B64;
-use base64::Engine;
-use kms_core::{
-    AssociatedData, CreateKey, CreateVault, Kms, KmsError, Ocid, Principal, ResourceType, Timestamp, UpdateResource,
-};
+use kms_core::{Kms, KmsError, Ocid, Principal, ResourceType};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
@@ -35,94 +36,38 @@ pub struct AdminTarget {
     pub objects: Option<std::sync::Arc<crate::object::ObjectService>>,
     /// Volumes served over NBD by a running server (empty otherwise).
     pub volumes: std::sync::Arc<Vec<crate::block::nbd::Export>>,
+    /// `http[s]://host:port` of the running server's KMS API, for vault endpoints in answers
+    /// ([`DEFAULT_API_BASE`] when none).
+    pub api_base: Option<String>,
 }
 
 /// The admin socket's file name in the data directory.
 pub const SOCKET_FILE: &str = "admin.sock";
 
+/// Where the KMS API's vault endpoints are said to be when no server runs: its default
+/// listen address.
+pub const DEFAULT_API_BASE: &str = "http://127.0.0.1:9100";
+
+/// A call of the KMS API made through the admin socket: what an HTTP client would send,
+/// without the signature.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ApiCall {
+    /// `GET`, `POST`, `PUT`.
+    pub method: String,
+    /// Path and query, e.g. `/20180608/keys/{id}/keyVersions?limit=100`.
+    pub target: String,
+    /// The JSON body (`null`: none).
+    #[serde(default)]
+    pub body: Value,
+}
+
 /// One CLI command.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "kebab-case")]
 pub enum Request {
-    /// Create a vault.
-    VaultCreate(CreateVault),
-    /// List vaults.
-    VaultList {
-        /// Only this compartment.
-        compartment_id: Option<Ocid>,
-    },
-    /// Get a vault.
-    VaultGet {
-        /// Vault id.
-        id: Ocid,
-    },
-    /// Update a vault.
-    VaultUpdate {
-        /// Vault id.
-        id: Ocid,
-        /// Changes.
-        update: UpdateResource,
-    },
-    /// Schedule a vault's deletion.
-    VaultScheduleDeletion {
-        /// Vault id.
-        id: Ocid,
-        /// When.
-        when: DeletionWhen,
-    },
-    /// Cancel a vault's deletion.
-    VaultCancelDeletion {
-        /// Vault id.
-        id: Ocid,
-    },
-    /// Create a key.
-    KeyCreate(CreateKey),
-    /// List keys.
-    KeyList {
-        /// Only this vault.
-        vault_id: Option<Ocid>,
-        /// Only this compartment.
-        compartment_id: Option<Ocid>,
-    },
-    /// Get a key.
-    KeyGet {
-        /// Key id.
-        id: Ocid,
-    },
-    /// Update a key.
-    KeyUpdate {
-        /// Key id.
-        id: Ocid,
-        /// Changes.
-        update: UpdateResource,
-    },
-    /// Enable a key.
-    KeyEnable {
-        /// Key id.
-        id: Ocid,
-    },
-    /// Disable a key.
-    KeyDisable {
-        /// Key id.
-        id: Ocid,
-    },
-    /// Schedule a key's deletion.
-    KeyScheduleDeletion {
-        /// Key id.
-        id: Ocid,
-        /// When.
-        when: DeletionWhen,
-    },
-    /// Cancel a key's deletion.
-    KeyCancelDeletion {
-        /// Key id.
-        id: Ocid,
-    },
-    /// Rotate a key (create a key version).
-    KeyRotate {
-        /// Key id.
-        id: Ocid,
-    },
+    /// A call of the KMS API (vaults, keys, key versions, crypto): answered by the API's own
+    /// handler as the local administrator ([`crate::kms_api::answer_local`]).
+    Api(ApiCall),
     /// This region's replication identity: its name and public keys.
     RegionIdentity,
     /// Register (or update) a peer region.
@@ -162,76 +107,6 @@ pub enum Request {
         /// Vault id.
         id: Ocid,
     },
-    /// Pick up the versions an EXTERNAL key gained in its key manager.
-    KeyRefresh {
-        /// Key id.
-        id: Ocid,
-    },
-    /// List a key's versions.
-    KeyVersions {
-        /// Key id.
-        id: Ocid,
-    },
-    /// Get one key version.
-    KeyVersionGet {
-        /// Key id.
-        key_id: Ocid,
-        /// Version id.
-        version_id: Ocid,
-    },
-    /// Disable a key version.
-    KeyVersionDisable {
-        /// Key id.
-        key_id: Ocid,
-        /// Version id.
-        version_id: Ocid,
-        /// Disable even though data still depends on the version.
-        #[serde(default)]
-        force: bool,
-    },
-    /// Enable a key version.
-    KeyVersionEnable {
-        /// Key id.
-        key_id: Ocid,
-        /// Version id.
-        version_id: Ocid,
-    },
-    /// Encrypt a small payload.
-    Encrypt {
-        /// Key id (default key when absent).
-        key_id: Option<Ocid>,
-        /// Base64 plaintext.
-        plaintext: String,
-        /// Associated data (JSON object of strings).
-        associated_data: Option<String>,
-    },
-    /// Decrypt a ciphertext.
-    Decrypt {
-        /// Base64 ciphertext.
-        ciphertext: String,
-        /// Required key (optional).
-        key_id: Option<Ocid>,
-        /// Associated data (JSON object of strings).
-        associated_data: Option<String>,
-    },
-    /// Generate a data encryption key.
-    GenerateDek {
-        /// Key id (default key when absent).
-        key_id: Option<Ocid>,
-        /// Return the plaintext key as well.
-        include_plaintext: bool,
-        /// Associated data (JSON object of strings).
-        associated_data: Option<String>,
-    },
-    /// Re-encrypt a ciphertext under the current version of its key (or another key).
-    Rewrap {
-        /// Base64 ciphertext.
-        ciphertext: String,
-        /// Target key (default: the ciphertext's own key).
-        key_id: Option<Ocid>,
-        /// Associated data (JSON object of strings).
-        associated_data: Option<String>,
-    },
     /// Key-age compliance report.
     Compliance {
         /// Oldest allowed primary version.
@@ -248,8 +123,10 @@ pub enum Request {
     },
     /// Run one scheduler pass now.
     SchedulerRun,
-    /// Tenancy, region and default vault/key.
+    /// Tenancy, region and default vault/key (created if missing).
     Status,
+    /// Tenancy and region only.
+    Tenancy,
     /// Create an S3 user with a fresh key pair.
     S3UserAdd {
         /// User name.
@@ -377,23 +254,6 @@ impl Request {
     }
 }
 
-/// When a scheduled deletion takes effect: `days` from now by the server's clock, or an exact
-/// time; 30 days ahead when neither is given.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct DeletionWhen {
-    /// Days from now.
-    pub days: Option<i64>,
-    /// Exact time.
-    pub time_of_deletion: Option<Timestamp>,
-}
-
-impl DeletionWhen {
-    fn resolve(&self, kms: &Kms) -> Option<Timestamp> {
-        self.days.map(|d| kms.now().plus_days(d)).or(self.time_of_deletion)
-    }
-}
-
 /// An error as it crosses the admin socket.
 #[derive(Debug, Clone, Serialize, Deserialize, thiserror::Error)]
 #[error("{message}")]
@@ -416,6 +276,15 @@ impl From<KmsError> for AdminError {
         AdminError {
             code: code.into(),
             message: e.to_string(),
+        }
+    }
+}
+
+impl From<crate::kms_api::ApiError> for AdminError {
+    fn from(e: crate::kms_api::ApiError) -> Self {
+        AdminError {
+            code: e.code.to_string(),
+            message: e.message,
         }
     }
 }
@@ -452,18 +321,6 @@ pub enum Response {
     Error(AdminError),
 }
 
-fn aad(json: &Option<String>) -> Result<AssociatedData, AdminError> {
-    match json {
-        Some(j) => Ok(AssociatedData::from_json(j)?),
-        None => Ok(AssociatedData::none()),
-    }
-}
-
-fn base64_arg(what: &str, s: &str) -> Result<Vec<u8>, AdminError> {
-    B64.decode(s.trim())
-        .map_err(|e| invalid(format!("{what} is not valid base64: {e}")))
-}
-
 fn to_value<T: Serialize>(v: T) -> Result<Value, AdminError> {
     serde_json::to_value(v).map_err(|e| AdminError {
         code: "InternalServerError".into(),
@@ -471,48 +328,31 @@ fn to_value<T: Serialize>(v: T) -> Result<Value, AdminError> {
     })
 }
 
-fn default_key(kms: &Kms, principal: &Principal, key: Option<Ocid>) -> Result<Ocid, AdminError> {
-    match key {
-        Some(k) => Ok(k),
-        None => Ok(kms.ensure_defaults(principal)?.key.id),
-    }
-}
-
 /// Checks an id typed by a user before it reaches the service.
 pub fn parse_id(kind: ResourceType, s: &str) -> Result<Ocid, AdminError> {
     Ok(Ocid::parse(kind, s)?)
 }
 
-/// Runs one request as `principal`.
-pub fn execute(target: &AdminTarget, principal: &Principal, req: Request) -> Result<Value, AdminError> {
-    let p = principal;
+/// Runs one request as the local administrator.
+pub fn execute(target: &AdminTarget, req: Request) -> Result<Value, AdminError> {
+    let p = &Principal::local_admin();
     let kms = target.kms.as_ref();
     if req.is_iam() {
         // The Administrators group and its policy exist before anyone is added to them.
         kms.ensure_iam_defaults(p)?;
     }
     match req {
-        Request::VaultCreate(r) => to_value(kms.create_vault(p, r)?),
-        Request::VaultList { compartment_id } => to_value(kms.list_vaults(compartment_id.as_ref())?),
-        Request::VaultGet { id } => to_value(kms.get_vault(&id)?),
-        Request::VaultUpdate { id, update } => to_value(kms.update_vault(p, &id, update)?),
-        Request::VaultScheduleDeletion { id, when } => {
-            to_value(kms.schedule_vault_deletion(p, &id, when.resolve(kms))?)
+        Request::Api(call) => {
+            let method = http::Method::from_bytes(call.method.as_bytes())
+                .map_err(|_| invalid(format!("'{}' is not an HTTP method", call.method)))?;
+            let body = match call.body {
+                Value::Null => Vec::new(),
+                body => serde_json::to_vec(&body).expect("JSON values serialize"),
+            };
+            let base = target.api_base.as_deref().unwrap_or(DEFAULT_API_BASE);
+            let (data, next_page) = crate::kms_api::answer_local(kms, base, &method, &call.target, &body)?;
+            Ok(json!({ "data": data, "nextPage": next_page }))
         }
-        Request::VaultCancelDeletion { id } => to_value(kms.cancel_vault_deletion(p, &id)?),
-        Request::KeyCreate(r) => to_value(kms.create_key(p, r)?),
-        Request::KeyList {
-            vault_id,
-            compartment_id,
-        } => to_value(kms.list_keys(vault_id.as_ref(), compartment_id.as_ref())?),
-        Request::KeyGet { id } => to_value(kms.get_key(&id)?),
-        Request::KeyUpdate { id, update } => to_value(kms.update_key(p, &id, update)?),
-        Request::KeyEnable { id } => to_value(kms.enable_key(p, &id)?),
-        Request::KeyDisable { id } => to_value(kms.disable_key(p, &id)?),
-        Request::KeyScheduleDeletion { id, when } => to_value(kms.schedule_key_deletion(p, &id, when.resolve(kms))?),
-        Request::KeyCancelDeletion { id } => to_value(kms.cancel_key_deletion(p, &id)?),
-        Request::KeyRotate { id } => to_value(kms.create_key_version(p, &id)?),
-        Request::KeyRefresh { id } => to_value(kms.refresh_external_key(p, &id)?),
         Request::RegionIdentity => {
             use base64::Engine;
             let (signing, wrapping) = kms.replication_identity()?.public_keys()?;
@@ -546,60 +386,6 @@ pub fn execute(target: &AdminTarget, principal: &Principal, req: Request) -> Res
         Request::VaultReplicate { id, region } => to_value(kms.create_replica(p, &id, &region)?),
         Request::VaultUnreplicate { id, region } => to_value(kms.delete_replica(p, &id, &region)?),
         Request::VaultReplicas { id } => to_value(kms.replicas(&id)?),
-        Request::KeyVersions { id } => to_value(kms.list_key_versions(&id)?),
-        Request::KeyVersionGet { key_id, version_id } => to_value(kms.get_key_version(&key_id, &version_id)?),
-        Request::KeyVersionDisable {
-            key_id,
-            version_id,
-            force,
-        } => to_value(kms.disable_key_version(p, &key_id, &version_id, force)?),
-        Request::KeyVersionEnable { key_id, version_id } => {
-            to_value(kms.enable_key_version(p, &key_id, &version_id)?)
-        }
-        Request::Encrypt {
-            key_id,
-            plaintext,
-            associated_data,
-        } => {
-            let key_id = default_key(kms, p, key_id)?;
-            let plaintext = zeroize::Zeroizing::new(base64_arg("plaintext", &plaintext)?);
-            to_value(kms.encrypt(p, &key_id, &plaintext, &aad(&associated_data)?)?)
-        }
-        Request::Decrypt {
-            ciphertext,
-            key_id,
-            associated_data,
-        } => {
-            let ct = base64_arg("ciphertext", &ciphertext)?;
-            let out = kms.decrypt(p, &ct, &aad(&associated_data)?, key_id.as_ref())?;
-            Ok(json!({
-                "plaintext": B64.encode(&*out.plaintext),
-                "keyId": out.key_id,
-                "keyVersionId": out.key_version_id,
-            }))
-        }
-        Request::GenerateDek {
-            key_id,
-            include_plaintext,
-            associated_data,
-        } => {
-            let key_id = default_key(kms, p, key_id)?;
-            let dk = kms.generate_data_key(p, &key_id, &aad(&associated_data)?, include_plaintext)?;
-            Ok(json!({
-                "ciphertext": B64.encode(&dk.wrapped),
-                "plaintext": dk.plaintext.as_ref().map(|k| B64.encode(k.expose())),
-                "keyId": dk.key_id,
-                "keyVersionId": dk.key_version_id,
-            }))
-        }
-        Request::Rewrap {
-            ciphertext,
-            key_id,
-            associated_data,
-        } => {
-            let ct = base64_arg("ciphertext", &ciphertext)?;
-            to_value(kms.rewrap(p, &ct, &aad(&associated_data)?, key_id.as_ref())?)
-        }
         Request::Compliance { max_age_days } => {
             if max_age_days < 1 {
                 return Err(invalid("max age must be at least 1 day"));
@@ -609,6 +395,7 @@ pub fn execute(target: &AdminTarget, principal: &Principal, req: Request) -> Res
         Request::AuditVerify => to_value(kms.verify_audit()?),
         Request::AuditList { from, limit } => to_value(kms.audit_entries(from, limit.clamp(1, 10_000))?),
         Request::SchedulerRun => to_value(kms.run_scheduled()?),
+        Request::Tenancy => Ok(json!({ "tenancyId": kms.tenancy_id(), "region": kms.region() })),
         Request::Status => {
             let d = kms.ensure_defaults(p)?;
             Ok(json!({

@@ -3,7 +3,6 @@
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-use kms_core::Principal;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 use tracing::{debug, warn};
@@ -25,13 +24,33 @@ pub fn bind(path: &Path) -> std::io::Result<UnixListener> {
     Ok(listener)
 }
 
-/// Serves admin requests until the task is dropped.
+/// Serves admin requests until the task is dropped. Only processes of the user that owns the
+/// socket (this server's user) or root are answered, by the peer credentials of each
+/// connection — on top of the socket's mode 0600.
 pub async fn serve(listener: UnixListener, target: AdminTarget, socket_path: PathBuf) {
+    use std::os::unix::fs::MetadataExt;
+    let owner = match std::fs::metadata(&socket_path) {
+        Ok(m) => m.uid(),
+        Err(e) => {
+            warn!(socket = %socket_path.display(), error = %e, "admin socket vanished; not serving it");
+            return;
+        }
+    };
     loop {
         match listener.accept().await {
-            Ok((stream, _)) => {
-                tokio::spawn(handle(stream, target.clone()));
-            }
+            Ok((stream, _)) => match stream.peer_cred() {
+                Ok(peer) if peer.uid() == owner || peer.uid() == 0 => {
+                    tokio::spawn(handle(stream, target.clone()));
+                }
+                Ok(peer) => {
+                    warn!(
+                        uid = peer.uid(),
+                        owner, "admin socket: refused a connection from another user"
+                    );
+                    tokio::spawn(refuse(stream, "the admin socket answers only its owner"));
+                }
+                Err(e) => warn!(error = %e, "admin socket: cannot read the peer's credentials"),
+            },
             Err(e) => {
                 warn!(socket = %socket_path.display(), error = %e, "admin socket accept failed");
                 tokio::time::sleep(std::time::Duration::from_millis(100)).await;
@@ -47,7 +66,7 @@ async fn handle(stream: UnixStream, target: AdminTarget) {
         Ok(Some(line)) => match serde_json::from_str::<Request>(&line) {
             Ok(req) => {
                 debug!(op = ?std::mem::discriminant(&req), "admin request");
-                match tokio::task::spawn_blocking(move || execute(&target, &Principal::local_admin(), req)).await {
+                match tokio::task::spawn_blocking(move || execute(&target, req)).await {
                     Ok(Ok(v)) => Response::Ok(v),
                     Ok(Err(e)) => Response::Error(e),
                     Err(e) => Response::Error(AdminError {
@@ -70,4 +89,14 @@ async fn handle(stream: UnixStream, target: AdminTarget) {
     let mut out = serde_json::to_vec(&response).expect("responses serialize");
     out.push(b'\n');
     let _ = write.write_all(&out).await;
+}
+
+async fn refuse(mut stream: UnixStream, why: &str) {
+    let response = Response::Error(AdminError {
+        code: "NotAuthorized".into(),
+        message: why.into(),
+    });
+    let mut out = serde_json::to_vec(&response).expect("responses serialize");
+    out.push(b'\n');
+    let _ = stream.write_all(&out).await;
 }

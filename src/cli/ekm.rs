@@ -5,12 +5,13 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
-use kms_core::{CreateKey, CreateVault, Ocid, Principal, ResourceType, VaultType};
-use sealstore::admin::Request;
+use kms_core::{Ocid, Principal, ResourceType};
 use sealstore::external_kms::server::{KeyManager, RevokedClients};
 use sealstore::external_kms::token::TokenVerifier;
+use serde_json::{json, Value};
 
-use super::{dispatch, output, GlobalOpts};
+use super::api::Api;
+use super::{output, GlobalOpts};
 
 /// The vault `ekm key create` puts keys in.
 const EKM_VAULT_NAME: &str = "external";
@@ -85,13 +86,30 @@ pub fn run(global: &GlobalOpts, args: EkmArgs) -> anyhow::Result<ExitCode> {
             serve(global, listen, &jwks, audience, tls)
         }
         EkmCommand::Key(cmd) => {
-            let req = match cmd {
-                EkmKeyCommand::Create { name } => Request::KeyCreate(CreateKey::new(external_vault(global)?, name)),
-                EkmKeyCommand::Rotate { key_id } => Request::KeyRotate { id: key(&key_id)? },
-                EkmKeyCommand::Disable { key_id } => Request::KeyDisable { id: key(&key_id)? },
-                EkmKeyCommand::Enable { key_id } => Request::KeyEnable { id: key(&key_id)? },
+            let api = Api::new(global);
+            let value = match cmd {
+                EkmKeyCommand::Create { name } => {
+                    let vault = external_vault(&api)?;
+                    api.post(
+                        &format!(
+                            "/kms/{}/management/20180608/keys",
+                            vault["id"].as_str().unwrap_or_default()
+                        ),
+                        json!({
+                            "compartmentId": vault["compartmentId"],
+                            "displayName": name,
+                            "keyShape": { "algorithm": "AES", "length": 32 },
+                        }),
+                    )?
+                }
+                EkmKeyCommand::Rotate { key_id } => api.post(&format!("{}/keyVersions", key(&key_id)?), json!({}))?,
+                EkmKeyCommand::Disable { key_id } => {
+                    api.post(&format!("{}/actions/disable", key(&key_id)?), json!({}))?
+                }
+                EkmKeyCommand::Enable { key_id } => {
+                    api.post(&format!("{}/actions/enable", key(&key_id)?), json!({}))?
+                }
             };
-            let value = dispatch(global, req)?;
             if global.json {
                 output::json(&value);
             } else {
@@ -104,33 +122,30 @@ pub fn run(global: &GlobalOpts, args: EkmArgs) -> anyhow::Result<ExitCode> {
     }
 }
 
-fn key(id: &str) -> anyhow::Result<Ocid> {
-    Ok(Ocid::parse(ResourceType::Key, id)?)
+/// A key on the KMS API's regional endpoint.
+fn key(id: &str) -> anyhow::Result<String> {
+    Ok(format!("/20180608/keys/{}", Ocid::parse(ResourceType::Key, id)?))
 }
 
-/// The id of the vault "external", created if missing.
-fn external_vault(global: &GlobalOpts) -> anyhow::Result<Ocid> {
-    let vaults = dispatch(global, Request::VaultList { compartment_id: None })?;
+/// The vault "external", created if missing.
+fn external_vault(api: &Api<'_>) -> anyhow::Result<Value> {
+    let vaults = api.list("/20180608/vaults")?;
     let existing = vaults
         .as_array()
         .into_iter()
         .flatten()
         .find(|v| v["displayName"] == EKM_VAULT_NAME && v["lifecycleState"] == "ACTIVE");
-    let vault = match existing {
-        Some(v) => v.clone(),
-        None => dispatch(
-            global,
-            Request::VaultCreate(CreateVault {
-                display_name: EKM_VAULT_NAME.into(),
-                vault_type: Some(VaultType::Default),
-                ..Default::default()
+    match existing {
+        Some(v) => Ok(v.clone()),
+        None => api.post(
+            "/20180608/vaults",
+            json!({
+                "compartmentId": api.tenancy()?,
+                "displayName": EKM_VAULT_NAME,
+                "vaultType": "DEFAULT",
             }),
-        )?,
-    };
-    Ok(Ocid::parse(
-        ResourceType::Vault,
-        vault["id"].as_str().unwrap_or_default(),
-    )?)
+        ),
+    }
 }
 
 fn set_revoked(global: &GlobalOpts, client: &str, revoked: bool) -> anyhow::Result<ExitCode> {

@@ -10,9 +10,11 @@ use anyhow::{bail, Context};
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 use clap::{Args, Subcommand, ValueEnum};
-use kms_core::{CreateKey, CreateVault, ProtectionMode, ResourceType, Timestamp, UpdateResource, VaultType};
-use sealstore::admin::{parse_id, DeletionWhen, Request};
+use kms_core::{ProtectionMode, ResourceType, Timestamp};
+use sealstore::admin::{parse_id, Request};
+use serde_json::{json, Value};
 
+use super::api::Api;
 use super::output::{self, Column};
 use super::{dispatch, GlobalOpts};
 
@@ -339,13 +341,6 @@ fn opt_id(kind: ResourceType, s: &Option<String>) -> anyhow::Result<Option<kms_c
     s.as_deref().map(|s| id(kind, s)).transpose()
 }
 
-fn deletion_time(when: &DeletionTime) -> anyhow::Result<DeletionWhen> {
-    Ok(DeletionWhen {
-        days: when.days,
-        time_of_deletion: when.time.as_deref().map(Timestamp::parse).transpose()?,
-    })
-}
-
 /// Reads a value given as an argument, or from stdin when it is '-'.
 fn arg_or_stdin(value: &str) -> anyhow::Result<String> {
     if value != "-" {
@@ -396,7 +391,8 @@ const KEY_COLUMNS: &[Column] = &[
     ("NAME", "displayName"),
     ("PROTECTION", "protectionMode"),
     ("STATE", "lifecycleState"),
-    ("CURRENT VERSION", "currentKeyVersion"),
+    ("VAULT", "vaultId"),
+    ("AUTO-ROTATE", "isAutoRotationEnabled"),
     ("CREATED", "timeCreated"),
 ];
 const VERSION_COLUMNS: &[Column] = &[
@@ -415,15 +411,10 @@ const AUDIT_COLUMNS: &[Column] = &[
     ("RESULT", "result"),
 ];
 
-fn request(cmd: KmsCommand) -> anyhow::Result<(Request, View)> {
-    use ResourceType::{Compartment, Key, KeyVersion, Vault};
-    let compartment = |c: &Option<String>| -> anyhow::Result<_> {
-        // The tenancy is the root compartment and has a tenancy OCID.
-        match c.as_deref() {
-            Some(s) if s.starts_with("ocid1.tenancy.") => Ok(Some(id(ResourceType::Tenancy, s)?)),
-            other => opt_id(Compartment, &other.map(str::to_owned)),
-        }
-    };
+/// Runs one command: KMS API calls for vaults, keys and crypto, admin requests for the rest.
+fn answer(global: &GlobalOpts, cmd: KmsCommand) -> anyhow::Result<(Value, View)> {
+    use ResourceType::{Key, Vault};
+    let api = Api::new(global);
     Ok(match cmd {
         KmsCommand::Vault(v) => match v {
             VaultCommand::Create {
@@ -431,79 +422,72 @@ fn request(cmd: KmsCommand) -> anyhow::Result<(Request, View)> {
                 compartment: c,
                 r#type,
                 external_vault_url,
-            } => (
-                Request::VaultCreate(CreateVault {
-                    compartment_id: compartment(&c)?,
-                    display_name: name,
-                    vault_type: Some(match r#type {
-                        VaultTypeArg::Default => VaultType::Default,
-                        VaultTypeArg::VirtualPrivate => VaultType::VirtualPrivate,
-                        VaultTypeArg::External => VaultType::External,
-                    }),
-                    external_key_manager: external_vault_url
-                        .map(|url| {
-                            kms_core::ExternalKeyManager::from_vault_url(&url).with_context(|| {
-                                format!("--external-vault-url must be <key manager URL>/ekm/v1/vaults/<vault id>, not '{url}'")
-                            })
-                        })
-                        .transpose()?,
-                    ..Default::default()
-                }),
-                View::Fields,
-            ),
+            } => {
+                let compartment = match compartment(&c)? {
+                    Some(c) => c,
+                    None => api.tenancy()?,
+                };
+                let mut body = json!({
+                    "compartmentId": compartment,
+                    "displayName": name,
+                    "vaultType": match r#type {
+                        VaultTypeArg::Default => "DEFAULT",
+                        VaultTypeArg::VirtualPrivate => "VIRTUAL_PRIVATE",
+                        VaultTypeArg::External => "EXTERNAL",
+                    },
+                });
+                if let Some(url) = external_vault_url {
+                    body["externalKeyManagerMetadata"] = json!({ "externalVaultEndpointUrl": url });
+                }
+                (api.post("/20180608/vaults", body)?, View::Fields)
+            }
             VaultCommand::List { compartment: c } => (
-                Request::VaultList {
-                    compartment_id: compartment(&c)?,
-                },
+                api.list(&with_compartment("/20180608/vaults", compartment(&c)?))?,
                 View::Table(VAULT_COLUMNS),
             ),
-            VaultCommand::Get { vault_id } => (
-                Request::VaultGet {
-                    id: id(Vault, &vault_id)?,
-                },
-                View::Fields,
-            ),
+            VaultCommand::Get { vault_id } => (api.get(&vault_path(&vault_id)?)?, View::Fields),
             VaultCommand::Update { vault_id, name } => (
-                Request::VaultUpdate {
-                    id: id(Vault, &vault_id)?,
-                    update: UpdateResource {
-                        display_name: Some(name),
-                        ..Default::default()
-                    },
-                },
+                api.put(&vault_path(&vault_id)?, json!({ "displayName": name }))?,
                 View::Fields,
             ),
             VaultCommand::ScheduleDeletion { vault_id, when } => (
-                Request::VaultScheduleDeletion {
-                    id: id(Vault, &vault_id)?,
-                    when: deletion_time(&when)?,
-                },
+                api.post(
+                    &format!("{}/actions/scheduleDeletion", vault_path(&vault_id)?),
+                    deletion_details(global, &when)?,
+                )?,
                 View::Fields,
             ),
             VaultCommand::CancelDeletion { vault_id } => (
-                Request::VaultCancelDeletion {
-                    id: id(Vault, &vault_id)?,
-                },
+                api.post(&format!("{}/actions/cancelDeletion", vault_path(&vault_id)?), json!({}))?,
                 View::Fields,
             ),
             VaultCommand::Replicate { vault_id, region } => (
-                Request::VaultReplicate {
-                    id: id(Vault, &vault_id)?,
-                    region,
-                },
+                dispatch(
+                    global,
+                    Request::VaultReplicate {
+                        id: id(Vault, &vault_id)?,
+                        region,
+                    },
+                )?,
                 View::Fields,
             ),
             VaultCommand::Unreplicate { vault_id, region } => (
-                Request::VaultUnreplicate {
-                    id: id(Vault, &vault_id)?,
-                    region,
-                },
+                dispatch(
+                    global,
+                    Request::VaultUnreplicate {
+                        id: id(Vault, &vault_id)?,
+                        region,
+                    },
+                )?,
                 View::Fields,
             ),
             VaultCommand::Replicas { vault_id } => (
-                Request::VaultReplicas {
-                    id: id(Vault, &vault_id)?,
-                },
+                dispatch(
+                    global,
+                    Request::VaultReplicas {
+                        id: id(Vault, &vault_id)?,
+                    },
+                )?,
                 View::Table(&[
                     ("REGION", "region"),
                     ("STATUS", "status"),
@@ -521,135 +505,161 @@ fn request(cmd: KmsCommand) -> anyhow::Result<(Request, View)> {
                 protection_mode,
                 auto_rotate_days,
                 external_key_id,
-            } => (
-                Request::KeyCreate(CreateKey {
-                    compartment_id: compartment(&c)?,
-                    protection_mode,
-                    auto_rotation_interval_days: auto_rotate_days,
-                    external_key_id,
-                    ..CreateKey::new(id(Vault, &vault)?, name)
-                }),
-                View::Fields,
-            ),
-            KeyCommand::List { vault, compartment: c } => (
-                Request::KeyList {
-                    vault_id: opt_id(Vault, &vault)?,
-                    compartment_id: compartment(&c)?,
-                },
-                View::Table(KEY_COLUMNS),
-            ),
-            KeyCommand::Get { key_id } => (Request::KeyGet { id: id(Key, &key_id)? }, View::Fields),
+            } => {
+                let vault = id(Vault, &vault)?;
+                let compartment = match compartment(&c)? {
+                    Some(c) => c,
+                    // As in the console: the vault's compartment.
+                    None => api.get(&format!("/20180608/vaults/{vault}"))?["compartmentId"]
+                        .as_str()
+                        .context("the vault has no compartmentId")?
+                        .to_owned(),
+                };
+                let mut body = json!({
+                    "compartmentId": compartment,
+                    "displayName": name,
+                    "keyShape": { "algorithm": "AES", "length": 32 },
+                });
+                if let Some(mode) = protection_mode {
+                    body["protectionMode"] = json!(mode);
+                }
+                if let Some(days) = auto_rotate_days {
+                    body["isAutoRotationEnabled"] = json!(true);
+                    body["autoKeyRotationDetails"] = json!({ "rotationIntervalInDays": days });
+                }
+                if let Some(external) = external_key_id {
+                    body["externalKeyReference"] = json!({ "externalKeyId": external });
+                }
+                (
+                    api.post(&format!("/kms/{vault}/management/20180608/keys"), body)?,
+                    View::Fields,
+                )
+            }
+            KeyCommand::List { vault, compartment: c } => {
+                let keys = match opt_id(Vault, &vault)? {
+                    Some(vault) => format!("/kms/{vault}/management/20180608/keys"),
+                    None => "/20180608/keys".to_owned(),
+                };
+                (
+                    api.list(&with_compartment(&keys, compartment(&c)?))?,
+                    View::Table(KEY_COLUMNS),
+                )
+            }
+            KeyCommand::Get { key_id } => (api.get(&key_path(&key_id)?)?, View::Fields),
             KeyCommand::Update {
                 key_id,
                 name,
                 auto_rotate_days,
                 no_auto_rotate,
             } => {
-                let auto = match (auto_rotate_days, no_auto_rotate) {
-                    (Some(d), _) => Some(Some(d)),
-                    (None, true) => Some(None),
-                    (None, false) => None,
-                };
-                if name.is_none() && auto.is_none() {
+                let mut body = json!({});
+                if let Some(name) = name {
+                    body["displayName"] = json!(name);
+                }
+                match (auto_rotate_days, no_auto_rotate) {
+                    (Some(days), _) => {
+                        body["isAutoRotationEnabled"] = json!(true);
+                        body["autoKeyRotationDetails"] = json!({ "rotationIntervalInDays": days });
+                    }
+                    (None, true) => body["isAutoRotationEnabled"] = json!(false),
+                    (None, false) => {}
+                }
+                if body.as_object().is_some_and(|o| o.is_empty()) {
                     bail!("nothing to update: give --name, --auto-rotate-days or --no-auto-rotate");
                 }
-                let update = UpdateResource {
-                    display_name: name,
-                    freeform_tags: None,
-                    auto_rotation_interval_days: auto,
-                };
-                (
-                    Request::KeyUpdate {
-                        id: id(Key, &key_id)?,
-                        update,
-                    },
-                    View::Fields,
-                )
+                (api.put(&key_path(&key_id)?, body)?, View::Fields)
             }
-            KeyCommand::Enable { key_id } => (Request::KeyEnable { id: id(Key, &key_id)? }, View::Fields),
-            KeyCommand::Disable { key_id } => (Request::KeyDisable { id: id(Key, &key_id)? }, View::Fields),
-            KeyCommand::Rotate { key_id } => (Request::KeyRotate { id: id(Key, &key_id)? }, View::Fields),
+            KeyCommand::Enable { key_id } => (key_action(&api, &key_id, "enable", json!({}))?, View::Fields),
+            KeyCommand::Disable { key_id } => (key_action(&api, &key_id, "disable", json!({}))?, View::Fields),
+            KeyCommand::Rotate { key_id } => (
+                api.post(&format!("{}/keyVersions", key_path(&key_id)?), json!({}))?,
+                View::Fields,
+            ),
             KeyCommand::Refresh { key_id } => (
-                Request::KeyRefresh { id: id(Key, &key_id)? },
+                key_action(&api, &key_id, "refresh", json!({}))?,
                 View::Table(VERSION_COLUMNS),
             ),
             KeyCommand::Versions { key_id } => (
-                Request::KeyVersions { id: id(Key, &key_id)? },
+                api.list(&format!("{}/keyVersions", key_path(&key_id)?))?,
                 View::Table(VERSION_COLUMNS),
             ),
-            KeyCommand::Version { key_id, version_id } => (
-                Request::KeyVersionGet {
-                    key_id: id(Key, &key_id)?,
-                    version_id: id(KeyVersion, &version_id)?,
-                },
-                View::Fields,
-            ),
+            KeyCommand::Version { key_id, version_id } => {
+                (api.get(&version_path(&key_id, &version_id)?)?, View::Fields)
+            }
             KeyCommand::DisableVersion {
                 key_id,
                 version_id,
                 force,
             } => (
-                Request::KeyVersionDisable {
-                    key_id: id(Key, &key_id)?,
-                    version_id: id(KeyVersion, &version_id)?,
-                    force,
-                },
+                api.post(
+                    &format!("{}/actions/disable", version_path(&key_id, &version_id)?),
+                    json!({ "force": force }),
+                )?,
                 View::Fields,
             ),
             KeyCommand::EnableVersion { key_id, version_id } => (
-                Request::KeyVersionEnable {
-                    key_id: id(Key, &key_id)?,
-                    version_id: id(KeyVersion, &version_id)?,
-                },
+                api.post(
+                    &format!("{}/actions/enable", version_path(&key_id, &version_id)?),
+                    json!({}),
+                )?,
                 View::Fields,
             ),
             KeyCommand::ScheduleDeletion { key_id, when } => (
-                Request::KeyScheduleDeletion {
-                    id: id(Key, &key_id)?,
-                    when: deletion_time(&when)?,
-                },
+                key_action(&api, &key_id, "scheduleDeletion", deletion_details(global, &when)?)?,
                 View::Fields,
             ),
             KeyCommand::CancelDeletion { key_id } => {
-                (Request::KeyCancelDeletion { id: id(Key, &key_id)? }, View::Fields)
+                (key_action(&api, &key_id, "cancelDeletion", json!({}))?, View::Fields)
             }
         },
-        KmsCommand::Encrypt(a) => (
-            Request::Encrypt {
-                key_id: opt_id(Key, &a.key)?,
-                plaintext: plaintext_base64(&a.input)?,
-                associated_data: a.aad.associated_data,
-            },
-            View::Fields,
+        KmsCommand::Encrypt(a) => {
+            let key = match opt_id(Key, &a.key)? {
+                Some(key) => key.to_string(),
+                None => api.default_key()?,
+            };
+            let mut body = json!({ "keyId": key, "plaintext": plaintext_base64(&a.input)? });
+            add_associated_data(&mut body, &a.aad)?;
+            (api.post("/20180608/encrypt", body)?, View::Fields)
+        }
+        KmsCommand::Decrypt(a) => {
+            let ciphertext = arg_or_stdin(&a.ciphertext)?;
+            let key = match opt_id(Key, &a.key)? {
+                Some(key) => key,
+                None => key_of(&ciphertext)?,
+            };
+            let mut body = json!({ "keyId": key, "ciphertext": ciphertext.trim() });
+            add_associated_data(&mut body, &a.aad)?;
+            (api.post("/20180608/decrypt", body)?, View::Decrypted { raw: a.raw })
+        }
+        KmsCommand::GenerateDek(a) => {
+            let key = match opt_id(Key, &a.key)? {
+                Some(key) => key.to_string(),
+                None => api.default_key()?,
+            };
+            let mut body = json!({
+                "keyId": key,
+                "keyShape": { "algorithm": "AES", "length": 32 },
+                "includePlaintextKey": !a.no_plaintext,
+            });
+            add_associated_data(&mut body, &a.aad)?;
+            (api.post("/20180608/generateDataEncryptionKey", body)?, View::Fields)
+        }
+        KmsCommand::Rewrap(a) => {
+            let ciphertext = arg_or_stdin(&a.ciphertext)?;
+            let mut body = json!({ "keyId": key_of(&ciphertext)?, "ciphertext": ciphertext.trim() });
+            if let Some(destination) = opt_id(Key, &a.key)? {
+                body["destinationKeyId"] = json!(destination);
+            }
+            add_associated_data(&mut body, &a.aad)?;
+            (api.post("/20180608/reencrypt", body)?, View::Fields)
+        }
+        KmsCommand::Compliance { max_age_days } => (
+            dispatch(global, Request::Compliance { max_age_days })?,
+            View::Compliance,
         ),
-        KmsCommand::Decrypt(a) => (
-            Request::Decrypt {
-                ciphertext: arg_or_stdin(&a.ciphertext)?,
-                key_id: opt_id(Key, &a.key)?,
-                associated_data: a.aad.associated_data,
-            },
-            View::Decrypted { raw: a.raw },
-        ),
-        KmsCommand::GenerateDek(a) => (
-            Request::GenerateDek {
-                key_id: opt_id(Key, &a.key)?,
-                include_plaintext: !a.no_plaintext,
-                associated_data: a.aad.associated_data,
-            },
-            View::Fields,
-        ),
-        KmsCommand::Rewrap(a) => (
-            Request::Rewrap {
-                ciphertext: arg_or_stdin(&a.ciphertext)?,
-                key_id: opt_id(Key, &a.key)?,
-                associated_data: a.aad.associated_data,
-            },
-            View::Fields,
-        ),
-        KmsCommand::Compliance { max_age_days } => (Request::Compliance { max_age_days }, View::Compliance),
-        KmsCommand::Audit(AuditCommand::Verify) => (Request::AuditVerify, View::AuditVerify),
+        KmsCommand::Audit(AuditCommand::Verify) => (dispatch(global, Request::AuditVerify)?, View::AuditVerify),
         KmsCommand::Region(r) => match r {
-            RegionCommand::Identity => (Request::RegionIdentity, View::Fields),
+            RegionCommand::Identity => (dispatch(global, Request::RegionIdentity)?, View::Fields),
             RegionCommand::Add {
                 name,
                 endpoint,
@@ -674,28 +684,107 @@ fn request(cmd: KmsCommand) -> anyhow::Result<(Request, View)> {
                         .with_context(|| format!("{} has no {f}", public_key.display()))
                 };
                 (
-                    Request::RegionAdd {
-                        name,
-                        endpoint,
-                        signing_key: field("signingKey")?,
-                        wrapping_key: field("wrappingKey")?,
-                    },
+                    dispatch(
+                        global,
+                        Request::RegionAdd {
+                            name,
+                            endpoint,
+                            signing_key: field("signingKey")?,
+                            wrapping_key: field("wrappingKey")?,
+                        },
+                    )?,
                     View::Fields,
                 )
             }
             RegionCommand::List => (
-                Request::RegionList,
-                View::Table(&[("NAME", "name"), ("ENDPOINT", "endpoint"), ("REGISTERED", "timeCreated")]),
+                dispatch(global, Request::RegionList)?,
+                View::Table(&[
+                    ("NAME", "name"),
+                    ("ENDPOINT", "endpoint"),
+                    ("REGISTERED", "timeCreated"),
+                ]),
             ),
-            RegionCommand::Remove { name } => (Request::RegionRemove { name }, View::Fields),
+            RegionCommand::Remove { name } => (dispatch(global, Request::RegionRemove { name })?, View::Fields),
         },
-        KmsCommand::Audit(AuditCommand::List { from, limit }) => {
-            (Request::AuditList { from, limit }, View::Table(AUDIT_COLUMNS))
-        }
-        KmsCommand::RunScheduler => (Request::SchedulerRun, View::Scheduler),
-        KmsCommand::Status => (Request::Status, View::Fields),
+        KmsCommand::Audit(AuditCommand::List { from, limit }) => (
+            dispatch(global, Request::AuditList { from, limit })?,
+            View::Table(AUDIT_COLUMNS),
+        ),
+        KmsCommand::RunScheduler => (dispatch(global, Request::SchedulerRun)?, View::Scheduler),
+        KmsCommand::Status => (dispatch(global, Request::Status)?, View::Fields),
         KmsCommand::Jwks => unreachable!("answered locally in run"),
     })
+}
+
+/// A compartment typed by the user (the tenancy is the root compartment and has a tenancy id).
+fn compartment(c: &Option<String>) -> anyhow::Result<Option<String>> {
+    Ok(match c.as_deref() {
+        None => None,
+        Some(s) if s.starts_with("ocid1.tenancy.") => Some(id(ResourceType::Tenancy, s)?.to_string()),
+        Some(s) => Some(id(ResourceType::Compartment, s)?.to_string()),
+    })
+}
+
+fn with_compartment(target: &str, compartment: Option<String>) -> String {
+    match compartment {
+        Some(c) => format!("{target}?compartmentId={c}"),
+        None => target.to_owned(),
+    }
+}
+
+fn vault_path(vault: &str) -> anyhow::Result<String> {
+    Ok(format!("/20180608/vaults/{}", id(ResourceType::Vault, vault)?))
+}
+
+/// A key on the regional endpoint, which finds its vault.
+fn key_path(key: &str) -> anyhow::Result<String> {
+    Ok(format!("/20180608/keys/{}", id(ResourceType::Key, key)?))
+}
+
+fn version_path(key: &str, version: &str) -> anyhow::Result<String> {
+    Ok(format!(
+        "{}/keyVersions/{}",
+        key_path(key)?,
+        id(ResourceType::KeyVersion, version)?
+    ))
+}
+
+fn key_action(api: &Api<'_>, key: &str, action: &str, body: Value) -> anyhow::Result<Value> {
+    api.post(&format!("{}/actions/{action}", key_path(key)?), body)
+}
+
+/// `{"timeOfDeletion"}` for `--days` (from now, by this command's clock) or `--time`; `{}`
+/// (the server's default, 30 days) for neither.
+fn deletion_details(global: &GlobalOpts, when: &DeletionTime) -> anyhow::Result<Value> {
+    let time = match (when.days, &when.time) {
+        (Some(days), _) => Some(global.clock().now().plus_days(days)),
+        (None, Some(t)) => Some(Timestamp::parse(t)?),
+        (None, None) => None,
+    };
+    Ok(match time {
+        Some(t) => json!({ "timeOfDeletion": t }),
+        None => json!({}),
+    })
+}
+
+/// Adds `--associated-data` as the API's `associatedData` map.
+fn add_associated_data(body: &mut Value, aad: &AadArg) -> anyhow::Result<()> {
+    if let Some(text) = &aad.associated_data {
+        let kms_core::AssociatedData::Map(map) = kms_core::AssociatedData::from_json(text)? else {
+            unreachable!("JSON associated data is a map")
+        };
+        body["associatedData"] = json!(map);
+    }
+    Ok(())
+}
+
+/// The key that made a ciphertext, read from its header (a ciphertext names its key and
+/// version).
+fn key_of(ciphertext: &str) -> anyhow::Result<kms_core::Ocid> {
+    let bytes = B64
+        .decode(ciphertext.trim())
+        .map_err(|e| anyhow::anyhow!("the ciphertext is not valid base64: {e}"))?;
+    Ok(kms_core::ciphertext::parse(&bytes)?.key_id)
 }
 
 pub fn run(global: &GlobalOpts, args: KmsArgs) -> anyhow::Result<ExitCode> {
@@ -712,8 +801,7 @@ pub fn run(global: &GlobalOpts, args: KmsArgs) -> anyhow::Result<ExitCode> {
         println!("{}", key.jwks().map_err(anyhow::Error::msg)?);
         return Ok(ExitCode::SUCCESS);
     }
-    let (req, view) = request(args.command)?;
-    let value = dispatch(global, req)?;
+    let (value, view) = answer(global, args.command)?;
     let mut code = ExitCode::SUCCESS;
     if let View::AuditVerify = view {
         if value["failure"].is_string() {

@@ -1,5 +1,6 @@
 //! Command-line interface: argument parsing and the edge where errors become messages.
 
+mod api;
 mod bench;
 mod ekm;
 mod iam;
@@ -94,19 +95,23 @@ pub struct GlobalOpts {
 }
 
 impl GlobalOpts {
-    /// Opens the data directory directly: the key-management service, with the object
-    /// index registered as its inventory of protected data.
-    pub fn open_data_dir(&self, region: Option<&str>) -> anyhow::Result<DataDir> {
-        let clock: Arc<dyn Clock> = if self.clock_offset_days == 0 {
+    /// The clock of key management: the system's, run ahead by `--clock-offset-days`.
+    pub fn clock(&self) -> Arc<dyn Clock> {
+        if self.clock_offset_days == 0 {
             Arc::new(SystemClock)
         } else {
             Arc::new(OffsetClock {
                 offset_days: self.clock_offset_days,
             })
-        };
+        }
+    }
+
+    /// Opens the data directory directly: the key-management service, with the object
+    /// index registered as its inventory of protected data.
+    pub fn open_data_dir(&self, region: Option<&str>) -> anyhow::Result<DataDir> {
         let mut config = KmsConfig {
             root_key_file: self.root_key_file.clone(),
-            clock,
+            clock: self.clock(),
             ..KmsConfig::new(&self.data_dir)
         };
         if let Some(r) = region {
@@ -267,11 +272,7 @@ pub fn dispatch(global: &GlobalOpts, req: sealstore::admin::Request) -> anyhow::
         Reached::Answered(result) => Ok(result?),
         Reached::NoServer => {
             let dir = global.open_data_dir(None)?;
-            Ok(sealstore::admin::execute(
-                &dir.admin_target(),
-                &kms_core::Principal::local_admin(),
-                req,
-            )?)
+            Ok(sealstore::admin::execute(&dir.admin_target(), req)?)
         }
     }
 }
@@ -373,6 +374,7 @@ impl DataDir {
             users: self.users.clone(),
             objects: None,
             volumes: Arc::new(Vec::new()),
+            api_base: None,
         }
     }
 }

@@ -166,15 +166,6 @@ async fn serve(global: &GlobalOpts, args: ServeArgs) -> anyhow::Result<ExitCode>
         None => (None, None),
     };
 
-    let socket_path = global.data_dir.join(SOCKET_FILE);
-    let listener = admin::server::bind(&socket_path)
-        .with_context(|| format!("binding the admin socket {}", socket_path.display()))?;
-    let admin_target = admin::AdminTarget {
-        objects: Some(objects.clone()),
-        volumes: volumes.clone(),
-        ..dir.admin_target()
-    };
-    let admin_task = tokio::spawn(admin::server::serve(listener, admin_target, socket_path.clone()));
     let scheduler_task = tokio::spawn(scheduler(
         kms.clone(),
         Duration::from_secs(args.scheduler_interval_secs),
@@ -201,6 +192,16 @@ async fn serve(global: &GlobalOpts, args: ServeArgs) -> anyhow::Result<ExitCode>
         _ => None,
     };
     let kms_url = format!("{}://{kms_addr}", if tls.is_some() { "https" } else { "http" });
+    let socket_path = global.data_dir.join(SOCKET_FILE);
+    let listener = admin::server::bind(&socket_path)
+        .with_context(|| format!("binding the admin socket {}", socket_path.display()))?;
+    let admin_target = admin::AdminTarget {
+        objects: Some(objects.clone()),
+        volumes: volumes.clone(),
+        api_base: Some(kms_url.clone()),
+        ..dir.admin_target()
+    };
+    let admin_task = tokio::spawn(admin::server::serve(listener, admin_target, socket_path.clone()));
     use sealstore::front_door::{FrontDoor, Serves};
     let api = sealstore::kms_api::KmsApi::new(kms.clone(), kms_addr, tls.clone())
         .max_in_flight(usize::try_from(args.kms_max_in_flight).unwrap_or(usize::MAX))

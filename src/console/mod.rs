@@ -111,10 +111,7 @@ impl Console {
                 let view = View {
                     api,
                     session: &session,
-                    caller: Caller {
-                        user_id: session.user_id.clone(),
-                        user_name: session.user_name.clone(),
-                    },
+                    caller: Caller::user(session.user_id.clone(), session.user_name.clone()),
                 };
                 let answer = match (req.method, req.segments.as_slice()) {
                     (&Method::POST, ["logout"]) => {

@@ -177,10 +177,13 @@ fn generate_data_encryption_key(call: &Call<'_>, vault: &Ocid) -> Result<Reply, 
         Some(dek) => (json!(B64.encode(dek.expose())), json!(checksum(dek.expose()))),
         None => (Value::Null, Value::Null),
     };
+    // keyId and keyVersionId: sealstore's additions to OCI's GeneratedKey.
     Ok(Reply::plain(json!({
         "ciphertext": B64.encode(&out.wrapped),
         "plaintext": plaintext,
         "plaintextChecksum": checksum,
+        "keyId": out.key_id,
+        "keyVersionId": out.key_version_id,
     })))
 }
 

@@ -36,9 +36,11 @@ pub(crate) fn authorized(call: &Call<'_>, vault: &Ocid, id: &str, verb: Verb) ->
     Ok(key)
 }
 
-/// `GET …/20180608/keys?compartmentId=…[&protectionMode][&algorithm][&length]`
-pub(crate) fn list(call: &Call<'_>, vault: &Ocid) -> Result<Reply, ApiError> {
-    let compartment = compartment_id(call.required("compartmentId")?)?;
+/// `GET …/20180608/keys?compartmentId=…[&protectionMode][&algorithm][&length]`: the keys of
+/// `vault`, or of every vault on the regional endpoint. sealstore extension: without
+/// `compartmentId`, the keys of every compartment the caller may inspect.
+pub(crate) fn list(call: &Call<'_>, vault: Option<&Ocid>) -> Result<Reply, ApiError> {
+    let compartment = call.query.get("compartmentId").map(|c| compartment_id(c)).transpose()?;
     let mode = match call.query.get("protectionMode") {
         None => None,
         Some(m) => Some(ProtectionMode::parse(m).ok_or_else(|| {
@@ -55,7 +57,7 @@ pub(crate) fn list(call: &Call<'_>, vault: &Ocid) -> Result<Reply, ApiError> {
     };
     let keys: Vec<Key> = call
         .kms
-        .list_keys(Some(vault), Some(&compartment))?
+        .list_keys(vault, compartment.as_ref())?
         .into_iter()
         .filter(|k| mode.is_none_or(|m| k.protection_mode == m))
         .filter(|k| algorithm.is_none_or(|a| k.key_shape.algorithm.eq_ignore_ascii_case(a)))
@@ -235,13 +237,25 @@ pub(crate) fn update(call: &Call<'_>, vault: &Ocid, id: &str) -> Result<Reply, A
     Ok(Reply::resource(wire::key(&key)))
 }
 
-/// `POST …/20180608/keys/{id}/actions/{enable|disable|scheduleDeletion|cancelDeletion}`
+/// `POST …/20180608/keys/{id}/actions/{enable|disable|scheduleDeletion|cancelDeletion}`, and
+/// sealstore's `refresh` for keys of EXTERNAL vaults: pick up the versions the key gained in
+/// its key manager; answers the versions it added.
 pub(crate) fn action(call: &Call<'_>, vault: &Ocid, id: &str, action: &str) -> Result<Reply, ApiError> {
-    if !matches!(action, "enable" | "disable" | "scheduleDeletion" | "cancelDeletion") {
+    if !matches!(
+        action,
+        "enable" | "disable" | "scheduleDeletion" | "cancelDeletion" | "refresh"
+    ) {
         return Err(ApiError::not_found(format_args!("key action '{action}'")));
     }
     let key = authorized(call, vault, id, Verb::Manage)?;
     call.check_if_match(&wire::key(&key))?;
+    if action == "refresh" {
+        let versions = call.kms.refresh_external_key(&call.principal, &key.id)?;
+        return Ok(Reply::list(
+            versions.iter().map(wire::key_version_summary).collect(),
+            None,
+        ));
+    }
     let (kms, who) = (call.kms, &call.principal);
     let key = match action {
         "enable" => kms.enable_key(who, &key.id)?,
@@ -295,7 +309,17 @@ pub(crate) fn get_version(call: &Call<'_>, vault: &Ocid, id: &str, version: &str
     Ok(Reply::resource(wire::key_version(&version)))
 }
 
-/// `POST …/20180608/keys/{id}/keyVersions/{version}/actions/{scheduleDeletion|cancelDeletion}`
+/// sealstore's `disable` of a key version: `force` disables it even though data still
+/// depends on it.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct DisableVersionDetails {
+    #[serde(default)]
+    force: bool,
+}
+
+/// `POST …/20180608/keys/{id}/keyVersions/{version}/actions/{scheduleDeletion|cancelDeletion}`,
+/// and sealstore's `disable` and `enable` (a disabled version neither encrypts nor decrypts).
 pub(crate) fn version_action(
     call: &Call<'_>,
     vault: &Ocid,
@@ -303,7 +327,7 @@ pub(crate) fn version_action(
     version: &str,
     action: &str,
 ) -> Result<Reply, ApiError> {
-    if !matches!(action, "scheduleDeletion" | "cancelDeletion") {
+    if !matches!(action, "scheduleDeletion" | "cancelDeletion" | "disable" | "enable") {
         return Err(ApiError::not_found(format_args!("key version action '{action}'")));
     }
     let key = authorized(call, vault, id, Verb::Manage)?;
@@ -314,13 +338,18 @@ pub(crate) fn version_action(
         .get_key_version(&key.id, &version)
         .map_err(|_| ApiError::not_found(what))?;
     call.check_if_match(&wire::key_version(&current))?;
-    let version = if action == "scheduleDeletion" {
-        let details: ScheduleDeletionDetails = call.json()?;
-        call.kms
-            .schedule_key_version_deletion(&call.principal, &key.id, &version, details.time()?)?
-    } else {
-        call.kms
-            .cancel_key_version_deletion(&call.principal, &key.id, &version)?
+    let (kms, who) = (call.kms, &call.principal);
+    let version = match action {
+        "scheduleDeletion" => {
+            let details: ScheduleDeletionDetails = call.json()?;
+            kms.schedule_key_version_deletion(who, &key.id, &version, details.time()?)?
+        }
+        "disable" => {
+            let details: DisableVersionDetails = call.json()?;
+            kms.disable_key_version(who, &key.id, &version, details.force)?
+        }
+        "enable" => kms.enable_key_version(who, &key.id, &version)?,
+        _ => kms.cancel_key_version_deletion(who, &key.id, &version)?,
     };
     Ok(Reply::resource(wire::key_version(&version)))
 }

@@ -147,14 +147,14 @@ impl Call<'_> {
         if self.may(verb, kind, compartment, target) {
             Ok(())
         } else {
-            tracing::debug!(user = %self.caller.user_name, %verb, ?kind, %compartment, "KMS API call not authorized");
+            tracing::debug!(user = self.caller.name(), %verb, ?kind, %compartment, "KMS API call not authorized");
             Err(ApiError::not_found(what))
         }
     }
 
     /// Whether the caller may `verb` this resource.
     pub(crate) fn may(&self, verb: Verb, kind: ResourceKind, compartment: &Ocid, target: Target<'_>) -> bool {
-        self.iam.allows(&self.caller.user_id, verb, kind, compartment, target)
+        self.caller.allowed(self.iam, verb, kind, compartment, target)
     }
 
     /// The JSON body as `T`; an empty body reads as `{}` (the CLI sends none on some actions).
@@ -277,21 +277,7 @@ impl KmsApi {
         target: &str,
         body: &[u8],
     ) -> Result<(Value, Option<String>), ApiError> {
-        let iam = self.kms.iam_view()?;
-        let uri: http::Uri = target
-            .parse()
-            .map_err(|_| ApiError::invalid(format!("'{target}' is not a request target")))?;
-        route_for(
-            &self.kms,
-            &iam,
-            caller,
-            method,
-            &uri,
-            &HeaderMap::new(),
-            body,
-            &self.fallback_base,
-        )
-        .map(|reply| (reply.body, reply.next_page))
+        answer_target(&self.kms, caller, method, target, body, &self.fallback_base)
     }
 
     /// Whether `caller` may `verb` a resource, by the IAM policies (what the console uses to
@@ -306,7 +292,7 @@ impl KmsApi {
     ) -> bool {
         self.kms
             .iam_view()
-            .is_ok_and(|iam| iam.allows(&caller.user_id, verb, kind, compartment, target))
+            .is_ok_and(|iam| caller.allowed(&iam, verb, kind, compartment, target))
     }
 
     /// Publishes the public half of `client_key` (this server's key for external key
@@ -436,6 +422,37 @@ impl KmsApi {
     }
 }
 
+/// Answers an API call of the local administrator: `sealstore kms …` over the admin socket,
+/// or on a data directory no server has open. The same routes and handlers as a signed
+/// request (so each operation is defined once, in its handler), without IAM policies; vault
+/// endpoints in answers are under `base_url`. Returns the JSON answer and the next page's
+/// token of a list.
+pub fn answer_local(
+    kms: &Kms,
+    base_url: &str,
+    method: &Method,
+    target: &str,
+    body: &[u8],
+) -> Result<(Value, Option<String>), ApiError> {
+    answer_target(kms, &Caller::local_admin(), method, target, body, base_url)
+}
+
+fn answer_target(
+    kms: &Kms,
+    caller: &Caller,
+    method: &Method,
+    target: &str,
+    body: &[u8],
+    base_url: &str,
+) -> Result<(Value, Option<String>), ApiError> {
+    let iam = kms.iam_view()?;
+    let uri: http::Uri = target
+        .parse()
+        .map_err(|_| ApiError::invalid(format!("'{target}' is not a request target")))?;
+    route_for(kms, &iam, caller, method, &uri, &HeaderMap::new(), body, base_url)
+        .map(|reply| (reply.body, reply.next_page))
+}
+
 /// Routes a call of an authenticated `caller` (a signed request, or a console user).
 #[allow(clippy::too_many_arguments)]
 fn route_for(
@@ -456,7 +473,7 @@ fn route_for(
         kms,
         iam,
         caller,
-        principal: Principal::new(caller.user_id.as_str()),
+        principal: caller.principal(),
         query: &query,
         headers,
         body,

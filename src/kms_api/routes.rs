@@ -8,6 +8,11 @@
 //! management /kms/{vault}/management/20180608/keys[/{id}[/actions/{a}|/keyVersions[/{id}[/actions/{a}]]]]
 //! crypto     /kms/{vault}/crypto/20180608/{encrypt|decrypt|generateDataEncryptionKey|reencrypt}
 //! ```
+//!
+//! sealstore extension: the regional endpoint also answers key and crypto calls
+//! (`/20180608/keys[/{id}…]`, `/20180608/{encrypt|…}`), on the vault of the key they name —
+//! how `sealstore kms` reaches a key from its id alone. `ListKeys` there lists every vault's
+//! keys; `CreateKey` names no vault, so it still goes to the vault's management endpoint.
 
 use http::Method;
 use kms_core::{Ocid, ResourceType};
@@ -30,11 +35,22 @@ pub(crate) fn route(call: &Call<'_>, method: &Method, path: &str) -> Result<Repl
         }
         rest => (Endpoint::Regional, rest),
     };
+    on(call, method, path, endpoint, rest)
+}
+
+/// Routes a call that came in on `endpoint`; `rest` is its path after the endpoint.
+fn on(call: &Call<'_>, method: &Method, path: &str, endpoint: Endpoint, rest: &[&str]) -> Result<Reply, ApiError> {
     let unknown = || ApiError::not_found(format_args!("{method} {path}: no such API"));
     match (&endpoint, rest) {
-        (Endpoint::Regional, ["20160918", "compartments"]) => only(method, Method::GET, || identity::list_compartments(call)),
-        (Endpoint::Regional, ["20160918", "compartments", id]) => only(method, Method::GET, || identity::get_compartment(call, id)),
-        (Endpoint::Regional, ["20160918", "tenancies", id]) => only(method, Method::GET, || identity::get_tenancy(call, id)),
+        (Endpoint::Regional, ["20160918", "compartments"]) => {
+            only(method, Method::GET, || identity::list_compartments(call))
+        }
+        (Endpoint::Regional, ["20160918", "compartments", id]) => {
+            only(method, Method::GET, || identity::get_compartment(call, id))
+        }
+        (Endpoint::Regional, ["20160918", "tenancies", id]) => {
+            only(method, Method::GET, || identity::get_tenancy(call, id))
+        }
 
         (Endpoint::Regional, ["20180608", "auditEvents"]) => only(method, Method::GET, || audit::list(call)),
         (Endpoint::Regional, ["20180608", "vaults"]) => match *method {
@@ -56,14 +72,25 @@ pub(crate) fn route(call: &Call<'_>, method: &Method, path: &str) -> Result<Repl
         (Endpoint::Regional, ["20180608", "vaults", id, "replicas"]) => {
             only(method, Method::GET, || replication::list(call, id))
         }
-        (Endpoint::Regional, ["20180608", "keys", ..] | ["20180608", "encrypt" | "decrypt" | "generateDataEncryptionKey"]) => {
-            Err(ApiError::invalid(
-                "key and crypto calls go to the vault's managementEndpoint or cryptoEndpoint (see `vault get`), not the regional endpoint",
-            ))
+        (Endpoint::Regional, ["20180608", "keys"]) => match *method {
+            Method::GET => keys::list(call, None),
+            _ => Err(ApiError::invalid(
+                "CreateKey goes to the managementEndpoint of the vault the key is for (see `vault get`)",
+            )),
+        },
+        (Endpoint::Regional, ["20180608", "keys", id, ..]) => {
+            let vault = vault_of_key(call, id)?;
+            on(call, method, path, Endpoint::Management(vault), rest)
+        }
+        (Endpoint::Regional, ["20180608", "encrypt" | "decrypt" | "generateDataEncryptionKey" | "reencrypt"]) => {
+            let named: CryptoKey = call.json()?;
+            let key = named.key_id.ok_or_else(|| ApiError::missing("keyId"))?;
+            let vault = vault_of_key(call, &key)?;
+            on(call, method, path, Endpoint::Crypto(vault), rest)
         }
 
         (Endpoint::Management(vault), ["20180608", "keys"]) => match *method {
-            Method::GET => keys::list(call, vault),
+            Method::GET => keys::list(call, Some(vault)),
             Method::POST => keys::create(call, vault),
             _ => Err(wrong_method(method, "GET or POST")),
         },
@@ -84,7 +111,9 @@ pub(crate) fn route(call: &Call<'_>, method: &Method, path: &str) -> Result<Repl
             only(method, Method::GET, || keys::get_version(call, vault, id, version))
         }
         (Endpoint::Management(vault), ["20180608", "keys", id, "keyVersions", version, "actions", action]) => {
-            only(method, Method::POST, || keys::version_action(call, vault, id, version, action))
+            only(method, Method::POST, || {
+                keys::version_action(call, vault, id, version, action)
+            })
         }
 
         (Endpoint::Crypto(vault), ["20180608", operation]) => {
@@ -92,6 +121,23 @@ pub(crate) fn route(call: &Call<'_>, method: &Method, path: &str) -> Result<Repl
         }
         _ => Err(unknown()),
     }
+}
+
+/// The `keyId` of a crypto call's body.
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct CryptoKey {
+    key_id: Option<String>,
+}
+
+/// The vault of the key `id`; 404 when there is no such key (whether the caller may use it
+/// is the handler's check, as on the vault's own endpoints).
+fn vault_of_key(call: &Call<'_>, id: &str) -> Result<Ocid, ApiError> {
+    Ocid::parse(ResourceType::Key, id)
+        .ok()
+        .and_then(|id| call.kms.get_key(&id).ok())
+        .map(|key| key.vault_id)
+        .ok_or_else(|| ApiError::not_found(format_args!("key {id}")))
 }
 
 fn only(

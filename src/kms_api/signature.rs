@@ -15,19 +15,66 @@ use std::collections::HashMap;
 
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
-use kms_core::iam::IamView;
-use kms_core::{Ocid, ResourceType};
+use kms_core::iam::{IamView, ResourceKind, Target, Verb};
+use kms_core::{Ocid, Principal, ResourceType};
 
 /// How far a request's `date` may be from the server's clock.
 pub const MAX_CLOCK_SKEW_SECS: i64 = 300;
 
-/// Who signed a request.
+/// Who makes a call: a user of the tenancy (by a request signature or a console session), or
+/// the operator of this machine through the admin socket.
 #[derive(Debug, Clone)]
-pub struct Caller {
-    /// The user's id.
-    pub user_id: Ocid,
-    /// The user's name (for logs).
-    pub user_name: String,
+pub struct Caller(Who);
+
+#[derive(Debug, Clone)]
+enum Who {
+    User { id: Ocid, name: String },
+    LocalAdmin,
+}
+
+impl Caller {
+    /// A user of the tenancy, authenticated by a request signature or a console session.
+    pub fn user(id: Ocid, name: String) -> Self {
+        Caller(Who::User { id, name })
+    }
+
+    /// The operator of the machine that owns the data directory (`sealstore kms …` through
+    /// the admin socket, whose peer is checked to be this process's user): every operation,
+    /// no IAM policy in the way, recorded in the audit log as `local-admin`.
+    pub fn local_admin() -> Self {
+        Caller(Who::LocalAdmin)
+    }
+
+    /// Who the audit log names.
+    pub fn principal(&self) -> Principal {
+        match &self.0 {
+            Who::User { id, .. } => Principal::new(id.as_str()),
+            Who::LocalAdmin => Principal::local_admin(),
+        }
+    }
+
+    /// A name for logs.
+    pub fn name(&self) -> &str {
+        match &self.0 {
+            Who::User { name, .. } => name,
+            Who::LocalAdmin => "local-admin",
+        }
+    }
+
+    /// Whether the IAM policies in `iam` let the caller `verb` this resource.
+    pub fn allowed(
+        &self,
+        iam: &IamView,
+        verb: Verb,
+        kind: ResourceKind,
+        compartment: &Ocid,
+        target: Target<'_>,
+    ) -> bool {
+        match &self.0 {
+            Who::User { id, .. } => iam.allows(id, verb, kind, compartment, target),
+            Who::LocalAdmin => true,
+        }
+    }
 }
 
 /// Why a request is not authenticated. The message goes back to the client: it says what is
@@ -162,13 +209,7 @@ pub fn verify(
         let key = iam
             .signing_key(&user_id, fingerprint)
             .ok_or_else(|| fail("the signing key is unknown (wrong user, fingerprint or tenancy)"))?;
-        Ok((
-            key.public_key,
-            Caller {
-                user_id,
-                user_name: key.user_name,
-            },
-        ))
+        Ok((key.public_key, Caller::user(user_id, key.user_name)))
     })
 }
 

@@ -43,12 +43,13 @@ pub(crate) fn compartment_id(s: &str) -> Result<Ocid, ApiError> {
         .map_err(|_| ApiError::invalid(format!("'{s}' is not a compartment or tenancy id")))
 }
 
-/// `GET /20180608/vaults?compartmentId=…`
+/// `GET /20180608/vaults?compartmentId=…`. sealstore extension: without `compartmentId`, the
+/// vaults of every compartment the caller may inspect.
 pub(crate) fn list(call: &Call<'_>) -> Result<Reply, ApiError> {
-    let compartment = compartment_id(call.required("compartmentId")?)?;
+    let compartment = call.query.get("compartmentId").map(|c| compartment_id(c)).transpose()?;
     let vaults: Vec<Vault> = call
         .kms
-        .list_vaults(Some(&compartment))?
+        .list_vaults(compartment.as_ref())?
         .into_iter()
         .filter(|v| call.may(Verb::Inspect, ResourceKind::Vaults, &v.compartment_id, target(v)))
         .collect();

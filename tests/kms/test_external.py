@@ -137,7 +137,7 @@ def test_rotation_in_the_key_manager_reaches_new_data_and_old_data_still_reads(w
     rotated = w["ekm"].run("key", "rotate", w["ext_key"]["id"])
     # serve picks it up on its schedule; refresh asks now.
     added = cli(w["data_dir"], "kms", "key", "refresh", w["key"]["id"])
-    assert [v["externalKeyVersionId"] for v in added] == [rotated["id"]]
+    assert [v["externalKeyReferenceDetails"]["externalKeyVersionId"] for v in added] == [rotated["id"]]
     new = encrypt(w, b"new")
     assert new["key-version-id"] == added[0]["id"]
     w["s3"].put_object(Bucket="ext", Key="after", Body=b"v2 data", ServerSideEncryption="aws:kms",

@@ -284,6 +284,73 @@ def test_key_create_disable_enable_and_crypto_round_trip(env):
     env.oci("admin", "kms", "crypto", "encrypt", "--key-id", key["id"], "--plaintext", b64(b"x"), endpoint=crypto)
 
 
+def kebab(name):
+    """The oci CLI's name for an API field: camelCase to kebab-case."""
+    return "".join("-" + c.lower() if c.isupper() else c for c in name)
+
+
+def test_sealstore_cli_and_oci_cli_are_answered_by_one_handler(env):
+    """`sealstore kms …` calls the same API handlers as the oci CLI (through the admin socket,
+    as the local administrator): same resources, same fields, same refusals."""
+    management, crypto = env.endpoints(env.vault)
+    made = cli(env.data_dir, "kms", "key", "create", "--vault", env.vault, "--name", "one-handler")
+    seen = env.oci("admin", "kms", "management", "key", "get", "--key-id", made["id"], endpoint=management)["data"]
+    ours = cli(env.data_dir, "kms", "key", "get", made["id"])
+    assert {kebab(k) for k in ours} == set(seen), (sorted(ours), sorted(seen))
+    for field in ["id", "displayName", "lifecycleState", "currentKeyVersion", "vaultId", "compartmentId",
+                  "protectionMode", "isPrimary"]:
+        assert ours[field] == seen[kebab(field)], field
+    # (the oci CLI prints times in Python's format)
+    assert datetime.datetime.fromisoformat(ours["timeCreated"]) == datetime.datetime.fromisoformat(seen["time-created"])
+    assert ours["compartmentId"] == env.tenancy  # the vault's compartment, by default
+
+    # sealstore's key-version disable/enable: the CLI's commands are API actions, visible to oci.
+    v1 = made["currentKeyVersion"]
+    cli(env.data_dir, "kms", "key", "rotate", made["id"])
+    disabled = cli(env.data_dir, "kms", "key", "disable-version", made["id"], v1)
+    assert disabled["lifecycleState"] == "DISABLED"
+    again = env.oci("admin", "kms", "management", "key-version", "get", "--key-id", made["id"],
+                    "--key-version-id", v1, endpoint=management)["data"]
+    assert again["lifecycle-state"] == "DISABLED"
+    cli(env.data_dir, "kms", "key", "enable-version", made["id"], v1)
+
+    # Lists: every page, oldest first.
+    versions = cli(env.data_dir, "kms", "key", "versions", made["id"])
+    assert [v["id"] for v in versions][0] == v1 and len(versions) == 2
+
+    # The audit log names the local administrator for what the CLI did.
+    entries = cli(env.data_dir, "kms", "audit", "list", "--limit", "10000")
+    mine = [e for e in entries if e.get("keyId") == made["id"]]
+    assert mine and all(e["principal"] == "local-admin" for e in mine), mine
+
+    # Crypto through the CLI and the oci CLI interoperate.
+    ct = cli(env.data_dir, "kms", "encrypt", "--key", made["id"], "--plaintext", "both ways")["ciphertext"]
+    out = env.oci("admin", "kms", "crypto", "decrypt", "--key-id", made["id"], "--ciphertext", ct,
+                  endpoint=crypto)["data"]
+    assert base64.b64decode(out["plaintext"]) == b"both ways"
+
+
+def test_regional_endpoint_finds_the_vault_of_a_key(env):
+    """sealstore extension: key and crypto calls on the regional endpoint go to the vault of the
+    key they name; CreateKey, which names no vault, is refused there with a pointer."""
+    key = env.oci("admin", "kms", "management", "key", "get", "--key-id", env.key, endpoint=env.url)["data"]
+    assert key["id"] == env.key and key["vault-id"] == env.vault
+    ct = env.oci("admin", "kms", "crypto", "encrypt", "--key-id", env.key, "--plaintext", b64(b"regional"),
+                 endpoint=env.url)["data"]["ciphertext"]
+    out = env.oci("admin", "kms", "crypto", "decrypt", "--key-id", env.key, "--ciphertext", ct,
+                  endpoint=env.url)["data"]
+    assert base64.b64decode(out["plaintext"]) == b"regional"
+    with pytest.raises(OciFailed) as refused:
+        env.oci("admin", "kms", "management", "key", "create", "-c", env.tenancy, "--display-name", "nowhere",
+                "--key-shape", '{"algorithm":"AES","length":32}', endpoint=env.url)
+    assert refused.value.error["status"] == 400 and "managementEndpoint" in refused.value.error["message"]
+    # IAM still applies: a user without a policy sees no key there either.
+    env.add_user("regional-nobody")
+    with pytest.raises(OciFailed) as hidden:
+        env.oci("regional-nobody", "kms", "management", "key", "get", "--key-id", env.key, endpoint=env.url)
+    assert hidden.value.error["status"] == 404
+
+
 def test_key_version_deletion_scheduled_and_cancelled(env):
     management, crypto = env.endpoints(env.vault)
     key = env.oci("admin", "kms", "management", "key", "create", "-c", env.tenancy, "--display-name", "versions",
