@@ -257,7 +257,7 @@ impl Context {
             Ok(None) => Ok(None),
             Ok(Some(value)) => {
                 let queued = match outbox::changed_vault(&txn, &subject) {
-                    Some(vault) => outbox::queue(&txn, now, &vault)?,
+                    Some(vault) => outbox::queue(&txn, now, &vault, &subject)?,
                     None => false,
                 };
                 audit::append(&txn, now, principal, operation, &subject, Ok(()))?;
