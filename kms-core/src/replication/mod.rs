@@ -34,7 +34,7 @@ use identity::wrap_for;
 pub use crate::model::replication::{
     parse_replication_id, replication_id, OutboxEntry, Region, ReplicaInfo, ReplicaStatus, VaultReplication,
 };
-pub use identity::{identity_files, ReplicationIdentity};
+pub use identity::{identity_files, IdentityFileError, PublishedIdentity, ReplicationIdentity};
 
 /// A replica as `replicas` lists it: state and lag.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
