@@ -39,6 +39,9 @@ pub trait DataInventory: Send + Sync + std::fmt::Debug {
     fn objects_protected_by(&self, key_version: &Ocid) -> Result<u64>;
 }
 
+/// The region of a data directory created without naming one.
+pub const DEFAULT_REGION: &str = "local-1";
+
 /// How to open a [`crate::Kms`].
 #[derive(Debug, Clone)]
 pub struct KmsConfig {
@@ -46,19 +49,23 @@ pub struct KmsConfig {
     pub data_dir: PathBuf,
     /// Root key file; `None` means `<data_dir>/root.key`.
     pub root_key_file: Option<PathBuf>,
-    /// Region name used in new ids (`local-1` by default).
-    pub region: String,
+    /// The region this data directory serves. A region is fixed when the data directory is
+    /// created (it is in every id made there): `None` takes the stored one (`local-1` for a
+    /// new directory); `Some` names it, and opening a directory created for another region
+    /// fails with [`KmsError::RegionMismatch`].
+    pub region: Option<String>,
     /// Where "now" comes from.
     pub clock: Arc<dyn Clock>,
 }
 
 impl KmsConfig {
-    /// Defaults for `data_dir`: its own root key, region `local-1`, the system clock.
+    /// Defaults for `data_dir`: its own root key, its stored region (`local-1` when new), the
+    /// system clock.
     pub fn new(data_dir: impl Into<PathBuf>) -> Self {
         KmsConfig {
             data_dir: data_dir.into(),
             root_key_file: None,
-            region: "local-1".into(),
+            region: None,
             clock: Arc::new(SystemClock),
         }
     }
@@ -102,11 +109,20 @@ impl Context {
             Some(check) => root.verify_check_value(&check)?,
             None => txn.set_meta(META_ROOT_CHECK, &root.check_value()?)?,
         }
-        let region = match txn.meta(META_REGION)? {
-            Some(r) => String::from_utf8_lossy(&r).into_owned(),
-            None => {
-                txn.set_meta(META_REGION, config.region.as_bytes())?;
-                config.region.clone()
+        let region = match (txn.meta(META_REGION)?, config.region) {
+            (Some(stored), requested) => {
+                let stored = String::from_utf8_lossy(&stored).into_owned();
+                match requested {
+                    Some(requested) if requested != stored => {
+                        return Err(KmsError::RegionMismatch { stored, requested })
+                    }
+                    _ => stored,
+                }
+            }
+            (None, requested) => {
+                let region = requested.unwrap_or_else(|| DEFAULT_REGION.to_owned());
+                txn.set_meta(META_REGION, region.as_bytes())?;
+                region
             }
         };
         let tenancy = match txn.meta(META_TENANCY)? {
@@ -257,7 +273,7 @@ impl Context {
             Ok(None) => Ok(None),
             Ok(Some(value)) => {
                 let queued = match outbox::changed_vault(&txn, &subject) {
-                    Some(vault) => outbox::queue(&txn, now, &vault)?,
+                    Some(vault) => outbox::queue(&txn, now, &vault, &subject)?,
                     None => false,
                 };
                 audit::append(&txn, now, principal, operation, &subject, Ok(()))?;

@@ -43,6 +43,15 @@ pub enum KmsError {
     /// could not be reached or did not answer in time; the call may succeed later.
     #[error("key manager unavailable: {0}")]
     Unavailable(String),
+    /// The data directory was created for another region than the one asked for (a region
+    /// is fixed at creation: it is in every id made there).
+    #[error("this data directory belongs to region {stored} (fixed when it was created), not {requested}")]
+    RegionMismatch {
+        /// The region the data directory was created for.
+        stored: String,
+        /// The region asked for.
+        requested: String,
+    },
     /// The root key does not open this data directory.
     #[error("root key mismatch: {0}")]
     RootKey(String),

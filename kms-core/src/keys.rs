@@ -180,6 +180,8 @@ impl<'a> Keys<'a> {
             freeform_tags: req.freeform_tags.clone(),
             defined_tags: DefinedTags::new(),
             external_key_id: external.map(|(_, id, _)| id.clone()),
+            replication_id: None,
+            is_replica: false,
         };
         subject.key_id = Some(key.id.clone());
         subject.key_version_id = Some(version.id.clone());
@@ -414,6 +416,8 @@ impl<'a> Keys<'a> {
             time_of_deletion: None,
             is_auto_rotated: automatic,
             external_key_version_id,
+            replication_id: None,
+            is_replica: false,
         }
     }
 

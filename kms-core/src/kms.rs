@@ -21,7 +21,9 @@ use crate::ids::{Ocid, ResourceType};
 use crate::keys::{CreateKey, Keys};
 use crate::model::*;
 use crate::protection::{KeyProtection, Placement};
-use crate::replication::{OutboxEntry, Region, ReplicaView, Replication, ReplicationIdentity, VaultShipment};
+use crate::replication::{
+    OperationStatus, OutboxEntry, Region, ReplicaView, Replication, ReplicationIdentity, Shipment,
+};
 use crate::rotation::{ComplianceReport, Scheduler, SchedulerReport};
 use crate::time::Timestamp;
 use crate::vaults::{CreateVault, UpdateResource, Vaults};
@@ -601,7 +603,8 @@ impl Kms {
         self.replication().create_replica(principal, vault_id, region)
     }
 
-    /// Stops replicating `vault_id` to `region` (the copy there stays, no longer updated).
+    /// Deletes the replica of `vault_id` in `region`: DELETING until the destination
+    /// confirms (it stops serving the vault and destroys its material), then DELETED.
     pub fn delete_replica(&self, principal: &Principal, vault_id: &Ocid, region: &str) -> Result<Vault> {
         self.replication().delete_replica(principal, vault_id, region)
     }
@@ -611,27 +614,34 @@ impl Kms {
         self.replication().replicas(vault_id)
     }
 
+    /// Whether operation number `operation` of `vault_id` (a replication id's, see
+    /// [`crate::replication::parse_replication_id`]) reached each replica region.
+    pub fn replication_status(&self, vault_id: &Ocid, operation: u64) -> Result<Vec<OperationStatus>> {
+        self.replication().replication_status(vault_id, operation)
+    }
+
     /// What waits to be shipped.
     pub fn replication_outbox(&self) -> Result<Vec<OutboxEntry>> {
         self.replication().replication_outbox()
     }
 
-    /// The region and the state to ship for `entry` (material wrapped for that region).
-    pub fn replication_shipment(&self, entry: &OutboxEntry) -> Result<(Region, VaultShipment)> {
+    /// The region and what to ship for `entry` (a state with material wrapped for that
+    /// region, or a replica's removal); `None` when the entry had nothing left to ship.
+    pub fn replication_shipment(&self, entry: &OutboxEntry) -> Result<Option<(Region, Shipment)>> {
         self.replication().replication_shipment(entry)
     }
 
-    /// Records an acknowledged shipment of `entry`: the replica is ACTIVE, and the entry goes
-    /// unless more changes were queued since it was read.
-    pub fn replication_shipped(&self, entry: &OutboxEntry) -> Result<()> {
-        self.replication().replication_shipped(entry)
+    /// Records that the destination acknowledged `shipped`, sent for `entry` (the replica
+    /// becomes CREATED, or DELETED after a removal).
+    pub fn replication_shipped(&self, entry: &OutboxEntry, shipped: &Shipment) -> Result<()> {
+        self.replication().replication_shipped(entry, shipped)
     }
 
-    /// Applies a vault state shipped by `from` (a registered region whose signature the
-    /// caller checked): the vault becomes (or stays) a replica of it, with exactly its keys,
-    /// versions and material.
-    pub fn apply_replication(&self, from: &str, state: VaultShipment) -> Result<()> {
-        self.replication().apply_replication(from, state)
+    /// Applies what `from` (a registered region whose signature the caller checked)
+    /// shipped: a vault state (the vault becomes or stays a replica of `from`, with exactly
+    /// its keys, versions and material), or a replica's removal.
+    pub fn apply_replication(&self, from: &str, shipment: Shipment) -> Result<()> {
+        self.replication().apply_shipment(from, shipment)
     }
 }
 

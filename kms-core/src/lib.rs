@@ -57,7 +57,7 @@ pub mod rotation;
 mod vaults;
 
 pub use audit::{AuditEntry, AuditVerification, Principal};
-pub use context::{DataInventory, KmsConfig, ROOT_KEY_FILE};
+pub use context::{DataInventory, KmsConfig, DEFAULT_REGION, ROOT_KEY_FILE};
 pub use envelope::{
     AssociatedData, AsyncKeyProvider, DataKey, Decrypted, Dek, Encrypted, KeyFuture, KeyProvider, KeyStatus,
 };

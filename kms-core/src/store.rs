@@ -374,6 +374,26 @@ impl WriteTxn {
         self.put(KEY_VERSIONS, &version_row(&v.key_id, &v.id), v)
     }
 
+    /// Removes a vault record (a replica region's copy, when its replica is deleted).
+    pub fn delete_vault(&self, id: &Ocid) -> Result<()> {
+        self.inner.open_table(VAULTS)?.remove(id.as_str())?;
+        Ok(())
+    }
+
+    /// Removes a key record (see [`WriteTxn::delete_vault`]).
+    pub fn delete_key(&self, id: &Ocid) -> Result<()> {
+        self.inner.open_table(KEYS)?.remove(id.as_str())?;
+        Ok(())
+    }
+
+    /// Removes a key version record (see [`WriteTxn::delete_vault`]).
+    pub fn delete_key_version(&self, key_id: &Ocid, version_id: &Ocid) -> Result<()> {
+        self.inner
+            .open_table(KEY_VERSIONS)?
+            .remove(version_row(key_id, version_id).as_str())?;
+        Ok(())
+    }
+
     /// Inserts or replaces an IAM user.
     pub fn put_user(&self, u: &User) -> Result<()> {
         self.put(IAM_USERS, u.id.as_str(), u)

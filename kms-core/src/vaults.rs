@@ -123,6 +123,7 @@ impl<'a> Vaults<'a> {
             defined_tags: DefinedTags::new(),
             external_key_manager,
             replication: None,
+            replication_id: None,
         };
         subject.vault_id = Some(vault.id.clone());
         txn.put_vault(&vault)?;

@@ -729,7 +729,7 @@ fn region_and_tenancy_are_fixed_at_creation() {
     let dir = tempfile::tempdir().unwrap();
     let clock = ManualClock::starting_now();
     let first = Kms::open(KmsConfig {
-        region: "eu-test-1".into(),
+        region: Some("eu-test-1".into()),
         ..config(dir.path(), &clock)
     })
     .unwrap();
@@ -739,13 +739,35 @@ fn region_and_tenancy_are_fixed_at_creation() {
         "{tenancy}"
     );
     drop(first);
-    let again = Kms::open(KmsConfig {
-        region: "us-other-9".into(),
+    // Another region is refused, naming both.
+    let other = Kms::open(KmsConfig {
+        region: Some("us-other-9".into()),
         ..config(dir.path(), &clock)
-    })
-    .unwrap();
-    assert_eq!(again.region(), "eu-test-1");
-    assert_eq!(again.tenancy_id(), &tenancy);
+    });
+    match other {
+        Err(e @ KmsError::RegionMismatch { .. }) => {
+            let message = e.to_string();
+            assert!(
+                message.contains("eu-test-1") && message.contains("us-other-9"),
+                "{message}"
+            );
+        }
+        other => panic!(
+            "expected RegionMismatch, got {:?}",
+            other.map(|k| k.region().to_owned())
+        ),
+    }
+    // Naming none, or the same one, opens it as it is.
+    for region in [None, Some("eu-test-1".to_owned())] {
+        let again = Kms::open(KmsConfig {
+            region,
+            ..config(dir.path(), &clock)
+        })
+        .unwrap();
+        assert_eq!(again.region(), "eu-test-1");
+        assert_eq!(again.tenancy_id(), &tenancy);
+    }
+    let again = Kms::open(config(dir.path(), &clock)).unwrap();
     let v = again
         .create_vault(
             &Principal::local_admin(),
@@ -756,6 +778,22 @@ fn region_and_tenancy_are_fixed_at_creation() {
         )
         .unwrap();
     assert!(v.id.as_str().starts_with("ocid1.vault.oc1.eu-test-1."), "{}", v.id);
+}
+
+#[test]
+fn a_data_directory_created_without_a_region_is_local_1() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::starting_now();
+    drop(Kms::open(config(dir.path(), &clock)).unwrap());
+    let later = Kms::open(KmsConfig {
+        region: Some("r1".into()),
+        ..config(dir.path(), &clock)
+    });
+    assert!(
+        matches!(&later, Err(KmsError::RegionMismatch { stored, requested }) if stored == kms_core::DEFAULT_REGION && requested == "r1"),
+        "{:?}",
+        later.map(|k| k.region().to_owned())
+    );
 }
 
 #[test]

@@ -88,25 +88,6 @@ pub enum Request {
         /// Its name.
         name: String,
     },
-    /// Start replicating a vault to a region.
-    VaultReplicate {
-        /// Vault id.
-        id: Ocid,
-        /// Destination region.
-        region: String,
-    },
-    /// Stop replicating a vault to a region.
-    VaultUnreplicate {
-        /// Vault id.
-        id: Ocid,
-        /// Destination region.
-        region: String,
-    },
-    /// A vault's replicas, with their state and lag.
-    VaultReplicas {
-        /// Vault id.
-        id: Ocid,
-    },
     /// Key-age compliance report.
     Compliance {
         /// Oldest allowed primary version.
@@ -383,9 +364,6 @@ pub fn execute(target: &AdminTarget, req: Request) -> Result<Value, AdminError> 
             kms.remove_region(p, &name)?;
             Ok(json!({ "removed": name }))
         }
-        Request::VaultReplicate { id, region } => to_value(kms.create_replica(p, &id, &region)?),
-        Request::VaultUnreplicate { id, region } => to_value(kms.delete_replica(p, &id, &region)?),
-        Request::VaultReplicas { id } => to_value(kms.replicas(&id)?),
         Request::Compliance { max_age_days } => {
             if max_age_days < 1 {
                 return Err(invalid("max age must be at least 1 day"));

@@ -140,14 +140,16 @@ enum VaultCommand {
         #[arg(long)]
         region: String,
     },
-    /// Stop replicating the vault to a region (the copy there is no longer updated).
+    /// Delete the vault's replica in a region: DELETING until that region confirms that it
+    /// stopped serving the vault and destroyed its copy of the key material, then DELETED.
     Unreplicate {
         vault_id: String,
         /// The region.
         #[arg(long)]
         region: String,
     },
-    /// The vault's replicas: status, changes not yet shipped, lag.
+    /// The vault's replicas: status (CREATING, CREATED, DELETING, DELETED), changes not yet
+    /// shipped, lag.
     Replicas { vault_id: String },
 }
 
@@ -372,10 +374,14 @@ fn plaintext_base64(input: &PlaintextInput) -> anyhow::Result<String> {
 /// How a result is shown to a person.
 enum View {
     Fields,
+    /// JSON with or without `--json`.
+    Json,
     Table(&'static [Column]),
     Compliance,
     AuditVerify,
-    Decrypted { raw: bool },
+    Decrypted {
+        raw: bool,
+    },
     Scheduler,
 }
 
@@ -462,32 +468,21 @@ fn answer(global: &GlobalOpts, cmd: KmsCommand) -> anyhow::Result<(Value, View)>
                 View::Fields,
             ),
             VaultCommand::Replicate { vault_id, region } => (
-                dispatch(
-                    global,
-                    Request::VaultReplicate {
-                        id: id(Vault, &vault_id)?,
-                        region,
-                    },
+                api.post(
+                    &format!("{}/actions/createReplica", vault_path(&vault_id)?),
+                    json!({ "replicaRegion": region }),
                 )?,
                 View::Fields,
             ),
             VaultCommand::Unreplicate { vault_id, region } => (
-                dispatch(
-                    global,
-                    Request::VaultUnreplicate {
-                        id: id(Vault, &vault_id)?,
-                        region,
-                    },
+                api.post(
+                    &format!("{}/actions/deleteReplica", vault_path(&vault_id)?),
+                    json!({ "replicaRegion": region }),
                 )?,
                 View::Fields,
             ),
             VaultCommand::Replicas { vault_id } => (
-                dispatch(
-                    global,
-                    Request::VaultReplicas {
-                        id: id(Vault, &vault_id)?,
-                    },
-                )?,
+                api.list(&format!("{}/actions/listReplicas", vault_path(&vault_id)?))?,
                 View::Table(&[
                     ("REGION", "region"),
                     ("STATUS", "status"),
@@ -659,7 +654,8 @@ fn answer(global: &GlobalOpts, cmd: KmsCommand) -> anyhow::Result<(Value, View)>
         ),
         KmsCommand::Audit(AuditCommand::Verify) => (dispatch(global, Request::AuditVerify)?, View::AuditVerify),
         KmsCommand::Region(r) => match r {
-            RegionCommand::Identity => (dispatch(global, Request::RegionIdentity)?, View::Fields),
+            // Always JSON: the very file `region add --public-key` reads.
+            RegionCommand::Identity => (dispatch(global, Request::RegionIdentity)?, View::Json),
             RegionCommand::Add {
                 name,
                 endpoint,
@@ -667,30 +663,22 @@ fn answer(global: &GlobalOpts, cmd: KmsCommand) -> anyhow::Result<(Value, View)>
             } => {
                 let text = std::fs::read_to_string(&public_key)
                     .with_context(|| format!("reading {}", public_key.display()))?;
-                let identity: serde_json::Value = serde_json::from_str(&text).with_context(|| {
-                    format!("{} is not the JSON `kms region identity` prints", public_key.display())
-                })?;
-                if let Some(named) = identity["region"].as_str() {
-                    anyhow::ensure!(
-                        named == name,
-                        "{} is the identity of region {named}, not {name}",
-                        public_key.display()
-                    );
-                }
-                let field = |f: &str| {
-                    identity[f]
-                        .as_str()
-                        .map(str::to_owned)
-                        .with_context(|| format!("{} has no {f}", public_key.display()))
-                };
+                let identity = kms_core::replication::PublishedIdentity::parse(&text)
+                    .with_context(|| format!("{} is not a region identity", public_key.display()))?;
+                anyhow::ensure!(
+                    identity.region == name,
+                    "{} is the identity of region {}, not {name}",
+                    public_key.display(),
+                    identity.region
+                );
                 (
                     dispatch(
                         global,
                         Request::RegionAdd {
                             name,
                             endpoint,
-                            signing_key: field("signingKey")?,
-                            wrapping_key: field("wrappingKey")?,
+                            signing_key: identity.signing_key,
+                            wrapping_key: identity.wrapping_key,
                         },
                     )?,
                     View::Fields,
@@ -815,12 +803,13 @@ pub fn run(global: &GlobalOpts, args: KmsArgs) -> anyhow::Result<ExitCode> {
         std::io::stdout().write_all(&plain)?;
         return Ok(code);
     }
-    if global.json {
+    if global.json || matches!(view, View::Json) {
         output::json(&value);
         return Ok(code);
     }
     match view {
         View::Fields | View::Decrypted { .. } => output::fields(&value),
+        View::Json => unreachable!("printed above"),
         View::Table(columns) => output::table(&value, columns),
         View::Compliance => {
             let findings = value["findings"].as_array().cloned().unwrap_or_default();

@@ -109,16 +109,21 @@ impl GlobalOpts {
     /// Opens the data directory directly: the key-management service, with the object
     /// index registered as its inventory of protected data.
     pub fn open_data_dir(&self, region: Option<&str>) -> anyhow::Result<DataDir> {
-        let mut config = KmsConfig {
+        let config = KmsConfig {
             root_key_file: self.root_key_file.clone(),
             clock: self.clock(),
+            region: region.map(str::to_owned),
             ..KmsConfig::new(&self.data_dir)
         };
-        if let Some(r) = region {
-            config.region = r.to_owned();
-        }
-        let mut kms =
-            Kms::open(config).with_context(|| format!("cannot open the data directory {}", self.data_dir.display()))?;
+        let mut kms = Kms::open(config).map_err(|e| match e {
+            kms_core::KmsError::RegionMismatch { stored, requested } => anyhow::anyhow!(
+                "the data directory {} belongs to region {stored} (fixed when it was created), not {requested}: \
+                 start it with --region {stored} (or without --region), or give region {requested} a data \
+                 directory of its own",
+                self.data_dir.display()
+            ),
+            e => anyhow::Error::new(e).context(format!("cannot open the data directory {}", self.data_dir.display())),
+        })?;
         if let Some(hsm) = self.hsm_config()? {
             let token = hsm.token_label.clone();
             let backend = kms_core::protection::hsm::HsmProtection::open(&hsm)

@@ -23,9 +23,11 @@ const SERVE_FILE: &str = "serve.json";
 
 #[derive(Debug, Args)]
 pub struct ServeArgs {
-    /// Region name used in new resource ids (fixed at the first start of a data directory).
-    #[arg(long, env = "SEALSTORE_REGION", default_value = "local-1")]
-    region: String,
+    /// The region this data directory serves (it is in every id made there). Fixed when the
+    /// data directory is created — by this command or any other (`local-1` unless given
+    /// here); a different region later is refused. Default: the data directory's region.
+    #[arg(long, env = "SEALSTORE_REGION")]
+    region: Option<String>,
     /// Address of the S3 API (port 0 picks a free port; see serve.json).
     #[arg(long, env = "SEALSTORE_S3_LISTEN", default_value = "127.0.0.1:9000")]
     s3_listen: std::net::SocketAddr,
@@ -120,7 +122,7 @@ pub fn run(global: &GlobalOpts, args: ServeArgs) -> anyhow::Result<ExitCode> {
 }
 
 async fn serve(global: &GlobalOpts, args: ServeArgs) -> anyhow::Result<ExitCode> {
-    let dir = global.open_data_dir(Some(&args.region))?;
+    let dir = global.open_data_dir(args.region.as_deref())?;
     let kms = dir.kms.clone();
     // Defaults first: the object service uses the default key, and creating it is reported.
     let defaults = kms.ensure_defaults(&Principal::local_admin())?;

@@ -314,8 +314,8 @@ impl View<'_> {
             })
             .collect::<Vec<_>>();
         // A primary's replicas, with their status and lag.
-        let replicas = if text(&v["replicaDetails"]["role"]) == "primary" {
-            self.list(&format!("/20180608/vaults/{}/replicas", encode(vault)))?
+        let replicas = if v["isPrimary"] == true {
+            self.list(&format!("/20180608/vaults/{}/actions/listReplicas", encode(vault)))?
         } else {
             Vec::new()
         };

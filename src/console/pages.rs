@@ -163,11 +163,11 @@ pub fn vault(
                 @if pending { dt { "Deletion on" } dd { (when(&v["timeOfDeletion"])) } }
                 dt { "Management endpoint" } dd { code { (text(&v["managementEndpoint"])) } }
                 dt { "Cryptographic endpoint" } dd { code { (text(&v["cryptoEndpoint"])) } }
-                @if text(&v["replicaDetails"]["role"]) == "replica" {
+                @if v["isPrimary"] == false {
                     dt { "Replication" }
                     dd {
-                        "A replica of the vault in region " (text(&v["replicaDetails"]["primary_region"]))
-                        " (crypto only here); last update " (when(&v["replicaDetails"]["time_last_applied"]))
+                        "A replica of the vault in region " (text(&v["replicaOf"]["primaryRegion"]))
+                        " (crypto only here); last update " (when(&v["replicaOf"]["timeLastApplied"]))
                     }
                 }
             }

@@ -108,6 +108,7 @@ impl From<KmsError> for ApiError {
             }
             KmsError::Protection(_)
             | KmsError::RootKey(_)
+            | KmsError::RegionMismatch { .. }
             | KmsError::Database(_)
             | KmsError::Store(_)
             | KmsError::Io { .. } => {

@@ -3,9 +3,11 @@
 //! ```text
 //! regional   /20160918/compartments[/{id}]          identity
 //!            /20160918/tenancies/{id}
-//!            /20180608/vaults[/{id}[/actions/{a}]]   vaults
+//!            /20180608/vaults[/{id}[/actions/{a}]]   vaults (replica actions: replication)
+//!            /20180608/replicaOperations/{id}/status  replication
 //!            /20180608/auditEvents                   audit (a sealstore extension)
 //! management /kms/{vault}/management/20180608/keys[/{id}[/actions/{a}|/keyVersions[/{id}[/actions/{a}]]]]
+//!            /kms/{vault}/management/20180608/replicaOperations/{id}/status
 //! crypto     /kms/{vault}/crypto/20180608/{encrypt|decrypt|generateDataEncryptionKey|reencrypt}
 //! ```
 //!
@@ -66,11 +68,14 @@ fn on(call: &Call<'_>, method: &Method, path: &str, endpoint: Endpoint, rest: &[
         (Endpoint::Regional, ["20180608", "vaults", id, "actions", action @ ("createReplica" | "deleteReplica")]) => {
             only(method, Method::POST, || replication::action(call, id, action))
         }
+        (Endpoint::Regional, ["20180608", "vaults", id, "actions", "listReplicas"]) => {
+            only(method, Method::GET, || replication::list(call, id))
+        }
+        (Endpoint::Regional, ["20180608", "replicaOperations", id, "status"]) => {
+            only(method, Method::GET, || replication::status(call, None, id))
+        }
         (Endpoint::Regional, ["20180608", "vaults", id, "actions", action]) => {
             only(method, Method::POST, || vaults::action(call, id, action))
-        }
-        (Endpoint::Regional, ["20180608", "vaults", id, "replicas"]) => {
-            only(method, Method::GET, || replication::list(call, id))
         }
         (Endpoint::Regional, ["20180608", "keys"]) => match *method {
             Method::GET => keys::list(call, None),
@@ -114,6 +119,10 @@ fn on(call: &Call<'_>, method: &Method, path: &str, endpoint: Endpoint, rest: &[
             only(method, Method::POST, || {
                 keys::version_action(call, vault, id, version, action)
             })
+        }
+
+        (Endpoint::Management(vault), ["20180608", "replicaOperations", id, "status"]) => {
+            only(method, Method::GET, || replication::status(call, Some(vault), id))
         }
 
         (Endpoint::Crypto(vault), ["20180608", operation]) => {

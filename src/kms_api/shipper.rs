@@ -1,6 +1,6 @@
 //! Ships replicated vaults to their replica regions (spec: `docs/REPLICATION.md`): the
-//! outbox is read, each entry's vault state is sent signed with this region's replication key,
-//! and an acknowledged entry is cleared. Failures back off per region (200 ms doubling to
+//! outbox is read, each entry's vault state (or, for a replica being deleted, its removal) is
+//! sent signed with this region's replication key, and an acknowledged entry is cleared. Failures back off per region (200 ms doubling to
 //! 5 s) and retry until acknowledged; nothing is dropped.
 
 use std::collections::HashMap;
@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use http::{HeaderMap, HeaderValue, Method};
-use kms_core::replication::OutboxEntry;
+use kms_core::replication::{Region, Shipment};
 use kms_core::Kms;
 
 use super::replication::APPLY_PATH;
@@ -51,12 +51,22 @@ pub fn run(kms: Arc<Kms>, stop: Arc<AtomicBool>, extra_ca: Option<&std::path::Pa
                 continue;
             }
             let signer = signer.as_ref().expect("made above when the outbox is not empty");
-            match ship(&kms, &http, signer, entry) {
+            let Some((region, shipment)) = kms.replication_shipment(entry)? else {
+                continue; // the replica is DELETED: nothing left to send there
+            };
+            match ship(&http, signer, &region, &shipment) {
                 Ok(()) => {
                     backoff.remove(&entry.region);
-                    kms.replication_shipped(entry)?;
+                    kms.replication_shipped(entry, &shipment)?;
                     let lag = kms.now().unix_millis() - entry.since.unix_millis();
-                    tracing::info!(vault = %entry.vault_id, region = %entry.region, changes = entry.changes, lag_ms = lag, "replicated");
+                    match shipment {
+                        Shipment::State(_) => {
+                            tracing::info!(vault = %entry.vault_id, region = %entry.region, changes = entry.changes, lag_ms = lag, "replicated")
+                        }
+                        Shipment::Removal(_) => {
+                            tracing::info!(vault = %entry.vault_id, region = %entry.region, "replica deleted there")
+                        }
+                    }
                 }
                 Err(e) => {
                     let delay = backoff
@@ -78,9 +88,8 @@ pub fn run(kms: Arc<Kms>, stop: Arc<AtomicBool>, extra_ca: Option<&std::path::Pa
     Ok(())
 }
 
-fn ship(kms: &Kms, http: &BlockingClient, signer: &RequestSigner, entry: &OutboxEntry) -> anyhow::Result<()> {
-    let (region, state) = kms.replication_shipment(entry)?;
-    let body = serde_json::to_vec(&state)?;
+fn ship(http: &BlockingClient, signer: &RequestSigner, region: &Region, shipment: &Shipment) -> anyhow::Result<()> {
+    let body = serde_json::to_vec(shipment)?;
     let url = reqwest::Url::parse(&region.endpoint)?;
     let host = host_header(&url)
         .ok_or_else(|| anyhow::anyhow!("region {} has no host in {}", region.name, region.endpoint))?;

@@ -3,6 +3,7 @@
 //! external-key fields, which sealstore reports as not in use) and are cut down to the
 //! summary shapes that list calls return.
 
+use kms_core::replication::ReplicaView;
 use kms_core::{Compartment, Key, KeyVersion, Vault};
 use serde_json::{json, Map, Value};
 
@@ -25,6 +26,17 @@ fn object(value: impl serde::Serialize) -> Map<String, Value> {
     }
 }
 
+/// OCI's `replicaDetails` (`VaultReplicaDetails`, `KeyReplicaDetails`,
+/// `KeyVersionReplicaDetails`: `{replicationId}`) from a record's `replicationId`, which it
+/// takes out of `o`; null until the resource has been replicated.
+fn replica_details(o: &mut Map<String, Value>) -> Value {
+    o.remove("isReplica");
+    match o.remove("replicationId") {
+        Some(Value::String(id)) => json!({ "replicationId": id }),
+        _ => Value::Null,
+    }
+}
+
 fn keep(mut full: Map<String, Value>, fields: &[&str]) -> Value {
     full.retain(|k, _| fields.contains(&k.as_str()));
     Value::Object(full)
@@ -37,12 +49,25 @@ pub(super) fn vault(base_url: &str, v: &Vault) -> Value {
     o.insert("cryptoEndpoint".into(), crypto_endpoint(base_url, v).into());
     o.insert("wrappingkeyId".into(), Value::Null);
     o.insert("restoredFromVaultId".into(), Value::Null);
-    let replication = o.remove("replication");
+    o.remove("replication");
     let is_replica = matches!(
         v.replication,
         Some(kms_core::replication::VaultReplication::Replica { .. })
     );
-    o.insert("replicaDetails".into(), replication.unwrap_or(Value::Null));
+    let details = replica_details(&mut o);
+    o.insert("replicaDetails".into(), details);
+    // sealstore's addition on a replica: where it is managed and when it was last updated.
+    if let Some(kms_core::replication::VaultReplication::Replica {
+        primary_region,
+        time_last_applied,
+        ..
+    }) = &v.replication
+    {
+        o.insert(
+            "replicaOf".into(),
+            json!({ "primaryRegion": primary_region, "timeLastApplied": time_last_applied }),
+        );
+    }
     o.insert("isPrimary".into(), (!is_replica).into());
     o.insert("isVaultReplicable".into(), (!is_replica).into());
     o.remove("externalKeyManager");
@@ -88,8 +113,9 @@ pub(super) fn vault_summary(base_url: &str, v: &Vault) -> Value {
 pub(super) fn key(k: &Key) -> Value {
     let mut o = object(k);
     o.insert("restoredFromKeyId".into(), Value::Null);
-    o.insert("replicaDetails".into(), Value::Null);
-    o.insert("isPrimary".into(), true.into());
+    let details = replica_details(&mut o);
+    o.insert("replicaDetails".into(), details);
+    o.insert("isPrimary".into(), (!k.is_replica).into());
     o.remove("externalKeyId");
     o.insert("externalKeyReferenceDetails".into(), key_reference(k));
     Value::Object(o)
@@ -138,8 +164,9 @@ pub(super) fn key_version(v: &KeyVersion) -> Value {
     let mut o = object(v);
     o.insert("publicKey".into(), Value::Null);
     o.insert("restoredFromKeyVersionId".into(), Value::Null);
-    o.insert("replicaDetails".into(), Value::Null);
-    o.insert("isPrimary".into(), true.into());
+    let details = replica_details(&mut o);
+    o.insert("replicaDetails".into(), details);
+    o.insert("isPrimary".into(), (!v.is_replica).into());
     o.remove("externalKeyVersionId");
     o.insert("externalKeyReferenceDetails".into(), key_version_reference(v));
     Value::Object(o)
@@ -164,6 +191,27 @@ pub(super) fn key_version_summary(v: &KeyVersion) -> Value {
             "isAutoRotated",
         ],
     )
+}
+
+/// A `VaultReplicaSummary` (`listReplicas` item): the destination region, OCI's status
+/// (CREATING, CREATED, DELETING, DELETED) and the vault's endpoints in that region.
+pub(super) fn vault_replica_summary(vault: &Vault, r: &ReplicaView) -> Value {
+    let endpoint = |kind: &str| {
+        r.endpoint
+            .as_deref()
+            .map(|e| format!("{}/kms/{}/{kind}", e.trim_end_matches('/'), vault.id))
+    };
+    // timeCreated, timeLastShipped, pendingChanges and lagMillis: sealstore's additions.
+    json!({
+        "region": r.region,
+        "status": r.status,
+        "cryptoEndpoint": endpoint("crypto"),
+        "managementEndpoint": endpoint("management"),
+        "timeCreated": r.time_created,
+        "timeLastShipped": r.time_last_shipped,
+        "pendingChanges": r.pending_changes,
+        "lagMillis": r.lag_millis,
+    })
 }
 
 /// A `Compartment`.
@@ -208,6 +256,16 @@ impl Listed for KeyVersion {
     fn name(&self) -> &str {
         // Versions have no name; by-name sorting keeps creation order.
         ""
+    }
+}
+
+impl Listed for ReplicaView {
+    fn id(&self) -> &str {
+        // One replica per region: the region names it (and is the page token).
+        &self.region
+    }
+    fn name(&self) -> &str {
+        &self.region
     }
 }
 

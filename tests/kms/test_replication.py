@@ -73,7 +73,8 @@ class Region:
 def register(a, b, endpoint_of_b=None):
     """`a` learns `b` (at `endpoint_of_b`, by default b's own URL)."""
     identity = a.dir.parent / f"{b.name}.identity.json"
-    identity.write_text(sealstore(b.dir, "--json", "kms", "region", "identity").stdout)
+    # Without --json: `region identity` prints the very JSON `region add` reads.
+    identity.write_text(sealstore(b.dir, "kms", "region", "identity").stdout)
     sealstore(a.dir, "kms", "region", "add", b.name, "--endpoint", endpoint_of_b or b.url,
               "--public-key", str(identity))
 
@@ -114,7 +115,7 @@ def replicated_vault(r1, r2):
     vault = r1.cli("kms", "vault", "create", "--name", "replicated")["id"]
     key = r1.cli("kms", "key", "create", "--vault", vault, "--name", "k")["id"]
     r1.cli("kms", "vault", "replicate", vault, "--region", r2.name)
-    wait_for(lambda: r1.cli("kms", "vault", "replicas", vault)[0]["status"] == "ACTIVE", what="ACTIVE replica")
+    wait_for(lambda: r1.cli("kms", "vault", "replicas", vault)[0]["status"] == "CREATED", what="CREATED replica")
     return vault, key
 
 
@@ -175,8 +176,10 @@ def test_the_api_shows_replicas_and_refuses_management_on_the_replica_with_409(p
     (tmp_path / "e1").mkdir(exist_ok=True)
     env1 = Env(r1.url, r1.dir, tmp_path / "e1")
     env1.add_user("admin", groups=["Administrators"])
-    status, replicas = sign(env1, "GET", f"/20180608/vaults/{vault}/replicas")
-    assert status == 200 and replicas[0]["region"] == "r2" and replicas[0]["status"] == "ACTIVE", replicas
+    status, replicas = sign(env1, "GET", f"/20180608/vaults/{vault}/actions/listReplicas")
+    assert status == 200 and replicas[0]["region"] == "r2" and replicas[0]["status"] == "CREATED", replicas
+    # The old sealstore-only path is gone (the CLI never sent it).
+    assert sign(env1, "GET", f"/20180608/vaults/{vault}/replicas")[0] == 404
     assert env1.oci("admin", "kms", "management", "vault", "get", "--vault-id", vault)["data"]["is-primary"] is True
 
 
@@ -352,3 +355,191 @@ def test_failover_a_data_path_reads_through_the_replica(pair, tmp_path):
     finally:
         proc.terminate()
         proc.wait(timeout=15)
+
+
+# ---- The oci CLI's replication commands (issue 20) ----
+
+def oci_env(region, tmp_path):
+    """An `oci` config whose `admin` profile is an administrator of `region` (each region is
+    its own tenancy here)."""
+    home = tmp_path / f"oci-{region.name}"
+    home.mkdir(exist_ok=True)
+    env = Env(region.url, region.dir, home)
+    env.add_user("admin", groups=["Administrators"])
+    return env
+
+
+def oci_replicas(env, vault, *args):
+    out = env.oci("admin", "kms", "management", "vault", "list-vault-replicas", "--vault-id", vault, *args)
+    return out
+
+
+def statuses(env, vault):
+    out = oci_replicas(env, vault)
+    return {r["region"]: r["status"] for r in (out or {"data": []})["data"]}
+
+
+def test_list_vault_replicas_creating_then_created_with_endpoints_paged_and_sorted(tmp_path):
+    r1, r2, r3 = Region(tmp_path, "r1"), Region(tmp_path, "r2"), Region(tmp_path, "r3")
+    try:
+        for other in (r2, r3):
+            register(r1, other)
+            register(other, r1)
+        e1 = oci_env(r1, tmp_path)
+        vault = r1.cli("kms", "vault", "create", "--name", "three-regions")["id"]
+        r1.cli("kms", "key", "create", "--vault", vault, "--name", "k")
+        # No replica yet: the CLI prints nothing and succeeds.
+        assert oci_replicas(e1, vault) is None
+
+        # r2 is down: its replica stays CREATING until r2 acknowledges the first shipment.
+        r2.kill9()
+        for region in ("r2", "r3"):
+            assert e1.oci("admin", "kms", "management", "vault", "create-vault-replica", "--vault-id", vault,
+                          "--replica-region", region) is None
+        wait_for(lambda: statuses(e1, vault) == {"r2": "CREATING", "r3": "CREATED"}, what="r3 CREATED, r2 CREATING")
+        listed = {r["region"]: r for r in oci_replicas(e1, vault)["data"]}
+        for r in (r2, r3):
+            assert listed[r.name]["crypto-endpoint"] == f"{r.url}/kms/{vault}/crypto", listed
+            assert listed[r.name]["management-endpoint"] == f"{r.url}/kms/{vault}/management", listed
+        r2.start()
+        wait_for(lambda: statuses(e1, vault) == {"r2": "CREATED", "r3": "CREATED"}, timeout=15, what="r2 CREATED")
+
+        # Paging and sorting as for every OCI list.
+        first = oci_replicas(e1, vault, "--limit", "1", "--sort-by", "TIMECREATED", "--sort-order", "ASC")
+        assert [r["region"] for r in first["data"]] == ["r2"] and first["opc-next-page"], first
+        # (`--all` with `--sort-by` fails inside oci-cli 3.95.1 itself: it re-sorts by a
+        # time_created that VaultReplicaSummary does not have.) Default order: newest first.
+        every = oci_replicas(e1, vault, "--all", "--page-size", "1")
+        assert [r["region"] for r in every["data"]] == ["r3", "r2"], every
+        by_name = oci_replicas(e1, vault, "--sort-by", "DISPLAYNAME", "--sort-order", "DESC")
+        assert [r["region"] for r in by_name["data"]] == ["r3", "r2"], by_name
+        # The replica's endpoints answer for the vault, as a replica.
+        e3 = oci_env(r3, tmp_path)
+        got = e3.oci("admin", "kms", "management", "vault", "get", "--vault-id", vault)["data"]
+        assert got["is-primary"] is False and got["management-endpoint"] == listed["r3"]["management-endpoint"]
+    finally:
+        for r in (r1, r2, r3):
+            r.stop()
+
+
+def replication_status(env, management, replication_id):
+    out = env.oci("admin", "kms", "management", "replication-status-details", "get-replication-status",
+                  "--replication-id", replication_id, endpoint=management)
+    return {r["region"]: r["status"] for r in out["data"]["replica-details"]}
+
+
+def test_replica_details_on_both_sides_and_get_replication_status(pair, tmp_path):
+    r1, r2 = pair
+    vault, key = replicated_vault(r1, r2)
+    e1, e2 = oci_env(r1, tmp_path), oci_env(r2, tmp_path)
+    v1 = e1.oci("admin", "kms", "management", "vault", "get", "--vault-id", vault)["data"]
+    v2 = e2.oci("admin", "kms", "management", "vault", "get", "--vault-id", vault)["data"]
+    assert v1["is-primary"] is True and v2["is-primary"] is False
+    created = v1["replica-details"]["replication-id"]
+    assert created and v2["replica-details"] == {"replication-id": created}, (v1, v2)
+    assert v2["management-endpoint"].startswith(r2.url) and v2["crypto-endpoint"].startswith(r2.url)
+    mgmt1, mgmt2 = v1["management-endpoint"], v2["management-endpoint"]
+
+    # Keys and versions carry replicaDetails and isPrimary in both regions.
+    k1 = e1.oci("admin", "kms", "management", "key", "get", "--key-id", key, endpoint=mgmt1)["data"]
+    k2 = e2.oci("admin", "kms", "management", "key", "get", "--key-id", key, endpoint=mgmt2)["data"]
+    assert k1["is-primary"] is True and k2["is-primary"] is False
+    assert k1["replica-details"]["replication-id"] == k2["replica-details"]["replication-id"] == created
+    version = k1["current-key-version"]
+    kv2 = e2.oci("admin", "kms", "management", "key-version", "get", "--key-id", key, "--key-version-id", version,
+                 endpoint=mgmt2)["data"]
+    assert kv2["is-primary"] is False and kv2["replica-details"]["replication-id"] == created
+
+    assert replication_status(e1, mgmt1, created) == {"r2": "REPLICATED"}
+    assert replication_status(e2, mgmt2, created) == {"r2": "REPLICATED"}
+
+    # r2 down: a rotation in r1 has a new replication id, REPLICATING until r2 is back.
+    r2.kill9()
+    rotated = r1.cli("kms", "key", "rotate", key)["id"]
+    k1 = e1.oci("admin", "kms", "management", "key", "get", "--key-id", key, endpoint=mgmt1)["data"]
+    rotation = k1["replica-details"]["replication-id"]
+    assert rotation != created
+    kv1 = e1.oci("admin", "kms", "management", "key-version", "get", "--key-id", key, "--key-version-id", rotated,
+                 endpoint=mgmt1)["data"]
+    assert kv1["replica-details"]["replication-id"] == rotation
+    assert replication_status(e1, mgmt1, rotation) == {"r2": "REPLICATING"}
+    assert replication_status(e1, mgmt1, created) == {"r2": "REPLICATED"}
+    r2.start()
+    wait_for(lambda: replication_status(e1, mgmt1, rotation) == {"r2": "REPLICATED"}, timeout=15,
+             what="rotation REPLICATED")
+    assert replication_status(e2, mgmt2, rotation) == {"r2": "REPLICATED"}
+    # An id no operation has: 404.
+    with pytest.raises(OciFailed) as unknown:
+        replication_status(e1, mgmt1, f"{vault}.op999")
+    assert unknown.value.error.get("status") == 404
+
+
+def test_delete_vault_replica_destination_stops_serving_then_create_again(pair, tmp_path):
+    r1, r2 = pair
+    vault, key = replicated_vault(r1, r2)
+    e1, e2 = oci_env(r1, tmp_path), oci_env(r2, tmp_path)
+    crypto2 = e2.oci("admin", "kms", "management", "vault", "get", "--vault-id", vault)["data"]["crypto-endpoint"]
+    ct = encrypt(r2, key, "before")["ciphertext"]
+
+    # DELETING until r2 confirms, DELETED after.
+    r2.kill9()
+    assert e1.oci("admin", "kms", "management", "vault", "delete-vault-replica", "--vault-id", vault,
+                  "--replica-region", "r2") is None
+    assert statuses(e1, vault) == {"r2": "DELETING"}
+    r2.start()
+    wait_for(lambda: statuses(e1, vault) == {"r2": "DELETED"}, timeout=15, what="DELETED")
+
+    # r2 no longer serves the vault: 404 on its endpoints, crypto refused, material gone.
+    with pytest.raises(OciFailed) as gone:
+        e2.oci("admin", "kms", "management", "vault", "get", "--vault-id", vault)
+    assert gone.value.error.get("status") == 404
+    with pytest.raises(OciFailed) as refused:
+        e2.oci("admin", "kms", "crypto", "encrypt", "--key-id", key, "--plaintext", "eA==", endpoint=crypto2)
+    assert refused.value.error.get("status") == 404
+    out = sealstore(r2.dir, "kms", "encrypt", "--key", key, "--plaintext", "x", check=False)
+    assert out.returncode != 0 and "not found" in out.stderr, out.stderr
+    out = sealstore(r2.dir, "kms", "decrypt", "--raw", "--ciphertext", ct, check=False)
+    assert out.returncode != 0, out.stdout
+    # Both sides audit it.
+    audit1 = sealstore(r1.dir, "--json", "kms", "audit", "list").stdout
+    audit2 = sealstore(r2.dir, "--json", "kms", "audit", "list").stdout
+    assert "DeleteReplica" in audit1 and "ReplicaDeleted" in audit1
+    assert "DestroyReplica" in audit2
+
+    # Created again: r2 serves the vault again, old ciphertext included.
+    assert e1.oci("admin", "kms", "management", "vault", "create-vault-replica", "--vault-id", vault,
+                  "--replica-region", "r2") is None
+    wait_for(lambda: statuses(e1, vault) == {"r2": "CREATED"}, timeout=15, what="CREATED again")
+    assert decrypt(r2, ct) == "before"
+    assert e2.oci("admin", "kms", "management", "vault", "get", "--vault-id", vault)["data"]["is-primary"] is False
+
+
+def test_a_data_directory_keeps_its_region_and_says_so(tmp_path):
+    # First opened by a command without --region: local-1, and serve --region r1 is refused.
+    plain = tmp_path / "plain"
+    assert cli(plain, "kms", "status")["region"] == "local-1"
+    out = sealstore(plain, "serve", "--region", "r1", "--s3-listen", "127.0.0.1:0", "--kms-listen", "127.0.0.1:0",
+                    check=False, timeout=60)
+    assert out.returncode != 0
+    assert "belongs to region local-1" in out.stderr and "not r1" in out.stderr, out.stderr
+    # Created by serve --region r1: another --region is refused, none keeps r1.
+    r1 = Region(tmp_path, "r1")
+    r1.stop()
+    out = sealstore(r1.dir, "serve", "--region", "r2", "--s3-listen", "127.0.0.1:0", "--kms-listen", "127.0.0.1:0",
+                    check=False, timeout=60)
+    assert out.returncode != 0
+    assert "belongs to region r1" in out.stderr and "not r2" in out.stderr, out.stderr
+    assert cli(r1.dir, "kms", "status")["region"] == "r1"
+
+
+def test_region_add_reads_what_region_identity_prints_and_explains_a_bad_file(pair, tmp_path):
+    r1, r2 = pair
+    printed = sealstore(r2.dir, "kms", "region", "identity").stdout
+    identity = json.loads(printed)
+    assert identity["region"] == "r2" and identity["signingKey"] and identity["wrappingKey"]
+    # A public key PEM is not an identity: the error says what is.
+    private, public = make_key_pair(tmp_path, "not-an-identity")
+    out = sealstore(r1.dir, "kms", "region", "add", "r2", "--endpoint", r2.url, "--public-key", str(public),
+                    check=False)
+    assert out.returncode != 0
+    assert "kms region identity" in out.stderr and "signingKey" in out.stderr, out.stderr

@@ -117,6 +117,10 @@ pub struct Vault {
     /// Cross-region replication: this vault's replicas, or the region it is a replica of.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replication: Option<replication::VaultReplication>,
+    /// Cross-region replication: the latest replicated operation on the vault or anything in
+    /// it ([`replication::replication_id`]; OCI's `replicaDetails.replicationId`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replication_id: Option<String>,
 }
 
 /// Where an EXTERNAL vault's keys live (protocol: `docs/EXTERNAL_KMS.md`).
@@ -268,6 +272,14 @@ pub struct Key {
     /// EXTERNAL keys: the key's id in the external key manager.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub external_key_id: Option<String>,
+    /// Cross-region replication: the latest replicated operation on it
+    /// ([`replication::replication_id`]; OCI's `replicaDetails.replicationId`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replication_id: Option<String>,
+    /// Cross-region replication: a copy applied from the vault's primary region (OCI's
+    /// `isPrimary: false`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub is_replica: bool,
 }
 
 /// Key version lifecycle.
@@ -319,4 +331,12 @@ pub struct KeyVersion {
     /// EXTERNAL keys: the version's id in the external key manager.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub external_key_version_id: Option<String>,
+    /// Cross-region replication: the latest replicated operation on it
+    /// ([`replication::replication_id`]; OCI's `replicaDetails.replicationId`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replication_id: Option<String>,
+    /// Cross-region replication: a copy applied from the vault's primary region (OCI's
+    /// `isPrimary: false`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub is_replica: bool,
 }

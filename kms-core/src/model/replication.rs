@@ -22,14 +22,33 @@ pub struct Region {
     pub time_created: Timestamp,
 }
 
-/// State of one replica of a vault.
+/// State of one replica of a vault: OCI's `VaultReplicaSummary.status` values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum ReplicaStatus {
     /// Not yet acknowledged once.
     Creating,
-    /// Acknowledged; changes keep flowing.
-    Active,
+    /// Acknowledged by the destination; changes keep flowing. (`ACTIVE` in records written
+    /// before OCI's names were used.)
+    #[serde(alias = "ACTIVE")]
+    Created,
+    /// Deletion asked for; the destination has not confirmed yet.
+    Deleting,
+    /// The destination confirmed: it no longer serves the vault and destroyed its material.
+    Deleted,
+}
+
+impl ReplicaStatus {
+    /// Whether changes are still shipped to this replica (a deleting one is sent its
+    /// removal).
+    pub fn is_shipped_to(self) -> bool {
+        self != ReplicaStatus::Deleted
+    }
+
+    /// Whether the replica holds (or is receiving) the vault.
+    pub fn is_live(self) -> bool {
+        matches!(self, ReplicaStatus::Creating | ReplicaStatus::Created)
+    }
 }
 
 /// One replica of a primary vault.
@@ -44,6 +63,10 @@ pub struct ReplicaInfo {
     pub time_created: Timestamp,
     /// The last acknowledged shipment.
     pub time_last_shipped: Option<Timestamp>,
+    /// The vault's operation counter (see [`VaultReplication::Primary`]) as of the last
+    /// acknowledged shipment: operations up to it are REPLICATED there.
+    #[serde(default)]
+    pub acknowledged_operation: u64,
 }
 
 /// A vault's side of replication.
@@ -52,8 +75,12 @@ pub struct ReplicaInfo {
 pub enum VaultReplication {
     /// The vault is managed here and copied to `replicas`.
     Primary {
-        /// Where copies go.
+        /// Where copies go (deleted ones stay listed, as DELETED, until created again).
         replicas: Vec<ReplicaInfo>,
+        /// Operations on the vault (or its keys and versions) made while it had replicas;
+        /// the latest one's number is in its replication id.
+        #[serde(default)]
+        operations: u64,
     },
     /// The vault is a copy of `primary_region`'s: crypto only here.
     Replica {
@@ -61,6 +88,9 @@ pub enum VaultReplication {
         primary_region: String,
         /// When the last state arrived.
         time_last_applied: Timestamp,
+        /// The primary's operation counter in the last state applied.
+        #[serde(default)]
+        applied_operation: u64,
     },
 }
 
@@ -76,4 +106,17 @@ pub struct OutboxEntry {
     pub changes: u64,
     /// When the oldest of them was made (replication lag is measured from it).
     pub since: Timestamp,
+}
+
+/// A replication id (OCI's `replicaDetails.replicationId`): names one operation on a
+/// replicated vault or its keys, as `<vault id>.<operation number>`; `get-replication-status`
+/// answers whether that operation reached each replica. Written `<vault id>.op<number>`.
+pub fn replication_id(vault: &Ocid, operation: u64) -> String {
+    format!("{vault}.op{operation}")
+}
+
+/// The vault id and operation number of a replication id made by [`replication_id`].
+pub fn parse_replication_id(id: &str) -> Option<(&str, u64)> {
+    let (vault, operation) = id.rsplit_once(".op")?;
+    Some((vault, operation.parse().ok()?))
 }

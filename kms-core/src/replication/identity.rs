@@ -162,3 +162,71 @@ pub(crate) fn wrap_for(region: &Region, version: &Ocid, secret: &[u8]) -> Result
     out.truncate(len);
     Ok(out)
 }
+
+/// A region's public identity as `kms region identity` prints it and `kms region add
+/// --public-key FILE` reads it: `{"region", "signingKey", "wrappingKey"}` (the keys are
+/// SubjectPublicKeyInfo DER, base64).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PublishedIdentity {
+    /// The region's name.
+    pub region: String,
+    /// Its signing public key.
+    pub signing_key: String,
+    /// Its wrapping public key.
+    pub wrapping_key: String,
+}
+
+/// Why a file is not a [`PublishedIdentity`].
+#[derive(Debug, thiserror::Error)]
+pub enum IdentityFileError {
+    /// Neither the JSON nor the `field  value` lines of `kms region identity`.
+    #[error(
+        "expected what `sealstore kms region identity` prints on the peer: JSON {{\"region\": \"NAME\", \"signingKey\": \"BASE64\", \"wrappingKey\": \"BASE64\"}} ({0})"
+    )]
+    Unreadable(String),
+}
+
+impl PublishedIdentity {
+    /// Reads the JSON `kms region identity` prints, or its `field  value` lines (what older
+    /// versions printed without `--json`).
+    pub fn parse(text: &str) -> std::result::Result<Self, IdentityFileError> {
+        let trimmed = text.trim_start();
+        if trimmed.starts_with('{') {
+            return serde_json::from_str(trimmed).map_err(|e| IdentityFileError::Unreadable(e.to_string()));
+        }
+        let field = |name: &str| {
+            text.lines()
+                .filter_map(|line| line.trim().split_once(char::is_whitespace))
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| v.trim().to_owned())
+                .ok_or_else(|| IdentityFileError::Unreadable(format!("no JSON, and no {name} line")))
+        };
+        Ok(PublishedIdentity {
+            region: field("region")?,
+            signing_key: field("signingKey")?,
+            wrapping_key: field("wrappingKey")?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod published_identity_tests {
+    use super::*;
+
+    #[test]
+    fn reads_the_json_and_the_field_lines_and_says_what_it_expects() {
+        let id = PublishedIdentity {
+            region: "r1".into(),
+            signing_key: "U0lH".into(),
+            wrapping_key: "V1JB".into(),
+        };
+        let json = serde_json::to_string_pretty(&id).unwrap();
+        assert_eq!(PublishedIdentity::parse(&json).unwrap(), id);
+        let lines = "region       r1\nsigningKey   U0lH\nwrappingKey  V1JB\n";
+        assert_eq!(PublishedIdentity::parse(lines).unwrap(), id);
+        let err = PublishedIdentity::parse("-----BEGIN PUBLIC KEY-----\nMIIB\n").unwrap_err();
+        assert!(err.to_string().contains("sealstore kms region identity"), "{err}");
+        assert!(err.to_string().contains("signingKey"), "{err}");
+    }
+}

@@ -31,8 +31,10 @@ use crate::time::Timestamp;
 use aws_lc_rs::rsa::PublicEncryptingKey;
 use identity::wrap_for;
 
-pub use crate::model::replication::{OutboxEntry, Region, ReplicaInfo, ReplicaStatus, VaultReplication};
-pub use identity::{identity_files, ReplicationIdentity};
+pub use crate::model::replication::{
+    parse_replication_id, replication_id, OutboxEntry, Region, ReplicaInfo, ReplicaStatus, VaultReplication,
+};
+pub use identity::{identity_files, IdentityFileError, PublishedIdentity, ReplicationIdentity};
 
 /// A replica as `replicas` lists it: state and lag.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -40,6 +42,8 @@ pub use identity::{identity_files, ReplicationIdentity};
 pub struct ReplicaView {
     /// The destination region.
     pub region: String,
+    /// Its KMS API, as registered (`None` once the region is no longer registered).
+    pub endpoint: Option<String>,
     /// Its state.
     pub status: ReplicaStatus,
     /// When replication started.
@@ -68,12 +72,58 @@ pub enum ShippedMaterial {
     },
 }
 
+/// What a primary region sends a replica region.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "camelCase")]
+pub enum Shipment {
+    /// The vault's whole current state.
+    State(Box<VaultShipment>),
+    /// The replica was deleted: the destination stops serving the vault and destroys its
+    /// copy of the key material.
+    Removal(VaultRemoval),
+}
+
+impl Shipment {
+    /// The region sending it.
+    pub fn from_region(&self) -> &str {
+        match self {
+            Shipment::State(s) => &s.from_region,
+            Shipment::Removal(r) => &r.from_region,
+        }
+    }
+}
+
+/// A replica's deletion, as shipped.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct VaultRemoval {
+    /// The region sending it (the vault's primary).
+    pub from_region: String,
+    /// The vault whose copy goes.
+    pub vault_id: Ocid,
+}
+
+/// Whether one replicated operation reached one replica region
+/// (`get-replication-status`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OperationStatus {
+    /// The replica region.
+    pub region: String,
+    /// Whether that region acknowledged a state that includes the operation.
+    pub replicated: bool,
+}
+
 /// The whole state of a vault, as shipped.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct VaultShipment {
     /// The region sending it.
     pub from_region: String,
+    /// The vault's operation counter when the state was read: every operation up to it is
+    /// in the state.
+    #[serde(default)]
+    pub operation: u64,
     /// The vault (with its primary-side replication info stripped).
     pub vault: Vault,
     /// Its keys.
@@ -128,8 +178,8 @@ impl<'a> Replication<'a> {
             .mutate(principal, "RemoveRegion", AuditSubject::default(), |txn, _, _| {
                 txn.region(name)?.ok_or_else(|| KmsError::not_found("region", name))?;
                 for vault in txn.vaults()? {
-                    if let Some(VaultReplication::Primary { replicas }) = &vault.replication {
-                        if replicas.iter().any(|r| r.region == name) {
+                    if let Some(VaultReplication::Primary { replicas, .. }) = &vault.replication {
+                        if replicas.iter().any(|r| r.region == name && r.status.is_shipped_to()) {
                             return Err(KmsError::IncorrectState(format!(
                                 "vault {} replicates to region {name}; stop that first",
                                 vault.id
@@ -167,29 +217,41 @@ impl<'a> Replication<'a> {
                     "vault {vault_id} holds HSM keys, whose material cannot leave the token; replicate it to an HSM-backed region (not supported yet)"
                 )));
             }
-            let mut replicas = match vault.replication.take() {
-                None => Vec::new(),
-                Some(VaultReplication::Primary { replicas }) => replicas,
+            let (mut replicas, operations) = match vault.replication.take() {
+                None => (Vec::new(), 0),
+                Some(VaultReplication::Primary { replicas, operations }) => (replicas, operations),
                 Some(VaultReplication::Replica { .. }) => unreachable!("guarded in mutate"),
             };
-            if replicas.iter().any(|r| r.region == region) {
-                return Err(KmsError::IncorrectState(format!(
-                    "vault {vault_id} already replicates to {region}"
-                )));
+            match replicas.iter().find(|r| r.region == region).map(|r| r.status) {
+                None | Some(ReplicaStatus::Deleted) => {}
+                Some(ReplicaStatus::Deleting) => {
+                    return Err(KmsError::IncorrectState(format!(
+                        "the replica of vault {vault_id} in {region} is being deleted; create it again once it is DELETED"
+                    )))
+                }
+                Some(_) => {
+                    return Err(KmsError::IncorrectState(format!(
+                        "vault {vault_id} already replicates to {region}"
+                    )))
+                }
             }
+            // A deleted replica made again starts afresh, listed after the others.
+            replicas.retain(|r| r.region != region);
             replicas.push(ReplicaInfo {
                 region: region.to_owned(),
                 status: ReplicaStatus::Creating,
                 time_created: now,
                 time_last_shipped: None,
+                acknowledged_operation: 0,
             });
-            vault.replication = Some(VaultReplication::Primary { replicas });
+            vault.replication = Some(VaultReplication::Primary { replicas, operations });
             txn.put_vault(&vault)?;
             Ok(vault)
         })
     }
 
-    /// Stops replicating `vault_id` to `region` (the copy there stays, no longer updated).
+    /// Deletes the replica of `vault_id` in `region`: it is DELETING until the destination
+    /// confirms that it stopped serving the vault and destroyed its material, then DELETED.
     pub(crate) fn delete_replica(&self, principal: &Principal, vault_id: &Ocid, region: &str) -> Result<Vault> {
         let subject = AuditSubject {
             vault_id: Some(vault_id.clone()),
@@ -197,19 +259,21 @@ impl<'a> Replication<'a> {
         };
         self.ctx.mutate(principal, "DeleteReplica", subject, |txn, _, _| {
             let mut vault = txn.vault(vault_id)?;
-            let Some(VaultReplication::Primary { replicas }) = vault.replication.as_mut() else {
+            let Some(VaultReplication::Primary { replicas, .. }) = vault.replication.as_mut() else {
                 return Err(KmsError::IncorrectState(format!("vault {vault_id} has no replicas")));
             };
-            let before = replicas.len();
-            replicas.retain(|r| r.region != region);
-            if replicas.len() == before {
-                return Err(KmsError::not_found("replica", region));
+            let replica = replicas
+                .iter_mut()
+                .find(|r| r.region == region && r.status != ReplicaStatus::Deleted)
+                .ok_or_else(|| KmsError::not_found("replica", region))?;
+            if replica.status == ReplicaStatus::Deleting {
+                return Err(KmsError::IncorrectState(format!(
+                    "the replica of vault {vault_id} in {region} is already being deleted"
+                )));
             }
-            if replicas.is_empty() {
-                vault.replication = None;
-            }
+            // The removal is shipped through the outbox, queued with this change.
+            replica.status = ReplicaStatus::Deleting;
             txn.put_vault(&vault)?;
-            txn.delete_outbox(region, vault_id)?;
             Ok(vault)
         })
     }
@@ -218,10 +282,11 @@ impl<'a> Replication<'a> {
     pub(crate) fn replicas(&self, vault_id: &Ocid) -> Result<Vec<ReplicaView>> {
         let txn = self.ctx.read()?;
         let vault = txn.vault(vault_id)?;
-        let Some(VaultReplication::Primary { replicas }) = &vault.replication else {
+        let Some(VaultReplication::Primary { replicas, .. }) = &vault.replication else {
             return Ok(Vec::new());
         };
         let outbox = txn.outbox()?;
+        let regions = txn.regions()?;
         let now = self.ctx.now();
         Ok(replicas
             .iter()
@@ -229,6 +294,7 @@ impl<'a> Replication<'a> {
                 let pending = outbox.iter().find(|e| e.region == r.region && e.vault_id == vault.id);
                 ReplicaView {
                     region: r.region.clone(),
+                    endpoint: regions.iter().find(|g| g.name == r.region).map(|g| g.endpoint.clone()),
                     status: r.status,
                     time_created: r.time_created,
                     time_last_shipped: r.time_last_shipped,
@@ -244,13 +310,41 @@ impl<'a> Replication<'a> {
         self.ctx.read()?.outbox()
     }
 
-    /// The region and the state to ship for `entry` (material wrapped for that region).
-    pub(crate) fn replication_shipment(&self, entry: &OutboxEntry) -> Result<(Region, VaultShipment)> {
+    /// The region and what to ship for `entry`: the vault's state (material wrapped for that
+    /// region), or the replica's removal while it is DELETING. `None` when nothing is to be
+    /// shipped there any more (the replica is DELETED); the entry is then dropped.
+    pub(crate) fn replication_shipment(&self, entry: &OutboxEntry) -> Result<Option<(Region, Shipment)>> {
         let txn = self.ctx.read()?;
         let region = txn
             .region(&entry.region)?
             .ok_or_else(|| KmsError::not_found("region", entry.region.as_str()))?;
         let mut vault = txn.vault(&entry.vault_id)?;
+        let (status, operation) = match &vault.replication {
+            Some(VaultReplication::Primary { replicas, operations }) => (
+                replicas.iter().find(|r| r.region == entry.region).map(|r| r.status),
+                *operations,
+            ),
+            _ => (None, 0),
+        };
+        match status {
+            Some(ReplicaStatus::Deleting) => {
+                return Ok(Some((
+                    region,
+                    Shipment::Removal(VaultRemoval {
+                        from_region: self.ctx.region().to_owned(),
+                        vault_id: vault.id,
+                    }),
+                )))
+            }
+            Some(ReplicaStatus::Creating | ReplicaStatus::Created) => {}
+            None | Some(ReplicaStatus::Deleted) => {
+                drop(txn);
+                let txn = self.ctx.write()?;
+                txn.delete_outbox(&entry.region, &entry.vault_id)?;
+                txn.commit()?;
+                return Ok(None);
+            }
+        }
         vault.replication = None;
         let keys: Vec<Key> = txn.keys()?.into_iter().filter(|k| k.vault_id == vault.id).collect();
         let mut versions = Vec::new();
@@ -272,25 +366,29 @@ impl<'a> Replication<'a> {
                 versions.push(version);
             }
         }
-        Ok((
+        Ok(Some((
             region,
-            VaultShipment {
+            Shipment::State(Box::new(VaultShipment {
                 from_region: self.ctx.region().to_owned(),
+                operation,
                 vault,
                 keys,
                 versions,
                 materials,
-            },
-        ))
+            })),
+        )))
     }
 
-    /// Records an acknowledged shipment of `entry`: the replica is ACTIVE, and the entry goes
-    /// unless more changes were queued since it was read.
-    pub(crate) fn replication_shipped(&self, entry: &OutboxEntry) -> Result<()> {
+    /// Records that the destination acknowledged `shipped`, sent for `entry`. A state makes
+    /// the replica CREATED (operations up to the state's are REPLICATED there), and the entry
+    /// goes unless more changes were queued since it was read. A removal makes a DELETING
+    /// replica DELETED, and the entry goes.
+    pub(crate) fn replication_shipped(&self, entry: &OutboxEntry, shipped: &Shipment) -> Result<()> {
         let txn = self.ctx.write()?;
         let now = self.ctx.now();
+        let removal = matches!(shipped, Shipment::Removal(_));
         if let Some(current) = txn.outbox_entry(&entry.region, &entry.vault_id)? {
-            if current.changes == entry.changes && current.since == entry.since {
+            if removal || (current.changes == entry.changes && current.since == entry.since) {
                 txn.delete_outbox(&entry.region, &entry.vault_id)?;
             } else {
                 // Changes arrived during the shipment: ship again, lag counted from now.
@@ -302,10 +400,22 @@ impl<'a> Replication<'a> {
             }
         }
         if let Ok(mut vault) = txn.vault(&entry.vault_id) {
-            if let Some(VaultReplication::Primary { replicas }) = vault.replication.as_mut() {
+            if let Some(VaultReplication::Primary { replicas, .. }) = vault.replication.as_mut() {
                 for r in replicas.iter_mut().filter(|r| r.region == entry.region) {
-                    r.status = ReplicaStatus::Active;
-                    r.time_last_shipped = Some(now);
+                    match (shipped, r.status) {
+                        (Shipment::State(state), ReplicaStatus::Creating | ReplicaStatus::Created) => {
+                            r.status = ReplicaStatus::Created;
+                            r.time_last_shipped = Some(now);
+                            r.acknowledged_operation = r.acknowledged_operation.max(state.operation);
+                        }
+                        (Shipment::Removal(_), ReplicaStatus::Deleting) => {
+                            r.status = ReplicaStatus::Deleted;
+                            r.time_last_shipped = Some(now);
+                        }
+                        // A state acknowledged after the deletion was asked for, or the
+                        // reverse: the replica's own state decides what comes next.
+                        _ => {}
+                    }
                 }
                 txn.put_vault(&vault)?;
             }
@@ -318,23 +428,107 @@ impl<'a> Replication<'a> {
             &txn,
             now,
             &Principal::new(format!("replication/{}", entry.region)),
-            "ShipReplication",
+            if removal { "ReplicaDeleted" } else { "ShipReplication" },
             &subject,
             Ok(()),
         )?;
         txn.commit()
     }
 
+    /// Whether operation `operation` of `vault_id` reached each replica region. On the
+    /// primary: every replica being created or created (a later operation than the vault's
+    /// latest is not found). On a replica: this region, by the last state applied here.
+    pub(crate) fn replication_status(&self, vault_id: &Ocid, operation: u64) -> Result<Vec<OperationStatus>> {
+        let vault = self.ctx.read()?.vault(vault_id)?;
+        let unknown = || KmsError::not_found("replication", replication_id(vault_id, operation));
+        match &vault.replication {
+            Some(VaultReplication::Primary { replicas, operations }) if (1..=*operations).contains(&operation) => {
+                Ok(replicas
+                    .iter()
+                    .filter(|r| r.status.is_live())
+                    .map(|r| OperationStatus {
+                        region: r.region.clone(),
+                        replicated: r.acknowledged_operation >= operation,
+                    })
+                    .collect())
+            }
+            Some(VaultReplication::Replica { applied_operation, .. }) if operation >= 1 => Ok(vec![OperationStatus {
+                region: self.ctx.region().to_owned(),
+                replicated: *applied_operation >= operation,
+            }]),
+            _ => Err(unknown()),
+        }
+    }
+
+    /// Applies what `from` (a registered region whose signature the caller checked) shipped.
+    pub(crate) fn apply_shipment(&self, from: &str, shipment: Shipment) -> Result<()> {
+        if shipment.from_region() != from {
+            return Err(KmsError::InvalidParameter(format!(
+                "the shipment says it comes from {}, but {from} signed it",
+                shipment.from_region()
+            )));
+        }
+        match shipment {
+            Shipment::State(state) => self.apply_replication(from, *state),
+            Shipment::Removal(removal) => self.apply_removal(from, &removal.vault_id),
+        }
+    }
+
+    /// Removes this region's copy of `vault_id`, a replica of `from`: the vault, its keys and
+    /// versions go (404 from then on) and their material is destroyed. Already gone: nothing
+    /// to do (a confirmation that did not reach the primary is asked for again).
+    fn apply_removal(&self, from: &str, vault_id: &Ocid) -> Result<()> {
+        let subject = AuditSubject {
+            vault_id: Some(vault_id.clone()),
+            ..Default::default()
+        };
+        let now = self.ctx.now();
+        let txn = self.ctx.write()?;
+        let Ok(vault) = txn.vault(vault_id) else {
+            return Ok(());
+        };
+        match &vault.replication {
+            Some(VaultReplication::Replica { primary_region, .. }) if primary_region == from => {}
+            _ => {
+                return Err(KmsError::IncorrectState(format!(
+                    "vault {vault_id} exists here and is not a replica of {from}"
+                )))
+            }
+        }
+        let mut destroyed = Vec::new();
+        for key in txn.keys()?.into_iter().filter(|k| k.vault_id == *vault_id) {
+            for version in txn.key_versions(&key.id)? {
+                if let Some(material) = txn.key_material(&version.id)? {
+                    txn.delete_key_material(&version.id)?;
+                    destroyed.push((key.protection_mode, version.id.clone(), material));
+                }
+                txn.delete_key_version(&key.id, &version.id)?;
+            }
+            txn.delete_key(&key.id)?;
+        }
+        txn.delete_vault(vault_id)?;
+        audit::append(
+            &txn,
+            now,
+            &Principal::new(format!("region/{from}")),
+            "DestroyReplica",
+            &subject,
+            Ok(()),
+        )?;
+        txn.commit()?;
+        // After the commit: the backends drop what they hold (cached unsealed keys).
+        for (mode, version, material) in destroyed {
+            if let Ok(backend) = self.ctx.protection(mode) {
+                backend.destroy(&version, &material)?;
+            }
+        }
+        Ok(())
+    }
+
     /// Applies a vault state shipped by `from` (a registered region whose signature the
     /// caller checked): the vault becomes (or stays) a replica of it, with exactly its keys,
     /// versions and material.
-    pub(crate) fn apply_replication(&self, from: &str, state: VaultShipment) -> Result<()> {
-        if state.from_region != from {
-            return Err(KmsError::InvalidParameter(format!(
-                "the shipment says it comes from {}, but {from} signed it",
-                state.from_region
-            )));
-        }
+    fn apply_replication(&self, from: &str, state: VaultShipment) -> Result<()> {
         let identity = self.ctx.replication_identity()?;
         // Unwrap and re-seal outside the write transaction, and only what is new here: an
         // RSA private operation per version is the cost of applying a state.
@@ -403,18 +597,21 @@ impl<'a> Replication<'a> {
         vault.replication = Some(VaultReplication::Replica {
             primary_region: from.to_owned(),
             time_last_applied: now,
+            applied_operation: state.operation,
         });
         txn.put_vault(&vault)?;
         let shipped_versions: HashSet<&Ocid> = state.materials.iter().map(|(v, _)| v).collect();
         for key in &state.keys {
             txn.put_key(&Key {
                 compartment_id: tenancy.clone(),
+                is_replica: true,
                 ..key.clone()
             })?;
         }
         for version in &state.versions {
             txn.put_key_version(&KeyVersion {
                 compartment_id: tenancy.clone(),
+                is_replica: true,
                 ..version.clone()
             })?;
             if !shipped_versions.contains(&version.id) && txn.key_material(&version.id)?.is_some() {

@@ -8,7 +8,7 @@ use std::time::Duration;
 use crate::error::{KmsError, Result};
 use crate::ids::Ocid;
 use crate::model::audit::AuditSubject;
-use crate::model::replication::{OutboxEntry, VaultReplication};
+use crate::model::replication::{replication_id, OutboxEntry, VaultReplication};
 use crate::store::WriteTxn;
 use crate::time::Timestamp;
 
@@ -34,16 +34,19 @@ pub(crate) fn refuse_if_replica(txn: &WriteTxn, subject: &AuditSubject) -> Resul
     Ok(())
 }
 
-/// Queues `vault_id` for every region it replicates to, in the change's own transaction.
+/// Queues the change for every region `vault_id` is shipped to, in the change's own
+/// transaction, and gives it a replication id: the vault's operation counter moves, and the
+/// vault, and the key and key version the change names in `subject`, carry the new id.
 /// Whether it queued anything.
-pub(crate) fn queue(txn: &WriteTxn, now: Timestamp, vault_id: &Ocid) -> Result<bool> {
-    let Ok(vault) = txn.vault(vault_id) else {
+pub(crate) fn queue(txn: &WriteTxn, now: Timestamp, vault_id: &Ocid, subject: &AuditSubject) -> Result<bool> {
+    let Ok(mut vault) = txn.vault(vault_id) else {
         return Ok(false);
     };
-    let Some(VaultReplication::Primary { replicas }) = &vault.replication else {
+    let Some(VaultReplication::Primary { replicas, operations }) = vault.replication.as_mut() else {
         return Ok(false);
     };
-    for replica in replicas {
+    let mut queued = false;
+    for replica in replicas.iter().filter(|r| r.status.is_shipped_to()) {
         let entry = match txn.outbox_entry(&replica.region, vault_id)? {
             Some(mut e) => {
                 e.changes += 1;
@@ -57,8 +60,43 @@ pub(crate) fn queue(txn: &WriteTxn, now: Timestamp, vault_id: &Ocid) -> Result<b
             },
         };
         txn.put_outbox(&entry)?;
+        queued = true;
     }
-    Ok(!replicas.is_empty())
+    if !queued {
+        return Ok(false);
+    }
+    *operations += 1;
+    let id = replication_id(vault_id, *operations);
+    vault.replication_id = Some(id.clone());
+    txn.put_vault(&vault)?;
+    let Some(key_id) = &subject.key_id else {
+        // A vault-level operation (creating a replica, above all) replicates the keys and
+        // versions that no operation of their own replicated yet: this id is theirs.
+        for mut key in txn.keys()?.into_iter().filter(|k| k.vault_id == *vault_id) {
+            for mut version in txn.key_versions(&key.id)? {
+                if version.replication_id.is_none() {
+                    version.replication_id = Some(id.clone());
+                    txn.put_key_version(&version)?;
+                }
+            }
+            if key.replication_id.is_none() {
+                key.replication_id = Some(id.clone());
+                txn.put_key(&key)?;
+            }
+        }
+        return Ok(true);
+    };
+    if let Ok(mut key) = txn.key(key_id) {
+        key.replication_id = Some(id.clone());
+        txn.put_key(&key)?;
+    }
+    if let Some(version_id) = &subject.key_version_id {
+        if let Ok(mut version) = txn.key_version(key_id, version_id) {
+            version.replication_id = Some(id);
+            txn.put_key_version(&version)?;
+        }
+    }
+    Ok(true)
 }
 
 /// A counter that moves whenever work is queued, and a condition variable to wait on it.
