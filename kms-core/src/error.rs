@@ -43,6 +43,11 @@ pub enum KmsError {
     /// could not be reached or did not answer in time; the call may succeed later.
     #[error("key manager unavailable: {0}")]
     Unavailable(String),
+    /// A replication state leaves out material that an earlier state carried, and this
+    /// replica does not hold it (its data was lost or restored): the primary must ship the
+    /// whole state again.
+    #[error("this replica lacks the material of {0}: ship the whole state")]
+    ReplicaIncomplete(String),
     /// The data directory was created for another region than the one asked for (a region
     /// is fixed at creation: it is in every id made there).
     #[error("this data directory belongs to region {stored} (fixed when it was created), not {requested}")]

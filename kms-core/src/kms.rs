@@ -637,6 +637,12 @@ impl Kms {
         self.replication().replication_shipped(entry, shipped)
     }
 
+    /// Ships the whole state of `vault_id` to `region` next time (its replica lacks material
+    /// an incremental state left out).
+    pub fn replication_resend(&self, vault_id: &Ocid, region: &str) -> Result<()> {
+        self.replication().replication_resend(vault_id, region)
+    }
+
     /// Applies what `from` (a registered region whose signature the caller checked)
     /// shipped: a vault state (the vault becomes or stays a replica of `from`, with exactly
     /// its keys, versions and material), or a replica's removal.

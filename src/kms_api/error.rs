@@ -7,6 +7,10 @@
 use http::StatusCode;
 use kms_core::KmsError;
 
+/// The code of a replica's answer that it lacks material a shipment left out (the primary
+/// then ships the whole state).
+pub const REPLICA_INCOMPLETE: &str = "ReplicaIncomplete";
+
 /// An error answer of the KMS API.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApiError {
@@ -100,6 +104,7 @@ impl From<KmsError> for ApiError {
             KmsError::InvalidParameter(m) => ApiError::invalid(m),
             KmsError::InvalidCiphertext(_) => ApiError::invalid(e.to_string()),
             KmsError::IncorrectState(m) => ApiError::new(StatusCode::CONFLICT, "IncorrectState", m),
+            KmsError::ReplicaIncomplete(_) => ApiError::new(StatusCode::CONFLICT, REPLICA_INCOMPLETE, e.to_string()),
             KmsError::AccessDenied(_) | KmsError::VaultDeleted(_) => {
                 ApiError::new(StatusCode::FORBIDDEN, "NotAllowed", e.to_string())
             }

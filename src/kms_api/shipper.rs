@@ -16,6 +16,11 @@ use super::replication::APPLY_PATH;
 use super::signature::RequestSigner;
 use crate::http_client::{error_chain, host_header, BlockingClient, Timeouts};
 
+/// The destination lacks material an incremental state left out.
+#[derive(Debug, thiserror::Error)]
+#[error("the replica lacks material it acknowledged")]
+struct Incomplete;
+
 const FIRST_BACKOFF: Duration = Duration::from_millis(200);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
@@ -68,6 +73,11 @@ pub fn run(kms: Arc<Kms>, stop: Arc<AtomicBool>, extra_ca: Option<&std::path::Pa
                         }
                     }
                 }
+                Err(e) if e.downcast_ref::<Incomplete>().is_some() => {
+                    tracing::warn!(vault = %entry.vault_id, region = %entry.region, "the replica lacks material it acknowledged; shipping the whole state");
+                    kms.replication_resend(&entry.vault_id, &entry.region)?;
+                    waiting = true;
+                }
                 Err(e) => {
                     let delay = backoff
                         .get(&entry.region)
@@ -103,6 +113,12 @@ fn ship(http: &BlockingClient, signer: &RequestSigner, region: &Region, shipment
     let answer = http
         .send(Method::POST, &url, headers, Some(body))
         .map_err(|e| anyhow::anyhow!("{url}: {}", error_chain(&e)))?;
+    if answer.status == http::StatusCode::CONFLICT
+        && serde_json::from_slice::<serde_json::Value>(&answer.body)
+            .is_ok_and(|b| b["code"] == super::error::REPLICA_INCOMPLETE)
+    {
+        return Err(Incomplete.into());
+    }
     if !answer.status.is_success() {
         anyhow::bail!(
             "{url} answered {}: {}",

@@ -130,8 +130,23 @@ pub struct VaultShipment {
     pub keys: Vec<Key>,
     /// Their versions.
     pub versions: Vec<KeyVersion>,
-    /// Version id → material, for versions whose material still exists.
+    /// Version id → material, for the versions whose material the destination does not
+    /// hold yet: those that no acknowledged state carried (shipping is incremental; see
+    /// docs/REPLICATION.md).
     pub materials: Vec<(Ocid, ShippedMaterial)>,
+    /// Every version whose material still exists here: the destination destroys its copy of
+    /// any other. Absent from states of older senders, which shipped every material.
+    #[serde(default)]
+    pub held: Option<Vec<Ocid>>,
+}
+
+/// Whether a replica that acknowledged operations up to `acknowledged` already holds the
+/// material of a version whose latest replicated operation is `version_replication_id`: each
+/// state carries the material of every version changed after the last acknowledged one.
+fn shipped_before(version_replication_id: Option<&str>, acknowledged: u64) -> bool {
+    version_replication_id
+        .and_then(parse_replication_id)
+        .is_some_and(|(_, operation)| operation <= acknowledged)
 }
 
 /// Replication management and shipping over a [`Context`].
@@ -319,12 +334,16 @@ impl<'a> Replication<'a> {
             .region(&entry.region)?
             .ok_or_else(|| KmsError::not_found("region", entry.region.as_str()))?;
         let mut vault = txn.vault(&entry.vault_id)?;
-        let (status, operation) = match &vault.replication {
-            Some(VaultReplication::Primary { replicas, operations }) => (
-                replicas.iter().find(|r| r.region == entry.region).map(|r| r.status),
-                *operations,
-            ),
-            _ => (None, 0),
+        let (status, operation, acknowledged) = match &vault.replication {
+            Some(VaultReplication::Primary { replicas, operations }) => {
+                let replica = replicas.iter().find(|r| r.region == entry.region);
+                (
+                    replica.map(|r| r.status),
+                    *operations,
+                    replica.map_or(0, |r| r.acknowledged_operation),
+                )
+            }
+            _ => (None, 0, 0),
         };
         match status {
             Some(ReplicaStatus::Deleting) => {
@@ -349,10 +368,16 @@ impl<'a> Replication<'a> {
         let keys: Vec<Key> = txn.keys()?.into_iter().filter(|k| k.vault_id == vault.id).collect();
         let mut versions = Vec::new();
         let mut materials = Vec::new();
+        let mut held = Vec::new();
         for key in &keys {
             let backend = self.ctx.protection(key.protection_mode)?;
             for version in txn.key_versions(&key.id)? {
                 if let Some(stored) = txn.key_material(&version.id)? {
+                    held.push(version.id.clone());
+                    if shipped_before(version.replication_id.as_deref(), acknowledged) {
+                        versions.push(version);
+                        continue;
+                    }
                     let shipped = match backend.export_material(&version.id, &stored)? {
                         ExportedMaterial::Secret(raw) => ShippedMaterial::Wrapped {
                             wrapped: B64.encode(wrap_for(&region, &version.id, &raw)?),
@@ -375,8 +400,23 @@ impl<'a> Replication<'a> {
                 keys,
                 versions,
                 materials,
+                held: Some(held),
             })),
         )))
+    }
+
+    /// Ships the whole state to `region` next time: its replica said it lacks material an
+    /// earlier acknowledged state carried (its data was lost or restored from a backup).
+    pub(crate) fn replication_resend(&self, vault_id: &Ocid, region: &str) -> Result<()> {
+        let txn = self.ctx.write()?;
+        let mut vault = txn.vault(vault_id)?;
+        if let Some(VaultReplication::Primary { replicas, .. }) = vault.replication.as_mut() {
+            for r in replicas.iter_mut().filter(|r| r.region == region) {
+                r.acknowledged_operation = 0;
+            }
+            txn.put_vault(&vault)?;
+        }
+        txn.commit()
     }
 
     /// Records that the destination acknowledged `shipped`, sent for `entry`. A state makes
@@ -542,6 +582,16 @@ impl<'a> Replication<'a> {
             }
             present
         };
+        if let Some(held) = &state.held {
+            // Left out because an earlier acknowledged state carried it: it must be here.
+            let shipped: HashSet<&Ocid> = state.materials.iter().map(|(v, _)| v).collect();
+            let txn = self.ctx.read()?;
+            for version in held.iter().filter(|v| !shipped.contains(v)) {
+                if txn.key_material(version)?.is_none() {
+                    return Err(KmsError::ReplicaIncomplete(version.to_string()));
+                }
+            }
+        }
         let mut imported = Vec::new();
         let key_mode = |version: &Ocid| {
             state
@@ -600,7 +650,11 @@ impl<'a> Replication<'a> {
             applied_operation: state.operation,
         });
         txn.put_vault(&vault)?;
-        let shipped_versions: HashSet<&Ocid> = state.materials.iter().map(|(v, _)| v).collect();
+        // What the primary still holds: everything else is destroyed here too.
+        let held: HashSet<&Ocid> = match &state.held {
+            Some(held) => held.iter().collect(),
+            None => state.materials.iter().map(|(v, _)| v).collect(),
+        };
         for key in &state.keys {
             txn.put_key(&Key {
                 compartment_id: tenancy.clone(),
@@ -614,7 +668,7 @@ impl<'a> Replication<'a> {
                 is_replica: true,
                 ..version.clone()
             })?;
-            if !shipped_versions.contains(&version.id) && txn.key_material(&version.id)?.is_some() {
+            if !held.contains(&version.id) && txn.key_material(&version.id)?.is_some() {
                 // Destroyed at the primary: destroyed here too.
                 txn.delete_key_material(&version.id)?;
             }
