@@ -251,6 +251,7 @@ impl From<KmsError> for AdminError {
             KmsError::NotFound { .. } => "NotAuthorizedOrNotFound",
             KmsError::InvalidParameter(_) | KmsError::InvalidCiphertext(_) => "InvalidParameter",
             KmsError::IncorrectState(_) => "IncorrectState",
+            KmsError::NotHomeRegion { .. } => "NotAllowed",
             KmsError::AccessDenied(_) | KmsError::VaultDeleted(_) => "AccessDenied",
             _ => "InternalServerError",
         };

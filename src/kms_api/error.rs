@@ -100,7 +100,8 @@ impl From<KmsError> for ApiError {
             KmsError::InvalidParameter(m) => ApiError::invalid(m),
             KmsError::InvalidCiphertext(_) => ApiError::invalid(e.to_string()),
             KmsError::IncorrectState(m) => ApiError::new(StatusCode::CONFLICT, "IncorrectState", m),
-            KmsError::AccessDenied(_) | KmsError::VaultDeleted(_) => {
+            // An IAM change outside the home region: 403 NotAllowed, as OCI's identity service.
+            KmsError::AccessDenied(_) | KmsError::VaultDeleted(_) | KmsError::NotHomeRegion { .. } => {
                 ApiError::new(StatusCode::FORBIDDEN, "NotAllowed", e.to_string())
             }
             KmsError::Unavailable(_) => {

@@ -404,7 +404,7 @@ impl KmsApi {
                 body,
             },
             &iam,
-            self.kms.tenancy_id(),
+            &self.kms.tenancy_id(),
             chrono::Utc::now().timestamp(),
         )
         .map_err(|e| ApiError::not_authenticated(e.0))?;
