@@ -27,6 +27,7 @@ pub mod replication;
 mod routes;
 pub mod shipper;
 pub mod signature;
+pub mod tenancy;
 pub mod tls;
 mod vaults;
 mod wire;
@@ -355,7 +356,9 @@ impl KmsApi {
             return respond(Err(ApiError::too_many_requests()), &request_id);
         }
         // Vault states from peer regions grow with their keys' versions.
-        let limit = if parts.uri.path() == replication::APPLY_PATH {
+        let limit = if parts.uri.path() == replication::APPLY_PATH
+            || tenancy::is_tenancy_call(&parts.method, parts.uri.path())
+        {
             replication::MAX_SHIPMENT
         } else {
             MAX_BODY
@@ -394,6 +397,9 @@ impl KmsApi {
         // Peer regions sign with their replication keys, not as users.
         if parts.method == Method::POST && parts.uri.path() == replication::APPLY_PATH {
             return replication::apply(&self.kms, parts, target, body);
+        }
+        if tenancy::is_tenancy_call(&parts.method, parts.uri.path()) {
+            return tenancy::answer(&self.kms, parts, target, body);
         }
         let iam = self.kms.iam_view()?;
         let caller = signature::verify(
