@@ -77,7 +77,8 @@ pub(crate) struct Context {
     store: Store,
     clock: Arc<dyn Clock>,
     region: String,
-    tenancy: Ocid,
+    /// Changes once at most: when this region joins a tenancy whose home is another region.
+    tenancy: RwLock<Ocid>,
     data_dir: PathBuf,
     protections: HashMap<ProtectionMode, Arc<dyn KeyProtection>>,
     /// What the data path reports as still protected by each version.
@@ -147,7 +148,7 @@ impl Context {
             store,
             clock: config.clock,
             region,
-            tenancy,
+            tenancy: RwLock::new(tenancy),
             data_dir: config.data_dir,
             protections: HashMap::new(),
             inventories: Vec::new(),
@@ -179,8 +180,14 @@ impl Context {
             .sum()
     }
 
-    pub(crate) fn tenancy_id(&self) -> &Ocid {
-        &self.tenancy
+    pub(crate) fn tenancy_id(&self) -> Ocid {
+        self.tenancy.read().expect("tenancy lock poisoned").clone()
+    }
+
+    /// Serves `tenancy` from now on (this region joined it; the store says so already).
+    pub(crate) fn set_tenancy_id(&self, tenancy: Ocid) {
+        *self.tenancy.write().expect("tenancy lock poisoned") = tenancy;
+        self.invalidate_iam_view();
     }
 
     pub(crate) fn region(&self) -> &str {
@@ -347,7 +354,7 @@ impl Context {
         if let Some(view) = self.iam_view.read().expect("IAM view lock poisoned").as_ref() {
             return Ok(view.clone());
         }
-        let view = Arc::new(IamView::load(&self.read()?, &self.tenancy)?);
+        let view = Arc::new(IamView::load(&self.read()?, &self.tenancy_id())?);
         *self.iam_view.write().expect("IAM view lock poisoned") = Some(view.clone());
         Ok(view)
     }

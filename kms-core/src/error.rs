@@ -57,6 +57,17 @@ pub enum KmsError {
         /// The region asked for.
         requested: String,
     },
+    /// An IAM change was asked of a member region: IAM is changed in the tenancy's home
+    /// region only, and replicated from there.
+    #[error("IAM of tenancy {tenancy} is changed in its home region {home} only (this is {region}): make the change there, it reaches {region} by replication")]
+    NotHomeRegion {
+        /// The tenancy.
+        tenancy: String,
+        /// Its home region.
+        home: String,
+        /// This region.
+        region: String,
+    },
     /// The root key does not open this data directory.
     #[error("root key mismatch: {0}")]
     RootKey(String),

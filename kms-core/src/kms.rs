@@ -19,8 +19,10 @@ use crate::error::{KmsError, Result};
 use crate::iam::{ApiKey, CreateUser, Group, Iam, IamView, Policy, User};
 use crate::ids::{Ocid, ResourceType};
 use crate::keys::{CreateKey, Keys};
+use crate::model::tenancy::{IamState, TenancyInfo, TenancyMember};
 use crate::model::*;
 use crate::protection::{KeyProtection, Placement};
+use crate::replication::tenancy::Tenancy;
 use crate::replication::{
     OperationStatus, OutboxEntry, Region, ReplicaView, Replication, ReplicationIdentity, Shipment,
 };
@@ -76,7 +78,7 @@ impl Kms {
     }
 
     /// The tenancy (root compartment) id of this data directory.
-    pub fn tenancy_id(&self) -> &Ocid {
+    pub fn tenancy_id(&self) -> Ocid {
         self.ctx.tenancy_id()
     }
 
@@ -117,6 +119,10 @@ impl Kms {
 
     fn replication(&self) -> Replication<'_> {
         Replication::new(&self.ctx)
+    }
+
+    fn tenancy(&self) -> Tenancy<'_> {
+        Tenancy::new(&self.ctx)
     }
 
     // ----- audit -----
@@ -648,6 +654,50 @@ impl Kms {
     /// its keys, versions and material), or a replica's removal.
     pub fn apply_replication(&self, from: &str, shipment: Shipment) -> Result<()> {
         self.replication().apply_shipment(from, shipment)
+    }
+
+    // ----- one tenancy across regions -----
+
+    /// This region's tenancy, its home region and (on the home) its member regions.
+    pub fn tenancy_info(&self) -> Result<TenancyInfo> {
+        self.tenancy().info()
+    }
+
+    /// In the home region: admits the registered peer `region` (whose replication signature
+    /// the caller checked) as a member of this tenancy; answers the IAM state it adopts.
+    pub fn admit_tenancy_member(&self, region: &str) -> Result<IamState> {
+        self.tenancy().admit_member(region)
+    }
+
+    /// Whether this region may join the tenancy of `home` (checked before asking it).
+    pub fn check_join_tenancy(&self, home: &str) -> Result<()> {
+        self.tenancy().check_join(home)
+    }
+
+    /// Makes this region a member of the tenancy whose home region `home` answered `state`
+    /// (see [`Kms::admit_tenancy_member`]): its tenancy id and IAM become the home's.
+    pub fn join_tenancy(&self, principal: &Principal, home: &str, state: IamState) -> Result<TenancyInfo> {
+        self.tenancy().join(principal, home, state)
+    }
+
+    /// In a member region: applies the IAM state its home region `from` shipped.
+    pub fn apply_iam_state(&self, from: &str, state: IamState) -> Result<()> {
+        self.tenancy().apply_iam(from, state)
+    }
+
+    /// The tenancy's whole IAM state as this region holds it (what the home ships).
+    pub fn iam_state(&self) -> Result<IamState> {
+        self.tenancy().iam_state()
+    }
+
+    /// In the home region: members that have not acknowledged the latest IAM change.
+    pub fn iam_pending_members(&self) -> Result<Vec<(Region, TenancyMember)>> {
+        self.tenancy().pending_members()
+    }
+
+    /// In the home region: `region` acknowledged IAM revision `revision`.
+    pub fn iam_shipped(&self, region: &str, revision: u64) -> Result<()> {
+        self.tenancy().iam_shipped(region, revision)
     }
 }
 

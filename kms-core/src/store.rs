@@ -27,6 +27,7 @@ use crate::error::{KmsError, Result};
 use crate::ids::Ocid;
 use crate::model::iam::{Group, Policy, User};
 use crate::model::replication::{OutboxEntry, Region};
+use crate::model::tenancy::TenancyMember;
 use crate::model::{Compartment, Key, KeyVersion, Vault};
 
 /// Table definitions, public so that inspection tools (and tamper tests) can open the file.
@@ -59,6 +60,9 @@ pub mod schema {
     /// `"{region}/{vault id}"` → JSON [`OutboxEntry`](crate::model::replication::OutboxEntry): changes of a
     /// replicated vault not yet shipped to that region, written with the change itself.
     pub const REPLICATION_OUTBOX: TableDefinition<&str, &[u8]> = TableDefinition::new("replication_outbox");
+    /// Member region name → JSON [`crate::model::tenancy::TenancyMember`]: the regions that
+    /// joined this (home) region's tenancy, and what they acknowledged.
+    pub const TENANCY_MEMBERS: TableDefinition<&str, &[u8]> = TableDefinition::new("tenancy_members");
     /// Sequence number → JSON [`crate::model::audit::AuditEntry`].
     pub const AUDIT: redb::TableDefinition<u64, &[u8]> = TableDefinition::new("audit");
 }
@@ -67,6 +71,12 @@ use schema::*;
 
 /// Meta key for the tenancy id.
 pub(crate) const META_TENANCY: &str = "tenancy_id";
+/// Meta key for the tenancy's home region, on a member region (absent: this region is the
+/// home of its tenancy).
+pub(crate) const META_TENANCY_HOME: &str = "tenancy_home_region";
+/// Meta key for the IAM revision (big-endian u64): moved by every IAM change in the home
+/// region; on a member, the revision of the IAM state it applied last.
+pub(crate) const META_IAM_REVISION: &str = "iam_revision";
 /// Meta key for the region name.
 pub(crate) const META_REGION: &str = "region";
 /// Meta key for the root-key check value.
@@ -117,6 +127,7 @@ impl Store {
             t.open_table(REGIONS)?;
             t.open_table(REPLICATION_OUTBOX)?;
             t.open_table(CONSOLE_PASSWORDS)?;
+            t.open_table(TENANCY_MEMBERS)?;
         }
         txn.commit()?;
         Ok(store)
@@ -276,6 +287,36 @@ macro_rules! reads {
             Ok(v.map(|v| v.value().to_vec()))
         }
 
+        /// The home region of this region's tenancy, when this region is a member (`None`:
+        /// it is the home).
+        pub fn tenancy_home(&self) -> Result<Option<String>> {
+            Ok(self
+                .meta(META_TENANCY_HOME)?
+                .map(|v| String::from_utf8_lossy(&v).into_owned()))
+        }
+
+        /// The IAM revision (see [`META_IAM_REVISION`]); 0 before the first change.
+        pub fn iam_revision(&self) -> Result<u64> {
+            match self.meta(META_IAM_REVISION)? {
+                None => Ok(0),
+                Some(b) => Ok(u64::from_be_bytes(
+                    b.as_slice()
+                        .try_into()
+                        .map_err(|_| KmsError::Store("corrupt IAM revision".into()))?,
+                )),
+            }
+        }
+
+        /// The regions that joined this region's tenancy, oldest first.
+        pub fn tenancy_members(&self) -> Result<Vec<TenancyMember>> {
+            self.all(TENANCY_MEMBERS)
+        }
+
+        /// One member region of this region's tenancy.
+        pub fn tenancy_member(&self, region: &str) -> Result<Option<TenancyMember>> {
+            self.get(TENANCY_MEMBERS, region)
+        }
+
         /// Every IAM user, oldest first.
         pub fn users(&self) -> Result<Vec<User>> {
             self.all(IAM_USERS)
@@ -359,6 +400,13 @@ impl WriteTxn {
         self.put(COMPARTMENTS, c.id.as_str(), c)
     }
 
+    /// Removes a compartment record (a member region replacing its IAM state by the
+    /// home's).
+    pub fn delete_compartment(&self, id: &Ocid) -> Result<()> {
+        self.inner.open_table(COMPARTMENTS)?.remove(id.as_str())?;
+        Ok(())
+    }
+
     /// Inserts or replaces a vault.
     pub fn put_vault(&self, v: &Vault) -> Result<()> {
         self.put(VAULTS, v.id.as_str(), v)
@@ -432,6 +480,16 @@ impl WriteTxn {
     pub fn delete_region(&self, name: &str) -> Result<()> {
         self.inner.open_table(REGIONS)?.remove(name)?;
         Ok(())
+    }
+
+    /// Sets the IAM revision.
+    pub fn set_iam_revision(&self, revision: u64) -> Result<()> {
+        self.set_meta(META_IAM_REVISION, &revision.to_be_bytes())
+    }
+
+    /// Inserts or replaces a member region of this region's tenancy.
+    pub fn put_tenancy_member(&self, m: &TenancyMember) -> Result<()> {
+        self.put(TENANCY_MEMBERS, &m.region, m)
     }
 
     /// Inserts or replaces an outbox entry.

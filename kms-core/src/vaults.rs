@@ -88,10 +88,7 @@ impl<'a> Vaults<'a> {
         subject: &mut AuditSubject,
     ) -> Result<Vault> {
         check_name(&req.display_name)?;
-        let compartment_id = req
-            .compartment_id
-            .clone()
-            .unwrap_or_else(|| self.ctx.tenancy_id().clone());
+        let compartment_id = req.compartment_id.clone().unwrap_or_else(|| self.ctx.tenancy_id());
         Self::active_compartment(txn, &compartment_id)?;
         let vault_type = req.vault_type.unwrap_or(VaultType::Default);
         let external_key_manager = match (vault_type, &req.external_key_manager) {

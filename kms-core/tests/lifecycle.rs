@@ -695,7 +695,7 @@ fn everything_survives_reopen() {
     let other = e.key(&vault, "other");
     e.kms.disable_key(&e.me, &other.id).unwrap();
     let ct = e.encrypt(&key, b"durable");
-    let tenancy = e.kms.tenancy_id().clone();
+    let tenancy = e.kms.tenancy_id();
 
     let vault_before = e.kms.get_vault(&vault.id).unwrap();
     let key_before = e.kms.get_key(&key.id).unwrap();
@@ -707,7 +707,7 @@ fn everything_survives_reopen() {
     assert_eq!(versions_before.len(), 2);
 
     e = e.reopen();
-    assert_eq!(e.kms.tenancy_id(), &tenancy);
+    assert_eq!(e.kms.tenancy_id(), tenancy);
     assert_eq!(e.kms.region(), "local-1");
     assert_eq!(e.kms.get_vault(&vault.id).unwrap(), vault_before);
     assert_eq!(e.kms.get_key(&key.id).unwrap(), key_before);
@@ -733,7 +733,7 @@ fn region_and_tenancy_are_fixed_at_creation() {
         ..config(dir.path(), &clock)
     })
     .unwrap();
-    let tenancy = first.tenancy_id().clone();
+    let tenancy = first.tenancy_id();
     assert!(
         tenancy.as_str().starts_with("ocid1.tenancy.oc1.eu-test-1."),
         "{tenancy}"
@@ -765,7 +765,7 @@ fn region_and_tenancy_are_fixed_at_creation() {
         })
         .unwrap();
         assert_eq!(again.region(), "eu-test-1");
-        assert_eq!(again.tenancy_id(), &tenancy);
+        assert_eq!(again.tenancy_id(), tenancy);
     }
     let again = Kms::open(config(dir.path(), &clock)).unwrap();
     let v = again
@@ -850,7 +850,7 @@ fn ensure_defaults_creates_once() {
     assert_eq!(first.vault.display_name, "default");
     assert_eq!(first.key.display_name, "default");
     assert_eq!(first.key.vault_id, first.vault.id);
-    assert_eq!(first.vault.compartment_id, *e.kms.tenancy_id());
+    assert_eq!(first.vault.compartment_id, e.kms.tenancy_id());
     assert_eq!(first.vault.vault_type, VaultType::Default);
 
     let second = e.kms.ensure_defaults(&e.me).unwrap();
@@ -871,7 +871,7 @@ fn ensure_defaults_creates_once() {
 #[test]
 fn list_filters_by_compartment_and_vault() {
     let e = env();
-    let tenancy = e.kms.tenancy_id().clone();
+    let tenancy = e.kms.tenancy_id();
     let a = e.vault("a");
     e.clock.advance_millis(1);
     let b = e.vault("b");

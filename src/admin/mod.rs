@@ -88,6 +88,16 @@ pub enum Request {
         /// Its name.
         name: String,
     },
+    /// Make this region a member of the tenancy whose home region is `home`.
+    RegionJoinTenancy {
+        /// The home region (registered here, and this region there).
+        home: String,
+        /// A CA certificate (PEM) to trust for the home region over https.
+        #[serde(default)]
+        replication_ca_cert: Option<std::path::PathBuf>,
+    },
+    /// This region's tenancy: its id, home region and (on the home) members.
+    RegionTenancy,
     /// Key-age compliance report.
     Compliance {
         /// Oldest allowed primary version.
@@ -251,6 +261,7 @@ impl From<KmsError> for AdminError {
             KmsError::NotFound { .. } => "NotAuthorizedOrNotFound",
             KmsError::InvalidParameter(_) | KmsError::InvalidCiphertext(_) => "InvalidParameter",
             KmsError::IncorrectState(_) => "IncorrectState",
+            KmsError::NotHomeRegion { .. } => "NotAllowed",
             KmsError::AccessDenied(_) | KmsError::VaultDeleted(_) => "AccessDenied",
             _ => "InternalServerError",
         };
@@ -364,6 +375,23 @@ pub fn execute(target: &AdminTarget, req: Request) -> Result<Value, AdminError> 
             kms.remove_region(p, &name)?;
             Ok(json!({ "removed": name }))
         }
+        Request::RegionJoinTenancy {
+            home,
+            replication_ca_cert,
+        } => {
+            let info =
+                crate::kms_api::tenancy::join(kms, p, &home, replication_ca_cert.as_deref()).map_err(|e| match e
+                    .downcast::<KmsError>(
+                ) {
+                    Ok(e) => AdminError::from(e),
+                    Err(e) => AdminError {
+                        code: "IncorrectState".into(),
+                        message: format!("{e:#}"),
+                    },
+                })?;
+            to_value(info)
+        }
+        Request::RegionTenancy => to_value(kms.tenancy_info()?),
         Request::Compliance { max_age_days } => {
             if max_age_days < 1 {
                 return Err(invalid("max age must be at least 1 day"));

@@ -82,6 +82,19 @@ enum RegionCommand {
     List,
     /// Forget a peer region.
     Remove { name: String },
+    /// Make this region a member of the tenancy whose home region is HOME: it adopts that
+    /// tenancy's id and IAM (users, groups, policies, compartments), which from then on are
+    /// changed in HOME only and replicated here. Both regions must have registered each other.
+    JoinTenancy {
+        /// The home region (as registered with `kms region add`).
+        home: String,
+        /// A CA certificate (PEM) to trust for the home region over https.
+        #[arg(long, value_name = "FILE")]
+        replication_ca_cert: Option<std::path::PathBuf>,
+    },
+    /// This region's tenancy: its id, its home region, the IAM revision held here and, on the
+    /// home region, the member regions and what they acknowledged.
+    Tenancy,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -693,6 +706,20 @@ fn answer(global: &GlobalOpts, cmd: KmsCommand) -> anyhow::Result<(Value, View)>
                 ]),
             ),
             RegionCommand::Remove { name } => (dispatch(global, Request::RegionRemove { name })?, View::Fields),
+            RegionCommand::JoinTenancy {
+                home,
+                replication_ca_cert,
+            } => (
+                dispatch(
+                    global,
+                    Request::RegionJoinTenancy {
+                        home,
+                        replication_ca_cert: replication_ca_cert.map(|p| std::path::absolute(&p)).transpose()?,
+                    },
+                )?,
+                View::Json,
+            ),
+            RegionCommand::Tenancy => (dispatch(global, Request::RegionTenancy)?, View::Json),
         },
         KmsCommand::Audit(AuditCommand::List { from, limit }) => (
             dispatch(global, Request::AuditList { from, limit })?,

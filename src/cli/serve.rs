@@ -182,6 +182,17 @@ async fn serve(global: &GlobalOpts, args: ServeArgs) -> anyhow::Result<ExitCode>
             }
         })?
     };
+    // IAM changes of a home region are shipped to its tenancy's member regions from this one.
+    let iam_shipper = {
+        let (kms, stop, ca) = (kms.clone(), shipper_stop.clone(), args.replication_ca_cert.clone());
+        std::thread::Builder::new()
+            .name("iam-replication".into())
+            .spawn(move || {
+                if let Err(e) = sealstore::kms_api::tenancy::run_shipper(kms, stop, ca.as_deref()) {
+                    error!(error = %e, "IAM replication stopped");
+                }
+            })?
+    };
     let audit_writer = super::AuditWriter::start(&kms)?;
 
     kms.ensure_iam_defaults(&Principal::local_admin())?;
@@ -301,6 +312,7 @@ async fn serve(global: &GlobalOpts, args: ServeArgs) -> anyhow::Result<ExitCode>
     shipper_stop.store(true, std::sync::atomic::Ordering::Release);
     kms.notify_replication();
     let _ = shipper.join();
+    let _ = iam_shipper.join();
     drop(audit_writer);
     let _ = std::fs::remove_file(&serve_file);
     let _ = std::fs::remove_file(&socket_path);

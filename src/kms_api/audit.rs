@@ -16,7 +16,7 @@ pub(super) const MAX_LIMIT: usize = 1000;
 
 /// `GET /20180608/auditEvents`
 pub(crate) fn list(call: &Call<'_>) -> Result<Reply, ApiError> {
-    let tenancy = call.kms.tenancy_id().clone();
+    let tenancy = call.kms.tenancy_id();
     call.require(
         Verb::Read,
         ResourceKind::AuditEvents,

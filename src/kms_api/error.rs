@@ -105,7 +105,8 @@ impl From<KmsError> for ApiError {
             KmsError::InvalidCiphertext(_) => ApiError::invalid(e.to_string()),
             KmsError::IncorrectState(m) => ApiError::new(StatusCode::CONFLICT, "IncorrectState", m),
             KmsError::ReplicaIncomplete(_) => ApiError::new(StatusCode::CONFLICT, REPLICA_INCOMPLETE, e.to_string()),
-            KmsError::AccessDenied(_) | KmsError::VaultDeleted(_) => {
+            // An IAM change outside the home region: 403 NotAllowed, as OCI's identity service.
+            KmsError::AccessDenied(_) | KmsError::VaultDeleted(_) | KmsError::NotHomeRegion { .. } => {
                 ApiError::new(StatusCode::FORBIDDEN, "NotAllowed", e.to_string())
             }
             KmsError::Unavailable(_) => {

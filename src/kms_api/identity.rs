@@ -32,7 +32,7 @@ fn parse_bool(call: &Call<'_>, name: &str) -> Result<bool, ApiError> {
 pub(crate) fn list_compartments(call: &Call<'_>) -> Result<Reply, ApiError> {
     let parent = compartment_id(call.required("compartmentId")?)?;
     let subtree = parse_bool(call, "compartmentIdInSubtree")?;
-    let tenancy = call.kms.tenancy_id();
+    let tenancy = &call.kms.tenancy_id();
     if subtree && &parent != tenancy {
         return Err(ApiError::invalid(
             "compartmentIdInSubtree=true requires compartmentId to be the tenancy",
@@ -89,7 +89,7 @@ pub(crate) fn get_compartment(call: &Call<'_>, id: &str) -> Result<Reply, ApiErr
 
 /// `GET /20160918/tenancies/{id}`: any signed-in user of the tenancy may read it.
 pub(crate) fn get_tenancy(call: &Call<'_>, id: &str) -> Result<Reply, ApiError> {
-    let tenancy = call.kms.tenancy_id();
+    let tenancy = &call.kms.tenancy_id();
     if id != tenancy.as_str() {
         return Err(ApiError::not_found(format_args!("tenancy {id}")));
     }

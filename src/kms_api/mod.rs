@@ -27,6 +27,7 @@ pub mod replication;
 mod routes;
 pub mod shipper;
 pub mod signature;
+pub mod tenancy;
 pub mod tls;
 mod vaults;
 mod wire;
@@ -355,7 +356,9 @@ impl KmsApi {
             return respond(Err(ApiError::too_many_requests()), &request_id);
         }
         // Vault states from peer regions grow with their keys' versions.
-        let limit = if parts.uri.path() == replication::APPLY_PATH {
+        let limit = if parts.uri.path() == replication::APPLY_PATH
+            || tenancy::is_tenancy_call(&parts.method, parts.uri.path())
+        {
             replication::MAX_SHIPMENT
         } else {
             MAX_BODY
@@ -395,6 +398,9 @@ impl KmsApi {
         if parts.method == Method::POST && parts.uri.path() == replication::APPLY_PATH {
             return replication::apply(&self.kms, parts, target, body);
         }
+        if tenancy::is_tenancy_call(&parts.method, parts.uri.path()) {
+            return tenancy::answer(&self.kms, parts, target, body);
+        }
         let iam = self.kms.iam_view()?;
         let caller = signature::verify(
             &signature::SignedRequest {
@@ -404,7 +410,7 @@ impl KmsApi {
                 body,
             },
             &iam,
-            self.kms.tenancy_id(),
+            &self.kms.tenancy_id(),
             chrono::Utc::now().timestamp(),
         )
         .map_err(|e| ApiError::not_authenticated(e.0))?;

@@ -1,6 +1,7 @@
 """Cross-region vault replication with real processes: two `sealstore serve --region` on one
 machine (separate data directories and ports), registered as peers both ways; kill -9 and
-restarts; a capturing proxy between them; failover of a data path."""
+restarts; a capturing proxy between them; failover of a data path; regions of one tenancy
+(IAM made in the home region, one oci config for every region)."""
 
 import base64
 import http.server
@@ -543,3 +544,122 @@ def test_region_add_reads_what_region_identity_prints_and_explains_a_bad_file(pa
                     check=False)
     assert out.returncode != 0
     assert "kms region identity" in out.stderr and "signingKey" in out.stderr, out.stderr
+
+
+# ---- One tenancy across regions (issue 20, item 2) ----
+
+def join_tenancy(member, home):
+    """`member` joins `home`'s tenancy (both registered both ways first)."""
+    register(member, home)
+    register(home, member)
+    return json.loads(sealstore(member.dir, "kms", "region", "join-tenancy", home.name).stdout)
+
+
+def tenancy_of(region):
+    return json.loads(sealstore(region.dir, "kms", "region", "tenancy").stdout)
+
+
+def user_ids(region):
+    return {u["name"]: u["id"] for u in region.cli("iam", "user", "list")}
+
+
+def refused_by(env, profile, *args, endpoint):
+    """The status of an oci call that must fail."""
+    with pytest.raises(OciFailed) as failed:
+        env.oci(profile, *args, endpoint=endpoint)
+    return failed.value.error.get("status")
+
+
+def test_one_tenancy_across_regions_one_config_iam_in_the_home_region_only(tmp_path):
+    r1, r2, r3 = Region(tmp_path, "r1"), Region(tmp_path, "r2"), Region(tmp_path, "r3")
+    try:
+        home_tenancy = r1.cli("kms", "status")["tenancyId"]
+        assert r2.cli("kms", "status")["tenancyId"] != home_tenancy
+        # r2 and r3 join r1's tenancy: they adopt its id and IAM, with the same OCIDs.
+        for member in (r2, r3):
+            joined = join_tenancy(member, r1)
+            assert joined["tenancyId"] == home_tenancy and joined["homeRegion"] == "r1", joined
+            assert member.cli("kms", "status")["tenancyId"] == home_tenancy
+        assert {m["region"] for m in tenancy_of(r1)["members"]} == {"r2", "r3"}
+        admins = {g["name"]: g["id"] for g in r1.cli("iam", "group", "list")}["Administrators"]
+        assert {g["name"]: g["id"] for g in r2.cli("iam", "group", "list")}["Administrators"] == admins
+
+        # ONE config file; its users are made in the home region only.
+        (tmp_path / "oci").mkdir()
+        env = Env(r1.url, r1.dir, tmp_path / "oci")
+        admin = env.add_user("admin", groups=["Administrators"])
+        wait_for(lambda: user_ids(r2).get("admin") == admin["id"] == user_ids(r3).get("admin"), what="admin in r2, r3")
+
+        # A replicated vault, read and used in r2 with the same profile: only --endpoint differs.
+        vault = r1.cli("kms", "vault", "create", "--name", "global")["id"]
+        key = r1.cli("kms", "key", "create", "--vault", vault, "--name", "k")["id"]
+        r1.cli("kms", "vault", "replicate", vault, "--region", "r2")
+        wait_for(lambda: r1.cli("kms", "vault", "replicas", vault)[0]["status"] == "CREATED", what="replica")
+        got = env.oci("admin", "kms", "management", "vault", "get", "--vault-id", vault, endpoint=r2.url)["data"]
+        assert got["is-primary"] is False and got["compartment-id"] == home_tenancy, got
+        crypto2 = got["crypto-endpoint"]
+        assert crypto2.startswith(r2.url)
+        plaintext = base64.b64encode(b"one tenancy").decode()
+        ct = env.oci("admin", "kms", "crypto", "encrypt", "--key-id", key, "--plaintext", plaintext,
+                     endpoint=crypto2)["data"]["ciphertext"]
+        crypto1 = env.oci("admin", "kms", "management", "vault", "get", "--vault-id", vault)["data"]["crypto-endpoint"]
+        back = env.oci("admin", "kms", "crypto", "decrypt", "--key-id", key, "--ciphertext", ct, endpoint=crypto1)
+        assert back["data"]["plaintext"] == plaintext
+
+        # IAM changes in a member are refused, naming the home region; nothing changes there.
+        private, public = make_key_pair(tmp_path, "intruder")
+        for args in (["iam", "user", "add", "intruder", "--public-key", str(public)],
+                     ["iam", "group", "create", "g2"],
+                     ["iam", "policy", "create", "p2", "--statement", "Allow group g2 to read vaults in tenancy"],
+                     ["iam", "compartment", "create", "c2"]):
+            out = sealstore(r2.dir, *args, check=False)
+            assert out.returncode != 0 and "home region r1" in out.stderr, (args, out.stderr)
+        assert "intruder" not in user_ids(r2)
+        assert "JoinTenancy" in sealstore(r2.dir, "--json", "kms", "audit", "list").stdout
+
+        # A policy made in the home region takes effect in the member; deleted, it stops.
+        r1.cli("iam", "group", "create", "readers")
+        env.add_user("reader", groups=["readers"])
+        wait_for(lambda: "reader" in user_ids(r2), what="reader in r2")
+        vault_get = ("kms", "management", "vault", "get", "--vault-id", vault)
+        assert refused_by(env, "reader", *vault_get, endpoint=r2.url) == 404
+        r1.cli("iam", "policy", "create", "read-vaults", "--statement", "Allow group readers to read vaults in tenancy")
+        wait_for(lambda: env.oci("reader", *vault_get, endpoint=r2.url)["data"]["id"] == vault,
+                 what="the policy in r2")
+        r1.cli("iam", "policy", "delete", "read-vaults")
+        wait_for(lambda: refused_by(env, "reader", *vault_get, endpoint=r2.url) == 404, what="the policy gone in r2")
+
+        # A member that was down catches up: r3 is killed, IAM changes in r1, r3 comes back.
+        r3.kill9()
+        late = env.add_user("late", groups=["Administrators"])
+        r1.cli("iam", "policy", "create", "late-readers", "--statement",
+               "Allow group readers to read vaults in tenancy")
+        pending = {m["region"]: m for m in tenancy_of(r1)["members"]}["r3"]
+        assert pending["acknowledgedRevision"] < tenancy_of(r1)["iamRevision"] and pending["pendingSince"]
+        r3.start()
+        wait_for(lambda: user_ids(r3).get("late") == late["id"], timeout=15, what="r3 catching up")
+        assert "late-readers" in {p["name"] for p in r3.cli("iam", "policy", "list")}
+        assert tenancy_of(r3)["iamRevision"] == tenancy_of(r1)["iamRevision"]
+        wait_for(lambda: all(m["pendingSince"] is None for m in tenancy_of(r1)["members"]), what="all acknowledged")
+        # The caught-up member authenticates the new user with the same config.
+        assert env.oci("late", "kms", "management", "vault", "list", "--compartment-id", home_tenancy,
+                       endpoint=r3.url)["data"]
+    finally:
+        for r in (r1, r2, r3):
+            r.stop()
+
+
+def test_a_region_with_iam_of_its_own_cannot_join(tmp_path):
+    r1, r2 = Region(tmp_path, "r1"), Region(tmp_path, "r2")
+    try:
+        r2.cli("iam", "group", "create", "mine")
+        register(r2, r1)
+        register(r1, r2)
+        out = sealstore(r2.dir, "kms", "region", "join-tenancy", "r1", check=False)
+        assert out.returncode != 0 and "IAM of its own" in out.stderr and "1 group(s)" in out.stderr, out.stderr
+        # Refused before asking r1: r1 has no member.
+        assert tenancy_of(r1)["members"] == []
+        assert r2.cli("kms", "status")["tenancyId"] != r1.cli("kms", "status")["tenancyId"]
+    finally:
+        r1.stop()
+        r2.stop()

@@ -17,6 +17,7 @@ use crate::error::{KmsError, Result};
 use crate::ids::{Ocid, ResourceType};
 use crate::model::audit::{AuditSubject, Principal};
 use crate::model::{Compartment, CompartmentState};
+use crate::replication::iam_outbox;
 use crate::store::schema::{IAM_GROUPS, IAM_POLICIES, IAM_USERS};
 use crate::store::WriteTxn;
 use crate::time::Timestamp;
@@ -83,19 +84,32 @@ impl<'a> Iam<'a> {
         operation: &str,
         change: impl FnOnce(&WriteTxn, Timestamp) -> Result<T>,
     ) -> Result<T> {
+        // IAM is changed in the tenancy's home region only; there, the change is queued for
+        // every member region in its own transaction.
+        let mut queued = false;
         let out = self
             .ctx
             .mutate(principal, operation, AuditSubject::default(), |txn, now, _| {
-                change(txn, now)
+                iam_outbox::refuse_if_member(txn, self.ctx.region())?;
+                let value = change(txn, now)?;
+                queued = iam_outbox::queue(txn, now)?;
+                Ok(value)
             });
         // Rebuilt on next use, from the committed state.
         self.ctx.invalidate_iam_view();
+        if queued && out.is_ok() {
+            self.ctx.replication_signal().notify();
+        }
         out
     }
 
-    /// Creates the Administrators group and its tenancy-wide policy if they are missing.
+    /// Creates the Administrators group and its tenancy-wide policy if they are missing. A
+    /// member region has the home region's (replicated), and makes none.
     pub(crate) fn ensure_iam_defaults(&self, principal: &Principal) -> Result<()> {
         let txn = self.ctx.read()?;
+        if txn.tenancy_home()?.is_some() {
+            return Ok(());
+        }
         let have_group = txn.groups()?.iter().any(|g| g.name == ADMINISTRATORS_GROUP);
         let have_policy = txn.policies()?.iter().any(|p| p.name == ADMIN_POLICY);
         drop(txn);
@@ -371,8 +385,9 @@ impl<'a> Iam<'a> {
         check_iam_name("compartment", name)?;
         self.iam_change(principal, "CreateCompartment", |txn, now| {
             let compartments = txn.compartments()?;
+            let tenancy = self.ctx.tenancy_id();
             let parent = match parent {
-                None => self.ctx.tenancy_id().clone(),
+                None => tenancy.clone(),
                 Some(p) => resolve_compartment(&compartments, p)
                     .ok_or_else(|| KmsError::not_found("compartment", p))?
                     .id
@@ -380,7 +395,7 @@ impl<'a> Iam<'a> {
             };
             if compartments
                 .iter()
-                .any(|c| c.compartment_id == parent && c.name == name && c.id != *self.ctx.tenancy_id())
+                .any(|c| c.compartment_id == parent && c.name == name && c.id != tenancy)
             {
                 return Err(KmsError::IncorrectState(format!(
                     "compartment '{name}' exists already under {parent}"

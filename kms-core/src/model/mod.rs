@@ -5,12 +5,13 @@
 //! OCI-compatible API can hand these records out unchanged and the `oci` CLI reads them.
 //!
 //! This is the leaf of kms-core: every persisted record lives here or in a submodule
-//! ([`audit`], [`iam`], [`replication`]), and nothing here imports the rest of the crate
+//! ([`audit`], [`iam`], [`replication`], [`tenancy`]), and nothing here imports the rest of the crate
 //! beyond ids and time.
 
 pub mod audit;
 pub mod iam;
 pub mod replication;
+pub mod tenancy;
 
 use std::collections::BTreeMap;
 

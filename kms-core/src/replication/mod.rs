@@ -11,8 +11,10 @@
 //! - A replica applies that state as it is. Management calls on it are refused (409, naming
 //!   the primary region); crypto calls work with the same ids.
 
+pub(crate) mod iam_outbox;
 pub mod identity;
 pub(crate) mod outbox;
+pub(crate) mod tenancy;
 
 use std::collections::HashSet;
 
@@ -192,6 +194,16 @@ impl<'a> Replication<'a> {
         self.ctx
             .mutate(principal, "RemoveRegion", AuditSubject::default(), |txn, _, _| {
                 txn.region(name)?.ok_or_else(|| KmsError::not_found("region", name))?;
+                if txn.tenancy_member(name)?.is_some() {
+                    return Err(KmsError::IncorrectState(format!(
+                        "region {name} is a member of this region's tenancy: IAM is replicated to it"
+                    )));
+                }
+                if txn.tenancy_home()?.as_deref() == Some(name) {
+                    return Err(KmsError::IncorrectState(format!(
+                        "region {name} is the home region of this region's tenancy"
+                    )));
+                }
                 for vault in txn.vaults()? {
                     if let Some(VaultReplication::Primary { replicas, .. }) = &vault.replication {
                         if replicas.iter().any(|r| r.region == name && r.status.is_shipped_to()) {
@@ -639,11 +651,16 @@ impl<'a> Replication<'a> {
                 }
             }
         }
-        // Each region is its own tenancy here: a replica lives in this region's root
-        // compartment, where this region's policies decide who may use it.
-        let tenancy = self.ctx.tenancy_id().clone();
+        // Regions of one tenancy share its compartments: the replica is in the primary's
+        // compartment, where the tenancy's policies decide who may use it. A region of
+        // another tenancy puts it in its own root compartment, under its own policies.
+        let compartment = if txn.compartment(&state.vault.compartment_id).is_ok() {
+            state.vault.compartment_id.clone()
+        } else {
+            self.ctx.tenancy_id()
+        };
         let mut vault = state.vault.clone();
-        vault.compartment_id = tenancy.clone();
+        vault.compartment_id = compartment.clone();
         vault.replication = Some(VaultReplication::Replica {
             primary_region: from.to_owned(),
             time_last_applied: now,
@@ -657,14 +674,14 @@ impl<'a> Replication<'a> {
         };
         for key in &state.keys {
             txn.put_key(&Key {
-                compartment_id: tenancy.clone(),
+                compartment_id: compartment.clone(),
                 is_replica: true,
                 ..key.clone()
             })?;
         }
         for version in &state.versions {
             txn.put_key_version(&KeyVersion {
-                compartment_id: tenancy.clone(),
+                compartment_id: compartment.clone(),
                 is_replica: true,
                 ..version.clone()
             })?;
