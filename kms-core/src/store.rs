@@ -295,7 +295,7 @@ macro_rules! reads {
                 .map(|v| String::from_utf8_lossy(&v).into_owned()))
         }
 
-        /// The IAM revision (see [`META_IAM_REVISION`]); 0 before the first change.
+        /// The IAM revision (the `META_IAM_REVISION` setting); 0 before the first change.
         pub fn iam_revision(&self) -> Result<u64> {
             match self.meta(META_IAM_REVISION)? {
                 None => Ok(0),
