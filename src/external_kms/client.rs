@@ -27,6 +27,26 @@ pub const READ_TIMEOUT: Duration = Duration::from_secs(1);
 /// Attempts per call.
 const ATTEMPTS: usize = 2;
 
+/// Why every attempt of a call failed, as operators grep for it: "timed out: no answer
+/// within the 1 s read timeout; retried once".
+fn unavailable(endpoint: &str, failures: &[String]) -> String {
+    let retried = match failures.len() {
+        0 | 1 => "not retried".to_owned(),
+        2 => "retried once".to_owned(),
+        n => format!("retried {} times", n - 1),
+    };
+    let mut distinct: Vec<&str> = Vec::new();
+    for f in failures {
+        if !distinct.contains(&f.as_str()) {
+            distinct.push(f);
+        }
+    }
+    format!(
+        "external key manager at {endpoint}: {}; {retried}",
+        distinct.join("; then ")
+    )
+}
+
 /// Keys held by external key managers.
 #[derive(Debug)]
 pub struct ExternalProtection {
@@ -76,10 +96,17 @@ impl ExternalProtection {
             headers.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
             let answer = match self.http()?.send(method.clone(), &url, headers, body.clone()) {
                 Ok(a) => a,
+                Err(e) if e.is_timeout() && e.is_connect() => {
+                    failures.push(format!(
+                        "timed out: no connection within the {} ms connect timeout",
+                        CONNECT_TIMEOUT.as_millis()
+                    ));
+                    continue;
+                }
                 Err(e) if e.is_timeout() => {
                     failures.push(format!(
-                        "no answer within {} ms",
-                        (CONNECT_TIMEOUT + READ_TIMEOUT).as_millis()
+                        "timed out: no answer within the {} s read timeout",
+                        READ_TIMEOUT.as_secs_f64()
                     ));
                     continue;
                 }
@@ -128,10 +155,7 @@ impl ExternalProtection {
                 }
             }
         }
-        Err(KmsError::Unavailable(format!(
-            "external key manager at {endpoint} failed {ATTEMPTS} times: {}",
-            failures.join("; ")
-        )))
+        Err(KmsError::Unavailable(unavailable(endpoint, &failures)))
     }
 
     /// `POST …/keys/{key}/versions/{version}/{operation}` for the version `stored` references,
@@ -236,5 +260,24 @@ impl KeyProtection for ExternalProtection {
             current_version_id: current.to_owned(),
             version_ids,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::unavailable;
+
+    #[test]
+    fn an_unavailable_key_manager_says_it_timed_out_and_was_retried_once() {
+        let timed_out = "timed out: no answer within the 1 s read timeout".to_owned();
+        assert_eq!(
+            unavailable("http://km", &[timed_out.clone(), timed_out.clone()]),
+            "external key manager at http://km: timed out: no answer within the 1 s read timeout; retried once"
+        );
+        let refused = "connection refused".to_owned();
+        assert_eq!(
+            unavailable("http://km", &[timed_out, refused]),
+            "external key manager at http://km: timed out: no answer within the 1 s read timeout; then connection refused; retried once"
+        );
     }
 }
