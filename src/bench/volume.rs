@@ -218,7 +218,7 @@ pub fn over_nbd(
         volume: Arc::new(volume),
         read_only: false,
     }]);
-    let server = runtime.spawn(async move { listener.serve(exports).await });
+    let server = runtime.spawn(async move { listener.serve(exports, Default::default()).await });
 
     let mut servers: Vec<(String, bool, PathBuf, Option<QemuNbd>)> =
         vec![("sealstore NBD (AES-256-XTS)".into(), false, socket, None)];

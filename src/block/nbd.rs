@@ -9,11 +9,15 @@
 //! its request is done, so replies may come out of order (clients match them by cookie).
 //! Any byte alignment is accepted (the volume reads, modifies and writes partial sectors).
 //! FLUSH and FUA mean durable: the volume file is fdatasync'ed.
+//! Resources are bounded ([`Limits`]): bytes of requests in flight per connection and per
+//! server (back-pressure: the server stops reading a client's requests), connections, and the
+//! time to negotiate and to sit idle.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::sync::Mutex;
+use tokio::sync::{Mutex, Semaphore};
 
 use super::Volume;
 
@@ -75,6 +79,76 @@ pub const MAX_REQUEST: u32 = 32 << 20;
 /// Option payloads above this end the handshake.
 const MAX_OPTION: u32 = 64 << 10;
 
+/// How long a client may take to negotiate (hello to GO or EXPORT_NAME).
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// What clients may hold of a server. Requests in flight are counted in bytes (a READ's
+/// buffer, a WRITE's payload; at least 1 KiB each): at a connection's limit, or the server's,
+/// the server stops reading that connection's requests until replies drain — back-pressure,
+/// not an error — so a client that never reads its replies holds at most its limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Bytes of requests in flight per connection (at least [`MAX_REQUEST`]).
+    pub per_connection_bytes: usize,
+    /// Bytes of requests in flight across every connection (at least the per-connection limit).
+    pub total_bytes: usize,
+    /// Connections served at once; beyond it a new connection is closed at once (logged).
+    pub max_connections: usize,
+    /// A connection that sends no request for this long, with none in flight, is closed.
+    pub idle_timeout: Option<Duration>,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            per_connection_bytes: 64 << 20,
+            total_bytes: 512 << 20,
+            max_connections: 128,
+            idle_timeout: None,
+        }
+    }
+}
+
+/// [`Limits`] in force: the counters every connection of a server draws from.
+#[derive(Debug, Clone)]
+pub struct Budget {
+    limits: Limits,
+    /// KiB in flight across connections.
+    total: Arc<Semaphore>,
+    connections: Arc<Semaphore>,
+}
+
+impl Budget {
+    /// Counters for `limits` (raised to their minimums).
+    pub fn new(limits: Limits) -> Self {
+        let per_connection = limits.per_connection_bytes.max(MAX_REQUEST as usize);
+        let limits = Limits {
+            per_connection_bytes: per_connection,
+            total_bytes: limits.total_bytes.max(per_connection),
+            max_connections: limits.max_connections.max(1),
+            ..limits
+        };
+        Budget {
+            total: Arc::new(Semaphore::new(limits.total_bytes >> 10)),
+            connections: Arc::new(Semaphore::new(limits.max_connections)),
+            limits,
+        }
+    }
+
+    /// The limits in force.
+    pub fn limits(&self) -> Limits {
+        self.limits
+    }
+}
+
+/// What a request holds while in flight, in KiB: its data, at least 1 KiB.
+fn cost_kib(kind: u16, len: u32) -> u32 {
+    match kind {
+        CMD_READ | CMD_WRITE => len.div_ceil(1024).max(1),
+        _ => 1,
+    }
+}
+
 /// One export: a volume under a name.
 #[derive(Debug, Clone)]
 pub struct Export {
@@ -109,11 +183,32 @@ async fn option_reply<W: AsyncWrite + Unpin>(w: &mut W, option: u32, kind: u32, 
 }
 
 /// Serves one client connection until it disconnects.
-pub async fn serve_connection<S>(stream: S, exports: Arc<Vec<Export>>) -> std::io::Result<()>
+pub async fn serve_connection<S>(stream: S, exports: Arc<Vec<Export>>, budget: Budget) -> std::io::Result<()>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let (mut r, mut w) = tokio::io::split(stream);
+    let (r, w) = tokio::io::split(stream);
+    let negotiated = tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake(r, w, &exports)).await;
+    let Ok(negotiated) = negotiated else {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            format!("no export chosen within {} s", HANDSHAKE_TIMEOUT.as_secs()),
+        ));
+    };
+    match negotiated? {
+        Some((r, w, export, structured)) => transmission(r, w, export, structured, budget).await,
+        None => Ok(()),
+    }
+}
+
+/// Options until the client picks an export (then its halves, the export and whether replies
+/// are structured) or leaves.
+#[allow(clippy::type_complexity)]
+async fn handshake<R, W>(mut r: R, mut w: W, exports: &[Export]) -> std::io::Result<Option<(R, W, Export, bool)>>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
     let mut hello = Vec::with_capacity(18);
     hello.extend_from_slice(&NBDMAGIC.to_be_bytes());
     hello.extend_from_slice(&IHAVEOPT.to_be_bytes());
@@ -144,7 +239,7 @@ where
             OPT_EXPORT_NAME => {
                 // No error reply is possible here: an unknown name just ends the connection.
                 let Some(export) = find(&data) else {
-                    return Ok(());
+                    return Ok(None);
                 };
                 let mut out = Vec::with_capacity(134);
                 out.extend_from_slice(&export.volume.size().to_be_bytes());
@@ -165,7 +260,7 @@ where
             }
             OPT_ABORT => {
                 option_reply(&mut w, option, REP_ACK, &[]).await?;
-                return Ok(());
+                return Ok(None);
             }
             OPT_LIST => {
                 if !data.is_empty() {
@@ -191,7 +286,16 @@ where
                     continue;
                 };
                 let Some(export) = find(name) else {
-                    let msg = format!("no export named '{}'", String::from_utf8_lossy(name));
+                    let names: Vec<&str> = exports.iter().map(|e| e.name.as_str()).collect();
+                    let msg = if name.is_empty() {
+                        format!("no default export: name one of {}", names.join(", "))
+                    } else {
+                        format!(
+                            "no export named '{}'; exports: {}",
+                            String::from_utf8_lossy(name),
+                            names.join(", ")
+                        )
+                    };
                     option_reply(&mut w, option, REP_ERR_UNKNOWN, msg.as_bytes()).await?;
                     continue;
                 };
@@ -207,7 +311,7 @@ where
             _ => option_reply(&mut w, option, REP_ERR_UNSUP, b"option not supported").await?,
         }
     };
-    transmission(r, w, export, structured).await
+    Ok(Some((r, w, export, structured)))
 }
 
 /// How replies are framed on a connection.
@@ -226,14 +330,18 @@ impl Replies {
         error: u32,
         read: Option<(u64, &[u8])>,
     ) -> std::io::Result<()> {
-        let mut out = Vec::with_capacity(32 + read.map_or(0, |(_, d)| d.len()));
+        // Small data goes in the same write as the header (one segment, no Nagle wait); large
+        // data is written after it, under the same lock, rather than copied.
+        let data: &[u8] = match (error, read) {
+            (0, Some((_, d))) => d,
+            _ => &[],
+        };
+        let inline = data.len() <= INLINE_REPLY;
+        let mut out = Vec::with_capacity(32 + if inline { data.len() } else { 0 });
         if !self.structured {
             out.extend_from_slice(&SIMPLE_REPLY_MAGIC.to_be_bytes());
             out.extend_from_slice(&error.to_be_bytes());
             out.extend_from_slice(&cookie.to_be_bytes());
-            if error == 0 {
-                out.extend_from_slice(read.map_or(&[][..], |(_, d)| d));
-            }
         } else {
             let message: &[u8] = match error {
                 EPERM => b"the export is read-only",
@@ -253,10 +361,7 @@ impl Replies {
             out.extend_from_slice(&cookie.to_be_bytes());
             out.extend_from_slice(&(payload_len as u32).to_be_bytes());
             match (error, read) {
-                (0, Some((offset, d))) => {
-                    out.extend_from_slice(&offset.to_be_bytes());
-                    out.extend_from_slice(d);
-                }
+                (0, Some((offset, _))) => out.extend_from_slice(&offset.to_be_bytes()),
                 (0, None) => {}
                 _ => {
                     out.extend_from_slice(&error.to_be_bytes());
@@ -265,9 +370,21 @@ impl Replies {
                 }
             }
         }
-        w.lock().await.write_all(&out).await
+        if inline {
+            out.extend_from_slice(data);
+        }
+        let mut w = w.lock().await;
+        w.write_all(&out).await?;
+        if !inline {
+            w.write_all(data).await?;
+        }
+        Ok(())
     }
 }
+
+/// READ data up to this size is copied into the reply's single write; larger data follows
+/// the header in a write of its own.
+const INLINE_REPLY: usize = 64 << 10;
 
 /// The NBD error of a finished blocking volume call (0 for success).
 fn status(done: Result<Result<(), super::VolumeError>, tokio::task::JoinError>) -> u32 {
@@ -286,7 +403,7 @@ fn errno(e: &super::VolumeError) -> u32 {
     }
 }
 
-async fn transmission<R, W>(mut r: R, w: W, export: Export, structured: bool) -> std::io::Result<()>
+async fn transmission<R, W>(mut r: R, w: W, export: Export, structured: bool, budget: Budget) -> std::io::Result<()>
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin + Send + 'static,
@@ -295,9 +412,21 @@ where
     let replies = Replies { structured };
     let read_buffers = Arc::new(BufferPool::default());
     let mut in_flight = tokio::task::JoinSet::new();
+    let own = Arc::new(Semaphore::new(budget.limits.per_connection_bytes >> 10));
     let result = loop {
         let mut header = [0u8; 28];
-        match r.read_exact(&mut header).await {
+        let next = r.read_exact(&mut header);
+        let read = match budget.limits.idle_timeout {
+            Some(idle) if in_flight.is_empty() => match tokio::time::timeout(idle, next).await {
+                Ok(read) => read,
+                Err(_) => {
+                    tracing::debug!(idle_secs = idle.as_secs(), "NBD connection idle: closed");
+                    break Ok(());
+                }
+            },
+            _ => next.await,
+        };
+        match read {
             Ok(_) => {}
             Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => break Ok(()),
             Err(e) => break Err(e),
@@ -314,6 +443,18 @@ where
         let in_range = offset
             .checked_add(u64::from(len))
             .is_some_and(|end| end <= export.volume.size());
+        // Back-pressure: no more of this client's requests are read until what is in flight
+        // fits its limit and the server's. Held until the reply is written.
+        let cost = if len > MAX_REQUEST { 1 } else { cost_kib(kind, len) };
+        let held = (
+            own.clone().acquire_many_owned(cost).await.expect("never closed"),
+            budget
+                .total
+                .clone()
+                .acquire_many_owned(cost)
+                .await
+                .expect("never closed"),
+        );
         let (vol, w2) = (export.volume.clone(), w.clone());
         let fua = flags & CMD_FLAG_FUA != 0;
         match kind {
@@ -339,6 +480,7 @@ where
                     None
                 };
                 in_flight.spawn(async move {
+                    let _held = held;
                     let error = match error {
                         Some(e) => e,
                         None => tokio::task::spawn_blocking(move || {
@@ -358,6 +500,7 @@ where
                 }
                 let pool = read_buffers.clone();
                 in_flight.spawn(async move {
+                    let _held = held;
                     let mut buf = pool.take(len as usize);
                     let read = tokio::task::spawn_blocking(move || {
                         let done = vol.read_at(offset, &mut buf);
@@ -379,6 +522,7 @@ where
             }
             CMD_FLUSH => {
                 in_flight.spawn(async move {
+                    let _held = held;
                     let done = tokio::task::spawn_blocking(move || vol.flush()).await;
                     replies.send(&w2, cookie, status(done), None).await
                 });
@@ -391,6 +535,7 @@ where
                 }
                 let zeroes = kind == CMD_WRITE_ZEROES;
                 in_flight.spawn(async move {
+                    let _held = held;
                     let done = tokio::task::spawn_blocking(move || {
                         // TRIM is advisory and its range may then read as anything: nothing to
                         // do. WRITE_ZEROES must read back as zeros: encrypted zeros are written.
@@ -458,17 +603,19 @@ impl NbdListener {
         }
     }
 
-    /// Serves `exports` to every client that connects, until the task is dropped.
-    pub async fn serve(&self, exports: Arc<Vec<Export>>) {
+    /// Serves `exports` to every client that connects, within `limits`, until the task is
+    /// dropped.
+    pub async fn serve(&self, exports: Arc<Vec<Export>>, limits: Limits) {
+        let budget = Budget::new(limits);
         loop {
             let accepted = match self {
                 NbdListener::Tcp(l) => l.accept().await.map(|(s, peer)| {
                     // Replies are header then data in one write, but requests pipeline: no Nagle.
                     let _ = s.set_nodelay(true);
-                    tokio::spawn(log_end(serve_connection(s, exports.clone()), peer.to_string()));
+                    admit(s, peer.to_string(), &exports, &budget);
                 }),
                 NbdListener::Unix(l, _) => l.accept().await.map(|(s, _)| {
-                    tokio::spawn(log_end(serve_connection(s, exports.clone()), "unix".into()));
+                    admit(s, "unix".into(), &exports, &budget);
                 }),
             };
             if let Err(e) = accepted {
@@ -485,6 +632,22 @@ impl Drop for NbdListener {
             let _ = std::fs::remove_file(path);
         }
     }
+}
+
+/// Serves a new connection unless the server is at its connection limit (then it is closed).
+fn admit<S>(stream: S, peer: String, exports: &Arc<Vec<Export>>, budget: &Budget)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let Ok(slot) = budget.connections.clone().try_acquire_owned() else {
+        tracing::warn!(%peer, max = budget.limits.max_connections, "NBD connection refused: at the connection limit");
+        return;
+    };
+    let (exports, budget) = (exports.clone(), budget.clone());
+    tokio::spawn(async move {
+        let _slot = slot;
+        log_end(serve_connection(stream, exports, budget), peer).await;
+    });
 }
 
 async fn log_end(connection: impl std::future::Future<Output = std::io::Result<()>>, peer: String) {

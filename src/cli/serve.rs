@@ -60,6 +60,8 @@ pub struct ServeArgs {
     /// it: tcp:HOST:PORT (port 0 picks one; see serve.json) or unix:PATH.
     #[arg(long, env = "SEALSTORE_NBD_LISTEN")]
     nbd_listen: Option<String>,
+    #[command(flatten)]
+    nbd_limits: super::volume::NbdLimitArgs,
     /// Replication: a CA certificate (PEM) to trust for peer regions served over https,
     /// besides the system's (or a peer's own self-signed certificate).
     #[arg(long, env = "SEALSTORE_REPLICATION_CA_CERT", value_name = "FILE")]
@@ -161,8 +163,8 @@ async fn serve(global: &GlobalOpts, args: ServeArgs) -> anyhow::Result<ExitCode>
                 .with_context(|| format!("binding NBD to {spec}"))?;
             let bound = listener.describe();
             println!("NBD           {bound} ({} volume(s))", volumes.len());
-            let exports = volumes.clone();
-            let task = tokio::spawn(async move { listener.serve(exports).await });
+            let (exports, limits) = (volumes.clone(), args.nbd_limits.limits());
+            let task = tokio::spawn(async move { listener.serve(exports, limits).await });
             (Some(task), Some(bound))
         }
         None => (None, None),

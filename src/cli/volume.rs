@@ -101,7 +101,40 @@ enum VolumeCommand {
         /// Refuse writes.
         #[arg(long)]
         read_only: bool,
+        #[command(flatten)]
+        limits: NbdLimitArgs,
     },
+}
+
+/// What NBD clients may hold of the server.
+#[derive(Debug, Clone, clap::Args)]
+pub struct NbdLimitArgs {
+    /// MiB of requests in flight per NBD connection (read buffers, write payloads); beyond
+    /// it the server stops reading that client's requests until its replies drain (at least 32).
+    #[arg(long, value_name = "MIB", default_value_t = 64)]
+    nbd_max_in_flight_mib: usize,
+    /// MiB of requests in flight across all NBD connections.
+    #[arg(long, value_name = "MIB", default_value_t = 512)]
+    nbd_max_in_flight_total_mib: usize,
+    /// NBD connections served at once; more are closed at once.
+    #[arg(long, value_name = "N", default_value_t = 128)]
+    nbd_max_connections: usize,
+    /// Close an NBD connection idle this many seconds (no request, none in flight); 0: never
+    /// (VM disks sit idle for long). Negotiation must finish within 30 s regardless.
+    #[arg(long, value_name = "SECS", default_value_t = 0)]
+    nbd_idle_timeout_secs: u64,
+}
+
+impl NbdLimitArgs {
+    pub fn limits(&self) -> sealstore::block::nbd::Limits {
+        sealstore::block::nbd::Limits {
+            per_connection_bytes: self.nbd_max_in_flight_mib << 20,
+            total_bytes: self.nbd_max_in_flight_total_mib << 20,
+            max_connections: self.nbd_max_connections,
+            idle_timeout: (self.nbd_idle_timeout_secs > 0)
+                .then(|| std::time::Duration::from_secs(self.nbd_idle_timeout_secs)),
+        }
+    }
 }
 
 /// Parses `10G`, `512M`, `4096`, …
@@ -291,15 +324,30 @@ pub fn run(global: &GlobalOpts, args: VolumeArgs) -> anyhow::Result<ExitCode> {
             let bar = byte_bar(vol.size(), "exporting");
             let mut buf = vec![0u8; CHUNK];
             let mut at = 0u64;
+            // A reader that stops early (`| head`) ends the export quietly, as cat does.
+            let quiet = |e: std::io::Error| -> anyhow::Result<()> {
+                if e.kind() == std::io::ErrorKind::BrokenPipe && file == "-" {
+                    Ok(())
+                } else {
+                    Err(e.into())
+                }
+            };
+            let mut written = Ok(());
             while at < vol.size() {
                 let n = (vol.size() - at).min(CHUNK as u64) as usize;
                 vol.read_at(at, &mut buf[..n])?;
-                out.write_all(&buf[..n])?;
+                written = out.write_all(&buf[..n]);
+                if written.is_err() {
+                    break;
+                }
                 at += n as u64;
                 bar.set_position(at);
             }
-            out.flush()?;
             bar.finish_and_clear();
+            match written.and_then(|()| out.flush()) {
+                Ok(()) => {}
+                Err(e) => quiet(e)?,
+            }
         }
         VolumeCommand::Check { name } => {
             let path = volume_path(global, &name)?;
@@ -309,6 +357,7 @@ pub fn run(global: &GlobalOpts, args: VolumeArgs) -> anyhow::Result<ExitCode> {
             name,
             listen,
             read_only,
+            limits,
         } => {
             let volume = open(global, &name)?;
             auto_rotate(global, &volume)?;
@@ -319,7 +368,7 @@ pub fn run(global: &GlobalOpts, args: VolumeArgs) -> anyhow::Result<ExitCode> {
                 read_only,
             }]);
             let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-            runtime.block_on(serve_nbd(&listen, exports))?;
+            runtime.block_on(serve_nbd(&listen, exports, limits.limits()))?;
             volume.flush()?;
             println!("stopped");
         }
@@ -410,14 +459,18 @@ pub fn run(global: &GlobalOpts, args: VolumeArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// Accepts NBD clients on `listen` until Ctrl-C or SIGTERM.
-async fn serve_nbd(listen: &str, exports: Arc<Vec<Export>>) -> anyhow::Result<()> {
+async fn serve_nbd(
+    listen: &str,
+    exports: Arc<Vec<Export>>,
+    limits: sealstore::block::nbd::Limits,
+) -> anyhow::Result<()> {
     let listener = NbdListener::bind(listen)
         .await
         .with_context(|| format!("listening on {listen}"))?;
     println!("serving NBD on {}", listener.describe());
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
-        _ = listener.serve(exports) => {}
+        _ = listener.serve(exports, limits) => {}
         r = tokio::signal::ctrl_c() => r?,
         _ = term.recv() => {}
     }

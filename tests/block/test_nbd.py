@@ -319,6 +319,88 @@ def test_bad_requests_get_nbd_errors_and_the_server_goes_on(volume):
     run("qemu-io", "-f", "raw", "-c", "read -P 0x11 4096 4096", served.uri)
 
 
+def rss_mib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    raise AssertionError("no VmRSS")
+
+
+def test_a_client_that_never_reads_its_replies_holds_at_most_its_in_flight_limit(tmp_path):
+    """32 pipelined 32 MiB READs whose replies are never read: the server stops reading that
+    client's requests at its in-flight limit (64 MiB here) instead of buffering 1 GiB, and
+    goes on serving others."""
+    data_dir = tmp_path / "data"
+    cli(data_dir, "volume", "create", "slow", "--size", "1G")
+    served = Served(data_dir, "slow", "--nbd-max-in-flight-mib", "64")
+    try:
+        host, port = served.uri[len("nbd://"):].split("/")[0].rsplit(":", 1)
+        c = RawClient(host, int(port), "slow")
+        before = rss_mib(served.proc.pid)
+        for i in range(32):
+            c.request(0, i, i * (32 << 20), 32 << 20)
+        peak = before
+        deadline = time.time() + 4
+        while time.time() < deadline:
+            peak = max(peak, rss_mib(served.proc.pid))
+            time.sleep(0.05)
+        print(f"\nslow reader: server RSS {before:.0f} MiB before, peak {peak:.0f} MiB with 1 GiB of READs pending")
+        assert peak - before < 64 + 48, (before, peak)
+        # Another client is served meanwhile.
+        run("qemu-io", "-f", "raw", "-c", "read -P 0 0 4096", served.uri)
+        # The slow client's replies all come once it reads them.
+        for _ in range(32):
+            error, _ = c.simple_reply()
+            assert error == 0
+            c.recv(32 << 20)
+        c.sock.close()
+    finally:
+        served.stop()
+
+
+def test_an_empty_export_name_with_several_volumes_lists_them(tmp_path):
+    data_dir = tmp_path / "data"
+    for name in ("alpha", "beta"):
+        cli(data_dir, "volume", "create", name, "--size", "16M")
+    with serve_with_nbd(data_dir) as base:
+        # libnbd tools print only the error's errno; the server's message names the exports.
+        out = subprocess.run(["nbdinfo", f"{base}/"], capture_output=True, text=True, timeout=30)
+        assert out.returncode != 0 and "default export" in out.stderr, out.stderr
+        import socket
+        import struct
+
+        host, port = base[len("nbd://"):].rsplit(":", 1)
+        with socket.create_connection((host, int(port)), timeout=10) as sock:
+            def recv(n):
+                data = b""
+                while len(data) < n:
+                    chunk = sock.recv(n - len(data))
+                    assert chunk, "server closed the connection"
+                    data += chunk
+                return data
+
+            assert recv(18)[:16] == b"NBDMAGICIHAVEOPT"
+            sock.sendall(struct.pack(">I", 3))
+            sock.sendall(b"IHAVEOPT" + struct.pack(">II", 7, 6) + struct.pack(">IH", 0, 0))  # GO ""
+            _, option, kind, length = struct.unpack(">QIII", recv(20))
+            message = recv(length).decode()
+            assert option == 7 and kind == (1 << 31) + 6, kind  # NBD_REP_ERR_UNKNOWN
+            assert "alpha" in message and "beta" in message, message
+
+
+def test_volume_export_to_a_reader_that_stops_early_ends_quietly(tmp_path):
+    """`sealstore volume export v - | head` ends like cat would: exit 0, no error."""
+    data_dir = tmp_path / "data"
+    cli(data_dir, "volume", "create", "v", "--size", "64M")
+    export = subprocess.Popen([str(BINARY), "volume", "export", "v", "-"], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, env=dict(os.environ, SEALSTORE_DATA_DIR=str(data_dir)))
+    assert len(export.stdout.read(10)) == 10
+    export.stdout.close()
+    stderr = export.stderr.read().decode()
+    assert export.wait(timeout=60) == 0 and "Broken pipe" not in stderr, stderr
+
+
 def test_rotation_lazy_reencryption_and_sweep(tmp_path):
     data_dir = tmp_path / "data"
     cli(data_dir, "volume", "create", "rot", "--size", "16M")
