@@ -70,7 +70,7 @@ fn sparse_volume_reads_zeros_and_round_trips_any_alignment() {
     let mut back = vec![0u8; marker.len()];
     vol.read_at(1, &mut back).unwrap();
     assert_eq!(&back[..4094], &marker[..4094]);
-    assert!(check(&vols.join("disk.vol")).unwrap().contains("consistent"));
+    assert!(check(&vols.join("disk.vol"), false).unwrap().contains("consistent"));
 }
 
 #[test]
@@ -117,6 +117,75 @@ fn a_damaged_header_copy_is_survived_and_both_damaged_is_refused() {
     std::fs::write(&path, &raw).unwrap();
     let err = Volume::open(&path, &f.keys).unwrap_err().to_string();
     assert!(err.contains("both header copies"), "{err}");
+}
+
+#[test]
+fn check_reports_a_damaged_or_stale_header_copy_and_repair_rewrites_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let kms = Arc::new(Kms::open(KmsConfig::new(dir.path().join("kms"))).unwrap());
+    let me = Principal::local_admin();
+    let key = kms.ensure_defaults(&me).unwrap().key;
+    let keys = kms.clone() as Arc<dyn KeyProvider>;
+    let vols = dir.path().join("volumes");
+    let path = vols.join("c.vol");
+    let vol = Volume::create(&vols, "c", 8 << 20, &keys, &key.id).unwrap();
+    vol.write_at(0, b"kept").unwrap();
+    // The master key rotates; the volume moves every extent to a new generation under it.
+    let old_version = key.current_key_version.clone();
+    kms.create_key_version(&me, &key.id).unwrap();
+    vol.rotate(&keys).unwrap();
+    let mut from = 0;
+    while let Some(extent) = vol.reencrypt_next(from).unwrap() {
+        from = extent + 1;
+    }
+    vol.flush().unwrap();
+    // Before the drop: generations 0 and 1 (this copy will play a stale slot below).
+    let before_drop = std::fs::read(&path).unwrap()[..SLOT_LEN as usize].to_vec();
+    assert_eq!(vol.drop_unused_generations().unwrap().len(), 1);
+    drop(vol);
+    // Both copies are rewritten: no copy keeps the dropped generation's wrapped key.
+    let raw = std::fs::read(&path).unwrap();
+    assert_eq!(raw[..SLOT_LEN as usize], raw[SLOT_LEN as usize..2 * SLOT_LEN as usize]);
+    assert!(check(&path, false)
+        .unwrap()
+        .contains("both header copies valid and the same"));
+    kms.disable_key_version(&me, &key.id, &old_version, true).unwrap();
+
+    // A damaged copy is reported (not silently replaced), and repaired from the other.
+    let mut damaged = raw.clone();
+    damaged[SLOT_LEN as usize + 40] ^= 0xff;
+    std::fs::write(&path, &damaged).unwrap();
+    let err = check(&path, false).unwrap_err().to_string();
+    assert!(
+        err.contains("header copy B is damaged") && err.contains("--repair"),
+        "{err}"
+    );
+    let fixed = check(&path, true).unwrap();
+    assert!(
+        fixed.contains("repaired from copy A") && fixed.contains("consistent"),
+        "{fixed}"
+    );
+    assert!(check(&path, false).unwrap().contains("the same"));
+
+    // A stale copy naming the dropped generation (whose key version is now disabled) is
+    // reported; with the good copy damaged, the volume still opens on it: no extent uses the
+    // dropped generation, so its key is not needed.
+    let mut stale = raw.clone();
+    stale[SLOT_LEN as usize..2 * SLOT_LEN as usize].copy_from_slice(&before_drop);
+    stale[40] ^= 0xff;
+    std::fs::write(&path, &stale).unwrap();
+    let err = check(&path, false).unwrap_err().to_string();
+    assert!(err.contains("header copy A is damaged"), "{err}");
+    let vol = Volume::open(&path, &keys).unwrap();
+    let mut back = [0u8; 4];
+    vol.read_at(0, &mut back).unwrap();
+    assert_eq!(&back, b"kept");
+    drop(vol);
+    let mut stale_only = raw.clone();
+    stale_only[SLOT_LEN as usize..2 * SLOT_LEN as usize].copy_from_slice(&before_drop);
+    std::fs::write(&path, &stale_only).unwrap();
+    let err = check(&path, false).unwrap_err().to_string();
+    assert!(err.contains("header copy B is stale"), "{err}");
 }
 
 #[test]
@@ -254,7 +323,7 @@ fn a_crash_at_each_step_of_an_extent_reencryption_is_recovered() {
             vol.read_at(e << 20, &mut got).unwrap();
             assert!(got == pattern(e, 0), "step {step}: extent {e}");
         }
-        assert!(check(&vols.join("crash.vol")).unwrap().contains("consistent"));
+        assert!(check(&vols.join("crash.vol"), false).unwrap().contains("consistent"));
     }
 
     // A torn journal (crash while writing it) is ignored: the extent keeps its old contents.

@@ -276,17 +276,24 @@ impl Volume {
             ))
         })?;
         let (header, slot) = read_slots(path, &file)?;
+        let mut map = vec![0u8; header.extents() as usize];
+        file.read_exact_at(&mut map, MAP_OFFSET)
+            .map_err(io(format!("reading the extent map of {}", path.display())))?;
         let mut xts_keys = Vec::new();
         for generation in &header.generations {
             let wrapped = base64::engine::general_purpose::STANDARD
                 .decode(&generation.wrapped_dek)
                 .map_err(|e| VolumeError::Invalid(format!("{}: bad wrapped key: {e}", path.display())))?;
-            let dek = keys.unwrap_data_key(&wrapped, &key_aad(&header.uuid, generation.id))?;
-            xts_keys.push((generation.id, xts_key(dek.expose(), &header.uuid, generation.id)?));
+            match keys.unwrap_data_key(&wrapped, &key_aad(&header.uuid, generation.id)) {
+                Ok(dek) => xts_keys.push((generation.id, xts_key(dek.expose(), &header.uuid, generation.id)?)),
+                // A generation no extent uses (a header copy from before a drop, say) need
+                // not open: nothing is encrypted under it.
+                Err(e) if generation.id != header.current_generation() && !map.contains(&generation.id) => {
+                    tracing::warn!(volume = %path.display(), generation = generation.id, key_version = %generation.key_version_id, error = %e, "skipping a data-key generation no extent uses");
+                }
+                Err(e) => return Err(e.into()),
+            }
         }
-        let mut map = vec![0u8; header.extents() as usize];
-        file.read_exact_at(&mut map, MAP_OFFSET)
-            .map_err(io(format!("reading the extent map of {}", path.display())))?;
         let volume = Volume {
             path: path.to_owned(),
             file,
@@ -634,17 +641,23 @@ impl Volume {
         Ok(())
     }
 
-    /// Writes `header` to the slot not holding the current one, then syncs (state locked).
+    /// Writes `header` to the slot not holding the current one and syncs, then to the other
+    /// slot too and syncs again (state locked). A crash during the first write leaves the old
+    /// header in the other slot; during the second, the new one in the first. Afterwards both
+    /// copies are the same, so no stale copy can name a generation that was dropped (nor keep
+    /// its wrapped key), and a damaged copy has an identical twin.
     fn write_header(&self, state: &mut KeyState, header: VolumeHeader) -> Result<()> {
         let other = 1 - state.slot;
         let bytes = header.encode().map_err(|source| VolumeError::Header {
             path: self.path.clone(),
             source,
         })?;
-        self.file
-            .write_all_at(&bytes, other as u64 * SLOT_LEN)
-            .and_then(|()| self.file.sync_data())
-            .map_err(io(format!("writing the header of {}", self.path.display())))?;
+        for slot in [other, state.slot] {
+            self.file
+                .write_all_at(&bytes, slot as u64 * SLOT_LEN)
+                .and_then(|()| self.file.sync_data())
+                .map_err(io(format!("writing the header of {}", self.path.display())))?;
+        }
         state.header = header;
         state.slot = other;
         Ok(())
@@ -771,10 +784,15 @@ fn read_slots(path: &Path, file: &File) -> Result<(VolumeHeader, usize)> {
     let n = read_up_to(file, &mut slots, 0).map_err(io(format!("reading {}", path.display())))?;
     slots.truncate(n);
     let (a, b) = slots.split_at((SLOT_LEN as usize).min(slots.len()));
-    VolumeHeader::newest(a, b).map_err(|source| VolumeError::Header {
+    let newest = VolumeHeader::newest(a, b).map_err(|source| VolumeError::Header {
         path: path.to_owned(),
         source,
-    })
+    })?;
+    let other = if newest.1 == 0 { b } else { a };
+    if VolumeHeader::parse(other).map_or(true, |h| h.sequence != newest.0.sequence) {
+        tracing::warn!(volume = %path.display(), "a header copy is damaged or stale; `sealstore volume check --repair` rewrites it");
+    }
+    Ok(newest)
 }
 
 /// The extent generation map of a volume file (read without keys).
@@ -797,9 +815,12 @@ fn read_up_to(file: &File, buf: &mut [u8], at: u64) -> std::io::Result<usize> {
     Ok(done)
 }
 
-/// Checks a volume file without keys: a valid header, the expected file length, and the map
-/// area readable. Returns what was found, for `volume check`.
-pub fn check(path: &Path) -> Result<String> {
+/// Checks a volume file without keys: both header copies (a damaged or stale copy is an
+/// error, unless `repair` rewrites it from the newest valid one — the volume must not be in
+/// use then), the expected file length, and the extent map. Returns what was found, for
+/// `volume check`.
+pub fn check(path: &Path, repair: bool) -> Result<String> {
+    let copies = check_header_copies(path, repair)?;
     let header = read_header(path)?;
     let len = std::fs::metadata(path)
         .map_err(io(format!("reading {}", path.display())))?
@@ -821,12 +842,64 @@ pub fn check(path: &Path) -> Result<String> {
         )));
     }
     Ok(format!(
-        "header sequence {}, {} generation(s), {} extent(s), file {} bytes: consistent",
+        "header sequence {}, {copies}, {} generation(s), {} extent(s), file {} bytes: consistent",
         header.sequence,
         header.generations.len(),
         header.extents(),
         len
     ))
+}
+
+/// Both header slots: what is wrong with either (damaged, or stale: an older sequence than
+/// the other), and with `repair` the bad one rewritten from the good one.
+fn check_header_copies(path: &Path, repair: bool) -> Result<String> {
+    let file = OpenOptions::new()
+        .read(true)
+        .write(repair)
+        .open(path)
+        .map_err(io(format!("opening {}", path.display())))?;
+    let mut slots = vec![0u8; 2 * SLOT_LEN as usize];
+    let n = read_up_to(&file, &mut slots, 0).map_err(io(format!("reading {}", path.display())))?;
+    slots.truncate(n);
+    let (a, b) = slots.split_at((SLOT_LEN as usize).min(slots.len()));
+    let (_, good) = VolumeHeader::newest(a, b).map_err(|source| VolumeError::Header {
+        path: path.to_owned(),
+        source,
+    })?;
+    let parsed = [VolumeHeader::parse(a), VolumeHeader::parse(b)];
+    let name = |slot: usize| if slot == 0 { "A" } else { "B" };
+    let bad = 1 - good;
+    let newest = parsed[good].as_ref().expect("newest is valid").sequence;
+    let problem = match &parsed[bad] {
+        Err(e) => Some(format!("header copy {} is damaged ({e})", name(bad))),
+        Ok(h) if h.sequence != newest => Some(format!(
+            "header copy {} is stale (sequence {}, the newest is {newest})",
+            name(bad),
+            h.sequence
+        )),
+        Ok(_) => None,
+    };
+    match problem {
+        None => Ok("both header copies valid and the same".into()),
+        Some(problem) if !repair => Err(VolumeError::Invalid(format!(
+            "{}: {problem}; `sealstore volume check NAME --repair` rewrites it from copy {}",
+            path.display(),
+            name(good)
+        ))),
+        Some(problem) => {
+            file.try_lock().map_err(|_| {
+                VolumeError::Invalid(format!(
+                    "volume {} is in use by another process: stop it to repair",
+                    path.display()
+                ))
+            })?;
+            let good_bytes = if good == 0 { a } else { b };
+            file.write_all_at(good_bytes, bad as u64 * SLOT_LEN)
+                .and_then(|()| file.sync_data())
+                .map_err(io(format!("repairing the header of {}", path.display())))?;
+            Ok(format!("{problem}: repaired from copy {}", name(good)))
+        }
+    }
 }
 
 /// Data to write: borrowed, or lent as scratch space that may be encrypted in place.

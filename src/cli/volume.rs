@@ -63,10 +63,15 @@ enum VolumeCommand {
         /// Destination, or - for standard output.
         file: String,
     },
-    /// Verify a volume file: header copies, geometry, extent map. Needs no key.
+    /// Verify a volume file: both header copies (a damaged or stale copy is reported),
+    /// geometry, extent map. Needs no key.
     Check {
         /// Volume name.
         name: String,
+        /// Rewrite a damaged or stale header copy from the good one (the volume must not be
+        /// served meanwhile).
+        #[arg(long)]
+        repair: bool,
     },
     /// Rotate: add a data-key generation under the current version of the volume's master key.
     /// New writes use it at once; each extent moves to it on its next write (lazily), or all
@@ -349,9 +354,9 @@ pub fn run(global: &GlobalOpts, args: VolumeArgs) -> anyhow::Result<ExitCode> {
                 Err(e) => quiet(e)?,
             }
         }
-        VolumeCommand::Check { name } => {
+        VolumeCommand::Check { name, repair } => {
             let path = volume_path(global, &name)?;
-            println!("{name}: {}", check(&path)?);
+            println!("{name}: {}", check(&path, repair)?);
         }
         VolumeCommand::Serve {
             name,
