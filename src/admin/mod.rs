@@ -500,6 +500,7 @@ pub fn execute(target: &AdminTarget, req: Request) -> Result<Value, AdminError> 
                 "reencrypted": done,
                 "generation": vol.current_generation(),
                 "dropped": dropped.iter().map(|g| json!({"id": g.id, "keyVersionId": g.key_version_id})).collect::<Vec<_>>(),
+                "remaining": vol.header().generations.iter().map(|g| json!({"id": g.id, "keyVersionId": g.key_version_id})).collect::<Vec<_>>(),
             }))
         }
     }

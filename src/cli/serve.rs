@@ -164,6 +164,7 @@ async fn serve(global: &GlobalOpts, args: ServeArgs) -> anyhow::Result<ExitCode>
             let bound = listener.describe();
             println!("NBD           {bound} ({} volume(s))", volumes.len());
             let (exports, limits) = (volumes.clone(), args.nbd_limits.limits());
+            tokio::spawn(follow_volume_keys(volumes.clone(), keys.provider.clone()));
             let task = tokio::spawn(async move { listener.serve(exports, limits).await });
             (Some(task), Some(bound))
         }
@@ -411,6 +412,34 @@ async fn scheduler(kms: Arc<Kms>, every: Duration) {
             }
             Ok(Err(e)) => error!(error = %e, "refreshing external keys failed"),
             Err(e) => error!(error = %e, "external key refresh panicked"),
+        }
+    }
+}
+
+/// How often served volumes look for a rotation of their master key.
+const VOLUME_KEY_CHECK: Duration = Duration::from_secs(5);
+
+/// Served volumes follow their master keys: a rotation (manual, automatic, or in an external
+/// key manager) becomes a new data-key generation within [`VOLUME_KEY_CHECK`], without a
+/// restart; each extent moves to it on its next write, or with `volume reencrypt`.
+async fn follow_volume_keys(volumes: Arc<Vec<sealstore::block::nbd::Export>>, keys: Arc<dyn kms_core::KeyProvider>) {
+    let mut tick = tokio::time::interval(VOLUME_KEY_CHECK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let (volumes, keys) = (volumes.clone(), keys.clone());
+        let checked = tokio::task::spawn_blocking(move || {
+            for export in volumes.iter() {
+                match export.volume.rotate_if_key_rotated(&keys) {
+                    Ok(Some(generation)) => info!(volume = %export.name, generation, "master key rotated: new writes use a new data-key generation"),
+                    Ok(None) => {}
+                    Err(e) => warn!(volume = %export.name, error = %e, "could not follow the master key's rotation"),
+                }
+            }
+        })
+        .await;
+        if let Err(e) = checked {
+            error!(error = %e, "volume key check panicked");
         }
     }
 }

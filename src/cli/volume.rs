@@ -402,12 +402,21 @@ pub fn run(global: &GlobalOpts, args: VolumeArgs) -> anyhow::Result<ExitCode> {
                     "{name}: {} extent(s) re-encrypted to generation {}",
                     answer["reencrypted"], answer["generation"]
                 );
-                for g in answer["dropped"].as_array().into_iter().flatten() {
-                    println!(
-                        "dropped generation {} (key version {}): nothing on this volume needs it any more",
-                        g["id"],
-                        g["keyVersionId"].as_str().unwrap_or_default()
-                    );
+                let pairs = |list: &serde_json::Value| -> Vec<(u64, String)> {
+                    list.as_array()
+                        .into_iter()
+                        .flatten()
+                        .map(|g| {
+                            (
+                                g["id"].as_u64().unwrap_or_default(),
+                                g["keyVersionId"].as_str().unwrap_or_default().to_owned(),
+                            )
+                        })
+                        .collect()
+                };
+                let remaining = pairs(&answer["remaining"]);
+                for (id, version) in pairs(&answer["dropped"]) {
+                    println!("{}", dropped_message(id, &version, &remaining));
                 }
                 return Ok(ExitCode::SUCCESS);
             }
@@ -447,10 +456,16 @@ pub fn run(global: &GlobalOpts, args: VolumeArgs) -> anyhow::Result<ExitCode> {
             bar.finish_and_clear();
             let dropped = vol.drop_unused_generations()?;
             println!("{name}: {done} extent(s) re-encrypted to generation {current}");
+            let remaining: Vec<(u64, String)> = vol
+                .header()
+                .generations
+                .iter()
+                .map(|g| (u64::from(g.id), g.key_version_id.to_string()))
+                .collect();
             for g in dropped {
                 println!(
-                    "dropped generation {} (key version {}): nothing on this volume needs it any more",
-                    g.id, g.key_version_id
+                    "{}",
+                    dropped_message(u64::from(g.id), g.key_version_id.as_str(), &remaining)
                 );
             }
         }
@@ -461,6 +476,19 @@ pub fn run(global: &GlobalOpts, args: VolumeArgs) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// What dropping generation `id` (its data key wrapped by `version`) means for the master
+/// key version, given the generations that remain.
+fn dropped_message(id: u64, version: &str, remaining: &[(u64, String)]) -> String {
+    match remaining.iter().find(|(_, v)| v == version) {
+        Some((still, _)) => format!(
+            "dropped generation {id}: no extent uses it any more (key version {version} still wraps generation {still})"
+        ),
+        None => format!(
+            "dropped generation {id}: no extent uses it any more, nor key version {version} (this volume no longer needs it)"
+        ),
+    }
 }
 
 /// Accepts NBD clients on `listen` until Ctrl-C or SIGTERM.

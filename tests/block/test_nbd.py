@@ -446,6 +446,34 @@ def test_rotation_lazy_reencryption_and_sweep(tmp_path):
     assert back.read_bytes() == bytes(expected)
 
 
+def test_a_master_key_rotation_reaches_a_running_server(tmp_path):
+    """`kms key rotate` while `serve --nbd-listen` runs: the served volume gains a generation
+    under the new key version without a restart."""
+    data_dir = tmp_path / "data"
+    cli(data_dir, "volume", "create", "live", "--size", "8M")
+    key_id = json.loads(cli(data_dir, "volume", "info", "live", "--json"))["generations"][0]["keyId"]
+    with serve_with_nbd(data_dir) as base:
+        rotated = json.loads(cli(data_dir, "--json", "kms", "key", "rotate", key_id))["id"]
+        deadline = time.time() + 20
+        while "2 generation(s)" not in cli(data_dir, "volume", "check", "live"):
+            assert time.time() < deadline, "the running server did not follow the rotation"
+            time.sleep(0.2)
+        run("qemu-io", "-f", "raw", "-c", "write -P 0x5a 0 4k", "-c", "flush", f"{base}/live")
+    info = json.loads(cli(data_dir, "volume", "info", "live", "--json"))
+    assert info["generations"][-1]["keyVersionId"] == rotated, info
+
+
+def test_reencrypt_after_a_volume_rotation_names_the_key_version_still_in_use(tmp_path):
+    """A `volume rotate` without a master-key rotation: the new generation is wrapped by the
+    same key version, so dropping the old generation must not say the version is unneeded."""
+    data_dir = tmp_path / "data"
+    cli(data_dir, "volume", "create", "same", "--size", "4M")
+    version = json.loads(cli(data_dir, "volume", "info", "same", "--json"))["generations"][0]["keyVersionId"]
+    cli(data_dir, "volume", "rotate", "same")
+    out = cli(data_dir, "volume", "reencrypt", "same")
+    assert f"dropped generation 0: no extent uses it any more (key version {version} still wraps generation 1)" in out, out
+
+
 def test_kill_9_during_a_sweep_then_resume(tmp_path):
     data_dir = tmp_path / "data"
     image = volume_with_image(data_dir, tmp_path, "sweep", 64)
