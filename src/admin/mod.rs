@@ -327,6 +327,16 @@ pub fn parse_id(kind: ResourceType, s: &str) -> Result<Ocid, AdminError> {
 
 /// Runs one request as the local administrator.
 pub fn execute(target: &AdminTarget, req: Request) -> Result<Value, AdminError> {
+    execute_until(target, req, &std::sync::atomic::AtomicBool::new(false))
+}
+
+/// Runs one request as the local administrator; a long one (a volume sweep) stops early, with
+/// an error, once `stop` is set (the client went away).
+pub fn execute_until(
+    target: &AdminTarget,
+    req: Request,
+    stop: &std::sync::atomic::AtomicBool,
+) -> Result<Value, AdminError> {
     let p = &Principal::local_admin();
     let kms = target.kms.as_ref();
     if req.is_iam() {
@@ -487,6 +497,14 @@ pub fn execute(target: &AdminTarget, req: Request) -> Result<Value, AdminError> 
             while let Some(extent) = vol.reencrypt_next(from).map_err(volume_error)? {
                 from = extent + 1;
                 done += 1;
+                if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    vol.flush().map_err(volume_error)?;
+                    tracing::info!(volume = %name, extents = done, "volume sweep stopped: its client went away");
+                    return Err(AdminError {
+                        code: "Cancelled".into(),
+                        message: format!("stopped after {done} extent(s): the client went away"),
+                    });
+                }
                 if max_mib_per_sec > 0 {
                     let due = std::time::Duration::from_secs_f64(done as f64 / max_mib_per_sec as f64);
                     if let Some(wait) = due.checked_sub(started.elapsed()) {

@@ -7,7 +7,10 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 use tracing::{debug, warn};
 
-use super::{execute, AdminError, AdminTarget, Request, Response};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use super::{execute_until, AdminError, AdminTarget, Request, Response};
 
 /// Largest request line accepted (requests are small JSON documents).
 const MAX_LINE: usize = 1 << 20;
@@ -66,7 +69,24 @@ async fn handle(stream: UnixStream, target: AdminTarget) {
         Ok(Some(line)) => match serde_json::from_str::<Request>(&line) {
             Ok(req) => {
                 debug!(op = ?std::mem::discriminant(&req), "admin request");
-                match tokio::task::spawn_blocking(move || execute(&target, req)).await {
+                let stop = Arc::new(AtomicBool::new(false));
+                let job_stop = stop.clone();
+                let mut job = tokio::task::spawn_blocking(move || execute_until(&target, req, &job_stop));
+                // A client that goes away (Ctrl-C, kill) stops what it started.
+                let mut probe = [0u8; 1];
+                let mut gone = false;
+                let done = loop {
+                    tokio::select! {
+                        done = &mut job => break done,
+                        n = lines.get_mut().read(&mut probe), if !gone => {
+                            if matches!(n, Ok(0) | Err(_)) {
+                                gone = true;
+                                stop.store(true, Ordering::Relaxed);
+                            }
+                        }
+                    }
+                };
+                match done {
                     Ok(Ok(v)) => Response::Ok(v),
                     Ok(Err(e)) => Response::Error(e),
                     Err(e) => Response::Error(AdminError {

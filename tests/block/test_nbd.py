@@ -463,6 +463,34 @@ def test_a_master_key_rotation_reaches_a_running_server(tmp_path):
     assert info["generations"][-1]["keyVersionId"] == rotated, info
 
 
+def test_killing_a_reencrypt_client_stops_the_sweep_it_started_in_the_server(tmp_path):
+    data_dir = tmp_path / "data"
+    cli(data_dir, "volume", "create", "sweep", "--size", "64M")
+    key_id = json.loads(cli(data_dir, "volume", "info", "sweep", "--json"))["generations"][0]["keyId"]
+
+    def per_generation():
+        info = json.loads(cli(data_dir, "volume", "info", "sweep", "--json"))
+        return {g["id"]: g["extents"] for g in info["generations"]}
+
+    with serve_with_nbd(data_dir):
+        cli(data_dir, "kms", "key", "rotate", key_id)
+        deadline = time.time() + 20
+        while len(per_generation()) < 2:
+            assert time.time() < deadline, "the running server did not follow the rotation"
+            time.sleep(0.2)
+        client = subprocess.Popen([str(BINARY), "volume", "reencrypt", "sweep", "--max-mib-per-sec", "4"],
+                                  env=dict(os.environ, SEALSTORE_DATA_DIR=str(data_dir)),
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(2)
+        client.kill()
+        client.wait(timeout=10)
+        time.sleep(1)
+        stopped = per_generation()
+        time.sleep(2)
+        assert per_generation() == stopped, "the sweep went on after its client was killed"
+        assert 0 < stopped[1] < 64 and stopped[0] > 0, stopped
+
+
 def test_reencrypt_after_a_volume_rotation_names_the_key_version_still_in_use(tmp_path):
     """A `volume rotate` without a master-key rotation: the new generation is wrapped by the
     same key version, so dropping the old generation must not say the version is unneeded."""
