@@ -39,6 +39,8 @@ pub struct AdminTarget {
     /// `http[s]://host:port` of the running server's KMS API, for vault endpoints in answers
     /// ([`DEFAULT_API_BASE`] when none).
     pub api_base: Option<String>,
+    /// Where served volumes get their data keys (a running server's; `None` otherwise).
+    pub volume_keys: Option<std::sync::Arc<dyn kms_core::KeyProvider>>,
 }
 
 /// The admin socket's file name in the data directory.
@@ -214,6 +216,12 @@ pub enum Request {
     },
     /// Objects and bytes per master key version.
     ObjectInventory,
+    /// Rotate a served volume: a new data-key generation under its master key's current
+    /// version.
+    VolumeRotate {
+        /// Volume name.
+        name: String,
+    },
     /// Re-encrypt a served volume's remaining extents and drop unused generations.
     VolumeReencrypt {
         /// Volume name.
@@ -477,20 +485,19 @@ pub fn execute_until(
             }))
         }
         Request::ObjectInventory => to_value(served_objects(target)?.inventory().map_err(object_error)?),
+        Request::VolumeRotate { name } => {
+            let vol = &served_volume(target, &name)?.volume;
+            let keys = target.volume_keys.as_ref().ok_or_else(|| AdminError {
+                code: "IncorrectState".into(),
+                message: "this server has no key provider for volumes".into(),
+            })?;
+            let id = vol.rotate(keys).map_err(volume_error)?;
+            let header = vol.header();
+            let generation = header.generations.iter().find(|g| g.id == id).expect("just added");
+            Ok(json!({ "generation": id, "keyVersionId": generation.key_version_id }))
+        }
         Request::VolumeReencrypt { name, max_mib_per_sec } => {
-            let export = target
-                .volumes
-                .iter()
-                .find(|e| e.name == name)
-                .ok_or_else(|| AdminError {
-                    code: "NotAuthorizedOrNotFound".into(),
-                    message: format!("the server does not serve a volume named '{name}'"),
-                })?;
-            let vol = &export.volume;
-            let volume_error = |e: crate::block::VolumeError| AdminError {
-                code: "InternalServerError".into(),
-                message: e.to_string(),
-            };
+            let vol = &served_volume(target, &name)?.volume;
             let started = std::time::Instant::now();
             let (mut from, mut done) = (0, 0u64);
             // Extent by extent, each under its lock: NBD clients keep reading and writing.
@@ -521,6 +528,24 @@ pub fn execute_until(
                 "remaining": vol.header().generations.iter().map(|g| json!({"id": g.id, "keyVersionId": g.key_version_id})).collect::<Vec<_>>(),
             }))
         }
+    }
+}
+
+fn served_volume<'a>(target: &'a AdminTarget, name: &str) -> Result<&'a crate::block::nbd::Export, AdminError> {
+    target
+        .volumes
+        .iter()
+        .find(|e| e.name == name)
+        .ok_or_else(|| AdminError {
+            code: "NotAuthorizedOrNotFound".into(),
+            message: format!("the server does not serve a volume named '{name}'"),
+        })
+}
+
+fn volume_error(e: crate::block::VolumeError) -> AdminError {
+    AdminError {
+        code: "InternalServerError".into(),
+        message: e.to_string(),
     }
 }
 

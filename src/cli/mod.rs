@@ -380,6 +380,7 @@ impl DataDir {
             objects: None,
             volumes: Arc::new(Vec::new()),
             api_base: None,
+            volume_keys: None,
         }
     }
 }

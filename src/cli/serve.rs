@@ -215,6 +215,7 @@ async fn serve(global: &GlobalOpts, args: ServeArgs) -> anyhow::Result<ExitCode>
         objects: Some(objects.clone()),
         volumes: volumes.clone(),
         api_base: Some(kms_url.clone()),
+        volume_keys: Some(keys.provider.clone()),
         ..dir.admin_target()
     };
     let admin_task = tokio::spawn(admin::server::serve(listener, admin_target, socket_path.clone()));

@@ -379,6 +379,16 @@ pub fn run(global: &GlobalOpts, args: VolumeArgs) -> anyhow::Result<ExitCode> {
         }
         VolumeCommand::Rotate { name } => {
             let path = volume_path(global, &name)?;
+            // A running `serve --nbd-listen` owns the volume: it rotates it.
+            let req = Request::VolumeRotate { name: name.clone() };
+            if let Some(answer) = super::via_server(global, &req, None)? {
+                println!(
+                    "{name}: generation {} (key version {}); extents move to it as they are written, or run `sealstore volume reencrypt {name}`",
+                    answer["generation"],
+                    answer["keyVersionId"].as_str().unwrap_or_default()
+                );
+                return Ok(ExitCode::SUCCESS);
+            }
             let keys = global.data_keys(&global.open_data_dir(None)?)?.provider;
             let vol = Volume::open(&path, &keys)?;
             let id = vol.rotate(&keys)?;

@@ -459,7 +459,12 @@ def test_a_master_key_rotation_reaches_a_running_server(tmp_path):
             assert time.time() < deadline, "the running server did not follow the rotation"
             time.sleep(0.2)
         run("qemu-io", "-f", "raw", "-c", "write -P 0x5a 0 4k", "-c", "flush", f"{base}/live")
+        # `volume rotate` goes through the running server, which owns the volume.
+        out = cli(data_dir, "volume", "rotate", "live")
+        assert out.startswith("live: generation 2 (key version " + rotated), out
+        run("qemu-io", "-f", "raw", "-c", "read -P 0x5a 0 4k", f"{base}/live")
     info = json.loads(cli(data_dir, "volume", "info", "live", "--json"))
+    assert [g["id"] for g in info["generations"]] == [0, 1, 2], info
     assert info["generations"][-1]["keyVersionId"] == rotated, info
 
 
