@@ -4,7 +4,9 @@
 //! Handshake: NBD_OPT_EXPORT_NAME, INFO, GO, LIST, ABORT and STRUCTURED_REPLY; other options
 //! (TLS, metadata contexts) are refused with NBD_REP_ERR_UNSUP. Replies are simple, or
 //! structured (one chunk each, with a message on errors) when the client asked for them.
-//! Transmission: READ, WRITE (with FUA), FLUSH, TRIM, WRITE_ZEROES, DISC.
+//! Transmission: READ, WRITE (with FUA), FLUSH, TRIM, WRITE_ZEROES, DISC. TRIM and
+//! WRITE_ZEROES punch holes (the range reads as zeros and its space is freed), except
+//! WRITE_ZEROES with NO_HOLE, which writes encrypted zeros.
 //! Requests are read one after another but served concurrently, and each reply goes out when
 //! its request is done, so replies may come out of order (clients match them by cookie).
 //! Any byte alignment is accepted (the volume reads, modifies and writes partial sectors).
@@ -60,6 +62,7 @@ const TX_SEND_WRITE_ZEROES: u16 = 1 << 6;
 const TX_CAN_MULTI_CONN: u16 = 1 << 8;
 
 const CMD_FLAG_FUA: u16 = 1;
+const CMD_FLAG_NO_HOLE: u16 = 1 << 1;
 const CMD_READ: u16 = 0;
 const CMD_WRITE: u16 = 1;
 const CMD_DISC: u16 = 2;
@@ -533,13 +536,16 @@ where
                     replies.send(&w, cookie, e, None).await?;
                     continue;
                 }
-                let zeroes = kind == CMD_WRITE_ZEROES;
+                // WRITE_ZEROES with NO_HOLE must stay allocated: encrypted zeros are written.
+                // Otherwise (and for TRIM) the range is punched: it reads as zeros and its
+                // space is freed.
+                let keep_allocated = kind == CMD_WRITE_ZEROES && flags & CMD_FLAG_NO_HOLE != 0;
                 in_flight.spawn(async move {
                     let _held = held;
                     let done = tokio::task::spawn_blocking(move || {
-                        // TRIM is advisory and its range may then read as anything: nothing to
-                        // do. WRITE_ZEROES must read back as zeros: encrypted zeros are written.
-                        if zeroes {
+                        if !keep_allocated {
+                            vol.discard(offset, u64::from(len))?;
+                        } else {
                             let chunk = vec![0u8; 1 << 20];
                             let mut at = offset;
                             let end = offset + u64::from(len);

@@ -460,6 +460,41 @@ impl Volume {
         self.write(offset, Payload::Scratch(data))
     }
 
+    /// Makes `[offset, offset + len)` read as zeros and gives its space back: whole sectors
+    /// become holes (punched; a hole reads as zeros whatever the extent's generation), partial
+    /// sectors at the edges are written as encrypted zeros. What NBD TRIM and WRITE_ZEROES
+    /// (without NO_HOLE) do. Durable, as writes are, after [`Volume::flush`].
+    pub fn discard(&self, offset: u64, len: u64) -> Result<()> {
+        self.check_range(offset, len)?;
+        let end = offset + len;
+        let head_end = offset.next_multiple_of(SECTOR).min(end);
+        if head_end > offset {
+            self.write_at(offset, &vec![0u8; (head_end - offset) as usize])?;
+        }
+        if head_end == end {
+            return Ok(());
+        }
+        let middle_end = end / SECTOR * SECTOR;
+        if middle_end > head_end {
+            for (extent, at, piece) in self.per_extent(head_end, middle_end - head_end) {
+                // Under the extent's lock: a lazy re-encryption of the extent never runs
+                // across the punch.
+                let _exclusive = self.stripe(extent).write().expect("extent lock poisoned");
+                rustix::fs::fallocate(
+                    &self.file,
+                    rustix::fs::FallocateFlags::PUNCH_HOLE | rustix::fs::FallocateFlags::KEEP_SIZE,
+                    self.data_offset + at,
+                    piece,
+                )
+                .map_err(|e| io(format!("punching a hole in {}", self.path.display()))(e.into()))?;
+            }
+        }
+        if end > middle_end {
+            self.write_at(middle_end, &vec![0u8; (end - middle_end) as usize])?;
+        }
+        Ok(())
+    }
+
     fn write(&self, offset: u64, data: Payload<'_>) -> Result<()> {
         self.check_range(offset, data.len() as u64)?;
         let current = self.current_generation();

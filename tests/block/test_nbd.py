@@ -446,6 +446,26 @@ def test_rotation_lazy_reencryption_and_sweep(tmp_path):
     assert back.read_bytes() == bytes(expected)
 
 
+def test_trim_and_write_zeroes_read_back_zeros_and_free_space(tmp_path):
+    data_dir = tmp_path / "data"
+    cli(data_dir, "volume", "create", "thin", "--size", "16M")
+    served = Served(data_dir, "thin")
+    try:
+        run("qemu-io", "-f", "raw", "-c", "write -P 0x77 0 16M", "-c", "flush", served.uri)
+        full = json.loads(cli(data_dir, "volume", "info", "thin", "--json"))["allocated"]
+        run("qemu-io", "-f", "raw", "-c", "discard 1M 4M", "-c", "write -z 8M 4M", "-c", "write -z -u 13M 1M",
+            "-c", "flush", served.uri)
+        run("qemu-io", "-f", "raw", "-c", "read -P 0x77 0 1M", "-c", "read -P 0 1M 4M", "-c", "read -P 0x77 5M 3M",
+            "-c", "read -P 0 8M 4M", "-c", "read -P 0 13M 1M", "-c", "read -P 0x77 14M 2M", served.uri)
+        after = json.loads(cli(data_dir, "volume", "info", "thin", "--json"))["allocated"]
+        # qemu-io's `write -z` without -u asks for NO_HOLE (the zeros stay allocated); the
+        # discard and `write -z -u` free their 5 MiB.
+        print(f"\nallocated {full >> 20} MiB → {after >> 20} MiB after trimming 4 MiB and zeroing 5 MiB")
+        assert full - after >= (5 << 20) - (16 << 10), (full, after)
+    finally:
+        served.stop()
+
+
 def test_a_master_key_rotation_reaches_a_running_server(tmp_path):
     """`kms key rotate` while `serve --nbd-listen` runs: the served volume gains a generation
     under the new key version without a restart."""
