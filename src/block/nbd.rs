@@ -1,10 +1,11 @@
 //! An NBD server (the Network Block Device protocol, fixed newstyle) for encrypted volumes,
 //! on tokio.
 //!
-//! Handshake: NBD_OPT_EXPORT_NAME, INFO, GO, LIST, ABORT and STRUCTURED_REPLY; other options
-//! (TLS, metadata contexts) are refused with NBD_REP_ERR_UNSUP. Replies are simple, or
+//! Handshake: NBD_OPT_EXPORT_NAME, INFO, GO, LIST, ABORT, STRUCTURED_REPLY and
+//! LIST/SET_META_CONTEXT (the `base:allocation` context: BLOCK_STATUS reports holes, from the
+//! volume file's own allocation); other options (TLS) are refused with NBD_REP_ERR_UNSUP. Replies are simple, or
 //! structured (one chunk each, with a message on errors) when the client asked for them.
-//! Transmission: READ, WRITE (with FUA), FLUSH, TRIM, WRITE_ZEROES, DISC. TRIM and
+//! Transmission: READ, WRITE (with FUA), FLUSH, TRIM, WRITE_ZEROES, BLOCK_STATUS, DISC. TRIM and
 //! WRITE_ZEROES punch holes (the range reads as zeros and its space is freed), except
 //! WRITE_ZEROES with NO_HOLE, which writes encrypted zeros.
 //! Requests are read one after another but served concurrently, and each reply goes out when
@@ -32,6 +33,7 @@ const STRUCTURED_REPLY_MAGIC: u32 = 0x668e_33ef;
 const REPLY_FLAG_DONE: u16 = 1;
 const REPLY_TYPE_NONE: u16 = 0;
 const REPLY_TYPE_OFFSET_DATA: u16 = 1;
+const REPLY_TYPE_BLOCK_STATUS: u16 = 5;
 const REPLY_TYPE_ERROR: u16 = (1 << 15) + 1;
 
 const FLAG_FIXED_NEWSTYLE: u16 = 1;
@@ -44,10 +46,13 @@ const OPT_LIST: u32 = 3;
 const OPT_INFO: u32 = 6;
 const OPT_GO: u32 = 7;
 const OPT_STRUCTURED_REPLY: u32 = 8;
+const OPT_LIST_META_CONTEXT: u32 = 9;
+const OPT_SET_META_CONTEXT: u32 = 10;
 
 const REP_ACK: u32 = 1;
 const REP_SERVER: u32 = 2;
 const REP_INFO: u32 = 3;
+const REP_META_CONTEXT: u32 = 4;
 const REP_ERR_UNSUP: u32 = (1 << 31) + 1;
 const REP_ERR_INVALID: u32 = (1 << 31) + 3;
 const REP_ERR_UNKNOWN: u32 = (1 << 31) + 6;
@@ -63,12 +68,21 @@ const TX_CAN_MULTI_CONN: u16 = 1 << 8;
 
 const CMD_FLAG_FUA: u16 = 1;
 const CMD_FLAG_NO_HOLE: u16 = 1 << 1;
+const CMD_FLAG_REQ_ONE: u16 = 1 << 3;
+
+/// The one metadata context served: which ranges are holes (unallocated, reading as zeros).
+const BASE_ALLOCATION: &str = "base:allocation";
+/// Its id on every connection that selects it.
+const BASE_ALLOCATION_ID: u32 = 1;
+const STATE_HOLE: u32 = 1;
+const STATE_ZERO: u32 = 2;
 const CMD_READ: u16 = 0;
 const CMD_WRITE: u16 = 1;
 const CMD_DISC: u16 = 2;
 const CMD_FLUSH: u16 = 3;
 const CMD_TRIM: u16 = 4;
 const CMD_WRITE_ZEROES: u16 = 6;
+const CMD_BLOCK_STATUS: u16 = 7;
 
 const EPERM: u32 = 1;
 const EIO: u32 = 5;
@@ -199,7 +213,7 @@ where
         ));
     };
     match negotiated? {
-        Some((r, w, export, structured)) => transmission(r, w, export, structured, budget).await,
+        Some((r, w, export, negotiated)) => transmission(r, w, export, negotiated, budget).await,
         None => Ok(()),
     }
 }
@@ -207,7 +221,7 @@ where
 /// Options until the client picks an export (then its halves, the export and whether replies
 /// are structured) or leaves.
 #[allow(clippy::type_complexity)]
-async fn handshake<R, W>(mut r: R, mut w: W, exports: &[Export]) -> std::io::Result<Option<(R, W, Export, bool)>>
+async fn handshake<R, W>(mut r: R, mut w: W, exports: &[Export]) -> std::io::Result<Option<(R, W, Export, Negotiated)>>
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
@@ -220,6 +234,7 @@ where
     let client_flags = r.read_u32().await?;
     let no_zeroes = client_flags & CLIENT_NO_ZEROES != 0;
     let mut structured = false;
+    let mut allocation_context = false;
 
     let export = loop {
         if r.read_u64().await? != IHAVEOPT {
@@ -311,10 +326,75 @@ where
                     break export;
                 }
             }
+            OPT_LIST_META_CONTEXT | OPT_SET_META_CONTEXT => {
+                let set = option == OPT_SET_META_CONTEXT;
+                let Some((name, queries)) = parse_meta_context_request(&data) else {
+                    option_reply(&mut w, option, REP_ERR_INVALID, b"malformed meta context request").await?;
+                    continue;
+                };
+                if set && !structured {
+                    option_reply(&mut w, option, REP_ERR_INVALID, b"negotiate structured replies first").await?;
+                    continue;
+                }
+                if find(name).is_none() {
+                    let msg = format!("no export named '{}'", String::from_utf8_lossy(name));
+                    option_reply(&mut w, option, REP_ERR_UNKNOWN, msg.as_bytes()).await?;
+                    continue;
+                }
+                // LIST with no query, or the "base:" namespace, lists base:allocation.
+                let matched = queries
+                    .iter()
+                    .any(|q| q.as_slice() == BASE_ALLOCATION.as_bytes() || (!set && q.as_slice() == b"base:"))
+                    || (!set && queries.is_empty());
+                if set {
+                    allocation_context = matched;
+                }
+                if matched {
+                    let mut reply = if set { BASE_ALLOCATION_ID } else { 0 }.to_be_bytes().to_vec();
+                    reply.extend_from_slice(BASE_ALLOCATION.as_bytes());
+                    option_reply(&mut w, option, REP_META_CONTEXT, &reply).await?;
+                }
+                option_reply(&mut w, option, REP_ACK, &[]).await?;
+            }
             _ => option_reply(&mut w, option, REP_ERR_UNSUP, b"option not supported").await?,
         }
     };
-    Ok(Some((r, w, export, structured)))
+    Ok(Some((
+        r,
+        w,
+        export,
+        Negotiated {
+            structured,
+            allocation_context,
+        },
+    )))
+}
+
+/// What a client chose before transmission.
+#[derive(Debug, Clone, Copy)]
+struct Negotiated {
+    structured: bool,
+    /// `base:allocation` was selected: BLOCK_STATUS is answered.
+    allocation_context: bool,
+}
+
+/// `u32 name length ‖ export name ‖ u32 query count ‖ (u32 length ‖ query)*`.
+fn parse_meta_context_request(data: &[u8]) -> Option<(&[u8], Vec<Vec<u8>>)> {
+    let take_u32 = |at: usize| {
+        data.get(at..at + 4)
+            .map(|b| u32::from_be_bytes(b.try_into().expect("4")) as usize)
+    };
+    let name_len = take_u32(0)?;
+    let name = data.get(4..4 + name_len)?;
+    let count = take_u32(4 + name_len)?;
+    let mut at = 8 + name_len;
+    let mut queries = Vec::new();
+    for _ in 0..count {
+        let len = take_u32(at)?;
+        queries.push(data.get(at + 4..at + 4 + len)?.to_vec());
+        at += 4 + len;
+    }
+    (at == data.len()).then_some((name, queries))
 }
 
 /// How replies are framed on a connection.
@@ -385,6 +465,31 @@ impl Replies {
     }
 }
 
+impl Replies {
+    /// The `base:allocation` answer to a BLOCK_STATUS (structured replies only, which the
+    /// context's negotiation required): one chunk of (length, flags) descriptors.
+    async fn send_block_status<W: AsyncWrite + Unpin>(
+        self,
+        w: &Mutex<W>,
+        cookie: u64,
+        extents: &[(u64, bool)],
+    ) -> std::io::Result<()> {
+        let mut out = Vec::with_capacity(24 + 8 * extents.len());
+        out.extend_from_slice(&STRUCTURED_REPLY_MAGIC.to_be_bytes());
+        out.extend_from_slice(&REPLY_FLAG_DONE.to_be_bytes());
+        out.extend_from_slice(&REPLY_TYPE_BLOCK_STATUS.to_be_bytes());
+        out.extend_from_slice(&cookie.to_be_bytes());
+        out.extend_from_slice(&((4 + 8 * extents.len()) as u32).to_be_bytes());
+        out.extend_from_slice(&BASE_ALLOCATION_ID.to_be_bytes());
+        for (len, hole) in extents {
+            out.extend_from_slice(&(*len as u32).to_be_bytes());
+            let flags = if *hole { STATE_HOLE | STATE_ZERO } else { 0 };
+            out.extend_from_slice(&flags.to_be_bytes());
+        }
+        w.lock().await.write_all(&out).await
+    }
+}
+
 /// READ data up to this size is copied into the reply's single write; larger data follows
 /// the header in a write of its own.
 const INLINE_REPLY: usize = 64 << 10;
@@ -406,13 +511,21 @@ fn errno(e: &super::VolumeError) -> u32 {
     }
 }
 
-async fn transmission<R, W>(mut r: R, w: W, export: Export, structured: bool, budget: Budget) -> std::io::Result<()>
+async fn transmission<R, W>(
+    mut r: R,
+    w: W,
+    export: Export,
+    negotiated: Negotiated,
+    budget: Budget,
+) -> std::io::Result<()>
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin + Send + 'static,
 {
     let w = Arc::new(Mutex::new(w));
-    let replies = Replies { structured };
+    let replies = Replies {
+        structured: negotiated.structured,
+    };
     let read_buffers = Arc::new(BufferPool::default());
     let mut in_flight = tokio::task::JoinSet::new();
     let own = Arc::new(Semaphore::new(budget.limits.per_connection_bytes >> 10));
@@ -562,6 +675,27 @@ where
                     })
                     .await;
                     replies.send(&w2, cookie, status(done), None).await
+                });
+            }
+            CMD_BLOCK_STATUS => {
+                if !negotiated.allocation_context || !in_range || len == 0 {
+                    replies.send(&w, cookie, EINVAL, None).await?;
+                    continue;
+                }
+                let one = flags & CMD_FLAG_REQ_ONE != 0;
+                in_flight.spawn(async move {
+                    let _held = held;
+                    let map = tokio::task::spawn_blocking(move || vol.allocation(offset, u64::from(len))).await;
+                    match map {
+                        Ok(Ok(mut extents)) => {
+                            if one {
+                                extents.truncate(1);
+                            }
+                            replies.send_block_status(&w2, cookie, &extents).await
+                        }
+                        Ok(Err(e)) => replies.send(&w2, cookie, errno(&e), None).await,
+                        Err(_) => replies.send(&w2, cookie, EIO, None).await,
+                    }
                 });
             }
             _ => replies.send(&w, cookie, EINVAL, None).await?,

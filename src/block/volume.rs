@@ -460,6 +460,38 @@ impl Volume {
         self.write(offset, Payload::Scratch(data))
     }
 
+    /// Which parts of `[offset, offset + len)` are holes (never written or discarded: they
+    /// read as zeros and hold no space) and which hold data, in order: (length, is a hole).
+    /// Whole sectors, from the file's own allocation (SEEK_DATA / SEEK_HOLE).
+    pub fn allocation(&self, offset: u64, len: u64) -> Result<Vec<(u64, bool)>> {
+        use rustix::fs::{seek, SeekFrom};
+        self.check_range(offset, len)?;
+        let failed = |e: rustix::io::Errno| io(format!("mapping {}", self.path.display()))(e.into());
+        let end = self.data_offset + offset + len;
+        let mut at = self.data_offset + offset;
+        let mut out: Vec<(u64, bool)> = Vec::new();
+        while at < end {
+            // The next data at or after `at` (ENXIO: none before the end of the file).
+            let data = match seek(&self.file, SeekFrom::Data(at)) {
+                Ok(d) => d.min(end),
+                Err(rustix::io::Errno::NXIO) => end,
+                Err(e) => return Err(failed(e)),
+            };
+            let (next, hole) = if data > at {
+                (data, true)
+            } else {
+                let hole = seek(&self.file, SeekFrom::Hole(at)).map_err(failed)?;
+                (hole.min(end), false)
+            };
+            match out.last_mut() {
+                Some((n, h)) if *h == hole => *n += next - at,
+                _ => out.push((next - at, hole)),
+            }
+            at = next;
+        }
+        Ok(out)
+    }
+
     /// Makes `[offset, offset + len)` read as zeros and gives its space back: whole sectors
     /// become holes (punched; a hole reads as zeros whatever the extent's generation), partial
     /// sectors at the edges are written as encrypted zeros. What NBD TRIM and WRITE_ZEROES

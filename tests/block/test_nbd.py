@@ -466,6 +466,34 @@ def test_trim_and_write_zeroes_read_back_zeros_and_free_space(tmp_path):
         served.stop()
 
 
+def json_of(*args):
+    return json.loads(subprocess.run(list(args), capture_output=True, text=True, timeout=60, check=True).stdout)
+
+
+def test_block_status_maps_holes_and_data(tmp_path):
+    """base:allocation: `nbdinfo --map` and `qemu-img map` see exactly which ranges hold data;
+    a discarded range becomes a hole again."""
+    data_dir = tmp_path / "data"
+    cli(data_dir, "volume", "create", "sparse", "--size", "16M")
+    served = Served(data_dir, "sparse")
+    try:
+        run("qemu-io", "-f", "raw", "-c", "write -P 0x61 4M 1M", "-c", "write -P 0x62 10M 64k", "-c", "flush",
+            served.uri)
+        mapped = json_of("nbdinfo", "--map", "--json", served.uri)
+        data = [(e["offset"], e["length"]) for e in mapped if e["type"] == 0]
+        holes = sum(e["length"] for e in mapped if e["type"] == 3)
+        assert data == [(4 << 20, 1 << 20), (10 << 20, 64 << 10)], mapped
+        assert holes == (16 << 20) - (1 << 20) - (64 << 10), mapped
+        qemu = json_of("qemu-img", "map", "--output=json", "-f", "raw", served.uri)
+        assert [(m["start"], m["length"]) for m in qemu if m["data"]] == data, qemu
+        # A discarded range is a hole again.
+        run("qemu-io", "-f", "raw", "-c", "discard 4M 1M", served.uri)
+        mapped = json_of("nbdinfo", "--map", "--json", served.uri)
+        assert [(e["offset"], e["length"]) for e in mapped if e["type"] == 0] == [(10 << 20, 64 << 10)], mapped
+    finally:
+        served.stop()
+
+
 def test_a_master_key_rotation_reaches_a_running_server(tmp_path):
     """`kms key rotate` while `serve --nbd-listen` runs: the served volume gains a generation
     under the new key version without a restart."""
