@@ -65,10 +65,12 @@ const TX_SEND_FUA: u16 = 1 << 3;
 const TX_SEND_TRIM: u16 = 1 << 5;
 const TX_SEND_WRITE_ZEROES: u16 = 1 << 6;
 const TX_CAN_MULTI_CONN: u16 = 1 << 8;
+const TX_SEND_FAST_ZERO: u16 = 1 << 11;
 
 const CMD_FLAG_FUA: u16 = 1;
 const CMD_FLAG_NO_HOLE: u16 = 1 << 1;
 const CMD_FLAG_REQ_ONE: u16 = 1 << 3;
+const CMD_FLAG_FAST_ZERO: u16 = 1 << 4;
 
 /// The one metadata context served: which ranges are holes (unallocated, reading as zeros).
 const BASE_ALLOCATION: &str = "base:allocation";
@@ -89,6 +91,7 @@ const EIO: u32 = 5;
 const EINVAL: u32 = 22;
 const ENOSPC: u32 = 28;
 const EOVERFLOW: u32 = 75;
+const ENOTSUP: u32 = 95;
 
 /// Largest READ or WRITE served (the NBD convention; larger requests get EINVAL, and a larger
 /// WRITE ends the connection since its payload cannot be skipped safely).
@@ -183,7 +186,7 @@ impl Export {
         if self.read_only {
             flags |= TX_READ_ONLY;
         } else {
-            flags |= TX_SEND_TRIM | TX_SEND_WRITE_ZEROES;
+            flags |= TX_SEND_TRIM | TX_SEND_WRITE_ZEROES | TX_SEND_FAST_ZERO;
         }
         flags
     }
@@ -431,6 +434,7 @@ impl Replies {
                 EINVAL => b"invalid request",
                 ENOSPC => b"beyond the end of the volume",
                 EOVERFLOW => b"request too large",
+                ENOTSUP => b"zeroing without holes is not fast here",
                 _ => b"I/O error on the volume",
             };
             let (kind, payload_len) = match (error, read) {
@@ -653,6 +657,12 @@ where
                 // Otherwise (and for TRIM) the range is punched: it reads as zeros and its
                 // space is freed.
                 let keep_allocated = kind == CMD_WRITE_ZEROES && flags & CMD_FLAG_NO_HOLE != 0;
+                // FAST_ZERO: fail at once rather than be slow. Punching is fast; writing
+                // encrypted zeros (NO_HOLE) is not.
+                if kind == CMD_WRITE_ZEROES && keep_allocated && flags & CMD_FLAG_FAST_ZERO != 0 {
+                    replies.send(&w, cookie, ENOTSUP, None).await?;
+                    continue;
+                }
                 in_flight.spawn(async move {
                     let _held = held;
                     let done = tokio::task::spawn_blocking(move || {

@@ -110,6 +110,7 @@ def test_nbdinfo_shows_the_export(volume):
     export = info["exports"][0]
     assert export["export-size"] == 512 << 20
     assert export["can_flush"] and export["can_fua"] and export["can_zero"] and not export["is_read_only"]
+    assert export["can_trim"] and export["can_fast_zero"], export
     listing = run("nbdinfo", "--list", served.uri.rsplit("/", 1)[0])
     assert 'export="disk"' in listing
     # libnbd asks for structured replies, and gets them.
@@ -399,6 +400,21 @@ def test_volume_export_to_a_reader_that_stops_early_ends_quietly(tmp_path):
     export.stdout.close()
     stderr = export.stderr.read().decode()
     assert export.wait(timeout=60) == 0 and "Broken pipe" not in stderr, stderr
+
+
+def test_fast_zero_is_refused_only_when_zeroing_would_be_slow(volume):
+    served, _, _ = volume
+    host, port = served.uri[len("nbd://"):].split("/")[0].rsplit(":", 1)
+    c = RawClient(host, int(port), "disk")
+    no_hole, fast_zero = 1 << 1, 1 << 4
+    # WRITE_ZEROES (6) with NO_HOLE and FAST_ZERO: writing encrypted zeros is not fast: ENOTSUP.
+    c.sock.sendall(c.struct.pack(">IHHQQI", 0x25609513, no_hole | fast_zero, 6, 1, 0, 1 << 20))
+    assert c.simple_reply() == (95, 1)
+    # FAST_ZERO alone: a punched hole is fast, and done.
+    c.sock.sendall(c.struct.pack(">IHHQQI", 0x25609513, fast_zero, 6, 2, 0, 1 << 20))
+    assert c.simple_reply() == (0, 2)
+    c.request(2, 3, 0, 0)  # DISC
+    c.sock.close()
 
 
 def test_rotation_lazy_reencryption_and_sweep(tmp_path):
