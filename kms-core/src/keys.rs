@@ -87,6 +87,12 @@ impl<'a> Keys<'a> {
         // An external key's versions come from its key manager: asked before the write
         // transaction, which must not wait on the network.
         let vault = Vaults::new(self.ctx).get_vault(&req.vault_id)?;
+        let spec = req.key_shape.as_ref().map_or(Ok(KeySpec::AES_256), KeyShape::spec)?;
+        if vault.external_key_manager.is_some() && spec != KeySpec::AES_256 {
+            return Err(KmsError::InvalidParameter(format!(
+                "keys of EXTERNAL vaults are AES-256 (as in OCI), not {spec}"
+            )));
+        }
         let external = match (&vault.external_key_manager, &req.external_key_id) {
             (Some(manager), Some(key_id)) => {
                 let state = self.ctx.protection(ProtectionMode::External)?.external_key(manager, key_id)?;
