@@ -15,7 +15,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 
-from test_oci_cli import Env, OciFailed, b64, running_server
+from test_oci_cli import Env, OciFailed, b64, cli, running_server
 
 HASHES = {"SHA_224": hashes.SHA224, "SHA_256": hashes.SHA256, "SHA_384": hashes.SHA384, "SHA_512": hashes.SHA512}
 HASHLIB = {"SHA_224": hashlib.sha224, "SHA_256": hashlib.sha256, "SHA_384": hashlib.sha384, "SHA_512": hashlib.sha512}
@@ -277,3 +277,28 @@ def test_rsa_oaep_encrypt_and_decrypt(kms, keys):
     back = kms.oci("crypto", "decrypt", "--key-id", key["id"], "--ciphertext", b64(old_ct),
                    "--encryption-algorithm", "RSA_OAEP_SHA_256", "--key-version-id", version, crypto=True)["data"]
     assert base64.b64decode(back["plaintext"]) == b"before rotation"
+
+
+def test_use_keys_signs_and_read_keys_only_sees_the_public_key(kms, keys):
+    env = kms.env
+    for group, verb in [("Signers", "use"), ("Readers", "read")]:
+        cli(env.data_dir, "iam", "group", "create", group)
+        cli(env.data_dir, "iam", "policy", "create", f"{group.lower()}-policy", "--statement",
+            f"Allow group {group} to {verb} keys in tenancy")
+        env.add_user(group.lower(), groups=[group])
+    key = keys["NIST_P256"]
+    version = key["current-key-version"]
+    args = ["kms", "crypto", "signed-data", "sign", "--key-id", key["id"], "--message", b64(b"m"),
+            "--signing-algorithm", "ECDSA_SHA_256"]
+    signed = env.oci("signers", *args, endpoint=kms.crypto)["data"]
+    assert env.oci("signers", "kms", "crypto", "verified-data", "verify", "--key-id", key["id"],
+                   "--key-version-id", version, "--message", b64(b"m"), "--signature", signed["signature"],
+                   "--signing-algorithm", "ECDSA_SHA_256", endpoint=kms.crypto)["data"]["is-signature-valid"] is True
+    with pytest.raises(OciFailed) as refused:
+        env.oci("readers", *args, endpoint=kms.crypto)
+    assert refused.value.error["status"] == 404
+    assert refused.value.error["code"] == "NotAuthorizedOrNotFound"
+    pem = env.oci("readers", "kms", "management", "key-version", "get", "--key-id", key["id"],
+                  "--key-version-id", version, endpoint=kms.management)["data"]["public-key"]
+    check_signature(serialization.load_pem_public_key(pem.encode()), "ECDSA_SHA_256", b"m",
+                    base64.b64decode(signed["signature"]))
