@@ -15,7 +15,7 @@ use crate::ciphertext;
 use crate::context::Context;
 use crate::error::{Denial, KmsError, Refusal, Result};
 use crate::ids::Ocid;
-use crate::model::{Key, KeyState, KeyVersion, KeyVersionState, VaultState};
+use crate::model::{Key, KeySpec, KeyState, KeyVersion, KeyVersionState, VaultState};
 use crate::protection::Placement;
 use crate::store::ReadTxn;
 
@@ -226,7 +226,7 @@ pub trait AsyncKeyProvider: Send + Sync {
 }
 
 /// Checks that `key` (and its vault) may be used at all.
-fn check_usable(txn: &ReadTxn, key: &Key) -> Result<()> {
+pub(crate) fn check_usable(txn: &ReadTxn, key: &Key) -> Result<()> {
     let vault = txn.vault(&key.vault_id)?;
     match vault.lifecycle_state {
         VaultState::Active => {}
@@ -269,7 +269,7 @@ fn check_usable(txn: &ReadTxn, key: &Key) -> Result<()> {
 }
 
 /// Checks that `version` may be used (it is ENABLED).
-fn check_version_usable(version: &KeyVersion) -> Result<()> {
+pub(crate) fn check_version_usable(version: &KeyVersion) -> Result<()> {
     match version.lifecycle_state {
         KeyVersionState::Enabled => Ok(()),
         KeyVersionState::Disabled => Err(KmsError::denied(
@@ -283,8 +283,30 @@ fn check_version_usable(version: &KeyVersion) -> Result<()> {
     }
 }
 
+/// Refuses a key that cannot do envelope (AES-GCM) encryption: asymmetric keys always, and
+/// keys shorter than AES-256 where `aes256_only` (data keys and the data path).
+fn check_envelope_shape(key: &Key, aes256_only: bool) -> Result<()> {
+    match key.key_shape.spec()? {
+        KeySpec::Aes { len: 32 } => Ok(()),
+        KeySpec::Aes { .. } if !aes256_only => Ok(()),
+        spec @ KeySpec::Aes { .. } => Err(KmsError::InvalidParameter(format!(
+            "key {} is {spec}: data encryption keys and sealstore's data path need an AES-256 master key",
+            key.id
+        ))),
+        spec => Err(KmsError::InvalidParameter(format!(
+            "key {} is an {spec} key: it signs{} but does not wrap data; use an AES-256 key",
+            key.id,
+            if matches!(spec, KeySpec::Rsa { .. }) {
+                " and encrypts with encryptionAlgorithm RSA_OAEP_SHA_1 or RSA_OAEP_SHA_256"
+            } else {
+                ""
+            }
+        ))),
+    }
+}
+
 /// The stored material of `version`, unless it has been destroyed.
-fn material_of(txn: &ReadTxn, version: &Ocid) -> Result<Vec<u8>> {
+pub(crate) fn material_of(txn: &ReadTxn, version: &Ocid) -> Result<Vec<u8>> {
     txn.key_material(version)?.ok_or_else(|| {
         KmsError::denied(
             Refusal::MaterialDestroyed,
@@ -334,7 +356,7 @@ impl<'a> Envelope<'a> {
     /// Runs a crypto operation and audits it. Crypto audit entries are written in groups and
     /// flushed in batches (see [`Kms::queue_audit`](crate::Kms::queue_audit) and [`crate::store`]): a transaction or an
     /// fsync per crypto call would bound the data path to the store's write rate.
-    fn crypto_op<T>(
+    pub(crate) fn crypto_op<T>(
         &self,
         principal: &Principal,
         op: &'static str,
@@ -355,12 +377,15 @@ impl<'a> Envelope<'a> {
     }
 
     /// Encrypts under the key's primary version. `key_version_id`, when given, must name the
-    /// primary: old versions decrypt only.
+    /// primary: old versions decrypt only. `aes256_only` refuses AES-128 and AES-192 keys
+    /// (data keys); asymmetric keys are always refused.
+    #[allow(clippy::too_many_arguments)]
     fn encrypt_raw(
         &self,
         key_id: &Ocid,
         key_version_id: Option<&Ocid>,
         any_enabled_version: bool,
+        aes256_only: bool,
         plaintext: &[u8],
         aad: &[u8],
         subject: &mut AuditSubject,
@@ -370,6 +395,7 @@ impl<'a> Envelope<'a> {
         subject.vault_id = Some(key.vault_id.clone());
         subject.key_version_id = Some(key.current_key_version.clone());
         check_usable(&txn, &key)?;
+        check_envelope_shape(&key, aes256_only)?;
         let mut version = &key.current_key_version;
         if let Some(v) = key_version_id {
             if *v != key.current_key_version {
@@ -428,6 +454,7 @@ impl<'a> Envelope<'a> {
         })?;
         subject.vault_id = Some(key.vault_id.clone());
         check_usable(&txn, &key)?;
+        check_envelope_shape(&key, false)?;
         let version = txn.key_version(&ct.key_id, &ct.key_version_id).map_err(|_| {
             KmsError::InvalidCiphertext(format!(
                 "ciphertext names key version {}, which key {} does not have",
@@ -511,6 +538,7 @@ impl<'a> Envelope<'a> {
                 key_id,
                 key_version_id,
                 any_enabled_version,
+                false,
                 plaintext,
                 &aad.canonical_bytes(),
                 subject,
@@ -556,7 +584,7 @@ impl<'a> Envelope<'a> {
         };
         self.crypto_op(principal, "GenerateDataEncryptionKey", subject, |subject| {
             let dek = Dek::generate()?;
-            let enc = self.encrypt_raw(key_id, None, false, dek.expose(), aad, subject)?;
+            let enc = self.encrypt_raw(key_id, None, false, true, dek.expose(), aad, subject)?;
             Ok(DataKey {
                 plaintext: include_plaintext.then_some(dek),
                 wrapped: enc.ciphertext,
@@ -595,7 +623,7 @@ impl<'a> Envelope<'a> {
             key_id: Some(target.clone()),
             ..Default::default()
         };
-        let out = self.encrypt_raw(&target, None, false, &plain.plaintext, aad, &mut target_subject)?;
+        let out = self.encrypt_raw(&target, None, false, false, &plain.plaintext, aad, &mut target_subject)?;
         *subject = target_subject;
         Ok(out)
     }

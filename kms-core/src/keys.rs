@@ -13,7 +13,7 @@ use crate::lifecycle::{
 };
 use crate::model::replication::VaultReplication;
 use crate::model::*;
-use crate::protection::{ExternalKeyState, ExternalVersionRef};
+use crate::protection::{public_key_pem, ExternalKeyState, ExternalVersionRef, KeyProtection};
 use crate::store::WriteTxn;
 use crate::time::Timestamp;
 use crate::vaults::{UpdateResource, Vaults};
@@ -30,6 +30,9 @@ pub struct CreateKey {
     pub display_name: String,
     /// Protection mode; SOFTWARE when absent.
     pub protection_mode: Option<ProtectionMode>,
+    /// Key shape; AES-256 when absent.
+    #[serde(default)]
+    pub key_shape: Option<KeyShape>,
     /// Auto-rotation interval in days (60–365); no auto-rotation when absent.
     pub auto_rotation_interval_days: Option<u32>,
     /// Tags.
@@ -48,6 +51,7 @@ impl CreateKey {
             compartment_id: None,
             display_name: display_name.into(),
             protection_mode: None,
+            key_shape: None,
             auto_rotation_interval_days: None,
             freeform_tags: FreeformTags::new(),
             external_key_id: None,
@@ -74,7 +78,7 @@ impl<'a> Keys<'a> {
 
     // ----- keys -----
 
-    /// Creates an AES-256 master key with its first version.
+    /// Creates a master key of the requested shape (AES-256 by default) with its first version.
     pub(crate) fn create_key(&self, principal: &Principal, req: CreateKey) -> Result<Key> {
         let subject = AuditSubject {
             vault_id: Some(req.vault_id.clone()),
@@ -83,6 +87,12 @@ impl<'a> Keys<'a> {
         // An external key's versions come from its key manager: asked before the write
         // transaction, which must not wait on the network.
         let vault = Vaults::new(self.ctx).get_vault(&req.vault_id)?;
+        let spec = req.key_shape.as_ref().map_or(Ok(KeySpec::AES_256), KeyShape::spec)?;
+        if vault.external_key_manager.is_some() && spec != KeySpec::AES_256 {
+            return Err(KmsError::InvalidParameter(format!(
+                "keys of EXTERNAL vaults are AES-256 (as in OCI), not {spec}"
+            )));
+        }
         let external = match (&vault.external_key_manager, &req.external_key_id) {
             (Some(manager), Some(key_id)) => {
                 let state = self.ctx.protection(ProtectionMode::External)?.external_key(manager, key_id)?;
@@ -119,6 +129,7 @@ impl<'a> Keys<'a> {
         subject: &mut AuditSubject,
     ) -> Result<Key> {
         check_name(&req.display_name)?;
+        let spec = req.key_shape.as_ref().map_or(Ok(KeySpec::AES_256), KeyShape::spec)?;
         let vault = txn.vault(&req.vault_id)?;
         if vault.lifecycle_state != VaultState::Active {
             return Err(KmsError::IncorrectState(format!(
@@ -153,11 +164,11 @@ impl<'a> Keys<'a> {
             compartment_id: &compartment_id,
         };
         let version = match external {
-            None => {
-                let version = self.new_version(&owner, now, false, None);
-                txn.put_key_material(&version.id, &backend.create_material(&version.id)?)?;
-                txn.put_key_version(&version)?;
-                version
+            None => self.generate_version(txn, backend.as_ref(), spec, &owner, now, false)?,
+            Some(_) if spec != KeySpec::AES_256 => {
+                return Err(KmsError::InvalidParameter(format!(
+                    "EXTERNAL keys are AES-256 (as in OCI), not {spec}"
+                )))
             }
             Some(external) => self.add_external_versions(txn, now, &owner, external, &[])?.1,
         };
@@ -166,7 +177,7 @@ impl<'a> Keys<'a> {
             compartment_id,
             vault_id: vault.id.clone(),
             display_name: req.display_name.clone(),
-            key_shape: KeyShape::aes256(),
+            key_shape: spec.shape(),
             protection_mode: mode,
             lifecycle_state: KeyState::Enabled,
             current_key_version: version.id.clone(),
@@ -416,9 +427,29 @@ impl<'a> Keys<'a> {
             time_of_deletion: None,
             is_auto_rotated: automatic,
             external_key_version_id,
+            public_key: None,
             replication_id: None,
             is_replica: false,
         }
+    }
+
+    /// Generates and stores a new version of shape `spec` for `owner`'s key with `backend`
+    /// (its material sealed, its public key on the record for RSA and ECDSA).
+    fn generate_version(
+        &self,
+        txn: &WriteTxn,
+        backend: &dyn KeyProtection,
+        spec: KeySpec,
+        owner: &VersionOwner<'_>,
+        now: Timestamp,
+        automatic: bool,
+    ) -> Result<KeyVersion> {
+        let mut version = self.new_version(owner, now, automatic, None);
+        let material = backend.create_material_for(&version.id, spec)?;
+        version.public_key = material.public_key_der.as_deref().map(public_key_pem);
+        txn.put_key_material(&version.id, &material.stored)?;
+        txn.put_key_version(&version)?;
+        Ok(version)
     }
 
     /// Records each version the key manager lists that `existing` lacks, as a key version
@@ -518,10 +549,8 @@ impl<'a> Keys<'a> {
             vault_id: &key.vault_id,
             compartment_id: &key.compartment_id,
         };
-        let version = self.new_version(&owner, now, automatic, None);
+        let version = self.generate_version(txn, backend.as_ref(), key.key_shape.spec()?, &owner, now, automatic)?;
         subject.key_version_id = Some(version.id.clone());
-        txn.put_key_material(&version.id, &backend.create_material(&version.id)?)?;
-        txn.put_key_version(&version)?;
         key.current_key_version = version.id.clone();
         if let Some(details) = key.auto_key_rotation_details.as_mut() {
             details.time_of_next_rotation = Some(now.plus_days(details.rotation_interval_in_days.into()));

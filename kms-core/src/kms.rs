@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::asymmetric::{Asymmetric, SignatureInput, Signed};
 use crate::audit::{self, AuditEntry, AuditSubject, AuditVerification, Principal};
 use crate::context::{Context, DataInventory, KmsConfig};
 use crate::envelope::{AssociatedData, DataKey, Decrypted, Dek, Encrypted, Envelope, KeyProvider, KeyStatus};
@@ -115,6 +116,10 @@ impl Kms {
 
     fn envelope(&self) -> Envelope<'_> {
         Envelope::new(&self.ctx)
+    }
+
+    fn asymmetric(&self) -> Asymmetric<'_> {
+        Asymmetric::new(&self.ctx)
     }
 
     fn replication(&self) -> Replication<'_> {
@@ -285,7 +290,7 @@ impl Kms {
         self.vaults().cancel_vault_deletion(principal, id)
     }
 
-    /// Creates an AES-256 master key with its first version.
+    /// Creates a master key of the requested shape (AES-256 by default) with its first version.
     pub fn create_key(&self, principal: &Principal, req: CreateKey) -> Result<Key> {
         self.keys().create_key(principal, req)
     }
@@ -535,6 +540,45 @@ impl Kms {
     ) -> Result<Encrypted> {
         self.envelope()
             .encrypt_with_version(principal, key_id, key_version_id, plaintext, aad)
+    }
+
+    /// Signs a message or its digest with an RSA or ECDSA key (its current version unless the
+    /// input names one).
+    pub fn sign(&self, principal: &Principal, input: SignatureInput<'_>) -> Result<Signed> {
+        self.asymmetric().sign(principal, input)
+    }
+
+    /// Whether `signature` verifies under the key version the input names (required): `Ok(false)`
+    /// for a signature that does not match.
+    pub fn verify(&self, principal: &Principal, input: SignatureInput<'_>, signature: &[u8]) -> Result<bool> {
+        self.asymmetric().verify(principal, input, signature)
+    }
+
+    /// Encrypts `plaintext` with RSA-OAEP to an RSA key version's public key (the current one
+    /// unless named); the ciphertext is the raw OAEP block.
+    pub fn rsa_encrypt(
+        &self,
+        principal: &Principal,
+        key_id: &Ocid,
+        key_version_id: Option<&Ocid>,
+        algorithm: RsaEncryption,
+        plaintext: &[u8],
+    ) -> Result<Encrypted> {
+        self.asymmetric()
+            .rsa_encrypt(principal, key_id, key_version_id, algorithm, plaintext)
+    }
+
+    /// Decrypts a raw RSA-OAEP ciphertext with an RSA key version (the current one unless named).
+    pub fn rsa_decrypt(
+        &self,
+        principal: &Principal,
+        key_id: &Ocid,
+        key_version_id: Option<&Ocid>,
+        algorithm: RsaEncryption,
+        ciphertext: &[u8],
+    ) -> Result<Decrypted> {
+        self.asymmetric()
+            .rsa_decrypt(principal, key_id, key_version_id, algorithm, ciphertext)
     }
 
     /// Encrypts under `key_version_id`, which may be any ENABLED version of the key, not only

@@ -41,6 +41,7 @@ pub mod model;
 pub mod time;
 
 // Storage and the audit chain over it; key protection backends.
+pub mod asymmetric;
 pub mod audit;
 pub mod protection;
 pub mod store;
@@ -56,6 +57,7 @@ pub mod replication;
 pub mod rotation;
 mod vaults;
 
+pub use asymmetric::{SignatureInput, Signed};
 pub use audit::{AuditEntry, AuditVerification, Principal};
 pub use context::{DataInventory, KmsConfig, DEFAULT_REGION, ROOT_KEY_FILE};
 pub use envelope::{

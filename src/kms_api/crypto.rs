@@ -1,17 +1,19 @@
 //! Crypto on a vault's crypto endpoint: `encrypt`, `decrypt`, `generateDataEncryptionKey`,
-//! and sealstore's `reencrypt` extension (decrypt and encrypt again under the key's current
-//! version, or another key, without the plaintext leaving the server).
+//! `sign`, `verify`, and sealstore's `reencrypt` extension (decrypt and encrypt again under the
+//! key's current version, or another key, without the plaintext leaving the server).
 //!
-//! Ciphertexts are kms-core's self-describing format, base64-encoded: each names the key
-//! version that made it, so old ciphertexts keep decrypting after rotation. All of these need
-//! `use keys` on every key involved.
+//! AES ciphertexts are kms-core's self-describing format, base64-encoded: each names the key
+//! version that made it, so old ciphertexts keep decrypting after rotation. RSA ciphertexts
+//! (`encryptionAlgorithm` RSA_OAEP_SHA_1 / RSA_OAEP_SHA_256) are raw OAEP blocks as OCI's, and
+//! name no version: the caller sends `keyVersionId` to decrypt under an older one. All of these
+//! need `use keys` on every key involved.
 
 use std::collections::BTreeMap;
 
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 use kms_core::iam::Verb;
-use kms_core::{AssociatedData, Key, Ocid, ResourceType};
+use kms_core::{AssociatedData, Key, MessageType, Ocid, ResourceType, RsaEncryption, SignatureInput, SigningAlgorithm};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -29,6 +31,8 @@ pub(crate) fn operation(call: &Call<'_>, vault: &Ocid, operation: &str) -> Resul
         "decrypt" => decrypt(call, vault),
         "generateDataEncryptionKey" => generate_data_encryption_key(call, vault),
         "reencrypt" => reencrypt(call, vault),
+        "sign" => sign(call, vault),
+        "verify" => verify(call, vault),
         _ => Err(ApiError::not_found(format_args!("crypto operation '{operation}'"))),
     }
 }
@@ -49,13 +53,33 @@ fn associated_data(map: Option<BTreeMap<String, String>>, raw: Option<String>) -
     }
 }
 
-fn check_algorithm(algorithm: &Option<String>) -> Result<(), ApiError> {
-    match algorithm.as_deref() {
-        None | Some(AES_256_GCM) => Ok(()),
-        Some(other) => Err(ApiError::invalid(format!(
-            "encryptionAlgorithm '{other}' does not apply to AES keys (use {AES_256_GCM})"
+/// The RSA algorithm `encryptionAlgorithm` names for `key`, or `None` for AES-GCM; refuses an
+/// algorithm that does not fit the key's shape.
+fn rsa_algorithm(key: &Key, algorithm: &Option<String>) -> Result<Option<RsaEncryption>, ApiError> {
+    let rsa_key = key.key_shape.algorithm.eq_ignore_ascii_case("RSA");
+    match (algorithm.as_deref(), rsa_key) {
+        (None | Some(AES_256_GCM), false) => Ok(None),
+        (Some(name), true) => RsaEncryption::parse(name).map(Some).ok_or_else(|| {
+            ApiError::invalid(format!(
+                "encryptionAlgorithm '{name}' does not apply to RSA keys (use RSA_OAEP_SHA_1 or RSA_OAEP_SHA_256)"
+            ))
+        }),
+        (None, true) => Err(ApiError::invalid(
+            "key is an RSA key: give encryptionAlgorithm RSA_OAEP_SHA_1 or RSA_OAEP_SHA_256",
+        )),
+        (Some(other), false) => Err(ApiError::invalid(format!(
+            "encryptionAlgorithm '{other}' does not apply to {} keys (use {AES_256_GCM})",
+            key.key_shape.algorithm
         ))),
     }
+}
+
+fn key_version(field: &str, id: Option<&str>) -> Result<Option<Ocid>, ApiError> {
+    id.map(|v| {
+        Ocid::parse(ResourceType::KeyVersion, v)
+            .map_err(|_| ApiError::invalid(format!("{field} is not a key version id")))
+    })
+    .transpose()
 }
 
 fn decode(field: &str, value: Option<&str>) -> Result<Vec<u8>, ApiError> {
@@ -83,9 +107,20 @@ struct EncryptDetails {
 
 fn encrypt(call: &Call<'_>, vault: &Ocid) -> Result<Reply, ApiError> {
     let d: EncryptDetails = call.json()?;
-    check_algorithm(&d.encryption_algorithm)?;
     let key = usable_key(call, vault, d.key_id.as_deref(), "keyId")?;
     let plaintext = decode("plaintext", d.plaintext.as_deref())?;
+    if let Some(algorithm) = rsa_algorithm(&key, &d.encryption_algorithm)? {
+        let version = key_version("keyVersionId", d.key_version_id.as_deref())?;
+        let out = call
+            .kms
+            .rsa_encrypt(&call.principal, &key.id, version.as_ref(), algorithm, &plaintext)?;
+        return Ok(Reply::plain(json!({
+            "ciphertext": B64.encode(&out.ciphertext),
+            "keyId": out.key_id,
+            "keyVersionId": out.key_version_id,
+            "encryptionAlgorithm": algorithm.as_str(),
+        })));
+    }
     let version = d
         .key_version_id
         .as_deref()
@@ -121,9 +156,21 @@ struct DecryptDetails {
 
 fn decrypt(call: &Call<'_>, vault: &Ocid) -> Result<Reply, ApiError> {
     let d: DecryptDetails = call.json()?;
-    check_algorithm(&d.encryption_algorithm)?;
     let key = usable_key(call, vault, d.key_id.as_deref(), "keyId")?;
     let ciphertext = decode("ciphertext", d.ciphertext.as_deref())?;
+    if let Some(algorithm) = rsa_algorithm(&key, &d.encryption_algorithm)? {
+        let version = key_version("keyVersionId", d.key_version_id.as_deref())?;
+        let out = call
+            .kms
+            .rsa_decrypt(&call.principal, &key.id, version.as_ref(), algorithm, &ciphertext)?;
+        return Ok(Reply::plain(json!({
+            "plaintext": B64.encode(&out.plaintext[..]),
+            "plaintextChecksum": checksum(&out.plaintext),
+            "keyId": out.key_id,
+            "keyVersionId": out.key_version_id,
+            "encryptionAlgorithm": algorithm.as_str(),
+        })));
+    }
     let out = call.kms.decrypt(
         &call.principal,
         &ciphertext,
@@ -185,6 +232,91 @@ fn generate_data_encryption_key(call: &Call<'_>, vault: &Ocid) -> Result<Reply, 
         "keyId": out.key_id,
         "keyVersionId": out.key_version_id,
     })))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct SignatureDetails {
+    key_id: Option<String>,
+    key_version_id: Option<String>,
+    message: Option<String>,
+    message_type: Option<String>,
+    signing_algorithm: Option<String>,
+    /// verify only.
+    signature: Option<String>,
+    #[allow(dead_code)] // accepted and ignored, as for encrypt
+    logging_context: Option<Value>,
+}
+
+/// The parsed parts of a sign or verify body.
+struct SignatureParts {
+    key: Key,
+    version: Option<Ocid>,
+    message: Vec<u8>,
+    message_type: MessageType,
+    algorithm: SigningAlgorithm,
+}
+
+impl SignatureParts {
+    fn parse(call: &Call<'_>, vault: &Ocid, d: &SignatureDetails) -> Result<SignatureParts, ApiError> {
+        let algorithm = SigningAlgorithm::parse(
+            d.signing_algorithm
+                .as_deref()
+                .ok_or_else(|| ApiError::missing("signingAlgorithm"))?,
+        )?;
+        let message_type = d
+            .message_type
+            .as_deref()
+            .map(MessageType::parse)
+            .transpose()?
+            .unwrap_or_default();
+        let key = usable_key(call, vault, d.key_id.as_deref(), "keyId")?;
+        Ok(SignatureParts {
+            key,
+            version: key_version("keyVersionId", d.key_version_id.as_deref())?,
+            message: decode("message", d.message.as_deref())?,
+            message_type,
+            algorithm,
+        })
+    }
+
+    fn input(&self) -> SignatureInput<'_> {
+        SignatureInput {
+            key_id: &self.key.id,
+            key_version_id: self.version.as_ref(),
+            message: &self.message,
+            message_type: self.message_type,
+            algorithm: self.algorithm,
+        }
+    }
+}
+
+/// `POST …/20180608/sign`: `{keyId, message, signingAlgorithm[, keyVersionId][, messageType]}`
+/// → `{keyId, keyVersionId, signature, signingAlgorithm}`.
+fn sign(call: &Call<'_>, vault: &Ocid) -> Result<Reply, ApiError> {
+    let d: SignatureDetails = call.json()?;
+    let parts = SignatureParts::parse(call, vault, &d)?;
+    let out = call.kms.sign(&call.principal, parts.input())?;
+    Ok(Reply::plain(json!({
+        "keyId": out.key_id,
+        "keyVersionId": out.key_version_id,
+        "signature": B64.encode(&out.signature),
+        "signingAlgorithm": out.algorithm.as_str(),
+    })))
+}
+
+/// `POST …/20180608/verify`: `{keyId, keyVersionId, message, signature, signingAlgorithm[,
+/// messageType]}` → `{isSignatureValid}` (false, not an error, for a signature that does not
+/// verify).
+fn verify(call: &Call<'_>, vault: &Ocid) -> Result<Reply, ApiError> {
+    let d: SignatureDetails = call.json()?;
+    let parts = SignatureParts::parse(call, vault, &d)?;
+    if parts.version.is_none() {
+        return Err(ApiError::missing("keyVersionId"));
+    }
+    let signature = decode("signature", d.signature.as_deref())?;
+    let valid = call.kms.verify(&call.principal, parts.input(), &signature)?;
+    Ok(Reply::plain(json!({ "isSignatureValid": valid })))
 }
 
 #[derive(Deserialize)]

@@ -3,7 +3,8 @@
 
 use kms_core::iam::{ResourceKind, Target, Verb};
 use kms_core::{
-    CreateKey, DefinedTags, FreeformTags, Key, KeyVersion, Ocid, ProtectionMode, ResourceType, UpdateResource,
+    CreateKey, DefinedTags, FreeformTags, Key, KeyShape, KeySpec, KeyVersion, Ocid, ProtectionMode, ResourceType,
+    UpdateResource,
 };
 use serde::Deserialize;
 use serde_json::Value;
@@ -48,6 +49,7 @@ pub(crate) fn list(call: &Call<'_>, vault: Option<&Ocid>) -> Result<Reply, ApiEr
         })?),
     };
     let algorithm = call.query.get("algorithm");
+    let curve = call.query.get("curveId");
     let length = match call.query.get("length") {
         None => None,
         Some(l) => Some(
@@ -62,6 +64,14 @@ pub(crate) fn list(call: &Call<'_>, vault: Option<&Ocid>) -> Result<Reply, ApiEr
         .filter(|k| mode.is_none_or(|m| k.protection_mode == m))
         .filter(|k| algorithm.is_none_or(|a| k.key_shape.algorithm.eq_ignore_ascii_case(a)))
         .filter(|k| length.is_none_or(|l| k.key_shape.length == l))
+        .filter(|k| {
+            curve.is_none_or(|c| {
+                k.key_shape
+                    .curve_id
+                    .as_deref()
+                    .is_some_and(|kc| kc.eq_ignore_ascii_case(c))
+            })
+        })
         .filter(|k| call.may(Verb::Inspect, ResourceKind::Keys, &k.compartment_id, target(k)))
         .collect();
     let (page, next) = paging::page(keys, call.query)?;
@@ -82,15 +92,29 @@ pub(crate) struct KeyShapeDetails {
 }
 
 impl KeyShapeDetails {
-    /// sealstore's master keys and data keys are AES-256: anything else is refused.
+    /// The shape of a master key: AES 16/24/32, RSA 256/384/512 or ECDSA 32/48/66 bytes with
+    /// its curve, as OCI's; anything else is refused.
+    pub(super) fn spec(&self) -> Result<KeySpec, ApiError> {
+        let algorithm = self
+            .algorithm
+            .clone()
+            .ok_or_else(|| ApiError::missing("keyShape.algorithm"))?;
+        let length = self.length.ok_or_else(|| ApiError::missing("keyShape.length"))?;
+        Ok(KeyShape {
+            algorithm,
+            length,
+            curve_id: self.curve_id.clone(),
+        }
+        .spec()?)
+    }
+
+    /// Data encryption keys are AES-256: anything else is refused.
     pub(super) fn require_aes256(&self) -> Result<(), ApiError> {
-        let aes = self.algorithm.as_deref().is_some_and(|a| a.eq_ignore_ascii_case("AES"));
-        if aes && self.length == Some(32) && self.curve_id.is_none() {
-            Ok(())
-        } else {
-            Err(ApiError::invalid(
-                "keyShape must be {\"algorithm\": \"AES\", \"length\": 32}: sealstore keys are AES-256",
-            ))
+        match self.spec() {
+            Ok(KeySpec::AES_256) => Ok(()),
+            _ => Err(ApiError::invalid(
+                "keyShape must be {\"algorithm\": \"AES\", \"length\": 32}: sealstore's data encryption keys are AES-256",
+            )),
         }
     }
 }
@@ -127,10 +151,7 @@ pub(crate) fn create(call: &Call<'_>, vault: &Ocid) -> Result<Reply, ApiError> {
             .ok_or_else(|| ApiError::missing("compartmentId"))?,
     )?;
     let display_name = details.display_name.ok_or_else(|| ApiError::missing("displayName"))?;
-    details
-        .key_shape
-        .ok_or_else(|| ApiError::missing("keyShape"))?
-        .require_aes256()?;
+    let spec = details.key_shape.ok_or_else(|| ApiError::missing("keyShape"))?.spec()?;
     let protection_mode = match details.protection_mode.as_deref() {
         None => None,
         Some(m) => Some(ProtectionMode::parse(m).ok_or_else(|| {
@@ -186,6 +207,7 @@ pub(crate) fn create(call: &Call<'_>, vault: &Ocid) -> Result<Reply, ApiError> {
             compartment_id: Some(compartment),
             display_name,
             protection_mode,
+            key_shape: Some(spec.shape()),
             auto_rotation_interval_days: interval,
             freeform_tags: details.freeform_tags,
             external_key_id,

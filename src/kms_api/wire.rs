@@ -162,7 +162,7 @@ pub(super) fn key_summary(k: &Key) -> Value {
 /// A `KeyVersion`.
 pub(super) fn key_version(v: &KeyVersion) -> Value {
     let mut o = object(v);
-    o.insert("publicKey".into(), Value::Null);
+    o.entry("publicKey").or_insert(Value::Null);
     o.insert("restoredFromKeyVersionId".into(), Value::Null);
     let details = replica_details(&mut o);
     o.insert("replicaDetails".into(), details);

@@ -129,6 +129,19 @@ def test_keys_are_references_and_crypto_goes_through_the_key_manager(world):
     assert "ekm-client/" in audit and "Encrypt" in audit
 
 
+def test_external_keys_are_aes_256_only(world):
+    w = world
+    for shape in ({"algorithm": "RSA", "length": 256}, {"algorithm": "AES", "length": 16}):
+        with pytest.raises(OciFailed) as refused:
+            w["env"].oci("admin", "kms", "management", "key", "create", "--compartment-id", w["env"].tenancy,
+                         "--display-name", "not-aes-256", "--key-shape", json.dumps(shape),
+                         "--protection-mode", "EXTERNAL",
+                         "--external-key-reference", json.dumps({"externalKeyId": w["ext_key"]["id"]}),
+                         endpoint=w["management"])
+        assert refused.value.error["status"] == 400
+        assert "AES-256" in refused.value.error["message"]
+
+
 def test_rotation_in_the_key_manager_reaches_new_data_and_old_data_still_reads(world):
     w = world
     w["s3"].put_object(Bucket="ext", Key="before", Body=b"v1 data", ServerSideEncryption="aws:kms",

@@ -14,7 +14,7 @@ import boto3
 import pytest
 from botocore.config import Config
 
-from test_oci_cli import Env, cli, sealstore  # same directory
+from test_oci_cli import Env, OciFailed, cli, sealstore  # same directory
 from conftest import running_server  # tests/s3, put on sys.path by test_oci_cli
 
 MODULE = os.environ.get("SOFTHSM2_MODULE", "/usr/lib/softhsm/libsofthsm2.so")
@@ -85,6 +85,21 @@ def test_an_hsm_key_through_the_oci_cli(server):
     unwrapped = env.oci("admin", "kms", "crypto", "decrypt", "--key-id", key["id"], "--ciphertext",
                         dek["ciphertext"], endpoint=crypto)["data"]
     assert unwrapped["plaintext"] == dek["plaintext"]
+
+
+@pytest.mark.parametrize("shape", [
+    {"algorithm": "AES", "length": 16},
+    {"algorithm": "RSA", "length": 256},
+    {"algorithm": "ECDSA", "length": 32, "curveId": "NIST_P256"},
+])
+def test_hsm_keys_are_aes_256_only_for_now(server, shape):
+    env, management, _, _, _ = server
+    with pytest.raises(OciFailed) as refused:
+        env.oci("admin", "kms", "management", "key", "create", "--compartment-id", env.tenancy,
+                "--display-name", "hsm-other", "--key-shape", json.dumps(shape), "--protection-mode", "HSM",
+                endpoint=management)
+    assert refused.value.error["status"] == 400
+    assert "HSM keys are AES-256 only" in refused.value.error["message"]
 
 
 def test_objects_under_an_hsm_key_with_eight_clients_at_once(server):

@@ -11,7 +11,10 @@
 pub mod audit;
 pub mod iam;
 pub mod replication;
+pub mod shape;
 pub mod tenancy;
+
+pub use shape::{Curve, HashAlg, KeySpec, MessageType, RsaEncryption, SignatureScheme, SigningAlgorithm};
 
 use std::collections::BTreeMap;
 
@@ -184,23 +187,25 @@ impl ProtectionMode {
     }
 }
 
-/// Key algorithm and length in bytes. sealstore keys are AES-256 only.
+/// Key algorithm, length in bytes and (ECDSA) curve, as OCI spells them; validated by
+/// [`KeyShape::spec`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct KeyShape {
-    /// Always `AES`.
+    /// `AES`, `RSA` or `ECDSA`.
     pub algorithm: String,
-    /// Always 32.
+    /// Key length in bytes (AES 16/24/32, RSA 256/384/512, ECDSA 32/48/66).
     pub length: u32,
+    /// ECDSA keys only: `NIST_P256`, `NIST_P384` or `NIST_P521`. Absent in records written
+    /// before asymmetric keys existed (all AES-256).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub curve_id: Option<String>,
 }
 
 impl KeyShape {
-    /// AES-256, the only shape sealstore creates.
+    /// AES-256, the shape of keys that protect the data path.
     pub fn aes256() -> Self {
-        KeyShape {
-            algorithm: "AES".into(),
-            length: 32,
-        }
+        KeySpec::AES_256.shape()
     }
 }
 
@@ -332,6 +337,10 @@ pub struct KeyVersion {
     /// EXTERNAL keys: the version's id in the external key manager.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub external_key_version_id: Option<String>,
+    /// RSA and ECDSA keys: the version's public key, a SubjectPublicKeyInfo PEM
+    /// (`-----BEGIN PUBLIC KEY-----`). Absent for AES keys.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub public_key: Option<String>,
     /// Cross-region replication: the latest replicated operation on it
     /// ([`replication::replication_id`]; OCI's `replicaDetails.replicationId`).
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{KmsError, Result};
 use crate::ids::Ocid;
-use crate::model::{ExternalKeyManager, ProtectionMode};
+use crate::model::{ExternalKeyManager, KeySpec, ProtectionMode, RsaEncryption, SigningAlgorithm};
 
 /// Where a key call may run, as its key provider says (see [`crate::KeyProvider::placement`] and
 /// [`KeyProtection::placement`]).
@@ -50,6 +50,48 @@ pub trait KeyProtection: Send + Sync + Debug {
     /// Creates fresh AES-256 material for `version` and returns the bytes the store must keep
     /// for it (never the plaintext key).
     fn create_material(&self, version: &Ocid) -> Result<Vec<u8>>;
+
+    /// Creates fresh material of shape `spec` for `version`. The default makes AES-256 keys
+    /// with [`KeyProtection::create_material`] and refuses every other shape.
+    fn create_material_for(&self, version: &Ocid, spec: KeySpec) -> Result<NewMaterial> {
+        if spec != KeySpec::AES_256 {
+            return Err(KmsError::InvalidParameter(format!(
+                "{} keys are AES-256 only in sealstore for now; {spec} keys need protectionMode SOFTWARE",
+                self.mode().as_str()
+            )));
+        }
+        Ok(NewMaterial {
+            stored: self.create_material(version)?,
+            public_key_der: None,
+        })
+    }
+
+    /// Signs `digest` (already the algorithm's hash of the message) with the version's private
+    /// key. Backends without asymmetric keys refuse.
+    fn sign(&self, version: &Ocid, stored: &[u8], algorithm: SigningAlgorithm, digest: &[u8]) -> Result<Vec<u8>> {
+        let _ = (version, stored, digest);
+        Err(KmsError::InvalidParameter(format!(
+            "{} keys cannot sign ({})",
+            self.mode().as_str(),
+            algorithm.as_str()
+        )))
+    }
+
+    /// Decrypts an RSA-OAEP `ciphertext` with the version's private key.
+    fn rsa_decrypt(
+        &self,
+        version: &Ocid,
+        stored: &[u8],
+        algorithm: RsaEncryption,
+        ciphertext: &[u8],
+    ) -> Result<Zeroizing<Vec<u8>>> {
+        let _ = (version, stored, ciphertext);
+        Err(KmsError::InvalidParameter(format!(
+            "{} keys cannot decrypt {}",
+            self.mode().as_str(),
+            algorithm.as_str()
+        )))
+    }
 
     /// Encrypts `plaintext` under the version's key, binding `aad`. The output is opaque to
     /// callers and carries whatever the backend needs to decrypt it (nonce, tag).
@@ -90,6 +132,41 @@ pub trait KeyProtection: Send + Sync + Debug {
             self.mode().as_str()
         )))
     }
+}
+
+/// A SubjectPublicKeyInfo DER as PEM (`-----BEGIN PUBLIC KEY-----`, 64-column base64), as
+/// OCI's `publicKey` carries it.
+pub fn public_key_pem(der: &[u8]) -> String {
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+    let mut pem = String::from("-----BEGIN PUBLIC KEY-----\n");
+    for line in b64.as_bytes().chunks(64) {
+        pem.push_str(std::str::from_utf8(line).expect("base64 is ASCII"));
+        pem.push('\n');
+    }
+    pem.push_str("-----END PUBLIC KEY-----\n");
+    pem
+}
+
+/// The DER inside a [`public_key_pem`] PEM.
+pub fn public_key_der(pem: &str) -> Result<Vec<u8>> {
+    use base64::Engine;
+    let body: String = pem
+        .lines()
+        .filter(|l| !l.starts_with("-----"))
+        .collect::<Vec<_>>()
+        .concat();
+    base64::engine::general_purpose::STANDARD
+        .decode(body.trim())
+        .map_err(|_| KmsError::Store("a stored public key is not PEM".into()))
+}
+
+/// What [`KeyProtection::create_material_for`] made.
+pub struct NewMaterial {
+    /// The bytes the store keeps for the version (never a plaintext secret).
+    pub stored: Vec<u8>,
+    /// RSA and ECDSA: the public key, SubjectPublicKeyInfo DER.
+    pub public_key_der: Option<Vec<u8>>,
 }
 
 /// Material on its way to another region (see [`KeyProtection::export_material`]).

@@ -4,6 +4,11 @@
 //! The root key is a 32-byte file (`root.key`, mode 0600) created on first start, or supplied
 //! with `--root-key-file`. Unsealed master keys live only in memory, inside aws-lc key
 //! contexts, and are cached per version so that a crypto call costs one AES-GCM operation.
+//!
+//! What is sealed is the raw key for AES keys (16, 24 or 32 bytes) and the unencrypted PKCS#8
+//! v1 DER of the private key for RSA and ECDSA keys (always longer than 32 bytes, and naming
+//! its own algorithm and curve): AES-256 material written before asymmetric keys existed
+//! reads unchanged.
 
 use std::collections::HashMap;
 use std::fs;
@@ -12,13 +17,22 @@ use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 use std::sync::{Arc, RwLock};
 
-use aws_lc_rs::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM, NONCE_LEN};
+use aws_lc_rs::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_128_GCM, AES_192_GCM, AES_256_GCM, NONCE_LEN};
+use aws_lc_rs::digest::{self, Digest};
+use aws_lc_rs::encoding::AsDer;
+use aws_lc_rs::rsa::{
+    KeySize, OaepPrivateDecryptingKey, PrivateDecryptingKey, OAEP_SHA1_MGF1SHA1, OAEP_SHA256_MGF1SHA256,
+};
+use aws_lc_rs::signature::{
+    self, EcdsaKeyPair, EcdsaSigningAlgorithm, KeyPair, RsaEncoding, RsaKeyPair, ECDSA_P256_SHA256_ASN1_SIGNING,
+    ECDSA_P384_SHA384_ASN1_SIGNING, ECDSA_P521_SHA512_ASN1_SIGNING,
+};
 use zeroize::Zeroizing;
 
-use super::{KeyProtection, Placement};
+use super::{KeyProtection, NewMaterial, Placement};
 use crate::error::{KmsError, Result};
 use crate::ids::Ocid;
-use crate::model::ProtectionMode;
+use crate::model::{Curve, HashAlg, KeySpec, ProtectionMode, RsaEncryption, SignatureScheme, SigningAlgorithm};
 
 /// Length of every AES-256 key handled here.
 pub const KEY_LEN: usize = 32;
@@ -67,10 +81,166 @@ pub(crate) fn gcm_open(key: &LessSafeKey, aad: &[u8], sealed: &[u8]) -> Result<Z
     Ok(buf)
 }
 
+/// An AES-GCM key of the length of `bytes` (16, 24 or 32).
 fn aes_key(bytes: &[u8]) -> Result<LessSafeKey> {
-    let unbound =
-        UnboundKey::new(&AES_256_GCM, bytes).map_err(|_| KmsError::Protection("bad AES-256 key length".into()))?;
+    let algorithm = match bytes.len() {
+        16 => &AES_128_GCM,
+        24 => &AES_192_GCM,
+        _ => &AES_256_GCM,
+    };
+    let unbound = UnboundKey::new(algorithm, bytes).map_err(|_| KmsError::Protection("bad AES key length".into()))?;
     Ok(LessSafeKey::new(unbound))
+}
+
+/// The signing algorithm an ECDSA key pair on `curve` is loaded with: the curve's own hash.
+/// Other hashes are signed through [`ecdsa_digest`].
+fn ecdsa_native(curve: Curve) -> (&'static EcdsaSigningAlgorithm, &'static digest::Algorithm) {
+    match curve {
+        Curve::P256 => (&ECDSA_P256_SHA256_ASN1_SIGNING, &digest::SHA256),
+        Curve::P384 => (&ECDSA_P384_SHA384_ASN1_SIGNING, &digest::SHA384),
+        Curve::P521 => (&ECDSA_P521_SHA512_ASN1_SIGNING, &digest::SHA512),
+    }
+}
+
+/// The digest ECDSA signs, sized for the key pair's native hash (FIPS 186-5 §6.4.1: the
+/// leftmost bits of the hash, as many as the group order has). A longer hash keeps its leftmost
+/// bytes (P-256 and P-384 orders are byte-aligned, and no hash is longer than P-521's order);
+/// a shorter one gets leading zero bytes, which leave its integer value — all ECDSA uses —
+/// unchanged. aws-lc makes the signature.
+fn ecdsa_digest(curve: Curve, digest: &[u8]) -> Result<Digest> {
+    let (_, native) = ecdsa_native(curve);
+    let n = native.output_len();
+    let mut sized = [0u8; 64];
+    if digest.len() >= n {
+        sized[..n].copy_from_slice(&digest[..n]);
+    } else {
+        sized[n - digest.len()..n].copy_from_slice(digest);
+    }
+    Digest::import_less_safe(&sized[..n], native).map_err(|_| KmsError::Protection("ECDSA digest import failed".into()))
+}
+
+/// aws-lc-rs's RSA signature encoding for `algorithm`, and the digest algorithm it signs.
+pub(crate) fn rsa_encoding(
+    algorithm: SigningAlgorithm,
+) -> Result<(&'static dyn RsaEncoding, &'static digest::Algorithm)> {
+    Ok(match (algorithm.scheme, algorithm.hash) {
+        (SignatureScheme::RsaPss, HashAlg::Sha256) => (&signature::RSA_PSS_SHA256, &digest::SHA256),
+        (SignatureScheme::RsaPss, HashAlg::Sha384) => (&signature::RSA_PSS_SHA384, &digest::SHA384),
+        (SignatureScheme::RsaPss, HashAlg::Sha512) => (&signature::RSA_PSS_SHA512, &digest::SHA512),
+        (SignatureScheme::RsaPkcs1, HashAlg::Sha256) => (&signature::RSA_PKCS1_SHA256, &digest::SHA256),
+        (SignatureScheme::RsaPkcs1, HashAlg::Sha384) => (&signature::RSA_PKCS1_SHA384, &digest::SHA384),
+        (SignatureScheme::RsaPkcs1, HashAlg::Sha512) => (&signature::RSA_PKCS1_SHA512, &digest::SHA512),
+        _ => return Err(unsupported_rsa(algorithm)),
+    })
+}
+
+/// The refusal of an RSA algorithm aws-lc-rs cannot sign or verify (SHA-224).
+pub(crate) fn unsupported_rsa(algorithm: SigningAlgorithm) -> KmsError {
+    KmsError::InvalidParameter(format!(
+        "signingAlgorithm {} is not supported by sealstore: its crypto library (aws-lc-rs) has no SHA-224 RSA signatures; use SHA-256, SHA-384 or SHA-512",
+        algorithm.as_str()
+    ))
+}
+
+/// An unsealed key version, as aws-lc holds it.
+enum Unsealed {
+    /// An AES-GCM key.
+    Aes(LessSafeKey),
+    /// An RSA key: the same private key as a signer and as an OAEP decrypter.
+    Rsa {
+        signer: RsaKeyPair,
+        decrypter: OaepPrivateDecryptingKey,
+    },
+    /// An ECDSA key, loaded with its curve's own hash.
+    Ecdsa { pair: EcdsaKeyPair, curve: Curve },
+}
+
+impl std::fmt::Debug for Unsealed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Unsealed::Aes(_) => "Aes(<redacted>)",
+            Unsealed::Rsa { .. } => "Rsa(<redacted>)",
+            Unsealed::Ecdsa { .. } => "Ecdsa(<redacted>)",
+        })
+    }
+}
+
+impl Unsealed {
+    /// Reads unsealed material: a raw AES key, or a PKCS#8 RSA or ECDSA private key.
+    fn parse(raw: &[u8]) -> Result<Unsealed> {
+        if matches!(raw.len(), 16 | 24 | 32) {
+            return Ok(Unsealed::Aes(aes_key(raw)?));
+        }
+        let bad = || KmsError::Protection("key material is neither an AES key nor a PKCS#8 RSA or ECDSA key".into());
+        if let Ok(signer) = RsaKeyPair::from_pkcs8(raw) {
+            let decrypter = PrivateDecryptingKey::from_pkcs8(raw)
+                .ok()
+                .and_then(|k| OaepPrivateDecryptingKey::new(k).ok())
+                .ok_or_else(bad)?;
+            return Ok(Unsealed::Rsa { signer, decrypter });
+        }
+        for curve in [Curve::P256, Curve::P384, Curve::P521] {
+            if let Ok(pair) = EcdsaKeyPair::from_pkcs8(ecdsa_native(curve).0, raw) {
+                return Ok(Unsealed::Ecdsa { pair, curve });
+            }
+        }
+        Err(bad())
+    }
+
+    fn aes(&self, version: &Ocid) -> Result<&LessSafeKey> {
+        match self {
+            Unsealed::Aes(key) => Ok(key),
+            _ => Err(KmsError::InvalidParameter(format!(
+                "key version {version} is asymmetric: it does not encrypt with AES"
+            ))),
+        }
+    }
+}
+
+/// Fresh key material before it is sealed.
+struct Generated {
+    /// The raw AES key or the PKCS#8 DER of the private key.
+    secret: Zeroizing<Vec<u8>>,
+    /// RSA and ECDSA: the SubjectPublicKeyInfo DER.
+    public_key_der: Option<Vec<u8>>,
+}
+
+/// Fresh material of shape `spec`.
+fn generate(spec: KeySpec) -> Result<Generated> {
+    let failed = |what: &str| KmsError::Protection(format!("generating {what} failed"));
+    match spec {
+        KeySpec::Aes { len } => {
+            let mut raw = Zeroizing::new(vec![0u8; len as usize]);
+            aws_lc_rs::rand::fill(raw.as_mut()).map_err(|_| KmsError::Protection("random source failed".into()))?;
+            Ok(Generated {
+                secret: raw,
+                public_key_der: None,
+            })
+        }
+        KeySpec::Rsa { len } => {
+            let size = match len {
+                256 => KeySize::Rsa2048,
+                384 => KeySize::Rsa3072,
+                _ => KeySize::Rsa4096,
+            };
+            let pair = RsaKeyPair::generate(size).map_err(|_| failed("an RSA key"))?;
+            let pkcs8 = pair.as_der().map_err(|_| failed("an RSA key"))?;
+            let public = pair.public_key().as_der().map_err(|_| failed("an RSA public key"))?;
+            Ok(Generated {
+                secret: Zeroizing::new(pkcs8.as_ref().to_vec()),
+                public_key_der: Some(public.as_ref().to_vec()),
+            })
+        }
+        KeySpec::Ecdsa(curve) => {
+            let pair = EcdsaKeyPair::generate(ecdsa_native(curve).0).map_err(|_| failed("an ECDSA key"))?;
+            let pkcs8 = pair.to_pkcs8v1().map_err(|_| failed("an ECDSA key"))?;
+            let public = pair.public_key().as_der().map_err(|_| failed("an ECDSA public key"))?;
+            Ok(Generated {
+                secret: Zeroizing::new(pkcs8.as_ref().to_vec()),
+                public_key_der: Some(public.as_ref().to_vec()),
+            })
+        }
+    }
 }
 
 /// The key that seals SOFTWARE key material at rest.
@@ -149,7 +319,7 @@ impl RootKey {
 #[derive(Debug)]
 pub struct SoftwareProtection {
     root: RootKey,
-    unsealed: RwLock<HashMap<Ocid, Arc<LessSafeKey>>>,
+    unsealed: RwLock<HashMap<Ocid, Arc<Unsealed>>>,
 }
 
 impl SoftwareProtection {
@@ -165,7 +335,7 @@ impl SoftwareProtection {
         [MATERIAL_AAD_PREFIX, version.as_str().as_bytes()].concat()
     }
 
-    fn key_for(&self, version: &Ocid, stored: &[u8]) -> Result<Arc<LessSafeKey>> {
+    fn key_for(&self, version: &Ocid, stored: &[u8]) -> Result<Arc<Unsealed>> {
         if let Some(k) = self.unsealed.read().expect("cache lock poisoned").get(version) {
             return Ok(k.clone());
         }
@@ -174,7 +344,7 @@ impl SoftwareProtection {
                 "sealed material of key version {version} does not open under the root key"
             ))
         })?;
-        let key = Arc::new(aes_key(&raw)?);
+        let key = Arc::new(Unsealed::parse(&raw)?);
         self.unsealed
             .write()
             .expect("cache lock poisoned")
@@ -194,17 +364,75 @@ impl KeyProtection for SoftwareProtection {
     }
 
     fn create_material(&self, version: &Ocid) -> Result<Vec<u8>> {
-        let mut raw = Zeroizing::new([0u8; KEY_LEN]);
-        aws_lc_rs::rand::fill(raw.as_mut()).map_err(|_| KmsError::Protection("random source failed".into()))?;
-        gcm_seal(&self.root.key, &Self::material_aad(version), raw.as_ref())
+        Ok(self.create_material_for(version, KeySpec::AES_256)?.stored)
+    }
+
+    /// Every OCI shape: AES 16/24/32 bytes, RSA 2048/3072/4096, ECDSA P-256/P-384/P-521.
+    fn create_material_for(&self, version: &Ocid, spec: KeySpec) -> Result<NewMaterial> {
+        let generated = generate(spec)?;
+        Ok(NewMaterial {
+            stored: gcm_seal(&self.root.key, &Self::material_aad(version), &generated.secret)?,
+            public_key_der: generated.public_key_der,
+        })
+    }
+
+    fn sign(&self, version: &Ocid, stored: &[u8], algorithm: SigningAlgorithm, digest: &[u8]) -> Result<Vec<u8>> {
+        let failed = || KmsError::Protection(format!("signing with key version {version} failed"));
+        match (&*self.key_for(version, stored)?, algorithm.scheme) {
+            (Unsealed::Rsa { signer, .. }, SignatureScheme::RsaPss | SignatureScheme::RsaPkcs1) => {
+                let (encoding, digest_alg) = rsa_encoding(algorithm)?;
+                let digest = Digest::import_less_safe(digest, digest_alg).map_err(|_| failed())?;
+                let mut sig = vec![0u8; signer.public_modulus_len()];
+                signer.sign_digest(encoding, &digest, &mut sig).map_err(|_| failed())?;
+                Ok(sig)
+            }
+            (Unsealed::Ecdsa { pair, curve }, SignatureScheme::Ecdsa) => {
+                let sig = pair.sign_digest(&ecdsa_digest(*curve, digest)?).map_err(|_| failed())?;
+                Ok(sig.as_ref().to_vec())
+            }
+            _ => Err(KmsError::InvalidParameter(format!(
+                "key version {version} cannot sign with {}",
+                algorithm.as_str()
+            ))),
+        }
+    }
+
+    fn rsa_decrypt(
+        &self,
+        version: &Ocid,
+        stored: &[u8],
+        algorithm: RsaEncryption,
+        ciphertext: &[u8],
+    ) -> Result<Zeroizing<Vec<u8>>> {
+        let Unsealed::Rsa { decrypter, .. } = &*self.key_for(version, stored)? else {
+            return Err(KmsError::InvalidParameter(format!(
+                "key version {version} is not an RSA key"
+            )));
+        };
+        let oaep = match algorithm {
+            RsaEncryption::OaepSha1 => &OAEP_SHA1_MGF1SHA1,
+            RsaEncryption::OaepSha256 => &OAEP_SHA256_MGF1SHA256,
+        };
+        let mut out = Zeroizing::new(vec![0u8; decrypter.min_output_size()]);
+        let len = decrypter
+            .decrypt(oaep, ciphertext, &mut out, None)
+            .map_err(|_| {
+                KmsError::InvalidCiphertext(format!(
+                    "{} decryption with key version {version} failed: the ciphertext was altered, made for another key version, or with another algorithm",
+                    algorithm.as_str()
+                ))
+            })?
+            .len();
+        out.truncate(len);
+        Ok(out)
     }
 
     fn encrypt(&self, version: &Ocid, stored: &[u8], aad: &[u8], plaintext: &[u8]) -> Result<Vec<u8>> {
-        gcm_seal(&*self.key_for(version, stored)?, aad, plaintext)
+        gcm_seal(self.key_for(version, stored)?.aes(version)?, aad, plaintext)
     }
 
     fn decrypt(&self, version: &Ocid, stored: &[u8], aad: &[u8], sealed: &[u8]) -> Result<Zeroizing<Vec<u8>>> {
-        gcm_open(&*self.key_for(version, stored)?, aad, sealed)
+        gcm_open(self.key_for(version, stored)?.aes(version)?, aad, sealed)
     }
 
     fn destroy(&self, version: &Ocid, _stored: &[u8]) -> Result<()> {
@@ -223,11 +451,11 @@ impl KeyProtection for SoftwareProtection {
 
     fn import_material(&self, version: &Ocid, exported: &super::ExportedMaterial) -> Result<Vec<u8>> {
         match exported {
-            super::ExportedMaterial::Secret(raw) if raw.len() == KEY_LEN => {
+            super::ExportedMaterial::Secret(raw) if Unsealed::parse(raw).is_ok() => {
                 gcm_seal(&self.root.key, &Self::material_aad(version), raw)
             }
             _ => Err(KmsError::InvalidParameter(format!(
-                "replicated material of key version {version} is not a {KEY_LEN}-byte key"
+                "replicated material of key version {version} is neither an AES key nor a PKCS#8 RSA or ECDSA key"
             ))),
         }
     }
@@ -267,5 +495,95 @@ mod tests {
         assert!(sw.decrypt(&v1, &m1, b"other", &ct).is_err());
         // Material sealed for v1 cannot be passed off as v2's.
         assert!(sw.encrypt(&v2, &m1, b"", b"x").is_err());
+    }
+
+    fn backend() -> (tempfile::TempDir, SoftwareProtection) {
+        let dir = tempfile::tempdir().unwrap();
+        let sw = SoftwareProtection::new(RootKey::load_or_create(&dir.path().join("root.key")).unwrap());
+        (dir, sw)
+    }
+
+    #[test]
+    fn short_aes_keys_encrypt_and_asymmetric_keys_do_not() {
+        let (_dir, sw) = backend();
+        for len in [16, 24] {
+            let v = Ocid::generate(ResourceType::KeyVersion, "t");
+            let m = sw.create_material_for(&v, KeySpec::Aes { len }).unwrap();
+            assert!(m.public_key_der.is_none());
+            let ct = sw.encrypt(&v, &m.stored, b"aad", b"hello").unwrap();
+            assert_eq!(&*sw.decrypt(&v, &m.stored, b"aad", &ct).unwrap(), b"hello");
+        }
+        let v = Ocid::generate(ResourceType::KeyVersion, "t");
+        let m = sw.create_material_for(&v, KeySpec::Ecdsa(Curve::P256)).unwrap();
+        assert!(matches!(
+            sw.encrypt(&v, &m.stored, b"", b"x"),
+            Err(KmsError::InvalidParameter(_))
+        ));
+    }
+
+    #[test]
+    fn signatures_verify_under_the_public_key() {
+        use aws_lc_rs::signature::UnparsedPublicKey;
+        let (_dir, sw) = backend();
+        let cases: [(
+            KeySpec,
+            &str,
+            &dyn signature::VerificationAlgorithm,
+            &'static digest::Algorithm,
+        ); 5] = [
+            (
+                KeySpec::Rsa { len: 256 },
+                "SHA_256_RSA_PKCS_PSS",
+                &signature::RSA_PSS_2048_8192_SHA256,
+                &digest::SHA256,
+            ),
+            (
+                KeySpec::Rsa { len: 256 },
+                "SHA_512_RSA_PKCS1_V1_5",
+                &signature::RSA_PKCS1_2048_8192_SHA512,
+                &digest::SHA512,
+            ),
+            // Hashes longer and shorter than the curve's own.
+            (
+                KeySpec::Ecdsa(Curve::P256),
+                "ECDSA_SHA_512",
+                &signature::ECDSA_P256_SHA512_ASN1,
+                &digest::SHA512,
+            ),
+            (
+                KeySpec::Ecdsa(Curve::P384),
+                "ECDSA_SHA_256",
+                &signature::ECDSA_P384_SHA256_ASN1,
+                &digest::SHA256,
+            ),
+            (
+                KeySpec::Ecdsa(Curve::P521),
+                "ECDSA_SHA_384",
+                &signature::ECDSA_P521_SHA384_ASN1,
+                &digest::SHA384,
+            ),
+        ];
+        for (spec, name, verifier, hash) in cases {
+            let v = Ocid::generate(ResourceType::KeyVersion, "t");
+            let m = sw.create_material_for(&v, spec).unwrap();
+            let public = m.public_key_der.unwrap();
+            let d = digest::digest(hash, b"message");
+            let sig = sw
+                .sign(&v, &m.stored, SigningAlgorithm::parse(name).unwrap(), d.as_ref())
+                .unwrap();
+            UnparsedPublicKey::new(verifier, &public)
+                .verify(b"message", &sig)
+                .unwrap();
+            assert!(UnparsedPublicKey::new(verifier, &public)
+                .verify(b"other", &sig)
+                .is_err());
+        }
+        let v = Ocid::generate(ResourceType::KeyVersion, "t");
+        let m = sw.create_material_for(&v, KeySpec::Rsa { len: 256 }).unwrap();
+        let sha224 = SigningAlgorithm::parse("SHA_224_RSA_PKCS_PSS").unwrap();
+        assert!(matches!(
+            sw.sign(&v, &m.stored, sha224, &[0; 28]),
+            Err(KmsError::InvalidParameter(_))
+        ));
     }
 }

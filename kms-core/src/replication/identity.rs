@@ -6,6 +6,7 @@ use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
+use aws_lc_rs::aead::{LessSafeKey, UnboundKey, AES_256_GCM};
 use aws_lc_rs::encoding::AsDer;
 use aws_lc_rs::rsa::{
     KeySize, OaepPrivateDecryptingKey, OaepPublicEncryptingKey, PrivateDecryptingKey, PublicEncryptingKey,
@@ -19,6 +20,7 @@ use zeroize::Zeroizing;
 use crate::error::{KmsError, Result};
 use crate::ids::Ocid;
 use crate::model::replication::Region;
+use crate::protection::software::{gcm_open, gcm_seal};
 
 /// OAEP label prefix: wrapped material is bound to its version id.
 const WRAP_LABEL: &str = "sealstore/replication/v1:";
@@ -126,15 +128,23 @@ impl ReplicationIdentity {
 
     /// Unwraps material wrapped for this region by [`wrap_for`], bound to `version`.
     pub(crate) fn unwrap(&self, version: &Ocid, wrapped: &[u8]) -> Result<Zeroizing<Vec<u8>>> {
-        let mut out = Zeroizing::new(vec![0u8; self.wrapping.min_output_size()]);
         let label = format!("{WRAP_LABEL}{version}");
+        let refused = || KmsError::InvalidCiphertext(format!("replicated material of {version} does not unwrap"));
+        let modulus = self.wrapping.key_size_bytes();
+        let (block, sealed) = wrapped.split_at(wrapped.len().min(modulus));
+        let mut out = Zeroizing::new(vec![0u8; self.wrapping.min_output_size()]);
         let len = self
             .wrapping
-            .decrypt(&OAEP_SHA256_MGF1SHA256, wrapped, &mut out, Some(label.as_bytes()))
-            .map_err(|_| KmsError::InvalidCiphertext(format!("replicated material of {version} does not unwrap")))?
+            .decrypt(&OAEP_SHA256_MGF1SHA256, block, &mut out, Some(label.as_bytes()))
+            .map_err(|_| refused())?
             .len();
         out.truncate(len);
-        Ok(out)
+        if sealed.is_empty() {
+            return Ok(out);
+        }
+        // Hybrid form: the block held a one-time AES-256 key sealing the material.
+        let key = UnboundKey::new(&AES_256_GCM, &out).map_err(|_| refused())?;
+        gcm_open(&LessSafeKey::new(key), label.as_bytes(), sealed).map_err(|_| refused())
     }
 }
 
@@ -143,7 +153,10 @@ pub fn identity_files(data_dir: &Path) -> [PathBuf; 2] {
     [data_dir.join(SIGNING_KEY_FILE), data_dir.join(WRAPPING_KEY_FILE)]
 }
 
-/// Wraps `secret` (the material of `version`) for `region`.
+/// Wraps `secret` (the material of `version`) for `region`: RSA-OAEP-SHA256 of the secret
+/// itself when it fits one block (AES keys, as always), otherwise (RSA and ECDSA private keys)
+/// RSA-OAEP-SHA256 of a one-time AES-256 key followed by AES-256-GCM of the secret under it,
+/// both bound to the version by the same label.
 pub(crate) fn wrap_for(region: &Region, version: &Ocid, secret: &[u8]) -> Result<Vec<u8>> {
     let der = B64
         .decode(&region.wrapping_key)
@@ -153,13 +166,25 @@ pub(crate) fn wrap_for(region: &Region, version: &Ocid, secret: &[u8]) -> Result
             .map_err(|_| KmsError::Store(format!("region {}: bad wrapping key", region.name)))?,
     )
     .map_err(|_| crypto_failed("wrapping key"))?;
-    let mut out = vec![0u8; key.ciphertext_size()];
     let label = format!("{WRAP_LABEL}{version}");
-    let len = key
-        .encrypt(&OAEP_SHA256_MGF1SHA256, secret, &mut out, Some(label.as_bytes()))
-        .map_err(|_| crypto_failed("wrapping failed"))?
-        .len();
-    out.truncate(len);
+    let oaep = |plaintext: &[u8]| -> Result<Vec<u8>> {
+        let mut out = vec![0u8; key.ciphertext_size()];
+        let len = key
+            .encrypt(&OAEP_SHA256_MGF1SHA256, plaintext, &mut out, Some(label.as_bytes()))
+            .map_err(|_| crypto_failed("wrapping failed"))?
+            .len();
+        out.truncate(len);
+        Ok(out)
+    };
+    if secret.len() <= key.max_plaintext_size(&OAEP_SHA256_MGF1SHA256) {
+        return oaep(secret);
+    }
+    let mut one_time = Zeroizing::new([0u8; 32]);
+    aws_lc_rs::rand::fill(one_time.as_mut()).map_err(|_| crypto_failed("random source"))?;
+    let sealer =
+        LessSafeKey::new(UnboundKey::new(&AES_256_GCM, one_time.as_ref()).map_err(|_| crypto_failed("AES key"))?);
+    let mut out = oaep(one_time.as_ref())?;
+    out.extend(gcm_seal(&sealer, label.as_bytes(), secret)?);
     Ok(out)
 }
 
