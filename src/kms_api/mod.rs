@@ -22,6 +22,7 @@ pub mod error;
 mod identity;
 mod keys;
 pub mod paging;
+mod peer;
 pub mod remote;
 pub mod replication;
 mod routes;

@@ -17,7 +17,6 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::error::ApiError;
-use super::signature::{self, SignedRequest};
 use super::vaults::authorized;
 use super::{paging, wire, Call, Reply};
 
@@ -87,18 +86,7 @@ pub(crate) fn status(call: &Call<'_>, endpoint_vault: Option<&Ocid>, replication
 
 /// `POST /20180608/replication/apply`, checked against the registered regions' keys.
 pub(crate) fn apply(kms: &Kms, parts: &http::request::Parts, target: &str, body: &[u8]) -> Result<Reply, ApiError> {
-    let regions = kms.list_regions()?;
-    let from = signature::verify_region(
-        &SignedRequest {
-            method: &parts.method,
-            target,
-            headers: &parts.headers,
-            body,
-        },
-        &regions,
-        chrono::Utc::now().timestamp(),
-    )
-    .map_err(|e| ApiError::not_authenticated(e.0))?;
+    let from = super::peer::verify(kms, parts, target, body)?;
     let shipment: Shipment = serde_json::from_slice(body)
         .map_err(|e| ApiError::invalid(format!("not a vault state or replica removal: {e}")))?;
     kms.apply_replication(&from, shipment)?;

@@ -13,29 +13,24 @@
 //! acknowledge them (durable: what waits is in the store; retried with a backoff per region,
 //! 200 ms doubling to 5 s).
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use http::{HeaderMap, HeaderValue, Method};
-use kms_core::replication::Region;
+use http::Method;
 use kms_core::tenancy::{IamState, TenancyInfo};
 use kms_core::{Kms, Principal};
 use serde_json::json;
 
 use super::error::ApiError;
-use super::signature::{self, RequestSigner, SignedRequest};
+use super::peer::{self, Backoff};
+use super::signature::RequestSigner;
 use super::Reply;
-use crate::http_client::{error_chain, host_header, BlockingClient, Timeouts};
 
 /// Where a member-to-be asks the home region for the tenancy.
 pub const JOIN_PATH: &str = "/20180608/replication/tenancy/join";
 /// Where the home region ships IAM states to members.
 pub const IAM_APPLY_PATH: &str = "/20180608/replication/tenancy/apply";
-
-const FIRST_BACKOFF: Duration = Duration::from_millis(200);
-const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
 /// Whether a request goes to [`answer`] (signed by a region, not a user).
 pub(crate) fn is_tenancy_call(method: &Method, path: &str) -> bool {
@@ -44,18 +39,7 @@ pub(crate) fn is_tenancy_call(method: &Method, path: &str) -> bool {
 
 /// Answers a join or an IAM state, checked against the registered regions' keys.
 pub(crate) fn answer(kms: &Kms, parts: &http::request::Parts, target: &str, body: &[u8]) -> Result<Reply, ApiError> {
-    let regions = kms.list_regions()?;
-    let from = signature::verify_region(
-        &SignedRequest {
-            method: &parts.method,
-            target,
-            headers: &parts.headers,
-            body,
-        },
-        &regions,
-        chrono::Utc::now().timestamp(),
-    )
-    .map_err(|e| ApiError::not_authenticated(e.0))?;
+    let from = peer::verify(kms, parts, target, body)?;
     if parts.uri.path() == JOIN_PATH {
         let state = kms.admit_tenancy_member(&from)?;
         tracing::info!(region = %from, tenancy = %state.tenancy_id, "region joined the tenancy");
@@ -68,52 +52,6 @@ pub(crate) fn answer(kms: &Kms, parts: &http::request::Parts, target: &str, body
     let revision = state.revision;
     kms.apply_iam_state(&from, state)?;
     Ok(Reply::plain(json!({ "appliedFrom": from, "revision": revision })))
-}
-
-fn client(extra_ca: Option<&std::path::Path>, name: &str) -> anyhow::Result<BlockingClient> {
-    let timeouts = Timeouts {
-        connect: Duration::from_secs(2),
-        read: Duration::from_secs(10),
-        total: Duration::from_secs(30),
-    };
-    BlockingClient::new(extra_ca, timeouts, name).map_err(anyhow::Error::msg)
-}
-
-fn signer(kms: &Kms) -> anyhow::Result<RequestSigner> {
-    let identity = kms.replication_identity()?;
-    RequestSigner::from_pkcs8(format!("region/{}", kms.region()), identity.signing_pkcs8())
-        .map_err(|e| anyhow::anyhow!("replication signing key: {e}"))
-}
-
-/// POSTs `body` to `path` of `region`, signed by this region; the answer's body.
-fn post_signed(
-    http: &BlockingClient,
-    signer: &RequestSigner,
-    region: &Region,
-    path: &str,
-    body: Vec<u8>,
-) -> anyhow::Result<bytes::Bytes> {
-    let url = reqwest::Url::parse(&region.endpoint)?;
-    let host = host_header(&url)
-        .ok_or_else(|| anyhow::anyhow!("region {} has no host in {}", region.name, region.endpoint))?;
-    let mut headers = HeaderMap::new();
-    headers.insert(http::header::HOST, HeaderValue::from_str(&host)?);
-    headers.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    signer
-        .sign(&Method::POST, path, &mut headers, Some(&body))
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
-    let url = format!("{}{path}", region.endpoint.trim_end_matches('/'));
-    let answer = http
-        .send(Method::POST, &url, headers, Some(body))
-        .map_err(|e| anyhow::anyhow!("{url}: {}", error_chain(&e)))?;
-    if !answer.status.is_success() {
-        let message = serde_json::from_slice::<serde_json::Value>(&answer.body)
-            .ok()
-            .and_then(|v| v["message"].as_str().map(str::to_owned))
-            .unwrap_or_else(|| String::from_utf8_lossy(&answer.body).into_owned());
-        anyhow::bail!("{url} answered {}: {message}", answer.status);
-    }
-    Ok(answer.body)
 }
 
 /// Makes this region a member of the tenancy whose home region is `home` (a registered
@@ -131,8 +69,9 @@ pub fn join(
         .into_iter()
         .find(|r| r.name == home)
         .ok_or_else(|| anyhow::anyhow!("region {home} is not registered here: `sealstore kms region add {home} …` first (and register this region there)"))?;
-    let http = client(extra_ca, "tenancy-join")?;
-    let answer = post_signed(&http, &signer(kms)?, &region, JOIN_PATH, b"{}".to_vec())
+    let http = peer::client(extra_ca, "tenancy-join")?;
+    let answer = peer::post(&http, &peer::signer(kms)?, &region, JOIN_PATH, b"{}".to_vec())
+        .and_then(peer::Answer::success)
         .map_err(|e| anyhow::anyhow!("asking {home} for its tenancy: {e}"))?;
     let state: IamState =
         serde_json::from_slice(&answer).map_err(|e| anyhow::anyhow!("{home} did not answer a tenancy state: {e}"))?;
@@ -143,8 +82,8 @@ pub fn join(
 /// [`Kms::notify_replication`]). Only a home region with members has anything to ship.
 pub fn run_shipper(kms: Arc<Kms>, stop: Arc<AtomicBool>, extra_ca: Option<&std::path::Path>) -> anyhow::Result<()> {
     let mut signer_: Option<RequestSigner> = None;
-    let http = client(extra_ca, "iam-replication")?;
-    let mut backoff: HashMap<String, (Instant, Duration)> = HashMap::new();
+    let http = peer::client(extra_ca, "iam-replication")?;
+    let mut backoff = Backoff::default();
     while !stop.load(Ordering::Acquire) {
         let generation = kms.replication_generation();
         let pending = kms.iam_pending_members()?;
@@ -152,22 +91,19 @@ pub fn run_shipper(kms: Arc<Kms>, stop: Arc<AtomicBool>, extra_ca: Option<&std::
         if !pending.is_empty() {
             let signer = match &signer_ {
                 Some(s) => s,
-                None => signer_.insert(signer(&kms)?),
+                None => signer_.insert(peer::signer(&kms)?),
             };
             // One state for every member: the whole IAM, as of now.
             let state = kms.iam_state()?;
             let body = serde_json::to_vec(&state)?;
             for (region, member) in &pending {
-                if backoff
-                    .get(&region.name)
-                    .is_some_and(|(until, _)| Instant::now() < *until)
-                {
+                if backoff.waiting(&region.name) {
                     waiting = true;
                     continue;
                 }
-                match post_signed(&http, signer, region, IAM_APPLY_PATH, body.clone()) {
+                match peer::post(&http, signer, region, IAM_APPLY_PATH, body.clone()).and_then(peer::Answer::success) {
                     Ok(_) => {
-                        backoff.remove(&region.name);
+                        backoff.succeeded(&region.name);
                         kms.iam_shipped(&region.name, state.revision)?;
                         let lag = member
                             .pending_since
@@ -175,11 +111,8 @@ pub fn run_shipper(kms: Arc<Kms>, stop: Arc<AtomicBool>, extra_ca: Option<&std::
                         tracing::info!(region = %region.name, revision = state.revision, waited_ms = lag, "IAM replicated");
                     }
                     Err(e) => {
-                        let delay = backoff
-                            .get(&region.name)
-                            .map_or(FIRST_BACKOFF, |(_, d)| (*d * 2).min(MAX_BACKOFF));
+                        let delay = backoff.failed(&region.name);
                         tracing::warn!(region = %region.name, retry_in_ms = delay.as_millis() as u64, error = %e, "IAM replication failed");
-                        backoff.insert(region.name.clone(), (Instant::now() + delay, delay));
                         waiting = true;
                     }
                 }
