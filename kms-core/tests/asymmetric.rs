@@ -1,13 +1,10 @@
 //! RSA and ECDSA master keys through the `Kms` façade: sign and verify, rotation, RSA-OAEP,
-//! refusals on the data path, and replication of asymmetric material to another region.
-//! (The wire API with the real `oci` CLI is `tests/kms/test_asymmetric.py`.)
+//! refusals on the data path. (Their replication is in `tests/replication.rs`; the wire API
+//! with the real `oci` CLI is `tests/kms/test_asymmetric.py`.)
 
-use base64::engine::general_purpose::STANDARD as B64;
-use base64::Engine;
-use kms_core::replication::Region;
 use kms_core::{
-    AssociatedData, CreateKey, CreateVault, Curve, Key, KeySpec, Kms, KmsConfig, KmsError, MessageType, Ocid,
-    Principal, RsaEncryption, SignatureInput, SigningAlgorithm,
+    AssociatedData, CreateKey, Curve, Key, KeySpec, Kms, KmsConfig, KmsError, MessageType, Ocid, Principal,
+    RsaEncryption, SignatureInput, SigningAlgorithm,
 };
 use tempfile::TempDir;
 
@@ -139,58 +136,4 @@ fn rsa_oaep_round_trips_under_both_hashes() {
         .rsa_encrypt(&me, &key.id, None, RsaEncryption::OaepSha256, &[0; 300])
         .unwrap_err();
     assert!(matches!(too_long, KmsError::InvalidParameter(_)), "{too_long}");
-}
-
-#[test]
-fn asymmetric_keys_replicate_and_sign_at_the_replica() {
-    let me = Principal::local_admin();
-    let ((_d1, r1), (_d2, r2)) = (open("r1"), open("r2"));
-    for (at, other) in [(&r1, &r2), (&r2, &r1)] {
-        let (signing, wrapping) = other.replication_identity().unwrap().public_keys().unwrap();
-        at.add_region(
-            &me,
-            Region {
-                name: other.region().to_owned(),
-                endpoint: "http://127.0.0.1:9".into(),
-                signing_key: B64.encode(signing),
-                wrapping_key: B64.encode(wrapping),
-                time_created: at.now(),
-            },
-        )
-        .unwrap();
-    }
-    let vault = r1
-        .create_vault(
-            &me,
-            CreateVault {
-                display_name: "replicated".into(),
-                ..Default::default()
-            },
-        )
-        .unwrap();
-    let rsa = create(&r1, &vault.id, KeySpec::Rsa { len: 256 });
-    let ec = create(&r1, &vault.id, KeySpec::Ecdsa(Curve::P256));
-    r1.create_replica(&me, &vault.id, "r2").unwrap();
-    let outbox = r1.replication_outbox().unwrap();
-    let (_, shipment) = r1.replication_shipment(&outbox[0]).unwrap().unwrap();
-    r2.apply_replication("r1", shipment).unwrap();
-
-    for (key, alg) in [(&ec, "ECDSA_SHA_256"), (&rsa, "SHA_384_RSA_PKCS_PSS")] {
-        let v = &key.current_key_version;
-        assert_eq!(
-            r2.get_key_version(&key.id, v).unwrap().public_key,
-            r1.get_key_version(&key.id, v).unwrap().public_key
-        );
-        let signed = r2.sign(&me, input(&key.id, None, b"m", alg)).unwrap();
-        assert!(r1
-            .verify(&me, input(&key.id, Some(v), b"m", alg), &signed.signature)
-            .unwrap());
-    }
-    let ct = r1
-        .rsa_encrypt(&me, &rsa.id, None, RsaEncryption::OaepSha256, b"x")
-        .unwrap();
-    let back = r2
-        .rsa_decrypt(&me, &rsa.id, None, RsaEncryption::OaepSha256, &ct.ciphertext)
-        .unwrap();
-    assert_eq!(&back.plaintext[..], b"x");
 }

@@ -7,7 +7,10 @@
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 use kms_core::replication::{Region, Shipment};
-use kms_core::{AssociatedData, CreateKey, CreateVault, Kms, KmsConfig, KmsError, Principal};
+use kms_core::{
+    AssociatedData, CreateKey, CreateVault, Curve, Key, KeySpec, Kms, KmsConfig, KmsError, MessageType, Principal,
+    RsaEncryption, SignatureInput, SigningAlgorithm,
+};
 use tempfile::TempDir;
 
 struct Site {
@@ -142,4 +145,66 @@ fn shipments_carry_only_new_material_and_a_replica_missing_some_gets_everything_
     let mut expected = vec![v1.to_string(), v2.to_string()];
     expected.sort();
     assert_eq!(all, expected);
+}
+
+#[test]
+fn asymmetric_keys_replicate_and_sign_at_the_replica() {
+    let (r1, r2) = (site("r1"), site("r2"));
+    let me = Principal::local_admin();
+    register(&r1.kms, &r2.kms);
+    register(&r2.kms, &r1.kms);
+    let vault = r1
+        .kms
+        .create_vault(
+            &me,
+            CreateVault {
+                display_name: "replicated".into(),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    let create = |spec: KeySpec| {
+        r1.kms
+            .create_key(
+                &me,
+                CreateKey {
+                    key_shape: Some(spec.shape()),
+                    ..CreateKey::new(vault.id.clone(), format!("{spec}"))
+                },
+            )
+            .unwrap()
+    };
+    let rsa = create(KeySpec::Rsa { len: 256 });
+    let ec = create(KeySpec::Ecdsa(Curve::P256));
+    r1.kms.create_replica(&me, &vault.id, "r2").unwrap();
+    ship(&r1.kms, &r2.kms, true).1.unwrap();
+
+    for (key, alg) in [(&ec, "ECDSA_SHA_256"), (&rsa, "SHA_384_RSA_PKCS_PSS")] {
+        let v = &key.current_key_version;
+        assert_eq!(
+            r2.kms.get_key_version(&key.id, v).unwrap().public_key,
+            r1.kms.get_key_version(&key.id, v).unwrap().public_key
+        );
+        let signed = r2.kms.sign(&me, input(key, None, alg)).unwrap();
+        assert!(r1.kms.verify(&me, input(key, Some(v), alg), &signed.signature).unwrap());
+    }
+    let ct = r1
+        .kms
+        .rsa_encrypt(&me, &rsa.id, None, RsaEncryption::OaepSha256, b"x")
+        .unwrap();
+    let back = r2
+        .kms
+        .rsa_decrypt(&me, &rsa.id, None, RsaEncryption::OaepSha256, &ct.ciphertext)
+        .unwrap();
+    assert_eq!(&back.plaintext[..], b"x");
+}
+
+fn input<'a>(key: &'a Key, version: Option<&'a kms_core::Ocid>, alg: &str) -> SignatureInput<'a> {
+    SignatureInput {
+        key_id: &key.id,
+        key_version_id: version,
+        message: b"m",
+        message_type: MessageType::Raw,
+        algorithm: SigningAlgorithm::parse(alg).unwrap(),
+    }
 }
