@@ -498,28 +498,17 @@ pub fn execute_until(
         }
         Request::VolumeReencrypt { name, max_mib_per_sec } => {
             let vol = &served_volume(target, &name)?.volume;
-            let started = std::time::Instant::now();
-            let (mut from, mut done) = (0, 0u64);
             // Extent by extent, each under its lock: NBD clients keep reading and writing.
-            while let Some(extent) = vol.reencrypt_next(from).map_err(volume_error)? {
-                from = extent + 1;
-                done += 1;
-                if stop.load(std::sync::atomic::Ordering::Relaxed) {
-                    vol.flush().map_err(volume_error)?;
-                    tracing::info!(volume = %name, extents = done, "volume sweep stopped: its client went away");
-                    return Err(AdminError {
-                        code: "Cancelled".into(),
-                        message: format!("stopped after {done} extent(s): the client went away"),
-                    });
-                }
-                if max_mib_per_sec > 0 {
-                    let due = std::time::Duration::from_secs_f64(done as f64 / max_mib_per_sec as f64);
-                    if let Some(wait) = due.checked_sub(started.elapsed()) {
-                        std::thread::sleep(wait);
-                    }
-                }
+            let (done, stopped) = vol
+                .reencrypt_all(max_mib_per_sec, |_| !stop.load(std::sync::atomic::Ordering::Relaxed))
+                .map_err(volume_error)?;
+            if stopped {
+                tracing::info!(volume = %name, extents = done, "volume sweep stopped: its client went away");
+                return Err(AdminError {
+                    code: "Cancelled".into(),
+                    message: format!("stopped after {done} extent(s): the client went away"),
+                });
             }
-            vol.flush().map_err(volume_error)?;
             let dropped = vol.drop_unused_generations().map_err(volume_error)?;
             Ok(json!({
                 "reencrypted": done,

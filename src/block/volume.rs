@@ -773,6 +773,34 @@ impl Volume {
         self.rotate(keys).map(Some)
     }
 
+    /// Re-encrypts every extent not on the current generation, extent by extent (each under
+    /// its lock: readers and writers go on), at most `max_mib_per_sec` MiB per second (0: no
+    /// limit), then flushes. `after_each` is called after every extent; returning false stops
+    /// the sweep there (the finished extents stay done). Returns the extents re-encrypted and
+    /// whether the sweep was stopped.
+    pub fn reencrypt_all(&self, max_mib_per_sec: u64, mut after_each: impl FnMut(u64) -> bool) -> Result<(u64, bool)> {
+        let started = std::time::Instant::now();
+        let (mut from, mut done) = (0, 0u64);
+        let mut stopped = false;
+        while let Some(extent) = self.reencrypt_next(from)? {
+            from = extent + 1;
+            done += 1;
+            if !after_each(done) {
+                stopped = true;
+                break;
+            }
+            if max_mib_per_sec > 0 {
+                // Extents are 1 MiB: done MiB should take done / rate seconds.
+                let due = std::time::Duration::from_secs_f64(done as f64 / max_mib_per_sec as f64);
+                if let Some(wait) = due.checked_sub(started.elapsed()) {
+                    std::thread::sleep(wait);
+                }
+            }
+        }
+        self.flush()?;
+        Ok((done, stopped))
+    }
+
     /// Re-encrypts the first extent at or after `from` that is not on the current generation;
     /// returns its index, or `None` when every extent is current.
     pub fn reencrypt_next(&self, from: u64) -> Result<Option<u64>> {

@@ -447,22 +447,10 @@ pub fn run(global: &GlobalOpts, args: VolumeArgs) -> anyhow::Result<ExitCode> {
                 .expect("valid template")
                 .progress_chars("=> "),
             );
-            let started = std::time::Instant::now();
-            let mut from = 0;
-            let mut done = 0u64;
-            while let Some(extent) = vol.reencrypt_next(from)? {
-                from = extent + 1;
-                done += 1;
+            let (done, _) = vol.reencrypt_all(max_mib_per_sec, |_| {
                 bar.inc(1);
-                if max_mib_per_sec > 0 {
-                    // Extents are 1 MiB: done MiB should take done / rate seconds.
-                    let due = std::time::Duration::from_secs_f64(done as f64 / max_mib_per_sec as f64);
-                    if let Some(wait) = due.checked_sub(started.elapsed()) {
-                        std::thread::sleep(wait);
-                    }
-                }
-            }
-            vol.flush()?;
+                true
+            })?;
             bar.finish_and_clear();
             let dropped = vol.drop_unused_generations()?;
             println!("{name}: {done} extent(s) re-encrypted to generation {current}");
