@@ -269,6 +269,7 @@ impl From<KmsError> for AdminError {
             KmsError::NotFound { .. } => "NotAuthorizedOrNotFound",
             KmsError::InvalidParameter(_) | KmsError::InvalidCiphertext(_) => "InvalidParameter",
             KmsError::IncorrectState(_) => "IncorrectState",
+            KmsError::AlreadyExists(_) => "Conflict",
             KmsError::NotHomeRegion { .. } => "NotAllowed",
             KmsError::AccessDenied(_) | KmsError::VaultDeleted(_) => "AccessDenied",
             _ => "InternalServerError",
