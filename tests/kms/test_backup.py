@@ -7,18 +7,38 @@ running the scheduler with the clock 31 days ahead, then starting it again."""
 
 import base64
 import datetime
+import hashlib
+import hmac
 import json
 import socket
 import subprocess
 import time
 
 import pytest
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from test_oci_cli import Env, OciFailed, cli, sealstore  # same directory
 from conftest import BINARY, make_client  # tests/s3, put on sys.path by test_oci_cli
 
 BUCKET = "kms-backups"
 MAGIC = "sealstore-kms-backup v1\n"
+
+
+def open_backup(root_key, text):
+    """Opens a backup as docs/KMS_BACKUP.md says, independently of sealstore's code."""
+    prk = hmac.new(b"sealstore/kms-backup/v1", root_key, hashlib.sha256).digest()
+
+    def expand(info, n):
+        return hmac.new(prk, info + b"\x01", hashlib.sha256).digest()[:n]
+
+    header, body = text.split("---\n")
+    header += "---\n"
+    fields = dict(line.split(": ", 1) for line in header.splitlines()[1:-1])
+    assert fields["deployment"] == expand(b"sealstore/kms-backup/v1/deployment-id", 8).hex()
+    key = expand(b"sealstore/kms-backup/v1/file-key\0" + base64.b64decode(fields["salt"]), 32)
+    box = base64.b64decode(body)
+    payload = AESGCM(key).decrypt(box[:12], box[12:], b"sealstore/kms-backup/v1\0" + header.encode())
+    return fields, json.loads(payload)
 
 
 def free_port():
@@ -244,6 +264,17 @@ def test_deleted_keys_and_vaults_come_back(world):
     for name, (vault, _, _) in vaults.items():
         w.oci("kms", "management", "vault", "backup", "--vault-id", vault["id"], "--uri", w.put_url(f"{name}.vault"),
               "--is-include-keys", "true", "--wait-for-state", "ACTIVE")
+
+    # The backup holds every version with its material, sealed under the root key.
+    fields, payload = open_backup((w.server.dir / "root.key").read_bytes(), w.stored("from-file.key").decode())
+    assert fields["kind"] == "key" and fields["resource"] == keys["from-file"]["id"]
+    [entry] = payload["keys"]
+    assert entry["key"]["id"] == keys["from-file"]["id"] and len(entry["versions"]) == 2
+    assert all(v["material"]["kind"] == "secret" and len(base64.b64decode(v["material"]["data"])) == 32
+               for v in entry["versions"])
+    fields, payload = open_backup((w.server.dir / "root.key").read_bytes(), w.stored("vault-file.vault").decode())
+    assert fields["kind"] == "vault" and payload["vault"]["id"] == vaults["vault-file"][0]["id"]
+    assert [k["key"]["id"] for k in payload["keys"]] == [vaults["vault-file"][1]["id"]]
 
     for key in list(keys.values()) + [rsa]:
         w.delete_key(key["id"])
