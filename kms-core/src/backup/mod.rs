@@ -343,7 +343,6 @@ impl<'a> Backups<'a> {
         let key = Key {
             vault_id: vault.id.clone(),
             compartment_id: compartment.clone(),
-            time_of_deletion: None,
             replication_id: None,
             is_replica: false,
             restored_from_key_id: Some(id.clone()),
