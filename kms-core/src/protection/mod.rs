@@ -7,6 +7,7 @@
 //! above this module changes.
 
 pub mod hsm;
+pub(crate) mod imported;
 pub mod software;
 
 use std::fmt::Debug;
