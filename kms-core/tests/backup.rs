@@ -143,3 +143,61 @@ fn purged_key_comes_back_with_every_version() {
         assert!(ops.iter().any(|o| o == op), "{op} not audited: {ops:?}");
     }
 }
+
+#[test]
+fn imported_keys_come_back_with_their_origin() {
+    use aws_lc_rs::rsa::{OaepPublicEncryptingKey, PublicEncryptingKey, OAEP_SHA256_MGF1SHA256};
+    use kms_core::byok::WrappedKey;
+    use kms_core::{KeyVersionOrigin, KeyWrapping};
+
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::starting_now();
+    let kms = open(dir.path(), &clock);
+    let me = Principal::local_admin();
+    let vault = kms
+        .create_vault(
+            &me,
+            CreateVault {
+                display_name: "byok".into(),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    // The owner's AES-256 key, wrapped with RSA-OAEP-SHA256 under the vault's wrapping key.
+    let material = [7u8; 32];
+    let wrapping = kms.wrapping_key(&me, &vault.id).unwrap();
+    let der = kms_core::protection::public_key_der(&wrapping.public_key).unwrap();
+    let public = OaepPublicEncryptingKey::new(PublicEncryptingKey::from_der(&der).unwrap()).unwrap();
+    let mut wrapped = vec![0u8; public.ciphertext_size()];
+    let len = public
+        .encrypt(&OAEP_SHA256_MGF1SHA256, &material, &mut wrapped, None)
+        .unwrap()
+        .len();
+    wrapped.truncate(len);
+    let key = kms
+        .import_key(
+            &me,
+            CreateKey::new(vault.id.clone(), "imported"),
+            &WrappedKey {
+                algorithm: KeyWrapping::RsaOaepSha256,
+                material: wrapped,
+            },
+        )
+        .unwrap();
+    let aad = AssociatedData::none();
+    let ct = kms.encrypt(&me, &key.id, b"owner's key", &aad).unwrap();
+    let backup = delivered(|put| {
+        kms.backup_key(&me, &key.id, put).unwrap();
+    });
+    kms.schedule_key_deletion(&me, &key.id, None).unwrap();
+    clock.advance_days(31);
+    kms.run_scheduled().unwrap();
+
+    kms.restore_key(&me, &vault.id, &backup).unwrap();
+    let [version] = kms.list_key_versions(&key.id).unwrap().try_into().unwrap();
+    assert_eq!(version.origin, KeyVersionOrigin::External);
+    assert_eq!(
+        &kms.decrypt(&me, &ct.ciphertext, &aad, None).unwrap().plaintext[..],
+        b"owner's key"
+    );
+}
