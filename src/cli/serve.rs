@@ -220,10 +220,9 @@ async fn serve(global: &GlobalOpts, args: ServeArgs) -> anyhow::Result<ExitCode>
     };
     let admin_task = tokio::spawn(admin::server::serve(listener, admin_target, socket_path.clone()));
     use sealstore::front_door::{FrontDoor, Serves};
-    let backup_buckets: Arc<dyn sealstore::kms_api::backup::BackupBuckets> = Arc::new(ObjectBuckets {
-        objects: objects.clone(),
-        runtime: tokio::runtime::Handle::current(),
-    });
+    let backup_buckets: Arc<dyn sealstore::kms_api::backup::BackupBuckets> = Arc::new(
+        sealstore::object::backup_buckets::ObjectBuckets::new(objects.clone(), tokio::runtime::Handle::current()),
+    );
     let api = sealstore::kms_api::KmsApi::new(kms.clone(), kms_addr, tls.clone())
         .max_in_flight(usize::try_from(args.kms_max_in_flight).unwrap_or(usize::MAX))
         .jwks(dir.client_key.clone())
@@ -327,51 +326,6 @@ async fn serve(global: &GlobalOpts, args: ServeArgs) -> anyhow::Result<ExitCode>
     let _ = std::fs::remove_file(&socket_path);
     println!("stopped");
     Ok(ExitCode::SUCCESS)
-}
-
-/// The server's buckets as a place for KMS backups (`BUCKET` backup locations): objects are
-/// written and read in-process, encrypted like any other object. Called from the KMS API's
-/// blocking threads; the work runs on the server's runtime.
-#[derive(Debug)]
-struct ObjectBuckets {
-    objects: Arc<sealstore::object::service::ObjectService>,
-    runtime: tokio::runtime::Handle,
-}
-
-impl ObjectBuckets {
-    fn run<T: Send + 'static>(&self, work: impl std::future::Future<Output = T> + Send + 'static) -> T {
-        let (tx, rx) = std::sync::mpsc::sync_channel(1);
-        self.runtime.spawn(async move {
-            let _ = tx.send(work.await);
-        });
-        rx.recv().expect("the server's runtime runs its tasks")
-    }
-}
-
-impl sealstore::kms_api::backup::BackupBuckets for ObjectBuckets {
-    fn put(&self, bucket: &str, object: &str, bytes: Vec<u8>) -> Result<(), String> {
-        let (objects, bucket, object) = (self.objects.clone(), bucket.to_owned(), object.to_owned());
-        self.run(async move {
-            let body = futures::stream::iter([Ok::<_, std::convert::Infallible>(bytes::Bytes::from(bytes))]);
-            let params = sealstore::object::service::PutParams {
-                content_type: Some("text/plain; charset=utf-8".into()),
-                ..Default::default()
-            };
-            objects.put(&bucket, &object, body, params).await.map(drop)
-        })
-        .map_err(|e| e.to_string())
-    }
-
-    fn get(&self, bucket: &str, object: &str) -> Result<Vec<u8>, String> {
-        let (objects, bucket, object) = (self.objects.clone(), bucket.to_owned(), object.to_owned());
-        self.run(async move {
-            let (_, got) = objects
-                .get(&bucket, &object, None, None)
-                .await
-                .map_err(|e| e.to_string())?;
-            got.bytes().await.map(|b| b.to_vec()).map_err(|e| e.to_string())
-        })
-    }
 }
 
 /// Opens every volume of the data directory as an NBD export, following master key rotations

@@ -465,15 +465,19 @@ pub fn answer_local(
     target: &str,
     body: &[u8],
 ) -> Result<(Value, Option<String>), ApiError> {
-    answer_target(
-        kms,
-        &Caller::local_admin(),
-        method,
-        target,
-        body,
-        base_url,
-        &backup::BackupTargets::default(),
-    )
+    answer_local_with(kms, base_url, method, target, body, &backup::BackupTargets::default())
+}
+
+/// [`answer_local`], with `backups` as where backups go (a running server's buckets).
+pub fn answer_local_with(
+    kms: &Kms,
+    base_url: &str,
+    method: &Method,
+    target: &str,
+    body: &[u8],
+    backups: &backup::BackupTargets,
+) -> Result<(Value, Option<String>), ApiError> {
+    answer_target(kms, &Caller::local_admin(), method, target, body, base_url, backups)
 }
 
 fn answer_target(

@@ -368,3 +368,27 @@ def test_deleted_keys_and_vaults_come_back(world):
     restores = [e for e in entries if e["operation"] == "RestoreKey"]
     assert any(e.get("keyId") == keys["from-file"]["id"] for e in restores)
     assert len(restores) >= 4 + len(altered)
+
+
+def test_sealstore_cli_backs_up_and_restores_through_the_server(world):
+    """`sealstore kms key|vault backup|restore` (through the admin socket) use the same calls,
+    the server's buckets included; the oci CLI restores what they wrote, and the reverse."""
+    w = world
+    key = w.key("cli-backup")
+    ct = w.encrypt(key["id"], b"cli")
+    out = cli(w.env.data_dir, "kms", "key", "backup", key["id"], "--bucket", BUCKET, "--object", "cli.key")
+    assert out["id"] == key["id"]
+    assert w.stored("cli.key").decode().startswith(MAGIC + "kind: key\n")
+    refused = sealstore(w.env.data_dir, "kms", "key", "restore", "--vault", w.env.vault, "--bucket", BUCKET,
+                        "--object", "cli.key", check=False)
+    assert refused.returncode != 0 and "exists" in refused.stderr, refused.stderr
+    vault, _, _ = w.vault("cli-vault")
+    cli(w.env.data_dir, "kms", "vault", "backup", vault["id"], "--include-keys", "--uri", w.put_url("cli.vault"))
+    assert w.stored("cli.vault").decode().startswith(MAGIC + "kind: vault\n")
+
+    w.delete_key(key["id"])
+    w.server.purge()
+    w.management, w.crypto = w.env.endpoints(w.env.vault)
+    restored = cli(w.env.data_dir, "kms", "key", "restore", "--vault", w.env.vault, "--uri", w.get_url("cli.key"))
+    assert restored["id"] == key["id"] and restored["restoredFromKeyId"] == key["id"]
+    assert w.decrypt(key["id"], ct) == b"cli"
