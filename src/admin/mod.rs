@@ -269,6 +269,7 @@ impl From<KmsError> for AdminError {
             KmsError::NotFound { .. } => "NotAuthorizedOrNotFound",
             KmsError::InvalidParameter(_) | KmsError::InvalidCiphertext(_) => "InvalidParameter",
             KmsError::IncorrectState(_) => "IncorrectState",
+            KmsError::AlreadyExists(_) => "Conflict",
             KmsError::NotHomeRegion { .. } => "NotAllowed",
             KmsError::AccessDenied(_) | KmsError::VaultDeleted(_) => "AccessDenied",
             _ => "InternalServerError",
@@ -360,7 +361,17 @@ pub fn execute_until(
                 body => serde_json::to_vec(&body).expect("JSON values serialize"),
             };
             let base = target.api_base.as_deref().unwrap_or(DEFAULT_API_BASE);
-            let (data, next_page) = crate::kms_api::answer_local(kms, base, &method, &call.target, &body)?;
+            // A running server's buckets take BUCKET backup locations.
+            let backups = match (&target.objects, tokio::runtime::Handle::try_current()) {
+                (Some(objects), Ok(runtime)) => {
+                    crate::kms_api::backup::BackupTargets::with_buckets(std::sync::Arc::new(
+                        crate::object::backup_buckets::ObjectBuckets::new(objects.clone(), runtime),
+                    ))
+                }
+                _ => crate::kms_api::backup::BackupTargets::default(),
+            };
+            let (data, next_page) =
+                crate::kms_api::answer_local_with(kms, base, &method, &call.target, &body, &backups)?;
             Ok(json!({ "data": data, "nextPage": next_page }))
         }
         Request::RegionIdentity => {
