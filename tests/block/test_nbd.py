@@ -726,3 +726,51 @@ sys.stdout.write(h.pread(4 * 64 * 4096, 0).hex())
             assert data[i * 64 * 4096:(i + 1) * 64 * 4096] == bytes([0x40 + i]) * (64 * 4096), f"connection {i}"
     finally:
         served.stop()
+
+
+def kernel_nbd_unavailable():
+    """Why the kernel's NBD client cannot be used here, or None."""
+    if os.geteuid() != 0:
+        return "the kernel NBD client needs root"
+    if not pathlib.Path("/sys/module/nbd").exists() and shutil.which("modprobe"):
+        subprocess.run(["modprobe", "nbd"], capture_output=True)
+    if not pathlib.Path("/sys/module/nbd").exists():
+        return "the nbd kernel module is not loaded and cannot be loaded on this machine (no /sys/module/nbd)"
+    for tool in ("nbd-client", "mkfs.ext4", "e2fsck"):
+        if shutil.which(tool) is None:
+            return f"{tool} is not installed (./scripts/test installs nbd-client where the module exists)"
+    return None
+
+
+def free_nbd_device():
+    for dev in sorted(pathlib.Path("/dev").glob("nbd[0-9]*"), key=lambda p: int(p.name[3:])):
+        size = pathlib.Path(f"/sys/block/{dev.name}/size")
+        if size.exists() and size.read_text().strip() == "0":
+            return dev
+    pytest.skip("no free /dev/nbdN device")
+
+
+def test_kernel_nbd_client_mkfs_ext4_and_fsck(tmp_path):
+    """The Linux kernel as the NBD client: `nbd-client` attaches a volume as /dev/nbdN,
+    `mkfs.ext4` formats it and `e2fsck -f` finds it clean, again after the server restarts."""
+    reason = kernel_nbd_unavailable()
+    if reason:
+        pytest.skip(reason)
+    data_dir = tmp_path / "data"
+    cli(data_dir, "volume", "create", "kdisk", "--size", "256M")
+    dev = free_nbd_device()
+    for round_ in range(2):
+        served = Served(data_dir, "kdisk")
+        host, port = served.uri[len("nbd://"):].split("/")[0].rsplit(":", 1)
+        try:
+            run("nbd-client", host, port, str(dev), "-N", "kdisk", "-b", "4096")
+            try:
+                if round_ == 0:
+                    run("mkfs.ext4", "-q", "-F", str(dev))
+                out = run("e2fsck", "-f", "-n", str(dev))
+                assert " files " in out, out  # e2fsck -n exits 0 only for a clean file system
+            finally:
+                run("nbd-client", "-d", str(dev))
+        finally:
+            served.stop()
+    assert "consistent" in cli(data_dir, "volume", "check", "kdisk")
