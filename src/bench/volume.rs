@@ -246,6 +246,13 @@ pub fn over_nbd(
     let label = |sequential: bool| format!("fio depth {}", if sequential { SEQ_DEPTH } else { RAND_DEPTH });
     // Every round runs every job on every server in turn (servers alternate, so drift in the
     // machine's load spreads over all of them); a line is the median of its rounds.
+    // Every image is written once in full first, over NBD, so that no server measures
+    // writes into a sparse file (block allocation) against others that overwrite, and reads
+    // decrypt or copy real data everywhere; each is then flushed (`sync`) before every job.
+    for (name, _, socket, _) in &servers {
+        progress(&format!("filling {name}"));
+        fio_fill(dir, socket, size)?;
+    }
     let rounds = rounds.max(1);
     let jobs = workloads(&label);
     let mut runs: Vec<Vec<Vec<(f64, Option<Latency>)>>> = vec![vec![Vec::new(); servers.len()]; jobs.len()];
@@ -351,6 +358,30 @@ fn fio(
         job["iops"].as_f64().unwrap_or(0.0)
     };
     Ok((value, fio_latency(&job["clat_ns"])))
+}
+
+/// Writes the whole export at `socket` once, sequentially in 1 MiB blocks.
+fn fio_fill(dir: &Path, socket: &Path, size: u64) -> Result<(), VolumeBenchError> {
+    let status = Command::new("fio")
+        .arg("--name=fill")
+        .arg("--ioengine=nbd")
+        .arg(format!("--uri=nbd+unix:///?socket={}", socket.display()))
+        .arg("--rw=write")
+        .arg(format!("--bs={SEQ_BLOCK}"))
+        .arg(format!("--iodepth={SEQ_DEPTH}"))
+        .arg(format!("--size={size}"))
+        .arg(format!("--output={}", dir.join("fio-fill.txt").display()))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .output()
+        .map_err(io("running fio"))?;
+    if !status.status.success() {
+        return Err(VolumeBenchError::Tool {
+            tool: "fio".into(),
+            message: String::from_utf8_lossy(&status.stderr).trim().to_owned(),
+        });
+    }
+    Ok(())
 }
 
 /// fio's completion-latency percentiles as a [`Latency`].

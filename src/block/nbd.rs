@@ -12,7 +12,7 @@
 //! its request is done, so replies may come out of order (clients match them by cookie).
 //! After the handshake (on tokio) a connection has a thread of its own, which reads requests
 //! in large chunks and serves small READs and WRITEs itself, and up to [`WORKERS`] threads for
-//! the rest; replies are written in batches (see [`INLINE_REQUEST`] and `docs/VOLUMES.md`).
+//! the rest; replies are written in batches (see [`INLINE_REQUEST`] and `docs/FORMATS.md`).
 //! Any byte alignment is accepted (the volume reads, modifies and writes partial sectors).
 //! FLUSH and FUA mean durable: the volume file is fdatasync'ed.
 //! Resources are bounded ([`Limits`]): bytes of requests in flight per connection and per
@@ -866,6 +866,9 @@ impl Connection {
         match job {
             Job::Request(request, mut data, held) => {
                 let reply = self.serve(request, &mut data, Some(held));
+                if !data.is_empty() {
+                    self.out.buffers.give_back(data);
+                }
                 self.reply(reply);
             }
             Job::Drain => {
@@ -1100,10 +1103,9 @@ fn transmission(
             let mut data = Vec::new();
             if payload > 0 {
                 let have = (end - start).min(payload);
-                data.reserve_exact(payload);
-                data.extend_from_slice(&buf[start..start + have]);
+                data = conn.out.buffers.take(payload);
+                data[..have].copy_from_slice(&buf[start..start + have]);
                 start += have;
-                data.resize(payload, 0);
                 if let Err(e) = read_exact(&reader, &mut data[have..]) {
                     break 'connection Err(e);
                 }
@@ -1255,9 +1257,9 @@ async fn log_end(connection: impl std::future::Future<Output = std::io::Result<(
     }
 }
 
-/// Read buffers reused across a connection's requests: a fresh 1 MiB buffer per READ costs a
-/// memset and, for large sizes, page faults. A reused buffer needs no zeroing: `read_at`
-/// overwrites every byte it returns.
+/// Buffers for large READs and WRITEs reused across a connection's requests: a fresh 1 MiB
+/// buffer per request costs a memset and, for large sizes, page faults. A reused buffer needs
+/// no zeroing: `read_at`, or the socket for a WRITE's payload, overwrites every byte.
 #[derive(Debug, Default)]
 struct BufferPool(std::sync::Mutex<Vec<Vec<u8>>>);
 
