@@ -255,7 +255,9 @@ pub fn over_nbd(
     }
     let rounds = rounds.max(1);
     let jobs = workloads(&label);
-    let mut runs: Vec<Vec<Vec<(f64, Option<Latency>)>>> = vec![vec![Vec::new(); servers.len()]; jobs.len()];
+    // runs[job][server]: one (value, latency) per round.
+    type Runs = Vec<Vec<(f64, Option<Latency>)>>;
+    let mut runs: Vec<Runs> = vec![vec![Vec::new(); servers.len()]; jobs.len()];
     for round in 1..=rounds {
         for (j, (group, sequential, write)) in jobs.iter().enumerate() {
             for (s, (name, _, socket, _)) in servers.iter().enumerate() {
