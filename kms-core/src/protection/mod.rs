@@ -6,6 +6,7 @@
 //! [`KeyProtection`] and registering it with [`crate::Kms::register_protection`]; nothing
 //! above this module changes.
 
+mod der;
 pub mod hsm;
 pub mod software;
 
@@ -77,6 +78,21 @@ pub trait KeyProtection: Send + Sync + Debug {
         )))
     }
 
+    /// Verifies `signature` over `digest` with the version's public key inside the backend.
+    /// Only for what the software verifier cannot check (RSA signatures with SHA-224): every
+    /// other signature is verified with the public key the version shows. The default refuses.
+    fn verify(
+        &self,
+        version: &Ocid,
+        stored: &[u8],
+        algorithm: SigningAlgorithm,
+        digest: &[u8],
+        signature: &[u8],
+    ) -> Result<bool> {
+        let _ = (version, stored, digest, signature);
+        Err(unsupported_rsa(algorithm))
+    }
+
     /// Decrypts an RSA-OAEP `ciphertext` with the version's private key.
     fn rsa_decrypt(
         &self,
@@ -132,6 +148,15 @@ pub trait KeyProtection: Send + Sync + Debug {
             self.mode().as_str()
         )))
     }
+}
+
+/// The refusal of an RSA algorithm aws-lc-rs cannot sign or verify (SHA-224), for keys whose
+/// backend cannot either (HSM keys can).
+pub(crate) fn unsupported_rsa(algorithm: SigningAlgorithm) -> KmsError {
+    KmsError::InvalidParameter(format!(
+        "signingAlgorithm {} is not supported by sealstore for SOFTWARE keys: its crypto library (aws-lc-rs) has no SHA-224 RSA signatures; use SHA-256, SHA-384 or SHA-512, or an HSM key",
+        algorithm.as_str()
+    ))
 }
 
 /// A SubjectPublicKeyInfo DER as PEM (`-----BEGIN PUBLIC KEY-----`, 64-column base64), as
