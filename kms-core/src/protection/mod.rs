@@ -52,12 +52,12 @@ pub trait KeyProtection: Send + Sync + Debug {
     /// for it (never the plaintext key).
     fn create_material(&self, version: &Ocid) -> Result<Vec<u8>>;
 
-    /// Creates fresh material of shape `spec` for `version`. The default makes AES-256 keys
-    /// with [`KeyProtection::create_material`] and refuses every other shape.
+    /// Creates fresh material of shape `spec` for `version`. The default (EXTERNAL's) makes
+    /// AES-256 keys with [`KeyProtection::create_material`] and refuses every other shape.
     fn create_material_for(&self, version: &Ocid, spec: KeySpec) -> Result<NewMaterial> {
         if spec != KeySpec::AES_256 {
             return Err(KmsError::InvalidParameter(format!(
-                "{} keys are AES-256 only in sealstore for now; {spec} keys need protectionMode SOFTWARE",
+                "{} keys are AES-256 only, as in OCI; {spec} keys need protectionMode SOFTWARE or HSM",
                 self.mode().as_str()
             )));
         }
