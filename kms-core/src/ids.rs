@@ -29,6 +29,8 @@ pub enum ResourceType {
     Group,
     /// An IAM policy: statements granting groups access.
     Policy,
+    /// A vault's wrapping key: the RSA key that imported key material is wrapped under.
+    WrappingKey,
 }
 
 impl ResourceType {
@@ -42,6 +44,7 @@ impl ResourceType {
             ResourceType::User => "user",
             ResourceType::Group => "group",
             ResourceType::Policy => "policy",
+            ResourceType::WrappingKey => "wrappingkey",
         }
     }
 }

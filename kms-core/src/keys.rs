@@ -13,7 +13,8 @@ use crate::lifecycle::{
 };
 use crate::model::replication::VaultReplication;
 use crate::model::*;
-use crate::protection::{public_key_pem, ExternalKeyState, ExternalVersionRef, KeyProtection};
+use crate::protection::imported::Imported;
+use crate::protection::{public_key_pem, ExportedMaterial, ExternalKeyState, ExternalVersionRef, KeyProtection};
 use crate::store::WriteTxn;
 use crate::time::Timestamp;
 use crate::vaults::{UpdateResource, Vaults};
@@ -59,7 +60,15 @@ impl CreateKey {
     }
 }
 
-/// Whose version [`Kms::new_version`](crate::Kms::new_version) makes.
+/// Where a new key version's material comes from.
+pub(crate) enum Material {
+    /// Made by the key's protection backend.
+    Generate,
+    /// Brought by the key's owner (see [`crate::byok`]): unwrapped and checked already.
+    Import(Imported),
+}
+
+/// Whose version [`Keys::new_version`] makes.
 struct VersionOwner<'a> {
     key_id: &'a Ocid,
     vault_id: &'a Ocid,
@@ -116,7 +125,29 @@ impl<'a> Keys<'a> {
             (None, None) => None,
         };
         self.ctx.mutate(principal, "CreateKey", subject, |txn, now, subject| {
-            self.create_key_in(txn, now, &req, external.as_ref(), subject)
+            self.create_key_in(txn, now, &req, external.as_ref(), &Material::Generate, subject)
+        })
+    }
+
+    /// Bring your own key: creates a key whose first version is `imported` material (origin
+    /// EXTERNAL). Keys of EXTERNAL vaults take their versions from the key manager instead.
+    pub(crate) fn import_key(&self, principal: &Principal, req: CreateKey, imported: Imported) -> Result<Key> {
+        let subject = AuditSubject {
+            vault_id: Some(req.vault_id.clone()),
+            ..Default::default()
+        };
+        let vault = Vaults::new(self.ctx).get_vault(&req.vault_id)?;
+        if vault.external_key_manager.is_some()
+            || req.external_key_id.is_some()
+            || req.protection_mode == Some(ProtectionMode::External)
+        {
+            return Err(KmsError::InvalidParameter(
+                "key material cannot be imported into an EXTERNAL vault: its keys' versions come from the external key manager".into(),
+            ));
+        }
+        let material = Material::Import(imported);
+        self.ctx.mutate(principal, "ImportKey", subject, |txn, now, subject| {
+            self.create_key_in(txn, now, &req, None, &material, subject)
         })
     }
 
@@ -126,6 +157,7 @@ impl<'a> Keys<'a> {
         now: Timestamp,
         req: &CreateKey,
         external: Option<&(ExternalKeyManager, String, ExternalKeyState)>,
+        material: &Material,
         subject: &mut AuditSubject,
     ) -> Result<Key> {
         check_name(&req.display_name)?;
@@ -164,7 +196,7 @@ impl<'a> Keys<'a> {
             compartment_id: &compartment_id,
         };
         let version = match external {
-            None => self.generate_version(txn, backend.as_ref(), spec, &owner, now, false)?,
+            None => self.add_version(txn, backend.as_ref(), spec, &owner, now, false, material)?,
             Some(_) if spec != KeySpec::AES_256 => {
                 return Err(KmsError::InvalidParameter(format!(
                     "EXTERNAL keys are AES-256 (as in OCI), not {spec}"
@@ -350,8 +382,27 @@ impl<'a> Keys<'a> {
         };
         self.ctx
             .mutate(principal, "CreateKeyVersion", subject, |txn, now, subject| {
-                let version = self.rotate_in(txn, now, key_id, false, subject)?;
+                let version = self.rotate_in(txn, now, key_id, false, &Material::Generate, subject)?;
                 Ok(version)
+            })
+    }
+
+    /// Bring your own key: rotates a key to a new version made of `imported` material (origin
+    /// EXTERNAL), which becomes the current version.
+    pub(crate) fn import_key_version(
+        &self,
+        principal: &Principal,
+        key_id: &Ocid,
+        imported: Imported,
+    ) -> Result<KeyVersion> {
+        let subject = AuditSubject {
+            key_id: Some(key_id.clone()),
+            ..Default::default()
+        };
+        let material = Material::Import(imported);
+        self.ctx
+            .mutate(principal, "ImportKeyVersion", subject, |txn, now, subject| {
+                self.rotate_in(txn, now, key_id, false, &material, subject)
             })
     }
 
@@ -433,9 +484,11 @@ impl<'a> Keys<'a> {
         }
     }
 
-    /// Generates and stores a new version of shape `spec` for `owner`'s key with `backend`
-    /// (its material sealed, its public key on the record for RSA and ECDSA).
-    fn generate_version(
+    /// Makes and stores a new version of shape `spec` for `owner`'s key with `backend`: its
+    /// material generated there or imported (sealed as the backend keeps it), its public key
+    /// on the record for RSA and ECDSA.
+    #[allow(clippy::too_many_arguments)]
+    fn add_version(
         &self,
         txn: &WriteTxn,
         backend: &dyn KeyProtection,
@@ -443,11 +496,25 @@ impl<'a> Keys<'a> {
         owner: &VersionOwner<'_>,
         now: Timestamp,
         automatic: bool,
+        material: &Material,
     ) -> Result<KeyVersion> {
         let mut version = self.new_version(owner, now, automatic, None);
-        let material = backend.create_material_for(&version.id, spec)?;
-        version.public_key = material.public_key_der.as_deref().map(public_key_pem);
-        txn.put_key_material(&version.id, &material.stored)?;
+        let (stored, public_key_der) = match material {
+            Material::Generate => {
+                let made = backend.create_material_for(&version.id, spec)?;
+                (made.stored, made.public_key_der)
+            }
+            Material::Import(imported) => {
+                version.origin = KeyVersionOrigin::External;
+                let secret = ExportedMaterial::Secret(imported.secret_for(spec)?);
+                (
+                    backend.import_material(&version.id, &secret)?,
+                    imported.public_key_der(),
+                )
+            }
+        };
+        version.public_key = public_key_der.as_deref().map(public_key_pem);
+        txn.put_key_material(&version.id, &stored)?;
         txn.put_key_version(&version)?;
         Ok(version)
     }
@@ -529,6 +596,7 @@ impl<'a> Keys<'a> {
         now: Timestamp,
         key_id: &Ocid,
         automatic: bool,
+        material: &Material,
         subject: &mut AuditSubject,
     ) -> Result<KeyVersion> {
         let mut key = Self::key_for_change(txn, key_id, subject)?;
@@ -549,7 +617,8 @@ impl<'a> Keys<'a> {
             vault_id: &key.vault_id,
             compartment_id: &key.compartment_id,
         };
-        let version = self.generate_version(txn, backend.as_ref(), key.key_shape.spec()?, &owner, now, automatic)?;
+        let spec = key.key_shape.spec()?;
+        let version = self.add_version(txn, backend.as_ref(), spec, &owner, now, automatic, material)?;
         subject.key_version_id = Some(version.id.clone());
         key.current_key_version = version.id.clone();
         if let Some(details) = key.auto_key_rotation_details.as_mut() {

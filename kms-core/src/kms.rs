@@ -14,12 +14,13 @@ use serde::{Deserialize, Serialize};
 
 use crate::asymmetric::{Asymmetric, SignatureInput, Signed};
 use crate::audit::{self, AuditEntry, AuditSubject, AuditVerification, Principal};
+use crate::byok::{Byok, ExportRequest, ExportedKey, WrappedKey};
 use crate::context::{Context, DataInventory, KmsConfig};
 use crate::envelope::{AssociatedData, DataKey, Decrypted, Dek, Encrypted, Envelope, KeyProvider, KeyStatus};
 use crate::error::{KmsError, Result};
 use crate::iam::{ApiKey, CreateUser, Group, Iam, IamView, Policy, User};
 use crate::ids::{Ocid, ResourceType};
-use crate::keys::{CreateKey, Keys};
+use crate::keys::{CreateKey, Keys, Material};
 use crate::model::tenancy::{IamState, TenancyInfo, TenancyMember};
 use crate::model::*;
 use crate::protection::{KeyProtection, Placement};
@@ -226,9 +227,14 @@ impl Kms {
                     },
                     subject,
                 )?;
-                let key =
-                    self.keys()
-                        .create_key_in(txn, now, &CreateKey::new(vault.id.clone(), "default"), None, subject)?;
+                let key = self.keys().create_key_in(
+                    txn,
+                    now,
+                    &CreateKey::new(vault.id.clone(), "default"),
+                    None,
+                    &Material::Generate,
+                    subject,
+                )?;
                 txn.set_meta(META_DEFAULT_VAULT, vault.id.as_str().as_bytes())?;
                 txn.set_meta(META_DEFAULT_KEY, key.id.as_str().as_bytes())?;
                 Ok(Defaults {
@@ -579,6 +585,30 @@ impl Kms {
     ) -> Result<Decrypted> {
         self.asymmetric()
             .rsa_decrypt(principal, key_id, key_version_id, algorithm, ciphertext)
+    }
+
+    /// The wrapping key of `vault_id`, which key material to import is wrapped under; made on
+    /// first use (RSA-4096, SOFTWARE-protected).
+    pub fn wrapping_key(&self, principal: &Principal, vault_id: &Ocid) -> Result<WrappingKey> {
+        Byok::new(&self.ctx).wrapping_key(principal, vault_id)
+    }
+
+    /// Bring your own key: creates a key of `req`'s shape whose first version is the material
+    /// `wrapped` under the vault's wrapping key (origin EXTERNAL). Material that does not
+    /// unwrap, or does not fit the shape, is refused and nothing is created.
+    pub fn import_key(&self, principal: &Principal, req: CreateKey, wrapped: &WrappedKey) -> Result<Key> {
+        Byok::new(&self.ctx).import_key(principal, req, wrapped)
+    }
+
+    /// Bring your own key: rotates `key_id` to a new version made of the material `wrapped`
+    /// under its vault's wrapping key, which becomes the current version.
+    pub fn import_key_version(&self, principal: &Principal, key_id: &Ocid, wrapped: &WrappedKey) -> Result<KeyVersion> {
+        Byok::new(&self.ctx).import_key_version(principal, key_id, wrapped)
+    }
+
+    /// Exports a SOFTWARE key version's material wrapped under the caller's RSA public key.
+    pub fn export_key(&self, principal: &Principal, req: ExportRequest<'_>) -> Result<ExportedKey> {
+        Byok::new(&self.ctx).export_key(principal, req)
     }
 
     /// Encrypts under `key_version_id`, which may be any ENABLED version of the key, not only

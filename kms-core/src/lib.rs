@@ -47,6 +47,7 @@ pub mod protection;
 pub mod store;
 
 // The services, over a shared context, and the facade that fronts them.
+pub mod byok;
 mod context;
 pub mod envelope;
 pub mod iam;

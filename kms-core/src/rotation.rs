@@ -8,7 +8,7 @@ use crate::audit::{self, AuditSubject, Principal};
 use crate::context::Context;
 use crate::error::Result;
 use crate::ids::Ocid;
-use crate::keys::Keys;
+use crate::keys::{Keys, Material};
 use crate::model::replication::VaultReplication;
 use crate::model::{Key, KeyState, KeyVersion, KeyVersionState, VaultState};
 use crate::store::WriteTxn;
@@ -242,7 +242,7 @@ impl<'a> Scheduler<'a> {
                         return Ok(None);
                     }
                     Keys::new(self.ctx)
-                        .rotate_in(txn, now, &key.id, true, subject)
+                        .rotate_in(txn, now, &key.id, true, &Material::Generate, subject)
                         .map(Some)
                 }) {
                 Ok(Some(version)) => {

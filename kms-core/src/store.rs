@@ -28,7 +28,7 @@ use crate::ids::Ocid;
 use crate::model::iam::{Group, Policy, User};
 use crate::model::replication::{OutboxEntry, Region};
 use crate::model::tenancy::TenancyMember;
-use crate::model::{Compartment, Key, KeyVersion, Vault};
+use crate::model::{Compartment, Key, KeyVersion, Vault, WrappingKey};
 
 /// Table definitions, public so that inspection tools (and tamper tests) can open the file.
 pub mod schema {
@@ -46,6 +46,9 @@ pub mod schema {
     pub const KEY_VERSIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("key_versions");
     /// Version id → protected key material (as the protection backend returned it).
     pub const KEY_MATERIAL: TableDefinition<&str, &[u8]> = TableDefinition::new("key_material");
+    /// Vault id → JSON [`crate::model::WrappingKey`] (its sealed private key is in
+    /// `key_material` under the wrapping key's id).
+    pub const WRAPPING_KEYS: TableDefinition<&str, &[u8]> = TableDefinition::new("wrapping_keys");
     /// User id → JSON [`crate::model::iam::User`] (with its API public keys).
     pub const IAM_USERS: TableDefinition<&str, &[u8]> = TableDefinition::new("iam_users");
     /// User id → JSON string: the user's console password as an Argon2id PHC hash (kept
@@ -120,6 +123,7 @@ impl Store {
             t.open_table(KEYS)?;
             t.open_table(KEY_VERSIONS)?;
             t.open_table(KEY_MATERIAL)?;
+            t.open_table(WRAPPING_KEYS)?;
             t.open_table(AUDIT)?;
             t.open_table(IAM_USERS)?;
             t.open_table(IAM_GROUPS)?;
@@ -278,6 +282,11 @@ macro_rules! reads {
         /// The pending changes of `vault` for `region`.
         pub fn outbox_entry(&self, region: &str, vault: &Ocid) -> Result<Option<OutboxEntry>> {
             self.get(REPLICATION_OUTBOX, &format!("{region}/{vault}"))
+        }
+
+        /// The wrapping key of `vault`, once made.
+        pub fn wrapping_key(&self, vault: &Ocid) -> Result<Option<WrappingKey>> {
+            self.get(WRAPPING_KEYS, vault.as_str())
         }
 
         /// The protected material of a version, if it still exists.
@@ -503,6 +512,12 @@ impl WriteTxn {
             .open_table(REPLICATION_OUTBOX)?
             .remove(format!("{region}/{vault}").as_str())?;
         Ok(())
+    }
+
+    /// Records `vault`'s wrapping key (its sealed private key goes in with
+    /// [`WriteTxn::put_key_material`]).
+    pub fn put_wrapping_key(&self, key: &WrappingKey) -> Result<()> {
+        self.put(WRAPPING_KEYS, key.vault_id.as_str(), key)
     }
 
     /// Stores a version's protected material.

@@ -179,7 +179,7 @@ struct DeletionTime {
 
 #[derive(Debug, Subcommand)]
 enum KeyCommand {
-    /// Create an AES-256 master key.
+    /// Create a master key (AES-256 unless --shape says otherwise).
     Create {
         /// Vault to create it in.
         #[arg(long)]
@@ -187,6 +187,10 @@ enum KeyCommand {
         /// Display name.
         #[arg(long)]
         name: String,
+        /// Key shape: AES-128, AES-192, AES-256, RSA-2048, RSA-3072, RSA-4096, ECDSA-P256,
+        /// ECDSA-P384 or ECDSA-P521.
+        #[arg(long, default_value = "AES-256", value_parser = parse_shape)]
+        shape: Value,
         /// Compartment [default: the vault's].
         #[arg(long)]
         compartment: Option<String>,
@@ -230,6 +234,38 @@ enum KeyCommand {
     Disable { key_id: String },
     /// Rotate: create a new primary version (older versions keep decrypting).
     Rotate { key_id: String },
+    /// Bring your own key: create a key from key material you hold. The material is wrapped
+    /// here under the vault's RSA-4096 wrapping key (RSA_OAEP_AES_SHA256) and unwrapped only
+    /// inside the server; the key's first version has origin EXTERNAL.
+    Import {
+        /// Vault to create it in.
+        #[arg(long)]
+        vault: String,
+        /// Display name.
+        #[arg(long)]
+        name: String,
+        /// Key shape of the material (see `create --shape`).
+        #[arg(long, default_value = "AES-256", value_parser = parse_shape)]
+        shape: Value,
+        /// The key material: the raw key for AES (16, 24 or 32 bytes), an unencrypted PKCS#8
+        /// private key (DER, or PEM "BEGIN PRIVATE KEY") for RSA and ECDSA.
+        #[arg(long, value_name = "FILE")]
+        material: std::path::PathBuf,
+        /// Compartment [default: the vault's].
+        #[arg(long)]
+        compartment: Option<String>,
+        /// Protection mode [default: SOFTWARE].
+        #[arg(long, value_parser = parse_protection_mode)]
+        protection_mode: Option<ProtectionMode>,
+    },
+    /// Bring your own key: rotate a key to a new version made of key material you hold (it
+    /// must fit the key's shape; see `import --material`).
+    ImportVersion {
+        key_id: String,
+        /// The key material (see `import --material`).
+        #[arg(long, value_name = "FILE")]
+        material: std::path::PathBuf,
+    },
     /// EXTERNAL keys: pick up versions made in the external key manager (its current one
     /// becomes primary). `serve` does this every minute.
     Refresh { key_id: String },
@@ -342,6 +378,65 @@ enum AuditCommand {
         #[arg(long, default_value_t = 100)]
         limit: usize,
     },
+}
+
+/// `--shape`: OCI's `keyShape` for a name such as `RSA-3072` or `ECDSA-P384`.
+fn parse_shape(s: &str) -> Result<Value, String> {
+    let shape = match s.to_ascii_uppercase().replace('_', "-").as_str() {
+        "AES-128" => json!({ "algorithm": "AES", "length": 16 }),
+        "AES-192" => json!({ "algorithm": "AES", "length": 24 }),
+        "AES-256" => json!({ "algorithm": "AES", "length": 32 }),
+        "RSA-2048" => json!({ "algorithm": "RSA", "length": 256 }),
+        "RSA-3072" => json!({ "algorithm": "RSA", "length": 384 }),
+        "RSA-4096" => json!({ "algorithm": "RSA", "length": 512 }),
+        "ECDSA-P256" => json!({ "algorithm": "ECDSA", "length": 32, "curveId": "NIST_P256" }),
+        "ECDSA-P384" => json!({ "algorithm": "ECDSA", "length": 48, "curveId": "NIST_P384" }),
+        "ECDSA-P521" => json!({ "algorithm": "ECDSA", "length": 66, "curveId": "NIST_P521" }),
+        _ => {
+            return Err(format!(
+                "'{s}' is not one of AES-128, AES-192, AES-256, RSA-2048, RSA-3072, RSA-4096, ECDSA-P256, ECDSA-P384, ECDSA-P521"
+            ))
+        }
+    };
+    Ok(shape)
+}
+
+/// Key material from `path`: raw bytes, or the DER inside a PEM `PRIVATE KEY`.
+fn read_material(path: &std::path::Path) -> anyhow::Result<zeroize::Zeroizing<Vec<u8>>> {
+    let raw = zeroize::Zeroizing::new(std::fs::read(path).with_context(|| format!("reading {}", path.display()))?);
+    let Some(text) = std::str::from_utf8(&raw).ok().map(str::trim) else {
+        return Ok(raw);
+    };
+    if let Some(body) = text
+        .strip_prefix("-----BEGIN PRIVATE KEY-----")
+        .and_then(|t| t.strip_suffix("-----END PRIVATE KEY-----"))
+    {
+        let b64 = zeroize::Zeroizing::new(body.split_whitespace().collect::<String>());
+        return Ok(zeroize::Zeroizing::new(
+            B64.decode(b64.as_bytes())
+                .with_context(|| format!("{}: the PEM body is not base64", path.display()))?,
+        ));
+    }
+    if text.starts_with("-----BEGIN") {
+        bail!(
+            "{}: only unencrypted PKCS#8 PEM (\"BEGIN PRIVATE KEY\") or DER is accepted; convert with `openssl pkcs8 -topk8 -nocrypt`",
+            path.display()
+        );
+    }
+    Ok(raw)
+}
+
+/// `{"keyMaterial", "wrappingAlgorithm"}`: `material` wrapped under `vault`'s wrapping key.
+fn wrapped_import_key(api: &Api, vault: &str, material: &std::path::Path) -> anyhow::Result<Value> {
+    let material = read_material(material)?;
+    let wrapping = api.get(&format!("/kms/{vault}/management/20180608/wrappingKeys"))?;
+    let pem = wrapping["publicKey"]
+        .as_str()
+        .context("the wrapping key has no publicKey")?;
+    let der = kms_core::protection::public_key_der(pem)?;
+    let algorithm = kms_core::KeyWrapping::RsaOaepAesSha256;
+    let wrapped = kms_core::byok::wrap_key_material(&der, algorithm, &material)?;
+    Ok(json!({ "keyMaterial": B64.encode(wrapped), "wrappingAlgorithm": algorithm.as_str() }))
 }
 
 fn parse_protection_mode(s: &str) -> Result<ProtectionMode, String> {
@@ -509,6 +604,7 @@ fn answer(global: &GlobalOpts, cmd: KmsCommand) -> anyhow::Result<(Value, View)>
             KeyCommand::Create {
                 vault,
                 name,
+                shape,
                 compartment: c,
                 protection_mode,
                 auto_rotate_days,
@@ -526,7 +622,7 @@ fn answer(global: &GlobalOpts, cmd: KmsCommand) -> anyhow::Result<(Value, View)>
                 let mut body = json!({
                     "compartmentId": compartment,
                     "displayName": name,
-                    "keyShape": { "algorithm": "AES", "length": 32 },
+                    "keyShape": shape,
                 });
                 if let Some(mode) = protection_mode {
                     body["protectionMode"] = json!(mode);
@@ -583,6 +679,45 @@ fn answer(global: &GlobalOpts, cmd: KmsCommand) -> anyhow::Result<(Value, View)>
                 api.post(&format!("{}/keyVersions", key_path(&key_id)?), json!({}))?,
                 View::Fields,
             ),
+            KeyCommand::Import {
+                vault,
+                name,
+                shape,
+                material,
+                compartment: c,
+                protection_mode,
+            } => {
+                let vault = id(Vault, &vault)?;
+                let compartment = match compartment(&c)? {
+                    Some(c) => c,
+                    None => api.get(&format!("/20180608/vaults/{vault}"))?["compartmentId"]
+                        .as_str()
+                        .context("the vault has no compartmentId")?
+                        .to_owned(),
+                };
+                let mut body = json!({
+                    "compartmentId": compartment,
+                    "displayName": name,
+                    "keyShape": shape,
+                    "wrappedImportKey": wrapped_import_key(&api, vault.as_str(), &material)?,
+                });
+                if let Some(mode) = protection_mode {
+                    body["protectionMode"] = json!(mode);
+                }
+                (
+                    api.post(&format!("/kms/{vault}/management/20180608/keys/import"), body)?,
+                    View::Fields,
+                )
+            }
+            KeyCommand::ImportVersion { key_id, material } => {
+                let key = api.get(&key_path(&key_id)?)?;
+                let vault = key["vaultId"].as_str().context("the key has no vaultId")?;
+                let body = json!({ "wrappedImportKey": wrapped_import_key(&api, vault, &material)? });
+                (
+                    api.post(&format!("{}/keyVersions/import", key_path(&key_id)?), body)?,
+                    View::Fields,
+                )
+            }
             KeyCommand::Refresh { key_id } => (
                 key_action(&api, &key_id, "refresh", json!({}))?,
                 View::Table(VERSION_COLUMNS),

@@ -1,5 +1,5 @@
 //! Crypto on a vault's crypto endpoint: `encrypt`, `decrypt`, `generateDataEncryptionKey`,
-//! `sign`, `verify`, and sealstore's `reencrypt` extension (decrypt and encrypt again under the
+//! `sign`, `verify`, `exportKey`, and sealstore's `reencrypt` extension (decrypt and encrypt again under the
 //! key's current version, or another key, without the plaintext leaving the server).
 //!
 //! AES ciphertexts are kms-core's self-describing format, base64-encoded: each names the key
@@ -12,8 +12,11 @@ use std::collections::BTreeMap;
 
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
+use kms_core::byok::ExportRequest;
 use kms_core::iam::Verb;
-use kms_core::{AssociatedData, Key, MessageType, Ocid, ResourceType, RsaEncryption, SignatureInput, SigningAlgorithm};
+use kms_core::{
+    AssociatedData, Key, KeyWrapping, MessageType, Ocid, ResourceType, RsaEncryption, SignatureInput, SigningAlgorithm,
+};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -33,6 +36,7 @@ pub(crate) fn operation(call: &Call<'_>, vault: &Ocid, operation: &str) -> Resul
         "reencrypt" => reencrypt(call, vault),
         "sign" => sign(call, vault),
         "verify" => verify(call, vault),
+        "exportKey" => export_key(call, vault),
         _ => Err(ApiError::not_found(format_args!("crypto operation '{operation}'"))),
     }
 }
@@ -317,6 +321,50 @@ fn verify(call: &Call<'_>, vault: &Ocid) -> Result<Reply, ApiError> {
     let signature = decode("signature", d.signature.as_deref())?;
     let valid = call.kms.verify(&call.principal, parts.input(), &signature)?;
     Ok(Reply::plain(json!({ "isSignatureValid": valid })))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ExportKeyDetails {
+    key_id: Option<String>,
+    key_version_id: Option<String>,
+    algorithm: Option<String>,
+    public_key: Option<String>,
+    #[allow(dead_code)] // accepted and ignored, as for encrypt
+    logging_context: Option<Value>,
+}
+
+/// `POST …/20180608/exportKey`: `{keyId, algorithm, publicKey[, keyVersionId]}` →
+/// `ExportedKeyData` — a SOFTWARE key version's material wrapped under the caller's RSA public
+/// key. Needs `manage keys`: the key leaves the service.
+fn export_key(call: &Call<'_>, vault: &Ocid) -> Result<Reply, ApiError> {
+    let d: ExportKeyDetails = call.json()?;
+    let key = keys::authorized(
+        call,
+        vault,
+        d.key_id.as_deref().ok_or_else(|| ApiError::missing("keyId"))?,
+        Verb::Manage,
+    )?;
+    let algorithm = KeyWrapping::parse(d.algorithm.as_deref().ok_or_else(|| ApiError::missing("algorithm"))?)?;
+    let public_key = d.public_key.as_deref().ok_or_else(|| ApiError::missing("publicKey"))?;
+    let version = key_version("keyVersionId", d.key_version_id.as_deref())?;
+    let out = call.kms.export_key(
+        &call.principal,
+        ExportRequest {
+            key_id: &key.id,
+            key_version_id: version.as_ref(),
+            algorithm,
+            public_key_pem: public_key,
+        },
+    )?;
+    Ok(Reply::plain(json!({
+        "keyId": out.key_id,
+        "keyVersionId": out.key_version_id,
+        "vaultId": out.vault_id,
+        "timeCreated": out.time_created,
+        "encryptedKey": B64.encode(&out.encrypted_key),
+        "algorithm": out.algorithm.as_str(),
+    })))
 }
 
 #[derive(Deserialize)]

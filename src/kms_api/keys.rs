@@ -1,10 +1,13 @@
 //! Keys and key versions on a vault's management endpoint. The vault comes from the
 //! endpoint, so a key of another vault is "not found" here.
 
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine;
+use kms_core::byok::WrappedKey;
 use kms_core::iam::{ResourceKind, Target, Verb};
 use kms_core::{
-    CreateKey, DefinedTags, FreeformTags, Key, KeyShape, KeySpec, KeyVersion, Ocid, ProtectionMode, ResourceType,
-    UpdateResource,
+    CreateKey, DefinedTags, FreeformTags, Key, KeyShape, KeySpec, KeyVersion, KeyWrapping, Ocid, ProtectionMode,
+    ResourceType, UpdateResource,
 };
 use serde::Deserialize;
 use serde_json::Value;
@@ -144,6 +147,15 @@ struct CreateKeyDetails {
 /// `POST …/20180608/keys` (the vault is the endpoint's).
 pub(crate) fn create(call: &Call<'_>, vault: &Ocid) -> Result<Reply, ApiError> {
     let details: CreateKeyDetails = call.json()?;
+    let key = call
+        .kms
+        .create_key(&call.principal, create_request(call, vault, details)?)?;
+    Ok(Reply::resource(wire::key(&key)))
+}
+
+/// The key `details` ask for in `vault`, once the caller may read the vault and manage keys in
+/// the compartment.
+fn create_request(call: &Call<'_>, vault: &Ocid, details: CreateKeyDetails) -> Result<CreateKey, ApiError> {
     let compartment = compartment_id(
         details
             .compartment_id
@@ -200,20 +212,105 @@ pub(crate) fn create(call: &Call<'_>, vault: &Ocid) -> Result<Reply, ApiError> {
         vault_target,
         format_args!("compartment {compartment}"),
     )?;
-    let key = call.kms.create_key(
-        &call.principal,
-        CreateKey {
-            vault_id: vault.clone(),
-            compartment_id: Some(compartment),
-            display_name,
-            protection_mode,
-            key_shape: Some(spec.shape()),
-            auto_rotation_interval_days: interval,
-            freeform_tags: details.freeform_tags,
-            external_key_id,
-        },
-    )?;
+    Ok(CreateKey {
+        vault_id: vault.clone(),
+        compartment_id: Some(compartment),
+        display_name,
+        protection_mode,
+        key_shape: Some(spec.shape()),
+        auto_rotation_interval_days: interval,
+        freeform_tags: details.freeform_tags,
+        external_key_id,
+    })
+}
+
+/// OCI's `WrappedImportKey`.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct WrappedImportKeyDetails {
+    key_material: Option<String>,
+    wrapping_algorithm: Option<String>,
+}
+
+impl WrappedImportKeyDetails {
+    fn wrapped(details: Option<Self>) -> Result<WrappedKey, ApiError> {
+        let details = details.ok_or_else(|| ApiError::missing("wrappedImportKey"))?;
+        let algorithm = KeyWrapping::parse(
+            details
+                .wrapping_algorithm
+                .as_deref()
+                .ok_or_else(|| ApiError::missing("wrappedImportKey.wrappingAlgorithm"))?,
+        )?;
+        let material = B64
+            .decode(
+                details
+                    .key_material
+                    .as_deref()
+                    .ok_or_else(|| ApiError::missing("wrappedImportKey.keyMaterial"))?,
+            )
+            .map_err(|_| ApiError::invalid("wrappedImportKey.keyMaterial must be base64"))?;
+        Ok(WrappedKey { algorithm, material })
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ImportKeyDetails {
+    #[serde(flatten)]
+    key: CreateKeyDetails,
+    wrapped_import_key: Option<WrappedImportKeyDetails>,
+}
+
+/// `POST …/20180608/keys/import`: a key whose first version is the caller's material, wrapped
+/// under the vault's wrapping key.
+pub(crate) fn import(call: &Call<'_>, vault: &Ocid) -> Result<Reply, ApiError> {
+    let details: ImportKeyDetails = call.json()?;
+    if details.key.external_key_reference.is_some() {
+        return Err(ApiError::invalid(
+            "externalKeyReference is not for imported keys: EXTERNAL keys' material stays in the external key manager",
+        ));
+    }
+    let wrapped = WrappedImportKeyDetails::wrapped(details.wrapped_import_key)?;
+    let request = create_request(call, vault, details.key)?;
+    let key = call.kms.import_key(&call.principal, request, &wrapped)?;
     Ok(Reply::resource(wire::key(&key)))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ImportKeyVersionDetails {
+    wrapped_import_key: Option<WrappedImportKeyDetails>,
+}
+
+/// `POST …/20180608/keys/{id}/keyVersions/import`: a new version of the key made of the
+/// caller's material; it becomes the key's current version.
+pub(crate) fn import_version(call: &Call<'_>, vault: &Ocid, id: &str) -> Result<Reply, ApiError> {
+    let key = authorized(call, vault, id, Verb::Manage)?;
+    let details: ImportKeyVersionDetails = call.json()?;
+    let wrapped = WrappedImportKeyDetails::wrapped(details.wrapped_import_key)?;
+    let version = call.kms.import_key_version(&call.principal, &key.id, &wrapped)?;
+    Ok(Reply::resource(wire::key_version(&version)))
+}
+
+/// `GET …/20180608/wrappingKeys`: the vault's wrapping key (made on first use). Its public key
+/// is all it shows; reading it needs `read vaults`.
+pub(crate) fn wrapping_key(call: &Call<'_>, vault: &Ocid) -> Result<Reply, ApiError> {
+    let record = call
+        .kms
+        .get_vault(vault)
+        .map_err(|_| ApiError::not_found(format_args!("vault {vault}")))?;
+    call.require(
+        Verb::Read,
+        ResourceKind::Vaults,
+        &record.compartment_id,
+        Target {
+            vault_id: Some(vault.as_str()),
+            key_id: None,
+        },
+        format_args!("vault {vault}"),
+    )?;
+    let key = call.kms.wrapping_key(&call.principal, vault)?;
+    Ok(Reply::plain(serde_json::to_value(&key).expect("records serialize")))
 }
 
 #[derive(Deserialize)]

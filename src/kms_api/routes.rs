@@ -7,8 +7,10 @@
 //!            /20180608/replicaOperations/{id}/status  replication
 //!            /20180608/auditEvents                   audit (a sealstore extension)
 //! management /kms/{vault}/management/20180608/keys[/{id}[/actions/{a}|/keyVersions[/{id}[/actions/{a}]]]]
+//!            /kms/{vault}/management/20180608/keys/import, …/keys/{id}/keyVersions/import
+//!            /kms/{vault}/management/20180608/wrappingKeys
 //!            /kms/{vault}/management/20180608/replicaOperations/{id}/status
-//! crypto     /kms/{vault}/crypto/20180608/{encrypt|decrypt|generateDataEncryptionKey|reencrypt}
+//! crypto     /kms/{vault}/crypto/20180608/{encrypt|decrypt|generateDataEncryptionKey|sign|verify|exportKey|reencrypt}
 //! ```
 //!
 //! sealstore extension: the regional endpoint also answers key and crypto calls
@@ -83,17 +85,32 @@ fn on(call: &Call<'_>, method: &Method, path: &str, endpoint: Endpoint, rest: &[
                 "CreateKey goes to the managementEndpoint of the vault the key is for (see `vault get`)",
             )),
         },
+        (Endpoint::Regional, ["20180608", "keys", "import"] | ["20180608", "wrappingKeys"]) => Err(ApiError::invalid(
+            "ImportKey and GetWrappingKey go to the managementEndpoint of the vault (see `vault get`)",
+        )),
         (Endpoint::Regional, ["20180608", "keys", id, ..]) => {
             let vault = vault_of_key(call, id)?;
             on(call, method, path, Endpoint::Management(vault), rest)
         }
-        (Endpoint::Regional, ["20180608", "encrypt" | "decrypt" | "generateDataEncryptionKey" | "reencrypt"]) => {
+        (
+            Endpoint::Regional,
+            ["20180608", "encrypt" | "decrypt" | "generateDataEncryptionKey" | "reencrypt" | "sign" | "verify" | "exportKey"],
+        ) => {
             let named: CryptoKey = call.json()?;
             let key = named.key_id.ok_or_else(|| ApiError::missing("keyId"))?;
             let vault = vault_of_key(call, &key)?;
             on(call, method, path, Endpoint::Crypto(vault), rest)
         }
 
+        (Endpoint::Management(vault), ["20180608", "wrappingKeys"]) => {
+            only(method, Method::GET, || keys::wrapping_key(call, vault))
+        }
+        (Endpoint::Management(vault), ["20180608", "keys", "import"]) => {
+            only(method, Method::POST, || keys::import(call, vault))
+        }
+        (Endpoint::Management(vault), ["20180608", "keys", id, "keyVersions", "import"]) => {
+            only(method, Method::POST, || keys::import_version(call, vault, id))
+        }
         (Endpoint::Management(vault), ["20180608", "keys"]) => match *method {
             Method::GET => keys::list(call, Some(vault)),
             Method::POST => keys::create(call, vault),

@@ -14,7 +14,7 @@ pub mod replication;
 pub mod shape;
 pub mod tenancy;
 
-pub use shape::{Curve, HashAlg, KeySpec, MessageType, RsaEncryption, SignatureScheme, SigningAlgorithm};
+pub use shape::{Curve, HashAlg, KeySpec, KeyWrapping, MessageType, RsaEncryption, SignatureScheme, SigningAlgorithm};
 
 use std::collections::BTreeMap;
 
@@ -310,6 +310,26 @@ pub enum KeyVersionOrigin {
     Internal,
     /// Imported or held externally.
     External,
+}
+
+/// A vault's wrapping key (OCI's `WrappingKey`): an RSA-4096 key pair, SOFTWARE-protected,
+/// whose public key clients wrap the key material they import under. One per vault, made on
+/// first use.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WrappingKey {
+    /// `ocid1.wrappingkey.…`
+    pub id: Ocid,
+    /// The vault it belongs to.
+    pub vault_id: Ocid,
+    /// The vault's compartment.
+    pub compartment_id: Ocid,
+    /// Always ENABLED (it has no lifecycle of its own).
+    pub lifecycle_state: KeyState,
+    /// The public key, a SubjectPublicKeyInfo PEM.
+    pub public_key: String,
+    /// When it was made.
+    pub time_created: Timestamp,
 }
 
 /// One generation of a master key's material.

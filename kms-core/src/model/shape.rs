@@ -304,6 +304,40 @@ impl RsaEncryption {
     }
 }
 
+/// How key material travels wrapped under an RSA public key: imported under a vault's
+/// wrapping key (`wrappingAlgorithm`), exported under a caller's key (`algorithm`). The format
+/// of each is in docs/KMS_API.md, "Key import and export".
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyWrapping {
+    /// `RSA_OAEP_SHA256`: RSA-OAEP (SHA-256, MGF1-SHA-256, no label) of the material itself;
+    /// only AES keys fit.
+    RsaOaepSha256,
+    /// `RSA_OAEP_AES_SHA256`: RSA-OAEP-SHA-256 of a fresh AES-256 key, followed by the material
+    /// wrapped under that key with AES key wrap with padding (RFC 5649).
+    RsaOaepAesSha256,
+}
+
+impl KeyWrapping {
+    /// Parses the wire name (upper-case as the CLI sends it; any case accepted).
+    pub fn parse(s: &str) -> Result<KeyWrapping> {
+        match s.to_ascii_uppercase().as_str() {
+            "RSA_OAEP_SHA256" => Ok(KeyWrapping::RsaOaepSha256),
+            "RSA_OAEP_AES_SHA256" => Ok(KeyWrapping::RsaOaepAesSha256),
+            _ => Err(KmsError::InvalidParameter(format!(
+                "wrapping algorithm must be RSA_OAEP_AES_SHA256 or RSA_OAEP_SHA256, not '{s}'"
+            ))),
+        }
+    }
+
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KeyWrapping::RsaOaepSha256 => "RSA_OAEP_SHA256",
+            KeyWrapping::RsaOaepAesSha256 => "RSA_OAEP_AES_SHA256",
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

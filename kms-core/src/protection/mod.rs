@@ -8,6 +8,7 @@
 
 mod der;
 pub mod hsm;
+pub(crate) mod imported;
 pub mod software;
 
 use std::fmt::Debug;

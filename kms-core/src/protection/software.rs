@@ -94,7 +94,7 @@ fn aes_key(bytes: &[u8]) -> Result<LessSafeKey> {
 
 /// The signing algorithm an ECDSA key pair on `curve` is loaded with: the curve's own hash.
 /// Other hashes are signed through [`ecdsa_digest`].
-fn ecdsa_native(curve: Curve) -> (&'static EcdsaSigningAlgorithm, &'static digest::Algorithm) {
+pub(crate) fn ecdsa_native(curve: Curve) -> (&'static EcdsaSigningAlgorithm, &'static digest::Algorithm) {
     match curve {
         Curve::P256 => (&ECDSA_P256_SHA256_ASN1_SIGNING, &digest::SHA256),
         Curve::P384 => (&ECDSA_P384_SHA384_ASN1_SIGNING, &digest::SHA384),
