@@ -456,7 +456,11 @@ impl HsmProtection {
                 private.push(Attribute::KeyType(KeyType::EC));
                 (Mechanism::EccKeyPairGen, Some(curve))
             }
-            KeySpec::Aes { .. } => unreachable!("AES keys are not pairs"),
+            KeySpec::Aes { .. } => {
+                return Err(KmsError::Protection(format!(
+                    "HSM: {spec} keys are secret keys, not key pairs"
+                )))
+            }
         };
         self.with_session(|s| {
             let (public, private) = s
