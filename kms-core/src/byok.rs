@@ -38,6 +38,7 @@ use crate::model::{
 };
 use crate::protection::imported::{check_material, Imported};
 use crate::protection::{public_key_pem, ExportedMaterial};
+use crate::replication::outbox::refuse_replica;
 use crate::time::Timestamp;
 
 /// The wrapping keys' modulus length in bytes: RSA-4096, as OCI's.
@@ -271,6 +272,7 @@ impl<'a> Byok<'a> {
     fn unwrap(&self, vault_id: &Ocid, wrapped: &WrappedKey, spec: KeySpec) -> Result<Imported> {
         let (key, stored) = {
             let txn = self.ctx.read()?;
+            refuse_replica(&txn.vault(vault_id)?)?;
             let key = txn.wrapping_key(vault_id)?.ok_or_else(|| {
                 KmsError::InvalidParameter(format!(
                     "vault {vault_id} has no wrapping key yet, so nothing can have been wrapped under it: get it first (`oci kms management wrapping-key get`)"

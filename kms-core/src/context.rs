@@ -17,6 +17,7 @@ use redb::Durability;
 
 use crate::audit::writer::{AuditWriter, PendingAudit};
 use crate::audit::{self, AuditSubject, Principal};
+use crate::backup::format::BackupKeyring;
 use crate::error::{KmsError, Result};
 use crate::iam::view::IamView;
 use crate::ids::{Ocid, ResourceType};
@@ -92,6 +93,8 @@ pub(crate) struct Context {
     replication_signal: OutboxSignal,
     /// Key → its protection mode, learnt on first use (a key's mode never changes).
     key_modes: RwLock<HashMap<Ocid, ProtectionMode>>,
+    /// Seals and opens KMS backups (derived from the root key).
+    backup_keyring: BackupKeyring,
 }
 
 impl Context {
@@ -157,6 +160,7 @@ impl Context {
             replication_identity: OnceLock::new(),
             replication_signal: OutboxSignal::default(),
             key_modes: RwLock::default(),
+            backup_keyring: root.backup_keyring(),
         };
         core.register_protection(Arc::new(SoftwareProtection::new(root)));
         Ok(core)
@@ -371,6 +375,11 @@ impl Context {
         }
         let identity = ReplicationIdentity::load_or_create(&self.data_dir)?;
         Ok(self.replication_identity.get_or_init(|| identity))
+    }
+
+    /// The keys of this deployment's KMS backups.
+    pub(crate) fn backup_keyring(&self) -> &BackupKeyring {
+        &self.backup_keyring
     }
 
     pub(crate) fn replication_signal(&self) -> &OutboxSignal {

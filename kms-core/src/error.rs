@@ -25,6 +25,10 @@ pub enum KmsError {
     /// The resource is in a lifecycle state that does not allow the operation.
     #[error("incorrect state: {0}")]
     IncorrectState(String),
+    /// A resource with that id exists already (restoring a backup of a key or vault that is
+    /// still there).
+    #[error("{0}")]
+    AlreadyExists(String),
     /// The key, version or vault may not be used for this operation (disabled, pending
     /// deletion, old version asked to encrypt), or a key manager refused the call: why, as a
     /// [`Refusal`], and a message for people.

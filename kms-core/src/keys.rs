@@ -225,6 +225,7 @@ impl<'a> Keys<'a> {
             external_key_id: external.map(|(_, id, _)| id.clone()),
             replication_id: None,
             is_replica: false,
+            restored_from_key_id: None,
         };
         subject.key_id = Some(key.id.clone());
         subject.key_version_id = Some(version.id.clone());
@@ -481,6 +482,7 @@ impl<'a> Keys<'a> {
             public_key: None,
             replication_id: None,
             is_replica: false,
+            restored_from_key_version_id: None,
         }
     }
 

@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::asymmetric::{Asymmetric, SignatureInput, Signed};
 use crate::audit::{self, AuditEntry, AuditSubject, AuditVerification, Principal};
+use crate::backup::{BackupKind, BackupSummary, Backups};
 use crate::byok::{Byok, ExportRequest, ExportedKey, WrappedKey};
 use crate::context::{Context, DataInventory, KmsConfig};
 use crate::envelope::{AssociatedData, DataKey, Decrypted, Dek, Encrypted, Envelope, KeyProvider, KeyStatus};
@@ -129,6 +130,10 @@ impl Kms {
 
     fn tenancy(&self) -> Tenancy<'_> {
         Tenancy::new(&self.ctx)
+    }
+
+    fn backups(&self) -> Backups<'_> {
+        Backups::new(&self.ctx)
     }
 
     // ----- audit -----
@@ -728,6 +733,52 @@ impl Kms {
     /// its keys, versions and material), or a replica's removal.
     pub fn apply_replication(&self, from: &str, shipment: Shipment) -> Result<()> {
         self.replication().apply_shipment(from, shipment)
+    }
+
+    // ----- backup and restore (docs/KMS_BACKUP.md) -----
+
+    /// Backs up a key (ENABLED or DISABLED) with every version and its material, sealed so
+    /// that only this deployment restores it; `deliver` stores the backup (UTF-8 text) where
+    /// the caller wants it. Audited as `BackupKey`, with delivery's outcome.
+    pub fn backup_key(
+        &self,
+        principal: &Principal,
+        key_id: &Ocid,
+        deliver: impl FnOnce(&[u8]) -> Result<()>,
+    ) -> Result<Key> {
+        self.backups().backup_key(principal, key_id, deliver)
+    }
+
+    /// Backs up an ACTIVE vault, and its keys that are not deleted when `include_keys`, as
+    /// [`Kms::backup_key`] does a key. Audited as `BackupVault`.
+    pub fn backup_vault(
+        &self,
+        principal: &Principal,
+        vault_id: &Ocid,
+        include_keys: bool,
+        deliver: impl FnOnce(&[u8]) -> Result<()>,
+    ) -> Result<Vault> {
+        self.backups().backup_vault(principal, vault_id, include_keys, deliver)
+    }
+
+    /// Authenticates a backup of `kind` and says what it would restore (each key's
+    /// compartment: its own when it exists here, else `fallback`), for permission checks.
+    pub fn backup_summary(&self, backup: &[u8], kind: BackupKind, fallback: &Ocid) -> Result<BackupSummary> {
+        self.backups().summary(backup, kind, fallback)
+    }
+
+    /// Restores a key backup into `vault_id`: the key keeps its id, versions and material and
+    /// names its origin in `restoredFromKeyId`. [`KmsError::AlreadyExists`] when the key
+    /// exists and is not DELETED; an altered backup or one of another deployment is refused
+    /// and restores nothing.
+    pub fn restore_key(&self, principal: &Principal, vault_id: &Ocid, backup: &[u8]) -> Result<Key> {
+        self.backups().restore_key(principal, vault_id, backup)
+    }
+
+    /// Restores a vault backup (with the keys it holds) into `compartment`, as
+    /// [`Kms::restore_key`] does a key.
+    pub fn restore_vault(&self, principal: &Principal, compartment: &Ocid, backup: &[u8]) -> Result<Vault> {
+        self.backups().restore_vault(principal, compartment, backup)
     }
 
     // ----- one tenancy across regions -----

@@ -43,6 +43,7 @@ pub mod time;
 // Storage and the audit chain over it; key protection backends.
 pub mod asymmetric;
 pub mod audit;
+pub mod backup;
 pub mod protection;
 pub mod store;
 
@@ -60,6 +61,7 @@ mod vaults;
 
 pub use asymmetric::{SignatureInput, Signed};
 pub use audit::{AuditEntry, AuditVerification, Principal};
+pub use backup::{BackupKind, BackupSummary};
 pub use context::{DataInventory, KmsConfig, DEFAULT_REGION, ROOT_KEY_FILE};
 pub use envelope::{
     AssociatedData, AsyncKeyProvider, DataKey, Decrypted, Dek, Encrypted, KeyFuture, KeyProvider, KeyStatus,

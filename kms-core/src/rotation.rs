@@ -10,7 +10,7 @@ use crate::error::Result;
 use crate::ids::Ocid;
 use crate::keys::{Keys, Material};
 use crate::model::replication::VaultReplication;
-use crate::model::{Key, KeyState, KeyVersion, KeyVersionState, VaultState};
+use crate::model::{Key, KeyState, KeyVersion, KeyVersionOrigin, KeyVersionState, ProtectionMode, VaultState};
 use crate::store::WriteTxn;
 use crate::time::Timestamp;
 
@@ -94,8 +94,22 @@ impl<'a> Scheduler<'a> {
             if age_days > max_age_days
                 || (age_days == max_age_days && now > current.time_created.plus_days(max_age_days))
             {
+                let remediation = match (key.protection_mode, current.origin) {
+                    (ProtectionMode::External, _) => format!(
+                        "rotate key {} in its external key manager, then `sealstore kms key refresh {}`",
+                        key.external_key_id.as_deref().unwrap_or("?"),
+                        key.id
+                    ),
+                    // Brought by its owner: the owner brings the next version too (or lets
+                    // sealstore make one).
+                    (_, KeyVersionOrigin::External) => format!(
+                        "sealstore kms key import-version {} --material NEW-KEY-FILE (or `sealstore kms key rotate {}`)",
+                        key.id, key.id
+                    ),
+                    _ => format!("sealstore kms key rotate {}", key.id),
+                };
                 findings.push(ComplianceFinding {
-                    remediation: format!("sealstore kms key rotate {}", key.id),
+                    remediation,
                     key_id: key.id,
                     display_name: key.display_name,
                     vault_id: key.vault_id,

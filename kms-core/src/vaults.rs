@@ -121,6 +121,7 @@ impl<'a> Vaults<'a> {
             external_key_manager,
             replication: None,
             replication_id: None,
+            restored_from_vault_id: None,
         };
         subject.vault_id = Some(vault.id.clone());
         txn.put_vault(&vault)?;

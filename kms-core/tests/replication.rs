@@ -208,3 +208,87 @@ fn input<'a>(key: &'a Key, version: Option<&'a kms_core::Ocid>, alg: &str) -> Si
         algorithm: SigningAlgorithm::parse(alg).unwrap(),
     }
 }
+
+#[test]
+fn imported_keys_replicate_with_their_origin_and_material() {
+    use kms_core::byok::{wrap_key_material, ExportRequest, WrappedKey};
+    use kms_core::protection::public_key_der;
+    use kms_core::{KeyVersionOrigin, KeyWrapping};
+
+    let (r1, r2) = (site("r1"), site("r2"));
+    let me = Principal::local_admin();
+    register(&r1.kms, &r2.kms);
+    register(&r2.kms, &r1.kms);
+    let vault = r1
+        .kms
+        .create_vault(
+            &me,
+            CreateVault {
+                display_name: "byok".into(),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    r1.kms.create_replica(&me, &vault.id, "r2").unwrap();
+    let wrapping = r1.kms.wrapping_key(&me, &vault.id).unwrap();
+    let material = [42u8; 32];
+    let wrapped = WrappedKey {
+        algorithm: KeyWrapping::RsaOaepAesSha256,
+        material: wrap_key_material(
+            &public_key_der(&wrapping.public_key).unwrap(),
+            KeyWrapping::RsaOaepAesSha256,
+            &material,
+        )
+        .unwrap(),
+    };
+    let key = r1
+        .kms
+        .import_key(&me, CreateKey::new(vault.id.clone(), "brought"), &wrapped)
+        .unwrap();
+    let ct = r1
+        .kms
+        .encrypt(&me, &key.id, b"imported", &AssociatedData::default())
+        .unwrap();
+    ship(&r1.kms, &r2.kms, true).1.unwrap();
+
+    let at_replica = r2.kms.get_key_version(&key.id, &key.current_key_version).unwrap();
+    assert_eq!(at_replica.origin, KeyVersionOrigin::External);
+    let back = r2
+        .kms
+        .decrypt(&me, &ct.ciphertext, &AssociatedData::default(), Some(&key.id))
+        .unwrap();
+    assert_eq!(&back.plaintext[..], b"imported");
+    // The replica holds the very material that was imported.
+    let caller = aws_lc_rs::rsa::PrivateDecryptingKey::generate(aws_lc_rs::rsa::KeySize::Rsa2048).unwrap();
+    let caller_public = {
+        use aws_lc_rs::encoding::AsDer;
+        caller.public_key().as_der().unwrap().as_ref().to_vec()
+    };
+    let pem = kms_core::protection::public_key_pem(&caller_public);
+    let exported = r2
+        .kms
+        .export_key(
+            &me,
+            ExportRequest {
+                key_id: &key.id,
+                key_version_id: None,
+                algorithm: KeyWrapping::RsaOaepSha256,
+                public_key_pem: &pem,
+            },
+        )
+        .unwrap();
+    let decrypter = aws_lc_rs::rsa::OaepPrivateDecryptingKey::new(caller).unwrap();
+    let mut out = vec![0u8; decrypter.min_output_size()];
+    let got = decrypter
+        .decrypt(
+            &aws_lc_rs::rsa::OAEP_SHA256_MGF1SHA256,
+            &exported.encrypted_key,
+            &mut out,
+            None,
+        )
+        .unwrap();
+    assert_eq!(got, material);
+    // Importing into the replica is refused: it is managed in its primary region.
+    let err = r2.kms.import_key_version(&me, &key.id, &wrapped).unwrap_err();
+    assert!(err.to_string().contains("replica"), "{err}");
+}

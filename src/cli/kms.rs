@@ -145,6 +145,25 @@ enum VaultCommand {
     },
     /// Cancel a scheduled deletion.
     CancelDeletion { vault_id: String },
+    /// Back up a vault (with --include-keys, every key that is not deleted, with every
+    /// version), sealed so that only this deployment restores it (docs/KMS_BACKUP.md).
+    Backup {
+        vault_id: String,
+        /// Include the vault's keys.
+        #[arg(long)]
+        include_keys: bool,
+        #[command(flatten)]
+        location: BackupLocationArgs,
+    },
+    /// Restore a vault backup from --uri or --bucket/--object: the vault comes back ACTIVE
+    /// with its id and the keys the backup holds (refused while the vault exists).
+    Restore {
+        /// Compartment [default: the tenancy].
+        #[arg(long)]
+        compartment: Option<String>,
+        #[command(flatten)]
+        location: BackupLocationArgs,
+    },
     /// Replicate the vault to a registered region: its keys and versions are copied there
     /// asynchronously (material wrapped for that region), and it serves crypto calls there.
     Replicate {
@@ -175,6 +194,37 @@ struct DeletionTime {
     /// Exact time (RFC 3339, e.g. 2026-12-24T00:00:00Z).
     #[arg(long)]
     time: Option<String>,
+}
+
+/// Where a backup goes or comes from (docs/KMS_BACKUP.md).
+#[derive(Debug, Args)]
+#[group(required = true, multiple = true)]
+struct BackupLocationArgs {
+    /// A URL that takes an HTTP PUT of the backup (a backup) or answers a GET with it (a
+    /// restore): a pre-authenticated request URI, e.g. a presigned S3 URL.
+    #[arg(long, conflicts_with_all = ["bucket", "object"])]
+    uri: Option<String>,
+    /// A bucket of the running server's S3 face.
+    #[arg(long, requires = "object")]
+    bucket: Option<String>,
+    /// The object in --bucket.
+    #[arg(long, requires = "bucket")]
+    object: Option<String>,
+}
+
+impl BackupLocationArgs {
+    /// OCI's `backupLocation`.
+    fn to_json(&self) -> Value {
+        match (&self.uri, &self.bucket, &self.object) {
+            (Some(uri), _, _) => json!({ "destination": "PRE_AUTHENTICATED_REQUEST_URI", "uri": uri }),
+            (None, bucket, object) => json!({
+                "destination": "BUCKET",
+                "namespace": "sealstore",
+                "bucketName": bucket,
+                "objectName": object,
+            }),
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -234,6 +284,22 @@ enum KeyCommand {
     Disable { key_id: String },
     /// Rotate: create a new primary version (older versions keep decrypting).
     Rotate { key_id: String },
+    /// Back up a key with every version, sealed so that only this deployment restores it, to
+    /// --uri or --bucket/--object (docs/KMS_BACKUP.md).
+    Backup {
+        key_id: String,
+        #[command(flatten)]
+        location: BackupLocationArgs,
+    },
+    /// Restore a key backup from --uri or --bucket/--object into a vault: the key comes back
+    /// with its id and every version (refused while the key exists).
+    Restore {
+        /// The vault to restore it into.
+        #[arg(long)]
+        vault: String,
+        #[command(flatten)]
+        location: BackupLocationArgs,
+    },
     /// Bring your own key: create a key from key material you hold. The material is wrapped
     /// here under the vault's RSA-4096 wrapping key (RSA_OAEP_AES_SHA256) and unwrapped only
     /// inside the server; the key's first version has origin EXTERNAL.
@@ -575,6 +641,33 @@ fn answer(global: &GlobalOpts, cmd: KmsCommand) -> anyhow::Result<(Value, View)>
                 api.post(&format!("{}/actions/cancelDeletion", vault_path(&vault_id)?), json!({}))?,
                 View::Fields,
             ),
+            VaultCommand::Backup {
+                vault_id,
+                include_keys,
+                location,
+            } => (
+                api.post(
+                    &format!("{}/actions/backup", vault_path(&vault_id)?),
+                    json!({ "backupLocation": location.to_json(), "isIncludeKeys": include_keys }),
+                )?,
+                View::Fields,
+            ),
+            VaultCommand::Restore {
+                compartment: c,
+                location,
+            } => {
+                let compartment = match compartment(&c)? {
+                    Some(c) => c,
+                    None => api.tenancy()?,
+                };
+                (
+                    api.post(
+                        &format!("/20180608/vaults/actions/restoreFromObjectStore?compartmentId={compartment}"),
+                        json!({ "backupLocation": location.to_json() }),
+                    )?,
+                    View::Fields,
+                )
+            }
             VaultCommand::Replicate { vault_id, region } => (
                 api.post(
                     &format!("{}/actions/createReplica", vault_path(&vault_id)?),
@@ -677,6 +770,20 @@ fn answer(global: &GlobalOpts, cmd: KmsCommand) -> anyhow::Result<(Value, View)>
             KeyCommand::Disable { key_id } => (key_action(&api, &key_id, "disable", json!({}))?, View::Fields),
             KeyCommand::Rotate { key_id } => (
                 api.post(&format!("{}/keyVersions", key_path(&key_id)?), json!({}))?,
+                View::Fields,
+            ),
+            KeyCommand::Backup { key_id, location } => (
+                key_action(&api, &key_id, "backup", json!({ "backupLocation": location.to_json() }))?,
+                View::Fields,
+            ),
+            KeyCommand::Restore { vault, location } => (
+                api.post(
+                    &format!(
+                        "/kms/{}/management/20180608/keys/actions/restoreFromObjectStore",
+                        id(Vault, &vault)?
+                    ),
+                    json!({ "backupLocation": location.to_json() }),
+                )?,
                 View::Fields,
             ),
             KeyCommand::Import {

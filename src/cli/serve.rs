@@ -220,9 +220,13 @@ async fn serve(global: &GlobalOpts, args: ServeArgs) -> anyhow::Result<ExitCode>
     };
     let admin_task = tokio::spawn(admin::server::serve(listener, admin_target, socket_path.clone()));
     use sealstore::front_door::{FrontDoor, Serves};
+    let backup_buckets: Arc<dyn sealstore::kms_api::backup::BackupBuckets> = Arc::new(
+        sealstore::object::backup_buckets::ObjectBuckets::new(objects.clone(), tokio::runtime::Handle::current()),
+    );
     let api = sealstore::kms_api::KmsApi::new(kms.clone(), kms_addr, tls.clone())
         .max_in_flight(usize::try_from(args.kms_max_in_flight).unwrap_or(usize::MAX))
-        .jwks(dir.client_key.clone());
+        .jwks(dir.client_key.clone())
+        .backup_buckets(backup_buckets.clone());
     let (console_url, console_task, serves) = match args.console_listen {
         Some(addr) => {
             let listener = tokio::net::TcpListener::bind(addr)
@@ -230,7 +234,7 @@ async fn serve(global: &GlobalOpts, args: ServeArgs) -> anyhow::Result<ExitCode>
                 .with_context(|| format!("binding the console to {addr}"))?;
             let bound = listener.local_addr()?;
             let console = FrontDoor::new(
-                sealstore::kms_api::KmsApi::new(kms.clone(), bound, tls.clone()),
+                sealstore::kms_api::KmsApi::new(kms.clone(), bound, tls.clone()).backup_buckets(backup_buckets),
                 Serves::Console,
             );
             let url = format!("{}://{bound}/console/", if tls.is_some() { "https" } else { "http" });

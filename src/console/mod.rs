@@ -127,6 +127,8 @@ impl Console {
                     (&Method::GET, ["vaults", vault]) => view.vault(vault),
                     (&Method::GET, ["vaults", vault, "confirm-deletion"]) => view.confirm_deletion(vault, &req),
                     (&Method::POST, ["vaults", vault, "deletion"]) => view.vault_deletion(vault, &req),
+                    (&Method::GET, ["vaults", vault, "import"]) => view.import_page(vault, None),
+                    (&Method::POST, ["vaults", vault, "import"]) => view.import(vault, &req),
                     (&Method::GET, ["vaults", vault, "keys", key]) => view.key(vault, key, &req),
                     (&Method::GET, ["vaults", vault, "keys", key, "confirm"]) => view.confirm(vault, key, &req),
                     (&Method::POST, ["vaults", vault, "keys", key, action @ ("rotate" | "enable" | "disable")]) => {
@@ -308,9 +310,15 @@ impl View<'_> {
         let rows = keys
             .into_iter()
             .map(|key| {
-                // The summary has no current version: read the key, then that version.
-                let current = self.key_with_current(vault, &text(&key["id"])).ok().map(|(_, c)| c);
-                KeyRow { key, current }
+                // The summary has neither the current version nor the shape: read the key,
+                // then that version.
+                match self.key_with_current(vault, &text(&key["id"])) {
+                    Ok((key, current)) => KeyRow {
+                        key,
+                        current: Some(current),
+                    },
+                    Err(_) => KeyRow { key, current: None },
+                }
             })
             .collect::<Vec<_>>();
         // A primary's replicas, with their status and lag.
@@ -320,6 +328,7 @@ impl View<'_> {
             Vec::new()
         };
         let manage = self.may_manage(ResourceKind::Vaults, &text(&v["compartmentId"]), vault, None);
+        let import = self.may_manage(ResourceKind::Keys, &text(&v["compartmentId"]), vault, None);
         let status = if error.is_some() {
             StatusCode::BAD_REQUEST
         } else {
@@ -327,7 +336,7 @@ impl View<'_> {
         };
         Ok(html(
             status,
-            pages::vault(self.session, &v, &rows, &replicas, manage, error),
+            pages::vault(self.session, &v, &rows, &replicas, manage, import, error),
         ))
     }
 
@@ -383,6 +392,55 @@ impl View<'_> {
         Ok(redirect(&format!("/console/vaults/{}", encode(vault))))
     }
 
+    /// The import page (status 400 with `error` after a refused import).
+    fn import_page(&self, vault: &str, error: Option<&str>) -> Result<Response, ApiError> {
+        let v = self.vault_json(vault)?;
+        let wrapping = self.get(&format!("/kms/{}/management/20180608/wrappingKeys", encode(vault)))?;
+        let status = if error.is_some() {
+            StatusCode::BAD_REQUEST
+        } else {
+            StatusCode::OK
+        };
+        Ok(html(status, pages::import(self.session, &v, &wrapping, error)))
+    }
+
+    /// Imports a key from the form; a refusal shows the form again with the reason.
+    fn import(&self, vault: &str, req: &Request<'_>) -> Result<Response, ApiError> {
+        let v = self.vault_json(vault)?;
+        let field = |name: &str| req.form.get(name).map(|s| s.trim().to_owned()).unwrap_or_default();
+        let shape = match field("shape").as_str() {
+            "AES-128" => json!({"algorithm": "AES", "length": 16}),
+            "AES-192" => json!({"algorithm": "AES", "length": 24}),
+            "RSA-2048" => json!({"algorithm": "RSA", "length": 256}),
+            "RSA-3072" => json!({"algorithm": "RSA", "length": 384}),
+            "RSA-4096" => json!({"algorithm": "RSA", "length": 512}),
+            "ECDSA-P256" => json!({"algorithm": "ECDSA", "length": 32, "curveId": "NIST_P256"}),
+            "ECDSA-P384" => json!({"algorithm": "ECDSA", "length": 48, "curveId": "NIST_P384"}),
+            "ECDSA-P521" => json!({"algorithm": "ECDSA", "length": 66, "curveId": "NIST_P521"}),
+            _ => json!({"algorithm": "AES", "length": 32}),
+        };
+        let material: String = field("material").split_whitespace().collect();
+        let body = json!({
+            "compartmentId": v["compartmentId"],
+            "displayName": field("name"),
+            "keyShape": shape,
+            "wrappedImportKey": {"keyMaterial": material, "wrappingAlgorithm": field("algorithm")},
+        });
+        match self.call(
+            Method::POST,
+            &format!("/kms/{}/management/20180608/keys/import", encode(vault)),
+            body,
+        ) {
+            Ok(key) => Ok(redirect(&format!(
+                "/console/vaults/{}/keys/{}?done=imported",
+                encode(vault),
+                encode(&text(&key["id"]))
+            ))),
+            Err(e) if e.status == StatusCode::BAD_REQUEST => self.import_page(vault, Some(&e.message)),
+            Err(e) => Err(e),
+        }
+    }
+
     fn key_json(&self, vault: &str, key: &str) -> Result<Value, ApiError> {
         self.get(&format!(
             "/kms/{}/management/20180608/keys/{}",
@@ -405,7 +463,7 @@ impl View<'_> {
     }
 
     fn key(&self, vault: &str, key: &str, req: &Request<'_>) -> Result<Response, ApiError> {
-        let k = self.key_json(vault, key)?;
+        let (k, current) = self.key_with_current(vault, key)?;
         let v = self.vault_json(vault)?;
         let versions = if req.param("tab") == Some("versions") {
             let list = self.list(&format!(
@@ -430,7 +488,15 @@ impl View<'_> {
         let manage = self.may_manage(ResourceKind::Keys, &text(&k["compartmentId"]), vault, Some(key));
         Ok(html(
             StatusCode::OK,
-            pages::key(self.session, &v, &k, versions.as_deref(), manage, done(req)),
+            pages::key(
+                self.session,
+                &v,
+                &k,
+                Some(&current),
+                versions.as_deref(),
+                manage,
+                done(req),
+            ),
         ))
     }
 
@@ -565,7 +631,7 @@ impl View<'_> {
 /// crafted link cannot put other text on the page).
 fn done<'a>(req: &'a Request<'_>) -> Option<&'a str> {
     req.param("done")
-        .filter(|d| matches!(*d, "rotated" | "enabled" | "disabled"))
+        .filter(|d| matches!(*d, "rotated" | "enabled" | "disabled" | "imported"))
 }
 
 /// A JSON string field as text ("" when missing).

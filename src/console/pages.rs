@@ -20,7 +20,8 @@ dl{display:grid;grid-template-columns:max-content 1fr;gap:.25rem 1rem}dt{font-we
 a.button,button{font:inherit;padding:.35rem .8rem;border:1px solid #21323f;border-radius:4px;background:#fff;color:#21323f;text-decoration:none;cursor:pointer}
 button.primary{background:#21323f;color:#fff}
 nav.tabs a{margin-right:1rem}nav.tabs a[aria-current]{font-weight:700}
-code{overflow-wrap:anywhere}
+code{overflow-wrap:anywhere}pre.pem{overflow-x:auto;background:#f4f4f4;padding:.5rem}
+form.stack{display:grid;gap:.5rem;max-width:40rem}form.stack textarea{font-family:monospace;min-height:8rem}
 @media (max-width:40rem){dl{grid-template-columns:1fr}td,th{padding:.3rem}}
 ";
 
@@ -98,6 +99,19 @@ fn when(v: &Value) -> String {
         .unwrap_or(s)
 }
 
+/// A key shape as people say it: `AES-256`, `RSA-3072`, `ECDSA P-384`.
+fn shape(k: &Value) -> String {
+    let shape = &k["keyShape"];
+    if shape.is_null() {
+        return text(&k["algorithm"]); // a key summary: the algorithm only
+    }
+    let bytes = shape["length"].as_u64().unwrap_or(0);
+    match (text(&shape["algorithm"]).as_str(), shape["curveId"].as_str()) {
+        ("ECDSA", Some(curve)) => format!("ECDSA {}", curve.trim_start_matches("NIST_").replace('P', "P-")),
+        (algorithm, _) => format!("{algorithm}-{}", bytes * 8),
+    }
+}
+
 fn csrf(session: &Session) -> Markup {
     html! { input type="hidden" name="csrf" value=(session.csrf); }
 }
@@ -146,6 +160,7 @@ pub fn vault(
     keys: &[KeyRow],
     replicas: &[Value],
     manage: bool,
+    import: bool,
     error: Option<&str>,
 ) -> Markup {
     let id = text(&v["id"]);
@@ -208,16 +223,20 @@ pub fn vault(
                 }
             }
             h2 { "Master Encryption Keys" }
+            @if import {
+                p { a href={ "/console/vaults/" (id) "/import" } { "Import a key" } " (bring your own key material)" }
+            }
             @if keys.is_empty() {
                 p { "No keys you may see." }
             } @else {
                 div.scroll { table {
-                    thead { tr { th { "Name" } th { "State" } th { "Protection mode" } th { "Current version" } th { "Created" } th { "Last rotated" } } }
+                    thead { tr { th { "Name" } th { "State" } th { "Shape" } th { "Protection mode" } th { "Current version" } th { "Created" } th { "Last rotated" } } }
                     tbody {
                         @for row in keys {
                             tr {
                                 td { a href={ "/console/vaults/" (id) "/keys/" (text(&row.key["id"])) } { (text(&row.key["displayName"])) } }
                                 td { (text(&row.key["lifecycleState"])) }
+                                td { (shape(&row.key)) }
                                 td { (text(&row.key["protectionMode"])) }
                                 td { @if let Some(c) = &row.current { code { (text(&c["id"])) } } }
                                 td { (when(&row.key["timeCreated"])) }
@@ -236,6 +255,7 @@ pub fn key(
     session: &Session,
     vault: &Value,
     k: &Value,
+    current: Option<&Value>,
     versions: Option<&[(Value, Option<u64>)]>,
     manage: bool,
     done: Option<&str>,
@@ -279,17 +299,28 @@ pub fn key(
                                 }
                             }
                         }
+                        dt { "Shape" } dd { (shape(k)) }
+                        @if let Some(c) = current {
+                            dt { "Current version origin" }
+                            dd { @if text(&c["origin"]) == "EXTERNAL" { "Imported (EXTERNAL)" } @else { "Generated (INTERNAL)" } }
+                        }
+                    }
+                    @if let Some(pem) = current.and_then(|c| c["publicKey"].as_str()) {
+                        h2 { "Public key (current version)" }
+                        p { "Verify this key's signatures, or encrypt for it, with this SubjectPublicKeyInfo PEM:" }
+                        pre.pem { (pem) }
                     }
                 }
                 Some(versions) => {
                     h2 { "Versions" }
                     div.scroll { table {
-                        thead { tr { th { "Version" } th { "State" } th { "Created" } th { "Current" } th { "Objects and volumes it protects" } } }
+                        thead { tr { th { "Version" } th { "State" } th { "Origin" } th { "Created" } th { "Current" } th { "Objects and volumes it protects" } } }
                         tbody {
                             @for (ver, protects) in versions {
                                 tr {
                                     td { code { (text(&ver["id"])) } }
                                     td { (text(&ver["lifecycleState"])) }
+                                    td { (text(&ver["origin"])) }
                                     td { (when(&ver["timeCreated"])) }
                                     td { @if text(&ver["id"]) == text(&k["currentKeyVersion"]) { "current" } }
                                     td { @match protects { Some(n) => (n), None => "—" } }
@@ -297,6 +328,61 @@ pub fn key(
                             }
                         }
                     } }
+                }
+            }
+        },
+    )
+}
+
+/// Import a key (bring your own key): the vault's wrapping key, and the form.
+pub fn import(session: &Session, vault: &Value, wrapping: &Value, error: Option<&str>) -> Markup {
+    let vid = text(&vault["id"]);
+    let shapes = [
+        ("AES-256", "AES-256"),
+        ("AES-192", "AES-192"),
+        ("AES-128", "AES-128"),
+        ("RSA-2048", "RSA-2048"),
+        ("RSA-3072", "RSA-3072"),
+        ("RSA-4096", "RSA-4096"),
+        ("ECDSA-P256", "ECDSA P-256"),
+        ("ECDSA-P384", "ECDSA P-384"),
+        ("ECDSA-P521", "ECDSA P-521"),
+    ];
+    layout(
+        Some(session),
+        &format!("Import a key into {}", text(&vault["displayName"])),
+        html! {
+            p { "Vault: " a href={ "/console/vaults/" (vid) } { (text(&vault["displayName"])) } }
+            @if let Some(e) = error { p.error role="alert" { (e) } }
+            p {
+                "Wrap your key material under this vault's wrapping key (RSA-4096) on your own machine, "
+                "then paste the wrapped bytes in base64 below. The material is unwrapped only inside the server. "
+                "AES keys are their raw bytes; RSA and ECDSA keys are unencrypted PKCS#8 DER. "
+                "RSA_OAEP_AES_SHA256 wraps any key; RSA_OAEP_SHA256 only AES keys. "
+                "Or let the command line wrap it: " code { "sealstore kms key import --vault " (vid) " --name NAME --shape SHAPE --material FILE" } "."
+            }
+            h2 { "Wrapping key" }
+            p { "OCID " code { (text(&wrapping["id"])) } }
+            pre.pem { (text(&wrapping["publicKey"])) }
+            h2 { "Key" }
+            form.stack method="post" action={ "/console/vaults/" (vid) "/import" } {
+                (csrf(session))
+                label for="name" { "Name" }
+                input id="name" name="name" required maxlength="255";
+                label for="shape" { "Shape" }
+                select id="shape" name="shape" {
+                    @for (value, label) in shapes { option value=(value) { (label) } }
+                }
+                label for="algorithm" { "Wrapping algorithm" }
+                select id="algorithm" name="algorithm" {
+                    option value="RSA_OAEP_AES_SHA256" { "RSA_OAEP_AES_SHA256" }
+                    option value="RSA_OAEP_SHA256" { "RSA_OAEP_SHA256" }
+                }
+                label for="material" { "Wrapped key material (base64)" }
+                textarea id="material" name="material" required {}
+                div.actions {
+                    button.primary type="submit" { "Import Key" }
+                    a.button href={ "/console/vaults/" (vid) } { "Cancel" }
                 }
             }
         },

@@ -104,6 +104,8 @@ impl From<KmsError> for ApiError {
             KmsError::InvalidParameter(m) => ApiError::invalid(m),
             KmsError::InvalidCiphertext(_) => ApiError::invalid(e.to_string()),
             KmsError::IncorrectState(m) => ApiError::new(StatusCode::CONFLICT, "IncorrectState", m),
+            // Not IncorrectState, which the SDKs retry: this never succeeds by waiting.
+            KmsError::AlreadyExists(m) => ApiError::new(StatusCode::CONFLICT, "Conflict", m),
             KmsError::ReplicaIncomplete(_) => ApiError::new(StatusCode::CONFLICT, REPLICA_INCOMPLETE, e.to_string()),
             // An IAM change outside the home region: 403 NotAllowed, as OCI's identity service.
             KmsError::AccessDenied(_) | KmsError::VaultDeleted(_) | KmsError::NotHomeRegion { .. } => {

@@ -17,6 +17,7 @@
 //! `NotAuthorizedOrNotFound`, exactly like what does not exist.
 
 mod audit;
+pub mod backup;
 mod crypto;
 pub mod error;
 mod identity;
@@ -75,6 +76,8 @@ pub struct KmsApi {
     max_in_flight: usize,
     /// Served at [`JWKS_PATH`] when set.
     jwks: Option<Arc<crate::external_kms::token::ClientKey>>,
+    /// Where key and vault backups are written and read.
+    backups: Arc<backup::BackupTargets>,
 }
 
 /// Where the JWKS of [`KmsApi::jwks`] is published.
@@ -133,6 +136,8 @@ pub(crate) struct Call<'a> {
     pub body: &'a [u8],
     /// `http://host:port` as the client reached us, for vault endpoints.
     pub base_url: &'a str,
+    /// Where backups go and come from.
+    pub backups: &'a backup::BackupTargets,
 }
 
 impl Call<'_> {
@@ -246,6 +251,7 @@ impl KmsApi {
             in_flight: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
             max_in_flight: DEFAULT_MAX_IN_FLIGHT,
             jwks: None,
+            backups: Arc::default(),
         }
     }
 
@@ -279,7 +285,15 @@ impl KmsApi {
         target: &str,
         body: &[u8],
     ) -> Result<(Value, Option<String>), ApiError> {
-        answer_target(&self.kms, caller, method, target, body, &self.fallback_base)
+        answer_target(
+            &self.kms,
+            caller,
+            method,
+            target,
+            body,
+            &self.fallback_base,
+            &self.backups,
+        )
     }
 
     /// Whether `caller` may `verb` a resource, by the IAM policies (what the console uses to
@@ -302,6 +316,13 @@ impl KmsApi {
     /// The key is made on the first request that needs it, not at start.
     pub fn jwks(mut self, client_key: Arc<crate::external_kms::token::ClientKey>) -> Self {
         self.jwks = Some(client_key);
+        self
+    }
+
+    /// Writes and reads `BUCKET` backup locations in `buckets` (sealstore's own object
+    /// store); without it only pre-authenticated request URIs work.
+    pub fn backup_buckets(mut self, buckets: Arc<dyn backup::BackupBuckets>) -> Self {
+        self.backups = Arc::new(backup::BackupTargets::with_buckets(buckets));
         self
     }
 
@@ -361,6 +382,8 @@ impl KmsApi {
             || tenancy::is_tenancy_call(&parts.method, parts.uri.path())
         {
             replication::MAX_SHIPMENT
+        } else if backup::is_restore(&parts.method, parts.uri.path()) {
+            backup::MAX_BACKUP
         } else {
             MAX_BODY
         };
@@ -425,6 +448,7 @@ impl KmsApi {
             &parts.headers,
             body,
             &base_url,
+            &self.backups,
         )
     }
 }
@@ -441,7 +465,19 @@ pub fn answer_local(
     target: &str,
     body: &[u8],
 ) -> Result<(Value, Option<String>), ApiError> {
-    answer_target(kms, &Caller::local_admin(), method, target, body, base_url)
+    answer_local_with(kms, base_url, method, target, body, &backup::BackupTargets::default())
+}
+
+/// [`answer_local`], with `backups` as where backups go (a running server's buckets).
+pub fn answer_local_with(
+    kms: &Kms,
+    base_url: &str,
+    method: &Method,
+    target: &str,
+    body: &[u8],
+    backups: &backup::BackupTargets,
+) -> Result<(Value, Option<String>), ApiError> {
+    answer_target(kms, &Caller::local_admin(), method, target, body, base_url, backups)
 }
 
 fn answer_target(
@@ -451,13 +487,24 @@ fn answer_target(
     target: &str,
     body: &[u8],
     base_url: &str,
+    backups: &backup::BackupTargets,
 ) -> Result<(Value, Option<String>), ApiError> {
     let iam = kms.iam_view()?;
     let uri: http::Uri = target
         .parse()
         .map_err(|_| ApiError::invalid(format!("'{target}' is not a request target")))?;
-    route_for(kms, &iam, caller, method, &uri, &HeaderMap::new(), body, base_url)
-        .map(|reply| (reply.body, reply.next_page))
+    route_for(
+        kms,
+        &iam,
+        caller,
+        method,
+        &uri,
+        &HeaderMap::new(),
+        body,
+        base_url,
+        backups,
+    )
+    .map(|reply| (reply.body, reply.next_page))
 }
 
 /// Routes a call of an authenticated `caller` (a signed request, or a console user).
@@ -471,6 +518,7 @@ fn route_for(
     headers: &HeaderMap,
     body: &[u8],
     base_url: &str,
+    backups: &backup::BackupTargets,
 ) -> Result<Reply, ApiError> {
     let query: Query = uri
         .query()
@@ -485,6 +533,7 @@ fn route_for(
         headers,
         body,
         base_url,
+        backups,
     };
     routes::route(&call, method, uri.path())
 }

@@ -3,10 +3,12 @@
 //! ```text
 //! regional   /20160918/compartments[/{id}]          identity
 //!            /20160918/tenancies/{id}
-//!            /20180608/vaults[/{id}[/actions/{a}]]   vaults (replica actions: replication)
+//!            /20180608/vaults[/{id}[/actions/{a}]]   vaults (replica actions: replication; backup)
+//!            /20180608/vaults/actions/restoreFrom…   backup
 //!            /20180608/replicaOperations/{id}/status  replication
 //!            /20180608/auditEvents                   audit (a sealstore extension)
 //! management /kms/{vault}/management/20180608/keys[/{id}[/actions/{a}|/keyVersions[/{id}[/actions/{a}]]]]
+//!            /kms/{vault}/management/20180608/keys/actions/restoreFrom…   backup
 //!            /kms/{vault}/management/20180608/keys/import, …/keys/{id}/keyVersions/import
 //!            /kms/{vault}/management/20180608/wrappingKeys
 //!            /kms/{vault}/management/20180608/replicaOperations/{id}/status
@@ -22,7 +24,7 @@ use http::Method;
 use kms_core::{Ocid, ResourceType};
 
 use super::error::ApiError;
-use super::{audit, crypto, identity, keys, replication, vaults, wrong_method, Call, Endpoint, Reply};
+use super::{audit, backup, crypto, identity, keys, replication, vaults, wrong_method, Call, Endpoint, Reply};
 
 /// Routes one authenticated call.
 pub(crate) fn route(call: &Call<'_>, method: &Method, path: &str) -> Result<Reply, ApiError> {
@@ -67,6 +69,15 @@ fn on(call: &Call<'_>, method: &Method, path: &str, endpoint: Endpoint, rest: &[
             Method::PUT => vaults::update(call, id),
             _ => Err(wrong_method(method, "GET or PUT")),
         },
+        (
+            Endpoint::Regional,
+            ["20180608", "vaults", "actions", action @ ("restoreFromFile" | "restoreFromObjectStore")],
+        ) => only(method, Method::POST, || {
+            backup::restore_vault(call, *action == "restoreFromObjectStore")
+        }),
+        (Endpoint::Regional, ["20180608", "vaults", id, "actions", "backup"]) => {
+            only(method, Method::POST, || backup::backup_vault(call, id))
+        }
         (Endpoint::Regional, ["20180608", "vaults", id, "actions", action @ ("createReplica" | "deleteReplica")]) => {
             only(method, Method::POST, || replication::action(call, id, action))
         }
@@ -121,6 +132,15 @@ fn on(call: &Call<'_>, method: &Method, path: &str, endpoint: Endpoint, rest: &[
             Method::PUT => keys::update(call, vault, id),
             _ => Err(wrong_method(method, "GET or PUT")),
         },
+        (
+            Endpoint::Management(vault),
+            ["20180608", "keys", "actions", action @ ("restoreFromFile" | "restoreFromObjectStore")],
+        ) => only(method, Method::POST, || {
+            backup::restore_key(call, vault, *action == "restoreFromObjectStore")
+        }),
+        (Endpoint::Management(vault), ["20180608", "keys", id, "actions", "backup"]) => {
+            only(method, Method::POST, || backup::backup_key(call, vault, id))
+        }
         (Endpoint::Management(vault), ["20180608", "keys", id, "actions", action]) => {
             only(method, Method::POST, || keys::action(call, vault, id, action))
         }

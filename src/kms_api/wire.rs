@@ -48,7 +48,7 @@ pub(super) fn vault(base_url: &str, v: &Vault) -> Value {
     o.insert("managementEndpoint".into(), management_endpoint(base_url, v).into());
     o.insert("cryptoEndpoint".into(), crypto_endpoint(base_url, v).into());
     o.insert("wrappingkeyId".into(), Value::Null);
-    o.insert("restoredFromVaultId".into(), Value::Null);
+    o.entry("restoredFromVaultId").or_insert(Value::Null);
     o.remove("replication");
     let is_replica = matches!(
         v.replication,
@@ -112,7 +112,7 @@ pub(super) fn vault_summary(base_url: &str, v: &Vault) -> Value {
 /// A `Key`.
 pub(super) fn key(k: &Key) -> Value {
     let mut o = object(k);
-    o.insert("restoredFromKeyId".into(), Value::Null);
+    o.entry("restoredFromKeyId").or_insert(Value::Null);
     let details = replica_details(&mut o);
     o.insert("replicaDetails".into(), details);
     o.insert("isPrimary".into(), (!k.is_replica).into());
@@ -163,7 +163,7 @@ pub(super) fn key_summary(k: &Key) -> Value {
 pub(super) fn key_version(v: &KeyVersion) -> Value {
     let mut o = object(v);
     o.entry("publicKey").or_insert(Value::Null);
-    o.insert("restoredFromKeyVersionId".into(), Value::Null);
+    o.entry("restoredFromKeyVersionId").or_insert(Value::Null);
     let details = replica_details(&mut o);
     o.insert("replicaDetails".into(), details);
     o.insert("isPrimary".into(), (!v.is_replica).into());

@@ -5,6 +5,7 @@
 //! sweep ([`sweep`]).
 
 pub mod backend;
+pub mod backup_buckets;
 pub use sealstore_format::customer_key;
 pub mod encryption;
 pub mod error;

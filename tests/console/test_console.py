@@ -481,3 +481,58 @@ class NoRedirect(urllib.request.HTTPRedirectHandler):
 
     def redirect_request(self, *args, **kwargs):
         return None
+
+
+def test_import_a_key_shows_its_shape_public_key_and_origin(page, server):
+    """Bring your own key from the console: the wrapping key is on the import page, material
+    wrapped under it here becomes a key whose shape, public key and origin the key page shows;
+    material that does not unwrap is refused on the form and creates nothing."""
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import padding, rsa
+    from cryptography.hazmat.primitives.keywrap import aes_key_wrap_with_padding
+    from selenium.webdriver.support.ui import Select
+    import base64
+
+    url, data_dir = server
+    vault = status(data_dir)["defaultVaultId"]
+    sign_in(page, url)
+    page.get(f"{url}/console/vaults/{vault}")
+    click(page.find_element(By.LINK_TEXT, "Import a key"))
+    assert heading(page).startswith("Import a key")
+    wrapping = serialization.load_pem_public_key(page.find_element(By.CSS_SELECTOR, "pre.pem").text.encode())
+    assert wrapping.key_size == 4096
+    ours = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    material = ours.private_bytes(serialization.Encoding.DER, serialization.PrivateFormat.PKCS8,
+                                  serialization.NoEncryption())
+    temporary = os.urandom(32)
+    oaep = padding.OAEP(mgf=padding.MGF1(hashes.SHA256()), algorithm=hashes.SHA256(), label=None)
+    wrapped = wrapping.encrypt(temporary, oaep) + aes_key_wrap_with_padding(temporary, material)
+
+    def fill(name, blob):
+        page.find_element(By.ID, "name").send_keys(name)
+        Select(page.find_element(By.ID, "shape")).select_by_value("RSA-2048")
+        Select(page.find_element(By.ID, "algorithm")).select_by_value("RSA_OAEP_AES_SHA256")
+        page.execute_script("document.getElementById('material').value = arguments[0]", base64.b64encode(blob).decode())
+        click(page.find_element(By.CSS_SELECTOR, "button.primary"))
+
+    before = cli(data_dir, "kms", "key", "list")
+    bad = bytearray(wrapped)
+    bad[-1] ^= 1
+    fill("console-bad", bytes(bad))
+    assert "does not unwrap" in page.find_element(By.CSS_SELECTOR, "[role=alert]").text
+    assert len(cli(data_dir, "kms", "key", "list")) == len(before)
+
+    page.get(f"{url}/console/vaults/{vault}/import")
+    fill("console-byok", wrapped)
+    assert "Key imported." in page.find_element(By.CSS_SELECTOR, "[role=status]").text
+    assert field(page, "Shape") == "RSA-2048"
+    assert field(page, "Current version origin") == "Imported (EXTERNAL)"
+    shown = page.find_element(By.XPATH, "//h2[.='Public key (current version)']/following::pre[1]").text
+    ours_pem = ours.public_key().public_bytes(serialization.Encoding.PEM,
+                                              serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+    assert shown.strip() == ours_pem.strip()
+    click(page.find_element(By.LINK_TEXT, "Versions"))
+    assert "EXTERNAL" in page.find_element(By.CSS_SELECTOR, "tbody tr").text
+    page.get(f"{url}/console/vaults/{vault}")
+    table = page.find_element(By.XPATH, "//h2[.='Master Encryption Keys']/following::table[1]")
+    assert "RSA-2048" in table.text and "AES-256" in table.text

@@ -125,6 +125,10 @@ pub struct Vault {
     /// it ([`replication::replication_id`]; OCI's `replicaDetails.replicationId`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replication_id: Option<String>,
+    /// Restored from a backup: the vault the backup was made of (OCI's `restoredFromVaultId`;
+    /// sealstore keeps ids across backup and restore, so it is the vault's own id).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restored_from_vault_id: Option<Ocid>,
 }
 
 /// Where an EXTERNAL vault's keys live (protocol: `docs/EXTERNAL_KMS.md`).
@@ -286,6 +290,9 @@ pub struct Key {
     /// `isPrimary: false`).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub is_replica: bool,
+    /// Restored from a backup: the key the backup was made of (OCI's `restoredFromKeyId`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restored_from_key_id: Option<Ocid>,
 }
 
 /// Key version lifecycle.
@@ -369,4 +376,8 @@ pub struct KeyVersion {
     /// `isPrimary: false`).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub is_replica: bool,
+    /// Restored from a backup: the version the backup was made of (OCI's
+    /// `restoredFromKeyVersionId`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restored_from_key_version_id: Option<Ocid>,
 }

@@ -674,4 +674,30 @@ impl KeyProtection for HsmProtection {
         }
         Ok(())
     }
+
+    /// The key never leaves the token: a backup holds the reference only.
+    fn backup_material(&self, _version: &Ocid, stored: &[u8]) -> Result<super::ExportedMaterial> {
+        Ok(super::ExportedMaterial::Reference(stored.to_vec()))
+    }
+
+    /// A reference restores while the token still holds its object (not after a purge, which
+    /// destroys it).
+    fn restore_material(&self, version: &Ocid, backed_up: &super::ExportedMaterial) -> Result<Vec<u8>> {
+        let super::ExportedMaterial::Reference(reference) = backed_up else {
+            return Err(KmsError::InvalidParameter(format!(
+                "the backup holds key material for HSM key version {version}; HSM versions are backed up as token references"
+            )));
+        };
+        // An AES version is a secret key; an RSA or ECDSA one, a private key (and its public key).
+        let held = match self.find(version, reference, Part::Secret)? {
+            Some(key) => Some(key),
+            None => self.find(version, reference, Part::Private)?,
+        };
+        match held {
+            Some(_) => Ok(reference.clone()),
+            None => Err(KmsError::InvalidParameter(format!(
+                "HSM key version {version} no longer exists in the token (a backup of an HSM key holds only its token reference; the key was destroyed)"
+            ))),
+        }
+    }
 }

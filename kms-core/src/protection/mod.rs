@@ -140,6 +140,19 @@ pub trait KeyProtection: Send + Sync + Debug {
         )))
     }
 
+    /// Backup: the version's material as a backup holds it (sealed for the backup by the
+    /// caller). By default what [`KeyProtection::export_material`] gives; modes whose material
+    /// cannot leave override it with a reference.
+    fn backup_material(&self, version: &Ocid, stored: &[u8]) -> Result<ExportedMaterial> {
+        self.export_material(version, stored)
+    }
+
+    /// Restore: what to store for material a backup held (see
+    /// [`KeyProtection::backup_material`]). By default [`KeyProtection::import_material`].
+    fn restore_material(&self, version: &Ocid, backed_up: &ExportedMaterial) -> Result<Vec<u8>> {
+        self.import_material(version, backed_up)
+    }
+
     /// EXTERNAL protection only: the state of `key_id` in the key manager of `manager`, which
     /// is where its versions are made.
     fn external_key(&self, manager: &ExternalKeyManager, key_id: &str) -> Result<ExternalKeyState> {

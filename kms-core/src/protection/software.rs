@@ -30,6 +30,7 @@ use aws_lc_rs::signature::{
 use zeroize::Zeroizing;
 
 use super::{unsupported_rsa, KeyProtection, NewMaterial, Placement};
+use crate::backup::format::BackupKeyring;
 use crate::error::{KmsError, Result};
 use crate::ids::Ocid;
 use crate::model::{Curve, HashAlg, KeySpec, ProtectionMode, RsaEncryption, SignatureScheme, SigningAlgorithm};
@@ -238,6 +239,8 @@ fn generate(spec: KeySpec) -> Result<Generated> {
 /// The key that seals SOFTWARE key material at rest.
 pub struct RootKey {
     key: LessSafeKey,
+    /// Backup keys, derived from the same bytes (see [`crate::backup`]).
+    backup: BackupKeyring,
 }
 
 impl std::fmt::Debug for RootKey {
@@ -268,7 +271,7 @@ impl RootKey {
                         bytes.len()
                     )));
                 }
-                Ok(RootKey { key: aes_key(&bytes)? })
+                RootKey::from_bytes(&bytes)
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 let mut bytes = Zeroizing::new([0u8; KEY_LEN]);
@@ -283,12 +286,22 @@ impl RootKey {
                 file.write_all(bytes.as_ref())
                     .and_then(|_| file.sync_all())
                     .map_err(|e| KmsError::io(format!("writing {}", path.display()), e))?;
-                Ok(RootKey {
-                    key: aes_key(bytes.as_ref())?,
-                })
+                RootKey::from_bytes(bytes.as_ref())
             }
             Err(e) => Err(KmsError::io(format!("reading {}", path.display()), e)),
         }
+    }
+
+    fn from_bytes(bytes: &[u8]) -> Result<RootKey> {
+        Ok(RootKey {
+            key: aes_key(bytes)?,
+            backup: BackupKeyring::from_root_secret(bytes)?,
+        })
+    }
+
+    /// The keys that seal and open this deployment's KMS backups.
+    pub fn backup_keyring(&self) -> BackupKeyring {
+        self.backup.clone()
     }
 
     /// A value that only this root key opens; stored beside the keys it seals.

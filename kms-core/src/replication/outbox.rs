@@ -9,6 +9,7 @@ use crate::error::{KmsError, Result};
 use crate::ids::Ocid;
 use crate::model::audit::AuditSubject;
 use crate::model::replication::{replication_id, OutboxEntry, VaultReplication};
+use crate::model::Vault;
 use crate::store::WriteTxn;
 use crate::time::Timestamp;
 
@@ -23,13 +24,19 @@ pub(crate) fn changed_vault(txn: &WriteTxn, subject: &AuditSubject) -> Option<Oc
 
 /// Refuses management of a replica: it is managed in its primary region.
 pub(crate) fn refuse_if_replica(txn: &WriteTxn, subject: &AuditSubject) -> Result<()> {
-    if let Some(vault) = changed_vault(txn, subject).and_then(|v| txn.vault(&v).ok()) {
-        if let Some(VaultReplication::Replica { primary_region, .. }) = &vault.replication {
-            return Err(KmsError::IncorrectState(format!(
-                "vault {} is a replica of region {primary_region}: manage it there (this region serves encrypt and decrypt only)",
-                vault.id
-            )));
-        }
+    match changed_vault(txn, subject).and_then(|v| txn.vault(&v).ok()) {
+        Some(vault) => refuse_replica(&vault),
+        None => Ok(()),
+    }
+}
+
+/// Refuses management of `vault` if it is a replica.
+pub(crate) fn refuse_replica(vault: &Vault) -> Result<()> {
+    if let Some(VaultReplication::Replica { primary_region, .. }) = &vault.replication {
+        return Err(KmsError::IncorrectState(format!(
+            "vault {} is a replica of region {primary_region}: manage it there (this region serves encrypt and decrypt only)",
+            vault.id
+        )));
     }
     Ok(())
 }
