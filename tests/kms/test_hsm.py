@@ -337,3 +337,34 @@ def test_a_wrong_pin_or_token_fails_at_start_with_the_reason(token, tmp_path):
     other[other.index(LABEL)] = "no-such-token"
     out = sealstore(tmp_path / "d2", *other, "kms", "status", check=False)
     assert out.returncode != 0 and "no initialized token labelled 'no-such-token'" in out.stderr, out.stderr
+
+
+def test_an_imported_key_with_hsm_protection_lives_in_the_token_and_cannot_be_exported(hsm):
+    """`key import --protection-mode HSM`: the material is unwrapped into the token, sensitive and
+    not extractable from then on (the token truthfully records that it was not always: neither
+    `always sensitive`, `never extractable` nor `local`, unlike a generated key); it signs there
+    with the key we hold; `crypto key export` refuses HSM keys, as OCI does."""
+    from test_byok import pkcs8, public_pem, wrap
+
+    ours = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    wrapping = hsm.oci("management", "wrapping-key", "get")["data"]["public-key"]
+    wrapped = wrap(wrapping, pkcs8(ours))
+    key = hsm.oci("management", "key", "import", "-c", hsm.env.tenancy, "--display-name", "hsm-byok",
+                  "--key-shape", json.dumps({"algorithm": "RSA", "length": 256}), "--protection-mode", "HSM",
+                  "--wrapped-import-key",
+                  json.dumps({"keyMaterial": b64(wrapped), "wrappingAlgorithm": "RSA_OAEP_AES_SHA256"}))["data"]
+    assert key["protection-mode"] == "HSM"
+    version = hsm.version(key["id"], key["current-key-version"])
+    assert version["origin"] == "EXTERNAL"
+    assert version["public-key"].strip() == public_pem(ours.public_key()).strip()
+    objects = objects_of(version["id"])
+    private = next(o for o in objects if o["kind"].startswith("Private"))
+    assert "sensitive" in private["access"] and "extractable" not in private["access"], private
+    assert not {"local", "never extractable"} & private["access"], private
+    signed = hsm.sign(key["id"], b"imported into the token", "SHA_256_RSA_PKCS1_V1_5")
+    ours.public_key().verify(base64.b64decode(signed["signature"]), b"imported into the token",
+                             padding.PKCS1v15(), hashes.SHA256())
+    with pytest.raises(OciFailed) as refused:
+        hsm.oci("crypto", "key", "export", "--key-id", key["id"], "--algorithm", "RSA_OAEP_AES_SHA256",
+                "--public-key", public_pem(ours.public_key()), crypto=True)
+    assert refused.value.error["status"] == 400 and "SOFTWARE" in refused.value.error["message"]

@@ -89,6 +89,14 @@ pub(crate) fn ec_point(curve: Curve, value: &[u8]) -> Option<&[u8]> {
     single(value, OCTET_STRING).filter(|p| p.len() == point_len && p[0] == 0x04)
 }
 
+/// `CKA_EC_POINT` for an uncompressed point: its DER OCTET STRING (PKCS#11 §2.3.3).
+pub(crate) fn ec_point_attribute(point: &[u8]) -> Vec<u8> {
+    let mut out = vec![OCTET_STRING];
+    push_len(&mut out, point.len());
+    out.extend_from_slice(point);
+    out
+}
+
 /// `CKA_EC_PARAMS` of `curve`: DER OBJECT IDENTIFIER of the named curve (RFC 5480 §2.1.1.1).
 pub(crate) fn curve_params(curve: Curve) -> &'static [u8] {
     match curve {

@@ -26,6 +26,7 @@ use std::path::PathBuf;
 use std::sync::{Condvar, Mutex};
 
 use aws_lc_rs::encoding::AsDer;
+use aws_lc_rs::key_wrap::{AesKek, KeyWrapPadded, AES_256};
 use aws_lc_rs::signature::{
     ParsedPublicKey, VerificationAlgorithm, ECDSA_P256_SHA256_ASN1, ECDSA_P384_SHA384_ASN1, ECDSA_P521_SHA512_ASN1,
 };
@@ -40,7 +41,7 @@ use cryptoki::slot::Slot;
 use cryptoki::types::AuthPin;
 use zeroize::Zeroizing;
 
-use super::{der, KeyProtection, NewMaterial};
+use super::{der, imported, KeyProtection, NewMaterial};
 use crate::error::{KmsError, Result};
 use crate::ids::Ocid;
 use crate::model::{Curve, HashAlg, KeySpec, ProtectionMode, RsaEncryption, SignatureScheme, SigningAlgorithm};
@@ -482,6 +483,171 @@ impl HsmProtection {
         })
     }
 
+    /// Brings `raw` (an AES key, or an RSA or ECDSA PKCS#8 private key) into the token under
+    /// `label` as a sensitive, non-extractable object — plus, for a private key, its public
+    /// key object. The material crosses the PKCS#11 interface only wrapped: under a one-time
+    /// AES-256 session key, with AES key wrap with padding (`CKM_AES_KEY_WRAP_PAD`), and the
+    /// token unwraps it.
+    fn unwrap_into_token(&self, label: Vec<u8>, raw: &[u8]) -> Result<(KeySpec, Vec<(Part, TokenKey)>)> {
+        let spec = imported::spec_of(raw).ok_or_else(|| {
+            KmsError::InvalidParameter("key material is neither an AES key nor a PKCS#8 RSA or ECDSA key".into())
+        })?;
+        let mut kek = Zeroizing::new([0u8; 32]);
+        aws_lc_rs::rand::fill(kek.as_mut()).map_err(|_| KmsError::Protection("random source failed".into()))?;
+        let wrapped = {
+            let wrapper = AesKek::new(&AES_256, kek.as_ref())
+                .map_err(|_| KmsError::Protection("AES key wrap setup failed".into()))?;
+            let mut out = vec![0u8; raw.len() + 16];
+            let len = wrapper
+                .wrap_with_padding(raw, &mut out)
+                .map_err(|_| KmsError::Protection("AES key wrap failed".into()))?
+                .len();
+            out.truncate(len);
+            out
+        };
+        let mut one_time = vec![
+            Attribute::Class(ObjectClass::SECRET_KEY),
+            Attribute::KeyType(KeyType::AES),
+            Attribute::Token(false),
+            Attribute::Private(true),
+            Attribute::Sensitive(true),
+            Attribute::Extractable(false),
+            Attribute::Unwrap(true),
+            Attribute::Value(kek.to_vec()),
+        ];
+        let protect = |class: ObjectClass| {
+            let mut template = vec![
+                Attribute::Class(class),
+                Attribute::Token(true),
+                Attribute::Private(true),
+                Attribute::Sensitive(true),
+                Attribute::Extractable(false),
+                Attribute::Unwrap(false),
+                Attribute::Label(label.clone()),
+                Attribute::Id(label.clone()),
+            ];
+            if class == ObjectClass::SECRET_KEY {
+                template.push(Attribute::Wrap(false)); // a private key has no CKA_WRAP
+            }
+            template
+        };
+        let made = self.with_session(|s| {
+            let created = s.create_object(&one_time);
+            for a in one_time.iter_mut() {
+                if let Attribute::Value(v) = a {
+                    zeroize::Zeroize::zeroize(v);
+                }
+            }
+            let kek_handle = created.map_err(|e| hsm_error("loading a one-time wrapping key", e))?;
+            let unwrap = |template: &[Attribute]| {
+                s.unwrap_key(&Mechanism::AesKeyWrapPad, kek_handle, &wrapped, template)
+                    .map_err(|e| hsm_error(&format!("unwrapping {spec} material into the token"), e))
+            };
+            let result = (|| match spec {
+                KeySpec::Aes { .. } => {
+                    let mut template = protect(ObjectClass::SECRET_KEY);
+                    template.extend([
+                        Attribute::KeyType(KeyType::AES),
+                        Attribute::Encrypt(true),
+                        Attribute::Decrypt(true),
+                    ]);
+                    let handle = unwrap(&template)?;
+                    Ok(vec![(Part::Secret, TokenKey { handle, curve: None })])
+                }
+                KeySpec::Rsa { .. } => {
+                    let mut template = protect(ObjectClass::PRIVATE_KEY);
+                    template.extend([
+                        Attribute::KeyType(KeyType::RSA),
+                        Attribute::Sign(true),
+                        Attribute::Decrypt(true),
+                        Attribute::Derive(false),
+                    ]);
+                    let private = unwrap(&template)?;
+                    let components = s
+                        .get_attributes(private, &[AttributeType::Modulus, AttributeType::PublicExponent])
+                        .map_err(|e| hsm_error("reading an imported RSA key", e))?;
+                    let mut public = vec![
+                        Attribute::Class(ObjectClass::PUBLIC_KEY),
+                        Attribute::KeyType(KeyType::RSA),
+                        Attribute::Token(true),
+                        Attribute::Private(false),
+                        Attribute::Verify(true),
+                        Attribute::Encrypt(true),
+                        Attribute::Wrap(false),
+                        Attribute::Label(label.clone()),
+                        Attribute::Id(label.clone()),
+                    ];
+                    public.extend(
+                        components
+                            .into_iter()
+                            .filter(|a| matches!(a, Attribute::Modulus(_) | Attribute::PublicExponent(_))),
+                    );
+                    let public = s
+                        .create_object(&public)
+                        .map_err(|e| hsm_error("creating an imported key's public key", e))?;
+                    Ok(vec![
+                        (
+                            Part::Private,
+                            TokenKey {
+                                handle: private,
+                                curve: None,
+                            },
+                        ),
+                        (
+                            Part::Public,
+                            TokenKey {
+                                handle: public,
+                                curve: None,
+                            },
+                        ),
+                    ])
+                }
+                KeySpec::Ecdsa(curve) => {
+                    let mut template = protect(ObjectClass::PRIVATE_KEY);
+                    template.extend([
+                        Attribute::KeyType(KeyType::EC),
+                        Attribute::Sign(true),
+                        Attribute::Derive(false),
+                    ]);
+                    let private = unwrap(&template)?;
+                    let point = imported::ec_public_point(curve, raw)
+                        .ok_or_else(|| KmsError::InvalidParameter("unreadable ECDSA key".into()))?;
+                    let public = [
+                        Attribute::Class(ObjectClass::PUBLIC_KEY),
+                        Attribute::KeyType(KeyType::EC),
+                        Attribute::Token(true),
+                        Attribute::Private(false),
+                        Attribute::Verify(true),
+                        Attribute::Wrap(false),
+                        Attribute::EcParams(der::curve_params(curve).to_vec()),
+                        Attribute::EcPoint(der::ec_point_attribute(&point)),
+                        Attribute::Label(label.clone()),
+                        Attribute::Id(label.clone()),
+                    ];
+                    let public = s
+                        .create_object(&public)
+                        .map_err(|e| hsm_error("creating an imported key's public key", e))?;
+                    let curve = Some(curve);
+                    Ok(vec![
+                        (Part::Private, TokenKey { handle: private, curve }),
+                        (Part::Public, TokenKey { handle: public, curve }),
+                    ])
+                }
+            })();
+            let _ = s.destroy_object(kek_handle);
+            if result.is_err() {
+                // Leave nothing behind that no version refers to.
+                if let Ok(found) = s.find_objects(&[Attribute::Label(label.clone())]) {
+                    for handle in found {
+                        let _ = s.destroy_object(handle);
+                    }
+                }
+            }
+            result
+        })?;
+        Ok((spec, made))
+    }
+
     fn cache(&self, version: &Ocid, part: Part, key: TokenKey) {
         self.handles
             .lock()
@@ -673,6 +839,22 @@ impl KeyProtection for HsmProtection {
             handles.remove(&(version.clone(), part));
         }
         Ok(())
+    }
+
+    /// Bring your own key: the owner's material, unwrapped into the token (see
+    /// [`HsmProtection::unwrap_into_token`]); the store keeps the reference. (HSM keys are not
+    /// replicated: their material never leaves the token, so no region exports it.)
+    fn import_material(&self, version: &Ocid, exported: &super::ExportedMaterial) -> Result<Vec<u8>> {
+        let super::ExportedMaterial::Secret(raw) = exported else {
+            return Err(KmsError::InvalidParameter(format!(
+                "HSM key version {version} can only be made of key material, not of a reference"
+            )));
+        };
+        let (_, made) = self.unwrap_into_token(version.as_str().as_bytes().to_vec(), raw)?;
+        for (part, key) in made {
+            self.cache(version, part, key);
+        }
+        Ok(format!("{REFERENCE_PREFIX}{version}").into_bytes())
     }
 
     /// The key never leaves the token: a backup holds the reference only.

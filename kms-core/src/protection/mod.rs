@@ -131,7 +131,8 @@ pub trait KeyProtection: Send + Sync + Debug {
         )))
     }
 
-    /// Replication: what to store for material another region exported.
+    /// What to store for material from outside: another region's export (replication) or
+    /// the key owner's own, unwrapped and checked against the key's shape (bring your own key).
     fn import_material(&self, version: &Ocid, exported: &ExportedMaterial) -> Result<Vec<u8>> {
         let _ = (version, exported);
         Err(KmsError::InvalidParameter(format!(
