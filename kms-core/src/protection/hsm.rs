@@ -842,7 +842,7 @@ impl KeyProtection for HsmProtection {
     }
 
     /// Bring your own key: the owner's material, unwrapped into the token (see
-    /// [`HsmProtection::unwrap_into_token`]); the store keeps the reference. (HSM keys are not
+    /// `HsmProtection::unwrap_into_token`); the store keeps the reference. (HSM keys are not
     /// replicated: their material never leaves the token, so no region exports it.)
     fn import_material(&self, version: &Ocid, exported: &super::ExportedMaterial) -> Result<Vec<u8>> {
         let super::ExportedMaterial::Secret(raw) = exported else {
