@@ -320,6 +320,34 @@ pub enum Response {
     Ok(Value),
     /// Why it failed.
     Error(AdminError),
+    /// How far a long command has come; any number of these lines come before its `ok` or
+    /// `error`.
+    Progress(Progress),
+}
+
+/// How far a long-running admin command (a volume sweep) has come.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Progress {
+    /// Units done.
+    pub done: u64,
+    /// Units in all (0: not known).
+    pub total: u64,
+}
+
+/// What a running admin command answers to: whether its client went away, and where its
+/// progress goes.
+pub struct Job<'a> {
+    /// Set when the client went away: long commands stop early with an error.
+    pub stop: &'a std::sync::atomic::AtomicBool,
+    /// Receives progress (the server streams it to the client as [`Response::Progress`]).
+    pub progress: &'a (dyn Fn(Progress) + Sync),
+}
+
+impl Job<'_> {
+    fn stopped(&self) -> bool {
+        self.stop.load(std::sync::atomic::Ordering::Relaxed)
+    }
 }
 
 fn to_value<T: Serialize>(v: T) -> Result<Value, AdminError> {
@@ -336,16 +364,17 @@ pub fn parse_id(kind: ResourceType, s: &str) -> Result<Ocid, AdminError> {
 
 /// Runs one request as the local administrator.
 pub fn execute(target: &AdminTarget, req: Request) -> Result<Value, AdminError> {
-    execute_until(target, req, &std::sync::atomic::AtomicBool::new(false))
+    let job = Job {
+        stop: &std::sync::atomic::AtomicBool::new(false),
+        progress: &|_| {},
+    };
+    execute_job(target, req, &job)
 }
 
-/// Runs one request as the local administrator; a long one (a volume sweep) stops early, with
-/// an error, once `stop` is set (the client went away).
-pub fn execute_until(
-    target: &AdminTarget,
-    req: Request,
-    stop: &std::sync::atomic::AtomicBool,
-) -> Result<Value, AdminError> {
+/// Runs one request as the local administrator; a long one (a volume sweep) reports its
+/// progress to `job` and stops early, with an error, once `job.stop` is set (the client went
+/// away).
+pub fn execute_job(target: &AdminTarget, req: Request, job: &Job<'_>) -> Result<Value, AdminError> {
     let p = &Principal::local_admin();
     let kms = target.kms.as_ref();
     if req.is_iam() {
@@ -509,9 +538,20 @@ pub fn execute_until(
         }
         Request::VolumeReencrypt { name, max_mib_per_sec } => {
             let vol = &served_volume(target, &name)?.volume;
+            let current = vol.current_generation();
+            let total = vol
+                .extents_per_generation()
+                .iter()
+                .filter(|(g, _)| **g != current)
+                .map(|(_, n)| n)
+                .sum::<u64>();
+            (job.progress)(Progress { done: 0, total });
             // Extent by extent, each under its lock: NBD clients keep reading and writing.
             let (done, stopped) = vol
-                .reencrypt_all(max_mib_per_sec, |_| !stop.load(std::sync::atomic::Ordering::Relaxed))
+                .reencrypt_all(max_mib_per_sec, |done| {
+                    (job.progress)(Progress { done, total });
+                    !job.stopped()
+                })
                 .map_err(volume_error)?;
             if stopped {
                 tracing::info!(volume = %name, extents = done, "volume sweep stopped: its client went away");

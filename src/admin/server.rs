@@ -10,7 +10,7 @@ use tracing::{debug, warn};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use super::{execute_until, AdminError, AdminTarget, Request, Response};
+use super::{execute_job, AdminError, AdminTarget, Job, Progress, Request, Response};
 
 /// Largest request line accepted (requests are small JSON documents).
 const MAX_LINE: usize = 1 << 20;
@@ -71,10 +71,25 @@ async fn handle(stream: UnixStream, target: AdminTarget) {
                 debug!(op = ?std::mem::discriminant(&req), "admin request");
                 let stop = Arc::new(AtomicBool::new(false));
                 let job_stop = stop.clone();
-                let mut job = tokio::task::spawn_blocking(move || execute_until(&target, req, &job_stop));
-                // A client that goes away (Ctrl-C, kill) stops what it started.
+                let (progress_tx, mut progress_rx) = tokio::sync::watch::channel(None::<Progress>);
+                let mut job = tokio::task::spawn_blocking(move || {
+                    let report = |p: Progress| {
+                        progress_tx.send_replace(Some(p));
+                    };
+                    execute_job(
+                        &target,
+                        req,
+                        &Job {
+                            stop: &job_stop,
+                            progress: &report,
+                        },
+                    )
+                });
+                // A client that goes away (Ctrl-C, kill) stops what it started; meanwhile it
+                // hears how far the job has come, ten times a second at most.
                 let mut probe = [0u8; 1];
                 let mut gone = false;
+                let mut tick = tokio::time::interval(PROGRESS_INTERVAL);
                 let done = loop {
                     tokio::select! {
                         done = &mut job => break done,
@@ -82,6 +97,17 @@ async fn handle(stream: UnixStream, target: AdminTarget) {
                             if matches!(n, Ok(0) | Err(_)) {
                                 gone = true;
                                 stop.store(true, Ordering::Relaxed);
+                            }
+                        }
+                        _ = tick.tick(), if !gone => {
+                            if progress_rx.has_changed().unwrap_or(false) {
+                                let latest = *progress_rx.borrow_and_update();
+                                if let Some(p) = latest {
+                                    if write_line(&mut write, &Response::Progress(p)).await.is_err() {
+                                        gone = true;
+                                        stop.store(true, Ordering::Relaxed);
+                                    }
+                                }
                             }
                         }
                     }
@@ -106,9 +132,16 @@ async fn handle(stream: UnixStream, target: AdminTarget) {
             message: format!("unreadable request: {e}"),
         }),
     };
-    let mut out = serde_json::to_vec(&response).expect("responses serialize");
+    let _ = write_line(&mut write, &response).await;
+}
+
+/// How often a long job's progress goes to its client.
+const PROGRESS_INTERVAL: std::time::Duration = std::time::Duration::from_millis(100);
+
+async fn write_line(write: &mut (impl tokio::io::AsyncWrite + Unpin), response: &Response) -> std::io::Result<()> {
+    let mut out = serde_json::to_vec(response).expect("responses serialize");
     out.push(b'\n');
-    let _ = write.write_all(&out).await;
+    write.write_all(&out).await
 }
 
 async fn refuse(mut stream: UnixStream, why: &str) {

@@ -289,15 +289,31 @@ pub fn via_server(
     req: &sealstore::admin::Request,
     spinner: Option<&str>,
 ) -> anyhow::Result<Option<serde_json::Value>> {
-    use sealstore::admin::client::{try_send, Reached};
+    use sealstore::admin::client::{try_send_with_progress, Reached};
     let socket = global.data_dir.join(sealstore::admin::SOCKET_FILE);
     let bar = spinner.filter(|_| socket.exists()).map(|message| {
         let bar = indicatif::ProgressBar::new_spinner().with_message(message.to_owned());
         bar.enable_steady_tick(std::time::Duration::from_millis(120));
         bar
     });
-    let reached = try_send(&socket, req).with_context(|| format!("talking to the server at {}", socket.display()));
-    if let Some(bar) = bar {
+    // A long command (a volume sweep) reports how far it has come: the spinner becomes a bar.
+    let mut progress = |p: sealstore::admin::Progress| {
+        let Some(bar) = &bar else { return };
+        if p.total > 0 && bar.length() != Some(p.total) {
+            bar.set_length(p.total);
+            bar.set_style(
+                indicatif::ProgressStyle::with_template(
+                    "{spinner} {msg} [{bar:30}] {pos}/{len} ({per_sec}, ETA {eta})",
+                )
+                .expect("valid template")
+                .progress_chars("=> "),
+            );
+        }
+        bar.set_position(p.done);
+    };
+    let reached = try_send_with_progress(&socket, req, &mut progress)
+        .with_context(|| format!("talking to the server at {}", socket.display()));
+    if let Some(bar) = &bar {
         bar.finish_and_clear();
     }
     match reached? {

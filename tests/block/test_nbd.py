@@ -774,3 +774,33 @@ def test_kernel_nbd_client_mkfs_ext4_and_fsck(tmp_path):
         finally:
             served.stop()
     assert "consistent" in cli(data_dir, "volume", "check", "kdisk")
+
+
+def test_a_sweep_in_the_server_streams_its_progress_to_the_client(tmp_path):
+    """`volume reencrypt` through a running server: the admin socket answers with progress
+    lines (extents done of the total, at most ten a second) before the result, which the CLI
+    shows as a bar with rate and ETA (src/admin/server.rs)."""
+    import socket
+
+    data_dir = tmp_path / "data"
+    cli(data_dir, "volume", "create", "swept", "--size", "32M")
+    key_id = json.loads(cli(data_dir, "volume", "info", "swept", "--json"))["generations"][0]["keyId"]
+    with serve_with_nbd(data_dir):
+        cli(data_dir, "kms", "key", "rotate", key_id)
+        deadline = time.time() + 20
+        while len(json.loads(cli(data_dir, "volume", "info", "swept", "--json"))["generations"]) < 2:
+            assert time.time() < deadline, "the running server did not follow the rotation"
+            time.sleep(0.2)
+        with socket.socket(socket.AF_UNIX) as s:
+            s.connect(str(data_dir / "admin.sock"))
+            s.sendall(json.dumps({"op": "volume-reencrypt", "name": "swept", "max_mib_per_sec": 16}).encode() + b"\n")
+            lines = s.makefile().read().splitlines()
+    answers = [json.loads(line) for line in lines]
+    progress = [a["progress"] for a in answers if "progress" in a]
+    assert "ok" in answers[-1], answers[-1]
+    assert all("progress" in a for a in answers[:-1])
+    assert len(progress) >= 5, progress  # 32 extents at 16 MiB/s: about two seconds
+    assert all(p["total"] == 32 for p in progress), progress
+    done = [p["done"] for p in progress]
+    assert done == sorted(done) and done[-1] <= 32
+    assert answers[-1]["ok"]["reencrypted"] == 32
