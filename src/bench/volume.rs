@@ -3,8 +3,9 @@
 //! - In-process: [`Volume::write_at`]/[`Volume::read_at`] from every thread, beside the
 //!   same I/O on a plain file of the same size (the baseline: the encryption's cost).
 //! - Over NBD, with fio's `nbd` engine (when fio is installed): sealstore's NBD server
-//!   beside `qemu-nbd` serving a raw file (the baseline) and a LUKS image (qemu's own
-//!   AES-XTS), when qemu-nbd and qemu-img are installed. `scripts/bench-nbd` runs these.
+//!   beside nbdkit's file plugin serving a raw file (the baseline, when installed), and
+//!   `qemu-nbd` serving a raw file (the baseline without nbdkit) and a LUKS image (qemu's
+//!   own AES-XTS), when qemu-nbd and qemu-img are installed. `scripts/bench-nbd` runs these.
 
 use std::fs::File;
 use std::os::unix::fs::FileExt;
@@ -223,7 +224,9 @@ pub fn over_nbd(
 
     let mut servers: Vec<(String, bool, PathBuf, Option<QemuNbd>)> =
         vec![("sealstore NBD (AES-256-XTS)".into(), false, socket, None)];
-    if installed("nbdkit") {
+    // The baseline (100%) is nbdkit's file plugin, or qemu-nbd's raw file without nbdkit.
+    let have_nbdkit = installed("nbdkit");
+    if have_nbdkit {
         let nbdkit = QemuNbd::nbdkit_file(dir, size)?;
         servers.push((
             "nbdkit file, no encryption".into(),
@@ -240,7 +243,7 @@ pub fn over_nbd(
             } else {
                 "qemu-nbd raw file, no encryption"
             };
-            servers.push((name.into(), !luks, qemu.socket.clone(), Some(qemu)));
+            servers.push((name.into(), !luks && !have_nbdkit, qemu.socket.clone(), Some(qemu)));
         }
     }
     let label = |sequential: bool| format!("fio depth {}", if sequential { SEQ_DEPTH } else { RAND_DEPTH });

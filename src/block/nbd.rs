@@ -253,10 +253,22 @@ pub async fn serve_connection(mut stream: Stream, exports: Arc<Vec<Export>>, bud
             Socket::Tcp(s)
         }
     };
+    // Should this task be dropped (the runtime shutting down on SIGTERM), the socket is shut
+    // down so that the connection's threads end too, instead of holding the process open.
+    let _close = CloseOnDrop(socket.try_clone()?);
     let runtime = tokio::runtime::Handle::current();
     tokio::task::spawn_blocking(move || transmission(socket, export, negotiated, budget, runtime))
         .await
         .map_err(std::io::Error::other)?
+}
+
+/// Shuts a socket down when dropped.
+struct CloseOnDrop(Socket);
+
+impl Drop for CloseOnDrop {
+    fn drop(&mut self) {
+        self.0.shutdown();
+    }
 }
 
 /// Options until the client picks an export (then its halves, the export and whether replies
