@@ -52,6 +52,8 @@ struct Request<'a> {
     query: Query,
     form: Query,
     headers: &'a http::HeaderMap,
+    /// `console <client address>`: where the audit log says the user's calls came from.
+    source: String,
 }
 
 impl Request<'_> {
@@ -77,6 +79,13 @@ impl Console {
                 Query::new()
             },
             headers: &parts.headers,
+            source: format!(
+                "console {}",
+                parts
+                    .extensions
+                    .get::<crate::http_server::ClientAddr>()
+                    .map_or_else(|| "?".to_owned(), |a| a.0.to_string())
+            ),
         };
         let token = session::token_of(req.headers);
         let session = token.as_deref().and_then(|t| self.sessions.get(t));
@@ -111,7 +120,7 @@ impl Console {
                 let view = View {
                     api,
                     session: &session,
-                    caller: Caller::user(session.user_id.clone(), session.user_name.clone()),
+                    caller: Caller::user(session.user_id.clone(), session.user_name.clone()).from(req.source.clone()),
                 };
                 let answer = match (req.method, req.segments.as_slice()) {
                     (&Method::POST, ["logout"]) => {
@@ -149,6 +158,18 @@ impl Console {
         let password = req.form.get("password").map(String::as_str).unwrap_or("");
         if let Err(wait) = self.throttle.check(name) {
             tracing::warn!(user = %name, "console sign-in refused: too many failures");
+            let user = api
+                .kms()
+                .list_users()
+                .ok()
+                .and_then(|u| u.into_iter().find(|u| u.name == name));
+            audit_sign_in(
+                api,
+                req,
+                user.map(|u| u.id),
+                name,
+                format!("locked out: too many failed sign-ins for this user name; {wait} s to wait"),
+            );
             return html(
                 StatusCode::TOO_MANY_REQUESTS,
                 pages::login(Some(&format!(
@@ -178,12 +199,34 @@ impl Console {
             _ => {
                 tracing::info!(user = %name, "console sign-in refused");
                 self.throttle.failed(name);
+                let why = if user.is_some() {
+                    "wrong password"
+                } else {
+                    "no such user, or no console password"
+                };
+                audit_sign_in(api, req, user.map(|u| u.id), name, why.to_owned());
                 html(
                     StatusCode::UNAUTHORIZED,
                     pages::login(Some("Wrong user name or password.")),
                 )
             }
         }
+    }
+}
+
+/// Audits a refused console sign-in: the user it named (by id when it exists), from where,
+/// why.
+fn audit_sign_in(api: &KmsApi, req: &Request<'_>, user: Option<Ocid>, name: &str, reason: String) {
+    let refusal = kms_core::AuditRefusal {
+        principal: user.map_or_else(|| "anonymous".to_owned(), |id| id.to_string()),
+        principal_name: Some(name.chars().take(128).collect()),
+        source: Some(req.source.clone()),
+        operation: "ConsoleSignIn".into(),
+        subject: Default::default(),
+        reason,
+    };
+    if let Err(e) = api.kms().audit_refusal(refusal) {
+        tracing::error!(error = %e, "could not audit a refused sign-in");
     }
 }
 
@@ -608,11 +651,28 @@ impl View<'_> {
             .and_then(|s| s.parse::<u64>().ok())
             .unwrap_or(newest_page)
             .max(1);
-        let page = self.get(&format!("/20180608/auditEvents?start={start}&limit={PAGE}"))?;
+        let result = req
+            .param("result")
+            .filter(|r| matches!(*r, "SUCCEEDED" | "FAILED" | "DENIED"));
+        let page = match result {
+            // One outcome only: from the first entry forward (`Next` goes on).
+            Some(r) => {
+                let from = req.param("start").and_then(|s| s.parse::<u64>().ok()).unwrap_or(1);
+                self.get(&format!("/20180608/auditEvents?result={r}&start={from}&limit={PAGE}"))?
+            }
+            None => self.get(&format!("/20180608/auditEvents?start={start}&limit={PAGE}"))?,
+        };
         let entries = page["entries"].as_array().cloned().unwrap_or_default();
+        let view = pages::AuditView {
+            start,
+            page: PAGE,
+            total,
+            result,
+            next_start: page["nextStart"].as_u64(),
+        };
         Ok(html(
             StatusCode::OK,
-            pages::audit(self.session, &entries, &page["verification"], start, PAGE, total),
+            pages::audit(self.session, &entries, &page["verification"], &view),
         ))
     }
 

@@ -536,3 +536,53 @@ def test_import_a_key_shows_its_shape_public_key_and_origin(page, server):
     page.get(f"{url}/console/vaults/{vault}")
     table = page.find_element(By.XPATH, "//h2[.='Master Encryption Keys']/following::table[1]")
     assert "RSA-2048" in table.text and "AES-256" in table.text
+
+
+def test_refused_actions_and_sign_ins_are_audited_and_the_audit_page_shows_only_them(page, server):
+    """A read-only user's forged rotation, a wrong password and a sign-in as nobody each leave a
+    DENIED entry in the hash chain — who by name and id, from where, what, why — and the Audit
+    page's Denied view lists exactly such entries."""
+    url, data_dir = server
+    s = status(data_dir)
+    cli(data_dir, "iam", "group", "create", "Auditees")
+    cli(data_dir, "iam", "policy", "create", "auditees", "--statement", "Allow group Auditees to read keys in tenancy",
+        "--statement", "Allow group Auditees to read vaults in tenancy")
+    add_console_user(data_dir, "auditee", groups=["Auditees"])
+    auditee = next(u for u in cli(data_dir, "iam", "user", "list") if u["name"] == "auditee")
+    sign_in(page, url, user="auditee", password="not the password")
+    sign_in(page, url, user="nobody-at-all", password="guess")
+    sign_in(page, url, user="auditee")
+    page.get(f"{url}/console/vaults/{s['defaultVaultId']}/keys/{s['defaultKeyId']}")
+    submit_script(page, """
+        const f = document.createElement('form');
+        f.method = 'post';
+        f.action = arguments[0];
+        const t = document.createElement('input');
+        t.name = 'csrf';
+        t.value = document.querySelector('input[name=csrf]').value;
+        f.appendChild(t);
+        document.body.appendChild(f);
+        f.submit();""", f"/console/vaults/{s['defaultVaultId']}/keys/{s['defaultKeyId']}/rotate")
+    assert heading(page) == "Not found"
+
+    log = cli(data_dir, "kms", "audit", "list", "--limit", "100000")
+    denied = [e for e in log if e["result"] == "DENIED"]
+    rotate = [e for e in denied if e["operation"].endswith(f"/keys/{s['defaultKeyId']}/keyVersions")]
+    assert rotate, denied
+    assert rotate[-1]["principal"] == auditee["id"] and rotate[-1]["principalName"] == "auditee"
+    assert rotate[-1]["source"].startswith("console 127.0.0.1:")
+    assert "needs manage keys" in rotate[-1]["message"]
+    assert rotate[-1]["keyId"] == s["defaultKeyId"]
+    sign_ins = [e for e in denied if e["operation"] == "ConsoleSignIn"]
+    assert any(e["principal"] == auditee["id"] and e["message"] == "wrong password" for e in sign_ins), sign_ins
+    assert any(e["principal"] == "anonymous" and e["principalName"] == "nobody-at-all" for e in sign_ins), sign_ins
+    assert cli(data_dir, "kms", "audit", "verify")["failure"] is None
+
+    page.delete_all_cookies()
+    sign_in(page, url)
+    page.get(f"{url}/console/audit")
+    click(page.find_element(By.LINK_TEXT, "Denied"))
+    rows = page.find_elements(By.CSS_SELECTOR, "tbody tr")
+    assert rows and all("DENIED" in r.text for r in rows)
+    text = "\n".join(r.text for r in rows)
+    assert "auditee" in text and "nobody-at-all" in text and "needs manage keys" in text
