@@ -400,6 +400,9 @@ impl View<'_> {
 
     fn confirm_deletion(&self, vault: &str, req: &Request<'_>) -> Result<Response, ApiError> {
         let v = self.vault_json(vault)?;
+        if !self.may_manage(ResourceKind::Vaults, &text(&v["compartmentId"]), vault, None) {
+            return Ok(self.read_only("vault", &v, "delete"));
+        }
         let days = match req.param("action") {
             Some("schedule") => match Self::deletion_days(&req.query) {
                 Some(days) => Some(days),
@@ -421,14 +424,20 @@ impl View<'_> {
                     return self.vault_page(vault, Some(&Self::deletion_days_error()));
                 };
                 let when = chrono::Utc::now() + chrono::Duration::days(days) + chrono::Duration::minutes(1);
-                self.call(
+                let asked = self.call(
                     Method::POST,
                     &format!("{target}scheduleDeletion"),
                     json!({"timeOfDeletion": when.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)}),
-                )?;
+                );
+                if let Err(e) = asked {
+                    return self.refusal(e, "vault", self.vault_json(vault), "delete");
+                }
             }
             "cancel" => {
-                self.call(Method::POST, &format!("{target}cancelDeletion"), json!({}))?;
+                let asked = self.call(Method::POST, &format!("{target}cancelDeletion"), json!({}));
+                if let Err(e) = asked {
+                    return self.refusal(e, "vault", self.vault_json(vault), "cancel the deletion of");
+                }
             }
             _ => return Err(ApiError::invalid("action must be schedule or cancel")),
         }
@@ -549,27 +558,66 @@ impl View<'_> {
             return Err(ApiError::not_found(format_args!("action '{action}'")));
         }
         let k = self.key_json(vault, key)?;
+        if !self.may_manage(ResourceKind::Keys, &text(&k["compartmentId"]), vault, Some(key)) {
+            return Ok(self.read_only("key", &k, action));
+        }
         Ok(html(
             StatusCode::OK,
             pages::confirm(self.session, vault, &k, action, req.param("return")),
         ))
     }
 
+    /// The answer to a change the API refused: "not found" about a resource the user can read
+    /// (`readable`) means they may not change it — said plainly ([`View::read_only`]); any
+    /// other refusal as it is.
+    fn refusal(
+        &self,
+        e: ApiError,
+        kind: &str,
+        readable: Result<Value, ApiError>,
+        action: &str,
+    ) -> Result<Response, ApiError> {
+        match (e.status, readable) {
+            (StatusCode::NOT_FOUND, Ok(resource)) => Ok(self.read_only(kind, &resource, action)),
+            _ => Err(e),
+        }
+    }
+
+    /// 403 for an action the user may see but not take: they may read `what` but not change
+    /// it (said plainly, rather than the API's "not found" about something they can see).
+    fn read_only(&self, kind: &str, resource: &Value, action: &str) -> Response {
+        let manage = if kind == "vault" {
+            "manage vaults"
+        } else {
+            "manage keys"
+        };
+        html(
+            StatusCode::FORBIDDEN,
+            pages::message(
+                Some(self.session),
+                "Read only",
+                &format!(
+                    "You may read {kind} {} but not {action} it: that needs `{manage}` in its compartment. Ask an administrator.",
+                    text(&resource["displayName"])
+                ),
+            ),
+        )
+    }
+
     fn key_action(&self, vault: &str, key: &str, action: &str, req: &Request<'_>) -> Result<Response, ApiError> {
         let base = format!("/kms/{}/management/20180608/keys/{}", encode(vault), encode(key));
+        let asked = match action {
+            "rotate" => self.call(Method::POST, &format!("{base}/keyVersions"), json!({})),
+            "enable" => self.call(Method::POST, &format!("{base}/actions/enable"), json!({})),
+            _ => self.call(Method::POST, &format!("{base}/actions/disable"), json!({})),
+        };
+        if let Err(e) = asked {
+            return self.refusal(e, "key", self.key_json(vault, key), action);
+        }
         let done = match action {
-            "rotate" => {
-                self.call(Method::POST, &format!("{base}/keyVersions"), json!({}))?;
-                "rotated"
-            }
-            "enable" => {
-                self.call(Method::POST, &format!("{base}/actions/enable"), json!({}))?;
-                "enabled"
-            }
-            _ => {
-                self.call(Method::POST, &format!("{base}/actions/disable"), json!({}))?;
-                "disabled"
-            }
+            "rotate" => "rotated",
+            "enable" => "enabled",
+            _ => "disabled",
         };
         Ok(match req.form.get("return").map(String::as_str) {
             Some("compliance") => redirect(&format!("/console/compliance?done={done}")),
@@ -582,11 +630,22 @@ impl View<'_> {
     }
 
     fn compliance(&self, req: &Request<'_>) -> Result<Response, ApiError> {
-        let max_age = req
-            .param("days")
-            .and_then(|d| d.parse::<i64>().ok())
-            .filter(|d| *d >= 1)
-            .unwrap_or(DEFAULT_MAX_KEY_AGE_DAYS);
+        let max_age = match req.param("days") {
+            None => DEFAULT_MAX_KEY_AGE_DAYS,
+            Some(d) => match d.trim().parse::<i64>() {
+                Ok(days @ 1..=36_500) => days,
+                _ => {
+                    return Ok(html(
+                        StatusCode::BAD_REQUEST,
+                        pages::message(
+                            Some(self.session),
+                            "Refused",
+                            &format!("days must be a whole number of days from 1 to 36500, not '{d}'."),
+                        ),
+                    ))
+                }
+            },
+        };
         let now = self.api.kms().now();
         let mut stale = Vec::new();
         for (compartment, _) in self.compartments()? {

@@ -314,8 +314,15 @@ def test_read_only_users_see_but_cannot_act(page, server):
         f.appendChild(t);
         document.body.appendChild(f);
         f.submit();""", f"/console/vaults/{s['defaultVaultId']}/keys/{s['defaultKeyId']}/rotate")
-    assert heading(page) == "Not found"
+    assert heading(page) == "Read only"
+    assert "may read key" in page.find_element(By.TAG_NAME, "main").text
     assert key_get(data_dir, s["defaultKeyId"])["currentKeyVersion"] == before
+    # The confirmation pages say so too, with no button to press.
+    for target in (f"/console/vaults/{s['defaultVaultId']}/keys/{s['defaultKeyId']}/confirm?action=rotate",
+                   f"/console/vaults/{s['defaultVaultId']}/confirm-deletion?action=schedule&days=30"):
+        page.get(url + target)
+        assert heading(page) == "Read only", target
+        assert page.find_elements(By.CSS_SELECTOR, "button.primary") == [], target
     # Only inspect: the lists, nothing more.
     cli(data_dir, "iam", "group", "create", "Inspectors")
     cli(data_dir, "iam", "policy", "create", "inspectors", "--statement",
@@ -563,7 +570,7 @@ def test_refused_actions_and_sign_ins_are_audited_and_the_audit_page_shows_only_
         f.appendChild(t);
         document.body.appendChild(f);
         f.submit();""", f"/console/vaults/{s['defaultVaultId']}/keys/{s['defaultKeyId']}/rotate")
-    assert heading(page) == "Not found"
+    assert heading(page) == "Read only"
 
     log = cli(data_dir, "kms", "audit", "list", "--limit", "100000")
     denied = [e for e in log if e["result"] == "DENIED"]
@@ -586,3 +593,14 @@ def test_refused_actions_and_sign_ins_are_audited_and_the_audit_page_shows_only_
     assert rows and all("DENIED" in r.text for r in rows)
     text = "\n".join(r.text for r in rows)
     assert "auditee" in text and "nobody-at-all" in text and "needs manage keys" in text
+
+
+def test_compliance_refuses_a_maximum_age_it_cannot_use(page, server):
+    url, _ = server
+    sign_in(page, url)
+    for bad in ("0", "-5", "many"):
+        page.get(f"{url}/console/compliance?days={bad}")
+        assert heading(page) == "Refused", bad
+        assert "days must be a whole number" in page.find_element(By.TAG_NAME, "main").text
+    page.get(f"{url}/console/compliance?days=30")
+    assert heading(page) != "Refused"
