@@ -721,7 +721,23 @@ impl View<'_> {
             }
             None => self.get(&format!("/20180608/auditEvents?start={start}&limit={PAGE}"))?,
         };
-        let entries = page["entries"].as_array().cloned().unwrap_or_default();
+        let mut entries = page["entries"].as_array().cloned().unwrap_or_default();
+        // Who, by name: users' ids resolved (entries of refusals carry the name already).
+        let names: std::collections::HashMap<String, String> = self
+            .api
+            .kms()
+            .list_users()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|u| (u.id.to_string(), u.name))
+            .collect();
+        for e in &mut entries {
+            if e["principalName"].is_null() {
+                if let Some(name) = names.get(&text(&e["principal"])) {
+                    e["principalName"] = Value::String(name.clone());
+                }
+            }
+        }
         let view = pages::AuditView {
             start,
             page: PAGE,

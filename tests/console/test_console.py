@@ -593,6 +593,12 @@ def test_refused_actions_and_sign_ins_are_audited_and_the_audit_page_shows_only_
     assert rows and all("DENIED" in r.text for r in rows)
     text = "\n".join(r.text for r in rows)
     assert "auditee" in text and "nobody-at-all" in text and "needs manage keys" in text
+    # Who is named in every entry, not only in refusals: the admin's rotation from the console.
+    page.get(f"{url}/console/vaults/{s['defaultVaultId']}/keys/{s['defaultKeyId']}/confirm?action=rotate")
+    click(page.find_element(By.CSS_SELECTOR, "button.primary"))
+    page.get(f"{url}/console/audit?result=SUCCEEDED&start={len(log)}")
+    rotated = [r.text for r in page.find_elements(By.CSS_SELECTOR, "tbody tr") if "CreateKeyVersion" in r.text]
+    assert rotated and "admin" in rotated[-1], rotated
 
 
 def test_compliance_refuses_a_maximum_age_it_cannot_use(page, server):
