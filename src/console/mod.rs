@@ -88,7 +88,16 @@ impl Console {
             ),
         };
         let token = session::token_of(req.headers);
-        let session = token.as_deref().and_then(|t| self.sessions.get(t));
+        let session = token.as_deref().and_then(|t| self.sessions.get(t)).map(|mut s| {
+            s.may_read_audit = api.allows(
+                &Caller::user(s.user_id.clone(), s.user_name.clone()),
+                Verb::Read,
+                ResourceKind::AuditEvents,
+                &api.kms().tenancy_id(),
+                Target::default(),
+            );
+            s
+        });
         match (req.method, req.segments.as_slice()) {
             (&Method::GET, ["login"]) => match session {
                 Some(_) => redirect("/console/vaults"),

@@ -42,8 +42,8 @@ fn layout(session: Option<&Session>, title: &str, body: Markup) -> Markup {
                     @if let Some(s) = session {
                         nav aria-label="main" {
                             a href="/console/vaults" { "Vaults" } " · "
-                            a href="/console/compliance" { "Compliance" } " · "
-                            a href="/console/audit" { "Audit" }
+                            a href="/console/compliance" { "Compliance" }
+                            @if s.may_read_audit { " · " a href="/console/audit" { "Audit" } }
                         }
                         form method="post" action="/console/logout" {
                             span { "Signed in as " strong { (s.user_name) } " " }

@@ -392,7 +392,7 @@ def test_audit_page_shows_the_chain_verifies_and_pages_through_it(page, server):
     s = status(data_dir)
     cli(data_dir, "kms", "key", "rotate", s["defaultKeyId"])
     sign_in(page, url)
-    click(page.find_element(By.LINK_TEXT, "Audit"))
+    click(page.find_element(By.LINK_TEXT, "Audit"))  # shown to who may read it
     assert heading(page) == "Audit log"
     assert "The hash chain verifies" in page.find_element(By.CSS_SELECTOR, "[role=status]").text
     rows = page.find_elements(By.CSS_SELECTOR, "tbody tr")
@@ -410,6 +410,7 @@ def test_audit_page_shows_the_chain_verifies_and_pages_through_it(page, server):
     add_console_user(data_dir, "keyreader", groups=["KeyReaders"])
     page.delete_all_cookies()
     sign_in(page, url, user="keyreader")
+    assert page.find_elements(By.LINK_TEXT, "Audit") == [], "no Audit link for who may not read it"
     page.get(url + "/console/audit")
     assert heading(page) == "Not found"
 
