@@ -534,6 +534,7 @@ pub fn audit(session: &Session, entries: &[Value], verification: &Value, view: &
                                 @for id in ["keyVersionId", "keyId", "vaultId"] {
                                     @if let Some(v) = e[id].as_str() { code { (v) } br; }
                                 }
+                                @if let Some(r) = e["resource"].as_str() { (r) }
                             }
                             td { (text(&e["result"])) @if let Some(m) = e["message"].as_str() { ": " (m) } }
                         }

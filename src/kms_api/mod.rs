@@ -161,7 +161,7 @@ impl Call<'_> {
             let subject = kms_core::audit::AuditSubject {
                 vault_id: ocid(kms_core::ResourceType::Vault, target.vault_id),
                 key_id: ocid(kms_core::ResourceType::Key, target.key_id),
-                key_version_id: None,
+                ..Default::default()
             };
             self.caller.audit_denied(
                 self.kms,

@@ -585,9 +585,17 @@ def test_refused_actions_and_sign_ins_are_audited_and_the_audit_page_shows_only_
     assert any(e["principal"] == auditee["id"] and e["message"] == "wrong password" for e in sign_ins), sign_ins
     assert any(e["principal"] == "anonymous" and e["principalName"] == "nobody-at-all" for e in sign_ins), sign_ins
     assert cli(data_dir, "kms", "audit", "verify")["failure"] is None
+    # IAM administration names what it changed.
+    on = {(e["operation"], e.get("resource")) for e in log}
+    assert {("CreateUser", "user auditee"), ("CreateGroup", "group Auditees"), ("CreatePolicy", "policy auditees"),
+            ("SetConsolePassword", "user auditee")} <= on, on
 
     page.delete_all_cookies()
     sign_in(page, url)
+    created = next(e["seq"] for e in log if e["operation"] == "CreateUser" and e.get("resource") == "user auditee")
+    page.get(f"{url}/console/audit?result=SUCCEEDED&start={created}")
+    assert any("CreateUser" in r.text and "user auditee" in r.text
+               for r in page.find_elements(By.CSS_SELECTOR, "tbody tr"))
     page.get(f"{url}/console/audit")
     click(page.find_element(By.LINK_TEXT, "Denied"))
     rows = page.find_elements(By.CSS_SELECTOR, "tbody tr")

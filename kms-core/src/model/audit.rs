@@ -48,6 +48,10 @@ pub struct AuditSubject {
     pub key_id: Option<Ocid>,
     /// Key version, if any.
     pub key_version_id: Option<Ocid>,
+    /// Another resource the call is about, by kind and name: `user alice`, `group Readers`,
+    /// `policy readers`, `compartment Finance` (IAM administration).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resource: Option<String>,
 }
 
 /// A call refused before it ran, for the audit log (see [`Kms::audit_refusal`](crate::Kms::audit_refusal)).
