@@ -59,13 +59,14 @@ fn layout(session: Option<&Session>, title: &str, body: Markup) -> Markup {
 }
 
 /// The sign-in form, with `error` after a refused attempt.
-pub fn login(error: Option<&str>) -> Markup {
+pub fn login(error: Option<&str>, sign_in_token: &str) -> Markup {
     layout(
         None,
         "Sign in",
         html! {
             @if let Some(e) = error { p.error role="alert" { (e) } }
             form method="post" action="/console/login" {
+                input type="hidden" name="signin" value=(sign_in_token);
                 p { label for="username" { "User name" } br; input id="username" name="username" autocomplete="username" required; }
                 p { label for="password" { "Password" } br; input id="password" name="password" type="password" autocomplete="current-password" required; }
                 p { button.primary type="submit" { "Sign in" } }

@@ -467,9 +467,12 @@ def test_five_wrong_passwords_lock_the_name_out_even_for_the_right_one(server):
     add_console_user(data_dir, "bystander")
 
     def sign_in_status(user, password):
-        """The status of a sign-in POST, not following the redirect of a success (303)."""
-        body = urllib.parse.urlencode({"username": user, "password": password}).encode()
-        request = urllib.request.Request(url + "/console/login", data=body, method="POST")
+        """The status of a sign-in POST from the sign-in page, not following the redirect of a
+        success (303)."""
+        cookie, token = sign_in_form(url)
+        body = urllib.parse.urlencode({"username": user, "password": password, "signin": token}).encode()
+        request = urllib.request.Request(url + "/console/login", data=body, method="POST",
+                                         headers={"cookie": cookie})
         try:
             with urllib.request.build_opener(NoRedirect).open(request, timeout=30) as r:
                 return r.status, r.read().decode()
@@ -482,6 +485,42 @@ def test_five_wrong_passwords_lock_the_name_out_even_for_the_right_one(server):
     assert status == 429 and "Too many failed sign-ins" in page
     # Other names are not affected.
     assert sign_in_status("bystander", PASSWORD)[0] == 303
+
+
+def sign_in_form(url):
+    """What a browser gets from the sign-in page: its sign-in cookie and the form's token."""
+    with urllib.request.urlopen(url + "/console/login", timeout=30) as r:
+        cookie = r.headers["set-cookie"].split(";")[0]
+        page = r.read().decode()
+    token = page.split('name="signin" value="')[1].split('"')[0]
+    return cookie, token
+
+
+def test_a_sign_in_form_from_elsewhere_is_refused_and_audited(server):
+    """Login CSRF: a sign-in POST without the token of this console's sign-in page (a form on
+    another site, submitted with the victim's browser) is refused, even with the right password,
+    and audited; with the page's token and cookie it works."""
+    url, data_dir = server
+    add_console_user(data_dir, "csrf-target")
+
+    def post(fields, cookie=None):
+        request = urllib.request.Request(url + "/console/login", data=urllib.parse.urlencode(fields).encode(),
+                                         method="POST", headers={"cookie": cookie} if cookie else {})
+        try:
+            with urllib.request.build_opener(NoRedirect).open(request, timeout=30) as r:
+                return r.status
+        except urllib.error.HTTPError as e:
+            return e.code
+
+    credentials = {"username": "csrf-target", "password": PASSWORD}
+    assert post(credentials) == 403
+    cookie, token = sign_in_form(url)
+    assert post({**credentials, "signin": "0" * len(token)}, cookie) == 403
+    assert post({**credentials, "signin": token}) == 403  # the token without its cookie
+    assert post({**credentials, "signin": token}, cookie) == 303
+    log = cli(data_dir, "kms", "audit", "list", "--limit", "100000")
+    refused = [e for e in log if e["operation"] == "ConsoleSignIn" and e.get("principalName") == "csrf-target"]
+    assert len(refused) == 3 and all("sign-in token" in e["message"] for e in refused), refused
 
 
 class NoRedirect(urllib.request.HTTPRedirectHandler):
@@ -619,3 +658,28 @@ def test_compliance_refuses_a_maximum_age_it_cannot_use(page, server):
         assert "days must be a whole number" in page.find_element(By.TAG_NAME, "main").text
     page.get(f"{url}/console/compliance?days=30")
     assert heading(page) != "Refused"
+
+
+def test_many_names_guessed_from_one_address_lock_that_address_out(tmp_path):
+    """Per-address lockout: a guesser spraying user names from one address (20 failures) is
+    refused for a minute, whatever name and password it tries next; audited."""
+    data_dir = tmp_path / "data"
+    with serving(data_dir) as url:
+        add_console_user(data_dir, "sprayed")
+
+        def attempt(user, password):
+            cookie, token = sign_in_form(url)
+            body = urllib.parse.urlencode({"username": user, "password": password, "signin": token}).encode()
+            request = urllib.request.Request(url + "/console/login", data=body, method="POST",
+                                             headers={"cookie": cookie})
+            try:
+                with urllib.request.build_opener(NoRedirect).open(request, timeout=30) as r:
+                    return r.status
+            except urllib.error.HTTPError as e:
+                return e.code
+
+        for i in range(20):
+            assert attempt(f"guess-{i}", "wrong") == 401
+        assert attempt("sprayed", PASSWORD) == 429
+        log = cli(data_dir, "kms", "audit", "list", "--limit", "100000")
+        assert any("from this address" in (e.get("message") or "") for e in log if e["result"] == "DENIED")
