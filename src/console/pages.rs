@@ -100,6 +100,19 @@ fn when(v: &Value) -> String {
         .unwrap_or(s)
 }
 
+/// OCI console's "Algorithm / Length": `AES / 256 bits`, `RSA / 3072 bits`, `ECDSA / NIST_P384`.
+fn algorithm_length(k: &Value) -> String {
+    let shape = &k["keyShape"];
+    match shape["curveId"].as_str() {
+        Some(curve) => format!("{} / {curve}", text(&shape["algorithm"])),
+        None => format!(
+            "{} / {} bits",
+            text(&shape["algorithm"]),
+            shape["length"].as_u64().unwrap_or(0) * 8
+        ),
+    }
+}
+
 /// A key shape as people say it: `AES-256`, `RSA-3072`, `ECDSA P-384`.
 fn shape(k: &Value) -> String {
     let shape = &k["keyShape"];
@@ -251,7 +264,7 @@ pub fn vault(
     )
 }
 
-/// A key: Key Information (every field `oci kms management key get` shows) or Versions.
+/// A key: Key Information (as OCI's console labels it) or Versions.
 pub fn key(
     session: &Session,
     vault: &Value,
@@ -289,21 +302,49 @@ pub fn key(
                 None => {
                     h2 { "Key Information" }
                     dl {
-                        @if let Some(fields) = k.as_object() {
-                            @for (name, value) in fields {
-                                dt { (name) }
-                                dd {
-                                    @if value.is_null() { "—" }
-                                    @else if name.starts_with("time") { (when(value)) }
-                                    @else if let Some(s) = value.as_str() { (s) }
-                                    @else { code { (value.to_string()) } }
-                                }
-                            }
-                        }
+                        dt { "Name" } dd { (text(&k["displayName"])) }
+                        dt { "OCID" } dd { code { (kid) } }
+                        dt { "State" } dd { (text(&k["lifecycleState"])) }
+                        @if !k["timeOfDeletion"].is_null() { dt { "Deletion on" } dd { (when(&k["timeOfDeletion"])) } }
+                        dt { "Protection Mode" } dd { (text(&k["protectionMode"])) }
+                        dt { "Algorithm / Length" } dd { (algorithm_length(k)) }
                         dt { "Shape" } dd { (shape(k)) }
+                        dt { "Current Key Version" } dd { code { (text(&k["currentKeyVersion"])) } }
                         @if let Some(c) = current {
                             dt { "Current version origin" }
                             dd { @if text(&c["origin"]) == "EXTERNAL" { "Imported (EXTERNAL)" } @else { "Generated (INTERNAL)" } }
+                        }
+                        dt { "Created" } dd { (when(&k["timeCreated"])) }
+                        dt { "Auto-rotation" }
+                        dd {
+                            @if k["isAutoRotationEnabled"] == true {
+                                "Enabled, every " (k["autoKeyRotationDetails"]["rotationIntervalInDays"]) " days"
+                            } @else { "Disabled" }
+                        }
+                        @if k["isAutoRotationEnabled"] == true {
+                            dt { "Time of next rotation" } dd { (when(&k["autoKeyRotationDetails"]["timeOfNextRotation"])) }
+                            @if !k["autoKeyRotationDetails"]["timeOfLastRotation"].is_null() {
+                                dt { "Last rotation" }
+                                dd {
+                                    (when(&k["autoKeyRotationDetails"]["timeOfLastRotation"])) " "
+                                    (text(&k["autoKeyRotationDetails"]["lastRotationStatus"]))
+                                }
+                            }
+                        }
+                        dt { "Compartment" } dd { code { (text(&k["compartmentId"])) } }
+                        @if let Some(ext) = k["externalKeyReferenceDetails"]["externalKeyId"].as_str() {
+                            dt { "External key" } dd { code { (ext) } }
+                        }
+                        @if let Some(from) = k["restoredFromKeyId"].as_str() {
+                            dt { "Restored from" } dd { code { (from) } }
+                        }
+                        @if k["isPrimary"] == false { dt { "Replication" } dd { "A replica (managed in its primary region)" } }
+                        dt { "Tags" }
+                        dd {
+                            @match k["freeformTags"].as_object().filter(|t| !t.is_empty()) {
+                                Some(tags) => { @for (name, value) in tags { code { (name) " = " (value.as_str().unwrap_or_default()) } " " } }
+                                None => "None",
+                            }
                         }
                     }
                     @if let Some(pem) = current.and_then(|c| c["publicKey"].as_str()) {

@@ -199,9 +199,15 @@ def test_audit_path_to_created_then_rotate_from_the_key_page(page, server):
     click(table.find_element(By.LINK_TEXT, key["displayName"]))
     # Key Information → Created (timeCreated), as `key get` reports it.
     assert heading(page) == f"Key {key['displayName']}"
-    created = field(page, "timeCreated")
+    created = field(page, "Created")
     assert created == key["timeCreated"][:19].replace("T", " ") + " UTC", (created, key["timeCreated"])
-    assert field(page, "currentKeyVersion") == key["currentKeyVersion"]
+    assert field(page, "Current Key Version") == key["currentKeyVersion"]
+    # The labels OCI's console uses, not the API's field names.
+    assert field(page, "Protection Mode") == "SOFTWARE"
+    assert field(page, "Algorithm / Length") == "AES / 256 bits"
+    assert field(page, "Auto-rotation") == "Disabled"
+    assert field(page, "Tags") == "None"
+    assert not page.find_elements(By.XPATH, "//dt[.='keyShape' or .='freeformTags' or .='isPrimary']")
     screenshot(page, "key")
     # Actions → Rotate Key, confirmed.
     click(page.find_element(By.LINK_TEXT, "Rotate Key"))
@@ -210,7 +216,7 @@ def test_audit_path_to_created_then_rotate_from_the_key_page(page, server):
     assert "Key rotated." in page.find_element(By.CSS_SELECTOR, "[role=status]").text
     after = key_get(data_dir, s["defaultKeyId"])
     assert after["currentKeyVersion"] != key["currentKeyVersion"]
-    assert field(page, "currentKeyVersion") == after["currentKeyVersion"]
+    assert field(page, "Current Key Version") == after["currentKeyVersion"]
     # Versions: both, the new one current; what each protects.
     click(page.find_element(By.LINK_TEXT, "Versions"))
     rows = page.find_elements(By.CSS_SELECTOR, "tbody tr")
@@ -244,11 +250,11 @@ def test_disable_and_enable_with_confirmation(page, server):
     click(page.find_element(By.LINK_TEXT, "Disable Key"))
     click(page.find_element(By.CSS_SELECTOR, "button.primary"))
     assert "Key disabled." in page.page_source
-    assert field(page, "lifecycleState") == "DISABLED"
+    assert field(page, "State") == "DISABLED"
     assert key_get(data_dir, key["id"])["lifecycleState"] == "DISABLED"
     click(page.find_element(By.LINK_TEXT, "Enable Key"))
     click(page.find_element(By.CSS_SELECTOR, "button.primary"))
-    assert field(page, "lifecycleState") == "ENABLED"
+    assert field(page, "State") == "ENABLED"
 
 
 def test_vault_deletion_scheduled_and_cancelled_and_out_of_range_refused(page, server):
@@ -301,7 +307,7 @@ def test_read_only_users_see_but_cannot_act(page, server):
     click(page.find_element(By.LINK_TEXT, "default"))
     assert page.find_elements(By.XPATH, "//button[.='Schedule deletion']") == []
     page.get(f"{url}/console/vaults/{s['defaultVaultId']}/keys/{s['defaultKeyId']}")
-    assert field(page, "currentKeyVersion") == before
+    assert field(page, "Current Key Version") == before
     assert page.find_elements(By.LINK_TEXT, "Rotate Key") == []
     # A forged rotation, with the reader's own valid CSRF token, is refused by the API's rules.
     submit_script(page, """
