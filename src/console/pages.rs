@@ -22,7 +22,8 @@ button.primary{background:#21323f;color:#fff}
 nav.tabs a{margin-right:1rem}nav.tabs a[aria-current]{font-weight:700}
 code{overflow-wrap:anywhere}pre.pem{overflow-x:auto;background:#f4f4f4;padding:.5rem}
 form.stack{display:grid;gap:.5rem;max-width:40rem}form.stack textarea{font-family:monospace;min-height:8rem}
-@media (max-width:40rem){dl{grid-template-columns:1fr}td,th{padding:.3rem}}
+@media (max-width:40rem){dl{grid-template-columns:1fr}td,th{padding:.3rem}.wide{display:none}}
+nav.crumbs{margin:.5rem 0}nav.crumbs a{margin-right:.3rem}
 ";
 
 /// The page frame: header with navigation and sign-out, then `body`.
@@ -98,6 +99,19 @@ fn when(v: &Value) -> String {
                 .to_string()
         })
         .unwrap_or(s)
+}
+
+/// An OCID in a table: its kind and last characters (`ocid1.keyversion…x7k2q9`), the whole
+/// id in the title (and for copying, on the resource's own page); anything else as it is.
+fn short_ocid(id: &str) -> Markup {
+    let short = match (id.starts_with("ocid1."), id.rsplit_once('.')) {
+        (true, Some((_, unique))) if unique.len() > 8 => {
+            let kind = id.split('.').take(2).collect::<Vec<_>>().join(".");
+            format!("{kind}…{}", &unique[unique.len() - 6..])
+        }
+        _ => id.to_owned(),
+    };
+    html! { code title=(id) { (short) } }
 }
 
 /// OCI console's "Algorithm / Length": `AES / 256 bits`, `RSA / 3072 bits`, `ECDSA / NIST_P384`.
@@ -183,6 +197,10 @@ pub fn vault(
         Some(session),
         &format!("Vault {}", text(&v["displayName"])),
         html! {
+            nav.crumbs aria-label="breadcrumb" {
+                a href="/console/vaults" { "Vaults" } "›"
+                span aria-current="page" { (text(&v["displayName"])) }
+            }
             @if let Some(e) = error { p.error role="alert" { (e) } }
             dl {
                 dt { "OCID" } dd { code { (id) } }
@@ -217,6 +235,30 @@ pub fn vault(
                     }
                 } }
             }
+            h2 { "Master Encryption Keys" }
+            @if import {
+                p { a href={ "/console/vaults/" (id) "/import" } { "Import a key" } " (bring your own key material)" }
+            }
+            @if keys.is_empty() {
+                p { "No keys you may see." }
+            } @else {
+                div.scroll { table {
+                    thead { tr { th { "Name" } th { "State" } th { "Shape" } th.wide { "Protection mode" } th.wide { "Current version" } th.wide { "Created" } th { "Last rotated" } } }
+                    tbody {
+                        @for row in keys {
+                            tr {
+                                td { a href={ "/console/vaults/" (id) "/keys/" (text(&row.key["id"])) } { (text(&row.key["displayName"])) } }
+                                td { (text(&row.key["lifecycleState"])) }
+                                td { (shape(&row.key)) }
+                                td.wide { (text(&row.key["protectionMode"])) }
+                                td.wide { @if let Some(c) = &row.current { (short_ocid(&text(&c["id"]))) } }
+                                td.wide { (when(&row.key["timeCreated"])) }
+                                td { @if let Some(c) = &row.current { (when(&c["timeCreated"])) } }
+                            }
+                        }
+                    }
+                } }
+            }
             @if manage {
                 section aria-labelledby="deletion" {
                     h2 id="deletion" { "Deletion" }
@@ -235,30 +277,6 @@ pub fn vault(
                         }
                     }
                 }
-            }
-            h2 { "Master Encryption Keys" }
-            @if import {
-                p { a href={ "/console/vaults/" (id) "/import" } { "Import a key" } " (bring your own key material)" }
-            }
-            @if keys.is_empty() {
-                p { "No keys you may see." }
-            } @else {
-                div.scroll { table {
-                    thead { tr { th { "Name" } th { "State" } th { "Shape" } th { "Protection mode" } th { "Current version" } th { "Created" } th { "Last rotated" } } }
-                    tbody {
-                        @for row in keys {
-                            tr {
-                                td { a href={ "/console/vaults/" (id) "/keys/" (text(&row.key["id"])) } { (text(&row.key["displayName"])) } }
-                                td { (text(&row.key["lifecycleState"])) }
-                                td { (shape(&row.key)) }
-                                td { (text(&row.key["protectionMode"])) }
-                                td { @if let Some(c) = &row.current { code { (text(&c["id"])) } } }
-                                td { (when(&row.key["timeCreated"])) }
-                                td { @if let Some(c) = &row.current { (when(&c["timeCreated"])) } }
-                            }
-                        }
-                    }
-                } }
             }
         },
     )
@@ -282,7 +300,11 @@ pub fn key(
         Some(session),
         &format!("Key {}", text(&k["displayName"])),
         html! {
-            p { "Vault: " a href={ "/console/vaults/" (vid) } { (text(&vault["displayName"])) } }
+            nav.crumbs aria-label="breadcrumb" {
+                a href="/console/vaults" { "Vaults" } "›"
+                a href={ "/console/vaults/" (vid) } { (text(&vault["displayName"])) } "›"
+                span aria-current="page" { (text(&k["displayName"])) }
+            }
             @if let Some(d) = done { p.ok role="status" { "Key " (d) "." } }
             @if manage {
                 div.actions {
@@ -360,7 +382,7 @@ pub fn key(
                         tbody {
                             @for (ver, protects) in versions {
                                 tr {
-                                    td { code { (text(&ver["id"])) } }
+                                    td { (short_ocid(&text(&ver["id"]))) }
                                     td { (text(&ver["lifecycleState"])) }
                                     td { (text(&ver["origin"])) }
                                     td { (when(&ver["timeCreated"])) }
@@ -394,7 +416,11 @@ pub fn import(session: &Session, vault: &Value, wrapping: &Value, error: Option<
         Some(session),
         &format!("Import a key into {}", text(&vault["displayName"])),
         html! {
-            p { "Vault: " a href={ "/console/vaults/" (vid) } { (text(&vault["displayName"])) } }
+            nav.crumbs aria-label="breadcrumb" {
+                a href="/console/vaults" { "Vaults" } "›"
+                a href={ "/console/vaults/" (vid) } { (text(&vault["displayName"])) } "›"
+                span aria-current="page" { "Import a key" }
+            }
             @if let Some(e) = error { p.error role="alert" { (e) } }
             p {
                 "Wrap your key material under this vault's wrapping key (RSA-4096) on your own machine, "
@@ -568,13 +594,13 @@ pub fn audit(session: &Session, entries: &[Value], verification: &Value, view: &
                             td { (when(&e["time"])) }
                             td {
                                 @if let Some(name) = e["principalName"].as_str() { (name) br; }
-                                code { (text(&e["principal"])) }
+                                (short_ocid(&text(&e["principal"])))
                             }
                             td { (text(&e["source"])) }
                             td { (text(&e["operation"])) }
                             td {
                                 @for id in ["keyVersionId", "keyId", "vaultId"] {
-                                    @if let Some(v) = e[id].as_str() { code { (v) } br; }
+                                    @if let Some(v) = e[id].as_str() { (short_ocid(v)) br; }
                                 }
                                 @if let Some(r) = e["resource"].as_str() { (r) }
                             }
