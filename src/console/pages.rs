@@ -163,7 +163,7 @@ pub fn vaults(session: &Session, compartments: &[(String, String)], chosen: &str
             @if vaults.is_empty() {
                 p { "No vaults you may see in this compartment." }
             } @else {
-                div.scroll { table {
+                div.scroll tabindex="0" { table {
                     thead { tr { th { "Name" } th { "Type" } th { "State" } th { "Created" } } }
                     tbody {
                         @for v in vaults {
@@ -220,7 +220,7 @@ pub fn vault(
             }
             @if !replicas.is_empty() {
                 h2 { "Replicas" }
-                div.scroll { table {
+                div.scroll tabindex="0" { table {
                     thead { tr { th { "Region" } th { "Status" } th { "Last shipped" } th { "Changes waiting" } th { "Lag" } } }
                     tbody {
                         @for r in replicas {
@@ -242,7 +242,7 @@ pub fn vault(
             @if keys.is_empty() {
                 p { "No keys you may see." }
             } @else {
-                div.scroll { table {
+                div.scroll tabindex="0" { table {
                     thead { tr { th { "Name" } th { "State" } th { "Shape" } th.wide { "Protection mode" } th.wide { "Current version" } th.wide { "Created" } th { "Last rotated" } } }
                     tbody {
                         @for row in keys {
@@ -372,12 +372,12 @@ pub fn key(
                     @if let Some(pem) = current.and_then(|c| c["publicKey"].as_str()) {
                         h2 { "Public key (current version)" }
                         p { "Verify this key's signatures, or encrypt for it, with this SubjectPublicKeyInfo PEM:" }
-                        pre.pem { (pem) }
+                        pre.pem tabindex="0" { (pem) }
                     }
                 }
                 Some(versions) => {
                     h2 { "Versions" }
-                    div.scroll { table {
+                    div.scroll tabindex="0" { table {
                         thead { tr { th { "Version" } th { "State" } th { "Origin" } th { "Created" } th { "Current" } th { "Objects and volumes it protects" } } }
                         tbody {
                             @for (ver, protects) in versions {
@@ -431,7 +431,7 @@ pub fn import(session: &Session, vault: &Value, wrapping: &Value, error: Option<
             }
             h2 { "Wrapping key" }
             p { "OCID " code { (text(&wrapping["id"])) } }
-            pre.pem { (text(&wrapping["publicKey"])) }
+            pre.pem tabindex="0" { (text(&wrapping["publicKey"])) }
             h2 { "Key" }
             form.stack method="post" action={ "/console/vaults/" (vid) "/import" } {
                 (csrf(session))
@@ -509,7 +509,7 @@ pub fn compliance(session: &Session, max_age: i64, rows: &[(StaleKey, bool)], do
                 p.ok { "Every enabled key you may see was rotated in the last " (max_age) " days." }
             } @else {
                 p { (rows.len()) " enabled key(s) not rotated in the last " (max_age) " days:" }
-                div.scroll { table {
+                div.scroll tabindex="0" { table {
                     thead { tr { th { "Key" } th { "Vault" } th { "Current version created" } th { "Age (days)" } th { "" } } }
                     tbody {
                         @for (s, manage) in rows {
@@ -585,7 +585,7 @@ pub fn audit(session: &Session, entries: &[Value], verification: &Value, view: &
                     }
                 }
             }
-            div.scroll { table {
+            div.scroll tabindex="0" { table {
                 thead { tr { th { "#" } th { "Time" } th { "Who" } th { "From" } th { "Operation" } th { "On" } th { "Result" } } }
                 tbody {
                     @for e in entries {

@@ -710,3 +710,37 @@ def test_many_names_guessed_from_one_address_lock_that_address_out(tmp_path):
         assert attempt("sprayed", PASSWORD) == 429
         log = cli(data_dir, "kms", "audit", "list", "--limit", "100000")
         assert any("from this address" in (e.get("message") or "") for e in log if e["result"] == "DENIED")
+
+
+def test_every_page_passes_axe_with_no_serious_or_critical_finding(page, server):
+    """axe-core (4.9, bundled by selenium-axe-python) on every console page, at desktop and
+    phone width: no finding of impact serious or critical."""
+    from selenium_axe_python import Axe
+
+    url, data_dir = server
+    s = status(data_dir)
+    vault, key = s["defaultVaultId"], s["defaultKeyId"]
+    pages = ["/console/vaults", f"/console/vaults/{vault}", f"/console/vaults/{vault}/keys/{key}",
+             f"/console/vaults/{vault}/keys/{key}?tab=versions", f"/console/vaults/{vault}/import",
+             f"/console/vaults/{vault}/keys/{key}/confirm?action=rotate",
+             f"/console/vaults/{vault}/confirm-deletion?action=schedule&days=30",
+             "/console/compliance", "/console/audit", "/console/audit?result=DENIED"]
+    findings = []
+    try:
+        for width in (1280, 390):
+            page.set_window_size(width, 900)
+            page.delete_all_cookies()
+            page.get(url + "/console/login")
+            targets = ["/console/login"]
+            for target in targets + pages:
+                if target == pages[0]:
+                    sign_in(page, url)
+                page.get(url + target)
+                axe = Axe(page)
+                axe.inject()
+                result = axe.run()
+                findings += [(width, target, v["id"], v["impact"], v["help"]) for v in result["violations"]
+                             if v["impact"] in ("serious", "critical")]
+    finally:
+        page.set_window_size(1280, 900)
+    assert not findings, findings
