@@ -744,3 +744,28 @@ def test_every_page_passes_axe_with_no_serious_or_critical_finding(page, server)
     finally:
         page.set_window_size(1280, 900)
     assert not findings, findings
+
+
+def test_set_password_says_what_it_did_and_a_redirected_log_has_no_colour_codes(tmp_path):
+    data_dir = tmp_path / "data"
+    cli(data_dir, "iam", "user", "add", "pw-user")
+    out = subprocess.run([str(BINARY), "iam", "user", "set-password", "pw-user"], input=PASSWORD + "\n",
+                         env=dict(os.environ, SEALSTORE_DATA_DIR=str(data_dir)), capture_output=True, text=True,
+                         timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "console password set for user pw-user", out.stdout
+    log = tmp_path / "serve.log"
+    with log.open("w") as f:
+        proc = subprocess.Popen([str(BINARY), "serve", "--s3-listen", "127.0.0.1:0", "--kms-listen", "127.0.0.1:0"],
+                                env=dict(os.environ, SEALSTORE_DATA_DIR=str(data_dir)), stdout=subprocess.DEVNULL,
+                                stderr=f)
+        try:
+            deadline = time.time() + 30
+            while not (data_dir / "serve.json").exists():
+                assert proc.poll() is None and time.time() < deadline
+                time.sleep(0.05)
+        finally:
+            proc.terminate()
+            proc.wait(timeout=15)
+    text = log.read_text()
+    assert "INFO" in text and "\x1b[" not in text, text[:300]
