@@ -26,8 +26,10 @@ enum IamCommand {
     /// Groups of users, which policies grant access to.
     #[command(subcommand)]
     Group(GroupCommand),
-    /// Policies: `Allow group G to inspect|read|use|manage vaults|keys|key-family|compartments|all-resources
-    /// in tenancy|compartment C [where target.key.id = '…']`.
+    /// Policies: `Allow group G to inspect|read|use|manage
+    /// vaults|keys|key-family|compartments|audit-events|all-resources in tenancy|compartment C
+    /// [where target.key.id = '…']`. `read audit-events in tenancy` opens the audit log (API
+    /// and the console's Audit page).
     #[command(subcommand)]
     Policy(PolicyCommand),
     /// Compartments: the tenancy's tree that vaults and keys live in and policies name.
