@@ -303,6 +303,18 @@ fn base64_len(b64: &str) -> usize {
 #[test]
 fn bad_input_gets_clear_errors() {
     let env = Env::new();
+    // Every policy resource is named where users look: `iam --help` and the refusal.
+    assert!(env.ok(&["iam", "--help"]).contains("audit-events"));
+    assert!(env
+        .fails(&[
+            "iam",
+            "policy",
+            "create",
+            "p",
+            "--statement",
+            "Allow group G to read secrets in tenancy"
+        ])
+        .contains("audit-events"));
     let (vault, key) = vault_and_key(&env, &[]);
     assert!(env
         .fails(&["kms", "key", "get", "not-an-id"])
