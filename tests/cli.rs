@@ -630,4 +630,12 @@ fn object_import_shows_bytes_rate_and_objects_at_a_terminal() {
     let shown = String::from_utf8_lossy(&out.stdout);
     assert!(shown.contains("6.00 MiB/6.00 MiB"), "{shown}");
     assert!(shown.contains("/s, ETA") && shown.contains("2/2 objects"), "{shown}");
+    // Tables show sizes people read; --json the exact bytes.
+    let inventory = env.ok(&["object", "inventory"]);
+    assert!(
+        inventory.contains("SIZE") && inventory.contains("6.00 MiB"),
+        "{inventory}"
+    );
+    assert!(!inventory.contains("6291461"), "{inventory}");
+    assert!(env.ok(&["--json", "object", "inventory"]).contains("6291461"));
 }

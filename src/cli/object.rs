@@ -398,10 +398,15 @@ pub fn run(global: &GlobalOpts, args: ObjectArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn print_inventory(global: &GlobalOpts, rows: &[InventoryRow]) -> anyhow::Result<()> {
-    let value = serde_json::to_value(rows)?;
+    let mut value = serde_json::to_value(rows)?;
     if global.json {
         output::json(&value);
     } else {
+        // People read sizes, not byte counts (`--json` keeps the exact number).
+        for row in value.as_array_mut().into_iter().flatten() {
+            let bytes = row["bytes"].as_u64().unwrap_or(0);
+            row["size"] = indicatif::HumanBytes(bytes).to_string().into();
+        }
         output::table(
             &value,
             &[
@@ -409,7 +414,7 @@ fn print_inventory(global: &GlobalOpts, rows: &[InventoryRow]) -> anyhow::Result
                 ("VERSION", "keyVersionId"),
                 ("CURRENT", "current"),
                 ("OBJECTS", "objects"),
-                ("BYTES", "bytes"),
+                ("SIZE", "size"),
             ],
         );
         let old: u64 = rows.iter().filter(|r| !r.current).map(|r| r.objects).sum();
