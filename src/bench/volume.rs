@@ -3,8 +3,9 @@
 //! - In-process: [`Volume::write_at`]/[`Volume::read_at`] from every thread, beside the
 //!   same I/O on a plain file of the same size (the baseline: the encryption's cost).
 //! - Over NBD, with fio's `nbd` engine (when fio is installed): sealstore's NBD server
-//!   beside `qemu-nbd` serving a raw file (the baseline) and a LUKS image (qemu's own
-//!   AES-XTS), when qemu-nbd and qemu-img are installed. `scripts/bench-nbd` runs these.
+//!   beside nbdkit's file plugin serving a raw file (the baseline, when installed), and
+//!   `qemu-nbd` serving a raw file (the baseline without nbdkit) and a LUKS image (qemu's
+//!   own AES-XTS), when qemu-nbd and qemu-img are installed. `scripts/bench-nbd` runs these.
 
 use std::fs::File;
 use std::os::unix::fs::FileExt;
@@ -199,6 +200,7 @@ pub fn over_nbd(
     dir: &Path,
     volume: Volume,
     duration: Duration,
+    rounds: u32,
     mut progress: impl FnMut(&str),
 ) -> Result<Vec<Measured>, VolumeBenchError> {
     if !installed("fio") {
@@ -222,6 +224,17 @@ pub fn over_nbd(
 
     let mut servers: Vec<(String, bool, PathBuf, Option<QemuNbd>)> =
         vec![("sealstore NBD (AES-256-XTS)".into(), false, socket, None)];
+    // The baseline (100%) is nbdkit's file plugin, or qemu-nbd's raw file without nbdkit.
+    let have_nbdkit = installed("nbdkit");
+    if have_nbdkit {
+        let nbdkit = QemuNbd::nbdkit_file(dir, size)?;
+        servers.push((
+            "nbdkit file, no encryption".into(),
+            true,
+            nbdkit.socket.clone(),
+            Some(nbdkit),
+        ));
+    }
     if installed("qemu-nbd") && installed("qemu-img") {
         for luks in [false, true] {
             let qemu = QemuNbd::start(dir, size, luks)?;
@@ -230,17 +243,44 @@ pub fn over_nbd(
             } else {
                 "qemu-nbd raw file, no encryption"
             };
-            servers.push((name.into(), !luks, qemu.socket.clone(), Some(qemu)));
+            servers.push((name.into(), !luks && !have_nbdkit, qemu.socket.clone(), Some(qemu)));
         }
     }
     let label = |sequential: bool| format!("fio depth {}", if sequential { SEQ_DEPTH } else { RAND_DEPTH });
+    // Every round runs every job on every server in turn (servers alternate, so drift in the
+    // machine's load spreads over all of them); a line is the median of its rounds.
+    // Every image is written once in full first, over NBD, so that no server measures
+    // writes into a sparse file (block allocation) against others that overwrite, and reads
+    // decrypt or copy real data everywhere; each is then flushed (`sync`) before every job.
+    for (name, _, socket, _) in &servers {
+        progress(&format!("filling {name}"));
+        fio_fill(dir, socket, size)?;
+    }
+    let rounds = rounds.max(1);
+    let jobs = workloads(&label);
+    // runs[job][server]: one (value, latency) per round.
+    type Runs = Vec<Vec<(f64, Option<Latency>)>>;
+    let mut runs: Vec<Runs> = vec![vec![Vec::new(); servers.len()]; jobs.len()];
+    for round in 1..=rounds {
+        for (j, (group, sequential, write)) in jobs.iter().enumerate() {
+            for (s, (name, _, socket, _)) in servers.iter().enumerate() {
+                progress(&format!("round {round}/{rounds}, {group}: {name}"));
+                super::settle();
+                runs[j][s].push(fio(dir, socket, size, duration, *sequential, *write)?);
+            }
+        }
+    }
     let mut results = Vec::new();
-    for (group, sequential, write) in workloads(&label) {
-        for (name, baseline, socket, _) in &servers {
-            progress(&format!("{group}: {name}"));
-            super::settle();
-            let (value, latency) = fio(dir, socket, size, duration, sequential, write)?;
-            let unit = if sequential { Unit::BytesPerSec } else { Unit::OpsPerSec };
+    for (j, (group, sequential, _)) in jobs.iter().enumerate() {
+        for (s, (name, baseline, _, _)) in servers.iter().enumerate() {
+            let mut line = std::mem::take(&mut runs[j][s]);
+            line.sort_by(|a, b| a.0.total_cmp(&b.0));
+            let (value, latency) = line.swap_remove(line.len() / 2);
+            let unit = if *sequential {
+                Unit::BytesPerSec
+            } else {
+                Unit::OpsPerSec
+            };
             results.push(Measured {
                 kind: "volume".into(),
                 group: format!("NBD {group}"),
@@ -325,6 +365,30 @@ fn fio(
     Ok((value, fio_latency(&job["clat_ns"])))
 }
 
+/// Writes the whole export at `socket` once, sequentially in 1 MiB blocks.
+fn fio_fill(dir: &Path, socket: &Path, size: u64) -> Result<(), VolumeBenchError> {
+    let status = Command::new("fio")
+        .arg("--name=fill")
+        .arg("--ioengine=nbd")
+        .arg(format!("--uri=nbd+unix:///?socket={}", socket.display()))
+        .arg("--rw=write")
+        .arg(format!("--bs={SEQ_BLOCK}"))
+        .arg(format!("--iodepth={SEQ_DEPTH}"))
+        .arg(format!("--size={size}"))
+        .arg(format!("--output={}", dir.join("fio-fill.txt").display()))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .output()
+        .map_err(io("running fio"))?;
+    if !status.status.success() {
+        return Err(VolumeBenchError::Tool {
+            tool: "fio".into(),
+            message: String::from_utf8_lossy(&status.stderr).trim().to_owned(),
+        });
+    }
+    Ok(())
+}
+
 /// fio's completion-latency percentiles as a [`Latency`].
 fn fio_latency(clat: &Value) -> Option<Latency> {
     let pct = clat["percentile"].as_object()?;
@@ -351,7 +415,8 @@ fn fio_latency(clat: &Value) -> Option<Latency> {
     })
 }
 
-/// A qemu-nbd serving a raw or LUKS image on a Unix socket, stopped on drop.
+/// A qemu-nbd serving a raw or LUKS image, or an nbdkit serving a raw one, on a Unix socket;
+/// stopped on drop.
 struct QemuNbd {
     child: Child,
     socket: PathBuf,
@@ -382,7 +447,8 @@ impl QemuNbd {
         }
         run_tool(create.arg(&image).arg(size.to_string()))?;
         let mut serve = Command::new("qemu-nbd");
-        serve.args(["--shared=16", "--persistent"]);
+        // writeback: the page cache, as the other servers use it (flushes still sync).
+        serve.args(["--shared=16", "--persistent", "--cache=writeback"]);
         if luks {
             serve
                 .args(["--object", Self::SECRET, "--image-opts"])
@@ -390,18 +456,41 @@ impl QemuNbd {
         } else {
             serve.arg("--format=raw").arg(&image);
         }
+        serve.arg(format!("--socket={}", socket.display()));
+        Self::spawn(serve, socket)
+    }
+
+    /// nbdkit's file plugin serving a raw image (the unencrypted baseline): through the page
+    /// cache (`cache=default`), a thread per request in flight up to its default 16.
+    fn nbdkit_file(dir: &Path, size: u64) -> Result<Self, VolumeBenchError> {
+        let image = dir.join("nbdkit.img");
+        let socket = dir.join("nbdkit.sock");
+        File::create(&image)
+            .and_then(|f| f.set_len(size))
+            .map_err(io(format!("creating {}", image.display())))?;
+        let mut serve = Command::new("nbdkit");
+        serve
+            .args(["--foreground", "--exit-with-parent", "--unix"])
+            .arg(&socket)
+            .arg("file")
+            .arg(format!("file={}", image.display()))
+            .arg("cache=default");
+        Self::spawn(serve, socket)
+    }
+
+    fn spawn(mut serve: Command, socket: PathBuf) -> Result<Self, VolumeBenchError> {
+        let tool = serve.get_program().to_string_lossy().into_owned();
         let child = serve
-            .arg(format!("--socket={}", socket.display()))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .map_err(io("starting qemu-nbd"))?;
+            .map_err(io(format!("starting {tool}")))?;
         let server = QemuNbd { child, socket };
         let started = Instant::now();
         while !server.socket.exists() {
             if started.elapsed() > Duration::from_secs(10) {
                 return Err(VolumeBenchError::Tool {
-                    tool: "qemu-nbd".into(),
+                    tool,
                     message: format!("no socket {} after 10 s", server.socket.display()),
                 });
             }

@@ -10,17 +10,21 @@
 //! WRITE_ZEROES with NO_HOLE, which writes encrypted zeros.
 //! Requests are read one after another but served concurrently, and each reply goes out when
 //! its request is done, so replies may come out of order (clients match them by cookie).
+//! After the handshake (on tokio) a connection has a thread of its own, which reads requests
+//! in large chunks and serves small READs and WRITEs itself, and up to [`WORKERS`] threads for
+//! the rest; replies are written in batches (see [`INLINE_REQUEST`] and `docs/FORMATS.md`).
 //! Any byte alignment is accepted (the volume reads, modifies and writes partial sectors).
 //! FLUSH and FUA mean durable: the volume file is fdatasync'ed.
 //! Resources are bounded ([`Limits`]): bytes of requests in flight per connection and per
 //! server (back-pressure: the server stops reading a client's requests), connections, and the
 //! time to negotiate and to sit idle.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::sync::{Mutex, Semaphore};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::Volume;
 
@@ -202,22 +206,68 @@ async fn option_reply<W: AsyncWrite + Unpin>(w: &mut W, option: u32, kind: u32, 
     w.write_all(&out).await
 }
 
-/// Serves one client connection until it disconnects.
-pub async fn serve_connection<S>(stream: S, exports: Arc<Vec<Export>>, budget: Budget) -> std::io::Result<()>
-where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
-    let (r, w) = tokio::io::split(stream);
-    let negotiated = tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake(r, w, &exports)).await;
+/// A client connection as accepted.
+#[derive(Debug)]
+pub enum Stream {
+    /// Over a Unix socket.
+    Unix(tokio::net::UnixStream),
+    /// Over TCP.
+    Tcp(tokio::net::TcpStream),
+}
+
+/// Serves one client connection until it disconnects: the handshake on tokio, then the
+/// transmission phase on a thread of its own (with workers; see [`INLINE_REQUEST`]).
+pub async fn serve_connection(mut stream: Stream, exports: Arc<Vec<Export>>, budget: Budget) -> std::io::Result<()> {
+    let negotiated = tokio::time::timeout(HANDSHAKE_TIMEOUT, async {
+        let chosen = match &mut stream {
+            Stream::Unix(s) => {
+                let (r, w) = s.split();
+                handshake(r, w, &exports).await?.map(|(_, _, e, n)| (e, n))
+            }
+            Stream::Tcp(s) => {
+                let (r, w) = s.split();
+                handshake(r, w, &exports).await?.map(|(_, _, e, n)| (e, n))
+            }
+        };
+        Ok::<_, std::io::Error>(chosen)
+    })
+    .await;
     let Ok(negotiated) = negotiated else {
         return Err(std::io::Error::new(
             std::io::ErrorKind::TimedOut,
             format!("no export chosen within {} s", HANDSHAKE_TIMEOUT.as_secs()),
         ));
     };
-    match negotiated? {
-        Some((r, w, export, negotiated)) => transmission(r, w, export, negotiated, budget).await,
-        None => Ok(()),
+    let Some((export, negotiated)) = negotiated? else {
+        return Ok(());
+    };
+    let socket = match stream {
+        Stream::Unix(s) => {
+            let s = s.into_std()?;
+            s.set_nonblocking(false)?;
+            Socket::Unix(s)
+        }
+        Stream::Tcp(s) => {
+            let s = s.into_std()?;
+            s.set_nonblocking(false)?;
+            Socket::Tcp(s)
+        }
+    };
+    // Should this task be dropped (the runtime shutting down on SIGTERM), the socket is shut
+    // down so that the connection's threads end too, instead of holding the process open.
+    let _close = CloseOnDrop(socket.try_clone()?);
+    let runtime = tokio::runtime::Handle::current();
+    tokio::task::spawn_blocking(move || transmission(socket, export, negotiated, budget, runtime))
+        .await
+        .map_err(std::io::Error::other)?
+}
+
+/// Shuts a socket down when dropped.
+struct CloseOnDrop(Socket);
+
+impl Drop for CloseOnDrop {
+    fn drop(&mut self) {
+        self.0.shutdown();
     }
 }
 
@@ -407,77 +457,49 @@ struct Replies {
 }
 
 impl Replies {
-    /// Writes the reply to `cookie` as one write: success (with the data of a READ at
-    /// `offset`), or `error`.
-    async fn send<W: AsyncWrite + Unpin>(
-        self,
-        w: &Mutex<W>,
-        cookie: u64,
-        error: u32,
-        read: Option<(u64, &[u8])>,
-    ) -> std::io::Result<()> {
-        // Small data goes in the same write as the header (one segment, no Nagle wait); large
-        // data is written after it, under the same lock, rather than copied.
-        let data: &[u8] = match (error, read) {
-            (0, Some((_, d))) => d,
-            _ => &[],
-        };
-        let inline = data.len() <= INLINE_REPLY;
-        let mut out = Vec::with_capacity(32 + if inline { data.len() } else { 0 });
+    /// The reply header to `cookie`: success (a READ's `len` bytes of data at `offset` follow
+    /// it), or `error`.
+    fn head(self, cookie: u64, error: u32, read: Option<(u64, usize)>) -> Vec<u8> {
+        let mut out = Vec::with_capacity(32);
         if !self.structured {
             out.extend_from_slice(&SIMPLE_REPLY_MAGIC.to_be_bytes());
             out.extend_from_slice(&error.to_be_bytes());
             out.extend_from_slice(&cookie.to_be_bytes());
-        } else {
-            let message: &[u8] = match error {
-                EPERM => b"the export is read-only",
-                EINVAL => b"invalid request",
-                ENOSPC => b"beyond the end of the volume",
-                EOVERFLOW => b"request too large",
-                ENOTSUP => b"zeroing without holes is not fast here",
-                _ => b"I/O error on the volume",
-            };
-            let (kind, payload_len) = match (error, read) {
-                (0, Some((_, d))) => (REPLY_TYPE_OFFSET_DATA, 8 + d.len()),
-                (0, None) => (REPLY_TYPE_NONE, 0),
-                _ => (REPLY_TYPE_ERROR, 6 + message.len()),
-            };
-            out.extend_from_slice(&STRUCTURED_REPLY_MAGIC.to_be_bytes());
-            out.extend_from_slice(&REPLY_FLAG_DONE.to_be_bytes());
-            out.extend_from_slice(&kind.to_be_bytes());
-            out.extend_from_slice(&cookie.to_be_bytes());
-            out.extend_from_slice(&(payload_len as u32).to_be_bytes());
-            match (error, read) {
-                (0, Some((offset, _))) => out.extend_from_slice(&offset.to_be_bytes()),
-                (0, None) => {}
-                _ => {
-                    out.extend_from_slice(&error.to_be_bytes());
-                    out.extend_from_slice(&(message.len() as u16).to_be_bytes());
-                    out.extend_from_slice(message);
-                }
+            return out;
+        }
+        let message: &[u8] = match error {
+            EPERM => b"the export is read-only",
+            EINVAL => b"invalid request",
+            ENOSPC => b"beyond the end of the volume",
+            EOVERFLOW => b"request too large",
+            ENOTSUP => b"zeroing without holes is not fast here",
+            _ => b"I/O error on the volume",
+        };
+        let (kind, payload_len) = match (error, read) {
+            (0, Some((_, len))) => (REPLY_TYPE_OFFSET_DATA, 8 + len),
+            (0, None) => (REPLY_TYPE_NONE, 0),
+            _ => (REPLY_TYPE_ERROR, 6 + message.len()),
+        };
+        out.extend_from_slice(&STRUCTURED_REPLY_MAGIC.to_be_bytes());
+        out.extend_from_slice(&REPLY_FLAG_DONE.to_be_bytes());
+        out.extend_from_slice(&kind.to_be_bytes());
+        out.extend_from_slice(&cookie.to_be_bytes());
+        out.extend_from_slice(&(payload_len as u32).to_be_bytes());
+        match (error, read) {
+            (0, Some((offset, _))) => out.extend_from_slice(&offset.to_be_bytes()),
+            (0, None) => {}
+            _ => {
+                out.extend_from_slice(&error.to_be_bytes());
+                out.extend_from_slice(&(message.len() as u16).to_be_bytes());
+                out.extend_from_slice(message);
             }
         }
-        if inline {
-            out.extend_from_slice(data);
-        }
-        let mut w = w.lock().await;
-        w.write_all(&out).await?;
-        if !inline {
-            w.write_all(data).await?;
-        }
-        Ok(())
+        out
     }
-}
 
-impl Replies {
     /// The `base:allocation` answer to a BLOCK_STATUS (structured replies only, which the
     /// context's negotiation required): one chunk of (length, flags) descriptors.
-    async fn send_block_status<W: AsyncWrite + Unpin>(
-        self,
-        w: &Mutex<W>,
-        cookie: u64,
-        extents: &[(u64, bool)],
-    ) -> std::io::Result<()> {
+    fn block_status(self, cookie: u64, extents: &[(u64, bool)]) -> Vec<u8> {
         let mut out = Vec::with_capacity(24 + 8 * extents.len());
         out.extend_from_slice(&STRUCTURED_REPLY_MAGIC.to_be_bytes());
         out.extend_from_slice(&REPLY_FLAG_DONE.to_be_bytes());
@@ -490,20 +512,7 @@ impl Replies {
             let flags = if *hole { STATE_HOLE | STATE_ZERO } else { 0 };
             out.extend_from_slice(&flags.to_be_bytes());
         }
-        w.lock().await.write_all(&out).await
-    }
-}
-
-/// READ data up to this size is copied into the reply's single write; larger data follows
-/// the header in a write of its own.
-const INLINE_REPLY: usize = 64 << 10;
-
-/// The NBD error of a finished blocking volume call (0 for success).
-fn status(done: Result<Result<(), super::VolumeError>, tokio::task::JoinError>) -> u32 {
-    match done {
-        Ok(Ok(())) => 0,
-        Ok(Err(e)) => errno(&e),
-        Err(_) => EIO,
+        out
     }
 }
 
@@ -515,143 +524,439 @@ fn errno(e: &super::VolumeError) -> u32 {
     }
 }
 
-async fn transmission<R, W>(
-    mut r: R,
-    w: W,
-    export: Export,
-    negotiated: Negotiated,
-    budget: Budget,
-) -> std::io::Result<()>
-where
-    R: AsyncRead + Unpin,
-    W: AsyncWrite + Unpin + Send + 'static,
-{
-    let w = Arc::new(Mutex::new(w));
-    let replies = Replies {
-        structured: negotiated.structured,
-    };
-    let read_buffers = Arc::new(BufferPool::default());
-    let mut in_flight = tokio::task::JoinSet::new();
-    let own = Arc::new(Semaphore::new(budget.limits.per_connection_bytes >> 10));
-    let result = loop {
-        let mut header = [0u8; 28];
-        let next = r.read_exact(&mut header);
-        let read = match budget.limits.idle_timeout {
-            Some(idle) if in_flight.is_empty() => match tokio::time::timeout(idle, next).await {
-                Ok(read) => read,
-                Err(_) => {
-                    tracing::debug!(idle_secs = idle.as_secs(), "NBD connection idle: closed");
-                    break Ok(());
-                }
-            },
-            _ => next.await,
+fn status(done: Result<(), super::VolumeError>) -> u32 {
+    done.err().map_or(0, |e| errno(&e))
+}
+
+/// READ and WRITE requests up to this size, without FUA, are served on the connection's own
+/// thread as soon as they are read, and their replies batched into one write per read of the
+/// socket: no hand-over to another thread per request. Larger ones, FUA, FLUSH, TRIM,
+/// WRITE_ZEROES and BLOCK_STATUS go to the connection's workers, so that big transfers use
+/// every core and a sync never stalls the reading of requests.
+const INLINE_REQUEST: u32 = 64 << 10;
+/// Worker threads per connection (started when first needed).
+const WORKERS: usize = 4;
+/// Bytes read from the socket at a time: many small requests per read.
+const READ_BUFFER: usize = 256 << 10;
+/// Replies gathered into one `sendmsg` at most (below IOV_MAX with two slices each).
+const MAX_BATCH: usize = 256;
+/// A request header.
+const HEADER: usize = 28;
+/// Socket send buffer asked for.
+const SEND_BUFFER: usize = 4 << 20;
+
+/// Budget permits a request holds until its reply is written.
+type Held = (OwnedSemaphorePermit, OwnedSemaphorePermit);
+
+/// A reply ready to be written: its header (with a small READ's data), a large READ's data,
+/// how much of both is written, and the budget it holds.
+struct Reply {
+    head: Vec<u8>,
+    data: Option<Vec<u8>>,
+    sent: usize,
+    _held: Option<Held>,
+}
+
+impl Reply {
+    fn new(head: Vec<u8>, held: Option<Held>) -> Self {
+        Reply {
+            head,
+            data: None,
+            sent: 0,
+            _held: held,
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.head.len() + self.data.as_ref().map_or(0, Vec::len)
+    }
+}
+
+/// A client's socket in the transmission phase, in blocking mode.
+#[derive(Debug)]
+enum Socket {
+    Unix(std::os::unix::net::UnixStream),
+    Tcp(std::net::TcpStream),
+}
+
+impl Socket {
+    fn try_clone(&self) -> std::io::Result<Socket> {
+        Ok(match self {
+            Socket::Unix(s) => Socket::Unix(s.try_clone()?),
+            Socket::Tcp(s) => Socket::Tcp(s.try_clone()?),
+        })
+    }
+
+    fn set_read_timeout(&self, timeout: Option<Duration>) -> std::io::Result<()> {
+        match self {
+            Socket::Unix(s) => s.set_read_timeout(timeout),
+            Socket::Tcp(s) => s.set_read_timeout(timeout),
+        }
+    }
+
+    fn read(&self, buf: &mut [u8]) -> std::io::Result<usize> {
+        use std::io::Read;
+        match self {
+            Socket::Unix(s) => (&*s).read(buf),
+            Socket::Tcp(s) => (&*s).read(buf),
+        }
+    }
+
+    fn shutdown(&self) {
+        let _ = match self {
+            Socket::Unix(s) => s.shutdown(std::net::Shutdown::Both),
+            Socket::Tcp(s) => s.shutdown(std::net::Shutdown::Both),
         };
-        match read {
-            Ok(_) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => break Ok(()),
-            Err(e) => break Err(e),
+    }
+}
+
+impl std::os::fd::AsFd for Socket {
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        match self {
+            Socket::Unix(s) => s.as_fd(),
+            Socket::Tcp(s) => s.as_fd(),
         }
-        let magic = u32::from_be_bytes(header[0..4].try_into().expect("4"));
-        let flags = u16::from_be_bytes(header[4..6].try_into().expect("2"));
-        let kind = u16::from_be_bytes(header[6..8].try_into().expect("2"));
-        let cookie = u64::from_be_bytes(header[8..16].try_into().expect("8"));
-        let offset = u64::from_be_bytes(header[16..24].try_into().expect("8"));
-        let len = u32::from_be_bytes(header[24..28].try_into().expect("4"));
-        if magic != REQUEST_MAGIC {
-            break Err(std::io::Error::other("bad request magic"));
+    }
+}
+
+/// The replies of a connection on their way out. Whoever finds no one writing writes every
+/// queued reply, in batches of one `sendmsg` each (flat combining): replies finished while a
+/// write is under way go out with the next one. The connection's reading thread writes
+/// without blocking (so it never stops reading requests because a client is slow to read
+/// replies) and leaves what does not fit to a worker.
+struct Out {
+    socket: Socket,
+    state: std::sync::Mutex<OutState>,
+    buffers: BufferPool,
+}
+
+#[derive(Default)]
+struct OutState {
+    queue: VecDeque<Reply>,
+    writing: bool,
+    failed: bool,
+}
+
+/// How [`Out::write_out`] ended.
+#[derive(Debug, PartialEq, Eq)]
+enum Drained {
+    Done,
+    WouldBlock,
+    Failed,
+}
+
+impl Out {
+    fn state(&self) -> std::sync::MutexGuard<'_, OutState> {
+        self.state.lock().expect("NBD reply queue poisoned")
+    }
+
+    /// Queues replies; true when the caller is to write them (no one else is).
+    fn push(&self, replies: impl IntoIterator<Item = Reply>) -> bool {
+        let mut st = self.state();
+        if st.failed {
+            return false;
         }
-        let in_range = offset
-            .checked_add(u64::from(len))
-            .is_some_and(|end| end <= export.volume.size());
-        // Back-pressure: no more of this client's requests are read until what is in flight
-        // fits its limit and the server's. Held until the reply is written.
-        let cost = if len > MAX_REQUEST { 1 } else { cost_kib(kind, len) };
-        let held = (
-            own.clone().acquire_many_owned(cost).await.expect("never closed"),
-            budget
-                .total
-                .clone()
-                .acquire_many_owned(cost)
-                .await
-                .expect("never closed"),
-        );
-        let (vol, w2) = (export.volume.clone(), w.clone());
-        let fua = flags & CMD_FLAG_FUA != 0;
-        match kind {
-            CMD_DISC => break Ok(()),
-            CMD_WRITE => {
-                if len > MAX_REQUEST {
-                    let _ = replies.send(&w, cookie, EOVERFLOW, None).await;
-                    break Err(std::io::Error::other("write request too large"));
+        st.queue.extend(replies);
+        self.take_role(&mut st)
+    }
+
+    fn take_role(&self, st: &mut OutState) -> bool {
+        if st.writing || st.failed || st.queue.is_empty() {
+            return false;
+        }
+        st.writing = true;
+        true
+    }
+
+    /// Takes the writer's role if no one has it and something is queued.
+    fn claim(&self) -> bool {
+        let mut st = self.state();
+        self.take_role(&mut st)
+    }
+
+    /// Writes queued replies until none is left, then gives up the writer's role (which the
+    /// caller holds). Without `blocking`, stops when the socket is full, putting back what
+    /// is left.
+    fn write_out(&self, blocking: bool) -> Drained {
+        loop {
+            let mut batch: Vec<Reply> = {
+                let mut st = self.state();
+                if st.queue.is_empty() {
+                    st.writing = false;
+                    return Drained::Done;
                 }
-                // Filled by the socket, not zeroed first: the request's bytes overwrite it all.
-                let mut data = bytes::BytesMut::with_capacity(len as usize);
-                while data.len() < len as usize {
-                    let want = len as usize - data.len();
-                    if (&mut r).take(want as u64).read_buf(&mut data).await? == 0 {
-                        return Err(std::io::ErrorKind::UnexpectedEof.into());
+                let n = st.queue.len().min(MAX_BATCH);
+                st.queue.drain(..n).collect()
+            };
+            match self.send(&mut batch, blocking) {
+                Ok(()) => {
+                    for reply in batch {
+                        if let Some(data) = reply.data {
+                            self.buffers.give_back(data);
+                        }
                     }
                 }
-                let error = if export.read_only {
-                    Some(EPERM)
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    let mut st = self.state();
+                    for reply in batch.into_iter().rev().filter(|r| r.sent < r.len()) {
+                        st.queue.push_front(reply);
+                    }
+                    st.writing = false;
+                    return Drained::WouldBlock;
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "NBD reply failed");
+                    let mut st = self.state();
+                    st.failed = true;
+                    st.queue.clear();
+                    st.writing = false;
+                    return Drained::Failed;
+                }
+            }
+        }
+    }
+
+    /// Writes a batch of replies with as few `sendmsg` calls as the socket allows.
+    fn send(&self, batch: &mut [Reply], blocking: bool) -> std::io::Result<()> {
+        use rustix::net::{SendAncillaryBuffer, SendFlags};
+        let flags = if blocking {
+            SendFlags::NOSIGNAL
+        } else {
+            SendFlags::NOSIGNAL | SendFlags::DONTWAIT
+        };
+        let mut first = 0;
+        loop {
+            while first < batch.len() && batch[first].sent == batch[first].len() {
+                first += 1;
+            }
+            if first == batch.len() {
+                return Ok(());
+            }
+            let mut iov = Vec::with_capacity(2 * (batch.len() - first));
+            for r in &batch[first..] {
+                let head = r.head.get(r.sent..).unwrap_or(&[]);
+                if !head.is_empty() {
+                    iov.push(std::io::IoSlice::new(head));
+                }
+                if let Some(data) = &r.data {
+                    iov.push(std::io::IoSlice::new(&data[r.sent.saturating_sub(r.head.len())..]));
+                }
+            }
+            let sent = rustix::net::sendmsg(&self.socket, &iov, &mut SendAncillaryBuffer::default(), flags);
+            drop(iov);
+            let mut n = match sent {
+                Ok(n) => n,
+                Err(rustix::io::Errno::INTR) => continue,
+                Err(e) => return Err(e.into()),
+            };
+            for r in &mut batch[first..] {
+                let step = (r.len() - r.sent).min(n);
+                r.sent += step;
+                n -= step;
+                if n == 0 {
+                    break;
+                }
+            }
+        }
+    }
+}
+
+/// A parsed request header.
+#[derive(Debug, Clone, Copy)]
+struct Request {
+    flags: u16,
+    kind: u16,
+    cookie: u64,
+    offset: u64,
+    len: u32,
+}
+
+impl Request {
+    fn parse(header: &[u8]) -> (u32, Self) {
+        let magic = u32::from_be_bytes(header[0..4].try_into().expect("4"));
+        let request = Request {
+            flags: u16::from_be_bytes(header[4..6].try_into().expect("2")),
+            kind: u16::from_be_bytes(header[6..8].try_into().expect("2")),
+            cookie: u64::from_be_bytes(header[8..16].try_into().expect("8")),
+            offset: u64::from_be_bytes(header[16..24].try_into().expect("8")),
+            len: u32::from_be_bytes(header[24..28].try_into().expect("4")),
+        };
+        (magic, request)
+    }
+
+    fn fua(&self) -> bool {
+        self.flags & CMD_FLAG_FUA != 0
+    }
+
+    /// Served on the reading thread (see [`INLINE_REQUEST`]).
+    fn inline(&self) -> bool {
+        matches!(self.kind, CMD_READ | CMD_WRITE) && self.len <= INLINE_REQUEST && !self.fua()
+    }
+}
+
+/// Work for a connection's workers.
+enum Job {
+    /// A request (with a WRITE's payload) and the budget it holds.
+    Request(Request, Vec<u8>, Held),
+    /// Write queued replies (the reading thread found the socket full).
+    Drain,
+}
+
+#[derive(Default)]
+struct Jobs {
+    queue: VecDeque<Job>,
+    idle: usize,
+    workers: usize,
+    closed: bool,
+}
+
+/// What a connection's threads share.
+struct Connection {
+    export: Export,
+    replies: Replies,
+    allocation_context: bool,
+    out: Out,
+    jobs: std::sync::Mutex<Jobs>,
+    ready: std::sync::Condvar,
+}
+
+impl Connection {
+    fn jobs(&self) -> std::sync::MutexGuard<'_, Jobs> {
+        self.jobs.lock().expect("NBD job queue poisoned")
+    }
+
+    /// Queues a job for the workers, starting one if none is idle (up to [`WORKERS`]).
+    fn submit(self: &Arc<Self>, job: Job) -> Option<std::thread::JoinHandle<()>> {
+        let mut jobs = self.jobs();
+        jobs.queue.push_back(job);
+        if jobs.idle > 0 {
+            self.ready.notify_one();
+            return None;
+        }
+        if jobs.workers >= WORKERS {
+            return None;
+        }
+        let conn = self.clone();
+        let started = std::thread::Builder::new()
+            .name("nbd-worker".into())
+            .spawn(move || conn.work());
+        match started {
+            Ok(handle) => {
+                jobs.workers += 1;
+                Some(handle)
+            }
+            // Without a thread the job still runs: on an existing worker, or, with none, on
+            // the reading thread when the connection ends.
+            Err(e) => {
+                tracing::warn!(error = %e, "could not start an NBD worker thread");
+                None
+            }
+        }
+    }
+
+    fn work(&self) {
+        loop {
+            let job = {
+                let mut jobs = self.jobs();
+                loop {
+                    if let Some(job) = jobs.queue.pop_front() {
+                        break job;
+                    }
+                    if jobs.closed {
+                        return;
+                    }
+                    jobs.idle += 1;
+                    jobs = self.ready.wait(jobs).expect("NBD job queue poisoned");
+                    jobs.idle -= 1;
+                }
+            };
+            self.run(job);
+        }
+    }
+
+    fn run(&self, job: Job) {
+        match job {
+            Job::Request(request, mut data, held) => {
+                let reply = self.serve(request, &mut data, Some(held));
+                if !data.is_empty() {
+                    self.out.buffers.give_back(data);
+                }
+                self.reply(reply);
+            }
+            Job::Drain => {
+                if self.out.claim() {
+                    self.out.write_out(true);
+                }
+            }
+        }
+    }
+
+    /// Queues a reply and, if no one is writing, writes (blocking: not on the reading thread).
+    fn reply(&self, reply: Reply) {
+        if self.out.push([reply]) {
+            self.out.write_out(true);
+        }
+    }
+
+    /// Serves one request (a WRITE's payload in `data`, encrypted in place).
+    fn serve(&self, request: Request, data: &mut [u8], held: Option<Held>) -> Reply {
+        let Request {
+            flags,
+            kind,
+            cookie,
+            offset,
+            len,
+        } = request;
+        let vol = &self.export.volume;
+        let replies = self.replies;
+        let in_range = offset.checked_add(u64::from(len)).is_some_and(|end| end <= vol.size());
+        let fua = request.fua();
+        let error = |e: u32| Reply::new(replies.head(cookie, e, None), None);
+        match kind {
+            CMD_WRITE => {
+                let e = if self.export.read_only {
+                    EPERM
                 } else if !in_range {
-                    Some(ENOSPC)
+                    ENOSPC
                 } else {
-                    None
+                    status(
+                        vol.write_at_in_place(offset, data)
+                            .and_then(|()| if fua { vol.flush() } else { Ok(()) }),
+                    )
                 };
-                in_flight.spawn(async move {
-                    let _held = held;
-                    let error = match error {
-                        Some(e) => e,
-                        None => tokio::task::spawn_blocking(move || {
-                            vol.write_at_in_place(offset, &mut data)
-                                .and_then(|()| if fua { vol.flush() } else { Ok(()) })
-                        })
-                        .await
-                        .map_or(EIO, |r| r.err().map_or(0, |e| errno(&e))),
-                    };
-                    replies.send(&w2, cookie, error, None).await
-                });
+                Reply::new(replies.head(cookie, e, None), held)
             }
             CMD_READ => {
                 if len > MAX_REQUEST || !in_range {
-                    replies.send(&w, cookie, EINVAL, None).await?;
-                    continue;
+                    return error(EINVAL);
                 }
-                let pool = read_buffers.clone();
-                in_flight.spawn(async move {
-                    let _held = held;
-                    let mut buf = pool.take(len as usize);
-                    let read = tokio::task::spawn_blocking(move || {
-                        let done = vol.read_at(offset, &mut buf);
-                        (buf, done)
-                    })
-                    .await;
-                    match read {
-                        Ok((buf, done)) => {
-                            let sent = match done {
-                                Ok(()) => replies.send(&w2, cookie, 0, Some((offset, &buf))).await,
-                                Err(e) => replies.send(&w2, cookie, errno(&e), None).await,
-                            };
-                            pool.give_back(buf);
-                            sent
-                        }
-                        Err(_) => replies.send(&w2, cookie, EIO, None).await,
+                let len = len as usize;
+                if len <= INLINE_REQUEST as usize {
+                    // Header and data in one buffer.
+                    let mut out = replies.head(cookie, 0, Some((offset, len)));
+                    let at = out.len();
+                    out.resize(at + len, 0);
+                    return match vol.read_at(offset, &mut out[at..]) {
+                        Ok(()) => Reply::new(out, held),
+                        Err(e) => Reply::new(replies.head(cookie, errno(&e), None), held),
+                    };
+                }
+                let mut buf = self.out.buffers.take(len);
+                match vol.read_at(offset, &mut buf) {
+                    Ok(()) => Reply {
+                        data: Some(buf),
+                        ..Reply::new(replies.head(cookie, 0, Some((offset, len))), held)
+                    },
+                    Err(e) => {
+                        self.out.buffers.give_back(buf);
+                        Reply::new(replies.head(cookie, errno(&e), None), held)
                     }
-                });
+                }
             }
-            CMD_FLUSH => {
-                in_flight.spawn(async move {
-                    let _held = held;
-                    let done = tokio::task::spawn_blocking(move || vol.flush()).await;
-                    replies.send(&w2, cookie, status(done), None).await
-                });
-            }
+            CMD_FLUSH => Reply::new(replies.head(cookie, status(vol.flush()), None), held),
             CMD_TRIM | CMD_WRITE_ZEROES => {
-                if export.read_only || !in_range {
-                    let e = if export.read_only { EPERM } else { ENOSPC };
-                    replies.send(&w, cookie, e, None).await?;
-                    continue;
+                if self.export.read_only || !in_range {
+                    return error(if self.export.read_only { EPERM } else { ENOSPC });
                 }
                 // WRITE_ZEROES with NO_HOLE must stay allocated: encrypted zeros are written.
                 // Otherwise (and for TRIM) the range is punched: it reads as zeros and its
@@ -660,67 +965,228 @@ where
                 // FAST_ZERO: fail at once rather than be slow. Punching is fast; writing
                 // encrypted zeros (NO_HOLE) is not.
                 if kind == CMD_WRITE_ZEROES && keep_allocated && flags & CMD_FLAG_FAST_ZERO != 0 {
-                    replies.send(&w, cookie, ENOTSUP, None).await?;
-                    continue;
+                    return error(ENOTSUP);
                 }
-                in_flight.spawn(async move {
-                    let _held = held;
-                    let done = tokio::task::spawn_blocking(move || {
-                        if !keep_allocated {
-                            vol.discard(offset, u64::from(len))?;
-                        } else {
-                            let chunk = vec![0u8; 1 << 20];
-                            let mut at = offset;
-                            let end = offset + u64::from(len);
-                            while at < end {
-                                let n = (end - at).min(chunk.len() as u64) as usize;
-                                vol.write_at(at, &chunk[..n])?;
-                                at += n as u64;
-                            }
+                let done = (|| {
+                    if !keep_allocated {
+                        vol.discard(offset, u64::from(len))?;
+                    } else {
+                        let chunk = vec![0u8; 1 << 20];
+                        let mut at = offset;
+                        let end = offset + u64::from(len);
+                        while at < end {
+                            let n = (end - at).min(chunk.len() as u64) as usize;
+                            vol.write_at(at, &chunk[..n])?;
+                            at += n as u64;
                         }
-                        if fua {
-                            vol.flush()?;
-                        }
-                        Ok::<_, super::VolumeError>(())
-                    })
-                    .await;
-                    replies.send(&w2, cookie, status(done), None).await
-                });
+                    }
+                    if fua {
+                        vol.flush()?;
+                    }
+                    Ok::<_, super::VolumeError>(())
+                })();
+                Reply::new(replies.head(cookie, status(done), None), held)
             }
             CMD_BLOCK_STATUS => {
-                if !negotiated.allocation_context || !in_range || len == 0 {
-                    replies.send(&w, cookie, EINVAL, None).await?;
-                    continue;
+                if !self.allocation_context || !in_range || len == 0 {
+                    return error(EINVAL);
                 }
-                let one = flags & CMD_FLAG_REQ_ONE != 0;
-                in_flight.spawn(async move {
-                    let _held = held;
-                    let map = tokio::task::spawn_blocking(move || vol.allocation(offset, u64::from(len))).await;
-                    match map {
-                        Ok(Ok(mut extents)) => {
-                            if one {
-                                extents.truncate(1);
-                            }
-                            replies.send_block_status(&w2, cookie, &extents).await
+                match vol.allocation(offset, u64::from(len)) {
+                    Ok(mut extents) => {
+                        if flags & CMD_FLAG_REQ_ONE != 0 {
+                            extents.truncate(1);
                         }
-                        Ok(Err(e)) => replies.send(&w2, cookie, errno(&e), None).await,
-                        Err(_) => replies.send(&w2, cookie, EIO, None).await,
+                        Reply::new(replies.block_status(cookie, &extents), held)
                     }
-                });
+                    Err(e) => Reply::new(replies.head(cookie, errno(&e), None), held),
+                }
             }
-            _ => replies.send(&w, cookie, EINVAL, None).await?,
+            _ => error(EINVAL),
         }
-        // Reap finished requests so the set does not grow without bound.
-        while let Some(done) = in_flight.try_join_next() {
-            if let Ok(Err(e)) = done {
-                tracing::debug!(error = %e, "NBD reply failed");
+    }
+}
+
+/// The transmission phase of a connection, on its own (blocking) thread: reads requests in
+/// large chunks, serves small READs and WRITEs there and then, hands the rest to workers,
+/// and writes replies in batches.
+fn transmission(
+    socket: Socket,
+    export: Export,
+    negotiated: Negotiated,
+    budget: Budget,
+    runtime: tokio::runtime::Handle,
+) -> std::io::Result<()> {
+    // Room for a whole large READ reply in the socket (as far as net.core.wmem_max allows):
+    // a 1 MiB reply then goes out in one call instead of trickling through the default
+    // ~200 KiB, a wake-up of the client per piece.
+    let _ = rustix::net::sockopt::set_socket_send_buffer_size(&socket, SEND_BUFFER);
+    let reader = socket.try_clone()?;
+    let conn = Arc::new(Connection {
+        export,
+        replies: Replies {
+            structured: negotiated.structured,
+        },
+        allocation_context: negotiated.allocation_context,
+        out: Out {
+            socket,
+            state: Default::default(),
+            buffers: BufferPool::default(),
+        },
+        jobs: Default::default(),
+        ready: Default::default(),
+    });
+    let own = Arc::new(Semaphore::new(budget.limits.per_connection_bytes >> 10));
+    let idle = budget.limits.idle_timeout;
+    if idle.is_some() {
+        reader.set_read_timeout(idle)?;
+    }
+    let mut workers = Vec::new();
+    let mut buf = vec![0u8; READ_BUFFER];
+    let (mut start, mut end) = (0usize, 0usize);
+    let mut batch: Vec<Reply> = Vec::new();
+    // Requests read whose replies are not queued yet (for the idle timeout).
+    let mut last_request = std::time::Instant::now();
+
+    // Queues the batch and writes what the socket takes now; a worker writes the rest.
+    let flush = |batch: &mut Vec<Reply>, workers: &mut Vec<std::thread::JoinHandle<()>>| {
+        if conn.out.push(batch.drain(..)) && conn.out.write_out(false) == Drained::WouldBlock {
+            workers.extend(conn.submit(Job::Drain));
+        }
+    };
+
+    let result: std::io::Result<()> = 'connection: loop {
+        // Every whole request in the buffer.
+        while end - start >= HEADER {
+            let (magic, request) = Request::parse(&buf[start..start + HEADER]);
+            if magic != REQUEST_MAGIC {
+                break 'connection Err(std::io::Error::other("bad request magic"));
             }
+            let len = request.len;
+            if request.kind == CMD_WRITE && len > MAX_REQUEST {
+                batch.push(Reply::new(conn.replies.head(request.cookie, EOVERFLOW, None), None));
+                break 'connection Err(std::io::Error::other("write request too large"));
+            }
+            let payload = if request.kind == CMD_WRITE { len as usize } else { 0 };
+            let inline = request.inline();
+            if inline && end - start < HEADER + payload {
+                break; // read the rest of its payload first
+            }
+            if request.kind == CMD_DISC {
+                break 'connection Ok(());
+            }
+            last_request = std::time::Instant::now();
+            // Back-pressure: no more of this client's requests are read until what is in
+            // flight fits its limit and the server's. Held until the reply is written.
+            let cost = if len > MAX_REQUEST {
+                1
+            } else {
+                cost_kib(request.kind, len)
+            };
+            let held = match (
+                own.clone().try_acquire_many_owned(cost),
+                budget.total.clone().try_acquire_many_owned(cost),
+            ) {
+                (Ok(a), Ok(b)) => (a, b),
+                (a, b) => {
+                    drop((a, b));
+                    // This thread's own replies hold budget too: out with them first.
+                    flush(&mut batch, &mut workers);
+                    runtime.block_on(async {
+                        (
+                            own.clone().acquire_many_owned(cost).await.expect("never closed"),
+                            budget
+                                .total
+                                .clone()
+                                .acquire_many_owned(cost)
+                                .await
+                                .expect("never closed"),
+                        )
+                    })
+                }
+            };
+            start += HEADER;
+            if inline {
+                let data = &mut buf[start..start + payload];
+                start += payload;
+                batch.push(conn.serve(request, data, Some(held)));
+                continue;
+            }
+            // A large payload: what is buffered, then the rest straight from the socket.
+            let mut data = Vec::new();
+            if payload > 0 {
+                let have = (end - start).min(payload);
+                data = conn.out.buffers.take(payload);
+                data[..have].copy_from_slice(&buf[start..start + have]);
+                start += have;
+                if let Err(e) = read_exact(&reader, &mut data[have..]) {
+                    break 'connection Err(e);
+                }
+            }
+            workers.extend(conn.submit(Job::Request(request, data, held)));
+        }
+        flush(&mut batch, &mut workers);
+        if conn.out.state().failed {
+            break Err(std::io::Error::other("writing a reply failed"));
+        }
+        // Room for more: keep the partial request at the front.
+        if start > 0 {
+            buf.copy_within(start..end, 0);
+            end -= start;
+            start = 0;
+        }
+        match reader.read(&mut buf[end..]) {
+            Ok(0) => break Ok(()),
+            Ok(n) => end += n,
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
+                let busy = {
+                    let jobs = conn.jobs();
+                    jobs.queue.len() + jobs.workers - jobs.idle > 0
+                };
+                let idle = idle.unwrap_or(Duration::MAX);
+                if !busy && last_request.elapsed() >= idle {
+                    tracing::debug!(idle_secs = idle.as_secs(), "NBD connection idle: closed");
+                    break Ok(());
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => break Err(e),
         }
     };
     // Every request received gets its reply before the connection closes.
-    while in_flight.join_next().await.is_some() {}
-    let _ = w.lock().await.shutdown().await;
+    let _ = conn.out.push(batch.drain(..));
+    conn.jobs().closed = true;
+    conn.ready.notify_all();
+    for worker in workers {
+        let _ = worker.join();
+    }
+    // Jobs left for want of a thread, then whatever replies are left.
+    let left: Vec<Job> = conn.jobs().queue.drain(..).collect();
+    for job in left {
+        conn.run(job);
+    }
+    if conn.out.claim() {
+        conn.out.write_out(true);
+    }
+    conn.out.socket.shutdown();
     result
+}
+
+/// Reads exactly `buf.len()` bytes, waiting through read timeouts (which are for idleness
+/// between requests, not within one).
+fn read_exact(socket: &Socket, mut buf: &mut [u8]) -> std::io::Result<()> {
+    while !buf.is_empty() {
+        match socket.read(buf) {
+            Ok(0) => return Err(std::io::ErrorKind::UnexpectedEof.into()),
+            Ok(n) => buf = &mut buf[n..],
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut | std::io::ErrorKind::Interrupted
+                ) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 /// Where an NBD server listens: TCP or a Unix socket.
@@ -762,10 +1228,10 @@ impl NbdListener {
                 NbdListener::Tcp(l) => l.accept().await.map(|(s, peer)| {
                     // Replies are header then data in one write, but requests pipeline: no Nagle.
                     let _ = s.set_nodelay(true);
-                    admit(s, peer.to_string(), &exports, &budget);
+                    admit(Stream::Tcp(s), peer.to_string(), &exports, &budget);
                 }),
                 NbdListener::Unix(l, _) => l.accept().await.map(|(s, _)| {
-                    admit(s, "unix".into(), &exports, &budget);
+                    admit(Stream::Unix(s), "unix".into(), &exports, &budget);
                 }),
             };
             if let Err(e) = accepted {
@@ -785,10 +1251,7 @@ impl Drop for NbdListener {
 }
 
 /// Serves a new connection unless the server is at its connection limit (then it is closed).
-fn admit<S>(stream: S, peer: String, exports: &Arc<Vec<Export>>, budget: &Budget)
-where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
+fn admit(stream: Stream, peer: String, exports: &Arc<Vec<Export>>, budget: &Budget) {
     let Ok(slot) = budget.connections.clone().try_acquire_owned() else {
         tracing::warn!(%peer, max = budget.limits.max_connections, "NBD connection refused: at the connection limit");
         return;
@@ -806,9 +1269,9 @@ async fn log_end(connection: impl std::future::Future<Output = std::io::Result<(
     }
 }
 
-/// Read buffers reused across a connection's requests: a fresh 1 MiB buffer per READ costs a
-/// memset and, for large sizes, page faults. A reused buffer needs no zeroing: `read_at`
-/// overwrites every byte it returns.
+/// Buffers for large READs and WRITEs reused across a connection's requests: a fresh 1 MiB
+/// buffer per request costs a memset and, for large sizes, page faults. A reused buffer needs
+/// no zeroing: `read_at`, or the socket for a WRITE's payload, overwrites every byte.
 #[derive(Debug, Default)]
 struct BufferPool(std::sync::Mutex<Vec<Vec<u8>>>);
 

@@ -211,6 +211,10 @@ struct VolumeOpts {
     /// Threads doing in-process volume I/O [default: all the machine has].
     #[arg(long)]
     threads: Option<usize>,
+    /// Rounds of the NBD (fio) lines: every server runs each job once per round, servers
+    /// alternating; each line is the median of its rounds.
+    #[arg(long, default_value_t = 1)]
+    rounds: u32,
 }
 
 pub fn run(global: &GlobalOpts, args: BenchArgs) -> anyhow::Result<ExitCode> {
@@ -667,7 +671,9 @@ fn volume(global: &GlobalOpts, opts: &VolumeOpts, common: &CommonOpts) -> KindRe
     let mut results = sealstore::bench::volume::in_process(work.path(), &volume, threads, duration, |m| {
         bar.set_message(m.to_owned())
     })?;
-    let nbd = sealstore::bench::volume::over_nbd(work.path(), volume, duration, |m| bar.set_message(m.to_owned()))?;
+    let nbd = sealstore::bench::volume::over_nbd(work.path(), volume, duration, opts.rounds, |m| {
+        bar.set_message(m.to_owned())
+    })?;
     bar.finish_and_clear();
     if nbd.is_empty() {
         println!("(fio is not installed: no NBD lines; apt-get install fio)");

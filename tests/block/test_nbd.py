@@ -804,3 +804,37 @@ def test_a_sweep_in_the_server_streams_its_progress_to_the_client(tmp_path):
     done = [p["done"] for p in progress]
     assert done == sorted(done) and done[-1] <= 32
     assert answers[-1]["ok"]["reencrypted"] == 32
+
+
+def test_sigterm_ends_the_server_while_clients_stay_connected(tmp_path):
+    """Each connection is served on threads of its own (src/block/nbd.rs): SIGTERM must still
+    end the server promptly, with a client connected and idle, and with a client whose
+    replies are pending because it never reads them."""
+    data_dir = tmp_path / "data"
+    cli(data_dir, "volume", "create", "term", "--size", "256M")
+    served = Served(data_dir, "term")
+    script = r"""
+import sys, nbd
+h = nbd.NBD()
+h.connect_uri(sys.argv[1])
+h.pread(4096, 0)
+print("connected", flush=True)
+sys.stdin.read()  # stay connected
+"""
+    holder = subprocess.Popen([LIBNBD_PYTHON, "-c", script, served.uri], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = holder.stdout.readline()
+        assert line.strip() == "connected", line + holder.stderr.read()
+        host, port = served.uri[len("nbd://"):].split("/")[0].rsplit(":", 1)
+        slow = RawClient(host, int(port), "term")
+        for i in range(8):
+            slow.request(0, i, i * (16 << 20), 16 << 20)
+        time.sleep(0.5)
+        started = time.time()
+        served.stop()
+        assert time.time() - started < 10
+        slow.sock.close()
+    finally:
+        holder.kill()
+        holder.wait(timeout=10)
