@@ -252,6 +252,8 @@ pub fn over_nbd(
                 ratio: None,
                 baseline: *baseline,
                 latency,
+                versus: None,
+                rounds: Vec::new(),
             });
         }
     }
