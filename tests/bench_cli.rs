@@ -107,13 +107,33 @@ fn quick_bench_all_measures_every_kind_plots_and_compares() {
     if Path::new("/usr/lib/softhsm/libsofthsm2.so").exists() {
         modes.push("HSM");
     }
-    for mode in modes {
-        let lines = results
+    let kms_lines = |mode: &str, group_starts: &[&str]| {
+        results
             .iter()
-            .filter(|r| r["kind"] == "kms" && r["name"].as_str().unwrap().contains(&format!("{mode} key")))
-            .count();
-        assert_eq!(lines, 2, "{mode}: wrap and unwrap");
+            .filter(|r| {
+                r["kind"] == "kms"
+                    && r["name"].as_str().unwrap().contains(&format!("{mode} key"))
+                    && group_starts.iter().any(|g| r["group"].as_str().unwrap().starts_with(g))
+            })
+            .count()
+    };
+    for mode in &modes {
+        assert_eq!(kms_lines(mode, &["wrap", "unwrap"]), 2, "{mode}: wrap and unwrap");
     }
+    // Sign and verify per RSA and ECDSA shape (6 each) for the modes that sign, and openssl's
+    // RSA-2048 and P-256 figures beside them.
+    for mode in modes.iter().filter(|m| **m != "EXTERNAL") {
+        assert_eq!(kms_lines(mode, &["sign, "]), 6, "{mode}: sign");
+        assert_eq!(kms_lines(mode, &["verify, "]), 6, "{mode}: verify");
+    }
+    let openssl_lines = results
+        .iter()
+        .filter(|r| r["kind"] == "kms" && r["name"].as_str().unwrap().starts_with("openssl speed"))
+        .count();
+    assert_eq!(
+        openssl_lines, 4,
+        "openssl speed rsa2048 ecdsap256: sign and verify each"
+    );
 
     // The charts: one throughput chart per kind, latency charts where latencies were taken.
     for kind in ["crypto", "object", "s3", "volume", "kms"] {

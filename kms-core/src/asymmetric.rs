@@ -104,9 +104,7 @@ fn verification(spec: KeySpec, algorithm: SigningAlgorithm) -> Result<&'static d
         (KeySpec::Ecdsa(Curve::P521), Ecdsa, Sha256) => &signature::ECDSA_P521_SHA256_ASN1,
         (KeySpec::Ecdsa(Curve::P521), Ecdsa, Sha384) => &signature::ECDSA_P521_SHA384_ASN1,
         (KeySpec::Ecdsa(Curve::P521), Ecdsa, Sha512) => &signature::ECDSA_P521_SHA512_ASN1,
-        (KeySpec::Rsa { .. }, RsaPss | RsaPkcs1, Sha224) => {
-            return Err(crate::protection::software::unsupported_rsa(algorithm))
-        }
+        (KeySpec::Rsa { .. }, RsaPss | RsaPkcs1, Sha224) => return Err(crate::protection::unsupported_rsa(algorithm)),
         _ => {
             return Err(KmsError::InvalidParameter(format!(
                 "signingAlgorithm {} does not apply to {spec} keys",
@@ -164,7 +162,8 @@ impl<'a> Asymmetric<'a> {
             let txn = self.ctx.read()?;
             let (key, spec, version) = self.key_and_version(&txn, input.key_id, input.key_version_id, subject)?;
             input.algorithm.check_for(spec)?;
-            verification(spec, input.algorithm)?;
+            // No check that aws-lc can verify it: an HSM signs RSA with SHA-224, which aws-lc
+            // cannot; the SOFTWARE backend refuses that itself.
             let digest = message_digest(&input)?;
             let material = material_of(&txn, &version.id)?;
             let signature = self.ctx.protection(key.protection_mode)?.sign(
@@ -194,10 +193,22 @@ impl<'a> Asymmetric<'a> {
                 .key_version_id
                 .ok_or_else(|| KmsError::InvalidParameter("verify needs keyVersionId".into()))?;
             let txn = self.ctx.read()?;
-            let (_, spec, version) = self.key_and_version(&txn, input.key_id, Some(version_id), subject)?;
+            let (key, spec, version) = self.key_and_version(&txn, input.key_id, Some(version_id), subject)?;
             input.algorithm.check_for(spec)?;
-            let algorithm = verification(spec, input.algorithm)?;
             let digest = message_digest(&input)?;
+            if matches!(spec, KeySpec::Rsa { .. }) && input.algorithm.hash == HashAlg::Sha224 {
+                // aws-lc has no SHA-224 RSA signatures: the backend checks them if it can (an
+                // HSM, with the public key object in its token), or refuses.
+                let material = material_of(&txn, &version.id)?;
+                return self.ctx.protection(key.protection_mode)?.verify(
+                    &version.id,
+                    &material,
+                    input.algorithm,
+                    digest.as_ref(),
+                    signature,
+                );
+            }
+            let algorithm = verification(spec, input.algorithm)?;
             let public = public_key_of(&version)?;
             Ok(UnparsedPublicKey::new(algorithm, &public)
                 .verify_digest(&digest, signature)

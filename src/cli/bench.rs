@@ -831,11 +831,31 @@ fn kms(global: &GlobalOpts, common: &CommonOpts) -> KindResult {
         external_key(&global, &data, work.path(), &runtime).context("setting up an EXTERNAL key")?,
     ));
     let mut workloads = bench::kms::workloads(&kms, &keys)?;
-    let results = measure_all("kms", &mut workloads, common.duration());
+    // Sign and verify: SOFTWARE, and HSM when there is one (EXTERNAL keys are AES-256 only).
+    let mut signing_modes = vec![ProtectionMode::Software];
+    if hsm.is_some() {
+        signing_modes.push(ProtectionMode::Hsm);
+    }
+    workloads.extend(bench::kms::signing_workloads(&kms, &signing_modes).context("creating the RSA and ECDSA keys")?);
+    let mut results = measure_all("kms", &mut workloads, common.duration());
+    // openssl's own RSA-2048 and P-256 figures (`openssl speed -seconds 1`), in the same run,
+    // beside sealstore's.
+    let openssl = bench::kms::openssl_speed(1);
+    match openssl {
+        Some(speed) => bench::kms::add_openssl_lines("kms", &mut results, speed),
+        None => println!("(openssl is not installed or its output was not understood: no openssl speed lines)"),
+    }
     let modes: Vec<&str> = keys.iter().map(|(m, _)| bench::kms::mode_name(*m)).collect();
+    let signing_modes: Vec<&str> = signing_modes.iter().map(|m| bench::kms::mode_name(*m)).collect();
     Ok((
         results,
-        json!({"modes": modes, "hsmModule": hsm, "secondsPerLine": common.duration().as_secs_f64()}),
+        json!({
+            "modes": modes,
+            "signingModes": signing_modes,
+            "hsmModule": hsm,
+            "opensslSpeed": openssl.is_some(),
+            "secondsPerLine": common.duration().as_secs_f64(),
+        }),
     ))
 }
 

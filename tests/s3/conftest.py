@@ -23,12 +23,13 @@ BINARY = pathlib.Path(os.environ.get("SEALSTORE_BIN", ROOT / "target" / "debug" 
 
 
 @contextlib.contextmanager
-def running_server(*args, listen="127.0.0.1:0", log=None, env_extra=None):
-    """Starts `sealstore serve` (with extra `args`) on a temporary data directory; yields
-    (endpoint, keys, data_dir) once it is ready, and stops it afterwards. `log`: a file (open
-    for writing) to take the server's log (stderr); `env_extra`: more environment."""
+def running_server(*args, listen="127.0.0.1:0", log=None, env_extra=None, data_dir=None):
+    """Starts `sealstore serve` (with extra `args`) on a temporary data directory (or on
+    `data_dir`, which outlives the server); yields (endpoint, keys, data_dir) once it is ready,
+    and stops it afterwards. `log`: a file (open for writing) to take the server's log
+    (stderr); `env_extra`: more environment."""
     with tempfile.TemporaryDirectory() as tmp:
-        data_dir = pathlib.Path(tmp) / "data"
+        data_dir = pathlib.Path(data_dir) if data_dir else pathlib.Path(tmp) / "data"
         env = dict(os.environ, SEALSTORE_DATA_DIR=str(data_dir), **(env_extra or {}))
         env.pop("SEALSTORE_OBJECT_BACKEND", None)
         proc = subprocess.Popen(

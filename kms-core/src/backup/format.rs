@@ -15,7 +15,7 @@
 //! Every line ends with `\n` (no `\r`: the `oci` CLI reads key backups in text mode). The
 //! header, from its first byte through `---\n`, is the AES-GCM associated data behind the
 //! prefix [`AAD_PREFIX`]; the key is HKDF-SHA256-Expand of the root key's backup PRK with
-//! [`FILE_KEY_INFO`] ‖ salt. A file is accepted only if it is exactly what [`seal`] writes for
+//! [`FILE_KEY_INFO`] ‖ salt. A file is accepted only if it is exactly what [`BackupKeyring::seal`] writes for
 //! the fields it parses into (no other spacing, line break or base64 spelling) and the tag
 //! verifies: any altered, added or removed byte is refused.
 

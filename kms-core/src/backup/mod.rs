@@ -1,7 +1,7 @@
 //! Key and vault backups (spec: `docs/KMS_BACKUP.md`).
 //!
 //! A backup holds a key — or a vault and, when asked, its keys — with every version and the
-//! material of each version that still has some, sealed by [`format`] under a key derived
+//! material of each version that still has some, sealed by [`mod@format`] under a key derived
 //! from this deployment's root key: only a data directory opened with that root key restores
 //! it, and an altered backup restores nothing. SOFTWARE material travels as the key itself
 //! (inside the sealed payload), HSM and EXTERNAL versions as their references

@@ -8,7 +8,7 @@ use zeroize::Zeroizing;
 
 use super::software::ecdsa_native;
 use crate::error::{KmsError, Result};
-use crate::model::KeySpec;
+use crate::model::{Curve, KeySpec};
 
 /// Unwrapped key material that was checked against a key shape: the only way to make one is
 /// [`check_material`], so a key version is never made of material that does not fit its key.
@@ -42,6 +42,29 @@ impl Imported {
     pub(crate) fn public_key_der(&self) -> Option<Vec<u8>> {
         self.public_key_der.clone()
     }
+}
+
+/// The shape of unwrapped material: an AES key by its length, an RSA or ECDSA key by what its
+/// PKCS#8 names. `None` for anything else.
+pub(crate) fn spec_of(raw: &[u8]) -> Option<KeySpec> {
+    if let len @ (16 | 24 | 32) = raw.len() {
+        return Some(KeySpec::Aes { len: len as u32 });
+    }
+    if let Ok(pair) = RsaKeyPair::from_pkcs8(raw) {
+        return Some(KeySpec::Rsa {
+            len: pair.public_modulus_len() as u32,
+        });
+    }
+    [Curve::P256, Curve::P384, Curve::P521]
+        .into_iter()
+        .find(|curve| EcdsaKeyPair::from_pkcs8(ecdsa_native(*curve).0, raw).is_ok())
+        .map(KeySpec::Ecdsa)
+}
+
+/// The uncompressed point (`04 ‖ x ‖ y`) of an ECDSA private key's PKCS#8 on `curve`.
+pub(crate) fn ec_public_point(curve: Curve, raw: &[u8]) -> Option<Vec<u8>> {
+    let pair = EcdsaKeyPair::from_pkcs8(ecdsa_native(curve).0, raw).ok()?;
+    Some(pair.public_key().as_ref().to_vec())
 }
 
 /// Checks that `secret` is a key of shape `spec`: an AES key of its length, or an unencrypted
@@ -91,7 +114,6 @@ pub(crate) fn check_material(spec: KeySpec, secret: Zeroizing<Vec<u8>>) -> Resul
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::Curve;
     use aws_lc_rs::rsa::KeySize;
 
     fn rsa_pair(size: KeySize) -> (Vec<u8>, Vec<u8>) {

@@ -6,6 +6,7 @@
 //! [`KeyProtection`] and registering it with [`crate::Kms::register_protection`]; nothing
 //! above this module changes.
 
+mod der;
 pub mod hsm;
 pub(crate) mod imported;
 pub mod software;
@@ -52,12 +53,12 @@ pub trait KeyProtection: Send + Sync + Debug {
     /// for it (never the plaintext key).
     fn create_material(&self, version: &Ocid) -> Result<Vec<u8>>;
 
-    /// Creates fresh material of shape `spec` for `version`. The default makes AES-256 keys
-    /// with [`KeyProtection::create_material`] and refuses every other shape.
+    /// Creates fresh material of shape `spec` for `version`. The default (EXTERNAL's) makes
+    /// AES-256 keys with [`KeyProtection::create_material`] and refuses every other shape.
     fn create_material_for(&self, version: &Ocid, spec: KeySpec) -> Result<NewMaterial> {
         if spec != KeySpec::AES_256 {
             return Err(KmsError::InvalidParameter(format!(
-                "{} keys are AES-256 only in sealstore for now; {spec} keys need protectionMode SOFTWARE",
+                "{} keys are AES-256 only, as in OCI; {spec} keys need protectionMode SOFTWARE or HSM",
                 self.mode().as_str()
             )));
         }
@@ -76,6 +77,21 @@ pub trait KeyProtection: Send + Sync + Debug {
             self.mode().as_str(),
             algorithm.as_str()
         )))
+    }
+
+    /// Verifies `signature` over `digest` with the version's public key inside the backend.
+    /// Only for what the software verifier cannot check (RSA signatures with SHA-224): every
+    /// other signature is verified with the public key the version shows. The default refuses.
+    fn verify(
+        &self,
+        version: &Ocid,
+        stored: &[u8],
+        algorithm: SigningAlgorithm,
+        digest: &[u8],
+        signature: &[u8],
+    ) -> Result<bool> {
+        let _ = (version, stored, digest, signature);
+        Err(unsupported_rsa(algorithm))
     }
 
     /// Decrypts an RSA-OAEP `ciphertext` with the version's private key.
@@ -115,7 +131,8 @@ pub trait KeyProtection: Send + Sync + Debug {
         )))
     }
 
-    /// Replication: what to store for material another region exported.
+    /// What to store for material from outside: another region's export (replication) or
+    /// the key owner's own, unwrapped and checked against the key's shape (bring your own key).
     fn import_material(&self, version: &Ocid, exported: &ExportedMaterial) -> Result<Vec<u8>> {
         let _ = (version, exported);
         Err(KmsError::InvalidParameter(format!(
@@ -146,6 +163,15 @@ pub trait KeyProtection: Send + Sync + Debug {
             self.mode().as_str()
         )))
     }
+}
+
+/// The refusal of an RSA algorithm aws-lc-rs cannot sign or verify (SHA-224), for keys whose
+/// backend cannot either (HSM keys can).
+pub(crate) fn unsupported_rsa(algorithm: SigningAlgorithm) -> KmsError {
+    KmsError::InvalidParameter(format!(
+        "signingAlgorithm {} is not supported by sealstore for SOFTWARE keys: its crypto library (aws-lc-rs) has no SHA-224 RSA signatures; use SHA-256, SHA-384 or SHA-512, or an HSM key",
+        algorithm.as_str()
+    ))
 }
 
 /// A SubjectPublicKeyInfo DER as PEM (`-----BEGIN PUBLIC KEY-----`, 64-column base64), as

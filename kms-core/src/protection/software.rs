@@ -29,7 +29,7 @@ use aws_lc_rs::signature::{
 };
 use zeroize::Zeroizing;
 
-use super::{KeyProtection, NewMaterial, Placement};
+use super::{unsupported_rsa, KeyProtection, NewMaterial, Placement};
 use crate::backup::format::BackupKeyring;
 use crate::error::{KmsError, Result};
 use crate::ids::Ocid;
@@ -133,14 +133,6 @@ pub(crate) fn rsa_encoding(
         (SignatureScheme::RsaPkcs1, HashAlg::Sha512) => (&signature::RSA_PKCS1_SHA512, &digest::SHA512),
         _ => return Err(unsupported_rsa(algorithm)),
     })
-}
-
-/// The refusal of an RSA algorithm aws-lc-rs cannot sign or verify (SHA-224).
-pub(crate) fn unsupported_rsa(algorithm: SigningAlgorithm) -> KmsError {
-    KmsError::InvalidParameter(format!(
-        "signingAlgorithm {} is not supported by sealstore: its crypto library (aws-lc-rs) has no SHA-224 RSA signatures; use SHA-256, SHA-384 or SHA-512",
-        algorithm.as_str()
-    ))
 }
 
 /// An unsealed key version, as aws-lc holds it.
