@@ -7,6 +7,10 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body_util::Full;
 
+/// The client's address, in every request's extensions.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientAddr(pub std::net::SocketAddr);
+
 /// Accepts connections on `listener` (over TLS with `tls`) and answers each request with
 /// `handle`, until the task is dropped. `name` names the server in logs.
 pub async fn serve<H, F>(
@@ -31,7 +35,8 @@ pub async fn serve<H, F>(
         let _ = stream.set_nodelay(true);
         let (handle, tls) = (handle.clone(), tls.clone());
         tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |req| {
+            let service = hyper::service::service_fn(move |mut req: http::Request<hyper::body::Incoming>| {
+                req.extensions_mut().insert(ClientAddr(peer));
                 let answer = handle(req);
                 async move { Ok::<_, std::convert::Infallible>(answer.await) }
             });

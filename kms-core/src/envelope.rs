@@ -369,9 +369,10 @@ impl<'a> Envelope<'a> {
         self.ctx.queue_audit(PendingAudit {
             time,
             principal: principal.clone(),
-            operation: op,
+            operation: op.into(),
             subject,
             outcome,
+            refused: None,
         })?;
         result
     }

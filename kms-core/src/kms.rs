@@ -13,7 +13,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::asymmetric::{Asymmetric, SignatureInput, Signed};
-use crate::audit::{self, AuditEntry, AuditSubject, AuditVerification, Principal};
+use crate::audit::{self, AuditEntry, AuditRefusal, AuditSubject, AuditVerification, Principal};
 use crate::backup::{BackupKind, BackupSummary, Backups};
 use crate::byok::{Byok, ExportRequest, ExportedKey, WrappedKey};
 use crate::context::{Context, DataInventory, KmsConfig};
@@ -255,6 +255,23 @@ impl Kms {
     pub fn audit_entries(&self, from: u64, limit: usize) -> Result<Vec<AuditEntry>> {
         self.ctx.write_pending_audit()?;
         audit::entries(&self.ctx.read()?, from.max(1), limit)
+    }
+
+    /// Records a call refused before it ran (not authenticated, not authorized, a failed or
+    /// locked-out sign-in) in the audit chain, result DENIED, through the group-committed
+    /// writer: a flood of refusals costs no fsync each.
+    pub fn audit_refusal(&self, refusal: AuditRefusal) -> Result<()> {
+        self.ctx.queue_audit(crate::audit::writer::PendingAudit {
+            time: self.ctx.now(),
+            principal: Principal::new(refusal.principal),
+            operation: refusal.operation.into(),
+            subject: refusal.subject,
+            outcome: Err(refusal.reason),
+            refused: Some(crate::audit::writer::Refused {
+                principal_name: refusal.principal_name,
+                source: refusal.source,
+            }),
+        })
     }
 
     /// Walks the audit chain and reports the first break, if any.

@@ -60,7 +60,7 @@ pub mod rotation;
 mod vaults;
 
 pub use asymmetric::{SignatureInput, Signed};
-pub use audit::{AuditEntry, AuditVerification, Principal};
+pub use audit::{AuditEntry, AuditRefusal, AuditVerification, Principal};
 pub use backup::{BackupKind, BackupSummary};
 pub use context::{DataInventory, KmsConfig, DEFAULT_REGION, ROOT_KEY_FILE};
 pub use envelope::{

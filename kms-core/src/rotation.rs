@@ -214,6 +214,7 @@ impl<'a> Scheduler<'a> {
                     vault_id: Some(key.vault_id.clone()),
                     key_id: Some(key.id.clone()),
                     key_version_id: Some(version.id.clone()),
+                    ..Default::default()
                 };
                 let purged = self
                     .ctx

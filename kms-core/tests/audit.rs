@@ -792,3 +792,36 @@ fn appended_entry_beyond_the_head_is_detected() {
     assert!(names_entry(failure(&v), n + 1), "{v:?}");
     assert_eq!(v.entries_checked, n);
 }
+
+#[test]
+fn refusals_join_the_chain_as_denied_with_who_and_from_where() {
+    let dir = TempDir::new().unwrap();
+    let clock = ManualClock::starting_now();
+    let kms = Kms::open(config(dir.path(), &clock)).unwrap();
+    create_vault(&kms, "before").unwrap();
+    kms.audit_refusal(kms_core::AuditRefusal {
+        principal: "ocid1.user.oc1..x".into(),
+        principal_name: Some("mallory".into()),
+        source: Some("192.0.2.7:50412".into()),
+        operation: "POST /20180608/vaults".into(),
+        subject: Default::default(),
+        reason: "not authorized: needs manage vaults".into(),
+    })
+    .unwrap();
+    create_vault(&kms, "after").unwrap();
+    kms.flush_audit().unwrap();
+    let entries = kms.audit_entries(1, 100).unwrap();
+    assert_chain_links(&entries);
+    let denied: Vec<_> = entries.iter().filter(|e| e.result == "DENIED").collect();
+    assert_eq!(denied.len(), 1);
+    let e = denied[0];
+    assert_eq!(e.principal.as_str(), "ocid1.user.oc1..x");
+    assert_eq!(e.principal_name.as_deref(), Some("mallory"));
+    assert_eq!(e.source.as_deref(), Some("192.0.2.7:50412"));
+    assert_eq!(e.message.as_deref(), Some("not authorized: needs manage vaults"));
+    // Entries without a name or source keep their old form (and hash): the fields are absent.
+    let plain = entries.iter().find(|e| e.result == "SUCCEEDED").unwrap();
+    let json = serde_json::to_value(plain).unwrap();
+    assert!(json.get("principalName").is_none() && json.get("source").is_none());
+    assert!(kms.verify_audit().unwrap().failure.is_none());
+}

@@ -52,6 +52,8 @@ struct Request<'a> {
     query: Query,
     form: Query,
     headers: &'a http::HeaderMap,
+    /// `console <client address>`: where the audit log says the user's calls came from.
+    source: String,
 }
 
 impl Request<'_> {
@@ -77,9 +79,25 @@ impl Console {
                 Query::new()
             },
             headers: &parts.headers,
+            source: format!(
+                "console {}",
+                parts
+                    .extensions
+                    .get::<crate::http_server::ClientAddr>()
+                    .map_or_else(|| "?".to_owned(), |a| a.0.to_string())
+            ),
         };
         let token = session::token_of(req.headers);
-        let session = token.as_deref().and_then(|t| self.sessions.get(t));
+        let session = token.as_deref().and_then(|t| self.sessions.get(t)).map(|mut s| {
+            s.may_read_audit = api.allows(
+                &Caller::user(s.user_id.clone(), s.user_name.clone()),
+                Verb::Read,
+                ResourceKind::AuditEvents,
+                &api.kms().tenancy_id(),
+                Target::default(),
+            );
+            s
+        });
         match (req.method, req.segments.as_slice()) {
             (&Method::GET, ["login"]) => match session {
                 Some(_) => redirect("/console/vaults"),
@@ -111,7 +129,7 @@ impl Console {
                 let view = View {
                     api,
                     session: &session,
-                    caller: Caller::user(session.user_id.clone(), session.user_name.clone()),
+                    caller: Caller::user(session.user_id.clone(), session.user_name.clone()).from(req.source.clone()),
                 };
                 let answer = match (req.method, req.segments.as_slice()) {
                     (&Method::POST, ["logout"]) => {
@@ -149,6 +167,18 @@ impl Console {
         let password = req.form.get("password").map(String::as_str).unwrap_or("");
         if let Err(wait) = self.throttle.check(name) {
             tracing::warn!(user = %name, "console sign-in refused: too many failures");
+            let user = api
+                .kms()
+                .list_users()
+                .ok()
+                .and_then(|u| u.into_iter().find(|u| u.name == name));
+            audit_sign_in(
+                api,
+                req,
+                user.map(|u| u.id),
+                name,
+                format!("locked out: too many failed sign-ins for this user name; {wait} s to wait"),
+            );
             return html(
                 StatusCode::TOO_MANY_REQUESTS,
                 pages::login(Some(&format!(
@@ -178,12 +208,34 @@ impl Console {
             _ => {
                 tracing::info!(user = %name, "console sign-in refused");
                 self.throttle.failed(name);
+                let why = if user.is_some() {
+                    "wrong password"
+                } else {
+                    "no such user, or no console password"
+                };
+                audit_sign_in(api, req, user.map(|u| u.id), name, why.to_owned());
                 html(
                     StatusCode::UNAUTHORIZED,
                     pages::login(Some("Wrong user name or password.")),
                 )
             }
         }
+    }
+}
+
+/// Audits a refused console sign-in: the user it named (by id when it exists), from where,
+/// why.
+fn audit_sign_in(api: &KmsApi, req: &Request<'_>, user: Option<Ocid>, name: &str, reason: String) {
+    let refusal = kms_core::AuditRefusal {
+        principal: user.map_or_else(|| "anonymous".to_owned(), |id| id.to_string()),
+        principal_name: Some(name.chars().take(128).collect()),
+        source: Some(req.source.clone()),
+        operation: "ConsoleSignIn".into(),
+        subject: Default::default(),
+        reason,
+    };
+    if let Err(e) = api.kms().audit_refusal(refusal) {
+        tracing::error!(error = %e, "could not audit a refused sign-in");
     }
 }
 
@@ -357,6 +409,9 @@ impl View<'_> {
 
     fn confirm_deletion(&self, vault: &str, req: &Request<'_>) -> Result<Response, ApiError> {
         let v = self.vault_json(vault)?;
+        if !self.may_manage(ResourceKind::Vaults, &text(&v["compartmentId"]), vault, None) {
+            return Ok(self.read_only("vault", &v, "delete"));
+        }
         let days = match req.param("action") {
             Some("schedule") => match Self::deletion_days(&req.query) {
                 Some(days) => Some(days),
@@ -378,14 +433,20 @@ impl View<'_> {
                     return self.vault_page(vault, Some(&Self::deletion_days_error()));
                 };
                 let when = chrono::Utc::now() + chrono::Duration::days(days) + chrono::Duration::minutes(1);
-                self.call(
+                let asked = self.call(
                     Method::POST,
                     &format!("{target}scheduleDeletion"),
                     json!({"timeOfDeletion": when.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)}),
-                )?;
+                );
+                if let Err(e) = asked {
+                    return self.refusal(e, "vault", self.vault_json(vault), "delete");
+                }
             }
             "cancel" => {
-                self.call(Method::POST, &format!("{target}cancelDeletion"), json!({}))?;
+                let asked = self.call(Method::POST, &format!("{target}cancelDeletion"), json!({}));
+                if let Err(e) = asked {
+                    return self.refusal(e, "vault", self.vault_json(vault), "cancel the deletion of");
+                }
             }
             _ => return Err(ApiError::invalid("action must be schedule or cancel")),
         }
@@ -506,27 +567,66 @@ impl View<'_> {
             return Err(ApiError::not_found(format_args!("action '{action}'")));
         }
         let k = self.key_json(vault, key)?;
+        if !self.may_manage(ResourceKind::Keys, &text(&k["compartmentId"]), vault, Some(key)) {
+            return Ok(self.read_only("key", &k, action));
+        }
         Ok(html(
             StatusCode::OK,
             pages::confirm(self.session, vault, &k, action, req.param("return")),
         ))
     }
 
+    /// The answer to a change the API refused: "not found" about a resource the user can read
+    /// (`readable`) means they may not change it — said plainly ([`View::read_only`]); any
+    /// other refusal as it is.
+    fn refusal(
+        &self,
+        e: ApiError,
+        kind: &str,
+        readable: Result<Value, ApiError>,
+        action: &str,
+    ) -> Result<Response, ApiError> {
+        match (e.status, readable) {
+            (StatusCode::NOT_FOUND, Ok(resource)) => Ok(self.read_only(kind, &resource, action)),
+            _ => Err(e),
+        }
+    }
+
+    /// 403 for an action the user may see but not take: they may read `what` but not change
+    /// it (said plainly, rather than the API's "not found" about something they can see).
+    fn read_only(&self, kind: &str, resource: &Value, action: &str) -> Response {
+        let manage = if kind == "vault" {
+            "manage vaults"
+        } else {
+            "manage keys"
+        };
+        html(
+            StatusCode::FORBIDDEN,
+            pages::message(
+                Some(self.session),
+                "Read only",
+                &format!(
+                    "You may read {kind} {} but not {action} it: that needs `{manage}` in its compartment. Ask an administrator.",
+                    text(&resource["displayName"])
+                ),
+            ),
+        )
+    }
+
     fn key_action(&self, vault: &str, key: &str, action: &str, req: &Request<'_>) -> Result<Response, ApiError> {
         let base = format!("/kms/{}/management/20180608/keys/{}", encode(vault), encode(key));
+        let asked = match action {
+            "rotate" => self.call(Method::POST, &format!("{base}/keyVersions"), json!({})),
+            "enable" => self.call(Method::POST, &format!("{base}/actions/enable"), json!({})),
+            _ => self.call(Method::POST, &format!("{base}/actions/disable"), json!({})),
+        };
+        if let Err(e) = asked {
+            return self.refusal(e, "key", self.key_json(vault, key), action);
+        }
         let done = match action {
-            "rotate" => {
-                self.call(Method::POST, &format!("{base}/keyVersions"), json!({}))?;
-                "rotated"
-            }
-            "enable" => {
-                self.call(Method::POST, &format!("{base}/actions/enable"), json!({}))?;
-                "enabled"
-            }
-            _ => {
-                self.call(Method::POST, &format!("{base}/actions/disable"), json!({}))?;
-                "disabled"
-            }
+            "rotate" => "rotated",
+            "enable" => "enabled",
+            _ => "disabled",
         };
         Ok(match req.form.get("return").map(String::as_str) {
             Some("compliance") => redirect(&format!("/console/compliance?done={done}")),
@@ -539,11 +639,22 @@ impl View<'_> {
     }
 
     fn compliance(&self, req: &Request<'_>) -> Result<Response, ApiError> {
-        let max_age = req
-            .param("days")
-            .and_then(|d| d.parse::<i64>().ok())
-            .filter(|d| *d >= 1)
-            .unwrap_or(DEFAULT_MAX_KEY_AGE_DAYS);
+        let max_age = match req.param("days") {
+            None => DEFAULT_MAX_KEY_AGE_DAYS,
+            Some(d) => match d.trim().parse::<i64>() {
+                Ok(days @ 1..=36_500) => days,
+                _ => {
+                    return Ok(html(
+                        StatusCode::BAD_REQUEST,
+                        pages::message(
+                            Some(self.session),
+                            "Refused",
+                            &format!("days must be a whole number of days from 1 to 36500, not '{d}'."),
+                        ),
+                    ))
+                }
+            },
+        };
         let now = self.api.kms().now();
         let mut stale = Vec::new();
         for (compartment, _) in self.compartments()? {
@@ -608,11 +719,44 @@ impl View<'_> {
             .and_then(|s| s.parse::<u64>().ok())
             .unwrap_or(newest_page)
             .max(1);
-        let page = self.get(&format!("/20180608/auditEvents?start={start}&limit={PAGE}"))?;
-        let entries = page["entries"].as_array().cloned().unwrap_or_default();
+        let result = req
+            .param("result")
+            .filter(|r| matches!(*r, "SUCCEEDED" | "FAILED" | "DENIED"));
+        let page = match result {
+            // One outcome only: from the first entry forward (`Next` goes on).
+            Some(r) => {
+                let from = req.param("start").and_then(|s| s.parse::<u64>().ok()).unwrap_or(1);
+                self.get(&format!("/20180608/auditEvents?result={r}&start={from}&limit={PAGE}"))?
+            }
+            None => self.get(&format!("/20180608/auditEvents?start={start}&limit={PAGE}"))?,
+        };
+        let mut entries = page["entries"].as_array().cloned().unwrap_or_default();
+        // Who, by name: users' ids resolved (entries of refusals carry the name already).
+        let names: std::collections::HashMap<String, String> = self
+            .api
+            .kms()
+            .list_users()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|u| (u.id.to_string(), u.name))
+            .collect();
+        for e in &mut entries {
+            if e["principalName"].is_null() {
+                if let Some(name) = names.get(&text(&e["principal"])) {
+                    e["principalName"] = Value::String(name.clone());
+                }
+            }
+        }
+        let view = pages::AuditView {
+            start,
+            page: PAGE,
+            total,
+            result,
+            next_start: page["nextStart"].as_u64(),
+        };
         Ok(html(
             StatusCode::OK,
-            pages::audit(self.session, &entries, &page["verification"], start, PAGE, total),
+            pages::audit(self.session, &entries, &page["verification"], &view),
         ))
     }
 

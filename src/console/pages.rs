@@ -42,8 +42,8 @@ fn layout(session: Option<&Session>, title: &str, body: Markup) -> Markup {
                     @if let Some(s) = session {
                         nav aria-label="main" {
                             a href="/console/vaults" { "Vaults" } " · "
-                            a href="/console/compliance" { "Compliance" } " · "
-                            a href="/console/audit" { "Audit" }
+                            a href="/console/compliance" { "Compliance" }
+                            @if s.may_read_audit { " · " a href="/console/audit" { "Audit" } }
                         }
                         form method="post" action="/console/logout" {
                             span { "Signed in as " strong { (s.user_name) } " " }
@@ -462,9 +462,25 @@ pub fn compliance(session: &Session, max_age: i64, rows: &[(StaleKey, bool)], do
     )
 }
 
-/// A page of the audit log, newest last, and whether the hash chain verifies.
-pub fn audit(session: &Session, entries: &[Value], verification: &Value, start: u64, page: u64, total: u64) -> Markup {
+/// Which part of the audit log a page shows.
+pub struct AuditView<'a> {
+    /// First entry of an unfiltered page.
+    pub start: u64,
+    /// Entries per page.
+    pub page: u64,
+    /// Entries in the chain.
+    pub total: u64,
+    /// Only entries of this outcome (SUCCEEDED, FAILED, DENIED).
+    pub result: Option<&'a str>,
+    /// Filtered: where the next page starts.
+    pub next_start: Option<u64>,
+}
+
+/// A page of the audit log, newest last, and whether the hash chain verifies; links to show
+/// one outcome only (DENIED: refused calls and sign-ins, with who by name and from where).
+pub fn audit(session: &Session, entries: &[Value], verification: &Value, view: &AuditView<'_>) -> Markup {
     let intact = verification["failure"].is_null();
+    let (start, page, total) = (view.start, view.page, view.total);
     layout(
         Some(session),
         "Audit log",
@@ -480,27 +496,45 @@ pub fn audit(session: &Session, entries: &[Value], verification: &Value, start: 
                     " (" (verification["entriesChecked"]) " entries checked)."
                 }
             }
-            nav aria-label="pages" {
-                @if start > 1 {
-                    a href={ "/console/audit?start=" (start.saturating_sub(page).max(1)) } { "Older" } " "
+            nav aria-label="outcome" {
+                "Show: "
+                @for (label, value) in [("All", None), ("Succeeded", Some("SUCCEEDED")), ("Failed", Some("FAILED")), ("Denied", Some("DENIED"))] {
+                    @let href = match value { Some(v) => format!("/console/audit?result={v}"), None => "/console/audit".to_owned() };
+                    a href=(href) aria-current=[(view.result == value).then_some("page")] { (label) } " "
                 }
-                @if start + page <= total {
-                    a href={ "/console/audit?start=" (start + page) } { "Newer" }
+            }
+            nav aria-label="pages" {
+                @if let Some(r) = view.result {
+                    @if let Some(next) = view.next_start {
+                        a href={ "/console/audit?result=" (r) "&start=" (next) } { "Next" }
+                    }
+                } @else {
+                    @if start > 1 {
+                        a href={ "/console/audit?start=" (start.saturating_sub(page).max(1)) } { "Older" } " "
+                    }
+                    @if start + page <= total {
+                        a href={ "/console/audit?start=" (start + page) } { "Newer" }
+                    }
                 }
             }
             div.scroll { table {
-                thead { tr { th { "#" } th { "Time" } th { "Who" } th { "Operation" } th { "On" } th { "Result" } } }
+                thead { tr { th { "#" } th { "Time" } th { "Who" } th { "From" } th { "Operation" } th { "On" } th { "Result" } } }
                 tbody {
                     @for e in entries {
                         tr {
                             td { (e["seq"]) }
                             td { (when(&e["time"])) }
-                            td { code { (text(&e["principal"])) } }
+                            td {
+                                @if let Some(name) = e["principalName"].as_str() { (name) br; }
+                                code { (text(&e["principal"])) }
+                            }
+                            td { (text(&e["source"])) }
                             td { (text(&e["operation"])) }
                             td {
                                 @for id in ["keyVersionId", "keyId", "vaultId"] {
                                     @if let Some(v) = e[id].as_str() { code { (v) } br; }
                                 }
+                                @if let Some(r) = e["resource"].as_str() { (r) }
                             }
                             td { (text(&e["result"])) @if let Some(m) = e["message"].as_str() { ": " (m) } }
                         }

@@ -24,6 +24,9 @@ pub struct Session {
     pub user_name: String,
     /// The token every form of this session carries in a hidden field.
     pub csrf: String,
+    /// Whether the user may read the audit log: decided again for each request (policies
+    /// change), so the header shows the Audit link only to them.
+    pub may_read_audit: bool,
     started: Instant,
     last_seen: Instant,
 }
@@ -50,6 +53,7 @@ impl Sessions {
             user_id,
             user_name,
             csrf: random_token(),
+            may_read_audit: false,
             started: now,
             last_seen: now,
         };
@@ -191,6 +195,7 @@ mod tests {
             user_id: Ocid::generate(ResourceType::User, "local-1"),
             user_name: "a".into(),
             csrf: "c".into(),
+            may_read_audit: false,
             started,
             last_seen,
         };

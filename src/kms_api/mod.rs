@@ -131,6 +131,8 @@ pub(crate) struct Call<'a> {
     pub iam: &'a IamView,
     pub caller: &'a Caller,
     pub principal: Principal,
+    /// `METHOD /path` as asked, for the audit entry of a refusal.
+    pub operation: &'a str,
     pub query: &'a Query,
     pub headers: &'a HeaderMap,
     pub body: &'a [u8],
@@ -155,6 +157,21 @@ impl Call<'_> {
             Ok(())
         } else {
             tracing::debug!(user = self.caller.name(), %verb, ?kind, %compartment, "KMS API call not authorized");
+            let ocid = |kind: kms_core::ResourceType, id: Option<&str>| id.and_then(|id| Ocid::parse(kind, id).ok());
+            let subject = kms_core::audit::AuditSubject {
+                vault_id: ocid(kms_core::ResourceType::Vault, target.vault_id),
+                key_id: ocid(kms_core::ResourceType::Key, target.key_id),
+                ..Default::default()
+            };
+            self.caller.audit_denied(
+                self.kms,
+                self.operation.to_owned(),
+                subject,
+                format!(
+                    "not authorized: needs {verb} {} in compartment {compartment}",
+                    kind.as_str()
+                ),
+            );
             Err(ApiError::not_found(what))
         }
     }
@@ -426,7 +443,11 @@ impl KmsApi {
             return tenancy::answer(&self.kms, parts, target, body);
         }
         let iam = self.kms.iam_view()?;
-        let caller = signature::verify(
+        let source = parts
+            .extensions
+            .get::<crate::http_server::ClientAddr>()
+            .map(|a| a.0.to_string());
+        let caller = match signature::verify(
             &signature::SignedRequest {
                 method: &parts.method,
                 target,
@@ -436,8 +457,17 @@ impl KmsApi {
             &iam,
             &self.kms.tenancy_id(),
             chrono::Utc::now().timestamp(),
-        )
-        .map_err(|e| ApiError::not_authenticated(e.0))?;
+        ) {
+            Ok(caller) => caller,
+            Err(e) => {
+                self.audit_unauthenticated(parts, &iam, source, &e.0);
+                return Err(ApiError::not_authenticated(e.0));
+            }
+        };
+        let caller = match source {
+            Some(source) => caller.from(source),
+            None => caller,
+        };
         let base_url = base_url(self.scheme, &parts.headers).unwrap_or_else(|| self.fallback_base.clone());
         route_for(
             &self.kms,
@@ -450,6 +480,24 @@ impl KmsApi {
             &base_url,
             &self.backups,
         )
+    }
+
+    /// Audits a request refused for its signature: who it claimed to be (the user of its
+    /// `keyId` when that names one), from where, what it asked, why it was refused.
+    fn audit_unauthenticated(&self, parts: &http::request::Parts, iam: &IamView, source: Option<String>, why: &str) {
+        let claimed = signature::claimed_user(&parts.headers);
+        let name = claimed.as_ref().and_then(|id| iam.user_name(id)).map(str::to_owned);
+        let refusal = kms_core::AuditRefusal {
+            principal: claimed.map_or_else(|| "anonymous".to_owned(), |id| id.to_string()),
+            principal_name: name,
+            source,
+            operation: format!("{} {}", parts.method, parts.uri.path()),
+            subject: Default::default(),
+            reason: format!("not authenticated: {why}"),
+        };
+        if let Err(e) = self.kms.audit_refusal(refusal) {
+            tracing::error!(error = %e, "could not audit a refused request");
+        }
     }
 }
 
@@ -524,11 +572,13 @@ fn route_for(
         .query()
         .map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect())
         .unwrap_or_default();
+    let operation = format!("{method} {}", uri.path());
     let call = Call {
         kms,
         iam,
         caller,
         principal: caller.principal(),
+        operation: &operation,
         query: &query,
         headers,
         body,

@@ -15,6 +15,7 @@ use std::collections::HashMap;
 
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
+use kms_core::audit::AuditSubject;
 use kms_core::iam::{IamView, ResourceKind, Target, Verb};
 use kms_core::{Ocid, Principal, ResourceType};
 
@@ -24,7 +25,7 @@ pub const MAX_CLOCK_SKEW_SECS: i64 = 300;
 /// Who makes a call: a user of the tenancy (by a request signature or a console session), or
 /// the operator of this machine through the admin socket.
 #[derive(Debug, Clone)]
-pub struct Caller(Who);
+pub struct Caller(Who, Option<String>);
 
 #[derive(Debug, Clone)]
 enum Who {
@@ -35,14 +36,26 @@ enum Who {
 impl Caller {
     /// A user of the tenancy, authenticated by a request signature or a console session.
     pub fn user(id: Ocid, name: String) -> Self {
-        Caller(Who::User { id, name })
+        Caller(Who::User { id, name }, None)
+    }
+
+    /// The same caller, calling from `source` (a client address; `console 192.0.2.7:50412`
+    /// for the console), which refusals are audited with.
+    pub fn from(mut self, source: impl Into<String>) -> Self {
+        self.1 = Some(source.into());
+        self
+    }
+
+    /// Where the call came from, when known.
+    pub fn source(&self) -> Option<&str> {
+        self.1.as_deref()
     }
 
     /// The operator of the machine that owns the data directory (`sealstore kms …` through
     /// the admin socket, whose peer is checked to be this process's user): every operation,
     /// no IAM policy in the way, recorded in the audit log as `local-admin`.
     pub fn local_admin() -> Self {
-        Caller(Who::LocalAdmin)
+        Caller(Who::LocalAdmin, None)
     }
 
     /// Who the audit log names.
@@ -73,6 +86,21 @@ impl Caller {
         match &self.0 {
             Who::User { id, .. } => iam.allows(id, verb, kind, compartment, target),
             Who::LocalAdmin => true,
+        }
+    }
+
+    /// Audits a call of this caller refused by the IAM policies.
+    pub(crate) fn audit_denied(&self, kms: &kms_core::Kms, operation: String, subject: AuditSubject, reason: String) {
+        let refusal = kms_core::AuditRefusal {
+            principal: self.principal().as_str().to_owned(),
+            principal_name: Some(self.name().to_owned()),
+            source: self.source().map(str::to_owned),
+            operation,
+            subject,
+            reason,
+        };
+        if let Err(e) = kms.audit_refusal(refusal) {
+            tracing::error!(error = %e, "could not audit a refused call");
         }
     }
 }
@@ -211,6 +239,14 @@ pub fn verify(
             .ok_or_else(|| fail("the signing key is unknown (wrong user, fingerprint or tenancy)"))?;
         Ok((key.public_key, Caller::user(user_id, key.user_name)))
     })
+}
+
+/// The user a request's `authorization` header claims to sign as (its `keyId`'s user id), for
+/// the audit entry of a refused request; nothing is verified here.
+pub(crate) fn claimed_user(headers: &http::HeaderMap) -> Option<Ocid> {
+    let auth = headers.get(http::header::AUTHORIZATION)?.to_str().ok()?;
+    let key_id = auth.split("keyId=\"").nth(1)?.split('"').next()?;
+    Ocid::parse(ResourceType::User, key_id.split('/').nth(1)?).ok()
 }
 
 /// Checks a request signed by a peer region (`keyId="region/<name>"`) against the signing

@@ -314,8 +314,15 @@ def test_read_only_users_see_but_cannot_act(page, server):
         f.appendChild(t);
         document.body.appendChild(f);
         f.submit();""", f"/console/vaults/{s['defaultVaultId']}/keys/{s['defaultKeyId']}/rotate")
-    assert heading(page) == "Not found"
+    assert heading(page) == "Read only"
+    assert "may read key" in page.find_element(By.TAG_NAME, "main").text
     assert key_get(data_dir, s["defaultKeyId"])["currentKeyVersion"] == before
+    # The confirmation pages say so too, with no button to press.
+    for target in (f"/console/vaults/{s['defaultVaultId']}/keys/{s['defaultKeyId']}/confirm?action=rotate",
+                   f"/console/vaults/{s['defaultVaultId']}/confirm-deletion?action=schedule&days=30"):
+        page.get(url + target)
+        assert heading(page) == "Read only", target
+        assert page.find_elements(By.CSS_SELECTOR, "button.primary") == [], target
     # Only inspect: the lists, nothing more.
     cli(data_dir, "iam", "group", "create", "Inspectors")
     cli(data_dir, "iam", "policy", "create", "inspectors", "--statement",
@@ -385,7 +392,7 @@ def test_audit_page_shows_the_chain_verifies_and_pages_through_it(page, server):
     s = status(data_dir)
     cli(data_dir, "kms", "key", "rotate", s["defaultKeyId"])
     sign_in(page, url)
-    click(page.find_element(By.LINK_TEXT, "Audit"))
+    click(page.find_element(By.LINK_TEXT, "Audit"))  # shown to who may read it
     assert heading(page) == "Audit log"
     assert "The hash chain verifies" in page.find_element(By.CSS_SELECTOR, "[role=status]").text
     rows = page.find_elements(By.CSS_SELECTOR, "tbody tr")
@@ -403,6 +410,7 @@ def test_audit_page_shows_the_chain_verifies_and_pages_through_it(page, server):
     add_console_user(data_dir, "keyreader", groups=["KeyReaders"])
     page.delete_all_cookies()
     sign_in(page, url, user="keyreader")
+    assert page.find_elements(By.LINK_TEXT, "Audit") == [], "no Audit link for who may not read it"
     page.get(url + "/console/audit")
     assert heading(page) == "Not found"
 
@@ -536,3 +544,78 @@ def test_import_a_key_shows_its_shape_public_key_and_origin(page, server):
     page.get(f"{url}/console/vaults/{vault}")
     table = page.find_element(By.XPATH, "//h2[.='Master Encryption Keys']/following::table[1]")
     assert "RSA-2048" in table.text and "AES-256" in table.text
+
+
+def test_refused_actions_and_sign_ins_are_audited_and_the_audit_page_shows_only_them(page, server):
+    """A read-only user's forged rotation, a wrong password and a sign-in as nobody each leave a
+    DENIED entry in the hash chain — who by name and id, from where, what, why — and the Audit
+    page's Denied view lists exactly such entries."""
+    url, data_dir = server
+    s = status(data_dir)
+    cli(data_dir, "iam", "group", "create", "Auditees")
+    cli(data_dir, "iam", "policy", "create", "auditees", "--statement", "Allow group Auditees to read keys in tenancy",
+        "--statement", "Allow group Auditees to read vaults in tenancy")
+    add_console_user(data_dir, "auditee", groups=["Auditees"])
+    auditee = next(u for u in cli(data_dir, "iam", "user", "list") if u["name"] == "auditee")
+    sign_in(page, url, user="auditee", password="not the password")
+    sign_in(page, url, user="nobody-at-all", password="guess")
+    sign_in(page, url, user="auditee")
+    page.get(f"{url}/console/vaults/{s['defaultVaultId']}/keys/{s['defaultKeyId']}")
+    submit_script(page, """
+        const f = document.createElement('form');
+        f.method = 'post';
+        f.action = arguments[0];
+        const t = document.createElement('input');
+        t.name = 'csrf';
+        t.value = document.querySelector('input[name=csrf]').value;
+        f.appendChild(t);
+        document.body.appendChild(f);
+        f.submit();""", f"/console/vaults/{s['defaultVaultId']}/keys/{s['defaultKeyId']}/rotate")
+    assert heading(page) == "Read only"
+
+    log = cli(data_dir, "kms", "audit", "list", "--limit", "100000")
+    denied = [e for e in log if e["result"] == "DENIED"]
+    rotate = [e for e in denied if e["operation"].endswith(f"/keys/{s['defaultKeyId']}/keyVersions")]
+    assert rotate, denied
+    assert rotate[-1]["principal"] == auditee["id"] and rotate[-1]["principalName"] == "auditee"
+    assert rotate[-1]["source"].startswith("console 127.0.0.1:")
+    assert "needs manage keys" in rotate[-1]["message"]
+    assert rotate[-1]["keyId"] == s["defaultKeyId"]
+    sign_ins = [e for e in denied if e["operation"] == "ConsoleSignIn"]
+    assert any(e["principal"] == auditee["id"] and e["message"] == "wrong password" for e in sign_ins), sign_ins
+    assert any(e["principal"] == "anonymous" and e["principalName"] == "nobody-at-all" for e in sign_ins), sign_ins
+    assert cli(data_dir, "kms", "audit", "verify")["failure"] is None
+    # IAM administration names what it changed.
+    on = {(e["operation"], e.get("resource")) for e in log}
+    assert {("CreateUser", "user auditee"), ("CreateGroup", "group Auditees"), ("CreatePolicy", "policy auditees"),
+            ("SetConsolePassword", "user auditee")} <= on, on
+
+    page.delete_all_cookies()
+    sign_in(page, url)
+    created = next(e["seq"] for e in log if e["operation"] == "CreateUser" and e.get("resource") == "user auditee")
+    page.get(f"{url}/console/audit?result=SUCCEEDED&start={created}")
+    assert any("CreateUser" in r.text and "user auditee" in r.text
+               for r in page.find_elements(By.CSS_SELECTOR, "tbody tr"))
+    page.get(f"{url}/console/audit")
+    click(page.find_element(By.LINK_TEXT, "Denied"))
+    rows = page.find_elements(By.CSS_SELECTOR, "tbody tr")
+    assert rows and all("DENIED" in r.text for r in rows)
+    text = "\n".join(r.text for r in rows)
+    assert "auditee" in text and "nobody-at-all" in text and "needs manage keys" in text
+    # Who is named in every entry, not only in refusals: the admin's rotation from the console.
+    page.get(f"{url}/console/vaults/{s['defaultVaultId']}/keys/{s['defaultKeyId']}/confirm?action=rotate")
+    click(page.find_element(By.CSS_SELECTOR, "button.primary"))
+    page.get(f"{url}/console/audit?result=SUCCEEDED&start={len(log)}")
+    rotated = [r.text for r in page.find_elements(By.CSS_SELECTOR, "tbody tr") if "CreateKeyVersion" in r.text]
+    assert rotated and "admin" in rotated[-1], rotated
+
+
+def test_compliance_refuses_a_maximum_age_it_cannot_use(page, server):
+    url, _ = server
+    sign_in(page, url)
+    for bad in ("0", "-5", "many"):
+        page.get(f"{url}/console/compliance?days={bad}")
+        assert heading(page) == "Refused", bad
+        assert "days must be a whole number" in page.find_element(By.TAG_NAME, "main").text
+    page.get(f"{url}/console/compliance?days=30")
+    assert heading(page) != "Refused"

@@ -548,6 +548,39 @@ def test_signed_requests_and_every_kind_of_bad_signature(env):
     assert e.value.code == 401
 
 
+def test_refused_requests_are_audited_with_who_from_where_and_why(env):
+    """401s (a bad signature, no signature) and authorization refusals (404s) leave DENIED
+    entries in the audit chain: the user they claimed or were, by id and name, the client's
+    address, the request, the reason; the chain still verifies."""
+    path = f"/20180608/vaults?compartmentId={env.tenancy}"
+    status, _ = sign(env, "GET", path, tamper=lambda h, b: h.update(authorization=h["authorization"].replace(
+        'signature="', 'signature="A')) or b)
+    assert status == 401
+    with pytest.raises(urllib.error.HTTPError):
+        urllib.request.urlopen(urllib.request.Request(env.url + "/20180608/vaults"), timeout=30)
+    cli(env.data_dir, "iam", "group", "create", "Lookers")
+    cli(env.data_dir, "iam", "policy", "create", "lookers", "--statement", "Allow group Lookers to read keys in tenancy")
+    looker = env.add_user("looker", groups=["Lookers"])
+    management, _ = env.endpoints(env.vault)
+    with pytest.raises(OciFailed) as refused:
+        env.oci("looker", "kms", "management", "key-version", "create", "--key-id", env.key, endpoint=management)
+    assert refused.value.error["status"] == 404
+
+    log = cli(env.data_dir, "kms", "audit", "list", "--limit", "100000")
+    denied = [e for e in log if e["result"] == "DENIED"]
+    admin = env.users["admin"][0]
+    bad_signature = [e for e in denied if e["operation"] == "GET /20180608/vaults" and e["principal"] == admin["id"]]
+    assert bad_signature and bad_signature[-1]["principalName"] == "admin", denied
+    assert bad_signature[-1]["message"].startswith("not authenticated")
+    assert bad_signature[-1]["source"].startswith("127.0.0.1:")
+    assert any(e["principal"] == "anonymous" and e["operation"] == "GET /20180608/vaults" for e in denied), denied
+    rotate = [e for e in denied if e["principal"] == looker["id"]]
+    assert rotate and rotate[-1]["principalName"] == "looker"
+    assert rotate[-1]["operation"] == f"POST /kms/{env.vault}/management/20180608/keys/{env.key}/keyVersions"
+    assert rotate[-1]["keyId"] == env.key and "needs manage keys" in rotate[-1]["message"]
+    assert cli(env.data_dir, "kms", "audit", "verify")["failure"] is None
+
+
 def test_tls_with_the_oci_cli(tmp_path):
     """--kms-tls-cert/--kms-tls-key: the CLI verifies the server against the certificate,
     the endpoints the server hands out are https, and plain HTTP is not answered."""

@@ -13,7 +13,7 @@ use aws_lc_rs::digest::{digest, SHA256};
 use serde::{Deserialize, Serialize};
 
 use crate::error::Result;
-pub use crate::model::audit::{AuditEntry, AuditSubject, AuditVerification, Principal};
+pub use crate::model::audit::{AuditEntry, AuditRefusal, AuditSubject, AuditVerification, Principal};
 use crate::store::{ReadTxn, WriteTxn, META_AUDIT_HEAD};
 use crate::time::Timestamp;
 
@@ -59,7 +59,7 @@ pub(crate) fn append(
     outcome: std::result::Result<(), String>,
 ) -> Result<()> {
     let prev = head(txn.meta(META_AUDIT_HEAD)?)?;
-    let mut entry = AuditEntry {
+    let entry = AuditEntry {
         seq: prev.seq + 1,
         time,
         principal: principal.clone(),
@@ -67,9 +67,39 @@ pub(crate) fn append(
         subject: subject.clone(),
         result: if outcome.is_ok() { "SUCCEEDED" } else { "FAILED" }.into(),
         message: outcome.err(),
+        principal_name: None,
+        source: None,
         prev_hash: prev.hash,
         hash: String::new(),
     };
+    chain(txn, entry)
+}
+
+/// Appends the entry of a call refused before it ran: result DENIED, with who by name and
+/// from where.
+pub(crate) fn append_denied(txn: &WriteTxn, pending: &writer::PendingAudit, refused: &writer::Refused) -> Result<()> {
+    let prev = head(txn.meta(META_AUDIT_HEAD)?)?;
+    let entry = AuditEntry {
+        seq: prev.seq + 1,
+        time: pending.time,
+        principal: pending.principal.clone(),
+        operation: pending.operation.to_string(),
+        subject: pending.subject.clone(),
+        result: DENIED.into(),
+        message: pending.outcome.clone().err(),
+        principal_name: refused.principal_name.clone(),
+        source: refused.source.clone(),
+        prev_hash: prev.hash,
+        hash: String::new(),
+    };
+    chain(txn, entry)
+}
+
+/// The result of a call refused before it ran.
+pub const DENIED: &str = "DENIED";
+
+/// Hashes `entry` onto the chain and stores it as the new head.
+fn chain(txn: &WriteTxn, mut entry: AuditEntry) -> Result<()> {
     entry.hash = entry.compute_hash();
     txn.put_audit_row(entry.seq, &serde_json::to_vec(&entry)?)?;
     txn.set_meta(

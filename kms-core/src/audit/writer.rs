@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use redb::Durability;
 
-use super::append;
+use super::{append, append_denied};
 use crate::error::Result;
 use crate::model::audit::{AuditSubject, Principal};
 use crate::store::Store;
@@ -36,9 +36,18 @@ const FLUSH_INTERVAL: Duration = Duration::from_secs(1);
 pub(crate) struct PendingAudit {
     pub time: Timestamp,
     pub principal: Principal,
-    pub operation: &'static str,
+    pub operation: std::borrow::Cow<'static, str>,
     pub subject: AuditSubject,
     pub outcome: std::result::Result<(), String>,
+    /// Set for a call refused before it ran: its entry says DENIED, with these.
+    pub refused: Option<Refused>,
+}
+
+/// The name and source of a refused call's caller.
+#[derive(Debug, Clone)]
+pub(crate) struct Refused {
+    pub principal_name: Option<String>,
+    pub source: Option<String>,
 }
 
 /// Queued crypto-call audit entries and who writes them.
@@ -98,7 +107,10 @@ impl AuditWriter {
             Durability::None
         })?;
         for e in &batch {
-            append(&txn, e.time, &e.principal, e.operation, &e.subject, e.outcome.clone())?;
+            match &e.refused {
+                None => append(&txn, e.time, &e.principal, &e.operation, &e.subject, e.outcome.clone())?,
+                Some(refused) => append_denied(&txn, e, refused)?,
+            }
         }
         txn.commit()?;
         if !durable {

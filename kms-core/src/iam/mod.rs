@@ -82,19 +82,22 @@ impl<'a> Iam<'a> {
         &self,
         principal: &Principal,
         operation: &str,
+        resource: String,
         change: impl FnOnce(&WriteTxn, Timestamp) -> Result<T>,
     ) -> Result<T> {
+        let subject = AuditSubject {
+            resource: Some(resource),
+            ..Default::default()
+        };
         // IAM is changed in the tenancy's home region only; there, the change is queued for
         // every member region in its own transaction.
         let mut queued = false;
-        let out = self
-            .ctx
-            .mutate(principal, operation, AuditSubject::default(), |txn, now, _| {
-                iam_outbox::refuse_if_member(txn, self.ctx.region())?;
-                let value = change(txn, now)?;
-                queued = iam_outbox::queue(txn, now)?;
-                Ok(value)
-            });
+        let out = self.ctx.mutate(principal, operation, subject, |txn, now, _| {
+            iam_outbox::refuse_if_member(txn, self.ctx.region())?;
+            let value = change(txn, now)?;
+            queued = iam_outbox::queue(txn, now)?;
+            Ok(value)
+        });
         // Rebuilt on next use, from the committed state.
         self.ctx.invalidate_iam_view();
         if queued && out.is_ok() {
@@ -116,36 +119,41 @@ impl<'a> Iam<'a> {
         if have_group && have_policy {
             return Ok(());
         }
-        self.iam_change(principal, "CreateIamDefaults", |txn, now| {
-            if !txn.groups()?.iter().any(|g| g.name == ADMINISTRATORS_GROUP) {
-                txn.put_group(&Group {
-                    id: Ocid::generate(ResourceType::Group, self.ctx.region()),
-                    name: ADMINISTRATORS_GROUP.into(),
-                    description: "Manages everything in the tenancy".into(),
-                    members: Vec::new(),
-                    time_created: now,
-                })?;
-            }
-            if !txn.policies()?.iter().any(|p| p.name == ADMIN_POLICY) {
-                txn.put_policy(&Policy {
-                    id: Ocid::generate(ResourceType::Policy, self.ctx.region()),
-                    name: ADMIN_POLICY.into(),
-                    description: "Administrators manage all resources".into(),
-                    statements: vec![format!(
-                        "Allow group {ADMINISTRATORS_GROUP} to manage all-resources in tenancy"
-                    )],
-                    time_created: now,
-                })?;
-            }
-            Ok(())
-        })
+        self.iam_change(
+            principal,
+            "CreateIamDefaults",
+            format!("group {ADMINISTRATORS_GROUP}"),
+            |txn, now| {
+                if !txn.groups()?.iter().any(|g| g.name == ADMINISTRATORS_GROUP) {
+                    txn.put_group(&Group {
+                        id: Ocid::generate(ResourceType::Group, self.ctx.region()),
+                        name: ADMINISTRATORS_GROUP.into(),
+                        description: "Manages everything in the tenancy".into(),
+                        members: Vec::new(),
+                        time_created: now,
+                    })?;
+                }
+                if !txn.policies()?.iter().any(|p| p.name == ADMIN_POLICY) {
+                    txn.put_policy(&Policy {
+                        id: Ocid::generate(ResourceType::Policy, self.ctx.region()),
+                        name: ADMIN_POLICY.into(),
+                        description: "Administrators manage all resources".into(),
+                        statements: vec![format!(
+                            "Allow group {ADMINISTRATORS_GROUP} to manage all-resources in tenancy"
+                        )],
+                        time_created: now,
+                    })?;
+                }
+                Ok(())
+            },
+        )
     }
 
     /// Creates an API user, optionally with a first public key and group memberships.
     pub(crate) fn create_user(&self, principal: &Principal, req: CreateUser) -> Result<User> {
         check_iam_name("user", &req.name)?;
         let key = req.public_key_pem.as_deref().map(PublicKeyPem::parse).transpose()?;
-        self.iam_change(principal, "CreateUser", |txn, now| {
+        self.iam_change(principal, "CreateUser", format!("user {}", req.name), |txn, now| {
             if find_by_name(&txn.users()?, &req.name, |u| &u.name).is_some() {
                 return Err(KmsError::IncorrectState(format!(
                     "a user named '{}' exists already",
@@ -182,7 +190,7 @@ impl<'a> Iam<'a> {
     /// Adds an API public key to a user (up to three, as OCI).
     pub(crate) fn add_api_key(&self, principal: &Principal, user_name: &str, pem: &str) -> Result<ApiKey> {
         let key = PublicKeyPem::parse(pem)?;
-        self.iam_change(principal, "UploadApiKey", |txn, now| {
+        self.iam_change(principal, "UploadApiKey", format!("user {user_name}"), |txn, now| {
             let mut user = find_by_name(&txn.users()?, user_name, |u| &u.name)
                 .cloned()
                 .ok_or_else(|| KmsError::not_found("user", user_name))?;
@@ -210,7 +218,7 @@ impl<'a> Iam<'a> {
 
     /// Deletes a user (and its group memberships); its signatures stop working at once.
     pub(crate) fn delete_user(&self, principal: &Principal, user_name: &str) -> Result<User> {
-        self.iam_change(principal, "DeleteUser", |txn, _| {
+        self.iam_change(principal, "DeleteUser", format!("user {user_name}"), |txn, _| {
             let user = find_by_name(&txn.users()?, user_name, |u| &u.name)
                 .cloned()
                 .ok_or_else(|| KmsError::not_found("user", user_name))?;
@@ -240,13 +248,18 @@ impl<'a> Iam<'a> {
                 "a console password is stored as an Argon2id hash".into(),
             ));
         }
-        self.iam_change(principal, "SetConsolePassword", |txn, _| {
-            let user = find_by_name(&txn.users()?, user_name, |u| &u.name)
-                .cloned()
-                .ok_or_else(|| KmsError::not_found("user", user_name))?;
-            txn.set_console_password(&user.id, phc)?;
-            Ok(user)
-        })
+        self.iam_change(
+            principal,
+            "SetConsolePassword",
+            format!("user {user_name}"),
+            |txn, _| {
+                let user = find_by_name(&txn.users()?, user_name, |u| &u.name)
+                    .cloned()
+                    .ok_or_else(|| KmsError::not_found("user", user_name))?;
+                txn.set_console_password(&user.id, phc)?;
+                Ok(user)
+            },
+        )
     }
 
     /// A user's console password hash, if set.
@@ -262,7 +275,7 @@ impl<'a> Iam<'a> {
     /// Creates a group.
     pub(crate) fn create_group(&self, principal: &Principal, name: &str, description: &str) -> Result<Group> {
         check_iam_name("group", name)?;
-        self.iam_change(principal, "CreateGroup", |txn, now| {
+        self.iam_change(principal, "CreateGroup", format!("group {name}"), |txn, now| {
             if find_by_name(&txn.groups()?, name, |g| &g.name).is_some() {
                 return Err(KmsError::IncorrectState(format!(
                     "a group named '{name}' exists already"
@@ -282,24 +295,29 @@ impl<'a> Iam<'a> {
 
     /// Adds a user to a group (by names).
     pub(crate) fn add_user_to_group(&self, principal: &Principal, group_name: &str, user_name: &str) -> Result<Group> {
-        self.iam_change(principal, "AddUserToGroup", |txn, _| {
-            let user = find_by_name(&txn.users()?, user_name, |u| &u.name)
-                .cloned()
-                .ok_or_else(|| KmsError::not_found("user", user_name))?;
-            let mut group = find_by_name(&txn.groups()?, group_name, |g| &g.name)
-                .cloned()
-                .ok_or_else(|| KmsError::not_found("group", group_name))?;
-            if !group.members.contains(&user.id) {
-                group.members.push(user.id);
-                txn.put_group(&group)?;
-            }
-            Ok(group)
-        })
+        self.iam_change(
+            principal,
+            "AddUserToGroup",
+            format!("group {group_name}, user {user_name}"),
+            |txn, _| {
+                let user = find_by_name(&txn.users()?, user_name, |u| &u.name)
+                    .cloned()
+                    .ok_or_else(|| KmsError::not_found("user", user_name))?;
+                let mut group = find_by_name(&txn.groups()?, group_name, |g| &g.name)
+                    .cloned()
+                    .ok_or_else(|| KmsError::not_found("group", group_name))?;
+                if !group.members.contains(&user.id) {
+                    group.members.push(user.id);
+                    txn.put_group(&group)?;
+                }
+                Ok(group)
+            },
+        )
     }
 
     /// Deletes a group (its policies' statements then match nobody).
     pub(crate) fn delete_group(&self, principal: &Principal, name: &str) -> Result<Group> {
-        self.iam_change(principal, "DeleteGroup", |txn, _| {
+        self.iam_change(principal, "DeleteGroup", format!("group {name}"), |txn, _| {
             let group = find_by_name(&txn.groups()?, name, |g| &g.name)
                 .cloned()
                 .ok_or_else(|| KmsError::not_found("group", name))?;
@@ -331,7 +349,7 @@ impl<'a> Iam<'a> {
             .iter()
             .map(|s| Statement::parse(s))
             .collect::<Result<Vec<_>>>()?;
-        self.iam_change(principal, "CreatePolicy", |txn, now| {
+        self.iam_change(principal, "CreatePolicy", format!("policy {name}"), |txn, now| {
             if find_by_name(&txn.policies()?, name, |p| &p.name).is_some() {
                 return Err(KmsError::IncorrectState(format!(
                     "a policy named '{name}' exists already"
@@ -359,7 +377,7 @@ impl<'a> Iam<'a> {
 
     /// Deletes a policy.
     pub(crate) fn delete_policy(&self, principal: &Principal, name: &str) -> Result<Policy> {
-        self.iam_change(principal, "DeletePolicy", |txn, _| {
+        self.iam_change(principal, "DeletePolicy", format!("policy {name}"), |txn, _| {
             let policy = find_by_name(&txn.policies()?, name, |p| &p.name)
                 .cloned()
                 .ok_or_else(|| KmsError::not_found("policy", name))?;
@@ -383,34 +401,39 @@ impl<'a> Iam<'a> {
         parent: Option<&str>,
     ) -> Result<Compartment> {
         check_iam_name("compartment", name)?;
-        self.iam_change(principal, "CreateCompartment", |txn, now| {
-            let compartments = txn.compartments()?;
-            let tenancy = self.ctx.tenancy_id();
-            let parent = match parent {
-                None => tenancy.clone(),
-                Some(p) => resolve_compartment(&compartments, p)
-                    .ok_or_else(|| KmsError::not_found("compartment", p))?
-                    .id
-                    .clone(),
-            };
-            if compartments
-                .iter()
-                .any(|c| c.compartment_id == parent && c.name == name && c.id != tenancy)
-            {
-                return Err(KmsError::IncorrectState(format!(
-                    "compartment '{name}' exists already under {parent}"
-                )));
-            }
-            let compartment = Compartment {
-                id: Ocid::generate(ResourceType::Compartment, self.ctx.region()),
-                compartment_id: parent,
-                name: name.into(),
-                description: description.into(),
-                lifecycle_state: CompartmentState::Active,
-                time_created: now,
-            };
-            txn.put_compartment(&compartment)?;
-            Ok(compartment)
-        })
+        self.iam_change(
+            principal,
+            "CreateCompartment",
+            format!("compartment {name}"),
+            |txn, now| {
+                let compartments = txn.compartments()?;
+                let tenancy = self.ctx.tenancy_id();
+                let parent = match parent {
+                    None => tenancy.clone(),
+                    Some(p) => resolve_compartment(&compartments, p)
+                        .ok_or_else(|| KmsError::not_found("compartment", p))?
+                        .id
+                        .clone(),
+                };
+                if compartments
+                    .iter()
+                    .any(|c| c.compartment_id == parent && c.name == name && c.id != tenancy)
+                {
+                    return Err(KmsError::IncorrectState(format!(
+                        "compartment '{name}' exists already under {parent}"
+                    )));
+                }
+                let compartment = Compartment {
+                    id: Ocid::generate(ResourceType::Compartment, self.ctx.region()),
+                    compartment_id: parent,
+                    name: name.into(),
+                    description: description.into(),
+                    lifecycle_state: CompartmentState::Active,
+                    time_created: now,
+                };
+                txn.put_compartment(&compartment)?;
+                Ok(compartment)
+            },
+        )
     }
 }

@@ -57,6 +57,18 @@ pub enum ResourceKind {
     AuditEvents,
 }
 
+impl ResourceKind {
+    /// The name policies use (`vaults`, `keys`, `compartments`, `audit-events`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ResourceKind::Vaults => "vaults",
+            ResourceKind::Keys => "keys",
+            ResourceKind::Compartments => "compartments",
+            ResourceKind::AuditEvents => "audit-events",
+        }
+    }
+}
+
 /// The resource types a statement can name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum ResourceSet {

@@ -117,6 +117,11 @@ impl IamView {
         })
     }
 
+    /// The name of `user`, if it exists.
+    pub fn user_name(&self, user: &Ocid) -> Option<&str> {
+        self.users.get(user).map(|u| u.name.as_str())
+    }
+
     /// Whether `compartment` is `ancestor` or lies below it.
     pub fn is_within(&self, compartment: &Ocid, ancestor: &Ocid) -> bool {
         let mut current = compartment;

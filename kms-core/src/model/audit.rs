@@ -48,6 +48,27 @@ pub struct AuditSubject {
     pub key_id: Option<Ocid>,
     /// Key version, if any.
     pub key_version_id: Option<Ocid>,
+    /// Another resource the call is about, by kind and name: `user alice`, `group Readers`,
+    /// `policy readers`, `compartment Finance` (IAM administration).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resource: Option<String>,
+}
+
+/// A call refused before it ran, for the audit log (see [`Kms::audit_refusal`](crate::Kms::audit_refusal)).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AuditRefusal {
+    /// Who asked: a user's id when known, else what identified the caller (`anonymous`).
+    pub principal: String,
+    /// Their name, when known.
+    pub principal_name: Option<String>,
+    /// Where the call came from.
+    pub source: Option<String>,
+    /// What was asked: an operation name, or `METHOD /path` of an API request.
+    pub operation: String,
+    /// The resources it named.
+    pub subject: AuditSubject,
+    /// Why it was refused.
+    pub reason: String,
 }
 
 /// One audit record.
@@ -65,10 +86,19 @@ pub struct AuditEntry {
     /// Resources touched.
     #[serde(flatten)]
     pub subject: AuditSubject,
-    /// `SUCCEEDED` or `FAILED`.
+    /// `SUCCEEDED`, `FAILED`, or `DENIED`: refused before it ran (not authenticated, not
+    /// authorized, a locked-out or failed sign-in).
     pub result: String,
-    /// The error message of a failed call.
+    /// The error message of a failed call, or why it was denied.
     pub message: Option<String>,
+    /// The caller's name when `principal` is an id (a user's name), or the name a failed
+    /// sign-in gave.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub principal_name: Option<String>,
+    /// Where the call came from: the client's address (`192.0.2.7:50412`), prefixed with
+    /// `console ` for calls the web console made on the user's behalf.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
     /// Hash of the previous entry (hex SHA-256).
     pub prev_hash: String,
     /// Hash of this entry (hex SHA-256 over its content with this field empty).
