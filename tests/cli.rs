@@ -303,6 +303,18 @@ fn base64_len(b64: &str) -> usize {
 #[test]
 fn bad_input_gets_clear_errors() {
     let env = Env::new();
+    // Every policy resource is named where users look: `iam --help` and the refusal.
+    assert!(env.ok(&["iam", "--help"]).contains("audit-events"));
+    assert!(env
+        .fails(&[
+            "iam",
+            "policy",
+            "create",
+            "p",
+            "--statement",
+            "Allow group G to read secrets in tenancy"
+        ])
+        .contains("audit-events"));
     let (vault, key) = vault_and_key(&env, &[]);
     assert!(env
         .fails(&["kms", "key", "get", "not-an-id"])
@@ -592,4 +604,38 @@ fn volume_create_import_export_check_delete() {
         .contains("larger than"));
     env.ok(&["volume", "delete", "disk"]);
     assert!(env.fails(&["volume", "info", "disk"]).contains("does not exist"));
+}
+
+#[test]
+fn object_import_shows_bytes_rate_and_objects_at_a_terminal() {
+    let env = Env::new();
+    let help = env.ok(&["object", "import", "--help"]);
+    assert!(
+        help.contains("Bucket to upload into") && help.contains("Directory whose files"),
+        "{help}"
+    );
+    let src = env.dir.path().join("src");
+    std::fs::create_dir_all(src.join("sub")).unwrap();
+    std::fs::write(src.join("big.bin"), vec![7u8; 6 << 20]).unwrap();
+    std::fs::write(src.join("sub/small.txt"), b"small").unwrap();
+    env.ok(&["object", "mb", "bulk-bucket"]);
+    // At a terminal (a pseudo-terminal from util-linux `script`), the bar counts bytes.
+    let command = format!("{} object import bulk-bucket {}", bin(), src.display());
+    let out = Command::new("script")
+        .args(["-qec", &command, "/dev/null"])
+        .env("SEALSTORE_DATA_DIR", env.data_dir())
+        .output()
+        .expect("util-linux script runs");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let shown = String::from_utf8_lossy(&out.stdout);
+    assert!(shown.contains("6.00 MiB/6.00 MiB"), "{shown}");
+    assert!(shown.contains("/s, ETA") && shown.contains("2/2 objects"), "{shown}");
+    // Tables show sizes people read; --json the exact bytes.
+    let inventory = env.ok(&["object", "inventory"]);
+    assert!(
+        inventory.contains("SIZE") && inventory.contains("6.00 MiB"),
+        "{inventory}"
+    );
+    assert!(!inventory.contains("6291461"), "{inventory}");
+    assert!(env.ok(&["--json", "object", "inventory"]).contains("6291461"));
 }

@@ -26,8 +26,10 @@ enum IamCommand {
     /// Groups of users, which policies grant access to.
     #[command(subcommand)]
     Group(GroupCommand),
-    /// Policies: `Allow group G to inspect|read|use|manage vaults|keys|key-family|compartments|all-resources
-    /// in tenancy|compartment C [where target.key.id = '…']`.
+    /// Policies: `Allow group G to inspect|read|use|manage
+    /// vaults|keys|key-family|compartments|audit-events|all-resources in tenancy|compartment C
+    /// [where target.key.id = '…']`. `read audit-events in tenancy` opens the audit log (API
+    /// and the console's Audit page).
     #[command(subcommand)]
     Policy(PolicyCommand),
     /// Compartments: the tenancy's tree that vaults and keys live in and policies name.
@@ -161,23 +163,30 @@ const COMPARTMENT_COLUMNS: &[Column] = &[
 fn read_password() -> anyhow::Result<zeroize::Zeroizing<String>> {
     use std::io::IsTerminal;
     let terminal = std::io::stdin().is_terminal();
-    if terminal {
-        eprint!(
-            "console password (at least {} characters): ",
-            sealstore::console::password::MIN_LEN
-        );
-        let _ = std::process::Command::new("stty").arg("-echo").status();
+    let ask = |prompt: &str| -> anyhow::Result<zeroize::Zeroizing<String>> {
+        if terminal {
+            eprint!("{prompt}");
+            let _ = std::process::Command::new("stty").arg("-echo").status();
+        }
+        let mut line = zeroize::Zeroizing::new(String::new());
+        let read = std::io::stdin().read_line(&mut line);
+        if terminal {
+            let _ = std::process::Command::new("stty").arg("echo").status();
+            eprintln!();
+        }
+        read.context("reading the password from standard input")?;
+        Ok(zeroize::Zeroizing::new(line.trim_end_matches(['\n', '\r']).to_owned()))
+    };
+    let password = ask(&format!(
+        "console password (at least {} characters): ",
+        sealstore::console::password::MIN_LEN
+    ))?;
+    anyhow::ensure!(!password.is_empty(), "no password on standard input");
+    // At a terminal, typed twice: a typo would lock the user out.
+    if terminal && ask("the same password again: ")? != password {
+        anyhow::bail!("the two passwords differ; nothing was changed");
     }
-    let mut line = zeroize::Zeroizing::new(String::new());
-    let read = std::io::stdin().read_line(&mut line);
-    if terminal {
-        let _ = std::process::Command::new("stty").arg("echo").status();
-        eprintln!();
-    }
-    read.context("reading the password from standard input")?;
-    let trimmed = zeroize::Zeroizing::new(line.trim_end_matches(['\n', '\r']).to_owned());
-    anyhow::ensure!(!trimmed.is_empty(), "no password on standard input");
-    Ok(trimmed)
+    Ok(password)
 }
 
 fn read_pem(path: &PathBuf) -> anyhow::Result<String> {
@@ -219,7 +228,22 @@ pub fn run(global: &GlobalOpts, args: IamArgs) -> anyhow::Result<ExitCode> {
                 let password = read_password()?;
                 Some(sealstore::console::password::hash(&password)?)
             };
-            (Request::IamUserSetPassword { name, phc }, None)
+            let removed = phc.is_none();
+            let user = dispatch(
+                global,
+                Request::IamUserSetPassword {
+                    name: name.clone(),
+                    phc,
+                },
+            )?;
+            if global.json {
+                output::json(&user);
+            } else if removed {
+                println!("console password of user {name} removed: it can no longer sign in to the console");
+            } else {
+                println!("console password set for user {name}");
+            }
+            return Ok(ExitCode::SUCCESS);
         }
         IamCommand::User(UserCommand::List) => (Request::IamUserList, Some(USER_COLUMNS)),
         IamCommand::User(UserCommand::Remove { name }) => (Request::IamUserRemove { name }, None),

@@ -78,9 +78,19 @@ enum ObjectCommand {
     /// Delete an object.
     Rm { bucket: String, key: String },
     /// Upload every file under a directory (keys are paths relative to it).
-    Import { bucket: String, dir: PathBuf },
+    Import {
+        /// Bucket to upload into (it must exist: `object mb`).
+        bucket: String,
+        /// Directory whose files, at any depth, become objects (key = path relative to it).
+        dir: PathBuf,
+    },
     /// Download every object of a bucket into a directory.
-    Export { bucket: String, dir: PathBuf },
+    Export {
+        /// Bucket to download.
+        bucket: String,
+        /// Directory to write into (created as needed; an object `a/b` becomes `DIR/a/b`).
+        dir: PathBuf,
+    },
     /// Objects and bytes protected by each master key version.
     Inventory,
 }
@@ -143,11 +153,27 @@ fn parse_range(s: &str) -> anyhow::Result<GetRange> {
     })
 }
 
-fn bar(len: u64, what: &str) -> ProgressBar {
-    let bar = ProgressBar::new(len);
+/// A progress bar over `objects` (a sweep, whose bytes are known only as it goes), with the
+/// bytes done in its message.
+fn object_bar(objects: u64, what: &str) -> ProgressBar {
+    let bar = ProgressBar::new(objects);
     bar.set_style(
         ProgressStyle::with_template(&format!(
-            "{{spinner}} {what} [{{bar:30}}] {{pos}}/{{len}} objects, {{msg}} ({{elapsed}}, ETA {{eta}})"
+            "{{spinner}} {what} [{{bar:30}}] {{pos}}/{{len}} objects ({{per_sec}}, ETA {{eta}}), {{msg}}"
+        ))
+        .expect("valid template")
+        .progress_chars("=> "),
+    );
+    bar
+}
+
+/// A progress bar over `total_bytes`, with the objects done in its message: bytes, rate and an
+/// ETA that follow the data, not the object count.
+fn bar(total_bytes: u64, what: &str) -> ProgressBar {
+    let bar = ProgressBar::new(total_bytes);
+    bar.set_style(
+        ProgressStyle::with_template(&format!(
+            "{{spinner}} {what} [{{bar:30}}] {{bytes}}/{{total_bytes}} ({{bytes_per_sec}}, ETA {{eta}}), {{msg}}"
         ))
         .expect("valid template")
         .progress_chars("=> "),
@@ -321,32 +347,37 @@ pub fn run(global: &GlobalOpts, args: ObjectArgs) -> anyhow::Result<ExitCode> {
             }
             ObjectCommand::Import { bucket, dir } => {
                 let files = files_under(&dir)?;
-                let bar = bar(files.len() as u64, "importing");
-                let mut bytes = 0u64;
-                for file in files {
+                let total: u64 = files
+                    .iter()
+                    .map(|f| std::fs::metadata(f).map(|m| m.len()).unwrap_or(0))
+                    .sum();
+                let bar = bar(total, "importing");
+                let count = files.len();
+                for (done, file) in files.into_iter().enumerate() {
                     let key = file.strip_prefix(&dir)?.to_string_lossy().replace(std::path::MAIN_SEPARATOR, "/");
                     let entry = service.put(&bucket, &key, file_stream(&file), PutParams::default()).await?;
-                    bytes += entry.size;
-                    bar.set_message(indicatif::HumanBytes(bytes).to_string());
-                    bar.inc(1);
+                    bar.inc(entry.size);
+                    bar.set_message(format!("{}/{count} objects", done + 1));
                 }
                 bar.finish();
             }
             ObjectCommand::Export { bucket, dir } => {
                 service.require_bucket(&bucket)?;
                 let mut keys = Vec::new();
+                let mut total = 0u64;
                 let mut after: Option<String> = None;
                 loop {
                     let page = service.index().list(&bucket, "", None, after.as_deref(), 1000)?;
+                    total += page.objects.iter().map(|(_, e)| e.size).sum::<u64>();
                     keys.extend(page.objects.into_iter().map(|(k, _)| k));
                     match page.next_start_after {
                         Some(n) => after = Some(n),
                         None => break,
                     }
                 }
-                let bar = bar(keys.len() as u64, "exporting");
-                let mut bytes = 0u64;
-                for key in keys {
+                let bar = bar(total, "exporting");
+                let count = keys.len();
+                for (done, key) in keys.into_iter().enumerate() {
                     if key.split('/').any(|part| part == ".." || part.is_empty()) {
                         bail!("refusing to export key '{key}': it does not map to a path inside {}", dir.display());
                     }
@@ -355,9 +386,8 @@ pub fn run(global: &GlobalOpts, args: ObjectArgs) -> anyhow::Result<ExitCode> {
                         tokio::fs::create_dir_all(parent).await?;
                     }
                     let mut f = tokio::fs::File::create(&path).await?;
-                    bytes += write_object(&service, &bucket, &key, None, &mut f).await?;
-                    bar.set_message(indicatif::HumanBytes(bytes).to_string());
-                    bar.inc(1);
+                    bar.inc(write_object(&service, &bucket, &key, None, &mut f).await?);
+                    bar.set_message(format!("{}/{count} objects", done + 1));
                 }
                 bar.finish();
             }
@@ -368,10 +398,15 @@ pub fn run(global: &GlobalOpts, args: ObjectArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn print_inventory(global: &GlobalOpts, rows: &[InventoryRow]) -> anyhow::Result<()> {
-    let value = serde_json::to_value(rows)?;
+    let mut value = serde_json::to_value(rows)?;
     if global.json {
         output::json(&value);
     } else {
+        // People read sizes, not byte counts (`--json` keeps the exact number).
+        for row in value.as_array_mut().into_iter().flatten() {
+            let bytes = row["bytes"].as_u64().unwrap_or(0);
+            row["size"] = indicatif::HumanBytes(bytes).to_string().into();
+        }
         output::table(
             &value,
             &[
@@ -379,7 +414,7 @@ fn print_inventory(global: &GlobalOpts, rows: &[InventoryRow]) -> anyhow::Result
                 ("VERSION", "keyVersionId"),
                 ("CURRENT", "current"),
                 ("OBJECTS", "objects"),
-                ("BYTES", "bytes"),
+                ("SIZE", "size"),
             ],
         );
         let old: u64 = rows.iter().filter(|r| !r.current).map(|r| r.objects).sum();
@@ -443,7 +478,7 @@ pub fn reencrypt(global: &GlobalOpts, args: ReencryptArgs) -> anyhow::Result<Exi
                 if let Some(after) = resumed_after {
                     eprintln!("resuming an interrupted sweep after '{after}'");
                 }
-                bar = Some(self::bar(
+                bar = Some(object_bar(
                     objects,
                     if mode == SweepMode::Full {
                         "re-encrypting"

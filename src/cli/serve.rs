@@ -97,9 +97,12 @@ fn init_logging() {
         Ok(spec) => tracing_subscriber::EnvFilter::new(format!("{spec},{}", S3S_QUIET.join(","))),
         Err(_) => tracing_subscriber::EnvFilter::new(format!("info,{}", S3S_QUIET.join(","))),
     };
+    // Colour only for a terminal: a log redirected to a file carries no escape codes.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(ansi)
         .init();
 }
 

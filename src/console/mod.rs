@@ -35,11 +35,13 @@ pub const DEFAULT_MAX_KEY_AGE_DAYS: i64 = 365;
 /// Vault deletion can be scheduled this many days ahead, as in OCI.
 pub const DELETION_DAYS: std::ops::RangeInclusive<i64> = 7..=30;
 
-/// The console's state: its sessions.
-#[derive(Debug, Default)]
+/// The console's state: its sessions and sign-in throttles.
+#[derive(Debug)]
 pub struct Console {
     sessions: Sessions,
     throttle: session::SignInThrottle,
+    /// Failed sign-ins per client address (any names).
+    source_throttle: session::SignInThrottle,
 }
 
 /// A console answer.
@@ -59,6 +61,16 @@ struct Request<'a> {
 impl Request<'_> {
     fn param(&self, name: &str) -> Option<&str> {
         self.query.get(name).map(String::as_str)
+    }
+}
+
+impl Default for Console {
+    fn default() -> Self {
+        Console {
+            sessions: Sessions::default(),
+            throttle: session::SignInThrottle::default(),
+            source_throttle: session::SignInThrottle::with_max(session::MAX_FAILURES_PER_SOURCE),
+        }
     }
 }
 
@@ -101,7 +113,7 @@ impl Console {
         match (req.method, req.segments.as_slice()) {
             (&Method::GET, ["login"]) => match session {
                 Some(_) => redirect("/console/vaults"),
-                None => html(StatusCode::OK, pages::login(None)),
+                None => login_page(api, &req, StatusCode::OK, None),
             },
             (&Method::POST, ["login"]) => self.login(api, &req),
             (_, ["login"]) => not_allowed(),
@@ -165,6 +177,40 @@ impl Console {
     fn login(&self, api: &KmsApi, req: &Request<'_>) -> Response {
         let name = req.form.get("username").map(String::as_str).unwrap_or("");
         let password = req.form.get("password").map(String::as_str).unwrap_or("");
+        if !session::sign_in_ok(req.headers, req.form.get("signin").map(String::as_str)) {
+            audit_sign_in(
+                api,
+                req,
+                None,
+                name,
+                "the sign-in form did not come from this console (no or wrong sign-in token)".into(),
+            );
+            return login_page(
+                api,
+                req,
+                StatusCode::FORBIDDEN,
+                Some("This sign-in form did not come from this console. Sign in again from this page."),
+            );
+        }
+        let from = client_ip(&req.source);
+        if let Err(wait) = self.source_throttle.check(&from) {
+            tracing::warn!(source = %from, "console sign-in refused: too many failures from this address");
+            audit_sign_in(
+                api,
+                req,
+                None,
+                name,
+                format!("locked out: too many failed sign-ins from this address; {wait} s to wait"),
+            );
+            return login_page(
+                api,
+                req,
+                StatusCode::TOO_MANY_REQUESTS,
+                Some(&format!(
+                    "Too many failed sign-ins from your address; try again in {wait} seconds."
+                )),
+            );
+        }
         if let Err(wait) = self.throttle.check(name) {
             tracing::warn!(user = %name, "console sign-in refused: too many failures");
             let user = api
@@ -179,11 +225,13 @@ impl Console {
                 name,
                 format!("locked out: too many failed sign-ins for this user name; {wait} s to wait"),
             );
-            return html(
+            return login_page(
+                api,
+                req,
                 StatusCode::TOO_MANY_REQUESTS,
-                pages::login(Some(&format!(
+                Some(&format!(
                     "Too many failed sign-ins for this user name; try again in {wait} seconds."
-                ))),
+                )),
             );
         }
         let user = api
@@ -208,19 +256,33 @@ impl Console {
             _ => {
                 tracing::info!(user = %name, "console sign-in refused");
                 self.throttle.failed(name);
+                self.source_throttle.failed(&from);
                 let why = if user.is_some() {
                     "wrong password"
                 } else {
                     "no such user, or no console password"
                 };
                 audit_sign_in(api, req, user.map(|u| u.id), name, why.to_owned());
-                html(
-                    StatusCode::UNAUTHORIZED,
-                    pages::login(Some("Wrong user name or password.")),
-                )
+                login_page(api, req, StatusCode::UNAUTHORIZED, Some("Wrong user name or password."))
             }
         }
     }
+}
+
+/// The address part of a request's `console <ip>:<port>` source (what per-address lockout
+/// counts).
+fn client_ip(source: &str) -> String {
+    let addr = source.trim_start_matches("console ");
+    addr.parse::<std::net::SocketAddr>()
+        .map_or_else(|_| addr.to_owned(), |a| a.ip().to_string())
+}
+
+/// The sign-in page with a fresh sign-in token in its form and cookie.
+fn login_page(api: &KmsApi, _req: &Request<'_>, status: StatusCode, error: Option<&str>) -> Response {
+    let (token, cookie) = session::sign_in_token(api.is_tls());
+    let mut r = html(status, pages::login(error, &token));
+    set_cookie(&mut r, &cookie);
+    r
 }
 
 /// Audits a refused console sign-in: the user it named (by id when it exists), from where,

@@ -22,7 +22,8 @@ button.primary{background:#21323f;color:#fff}
 nav.tabs a{margin-right:1rem}nav.tabs a[aria-current]{font-weight:700}
 code{overflow-wrap:anywhere}pre.pem{overflow-x:auto;background:#f4f4f4;padding:.5rem}
 form.stack{display:grid;gap:.5rem;max-width:40rem}form.stack textarea{font-family:monospace;min-height:8rem}
-@media (max-width:40rem){dl{grid-template-columns:1fr}td,th{padding:.3rem}}
+@media (max-width:40rem){dl{grid-template-columns:1fr}td,th{padding:.3rem}.wide{display:none}}
+nav.crumbs{margin:.5rem 0}nav.crumbs a{margin-right:.3rem}
 ";
 
 /// The page frame: header with navigation and sign-out, then `body`.
@@ -59,13 +60,14 @@ fn layout(session: Option<&Session>, title: &str, body: Markup) -> Markup {
 }
 
 /// The sign-in form, with `error` after a refused attempt.
-pub fn login(error: Option<&str>) -> Markup {
+pub fn login(error: Option<&str>, sign_in_token: &str) -> Markup {
     layout(
         None,
         "Sign in",
         html! {
             @if let Some(e) = error { p.error role="alert" { (e) } }
             form method="post" action="/console/login" {
+                input type="hidden" name="signin" value=(sign_in_token);
                 p { label for="username" { "User name" } br; input id="username" name="username" autocomplete="username" required; }
                 p { label for="password" { "Password" } br; input id="password" name="password" type="password" autocomplete="current-password" required; }
                 p { button.primary type="submit" { "Sign in" } }
@@ -97,6 +99,32 @@ fn when(v: &Value) -> String {
                 .to_string()
         })
         .unwrap_or(s)
+}
+
+/// An OCID in a table: its kind and last characters (`ocid1.keyversion…x7k2q9`), the whole
+/// id in the title (and for copying, on the resource's own page); anything else as it is.
+fn short_ocid(id: &str) -> Markup {
+    let short = match (id.starts_with("ocid1."), id.rsplit_once('.')) {
+        (true, Some((_, unique))) if unique.len() > 8 => {
+            let kind = id.split('.').take(2).collect::<Vec<_>>().join(".");
+            format!("{kind}…{}", &unique[unique.len() - 6..])
+        }
+        _ => id.to_owned(),
+    };
+    html! { code title=(id) { (short) } }
+}
+
+/// OCI console's "Algorithm / Length": `AES / 256 bits`, `RSA / 3072 bits`, `ECDSA / NIST_P384`.
+fn algorithm_length(k: &Value) -> String {
+    let shape = &k["keyShape"];
+    match shape["curveId"].as_str() {
+        Some(curve) => format!("{} / {curve}", text(&shape["algorithm"])),
+        None => format!(
+            "{} / {} bits",
+            text(&shape["algorithm"]),
+            shape["length"].as_u64().unwrap_or(0) * 8
+        ),
+    }
 }
 
 /// A key shape as people say it: `AES-256`, `RSA-3072`, `ECDSA P-384`.
@@ -135,7 +163,7 @@ pub fn vaults(session: &Session, compartments: &[(String, String)], chosen: &str
             @if vaults.is_empty() {
                 p { "No vaults you may see in this compartment." }
             } @else {
-                div.scroll { table {
+                div.scroll tabindex="0" { table {
                     thead { tr { th { "Name" } th { "Type" } th { "State" } th { "Created" } } }
                     tbody {
                         @for v in vaults {
@@ -169,6 +197,10 @@ pub fn vault(
         Some(session),
         &format!("Vault {}", text(&v["displayName"])),
         html! {
+            nav.crumbs aria-label="breadcrumb" {
+                a href="/console/vaults" { "Vaults" } "›"
+                span aria-current="page" { (text(&v["displayName"])) }
+            }
             @if let Some(e) = error { p.error role="alert" { (e) } }
             dl {
                 dt { "OCID" } dd { code { (id) } }
@@ -188,7 +220,7 @@ pub fn vault(
             }
             @if !replicas.is_empty() {
                 h2 { "Replicas" }
-                div.scroll { table {
+                div.scroll tabindex="0" { table {
                     thead { tr { th { "Region" } th { "Status" } th { "Last shipped" } th { "Changes waiting" } th { "Lag" } } }
                     tbody {
                         @for r in replicas {
@@ -198,6 +230,30 @@ pub fn vault(
                                 td { (when(&r["timeLastShipped"])) }
                                 td { (r["pendingChanges"]) }
                                 td { (r["lagMillis"]) " ms" }
+                            }
+                        }
+                    }
+                } }
+            }
+            h2 { "Master Encryption Keys" }
+            @if import {
+                p { a href={ "/console/vaults/" (id) "/import" } { "Import a key" } " (bring your own key material)" }
+            }
+            @if keys.is_empty() {
+                p { "No keys you may see." }
+            } @else {
+                div.scroll tabindex="0" { table {
+                    thead { tr { th { "Name" } th { "State" } th { "Shape" } th.wide { "Protection mode" } th.wide { "Current version" } th.wide { "Created" } th { "Last rotated" } } }
+                    tbody {
+                        @for row in keys {
+                            tr {
+                                td { a href={ "/console/vaults/" (id) "/keys/" (text(&row.key["id"])) } { (text(&row.key["displayName"])) } }
+                                td { (text(&row.key["lifecycleState"])) }
+                                td { (shape(&row.key)) }
+                                td.wide { (text(&row.key["protectionMode"])) }
+                                td.wide { @if let Some(c) = &row.current { (short_ocid(&text(&c["id"]))) } }
+                                td.wide { (when(&row.key["timeCreated"])) }
+                                td { @if let Some(c) = &row.current { (when(&c["timeCreated"])) } }
                             }
                         }
                     }
@@ -222,35 +278,11 @@ pub fn vault(
                     }
                 }
             }
-            h2 { "Master Encryption Keys" }
-            @if import {
-                p { a href={ "/console/vaults/" (id) "/import" } { "Import a key" } " (bring your own key material)" }
-            }
-            @if keys.is_empty() {
-                p { "No keys you may see." }
-            } @else {
-                div.scroll { table {
-                    thead { tr { th { "Name" } th { "State" } th { "Shape" } th { "Protection mode" } th { "Current version" } th { "Created" } th { "Last rotated" } } }
-                    tbody {
-                        @for row in keys {
-                            tr {
-                                td { a href={ "/console/vaults/" (id) "/keys/" (text(&row.key["id"])) } { (text(&row.key["displayName"])) } }
-                                td { (text(&row.key["lifecycleState"])) }
-                                td { (shape(&row.key)) }
-                                td { (text(&row.key["protectionMode"])) }
-                                td { @if let Some(c) = &row.current { code { (text(&c["id"])) } } }
-                                td { (when(&row.key["timeCreated"])) }
-                                td { @if let Some(c) = &row.current { (when(&c["timeCreated"])) } }
-                            }
-                        }
-                    }
-                } }
-            }
         },
     )
 }
 
-/// A key: Key Information (every field `oci kms management key get` shows) or Versions.
+/// A key: Key Information (as OCI's console labels it) or Versions.
 pub fn key(
     session: &Session,
     vault: &Value,
@@ -268,7 +300,11 @@ pub fn key(
         Some(session),
         &format!("Key {}", text(&k["displayName"])),
         html! {
-            p { "Vault: " a href={ "/console/vaults/" (vid) } { (text(&vault["displayName"])) } }
+            nav.crumbs aria-label="breadcrumb" {
+                a href="/console/vaults" { "Vaults" } "›"
+                a href={ "/console/vaults/" (vid) } { (text(&vault["displayName"])) } "›"
+                span aria-current="page" { (text(&k["displayName"])) }
+            }
             @if let Some(d) = done { p.ok role="status" { "Key " (d) "." } }
             @if manage {
                 div.actions {
@@ -288,37 +324,65 @@ pub fn key(
                 None => {
                     h2 { "Key Information" }
                     dl {
-                        @if let Some(fields) = k.as_object() {
-                            @for (name, value) in fields {
-                                dt { (name) }
-                                dd {
-                                    @if value.is_null() { "—" }
-                                    @else if name.starts_with("time") { (when(value)) }
-                                    @else if let Some(s) = value.as_str() { (s) }
-                                    @else { code { (value.to_string()) } }
-                                }
-                            }
-                        }
+                        dt { "Name" } dd { (text(&k["displayName"])) }
+                        dt { "OCID" } dd { code { (kid) } }
+                        dt { "State" } dd { (text(&k["lifecycleState"])) }
+                        @if !k["timeOfDeletion"].is_null() { dt { "Deletion on" } dd { (when(&k["timeOfDeletion"])) } }
+                        dt { "Protection Mode" } dd { (text(&k["protectionMode"])) }
+                        dt { "Algorithm / Length" } dd { (algorithm_length(k)) }
                         dt { "Shape" } dd { (shape(k)) }
+                        dt { "Current Key Version" } dd { code { (text(&k["currentKeyVersion"])) } }
                         @if let Some(c) = current {
                             dt { "Current version origin" }
                             dd { @if text(&c["origin"]) == "EXTERNAL" { "Imported (EXTERNAL)" } @else { "Generated (INTERNAL)" } }
+                        }
+                        dt { "Created" } dd { (when(&k["timeCreated"])) }
+                        dt { "Auto-rotation" }
+                        dd {
+                            @if k["isAutoRotationEnabled"] == true {
+                                "Enabled, every " (k["autoKeyRotationDetails"]["rotationIntervalInDays"]) " days"
+                            } @else { "Disabled" }
+                        }
+                        @if k["isAutoRotationEnabled"] == true {
+                            dt { "Time of next rotation" } dd { (when(&k["autoKeyRotationDetails"]["timeOfNextRotation"])) }
+                            @if !k["autoKeyRotationDetails"]["timeOfLastRotation"].is_null() {
+                                dt { "Last rotation" }
+                                dd {
+                                    (when(&k["autoKeyRotationDetails"]["timeOfLastRotation"])) " "
+                                    (text(&k["autoKeyRotationDetails"]["lastRotationStatus"]))
+                                }
+                            }
+                        }
+                        dt { "Compartment" } dd { code { (text(&k["compartmentId"])) } }
+                        @if let Some(ext) = k["externalKeyReferenceDetails"]["externalKeyId"].as_str() {
+                            dt { "External key" } dd { code { (ext) } }
+                        }
+                        @if let Some(from) = k["restoredFromKeyId"].as_str() {
+                            dt { "Restored from" } dd { code { (from) } }
+                        }
+                        @if k["isPrimary"] == false { dt { "Replication" } dd { "A replica (managed in its primary region)" } }
+                        dt { "Tags" }
+                        dd {
+                            @match k["freeformTags"].as_object().filter(|t| !t.is_empty()) {
+                                Some(tags) => { @for (name, value) in tags { code { (name) " = " (value.as_str().unwrap_or_default()) } " " } }
+                                None => "None",
+                            }
                         }
                     }
                     @if let Some(pem) = current.and_then(|c| c["publicKey"].as_str()) {
                         h2 { "Public key (current version)" }
                         p { "Verify this key's signatures, or encrypt for it, with this SubjectPublicKeyInfo PEM:" }
-                        pre.pem { (pem) }
+                        pre.pem tabindex="0" { (pem) }
                     }
                 }
                 Some(versions) => {
                     h2 { "Versions" }
-                    div.scroll { table {
+                    div.scroll tabindex="0" { table {
                         thead { tr { th { "Version" } th { "State" } th { "Origin" } th { "Created" } th { "Current" } th { "Objects and volumes it protects" } } }
                         tbody {
                             @for (ver, protects) in versions {
                                 tr {
-                                    td { code { (text(&ver["id"])) } }
+                                    td { (short_ocid(&text(&ver["id"]))) }
                                     td { (text(&ver["lifecycleState"])) }
                                     td { (text(&ver["origin"])) }
                                     td { (when(&ver["timeCreated"])) }
@@ -352,7 +416,11 @@ pub fn import(session: &Session, vault: &Value, wrapping: &Value, error: Option<
         Some(session),
         &format!("Import a key into {}", text(&vault["displayName"])),
         html! {
-            p { "Vault: " a href={ "/console/vaults/" (vid) } { (text(&vault["displayName"])) } }
+            nav.crumbs aria-label="breadcrumb" {
+                a href="/console/vaults" { "Vaults" } "›"
+                a href={ "/console/vaults/" (vid) } { (text(&vault["displayName"])) } "›"
+                span aria-current="page" { "Import a key" }
+            }
             @if let Some(e) = error { p.error role="alert" { (e) } }
             p {
                 "Wrap your key material under this vault's wrapping key (RSA-4096) on your own machine, "
@@ -363,7 +431,7 @@ pub fn import(session: &Session, vault: &Value, wrapping: &Value, error: Option<
             }
             h2 { "Wrapping key" }
             p { "OCID " code { (text(&wrapping["id"])) } }
-            pre.pem { (text(&wrapping["publicKey"])) }
+            pre.pem tabindex="0" { (text(&wrapping["publicKey"])) }
             h2 { "Key" }
             form.stack method="post" action={ "/console/vaults/" (vid) "/import" } {
                 (csrf(session))
@@ -441,7 +509,7 @@ pub fn compliance(session: &Session, max_age: i64, rows: &[(StaleKey, bool)], do
                 p.ok { "Every enabled key you may see was rotated in the last " (max_age) " days." }
             } @else {
                 p { (rows.len()) " enabled key(s) not rotated in the last " (max_age) " days:" }
-                div.scroll { table {
+                div.scroll tabindex="0" { table {
                     thead { tr { th { "Key" } th { "Vault" } th { "Current version created" } th { "Age (days)" } th { "" } } }
                     tbody {
                         @for (s, manage) in rows {
@@ -517,7 +585,7 @@ pub fn audit(session: &Session, entries: &[Value], verification: &Value, view: &
                     }
                 }
             }
-            div.scroll { table {
+            div.scroll tabindex="0" { table {
                 thead { tr { th { "#" } th { "Time" } th { "Who" } th { "From" } th { "Operation" } th { "On" } th { "Result" } } }
                 tbody {
                     @for e in entries {
@@ -526,13 +594,13 @@ pub fn audit(session: &Session, entries: &[Value], verification: &Value, view: &
                             td { (when(&e["time"])) }
                             td {
                                 @if let Some(name) = e["principalName"].as_str() { (name) br; }
-                                code { (text(&e["principal"])) }
+                                (short_ocid(&text(&e["principal"])))
                             }
                             td { (text(&e["source"])) }
                             td { (text(&e["operation"])) }
                             td {
                                 @for id in ["keyVersionId", "keyId", "vaultId"] {
-                                    @if let Some(v) = e[id].as_str() { code { (v) } br; }
+                                    @if let Some(v) = e[id].as_str() { (short_ocid(v)) br; }
                                 }
                                 @if let Some(r) = e["resource"].as_str() { (r) }
                             }

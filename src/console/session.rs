@@ -91,22 +91,40 @@ fn expired(s: &Session, now: Instant) -> bool {
 pub const MAX_FAILURES: u32 = 5;
 /// How long a user name is refused after [`MAX_FAILURES`] failed sign-ins.
 pub const LOCKOUT: Duration = Duration::from_secs(60);
+/// Failed sign-ins from one client address (any user names) after which it is refused for
+/// [`LOCKOUT`]: a guesser spraying many names from one place.
+pub const MAX_FAILURES_PER_SOURCE: u32 = 20;
 /// Names remembered before old entries are dropped (the map must not grow without bound).
 const MAX_TRACKED: usize = 10_000;
 
 /// Failed sign-ins per user name, so that a password guesser gets a few tries a minute, not
 /// thousands. Any name is tracked, existing or not, so a lockout tells nothing about users.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct SignInThrottle {
     failures: Mutex<HashMap<String, (u32, Instant)>>,
+    max: u32,
+}
+
+impl Default for SignInThrottle {
+    fn default() -> Self {
+        SignInThrottle::with_max(MAX_FAILURES)
+    }
 }
 
 impl SignInThrottle {
+    /// A throttle that locks a key out after `max` failures in a row.
+    pub fn with_max(max: u32) -> Self {
+        SignInThrottle {
+            failures: Mutex::new(HashMap::new()),
+            max,
+        }
+    }
+
     /// `Ok` when `name` may try now; otherwise the seconds to wait.
     pub fn check(&self, name: &str) -> Result<(), u64> {
         let map = self.failures.lock().expect("throttle poisoned");
         match map.get(name) {
-            Some((count, last)) if *count >= MAX_FAILURES && last.elapsed() < LOCKOUT => {
+            Some((count, last)) if *count >= self.max && last.elapsed() < LOCKOUT => {
                 Err((LOCKOUT - last.elapsed()).as_secs().max(1))
             }
             _ => Ok(()),
@@ -131,13 +149,18 @@ impl SignInThrottle {
 
 /// The session token in a request's `Cookie` headers.
 pub fn token_of(headers: &http::HeaderMap) -> Option<String> {
+    cookie(headers, COOKIE)
+}
+
+/// The value of cookie `name`.
+fn cookie(headers: &http::HeaderMap, name: &str) -> Option<String> {
     headers
         .get_all(http::header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(name, _)| *name == COOKIE)
+        .find(|(n, _)| *n == name)
         .map(|(_, value)| value.to_owned())
 }
 
@@ -153,6 +176,36 @@ pub fn set_cookie(token: &str, secure: bool) -> String {
 /// `Set-Cookie` that removes the session cookie.
 pub fn clear_cookie() -> String {
     format!("{COOKIE}=; Path=/console; HttpOnly; SameSite=Strict; Max-Age=0")
+}
+
+/// The cookie of the sign-in form's token (login CSRF: a sign-in POST must carry, in its
+/// `signin` field, the value of this cookie, which only a page of this console can have set).
+pub const SIGN_IN_COOKIE: &str = "sealstore_signin";
+
+/// A fresh sign-in token and its `Set-Cookie` (`secure` over TLS).
+pub fn sign_in_token(secure: bool) -> (String, String) {
+    let token = random_token();
+    let cookie = format!(
+        "{SIGN_IN_COOKIE}={token}; Path=/console/login; HttpOnly; SameSite=Strict; Max-Age=3600{}",
+        if secure { "; Secure" } else { "" }
+    );
+    (token, cookie)
+}
+
+/// The sign-in token of the request's cookie.
+pub fn sign_in_token_of(headers: &http::HeaderMap) -> Option<String> {
+    cookie(headers, SIGN_IN_COOKIE)
+}
+
+/// Whether a sign-in form's `signin` field matches the request's sign-in cookie (in constant
+/// time).
+pub fn sign_in_ok(headers: &http::HeaderMap, submitted: Option<&str>) -> bool {
+    match (sign_in_token_of(headers), submitted) {
+        (Some(cookie), Some(field)) if !cookie.is_empty() => {
+            aws_lc_rs::constant_time::verify_slices_are_equal(cookie.as_bytes(), field.as_bytes()).is_ok()
+        }
+        _ => false,
+    }
 }
 
 /// Whether a form's CSRF field matches the session's (in constant time).

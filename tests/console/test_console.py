@@ -156,6 +156,11 @@ def field(browser, name):
     raise AssertionError(f"no field {name} on {browser.current_url}")
 
 
+def ids_in(element):
+    """The OCIDs a table row shows: shortened on the page, whole in each one's title."""
+    return [c.get_attribute("title") for c in element.find_elements(By.TAG_NAME, "code")]
+
+
 def screenshot(browser, name):
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     browser.save_screenshot(str(SCREENSHOTS / f"{name}.png"))
@@ -192,6 +197,10 @@ def test_audit_path_to_created_then_rotate_from_the_key_page(page, server):
     click(page.find_element(By.CSS_SELECTOR, "form[action='/console/vaults'] button"))
     click(page.find_element(By.LINK_TEXT, "default"))
     assert heading(page).startswith("Vault default")
+    # Where we are, and the keys before anything destructive.
+    assert page.find_element(By.CSS_SELECTOR, "nav[aria-label=breadcrumb]").text.startswith("Vaults")
+    sections = [h.text for h in page.find_elements(By.TAG_NAME, "h2")]
+    assert sections.index("Master Encryption Keys") < sections.index("Deletion"), sections
     screenshot(page, "vault")
     # Master Encryption Keys: the key, its Created and last rotated.
     table = page.find_element(By.XPATH, "//h2[.='Master Encryption Keys']/following::table[1]")
@@ -199,9 +208,15 @@ def test_audit_path_to_created_then_rotate_from_the_key_page(page, server):
     click(table.find_element(By.LINK_TEXT, key["displayName"]))
     # Key Information → Created (timeCreated), as `key get` reports it.
     assert heading(page) == f"Key {key['displayName']}"
-    created = field(page, "timeCreated")
+    created = field(page, "Created")
     assert created == key["timeCreated"][:19].replace("T", " ") + " UTC", (created, key["timeCreated"])
-    assert field(page, "currentKeyVersion") == key["currentKeyVersion"]
+    assert field(page, "Current Key Version") == key["currentKeyVersion"]
+    # The labels OCI's console uses, not the API's field names.
+    assert field(page, "Protection Mode") == "SOFTWARE"
+    assert field(page, "Algorithm / Length") == "AES / 256 bits"
+    assert field(page, "Auto-rotation") == "Disabled"
+    assert field(page, "Tags") == "None"
+    assert not page.find_elements(By.XPATH, "//dt[.='keyShape' or .='freeformTags' or .='isPrimary']")
     screenshot(page, "key")
     # Actions → Rotate Key, confirmed.
     click(page.find_element(By.LINK_TEXT, "Rotate Key"))
@@ -210,13 +225,13 @@ def test_audit_path_to_created_then_rotate_from_the_key_page(page, server):
     assert "Key rotated." in page.find_element(By.CSS_SELECTOR, "[role=status]").text
     after = key_get(data_dir, s["defaultKeyId"])
     assert after["currentKeyVersion"] != key["currentKeyVersion"]
-    assert field(page, "currentKeyVersion") == after["currentKeyVersion"]
+    assert field(page, "Current Key Version") == after["currentKeyVersion"]
     # Versions: both, the new one current; what each protects.
     click(page.find_element(By.LINK_TEXT, "Versions"))
     rows = page.find_elements(By.CSS_SELECTOR, "tbody tr")
     assert len(rows) == 2
     current = [r for r in rows if "current" in r.text]
-    assert len(current) == 1 and after["currentKeyVersion"] in current[0].text
+    assert len(current) == 1 and after["currentKeyVersion"] in ids_in(current[0])
 
 
 def test_a_phone_width_screen_needs_no_sideways_scrolling(page, server):
@@ -225,10 +240,22 @@ def test_a_phone_width_screen_needs_no_sideways_scrolling(page, server):
     s = status(data_dir)
     try:
         page.set_window_size(390, 844)
-        page.get(f"{url}/console/vaults/{s['defaultVaultId']}/keys/{s['defaultKeyId']}")
-        width = page.execute_script("return document.documentElement.scrollWidth")
-        inner = page.execute_script("return window.innerWidth")
-        assert width <= inner, (width, inner)
+        for target in (f"/console/vaults/{s['defaultVaultId']}/keys/{s['defaultKeyId']}",
+                       f"/console/vaults/{s['defaultVaultId']}", "/console/vaults", "/console/audit",
+                       "/console/compliance", f"/console/vaults/{s['defaultVaultId']}/keys/{s['defaultKeyId']}?tab=versions"):
+            page.get(url + target)
+            width = page.execute_script("return document.documentElement.scrollWidth")
+            inner = page.execute_script("return window.innerWidth")
+            assert width <= inner, (target, width, inner)
+        # The vault page's keys table fits without its own sideways scrolling, and a page of
+        # 50 audit entries is not tens of screens tall (OCIDs are shortened in tables).
+        page.get(f"{url}/console/vaults/{s['defaultVaultId']}")
+        table = page.find_element(By.XPATH, "//h2[.='Master Encryption Keys']/following::div[1]")
+        assert page.execute_script("return arguments[0].scrollWidth <= arguments[0].clientWidth", table)
+        page.get(url + "/console/audit")
+        rows = len(page.find_elements(By.CSS_SELECTOR, "tbody tr"))
+        height = page.execute_script("return document.documentElement.scrollHeight")
+        assert height <= 300 + rows * 140, (height, rows)
     finally:
         page.set_window_size(1280, 900)
 
@@ -244,11 +271,11 @@ def test_disable_and_enable_with_confirmation(page, server):
     click(page.find_element(By.LINK_TEXT, "Disable Key"))
     click(page.find_element(By.CSS_SELECTOR, "button.primary"))
     assert "Key disabled." in page.page_source
-    assert field(page, "lifecycleState") == "DISABLED"
+    assert field(page, "State") == "DISABLED"
     assert key_get(data_dir, key["id"])["lifecycleState"] == "DISABLED"
     click(page.find_element(By.LINK_TEXT, "Enable Key"))
     click(page.find_element(By.CSS_SELECTOR, "button.primary"))
-    assert field(page, "lifecycleState") == "ENABLED"
+    assert field(page, "State") == "ENABLED"
 
 
 def test_vault_deletion_scheduled_and_cancelled_and_out_of_range_refused(page, server):
@@ -301,7 +328,7 @@ def test_read_only_users_see_but_cannot_act(page, server):
     click(page.find_element(By.LINK_TEXT, "default"))
     assert page.find_elements(By.XPATH, "//button[.='Schedule deletion']") == []
     page.get(f"{url}/console/vaults/{s['defaultVaultId']}/keys/{s['defaultKeyId']}")
-    assert field(page, "currentKeyVersion") == before
+    assert field(page, "Current Key Version") == before
     assert page.find_elements(By.LINK_TEXT, "Rotate Key") == []
     # A forged rotation, with the reader's own valid CSRF token, is refused by the API's rules.
     submit_script(page, """
@@ -397,7 +424,7 @@ def test_audit_page_shows_the_chain_verifies_and_pages_through_it(page, server):
     assert "The hash chain verifies" in page.find_element(By.CSS_SELECTOR, "[role=status]").text
     rows = page.find_elements(By.CSS_SELECTOR, "tbody tr")
     assert rows, "the newest page has entries"
-    assert any("CreateKeyVersion" in r.text and s["defaultKeyId"] in r.text for r in rows), [r.text for r in rows][-5:]
+    assert any("CreateKeyVersion" in r.text and s["defaultKeyId"] in ids_in(r) for r in rows), [r.text for r in rows][-5:]
     newest_first_seq = int(rows[0].find_element(By.TAG_NAME, "td").text)
     if newest_first_seq > 1:
         click(page.find_element(By.LINK_TEXT, "Older"))
@@ -467,9 +494,12 @@ def test_five_wrong_passwords_lock_the_name_out_even_for_the_right_one(server):
     add_console_user(data_dir, "bystander")
 
     def sign_in_status(user, password):
-        """The status of a sign-in POST, not following the redirect of a success (303)."""
-        body = urllib.parse.urlencode({"username": user, "password": password}).encode()
-        request = urllib.request.Request(url + "/console/login", data=body, method="POST")
+        """The status of a sign-in POST from the sign-in page, not following the redirect of a
+        success (303)."""
+        cookie, token = sign_in_form(url)
+        body = urllib.parse.urlencode({"username": user, "password": password, "signin": token}).encode()
+        request = urllib.request.Request(url + "/console/login", data=body, method="POST",
+                                         headers={"cookie": cookie})
         try:
             with urllib.request.build_opener(NoRedirect).open(request, timeout=30) as r:
                 return r.status, r.read().decode()
@@ -482,6 +512,42 @@ def test_five_wrong_passwords_lock_the_name_out_even_for_the_right_one(server):
     assert status == 429 and "Too many failed sign-ins" in page
     # Other names are not affected.
     assert sign_in_status("bystander", PASSWORD)[0] == 303
+
+
+def sign_in_form(url):
+    """What a browser gets from the sign-in page: its sign-in cookie and the form's token."""
+    with urllib.request.urlopen(url + "/console/login", timeout=30) as r:
+        cookie = r.headers["set-cookie"].split(";")[0]
+        page = r.read().decode()
+    token = page.split('name="signin" value="')[1].split('"')[0]
+    return cookie, token
+
+
+def test_a_sign_in_form_from_elsewhere_is_refused_and_audited(server):
+    """Login CSRF: a sign-in POST without the token of this console's sign-in page (a form on
+    another site, submitted with the victim's browser) is refused, even with the right password,
+    and audited; with the page's token and cookie it works."""
+    url, data_dir = server
+    add_console_user(data_dir, "csrf-target")
+
+    def post(fields, cookie=None):
+        request = urllib.request.Request(url + "/console/login", data=urllib.parse.urlencode(fields).encode(),
+                                         method="POST", headers={"cookie": cookie} if cookie else {})
+        try:
+            with urllib.request.build_opener(NoRedirect).open(request, timeout=30) as r:
+                return r.status
+        except urllib.error.HTTPError as e:
+            return e.code
+
+    credentials = {"username": "csrf-target", "password": PASSWORD}
+    assert post(credentials) == 403
+    cookie, token = sign_in_form(url)
+    assert post({**credentials, "signin": "0" * len(token)}, cookie) == 403
+    assert post({**credentials, "signin": token}) == 403  # the token without its cookie
+    assert post({**credentials, "signin": token}, cookie) == 303
+    log = cli(data_dir, "kms", "audit", "list", "--limit", "100000")
+    refused = [e for e in log if e["operation"] == "ConsoleSignIn" and e.get("principalName") == "csrf-target"]
+    assert len(refused) == 3 and all("sign-in token" in e["message"] for e in refused), refused
 
 
 class NoRedirect(urllib.request.HTTPRedirectHandler):
@@ -619,3 +685,87 @@ def test_compliance_refuses_a_maximum_age_it_cannot_use(page, server):
         assert "days must be a whole number" in page.find_element(By.TAG_NAME, "main").text
     page.get(f"{url}/console/compliance?days=30")
     assert heading(page) != "Refused"
+
+
+def test_many_names_guessed_from_one_address_lock_that_address_out(tmp_path):
+    """Per-address lockout: a guesser spraying user names from one address (20 failures) is
+    refused for a minute, whatever name and password it tries next; audited."""
+    data_dir = tmp_path / "data"
+    with serving(data_dir) as url:
+        add_console_user(data_dir, "sprayed")
+
+        def attempt(user, password):
+            cookie, token = sign_in_form(url)
+            body = urllib.parse.urlencode({"username": user, "password": password, "signin": token}).encode()
+            request = urllib.request.Request(url + "/console/login", data=body, method="POST",
+                                             headers={"cookie": cookie})
+            try:
+                with urllib.request.build_opener(NoRedirect).open(request, timeout=30) as r:
+                    return r.status
+            except urllib.error.HTTPError as e:
+                return e.code
+
+        for i in range(20):
+            assert attempt(f"guess-{i}", "wrong") == 401
+        assert attempt("sprayed", PASSWORD) == 429
+        log = cli(data_dir, "kms", "audit", "list", "--limit", "100000")
+        assert any("from this address" in (e.get("message") or "") for e in log if e["result"] == "DENIED")
+
+
+def test_every_page_passes_axe_with_no_serious_or_critical_finding(page, server):
+    """axe-core (4.9, bundled by selenium-axe-python) on every console page, at desktop and
+    phone width: no finding of impact serious or critical."""
+    from selenium_axe_python import Axe
+
+    url, data_dir = server
+    s = status(data_dir)
+    vault, key = s["defaultVaultId"], s["defaultKeyId"]
+    pages = ["/console/vaults", f"/console/vaults/{vault}", f"/console/vaults/{vault}/keys/{key}",
+             f"/console/vaults/{vault}/keys/{key}?tab=versions", f"/console/vaults/{vault}/import",
+             f"/console/vaults/{vault}/keys/{key}/confirm?action=rotate",
+             f"/console/vaults/{vault}/confirm-deletion?action=schedule&days=30",
+             "/console/compliance", "/console/audit", "/console/audit?result=DENIED"]
+    findings = []
+    try:
+        for width in (1280, 390):
+            page.set_window_size(width, 900)
+            page.delete_all_cookies()
+            page.get(url + "/console/login")
+            targets = ["/console/login"]
+            for target in targets + pages:
+                if target == pages[0]:
+                    sign_in(page, url)
+                page.get(url + target)
+                axe = Axe(page)
+                axe.inject()
+                result = axe.run()
+                findings += [(width, target, v["id"], v["impact"], v["help"]) for v in result["violations"]
+                             if v["impact"] in ("serious", "critical")]
+    finally:
+        page.set_window_size(1280, 900)
+    assert not findings, findings
+
+
+def test_set_password_says_what_it_did_and_a_redirected_log_has_no_colour_codes(tmp_path):
+    data_dir = tmp_path / "data"
+    cli(data_dir, "iam", "user", "add", "pw-user")
+    out = subprocess.run([str(BINARY), "iam", "user", "set-password", "pw-user"], input=PASSWORD + "\n",
+                         env=dict(os.environ, SEALSTORE_DATA_DIR=str(data_dir)), capture_output=True, text=True,
+                         timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "console password set for user pw-user", out.stdout
+    log = tmp_path / "serve.log"
+    with log.open("w") as f:
+        proc = subprocess.Popen([str(BINARY), "serve", "--s3-listen", "127.0.0.1:0", "--kms-listen", "127.0.0.1:0"],
+                                env=dict(os.environ, SEALSTORE_DATA_DIR=str(data_dir)), stdout=subprocess.DEVNULL,
+                                stderr=f)
+        try:
+            deadline = time.time() + 30
+            while not (data_dir / "serve.json").exists():
+                assert proc.poll() is None and time.time() < deadline
+                time.sleep(0.05)
+        finally:
+            proc.terminate()
+            proc.wait(timeout=15)
+    text = log.read_text()
+    assert "INFO" in text and "\x1b[" not in text, text[:300]

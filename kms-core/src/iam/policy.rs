@@ -5,7 +5,7 @@
 //! Allow any-user to <verb> <resource> in <scope> [where …]
 //!
 //! verb      inspect | read | use | manage        (each includes the ones before it)
-//! resource  vaults | keys | key-family | compartments | all-resources
+//! resource  vaults | keys | key-family | compartments | audit-events | all-resources
 //! scope     tenancy | compartment <name or id>    (a compartment includes its children)
 //! condition target.key.id = '<key id>' | target.vault.id = '<vault id>'
 //! ```
@@ -192,10 +192,9 @@ impl Statement {
             .next()
             .and_then(Verb::parse)
             .ok_or_else(|| bad("the verb must be inspect, read, use or manage"))?;
-        let resources = words
-            .next()
-            .and_then(ResourceSet::parse)
-            .ok_or_else(|| bad("the resource must be vaults, keys, key-family, compartments or all-resources"))?;
+        let resources = words.next().and_then(ResourceSet::parse).ok_or_else(|| {
+            bad("the resource must be vaults, keys, key-family, compartments, audit-events or all-resources")
+        })?;
         if !words.next().is_some_and(|w| w.eq_ignore_ascii_case("in")) {
             return Err(bad("expected 'in tenancy' or 'in compartment <name>'"));
         }
@@ -314,6 +313,8 @@ mod tests {
         assert_eq!(s.subject, Subject::Groups(vec!["KeyAdmins".into()]));
         assert_eq!((s.verb, s.scope.clone()), (Verb::Manage, Scope::Tenancy));
 
+        let err = Statement::parse("allow group A to read secrets in tenancy").unwrap_err();
+        assert!(err.to_string().contains("audit-events"), "{err}");
         let s = Statement::parse("allow group A, B to USE key-family in compartment apps").unwrap();
         assert_eq!(s.subject, Subject::Groups(vec!["A".into(), "B".into()]));
         assert_eq!(s.scope, Scope::Compartment("apps".into()));
