@@ -240,6 +240,8 @@ pub fn add_openssl_lines(kind: &str, results: &mut Vec<Measured>, speed: Openssl
                 ratio: None,
                 baseline: false,
                 latency: None,
+                versus: None,
+                rounds: Vec::new(),
             },
         );
     }

@@ -76,7 +76,19 @@ impl LoadResult {
             ratio: None,
             baseline,
             latency: self.latency(),
+            versus: None,
+            rounds: Vec::new(),
         }
+    }
+
+    /// This run and `other` as one: operations, bytes, seconds and latencies added up (so
+    /// the rate is over both), clients of `other` after this run's.
+    pub fn combine(mut self, other: LoadResult) -> LoadResult {
+        self.ops_per_client.extend(other.ops_per_client);
+        self.bytes += other.bytes;
+        self.seconds += other.seconds;
+        self.latencies_ns.extend(other.latencies_ns);
+        self
     }
 
     fn merge(clients: Vec<ClientRun>, seconds: f64) -> Self {

@@ -90,6 +90,14 @@ pub struct Measured {
     /// Per-operation latency, where each operation was timed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub latency: Option<Latency>,
+    /// The line (`name`, same group) this one is compared with, when the group has several
+    /// baselines (a peer for each sealstore setup); `None`: the group's first baseline.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub versus: Option<String>,
+    /// The rate of each round, in the order measured, when the line ran in several rounds
+    /// alternating with the other lines of its group (`value` is over all of them).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rounds: Vec<f64>,
 }
 
 impl Measured {
@@ -183,6 +191,8 @@ pub(crate) fn test_line(kind: &str, group: &str, name: &str, unit: Unit, value: 
         ratio: None,
         baseline,
         latency: None,
+        versus: None,
+        rounds: Vec::new(),
     }
 }
 
@@ -207,16 +217,29 @@ pub fn measure(kind: &str, workload: &mut Workload, duration: Duration) -> Measu
         ratio: None,
         baseline: workload.baseline,
         latency: None,
+        versus: None,
+        rounds: Vec::new(),
     }
 }
 
-/// Fills in each result's ratio to its group's baseline (results of one kind).
+/// Fills in each result's ratio to its group's baseline (results of one kind): the line it
+/// names as `versus`, else the group's first baseline (a baseline: itself).
 pub fn add_ratios(results: &mut [Measured]) {
     for i in 0..results.len() {
+        let r = &results[i];
         let base = results
             .iter()
-            .find(|r| r.baseline && r.kind == results[i].kind && r.group == results[i].group)
-            .map(|r| r.value);
+            .find(|b| {
+                b.kind == r.kind
+                    && b.group == r.group
+                    && match &r.versus {
+                        Some(name) => b.name == *name,
+                        // A baseline is its own.
+                        None if r.baseline => b.name == r.name,
+                        None => b.baseline,
+                    }
+            })
+            .map(|b| b.value);
         results[i].ratio = base.filter(|b| *b > 0.0).map(|b| results[i].value / b);
     }
 }
@@ -310,4 +333,25 @@ pub fn hardware_aes() -> bool {
     cpu_features()
         .iter()
         .any(|(name, present)| *present && (*name == "AES-NI" || *name == "AES"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ratios_follow_versus_and_baselines_are_their_own() {
+        let g = "PUT 4 KiB objects, 32 clients";
+        let mut lines = vec![
+            test_line("s3", g, "s3s-fs", Unit::OpsPerSec, 100.0, true),
+            test_line("s3", g, "sealstore local", Unit::OpsPerSec, 150.0, false),
+            test_line("s3", g, "SeaweedFS", Unit::OpsPerSec, 50.0, true),
+            test_line("s3", g, "sealstore gateway", Unit::OpsPerSec, 45.0, false),
+        ];
+        lines[1].versus = Some("s3s-fs".into());
+        lines[3].versus = Some("SeaweedFS".into());
+        add_ratios(&mut lines);
+        let ratios: Vec<f64> = lines.iter().map(|l| l.ratio.unwrap()).collect();
+        assert_eq!(ratios, vec![1.0, 1.5, 1.0, 0.9]);
+    }
 }

@@ -30,8 +30,11 @@ pub struct ObjectLoad {
     pub large_size: usize,
     /// Clients putting and getting large objects at once.
     pub large_clients: usize,
-    /// How long each line runs.
+    /// How long each line runs (in each round).
     pub duration: Duration,
+    /// Rounds: every line runs once per round, the targets' order reversed every other
+    /// round, so that no target always runs first or last (the machine's state drifts).
+    pub rounds: usize,
 }
 
 /// A store under test.
@@ -40,6 +43,8 @@ pub struct Target {
     pub name: String,
     /// Whether the other targets are compared to this one.
     pub baseline: bool,
+    /// The baseline this target is compared with (its name), when there are several.
+    pub versus: Option<String>,
     /// The store; objects go under `bench/`.
     pub store: Arc<dyn ObjectStore>,
 }
@@ -70,8 +75,9 @@ pub enum ObjectBenchError {
 }
 
 /// Runs, for the small then the large size, PUT then GET on every target in turn (so that
-/// the targets' lines of one workload are measured close together), calling `progress` with
-/// each line's description before it runs.
+/// the targets' lines of one workload are measured close together), `load.rounds` times with
+/// the targets' order reversed every other round; calls `progress` with each line's
+/// description before it runs. Each line's rate is over all its rounds, each round's kept.
 pub async fn run(
     kind: &str,
     targets: &[Target],
@@ -95,22 +101,58 @@ pub async fn run(
             "large",
         ),
     ];
+    let rounds = load.rounds.max(1);
+    let rate = |r: &LoadResult, unit: Unit| r.measured(kind, "", "", unit, false).value;
     for (size, clients, per_client, unit, prefix) in sizes {
         let data = random_bytes(size);
         let put_group = format!("PUT {} objects, {clients} clients", size_label(size));
         let get_group = format!("GET {} objects, {clients} clients", size_label(size));
-        for target in targets {
-            progress(&format!("{put_group}: {}", target.name));
-            super::settle();
-            let put = put_objects(target, prefix, &data, clients, per_client, load.duration).await?;
-            results.push(put.measured(kind, &put_group, &target.name, unit, target.baseline));
-            // GETs read back what this target's PUTs wrote: each client its own objects.
-            let written: Vec<u64> = put.ops_per_client.iter().map(|n| (*n).min(per_client)).collect();
-            progress(&format!("{get_group}: {}", target.name));
-            super::settle();
-            let get = get_objects(target, prefix, &data, written, load.duration).await?;
-            results.push(get.measured(kind, &get_group, &target.name, unit, target.baseline));
+        // Per target: (PUT, GET) over all rounds, and each round's rates.
+        let mut runs: Vec<Option<(LoadResult, LoadResult)>> = targets.iter().map(|_| None).collect();
+        let mut per_round: Vec<(Vec<f64>, Vec<f64>)> = targets.iter().map(|_| Default::default()).collect();
+        for round in 0..rounds {
+            let order: Vec<usize> = if round % 2 == 0 {
+                (0..targets.len()).collect()
+            } else {
+                (0..targets.len()).rev().collect()
+            };
+            let of = if rounds > 1 {
+                format!(" (round {} of {rounds})", round + 1)
+            } else {
+                String::new()
+            };
+            for i in order {
+                let target = &targets[i];
+                progress(&format!("{put_group}: {}{of}", target.name));
+                super::settle();
+                let put = put_objects(target, prefix, &data, clients, per_client, load.duration).await?;
+                // GETs read back what this target's PUTs wrote: each client its own objects.
+                let written: Vec<u64> = put.ops_per_client.iter().map(|n| (*n).min(per_client)).collect();
+                progress(&format!("{get_group}: {}{of}", target.name));
+                super::settle();
+                let get = get_objects(target, prefix, &data, written, load.duration).await?;
+                per_round[i].0.push(rate(&put, unit));
+                per_round[i].1.push(rate(&get, unit));
+                runs[i] = Some(match runs[i].take() {
+                    None => (put, get),
+                    Some((p, g)) => (p.combine(put), g.combine(get)),
+                });
+            }
         }
+        let mut lines = |group: &str, pick: &dyn Fn(usize) -> (LoadResult, Vec<f64>)| {
+            for (i, target) in targets.iter().enumerate() {
+                let (result, each) = pick(i);
+                let mut line = result.measured(kind, group, &target.name, unit, target.baseline);
+                line.versus = target.versus.clone();
+                if rounds > 1 {
+                    line.rounds = each;
+                }
+                results.push(line);
+            }
+        };
+        let done: Vec<(LoadResult, LoadResult)> = runs.into_iter().map(|r| r.expect("every target ran")).collect();
+        lines(&put_group, &|i| (done[i].0.clone(), per_round[i].0.clone()));
+        lines(&get_group, &|i| (done[i].1.clone(), per_round[i].1.clone()));
     }
     Ok(results)
 }
@@ -227,6 +269,7 @@ pub fn s3_target(endpoint: &S3Endpoint, baseline: bool) -> Result<Target, object
     Ok(Target {
         name: endpoint.url.clone(),
         baseline,
+        versus: None,
         store: Arc::new(store),
     })
 }

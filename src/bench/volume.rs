@@ -292,6 +292,8 @@ pub fn over_nbd(
                 ratio: None,
                 baseline: *baseline,
                 latency,
+                versus: None,
+                rounds: Vec::new(),
             });
         }
     }

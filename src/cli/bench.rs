@@ -50,7 +50,7 @@ enum BenchKind {
     /// endpoint (your current store): MiB/s, ops/s, latency percentiles.
     S3 {
         #[command(flatten)]
-        s3: S3Opts,
+        s3: Box<S3Opts>,
         #[command(flatten)]
         objects: ObjectOpts,
         #[command(flatten)]
@@ -80,7 +80,7 @@ enum BenchKind {
         #[command(flatten)]
         objects: ObjectOpts,
         #[command(flatten)]
-        s3: S3Opts,
+        s3: Box<S3Opts>,
         #[command(flatten)]
         volume: VolumeOpts,
         #[command(flatten)]
@@ -157,6 +157,10 @@ struct ObjectOpts {
     /// Clients putting and getting large objects at once.
     #[arg(long, default_value_t = 4)]
     large_clients: usize,
+    /// Rounds: each line runs --duration seconds per round, the targets taking turns in an
+    /// order reversed every other round; a line's rate is over all rounds.
+    #[arg(long, default_value_t = 1)]
+    rounds: usize,
 }
 
 impl ObjectOpts {
@@ -168,6 +172,7 @@ impl ObjectOpts {
             large_size: if common.quick { 8 << 20 } else { size(self.large_size)? },
             large_clients: self.large_clients.max(1),
             duration: common.duration(),
+            rounds: self.rounds.max(1),
         })
     }
 }
@@ -198,9 +203,34 @@ struct S3Opts {
     /// An existing bucket at --baseline-endpoint.
     #[arg(long)]
     baseline_bucket: Option<String>,
+    /// What the results call --baseline-endpoint [default: its URL].
+    #[arg(long)]
+    baseline_name: Option<String>,
+    /// A plain S3 store (SeaweedFS, MinIO...) measured twice more in the same run: directly,
+    /// and through a second `sealstore serve` started here whose object backend is this
+    /// store (`--object-backend s3://BUCKET/sealstore-gateway`), compared with each other.
+    #[arg(long, value_name = "URL", requires_all = ["gateway_access_key", "gateway_secret_key", "gateway_bucket"])]
+    gateway_endpoint: Option<String>,
+    /// --gateway-endpoint's access key id.
+    #[arg(long)]
+    gateway_access_key: Option<String>,
+    /// --gateway-endpoint's secret access key.
+    #[arg(long)]
+    gateway_secret_key: Option<String>,
+    /// An existing bucket at --gateway-endpoint.
+    #[arg(long)]
+    gateway_bucket: Option<String>,
+    /// What the results call --gateway-endpoint [default: its URL].
+    #[arg(long)]
+    gateway_name: Option<String>,
     /// Region named in the signatures.
     #[arg(long, default_value = "us-east-1")]
     region: String,
+    /// Append a line "<Unix time in ns> <line measured>" to FILE as each line starts, and
+    /// "<time> end" at the end: what cuts a profile taken meanwhile (`perf record -k
+    /// CLOCK_REALTIME`) into workloads; `sealstore serve`'s pids are in the lines too.
+    #[arg(long, value_name = "FILE")]
+    marks: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -222,7 +252,7 @@ pub fn run(global: &GlobalOpts, args: BenchArgs) -> anyhow::Result<ExitCode> {
         BenchKind::Compare { before, after, noise } => return compare(&before, &after, noise),
         BenchKind::Crypto { crypto, common } => ("sealstore bench crypto", common, vec![Kind::Crypto(crypto)]),
         BenchKind::Object { objects, common } => ("sealstore bench object", common, vec![Kind::Object(objects)]),
-        BenchKind::S3 { s3, objects, common } => ("sealstore bench s3", common, vec![Kind::S3(Box::new(s3), objects)]),
+        BenchKind::S3 { s3, objects, common } => ("sealstore bench s3", common, vec![Kind::S3(s3, objects)]),
         BenchKind::Volume { volume, common } => ("sealstore bench volume", common, vec![Kind::Volume(volume)]),
         BenchKind::Kms { common } => ("sealstore bench kms", common, vec![Kind::Kms]),
         BenchKind::All {
@@ -237,7 +267,7 @@ pub fn run(global: &GlobalOpts, args: BenchArgs) -> anyhow::Result<ExitCode> {
             vec![
                 Kind::Crypto(crypto),
                 Kind::Object(objects.clone()),
-                Kind::S3(Box::new(s3), objects),
+                Kind::S3(s3, objects),
                 Kind::Volume(volume),
                 Kind::Kms,
             ],
@@ -418,6 +448,8 @@ fn crypto(opts: &CryptoOpts, common: &CommonOpts) -> KindResult {
             ratio: None,
             baseline: false,
             latency: None,
+            versus: None,
+            rounds: Vec::new(),
         };
         results.insert(at + 1, line);
     }
@@ -488,11 +520,13 @@ fn object(global: &GlobalOpts, opts: &ObjectOpts, common: &CommonOpts) -> KindRe
         Target {
             name: "plain local files (LocalFileSystem)".into(),
             baseline: true,
+            versus: None,
             store: Arc::new(local("plain")?),
         },
         Target {
             name: "sealstore EncryptedStore over local files".into(),
             baseline: false,
+            versus: None,
             store: Arc::new(sealstore::object::store::EncryptedStore::new(
                 local("sealed")?,
                 data.keys.provider.clone(),
@@ -526,36 +560,104 @@ fn s3_kind(global: &GlobalOpts, s3: &S3Opts, opts: &ObjectOpts, common: &CommonO
             None,
         ),
         None => {
-            let server = ServeChild::start(global, work.path())?;
+            let server = ServeChild::start(global, work.path(), None, None)?;
             (server.endpoint(&s3.region), Some(server))
         }
     };
     let mut targets = Vec::new();
-    if let Some(url) = &s3.baseline_endpoint {
-        targets.push(sealstore::bench::objects::s3_target(
-            &S3Endpoint {
-                url: url.clone(),
-                access_key: s3.baseline_access_key.clone().unwrap_or_default(),
-                secret_key: s3.baseline_secret_key.clone().unwrap_or_default(),
-                bucket: s3.baseline_bucket.clone().unwrap_or_default(),
-                region: s3.region.clone(),
-            },
-            true,
-        )?);
-    }
+    let mut urls = Vec::new();
+    let baseline_name = match &s3.baseline_endpoint {
+        Some(url) => {
+            let mut target = sealstore::bench::objects::s3_target(
+                &S3Endpoint {
+                    url: url.clone(),
+                    access_key: s3.baseline_access_key.clone().unwrap_or_default(),
+                    secret_key: s3.baseline_secret_key.clone().unwrap_or_default(),
+                    bucket: s3.baseline_bucket.clone().unwrap_or_default(),
+                    region: s3.region.clone(),
+                },
+                true,
+            )?;
+            target.name = s3.baseline_name.clone().unwrap_or_else(|| url.clone());
+            urls.push(url.clone());
+            let name = target.name.clone();
+            targets.push(target);
+            Some(name)
+        }
+        None => None,
+    };
     let mut measured = sealstore::bench::objects::s3_target(&endpoint, false)?;
     if s3.endpoint.is_none() {
         measured.name = "sealstore serve, S3 API".into();
+        if s3.gateway_endpoint.is_some() {
+            measured.name = "sealstore serve, local disk".into();
+        }
     }
+    measured.versus = baseline_name;
+    urls.push(endpoint.url.clone());
     targets.push(measured);
+    // The gateway pair: the plain store, then sealstore in front of it.
+    let mut _gateway = None;
+    if let Some(url) = &s3.gateway_endpoint {
+        let plain = S3Endpoint {
+            url: url.clone(),
+            access_key: s3.gateway_access_key.clone().unwrap_or_default(),
+            secret_key: s3.gateway_secret_key.clone().unwrap_or_default(),
+            bucket: s3.gateway_bucket.clone().unwrap_or_default(),
+            region: s3.region.clone(),
+        };
+        let mut direct = sealstore::bench::objects::s3_target(&plain, true)?;
+        direct.name = s3.gateway_name.clone().unwrap_or_else(|| url.clone());
+        let server = ServeChild::start(global, work.path(), Some(&plain), Some("gateway"))?;
+        let mut through = sealstore::bench::objects::s3_target(&server.endpoint(&s3.region), false)?;
+        through.name = format!("sealstore serve in front of {}", direct.name);
+        through.versus = Some(direct.name.clone());
+        urls.push(url.clone());
+        urls.push(server.s3_url.clone());
+        targets.push(direct);
+        targets.push(through);
+        _gateway = Some(server);
+    }
+    let mut marks = match &s3.marks {
+        Some(path) => {
+            let mut file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .with_context(|| format!("opening {}", path.display()))?;
+            use std::io::Write;
+            for (server, pid) in [("local", _own.as_ref()), ("gateway", _gateway.as_ref())] {
+                if let Some(s) = pid {
+                    writeln!(file, "{} pid {server} {}", unix_ns(), s.child.id())?;
+                }
+            }
+            Some(file)
+        }
+        None => None,
+    };
+    let mut mark = |line: &str| {
+        if let Some(file) = &mut marks {
+            use std::io::Write;
+            // Best effort: a failed write costs the profile's cut, not the benchmark.
+            let _ = writeln!(file, "{} {line}", unix_ns());
+        }
+    };
     let bar = spinner("s3");
     let results = runtime.block_on(sealstore::bench::objects::run("s3", &targets, &load, |m| {
+        mark(m);
         bar.set_message(m.to_owned())
     }))?;
+    mark("end");
     bar.finish_and_clear();
-    let mut endpoints = vec![endpoint.url];
-    endpoints.extend(s3.baseline_endpoint.clone());
-    Ok((results, json!({"load": load, "endpoints": endpoints})))
+    let names: Vec<&str> = targets.iter().map(|t| t.name.as_str()).collect();
+    Ok((results, json!({"load": load, "endpoints": urls, "targets": names})))
+}
+
+/// Nanoseconds since the Unix epoch.
+fn unix_ns() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos())
 }
 
 /// `sealstore serve` (this executable) on a fresh data directory with a bucket "bench",
@@ -568,12 +670,22 @@ struct ServeChild {
 }
 
 impl ServeChild {
-    /// Starts the server with its defaults (embedded KMS, local objects): other global
-    /// options and SEALSTORE_* variables are not passed on.
-    fn start(global: &GlobalOpts, work: &Path) -> anyhow::Result<Self> {
-        let data_dir = work.join("serve-data");
+    /// Starts the server with its defaults (embedded KMS, local objects, or with `backend`
+    /// its objects in folder `sealstore-gateway` of that S3 store's bucket): other global
+    /// options and SEALSTORE_* variables are not passed on. `name` tells two servers'
+    /// directories and logs apart.
+    fn start(
+        global: &GlobalOpts,
+        work: &Path,
+        backend: Option<&S3Endpoint>,
+        name: Option<&str>,
+    ) -> anyhow::Result<Self> {
+        let suffix = name.map(|n| format!("-{n}")).unwrap_or_default();
+        let data_dir = work.join(format!("serve-data{suffix}"));
+        let log_path = work.join(format!("serve{suffix}.log"));
         {
-            // The bucket, made before the server holds the data directory.
+            // The bucket, made before the server holds the data directory (buckets live in
+            // the index, whatever the backend).
             let mut global = global.clone();
             global.data_dir = data_dir.clone();
             global.object_backend = None;
@@ -586,12 +698,25 @@ impl ServeChild {
             let keys = global.data_keys(&dir)?;
             global.objects_in(&dir, keys)?.create_bucket("bench")?;
         }
-        let log = std::fs::File::create(work.join("serve.log"))?;
+        let log = std::fs::File::create(&log_path)?;
         let mut command = std::process::Command::new(std::env::current_exe()?);
         for (name, _) in std::env::vars_os() {
-            if name.to_string_lossy().starts_with("SEALSTORE_") {
+            let name_text = name.to_string_lossy();
+            if name_text.starts_with("SEALSTORE_") || (backend.is_some() && name_text.starts_with("AWS_")) {
                 command.env_remove(name);
             }
+        }
+        if let Some(b) = backend {
+            command
+                .env(
+                    "SEALSTORE_OBJECT_BACKEND",
+                    format!("s3://{}/sealstore-gateway", b.bucket),
+                )
+                .env("AWS_ENDPOINT", &b.url)
+                .env("AWS_ALLOW_HTTP", "true")
+                .env("AWS_REGION", &b.region)
+                .env("AWS_ACCESS_KEY_ID", &b.access_key)
+                .env("AWS_SECRET_ACCESS_KEY", &b.secret_key);
         }
         let child = command
             .args(["serve", "--s3-listen", "127.0.0.1:0", "--kms-listen", "127.0.0.1:0"])
@@ -611,7 +736,7 @@ impl ServeChild {
         let started = std::time::Instant::now();
         while !serve_file.exists() {
             if let Some(status) = server.child.try_wait()? {
-                let log = std::fs::read_to_string(work.join("serve.log")).unwrap_or_default();
+                let log = std::fs::read_to_string(&log_path).unwrap_or_default();
                 anyhow::bail!("sealstore serve stopped ({status}): {log}");
             }
             anyhow::ensure!(

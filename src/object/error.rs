@@ -225,6 +225,10 @@ pub enum IndexError {
     /// A stored value is not what the index writes.
     #[error("object index: {0}")]
     Corrupt(&'static str),
+    /// The group commit that carried this entry failed (the first writer of the batch has
+    /// the error itself).
+    #[error("object index: committing a group of entries: {0}")]
+    GroupCommit(String),
 }
 
 kms_core::from_redb_errors!(IndexError, |e| IndexError::Database(Box::new(e)));

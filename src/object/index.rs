@@ -9,6 +9,7 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Utc};
 use kms_core::Ocid;
@@ -242,6 +243,35 @@ pub struct InventoryLine {
 #[derive(Debug)]
 pub struct ObjectIndex {
     db: Database,
+    /// Object entries waiting to be committed together (see [`ObjectIndex::put_if_bucket`]).
+    group: GroupCommit,
+}
+
+/// Group commit of object entries: writers queue their entry, and one of them (the leader,
+/// who holds `leader`) commits everything queued in one transaction, one fsync, then tells
+/// each writer of the batch how its entry fared. Each entry is durable before its writer
+/// returns, as with a commit of its own; while a leader waits on the disk, the entries of the
+/// next batch gather.
+#[derive(Debug, Default)]
+struct GroupCommit {
+    queue: Mutex<Vec<PendingEntry>>,
+    leader: Mutex<()>,
+}
+
+/// One writer's entry waiting for a group commit, and where it hears the outcome: whether
+/// the bucket existed (and the entry was stored), or why the commit failed.
+#[derive(Debug)]
+struct PendingEntry {
+    bucket: String,
+    row: String,
+    value: Vec<u8>,
+    outcome: Arc<Mutex<Option<Result<bool, String>>>>,
+}
+
+/// The lock, even if a thread panicked holding it (what it guards stays consistent: a queue,
+/// outcomes written whole).
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// Removes the rows `"{owner}\0…"` of a table (a bucket's objects, an upload's parts); returns
@@ -293,7 +323,10 @@ impl ObjectIndex {
         txn.open_table(UPLOAD_PARTS)?;
         txn.open_table(META)?;
         txn.commit()?;
-        Ok(ObjectIndex { db })
+        Ok(ObjectIndex {
+            db,
+            group: GroupCommit::default(),
+        })
     }
 
     /// The object layout recorded for the index (`None`: written before layouts were).
@@ -375,15 +408,62 @@ impl ObjectIndex {
 
     /// Records (or replaces) an object, if its bucket still exists (false, and nothing
     /// recorded, when it does not: the bucket was deleted while the object was written).
+    /// Durable when it returns. Blocks on the disk and on other writers: concurrent calls are
+    /// committed together, many entries to one transaction and one fsync (call it from a
+    /// blocking thread, so that they can gather).
     pub(crate) fn put_if_bucket(&self, bucket: &str, key: &str, entry: &ObjectEntry) -> Result<bool, IndexError> {
-        let txn = self.db.begin_write()?;
-        if txn.open_table(BUCKETS)?.get(bucket)?.is_none() {
-            return Ok(false);
+        let outcome = Arc::new(Mutex::new(None));
+        lock(&self.group.queue).push(PendingEntry {
+            bucket: bucket.to_owned(),
+            row: row_key(bucket, key),
+            value: serde_json::to_vec(entry)?,
+            outcome: outcome.clone(),
+        });
+        let _leader = lock(&self.group.leader);
+        // A leader before us may have committed our entry with its batch.
+        if let Some(done) = lock(&outcome).take() {
+            return done.map_err(IndexError::GroupCommit);
         }
-        txn.open_table(OBJECTS)?
-            .insert(row_key(bucket, key).as_str(), serde_json::to_vec(entry)?.as_slice())?;
+        let batch = std::mem::take(&mut *lock(&self.group.queue));
+        let committed = self.commit_entries(&batch);
+        let mut own = None;
+        for (i, pending) in batch.iter().enumerate() {
+            if Arc::ptr_eq(&pending.outcome, &outcome) {
+                own = Some(i);
+            } else {
+                *lock(&pending.outcome) = Some(match &committed {
+                    Ok(stored) => Ok(stored[i]),
+                    Err(e) => Err(e.to_string()),
+                });
+            }
+        }
+        match (committed, own) {
+            (Ok(stored), Some(i)) => Ok(stored[i]),
+            (Err(e), Some(_)) => Err(e),
+            // Not queued any more, yet no outcome: the leader that took it panicked.
+            (_, None) => Err(IndexError::GroupCommit(
+                "the commit of this entry's batch was interrupted".into(),
+            )),
+        }
+    }
+
+    /// Stores each entry whose bucket exists, all in one transaction; says which were stored.
+    fn commit_entries(&self, batch: &[PendingEntry]) -> Result<Vec<bool>, IndexError> {
+        let txn = self.db.begin_write()?;
+        let mut stored = Vec::with_capacity(batch.len());
+        {
+            let buckets = txn.open_table(BUCKETS)?;
+            let mut objects = txn.open_table(OBJECTS)?;
+            for pending in batch {
+                let exists = buckets.get(pending.bucket.as_str())?.is_some();
+                if exists {
+                    objects.insert(pending.row.as_str(), pending.value.as_slice())?;
+                }
+                stored.push(exists);
+            }
+        }
         txn.commit()?;
-        Ok(true)
+        Ok(stored)
     }
 
     /// Registers a bucket; false when it already exists.
@@ -746,6 +826,43 @@ mod tests {
             headers: ContentHeaders::default(),
             parts: Vec::new(),
             layout: Layout::Current,
+        }
+    }
+
+    /// Writers from many threads at once: every entry whose bucket exists is stored (and read
+    /// back after the index is reopened: each was durable when its writer returned), the
+    /// others are refused, whichever batch carried them.
+    #[test]
+    fn concurrent_puts_are_committed_in_groups_each_with_its_outcome() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let index = Arc::new(ObjectIndex::open(dir.path()).unwrap());
+            assert!(index.create_bucket("here").unwrap());
+            let threads: Vec<_> = (0..16)
+                .map(|t| {
+                    let index = index.clone();
+                    std::thread::spawn(move || {
+                        for n in 0..20 {
+                            let bucket = if (t + n) % 5 == 0 { "gone" } else { "here" };
+                            let stored = index
+                                .put_if_bucket(bucket, &format!("{t}/{n}"), &entry("ocid1.keyversion.oc1.x.v1"))
+                                .unwrap();
+                            assert_eq!(stored, bucket == "here", "{bucket} {t}/{n}");
+                        }
+                    })
+                })
+                .collect();
+            for t in threads {
+                t.join().unwrap();
+            }
+        }
+        let index = ObjectIndex::open(dir.path()).unwrap();
+        for t in 0..16 {
+            for n in 0..20 {
+                let found = index.get("here", &format!("{t}/{n}")).unwrap();
+                assert_eq!(found.is_some(), (t + n) % 5 != 0, "{t}/{n}");
+                assert!(index.get("gone", &format!("{t}/{n}")).unwrap().is_none());
+            }
         }
     }
 

@@ -235,7 +235,15 @@ impl ObjectService {
             parts,
             layout: Layout::Current,
         };
-        if !self.index.put_if_bucket(bucket, key, &entry)? {
+        // On a blocking thread: the commit waits on the disk, and concurrent writers' entries
+        // gather meanwhile to be committed together (see ObjectIndex::put_if_bucket).
+        let stored = {
+            let (index, bucket, key, entry) = (self.index.clone(), bucket.to_owned(), key.to_owned(), entry.clone());
+            tokio::task::spawn_blocking(move || index.put_if_bucket(&bucket, &key, &entry))
+                .await
+                .map_err(|e| ObjectError::Io(std::io::Error::other(e.to_string())))??
+        };
+        if !stored {
             // The bucket was deleted meanwhile: the object goes with it.
             delete_quietly(&store, &location).await;
             return Err(ObjectError::NoSuchBucket(bucket.to_owned()));
