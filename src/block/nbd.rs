@@ -11,8 +11,8 @@
 //! Requests are read one after another but served concurrently, and each reply goes out when
 //! its request is done, so replies may come out of order (clients match them by cookie).
 //! After the handshake (on tokio) a connection has a thread of its own, which reads requests
-//! in large chunks and serves small READs and WRITEs itself, and up to [`WORKERS`] threads for
-//! the rest; replies are written in batches (see [`INLINE_REQUEST`] and `docs/FORMATS.md`).
+//! in large chunks and serves small READs and WRITEs itself, and up to `WORKERS` threads for
+//! the rest; replies are written in batches (see `INLINE_REQUEST` and `docs/FORMATS.md`).
 //! Any byte alignment is accepted (the volume reads, modifies and writes partial sectors).
 //! FLUSH and FUA mean durable: the volume file is fdatasync'ed.
 //! Resources are bounded ([`Limits`]): bytes of requests in flight per connection and per
@@ -216,7 +216,7 @@ pub enum Stream {
 }
 
 /// Serves one client connection until it disconnects: the handshake on tokio, then the
-/// transmission phase on a thread of its own (with workers; see [`INLINE_REQUEST`]).
+/// transmission phase on a thread of its own (with workers; see `INLINE_REQUEST`).
 pub async fn serve_connection(mut stream: Stream, exports: Arc<Vec<Export>>, budget: Budget) -> std::io::Result<()> {
     let negotiated = tokio::time::timeout(HANDSHAKE_TIMEOUT, async {
         let chosen = match &mut stream {
