@@ -102,6 +102,11 @@ enum BenchKind {
 /// Options every kind takes.
 #[derive(Debug, Clone, Args)]
 struct CommonOpts {
+    /// Rounds of the lines that compare servers (S3 peers, NBD servers): each runs every
+    /// job once per round, taking turns (for S3 in an order reversed every other round); an
+    /// S3 line's rate is over all rounds, an NBD line is the median of its rounds.
+    #[arg(long, default_value_t = 1)]
+    rounds: usize,
     /// Seconds per measured line.
     #[arg(long, default_value_t = 3.0)]
     duration: f64,
@@ -157,10 +162,6 @@ struct ObjectOpts {
     /// Clients putting and getting large objects at once.
     #[arg(long, default_value_t = 4)]
     large_clients: usize,
-    /// Rounds: each line runs --duration seconds per round, the targets taking turns in an
-    /// order reversed every other round; a line's rate is over all rounds.
-    #[arg(long, default_value_t = 1)]
-    rounds: usize,
 }
 
 impl ObjectOpts {
@@ -172,7 +173,7 @@ impl ObjectOpts {
             large_size: if common.quick { 8 << 20 } else { size(self.large_size)? },
             large_clients: self.large_clients.max(1),
             duration: common.duration(),
-            rounds: self.rounds.max(1),
+            rounds: common.rounds.max(1),
         })
     }
 }
@@ -241,10 +242,6 @@ struct VolumeOpts {
     /// Threads doing in-process volume I/O [default: all the machine has].
     #[arg(long)]
     threads: Option<usize>,
-    /// Rounds of the NBD (fio) lines: every server runs each job once per round, servers
-    /// alternating; each line is the median of its rounds.
-    #[arg(long, default_value_t = 1)]
-    rounds: u32,
 }
 
 pub fn run(global: &GlobalOpts, args: BenchArgs) -> anyhow::Result<ExitCode> {
@@ -796,9 +793,13 @@ fn volume(global: &GlobalOpts, opts: &VolumeOpts, common: &CommonOpts) -> KindRe
     let mut results = sealstore::bench::volume::in_process(work.path(), &volume, threads, duration, |m| {
         bar.set_message(m.to_owned())
     })?;
-    let nbd = sealstore::bench::volume::over_nbd(work.path(), volume, duration, opts.rounds, |m| {
-        bar.set_message(m.to_owned())
-    })?;
+    let nbd = sealstore::bench::volume::over_nbd(
+        work.path(),
+        volume,
+        duration,
+        u32::try_from(common.rounds.max(1)).unwrap_or(u32::MAX),
+        |m| bar.set_message(m.to_owned()),
+    )?;
     bar.finish_and_clear();
     if nbd.is_empty() {
         println!("(fio is not installed: no NBD lines; apt-get install fio)");
