@@ -10,7 +10,7 @@ use anyhow::{bail, Context};
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 use clap::{Args, Subcommand, ValueEnum};
-use kms_core::{ProtectionMode, ResourceType, Timestamp};
+use kms_core::{KeySpec, ProtectionMode, ResourceType, Timestamp};
 use sealstore::admin::{parse_id, Request};
 use serde_json::{json, Value};
 
@@ -448,23 +448,22 @@ enum AuditCommand {
 
 /// `--shape`: OCI's `keyShape` for a name such as `RSA-3072` or `ECDSA-P384`.
 fn parse_shape(s: &str) -> Result<Value, String> {
-    let shape = match s.to_ascii_uppercase().replace('_', "-").as_str() {
-        "AES-128" => json!({ "algorithm": "AES", "length": 16 }),
-        "AES-192" => json!({ "algorithm": "AES", "length": 24 }),
-        "AES-256" => json!({ "algorithm": "AES", "length": 32 }),
-        "RSA-2048" => json!({ "algorithm": "RSA", "length": 256 }),
-        "RSA-3072" => json!({ "algorithm": "RSA", "length": 384 }),
-        "RSA-4096" => json!({ "algorithm": "RSA", "length": 512 }),
-        "ECDSA-P256" => json!({ "algorithm": "ECDSA", "length": 32, "curveId": "NIST_P256" }),
-        "ECDSA-P384" => json!({ "algorithm": "ECDSA", "length": 48, "curveId": "NIST_P384" }),
-        "ECDSA-P521" => json!({ "algorithm": "ECDSA", "length": 66, "curveId": "NIST_P521" }),
-        _ => {
-            return Err(format!(
-                "'{s}' is not one of AES-128, AES-192, AES-256, RSA-2048, RSA-3072, RSA-4096, ECDSA-P256, ECDSA-P384, ECDSA-P521"
-            ))
-        }
-    };
-    Ok(shape)
+    let spec = KeySpec::from_name(s).ok_or_else(|| {
+        let names: Vec<String> = KeySpec::ALL.iter().map(|spec| spec.name()).collect();
+        format!("'{s}' is not one of {}", names.join(", "))
+    })?;
+    Ok(json!(spec.shape()))
+}
+
+/// The compartment a new key of `vault` goes to: `chosen`, or (as in the console) the vault's.
+fn key_compartment(api: &Api, vault: &str, chosen: &Option<String>) -> anyhow::Result<String> {
+    Ok(match compartment(chosen)? {
+        Some(c) => c,
+        None => api.get(&format!("/20180608/vaults/{vault}"))?["compartmentId"]
+            .as_str()
+            .context("the vault has no compartmentId")?
+            .to_owned(),
+    })
 }
 
 /// Key material from `path`: raw bytes, or the DER inside a PEM `PRIVATE KEY`.
@@ -704,14 +703,7 @@ fn answer(global: &GlobalOpts, cmd: KmsCommand) -> anyhow::Result<(Value, View)>
                 external_key_id,
             } => {
                 let vault = id(Vault, &vault)?;
-                let compartment = match compartment(&c)? {
-                    Some(c) => c,
-                    // As in the console: the vault's compartment.
-                    None => api.get(&format!("/20180608/vaults/{vault}"))?["compartmentId"]
-                        .as_str()
-                        .context("the vault has no compartmentId")?
-                        .to_owned(),
-                };
+                let compartment = key_compartment(&api, vault.as_str(), &c)?;
                 let mut body = json!({
                     "compartmentId": compartment,
                     "displayName": name,
@@ -795,13 +787,7 @@ fn answer(global: &GlobalOpts, cmd: KmsCommand) -> anyhow::Result<(Value, View)>
                 protection_mode,
             } => {
                 let vault = id(Vault, &vault)?;
-                let compartment = match compartment(&c)? {
-                    Some(c) => c,
-                    None => api.get(&format!("/20180608/vaults/{vault}"))?["compartmentId"]
-                        .as_str()
-                        .context("the vault has no compartmentId")?
-                        .to_owned(),
-                };
+                let compartment = key_compartment(&api, vault.as_str(), &c)?;
                 let mut body = json!({
                     "compartmentId": compartment,
                     "displayName": name,

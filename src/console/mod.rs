@@ -531,17 +531,9 @@ impl View<'_> {
     fn import(&self, vault: &str, req: &Request<'_>) -> Result<Response, ApiError> {
         let v = self.vault_json(vault)?;
         let field = |name: &str| req.form.get(name).map(|s| s.trim().to_owned()).unwrap_or_default();
-        let shape = match field("shape").as_str() {
-            "AES-128" => json!({"algorithm": "AES", "length": 16}),
-            "AES-192" => json!({"algorithm": "AES", "length": 24}),
-            "RSA-2048" => json!({"algorithm": "RSA", "length": 256}),
-            "RSA-3072" => json!({"algorithm": "RSA", "length": 384}),
-            "RSA-4096" => json!({"algorithm": "RSA", "length": 512}),
-            "ECDSA-P256" => json!({"algorithm": "ECDSA", "length": 32, "curveId": "NIST_P256"}),
-            "ECDSA-P384" => json!({"algorithm": "ECDSA", "length": 48, "curveId": "NIST_P384"}),
-            "ECDSA-P521" => json!({"algorithm": "ECDSA", "length": 66, "curveId": "NIST_P521"}),
-            _ => json!({"algorithm": "AES", "length": 32}),
-        };
+        let shape = kms_core::KeySpec::from_name(&field("shape"))
+            .unwrap_or(kms_core::KeySpec::AES_256)
+            .shape();
         let material: String = field("material").split_whitespace().collect();
         let body = json!({
             "compartmentId": v["compartmentId"],

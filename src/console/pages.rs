@@ -401,17 +401,12 @@ pub fn key(
 /// Import a key (bring your own key): the vault's wrapping key, and the form.
 pub fn import(session: &Session, vault: &Value, wrapping: &Value, error: Option<&str>) -> Markup {
     let vid = text(&vault["id"]);
-    let shapes = [
-        ("AES-256", "AES-256"),
-        ("AES-192", "AES-192"),
-        ("AES-128", "AES-128"),
-        ("RSA-2048", "RSA-2048"),
-        ("RSA-3072", "RSA-3072"),
-        ("RSA-4096", "RSA-4096"),
-        ("ECDSA-P256", "ECDSA P-256"),
-        ("ECDSA-P384", "ECDSA P-384"),
-        ("ECDSA-P521", "ECDSA P-521"),
-    ];
+    // The form's value is the short name (`ECDSA-P256`); its label reads `ECDSA P-256`.
+    let shapes = kms_core::KeySpec::ALL.map(|spec| {
+        let name = spec.name();
+        let label = name.replace("ECDSA-P", "ECDSA P-");
+        (name, label)
+    });
     layout(
         Some(session),
         &format!("Import a key into {}", text(&vault["displayName"])),

@@ -144,6 +144,21 @@ def submit_script(browser, script, *args):
     navigating(browser, lambda: browser.execute_script(script, *args))
 
 
+def post_with_own_csrf(browser, action):
+    """Posts a forged form to `action` carrying the page's own (valid) CSRF token, as a user
+    could from their browser's console, and waits for the answer."""
+    submit_script(browser, """
+        const f = document.createElement('form');
+        f.method = 'post';
+        f.action = arguments[0];
+        const t = document.createElement('input');
+        t.name = 'csrf';
+        t.value = document.querySelector('input[name=csrf]').value;
+        f.appendChild(t);
+        document.body.appendChild(f);
+        f.submit();""", action)
+
+
 def heading(browser):
     return browser.find_element(By.TAG_NAME, "h1").text
 
@@ -331,16 +346,7 @@ def test_read_only_users_see_but_cannot_act(page, server):
     assert field(page, "Current Key Version") == before
     assert page.find_elements(By.LINK_TEXT, "Rotate Key") == []
     # A forged rotation, with the reader's own valid CSRF token, is refused by the API's rules.
-    submit_script(page, """
-        const f = document.createElement('form');
-        f.method = 'post';
-        f.action = arguments[0];
-        const t = document.createElement('input');
-        t.name = 'csrf';
-        t.value = document.querySelector('input[name=csrf]').value;
-        f.appendChild(t);
-        document.body.appendChild(f);
-        f.submit();""", f"/console/vaults/{s['defaultVaultId']}/keys/{s['defaultKeyId']}/rotate")
+    post_with_own_csrf(page, f"/console/vaults/{s['defaultVaultId']}/keys/{s['defaultKeyId']}/rotate")
     assert heading(page) == "Read only"
     assert "may read key" in page.find_element(By.TAG_NAME, "main").text
     assert key_get(data_dir, s["defaultKeyId"])["currentKeyVersion"] == before
@@ -627,16 +633,7 @@ def test_refused_actions_and_sign_ins_are_audited_and_the_audit_page_shows_only_
     sign_in(page, url, user="nobody-at-all", password="guess")
     sign_in(page, url, user="auditee")
     page.get(f"{url}/console/vaults/{s['defaultVaultId']}/keys/{s['defaultKeyId']}")
-    submit_script(page, """
-        const f = document.createElement('form');
-        f.method = 'post';
-        f.action = arguments[0];
-        const t = document.createElement('input');
-        t.name = 'csrf';
-        t.value = document.querySelector('input[name=csrf]').value;
-        f.appendChild(t);
-        document.body.appendChild(f);
-        f.submit();""", f"/console/vaults/{s['defaultVaultId']}/keys/{s['defaultKeyId']}/rotate")
+    post_with_own_csrf(page, f"/console/vaults/{s['defaultVaultId']}/keys/{s['defaultKeyId']}/rotate")
     assert heading(page) == "Read only"
 
     log = cli(data_dir, "kms", "audit", "list", "--limit", "100000")

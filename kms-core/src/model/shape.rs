@@ -92,6 +92,34 @@ impl KeySpec {
         }
     }
 
+    /// Every shape OCI has, in the order people choose from.
+    pub const ALL: [KeySpec; 9] = [
+        KeySpec::Aes { len: 32 },
+        KeySpec::Aes { len: 24 },
+        KeySpec::Aes { len: 16 },
+        KeySpec::Rsa { len: 256 },
+        KeySpec::Rsa { len: 384 },
+        KeySpec::Rsa { len: 512 },
+        KeySpec::Ecdsa(Curve::P256),
+        KeySpec::Ecdsa(Curve::P384),
+        KeySpec::Ecdsa(Curve::P521),
+    ];
+
+    /// The short name `sealstore kms key create --shape` and the console's forms use:
+    /// `AES-256`, `RSA-3072`, `ECDSA-P384`.
+    pub fn name(self) -> String {
+        match self {
+            KeySpec::Ecdsa(curve) => format!("ECDSA-{}", curve.as_str().trim_start_matches("NIST_")),
+            other => other.to_string(),
+        }
+    }
+
+    /// Reads [`KeySpec::name`] (any case, `_` for `-`).
+    pub fn from_name(name: &str) -> Option<KeySpec> {
+        let wanted = name.to_ascii_uppercase().replace('_', "-");
+        KeySpec::ALL.into_iter().find(|spec| spec.name() == wanted)
+    }
+
     /// Whether keys of this shape are asymmetric (RSA or ECDSA).
     pub fn is_asymmetric(self) -> bool {
         !matches!(self, KeySpec::Aes { .. })
@@ -376,6 +404,16 @@ mod tests {
         for spec in [KeySpec::AES_256, KeySpec::Rsa { len: 384 }, KeySpec::Ecdsa(Curve::P384)] {
             assert_eq!(spec.shape().spec().unwrap(), spec);
         }
+    }
+
+    #[test]
+    fn short_names_round_trip() {
+        for spec in KeySpec::ALL {
+            assert_eq!(KeySpec::from_name(&spec.name().to_lowercase()), Some(spec));
+        }
+        assert_eq!(KeySpec::Ecdsa(Curve::P384).name(), "ECDSA-P384");
+        assert_eq!(KeySpec::from_name("rsa_3072"), Some(KeySpec::Rsa { len: 384 }));
+        assert_eq!(KeySpec::from_name("AES-64"), None);
     }
 
     #[test]
