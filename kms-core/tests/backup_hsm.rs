@@ -2,8 +2,9 @@
 //! backup holds the token reference only, so a restore works while the token still holds the
 //! key and is refused once a purge destroyed it (docs/KMS_BACKUP.md).
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+mod softhsm;
+
+use std::path::Path;
 use std::sync::Arc;
 
 use kms_core::protection::hsm::{HsmConfig, HsmProtection};
@@ -16,12 +17,7 @@ const LABEL: &str = "sealstore-backup-test";
 const PIN: &str = "1234";
 
 fn hsm() -> Arc<HsmProtection> {
-    let module =
-        PathBuf::from(std::env::var("SOFTHSM2_MODULE").unwrap_or_else(|_| "/usr/lib/softhsm/libsofthsm2.so".into()));
-    assert!(
-        module.exists(),
-        "SoftHSM2 is not installed: run ./scripts/test, which installs it"
-    );
+    let module = softhsm::module();
     Arc::new(
         HsmProtection::open(&HsmConfig {
             module,
@@ -31,37 +27,6 @@ fn hsm() -> Arc<HsmProtection> {
         })
         .unwrap(),
     )
-}
-
-/// A fresh SoftHSM2 token in `dir`, for this process.
-fn init_token(dir: &Path) {
-    let tokens = dir.join("tokens");
-    std::fs::create_dir_all(&tokens).unwrap();
-    let conf = dir.join("softhsm2.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n",
-            tokens.display()
-        ),
-    )
-    .unwrap();
-    // Read by the module at C_Initialize, which has not happened yet in this process.
-    std::env::set_var("SOFTHSM2_CONF", &conf);
-    let out = Command::new("softhsm2-util")
-        .args([
-            "--init-token",
-            "--free",
-            "--label",
-            LABEL,
-            "--pin",
-            PIN,
-            "--so-pin",
-            "12345678",
-        ])
-        .output()
-        .expect("softhsm2-util runs (run ./scripts/test, which installs softhsm2)");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }
 
 fn open(data: &Path, clock: &ManualClock) -> Kms {
@@ -77,7 +42,7 @@ fn open(data: &Path, clock: &ManualClock) -> Kms {
 #[test]
 fn hsm_backups_hold_the_token_reference() {
     let dir = tempfile::tempdir().unwrap();
-    init_token(dir.path());
+    softhsm::init_tokens(dir.path(), &[LABEL], PIN);
     let clock = ManualClock::starting_now();
     let data = dir.path().join("data");
     let kms = open(&data, &clock);

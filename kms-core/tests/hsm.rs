@@ -4,8 +4,8 @@
 //! One test function: SoftHSM reads its configuration once per process, so the token and
 //! every check share it.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+mod softhsm;
+
 use std::sync::Arc;
 
 use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
@@ -23,53 +23,9 @@ const LABEL: &str = "sealstore-test";
 const OTHER_LABEL: &str = "another-token";
 const PIN: &str = "1234";
 
-fn module() -> PathBuf {
-    let path =
-        PathBuf::from(std::env::var("SOFTHSM2_MODULE").unwrap_or_else(|_| "/usr/lib/softhsm/libsofthsm2.so".into()));
-    assert!(
-        path.exists(),
-        "SoftHSM2 is not installed ({} is missing): run ./scripts/test, which installs it",
-        path.display()
-    );
-    path
-}
-
-/// Fresh SoftHSM2 tokens in `dir` (`LABEL` and `OTHER_LABEL`), for this process.
-fn init_tokens(dir: &Path) {
-    let tokens = dir.join("tokens");
-    std::fs::create_dir_all(&tokens).unwrap();
-    let conf = dir.join("softhsm2.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n",
-            tokens.display()
-        ),
-    )
-    .unwrap();
-    // Read by the module at C_Initialize, which has not happened yet in this process.
-    std::env::set_var("SOFTHSM2_CONF", &conf);
-    for label in [LABEL, OTHER_LABEL] {
-        let out = Command::new("softhsm2-util")
-            .args([
-                "--init-token",
-                "--free",
-                "--label",
-                label,
-                "--pin",
-                PIN,
-                "--so-pin",
-                "12345678",
-            ])
-            .output()
-            .expect("softhsm2-util runs (run ./scripts/test, which installs softhsm2)");
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    }
-}
-
 fn config(pin: &str, sessions: usize) -> HsmConfig {
     HsmConfig {
-        module: module(),
+        module: softhsm::module(),
         token_label: LABEL.into(),
         pin: Zeroizing::new(pin.into()),
         sessions,
@@ -79,7 +35,7 @@ fn config(pin: &str, sessions: usize) -> HsmConfig {
 #[test]
 fn hsm_keys_live_and_work_only_inside_the_token() {
     let dir = tempfile::tempdir().unwrap();
-    init_tokens(dir.path());
+    softhsm::init_tokens(dir.path(), &[LABEL, OTHER_LABEL], PIN);
 
     // Errors at start, with the reason. (Before any good login: PKCS#11 logins are per process.)
     let wrong = HsmProtection::open(&config("0000", 1)).unwrap_err().to_string();
@@ -173,7 +129,7 @@ fn hsm_keys_live_and_work_only_inside_the_token() {
     });
 
     // Ask the token for the key's value, as any PKCS#11 client could: it refuses.
-    let pkcs11 = Pkcs11::new(module()).unwrap();
+    let pkcs11 = Pkcs11::new(softhsm::module()).unwrap();
     let _ = pkcs11.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK));
     let slot = pkcs11
         .get_slots_with_initialized_token()

@@ -4,8 +4,8 @@
 //!
 //! One test function: SoftHSM reads its configuration once per process.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+mod softhsm;
+
 use std::sync::Arc;
 
 use aws_lc_rs::signature::{self, UnparsedPublicKey, VerificationAlgorithm};
@@ -23,48 +23,6 @@ use zeroize::Zeroizing;
 
 const LABEL: &str = "sealstore-asym";
 const PIN: &str = "1234";
-
-fn module() -> PathBuf {
-    let path =
-        PathBuf::from(std::env::var("SOFTHSM2_MODULE").unwrap_or_else(|_| "/usr/lib/softhsm/libsofthsm2.so".into()));
-    assert!(
-        path.exists(),
-        "SoftHSM2 is not installed ({} is missing): run ./scripts/test, which installs it",
-        path.display()
-    );
-    path
-}
-
-/// A fresh SoftHSM2 token in `dir`, for this process.
-fn init_token(dir: &Path) {
-    let tokens = dir.join("tokens");
-    std::fs::create_dir_all(&tokens).unwrap();
-    let conf = dir.join("softhsm2.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n",
-            tokens.display()
-        ),
-    )
-    .unwrap();
-    // Read by the module at C_Initialize, which has not happened yet in this process.
-    std::env::set_var("SOFTHSM2_CONF", &conf);
-    let out = Command::new("softhsm2-util")
-        .args([
-            "--init-token",
-            "--free",
-            "--label",
-            LABEL,
-            "--pin",
-            PIN,
-            "--so-pin",
-            "12345678",
-        ])
-        .output()
-        .expect("softhsm2-util runs (run ./scripts/test, which installs softhsm2)");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-}
 
 fn input<'a>(key: &'a Ocid, version: Option<&'a Ocid>, message: &'a [u8], alg: &str) -> SignatureInput<'a> {
     SignatureInput {
@@ -100,7 +58,7 @@ fn aws_verifier(spec: KeySpec, alg: &str) -> Option<&'static dyn VerificationAlg
 
 /// A session on the token, as any PKCS#11 client would open one.
 fn inspector() -> Session {
-    let pkcs11 = Pkcs11::new(module()).unwrap();
+    let pkcs11 = Pkcs11::new(softhsm::module()).unwrap();
     let _ = pkcs11.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK));
     let slot = pkcs11
         .get_slots_with_initialized_token()
@@ -125,7 +83,7 @@ fn objects(session: &Session, version: &Ocid, class: ObjectClass) -> Vec<cryptok
 #[test]
 fn rsa_ecdsa_and_short_aes_keys_live_and_work_inside_the_token() {
     let dir = tempfile::tempdir().unwrap();
-    init_token(dir.path());
+    softhsm::init_tokens(dir.path(), &[LABEL], PIN);
     let clock = ManualClock::starting_now();
     let mut kms = Kms::open(KmsConfig {
         clock: Arc::new(clock.clone()),
@@ -134,7 +92,7 @@ fn rsa_ecdsa_and_short_aes_keys_live_and_work_inside_the_token() {
     .unwrap();
     kms.register_protection(Arc::new(
         HsmProtection::open(&HsmConfig {
-            module: module(),
+            module: softhsm::module(),
             token_label: LABEL.into(),
             pin: Zeroizing::new(PIN.into()),
             sessions: 2,

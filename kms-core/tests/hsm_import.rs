@@ -4,8 +4,8 @@
 //! with the key's own public key). One test function: SoftHSM reads its configuration once per
 //! process.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+mod softhsm;
+
 use std::sync::Arc;
 
 use aws_lc_rs::encoding::AsDer;
@@ -27,54 +27,14 @@ use zeroize::Zeroizing;
 const LABEL: &str = "sealstore-import";
 const PIN: &str = "1234";
 
-fn module() -> PathBuf {
-    let path =
-        PathBuf::from(std::env::var("SOFTHSM2_MODULE").unwrap_or_else(|_| "/usr/lib/softhsm/libsofthsm2.so".into()));
-    assert!(
-        path.exists(),
-        "SoftHSM2 is not installed ({} is missing): run ./scripts/test, which installs it",
-        path.display()
-    );
-    path
-}
-
-fn init_token(dir: &Path) {
-    let tokens = dir.join("tokens");
-    std::fs::create_dir_all(&tokens).unwrap();
-    let conf = dir.join("softhsm2.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n",
-            tokens.display()
-        ),
-    )
-    .unwrap();
-    std::env::set_var("SOFTHSM2_CONF", &conf);
-    let out = Command::new("softhsm2-util")
-        .args([
-            "--init-token",
-            "--free",
-            "--label",
-            LABEL,
-            "--pin",
-            PIN,
-            "--so-pin",
-            "12345678",
-        ])
-        .output()
-        .expect("softhsm2-util runs (run ./scripts/test, which installs softhsm2)");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-}
-
 #[test]
 fn imported_material_is_unwrapped_into_the_token_and_works_there() {
     let dir = tempfile::tempdir().unwrap();
-    init_token(dir.path());
+    softhsm::init_tokens(dir.path(), &[LABEL], PIN);
     let mut kms = Kms::open(KmsConfig::new(dir.path().join("data"))).unwrap();
     kms.register_protection(Arc::new(
         HsmProtection::open(&HsmConfig {
-            module: module(),
+            module: softhsm::module(),
             token_label: LABEL.into(),
             pin: Zeroizing::new(PIN.into()),
             sessions: 2,
@@ -170,7 +130,7 @@ fn imported_material_is_unwrapped_into_the_token_and_works_there() {
 
     // What a PKCS#11 client sees in the token: each imported secret is sensitive and not
     // extractable; nothing else (the one-time wrapping keys are gone).
-    let pkcs11 = Pkcs11::new(module()).unwrap();
+    let pkcs11 = Pkcs11::new(softhsm::module()).unwrap();
     let _ = pkcs11.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK));
     let slot = pkcs11
         .get_slots_with_initialized_token()
