@@ -161,13 +161,154 @@ fn quick_bench_all_measures_every_kind_plots_and_compares() {
     let height = u32::from_be_bytes(png[20..24].try_into().unwrap());
     assert!(width >= 800 && height >= 400, "{width}x{height}");
 
-    // Compared with itself: every line is there on both sides, unchanged.
+    // Durations are plain seconds, never serde's {"secs", "nanos"}.
+    let text = std::fs::read_to_string(out.join("results.json")).unwrap();
+    assert!(!text.contains("\"secs\"") && !text.contains("\"nanos\""), "{text}");
+    for kind in ["object", "s3"] {
+        let seconds = doc["parameters"][kind]["load"]["secondsPerLine"].as_f64();
+        assert_eq!(seconds, Some(0.3), "{kind}: {}", doc["parameters"][kind]);
+    }
+    // Every line has a role; the peers are not drawn as sealstore.
+    for r in results {
+        let name = r["name"].as_str().unwrap();
+        let role = r["role"].as_str().unwrap();
+        let expected = if name.starts_with("openssl") || name.contains("LUKS") {
+            "peer"
+        } else if name.starts_with("sealstore") {
+            "sealstore"
+        } else if r["baseline"] == true {
+            "baseline"
+        } else {
+            role
+        };
+        assert_eq!(role, expected, "{r}");
+    }
+    assert_fits_80_columns(&stdout);
+
+    // Compared with itself: every line is there on both sides, unchanged, and (a --quick run)
+    // too short to tell anything.
     let report = out.join("results.json");
     let report = report.to_str().unwrap();
     let compared = sealstore(&["bench", "compare", report, report], dir.path());
     assert!(compared.contains("0.0%"), "{compared}");
-    assert!(!compared.contains("only in"), "{compared}");
-    assert!(compared.contains("0 faster and 0 slower"), "{compared}");
+    assert!(!compared.contains("only "), "{compared}");
+    assert!(compared.contains("significant: 0 faster, 0 slower"), "{compared}");
+    assert_fits_80_columns(&compared);
+}
+
+/// Every line of `text` but the "wrote PATH" ones is at most 80 characters.
+fn assert_fits_80_columns(text: &str) {
+    for line in text.lines().filter(|l| !l.starts_with("wrote ")) {
+        assert!(
+            line.chars().count() <= 80,
+            "{} columns: {line:?}\n{text}",
+            line.chars().count()
+        );
+    }
+}
+
+/// `sealstore bench compare` on two files; its exit status, stdout and stderr.
+fn compare(
+    dir: &Path,
+    before: &serde_json::Value,
+    after: &serde_json::Value,
+    extra: &[&str],
+) -> (bool, String, String) {
+    let (a, b) = (dir.join("before.json"), dir.join("after.json"));
+    std::fs::write(&a, serde_json::to_vec(before).unwrap()).unwrap();
+    std::fs::write(&b, serde_json::to_vec(after).unwrap()).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_sealstore"))
+        .args(["bench", "compare"])
+        .arg(&a)
+        .arg(&b)
+        .args(extra)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn quick_crypto_fits_80_columns_and_compare_judges_noise_and_parameters() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("results");
+    let stdout = sealstore(
+        &["bench", "crypto", "--quick", "--out", out.to_str().unwrap()],
+        dir.path(),
+    );
+    assert!(stdout.contains("CRYPTO\n"), "{stdout}");
+    assert_fits_80_columns(&stdout);
+    let report: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join("results.json")).unwrap()).unwrap();
+    for r in report["results"].as_array().unwrap() {
+        let name = r["name"].as_str().unwrap();
+        let role = if name.starts_with("sealstore") {
+            "sealstore"
+        } else if name.starts_with("openssl") || name == "raw aws-lc, one 1 MiB unit" {
+            "peer"
+        } else {
+            "baseline"
+        };
+        assert_eq!(r["role"], role, "{r}");
+    }
+    let svg = std::fs::read_to_string(out.join("crypto-throughput.svg")).unwrap();
+    assert!(
+        svg.contains("#0072B2") && svg.contains("#969696"),
+        "sealstore blue, baselines grey"
+    );
+
+    // Two identical --quick runs: every change is "too short" to tell, none significant.
+    let (ok, text, stderr) = compare(dir.path(), &report, &report, &[]);
+    assert!(ok, "{stderr}");
+    assert!(text.contains("significant: 0 faster, 0 slower"), "{text}");
+    assert!(text.contains("too short"), "{text}");
+    assert!(text.contains("--quick is a smoke run"), "{text}");
+    assert_fits_80_columns(&text);
+
+    // Longer runs: a line whose rounds spread over ±20% moved 15% (noise), one measured once
+    // moved 50% (beyond the 5% threshold: significant).
+    let mut before = report.clone();
+    before["parameters"]["crypto"]["secondsPerLine"] = 3.0.into();
+    before["parameters"]["crypto"]["quick"] = false.into();
+    let lines = before["results"].as_array_mut().unwrap();
+    lines.truncate(2);
+    for line in lines.iter_mut() {
+        line["value"] = 1000.0.into();
+        line["seconds"] = 3.0.into();
+    }
+    lines[0]["rounds"] = serde_json::json!([800.0, 1000.0, 1200.0]);
+    let mut after = before.clone();
+    after["results"][0]["value"] = 1150.0.into();
+    after["results"][0]["rounds"] = serde_json::json!([1100.0, 1150.0, 1200.0]);
+    after["results"][1]["value"] = 1500.0.into();
+    let (ok, text, stderr) = compare(dir.path(), &before, &after, &[]);
+    assert!(ok, "{stderr}");
+    assert!(text.contains("+15.0%") && text.contains("noise ±40%"), "{text}");
+    assert!(text.contains("+50.0%") && text.contains("FASTER"), "{text}");
+    assert!(text.contains("significant: 1 faster, 0 slower"), "{text}");
+    assert!(text.contains("1 within the noise"), "{text}");
+
+    // Different parameters: refused, the fields listed; compared with a warning when allowed.
+    after["parameters"]["crypto"]["objectSize"] = 67108864.into();
+    after["parameters"]["crypto"]["secondsPerLine"] = 10.0.into();
+    let (ok, text, stderr) = compare(dir.path(), &before, &after, &[]);
+    assert!(!ok, "{text}");
+    assert!(stderr.contains("parameters differ"), "{stderr}");
+    assert!(stderr.contains("crypto.objectSize: 8388608 → 67108864"), "{stderr}");
+    assert!(stderr.contains("crypto.secondsPerLine: 3.0 → 10.0"), "{stderr}");
+    let (ok, text, stderr) = compare(dir.path(), &before, &after, &["--allow-different-parameters"]);
+    assert!(ok, "{stderr}");
+    assert!(text.contains("WARNING: the runs' parameters differ"), "{text}");
+    assert!(text.contains("crypto.objectSize: 8388608 → 67108864"), "{text}");
+    // Another machine: compared, with a warning.
+    let mut elsewhere = before.clone();
+    elsewhere["machine"]["threads"] = 64.into();
+    let (ok, text, stderr) = compare(dir.path(), &before, &elsewhere, &[]);
+    assert!(ok, "{stderr}");
+    assert!(text.contains("WARNING: different machines"), "{text}");
+    assert!(text.contains("machine.threads: "), "{text}");
 }
 
 #[test]

@@ -1,9 +1,85 @@
 //! Differences between two benchmark [`Report`]s: the lines of both matched by kind, group and
-//! name, and a table of them for the terminal (`sealstore bench compare`).
+//! name, each change judged against the run-to-run noise, the parameters of both runs
+//! checked, and a table of them for the terminal (`sealstore bench compare`).
+//!
+//! The noise of a line is the spread of its rounds ((max − min) / median, the larger of the
+//! two reports') where it ran several rounds, never less than the stated threshold
+//! (`--noise`); a line measured for under [`MIN_SECONDS`] in one round (a `--quick` smoke run)
+//! is too short to tell anything.
 
 use std::fmt::Write as _;
 
-use super::{format_latency, format_rate, Measured, Report, Unit};
+use serde_json::Value;
+
+use super::table::{Row, Table, WIDTH};
+use super::{format_latency, format_rate, truncate, Measured, Report, Unit};
+
+/// Shortest measurement, seconds per line, whose change means something without rounds.
+pub const MIN_SECONDS: f64 = 1.0;
+
+/// Parameters that differ between runs without changing what is measured: working
+/// directories and the endpoints' addresses (sealstore's own server listens on a fresh port).
+const IGNORED_PARAMETERS: [&str; 2] = ["dir", "endpoints"];
+
+/// What a change amounts to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Faster by more than the noise.
+    Faster,
+    /// Slower by more than the noise.
+    Slower,
+    /// Within the noise.
+    Noise,
+    /// Measured too briefly (under [`MIN_SECONDS`] per line, one round) to tell.
+    TooShort,
+    /// In one report only, or not comparable (a rate of 0 before).
+    Unmatched,
+}
+
+impl Verdict {
+    fn word(self) -> &'static str {
+        match self {
+            Verdict::Faster => "FASTER",
+            Verdict::Slower => "SLOWER",
+            Verdict::Noise => "noise",
+            Verdict::TooShort => "too short",
+            Verdict::Unmatched => "",
+        }
+    }
+}
+
+/// One field that differs between the two runs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FieldDifference {
+    /// "crypto.objectSize", "machine.cpu".
+    pub field: String,
+    /// Its value in the first report (`-`: absent).
+    pub before: String,
+    /// Its value in the second report.
+    pub after: String,
+}
+
+impl std::fmt::Display for FieldDifference {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {} → {}", self.field, self.before, self.after)
+    }
+}
+
+/// Why two reports were not compared.
+#[derive(Debug, thiserror::Error)]
+pub enum CompareError {
+    /// The runs measured with different parameters (sizes, durations, clients...).
+    #[error(
+        "the two runs' parameters differ, so their rates are not comparable:\n{}\n\
+         (--allow-different-parameters compares them anyway)",
+        list(.0)
+    )]
+    ParametersDiffer(Vec<FieldDifference>),
+}
+
+fn list(fields: &[FieldDifference]) -> String {
+    fields.iter().map(|f| format!("  {f}")).collect::<Vec<_>>().join("\n")
+}
 
 /// One line present in either report.
 #[derive(Debug, Clone, PartialEq)]
@@ -26,6 +102,10 @@ pub struct Difference {
     pub p99_before_us: Option<f64>,
     /// The 99th-percentile latency in the second report, microseconds.
     pub p99_after_us: Option<f64>,
+    /// The change below which it is noise (0.05 = 5%), when both reports have the line.
+    pub noise: Option<f64>,
+    /// What the change amounts to.
+    pub verdict: Verdict,
 }
 
 impl Difference {
@@ -40,19 +120,69 @@ impl Difference {
             change: None,
             p99_before_us: None,
             p99_after_us: None,
+            noise: None,
+            verdict: Verdict::Unmatched,
         }
     }
+}
+
+/// (max − min) / median of a line's rounds, when it ran at least two.
+pub fn spread(rounds: &[f64]) -> Option<f64> {
+    let mut values: Vec<f64> = rounds.iter().copied().filter(|v| v.is_finite()).collect();
+    if values.len() < 2 {
+        return None;
+    }
+    values.sort_by(f64::total_cmp);
+    let median = values[values.len() / 2];
+    (median > 0.0).then(|| (values[values.len() - 1] - values[0]) / median)
+}
+
+/// Seconds each line of `kind` ran in `report`: its parameters' `secondsPerLine` (at the top
+/// or in `load`), else the line's own measured seconds (0 for a rate a peer tool reported).
+fn seconds_per_line(report: &Report, line: &Measured) -> f64 {
+    let parameters = report.parameters.get(&line.kind);
+    let stated = parameters
+        .and_then(|p| {
+            p.get("secondsPerLine")
+                .or_else(|| p.get("load").and_then(|l| l.get("secondsPerLine")))
+        })
+        .and_then(Value::as_f64);
+    stated.unwrap_or(line.seconds)
+}
+
+/// The noise band of a matched line and what its change amounts to, with `threshold` the
+/// least change that counts.
+fn judge(before: (&Report, &Measured), after: (&Report, &Measured), change: f64, threshold: f64) -> (f64, Verdict) {
+    let spreads = [spread(&before.1.rounds), spread(&after.1.rounds)];
+    let band = spreads.iter().flatten().fold(threshold, |a, b| a.max(*b));
+    let measured_spread = spreads.iter().any(Option::is_some);
+    let short = |(report, line): (&Report, &Measured)| {
+        let seconds = seconds_per_line(report, line);
+        seconds > 0.0 && seconds < MIN_SECONDS
+    };
+    let verdict = if !measured_spread && (short(before) || short(after)) {
+        Verdict::TooShort
+    } else if change.abs() <= band {
+        Verdict::Noise
+    } else if change > 0.0 {
+        Verdict::Faster
+    } else {
+        Verdict::Slower
+    };
+    (band, verdict)
 }
 
 fn same_line(a: &Measured, b: &Measured) -> bool {
     a.kind == b.kind && a.group == b.group && a.name == b.name && a.unit == b.unit
 }
 
-/// Lines matched by (kind, group, name), in `before`'s order then lines only in `after`.
+/// Lines matched by (kind, group, name), in `before`'s order then lines only in `after`, each
+/// change judged against its noise (at least `threshold`, 0.05 = 5%).
 ///
 /// A line whose unit differs between the reports is not matched: it appears twice, once only in
 /// `before` and once only in `after`. Each line of `after` is matched at most once.
-pub fn differences(before: &Report, after: &Report) -> Vec<Difference> {
+pub fn differences(before: &Report, after: &Report, threshold: f64) -> Vec<Difference> {
+    let threshold = if threshold.is_finite() { threshold.abs() } else { 0.0 };
     let mut used = vec![false; after.results.len()];
     let mut out = Vec::with_capacity(before.results.len().max(after.results.len()));
     for old in &before.results {
@@ -70,6 +200,10 @@ pub fn differences(before: &Report, after: &Report) -> Vec<Difference> {
             diff.p99_after_us = new.latency.as_ref().map(|l| l.p99_us);
             diff.change = (old.value > 0.0 && old.value.is_finite() && new.value.is_finite())
                 .then(|| new.value / old.value - 1.0);
+            if let Some(change) = diff.change {
+                let (band, verdict) = judge((before, old), (after, new), change, threshold);
+                (diff.noise, diff.verdict) = (Some(band), verdict);
+            }
         }
         out.push(diff);
     }
@@ -92,40 +226,163 @@ fn format_change(change: f64) -> String {
     }
 }
 
-/// One report in the header: "sealstore bench all 0.4.0, 2025-01-01T00:00:00Z, AMD EPYC (4 threads)".
-fn describe(report: &Report) -> String {
+/// One report in the header, on lines of at most [`WIDTH`] characters:
+/// "before: main.json", "  sealstore bench all 0.4.0, 2025-01-01T00:00:00Z",
+/// "  AMD EPYC (4 threads, linux x86_64)".
+fn describe(out: &mut String, which: &str, label: &str, report: &Report) {
     let machine = &report.machine;
-    format!(
-        "{} {}, {}, {} ({} threads, {} {})",
-        report.tool,
-        report.version,
-        report.date,
-        machine.cpu.as_deref().unwrap_or("unknown CPU"),
-        machine.threads,
-        machine.os,
-        machine.arch
-    )
+    for line in [
+        format!("{which}: {label}"),
+        format!("  {} {}, {}", report.tool, report.version, report.date),
+        format!(
+            "  {} ({} threads, {} {})",
+            machine.cpu.as_deref().unwrap_or("unknown CPU"),
+            machine.threads,
+            machine.os,
+            machine.arch
+        ),
+    ] {
+        let _ = writeln!(out, "{}", truncate(&line, WIDTH));
+    }
 }
 
-/// Longest group or name shown, in characters.
-const MAX_CELL: usize = 48;
+/// A JSON value for people: strings without quotes, absent as "-".
+fn show(value: Option<&Value>) -> String {
+    match value {
+        None => "-".into(),
+        Some(Value::String(s)) => s.clone(),
+        Some(v) => v.to_string(),
+    }
+}
 
-/// A table for the terminal: a header naming both reports (tool, version, date, machine CPU and
-/// threads of each), then per kind a section with columns MEASURED (group), IMPLEMENTATION
-/// (name), BEFORE, AFTER, CHANGE ("+12.3%", "-4.0%", "only in before", "only in after") and,
-/// when some line of the kind has latencies in both reports, P99 BEFORE → AFTER; and a last line
-/// counting the lines faster or slower by more than `noise` (0.05 = 5%) and those within it.
-pub fn render(before: &Report, after: &Report, before_label: &str, after_label: &str, noise: f64) -> String {
-    let noise = if noise.is_finite() { noise.abs() } else { 0.0 };
-    let diffs = differences(before, after);
+/// The leaves of `value` by dotted path under `prefix` (objects only; arrays are leaves),
+/// without the [`IGNORED_PARAMETERS`].
+fn leaves<'a>(prefix: &str, value: &'a Value, out: &mut Vec<(String, &'a Value)>) {
+    match value {
+        Value::Object(fields) => {
+            for (name, v) in fields {
+                if !IGNORED_PARAMETERS.contains(&name.as_str()) {
+                    leaves(&format!("{prefix}.{name}"), v, out);
+                }
+            }
+        }
+        v => out.push((prefix.to_owned(), v)),
+    }
+}
+
+/// The parameters that differ between the runs, for each kind both ran ("crypto.objectSize",
+/// "s3.load.smallClients"); working directories and endpoint addresses do not count.
+pub fn parameter_differences(before: &Report, after: &Report) -> Vec<FieldDifference> {
+    let mut out = Vec::new();
+    for (kind, old) in &before.parameters {
+        let Some(new) = after.parameters.get(kind) else {
+            continue;
+        };
+        let (mut old_leaves, mut new_leaves) = (Vec::new(), Vec::new());
+        leaves(kind, old, &mut old_leaves);
+        leaves(kind, new, &mut new_leaves);
+        for (field, value) in &old_leaves {
+            let other = new_leaves.iter().find(|(f, _)| f == field).map(|(_, v)| *v);
+            if other != Some(*value) {
+                out.push(FieldDifference {
+                    field: field.clone(),
+                    before: show(Some(value)),
+                    after: show(other),
+                });
+            }
+        }
+        for (field, value) in &new_leaves {
+            if !old_leaves.iter().any(|(f, _)| f == field) {
+                out.push(FieldDifference {
+                    field: field.clone(),
+                    before: "-".into(),
+                    after: show(Some(value)),
+                });
+            }
+        }
+    }
+    out
+}
+
+/// How the two machines differ: CPU model, threads, OS and architecture.
+pub fn machine_differences(before: &Report, after: &Report) -> Vec<FieldDifference> {
+    let (a, b) = (&before.machine, &after.machine);
+    let unknown = || "unknown".to_owned();
+    [
+        (
+            "machine.cpu",
+            a.cpu.clone().unwrap_or_else(unknown),
+            b.cpu.clone().unwrap_or_else(unknown),
+        ),
+        ("machine.threads", a.threads.to_string(), b.threads.to_string()),
+        ("machine.os", a.os.clone(), b.os.clone()),
+        ("machine.arch", a.arch.clone(), b.arch.clone()),
+    ]
+    .into_iter()
+    .filter(|(_, x, y)| x != y)
+    .map(|(field, before, after)| FieldDifference {
+        field: field.into(),
+        before,
+        after,
+    })
+    .collect()
+}
+
+/// How [`render`] compares.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Options {
+    /// The least change that counts (0.05 = 5%), whatever the rounds' spread.
+    pub noise: f64,
+    /// Compare runs whose parameters differ (with a warning) instead of refusing.
+    pub allow_different_parameters: bool,
+}
+
+/// A table for the terminal, every line at most [`WIDTH`] characters: a header naming both
+/// reports (tool, version, date, machine), warnings where the machines differ (and, when
+/// allowed, the parameters), then per kind a section with a title line per group (MEASURED)
+/// and per line IMPLEMENTATION, BEFORE, AFTER, CHANGE and VERDICT ("FASTER" or "SLOWER"
+/// beyond the noise, "noise ±N%", "too short", "only before", "only after"), with the p99
+/// latencies below where both reports timed the line; last, the counts of each verdict.
+///
+/// Refuses ([`CompareError::ParametersDiffer`]) when the runs' parameters differ, unless
+/// `options.allow_different_parameters`.
+pub fn render(
+    before: &Report,
+    after: &Report,
+    before_label: &str,
+    after_label: &str,
+    options: Options,
+) -> Result<String, CompareError> {
+    let parameters = parameter_differences(before, after);
+    if !parameters.is_empty() && !options.allow_different_parameters {
+        return Err(CompareError::ParametersDiffer(parameters));
+    }
+    let threshold = if options.noise.is_finite() {
+        options.noise.abs()
+    } else {
+        0.0
+    };
+    let diffs = differences(before, after, threshold);
     let mut out = String::new();
-    let width = before_label.chars().count().max(after_label.chars().count());
-    let _ = writeln!(out, "before  {before_label:<width$}  {}", describe(before));
-    let _ = writeln!(out, "after   {after_label:<width$}  {}", describe(after));
+    describe(&mut out, "before", before_label, before);
+    describe(&mut out, "after", after_label, after);
+    let machines = machine_differences(before, after);
+    if !machines.is_empty() {
+        let _ = writeln!(out, "\nWARNING: different machines; changes may be the machine's:");
+        for f in &machines {
+            let _ = writeln!(out, "{}", truncate(&format!("  {f}"), WIDTH));
+        }
+    }
+    if !parameters.is_empty() {
+        let _ = writeln!(out, "\nWARNING: the runs' parameters differ (compared anyway):");
+        for f in &parameters {
+            let _ = writeln!(out, "{}", truncate(&format!("  {f}"), WIDTH));
+        }
+    }
 
     if diffs.is_empty() {
         out.push_str("\nno results in either report\n");
-        return out;
+        return Ok(out);
     }
 
     let mut kinds: Vec<&str> = Vec::new();
@@ -135,102 +392,71 @@ pub fn render(before: &Report, after: &Report, before_label: &str, after_label: 
         }
     }
     for kind in kinds {
-        let rows: Vec<&Difference> = diffs.iter().filter(|d| d.kind == kind).collect();
-        let with_p99 = rows
-            .iter()
-            .any(|d| d.p99_before_us.is_some() && d.p99_after_us.is_some());
-        let mut table: Vec<Vec<String>> = Vec::with_capacity(rows.len() + 1);
-        let mut header: Vec<String> = ["MEASURED", "IMPLEMENTATION", "BEFORE", "AFTER", "CHANGE"]
-            .iter()
-            .map(|h| h.to_string())
-            .collect();
-        if with_p99 {
-            header.push("P99 BEFORE → AFTER".into());
-        }
-        table.push(header);
+        let mut table = Table {
+            header: ["IMPLEMENTATION", "BEFORE", "AFTER", "CHANGE", "VERDICT"]
+                .iter()
+                .map(|h| h.to_string())
+                .collect(),
+            rows: Vec::new(),
+            indent: 2,
+        };
         let mut previous_group: Option<&str> = None;
-        for d in &rows {
-            let group = if previous_group == Some(d.group.as_str()) {
-                String::new()
-            } else {
-                super::truncate(&d.group, MAX_CELL)
-            };
-            previous_group = Some(&d.group);
+        for d in diffs.iter().filter(|d| d.kind == kind) {
+            if previous_group != Some(d.group.as_str()) {
+                table.rows.push(Row::Text(d.group.clone()));
+                previous_group = Some(&d.group);
+            }
             let rate = |v: Option<f64>| v.map_or_else(|| "-".to_owned(), |v| format_rate(d.unit, v));
-            let change = match (d.before, d.after, d.change) {
-                (_, _, Some(change)) => format_change(change),
-                (Some(_), None, _) => "only in before".into(),
-                (None, Some(_), _) => "only in after".into(),
-                _ => "-".into(),
+            let verdict = match (d.before, d.after, d.verdict, d.noise) {
+                (_, _, Verdict::Noise, Some(band)) => format!("noise ±{:.0}%", band * 100.0),
+                (Some(_), None, _, _) => "only before".into(),
+                (None, Some(_), _, _) => "only after".into(),
+                (_, _, verdict, _) => verdict.word().into(),
             };
-            let mut row = vec![
-                group,
-                super::truncate(&d.name, MAX_CELL),
+            table.rows.push(Row::Cells(vec![
+                d.name.clone(),
                 rate(d.before),
                 rate(d.after),
-                change,
-            ];
-            if with_p99 {
-                row.push(match (d.p99_before_us, d.p99_after_us) {
-                    (Some(b), Some(a)) => format!("{} → {}", format_latency(b), format_latency(a)),
-                    _ => String::new(),
-                });
+                d.change.map_or_else(|| "-".into(), format_change),
+                verdict,
+            ]));
+            if let (Some(b), Some(a)) = (d.p99_before_us, d.p99_after_us) {
+                table.rows.push(Row::Text(format!(
+                    "    p99 latency {} → {}",
+                    format_latency(b),
+                    format_latency(a)
+                )));
             }
-            table.push(row);
         }
-        let _ = writeln!(out, "\n{kind}");
-        write_table(&mut out, &table);
+        let _ = write!(out, "\n{}\n{}", kind.to_uppercase(), table.render());
     }
 
-    let (mut faster, mut slower, mut within, mut unmatched) = (0, 0, 0, 0);
-    for d in &diffs {
-        match d.change {
-            Some(c) if c > noise => faster += 1,
-            Some(c) if c < -noise => slower += 1,
-            Some(_) => within += 1,
-            None if d.before.is_some() && d.after.is_some() => within += 1,
-            None => unmatched += 1,
-        }
-    }
+    let count = |v: Verdict| diffs.iter().filter(|d| d.verdict == v).count();
     let _ = writeln!(
         out,
-        "\n{faster} faster and {slower} slower by more than {:.1}%, {within} within noise, \
-         {unmatched} in one report only",
-        noise * 100.0
+        "\nsignificant: {} faster, {} slower (beyond the noise)\n\
+         not significant: {} within the noise, {} too short to tell\n\
+         {} in one report only",
+        count(Verdict::Faster),
+        count(Verdict::Slower),
+        count(Verdict::Noise),
+        count(Verdict::TooShort),
+        count(Verdict::Unmatched),
     );
-    out
-}
-
-/// Columns separated by two spaces: text columns (the first two) left-aligned, the others
-/// right-aligned; the last column is not padded.
-fn write_table(out: &mut String, table: &[Vec<String>]) {
-    let columns = table.iter().map(Vec::len).max().unwrap_or(0);
-    let widths: Vec<usize> = (0..columns)
-        .map(|c| {
-            table
-                .iter()
-                .filter_map(|row| row.get(c))
-                .map(|cell| cell.chars().count())
-                .max()
-                .unwrap_or(0)
-        })
-        .collect();
-    for row in table {
-        let mut line = String::new();
-        for (c, cell) in row.iter().enumerate() {
-            if c > 0 {
-                line.push_str("  ");
-            }
-            let width = widths[c];
-            if c < 2 {
-                let _ = write!(line, "{cell:<width$}");
-            } else {
-                let _ = write!(line, "{cell:>width$}");
-            }
-        }
-        out.push_str(line.trim_end());
-        out.push('\n');
+    let _ = writeln!(
+        out,
+        "noise: a line's spread over its rounds ((max - min) / median, either report),\n\
+         at least {:.1}% (--noise) and exactly that for lines run in one round.",
+        threshold * 100.0
+    );
+    if count(Verdict::TooShort) > 0 {
+        let _ = writeln!(
+            out,
+            "too short: one round of under {MIN_SECONDS:.0} s per line (--quick is a smoke run);\n\
+             rerun with --duration 3 or more, or --rounds 3, to compare."
+        );
     }
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -301,7 +527,7 @@ mod tests {
     #[test]
     fn matches_lines_by_kind_group_name_and_unit() {
         let (before, after) = pair();
-        let diffs = differences(&before, &after);
+        let diffs = differences(&before, &after, 0.05);
         let keys: Vec<_> = diffs
             .iter()
             .map(|d| (d.kind.as_str(), d.group.as_str(), d.name.as_str(), d.before, d.after))
@@ -339,7 +565,7 @@ mod tests {
     fn zero_before_has_no_change() {
         let before = report("a", "c", vec![line("kms", "g", "n", Unit::OpsPerSec, 0.0)]);
         let after = report("b", "c", vec![line("kms", "g", "n", Unit::OpsPerSec, 5.0)]);
-        let diffs = differences(&before, &after);
+        let diffs = differences(&before, &after, 0.05);
         assert_eq!(diffs.len(), 1);
         assert_eq!(
             (diffs[0].before, diffs[0].after, diffs[0].change),
@@ -347,65 +573,166 @@ mod tests {
         );
     }
 
+    fn options(noise: f64) -> Options {
+        Options {
+            noise,
+            allow_different_parameters: false,
+        }
+    }
+
     #[test]
-    fn renders_a_table() {
+    fn renders_a_table_in_80_columns() {
         let (before, after) = pair();
-        let text = render(&before, &after, "main.json", "branch.json", 0.05);
+        let text = render(&before, &after, "main.json", "branch.json", options(0.05)).unwrap();
         for expected in [
-            "main.json",
-            "branch.json",
+            "before: main.json",
+            "after: branch.json",
             "sealstore bench all 0.1.0",
             "sealstore bench all 0.2.0",
             "2025-01-01T00:00:00Z",
             "Old CPU (8 threads",
             "New CPU (8 threads",
-            "MEASURED",
+            "WARNING: different machines",
+            "machine.cpu: Old CPU → New CPU",
             "IMPLEMENTATION",
             "BEFORE",
             "AFTER",
             "CHANGE",
-            "P99 BEFORE → AFTER",
-            "1.24 ms → 85 µs",
+            "VERDICT",
+            "p99 latency 1.24 ms → 85 µs",
             "+10.0%",
             "-10.0%",
             "+1.0%",
             "+4.0%",
-            "only in before",
-            "only in after",
+            "only before",
+            "only after",
             &format_rate(Unit::BytesPerSec, 2e9),
             &format_rate(Unit::OpsPerSec, 1100.0),
         ] {
             assert!(text.contains(expected), "missing {expected:?} in\n{text}");
         }
-        // Sections in order of first appearance, P99 only where both reports timed the line.
-        let crypto = text.find("\ncrypto\n").unwrap();
-        let object = text.find("\nobject\n").unwrap();
-        let kms = text.find("\nkms\n").unwrap();
-        let s3 = text.find("\ns3\n").unwrap();
+        for line in text.lines() {
+            assert!(line.chars().count() <= WIDTH, "{line:?} is wider than {WIDTH}");
+        }
+        // Sections in order of first appearance, each group a line of its own.
+        let crypto = text.find("\nCRYPTO\n").unwrap();
+        let object = text.find("\nOBJECT\n").unwrap();
+        let kms = text.find("\nKMS\n").unwrap();
+        let s3 = text.find("\nS3\n").unwrap();
         assert!(crypto < object && object < kms && kms < s3);
-        assert_eq!(text.matches("P99 BEFORE").count(), 1);
+        assert!(text.contains("\nGCM seal\n"), "{text}");
+        assert_eq!(text.matches("p99 latency").count(), 1);
         // Faster: PUT +10%; slower: GCM sealstore -10%; within 5%: aws-lc +1%, XTS +4%.
-        let last = text.lines().last().unwrap();
-        assert_eq!(
-            last,
-            "1 faster and 1 slower by more than 5.0%, 2 within noise, 4 in one report only"
+        assert!(
+            text.contains("significant: 1 faster, 1 slower (beyond the noise)\n"),
+            "{text}"
         );
+        assert!(text.contains("not significant: 2 within the noise, 0 too short to tell\n4 in one report only"));
+        let verdict = |name: &str, group: &str| {
+            let diffs = differences(&before, &after, 0.05);
+            diffs
+                .iter()
+                .find(|d| d.name == name && d.group == group)
+                .unwrap()
+                .verdict
+        };
+        assert_eq!(verdict("sealstore", "GCM seal"), Verdict::Slower);
+        assert_eq!(verdict("sealstore", "PUT"), Verdict::Faster);
+        assert_eq!(verdict("aws-lc", "GCM seal"), Verdict::Noise);
     }
 
     #[test]
     fn noise_threshold_moves_lines() {
         let (before, after) = pair();
-        let text = render(&before, &after, "a", "b", 0.02);
-        assert!(text.ends_with("2 faster and 1 slower by more than 2.0%, 1 within noise, 4 in one report only\n"));
-        let text = render(&before, &after, "a", "b", 0.2);
-        assert!(text.ends_with("0 faster and 0 slower by more than 20.0%, 4 within noise, 4 in one report only\n"));
+        let text = render(&before, &after, "a", "b", options(0.02)).unwrap();
+        assert!(text.contains("significant: 2 faster, 1 slower"), "{text}");
+        assert!(text.contains("1 within the noise"), "{text}");
+        let text = render(&before, &after, "a", "b", options(0.2)).unwrap();
+        assert!(text.contains("significant: 0 faster, 0 slower"), "{text}");
+        assert!(text.contains("4 within the noise"), "{text}");
+    }
+
+    #[test]
+    fn the_spread_of_rounds_is_noise() {
+        let mut noisy = line("s3", "PUT", "sealstore", Unit::OpsPerSec, 100.0);
+        noisy.rounds = vec![60.0, 100.0, 140.0];
+        let mut steady = line("s3", "PUT", "s3s-fs", Unit::OpsPerSec, 100.0);
+        steady.rounds = vec![99.0, 100.0, 101.0];
+        let before = report("1", "c", vec![noisy.clone(), steady.clone()]);
+        noisy.value = 160.0;
+        steady.value = 130.0;
+        let after = report("1", "c", vec![noisy, steady]);
+        let diffs = differences(&before, &after, 0.05);
+        // +60% against a spread of 80%: noise; +30% against 2%: faster.
+        assert_eq!(diffs[0].verdict, Verdict::Noise);
+        assert!((diffs[0].noise.unwrap() - 0.8).abs() < 1e-9);
+        assert_eq!(diffs[1].verdict, Verdict::Faster);
+        assert_eq!(diffs[1].noise, Some(0.05));
+        assert_eq!(spread(&[5.0]), None);
+    }
+
+    #[test]
+    fn quick_runs_are_too_short_to_tell() {
+        let mut quick = line("crypto", "GCM", "sealstore", Unit::BytesPerSec, 1e9);
+        quick.seconds = 0.3;
+        let before = report("1", "c", vec![quick.clone()]);
+        quick.value = 2.17e9;
+        let after = report("1", "c", vec![quick]);
+        let text = render(&before, &after, "a", "b", options(0.05)).unwrap();
+        assert!(text.contains("+117.0%") && text.contains("too short"), "{text}");
+        assert!(text.contains("significant: 0 faster, 0 slower"), "{text}");
+        assert!(text.contains("1 too short to tell"), "{text}");
+        assert!(text.contains("--quick is a smoke run"), "{text}");
+    }
+
+    #[test]
+    fn different_parameters_are_refused_or_listed() {
+        let (mut before, mut after) = pair();
+        after.machine.cpu = before.machine.cpu.clone();
+        before.parameters.insert(
+            "crypto".into(),
+            serde_json::json!({"objectSize": 8388608, "secondsPerLine": 3.0, "dir": "/tmp/a"}),
+        );
+        after.parameters.insert(
+            "crypto".into(),
+            serde_json::json!({"objectSize": 67108864, "secondsPerLine": 3.0, "dir": "/tmp/b"}),
+        );
+        before.parameters.insert(
+            "s3".into(),
+            serde_json::json!({"load": {"smallClients": 32}, "endpoints": ["x"]}),
+        );
+        after.parameters.insert(
+            "s3".into(),
+            serde_json::json!({"load": {"smallClients": 4}, "endpoints": ["y"]}),
+        );
+        let fields: Vec<String> = parameter_differences(&before, &after)
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(
+            fields,
+            ["crypto.objectSize: 8388608 → 67108864", "s3.load.smallClients: 32 → 4"]
+        );
+        let err = render(&before, &after, "a", "b", options(0.05)).unwrap_err();
+        let message = err.to_string();
+        assert!(message.contains("parameters differ"), "{message}");
+        assert!(message.contains("crypto.objectSize: 8388608 → 67108864"), "{message}");
+        assert!(message.contains("--allow-different-parameters"), "{message}");
+        let allowed = Options {
+            noise: 0.05,
+            allow_different_parameters: true,
+        };
+        let text = render(&before, &after, "a", "b", allowed).unwrap();
+        assert!(text.contains("WARNING: the runs' parameters differ"), "{text}");
+        assert!(text.contains("s3.load.smallClients: 32 → 4"), "{text}");
+        assert!(!text.contains("different machines"), "{text}");
     }
 
     #[test]
     fn empty_reports() {
         let empty = report("1", "c", Vec::new());
-        assert!(differences(&empty, &empty).is_empty());
-        let text = render(&empty, &empty, "x", "y", 0.05);
+        assert!(differences(&empty, &empty, 0.05).is_empty());
+        let text = render(&empty, &empty, "x", "y", options(0.05)).unwrap();
         assert!(text.contains("no results in either report"));
     }
 

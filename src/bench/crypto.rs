@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use aws_lc_rs::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM};
 
-use super::{Unit, Workload};
+use super::{Role, Unit, Workload};
 use crate::crypto::segment::{SegmentCipher, SegmentSize};
 use crate::crypto::xts::{Xts, XtsKey};
 
@@ -49,6 +49,7 @@ pub fn gcm(object_size: usize) -> Vec<Workload> {
         unit: Unit::BytesPerSec,
         per_call: bytes,
         baseline: true,
+        role: Role::Baseline,
         run: Box::new(move || {
             let _ = raw_seal.seal_in_place_separate_tag(
                 Nonce::assume_unique_for_key([1; 12]),
@@ -66,6 +67,7 @@ pub fn gcm(object_size: usize) -> Vec<Workload> {
             unit: Unit::BytesPerSec,
             per_call: bytes,
             baseline: false,
+            role: Role::Sealstore,
             run: Box::new(move || pool.install(|| cipher.seal_into(0, &plain, true, &mut sealed).expect("seal"))),
         });
     }
@@ -84,6 +86,7 @@ pub fn gcm(object_size: usize) -> Vec<Workload> {
         unit: Unit::BytesPerSec,
         per_call: bytes,
         baseline: true,
+        role: Role::Baseline,
         run: Box::new(move || {
             raw.open_separate_gather(
                 Nonce::assume_unique_for_key([1; 12]),
@@ -104,6 +107,7 @@ pub fn gcm(object_size: usize) -> Vec<Workload> {
             unit: Unit::BytesPerSec,
             per_call: bytes,
             baseline: false,
+            role: Role::Sealstore,
             run: Box::new(move || pool.install(|| cipher.open_into(0, &sealed, true, &mut opened).expect("open"))),
         });
     }
@@ -121,12 +125,12 @@ pub fn xts() -> Vec<Workload> {
             "AES-256-XTS {}, 4 KiB sectors",
             if encrypt { "encrypt" } else { "decrypt" }
         );
-        let lines: [(&str, bool, u8); 3] = [
-            ("raw aws-lc, 256 units of 4 KiB", true, 0),
-            ("raw aws-lc, one 1 MiB unit", false, 1),
-            ("sealstore sector path", false, 2),
+        let lines: [(&str, bool, Role, u8); 3] = [
+            ("raw aws-lc, 256 units of 4 KiB", true, Role::Baseline, 0),
+            ("raw aws-lc, one 1 MiB unit", false, Role::Peer, 1),
+            ("sealstore sector path", false, Role::Sealstore, 2),
         ];
-        for (name, baseline, kind) in lines {
+        for (name, baseline, role, kind) in lines {
             let mut xts = Xts::new(&key).expect("XTS");
             let mut buf = vec![0x5au8; SIZE];
             out.push(Workload {
@@ -135,6 +139,7 @@ pub fn xts() -> Vec<Workload> {
                 unit: Unit::BytesPerSec,
                 per_call: SIZE as u64,
                 baseline,
+                role,
                 run: Box::new(move || match (kind, encrypt) {
                     (0, _) => {
                         for (i, unit) in buf.chunks_exact_mut(4096).enumerate() {

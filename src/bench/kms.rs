@@ -15,7 +15,7 @@ use kms_core::{
     SignatureInput, SigningAlgorithm,
 };
 
-use super::{Measured, Unit, Workload};
+use super::{Measured, Role, Unit, Workload};
 use crate::crypto::gcm::GcmKey;
 
 /// Associated data bound to every benchmark data key (an object identity's size).
@@ -111,6 +111,7 @@ pub fn signing_workloads(kms: &Arc<Kms>, modes: &[ProtectionMode]) -> Result<Vec
                 unit: Unit::OpsPerSec,
                 per_call: 1,
                 baseline: i == 0,
+                role: Role::Sealstore,
                 run: Box::new(move || {
                     kms.sign(&me, input(&key, algorithm)).expect("sign");
                 }),
@@ -126,6 +127,7 @@ pub fn signing_workloads(kms: &Arc<Kms>, modes: &[ProtectionMode]) -> Result<Vec
                 unit: Unit::OpsPerSec,
                 per_call: 1,
                 baseline: i == 0,
+                role: Role::Sealstore,
                 run: Box::new(move || {
                     let valid = kms
                         .verify(
@@ -239,6 +241,7 @@ pub fn add_openssl_lines(kind: &str, results: &mut Vec<Measured>, speed: Openssl
                 seconds: 0.0,
                 ratio: None,
                 baseline: false,
+                role: Role::Peer,
                 latency: None,
                 versus: None,
                 rounds: Vec::new(),
@@ -259,6 +262,7 @@ pub fn workloads(kms: &Arc<Kms>, keys: &[(ProtectionMode, Ocid)]) -> Result<Vec<
             unit: Unit::OpsPerSec,
             per_call: 1,
             baseline: i == 0,
+            role: Role::Sealstore,
             run: Box::new(move || {
                 KeyProvider::generate_data_key(&*kms, &key, AAD).expect("wrap a data key");
             }),
@@ -274,6 +278,7 @@ pub fn workloads(kms: &Arc<Kms>, keys: &[(ProtectionMode, Ocid)]) -> Result<Vec<
             unit: Unit::OpsPerSec,
             per_call: 1,
             baseline: i == 0,
+            role: Role::Sealstore,
             run: Box::new(move || {
                 kms.unwrap_data_key(&wrapped, AAD).expect("unwrap a data key");
             }),
@@ -300,6 +305,7 @@ fn raw_gcm_line(group: &str) -> Workload {
         unit: Unit::OpsPerSec,
         per_call: 1,
         baseline: false,
+        role: Role::Peer,
         run: Box::new(move || {
             let mut dek = [0u8; 32];
             raw.seal_in_place([1; 12], AAD, &mut dek).expect("seal");

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::{Latency, Measured, Unit};
+use super::{Latency, Measured, Role, Unit};
 
 /// Most points kept in a latency distribution (enough for a smooth plotted curve).
 const CDF_POINTS: usize = 200;
@@ -59,7 +59,7 @@ impl LoadResult {
     }
 
     /// This run as a result line: bytes per second, or operations per second.
-    pub fn measured(&self, kind: &str, group: &str, name: &str, unit: Unit, baseline: bool) -> Measured {
+    pub fn measured(&self, kind: &str, group: &str, name: &str, unit: Unit, baseline: bool, role: Role) -> Measured {
         let seconds = self.seconds.max(1e-9);
         let value = match unit {
             Unit::BytesPerSec => self.bytes as f64 / seconds,
@@ -75,6 +75,7 @@ impl LoadResult {
             seconds: self.seconds,
             ratio: None,
             baseline,
+            role,
             latency: self.latency(),
             versus: None,
             rounds: Vec::new(),
@@ -209,9 +210,9 @@ mod tests {
         assert!(l.cdf.len() <= CDF_POINTS + 1);
         assert_eq!(*l.cdf.last().unwrap(), (1000.0, 1.0));
         assert!(l.cdf.windows(2).all(|w| w[0].0 <= w[1].0 && w[0].1 < w[1].1));
-        let m = result.measured("object", "g", "n", Unit::OpsPerSec, false);
+        let m = result.measured("object", "g", "n", Unit::OpsPerSec, false, Role::Sealstore);
         assert_eq!(m.value, 500.0);
-        let m = result.measured("object", "g", "n", Unit::BytesPerSec, false);
+        let m = result.measured("object", "g", "n", Unit::BytesPerSec, false, Role::Sealstore);
         assert_eq!(m.value, 2000.0);
         assert!(LoadResult::default().latency().is_none());
     }

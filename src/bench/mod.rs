@@ -5,7 +5,8 @@
 //!   aws-lc primitive, on 1 thread and all threads.
 //! - [`load`]: concurrent clients timing every operation (throughput and latency), the
 //!   engine of the object, S3 and volume benchmarks.
-//! - [`plot`]: SVG charts of a [`Report`]; [`compare`]: the differences between two.
+//! - [`plot`]: SVG charts of a [`Report`]; [`compare`]: the differences between two;
+//!   [`table`]: the terminal tables of both, 80 columns wide.
 
 pub mod compare;
 pub mod crypto;
@@ -13,6 +14,7 @@ pub mod kms;
 pub mod load;
 pub mod objects;
 pub mod plot;
+pub mod table;
 pub mod volume;
 
 use std::time::{Duration, Instant};
@@ -30,6 +32,25 @@ pub enum Unit {
     OpsPerSec,
 }
 
+/// What a result line is, which decides how charts draw it: sealstore's lines in one colour,
+/// baselines grey, peers in a third colour.
+///
+/// Independent of [`Measured::baseline`] (the line the others' ratios are over): the KMS
+/// lines compare HSM and EXTERNAL keys with sealstore's own SOFTWARE key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Role {
+    /// sealstore's own code path (the default, for reports written before roles existed).
+    #[default]
+    Sealstore,
+    /// The unencrypted reference: plain files, the raw primitive a ratio is over, a plain S3
+    /// store, an NBD server without encryption.
+    Baseline,
+    /// Another implementation of the same job: qemu-nbd's LUKS, `openssl speed`, raw
+    /// aws-lc beside the KMS.
+    Peer,
+}
+
 /// One measured operation, processing `per_call` units (bytes or operations) per call.
 pub struct Workload {
     /// What is measured ("AES-256-GCM seal, 64 MiB object").
@@ -42,6 +63,8 @@ pub struct Workload {
     pub per_call: u64,
     /// Whether the other lines of the group are compared to this one.
     pub baseline: bool,
+    /// What the line is.
+    pub role: Role,
     /// One call.
     pub run: Box<dyn FnMut()>,
 }
@@ -87,6 +110,9 @@ pub struct Measured {
     /// Whether the other lines of the group are compared to this one.
     #[serde(default)]
     pub baseline: bool,
+    /// What the line is: sealstore, a baseline or a peer.
+    #[serde(default)]
+    pub role: Role,
     /// Per-operation latency, where each operation was timed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub latency: Option<Latency>,
@@ -177,7 +203,8 @@ pub struct Report {
     pub results: Vec<Measured>,
 }
 
-/// A result line for tests: 100 operations in one second, no ratio, no latency.
+/// A result line for tests: 100 operations in one second, no ratio, no latency; a baseline
+/// has the role [`Role::Baseline`], any other line [`Role::Sealstore`].
 #[cfg(test)]
 pub(crate) fn test_line(kind: &str, group: &str, name: &str, unit: Unit, value: f64, baseline: bool) -> Measured {
     Measured {
@@ -190,6 +217,7 @@ pub(crate) fn test_line(kind: &str, group: &str, name: &str, unit: Unit, value: 
         seconds: 1.0,
         ratio: None,
         baseline,
+        role: if baseline { Role::Baseline } else { Role::Sealstore },
         latency: None,
         versus: None,
         rounds: Vec::new(),
@@ -216,6 +244,7 @@ pub fn measure(kind: &str, workload: &mut Workload, duration: Duration) -> Measu
         seconds: secs,
         ratio: None,
         baseline: workload.baseline,
+        role: workload.role,
         latency: None,
         versus: None,
         rounds: Vec::new(),
@@ -249,7 +278,7 @@ pub fn format_rate(unit: Unit, value: f64) -> String {
     match unit {
         Unit::BytesPerSec if value >= 1e9 => format!("{:.2} GB/s", value / 1e9),
         Unit::BytesPerSec => format!("{:.0} MB/s", value / 1e6),
-        Unit::OpsPerSec => format!("{} ops/s", thousands(value.round() as u64)),
+        Unit::OpsPerSec => format!("{} ops/s", format_number(value, 0)),
     }
 }
 
@@ -264,16 +293,33 @@ pub fn format_latency(us: f64) -> String {
     }
 }
 
-fn thousands(n: u64) -> String {
-    let digits = n.to_string();
+/// `value` with `decimals` decimals and commas between thousands: "2,000,000", "1,234.5",
+/// "-12,000", "0.05".
+pub fn format_number(value: f64, decimals: usize) -> String {
+    let text = format!("{:.decimals$}", value.abs());
+    let (whole, fraction) = text
+        .split_once('.')
+        .map_or((text.as_str(), None), |(w, f)| (w, Some(f)));
     let mut out = String::new();
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+    if value.is_sign_negative() && text.chars().any(|c| c.is_ascii_digit() && c != '0') {
+        out.push('-');
+    }
+    for (i, c) in whole.chars().enumerate() {
+        if i > 0 && (whole.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);
     }
+    if let Some(fraction) = fraction {
+        out.push('.');
+        out.push_str(fraction);
+    }
     out
+}
+
+/// Serializes a [`Duration`] as plain seconds (`0.3`), as results.json writes every duration.
+pub fn serialize_seconds<S: serde::Serializer>(duration: &Duration, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.serialize_f64(duration.as_secs_f64())
 }
 
 /// `text` cut to `max` characters, the last one an ellipsis when something was cut.
@@ -353,5 +399,28 @@ mod tests {
         add_ratios(&mut lines);
         let ratios: Vec<f64> = lines.iter().map(|l| l.ratio.unwrap()).collect();
         assert_eq!(ratios, vec![1.0, 1.5, 1.0, 0.9]);
+    }
+
+    #[test]
+    fn numbers_have_thousands_separators() {
+        assert_eq!(format_number(2_000_000.0, 0), "2,000,000");
+        assert_eq!(format_number(1234.5, 1), "1,234.5");
+        assert_eq!(format_number(999.0, 0), "999");
+        assert_eq!(format_number(-12_000.0, 0), "-12,000");
+        assert_eq!(format_number(-0.0001, 1), "0.0");
+        assert_eq!(format_number(0.05, 2), "0.05");
+        assert_eq!(format_rate(Unit::OpsPerSec, 6_800_000.4), "6,800,000 ops/s");
+    }
+
+    #[test]
+    fn roles_serialize_as_words_and_default_to_sealstore() {
+        let mut line = test_line("crypto", "g", "openssl", Unit::BytesPerSec, 1.0, false);
+        line.role = Role::Peer;
+        let json = serde_json::to_value(&line).unwrap();
+        assert_eq!(json["role"], "peer");
+        let mut old = json.clone();
+        old.as_object_mut().unwrap().remove("role");
+        let read: Measured = serde_json::from_value(old).unwrap();
+        assert_eq!(read.role, Role::Sealstore);
     }
 }

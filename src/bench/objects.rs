@@ -11,7 +11,7 @@ use object_store::path::Path;
 use object_store::{ObjectStore, PutPayload};
 
 use super::load::{self, LoadResult};
-use super::{size_label, Measured, Unit};
+use super::{size_label, Measured, Role, Unit};
 
 /// Distinct small objects each client writes before it overwrites its first ones.
 const SMALL_OBJECTS_PER_CLIENT: u64 = 4096;
@@ -30,7 +30,8 @@ pub struct ObjectLoad {
     pub large_size: usize,
     /// Clients putting and getting large objects at once.
     pub large_clients: usize,
-    /// How long each line runs (in each round).
+    /// How long each line runs (in each round), written as seconds.
+    #[serde(rename = "secondsPerLine", serialize_with = "super::serialize_seconds")]
     pub duration: Duration,
     /// Rounds: every line runs once per round, the targets' order reversed every other
     /// round, so that no target always runs first or last (the machine's state drifts).
@@ -43,6 +44,8 @@ pub struct Target {
     pub name: String,
     /// Whether the other targets are compared to this one.
     pub baseline: bool,
+    /// What the target is (sealstore, a baseline, a peer).
+    pub role: Role,
     /// The baseline this target is compared with (its name), when there are several.
     pub versus: Option<String>,
     /// The store; objects go under `bench/`.
@@ -102,7 +105,7 @@ pub async fn run(
         ),
     ];
     let rounds = load.rounds.max(1);
-    let rate = |r: &LoadResult, unit: Unit| r.measured(kind, "", "", unit, false).value;
+    let rate = |r: &LoadResult, unit: Unit| r.measured(kind, "", "", unit, false, Role::Sealstore).value;
     for (size, clients, per_client, unit, prefix) in sizes {
         let data = random_bytes(size);
         let put_group = format!("PUT {} objects, {clients} clients", size_label(size));
@@ -142,7 +145,7 @@ pub async fn run(
         let mut lines = |group: &str, pick: &dyn Fn(usize) -> (LoadResult, Vec<f64>)| {
             for (i, target) in targets.iter().enumerate() {
                 let (result, each) = pick(i);
-                let mut line = result.measured(kind, group, &target.name, unit, target.baseline);
+                let mut line = result.measured(kind, group, &target.name, unit, target.baseline, target.role);
                 line.versus = target.versus.clone();
                 if rounds > 1 {
                     line.rounds = each;
@@ -246,8 +249,9 @@ pub struct S3Endpoint {
 
 /// An S3 client for `endpoint`: SigV4-signed path-style requests over a keep-alive
 /// connection pool, no retries (a failed request fails the run), unsigned payloads (as
-/// clients sending over TLS do: the server is measured, not the client's SHA-256).
-pub fn s3_target(endpoint: &S3Endpoint, baseline: bool) -> Result<Target, object_store::Error> {
+/// clients sending over TLS do: the server is measured, not the client's SHA-256). A
+/// [`Role::Baseline`] target is the one the others are compared with.
+pub fn s3_target(endpoint: &S3Endpoint, role: Role) -> Result<Target, object_store::Error> {
     let options = object_store::ClientOptions::new()
         .with_allow_http(true)
         .with_timeout(Duration::from_secs(300))
@@ -268,7 +272,8 @@ pub fn s3_target(endpoint: &S3Endpoint, baseline: bool) -> Result<Target, object
         .build()?;
     Ok(Target {
         name: endpoint.url.clone(),
-        baseline,
+        baseline: role == Role::Baseline,
+        role,
         versus: None,
         store: Arc::new(store),
     })

@@ -18,7 +18,7 @@ use kms_core::{KeyProvider, Ocid};
 use serde_json::Value;
 
 use super::load::{self, LoadResult};
-use super::{Latency, Measured, Unit};
+use super::{Latency, Measured, Role, Unit};
 use crate::block::nbd::{Export, NbdListener};
 use crate::block::{Volume, VolumeError};
 
@@ -130,11 +130,11 @@ pub fn in_process(
         .open(&plain_path)
         .map_err(io(format!("creating {}", plain_path.display())))?;
     plain.set_len(size).map_err(io("sizing the plain file"))?;
-    let devices: [(&str, bool, &dyn Device); 2] = [
-        ("plain file, no encryption", true, &plain),
-        ("sealstore volume (AES-256-XTS)", false, volume),
+    let devices: [(&str, bool, Role, &dyn Device); 2] = [
+        ("plain file, no encryption", true, Role::Baseline, &plain),
+        ("sealstore volume (AES-256-XTS)", false, Role::Sealstore, volume),
     ];
-    for (name, _, device) in devices {
+    for (name, _, _, device) in devices {
         progress(&format!("filling {name}"));
         let block = vec![0x5au8; SEQ_BLOCK];
         for offset in (0..size).step_by(SEQ_BLOCK) {
@@ -145,12 +145,12 @@ pub fn in_process(
     let label = |_: bool| format!("{threads} thread(s)");
     let mut results = Vec::new();
     for (group, sequential, write) in workloads(&label) {
-        for (name, baseline, device) in devices {
+        for (name, baseline, role, device) in devices {
             progress(&format!("{group}: {name}"));
             super::settle();
             let run = device_load(device, size, threads, duration, sequential, write)?;
             let unit = if sequential { Unit::BytesPerSec } else { Unit::OpsPerSec };
-            results.push(run.measured("volume", &group, name, unit, baseline));
+            results.push(run.measured("volume", &group, name, unit, baseline, role));
         }
     }
     let _ = std::fs::remove_file(&plain_path);
@@ -222,8 +222,13 @@ pub fn over_nbd(
     }]);
     let server = runtime.spawn(async move { listener.serve(exports, Default::default()).await });
 
-    let mut servers: Vec<(String, bool, PathBuf, Option<QemuNbd>)> =
-        vec![("sealstore NBD (AES-256-XTS)".into(), false, socket, None)];
+    let mut servers: Vec<(String, bool, Role, PathBuf, Option<QemuNbd>)> = vec![(
+        "sealstore NBD (AES-256-XTS)".into(),
+        false,
+        Role::Sealstore,
+        socket,
+        None,
+    )];
     // The baseline (100%) is nbdkit's file plugin, or qemu-nbd's raw file without nbdkit.
     let have_nbdkit = installed("nbdkit");
     if have_nbdkit {
@@ -231,6 +236,7 @@ pub fn over_nbd(
         servers.push((
             "nbdkit file, no encryption".into(),
             true,
+            Role::Baseline,
             nbdkit.socket.clone(),
             Some(nbdkit),
         ));
@@ -243,7 +249,14 @@ pub fn over_nbd(
             } else {
                 "qemu-nbd raw file, no encryption"
             };
-            servers.push((name.into(), !luks && !have_nbdkit, qemu.socket.clone(), Some(qemu)));
+            let role = if luks { Role::Peer } else { Role::Baseline };
+            servers.push((
+                name.into(),
+                !luks && !have_nbdkit,
+                role,
+                qemu.socket.clone(),
+                Some(qemu),
+            ));
         }
     }
     let label = |sequential: bool| format!("fio depth {}", if sequential { SEQ_DEPTH } else { RAND_DEPTH });
@@ -252,7 +265,7 @@ pub fn over_nbd(
     // Every image is written once in full first, over NBD, so that no server measures
     // writes into a sparse file (block allocation) against others that overwrite, and reads
     // decrypt or copy real data everywhere; each is then flushed (`sync`) before every job.
-    for (name, _, socket, _) in &servers {
+    for (name, _, _, socket, _) in &servers {
         progress(&format!("filling {name}"));
         fio_fill(dir, socket, size)?;
     }
@@ -263,7 +276,7 @@ pub fn over_nbd(
     let mut runs: Vec<Runs> = vec![vec![Vec::new(); servers.len()]; jobs.len()];
     for round in 1..=rounds {
         for (j, (group, sequential, write)) in jobs.iter().enumerate() {
-            for (s, (name, _, socket, _)) in servers.iter().enumerate() {
+            for (s, (name, _, _, socket, _)) in servers.iter().enumerate() {
                 progress(&format!("round {round}/{rounds}, {group}: {name}"));
                 super::settle();
                 runs[j][s].push(fio(dir, socket, size, duration, *sequential, *write)?);
@@ -272,8 +285,14 @@ pub fn over_nbd(
     }
     let mut results = Vec::new();
     for (j, (group, sequential, _)) in jobs.iter().enumerate() {
-        for (s, (name, baseline, _, _)) in servers.iter().enumerate() {
+        for (s, (name, baseline, role, _, _)) in servers.iter().enumerate() {
             let mut line = std::mem::take(&mut runs[j][s]);
+            // Each round's rate, in the order measured (what `bench compare` takes the noise from).
+            let each: Vec<f64> = if rounds > 1 {
+                line.iter().map(|r| r.0).collect()
+            } else {
+                Vec::new()
+            };
             line.sort_by(|a, b| a.0.total_cmp(&b.0));
             let (value, latency) = line.swap_remove(line.len() / 2);
             let unit = if *sequential {
@@ -291,9 +310,10 @@ pub fn over_nbd(
                 seconds: 0.0,
                 ratio: None,
                 baseline: *baseline,
+                role: *role,
                 latency,
                 versus: None,
-                rounds: Vec::new(),
+                rounds: each,
             });
         }
     }

@@ -87,15 +87,21 @@ enum BenchKind {
         common: CommonOpts,
     },
     /// Prints the differences between two results.json files (two machines, versions or
-    /// settings): each line's rate before and after, the change, and p99 latencies.
+    /// settings): each line's rate before and after, the change, whether it is beyond the
+    /// run-to-run noise (the spread of the line's rounds, at least --noise), and p99
+    /// latencies. Refuses runs whose parameters (sizes, durations, clients) differ.
     Compare {
         /// The earlier (or reference) results.json.
         before: PathBuf,
         /// The later results.json.
         after: PathBuf,
-        /// Changes smaller than this fraction count as noise in the summary.
+        /// The least change that counts (a fraction: 0.05 = 5%); lines that ran several
+        /// rounds count only changes beyond the spread of their rounds.
         #[arg(long, default_value_t = 0.05)]
         noise: f64,
+        /// Compare runs whose parameters differ, with a warning listing them.
+        #[arg(long)]
+        allow_different_parameters: bool,
     },
 }
 
@@ -246,7 +252,18 @@ struct VolumeOpts {
 
 pub fn run(global: &GlobalOpts, args: BenchArgs) -> anyhow::Result<ExitCode> {
     let (tool, common, kinds): (&str, CommonOpts, Vec<Kind>) = match args.what {
-        BenchKind::Compare { before, after, noise } => return compare(&before, &after, noise),
+        BenchKind::Compare {
+            before,
+            after,
+            noise,
+            allow_different_parameters,
+        } => {
+            let options = bench::compare::Options {
+                noise,
+                allow_different_parameters,
+            };
+            return compare(&before, &after, options);
+        }
         BenchKind::Crypto { crypto, common } => ("sealstore bench crypto", common, vec![Kind::Crypto(crypto)]),
         BenchKind::Object { objects, common } => ("sealstore bench object", common, vec![Kind::Object(objects)]),
         BenchKind::S3 { s3, objects, common } => ("sealstore bench s3", common, vec![Kind::S3(s3, objects)]),
@@ -345,16 +362,26 @@ fn group_lines(results: &mut [Measured]) {
 type KindResult = anyhow::Result<(Vec<Measured>, Value)>;
 
 fn print_machine(machine: &bench::Machine) {
-    println!(
-        "CPU: {}{} thread(s); {}",
-        machine.cpu.as_deref().map(|c| format!("{c}, ")).unwrap_or_default(),
-        machine.threads,
+    // Two lines, each within 80 columns for any usual CPU name.
+    let features = |present: bool| -> Vec<&str> {
         machine
             .cpu_features
             .iter()
-            .map(|f| format!("{} {}", f.name, if f.present { "yes" } else { "no" }))
-            .collect::<Vec<_>>()
-            .join(", ")
+            .filter(|f| f.present == present)
+            .map(|f| f.name.as_str())
+            .collect()
+    };
+    let missing = features(false);
+    println!(
+        "CPU: {}{} thread(s)\nfeatures: {}{}",
+        machine.cpu.as_deref().map(|c| format!("{c}, ")).unwrap_or_default(),
+        machine.threads,
+        features(true).join(", "),
+        if missing.is_empty() {
+            String::new()
+        } else {
+            format!(" (not: {})", missing.join(", "))
+        }
     );
     if !bench::hardware_aes() {
         eprintln!("warning: this CPU has no AES instructions: AES runs in software, many times slower");
@@ -362,31 +389,7 @@ fn print_machine(machine: &bench::Machine) {
 }
 
 fn print_table(kind: &str, results: &[Measured]) {
-    println!();
-    println!(
-        "{:<46} {:<44} {:>14} {:>8} {:>10} {:>10}",
-        format!("{} — MEASURED", kind.to_uppercase()),
-        "IMPLEMENTATION",
-        "RATE",
-        "VS BASE",
-        "P50",
-        "P99"
-    );
-    for r in results {
-        let (p50, p99) = r.latency.as_ref().map_or(("-".into(), "-".into()), |l| {
-            (bench::format_latency(l.p50_us), bench::format_latency(l.p99_us))
-        });
-        println!(
-            "{:<46} {:<44} {:>14} {:>8} {:>10} {:>10}",
-            r.group,
-            r.name,
-            bench::format_rate(r.unit, r.value),
-            r.ratio.map_or("-".into(), |x| format!("{:.0}%", x * 100.0)),
-            p50,
-            p99
-        );
-    }
-    println!();
+    print!("{}", bench::table::results(kind, results));
 }
 
 /// A spinner naming the line being measured.
@@ -444,6 +447,7 @@ fn crypto(opts: &CryptoOpts, common: &CommonOpts) -> KindResult {
             seconds: 0.0,
             ratio: None,
             baseline: false,
+            role: bench::Role::Peer,
             latency: None,
             versus: None,
             rounds: Vec::new(),
@@ -517,12 +521,14 @@ fn object(global: &GlobalOpts, opts: &ObjectOpts, common: &CommonOpts) -> KindRe
         Target {
             name: "plain local files (LocalFileSystem)".into(),
             baseline: true,
+            role: bench::Role::Baseline,
             versus: None,
             store: Arc::new(local("plain")?),
         },
         Target {
             name: "sealstore EncryptedStore over local files".into(),
             baseline: false,
+            role: bench::Role::Sealstore,
             versus: None,
             store: Arc::new(sealstore::object::store::EncryptedStore::new(
                 local("sealed")?,
@@ -573,7 +579,7 @@ fn s3_kind(global: &GlobalOpts, s3: &S3Opts, opts: &ObjectOpts, common: &CommonO
                     bucket: s3.baseline_bucket.clone().unwrap_or_default(),
                     region: s3.region.clone(),
                 },
-                true,
+                bench::Role::Baseline,
             )?;
             target.name = s3.baseline_name.clone().unwrap_or_else(|| url.clone());
             urls.push(url.clone());
@@ -583,7 +589,7 @@ fn s3_kind(global: &GlobalOpts, s3: &S3Opts, opts: &ObjectOpts, common: &CommonO
         }
         None => None,
     };
-    let mut measured = sealstore::bench::objects::s3_target(&endpoint, false)?;
+    let mut measured = sealstore::bench::objects::s3_target(&endpoint, bench::Role::Sealstore)?;
     if s3.endpoint.is_none() {
         measured.name = "sealstore serve, S3 API".into();
         if s3.gateway_endpoint.is_some() {
@@ -603,10 +609,10 @@ fn s3_kind(global: &GlobalOpts, s3: &S3Opts, opts: &ObjectOpts, common: &CommonO
             bucket: s3.gateway_bucket.clone().unwrap_or_default(),
             region: s3.region.clone(),
         };
-        let mut direct = sealstore::bench::objects::s3_target(&plain, true)?;
+        let mut direct = sealstore::bench::objects::s3_target(&plain, bench::Role::Baseline)?;
         direct.name = s3.gateway_name.clone().unwrap_or_else(|| url.clone());
         let server = ServeChild::start(global, work.path(), Some(&plain), Some("gateway"))?;
-        let mut through = sealstore::bench::objects::s3_target(&server.endpoint(&s3.region), false)?;
+        let mut through = sealstore::bench::objects::s3_target(&server.endpoint(&s3.region), bench::Role::Sealstore)?;
         through.name = format!("sealstore serve in front of {}", direct.name);
         through.versus = Some(direct.name.clone());
         urls.push(url.clone());
@@ -850,7 +856,7 @@ fn kms(global: &GlobalOpts, common: &CommonOpts) -> KindResult {
     let openssl = bench::kms::openssl_speed(1);
     match openssl {
         Some(speed) => bench::kms::add_openssl_lines("kms", &mut results, speed),
-        None => println!("(openssl is not installed or its output was not understood: no openssl speed lines)"),
+        None => println!("(no openssl speed lines: openssl is missing or its output was not understood)"),
     }
     let modes: Vec<&str> = keys.iter().map(|(m, _)| bench::kms::mode_name(*m)).collect();
     let signing_modes: Vec<&str> = signing_modes.iter().map(|m| bench::kms::mode_name(*m)).collect();
@@ -962,7 +968,7 @@ fn softhsm_token(work: &Path, global: &mut GlobalOpts) -> anyhow::Result<Option<
     Ok(Some(format!("{SOFTHSM_MODULE} (a temporary SoftHSM2 token)")))
 }
 
-fn compare(before: &Path, after: &Path, noise: f64) -> anyhow::Result<ExitCode> {
+fn compare(before: &Path, after: &Path, options: bench::compare::Options) -> anyhow::Result<ExitCode> {
     let read = |path: &Path| -> anyhow::Result<Report> {
         let text = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
         serde_json::from_slice(&text)
@@ -976,8 +982,8 @@ fn compare(before: &Path, after: &Path, noise: f64) -> anyhow::Result<ExitCode> 
             &b,
             &before.display().to_string(),
             &after.display().to_string(),
-            noise
-        )
+            options
+        )?
     );
     Ok(ExitCode::SUCCESS)
 }
