@@ -6,7 +6,7 @@
 
 use std::fmt::Write as _;
 
-use super::{format_latency, format_rate, truncate, Measured};
+use super::{format_latency, format_number, format_rate, truncate, Measured};
 
 /// The widest line a table prints, in characters.
 pub const WIDTH: usize = 80;
@@ -114,7 +114,8 @@ pub fn results(kind: &str, results: &[Measured]) -> String {
         table.rows.push(Row::Cells(vec![
             r.name.clone(),
             format_rate(r.unit, r.value),
-            r.ratio.map_or("-".into(), |x| format!("{:.0}%", x * 100.0)),
+            r.ratio
+                .map_or("-".into(), |x| format!("{}%", format_number(x * 100.0, 0))),
             p50,
             p99,
         ]));
@@ -176,7 +177,7 @@ mod tests {
         let at = text.lines().position(|l| l.trim() == long).expect(&text);
         let figures = text.lines().nth(at + 1).unwrap();
         assert!(
-            figures.contains("1,234,567 ops/s") && figures.contains("82300%"),
+            figures.contains("1,234,567 ops/s") && figures.contains("82,300%"),
             "{figures}"
         );
         assert!(text.contains("  SeaweedFS "), "{text}");
