@@ -639,3 +639,89 @@ fn object_import_shows_bytes_rate_and_objects_at_a_terminal() {
     assert!(!inventory.contains("6291461"), "{inventory}");
     assert!(env.ok(&["--json", "object", "inventory"]).contains("6291461"));
 }
+
+#[test]
+fn help_shows_each_group_of_global_options_once_where_it_applies() {
+    let env = Env::new();
+    // A command of one option: its option, the data directory, --json, help and version.
+    for command in [
+        &["iam", "user", "set-password", "--help"][..],
+        &["iam", "group", "list", "--help"],
+        &["s3", "--help"],
+        &["kms", "vault", "list", "--help"],
+    ] {
+        let help = env.ok(command);
+        assert!(
+            help.lines().count() <= 20,
+            "{command:?}: {} lines\n{help}",
+            help.lines().count()
+        );
+        assert!(
+            help.contains("Data directory:") && help.contains("--data-dir"),
+            "{help}"
+        );
+        assert!(
+            !help.contains("--kms-endpoint") && !help.contains("Remote KMS"),
+            "{help}"
+        );
+    }
+    let iam = env.ok(&["iam", "user", "set-password", "--help"]);
+    assert!(
+        !iam.contains("--pkcs11-module") && !iam.contains("--ekm-ca-cert"),
+        "{iam}"
+    );
+    // The key commands may create and use HSM and EXTERNAL keys, not remote ones.
+    let kms = env.ok(&["kms", "key", "create", "--help"]);
+    assert!(
+        kms.contains("HSM (PKCS#11):") && kms.contains("External key manager:"),
+        "{kms}"
+    );
+    assert!(
+        !kms.contains("--kms-endpoint") && !kms.contains("--object-backend"),
+        "{kms}"
+    );
+    // The server takes them all, each group once under its heading.
+    let serve = env.ok(&["serve", "--help"]);
+    for heading in [
+        "Data directory:",
+        "Object storage:",
+        "Remote KMS:",
+        "HSM (PKCS#11):",
+        "External key manager:",
+    ] {
+        assert_eq!(serve.matches(heading).count(), 1, "{heading}\n{serve}");
+    }
+    let defined = |option: &str| serve.lines().filter(|l| l.trim_start().starts_with(option)).count();
+    assert_eq!(defined("--kms-endpoint <URL>"), 1, "{serve}");
+    assert_eq!(defined("--data-dir <DIR>"), 1, "{serve}");
+    assert!(!serve.contains("--json"), "{serve}");
+    // The top level lists every group.
+    let top = env.ok(&["--help"]);
+    assert!(top.contains("Remote KMS:") && top.contains("Output:"), "{top}");
+
+    // Hidden is not refused: options and variables still parse on every command, before or
+    // after it, as scripts pass them.
+    env.ok(&["iam", "user", "add", "alice"]);
+    let listed = env.ok(&[
+        "--pkcs11-sessions",
+        "4",
+        "iam",
+        "user",
+        "list",
+        "--kms-profile",
+        "OTHER",
+    ]);
+    assert!(listed.contains("alice"), "{listed}");
+    let out = env
+        .cmd(&["iam", "user", "list", "--json"])
+        .env("SEALSTORE_KMS_PROFILE", "OTHER")
+        .env("SEALSTORE_PKCS11_SESSIONS", "2")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(env.ok(&["--json", "iam", "user", "list"]).trim_start().starts_with('['));
+    // A bad value of a hidden option is still checked.
+    assert!(env
+        .fails(&["iam", "user", "list", "--pkcs11-sessions", "0"])
+        .contains("pkcs11-sessions"));
+}
