@@ -725,3 +725,29 @@ fn help_shows_each_group_of_global_options_once_where_it_applies() {
         .fails(&["iam", "user", "list", "--pkcs11-sessions", "0"])
         .contains("pkcs11-sessions"));
 }
+
+#[test]
+fn bench_counts_its_steps_with_an_eta_at_a_terminal_and_no_escapes_otherwise() {
+    let env = Env::new();
+    let command = format!("{} bench crypto --quick", bin());
+    let out = Command::new("script")
+        .args(["-qec", &command, "/dev/null"])
+        .env("SEALSTORE_DATA_DIR", env.data_dir())
+        .output()
+        .expect("util-linux script runs");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let shown = String::from_utf8_lossy(&out.stdout);
+    let counted = shown.split("crypto: ").skip(1).any(|rest| {
+        let (done, rest) = rest.split_once('/').unwrap_or_default();
+        let (total, rest) = rest.split_once(' ').unwrap_or_default();
+        done.parse::<u32>().is_ok() && total.parse::<u32>().is_ok_and(|n| n > 1) && rest.starts_with("steps, ETA")
+    });
+    assert!(counted, "{shown}");
+    // Redirected, neither the progress nor the tables carry escape codes.
+    let out = env.cmd(&["bench", "crypto", "--quick"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    for stream in [&out.stdout, &out.stderr] {
+        assert!(!stream.contains(&0x1b), "{}", String::from_utf8_lossy(stream));
+    }
+    assert!(String::from_utf8_lossy(&out.stdout).contains("AES-256-GCM"));
+}
