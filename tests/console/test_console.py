@@ -527,26 +527,36 @@ def test_five_wrong_passwords_lock_the_name_out_even_for_the_right_one(server):
     url, data_dir = server
     add_console_user(data_dir, "guessed")
     add_console_user(data_dir, "bystander")
-
-    def sign_in_status(user, password):
-        """The status of a sign-in POST from the sign-in page, not following the redirect of a
-        success (303)."""
-        cookie, token = sign_in_form(url)
-        body = urllib.parse.urlencode({"username": user, "password": password, "signin": token}).encode()
-        request = urllib.request.Request(url + "/console/login", data=body, method="POST",
-                                         headers={"cookie": cookie})
-        try:
-            with urllib.request.build_opener(NoRedirect).open(request, timeout=30) as r:
-                return r.status, r.read().decode()
-        except urllib.error.HTTPError as e:
-            return e.code, e.read().decode()
-
     for _ in range(5):
-        assert sign_in_status("guessed", "a wrong guess!!")[0] == 401
-    status, page = sign_in_status("guessed", PASSWORD)
+        assert sign_in_status(url, "guessed", "a wrong guess!!")[0] == 401
+    status, page = sign_in_status(url, "guessed", PASSWORD)
     assert status == 429 and "Too many failed sign-ins" in page
     # Other names are not affected.
-    assert sign_in_status("bystander", PASSWORD)[0] == 303
+    assert sign_in_status(url, "bystander", PASSWORD)[0] == 303
+
+
+def test_a_lockout_outlives_a_restart_of_the_server(tmp_path):
+    data_dir = tmp_path / "data"
+    with serving(data_dir) as url:
+        add_console_user(data_dir, "guessed")
+        for _ in range(5):
+            assert sign_in_status(url, "guessed", "a wrong guess!!")[0] == 401
+    with serving(data_dir) as url:
+        status, page = sign_in_status(url, "guessed", PASSWORD)
+        assert status == 429 and "Too many failed sign-ins" in page
+
+
+def sign_in_status(url, user, password):
+    """The status and page of a sign-in POST from the sign-in page, not following the redirect
+    of a success (303)."""
+    cookie, token = sign_in_form(url)
+    body = urllib.parse.urlencode({"username": user, "password": password, "signin": token}).encode()
+    request = urllib.request.Request(url + "/console/login", data=body, method="POST", headers={"cookie": cookie})
+    try:
+        with urllib.request.build_opener(NoRedirect).open(request, timeout=30) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
 
 
 def sign_in_form(url):
