@@ -326,6 +326,34 @@ async fn multipart_upload_with_odd_part_sizes(f: &Fixture) {
     );
     let part = store.get_range(&Path::from("mp"), 500_000..600_000).await.unwrap();
     assert_eq!(&part[..], &plain[500_000..600_000]);
+
+    // Parts of exactly one inner batch, of several, and a whole number of batches in all (the
+    // last batch is held back to end the object): each is sealed from the part itself.
+    for (name, shape) in [
+        ("whole-parts", vec![8 << 20, 8 << 20]),
+        ("big-part", vec![20 << 20, 8 << 20, 1]),
+        ("tiny-then-whole", vec![1, 8 << 20, (8 << 20) - 1]),
+    ] {
+        let plain = data(shape.iter().sum());
+        let mut upload = store.put_multipart(&Path::from(name)).await.unwrap();
+        let mut at = 0;
+        for len in shape {
+            upload
+                .put_part(PutPayload::from(plain[at..at + len].to_vec()))
+                .await
+                .unwrap();
+            at += len;
+        }
+        upload.complete().await.unwrap();
+        let got = store.get(&Path::from(name)).await.unwrap().bytes().await.unwrap();
+        assert!(got == plain, "{name}: the object reads back as written");
+        let tail = store
+            .get_range(&Path::from(name), (16 << 20) - 10..(16 << 20) + 10)
+            .await;
+        if plain.len() >= (16 << 20) + 10 {
+            assert_eq!(&tail.unwrap()[..], &plain[(16 << 20) - 10..(16 << 20) + 10], "{name}");
+        }
+    }
 }
 
 async fn delete_and_missing_objects(f: &Fixture) {

@@ -139,9 +139,10 @@ fn full_reencrypt_sweep_survives_kill_9_and_resumes() {
     assert!(!refused.status.success());
     assert!(String::from_utf8_lossy(&refused.stderr).contains("still protects 500 object(s) or volume(s)"));
 
-    // Kill the sweep part-way; retry with a later kill if it had not started yet.
+    // Kill the sweep part-way; retry with a later kill if it had not started yet (a loaded
+    // machine can take seconds to start the process and open the data directory).
     let mut killed_mid_sweep = false;
-    for delay_ms in [400u64, 800, 1600] {
+    for delay_ms in [400u64, 800, 1600, 3200, 6400, 12800] {
         let mut child = env
             .cmd(&["reencrypt", "--bucket", "bucket-a", "--full"])
             .spawn()

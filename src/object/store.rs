@@ -10,6 +10,7 @@
 //! Writes are as atomic as the inner store's (LocalFileSystem and S3 both publish a whole
 //! object or nothing).
 
+use std::collections::VecDeque;
 use std::fmt;
 use std::ops::Range;
 use std::sync::Arc;
@@ -41,7 +42,9 @@ type Result<T, E = EncryptedStoreError> = std::result::Result<T, E>;
 /// small object, or the start of a large one, is read in one request (the bytes are kept).
 const HEADER_PROBE: u64 = 4096 + 65536;
 /// Plaintext per multipart part: 8 MiB, above S3's 5 MiB minimum for every part but the last.
-const MULTIPART_PART_BYTES: usize = 8 << 20;
+/// A writer that hands [`EncryptedStore::put_multipart_reporting`]'s upload parts of this size
+/// (with the default segment size, a whole number of segments) has them sealed without a copy.
+pub(crate) const MULTIPART_PART_BYTES: usize = 8 << 20;
 
 /// The body of an inner store's answer as a stream. A local file is read `chunk` bytes per
 /// blocking call: object_store's own stream reads 8 KiB per call, which made a large GET
@@ -423,7 +426,8 @@ impl<S: ObjectStore> EncryptedStore<S> {
             inner,
             cipher,
             header: Some(header.encode()),
-            pending: Vec::new(),
+            pending: VecDeque::new(),
+            pending_len: 0,
             next_segment: 0,
         });
         Ok((upload, wrapped_by))
@@ -801,13 +805,16 @@ impl<S: ObjectStore> ObjectStore for EncryptedStore<S> {
 
 /// A multipart upload that seals as it goes: plaintext parts of any size are cut into
 /// batches of whole segments, each sealed and handed to the inner upload as one part. The
-/// tail is held back until `complete`, where it becomes the object's last segment.
+/// tail is held back until `complete`, where it becomes the object's last segment. Pending
+/// plaintext is kept in the pieces it came in: a batch that lies within one piece is sealed
+/// from it directly, only one that spans pieces is gathered (copied) first.
 struct EncryptedUpload {
     inner: Box<dyn MultipartUpload>,
     cipher: Arc<SegmentCipher>,
     /// The encoded header, until it goes out in front of the first part.
     header: Option<Vec<u8>>,
-    pending: Vec<u8>,
+    pending: VecDeque<Bytes>,
+    pending_len: usize,
     next_segment: u64,
 }
 
@@ -815,11 +822,44 @@ impl fmt::Debug for EncryptedUpload {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("EncryptedUpload")
             .field("next_segment", &self.next_segment)
+            .field("pending_len", &self.pending_len)
             .finish()
     }
 }
 
 impl EncryptedUpload {
+    /// Plaintext sealed into one inner part: [`MULTIPART_PART_BYTES`] in whole segments.
+    fn batch(&self) -> usize {
+        let segment = self.cipher.size().get() as usize;
+        MULTIPART_PART_BYTES.div_ceil(segment) * segment
+    }
+
+    /// Removes the first `n` pending bytes (`n <= pending_len`), copying only if they span
+    /// several pieces.
+    fn take_pending(&mut self, n: usize) -> Bytes {
+        debug_assert!(n <= self.pending_len);
+        self.pending_len -= n;
+        if let Some(front) = self.pending.front_mut() {
+            if front.len() >= n {
+                let taken = front.split_to(n);
+                if front.is_empty() {
+                    self.pending.pop_front();
+                }
+                return taken;
+            }
+        }
+        let mut gathered = Vec::with_capacity(n);
+        while gathered.len() < n {
+            let Some(front) = self.pending.front_mut() else { break };
+            let take = front.len().min(n - gathered.len());
+            gathered.extend_from_slice(&front.split_to(take));
+            if front.is_empty() {
+                self.pending.pop_front();
+            }
+        }
+        Bytes::from(gathered)
+    }
+
     /// Seals `plain` as the next segments and sends it as one inner part.
     fn send(&mut self, plain: &[u8], last: bool) -> object_store::Result<UploadPart> {
         let count = (plain.len() / self.cipher.size().get() as usize).max(1) as u64;
@@ -840,16 +880,17 @@ impl EncryptedUpload {
 #[async_trait]
 impl MultipartUpload for EncryptedUpload {
     fn put_part(&mut self, data: PutPayload) -> UploadPart {
-        for chunk in &data {
-            self.pending.extend_from_slice(chunk);
+        for chunk in data {
+            if !chunk.is_empty() {
+                self.pending_len += chunk.len();
+                self.pending.push_back(chunk);
+            }
         }
-        let segment = self.cipher.size().get() as usize;
-        let batch = MULTIPART_PART_BYTES.div_ceil(segment) * segment;
+        let batch = self.batch();
         let mut parts = Vec::new();
         // Strictly more than a batch: whatever comes last must stay for `complete`.
-        while self.pending.len() > batch {
-            let rest = self.pending.split_off(batch);
-            let plain = std::mem::replace(&mut self.pending, rest);
+        while self.pending_len > batch {
+            let plain = self.take_pending(batch);
             match self.send(&plain, false) {
                 Ok(part) => parts.push(part),
                 Err(e) => return Box::pin(futures::future::ready(Err(e))),
@@ -862,7 +903,7 @@ impl MultipartUpload for EncryptedUpload {
     }
 
     async fn complete(&mut self) -> object_store::Result<PutResult> {
-        let plain = std::mem::take(&mut self.pending);
+        let plain = self.take_pending(self.pending_len);
         self.send(&plain, true)?.await?;
         self.inner.complete().await
     }

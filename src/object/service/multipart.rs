@@ -144,7 +144,12 @@ impl ObjectService {
             etag: etag.clone(),
             last_modified: Utc::now(),
         };
-        if !self.index.put_part(upload_id, part_number, &record)? {
+        let stored = {
+            let upload_id = upload_id.to_owned();
+            self.on_index(move |index| index.put_part(&upload_id, part_number, &record))
+                .await?
+        };
+        if !stored {
             // Completed, aborted or deleted with its bucket while this part was written.
             delete_quietly(&store, &location).await;
             return Err(ObjectError::NoSuchUpload(upload_id.to_owned()));

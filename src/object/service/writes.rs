@@ -2,20 +2,23 @@
 
 use std::collections::BTreeMap;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use chrono::Utc;
 use futures::{Stream, StreamExt};
 use md5::{Digest, Md5};
 use object_store::path::Path;
-use object_store::{Attribute, Attributes, PutMultipartOptions, PutOptions, WriteMultipart};
+use object_store::{Attribute, Attributes, MultipartUpload, PutMultipartOptions, PutOptions, PutPayload};
+use tokio::sync::mpsc;
+use tokio::task::{JoinHandle, JoinSet};
 
 use super::reads::OpenObject;
 use super::{delete_quietly, BucketStore, ObjectService, Result};
 use crate::object::encryption::{Encryption, EncryptionRequest};
+use crate::object::error::IndexError;
 use crate::object::error::ObjectError;
-use crate::object::index::{ContentHeaders, Layout, ObjectEntry};
+use crate::object::index::{ContentHeaders, Layout, ObjectEntry, ObjectIndex};
 use crate::object::layout;
-use crate::object::store::WrappedBy;
+use crate::object::store::{WrappedBy, MULTIPART_PART_BYTES};
 
 /// What a writer says about an object besides its bytes.
 #[derive(Debug, Clone, Default)]
@@ -76,6 +79,21 @@ pub(crate) fn check_key(key: &str) -> Result<()> {
 pub(crate) const SINGLE_PUT_MAX: usize = 1 << 20;
 
 impl ObjectService {
+    /// Runs `f` on the index from a blocking thread: commits wait on the disk (and on the
+    /// durability barrier before them), and concurrent writers' entries gather meanwhile to be
+    /// committed together (see `ObjectIndex::put_if_bucket`).
+    pub(super) async fn on_index<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&ObjectIndex) -> std::result::Result<T, IndexError> + Send + 'static,
+    {
+        let index = self.index.clone();
+        let done = tokio::task::spawn_blocking(move || f(&index))
+            .await
+            .map_err(|e| ObjectError::Io(std::io::Error::other(e.to_string())))?;
+        Ok(done?)
+    }
+
     /// Streams `body` into `location` of `store` as one encrypted object, computing its MD5;
     /// when `expected_md5` does not match, nothing is published. Bodies up to
     /// [`SINGLE_PUT_MAX`] are stored with one put (one write of the backend); larger ones
@@ -92,7 +110,6 @@ impl ObjectService {
         S: Stream<Item = Result<Bytes, E>> + Unpin,
         ObjectError: From<E>,
     {
-        let mut md5 = Md5::new();
         let mut size = 0u64;
         let mut body = body;
         let mut buffered = Vec::new();
@@ -107,12 +124,13 @@ impl ObjectService {
             match body.next().await {
                 Some(chunk) => {
                     let chunk = chunk?;
-                    md5.update(&chunk);
                     size += chunk.len() as u64;
                     buffered.push(chunk);
                 }
                 None => {
                     // The whole body is here: checked before anything is written.
+                    let mut md5 = Md5::new();
+                    buffered.iter().for_each(|chunk| md5.update(chunk));
                     let digest = check(md5)?;
                     let opts = PutOptions {
                         attributes,
@@ -134,32 +152,32 @@ impl ObjectService {
                 },
             )
             .await?;
-        let mut writer = WriteMultipart::new(upload);
+        let mut parts = PartPipeline::new(upload);
         for chunk in buffered {
-            writer.put(chunk);
+            parts.write(chunk).await?;
         }
         while let Some(chunk) = body.next().await {
             let chunk = match chunk {
                 Ok(c) => c,
                 Err(e) => {
-                    writer.abort().await?;
+                    parts.abort().await;
                     return Err(e.into());
                 }
             };
-            md5.update(&chunk);
             size += chunk.len() as u64;
-            writer.wait_for_capacity(2).await?;
-            writer.put(chunk);
+            parts.write(chunk).await?;
         }
+        let (upload, md5) = parts.finish().await?;
         let digest = match check(md5) {
             Ok(d) => d,
             Err(e) => {
                 // Nothing was published: the previous object (if any) stays as it was.
-                writer.abort().await?;
+                PartPipeline::abort_upload(upload).await;
                 return Err(e);
             }
         };
-        writer.finish().await?;
+        let mut upload = upload;
+        upload.complete().await?;
         Ok((size, digest, wrapped_by))
     }
 
@@ -235,13 +253,10 @@ impl ObjectService {
             parts,
             layout: Layout::Current,
         };
-        // On a blocking thread: the commit waits on the disk, and concurrent writers' entries
-        // gather meanwhile to be committed together (see ObjectIndex::put_if_bucket).
         let stored = {
-            let (index, bucket, key, entry) = (self.index.clone(), bucket.to_owned(), key.to_owned(), entry.clone());
-            tokio::task::spawn_blocking(move || index.put_if_bucket(&bucket, &key, &entry))
-                .await
-                .map_err(|e| ObjectError::Io(std::io::Error::other(e.to_string())))??
+            let (bucket, key, entry) = (bucket.to_owned(), key.to_owned(), entry.clone());
+            self.on_index(move |index| index.put_if_bucket(&bucket, &key, &entry))
+                .await?
         };
         if !stored {
             // The bucket was deleted meanwhile: the object goes with it.
@@ -294,5 +309,125 @@ impl ObjectService {
         let (store, location) = self.locate(bucket, key, &entry);
         delete_quietly(&store, &location).await;
         Ok(())
+    }
+}
+
+/// Parts of a large body being written at once: each is sealed, then written in the
+/// background while the next one is gathered and the MD5 runs. With 8 MiB parts an upload
+/// holds about 40 MiB at most: the part being gathered, the one the upload keeps back to end
+/// the object, one sealed part being written and the parts queued for and in the MD5 (tested:
+/// a 1 GiB PUT within 64 MiB of a tiny one's peak RSS).
+const PARTS_IN_FLIGHT: usize = 1;
+/// Parts queued for the MD5 thread: the body waits when hashing falls this far behind.
+const PARTS_QUEUED_FOR_MD5: usize = 1;
+
+/// A large body on its way into a multipart upload: the body's pieces are gathered into
+/// parts of [`MULTIPART_PART_BYTES`] (the one copy of the plaintext; the upload seals them
+/// without another), each part is handed to the upload and written in the background, at
+/// most [`PARTS_IN_FLIGHT`] at once, and its MD5 is computed on a blocking thread of its own,
+/// beside the sealing and the writes, over the same bytes.
+struct PartPipeline {
+    upload: Box<dyn MultipartUpload>,
+    gathering: BytesMut,
+    writes: JoinSet<object_store::Result<()>>,
+    md5_parts: Option<mpsc::Sender<Bytes>>,
+    md5: JoinHandle<Md5>,
+}
+
+impl PartPipeline {
+    fn new(upload: Box<dyn MultipartUpload>) -> Self {
+        let (tx, mut rx) = mpsc::channel::<Bytes>(PARTS_QUEUED_FOR_MD5);
+        let md5 = tokio::task::spawn_blocking(move || {
+            let mut md5 = Md5::new();
+            while let Some(part) = rx.blocking_recv() {
+                md5.update(&part);
+            }
+            md5
+        });
+        PartPipeline {
+            upload,
+            gathering: BytesMut::with_capacity(MULTIPART_PART_BYTES),
+            writes: JoinSet::new(),
+            md5_parts: Some(tx),
+            md5,
+        }
+    }
+
+    async fn write(&mut self, mut chunk: Bytes) -> Result<()> {
+        while !chunk.is_empty() {
+            let room = MULTIPART_PART_BYTES - self.gathering.len();
+            let take = room.min(chunk.len());
+            self.gathering.extend_from_slice(&chunk.split_to(take));
+            if self.gathering.len() == MULTIPART_PART_BYTES {
+                let part = std::mem::replace(&mut self.gathering, BytesMut::with_capacity(MULTIPART_PART_BYTES));
+                if let Err(e) = self.send(part.freeze()).await {
+                    self.abort().await;
+                    return Err(e);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Hands one part to the MD5 thread and to the upload, once fewer than
+    /// [`PARTS_IN_FLIGHT`] writes are running.
+    async fn send(&mut self, part: Bytes) -> Result<()> {
+        while self.writes.len() >= PARTS_IN_FLIGHT {
+            Self::joined(self.writes.join_next().await)?;
+        }
+        if let Some(tx) = &self.md5_parts {
+            // The receiver lives until the sender is dropped.
+            let _ = tx.send(part.clone()).await;
+        }
+        let write = self.upload.put_part(PutPayload::from(part));
+        self.writes.spawn(write);
+        Ok(())
+    }
+
+    fn joined(joined: Option<std::result::Result<object_store::Result<()>, tokio::task::JoinError>>) -> Result<()> {
+        match joined {
+            None => Ok(()),
+            Some(Ok(written)) => Ok(written?),
+            Some(Err(e)) => Err(ObjectError::Io(std::io::Error::other(e.to_string()))),
+        }
+    }
+
+    /// Sends what is gathered, waits for every write and the MD5; the upload is then ready
+    /// to complete (or to abort, should the MD5 not be the one expected).
+    async fn finish(mut self) -> Result<(Box<dyn MultipartUpload>, Md5)> {
+        let rest = std::mem::take(&mut self.gathering);
+        if !rest.is_empty() {
+            if let Err(e) = self.send(rest.freeze()).await {
+                self.abort().await;
+                return Err(e);
+            }
+        }
+        while let Some(joined) = self.writes.join_next().await {
+            if let Err(e) = Self::joined(Some(joined)) {
+                self.abort().await;
+                return Err(e);
+            }
+        }
+        self.md5_parts = None;
+        let md5 = (&mut self.md5)
+            .await
+            .map_err(|e| ObjectError::Io(std::io::Error::other(e.to_string())))?;
+        Ok((self.upload, md5))
+    }
+
+    /// Stops the writes and removes what was uploaded; the object is not published.
+    async fn abort(&mut self) {
+        self.writes.abort_all();
+        while self.writes.join_next().await.is_some() {}
+        self.md5_parts = None;
+        if let Err(e) = self.upload.abort().await {
+            tracing::warn!(error = %e, "could not remove an aborted upload's parts");
+        }
+    }
+
+    async fn abort_upload(mut upload: Box<dyn MultipartUpload>) {
+        if let Err(e) = upload.abort().await {
+            tracing::warn!(error = %e, "could not remove an aborted upload's parts");
+        }
     }
 }
