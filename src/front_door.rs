@@ -41,6 +41,12 @@ impl FrontDoor {
         }
     }
 
+    /// Uses `console` (e.g. [`Console::persistent`]) instead of an in-memory one.
+    pub fn with_console(mut self, console: Arc<Console>) -> Self {
+        self.console = console;
+        self
+    }
+
     /// Answers one request.
     pub async fn handle<B>(self: &Arc<Self>, req: http::Request<B>) -> http::Response<Full<Bytes>>
     where

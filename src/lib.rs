@@ -27,6 +27,7 @@ pub mod external_kms;
 pub mod front_door;
 pub mod http_client;
 pub mod http_server;
+pub mod json_file;
 pub mod key_service;
 pub mod kms_api;
 pub mod object;

@@ -639,3 +639,115 @@ fn object_import_shows_bytes_rate_and_objects_at_a_terminal() {
     assert!(!inventory.contains("6291461"), "{inventory}");
     assert!(env.ok(&["--json", "object", "inventory"]).contains("6291461"));
 }
+
+#[test]
+fn help_shows_each_group_of_global_options_once_where_it_applies() {
+    let env = Env::new();
+    // A command of one option: its option, the data directory, --json, help and version.
+    for command in [
+        &["iam", "user", "set-password", "--help"][..],
+        &["iam", "group", "list", "--help"],
+        &["s3", "--help"],
+        &["kms", "vault", "list", "--help"],
+    ] {
+        let help = env.ok(command);
+        assert!(
+            help.lines().count() <= 20,
+            "{command:?}: {} lines\n{help}",
+            help.lines().count()
+        );
+        assert!(
+            help.contains("Data directory:") && help.contains("--data-dir"),
+            "{help}"
+        );
+        assert!(
+            !help.contains("--kms-endpoint") && !help.contains("Remote KMS"),
+            "{help}"
+        );
+    }
+    let iam = env.ok(&["iam", "user", "set-password", "--help"]);
+    assert!(
+        !iam.contains("--pkcs11-module") && !iam.contains("--ekm-ca-cert"),
+        "{iam}"
+    );
+    // The key commands may create and use HSM and EXTERNAL keys, not remote ones.
+    let kms = env.ok(&["kms", "key", "create", "--help"]);
+    assert!(
+        kms.contains("HSM (PKCS#11):") && kms.contains("External key manager:"),
+        "{kms}"
+    );
+    assert!(
+        !kms.contains("--kms-endpoint") && !kms.contains("--object-backend"),
+        "{kms}"
+    );
+    // The server takes them all, each group once under its heading.
+    let serve = env.ok(&["serve", "--help"]);
+    for heading in [
+        "Data directory:",
+        "Object storage:",
+        "Remote KMS:",
+        "HSM (PKCS#11):",
+        "External key manager:",
+    ] {
+        assert_eq!(serve.matches(heading).count(), 1, "{heading}\n{serve}");
+    }
+    let defined = |option: &str| serve.lines().filter(|l| l.trim_start().starts_with(option)).count();
+    assert_eq!(defined("--kms-endpoint <URL>"), 1, "{serve}");
+    assert_eq!(defined("--data-dir <DIR>"), 1, "{serve}");
+    assert!(!serve.contains("--json"), "{serve}");
+    // The top level lists every group.
+    let top = env.ok(&["--help"]);
+    assert!(top.contains("Remote KMS:") && top.contains("Output:"), "{top}");
+
+    // Hidden is not refused: options and variables still parse on every command, before or
+    // after it, as scripts pass them.
+    env.ok(&["iam", "user", "add", "alice"]);
+    let listed = env.ok(&[
+        "--pkcs11-sessions",
+        "4",
+        "iam",
+        "user",
+        "list",
+        "--kms-profile",
+        "OTHER",
+    ]);
+    assert!(listed.contains("alice"), "{listed}");
+    let out = env
+        .cmd(&["iam", "user", "list", "--json"])
+        .env("SEALSTORE_KMS_PROFILE", "OTHER")
+        .env("SEALSTORE_PKCS11_SESSIONS", "2")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(env.ok(&["--json", "iam", "user", "list"]).trim_start().starts_with('['));
+    // A bad value of a hidden option is still checked.
+    assert!(env
+        .fails(&["iam", "user", "list", "--pkcs11-sessions", "0"])
+        .contains("pkcs11-sessions"));
+}
+
+#[test]
+fn bench_counts_its_steps_with_an_eta_at_a_terminal_and_no_escapes_otherwise() {
+    let env = Env::new();
+    let command = format!("{} bench crypto --quick", bin());
+    let out = Command::new("script")
+        .args(["-qec", &command, "/dev/null"])
+        .env("SEALSTORE_DATA_DIR", env.data_dir())
+        .output()
+        .expect("util-linux script runs");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let shown = String::from_utf8_lossy(&out.stdout);
+    let counted = shown.split("crypto: ").skip(1).any(|rest| {
+        let (done, rest) = rest.split_once('/').unwrap_or_default();
+        let (total, rest) = rest.split_once(' ').unwrap_or_default();
+        done.parse::<u32>().is_ok() && total.parse::<u32>().is_ok_and(|n| n > 1) && rest.starts_with("steps, ETA")
+    });
+    assert!(counted, "{shown}");
+    // Redirected, neither the progress nor the tables carry escape codes.
+    let out = env.cmd(&["bench", "crypto", "--quick"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    for stream in [&out.stdout, &out.stderr] {
+        assert!(!stream.contains(&0x1b), "{}", String::from_utf8_lossy(stream));
+    }
+    assert!(String::from_utf8_lossy(&out.stdout).contains("AES-256-GCM"));
+}

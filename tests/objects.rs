@@ -197,6 +197,10 @@ fn rewrap_sweep_moves_every_object_and_is_idempotent() {
     env.ok(&["kms", "key", "rotate", &key]);
     let out = env.ok(&["reencrypt", "--bucket", "bucket-b", "--rewrap"]);
     assert!(out.contains("40 object(s) visited, 40 rewritten"), "{out}");
+    // The closing line and the inventory give sizes people read, not byte counts.
+    let closing = out.lines().next().unwrap_or_default();
+    assert!(closing.ends_with("iB)") || closing.ends_with(" B)"), "{out}");
+    assert!(out.contains("SIZE") && !out.contains("BYTES"), "{out}");
     assert!(out.contains("0 object(s) on old key versions"), "{out}");
     let again = env.ok(&["reencrypt", "--bucket", "bucket-b", "--rewrap"]);
     assert!(again.contains("40 object(s) visited, 0 rewritten"), "{again}");

@@ -77,6 +77,12 @@ pub enum ObjectBenchError {
     },
 }
 
+/// How many times [`run`] calls `progress` on `targets` targets: a PUT and a GET per size,
+/// target and round.
+pub fn steps(targets: usize, load: &ObjectLoad) -> u64 {
+    (2 * 2 * targets * load.rounds.max(1)) as u64
+}
+
 /// Runs, for the small then the large size, PUT then GET on every target in turn (so that
 /// the targets' lines of one workload are measured close together), `load.rounds` times with
 /// the targets' order reversed every other round; calls `progress` with each line's

@@ -392,28 +392,55 @@ fn print_table(kind: &str, results: &[Measured]) {
     print!("{}", bench::table::results(kind, results));
 }
 
-/// A spinner naming the line being measured.
-fn spinner(kind: &str) -> indicatif::ProgressBar {
-    let bar = indicatif::ProgressBar::new_spinner().with_style(
-        indicatif::ProgressStyle::with_template("{spinner} [{elapsed_precise}] {prefix}: {msg}")
-            .expect("a valid template"),
-    );
-    bar.set_prefix(kind.to_owned());
-    bar.enable_steady_tick(Duration::from_millis(120));
-    bar
+/// Progress over the steps of a measurement (its lines, or their rounds): how many of `lines` are done, the time gone and
+/// an ETA, and the line now measured. Without a known count (`None`), the lines done so far.
+/// Call [`LineProgress::line`] as each line starts.
+struct LineProgress {
+    bar: indicatif::ProgressBar,
+    started: std::cell::Cell<bool>,
+}
+
+impl LineProgress {
+    fn new(kind: &str, lines: Option<u64>) -> Self {
+        let template = if lines.is_some() {
+            "{spinner} [{elapsed_precise}] {prefix}: {pos}/{len} steps, ETA {eta}: {msg}"
+        } else {
+            "{spinner} [{elapsed_precise}] {prefix}: {pos} steps done: {msg}"
+        };
+        let bar = indicatif::ProgressBar::new(lines.unwrap_or(0))
+            .with_style(indicatif::ProgressStyle::with_template(template).expect("a valid template"));
+        bar.set_prefix(kind.to_owned());
+        bar.enable_steady_tick(Duration::from_millis(120));
+        LineProgress {
+            bar,
+            started: std::cell::Cell::new(false),
+        }
+    }
+
+    /// The line `what` starts (the one before it, if any, is done).
+    fn line(&self, what: &str) {
+        if self.started.replace(true) {
+            self.bar.inc(1);
+        }
+        self.bar.set_message(what.to_owned());
+    }
+
+    fn finish(self) {
+        self.bar.finish_and_clear();
+    }
 }
 
 /// Measures `workloads` one after another.
 fn measure_all(kind: &str, workloads: &mut [Workload], duration: Duration) -> Vec<Measured> {
-    let bar = spinner(kind);
+    let progress = LineProgress::new(kind, Some(workloads.len() as u64));
     let results = workloads
         .iter_mut()
         .map(|w| {
-            bar.set_message(format!("{}: {}", w.group, w.name));
+            progress.line(&format!("{}: {}", w.group, w.name));
             bench::measure(kind, w, duration)
         })
         .collect();
-    bar.finish_and_clear();
+    progress.finish();
     results
 }
 
@@ -538,11 +565,11 @@ fn object(global: &GlobalOpts, opts: &ObjectOpts, common: &CommonOpts) -> KindRe
             )),
         },
     ];
-    let bar = spinner("object");
+    let progress = LineProgress::new("object", Some(sealstore::bench::objects::steps(targets.len(), &load)));
     let results = runtime()?.block_on(sealstore::bench::objects::run("object", &targets, &load, |m| {
-        bar.set_message(m.to_owned())
+        progress.line(m)
     }))?;
-    bar.finish_and_clear();
+    progress.finish();
     Ok((results, json!({"load": load, "dir": work.path()})))
 }
 
@@ -645,13 +672,13 @@ fn s3_kind(global: &GlobalOpts, s3: &S3Opts, opts: &ObjectOpts, common: &CommonO
             let _ = writeln!(file, "{} {line}", unix_ns());
         }
     };
-    let bar = spinner("s3");
+    let progress = LineProgress::new("s3", Some(sealstore::bench::objects::steps(targets.len(), &load)));
     let results = runtime.block_on(sealstore::bench::objects::run("s3", &targets, &load, |m| {
         mark(m);
-        bar.set_message(m.to_owned())
+        progress.line(m)
     }))?;
     mark("end");
-    bar.finish_and_clear();
+    progress.finish();
     let names: Vec<&str> = targets.iter().map(|t| t.name.as_str()).collect();
     Ok((results, json!({"load": load, "endpoints": urls, "targets": names})))
 }
@@ -795,18 +822,17 @@ fn volume(global: &GlobalOpts, opts: &VolumeOpts, common: &CommonOpts) -> KindRe
     let data = BenchDataDir::open(global, work.path())?;
     let volume =
         sealstore::bench::volume::create_volume(work.path(), size, &data.keys.provider, &data.keys.default_key)?;
-    let bar = spinner("volume");
-    let mut results = sealstore::bench::volume::in_process(work.path(), &volume, threads, duration, |m| {
-        bar.set_message(m.to_owned())
-    })?;
+    let progress = LineProgress::new("volume", None);
+    let mut results =
+        sealstore::bench::volume::in_process(work.path(), &volume, threads, duration, |m| progress.line(m))?;
     let nbd = sealstore::bench::volume::over_nbd(
         work.path(),
         volume,
         duration,
         u32::try_from(common.rounds.max(1)).unwrap_or(u32::MAX),
-        |m| bar.set_message(m.to_owned()),
+        |m| progress.line(m),
     )?;
-    bar.finish_and_clear();
+    progress.finish();
     if nbd.is_empty() {
         println!("(fio is not installed: no NBD lines; apt-get install fio)");
     }

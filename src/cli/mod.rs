@@ -31,57 +31,158 @@ pub struct Cli {
     command: Command,
 }
 
+/// Help headings of the global options ([`HEADING_SCOPES`] says where each group is shown).
+const DATA_DIR: &str = "Data directory";
+const OBJECT_STORAGE: &str = "Object storage";
+const REMOTE_KMS: &str = "Remote KMS";
+const HSM: &str = "HSM (PKCS#11)";
+const EKM: &str = "External key manager";
+const OUTPUT: &str = "Output";
+
+/// The commands under which each group of global options applies, by their path below
+/// `sealstore`: their `--help` shows the group (as do the commands above them), the others'
+/// hide it. Every command still accepts every global option (and its environment variable),
+/// so that `sealstore --pkcs11-module … iam …` and scripts that set SEALSTORE_* for all
+/// commands keep working. A heading not listed (the data directory) applies everywhere.
+const HEADING_SCOPES: &[(&str, &[&str])] = &[
+    (OBJECT_STORAGE, &["serve", "object", "reencrypt", "index", "bench"]),
+    (
+        REMOTE_KMS,
+        &["serve", "object", "reencrypt", "index", "volume", "bench"],
+    ),
+    (
+        HSM,
+        &[
+            "serve",
+            "object",
+            "reencrypt",
+            "index",
+            "volume",
+            "bench",
+            "kms key",
+            "kms encrypt",
+            "kms decrypt",
+            "kms generate-dek",
+            "kms rewrap",
+            "kms compliance",
+            "kms run-scheduler",
+            "kms region",
+        ],
+    ),
+    (
+        EKM,
+        &[
+            "serve",
+            "object",
+            "reencrypt",
+            "index",
+            "volume",
+            "bench",
+            "kms key",
+            "kms encrypt",
+            "kms decrypt",
+            "kms generate-dek",
+            "kms rewrap",
+            "kms compliance",
+            "kms run-scheduler",
+            "kms region",
+        ],
+    ),
+    (OUTPUT, &["kms", "ekm", "object", "s3", "iam", "volume", "reencrypt"]),
+];
+
+/// The command line: [`Cli`], with each group of global options hidden from the `--help` of
+/// the commands it does not apply to ([`HEADING_SCOPES`]).
+pub fn command() -> clap::Command {
+    use clap::CommandFactory;
+    let cli = Cli::command();
+    let globals: Vec<clap::Arg> = cli.get_arguments().filter(|a| a.is_global_set()).cloned().collect();
+    cli.mut_subcommands(|sub| scope_globals(sub, "", &globals))
+}
+
+/// Hides from `cmd` (at `parent` + its name) and below it the `globals` that apply nowhere
+/// there. A subcommand that has an argument of a global's name keeps its own and passes it
+/// down instead of the global, so a hidden copy takes the global's place while parsing
+/// exactly as the global does.
+fn scope_globals(cmd: clap::Command, parent: &str, globals: &[clap::Arg]) -> clap::Command {
+    let path = format!("{parent}{}", cmd.get_name());
+    let inside = |scope: &str| path == scope || path.starts_with(&format!("{scope} "));
+    let above = |scope: &str| scope.starts_with(&format!("{path} "));
+    let mut hidden = Vec::new();
+    let mut below = false;
+    for arg in globals {
+        let Some((_, scopes)) = HEADING_SCOPES.iter().find(|(h, _)| arg.get_help_heading() == Some(*h)) else {
+            continue;
+        };
+        if scopes.iter().any(|s| inside(s)) {
+            continue;
+        }
+        if scopes.iter().any(|s| above(s)) {
+            below = true;
+        } else {
+            hidden.push(arg.clone().hide(true));
+        }
+    }
+    let cmd = cmd.args(hidden);
+    if below {
+        let parent = format!("{path} ");
+        cmd.mut_subcommands(|sub| scope_globals(sub, &parent, globals))
+    } else {
+        cmd
+    }
+}
+
 /// Options every command takes.
 #[derive(Debug, Clone, Args)]
 pub struct GlobalOpts {
-    /// Data directory: key store, root key, admin socket.
-    #[arg(long, global = true, env = "SEALSTORE_DATA_DIR", default_value = "./sealstore-data")]
+    /// Where this sealstore keeps its key store, root key, object index and admin socket.
+    #[arg(long, global = true, help_heading = DATA_DIR, value_name = "DIR", env = "SEALSTORE_DATA_DIR", default_value = "./sealstore-data")]
     pub data_dir: PathBuf,
     /// Root key file sealing SOFTWARE key material [default: <data-dir>/root.key, created on first start].
-    #[arg(long, global = true, env = "SEALSTORE_ROOT_KEY_FILE")]
+    #[arg(long, global = true, help_heading = DATA_DIR, value_name = "FILE", env = "SEALSTORE_ROOT_KEY_FILE")]
     pub root_key_file: Option<PathBuf>,
     /// Where object ciphertext is stored: a directory, or s3://bucket[/prefix] configured by
     /// the AWS_* environment (AWS_ENDPOINT, AWS_ALLOW_HTTP, credentials) [default: <data-dir>/objects].
-    #[arg(long, global = true, env = "SEALSTORE_OBJECT_BACKEND")]
+    #[arg(long, global = true, help_heading = OBJECT_STORAGE, value_name = "DIR|URL", env = "SEALSTORE_OBJECT_BACKEND")]
     pub object_backend: Option<String>,
     /// Take data keys for objects and volumes from the KMS API of another sealstore
     /// (http[s]://host:port) instead of this data directory's own KMS, so that keys and data
     /// live on different machines. Needs --kms-key; signs with the API key of --kms-config.
-    #[arg(long, global = true, env = "SEALSTORE_KMS_ENDPOINT", value_name = "URL")]
+    #[arg(long, global = true, help_heading = REMOTE_KMS, env = "SEALSTORE_KMS_ENDPOINT", value_name = "URL")]
     pub kms_endpoint: Option<String>,
     /// With --kms-endpoint: OCI config file whose profile holds the API key that signs the
     /// requests (`sealstore iam user add` on the KMS side prints one) [default: ~/.oci/config].
-    #[arg(long, global = true, env = "SEALSTORE_KMS_CONFIG", value_name = "FILE")]
+    #[arg(long, global = true, help_heading = REMOTE_KMS, env = "SEALSTORE_KMS_CONFIG", value_name = "FILE")]
     pub kms_config: Option<PathBuf>,
     /// With --kms-endpoint: the profile in --kms-config.
-    #[arg(long, global = true, env = "SEALSTORE_KMS_PROFILE", default_value = "DEFAULT")]
+    #[arg(long, global = true, help_heading = REMOTE_KMS, value_name = "NAME", env = "SEALSTORE_KMS_PROFILE", default_value = "DEFAULT")]
     pub kms_profile: String,
     /// With --kms-endpoint: the master key (OCID) there that encrypts objects that name no
     /// key (SSE-S3) and new volumes created without --key.
-    #[arg(long, global = true, env = "SEALSTORE_KMS_KEY", value_name = "OCID")]
+    #[arg(long, global = true, help_heading = REMOTE_KMS, env = "SEALSTORE_KMS_KEY", value_name = "OCID")]
     pub kms_key: Option<String>,
     /// With an https --kms-endpoint: a CA certificate (PEM) to trust besides the system's.
-    #[arg(long, global = true, env = "SEALSTORE_KMS_CA_CERT", value_name = "FILE")]
+    #[arg(long, global = true, help_heading = REMOTE_KMS, env = "SEALSTORE_KMS_CA_CERT", value_name = "FILE")]
     pub kms_ca_cert: Option<PathBuf>,
     /// PKCS#11 module for HSM-protected keys (SoftHSM2: /usr/lib/softhsm/libsofthsm2.so). Keys
     /// created with protection mode HSM are generated in its token and never leave it.
-    #[arg(long, global = true, env = "SEALSTORE_PKCS11_MODULE", value_name = "PATH")]
+    #[arg(long, global = true, help_heading = HSM, env = "SEALSTORE_PKCS11_MODULE", value_name = "PATH")]
     pub pkcs11_module: Option<PathBuf>,
     /// With --pkcs11-module: the label of the token to use.
-    #[arg(long, global = true, env = "SEALSTORE_PKCS11_TOKEN_LABEL", value_name = "LABEL")]
+    #[arg(long, global = true, help_heading = HSM, env = "SEALSTORE_PKCS11_TOKEN_LABEL", value_name = "LABEL")]
     pub pkcs11_token_label: Option<String>,
     /// With --pkcs11-module: a file holding the token's user PIN (one line; keep it 0600).
-    #[arg(long, global = true, env = "SEALSTORE_PKCS11_PIN_FILE", value_name = "FILE")]
+    #[arg(long, global = true, help_heading = HSM, env = "SEALSTORE_PKCS11_PIN_FILE", value_name = "FILE")]
     pub pkcs11_pin_file: Option<PathBuf>,
     /// With --pkcs11-module: PKCS#11 sessions kept open, i.e. HSM calls that run at once.
-    #[arg(long, global = true, env = "SEALSTORE_PKCS11_SESSIONS", default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=256))]
+    #[arg(long, global = true, help_heading = HSM, value_name = "N", env = "SEALSTORE_PKCS11_SESSIONS", default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=256))]
     pub pkcs11_sessions: u32,
     /// EXTERNAL keys: a CA certificate (PEM) to trust for https external key managers,
     /// besides the system's (or their own self-signed certificate).
-    #[arg(long, global = true, env = "SEALSTORE_EKM_CA_CERT", value_name = "FILE")]
+    #[arg(long, global = true, help_heading = EKM, env = "SEALSTORE_EKM_CA_CERT", value_name = "FILE")]
     pub ekm_ca_cert: Option<PathBuf>,
     /// Print JSON instead of tables (for scripts).
-    #[arg(long, global = true)]
+    #[arg(long, global = true, help_heading = OUTPUT)]
     pub json: bool,
     /// Testing only: run the clock this many days ahead, to reach deletion and rotation deadlines.
     #[arg(
@@ -431,7 +532,10 @@ enum Command {
 /// Parses arguments, runs the command, prints errors for humans.
 pub fn main() -> ExitCode {
     exit_quietly_on_broken_pipe();
-    let cli = Cli::parse();
+    let cli = {
+        use clap::FromArgMatches;
+        Cli::from_arg_matches(&command().get_matches()).unwrap_or_else(|e| e.exit())
+    };
     let result = match cli.command {
         Command::Serve(args) => serve::run(&cli.global, args),
         Command::Kms(args) => kms::run(&cli.global, args),

@@ -4,7 +4,6 @@
 //! key on first start), runs the scheduler, serves the admin socket, and writes what it bound
 //! to `<data-dir>/serve.json` once ready. Ctrl-C or SIGTERM stop it cleanly.
 
-use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
@@ -104,17 +103,6 @@ fn init_logging() {
         .with_writer(std::io::stderr)
         .with_ansi(ansi)
         .init();
-}
-
-/// Writes `value` to `path` atomically (temp file, fsync, rename).
-fn write_atomically(path: &Path, value: &serde_json::Value) -> std::io::Result<()> {
-    let tmp = path.with_extension("json.tmp");
-    {
-        let mut f = std::fs::File::create(&tmp)?;
-        std::io::Write::write_all(&mut f, serde_json::to_string_pretty(value)?.as_bytes())?;
-        f.sync_all()?;
-    }
-    std::fs::rename(&tmp, path)
 }
 
 pub fn run(global: &GlobalOpts, args: ServeArgs) -> anyhow::Result<ExitCode> {
@@ -230,6 +218,7 @@ async fn serve(global: &GlobalOpts, args: ServeArgs) -> anyhow::Result<ExitCode>
         .max_in_flight(usize::try_from(args.kms_max_in_flight).unwrap_or(usize::MAX))
         .jwks(dir.client_key.clone())
         .backup_buckets(backup_buckets.clone());
+    let console = Arc::new(sealstore::console::Console::persistent(&global.data_dir));
     let (console_url, console_task, serves) = match args.console_listen {
         Some(addr) => {
             let listener = tokio::net::TcpListener::bind(addr)
@@ -239,13 +228,14 @@ async fn serve(global: &GlobalOpts, args: ServeArgs) -> anyhow::Result<ExitCode>
             let console = FrontDoor::new(
                 sealstore::kms_api::KmsApi::new(kms.clone(), bound, tls.clone()).backup_buckets(backup_buckets),
                 Serves::Console,
-            );
+            )
+            .with_console(console.clone());
             let url = format!("{}://{bound}/console/", if tls.is_some() { "https" } else { "http" });
             (url, Some(tokio::spawn(console.serve(listener))), Serves::Api)
         }
         None => (format!("{kms_url}/console/"), None, Serves::ApiAndConsole),
     };
-    let kms_task = tokio::spawn(FrontDoor::new(api, serves).serve(kms_listener));
+    let kms_task = tokio::spawn(FrontDoor::new(api, serves).with_console(console).serve(kms_listener));
     println!("KMS API        {kms_url} (OCI request signatures; users: sealstore iam user add)");
     println!("console        {console_url} (sign-in: sealstore iam user set-password NAME)");
 
@@ -286,7 +276,7 @@ async fn serve(global: &GlobalOpts, args: ServeArgs) -> anyhow::Result<ExitCode>
     }
 
     let serve_file = global.data_dir.join(SERVE_FILE);
-    write_atomically(
+    sealstore::json_file::write_atomically(
         &serve_file,
         &json!({
             "pid": std::process::id(),

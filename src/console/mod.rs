@@ -74,7 +74,25 @@ impl Default for Console {
     }
 }
 
+/// Where a console on a data directory keeps its failed sign-ins per user name and per
+/// client address, so that a restart does not lift a lockout.
+pub const SIGN_IN_FAILURES_FILE: &str = "console-sign-in-failures.json";
+/// See [`SIGN_IN_FAILURES_FILE`].
+pub const SIGN_IN_FAILURES_BY_ADDRESS_FILE: &str = "console-sign-in-failures-by-address.json";
+
 impl Console {
+    /// A console whose sign-in lockouts are kept in `data_dir` across restarts.
+    pub fn persistent(data_dir: &std::path::Path) -> Self {
+        Console {
+            sessions: Sessions::default(),
+            throttle: session::SignInThrottle::persistent(session::MAX_FAILURES, data_dir.join(SIGN_IN_FAILURES_FILE)),
+            source_throttle: session::SignInThrottle::persistent(
+                session::MAX_FAILURES_PER_SOURCE,
+                data_dir.join(SIGN_IN_FAILURES_BY_ADDRESS_FILE),
+            ),
+        }
+    }
+
     /// Answers a request whose path starts with [`PREFIX`] (blocking work: run it off the
     /// async workers).
     pub fn handle(&self, api: &KmsApi, parts: &http::request::Parts, body: &[u8]) -> Response {

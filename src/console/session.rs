@@ -3,8 +3,9 @@
 //! in memory: a restart signs everyone out.
 
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use kms_core::Ocid;
 
@@ -99,10 +100,12 @@ const MAX_TRACKED: usize = 10_000;
 
 /// Failed sign-ins per user name, so that a password guesser gets a few tries a minute, not
 /// thousands. Any name is tracked, existing or not, so a lockout tells nothing about users.
+/// With a file ([`SignInThrottle::persistent`]), the counts outlive a restart of the server.
 #[derive(Debug)]
 pub struct SignInThrottle {
-    failures: Mutex<HashMap<String, (u32, Instant)>>,
+    failures: Mutex<HashMap<String, (u32, SystemTime)>>,
     max: u32,
+    file: Option<PathBuf>,
 }
 
 impl Default for SignInThrottle {
@@ -111,12 +114,47 @@ impl Default for SignInThrottle {
     }
 }
 
+/// Time since `t`; a clock set back counts as no time (the lockout runs in full).
+fn since(t: SystemTime) -> Duration {
+    SystemTime::now().duration_since(t).unwrap_or(Duration::ZERO)
+}
+
 impl SignInThrottle {
-    /// A throttle that locks a key out after `max` failures in a row.
+    /// A throttle that locks a key out after `max` failures in a row, in memory.
     pub fn with_max(max: u32) -> Self {
         SignInThrottle {
             failures: Mutex::new(HashMap::new()),
             max,
+            file: None,
+        }
+    }
+
+    /// A throttle that keeps its counts in `file` (read now, replaced atomically on each
+    /// change), so that restarting the server does not lift a lockout. A missing or
+    /// unreadable file starts empty (logged).
+    pub fn persistent(max: u32, file: PathBuf) -> Self {
+        let mut failures = HashMap::new();
+        match std::fs::read(&file) {
+            Ok(bytes) => match serde_json::from_slice::<Vec<(String, u32, u64)>>(&bytes) {
+                Ok(entries) => {
+                    for (name, count, unix_secs) in entries {
+                        let last = SystemTime::UNIX_EPOCH + Duration::from_secs(unix_secs);
+                        if since(last) < LOCKOUT {
+                            failures.insert(name, (count, last));
+                        }
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(file = %file.display(), error = %e, "ignoring unreadable sign-in failure counts")
+                }
+            },
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => tracing::warn!(file = %file.display(), error = %e, "cannot read sign-in failure counts"),
+        }
+        SignInThrottle {
+            failures: Mutex::new(failures),
+            max,
+            file: Some(file),
         }
     }
 
@@ -124,8 +162,8 @@ impl SignInThrottle {
     pub fn check(&self, name: &str) -> Result<(), u64> {
         let map = self.failures.lock().expect("throttle poisoned");
         match map.get(name) {
-            Some((count, last)) if *count >= self.max && last.elapsed() < LOCKOUT => {
-                Err((LOCKOUT - last.elapsed()).as_secs().max(1))
+            Some((count, last)) if *count >= self.max && since(*last) < LOCKOUT => {
+                Err(LOCKOUT.saturating_sub(since(*last)).as_secs().max(1))
             }
             _ => Ok(()),
         }
@@ -135,15 +173,37 @@ impl SignInThrottle {
     pub fn failed(&self, name: &str) {
         let mut map = self.failures.lock().expect("throttle poisoned");
         if map.len() >= MAX_TRACKED {
-            map.retain(|_, (_, last)| last.elapsed() < LOCKOUT);
+            map.retain(|_, (_, last)| since(*last) < LOCKOUT);
         }
-        let entry = map.entry(name.to_owned()).or_insert((0, Instant::now()));
-        *entry = (entry.0.saturating_add(1), Instant::now());
+        let now = SystemTime::now();
+        let entry = map.entry(name.to_owned()).or_insert((0, now));
+        *entry = (entry.0.saturating_add(1), now);
+        self.save(&map);
     }
 
     /// Forgets the failures of `name` (it signed in).
     pub fn succeeded(&self, name: &str) {
-        self.failures.lock().expect("throttle poisoned").remove(name);
+        let mut map = self.failures.lock().expect("throttle poisoned");
+        if map.remove(name).is_some() {
+            self.save(&map);
+        }
+    }
+
+    /// Writes the counts still in force to the file, if any (under the lock, so writes
+    /// happen in order). A failure is logged: sign-ins go on, counted in memory.
+    fn save(&self, map: &HashMap<String, (u32, SystemTime)>) {
+        let Some(file) = &self.file else { return };
+        let entries: Vec<(&str, u32, u64)> = map
+            .iter()
+            .filter(|(_, (_, last))| since(*last) < LOCKOUT)
+            .map(|(name, (count, last))| {
+                let unix_secs = last.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+                (name.as_str(), *count, unix_secs)
+            })
+            .collect();
+        if let Err(e) = crate::json_file::write_atomically(file, &serde_json::json!(entries)) {
+            tracing::warn!(file = %file.display(), error = %e, "cannot save sign-in failure counts");
+        }
     }
 }
 
@@ -274,6 +334,33 @@ mod tests {
         assert!(throttle.check("bob").is_ok(), "other names are not affected");
         throttle.succeeded("alice");
         assert!(throttle.check("alice").is_ok());
+    }
+
+    #[test]
+    fn a_persistent_throttle_keeps_a_lockout_across_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("failures.json");
+        {
+            let throttle = SignInThrottle::persistent(MAX_FAILURES, file.clone());
+            for name in ["alice", "alice", "alice", "alice", "alice", "bob"] {
+                throttle.failed(name);
+            }
+            assert!(throttle.check("alice").is_err());
+        }
+        let restarted = SignInThrottle::persistent(MAX_FAILURES, file.clone());
+        assert!(restarted.check("alice").is_err(), "the lockout survives");
+        restarted.failed("bob");
+        restarted.succeeded("alice");
+        let again = SignInThrottle::persistent(MAX_FAILURES, file.clone());
+        assert!(again.check("alice").is_ok(), "so does the success that lifted it");
+        // bob's two failures are remembered: three more lock him out.
+        for _ in 0..3 {
+            again.failed("bob");
+        }
+        assert!(again.check("bob").is_err());
+        // A damaged file starts empty rather than refusing to start.
+        std::fs::write(&file, b"not json").unwrap();
+        assert!(SignInThrottle::persistent(MAX_FAILURES, file).check("bob").is_ok());
     }
 
     #[test]

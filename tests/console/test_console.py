@@ -6,7 +6,8 @@ Walks the seed's console audit path (vault → Master Encryption Keys → key �
 Created), rotates from the key page and from the Compliance page (the server's clock moved
 400 days ahead), disables and enables, schedules and cancels vault deletion, and checks what
 a read-only user, a wrong password and a form without its CSRF token get. Screenshots of the
-vault, key and compliance pages go to target/console-screenshots/."""
+main pages at 1280 and 390 px (README's) go to $SEALSTORE_SCREENSHOTS, by default
+target/console-screenshots/."""
 
 import contextlib
 import json
@@ -31,7 +32,7 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "kms"))
 from test_oci_cli import cli  # noqa: E402  (puts tests/s3 on sys.path too)
 from conftest import BINARY, ROOT  # noqa: E402
 
-SCREENSHOTS = ROOT / "target" / "console-screenshots"
+SCREENSHOTS = pathlib.Path(os.environ.get("SEALSTORE_SCREENSHOTS", ROOT / "target" / "console-screenshots"))
 PASSWORD = "correct horse battery staple"
 
 
@@ -181,6 +182,37 @@ def screenshot(browser, name):
     browser.save_screenshot(str(SCREENSHOTS / f"{name}.png"))
 
 
+def test_screenshots_of_the_main_pages_at_1280_and_390_px(browser, tmp_path):
+    """README's screenshots: vaults, a vault's keys, Key Information, Audit and Compliance
+    (a year and more after the keys were made, so that it lists them), at each width."""
+    data_dir = tmp_path / "data"
+    with serving(data_dir):
+        add_console_user(data_dir, "admin", groups=["Administrators"])
+        s = status(data_dir)
+        cli(data_dir, "kms", "key", "create", "--vault", s["defaultVaultId"], "--name", "payments-db")
+    with serving(data_dir, clock_offset_days=400) as url:
+        browser.delete_all_cookies()
+        sign_in(browser, url)
+        vault = f"/console/vaults/{s['defaultVaultId']}"
+        pages = {"vaults": "/console/vaults", "vault-keys": vault,
+                 "key-information": f"{vault}/keys/{s['defaultKeyId']}", "audit": "/console/audit",
+                 "compliance": "/console/compliance"}
+        try:
+            for width in (1280, 390):
+                browser.set_window_size(width, 900 if width > 390 else 844)
+                for name, path in pages.items():
+                    browser.get(url + path)
+                    assert not page_is_an_error(browser), (path, browser.page_source[:500])
+                    screenshot(browser, f"{name}-{width}")
+                    assert (SCREENSHOTS / f"{name}-{width}.png").stat().st_size < 200_000
+        finally:
+            browser.set_window_size(1280, 900)
+
+
+def page_is_an_error(browser):
+    return heading(browser).lower().startswith(("not found", "error", "forbidden"))
+
+
 def key_get(data_dir, key):
     return cli(data_dir, "kms", "key", "get", key)
 
@@ -216,7 +248,6 @@ def test_audit_path_to_created_then_rotate_from_the_key_page(page, server):
     assert page.find_element(By.CSS_SELECTOR, "nav[aria-label=breadcrumb]").text.startswith("Vaults")
     sections = [h.text for h in page.find_elements(By.TAG_NAME, "h2")]
     assert sections.index("Master Encryption Keys") < sections.index("Deletion"), sections
-    screenshot(page, "vault")
     # Master Encryption Keys: the key, its Created and last rotated.
     table = page.find_element(By.XPATH, "//h2[.='Master Encryption Keys']/following::table[1]")
     assert "ENABLED" in table.text and "SOFTWARE" in table.text
@@ -232,7 +263,6 @@ def test_audit_path_to_created_then_rotate_from_the_key_page(page, server):
     assert field(page, "Auto-rotation") == "Disabled"
     assert field(page, "Tags") == "None"
     assert not page.find_elements(By.XPATH, "//dt[.='keyShape' or .='freeformTags' or .='isPrimary']")
-    screenshot(page, "key")
     # Actions → Rotate Key, confirmed.
     click(page.find_element(By.LINK_TEXT, "Rotate Key"))
     assert heading(page).startswith("Rotate Key")
@@ -409,7 +439,6 @@ def test_compliance_lists_keys_not_rotated_for_a_year_and_rotates_them(browser, 
         assert len(rows) == 1, [r.text for r in rows]
         key = key_get(data_dir, s["defaultKeyId"])
         assert key["displayName"] in rows[0].text and "400" in rows[0].text
-        screenshot(browser, "compliance")
         click(rows[0].find_element(By.LINK_TEXT, "Rotate"))
         click(browser.find_element(By.CSS_SELECTOR, "button.primary"))
         assert "Key rotated." in browser.find_element(By.CSS_SELECTOR, "[role=status]").text
@@ -498,26 +527,36 @@ def test_five_wrong_passwords_lock_the_name_out_even_for_the_right_one(server):
     url, data_dir = server
     add_console_user(data_dir, "guessed")
     add_console_user(data_dir, "bystander")
-
-    def sign_in_status(user, password):
-        """The status of a sign-in POST from the sign-in page, not following the redirect of a
-        success (303)."""
-        cookie, token = sign_in_form(url)
-        body = urllib.parse.urlencode({"username": user, "password": password, "signin": token}).encode()
-        request = urllib.request.Request(url + "/console/login", data=body, method="POST",
-                                         headers={"cookie": cookie})
-        try:
-            with urllib.request.build_opener(NoRedirect).open(request, timeout=30) as r:
-                return r.status, r.read().decode()
-        except urllib.error.HTTPError as e:
-            return e.code, e.read().decode()
-
     for _ in range(5):
-        assert sign_in_status("guessed", "a wrong guess!!")[0] == 401
-    status, page = sign_in_status("guessed", PASSWORD)
+        assert sign_in_status(url, "guessed", "a wrong guess!!")[0] == 401
+    status, page = sign_in_status(url, "guessed", PASSWORD)
     assert status == 429 and "Too many failed sign-ins" in page
     # Other names are not affected.
-    assert sign_in_status("bystander", PASSWORD)[0] == 303
+    assert sign_in_status(url, "bystander", PASSWORD)[0] == 303
+
+
+def test_a_lockout_outlives_a_restart_of_the_server(tmp_path):
+    data_dir = tmp_path / "data"
+    with serving(data_dir) as url:
+        add_console_user(data_dir, "guessed")
+        for _ in range(5):
+            assert sign_in_status(url, "guessed", "a wrong guess!!")[0] == 401
+    with serving(data_dir) as url:
+        status, page = sign_in_status(url, "guessed", PASSWORD)
+        assert status == 429 and "Too many failed sign-ins" in page
+
+
+def sign_in_status(url, user, password):
+    """The status and page of a sign-in POST from the sign-in page, not following the redirect
+    of a success (303)."""
+    cookie, token = sign_in_form(url)
+    body = urllib.parse.urlencode({"username": user, "password": password, "signin": token}).encode()
+    request = urllib.request.Request(url + "/console/login", data=body, method="POST", headers={"cookie": cookie})
+    try:
+        with urllib.request.build_opener(NoRedirect).open(request, timeout=30) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
 
 
 def sign_in_form(url):
