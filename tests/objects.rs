@@ -436,3 +436,56 @@ fn s3_object_backend_through_the_cli() {
     assert!(range.status.success());
     assert_eq!(range.stdout, &plain[100..200]);
 }
+
+/// An acknowledged PUT is on disk, not only in the page cache: after the object file is
+/// renamed into place its data and its directory are synced, and only then is its index entry
+/// committed (seen with strace, for a single-put object and a streamed multipart one).
+#[test]
+fn acknowledged_puts_sync_the_object_and_its_directory_before_the_index() {
+    let Some(strace) = common::which("strace") else {
+        panic!("strace is needed (./scripts/test installs it)");
+    };
+    let env = Env::new();
+    env.ok(&["object", "mb", "synced"]);
+    for (key, len) in [("small", 1000usize), ("large", 3 << 20)] {
+        let file = env.path(key);
+        std::fs::write(&file, bytes(4, len)).unwrap();
+        let log = env.path(&format!("{key}.strace"));
+        let traced = Command::new(&strace)
+            .args(["-f", "-y", "-e", "trace=fdatasync,fsync,rename", "-o"])
+            .arg(&log)
+            .arg(bin())
+            .env("SEALSTORE_DATA_DIR", env.path("data"))
+            .env_remove("SEALSTORE_OBJECT_BACKEND")
+            .args([
+                "object",
+                "put",
+                "synced",
+                &format!("dir/{key}"),
+                "--file",
+                file.to_str().unwrap(),
+            ])
+            .output()
+            .unwrap();
+        assert!(traced.status.success(), "{}", String::from_utf8_lossy(&traced.stderr));
+        let log = std::fs::read_to_string(&log).unwrap();
+        let lines: Vec<&str> = log.lines().collect();
+        let find = |what: &dyn Fn(&str) -> bool| lines.iter().position(|l| what(l));
+        let object = format!("dir!2F{key}!>");
+        let renamed = find(&|l| l.contains("rename(") && l.contains(&format!("dir!2F{key}!\")")))
+            .unwrap_or_else(|| panic!("{key}: no rename into place:\n{log}"));
+        let data = find(&|l| l.contains("fdatasync(") && l.contains(&object))
+            .unwrap_or_else(|| panic!("{key}: the object file is never synced:\n{log}"));
+        let dir =
+            find(&|l| l.contains("fsync(") && l.contains("/objects/_buckets/synced/objects/") && !l.contains("!>"))
+                .unwrap_or_else(|| panic!("{key}: its directory is never synced:\n{log}"));
+        let index = lines
+            .iter()
+            .rposition(|l| l.contains("fdatasync(") && l.contains("objects.redb>"))
+            .unwrap_or_else(|| panic!("{key}: no index commit:\n{log}"));
+        assert!(
+            renamed < data && data < dir && dir < index,
+            "{key}: order rename {renamed}, data {data}, dir {dir}, index {index}:\n{log}"
+        );
+    }
+}

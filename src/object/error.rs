@@ -229,9 +229,6 @@ pub enum IndexError {
     /// the error itself).
     #[error("object index: committing a group of entries: {0}")]
     GroupCommit(String),
-    /// The files the entries describe could not be made durable: nothing was committed.
-    #[error("making stored objects durable before recording them: {0}")]
-    Durability(#[source] std::io::Error),
 }
 
 kms_core::from_redb_errors!(IndexError, |e| IndexError::Database(Box::new(e)));

@@ -9,7 +9,7 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Utc};
 use kms_core::Ocid;
@@ -240,33 +240,11 @@ pub struct InventoryLine {
 }
 
 /// The object index.
+#[derive(Debug)]
 pub struct ObjectIndex {
     db: Database,
     /// Object entries waiting to be committed together (see [`ObjectIndex::put_if_bucket`]).
     group: GroupCommit,
-    /// Makes the stored files that entries describe durable, before they are committed.
-    barrier: OnceLock<DurabilityBarrier>,
-}
-
-impl std::fmt::Debug for ObjectIndex {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ObjectIndex")
-            .field("db", &self.db)
-            .field("durability_barrier", &self.barrier.get().is_some())
-            .finish()
-    }
-}
-
-/// What makes stored files durable before the index entries that describe them are
-/// committed (for objects in a local directory: one `syncfs` of its filesystem, see
-/// [`sync_filesystem`]); a failure fails the entries' commit.
-pub type DurabilityBarrier = Box<dyn Fn() -> std::io::Result<()> + Send + Sync>;
-
-/// Makes every file written on the filesystem that holds `dir` durable (data, and the names
-/// of files renamed into place): one `syncfs(2)`.
-pub fn sync_filesystem(dir: &Path) -> std::io::Result<()> {
-    let dir = std::fs::File::open(dir)?;
-    rustix::fs::syncfs(&dir).map_err(std::io::Error::from)
 }
 
 /// Group commit of object entries: writers queue their entry, and one of them (the leader,
@@ -348,23 +326,7 @@ impl ObjectIndex {
         Ok(ObjectIndex {
             db,
             group: GroupCommit::default(),
-            barrier: OnceLock::new(),
         })
-    }
-
-    /// Runs `barrier` before every commit of object entries and parts (once per group
-    /// commit), so that an entry is never durable before the file it describes. Set once: a
-    /// data directory has one object backend; later calls are ignored.
-    pub fn set_durability_barrier(&self, barrier: DurabilityBarrier) {
-        let _ = self.barrier.set(barrier);
-    }
-
-    /// Runs the durability barrier, if there is one.
-    fn make_files_durable(&self) -> Result<(), IndexError> {
-        match self.barrier.get() {
-            Some(barrier) => barrier().map_err(IndexError::Durability),
-            None => Ok(()),
-        }
     }
 
     /// The object layout recorded for the index (`None`: written before layouts were).
@@ -487,7 +449,6 @@ impl ObjectIndex {
 
     /// Stores each entry whose bucket exists, all in one transaction; says which were stored.
     fn commit_entries(&self, batch: &[PendingEntry]) -> Result<Vec<bool>, IndexError> {
-        self.make_files_durable()?;
         let txn = self.db.begin_write()?;
         let mut stored = Vec::with_capacity(batch.len());
         {
@@ -609,7 +570,6 @@ impl ObjectIndex {
     /// Records an uploaded part (replacing an earlier upload of the same number), if the
     /// upload is still in progress (false, and nothing recorded, when it is not).
     pub fn put_part(&self, upload_id: &str, part_number: u32, record: &PartRecord) -> Result<bool, IndexError> {
-        self.make_files_durable()?;
         let txn = self.db.begin_write()?;
         if txn.open_table(UPLOADS)?.get(upload_id)?.is_none() {
             return Ok(false);
@@ -904,45 +864,6 @@ mod tests {
                 assert!(index.get("gone", &format!("{t}/{n}")).unwrap().is_none());
             }
         }
-    }
-
-    #[test]
-    fn entries_are_committed_only_after_the_durability_barrier() {
-        use std::sync::atomic::{AtomicUsize, Ordering};
-        let dir = tempfile::tempdir().unwrap();
-        let index = ObjectIndex::open(dir.path()).unwrap();
-        assert!(index.create_bucket("b").unwrap());
-        let calls = Arc::new(AtomicUsize::new(0));
-        let fail = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let (c, f) = (calls.clone(), fail.clone());
-        index.set_durability_barrier(Box::new(move || {
-            c.fetch_add(1, Ordering::SeqCst);
-            if f.load(Ordering::SeqCst) {
-                return Err(std::io::Error::other("disk gone"));
-            }
-            Ok(())
-        }));
-        assert!(index
-            .put_if_bucket("b", "k", &entry("ocid1.keyversion.oc1.x.v1"))
-            .unwrap());
-        assert_eq!(calls.load(Ordering::SeqCst), 1);
-        assert!(index.get("b", "k").unwrap().is_some());
-
-        // When the files cannot be made durable, neither object entries nor parts are recorded.
-        fail.store(true, Ordering::SeqCst);
-        let refused = index.put_if_bucket("b", "other", &entry("ocid1.keyversion.oc1.x.v1"));
-        assert!(matches!(refused, Err(IndexError::Durability(_))), "{refused:?}");
-        assert!(index.get("b", "other").unwrap().is_none());
-        assert_eq!(calls.load(Ordering::SeqCst), 2);
-        let record = PartRecord {
-            size: 1,
-            etag: "e".into(),
-            last_modified: Utc::now(),
-        };
-        let part = index.put_part("no-such-upload", 1, &record);
-        assert!(matches!(part, Err(IndexError::Durability(_))), "{part:?}");
-        // The durability checks run on a real filesystem too.
-        sync_filesystem(dir.path()).unwrap();
     }
 
     #[test]

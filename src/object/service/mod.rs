@@ -67,14 +67,6 @@ pub struct ObjectService {
     locks: KeyLocks,
 }
 
-/// Objects in a local directory are made durable (one `syncfs` per group commit) before
-/// their index entries are committed: an acknowledged PUT survives a power cut, not only a
-/// crash of the process. (An S3 backend's answer to a PUT is its own durability.)
-fn sync_before_recording(index: &ObjectIndex, root: &std::path::Path) {
-    let root = root.to_owned();
-    index.set_durability_barrier(Box::new(move || super::index::sync_filesystem(&root)));
-}
-
 impl ObjectService {
     /// Buckets on `backend` (see [`crate::object::backend::open_backend`]; `None` means
     /// `<data_dir>/objects`), with data keys from `keys`; objects that name no master key
@@ -96,9 +88,6 @@ impl ObjectService {
                 )
             }
         };
-        if let Some(root) = &local_root {
-            sync_before_recording(&index, root);
-        }
         let service = ObjectService {
             key_service: KeyService::new(keys.clone()),
             backend,
@@ -115,7 +104,6 @@ impl ObjectService {
     /// As [`ObjectService::open`] on a backend that is a directory of this machine (where
     /// temporary files of interrupted writes are found and removed).
     pub fn with_local_root(mut self, root: std::path::PathBuf) -> Self {
-        sync_before_recording(&self.index, &root);
         self.local_root = Some(root);
         self
     }
