@@ -111,6 +111,20 @@ pub fn create_volume(
     Ok(Volume::create(dir, "bench", size, keys, key_id)?)
 }
 
+/// How many times [`in_process`] then [`over_nbd`] call `progress` with `rounds` rounds on
+/// this machine: a fill per device or server, then a step per job, device or server, and
+/// round. The NBD servers are those [`over_nbd`] finds installed.
+pub fn steps(rounds: u32) -> u64 {
+    let jobs = workloads(&|_| String::new()).len() as u64;
+    let in_process = 2 + 2 * jobs;
+    if !installed("fio") {
+        return in_process;
+    }
+    let qemu = installed("qemu-nbd") && installed("qemu-img");
+    let servers = 1 + u64::from(installed("nbdkit")) + if qemu { 2 } else { 0 };
+    in_process + servers + u64::from(rounds.max(1)) * jobs * servers
+}
+
 /// In-process lines: `volume` beside a plain file of its size in `dir`, both written once
 /// in full first so that reads decrypt real data.
 pub fn in_process(

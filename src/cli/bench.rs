@@ -392,22 +392,18 @@ fn print_table(kind: &str, results: &[Measured]) {
     print!("{}", bench::table::results(kind, results));
 }
 
-/// Progress over the steps of a measurement (its lines, or their rounds): how many of `lines` are done, the time gone and
-/// an ETA, and the line now measured. Without a known count (`None`), the lines done so far.
-/// Call [`LineProgress::line`] as each line starts.
+/// Progress over the steps of a measurement (its lines, or their rounds): how many of `steps`
+/// are done, the time gone and an ETA, and the line now measured. Call
+/// [`LineProgress::line`] as each line starts.
 struct LineProgress {
     bar: indicatif::ProgressBar,
     started: std::cell::Cell<bool>,
 }
 
 impl LineProgress {
-    fn new(kind: &str, lines: Option<u64>) -> Self {
-        let template = if lines.is_some() {
-            "{spinner} [{elapsed_precise}] {prefix}: {pos}/{len} steps, ETA {eta}: {msg}"
-        } else {
-            "{spinner} [{elapsed_precise}] {prefix}: {pos} steps done: {msg}"
-        };
-        let bar = indicatif::ProgressBar::new(lines.unwrap_or(0))
+    fn new(kind: &str, steps: u64) -> Self {
+        let template = "{spinner} [{elapsed_precise}] {prefix}: {pos}/{len} steps, ETA {eta}: {msg}";
+        let bar = indicatif::ProgressBar::new(steps)
             .with_style(indicatif::ProgressStyle::with_template(template).expect("a valid template"));
         bar.set_prefix(kind.to_owned());
         bar.enable_steady_tick(Duration::from_millis(120));
@@ -432,7 +428,7 @@ impl LineProgress {
 
 /// Measures `workloads` one after another.
 fn measure_all(kind: &str, workloads: &mut [Workload], duration: Duration) -> Vec<Measured> {
-    let progress = LineProgress::new(kind, Some(workloads.len() as u64));
+    let progress = LineProgress::new(kind, workloads.len() as u64);
     let results = workloads
         .iter_mut()
         .map(|w| {
@@ -565,7 +561,7 @@ fn object(global: &GlobalOpts, opts: &ObjectOpts, common: &CommonOpts) -> KindRe
             )),
         },
     ];
-    let progress = LineProgress::new("object", Some(sealstore::bench::objects::steps(targets.len(), &load)));
+    let progress = LineProgress::new("object", sealstore::bench::objects::steps(targets.len(), &load));
     let results = runtime()?.block_on(sealstore::bench::objects::run("object", &targets, &load, |m| {
         progress.line(m)
     }))?;
@@ -672,7 +668,7 @@ fn s3_kind(global: &GlobalOpts, s3: &S3Opts, opts: &ObjectOpts, common: &CommonO
             let _ = writeln!(file, "{} {line}", unix_ns());
         }
     };
-    let progress = LineProgress::new("s3", Some(sealstore::bench::objects::steps(targets.len(), &load)));
+    let progress = LineProgress::new("s3", sealstore::bench::objects::steps(targets.len(), &load));
     let results = runtime.block_on(sealstore::bench::objects::run("s3", &targets, &load, |m| {
         mark(m);
         progress.line(m)
@@ -822,16 +818,11 @@ fn volume(global: &GlobalOpts, opts: &VolumeOpts, common: &CommonOpts) -> KindRe
     let data = BenchDataDir::open(global, work.path())?;
     let volume =
         sealstore::bench::volume::create_volume(work.path(), size, &data.keys.provider, &data.keys.default_key)?;
-    let progress = LineProgress::new("volume", None);
+    let rounds = u32::try_from(common.rounds.max(1)).unwrap_or(u32::MAX);
+    let progress = LineProgress::new("volume", sealstore::bench::volume::steps(rounds));
     let mut results =
         sealstore::bench::volume::in_process(work.path(), &volume, threads, duration, |m| progress.line(m))?;
-    let nbd = sealstore::bench::volume::over_nbd(
-        work.path(),
-        volume,
-        duration,
-        u32::try_from(common.rounds.max(1)).unwrap_or(u32::MAX),
-        |m| progress.line(m),
-    )?;
+    let nbd = sealstore::bench::volume::over_nbd(work.path(), volume, duration, rounds, |m| progress.line(m))?;
     progress.finish();
     if nbd.is_empty() {
         println!("(fio is not installed: no NBD lines; apt-get install fio)");
