@@ -333,6 +333,14 @@ pub struct Progress {
     pub done: u64,
     /// Units in all (0: not known).
     pub total: u64,
+    /// Bytes in one unit, when the units are fixed amounts of data (a volume sweep's
+    /// extents): the client shows bytes and a byte rate. Absent (0): plain counts.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub unit_bytes: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// What a running admin command answers to: whether its client went away, and where its
@@ -545,11 +553,20 @@ pub fn execute_job(target: &AdminTarget, req: Request, job: &Job<'_>) -> Result<
                 .filter(|(g, _)| **g != current)
                 .map(|(_, n)| n)
                 .sum::<u64>();
-            (job.progress)(Progress { done: 0, total });
+            let unit_bytes = vol.header().extent_size;
+            (job.progress)(Progress {
+                done: 0,
+                total,
+                unit_bytes,
+            });
             // Extent by extent, each under its lock: NBD clients keep reading and writing.
             let (done, stopped) = vol
                 .reencrypt_all(max_mib_per_sec, |done| {
-                    (job.progress)(Progress { done, total });
+                    (job.progress)(Progress {
+                        done,
+                        total,
+                        unit_bytes,
+                    });
                     !job.stopped()
                 })
                 .map_err(volume_error)?;

@@ -400,17 +400,23 @@ pub fn via_server(
     // A long command (a volume sweep) reports how far it has come: the spinner becomes a bar.
     let mut progress = |p: sealstore::admin::Progress| {
         let Some(bar) = &bar else { return };
-        if p.total > 0 && bar.length() != Some(p.total) {
-            bar.set_length(p.total);
+        // Fixed-size units (a volume's extents) are shown as bytes, with a byte rate.
+        let scale = p.unit_bytes.max(1);
+        let total = p.total.saturating_mul(scale);
+        if total > 0 && bar.length() != Some(total) {
+            bar.set_length(total);
+            let template = if p.unit_bytes > 0 {
+                "{spinner} {msg} [{bar:30}] {bytes}/{total_bytes} ({bytes_per_sec}, ETA {eta})"
+            } else {
+                "{spinner} {msg} [{bar:30}] {pos}/{len} ({per_sec}, ETA {eta})"
+            };
             bar.set_style(
-                indicatif::ProgressStyle::with_template(
-                    "{spinner} {msg} [{bar:30}] {pos}/{len} ({per_sec}, ETA {eta})",
-                )
-                .expect("valid template")
-                .progress_chars("=> "),
+                indicatif::ProgressStyle::with_template(template)
+                    .expect("valid template")
+                    .progress_chars("=> "),
             );
         }
-        bar.set_position(p.done);
+        bar.set_position(p.done.saturating_mul(scale));
     };
     let reached = try_send_with_progress(&socket, req, &mut progress)
         .with_context(|| format!("talking to the server at {}", socket.display()));

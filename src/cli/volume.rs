@@ -439,16 +439,10 @@ pub fn run(global: &GlobalOpts, args: VolumeArgs) -> anyhow::Result<ExitCode> {
                 .filter(|(g, _)| **g != current)
                 .map(|(_, n)| n)
                 .sum::<u64>();
-            let bar = ProgressBar::new(todo);
-            bar.set_style(
-                ProgressStyle::with_template(
-                    "{spinner} re-encrypting [{bar:30}] {pos}/{len} extents ({elapsed}, ETA {eta})",
-                )
-                .expect("valid template")
-                .progress_chars("=> "),
-            );
+            let extent = vol.header().extent_size;
+            let bar = byte_bar(todo * extent, "re-encrypting");
             let (done, _) = vol.reencrypt_all(max_mib_per_sec, |_| {
-                bar.inc(1);
+                bar.inc(extent);
                 true
             })?;
             bar.finish_and_clear();

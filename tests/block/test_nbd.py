@@ -801,6 +801,8 @@ def test_a_sweep_in_the_server_streams_its_progress_to_the_client(tmp_path):
     assert all("progress" in a for a in answers[:-1])
     assert len(progress) >= 5, progress  # 32 extents at 16 MiB/s: about two seconds
     assert all(p["total"] == 32 for p in progress), progress
+    # Extents are fixed amounts of data: the client shows bytes and a byte rate.
+    assert all(p["unitBytes"] == 1 << 20 for p in progress), progress
     done = [p["done"] for p in progress]
     assert done == sorted(done) and done[-1] <= 32
     assert answers[-1]["ok"]["reencrypted"] == 32
