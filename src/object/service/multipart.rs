@@ -137,9 +137,7 @@ impl ObjectService {
         let upload = self.upload_for(upload_id, bucket, key)?;
         let (store, _) = self.upload_store(&upload, customer_key).await?;
         let location = layout::part_location(upload_id, part_number);
-        let (size, digest, _) = self
-            .write_stream(&store, &location, body, Attributes::new(), expected_md5)
-            .await?;
+        let (size, digest, _) = Self::write_stream(&store, &location, body, Attributes::new(), expected_md5).await?;
         let etag = data_encoding::HEXLOWER.encode(&digest);
         let record = PartRecord {
             size,

@@ -100,7 +100,6 @@ impl ObjectService {
     /// stream through a multipart upload. Returns the size, the MD5 and what wraps the
     /// object's data key.
     pub(super) async fn write_stream<S, E>(
-        &self,
         store: &BucketStore,
         location: &Path,
         body: S,
@@ -153,9 +152,7 @@ impl ObjectService {
                 },
             )
             .await?;
-        // Towards a remote store a part's write is a round trip: two overlap there.
-        let in_flight = if self.local_root().is_some() { 1 } else { 2 };
-        let mut parts = PartPipeline::new(upload, in_flight);
+        let mut parts = PartPipeline::new(upload);
         for chunk in buffered {
             parts.write(chunk).await?;
         }
@@ -238,9 +235,8 @@ impl ObjectService {
         for (k, v) in &params.user_metadata {
             attributes.insert(Attribute::Metadata(k.clone().into()), v.clone().into());
         }
-        let (size, digest, wrapped_by) = self
-            .write_stream(&store, &location, body, attributes, params.expected_md5.as_deref())
-            .await?;
+        let (size, digest, wrapped_by) =
+            Self::write_stream(&store, &location, body, attributes, params.expected_md5.as_deref()).await?;
         let encryption = Encryption::recorded(wrapped_by, resolved.sse_kms);
         let (etag, parts) = match multipart {
             Some((etag, parts)) => (etag, parts),
@@ -316,17 +312,22 @@ impl ObjectService {
     }
 }
 
+/// Parts of a large body being written at once: each is sealed, then written in the
+/// background while the next one is gathered and the MD5 runs. With 8 MiB parts an upload
+/// holds about 40 MiB at most: the part being gathered, the one the upload keeps back to end
+/// the object, one sealed part being written and the parts queued for and in the MD5 (tested:
+/// a 1 GiB PUT within 64 MiB of a tiny one's peak RSS).
+const PARTS_IN_FLIGHT: usize = 1;
 /// Parts queued for the MD5 thread: the body waits when hashing falls this far behind.
 const PARTS_QUEUED_FOR_MD5: usize = 1;
 
 /// A large body on its way into a multipart upload: the body's pieces are gathered into
 /// parts of [`MULTIPART_PART_BYTES`] (the one copy of the plaintext; the upload seals them
 /// without another), each part is handed to the upload and written in the background, at
-/// most `in_flight` at once, and its MD5 is computed on a blocking thread of its own,
+/// most [`PARTS_IN_FLIGHT`] at once, and its MD5 is computed on a blocking thread of its own,
 /// beside the sealing and the writes, over the same bytes.
 struct PartPipeline {
     upload: Box<dyn MultipartUpload>,
-    in_flight: usize,
     gathering: BytesMut,
     writes: JoinSet<object_store::Result<()>>,
     md5_parts: Option<mpsc::Sender<Bytes>>,
@@ -334,12 +335,7 @@ struct PartPipeline {
 }
 
 impl PartPipeline {
-    /// Parts are written `in_flight` at a time (at least one). With 8 MiB parts an upload
-    /// holds about 32 MiB plus 8 MiB per part in flight: the part being gathered, the one the
-    /// upload keeps back to end the object, the sealed parts being written and the parts
-    /// queued for and in the MD5 (tested on local disk, one in flight: a 1 GiB PUT within
-    /// 64 MiB of a tiny one's peak RSS).
-    fn new(upload: Box<dyn MultipartUpload>, in_flight: usize) -> Self {
+    fn new(upload: Box<dyn MultipartUpload>) -> Self {
         let (tx, mut rx) = mpsc::channel::<Bytes>(PARTS_QUEUED_FOR_MD5);
         let md5 = tokio::task::spawn_blocking(move || {
             let mut md5 = Md5::new();
@@ -350,7 +346,6 @@ impl PartPipeline {
         });
         PartPipeline {
             upload,
-            in_flight: in_flight.max(1),
             gathering: BytesMut::with_capacity(MULTIPART_PART_BYTES),
             writes: JoinSet::new(),
             md5_parts: Some(tx),
@@ -375,9 +370,9 @@ impl PartPipeline {
     }
 
     /// Hands one part to the MD5 thread and to the upload, once fewer than
-    /// `in_flight` writes are running.
+    /// [`PARTS_IN_FLIGHT`] writes are running.
     async fn send(&mut self, part: Bytes) -> Result<()> {
-        while self.writes.len() >= self.in_flight {
+        while self.writes.len() >= PARTS_IN_FLIGHT {
             Self::joined(self.writes.join_next().await)?;
         }
         if let Some(tx) = &self.md5_parts {
