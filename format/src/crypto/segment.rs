@@ -134,6 +134,16 @@ pub struct SegmentCipher {
     size: SegmentSize,
 }
 
+/// Batches up to this many sealed bytes are sealed and opened on the calling thread: handing
+/// them to the rayon pool (a cross-thread wake-up there and back, even for one segment) costs
+/// more than the AES-GCM of a few segments, and it was most of a small object's GET.
+const SAME_THREAD_MAX: usize = 256 * 1024;
+
+/// Whether a batch of `sealed_len` bytes is done on the calling thread (see [`SAME_THREAD_MAX`]).
+fn on_this_thread(sealed_len: usize) -> bool {
+    sealed_len <= SAME_THREAD_MAX
+}
+
 impl SegmentCipher {
     /// A cipher for one object: its derived segment key, nonce prefix and associated data.
     pub fn new(segment_key: &[u8; 32], nonce_prefix: [u8; NONCE_PREFIX_LEN], aad: [u8; 32], size: SegmentSize) -> Self {
@@ -223,18 +233,21 @@ impl SegmentCipher {
         if out.len() != self.sealed_batch_len(plaintext.len()) {
             return Err(SegmentError::Layout("output buffer has the wrong length"));
         }
-        out.par_chunks_mut(self.size.sealed())
-            .enumerate()
-            .try_for_each(|(i, slot)| {
-                let start = i * s;
-                let plain = &plaintext[start..(start + s).min(plaintext.len())];
-                let flag = segment_flag(ends_object && i == count - 1);
-                let (body, tag) = slot.split_at_mut(plain.len());
-                let tag: &mut [u8; TAG_LEN] = tag.try_into().expect("slot ends with a tag");
-                self.key
-                    .seal_into(self.nonce(Self::index(first, i)?, flag), &self.aad, plain, body, tag)
-                    .map_err(|_| SegmentError::Layout("AES-GCM refused a segment"))
-            })
+        let seal = |(i, slot): (usize, &mut [u8])| {
+            let start = i * s;
+            let plain = &plaintext[start..(start + s).min(plaintext.len())];
+            let flag = segment_flag(ends_object && i == count - 1);
+            let (body, tag) = slot.split_at_mut(plain.len());
+            let tag: &mut [u8; TAG_LEN] = tag.try_into().expect("slot ends with a tag");
+            self.key
+                .seal_into(self.nonce(Self::index(first, i)?, flag), &self.aad, plain, body, tag)
+                .map_err(|_| SegmentError::Layout("AES-GCM refused a segment"))
+        };
+        if on_this_thread(out.len()) {
+            out.chunks_mut(self.size.sealed()).enumerate().try_for_each(seal)
+        } else {
+            out.par_chunks_mut(self.size.sealed()).enumerate().try_for_each(seal)
+        }
     }
 
     /// Seals `buf` (plaintext segments `first, first+1, …`, same layout rules as
@@ -257,17 +270,22 @@ impl SegmentCipher {
                 .map_err(|_| SegmentError::Layout("AES-GCM refused a segment"))?;
             return Ok(tags);
         }
-        buf.par_chunks_mut(s)
-            .zip(tags.par_iter_mut())
-            .enumerate()
-            .try_for_each(|(i, (segment, tag))| {
-                let flag = segment_flag(ends_object && i == count - 1);
-                *tag = self
-                    .key
-                    .seal_in_place(self.nonce(Self::index(first, i)?, flag), &self.aad, segment)
-                    .map_err(|_| SegmentError::Layout("AES-GCM refused a segment"))?;
-                Ok(())
-            })?;
+        let seal = |(i, (segment, tag)): (usize, (&mut [u8], &mut [u8; TAG_LEN]))| {
+            let flag = segment_flag(ends_object && i == count - 1);
+            *tag = self
+                .key
+                .seal_in_place(self.nonce(Self::index(first, i)?, flag), &self.aad, segment)
+                .map_err(|_| SegmentError::Layout("AES-GCM refused a segment"))?;
+            Ok::<(), SegmentError>(())
+        };
+        if on_this_thread(buf.len()) {
+            buf.chunks_mut(s).zip(tags.iter_mut()).enumerate().try_for_each(seal)?;
+        } else {
+            buf.par_chunks_mut(s)
+                .zip(tags.par_iter_mut())
+                .enumerate()
+                .try_for_each(seal)?;
+        }
         Ok(tags)
     }
 
@@ -299,21 +317,31 @@ impl SegmentCipher {
         }
         let count = sealed.len().div_ceil(self.size.sealed());
         Self::index(first, count - 1)?;
-        let result = sealed
-            .par_chunks(self.size.sealed())
-            .zip(out.par_chunks_mut(self.size.plain()))
-            .enumerate()
-            .map(|(i, (slot, plain))| {
-                let (body, tag) = slot.split_at(slot.len() - TAG_LEN);
-                let tag: &[u8; TAG_LEN] = tag.try_into().expect("slot ends with a tag");
-                let flag = segment_flag(ends_object && i == count - 1);
-                let index = Self::index(first, i)?;
-                self.key
-                    .open_into(self.nonce(index, flag), &self.aad, body, tag, plain)
-                    .map_err(|_: GcmError| SegmentError::Integrity { index: index.into() })
-            })
-            .find_first(Result::is_err)
-            .unwrap_or(Ok(()));
+        let open = |(i, (slot, plain)): (usize, (&[u8], &mut [u8]))| {
+            let (body, tag) = slot.split_at(slot.len() - TAG_LEN);
+            let tag: &[u8; TAG_LEN] = tag.try_into().expect("slot ends with a tag");
+            let flag = segment_flag(ends_object && i == count - 1);
+            let index = Self::index(first, i)?;
+            self.key
+                .open_into(self.nonce(index, flag), &self.aad, body, tag, plain)
+                .map_err(|_: GcmError| SegmentError::Integrity { index: index.into() })
+        };
+        let result = if on_this_thread(sealed.len()) {
+            sealed
+                .chunks(self.size.sealed())
+                .zip(out.chunks_mut(self.size.plain()))
+                .enumerate()
+                .map(open)
+                .find(Result::is_err)
+        } else {
+            sealed
+                .par_chunks(self.size.sealed())
+                .zip(out.par_chunks_mut(self.size.plain()))
+                .enumerate()
+                .map(open)
+                .find_first(Result::is_err)
+        }
+        .unwrap_or(Ok(()));
         // An empty last segment has no plaintext chunk to pair with: open it on its own.
         let result = result.and_then(|()| {
             if plain_len == 0 {
@@ -341,19 +369,26 @@ impl SegmentCipher {
         self.plain_batch_len(buf.len(), ends_object)?;
         let count = buf.len().div_ceil(self.size.sealed());
         Self::index(first, count - 1)?;
-        let result = buf
-            .par_chunks_mut(self.size.sealed())
-            .enumerate()
-            .map(|(i, slot)| {
-                let flag = segment_flag(ends_object && i == count - 1);
-                let index = Self::index(first, i)?;
-                self.key
-                    .open_in_place(self.nonce(index, flag), &self.aad, slot)
-                    .map(drop)
-                    .map_err(|_| SegmentError::Integrity { index: index.into() })
-            })
-            .find_first(Result::is_err)
-            .unwrap_or(Ok(()));
+        let open = |(i, slot): (usize, &mut [u8])| {
+            let flag = segment_flag(ends_object && i == count - 1);
+            let index = Self::index(first, i)?;
+            self.key
+                .open_in_place(self.nonce(index, flag), &self.aad, slot)
+                .map(drop)
+                .map_err(|_| SegmentError::Integrity { index: index.into() })
+        };
+        let result = if on_this_thread(buf.len()) {
+            buf.chunks_mut(self.size.sealed())
+                .enumerate()
+                .map(open)
+                .find(Result::is_err)
+        } else {
+            buf.par_chunks_mut(self.size.sealed())
+                .enumerate()
+                .map(open)
+                .find_first(Result::is_err)
+        }
+        .unwrap_or(Ok(()));
         if result.is_err() {
             buf.fill(0);
         }
@@ -390,6 +425,47 @@ mod tests {
         );
         assert!(SegmentSize::new(1000).is_err());
         assert!(SegmentSize::new(4100).is_err());
+    }
+
+    #[test]
+    fn batches_on_this_thread_and_on_the_pool_agree_and_find_the_same_damage() {
+        let c = cipher(4096);
+        // 10 segments stay on the calling thread, 100 go to the rayon pool.
+        for segments in [10usize, 100] {
+            let plain: Vec<u8> = (0..segments * 4096 - 7).map(|i| (i * 31 % 251) as u8).collect();
+            let sealed = c.seal(5, &plain, true).unwrap();
+            assert_eq!(on_this_thread(sealed.len()), segments == 10);
+            let mut in_place = plain.clone();
+            let tags = c.seal_in_place(5, &mut in_place, true).unwrap();
+            for (i, tag) in tags.iter().enumerate() {
+                let slot = &sealed[i * (4096 + TAG_LEN)..];
+                let len = (plain.len() - i * 4096).min(4096);
+                assert_eq!(
+                    &slot[..len],
+                    &in_place[i * 4096..i * 4096 + len],
+                    "{segments}: segment {i}"
+                );
+                assert_eq!(&slot[len..len + TAG_LEN], tag, "{segments}: tag {i}");
+            }
+            assert_eq!(c.open(5, &sealed, true).unwrap(), plain);
+            let mut buf = sealed.clone();
+            c.open_in_place(5, &mut buf, true).unwrap();
+            assert_eq!(&buf[..4096], &plain[..4096]);
+            // A flipped byte in segment 7 (and in 3) is reported as the first bad one, index 5 + 3.
+            let mut bad = sealed.clone();
+            bad[7 * (4096 + TAG_LEN) + 1] ^= 1;
+            bad[3 * (4096 + TAG_LEN) + 2] ^= 1;
+            let mut out = vec![0u8; plain.len()];
+            assert!(matches!(
+                c.open_into(5, &bad, true, &mut out),
+                Err(SegmentError::Integrity { index: 8 })
+            ));
+            assert!(out.iter().all(|&b| b == 0), "no plaintext left behind");
+            assert!(matches!(
+                c.open_in_place(5, &mut bad, true),
+                Err(SegmentError::Integrity { index: 8 })
+            ));
+        }
     }
 
     #[test]
