@@ -136,11 +136,12 @@ pub struct SegmentCipher {
 
 /// Batches up to this many sealed bytes are sealed and opened on the calling thread: handing
 /// them to the rayon pool (a cross-thread wake-up there and back, even for one segment) costs
-/// more than the AES-GCM of a few segments, and it was most of a small object's GET.
+/// more than the AES-GCM of a few segments (tens of microseconds), and it was most of a small
+/// object's GET.
 const SAME_THREAD_MAX: usize = 256 * 1024;
 
 /// Whether a batch of `sealed_len` bytes is done on the calling thread (see [`SAME_THREAD_MAX`]).
-fn on_this_thread(sealed_len: usize) -> bool {
+pub(crate) fn on_this_thread(sealed_len: usize) -> bool {
     sealed_len <= SAME_THREAD_MAX
 }
 

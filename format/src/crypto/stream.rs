@@ -45,11 +45,14 @@ pub async fn on_rayon<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static)
     rx.await.expect("rayon task panicked")
 }
 
-/// Runs crypto work over `segments` segments: at most one segment (≤ 64 KiB, tens of
-/// microseconds) right here, since handing it to the rayon pool and back costs more than
-/// the work (small objects were dominated by those thread switches); more on the pool.
-async fn crypto_work<T: Send + 'static>(segments: usize, f: impl FnOnce() -> T + Send + 'static) -> T {
-    if segments <= 1 {
+/// Runs crypto work right here when `inline` (a small batch: handing it to the rayon pool and
+/// back costs more than the work, and small objects were dominated by those thread switches),
+/// otherwise on the pool, where a batch's segments are spread over its threads. Sealing
+/// stays inline for one segment only (measured with `bench object`: inline sealing of larger
+/// batches cost concurrent PUTs of 128 KiB objects about a tenth); opening goes inline up to
+/// [`super::segment::on_this_thread`]'s bound (a 200 KiB GET at one client: 1.5-1.75× the rate).
+async fn crypto_work<T: Send + 'static>(inline: bool, f: impl FnOnce() -> T + Send + 'static) -> T {
+    if inline {
         f()
     } else {
         on_rayon(f).await
@@ -118,7 +121,7 @@ where
             async move {
                 let (mut plain, last) = item?;
                 let first = (i * batch_segments) as u64;
-                crypto_work(plain.len().div_ceil(segment), move || {
+                crypto_work(plain.len() <= segment, move || {
                     let tags = cipher.seal_in_place(first, &mut plain, last)?;
                     let mut parts = Vec::with_capacity(2 * tags.len());
                     for tag in tags {
@@ -188,7 +191,7 @@ where
                 }
                 let first = first + (i * batch_segments) as u64;
                 let mut sealed = sealed;
-                crypto_work(sealed.len().div_ceil(sealed_segment), move || {
+                crypto_work(super::segment::on_this_thread(sealed.len()), move || {
                     // Open in place, then hand on each segment's plaintext as a zero-copy slice.
                     cipher.open_in_place(first, &mut sealed, ends_object && is_final)?;
                     let mut parts = Vec::with_capacity(sealed.len() / sealed_segment + 1);
