@@ -39,6 +39,25 @@ const HSM: &str = "HSM (PKCS#11)";
 const EKM: &str = "External key manager";
 const OUTPUT: &str = "Output";
 
+/// The commands that use master keys themselves, where the protection backends' options
+/// (HSM, external key manager) apply.
+const KEY_USING_COMMANDS: &[&str] = &[
+    "serve",
+    "object",
+    "reencrypt",
+    "index",
+    "volume",
+    "bench",
+    "kms key",
+    "kms encrypt",
+    "kms decrypt",
+    "kms generate-dek",
+    "kms rewrap",
+    "kms compliance",
+    "kms run-scheduler",
+    "kms region",
+];
+
 /// The commands under which each group of global options applies, by their path below
 /// `sealstore`: their `--help` shows the group (as do the commands above them), the others'
 /// hide it. Every command still accepts every global option (and its environment variable),
@@ -50,44 +69,8 @@ const HEADING_SCOPES: &[(&str, &[&str])] = &[
         REMOTE_KMS,
         &["serve", "object", "reencrypt", "index", "volume", "bench"],
     ),
-    (
-        HSM,
-        &[
-            "serve",
-            "object",
-            "reencrypt",
-            "index",
-            "volume",
-            "bench",
-            "kms key",
-            "kms encrypt",
-            "kms decrypt",
-            "kms generate-dek",
-            "kms rewrap",
-            "kms compliance",
-            "kms run-scheduler",
-            "kms region",
-        ],
-    ),
-    (
-        EKM,
-        &[
-            "serve",
-            "object",
-            "reencrypt",
-            "index",
-            "volume",
-            "bench",
-            "kms key",
-            "kms encrypt",
-            "kms decrypt",
-            "kms generate-dek",
-            "kms rewrap",
-            "kms compliance",
-            "kms run-scheduler",
-            "kms region",
-        ],
-    ),
+    (HSM, KEY_USING_COMMANDS),
+    (EKM, KEY_USING_COMMANDS),
     (OUTPUT, &["kms", "ekm", "object", "s3", "iam", "volume", "reencrypt"]),
 ];
 

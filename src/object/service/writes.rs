@@ -88,9 +88,7 @@ impl ObjectService {
         F: FnOnce(&ObjectIndex) -> std::result::Result<T, IndexError> + Send + 'static,
     {
         let index = self.index.clone();
-        let done = tokio::task::spawn_blocking(move || f(&index))
-            .await
-            .map_err(|e| ObjectError::Io(std::io::Error::other(e.to_string())))?;
+        let done = tokio::task::spawn_blocking(move || f(&index)).await.map_err(stopped)?;
         Ok(done?)
     }
 
@@ -167,16 +165,15 @@ impl ObjectService {
             size += chunk.len() as u64;
             parts.write(chunk).await?;
         }
-        let (upload, md5) = parts.finish().await?;
+        let (mut upload, md5) = parts.finish().await?;
         let digest = match check(md5) {
             Ok(d) => d,
             Err(e) => {
                 // Nothing was published: the previous object (if any) stays as it was.
-                PartPipeline::abort_upload(upload).await;
+                PartPipeline::abort_upload(&mut upload).await;
                 return Err(e);
             }
         };
-        let mut upload = upload;
         upload.complete().await?;
         Ok((size, digest, wrapped_by))
     }
@@ -388,7 +385,7 @@ impl PartPipeline {
         match joined {
             None => Ok(()),
             Some(Ok(written)) => Ok(written?),
-            Some(Err(e)) => Err(ObjectError::Io(std::io::Error::other(e.to_string()))),
+            Some(Err(e)) => Err(stopped(e)),
         }
     }
 
@@ -409,9 +406,7 @@ impl PartPipeline {
             }
         }
         self.md5_parts = None;
-        let md5 = (&mut self.md5)
-            .await
-            .map_err(|e| ObjectError::Io(std::io::Error::other(e.to_string())))?;
+        let md5 = (&mut self.md5).await.map_err(stopped)?;
         Ok((self.upload, md5))
     }
 
@@ -420,14 +415,17 @@ impl PartPipeline {
         self.writes.abort_all();
         while self.writes.join_next().await.is_some() {}
         self.md5_parts = None;
-        if let Err(e) = self.upload.abort().await {
-            tracing::warn!(error = %e, "could not remove an aborted upload's parts");
-        }
+        Self::abort_upload(&mut self.upload).await;
     }
 
-    async fn abort_upload(mut upload: Box<dyn MultipartUpload>) {
+    async fn abort_upload(upload: &mut Box<dyn MultipartUpload>) {
         if let Err(e) = upload.abort().await {
             tracing::warn!(error = %e, "could not remove an aborted upload's parts");
         }
     }
+}
+
+/// The error of a task on the blocking pool that panicked or was cancelled.
+fn stopped(e: tokio::task::JoinError) -> ObjectError {
+    ObjectError::Io(std::io::Error::other(e.to_string()))
 }
