@@ -681,7 +681,13 @@ impl<S: ObjectStore> Shared<S> {
             };
             match result.payload {
                 GetResultPayload::File(mut file, mut path) => {
-                    let mut len = if whole { LOCAL_FIRST_READ } else { probe }.min(size);
+                    // A whole object that fits in a batch comes in this one read; of a larger
+                    // one only the probe, since its body is then read in whole batches.
+                    let mut len = if whole && size <= LOCAL_FIRST_READ {
+                        size
+                    } else {
+                        probe.min(size)
+                    };
                     loop {
                         let (f, p, bytes) = read_file_at(file, path, 0, len as usize).await?;
                         (file, path) = (f, p);

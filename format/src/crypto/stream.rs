@@ -59,9 +59,11 @@ async fn crypto_work<T: Send + 'static>(inline: bool, f: impl FnOnce() -> T + Se
     }
 }
 
-/// Cuts `input` into batches of exactly `batch` bytes, holding back the tail so that the
+/// Cuts `input` into batches of exactly `batch` bytes, looking one chunk ahead so that the
 /// batch that ends the input is known: yields `(bytes, is_last)`. The last batch may be
-/// shorter, and is empty only for empty input.
+/// shorter, and is empty only for empty input. A chunk that starts a batch and that nobody
+/// else holds becomes the batch's buffer as it is: input read in whole batches is never
+/// copied; pieces of a batch are gathered into one buffer.
 fn batches<S, E>(input: S, batch: usize) -> impl Stream<Item = Result<(BytesMut, bool), StreamError>> + Send
 where
     S: Stream<Item = Result<Bytes, E>> + Send + Unpin + 'static,
@@ -70,37 +72,65 @@ where
     struct State<S> {
         input: S,
         pending: BytesMut,
+        /// A chunk read to learn that more input follows, not yet in `pending`.
+        ahead: Option<Bytes>,
         finished: bool,
+    }
+    async fn next_chunk<S, E>(st: &mut State<S>) -> Result<Option<Bytes>, StreamError>
+    where
+        S: Stream<Item = Result<Bytes, E>> + Unpin,
+        E: std::error::Error + Send + Sync + 'static,
+    {
+        if let Some(chunk) = st.ahead.take() {
+            return Ok(Some(chunk));
+        }
+        st.input
+            .next()
+            .await
+            .transpose()
+            .map_err(|e| StreamError::Input(Box::new(e)))
     }
     let state = State {
         input,
         pending: BytesMut::new(),
+        ahead: None,
         finished: false,
     };
     stream::try_unfold(state, move |mut st| async move {
         if st.finished {
             return Ok(None);
         }
-        // Fill until there is more than a batch (so this batch is surely not the last)…
-        while st.pending.len() <= batch {
-            match st.input.next().await {
-                Some(chunk) => {
-                    let chunk = chunk.map_err(|e| StreamError::Input(Box::new(e)))?;
-                    if st.pending.is_empty() {
-                        // A chunk nobody else holds becomes the batch buffer as it is (input
-                        // read in whole batches is never copied); a shared one is copied.
-                        st.pending = chunk
-                            .try_into_mut()
-                            .unwrap_or_else(|shared| BytesMut::from(&shared[..]));
-                    } else {
-                        st.pending.extend_from_slice(&chunk);
-                    }
+        while st.pending.len() < batch {
+            match next_chunk(&mut st).await? {
+                Some(chunk) if st.pending.is_empty() => {
+                    st.pending = chunk
+                        .try_into_mut()
+                        .unwrap_or_else(|shared| BytesMut::from(&shared[..]));
                 }
+                Some(chunk) => st.pending.extend_from_slice(&chunk),
                 None => {
-                    // …or the input ended: what is pending is the last batch.
+                    // The input ended: what is pending is the last batch.
                     st.finished = true;
                     let last = st.pending.split();
                     return Ok(Some(((last, true), st)));
+                }
+            }
+        }
+        if st.pending.len() == batch {
+            // Exactly a batch: whether it is the last depends on what comes next (an empty
+            // chunk says nothing).
+            loop {
+                match next_chunk(&mut st).await? {
+                    Some(chunk) if chunk.is_empty() => {}
+                    Some(chunk) => {
+                        st.ahead = Some(chunk);
+                        break;
+                    }
+                    None => {
+                        st.finished = true;
+                        let last = st.pending.split();
+                        return Ok(Some(((last, true), st)));
+                    }
                 }
             }
         }
@@ -267,6 +297,49 @@ mod tests {
     async fn collect(s: BoxStream<'static, Result<Bytes, StreamError>>) -> Result<Vec<u8>, StreamError> {
         let parts: Vec<Bytes> = s.try_collect().await?;
         Ok(parts.concat())
+    }
+
+    #[tokio::test]
+    async fn batches_know_the_last_one_and_take_whole_chunks_without_copying() {
+        let cases: [(&[usize], &[(usize, bool)]); 7] = [
+            (&[1000, 1000], &[(1000, false), (1000, true)]),
+            (&[1000, 0, 1000, 0], &[(1000, false), (1000, true)]),
+            (&[400, 600, 1000, 1], &[(1000, false), (1000, false), (1, true)]),
+            (&[2500], &[(1000, false), (1000, false), (500, true)]),
+            (&[999, 2], &[(1000, false), (1, true)]),
+            (&[], &[(0, true)]),
+            (&[0], &[(0, true)]),
+        ];
+        for (lens, expected) in cases {
+            let mut at = 0u8;
+            let chunks: Vec<Bytes> = lens
+                .iter()
+                .map(|&n| {
+                    let chunk: Vec<u8> = (0..n).map(|i| at.wrapping_add(i as u8)).collect();
+                    at = at.wrapping_add(n as u8);
+                    Bytes::from(chunk)
+                })
+                .collect();
+            let whole: Vec<u8> = chunks.iter().flat_map(|c| c.to_vec()).collect();
+            // Chunks of exactly a batch, held by nobody else: their own buffers come out.
+            let addresses: Vec<usize> = chunks
+                .iter()
+                .filter(|c| c.len() == 1000)
+                .map(|c| c.as_ptr() as usize)
+                .collect();
+            let input = stream::iter(chunks.into_iter().map(Ok::<_, std::io::Error>));
+            let got: Vec<(BytesMut, bool)> = batches(input, 1000).try_collect().await.unwrap();
+            let shape: Vec<(usize, bool)> = got.iter().map(|(b, last)| (b.len(), *last)).collect();
+            assert_eq!(shape, expected, "{lens:?}");
+            let joined: Vec<u8> = got.iter().flat_map(|(b, _)| b.to_vec()).collect();
+            assert_eq!(joined, whole, "{lens:?}");
+            for address in addresses {
+                assert!(
+                    got.iter().any(|(b, _)| b.as_ptr() as usize == address),
+                    "{lens:?}: a whole-batch chunk was copied"
+                );
+            }
+        }
     }
 
     #[tokio::test]
