@@ -364,29 +364,21 @@ fn fio(
     };
     let out = dir.join("fio.json");
     // The nbd engine also prints to stdout: the JSON goes to a file.
-    let status = Command::new("fio")
-        .arg("--name=bench")
-        .arg("--ioengine=nbd")
-        .arg(format!("--uri=nbd+unix:///?socket={}", socket.display()))
-        .arg(format!("--rw={rw}"))
-        .arg(format!("--bs={block}"))
-        .arg(format!("--iodepth={depth}"))
-        .arg(format!("--size={size}"))
-        .arg("--time_based")
-        .arg(format!("--runtime={}ms", duration.as_millis().max(200)))
-        .arg("--randrepeat=0")
-        .arg("--output-format=json")
-        .arg(format!("--output={}", out.display()))
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .output()
-        .map_err(io("running fio"))?;
-    if !status.status.success() {
-        return Err(VolumeBenchError::Tool {
-            tool: "fio".into(),
-            message: String::from_utf8_lossy(&status.stderr).trim().to_owned(),
-        });
-    }
+    run_tool(
+        Command::new("fio")
+            .arg("--name=bench")
+            .arg("--ioengine=nbd")
+            .arg(format!("--uri=nbd+unix:///?socket={}", socket.display()))
+            .arg(format!("--rw={rw}"))
+            .arg(format!("--bs={block}"))
+            .arg(format!("--iodepth={depth}"))
+            .arg(format!("--size={size}"))
+            .arg("--time_based")
+            .arg(format!("--runtime={}ms", duration.as_millis().max(200)))
+            .arg("--randrepeat=0")
+            .arg("--output-format=json")
+            .arg(format!("--output={}", out.display())),
+    )?;
     let text = std::fs::read(&out).map_err(io("reading fio's results"))?;
     let json: Value = serde_json::from_slice(&text).map_err(|e| VolumeBenchError::Tool {
         tool: "fio".into(),
@@ -403,26 +395,17 @@ fn fio(
 
 /// Writes the whole export at `socket` once, sequentially in 1 MiB blocks.
 fn fio_fill(dir: &Path, socket: &Path, size: u64) -> Result<(), VolumeBenchError> {
-    let status = Command::new("fio")
-        .arg("--name=fill")
-        .arg("--ioengine=nbd")
-        .arg(format!("--uri=nbd+unix:///?socket={}", socket.display()))
-        .arg("--rw=write")
-        .arg(format!("--bs={SEQ_BLOCK}"))
-        .arg(format!("--iodepth={SEQ_DEPTH}"))
-        .arg(format!("--size={size}"))
-        .arg(format!("--output={}", dir.join("fio-fill.txt").display()))
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .output()
-        .map_err(io("running fio"))?;
-    if !status.status.success() {
-        return Err(VolumeBenchError::Tool {
-            tool: "fio".into(),
-            message: String::from_utf8_lossy(&status.stderr).trim().to_owned(),
-        });
-    }
-    Ok(())
+    run_tool(
+        Command::new("fio")
+            .arg("--name=fill")
+            .arg("--ioengine=nbd")
+            .arg(format!("--uri=nbd+unix:///?socket={}", socket.display()))
+            .arg("--rw=write")
+            .arg(format!("--bs={SEQ_BLOCK}"))
+            .arg(format!("--iodepth={SEQ_DEPTH}"))
+            .arg(format!("--size={size}"))
+            .arg(format!("--output={}", dir.join("fio-fill.txt").display())),
+    )
 }
 
 /// fio's completion-latency percentiles as a [`Latency`].
