@@ -1,17 +1,30 @@
 //! # sealstore
 //!
-//! The encryption front-end for object and block storage. This crate holds the parts the
-//! `sealstore` binary is made of; key management itself lives in the `kms-core` crate.
+//! The encryption front-end for object and block storage, as a library: encrypt what a
+//! program stores with keys it manages itself or that another machine's sealstore keeps.
+//! Key management itself is the `kms-core` crate; the formats and data-path cryptography are
+//! `sealstore-format` (re-exported here as [`crypto`]).
 //!
-//! - [`crypto`]: data-path cryptography on aws-lc (from the `sealstore-format` crate, with the
-//!   object and volume formats: pure code, no I/O).
-//! - [`object`]: the encrypted object format and store.
-//! - [`s3`]: the S3-compatible API over the object store.
-//! - [`block`]: encrypted block volumes and their NBD server.
-//! - [`key_service`]: the async key service every data path takes its data keys through.
-//! - [`kms_api`]: the OCI-compatible KMS REST API over kms-core.
-//! - [`console`]: the web console, served with the KMS API, over the same handlers.
-//! - [`admin`]: the local admin protocol between the CLI and a running server.
+//! What a program uses:
+//!
+//! - [`object::EncryptedStore`]: any [`object_store::ObjectStore`] (local files, S3, memory)
+//!   with every object sealed under its own data key; ranged reads decrypt only what they
+//!   touch. [`object::backend::open_backend`] opens the inner store from a URL.
+//! - [`block::Volume`]: an encrypted block volume (AES-256-XTS sectors) in a file.
+//! - [`kms_api::remote::RemoteKms`]: data keys from another sealstore's KMS API with signed
+//!   requests, as a [`kms_core::KeyProvider`] — the same trait an embedded [`kms_core::Kms`]
+//!   implements, so either stands behind the stores above.
+//! - [`crypto`]: AES-256-GCM, sealed segments and AES-256-XTS with shapes hard to misuse.
+//!
+//! The examples in the repository's `examples/` directory are short programs over these, each
+//! run by `scripts/test` (`cargo run --example NAME`): `envelope` (kms-core alone),
+//! `encrypted_store` (local files, and S3 given `AWS_ENDPOINT`), `volume`, `remote_keys`
+//! (starts a `sealstore serve` and takes its data keys through the KMS API) and
+//! `parquet_over_encrypted_store` (the `parquet` crate reading through `EncryptedStore`;
+//! `--features example-parquet`).
+//!
+//! The rest of the crate is the `sealstore` binary's servers (S3, the KMS API, NBD, the web
+//! console) and commands; it is not a stable API.
 
 #![warn(missing_docs)]
 #![warn(unreachable_pub)]

@@ -5,6 +5,14 @@
 //! ciphertexts, pluggable key protection, a hash-chained audit log and a compliance report.
 //! No HTTP here: the binary puts the CLI and the OCI-compatible API in front of [`Kms`].
 //!
+//! Use it to embed key management in a program: [`Kms`] is the whole service (every call
+//! names its [`Principal`]; a program acting for itself uses [`Principal::local_admin`]), and
+//! [`KeyProvider`] is what data paths take their data keys through — implemented by [`Kms`]
+//! and, in the `sealstore` crate, by a client of another sealstore's KMS API.
+//! `examples/envelope.rs` (vault, key, data key, associated data, rotation, rewrap) and
+//! `examples/remote_keys.rs` in the repository show it at work; `cargo run --example
+//! envelope` runs the first.
+//!
 //! ## Layers
 //!
 //! Dependencies point down only (`scripts/module-graph` checks it):

@@ -145,7 +145,32 @@ fn xts_key(dek: &[u8; 32], uuid: &str, generation: u8) -> Result<XtsKey> {
     Ok(XtsKey::from_bytes(&bytes)?)
 }
 
-/// An open volume.
+/// An open volume: a file of AES-256-XTS sectors whose keys come from a master key of a
+/// [`KeyProvider`], wrapped in the volume's header. Rotating the master key
+/// ([`Volume::rotate_if_key_rotated`]) starts a new key generation that extents move to on
+/// their next write, or all at once with [`Volume::reencrypt_all`].
+///
+/// ```
+/// use std::sync::Arc;
+/// use kms_core::{CreateKey, CreateVault, KeyProvider, Kms, KmsConfig, Principal};
+/// use sealstore::block::Volume;
+///
+/// let dir = tempfile::tempdir()?;
+/// let kms = Arc::new(Kms::open(KmsConfig::new(dir.path().join("kms")))?);
+/// let me = Principal::local_admin();
+/// let vault = kms.create_vault(&me, CreateVault { display_name: "v".into(), ..Default::default() })?;
+/// let key = kms.create_key(&me, CreateKey::new(vault.id, "disks"))?;
+/// let keys: Arc<dyn KeyProvider> = kms;
+///
+/// let volume = Volume::create(dir.path(), "disk0", 1 << 20, &keys, &key.id)?;
+/// volume.write_at(4096, &[7u8; 512])?;
+/// let mut sector = [0u8; 512];
+/// volume.read_at(4096, &mut sector)?;
+/// assert_eq!(sector, [7u8; 512]);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+///
+/// `examples/volume.rs` shows a rotation followed lazily and by a sweep.
 pub struct Volume {
     path: PathBuf,
     file: File,
