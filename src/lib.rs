@@ -34,6 +34,9 @@
 pub mod admin;
 pub mod bench;
 pub mod block;
+/// The `sealstore` command line, which the binary runs: not part of the library's API.
+#[doc(hidden)]
+pub mod cli;
 pub mod console;
 pub use sealstore_format::crypto;
 pub mod external_kms;

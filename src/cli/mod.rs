@@ -15,11 +15,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
+use crate::object::index::ObjectIndex;
+use crate::object::ObjectService;
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use kms_core::{Clock, Kms, KmsConfig, OffsetClock, SystemClock};
-use sealstore::object::index::ObjectIndex;
-use sealstore::object::ObjectService;
 
 /// sealstore: encryption front-end for object and block storage, with its own key management.
 #[derive(Debug, Parser)]
@@ -216,21 +216,21 @@ impl GlobalOpts {
         }
         // EXTERNAL keys: tokens for key managers are signed with this data directory's client
         // key (made on first use), naming the tenancy as the client.
-        let client_key = Arc::new(sealstore::external_kms::token::ClientKey::new(
+        let client_key = Arc::new(crate::external_kms::token::ClientKey::new(
             self.data_dir.join(EKM_CLIENT_KEY_FILE),
             kms.tenancy_id().to_string(),
         ));
         let external =
-            sealstore::external_kms::client::ExternalProtection::new(client_key.clone(), self.ekm_ca_cert.as_deref())
+            crate::external_kms::client::ExternalProtection::new(client_key.clone(), self.ekm_ca_cert.as_deref())
                 .map_err(|e| anyhow::anyhow!("setting up EXTERNAL protection: {e}"))?;
         kms.register_protection(Arc::new(external));
         let index = Arc::new(ObjectIndex::open(&self.data_dir).context("opening the object index")?);
         kms.register_inventory(index.clone());
-        kms.register_inventory(Arc::new(sealstore::block::volume::VolumeInventory {
-            dir: self.data_dir.join(sealstore::block::volume::VOLUMES_DIR),
+        kms.register_inventory(Arc::new(crate::block::volume::VolumeInventory {
+            dir: self.data_dir.join(crate::block::volume::VOLUMES_DIR),
         }));
         let users =
-            Arc::new(sealstore::s3::credentials::UserStore::open(&self.data_dir).context("opening the S3 user store")?);
+            Arc::new(crate::s3::credentials::UserStore::open(&self.data_dir).context("opening the S3 user store")?);
         Ok(DataDir {
             kms: Arc::new(kms),
             index,
@@ -296,7 +296,7 @@ impl GlobalOpts {
                 .context("HOME is not set: give --kms-config")?
                 .join(".oci/config"),
         };
-        let remote = sealstore::kms_api::remote::RemoteKms::new(&sealstore::kms_api::remote::RemoteConfig {
+        let remote = crate::kms_api::remote::RemoteKms::new(&crate::kms_api::remote::RemoteConfig {
             endpoint: endpoint.clone(),
             config_file,
             profile: self.kms_profile.clone(),
@@ -327,7 +327,7 @@ impl GlobalOpts {
     pub fn objects_in(&self, dir: &DataDir, keys: DataKeys) -> anyhow::Result<ObjectService> {
         let backend = match &self.object_backend {
             Some(url) => Some(
-                sealstore::object::backend::open_backend(url, &[])
+                crate::object::backend::open_backend(url, &[])
                     .with_context(|| format!("opening the object backend {url}"))?,
             ),
             None => None,
@@ -343,7 +343,7 @@ impl GlobalOpts {
             match self
                 .object_backend
                 .as_deref()
-                .and_then(sealstore::object::backend::local_directory)
+                .and_then(crate::object::backend::local_directory)
             {
                 Some(root) => service.with_local_root(root),
                 None => service,
@@ -354,14 +354,14 @@ impl GlobalOpts {
 
 /// Sends an admin request to a running server, or runs it against the data directory
 /// directly when none runs (same code, same result).
-pub fn dispatch(global: &GlobalOpts, req: sealstore::admin::Request) -> anyhow::Result<serde_json::Value> {
-    use sealstore::admin::client::{try_send, Reached};
-    let socket = global.data_dir.join(sealstore::admin::SOCKET_FILE);
+pub fn dispatch(global: &GlobalOpts, req: crate::admin::Request) -> anyhow::Result<serde_json::Value> {
+    use crate::admin::client::{try_send, Reached};
+    let socket = global.data_dir.join(crate::admin::SOCKET_FILE);
     match try_send(&socket, &req).with_context(|| format!("talking to the server at {}", socket.display()))? {
         Reached::Answered(result) => Ok(result?),
         Reached::NoServer => {
             let dir = global.open_data_dir(None)?;
-            Ok(sealstore::admin::execute(&dir.admin_target(), req)?)
+            Ok(crate::admin::execute(&dir.admin_target(), req)?)
         }
     }
 }
@@ -370,18 +370,18 @@ pub fn dispatch(global: &GlobalOpts, req: sealstore::admin::Request) -> anyhow::
 /// its answer, or `None` when no server runs. With `spinner`, shows it while waiting.
 pub fn via_server(
     global: &GlobalOpts,
-    req: &sealstore::admin::Request,
+    req: &crate::admin::Request,
     spinner: Option<&str>,
 ) -> anyhow::Result<Option<serde_json::Value>> {
-    use sealstore::admin::client::{try_send_with_progress, Reached};
-    let socket = global.data_dir.join(sealstore::admin::SOCKET_FILE);
+    use crate::admin::client::{try_send_with_progress, Reached};
+    let socket = global.data_dir.join(crate::admin::SOCKET_FILE);
     let bar = spinner.filter(|_| socket.exists()).map(|message| {
         let bar = indicatif::ProgressBar::new_spinner().with_message(message.to_owned());
         bar.enable_steady_tick(std::time::Duration::from_millis(120));
         bar
     });
     // A long command (a volume sweep) reports how far it has come: the spinner becomes a bar.
-    let mut progress = |p: sealstore::admin::Progress| {
+    let mut progress = |p: crate::admin::Progress| {
         let Some(bar) = &bar else { return };
         // Fixed-size units (a volume's extents) are shown as bytes, with a byte rate.
         let scale = p.unit_bytes.max(1);
@@ -472,15 +472,15 @@ pub struct DataDir {
     /// The object index (also registered with `kms`).
     pub index: Arc<ObjectIndex>,
     /// S3 users.
-    pub users: Arc<sealstore::s3::credentials::UserStore>,
+    pub users: Arc<crate::s3::credentials::UserStore>,
     /// The key that signs this data directory's tokens for external key managers.
-    pub client_key: Arc<sealstore::external_kms::token::ClientKey>,
+    pub client_key: Arc<crate::external_kms::token::ClientKey>,
 }
 
 impl DataDir {
     /// What admin requests act on.
-    pub fn admin_target(&self) -> sealstore::admin::AdminTarget {
-        sealstore::admin::AdminTarget {
+    pub fn admin_target(&self) -> crate::admin::AdminTarget {
+        crate::admin::AdminTarget {
             kms: self.kms.clone(),
             users: self.users.clone(),
             objects: None,
