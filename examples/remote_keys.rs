@@ -1,6 +1,6 @@
 //! Data keys from another machine's sealstore: a running `sealstore serve` holds the master
 //! key, and this program — as a data path on a second machine would — asks its KMS API for
-//! data keys with OCI-signed requests (`sealstore::kms_api::remote::RemoteKms`, the same
+//! data keys with OCI-signed requests (`sealstore::remote::RemoteKms`, the same
 //! client `sealstore serve --kms-endpoint` uses). It encrypts with the data key locally, keeps
 //! only the wrapped copy, and unwraps it again through the API; then shows what is refused:
 //! other associated data, a user with no policy on the key, and the key once disabled.
@@ -24,7 +24,7 @@ use aws_lc_rs::signature::KeyPair;
 use base64::Engine;
 use kms_core::{KeyProvider, Ocid, ResourceType};
 use sealstore::crypto::gcm::{GcmKey, NONCE_LEN};
-use sealstore::kms_api::remote::{RemoteConfig, RemoteKms};
+use sealstore::remote::{RemoteConfig, RemoteKms};
 use serde_json::Value;
 
 type Error = Box<dyn std::error::Error>;

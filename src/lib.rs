@@ -11,7 +11,7 @@
 //!   with every object sealed under its own data key; ranged reads decrypt only what they
 //!   touch. [`object::backend::open_backend`] opens the inner store from a URL.
 //! - [`block::Volume`]: an encrypted block volume (AES-256-XTS sectors) in a file.
-//! - [`kms_api::remote::RemoteKms`]: data keys from another sealstore's KMS API with signed
+//! - [`remote::RemoteKms`]: data keys from another sealstore's KMS API with signed
 //!   requests, as a [`kms_core::KeyProvider`] — the same trait an embedded [`kms_core::Kms`]
 //!   implements, so either stands behind the stores above.
 //! - [`crypto`]: AES-256-GCM, sealed segments and AES-256-XTS with shapes hard to misuse.
@@ -23,28 +23,52 @@
 //! `parquet_over_encrypted_store` (the `parquet` crate reading through `EncryptedStore`;
 //! `--features example-parquet`).
 //!
-//! The rest of the crate is the `sealstore` binary's servers (S3, the KMS API, NBD, the web
-//! console) and commands; it is not a stable API.
+//! The rest of the crate — the `sealstore` binary's servers (S3, the KMS API, NBD, the web
+//! console) — is `pub(crate)`. Two hidden modules are not part of the API either: `cli`, the
+//! commands the binary runs, and `internals`, what the repository's own tests and benchmarks
+//! reach.
 
 #![warn(missing_docs)]
 #![warn(unreachable_pub)]
 // The one `unsafe` block of sealstore, the XTS FFI wrapper, is in sealstore-format.
 #![forbid(unsafe_code)]
 
-pub mod admin;
-pub mod bench;
+pub(crate) mod admin;
+pub(crate) mod bench;
 pub mod block;
 /// The `sealstore` command line, which the binary runs: not part of the library's API.
+// Its doc comments are clap's help text (`<FILE>`, `[s]`), not rustdoc.
 #[doc(hidden)]
+#[allow(rustdoc::all)]
 pub mod cli;
-pub mod console;
+pub(crate) mod console;
 pub use sealstore_format::crypto;
-pub mod external_kms;
-pub mod front_door;
-pub mod http_client;
-pub mod http_server;
-pub mod json_file;
-pub mod key_service;
-pub mod kms_api;
+pub(crate) mod external_kms;
+pub(crate) mod front_door;
+pub(crate) mod http_client;
+pub(crate) mod http_server;
+pub(crate) mod json_file;
+pub(crate) mod key_service;
+pub(crate) mod kms_api;
+pub use kms_api::remote;
 pub mod object;
-pub mod s3;
+pub(crate) mod s3;
+
+/// What this repository's integration tests (`tests/`) and benchmarks (`benches/`) reach
+/// inside the crate: not part of the library's API, no semver promise.
+#[doc(hidden)]
+pub mod internals {
+    pub use crate::bench::{crypto as bench_crypto, kms as bench_kms};
+    pub use crate::block::volume::{check, read_header};
+    pub use crate::object::error::ObjectError;
+    pub use crate::object::gc::collect_garbage;
+    pub use crate::object::service::{ObjectService, PutParams};
+    /// The object index.
+    pub mod index {
+        pub use crate::object::index::*;
+    }
+    /// Where objects are stored.
+    pub mod layout {
+        pub use crate::object::layout::*;
+    }
+}

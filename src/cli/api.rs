@@ -3,7 +3,7 @@
 //! Vault, key, key-version and crypto commands are calls of the OCI-compatible KMS API, sent
 //! through the admin socket to a running server — or, when none runs, answered in-process on
 //! the data directory. Either way the API's own handler answers, as the local administrator
-//! ([`crate::kms_api::answer_local`]): each operation is defined once, and the CLI shows
+//! ([`crate::kms_api::answer_local_with`]): each operation is defined once, and the CLI shows
 //! what the `oci` CLI shows.
 
 use anyhow::Context;

@@ -24,17 +24,17 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 /// Issuer of sealstore's tokens.
-pub const ISSUER: &str = "sealstore";
+pub(crate) const ISSUER: &str = "sealstore";
 /// Scope needed for metadata reads.
-pub const SCOPE_READ: &str = "ekm.read";
+pub(crate) const SCOPE_READ: &str = "ekm.read";
 /// Scope needed for encrypt and decrypt.
-pub const SCOPE_CRYPTO: &str = "ekm.crypto";
+pub(crate) const SCOPE_CRYPTO: &str = "ekm.crypto";
 /// How long a token is valid.
-pub const TOKEN_LIFETIME_SECS: i64 = 300;
+pub(crate) const TOKEN_LIFETIME_SECS: i64 = 300;
 /// The longest lifetime a key manager accepts (a stolen token is worth little).
-pub const MAX_TOKEN_LIFETIME_SECS: i64 = 3600;
+pub(crate) const MAX_TOKEN_LIFETIME_SECS: i64 = 3600;
 /// Clock skew tolerated when checking `exp`.
-pub const LEEWAY_SECS: u64 = 30;
+pub(crate) const LEEWAY_SECS: u64 = 30;
 
 /// sealstore's client key: signs bearer tokens. Created on first use in the data directory
 /// (PKCS#8, mode 0600), loaded afterwards.
@@ -174,10 +174,10 @@ fn key_id(public_der: &[u8]) -> String {
 /// Why a token is refused (the message goes back to the caller).
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
-pub struct Refused(pub String);
+pub(crate) struct Refused(pub String);
 
 /// Checks bearer tokens against a JWKS, for one audience (the key manager's URL).
-pub struct TokenVerifier {
+pub(crate) struct TokenVerifier {
     keys: jsonwebtoken::jwk::JwkSet,
     audience: String,
 }
@@ -193,7 +193,7 @@ struct Claims {
 
 impl TokenVerifier {
     /// From a JWKS document.
-    pub fn new(jwks: &str, audience: impl Into<String>) -> Result<Self, String> {
+    pub(crate) fn new(jwks: &str, audience: impl Into<String>) -> Result<Self, String> {
         let keys = serde_json::from_str(jwks).map_err(|e| format!("not a JWKS: {e}"))?;
         Ok(TokenVerifier {
             keys,
@@ -202,7 +202,7 @@ impl TokenVerifier {
     }
 
     /// The client id (`sub`) of a valid token carrying `scope`.
-    pub fn verify(&self, token: &str, scope: &str) -> Result<String, Refused> {
+    pub(crate) fn verify(&self, token: &str, scope: &str) -> Result<String, Refused> {
         use jsonwebtoken::{decode, decode_header, Algorithm, DecodingKey, Validation};
         let header = decode_header(token).map_err(|e| Refused(format!("malformed token: {e}")))?;
         if header.alg != Algorithm::RS256 {

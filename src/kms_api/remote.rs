@@ -95,7 +95,7 @@ fn read_profile(path: &Path, profile: &str) -> Result<HashMap<String, String>, R
 ///
 /// ```no_run
 /// use kms_core::{KeyProvider, Ocid, ResourceType};
-/// use sealstore::kms_api::remote::{RemoteConfig, RemoteKms};
+/// use sealstore::remote::{RemoteConfig, RemoteKms};
 ///
 /// let keys = RemoteKms::new(&RemoteConfig {
 ///     endpoint: "https://keys.example.com:9100".into(),

@@ -178,7 +178,7 @@ struct Shared<S> {
 pub enum Naming {
     /// The location is the key (object_store users; sealstore's layout 1).
     Paths,
-    /// sealstore's bucket layout ([`super::layout`]): locations are encoded S3 keys, or
+    /// sealstore's bucket layout (`docs/FORMATS.md`): locations are encoded S3 keys, or
     /// upload parts, which get identities no object can have.
     BucketLayout,
     /// Every object of the store is this key's (sealstore's bucket layout, for one object,
@@ -226,7 +226,7 @@ pub enum WrappedBy {
 ///
 /// Every object gets its own data key, wrapped by master key `key_id` of a [`KeyProvider`]
 /// (an embedded [`kms_core::Kms`], or another sealstore's KMS API through
-/// [`RemoteKms`](crate::kms_api::remote::RemoteKms)); the ciphertext goes to the inner store
+/// [`RemoteKms`](crate::remote::RemoteKms)); the ciphertext goes to the inner store
 /// in segments, so ranged reads decrypt only the segments they touch. A damaged, truncated or
 /// moved object is refused ([`EncryptedStoreError`]), never
 /// returned altered.

@@ -18,11 +18,11 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 /// File holding the first admin key pair, for scripts.
-pub const ADMIN_KEYS_FILE: &str = "s3-admin.json";
+pub(crate) const ADMIN_KEYS_FILE: &str = "s3-admin.json";
 /// The user store's file in the data directory.
-pub const USERS_FILE: &str = "s3-users.redb";
+pub(crate) const USERS_FILE: &str = "s3-users.redb";
 /// Name of the user created on first start.
-pub const ADMIN_USER: &str = "admin";
+pub(crate) const ADMIN_USER: &str = "admin";
 
 /// access key id → JSON [`S3User`].
 const USERS: TableDefinition<&str, &[u8]> = TableDefinition::new("s3_users");
@@ -268,13 +268,13 @@ impl UserStore {
 /// `InvalidAccessKeyId`, a wrong secret `SignatureDoesNotMatch` (s3s checks the signature).
 /// Users added or removed while the server runs take effect at once.
 #[derive(Debug)]
-pub struct StoreAuth {
+pub(crate) struct StoreAuth {
     users: Arc<UserStore>,
 }
 
 impl StoreAuth {
     /// Authenticates requests against `users`.
-    pub fn new(users: Arc<UserStore>) -> Self {
+    pub(crate) fn new(users: Arc<UserStore>) -> Self {
         StoreAuth { users }
     }
 }
