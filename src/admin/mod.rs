@@ -26,7 +26,7 @@ use crate::s3::credentials::{UserError, UserStore};
 /// What admin requests act on: key management, the S3 users, and (in a running server) the
 /// object service.
 #[derive(Debug, Clone)]
-pub struct AdminTarget {
+pub(crate) struct AdminTarget {
     /// Key management.
     pub kms: std::sync::Arc<Kms>,
     /// S3 users.
@@ -53,7 +53,7 @@ pub(crate) const DEFAULT_API_BASE: &str = "http://127.0.0.1:9100";
 /// A call of the KMS API made through the admin socket: what an HTTP client would send,
 /// without the signature.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ApiCall {
+pub(crate) struct ApiCall {
     /// `GET`, `POST`, `PUT`.
     pub method: String,
     /// Path and query, e.g. `/20180608/keys/{id}/keyVersions?limit=100`.
@@ -66,7 +66,7 @@ pub struct ApiCall {
 /// One CLI command.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "kebab-case")]
-pub enum Request {
+pub(crate) enum Request {
     /// A call of the KMS API (vaults, keys, key versions, crypto): answered by the API's own
     /// handler as the local administrator ([`crate::kms_api::answer_local_with`]).
     Api(ApiCall),

@@ -170,7 +170,7 @@ fn cost_kib(kind: u16, len: u32) -> u32 {
 
 /// One export: a volume under a name.
 #[derive(Debug, Clone)]
-pub struct Export {
+pub(crate) struct Export {
     /// Export name (clients ask for it; the empty name means this export too).
     pub name: String,
     /// The volume.

@@ -38,7 +38,7 @@ pub(crate) const LEEWAY_SECS: u64 = 30;
 
 /// sealstore's client key: signs bearer tokens. Created on first use in the data directory
 /// (PKCS#8, mode 0600), loaded afterwards.
-pub struct ClientKey {
+pub(crate) struct ClientKey {
     path: PathBuf,
     client_id: String,
     key: OnceLock<(RsaKeyPair, String)>,
@@ -57,18 +57,13 @@ impl std::fmt::Debug for ClientKey {
 
 impl ClientKey {
     /// The key at `path` (made when first needed), naming itself `client_id` in tokens.
-    pub fn new(path: PathBuf, client_id: String) -> Self {
+    pub(crate) fn new(path: PathBuf, client_id: String) -> Self {
         ClientKey {
             path,
             client_id,
             key: OnceLock::new(),
             cache: Mutex::new(HashMap::new()),
         }
-    }
-
-    /// The client id tokens carry as `sub`.
-    pub fn client_id(&self) -> &str {
-        &self.client_id
     }
 
     fn key(&self) -> Result<&(RsaKeyPair, String), String> {
@@ -94,7 +89,7 @@ impl ClientKey {
     }
 
     /// A bearer token for the key manager at `audience`.
-    pub fn bearer(&self, audience: &str) -> Result<String, String> {
+    pub(crate) fn bearer(&self, audience: &str) -> Result<String, String> {
         let now = chrono::Utc::now().timestamp();
         if let Some((token, exp)) = self.cache.lock().expect("token cache").get(audience) {
             if *exp - 60 > now {
@@ -134,7 +129,7 @@ impl ClientKey {
     }
 
     /// The public key as a JWKS, for the key manager.
-    pub fn jwks(&self) -> Result<Value, String> {
+    pub(crate) fn jwks(&self) -> Result<Value, String> {
         let (pair, kid) = self.key()?;
         let public = pair.public_key();
         Ok(json!({"keys": [{
