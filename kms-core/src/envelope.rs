@@ -31,6 +31,17 @@ pub const DEK_LEN: usize = 32;
 /// JSON) so key order never matters; and raw bytes, bound exactly as given — the form
 /// sealstore's data path uses (see [`KeyProvider`]), which the KMS API accepts as the
 /// `rawAssociatedData` extension so a remote data path binds the same bytes as a local one.
+///
+/// ```
+/// use kms_core::AssociatedData;
+///
+/// let a = AssociatedData::from_json(r#"{"tenant":"acme","table":"orders"}"#)?;
+/// let b = AssociatedData::from_json(r#"{"table":"orders","tenant":"acme"}"#)?;
+/// assert_eq!(a, b); // the same binding: order does not matter
+/// let raw = AssociatedData::Raw(b"bucket/object".to_vec());
+/// assert_ne!(raw, AssociatedData::none());
+/// # Ok::<(), kms_core::KmsError>(())
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AssociatedData {
     /// OCI's map form (empty: no associated data).

@@ -25,16 +25,17 @@
 //! model/  ciphertext  ids  time  error              records and formats (leaves)
 //! ```
 //!
-//! ```no_run
+//! ```
 //! use kms_core::{Kms, KmsConfig, CreateVault, CreateKey, Principal, AssociatedData};
-//! let kms = Kms::open(KmsConfig::new("./sealstore-data"))?;
+//! # let data_dir = tempfile::tempdir()?;
+//! let kms = Kms::open(KmsConfig::new(data_dir.path()))?; // e.g. "./sealstore-data"
 //! let me = Principal::local_admin();
 //! let vault = kms.create_vault(&me, CreateVault { display_name: "apps".into(), ..Default::default() })?;
 //! let key = kms.create_key(&me, CreateKey::new(vault.id.clone(), "orders"))?;
 //! let ct = kms.encrypt(&me, &key.id, b"secret", &AssociatedData::none())?;
 //! let pt = kms.decrypt(&me, &ct.ciphertext, &AssociatedData::none(), None)?;
 //! assert_eq!(&pt.plaintext[..], b"secret");
-//! # Ok::<(), kms_core::KmsError>(())
+//! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
 #![warn(missing_docs)]
