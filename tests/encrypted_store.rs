@@ -6,13 +6,18 @@
 
 mod common;
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
+use futures::stream::BoxStream;
 use futures::TryStreamExt;
 use kms_core::{Kms, Principal};
 use object_store::path::Path;
-use object_store::{Attribute, Attributes, GetOptions, GetRange, ObjectStore, PutOptions, PutPayload, WriteMultipart};
+use object_store::{
+    Attribute, Attributes, GetOptions, GetRange, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore,
+    PutMultipartOptions, PutOptions, PutPayload, PutResult, WriteMultipart,
+};
 use sealstore::crypto::segment::SegmentSize;
 use sealstore::object::backend::open_backend;
 use sealstore::object::{EncryptedStore, EncryptedStoreError};
@@ -149,6 +154,108 @@ async fn ranged_reads_return_exact_slices(f: &Fixture) {
         store.get_range(&path, 60_000..60_010).await.is_err(),
         "a range past the end is an error"
     );
+}
+
+/// The backend with a count of the reads it is asked for.
+#[derive(Debug)]
+struct CountingReads {
+    inner: Arc<dyn ObjectStore>,
+    gets: AtomicUsize,
+}
+
+impl std::fmt::Display for CountingReads {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "CountingReads({})", self.inner)
+    }
+}
+
+#[async_trait::async_trait]
+impl ObjectStore for CountingReads {
+    async fn put_opts(
+        &self,
+        location: &Path,
+        payload: PutPayload,
+        opts: PutOptions,
+    ) -> object_store::Result<PutResult> {
+        self.inner.put_opts(location, payload, opts).await
+    }
+    async fn put_multipart_opts(
+        &self,
+        location: &Path,
+        opts: PutMultipartOptions,
+    ) -> object_store::Result<Box<dyn MultipartUpload>> {
+        self.inner.put_multipart_opts(location, opts).await
+    }
+    async fn get_opts(&self, location: &Path, options: GetOptions) -> object_store::Result<GetResult> {
+        self.gets.fetch_add(1, Ordering::SeqCst);
+        self.inner.get_opts(location, options).await
+    }
+    async fn delete(&self, location: &Path) -> object_store::Result<()> {
+        self.inner.delete(location).await
+    }
+    fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
+        self.inner.list(prefix)
+    }
+    async fn list_with_delimiter(&self, prefix: Option<&Path>) -> object_store::Result<ListResult> {
+        self.inner.list_with_delimiter(prefix).await
+    }
+    async fn copy(&self, from: &Path, to: &Path) -> object_store::Result<()> {
+        self.inner.copy(from, to).await
+    }
+    async fn copy_if_not_exists(&self, from: &Path, to: &Path) -> object_store::Result<()> {
+        self.inner.copy_if_not_exists(from, to).await
+    }
+}
+
+/// A whole object is read in one request to the backend (its header and body from the same
+/// answer), a range in at most two; both still catch damage anywhere in what they read.
+async fn large_objects_read_in_few_requests_and_still_checked(f: &Fixture) {
+    let counting = Arc::new(CountingReads {
+        inner: f.backend.clone(),
+        gets: AtomicUsize::new(0),
+    });
+    let store = EncryptedStore::with_segment_size(
+        counting.clone() as Arc<dyn ObjectStore>,
+        f.kms.clone(),
+        f.key.clone(),
+        "b",
+        SegmentSize::new(4096).unwrap(),
+    );
+    let reads = |counting: &CountingReads| counting.gets.swap(0, Ordering::SeqCst);
+    let plain = data((6 << 20) + 5);
+    let path = Path::from("large");
+    store.put(&path, plain.clone().into()).await.unwrap();
+    reads(&counting);
+
+    assert_eq!(store.get(&path).await.unwrap().bytes().await.unwrap(), plain);
+    assert_eq!(reads(&counting), 1, "a whole GET is one request");
+    for (start, end) in [
+        (0u64, 10u64),
+        (100, 3 << 20),
+        (5 << 20, (5 << 20) + 100),
+        ((6 << 20) - 7, (6 << 20) + 5),
+    ] {
+        let got = store.get_range(&path, start..end).await.unwrap();
+        assert_eq!(&got[..], &plain[start as usize..end as usize], "{start}..{end}");
+        assert!(reads(&counting) <= 2, "a range takes at most two requests");
+    }
+
+    // Damage far past the first batch and the header probe is caught by a whole read and by
+    // the range that covers it, and the range that does not cover it still reads.
+    let original = f.raw("large").await;
+    let mut bad = original.clone();
+    // 100 bytes into the fourth segment from the end (the last one holds 5 bytes + a tag).
+    let at = original.len() - 21 - 3 * 4112 + 100;
+    bad[at] ^= 0x80;
+    f.put_raw("large", &bad).await;
+    let e = store.get(&path).await.unwrap().bytes().await.expect_err("damage read");
+    let e = EncryptedStoreError::from_object_store(&e).expect("typed");
+    let bad_segment = plain.len() as u64 / 4096 - 3;
+    assert_eq!(e.segment(), Some(bad_segment), "{e}");
+    let covering = store.get_range(&path, (6 << 20) - 20_000..(6 << 20)).await;
+    assert!(covering.is_err(), "the range over the damage was read");
+    let clean = store.get_range(&path, 0..(1 << 20)).await.unwrap();
+    assert_eq!(&clean[..], &plain[..1 << 20]);
 }
 
 async fn attributes_are_sealed_and_returned(f: &Fixture) {
@@ -387,6 +494,7 @@ mod local {
     local_tests!(
         round_trips_sizes_and_reports_plaintext_sizes,
         ranged_reads_return_exact_slices,
+        large_objects_read_in_few_requests_and_still_checked,
         attributes_are_sealed_and_returned,
         tampering_and_moving_are_detected,
         rotation_is_lazy_reads_old_writes_new_and_copy_reencrypts,
@@ -415,6 +523,7 @@ async fn s3_backend_passes_the_same_scenarios() {
     };
     round_trips_sizes_and_reports_plaintext_sizes(&fixture()).await;
     ranged_reads_return_exact_slices(&fixture()).await;
+    large_objects_read_in_few_requests_and_still_checked(&fixture()).await;
     attributes_are_sealed_and_returned(&fixture()).await;
     tampering_and_moving_are_detected(&fixture()).await;
     rotation_is_lazy_reads_old_writes_new_and_copy_reencrypts(&fixture()).await;

@@ -534,9 +534,12 @@ impl WriteTxn {
         Ok(())
     }
 
-    /// Appends an audit row.
-    pub fn put_audit_row(&self, seq: u64, row: &[u8]) -> Result<()> {
-        self.inner.open_table(AUDIT)?.insert(seq, row)?;
+    /// Appends audit rows (sequence number, entry), in one open of their table.
+    pub fn put_audit_rows(&self, rows: &[(u64, Vec<u8>)]) -> Result<()> {
+        let mut table = self.inner.open_table(AUDIT)?;
+        for (seq, row) in rows {
+            table.insert(*seq, row.as_slice())?;
+        }
         Ok(())
     }
 

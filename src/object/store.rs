@@ -46,33 +46,73 @@ const HEADER_PROBE: u64 = 4096 + 65536;
 /// (with the default segment size, a whole number of segments) has them sealed without a copy.
 pub(crate) const MULTIPART_PART_BYTES: usize = 8 << 20;
 
-/// The body of an inner store's answer as a stream. A local file is read `chunk` bytes per
-/// blocking call: object_store's own stream reads 8 KiB per call, which made a large GET
-/// about six times slower than reading the file (measured by `sealstore bench object`).
-fn body_stream(result: GetResult, chunk: usize) -> BoxStream<'static, object_store::Result<Bytes>> {
-    let range = result.range.clone();
-    match result.payload {
-        GetResultPayload::File(file, path) => stream::try_unfold((file, range.start), move |(file, at)| {
-            let path = path.clone();
-            async move {
-                if at >= range.end {
-                    return Ok(None);
+/// Plaintext-side bound of the first read of a whole local object: the header and, for an
+/// object up to a batch of segments, the whole of it, in one blocking call (as plain files
+/// are read) instead of a header read and a body read.
+const LOCAL_FIRST_READ: u64 =
+    (DEFAULT_BATCH_SEGMENTS as u64) * (SegmentSize::DEFAULT.get() as u64 + crate::crypto::gcm::TAG_LEN as u64) + 4096;
+
+/// Reads `len` bytes of `file` at `at` on the blocking pool, into a buffer that is not
+/// zeroed first; hands the file back for the next read.
+async fn read_file_at(
+    file: std::fs::File,
+    path: std::path::PathBuf,
+    at: u64,
+    len: usize,
+) -> Result<(std::fs::File, std::path::PathBuf, Bytes)> {
+    let read = tokio::task::spawn_blocking(move || {
+        let mut buf = Vec::with_capacity(len);
+        while buf.len() < len {
+            let want = len - buf.len();
+            let got = rustix::io::pread(
+                &file,
+                rustix::buffer::spare_capacity(&mut buf),
+                at + (len - want) as u64,
+            );
+            match got {
+                Ok(0) => {
+                    let e = std::io::Error::new(
+                        std::io::ErrorKind::UnexpectedEof,
+                        format!("{}: ended {} bytes early", path.display(), want),
+                    );
+                    return Err(e);
                 }
-                let len = (range.end - at).min(chunk as u64) as usize;
-                let read = tokio::task::spawn_blocking(move || {
-                    let mut buf = vec![0u8; len];
-                    std::os::unix::fs::FileExt::read_exact_at(&file, &mut buf, at).map(|()| (file, buf))
-                })
-                .await
-                .map_err(EncryptedStoreError::internal("reading a file"))?;
-                let (file, buf) = read.map_err(|e| {
-                    let e = std::io::Error::new(e.kind(), format!("{}: {e}", path.display()));
-                    EncryptedStoreError::internal("reading a file")(e)
-                })?;
-                Ok(Some((Bytes::from(buf), (file, at + len as u64))))
+                Ok(_) => {}
+                Err(rustix::io::Errno::INTR) => {}
+                Err(e) => return Err(std::io::Error::new(e.kind(), format!("{}: {e}", path.display()))),
             }
-        })
-        .boxed(),
+        }
+        Ok((file, path, Bytes::from(buf)))
+    })
+    .await
+    .map_err(EncryptedStoreError::internal("reading a file"))?;
+    read.map_err(EncryptedStoreError::internal("reading a file"))
+}
+
+/// `range` of an open local file as a stream, `chunk` bytes per blocking call: object_store's
+/// own stream reads 8 KiB per call, which made a large GET about six times slower than
+/// reading the file (measured by `sealstore bench object`).
+fn file_stream(
+    file: std::fs::File,
+    path: std::path::PathBuf,
+    range: Range<u64>,
+    chunk: usize,
+) -> BoxStream<'static, object_store::Result<Bytes>> {
+    stream::try_unfold((file, path, range.start), move |(file, path, at)| async move {
+        if at >= range.end {
+            return Ok(None);
+        }
+        let len = (range.end - at).min(chunk as u64) as usize;
+        let (file, path, bytes) = read_file_at(file, path, at, len).await?;
+        Ok(Some((bytes, (file, path, at + len as u64))))
+    })
+    .boxed()
+}
+
+/// The body of an inner store's answer as a stream (a local file read as [`file_stream`] does).
+fn body_stream(result: GetResult, chunk: usize) -> BoxStream<'static, object_store::Result<Bytes>> {
+    match result.payload {
+        GetResultPayload::File(file, path) => file_stream(file, path, result.range, chunk),
         GetResultPayload::Stream(s) => s,
     }
 }
@@ -290,6 +330,19 @@ struct Opened {
     sealed_meta: ObjectMeta,
     /// The object's first bytes as read with the header (the header and what follows it).
     probe: Bytes,
+    /// Where the bytes after `probe` come from.
+    rest: Rest,
+}
+
+/// Where an opened object's bytes after its probe come from.
+enum Rest {
+    /// The inner store answered with the whole object: the rest of that same answer.
+    Continues(BoxStream<'static, object_store::Result<Bytes>>),
+    /// A local file, still open: any range of the very object whose header was read.
+    File(std::fs::File, std::path::PathBuf),
+    /// Only the probed range was fetched: the rest takes another request, conditional on the
+    /// e-tag of the object whose header was read.
+    Refetch,
 }
 
 impl<S: ObjectStore> EncryptedStore<S> {
@@ -343,7 +396,7 @@ impl<S: ObjectStore> EncryptedStore<S> {
 
     /// What wraps `location`'s data key, read from its header.
     pub async fn wrapped_by(&self, location: &Path) -> Result<WrappedBy> {
-        let opened = self.shared.read_header(location, &GetOptions::default()).await?;
+        let opened = self.shared.read_header(location, &GetOptions::default(), false).await?;
         let wrapped = &opened.header.wrapped_dek;
         if customer_key::is_customer_wrapped(wrapped) {
             let key_check = customer_key::key_check_of(wrapped).ok_or_else(|| {
@@ -368,7 +421,7 @@ impl<S: ObjectStore> EncryptedStore<S> {
     /// current one (nothing is written).
     pub async fn rewrap(&self, location: &Path) -> Result<Option<Ocid>> {
         let s = &self.shared;
-        let opened = s.read_header(location, &GetOptions::default()).await?;
+        let opened = s.read_header(location, &GetOptions::default(), false).await?;
         if customer_key::is_customer_wrapped(&opened.header.wrapped_dek) {
             return Err(customer_key_required(location, "only its owner can re-encrypt it"));
         }
@@ -473,7 +526,7 @@ impl<S: ObjectStore> EncryptedStore<S> {
     /// with `object_store::Error`, which carries it).
     pub async fn read(&self, location: &Path, options: GetOptions) -> Result<GetResult> {
         let s = self.shared.clone();
-        let opened = s.read_header(location, &options).await?;
+        let opened = s.read_header(location, &options, options.range.is_none()).await?;
         let meta = s.plain_meta(&opened)?;
         let (cipher, attributes) = s.unwrap(location, &opened.header, &self.sealing).await?;
         let range = plain_range(&options.range, meta.size)?;
@@ -487,30 +540,41 @@ impl<S: ObjectStore> EncryptedStore<S> {
         };
         let sealed_start = opened.header_len + seg.sealed_offset(first);
         let sealed_end = (opened.header_len + seg.sealed_offset(last + 1)).min(opened.sealed_meta.size);
-        // What the header read brought along is not read again; the rest must come from the
-        // very object whose header was read.
-        let probed = opened.probe.len() as u64;
-        let from_probe = if sealed_start < probed {
-            Some(
-                opened
-                    .probe
-                    .slice(sealed_start as usize..sealed_end.min(probed) as usize),
-            )
-        } else {
-            None
+        let (opened_etag, opened_version) = (opened.sealed_meta.e_tag.clone(), opened.sealed_meta.version.clone());
+        let sealed_batch = DEFAULT_BATCH_SEGMENTS * (seg.get() as usize + crate::crypto::gcm::TAG_LEN);
+        let Opened { probe, rest, .. } = opened;
+        let probed = probe.len() as u64;
+        let (from_probe, rest) = match rest {
+            // All that is needed came with the header.
+            _ if sealed_end <= probed => (Some(probe.slice(sealed_start as usize..sealed_end as usize)), None),
+            // An open local file is read from the run's start in whole batches, so that no
+            // batch is gathered from pieces (a copy); the probe's few bytes are read again.
+            Rest::File(file, path) => (
+                None,
+                Some(file_stream(file, path, sealed_start..sealed_end, sealed_batch)),
+            ),
+            // What the header read brought along is not read again; the rest comes from the
+            // very object whose header was read: the same answer, when it was asked for whole…
+            Rest::Continues(body) => (Some(probe.slice(sealed_start as usize..)), Some(body)),
+            // …or another request, conditional on its e-tag.
+            Rest::Refetch => {
+                let from = probed.max(sealed_start);
+                let body_opts = GetOptions {
+                    if_match: opened_etag,
+                    version: opened_version,
+                    range: Some(GetRange::Bounded(from..sealed_end)),
+                    ..Default::default()
+                };
+                let head = (sealed_start < probed).then(|| probe.slice(sealed_start as usize..));
+                (
+                    head,
+                    Some(body_stream(s.inner.get_opts(location, body_opts).await?, sealed_batch)),
+                )
+            }
         };
-        let rest = if sealed_end > probed.max(sealed_start) {
-            let body_opts = GetOptions {
-                if_match: opened.sealed_meta.e_tag.clone(),
-                version: opened.sealed_meta.version.clone(),
-                range: Some(GetRange::Bounded(probed.max(sealed_start)..sealed_end)),
-                ..Default::default()
-            };
-            let sealed_batch = DEFAULT_BATCH_SEGMENTS * (seg.get() as usize + crate::crypto::gcm::TAG_LEN);
-            Some(body_stream(s.inner.get_opts(location, body_opts).await?, sealed_batch))
-        } else {
-            None
-        };
+        // The probe's other handles are gone: a slice that is the only one left becomes a
+        // batch without a copy.
+        drop(probe);
         let body = stream::iter(from_probe.map(Ok))
             .chain(stream::iter(rest).flatten())
             .boxed();
@@ -620,8 +684,11 @@ impl<S: ObjectStore> Shared<S> {
         Ok((header, cipher, wrapped_by))
     }
 
-    /// Reads and parses the header of `location`.
-    async fn read_header(&self, location: &Path, options: &GetOptions) -> Result<Opened> {
+    /// Reads and parses the header of `location`. With `whole`, the object is asked for whole
+    /// and the rest of that one answer is kept for the body (one request instead of two);
+    /// otherwise only a probe of its first bytes is fetched. A local file stays open either
+    /// way, so that any of its bytes can follow without another request.
+    async fn read_header(&self, location: &Path, options: &GetOptions, whole: bool) -> Result<Opened> {
         let mut probe = HEADER_PROBE;
         loop {
             let opts = GetOptions {
@@ -630,7 +697,7 @@ impl<S: ObjectStore> Shared<S> {
                 if_modified_since: options.if_modified_since,
                 if_unmodified_since: options.if_unmodified_since,
                 version: options.version.clone(),
-                range: Some(GetRange::Bounded(0..probe)),
+                range: (!whole).then_some(GetRange::Bounded(0..probe)),
                 ..Default::default()
             };
             let result = self.inner.get_opts(location, opts).await?;
@@ -640,20 +707,57 @@ impl<S: ObjectStore> Shared<S> {
                 location: location.clone(),
                 ..result.meta.clone()
             };
-            let bytes = result.bytes().await?;
-            match ObjectHeader::parse(&bytes) {
-                Ok((header, len)) => {
-                    return Ok(Opened {
-                        header,
-                        header_len: len as u64,
-                        sealed_meta,
-                        probe: bytes,
-                    })
+            let size = sealed_meta.size;
+            let opened = |header, len: usize, probe, rest| Opened {
+                header,
+                header_len: len as u64,
+                sealed_meta: sealed_meta.clone(),
+                probe,
+                rest,
+            };
+            match result.payload {
+                GetResultPayload::File(mut file, mut path) => {
+                    let mut len = if whole { LOCAL_FIRST_READ } else { probe }.min(size);
+                    loop {
+                        let (f, p, bytes) = read_file_at(file, path, 0, len as usize).await?;
+                        (file, path) = (f, p);
+                        match ObjectHeader::parse(&bytes) {
+                            Ok((header, header_len)) => {
+                                return Ok(opened(header, header_len, bytes, Rest::File(file, path)))
+                            }
+                            Err(FormatError::Truncated) if len < size => len = (len * 4).min(size),
+                            Err(e) => return Err(self.damaged(location, IntegrityProblem::Header(e))),
+                        }
+                    }
                 }
-                Err(FormatError::Truncated) if (bytes.len() as u64) == probe && probe < sealed_meta.size => {
-                    probe = (probe * 4).min(sealed_meta.size);
+                GetResultPayload::Stream(mut body) if whole => {
+                    let mut gathered = bytes::BytesMut::new();
+                    loop {
+                        match ObjectHeader::parse(&gathered) {
+                            Ok((header, header_len)) => {
+                                return Ok(opened(header, header_len, gathered.freeze(), Rest::Continues(body)))
+                            }
+                            Err(FormatError::Truncated) => match body.next().await {
+                                Some(chunk) => gathered.extend_from_slice(&chunk?),
+                                None => {
+                                    let e = FormatError::Truncated;
+                                    return Err(self.damaged(location, IntegrityProblem::Header(e)));
+                                }
+                            },
+                            Err(e) => return Err(self.damaged(location, IntegrityProblem::Header(e))),
+                        }
+                    }
                 }
-                Err(e) => return Err(self.damaged(location, IntegrityProblem::Header(e))),
+                GetResultPayload::Stream(_) => {
+                    let bytes = result.bytes().await?;
+                    match ObjectHeader::parse(&bytes) {
+                        Ok((header, len)) => return Ok(opened(header, len, bytes, Rest::Refetch)),
+                        Err(FormatError::Truncated) if (bytes.len() as u64) == probe && probe < size => {
+                            probe = (probe * 4).min(size);
+                        }
+                        Err(e) => return Err(self.damaged(location, IntegrityProblem::Header(e))),
+                    }
+                }
             }
         }
     }
@@ -724,7 +828,7 @@ impl<S: ObjectStore> Shared<S> {
     }
 
     async fn head(&self, location: &Path) -> Result<ObjectMeta> {
-        let opened = self.read_header(location, &GetOptions::default()).await?;
+        let opened = self.read_header(location, &GetOptions::default(), false).await?;
         self.plain_meta(&opened)
     }
 }

@@ -85,7 +85,7 @@ impl SegmentSize {
     }
 
     /// Plaintext bytes per segment.
-    pub fn get(self) -> u32 {
+    pub const fn get(self) -> u32 {
         self.0
     }
 

@@ -84,9 +84,18 @@ where
         // Fill until there is more than a batch (so this batch is surely not the last)…
         while st.pending.len() <= batch {
             match st.input.next().await {
-                Some(chunk) => st
-                    .pending
-                    .extend_from_slice(&chunk.map_err(|e| StreamError::Input(Box::new(e)))?),
+                Some(chunk) => {
+                    let chunk = chunk.map_err(|e| StreamError::Input(Box::new(e)))?;
+                    if st.pending.is_empty() {
+                        // A chunk nobody else holds becomes the batch buffer as it is (input
+                        // read in whole batches is never copied); a shared one is copied.
+                        st.pending = chunk
+                            .try_into_mut()
+                            .unwrap_or_else(|shared| BytesMut::from(&shared[..]));
+                    } else {
+                        st.pending.extend_from_slice(&chunk);
+                    }
+                }
                 None => {
                     // …or the input ended: what is pending is the last batch.
                     st.finished = true;

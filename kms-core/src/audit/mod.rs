@@ -24,9 +24,15 @@ impl AuditEntry {
     fn compute_hash(&self) -> String {
         let mut unhashed = self.clone();
         unhashed.hash.clear();
-        let bytes = serde_json::to_vec(&unhashed).expect("audit entries serialize");
-        hex(digest(&SHA256, &bytes).as_ref())
+        content_hash(&unhashed)
     }
+}
+
+/// The hash of an entry whose `hash` is empty: SHA-256 of its JSON, in hex.
+fn content_hash(unhashed: &AuditEntry) -> String {
+    debug_assert!(unhashed.hash.is_empty());
+    let bytes = serde_json::to_vec(unhashed).expect("audit entries serialize");
+    hex(digest(&SHA256, &bytes).as_ref())
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -58,9 +64,36 @@ pub(crate) fn append(
     subject: &AuditSubject,
     outcome: std::result::Result<(), String>,
 ) -> Result<()> {
-    let prev = head(txn.meta(META_AUDIT_HEAD)?)?;
-    let entry = AuditEntry {
-        seq: prev.seq + 1,
+    chain(txn, [unchained(time, principal, operation, subject, outcome)])
+}
+
+/// Appends the entries of queued crypto calls, in order (see [`writer`]).
+fn append_queued(txn: &WriteTxn, queued: &[writer::PendingAudit]) -> Result<()> {
+    chain(
+        txn,
+        queued.iter().map(|e| {
+            let mut entry = unchained(e.time, &e.principal, &e.operation, &e.subject, e.outcome.clone());
+            if let Some(refused) = &e.refused {
+                // A call refused before it ran: result DENIED, with who by name and from where.
+                entry.result = DENIED.into();
+                entry.principal_name = refused.principal_name.clone();
+                entry.source = refused.source.clone();
+            }
+            entry
+        }),
+    )
+}
+
+/// An entry with everything but its place in the chain.
+fn unchained(
+    time: Timestamp,
+    principal: &Principal,
+    operation: &str,
+    subject: &AuditSubject,
+    outcome: std::result::Result<(), String>,
+) -> AuditEntry {
+    AuditEntry {
+        seq: 0,
         time,
         principal: principal.clone(),
         operation: operation.to_owned(),
@@ -69,47 +102,35 @@ pub(crate) fn append(
         message: outcome.err(),
         principal_name: None,
         source: None,
-        prev_hash: prev.hash,
+        prev_hash: String::new(),
         hash: String::new(),
-    };
-    chain(txn, entry)
-}
-
-/// Appends the entry of a call refused before it ran: result DENIED, with who by name and
-/// from where.
-pub(crate) fn append_denied(txn: &WriteTxn, pending: &writer::PendingAudit, refused: &writer::Refused) -> Result<()> {
-    let prev = head(txn.meta(META_AUDIT_HEAD)?)?;
-    let entry = AuditEntry {
-        seq: prev.seq + 1,
-        time: pending.time,
-        principal: pending.principal.clone(),
-        operation: pending.operation.to_string(),
-        subject: pending.subject.clone(),
-        result: DENIED.into(),
-        message: pending.outcome.clone().err(),
-        principal_name: refused.principal_name.clone(),
-        source: refused.source.clone(),
-        prev_hash: prev.hash,
-        hash: String::new(),
-    };
-    chain(txn, entry)
+    }
 }
 
 /// The result of a call refused before it ran.
 pub const DENIED: &str = "DENIED";
 
-/// Hashes `entry` onto the chain and stores it as the new head.
-fn chain(txn: &WriteTxn, mut entry: AuditEntry) -> Result<()> {
-    entry.hash = entry.compute_hash();
-    txn.put_audit_row(entry.seq, &serde_json::to_vec(&entry)?)?;
-    txn.set_meta(
-        META_AUDIT_HEAD,
-        &serde_json::to_vec(&ChainHead {
+/// Hashes `entries` onto the chain in order and stores the last as the new head: one read
+/// of the head, one open of the entries' table and one write of the head, however many
+/// entries (the background writer appends hundreds per transaction).
+fn chain(txn: &WriteTxn, entries: impl IntoIterator<Item = AuditEntry>) -> Result<()> {
+    let mut head = head(txn.meta(META_AUDIT_HEAD)?)?;
+    let mut rows = Vec::new();
+    for mut entry in entries {
+        entry.seq = head.seq + 1;
+        entry.prev_hash = std::mem::take(&mut head.hash);
+        entry.hash = content_hash(&entry);
+        rows.push((entry.seq, serde_json::to_vec(&entry)?));
+        head = ChainHead {
             seq: entry.seq,
-            hash: entry.hash.clone(),
-        })?,
-    )?;
-    Ok(())
+            hash: entry.hash,
+        };
+    }
+    if rows.is_empty() {
+        return Ok(());
+    }
+    txn.put_audit_rows(&rows)?;
+    txn.set_meta(META_AUDIT_HEAD, &serde_json::to_vec(&head)?)
 }
 
 /// Reads entries `from..` (at most `limit`).

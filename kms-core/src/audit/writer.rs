@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use redb::Durability;
 
-use super::{append, append_denied};
+use super::append_queued;
 use crate::error::Result;
 use crate::model::audit::{AuditSubject, Principal};
 use crate::store::Store;
@@ -106,12 +106,7 @@ impl AuditWriter {
         } else {
             Durability::None
         })?;
-        for e in &batch {
-            match &e.refused {
-                None => append(&txn, e.time, &e.principal, &e.operation, &e.subject, e.outcome.clone())?,
-                Some(refused) => append_denied(&txn, e, refused)?,
-            }
-        }
+        append_queued(&txn, &batch)?;
         txn.commit()?;
         if !durable {
             self.unflushed.fetch_add(batch.len() as u64, Ordering::Relaxed);
