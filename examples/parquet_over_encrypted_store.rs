@@ -3,7 +3,7 @@
 //! back with ranged GETs — it does not know the bytes underneath are encrypted. A small
 //! counting decorator on each side of `EncryptedStore` shows how many plaintext bytes Parquet
 //! asked for and how many ciphertext bytes that took from the store underneath (whole GCM
-//! segments, plus each object's header once).
+//! segments, and the object's header with each read).
 //!
 //! ```sh
 //! cargo run --example parquet_over_encrypted_store --features example-parquet
@@ -23,7 +23,7 @@ use async_trait::async_trait;
 use futures::stream::BoxStream;
 use futures::TryStreamExt;
 use kms_core::{CreateKey, CreateVault, Kms, KmsConfig, Principal};
-use object_store::local::LocalFileSystem;
+use object_store::memory::InMemory;
 use object_store::path::Path;
 use object_store::{
     GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore, PutMultipartOptions, PutOptions,
@@ -53,10 +53,11 @@ async fn main() -> Result<(), Error> {
     )?;
     let key = kms.create_key(&me, CreateKey::new(vault.id, "tables"))?;
 
-    // local files ← counting (ciphertext) ← EncryptedStore ← counting (plaintext) ← Parquet
-    let root = dir.path().join("objects");
-    std::fs::create_dir_all(&root)?;
-    let ciphertext = Arc::new(Counting::new(LocalFileSystem::new_with_prefix(&root)?));
+    // store ← counting (ciphertext) ← EncryptedStore ← counting (plaintext) ← Parquet. The
+    // store is in memory and answers every read with bytes, as S3 does: each read is a GET
+    // the counter sees. (Over LocalFileSystem, EncryptedStore keeps the file of a GET open
+    // and reads further ranges from it directly, past any decorator.)
+    let ciphertext = Arc::new(Counting::new(InMemory::new()));
     let encrypted = EncryptedStore::new(ciphertext.clone() as Arc<dyn ObjectStore>, kms, key.id, "lake");
     let plaintext = Arc::new(Counting::new(encrypted));
     let location = Path::from("sales/2026-12.parquet");
