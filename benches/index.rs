@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use chrono::Utc;
 use criterion::{criterion_group, criterion_main, Criterion};
 use kms_core::{Ocid, ResourceType};
-use sealstore::object::index::{ContentHeaders, Encryption, Layout, ObjectEntry, ObjectIndex};
+use sealstore::internals::index::{ContentHeaders, Encryption, Layout, ObjectEntry, ObjectIndex};
 
 const OBJECTS: usize = 100_000;
 

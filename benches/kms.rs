@@ -2,7 +2,7 @@
 //! AES-256-GCM seal of 32 bytes for comparison (what the operation costs beyond the cipher:
 //! key lookup, header, audit record). SOFTWARE keys only (HSM lines: `sealstore bench kms`).
 //!
-//! The workloads are `sealstore::bench::kms::workloads`, the same `sealstore bench kms` runs.
+//! The workloads are `sealstore::internals::bench_kms::workloads`, the same `sealstore bench kms` runs.
 //!
 //! `cargo bench --bench kms`
 
@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use kms_core::{Kms, KmsConfig, ProtectionMode};
-use sealstore::bench::kms::{bench_key, workloads};
+use sealstore::internals::bench_kms::{bench_key, workloads};
 
 fn bench(c: &mut Criterion) {
     let dir = tempfile::tempdir().unwrap();

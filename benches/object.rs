@@ -1,6 +1,6 @@
 //! Segmented object encryption (`sealstore::crypto::segment`) on 64 MiB: 1 thread and all
 //! threads, with the default 64 KiB sealed segments (the workloads of
-//! `sealstore::bench::crypto::gcm`, which `sealstore bench crypto` runs too) and with 256 KiB
+//! `sealstore::internals::bench_crypto::gcm`, which `sealstore bench crypto` runs too) and with 256 KiB
 //! ones, against raw aws-lc-rs AES-256-GCM over the same bytes (one call) and RustCrypto
 //! `aes-gcm`.
 //! Targets: ≥ 90% of raw on 1 thread, ≥ 1.8× that on 2 threads.
@@ -35,7 +35,7 @@ fn pools() -> Vec<(String, rayon::ThreadPool)> {
 fn bench(c: &mut Criterion) {
     // The lines `sealstore bench crypto` measures (raw aws-lc in one call, sealstore on 1 and
     // all threads with 64 KiB segments), then comparisons only this bench makes.
-    let mut workloads = sealstore::bench::crypto::gcm(SIZE);
+    let mut workloads = sealstore::internals::bench_crypto::gcm(SIZE);
     let plain: Vec<u8> = (0..SIZE).map(|i| (i * 31) as u8).collect();
     let big = SegmentCipher::new(&[5; 32], [1; 7], [2; 32], SegmentSize::new(256 * 1024 - 16).unwrap());
     let mut big_sealed = big.seal(0, &plain, true).unwrap();

@@ -7,14 +7,14 @@
 //! - as one 1 MiB data unit: the ceiling, without aws-lc's per-call tweak setup, which no
 //!   sector-addressed format avoids.
 //!
-//! The workloads are `sealstore::bench::crypto::xts`, the same `sealstore bench crypto` runs.
+//! The workloads are `sealstore::internals::bench_crypto::xts`, the same `sealstore bench crypto` runs.
 //!
 //! `cargo bench --bench xts`
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 
 fn bench(c: &mut Criterion) {
-    let mut workloads = sealstore::bench::crypto::xts();
+    let mut workloads = sealstore::internals::bench_crypto::xts();
     let mut groups: Vec<String> = workloads.iter().map(|w| w.group.clone()).collect();
     groups.dedup();
     for group in groups {

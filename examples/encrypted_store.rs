@@ -7,21 +7,29 @@
 //! cargo run --example encrypted_store
 //! ```
 //!
-//! Over S3 instead of local files: open the inner store with
-//! `sealstore::object::backend::open_backend("s3://bucket/prefix", &[])`, configured by the
-//! usual `AWS_*` variables.
+//! It runs over local files (`LocalFileSystem`) and, when `AWS_ENDPOINT` is set, once more
+//! over that S3 store (`AmazonS3Builder::from_env`: `AWS_BUCKET`, `AWS_ACCESS_KEY_ID`,
+//! `AWS_SECRET_ACCESS_KEY`, `AWS_REGION`, `AWS_ALLOW_HTTP=true` for an `http://` endpoint, or
+//! `AWS_SKIP_SIGNATURE=true` for a server that takes unsigned requests), under a fresh
+//! prefix of the bucket that it deletes afterwards. Without `AWS_ENDPOINT` the S3 part is
+//! skipped, and it says so.
 
 use std::sync::Arc;
 
 use futures::TryStreamExt;
 use kms_core::{CreateKey, CreateVault, Kms, KmsConfig, Principal};
+use kms_core::{KeyProvider, Ocid};
+use object_store::aws::AmazonS3Builder;
 use object_store::local::LocalFileSystem;
 use object_store::path::Path;
+use object_store::prefix::PrefixStore;
 use object_store::{ObjectStore, PutPayload};
 use sealstore::object::EncryptedStore;
 
+type Error = Box<dyn std::error::Error>;
+
 #[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
+async fn main() -> Result<(), Error> {
     let dir = tempfile::tempdir()?;
     let kms = Arc::new(Kms::open(KmsConfig::new(dir.path().join("kms")))?);
     let me = Principal::local_admin();
@@ -34,12 +42,33 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     )?;
     let key = kms.create_key(&me, CreateKey::new(vault.id, "objects"))?;
 
-    // The plain store underneath, and the encrypting one over it. The bucket name is bound
-    // into every object, so an object copied into another bucket does not open there.
     let root = dir.path().join("objects");
     std::fs::create_dir_all(&root)?;
-    let plain: Arc<dyn ObjectStore> = Arc::new(LocalFileSystem::new_with_prefix(&root)?);
-    let store = EncryptedStore::new(plain.clone(), kms.clone(), key.id.clone(), "photos");
+    println!("== over local files ({})", root.display());
+    demo(Arc::new(LocalFileSystem::new_with_prefix(&root)?), kms.clone(), &key.id).await?;
+
+    if std::env::var_os("AWS_ENDPOINT").is_none() {
+        println!("== over S3: skipped (set AWS_ENDPOINT, AWS_BUCKET and credentials to run it)");
+        return Ok(());
+    }
+    let s3: Arc<dyn ObjectStore> = Arc::new(AmazonS3Builder::from_env().build()?);
+    // A prefix of its own in the bucket, removed afterwards.
+    let prefix = format!("sealstore-example-{}", std::process::id());
+    println!("== over S3 ({s3}, prefix {prefix})");
+    let plain: Arc<dyn ObjectStore> = Arc::new(PrefixStore::new(s3, prefix.as_str()));
+    let shown = demo(plain.clone(), kms, &key.id).await;
+    let objects: Vec<_> = plain.list(None).map_ok(|meta| meta.location).try_collect().await?;
+    for location in objects {
+        plain.delete(&location).await?;
+    }
+    shown
+}
+
+/// Everything the example shows, over the plain store `plain`.
+async fn demo(plain: Arc<dyn ObjectStore>, kms: Arc<dyn KeyProvider>, key_id: &Ocid) -> Result<(), Error> {
+    // The encrypting store over the plain one. The bucket name is bound into every object,
+    // so an object copied into another bucket does not open there.
+    let store = EncryptedStore::new(plain.clone(), kms, key_id.clone(), "photos");
 
     let body: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
     let location = Path::from("2026/12/harbour.raw");

@@ -12,7 +12,7 @@
 use std::sync::Arc;
 
 use kms_core::{CreateKey, CreateVault, KeyProvider, Kms, KmsConfig, Principal};
-use sealstore::block::volume::Volume;
+use sealstore::block::Volume;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let dir = tempfile::tempdir()?;

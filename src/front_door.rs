@@ -14,7 +14,7 @@ use crate::kms_api::{KmsApi, MAX_BODY};
 
 /// What one listener answers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Serves {
+pub(crate) enum Serves {
     /// The API, and the console under its prefix.
     ApiAndConsole,
     /// The API only: the console has its own address.
@@ -25,7 +25,7 @@ pub enum Serves {
 
 /// One listener's router.
 #[derive(Debug)]
-pub struct FrontDoor {
+pub(crate) struct FrontDoor {
     api: KmsApi,
     console: Arc<Console>,
     serves: Serves,
@@ -33,7 +33,7 @@ pub struct FrontDoor {
 
 impl FrontDoor {
     /// Serves `api` (and its console) as `serves` says.
-    pub fn new(api: KmsApi, serves: Serves) -> Self {
+    pub(crate) fn new(api: KmsApi, serves: Serves) -> Self {
         FrontDoor {
             api,
             console: Arc::default(),
@@ -42,13 +42,13 @@ impl FrontDoor {
     }
 
     /// Uses `console` (e.g. [`Console::persistent`]) instead of an in-memory one.
-    pub fn with_console(mut self, console: Arc<Console>) -> Self {
+    pub(crate) fn with_console(mut self, console: Arc<Console>) -> Self {
         self.console = console;
         self
     }
 
     /// Answers one request.
-    pub async fn handle<B>(self: &Arc<Self>, req: http::Request<B>) -> http::Response<Full<Bytes>>
+    pub(crate) async fn handle<B>(self: &Arc<Self>, req: http::Request<B>) -> http::Response<Full<Bytes>>
     where
         B: hyper::body::Body + Send,
         B::Data: Send,
@@ -88,7 +88,7 @@ impl FrontDoor {
 
     /// Accepts connections on `listener` and serves them (HTTP/1.1, keep-alive, the API's
     /// TLS) until the task is dropped.
-    pub async fn serve(self, listener: tokio::net::TcpListener) {
+    pub(crate) async fn serve(self, listener: tokio::net::TcpListener) {
         let tls = self.api.tls().cloned();
         let name = match self.serves {
             Serves::Console => "console",

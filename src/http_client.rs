@@ -18,7 +18,7 @@ use http::{HeaderMap, Method, StatusCode};
 
 /// The `host` header value for `url` (`host[:port]`, the port only when the URL names one),
 /// as request signatures cover it; `None` when the URL has no host.
-pub fn host_header(url: &reqwest::Url) -> Option<String> {
+pub(crate) fn host_header(url: &reqwest::Url) -> Option<String> {
     match (url.host_str(), url.port()) {
         (Some(h), Some(p)) => Some(format!("{h}:{p}")),
         (Some(h), None) => Some(h.to_owned()),
@@ -28,7 +28,7 @@ pub fn host_header(url: &reqwest::Url) -> Option<String> {
 
 /// An HTTP answer, read to its end.
 #[derive(Debug)]
-pub struct Answer {
+pub(crate) struct Answer {
     /// Status.
     pub status: StatusCode,
     /// Headers.
@@ -38,7 +38,7 @@ pub struct Answer {
 }
 
 /// A blocking HTTP client with its own runtime (see the module docs).
-pub struct BlockingClient {
+pub(crate) struct BlockingClient {
     client: reqwest::Client,
     runtime: Option<tokio::runtime::Runtime>,
 }
@@ -60,7 +60,7 @@ impl Drop for BlockingClient {
 
 /// Timeouts of a [`BlockingClient`].
 #[derive(Debug, Clone, Copy)]
-pub struct Timeouts {
+pub(crate) struct Timeouts {
     /// To establish TCP (and TLS).
     pub connect: Duration,
     /// Between reads of the answer once connected.
@@ -71,7 +71,7 @@ pub struct Timeouts {
 
 impl BlockingClient {
     /// A client trusting the system's CAs and `extra_ca` (PEM); `name` names its thread.
-    pub fn new(extra_ca: Option<&Path>, timeouts: Timeouts, name: &str) -> Result<Self, String> {
+    pub(crate) fn new(extra_ca: Option<&Path>, timeouts: Timeouts, name: &str) -> Result<Self, String> {
         let client = reqwest::Client::builder()
             .use_preconfigured_tls(tls_config(extra_ca)?)
             .connect_timeout(timeouts.connect)
@@ -93,7 +93,7 @@ impl BlockingClient {
     }
 
     /// Sends one request and reads the whole answer, waiting from any thread.
-    pub fn send(
+    pub(crate) fn send(
         &self,
         method: Method,
         url: &str,
@@ -105,7 +105,7 @@ impl BlockingClient {
 
     /// Sends one request and reads the whole answer, on the caller's runtime (the future
     /// needs one: await it from async code).
-    pub fn send_async(
+    pub(crate) fn send_async(
         &self,
         method: Method,
         url: &str,
@@ -126,7 +126,7 @@ impl BlockingClient {
 
     /// Runs `work` (requests made with [`BlockingClient::send_async`], and whatever goes with
     /// them) on the client's runtime, waiting for it from any thread.
-    pub fn wait<T: Send + 'static>(&self, work: impl std::future::Future<Output = T> + Send + 'static) -> T {
+    pub(crate) fn wait<T: Send + 'static>(&self, work: impl std::future::Future<Output = T> + Send + 'static) -> T {
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
         self.runtime
             .as_ref()
@@ -224,7 +224,7 @@ impl rustls::client::danger::ServerCertVerifier for PinnedOrWebPki {
 }
 
 /// An error and its causes on one line (reqwest's own message hides the cause).
-pub fn error_chain(e: &dyn std::error::Error) -> String {
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
     let mut text = e.to_string();
     let mut source = e.source();
     while let Some(s) = source {

@@ -9,11 +9,11 @@ use http_body_util::Full;
 
 /// The client's address, in every request's extensions.
 #[derive(Debug, Clone, Copy)]
-pub struct ClientAddr(pub std::net::SocketAddr);
+pub(crate) struct ClientAddr(pub std::net::SocketAddr);
 
 /// Accepts connections on `listener` (over TLS with `tls`) and answers each request with
 /// `handle`, until the task is dropped. `name` names the server in logs.
-pub async fn serve<H, F>(
+pub(crate) async fn serve<H, F>(
     listener: tokio::net::TcpListener,
     tls: Option<tokio_rustls::TlsAcceptor>,
     name: &'static str,

@@ -4,7 +4,7 @@
 use std::path::Path;
 
 /// Writes `value` to `path` atomically (temp file beside it, fsync, rename).
-pub fn write_atomically(path: &Path, value: &serde_json::Value) -> std::io::Result<()> {
+pub(crate) fn write_atomically(path: &Path, value: &serde_json::Value) -> std::io::Result<()> {
     let tmp = path.with_extension("json.tmp");
     {
         let mut f = std::fs::File::create(&tmp)?;

@@ -41,28 +41,23 @@ pub enum KeyServiceError {
 }
 
 /// Result of a [`KeyService`] call.
-pub type Result<T, E = KeyServiceError> = std::result::Result<T, E>;
+pub(crate) type Result<T, E = KeyServiceError> = std::result::Result<T, E>;
 
 /// Key calls for async callers, each run where its provider says (see the module docs).
 #[derive(Clone, Debug)]
-pub struct KeyService {
+pub(crate) struct KeyService {
     provider: Arc<dyn KeyProvider>,
 }
 
 impl KeyService {
     /// The service over `provider`.
-    pub fn new(provider: Arc<dyn KeyProvider>) -> Self {
+    pub(crate) fn new(provider: Arc<dyn KeyProvider>) -> Self {
         KeyService { provider }
-    }
-
-    /// The provider behind the service, for synchronous callers.
-    pub fn provider(&self) -> &Arc<dyn KeyProvider> {
-        &self.provider
     }
 
     /// A fresh DEK wrapped by the current version of `key_id`, bound to `aad`
     /// ([`KeyProvider::generate_data_key`]).
-    pub async fn generate_data_key(&self, key_id: &Ocid, aad: &[u8]) -> Result<DataKey> {
+    pub(crate) async fn generate_data_key(&self, key_id: &Ocid, aad: &[u8]) -> Result<DataKey> {
         let (key, owned_aad) = (key_id.clone(), aad.to_vec());
         self.run(
             self.provider.placement(key_id),
@@ -75,7 +70,7 @@ impl KeyService {
 
     /// Unwraps a DEK made by [`KeyService::generate_data_key`] with the same `aad`
     /// ([`KeyProvider::unwrap_data_key`]).
-    pub async fn unwrap_data_key(&self, wrapped: &[u8], aad: &[u8]) -> Result<Dek> {
+    pub(crate) async fn unwrap_data_key(&self, wrapped: &[u8], aad: &[u8]) -> Result<Dek> {
         let (owned_wrapped, owned_aad) = (wrapped.to_vec(), aad.to_vec());
         self.run(
             self.placement_of(wrapped),
@@ -88,7 +83,7 @@ impl KeyService {
 
     /// Re-wraps a wrapped DEK under the current version of its master key; returns it with
     /// that version ([`KeyProvider::rewrap_data_key`]).
-    pub async fn rewrap_data_key(&self, wrapped: &[u8], aad: &[u8]) -> Result<(Vec<u8>, Ocid)> {
+    pub(crate) async fn rewrap_data_key(&self, wrapped: &[u8], aad: &[u8]) -> Result<(Vec<u8>, Ocid)> {
         let (owned_wrapped, owned_aad) = (wrapped.to_vec(), aad.to_vec());
         self.run(
             self.placement_of(wrapped),
@@ -100,12 +95,12 @@ impl KeyService {
     }
 
     /// The version new DEKs of `key_id` are wrapped by ([`KeyProvider::primary_version`]).
-    pub async fn primary_version(&self, key_id: &Ocid) -> Result<Ocid> {
+    pub(crate) async fn primary_version(&self, key_id: &Ocid) -> Result<Ocid> {
         Ok(self.key_status(key_id).await?.current_key_version)
     }
 
     /// The state of `key_id` and whether it can be used now ([`KeyProvider::key_status`]).
-    pub async fn key_status(&self, key_id: &Ocid) -> Result<KeyStatus> {
+    pub(crate) async fn key_status(&self, key_id: &Ocid) -> Result<KeyStatus> {
         let key = key_id.clone();
         self.run(
             self.provider.placement(key_id),
@@ -117,7 +112,7 @@ impl KeyService {
     }
 
     /// The state of one version of `key_id` ([`KeyProvider::key_version_state`]).
-    pub async fn key_version_state(&self, key_id: &Ocid, key_version_id: &Ocid) -> Result<KeyVersionState> {
+    pub(crate) async fn key_version_state(&self, key_id: &Ocid, key_version_id: &Ocid) -> Result<KeyVersionState> {
         let (key, version) = (key_id.clone(), key_version_id.clone());
         self.run_sync(
             self.provider.placement(key_id),

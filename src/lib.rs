@@ -1,34 +1,74 @@
 //! # sealstore
 //!
-//! The encryption front-end for object and block storage. This crate holds the parts the
-//! `sealstore` binary is made of; key management itself lives in the `kms-core` crate.
+//! The encryption front-end for object and block storage, as a library: encrypt what a
+//! program stores with keys it manages itself or that another machine's sealstore keeps.
+//! Key management itself is the `kms-core` crate; the formats and data-path cryptography are
+//! `sealstore-format` (re-exported here as [`crypto`]).
 //!
-//! - [`crypto`]: data-path cryptography on aws-lc (from the `sealstore-format` crate, with the
-//!   object and volume formats: pure code, no I/O).
-//! - [`object`]: the encrypted object format and store.
-//! - [`s3`]: the S3-compatible API over the object store.
-//! - [`block`]: encrypted block volumes and their NBD server.
-//! - [`key_service`]: the async key service every data path takes its data keys through.
-//! - [`kms_api`]: the OCI-compatible KMS REST API over kms-core.
-//! - [`console`]: the web console, served with the KMS API, over the same handlers.
-//! - [`admin`]: the local admin protocol between the CLI and a running server.
+//! What a program uses:
+//!
+//! - [`object::EncryptedStore`]: any [`object_store::ObjectStore`] (local files, S3, memory)
+//!   with every object sealed under its own data key; ranged reads decrypt only what they
+//!   touch. [`object::backend::open_backend`] opens the inner store from a URL.
+//! - [`block::Volume`]: an encrypted block volume (AES-256-XTS sectors) in a file.
+//! - [`remote::RemoteKms`]: data keys from another sealstore's KMS API with signed
+//!   requests, as a [`kms_core::KeyProvider`] — the same trait an embedded [`kms_core::Kms`]
+//!   implements, so either stands behind the stores above.
+//! - [`crypto`]: AES-256-GCM, sealed segments and AES-256-XTS with shapes hard to misuse.
+//!
+//! The examples in the repository's `examples/` directory are short programs over these, each
+//! run by `scripts/test` (`cargo run --example NAME`): `envelope` (kms-core alone),
+//! `encrypted_store` (local files, and S3 given `AWS_ENDPOINT`), `volume`, `remote_keys`
+//! (starts a `sealstore serve` and takes its data keys through the KMS API) and
+//! `parquet_over_encrypted_store` (the `parquet` crate reading through `EncryptedStore`;
+//! `--features example-parquet`).
+//!
+//! The rest of the crate — the `sealstore` binary's servers (S3, the KMS API, NBD, the web
+//! console) — is `pub(crate)`. Two hidden modules are not part of the API either: `cli`, the
+//! commands the binary runs, and `internals`, what the repository's own tests and benchmarks
+//! reach.
 
 #![warn(missing_docs)]
 #![warn(unreachable_pub)]
 // The one `unsafe` block of sealstore, the XTS FFI wrapper, is in sealstore-format.
 #![forbid(unsafe_code)]
 
-pub mod admin;
-pub mod bench;
+pub(crate) mod admin;
+pub(crate) mod bench;
 pub mod block;
-pub mod console;
+/// The `sealstore` command line, which the binary runs: not part of the library's API.
+// Its doc comments are clap's help text (`<FILE>`, `[s]`), not rustdoc.
+#[doc(hidden)]
+#[allow(rustdoc::all)]
+pub mod cli;
+pub(crate) mod console;
 pub use sealstore_format::crypto;
-pub mod external_kms;
-pub mod front_door;
-pub mod http_client;
-pub mod http_server;
-pub mod json_file;
-pub mod key_service;
-pub mod kms_api;
+pub(crate) mod external_kms;
+pub(crate) mod front_door;
+pub(crate) mod http_client;
+pub(crate) mod http_server;
+pub(crate) mod json_file;
+pub(crate) mod key_service;
+pub(crate) mod kms_api;
+pub use kms_api::remote;
 pub mod object;
-pub mod s3;
+pub(crate) mod s3;
+
+/// What this repository's integration tests (`tests/`) and benchmarks (`benches/`) reach
+/// inside the crate: not part of the library's API, no semver promise.
+#[doc(hidden)]
+pub mod internals {
+    pub use crate::bench::{crypto as bench_crypto, kms as bench_kms};
+    pub use crate::block::volume::{check, read_header};
+    pub use crate::object::error::ObjectError;
+    pub use crate::object::gc::collect_garbage;
+    pub use crate::object::service::{ObjectService, PutParams};
+    /// The object index.
+    pub mod index {
+        pub use crate::object::index::*;
+    }
+    /// Where objects are stored.
+    pub mod layout {
+        pub use crate::object::layout::*;
+    }
+}

@@ -1,9 +1,7 @@
-//! The `sealstore` binary: a thin shell over the library crates (see `cli/`).
+//! The `sealstore` binary: the library's command line (`src/cli/`).
 
 #![forbid(unsafe_code)]
 
-mod cli;
-
 fn main() -> std::process::ExitCode {
-    cli::main()
+    sealstore::cli::main()
 }

@@ -377,7 +377,7 @@ async fn refused_keys_and_missing_objects_are_typed(f: &Fixture) {
 
 async fn key_version_of(f: &Fixture, key: &str) -> kms_core::Ocid {
     let raw = f.raw(key).await;
-    let (header, _) = sealstore::object::format::ObjectHeader::parse(&raw).unwrap();
+    let (header, _) = sealstore_format::object::ObjectHeader::parse(&raw).unwrap();
     kms_core::ciphertext::parse(&header.wrapped_dek).unwrap().key_version_id
 }
 

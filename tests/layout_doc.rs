@@ -1,7 +1,7 @@
 //! docs/FORMATS.md, "Object layout": the worked examples are what the code computes.
 
 use object_store::path::Path;
-use sealstore::object::layout::{self, key_of, object_location};
+use sealstore::internals::layout::{self, key_of, object_location};
 
 #[test]
 fn layout_examples_in_formats_md_hold() {

@@ -19,7 +19,7 @@ use aws_lc_rs::{digest, hmac};
 use proptest::prelude::*;
 use proptest::test_runner::Config;
 use sealstore::crypto::segment::{SegmentError, SegmentSize};
-use sealstore::object::format::{FormatError, ObjectHeader, ObjectIdentity, FORMAT_VERSION, MAGIC, MIN_HEADER_LEN};
+use sealstore_format::object::{FormatError, ObjectHeader, ObjectIdentity, FORMAT_VERSION, MAGIC, MIN_HEADER_LEN};
 
 /// Segment size of most tests.
 const S: usize = 4096;
@@ -1179,7 +1179,7 @@ proptest! {
 
 #[test]
 fn customer_wrapped_key_follows_the_spec() {
-    use sealstore::object::customer_key::{CustomerKey, WRAPPED_LEN};
+    use sealstore_format::customer_key::{CustomerKey, WRAPPED_LEN};
     let k: [u8; 32] = random();
     let customer = CustomerKey::from_bytes(&k).unwrap();
     let dek = kms_core::Dek::generate().unwrap();

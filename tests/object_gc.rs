@@ -12,10 +12,10 @@ use futures::TryStreamExt;
 use kms_core::KeyProvider;
 use object_store::path::Path;
 use object_store::ObjectStore;
-use sealstore::object::gc::collect_garbage;
-use sealstore::object::index::ObjectIndex;
-use sealstore::object::layout;
-use sealstore::object::{ObjectError, ObjectService, PutParams};
+use sealstore::internals::collect_garbage;
+use sealstore::internals::index::ObjectIndex;
+use sealstore::internals::layout;
+use sealstore::internals::{ObjectError, ObjectService, PutParams};
 
 fn body(bytes: &'static [u8]) -> impl futures::Stream<Item = Result<Bytes, ObjectError>> + Unpin {
     futures::stream::iter([Ok(Bytes::from_static(bytes))])

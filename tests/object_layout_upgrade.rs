@@ -14,10 +14,11 @@ use md5::{Digest, Md5};
 use object_store::path::Path;
 use object_store::prefix::PrefixStore;
 use object_store::ObjectStore;
+use sealstore::internals::collect_garbage;
+use sealstore::internals::index::{ContentHeaders, Encryption, Layout, ObjectEntry, ObjectIndex, UploadRecord};
+use sealstore::internals::{ObjectError, ObjectService, PutParams};
 use sealstore::object::backend::open_backend;
-use sealstore::object::gc::collect_garbage;
-use sealstore::object::index::{ContentHeaders, Encryption, Layout, ObjectEntry, ObjectIndex, UploadRecord};
-use sealstore::object::{EncryptedStore, ObjectError, ObjectService, PutParams};
+use sealstore::object::EncryptedStore;
 
 fn files_under(root: &std::path::Path) -> Vec<String> {
     let mut out = Vec::new();

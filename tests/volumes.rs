@@ -5,10 +5,10 @@
 use std::sync::Arc;
 
 use kms_core::{Defaults, KeyProvider, Kms, KmsConfig, Principal};
-use sealstore::block::format::{VolumeHeader, SLOT_LEN};
-use sealstore::block::volume::{check, read_header};
 use sealstore::block::{Volume, VolumeError};
 use sealstore::crypto::xts::{Xts, XtsKey};
+use sealstore::internals::{check, read_header};
+use sealstore_format::volume::{VolumeHeader, SLOT_LEN};
 
 struct Fixture {
     dir: tempfile::TempDir,

@@ -9,6 +9,11 @@
 //! - [`customer_key`]: customer-provided keys (SSE-C): their check value and the wrapping of
 //!   an object's data key under them.
 //! - [`volume`]: the volume header (spec: `docs/FORMATS.md`).
+//!
+//! The `sealstore` crate re-exports what its users need of it (`sealstore::crypto`); depend on
+//! this crate directly to read or check sealstore's formats without its stores and servers.
+//! `examples/remote_keys.rs` in the repository seals data with [`crypto::gcm::GcmKey`] under a
+//! data key from a KMS.
 
 #![warn(missing_docs)]
 #![warn(unreachable_pub)]

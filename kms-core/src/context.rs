@@ -44,6 +44,17 @@ pub trait DataInventory: Send + Sync + std::fmt::Debug {
 pub const DEFAULT_REGION: &str = "local-1";
 
 /// How to open a [`crate::Kms`].
+///
+/// ```
+/// use kms_core::{Kms, KmsConfig};
+///
+/// let dir = tempfile::tempdir()?;
+/// let mut config = KmsConfig::new(dir.path().join("data")); // created if missing
+/// config.root_key_file = Some(dir.path().join("elsewhere.key")); // e.g. another mount
+/// let kms = Kms::open(config)?;
+/// # drop(kms);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug, Clone)]
 pub struct KmsConfig {
     /// The data directory (created with mode 0700 if missing).

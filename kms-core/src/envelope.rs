@@ -31,6 +31,17 @@ pub const DEK_LEN: usize = 32;
 /// JSON) so key order never matters; and raw bytes, bound exactly as given — the form
 /// sealstore's data path uses (see [`KeyProvider`]), which the KMS API accepts as the
 /// `rawAssociatedData` extension so a remote data path binds the same bytes as a local one.
+///
+/// ```
+/// use kms_core::AssociatedData;
+///
+/// let a = AssociatedData::from_json(r#"{"tenant":"acme","table":"orders"}"#)?;
+/// let b = AssociatedData::from_json(r#"{"table":"orders","tenant":"acme"}"#)?;
+/// assert_eq!(a, b); // the same binding: order does not matter
+/// let raw = AssociatedData::Raw(b"bucket/object".to_vec());
+/// assert_ne!(raw, AssociatedData::none());
+/// # Ok::<(), kms_core::KmsError>(())
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AssociatedData {
     /// OCI's map form (empty: no associated data).
@@ -174,6 +185,24 @@ pub struct KeyStatus {
 /// The associated data here is raw bytes, bound exactly as given
 /// ([`AssociatedData::Raw`]), so a DEK wrapped through one implementation unwraps through
 /// another that reaches the same key.
+///
+/// ```
+/// use kms_core::{CreateKey, CreateVault, KeyProvider, Kms, KmsConfig, Principal};
+///
+/// let dir = tempfile::tempdir()?;
+/// let kms = Kms::open(KmsConfig::new(dir.path()))?;
+/// let me = Principal::local_admin();
+/// let vault = kms.create_vault(&me, CreateVault { display_name: "v".into(), ..Default::default() })?;
+/// let key = kms.create_key(&me, CreateKey::new(vault.id, "data"))?;
+///
+/// let keys: &dyn KeyProvider = &kms;
+/// let data_key = keys.generate_data_key(&key.id, b"file 17")?;
+/// // Keep `data_key.wrapped` beside the data; encrypt with the plaintext key, then drop it.
+/// let dek = keys.unwrap_data_key(&data_key.wrapped, b"file 17")?;
+/// assert_eq!(dek.expose(), data_key.plaintext.unwrap().expose());
+/// assert!(keys.unwrap_data_key(&data_key.wrapped, b"file 18").is_err());
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub trait KeyProvider: Send + Sync + std::fmt::Debug {
     /// A fresh DEK wrapped by the current version of `key_id`, bound to `aad`.
     fn generate_data_key(&self, key_id: &Ocid, aad: &[u8]) -> Result<DataKey>;

@@ -50,6 +50,15 @@ impl ResourceType {
 }
 
 /// An OCI-style id. Cheap to clone; compared and ordered as a string.
+///
+/// ```
+/// use kms_core::{Ocid, ResourceType};
+///
+/// let key = Ocid::parse(ResourceType::Key, "ocid1.key.oc1.local-1.abc123")?;
+/// assert_eq!(key.as_str(), "ocid1.key.oc1.local-1.abc123");
+/// assert!(Ocid::parse(ResourceType::Vault, key.as_str()).is_err()); // not a vault id
+/// # Ok::<(), kms_core::KmsError>(())
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct Ocid(String);

@@ -51,6 +51,30 @@ pub struct Defaults {
 }
 
 /// The key-management service over one data directory.
+///
+/// One method per operation; each names the [`Principal`] making it (IAM policies and the
+/// audit log). A program embedding it for itself acts as [`Principal::local_admin`]. It is
+/// also a [`KeyProvider`](crate::KeyProvider), for data paths that want data keys.
+///
+/// ```
+/// use kms_core::{AssociatedData, CreateKey, CreateVault, Kms, KmsConfig, Principal};
+///
+/// let dir = tempfile::tempdir()?;
+/// let kms = Kms::open(KmsConfig::new(dir.path()))?;
+/// let me = Principal::local_admin();
+/// let vault = kms.create_vault(&me, CreateVault { display_name: "apps".into(), ..Default::default() })?;
+/// let key = kms.create_key(&me, CreateKey::new(vault.id, "orders"))?;
+///
+/// let sealed = kms.encrypt(&me, &key.id, b"card 4242", &AssociatedData::none())?;
+/// kms.create_key_version(&me, &key.id)?; // rotate: the old version still decrypts
+/// let opened = kms.decrypt(&me, &sealed.ciphertext, &AssociatedData::none(), None)?;
+/// assert_eq!(opened.plaintext.as_slice(), b"card 4242");
+/// let moved = kms.rewrap(&me, &sealed.ciphertext, &AssociatedData::none(), None)?;
+/// assert_ne!(moved.key_version_id, sealed.key_version_id);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+///
+/// `examples/envelope.rs` in the repository goes through it step by step.
 #[derive(Debug)]
 pub struct Kms {
     ctx: Context,

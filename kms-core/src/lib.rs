@@ -5,6 +5,14 @@
 //! ciphertexts, pluggable key protection, a hash-chained audit log and a compliance report.
 //! No HTTP here: the binary puts the CLI and the OCI-compatible API in front of [`Kms`].
 //!
+//! Use it to embed key management in a program: [`Kms`] is the whole service (every call
+//! names its [`Principal`]; a program acting for itself uses [`Principal::local_admin`]), and
+//! [`KeyProvider`] is what data paths take their data keys through — implemented by [`Kms`]
+//! and, in the `sealstore` crate, by a client of another sealstore's KMS API.
+//! `examples/envelope.rs` (vault, key, data key, associated data, rotation, rewrap) and
+//! `examples/remote_keys.rs` in the repository show it at work; `cargo run --example
+//! envelope` runs the first.
+//!
 //! ## Layers
 //!
 //! Dependencies point down only (`scripts/module-graph` checks it):
@@ -17,16 +25,17 @@
 //! model/  ciphertext  ids  time  error              records and formats (leaves)
 //! ```
 //!
-//! ```no_run
+//! ```
 //! use kms_core::{Kms, KmsConfig, CreateVault, CreateKey, Principal, AssociatedData};
-//! let kms = Kms::open(KmsConfig::new("./sealstore-data"))?;
+//! # let data_dir = tempfile::tempdir()?;
+//! let kms = Kms::open(KmsConfig::new(data_dir.path()))?; // e.g. "./sealstore-data"
 //! let me = Principal::local_admin();
 //! let vault = kms.create_vault(&me, CreateVault { display_name: "apps".into(), ..Default::default() })?;
 //! let key = kms.create_key(&me, CreateKey::new(vault.id.clone(), "orders"))?;
 //! let ct = kms.encrypt(&me, &key.id, b"secret", &AssociatedData::none())?;
 //! let pt = kms.decrypt(&me, &ct.ciphertext, &AssociatedData::none(), None)?;
 //! assert_eq!(&pt.plaintext[..], b"secret");
-//! # Ok::<(), kms_core::KmsError>(())
+//! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
 #![warn(missing_docs)]

@@ -9,7 +9,7 @@ use serde_json::Value;
 use super::{AdminError, Progress, Request, Response};
 
 /// What happened when the CLI tried the socket.
-pub enum Reached {
+pub(crate) enum Reached {
     /// A server answered.
     Answered(Result<Value, AdminError>),
     /// No server listens on this data directory.
@@ -17,12 +17,12 @@ pub enum Reached {
 }
 
 /// Sends `req` to the server listening at `socket`, if there is one.
-pub fn try_send(socket: &Path, req: &Request) -> std::io::Result<Reached> {
+pub(crate) fn try_send(socket: &Path, req: &Request) -> std::io::Result<Reached> {
     try_send_with_progress(socket, req, &mut |_| {})
 }
 
 /// As [`try_send`], handing each progress report of a long command to `progress`.
-pub fn try_send_with_progress(
+pub(crate) fn try_send_with_progress(
     socket: &Path,
     req: &Request,
     progress: &mut dyn FnMut(Progress),

@@ -3,7 +3,7 @@
 //! [`execute`] as the local administrator.
 //!
 //! Vault, key and crypto commands are one request, [`Request::Api`]: a call of the KMS API,
-//! answered by the API's own handler ([`crate::kms_api::answer_local`]). The other requests
+//! answered by the API's own handler ([`crate::kms_api::answer_local_with`]). The other requests
 //! are operations the API does not have (IAM administration, S3 users, regions, the audit
 //! chain's verification, sweeps of a running server).
 //!
@@ -14,8 +14,8 @@
 //!
 //! Wire format: one JSON [`Request`] per line; one JSON [`Response`] per line back.
 
-pub mod client;
-pub mod server;
+pub(crate) mod client;
+pub(crate) mod server;
 
 use kms_core::{Kms, KmsError, Ocid, Principal, ResourceType};
 use serde::{Deserialize, Serialize};
@@ -26,7 +26,7 @@ use crate::s3::credentials::{UserError, UserStore};
 /// What admin requests act on: key management, the S3 users, and (in a running server) the
 /// object service.
 #[derive(Debug, Clone)]
-pub struct AdminTarget {
+pub(crate) struct AdminTarget {
     /// Key management.
     pub kms: std::sync::Arc<Kms>,
     /// S3 users.
@@ -44,16 +44,16 @@ pub struct AdminTarget {
 }
 
 /// The admin socket's file name in the data directory.
-pub const SOCKET_FILE: &str = "admin.sock";
+pub(crate) const SOCKET_FILE: &str = "admin.sock";
 
 /// Where the KMS API's vault endpoints are said to be when no server runs: its default
 /// listen address.
-pub const DEFAULT_API_BASE: &str = "http://127.0.0.1:9100";
+pub(crate) const DEFAULT_API_BASE: &str = "http://127.0.0.1:9100";
 
 /// A call of the KMS API made through the admin socket: what an HTTP client would send,
 /// without the signature.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ApiCall {
+pub(crate) struct ApiCall {
     /// `GET`, `POST`, `PUT`.
     pub method: String,
     /// Path and query, e.g. `/20180608/keys/{id}/keyVersions?limit=100`.
@@ -66,9 +66,9 @@ pub struct ApiCall {
 /// One CLI command.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "kebab-case")]
-pub enum Request {
+pub(crate) enum Request {
     /// A call of the KMS API (vaults, keys, key versions, crypto): answered by the API's own
-    /// handler as the local administrator ([`crate::kms_api::answer_local`]).
+    /// handler as the local administrator ([`crate::kms_api::answer_local_with`]).
     Api(ApiCall),
     /// This region's replication identity: its name and public keys.
     RegionIdentity,
@@ -256,7 +256,7 @@ impl Request {
 /// An error as it crosses the admin socket.
 #[derive(Debug, Clone, Serialize, Deserialize, thiserror::Error)]
 #[error("{message}")]
-pub struct AdminError {
+pub(crate) struct AdminError {
     /// OCI-style error code (`NotAuthorizedOrNotFound`, `InvalidParameter`, …).
     pub code: String,
     /// Human-readable message.
@@ -315,7 +315,7 @@ fn invalid(message: impl Into<String>) -> AdminError {
 /// One response line.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub enum Response {
+pub(crate) enum Response {
     /// The command's result.
     Ok(Value),
     /// Why it failed.
@@ -328,7 +328,7 @@ pub enum Response {
 /// How far a long-running admin command (a volume sweep) has come.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct Progress {
+pub(crate) struct Progress {
     /// Units done.
     pub done: u64,
     /// Units in all (0: not known).
@@ -345,7 +345,7 @@ fn is_zero(n: &u64) -> bool {
 
 /// What a running admin command answers to: whether its client went away, and where its
 /// progress goes.
-pub struct Job<'a> {
+pub(crate) struct Job<'a> {
     /// Set when the client went away: long commands stop early with an error.
     pub stop: &'a std::sync::atomic::AtomicBool,
     /// Receives progress (the server streams it to the client as [`Response::Progress`]).
@@ -366,12 +366,12 @@ fn to_value<T: Serialize>(v: T) -> Result<Value, AdminError> {
 }
 
 /// Checks an id typed by a user before it reaches the service.
-pub fn parse_id(kind: ResourceType, s: &str) -> Result<Ocid, AdminError> {
+pub(crate) fn parse_id(kind: ResourceType, s: &str) -> Result<Ocid, AdminError> {
     Ok(Ocid::parse(kind, s)?)
 }
 
 /// Runs one request as the local administrator.
-pub fn execute(target: &AdminTarget, req: Request) -> Result<Value, AdminError> {
+pub(crate) fn execute(target: &AdminTarget, req: Request) -> Result<Value, AdminError> {
     let job = Job {
         stop: &std::sync::atomic::AtomicBool::new(false),
         progress: &|_| {},
@@ -382,7 +382,7 @@ pub fn execute(target: &AdminTarget, req: Request) -> Result<Value, AdminError> 
 /// Runs one request as the local administrator; a long one (a volume sweep) reports its
 /// progress to `job` and stops early, with an error, once `job.stop` is set (the client went
 /// away).
-pub fn execute_job(target: &AdminTarget, req: Request, job: &Job<'_>) -> Result<Value, AdminError> {
+pub(crate) fn execute_job(target: &AdminTarget, req: Request, job: &Job<'_>) -> Result<Value, AdminError> {
     let p = &Principal::local_admin();
     let kms = target.kms.as_ref();
     if req.is_iam() {

@@ -16,7 +16,7 @@ use super::{execute_job, AdminError, AdminTarget, Job, Progress, Request, Respon
 const MAX_LINE: usize = 1 << 20;
 
 /// Binds the socket at `path` (replacing a stale one left by a crash) with mode 0600.
-pub fn bind(path: &Path) -> std::io::Result<UnixListener> {
+pub(crate) fn bind(path: &Path) -> std::io::Result<UnixListener> {
     match std::fs::remove_file(path) {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -30,7 +30,7 @@ pub fn bind(path: &Path) -> std::io::Result<UnixListener> {
 /// Serves admin requests until the task is dropped. Only processes of the user that owns the
 /// socket (this server's user) or root are answered, by the peer credentials of each
 /// connection — on top of the socket's mode 0600.
-pub async fn serve(listener: UnixListener, target: AdminTarget, socket_path: PathBuf) {
+pub(crate) async fn serve(listener: UnixListener, target: AdminTarget, socket_path: PathBuf) {
     use std::os::unix::fs::MetadataExt;
     let owner = match std::fs::metadata(&socket_path) {
         Ok(m) => m.uid(),

@@ -15,7 +15,7 @@ use super::table::{Row, Table, WIDTH};
 use super::{format_latency, format_rate, truncate, Measured, Report, Unit};
 
 /// Shortest measurement, seconds per line, whose change means something without rounds.
-pub const MIN_SECONDS: f64 = 1.0;
+pub(crate) const MIN_SECONDS: f64 = 1.0;
 
 /// Parameters that differ between runs without changing what is measured: working
 /// directories and the endpoints' addresses (sealstore's own server listens on a fresh port).
@@ -23,7 +23,7 @@ const IGNORED_PARAMETERS: [&str; 2] = ["dir", "endpoints"];
 
 /// What a change amounts to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Verdict {
+pub(crate) enum Verdict {
     /// Faster by more than the noise.
     Faster,
     /// Slower by more than the noise.
@@ -50,7 +50,7 @@ impl Verdict {
 
 /// One field that differs between the two runs.
 #[derive(Debug, Clone, PartialEq)]
-pub struct FieldDifference {
+pub(crate) struct FieldDifference {
     /// "crypto.objectSize", "machine.cpu".
     pub field: String,
     /// Its value in the first report (`-`: absent).
@@ -67,7 +67,7 @@ impl std::fmt::Display for FieldDifference {
 
 /// Why two reports were not compared.
 #[derive(Debug, thiserror::Error)]
-pub enum CompareError {
+pub(crate) enum CompareError {
     /// The runs measured with different parameters (sizes, durations, clients...).
     #[error(
         "the two runs' parameters differ, so their rates are not comparable:\n{}\n\
@@ -83,7 +83,7 @@ fn list(fields: &[FieldDifference]) -> String {
 
 /// One line present in either report.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Difference {
+pub(crate) struct Difference {
     /// The benchmark ("crypto", "object", "s3", "volume", "kms").
     pub kind: String,
     /// What is measured.
@@ -127,7 +127,7 @@ impl Difference {
 }
 
 /// (max − min) / median of a line's rounds, when it ran at least two.
-pub fn spread(rounds: &[f64]) -> Option<f64> {
+pub(crate) fn spread(rounds: &[f64]) -> Option<f64> {
     let mut values: Vec<f64> = rounds.iter().copied().filter(|v| v.is_finite()).collect();
     if values.len() < 2 {
         return None;
@@ -181,7 +181,7 @@ fn same_line(a: &Measured, b: &Measured) -> bool {
 ///
 /// A line whose unit differs between the reports is not matched: it appears twice, once only in
 /// `before` and once only in `after`. Each line of `after` is matched at most once.
-pub fn differences(before: &Report, after: &Report, threshold: f64) -> Vec<Difference> {
+pub(crate) fn differences(before: &Report, after: &Report, threshold: f64) -> Vec<Difference> {
     let threshold = if threshold.is_finite() { threshold.abs() } else { 0.0 };
     let mut used = vec![false; after.results.len()];
     let mut out = Vec::with_capacity(before.results.len().max(after.results.len()));
@@ -272,7 +272,7 @@ fn leaves<'a>(prefix: &str, value: &'a Value, out: &mut Vec<(String, &'a Value)>
 
 /// The parameters that differ between the runs, for each kind both ran ("crypto.objectSize",
 /// "s3.load.smallClients"); working directories and endpoint addresses do not count.
-pub fn parameter_differences(before: &Report, after: &Report) -> Vec<FieldDifference> {
+pub(crate) fn parameter_differences(before: &Report, after: &Report) -> Vec<FieldDifference> {
     let mut out = Vec::new();
     for (kind, old) in &before.parameters {
         let Some(new) = after.parameters.get(kind) else {
@@ -305,7 +305,7 @@ pub fn parameter_differences(before: &Report, after: &Report) -> Vec<FieldDiffer
 }
 
 /// How the two machines differ: CPU model, threads, OS and architecture.
-pub fn machine_differences(before: &Report, after: &Report) -> Vec<FieldDifference> {
+pub(crate) fn machine_differences(before: &Report, after: &Report) -> Vec<FieldDifference> {
     let (a, b) = (&before.machine, &after.machine);
     let unknown = || "unknown".to_owned();
     [
@@ -330,7 +330,7 @@ pub fn machine_differences(before: &Report, after: &Report) -> Vec<FieldDifferen
 
 /// How [`render`] compares.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Options {
+pub(crate) struct Options {
     /// The least change that counts (0.05 = 5%), whatever the rounds' spread.
     pub noise: f64,
     /// Compare runs whose parameters differ (with a warning) instead of refusing.
@@ -346,7 +346,7 @@ pub struct Options {
 ///
 /// Refuses ([`CompareError::ParametersDiffer`]) when the runs' parameters differ, unless
 /// `options.allow_different_parameters`.
-pub fn render(
+pub(crate) fn render(
     before: &Report,
     after: &Report,
     before_label: &str,

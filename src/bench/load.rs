@@ -14,7 +14,7 @@ const CDF_POINTS: usize = 200;
 
 /// What a load run did.
 #[derive(Debug, Clone, Default)]
-pub struct LoadResult {
+pub(crate) struct LoadResult {
     /// Operations made by each client, in client order.
     pub ops_per_client: Vec<u64>,
     /// Bytes the operations moved.
@@ -27,12 +27,12 @@ pub struct LoadResult {
 
 impl LoadResult {
     /// Operations made by all clients.
-    pub fn ops(&self) -> u64 {
+    pub(crate) fn ops(&self) -> u64 {
         self.ops_per_client.iter().sum()
     }
 
     /// Percentiles and distribution of the operations' latencies (`None` without operations).
-    pub fn latency(&self) -> Option<Latency> {
+    pub(crate) fn latency(&self) -> Option<Latency> {
         let mut sorted = self.latencies_ns.clone();
         if sorted.is_empty() {
             return None;
@@ -59,7 +59,15 @@ impl LoadResult {
     }
 
     /// This run as a result line: bytes per second, or operations per second.
-    pub fn measured(&self, kind: &str, group: &str, name: &str, unit: Unit, baseline: bool, role: Role) -> Measured {
+    pub(crate) fn measured(
+        &self,
+        kind: &str,
+        group: &str,
+        name: &str,
+        unit: Unit,
+        baseline: bool,
+        role: Role,
+    ) -> Measured {
         let seconds = self.seconds.max(1e-9);
         let value = match unit {
             Unit::BytesPerSec => self.bytes as f64 / seconds,
@@ -84,7 +92,7 @@ impl LoadResult {
 
     /// This run and `other` as one: operations, bytes, seconds and latencies added up (so
     /// the rate is over both), clients of `other` after this run's.
-    pub fn combine(mut self, other: LoadResult) -> LoadResult {
+    pub(crate) fn combine(mut self, other: LoadResult) -> LoadResult {
         self.ops_per_client.extend(other.ops_per_client);
         self.bytes += other.bytes;
         self.seconds += other.seconds;
@@ -123,7 +131,7 @@ impl ClientRun {
 /// Runs `op(client, seq)` from `clients` tasks on the current tokio runtime, each task calling
 /// it again as soon as it returns, until `duration` has passed (each client makes at least
 /// one call). `op` returns the bytes it moved. An error stops every client and is returned.
-pub async fn run_async<F, Fut, E>(clients: usize, duration: Duration, op: F) -> Result<LoadResult, E>
+pub(crate) async fn run_async<F, Fut, E>(clients: usize, duration: Duration, op: F) -> Result<LoadResult, E>
 where
     F: Fn(usize, u64) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Result<u64, E>> + Send + 'static,
@@ -159,7 +167,7 @@ where
 }
 
 /// As [`run_async`] with `threads` OS threads calling a blocking `op`.
-pub fn run_threads<F, E>(threads: usize, duration: Duration, op: F) -> Result<LoadResult, E>
+pub(crate) fn run_threads<F, E>(threads: usize, duration: Duration, op: F) -> Result<LoadResult, E>
 where
     F: Fn(usize, u64) -> Result<u64, E> + Sync,
     E: Send,

@@ -8,14 +8,14 @@
 //! - [`plot`]: SVG charts of a [`Report`]; [`compare`]: the differences between two;
 //!   [`table`]: the terminal tables of both, 80 columns wide.
 
-pub mod compare;
+pub(crate) mod compare;
 pub mod crypto;
 pub mod kms;
-pub mod load;
-pub mod objects;
-pub mod plot;
-pub mod table;
-pub mod volume;
+pub(crate) mod load;
+pub(crate) mod objects;
+pub(crate) mod plot;
+pub(crate) mod table;
+pub(crate) mod volume;
 
 use std::time::{Duration, Instant};
 
@@ -136,7 +136,7 @@ impl Measured {
 /// The machine a report was made on.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct Machine {
+pub(crate) struct Machine {
     /// `linux`, ...
     pub os: String,
     /// `x86_64`, ...
@@ -152,7 +152,7 @@ pub struct Machine {
 
 /// One CPU feature and whether the CPU has it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct CpuFeature {
+pub(crate) struct CpuFeature {
     /// "AES-NI", "VAES", ...
     pub name: String,
     /// Whether it is there.
@@ -161,7 +161,7 @@ pub struct CpuFeature {
 
 impl Machine {
     /// This machine.
-    pub fn this() -> Self {
+    pub(crate) fn this() -> Self {
         let cpu = std::fs::read_to_string("/proc/cpuinfo").ok().and_then(|info| {
             info.lines()
                 .find(|l| l.starts_with("model name"))
@@ -188,7 +188,7 @@ impl Machine {
 /// `sealstore bench compare` reads.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct Report {
+pub(crate) struct Report {
     /// The command that made it ("sealstore bench all").
     pub tool: String,
     /// sealstore's version.
@@ -225,7 +225,7 @@ pub(crate) fn test_line(kind: &str, group: &str, name: &str, unit: Unit, value: 
 }
 
 /// Runs `workload` once to warm up, then repeatedly for at least `duration` (and 3 calls).
-pub fn measure(kind: &str, workload: &mut Workload, duration: Duration) -> Measured {
+pub(crate) fn measure(kind: &str, workload: &mut Workload, duration: Duration) -> Measured {
     (workload.run)();
     let start = Instant::now();
     let mut calls = 0u64;
@@ -253,7 +253,7 @@ pub fn measure(kind: &str, workload: &mut Workload, duration: Duration) -> Measu
 
 /// Fills in each result's ratio to its group's baseline (results of one kind): the line it
 /// names as `versus`, else the group's first baseline (a baseline: itself).
-pub fn add_ratios(results: &mut [Measured]) {
+pub(crate) fn add_ratios(results: &mut [Measured]) {
     for i in 0..results.len() {
         let r = &results[i];
         let base = results
@@ -274,7 +274,7 @@ pub fn add_ratios(results: &mut [Measured]) {
 }
 
 /// A rate for people: "2.97 GB/s", "812 MB/s", "10,534 ops/s".
-pub fn format_rate(unit: Unit, value: f64) -> String {
+pub(crate) fn format_rate(unit: Unit, value: f64) -> String {
     match unit {
         Unit::BytesPerSec if value >= 1e9 => format!("{:.2} GB/s", value / 1e9),
         Unit::BytesPerSec => format!("{:.0} MB/s", value / 1e6),
@@ -283,7 +283,7 @@ pub fn format_rate(unit: Unit, value: f64) -> String {
 }
 
 /// A latency for people: "85 µs", "1.24 ms", "2.1 s".
-pub fn format_latency(us: f64) -> String {
+pub(crate) fn format_latency(us: f64) -> String {
     if us < 1000.0 {
         format!("{us:.0} µs")
     } else if us < 1e6 {
@@ -295,7 +295,7 @@ pub fn format_latency(us: f64) -> String {
 
 /// `value` with `decimals` decimals and commas between thousands: "2,000,000", "1,234.5",
 /// "-12,000", "0.05".
-pub fn format_number(value: f64, decimals: usize) -> String {
+pub(crate) fn format_number(value: f64, decimals: usize) -> String {
     let text = format!("{:.decimals$}", value.abs());
     let (whole, fraction) = text
         .split_once('.')
@@ -318,7 +318,7 @@ pub fn format_number(value: f64, decimals: usize) -> String {
 }
 
 /// Serializes a [`Duration`] as plain seconds (`0.3`), as results.json writes every duration.
-pub fn serialize_seconds<S: serde::Serializer>(duration: &Duration, serializer: S) -> Result<S::Ok, S::Error> {
+pub(crate) fn serialize_seconds<S: serde::Serializer>(duration: &Duration, serializer: S) -> Result<S::Ok, S::Error> {
     serializer.serialize_f64(duration.as_secs_f64())
 }
 
@@ -335,12 +335,12 @@ fn truncate(text: &str, max: usize) -> String {
 
 /// Writes back every dirty page of the machine (`sync`) before a line is measured, so that
 /// no line pays for the writeback of the one before it (they share one page cache and disk).
-pub fn settle() {
+pub(crate) fn settle() {
     let _ = std::process::Command::new("sync").status();
 }
 
 /// "64 MiB", "4 KiB", "512 B".
-pub fn size_label(bytes: usize) -> String {
+pub(crate) fn size_label(bytes: usize) -> String {
     match bytes {
         b if b >= 1 << 20 && b % (1 << 20) == 0 => format!("{} MiB", b >> 20),
         b if b >= 1 << 10 && b % (1 << 10) == 0 => format!("{} KiB", b >> 10),
@@ -349,7 +349,7 @@ pub fn size_label(bytes: usize) -> String {
 }
 
 /// CPU features that matter for AES throughput, as `(name, present)`.
-pub fn cpu_features() -> Vec<(&'static str, bool)> {
+pub(crate) fn cpu_features() -> Vec<(&'static str, bool)> {
     #[cfg(target_arch = "x86_64")]
     {
         vec![
@@ -375,7 +375,7 @@ pub fn cpu_features() -> Vec<(&'static str, bool)> {
 }
 
 /// Whether the CPU has AES instructions (without them, AES runs in software, many times slower).
-pub fn hardware_aes() -> bool {
+pub(crate) fn hardware_aes() -> bool {
     cpu_features()
         .iter()
         .any(|(name, present)| *present && (*name == "AES-NI" || *name == "AES"))

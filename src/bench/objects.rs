@@ -21,7 +21,7 @@ const LARGE_OBJECTS_PER_CLIENT: u64 = 2;
 /// The sizes, client counts and duration of a run.
 #[derive(Debug, Clone, serde::Serialize)]
 #[serde(rename_all = "camelCase")]
-pub struct ObjectLoad {
+pub(crate) struct ObjectLoad {
     /// Size of the small objects (reported in operations per second).
     pub small_size: usize,
     /// Clients putting and getting small objects at once.
@@ -39,7 +39,7 @@ pub struct ObjectLoad {
 }
 
 /// A store under test.
-pub struct Target {
+pub(crate) struct Target {
     /// How results name it ("sealstore EncryptedStore", "http://127.0.0.1:9000").
     pub name: String,
     /// Whether the other targets are compared to this one.
@@ -54,7 +54,7 @@ pub struct Target {
 
 /// Why a run stopped.
 #[derive(Debug, thiserror::Error)]
-pub enum ObjectBenchError {
+pub(crate) enum ObjectBenchError {
     /// A request failed.
     #[error("{target}: {source}")]
     Store {
@@ -79,7 +79,7 @@ pub enum ObjectBenchError {
 
 /// How many times [`run`] calls `progress` on `targets` targets: a PUT and a GET per size,
 /// target and round.
-pub fn steps(targets: usize, load: &ObjectLoad) -> u64 {
+pub(crate) fn steps(targets: usize, load: &ObjectLoad) -> u64 {
     (2 * 2 * targets * load.rounds.max(1)) as u64
 }
 
@@ -87,7 +87,7 @@ pub fn steps(targets: usize, load: &ObjectLoad) -> u64 {
 /// the targets' lines of one workload are measured close together), `load.rounds` times with
 /// the targets' order reversed every other round; calls `progress` with each line's
 /// description before it runs. Each line's rate is over all its rounds, each round's kept.
-pub async fn run(
+pub(crate) async fn run(
     kind: &str,
     targets: &[Target],
     load: &ObjectLoad,
@@ -232,7 +232,7 @@ async fn get_objects(
 }
 
 /// `len` random bytes (incompressible, so no layer can shortcut them).
-pub fn random_bytes(len: usize) -> Bytes {
+pub(crate) fn random_bytes(len: usize) -> Bytes {
     let mut data = vec![0u8; len];
     aws_lc_rs::rand::fill(&mut data).expect("the system's random source");
     Bytes::from(data)
@@ -240,7 +240,7 @@ pub fn random_bytes(len: usize) -> Bytes {
 
 /// Where and as whom `sealstore bench s3` sends its requests.
 #[derive(Debug, Clone)]
-pub struct S3Endpoint {
+pub(crate) struct S3Endpoint {
     /// `http://host:port` (path-style requests).
     pub url: String,
     /// Access key id.
@@ -257,7 +257,7 @@ pub struct S3Endpoint {
 /// connection pool, no retries (a failed request fails the run), unsigned payloads (as
 /// clients sending over TLS do: the server is measured, not the client's SHA-256). A
 /// [`Role::Baseline`] target is the one the others are compared with.
-pub fn s3_target(endpoint: &S3Endpoint, role: Role) -> Result<Target, object_store::Error> {
+pub(crate) fn s3_target(endpoint: &S3Endpoint, role: Role) -> Result<Target, object_store::Error> {
     let options = object_store::ClientOptions::new()
         .with_allow_http(true)
         .with_timeout(Duration::from_secs(300))

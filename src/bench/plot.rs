@@ -20,7 +20,7 @@ use super::{format_latency, format_number, format_rate, Measured, Report, Role, 
 
 /// Why charts could not be written.
 #[derive(Debug, thiserror::Error)]
-pub enum PlotError {
+pub(crate) enum PlotError {
     /// Creating the directory or writing a file failed.
     #[error("writing {}: {source}", path.display())]
     Io {
@@ -79,7 +79,7 @@ fn shades(role: Role) -> &'static [RGBColor; 3] {
 ///
 /// For each kind present: `KIND-throughput.svg`, and `KIND-latency.svg` when some line of that
 /// kind has a latency. An empty report writes nothing (and does not create `dir`).
-pub fn write_svgs(report: &Report, dir: &Path) -> Result<Vec<PathBuf>, PlotError> {
+pub(crate) fn write_svgs(report: &Report, dir: &Path) -> Result<Vec<PathBuf>, PlotError> {
     let mut written = Vec::new();
     if report.results.is_empty() {
         return Ok(written);

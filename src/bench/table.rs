@@ -9,14 +9,14 @@ use std::fmt::Write as _;
 use super::{format_latency, format_number, format_rate, truncate, Measured};
 
 /// The widest line a table prints, in characters.
-pub const WIDTH: usize = 80;
+pub(crate) const WIDTH: usize = 80;
 
 /// Narrowest the name column gets before names wrap onto lines of their own.
 const MIN_NAME: usize = 14;
 
 /// One line of a [`Table`].
 #[derive(Debug, Clone, PartialEq)]
-pub enum Row {
+pub(crate) enum Row {
     /// Text across the table (a group's title, a note), cut to the table's width.
     Text(String),
     /// Cells: the first (a name) left-aligned, the others right-aligned.
@@ -25,7 +25,7 @@ pub enum Row {
 
 /// Rows under a header, rendered at most [`WIDTH`] characters wide.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct Table {
+pub(crate) struct Table {
     /// Column titles, aligned as the cells.
     pub header: Vec<String>,
     /// The rows, in order.
@@ -36,7 +36,7 @@ pub struct Table {
 
 impl Table {
     /// The table as text, each line ending in a newline and at most [`WIDTH`] characters.
-    pub fn render(&self) -> String {
+    pub(crate) fn render(&self) -> String {
         let cells = std::iter::once(&self.header).chain(self.rows.iter().filter_map(|r| match r {
             Row::Cells(c) => Some(c),
             Row::Text(_) => None,
@@ -95,7 +95,7 @@ impl Table {
 
 /// The table `sealstore bench` prints for one kind's results: per group a title line, then
 /// each line's name, rate, ratio to the baseline and latency percentiles.
-pub fn results(kind: &str, results: &[Measured]) -> String {
+pub(crate) fn results(kind: &str, results: &[Measured]) -> String {
     let header = ["IMPLEMENTATION", "RATE", "VS BASE", "P50", "P99"];
     let mut table = Table {
         header: header.iter().map(|h| h.to_string()).collect(),

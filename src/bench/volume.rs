@@ -32,7 +32,7 @@ const RAND_DEPTH: u32 = 32;
 
 /// Why a run stopped.
 #[derive(Debug, thiserror::Error)]
-pub enum VolumeBenchError {
+pub(crate) enum VolumeBenchError {
     /// The volume failed.
     #[error("volume: {0}")]
     Volume(#[from] VolumeError),
@@ -102,7 +102,7 @@ impl Device for File {
 }
 
 /// A new volume for benchmarking: `dir/bench.vol`, its data key wrapped by `key_id`.
-pub fn create_volume(
+pub(crate) fn create_volume(
     dir: &Path,
     size: u64,
     keys: &Arc<dyn KeyProvider>,
@@ -114,7 +114,7 @@ pub fn create_volume(
 /// How many times [`in_process`] then [`over_nbd`] call `progress` with `rounds` rounds on
 /// this machine: a fill per device or server, then a step per job, device or server, and
 /// round. The NBD servers are those [`over_nbd`] finds installed.
-pub fn steps(rounds: u32) -> u64 {
+pub(crate) fn steps(rounds: u32) -> u64 {
     let jobs = workloads(&|_| String::new()).len() as u64;
     let in_process = 2 + 2 * jobs;
     if !installed("fio") {
@@ -127,7 +127,7 @@ pub fn steps(rounds: u32) -> u64 {
 
 /// In-process lines: `volume` beside a plain file of its size in `dir`, both written once
 /// in full first so that reads decrypt real data.
-pub fn in_process(
+pub(crate) fn in_process(
     dir: &Path,
     volume: &Volume,
     threads: usize,
@@ -210,7 +210,7 @@ fn device_load(
 /// The fio lines over NBD, or an empty list when fio is not installed. `volume` is served
 /// by sealstore's NBD server on a Unix socket in `dir`; qemu-nbd serves a raw and a LUKS
 /// image of the same size there too, when installed.
-pub fn over_nbd(
+pub(crate) fn over_nbd(
     dir: &Path,
     volume: Volume,
     duration: Duration,

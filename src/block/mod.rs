@@ -1,8 +1,9 @@
-//! Encrypted block volumes: the volume file format ([`mod@format`]), reading and writing a
-//! volume ([`volume`]), and serving volumes over NBD ([`nbd`]).
+//! Encrypted block volumes: [`Volume`] reads and writes one (and [`VolumeError`] says why
+//! not). Inside the crate: the volume file format (`format`, from sealstore-format), the
+//! volume itself (`volume`), and serving volumes over NBD (`nbd`).
 
-pub use sealstore_format::volume as format;
-pub mod nbd;
-pub mod volume;
+pub(crate) use sealstore_format::volume as format;
+pub(crate) mod nbd;
+pub(crate) mod volume;
 
 pub use volume::{Volume, VolumeError};

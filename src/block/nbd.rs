@@ -99,19 +99,19 @@ const ENOTSUP: u32 = 95;
 
 /// Largest READ or WRITE served (the NBD convention; larger requests get EINVAL, and a larger
 /// WRITE ends the connection since its payload cannot be skipped safely).
-pub const MAX_REQUEST: u32 = 32 << 20;
+pub(crate) const MAX_REQUEST: u32 = 32 << 20;
 /// Option payloads above this end the handshake.
 const MAX_OPTION: u32 = 64 << 10;
 
 /// How long a client may take to negotiate (hello to GO or EXPORT_NAME).
-pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
+pub(crate) const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// What clients may hold of a server. Requests in flight are counted in bytes (a READ's
 /// buffer, a WRITE's payload; at least 1 KiB each): at a connection's limit, or the server's,
 /// the server stops reading that connection's requests until replies drain — back-pressure,
 /// not an error — so a client that never reads its replies holds at most its limit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Limits {
+pub(crate) struct Limits {
     /// Bytes of requests in flight per connection (at least [`MAX_REQUEST`]).
     pub per_connection_bytes: usize,
     /// Bytes of requests in flight across every connection (at least the per-connection limit).
@@ -135,7 +135,7 @@ impl Default for Limits {
 
 /// [`Limits`] in force: the counters every connection of a server draws from.
 #[derive(Debug, Clone)]
-pub struct Budget {
+pub(crate) struct Budget {
     limits: Limits,
     /// KiB in flight across connections.
     total: Arc<Semaphore>,
@@ -144,7 +144,7 @@ pub struct Budget {
 
 impl Budget {
     /// Counters for `limits` (raised to their minimums).
-    pub fn new(limits: Limits) -> Self {
+    pub(crate) fn new(limits: Limits) -> Self {
         let per_connection = limits.per_connection_bytes.max(MAX_REQUEST as usize);
         let limits = Limits {
             per_connection_bytes: per_connection,
@@ -158,11 +158,6 @@ impl Budget {
             limits,
         }
     }
-
-    /// The limits in force.
-    pub fn limits(&self) -> Limits {
-        self.limits
-    }
 }
 
 /// What a request holds while in flight, in KiB: its data, at least 1 KiB.
@@ -175,7 +170,7 @@ fn cost_kib(kind: u16, len: u32) -> u32 {
 
 /// One export: a volume under a name.
 #[derive(Debug, Clone)]
-pub struct Export {
+pub(crate) struct Export {
     /// Export name (clients ask for it; the empty name means this export too).
     pub name: String,
     /// The volume.
@@ -208,7 +203,7 @@ async fn option_reply<W: AsyncWrite + Unpin>(w: &mut W, option: u32, kind: u32, 
 
 /// A client connection as accepted.
 #[derive(Debug)]
-pub enum Stream {
+pub(crate) enum Stream {
     /// Over a Unix socket.
     Unix(tokio::net::UnixStream),
     /// Over TCP.
@@ -217,7 +212,11 @@ pub enum Stream {
 
 /// Serves one client connection until it disconnects: the handshake on tokio, then the
 /// transmission phase on a thread of its own (with workers; see `INLINE_REQUEST`).
-pub async fn serve_connection(mut stream: Stream, exports: Arc<Vec<Export>>, budget: Budget) -> std::io::Result<()> {
+pub(crate) async fn serve_connection(
+    mut stream: Stream,
+    exports: Arc<Vec<Export>>,
+    budget: Budget,
+) -> std::io::Result<()> {
     let negotiated = tokio::time::timeout(HANDSHAKE_TIMEOUT, async {
         let chosen = match &mut stream {
             Stream::Unix(s) => {
@@ -1191,7 +1190,7 @@ fn read_exact(socket: &Socket, mut buf: &mut [u8]) -> std::io::Result<()> {
 
 /// Where an NBD server listens: TCP or a Unix socket.
 #[derive(Debug)]
-pub enum NbdListener {
+pub(crate) enum NbdListener {
     /// A TCP listener.
     Tcp(tokio::net::TcpListener),
     /// A Unix socket, removed when the listener is dropped.
@@ -1201,7 +1200,7 @@ pub enum NbdListener {
 impl NbdListener {
     /// Binds `tcp:HOST:PORT` (port 0 picks one; `HOST:PORT` alone also works) or `unix:PATH`
     /// (a stale socket file is replaced).
-    pub async fn bind(spec: &str) -> std::io::Result<Self> {
+    pub(crate) async fn bind(spec: &str) -> std::io::Result<Self> {
         if let Some(path) = spec.strip_prefix("unix:") {
             let _ = std::fs::remove_file(path);
             Ok(NbdListener::Unix(tokio::net::UnixListener::bind(path)?, path.into()))
@@ -1212,7 +1211,7 @@ impl NbdListener {
     }
 
     /// What was bound, as `tcp:ADDR` or `unix:PATH`.
-    pub fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         match self {
             NbdListener::Tcp(l) => format!("tcp:{}", l.local_addr().map_or_else(|_| "?".into(), |a| a.to_string())),
             NbdListener::Unix(_, path) => format!("unix:{}", path.display()),
@@ -1221,7 +1220,7 @@ impl NbdListener {
 
     /// Serves `exports` to every client that connects, within `limits`, until the task is
     /// dropped.
-    pub async fn serve(&self, exports: Arc<Vec<Export>>, limits: Limits) {
+    pub(crate) async fn serve(&self, exports: Arc<Vec<Export>>, limits: Limits) {
         let budget = Budget::new(limits);
         loop {
             let accepted = match self {

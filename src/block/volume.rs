@@ -23,15 +23,15 @@ use super::format::{
 use crate::crypto::xts::{Xts, XtsError, XtsKey, SECTOR_SIZE, XTS_KEY_LEN};
 
 /// Directory of the volumes in the data directory.
-pub const VOLUMES_DIR: &str = "volumes";
+pub(crate) const VOLUMES_DIR: &str = "volumes";
 /// File name suffix of volumes in the volumes directory.
-pub const VOLUME_SUFFIX: &str = ".vol";
+pub(crate) const VOLUME_SUFFIX: &str = ".vol";
 
 /// The volumes of a directory as a key-version inventory: a version is in use while a
 /// volume has a generation wrapped by it (so `disable-version` refuses until
 /// `volume reencrypt` dropped that generation).
 #[derive(Debug)]
-pub struct VolumeInventory {
+pub(crate) struct VolumeInventory {
     /// The volumes directory.
     pub dir: PathBuf,
 }
@@ -47,7 +47,7 @@ impl kms_core::DataInventory for VolumeInventory {
 }
 
 /// The volume files in `dir`, by name.
-pub fn volume_files(dir: &Path) -> Vec<PathBuf> {
+pub(crate) fn volume_files(dir: &Path) -> Vec<PathBuf> {
     let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
         .map(|entries| entries.filter_map(|e| e.ok().map(|e| e.path())).collect())
         .unwrap_or_default();
@@ -105,10 +105,10 @@ fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> VolumeError 
 }
 
 /// Result alias.
-pub type Result<T, E = VolumeError> = std::result::Result<T, E>;
+pub(crate) type Result<T, E = VolumeError> = std::result::Result<T, E>;
 
 /// Checks a volume name: 1–64 letters, digits, `.`, `_`, `-`, not starting with `.`.
-pub fn check_name(name: &str) -> Result<()> {
+pub(crate) fn check_name(name: &str) -> Result<()> {
     let ok = (1..=64).contains(&name.len())
         && !name.starts_with('.')
         && name
@@ -145,7 +145,32 @@ fn xts_key(dek: &[u8; 32], uuid: &str, generation: u8) -> Result<XtsKey> {
     Ok(XtsKey::from_bytes(&bytes)?)
 }
 
-/// An open volume.
+/// An open volume: a file of AES-256-XTS sectors whose keys come from a master key of a
+/// [`KeyProvider`], wrapped in the volume's header. Rotating the master key
+/// ([`Volume::rotate_if_key_rotated`]) starts a new key generation that extents move to on
+/// their next write, or all at once with [`Volume::reencrypt_all`].
+///
+/// ```
+/// use std::sync::Arc;
+/// use kms_core::{CreateKey, CreateVault, KeyProvider, Kms, KmsConfig, Principal};
+/// use sealstore::block::Volume;
+///
+/// let dir = tempfile::tempdir()?;
+/// let kms = Arc::new(Kms::open(KmsConfig::new(dir.path().join("kms")))?);
+/// let me = Principal::local_admin();
+/// let vault = kms.create_vault(&me, CreateVault { display_name: "v".into(), ..Default::default() })?;
+/// let key = kms.create_key(&me, CreateKey::new(vault.id, "disks"))?;
+/// let keys: Arc<dyn KeyProvider> = kms;
+///
+/// let volume = Volume::create(dir.path(), "disk0", 1 << 20, &keys, &key.id)?;
+/// volume.write_at(4096, &[7u8; 512])?;
+/// let mut sector = [0u8; 512];
+/// volume.read_at(4096, &mut sector)?;
+/// assert_eq!(sector, [7u8; 512]);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+///
+/// `examples/volume.rs` shows a rotation followed lazily and by a sweep.
 pub struct Volume {
     path: PathBuf,
     file: File,
@@ -929,7 +954,7 @@ fn read_slots(path: &Path, file: &File) -> Result<(VolumeHeader, usize)> {
 }
 
 /// The extent generation map of a volume file (read without keys).
-pub fn read_map(path: &Path, header: &VolumeHeader) -> Result<Vec<u8>> {
+pub(crate) fn read_map(path: &Path, header: &VolumeHeader) -> Result<Vec<u8>> {
     let mut map = vec![0u8; header.extents() as usize];
     let file = File::open(path).map_err(io(format!("opening {}", path.display())))?;
     file.read_exact_at(&mut map, MAP_OFFSET)

@@ -3,22 +3,22 @@
 //! Vault, key, key-version and crypto commands are calls of the OCI-compatible KMS API, sent
 //! through the admin socket to a running server — or, when none runs, answered in-process on
 //! the data directory. Either way the API's own handler answers, as the local administrator
-//! ([`sealstore::kms_api::answer_local`]): each operation is defined once, and the CLI shows
+//! ([`crate::kms_api::answer_local_with`]): each operation is defined once, and the CLI shows
 //! what the `oci` CLI shows.
 
 use anyhow::Context;
 use serde_json::Value;
 
 use super::{dispatch, GlobalOpts};
-use sealstore::admin::{ApiCall, Request};
+use crate::admin::{ApiCall, Request};
 
 /// Sends the KMS API calls of one command.
-pub struct Api<'a> {
+pub(super) struct Api<'a> {
     global: &'a GlobalOpts,
 }
 
 impl<'a> Api<'a> {
-    pub fn new(global: &'a GlobalOpts) -> Self {
+    pub(super) fn new(global: &'a GlobalOpts) -> Self {
         Api { global }
     }
 
@@ -36,20 +36,20 @@ impl<'a> Api<'a> {
         Ok((answer["data"].take(), next))
     }
 
-    pub fn get(&self, target: &str) -> anyhow::Result<Value> {
+    pub(super) fn get(&self, target: &str) -> anyhow::Result<Value> {
         Ok(self.call("GET", target, Value::Null)?.0)
     }
 
-    pub fn post(&self, target: &str, body: Value) -> anyhow::Result<Value> {
+    pub(super) fn post(&self, target: &str, body: Value) -> anyhow::Result<Value> {
         Ok(self.call("POST", target, body)?.0)
     }
 
-    pub fn put(&self, target: &str, body: Value) -> anyhow::Result<Value> {
+    pub(super) fn put(&self, target: &str, body: Value) -> anyhow::Result<Value> {
         Ok(self.call("PUT", target, body)?.0)
     }
 
     /// Every page of a list, as one array, oldest first.
-    pub fn list(&self, target: &str) -> anyhow::Result<Value> {
+    pub(super) fn list(&self, target: &str) -> anyhow::Result<Value> {
         let sep = if target.contains('?') { '&' } else { '?' };
         let target = &format!("{target}{sep}sortBy=TIMECREATED&sortOrder=ASC&limit=1000");
         let mut items = Vec::new();
@@ -75,7 +75,7 @@ impl<'a> Api<'a> {
     }
 
     /// The data directory's tenancy id (the root compartment).
-    pub fn tenancy(&self) -> anyhow::Result<String> {
+    pub(super) fn tenancy(&self) -> anyhow::Result<String> {
         let answer = dispatch(self.global, Request::Tenancy)?;
         answer["tenancyId"]
             .as_str()
@@ -84,7 +84,7 @@ impl<'a> Api<'a> {
     }
 
     /// The default key (created with its vault on first use).
-    pub fn default_key(&self) -> anyhow::Result<String> {
+    pub(super) fn default_key(&self) -> anyhow::Result<String> {
         let status = dispatch(self.global, Request::Status)?;
         status["defaultKeyId"]
             .as_str()

@@ -1,4 +1,4 @@
-//! `sealstore bench`: what encryption costs on this machine (see `sealstore::bench`).
+//! `sealstore bench`: what encryption costs on this machine (see `crate::bench`).
 //!
 //! Every kind measures sealstore beside a baseline in the same run (the raw primitive, plain
 //! files, qemu-nbd, another S3 endpoint), prints a table, and with `--out DIR` writes
@@ -9,17 +9,17 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::bench::objects::{ObjectLoad, S3Endpoint, Target};
+use crate::bench::{self, Measured, Report, Workload};
 use anyhow::Context;
 use clap::{Args, Subcommand};
 use kms_core::{Ocid, Principal, ProtectionMode};
-use sealstore::bench::objects::{ObjectLoad, S3Endpoint, Target};
-use sealstore::bench::{self, Measured, Report, Workload};
 use serde_json::{json, Map, Value};
 
 use super::GlobalOpts;
 
 #[derive(Debug, Args)]
-pub struct BenchArgs {
+pub(super) struct BenchArgs {
     #[command(subcommand)]
     what: BenchKind,
 }
@@ -250,7 +250,7 @@ struct VolumeOpts {
     threads: Option<usize>,
 }
 
-pub fn run(global: &GlobalOpts, args: BenchArgs) -> anyhow::Result<ExitCode> {
+pub(super) fn run(global: &GlobalOpts, args: BenchArgs) -> anyhow::Result<ExitCode> {
     let (tool, common, kinds): (&str, CommonOpts, Vec<Kind>) = match args.what {
         BenchKind::Compare {
             before,
@@ -553,7 +553,7 @@ fn object(global: &GlobalOpts, opts: &ObjectOpts, common: &CommonOpts) -> KindRe
             baseline: false,
             role: bench::Role::Sealstore,
             versus: None,
-            store: Arc::new(sealstore::object::store::EncryptedStore::new(
+            store: Arc::new(crate::object::store::EncryptedStore::new(
                 local("sealed")?,
                 data.keys.provider.clone(),
                 data.keys.default_key.clone(),
@@ -561,8 +561,8 @@ fn object(global: &GlobalOpts, opts: &ObjectOpts, common: &CommonOpts) -> KindRe
             )),
         },
     ];
-    let progress = LineProgress::new("object", sealstore::bench::objects::steps(targets.len(), &load));
-    let results = runtime()?.block_on(sealstore::bench::objects::run("object", &targets, &load, |m| {
+    let progress = LineProgress::new("object", crate::bench::objects::steps(targets.len(), &load));
+    let results = runtime()?.block_on(crate::bench::objects::run("object", &targets, &load, |m| {
         progress.line(m)
     }))?;
     progress.finish();
@@ -594,7 +594,7 @@ fn s3_kind(global: &GlobalOpts, s3: &S3Opts, opts: &ObjectOpts, common: &CommonO
     let mut urls = Vec::new();
     let baseline_name = match &s3.baseline_endpoint {
         Some(url) => {
-            let mut target = sealstore::bench::objects::s3_target(
+            let mut target = crate::bench::objects::s3_target(
                 &S3Endpoint {
                     url: url.clone(),
                     access_key: s3.baseline_access_key.clone().unwrap_or_default(),
@@ -612,7 +612,7 @@ fn s3_kind(global: &GlobalOpts, s3: &S3Opts, opts: &ObjectOpts, common: &CommonO
         }
         None => None,
     };
-    let mut measured = sealstore::bench::objects::s3_target(&endpoint, bench::Role::Sealstore)?;
+    let mut measured = crate::bench::objects::s3_target(&endpoint, bench::Role::Sealstore)?;
     if s3.endpoint.is_none() {
         measured.name = "sealstore serve, S3 API".into();
         if s3.gateway_endpoint.is_some() {
@@ -632,10 +632,10 @@ fn s3_kind(global: &GlobalOpts, s3: &S3Opts, opts: &ObjectOpts, common: &CommonO
             bucket: s3.gateway_bucket.clone().unwrap_or_default(),
             region: s3.region.clone(),
         };
-        let mut direct = sealstore::bench::objects::s3_target(&plain, bench::Role::Baseline)?;
+        let mut direct = crate::bench::objects::s3_target(&plain, bench::Role::Baseline)?;
         direct.name = s3.gateway_name.clone().unwrap_or_else(|| url.clone());
         let server = ServeChild::start(global, work.path(), Some(&plain), Some("gateway"))?;
-        let mut through = sealstore::bench::objects::s3_target(&server.endpoint(&s3.region), bench::Role::Sealstore)?;
+        let mut through = crate::bench::objects::s3_target(&server.endpoint(&s3.region), bench::Role::Sealstore)?;
         through.name = format!("sealstore serve in front of {}", direct.name);
         through.versus = Some(direct.name.clone());
         urls.push(url.clone());
@@ -668,8 +668,8 @@ fn s3_kind(global: &GlobalOpts, s3: &S3Opts, opts: &ObjectOpts, common: &CommonO
             let _ = writeln!(file, "{} {line}", unix_ns());
         }
     };
-    let progress = LineProgress::new("s3", sealstore::bench::objects::steps(targets.len(), &load));
-    let results = runtime.block_on(sealstore::bench::objects::run("s3", &targets, &load, |m| {
+    let progress = LineProgress::new("s3", crate::bench::objects::steps(targets.len(), &load));
+    let results = runtime.block_on(crate::bench::objects::run("s3", &targets, &load, |m| {
         mark(m);
         progress.line(m)
     }))?;
@@ -776,7 +776,7 @@ impl ServeChild {
             .as_str()
             .context("serve.json names no S3 endpoint")?
             .to_owned();
-        let admin_file = data_dir.join(sealstore::s3::credentials::ADMIN_KEYS_FILE);
+        let admin_file = data_dir.join(crate::s3::credentials::ADMIN_KEYS_FILE);
         let admin: Value = serde_json::from_slice(&std::fs::read(&admin_file)?)
             .with_context(|| format!("reading {}", admin_file.display()))?;
         let field = |name: &str| {
@@ -816,13 +816,11 @@ fn volume(global: &GlobalOpts, opts: &VolumeOpts, common: &CommonOpts) -> KindRe
     let duration = common.duration();
     let work = common.workdir()?;
     let data = BenchDataDir::open(global, work.path())?;
-    let volume =
-        sealstore::bench::volume::create_volume(work.path(), size, &data.keys.provider, &data.keys.default_key)?;
+    let volume = crate::bench::volume::create_volume(work.path(), size, &data.keys.provider, &data.keys.default_key)?;
     let rounds = u32::try_from(common.rounds.max(1)).unwrap_or(u32::MAX);
-    let progress = LineProgress::new("volume", sealstore::bench::volume::steps(rounds));
-    let mut results =
-        sealstore::bench::volume::in_process(work.path(), &volume, threads, duration, |m| progress.line(m))?;
-    let nbd = sealstore::bench::volume::over_nbd(work.path(), volume, duration, rounds, |m| progress.line(m))?;
+    let progress = LineProgress::new("volume", crate::bench::volume::steps(rounds));
+    let mut results = crate::bench::volume::in_process(work.path(), &volume, threads, duration, |m| progress.line(m))?;
+    let nbd = crate::bench::volume::over_nbd(work.path(), volume, duration, rounds, |m| progress.line(m))?;
     progress.finish();
     if nbd.is_empty() {
         println!("(fio is not installed: no NBD lines; apt-get install fio)");
@@ -898,8 +896,8 @@ fn external_key(
     work: &Path,
     runtime: &tokio::runtime::Runtime,
 ) -> anyhow::Result<Ocid> {
-    use sealstore::external_kms::server::KeyManager;
-    use sealstore::external_kms::token::TokenVerifier;
+    use crate::external_kms::server::KeyManager;
+    use crate::external_kms::token::TokenVerifier;
 
     let mut manager_opts = global.clone();
     manager_opts.data_dir = work.join("key-manager");

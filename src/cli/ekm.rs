@@ -1,13 +1,13 @@
-//! `sealstore ekm`: the reference external key manager (see `sealstore::external_kms::server`).
+//! `sealstore ekm`: the reference external key manager (see `crate::external_kms::server`).
 
 use std::process::ExitCode;
 use std::sync::Arc;
 
+use crate::external_kms::server::{KeyManager, RevokedClients};
+use crate::external_kms::token::TokenVerifier;
 use anyhow::Context;
 use clap::{Args, Subcommand};
 use kms_core::{Ocid, Principal, ResourceType};
-use sealstore::external_kms::server::{KeyManager, RevokedClients};
-use sealstore::external_kms::token::TokenVerifier;
 use serde_json::{json, Value};
 
 use super::api::Api;
@@ -16,10 +16,10 @@ use super::{output, GlobalOpts};
 /// The vault `ekm key create` puts keys in.
 const EKM_VAULT_NAME: &str = "external";
 /// Written by `ekm serve` in its data directory: where it listens.
-pub const EKM_SERVE_FILE: &str = "ekm.json";
+pub(super) const EKM_SERVE_FILE: &str = "ekm.json";
 
 #[derive(Debug, Args)]
-pub struct EkmArgs {
+pub(super) struct EkmArgs {
     #[command(subcommand)]
     command: EkmCommand,
 }
@@ -70,7 +70,7 @@ enum EkmKeyCommand {
     Enable { key_id: String },
 }
 
-pub fn run(global: &GlobalOpts, args: EkmArgs) -> anyhow::Result<ExitCode> {
+pub(super) fn run(global: &GlobalOpts, args: EkmArgs) -> anyhow::Result<ExitCode> {
     match args.command {
         EkmCommand::Serve {
             listen,
@@ -80,7 +80,7 @@ pub fn run(global: &GlobalOpts, args: EkmArgs) -> anyhow::Result<ExitCode> {
             tls_key,
         } => {
             let tls = match (tls_cert, tls_key) {
-                (Some(cert), Some(key)) => Some(sealstore::kms_api::tls::acceptor(&cert, &key)?),
+                (Some(cert), Some(key)) => Some(crate::kms_api::tls::acceptor(&cert, &key)?),
                 _ => None,
             };
             serve(global, listen, &jwks, audience, tls)
@@ -170,12 +170,12 @@ fn serve(
     tls: Option<tokio_rustls::TlsAcceptor>,
 ) -> anyhow::Result<ExitCode> {
     let jwks_text = if jwks.starts_with("http://") || jwks.starts_with("https://") {
-        let timeouts = sealstore::http_client::Timeouts {
+        let timeouts = crate::http_client::Timeouts {
             connect: std::time::Duration::from_secs(2),
             read: std::time::Duration::from_secs(5),
             total: std::time::Duration::from_secs(10),
         };
-        let client = sealstore::http_client::BlockingClient::new(None, timeouts, "jwks").map_err(anyhow::Error::msg)?;
+        let client = crate::http_client::BlockingClient::new(None, timeouts, "jwks").map_err(anyhow::Error::msg)?;
         let answer = client
             .send(http::Method::GET, jwks, http::HeaderMap::new(), None)
             .with_context(|| format!("fetching the JWKS {jwks}"))?;
@@ -200,10 +200,10 @@ fn serve(
         let dir = global.open_data_dir(None)?;
         dir.kms.ensure_iam_defaults(&Principal::local_admin())?;
         let manager = Arc::new(KeyManager::new(dir.kms.clone(), verifier, &global.data_dir));
-        let socket_path = global.data_dir.join(sealstore::admin::SOCKET_FILE);
-        let admin_listener = sealstore::admin::server::bind(&socket_path)
+        let socket_path = global.data_dir.join(crate::admin::SOCKET_FILE);
+        let admin_listener = crate::admin::server::bind(&socket_path)
             .with_context(|| format!("binding the admin socket {}", socket_path.display()))?;
-        let admin_task = tokio::spawn(sealstore::admin::server::serve(
+        let admin_task = tokio::spawn(crate::admin::server::serve(
             admin_listener,
             dir.admin_target(),
             socket_path.clone(),

@@ -4,16 +4,16 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use crate::admin::Request;
 use anyhow::Context;
 use clap::{Args, Subcommand};
-use sealstore::admin::Request;
 use serde_json::Value;
 
 use super::output::{self, Column};
 use super::{dispatch, GlobalOpts};
 
 #[derive(Debug, Args)]
-pub struct IamArgs {
+pub(super) struct IamArgs {
     #[command(subcommand)]
     command: IamCommand,
 }
@@ -179,7 +179,7 @@ fn read_password() -> anyhow::Result<zeroize::Zeroizing<String>> {
     };
     let password = ask(&format!(
         "console password (at least {} characters): ",
-        sealstore::console::password::MIN_LEN
+        crate::console::password::MIN_LEN
     ))?;
     anyhow::ensure!(!password.is_empty(), "no password on standard input");
     // At a terminal, typed twice: a typo would lock the user out.
@@ -193,7 +193,7 @@ fn read_pem(path: &PathBuf) -> anyhow::Result<String> {
     std::fs::read_to_string(path).with_context(|| format!("reading the public key {}", path.display()))
 }
 
-pub fn run(global: &GlobalOpts, args: IamArgs) -> anyhow::Result<ExitCode> {
+pub(super) fn run(global: &GlobalOpts, args: IamArgs) -> anyhow::Result<ExitCode> {
     let (req, columns): (Request, Option<&[Column]>) = match args.command {
         IamCommand::User(UserCommand::Add {
             name,
@@ -226,7 +226,7 @@ pub fn run(global: &GlobalOpts, args: IamArgs) -> anyhow::Result<ExitCode> {
                 None
             } else {
                 let password = read_password()?;
-                Some(sealstore::console::password::hash(&password)?)
+                Some(crate::console::password::hash(&password)?)
             };
             let removed = phc.is_none();
             let user = dispatch(

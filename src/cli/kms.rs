@@ -6,12 +6,12 @@
 use std::io::{Read, Write};
 use std::process::ExitCode;
 
+use crate::admin::{parse_id, Request};
 use anyhow::{bail, Context};
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 use clap::{Args, Subcommand, ValueEnum};
 use kms_core::{KeySpec, ProtectionMode, ResourceType, Timestamp};
-use sealstore::admin::{parse_id, Request};
 use serde_json::{json, Value};
 
 use super::api::Api;
@@ -19,7 +19,7 @@ use super::output::{self, Column};
 use super::{dispatch, GlobalOpts};
 
 #[derive(Debug, Args)]
-pub struct KmsArgs {
+pub(super) struct KmsArgs {
     #[command(subcommand)]
     command: KmsCommand,
 }
@@ -1030,12 +1030,10 @@ fn key_of(ciphertext: &str) -> anyhow::Result<kms_core::Ocid> {
     Ok(kms_core::ciphertext::parse(&bytes)?.key_id)
 }
 
-pub fn run(global: &GlobalOpts, args: KmsArgs) -> anyhow::Result<ExitCode> {
+pub(super) fn run(global: &GlobalOpts, args: KmsArgs) -> anyhow::Result<ExitCode> {
     if let KmsCommand::Jwks = args.command {
-        let key = sealstore::external_kms::token::ClientKey::new(
-            global.data_dir.join(super::EKM_CLIENT_KEY_FILE),
-            String::new(),
-        );
+        let key =
+            crate::external_kms::token::ClientKey::new(global.data_dir.join(super::EKM_CLIENT_KEY_FILE), String::new());
         use std::os::unix::fs::DirBuilderExt;
         std::fs::DirBuilder::new()
             .recursive(true)

@@ -15,16 +15,16 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
+use crate::object::index::ObjectIndex;
+use crate::object::ObjectService;
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use kms_core::{Clock, Kms, KmsConfig, OffsetClock, SystemClock};
-use sealstore::object::index::ObjectIndex;
-use sealstore::object::ObjectService;
 
 /// sealstore: encryption front-end for object and block storage, with its own key management.
 #[derive(Debug, Parser)]
 #[command(name = "sealstore", version, about, long_about = None, propagate_version = true)]
-pub struct Cli {
+pub(crate) struct Cli {
     #[command(flatten)]
     global: GlobalOpts,
     #[command(subcommand)]
@@ -76,7 +76,7 @@ const HEADING_SCOPES: &[(&str, &[&str])] = &[
 
 /// The command line: [`Cli`], with each group of global options hidden from the `--help` of
 /// the commands it does not apply to ([`HEADING_SCOPES`]).
-pub fn command() -> clap::Command {
+pub(crate) fn command() -> clap::Command {
     use clap::CommandFactory;
     let cli = Cli::command();
     let globals: Vec<clap::Arg> = cli.get_arguments().filter(|a| a.is_global_set()).cloned().collect();
@@ -117,7 +117,7 @@ fn scope_globals(cmd: clap::Command, parent: &str, globals: &[clap::Arg]) -> cla
 
 /// Options every command takes.
 #[derive(Debug, Clone, Args)]
-pub struct GlobalOpts {
+pub(crate) struct GlobalOpts {
     /// Where this sealstore keeps its key store, root key, object index and admin socket.
     #[arg(long, global = true, help_heading = DATA_DIR, value_name = "DIR", env = "SEALSTORE_DATA_DIR", default_value = "./sealstore-data")]
     pub data_dir: PathBuf,
@@ -180,7 +180,7 @@ pub struct GlobalOpts {
 
 impl GlobalOpts {
     /// The clock of key management: the system's, run ahead by `--clock-offset-days`.
-    pub fn clock(&self) -> Arc<dyn Clock> {
+    pub(crate) fn clock(&self) -> Arc<dyn Clock> {
         if self.clock_offset_days == 0 {
             Arc::new(SystemClock)
         } else {
@@ -192,7 +192,7 @@ impl GlobalOpts {
 
     /// Opens the data directory directly: the key-management service, with the object
     /// index registered as its inventory of protected data.
-    pub fn open_data_dir(&self, region: Option<&str>) -> anyhow::Result<DataDir> {
+    pub(crate) fn open_data_dir(&self, region: Option<&str>) -> anyhow::Result<DataDir> {
         let config = KmsConfig {
             root_key_file: self.root_key_file.clone(),
             clock: self.clock(),
@@ -216,21 +216,21 @@ impl GlobalOpts {
         }
         // EXTERNAL keys: tokens for key managers are signed with this data directory's client
         // key (made on first use), naming the tenancy as the client.
-        let client_key = Arc::new(sealstore::external_kms::token::ClientKey::new(
+        let client_key = Arc::new(crate::external_kms::token::ClientKey::new(
             self.data_dir.join(EKM_CLIENT_KEY_FILE),
             kms.tenancy_id().to_string(),
         ));
         let external =
-            sealstore::external_kms::client::ExternalProtection::new(client_key.clone(), self.ekm_ca_cert.as_deref())
+            crate::external_kms::client::ExternalProtection::new(client_key.clone(), self.ekm_ca_cert.as_deref())
                 .map_err(|e| anyhow::anyhow!("setting up EXTERNAL protection: {e}"))?;
         kms.register_protection(Arc::new(external));
         let index = Arc::new(ObjectIndex::open(&self.data_dir).context("opening the object index")?);
         kms.register_inventory(index.clone());
-        kms.register_inventory(Arc::new(sealstore::block::volume::VolumeInventory {
-            dir: self.data_dir.join(sealstore::block::volume::VOLUMES_DIR),
+        kms.register_inventory(Arc::new(crate::block::volume::VolumeInventory {
+            dir: self.data_dir.join(crate::block::volume::VOLUMES_DIR),
         }));
         let users =
-            Arc::new(sealstore::s3::credentials::UserStore::open(&self.data_dir).context("opening the S3 user store")?);
+            Arc::new(crate::s3::credentials::UserStore::open(&self.data_dir).context("opening the S3 user store")?);
         Ok(DataDir {
             kms: Arc::new(kms),
             index,
@@ -271,7 +271,7 @@ impl GlobalOpts {
     /// Where the data path gets its data keys, and the master key it uses when none is named:
     /// this data directory's KMS, or the remote one of --kms-endpoint (checked here, so a
     /// wrong address, key or signature fails at start with the reason).
-    pub fn data_keys(&self, dir: &DataDir) -> anyhow::Result<DataKeys> {
+    pub(crate) fn data_keys(&self, dir: &DataDir) -> anyhow::Result<DataKeys> {
         let Some(endpoint) = &self.kms_endpoint else {
             if self.kms_key.is_some() {
                 anyhow::bail!(
@@ -296,7 +296,7 @@ impl GlobalOpts {
                 .context("HOME is not set: give --kms-config")?
                 .join(".oci/config"),
         };
-        let remote = sealstore::kms_api::remote::RemoteKms::new(&sealstore::kms_api::remote::RemoteConfig {
+        let remote = crate::kms_api::remote::RemoteKms::new(&crate::kms_api::remote::RemoteConfig {
             endpoint: endpoint.clone(),
             config_file,
             profile: self.kms_profile.clone(),
@@ -316,7 +316,7 @@ impl GlobalOpts {
     }
 
     /// Opens the data directory and its buckets of objects.
-    pub fn open_objects(&self) -> anyhow::Result<ObjectService> {
+    pub(crate) fn open_objects(&self) -> anyhow::Result<ObjectService> {
         let dir = self.open_data_dir(None)?;
         let keys = self.data_keys(&dir)?;
         self.objects_in(&dir, keys)
@@ -324,10 +324,10 @@ impl GlobalOpts {
 
     /// The buckets of an opened data directory, on the configured object backend, with data
     /// keys from `keys`.
-    pub fn objects_in(&self, dir: &DataDir, keys: DataKeys) -> anyhow::Result<ObjectService> {
+    pub(crate) fn objects_in(&self, dir: &DataDir, keys: DataKeys) -> anyhow::Result<ObjectService> {
         let backend = match &self.object_backend {
             Some(url) => Some(
-                sealstore::object::backend::open_backend(url, &[])
+                crate::object::backend::open_backend(url, &[])
                     .with_context(|| format!("opening the object backend {url}"))?,
             ),
             None => None,
@@ -343,7 +343,7 @@ impl GlobalOpts {
             match self
                 .object_backend
                 .as_deref()
-                .and_then(sealstore::object::backend::local_directory)
+                .and_then(crate::object::backend::local_directory)
             {
                 Some(root) => service.with_local_root(root),
                 None => service,
@@ -354,34 +354,34 @@ impl GlobalOpts {
 
 /// Sends an admin request to a running server, or runs it against the data directory
 /// directly when none runs (same code, same result).
-pub fn dispatch(global: &GlobalOpts, req: sealstore::admin::Request) -> anyhow::Result<serde_json::Value> {
-    use sealstore::admin::client::{try_send, Reached};
-    let socket = global.data_dir.join(sealstore::admin::SOCKET_FILE);
+pub(crate) fn dispatch(global: &GlobalOpts, req: crate::admin::Request) -> anyhow::Result<serde_json::Value> {
+    use crate::admin::client::{try_send, Reached};
+    let socket = global.data_dir.join(crate::admin::SOCKET_FILE);
     match try_send(&socket, &req).with_context(|| format!("talking to the server at {}", socket.display()))? {
         Reached::Answered(result) => Ok(result?),
         Reached::NoServer => {
             let dir = global.open_data_dir(None)?;
-            Ok(sealstore::admin::execute(&dir.admin_target(), req)?)
+            Ok(crate::admin::execute(&dir.admin_target(), req)?)
         }
     }
 }
 
 /// Sends a request that only a running server handles (it owns the objects and volumes):
 /// its answer, or `None` when no server runs. With `spinner`, shows it while waiting.
-pub fn via_server(
+pub(crate) fn via_server(
     global: &GlobalOpts,
-    req: &sealstore::admin::Request,
+    req: &crate::admin::Request,
     spinner: Option<&str>,
 ) -> anyhow::Result<Option<serde_json::Value>> {
-    use sealstore::admin::client::{try_send_with_progress, Reached};
-    let socket = global.data_dir.join(sealstore::admin::SOCKET_FILE);
+    use crate::admin::client::{try_send_with_progress, Reached};
+    let socket = global.data_dir.join(crate::admin::SOCKET_FILE);
     let bar = spinner.filter(|_| socket.exists()).map(|message| {
         let bar = indicatif::ProgressBar::new_spinner().with_message(message.to_owned());
         bar.enable_steady_tick(std::time::Duration::from_millis(120));
         bar
     });
     // A long command (a volume sweep) reports how far it has come: the spinner becomes a bar.
-    let mut progress = |p: sealstore::admin::Progress| {
+    let mut progress = |p: crate::admin::Progress| {
         let Some(bar) = &bar else { return };
         // Fixed-size units (a volume's extents) are shown as bytes, with a byte rate.
         let scale = p.unit_bytes.max(1);
@@ -413,11 +413,11 @@ pub fn via_server(
 }
 
 /// The key that signs this data directory's tokens for external key managers.
-pub const EKM_CLIENT_KEY_FILE: &str = "ekm-client.key";
+pub(crate) const EKM_CLIENT_KEY_FILE: &str = "ekm-client.key";
 
 /// The background audit writer ([`Kms::run_audit_writer`]) on its own thread; dropping it
 /// stops the thread, waits for it and flushes what it had queued.
-pub struct AuditWriter {
+pub(crate) struct AuditWriter {
     kms: Arc<Kms>,
     stop: Arc<std::sync::atomic::AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
@@ -425,7 +425,7 @@ pub struct AuditWriter {
 
 impl AuditWriter {
     /// Starts the writer of `kms`.
-    pub fn start(kms: &Arc<Kms>) -> std::io::Result<Self> {
+    pub(crate) fn start(kms: &Arc<Kms>) -> std::io::Result<Self> {
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let thread = {
             let (kms, stop) = (kms.clone(), stop.clone());
@@ -458,7 +458,7 @@ impl Drop for AuditWriter {
 
 /// Where the data path's keys come from (see [`GlobalOpts::data_keys`]).
 #[derive(Clone)]
-pub struct DataKeys {
+pub(crate) struct DataKeys {
     /// Makes and opens data keys.
     pub provider: Arc<dyn kms_core::KeyProvider>,
     /// The master key for data that names none.
@@ -466,21 +466,21 @@ pub struct DataKeys {
 }
 
 /// An opened data directory.
-pub struct DataDir {
+pub(crate) struct DataDir {
     /// Key management.
     pub kms: Arc<Kms>,
     /// The object index (also registered with `kms`).
     pub index: Arc<ObjectIndex>,
     /// S3 users.
-    pub users: Arc<sealstore::s3::credentials::UserStore>,
+    pub users: Arc<crate::s3::credentials::UserStore>,
     /// The key that signs this data directory's tokens for external key managers.
-    pub client_key: Arc<sealstore::external_kms::token::ClientKey>,
+    pub client_key: Arc<crate::external_kms::token::ClientKey>,
 }
 
 impl DataDir {
     /// What admin requests act on.
-    pub fn admin_target(&self) -> sealstore::admin::AdminTarget {
-        sealstore::admin::AdminTarget {
+    pub(crate) fn admin_target(&self) -> crate::admin::AdminTarget {
+        crate::admin::AdminTarget {
             kms: self.kms.clone(),
             users: self.users.clone(),
             objects: None,

@@ -5,6 +5,9 @@ use std::collections::BTreeMap;
 use std::path::{Path as FsPath, PathBuf};
 use std::process::ExitCode;
 
+use crate::admin::Request;
+use crate::object::sweep::{sweep, SweepEvent, SweepMode, SweepPlan, SweepReport};
+use crate::object::{InventoryRow, ObjectService, PutParams};
 use anyhow::{bail, Context};
 use bytes::Bytes;
 use clap::{Args, Subcommand};
@@ -12,9 +15,6 @@ use futures::TryStreamExt;
 use indicatif::{ProgressBar, ProgressStyle};
 use kms_core::{Ocid, ResourceType};
 use object_store::GetRange;
-use sealstore::admin::Request;
-use sealstore::object::sweep::{sweep, SweepEvent, SweepMode, SweepPlan, SweepReport};
-use sealstore::object::{InventoryRow, ObjectService, PutParams};
 use serde_json::json;
 use tokio::io::AsyncWriteExt;
 
@@ -22,7 +22,7 @@ use super::output;
 use super::GlobalOpts;
 
 #[derive(Debug, Args)]
-pub struct ObjectArgs {
+pub(super) struct ObjectArgs {
     #[command(subcommand)]
     command: ObjectCommand,
 }
@@ -107,7 +107,7 @@ struct ModeArgs {
 }
 
 #[derive(Debug, Args)]
-pub struct ReencryptArgs {
+pub(super) struct ReencryptArgs {
     /// Bucket to sweep.
     #[arg(long)]
     bucket: String,
@@ -119,7 +119,7 @@ pub struct ReencryptArgs {
 }
 
 #[derive(Debug, Subcommand)]
-pub enum IndexCommand {
+pub(super) enum IndexCommand {
     /// Rebuild the index of a bucket (or of every bucket found in the object backend) from the
     /// objects themselves: each is decrypted to recompute its size and ETag.
     Rebuild {
@@ -253,7 +253,7 @@ async fn write_object(
     Ok(n)
 }
 
-pub fn run(global: &GlobalOpts, args: ObjectArgs) -> anyhow::Result<ExitCode> {
+pub(super) fn run(global: &GlobalOpts, args: ObjectArgs) -> anyhow::Result<ExitCode> {
     if let ObjectCommand::Inventory = args.command {
         if let Some(answer) = super::via_server(global, &Request::ObjectInventory, None)? {
             print_inventory(global, &serde_json::from_value::<Vec<InventoryRow>>(answer)?)?;
@@ -440,7 +440,7 @@ fn print_sweep_report(report: &SweepReport) {
     }
 }
 
-pub fn reencrypt(global: &GlobalOpts, args: ReencryptArgs) -> anyhow::Result<ExitCode> {
+pub(super) fn reencrypt(global: &GlobalOpts, args: ReencryptArgs) -> anyhow::Result<ExitCode> {
     let key_id = args
         .key
         .as_deref()
@@ -508,7 +508,7 @@ pub fn reencrypt(global: &GlobalOpts, args: ReencryptArgs) -> anyhow::Result<Exi
     Ok(ExitCode::SUCCESS)
 }
 
-pub fn index(global: &GlobalOpts, cmd: IndexCommand) -> anyhow::Result<ExitCode> {
+pub(super) fn index(global: &GlobalOpts, cmd: IndexCommand) -> anyhow::Result<ExitCode> {
     let service = global.open_objects()?;
     let IndexCommand::Rebuild { bucket } = cmd;
     runtime()?.block_on(async {

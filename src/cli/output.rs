@@ -4,7 +4,7 @@
 use serde_json::Value;
 
 /// A column of a table: header and the JSON field it shows.
-pub type Column = (&'static str, &'static str);
+pub(super) type Column = (&'static str, &'static str);
 
 fn cell(v: &Value) -> String {
     match v {
@@ -15,7 +15,7 @@ fn cell(v: &Value) -> String {
 }
 
 /// Prints `rows` (a JSON array of objects) as an aligned table.
-pub fn table(rows: &Value, columns: &[Column]) {
+pub(super) fn table(rows: &Value, columns: &[Column]) {
     let rows = rows.as_array().map(Vec::as_slice).unwrap_or_default();
     let cells: Vec<Vec<String>> = rows
         .iter()
@@ -48,7 +48,7 @@ pub fn table(rows: &Value, columns: &[Column]) {
 
 /// Prints an object as `field  value` lines in its own field order; nested objects are
 /// flattened to dotted names (`autoKeyRotationDetails.rotationIntervalInDays`).
-pub fn fields(obj: &Value) {
+pub(super) fn fields(obj: &Value) {
     fn flatten(prefix: &str, v: &Value, out: &mut Vec<(String, String)>) {
         match v.as_object() {
             Some(map) if !map.is_empty() => {
@@ -77,6 +77,6 @@ pub fn fields(obj: &Value) {
 }
 
 /// Pretty JSON.
-pub fn json(v: &Value) {
+pub(super) fn json(v: &Value) {
     println!("{}", serde_json::to_string_pretty(v).expect("values serialize"));
 }

@@ -2,14 +2,14 @@
 
 use std::process::ExitCode;
 
+use crate::admin::Request;
 use clap::{Args, Subcommand};
-use sealstore::admin::Request;
 
 use super::output::{self, Column};
 use super::{dispatch, GlobalOpts};
 
 #[derive(Debug, Args)]
-pub struct S3Args {
+pub(super) struct S3Args {
     #[command(subcommand)]
     command: S3Command,
 }
@@ -42,7 +42,7 @@ enum UserCommand {
 
 const USER_COLUMNS: &[Column] = &[("NAME", "name"), ("ACCESS KEY", "accessKeyId"), ("CREATED", "created")];
 
-pub fn run(global: &GlobalOpts, args: S3Args) -> anyhow::Result<ExitCode> {
+pub(super) fn run(global: &GlobalOpts, args: S3Args) -> anyhow::Result<ExitCode> {
     let S3Command::User(command) = args.command;
     let (req, table) = match command {
         UserCommand::Add { name } => (Request::S3UserAdd { name }, false),

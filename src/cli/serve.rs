@@ -8,10 +8,10 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::admin::{self, SOCKET_FILE};
 use anyhow::Context;
 use clap::Args;
 use kms_core::{Kms, Principal};
-use sealstore::admin::{self, SOCKET_FILE};
 use serde_json::json;
 use tracing::{error, info, warn};
 
@@ -21,7 +21,7 @@ use super::GlobalOpts;
 const SERVE_FILE: &str = "serve.json";
 
 #[derive(Debug, Args)]
-pub struct ServeArgs {
+pub(super) struct ServeArgs {
     /// The region this data directory serves (it is in every id made there). Fixed when the
     /// data directory is created — by this command or any other (`local-1` unless given
     /// here); a different region later is refused. Default: the data directory's region.
@@ -34,7 +34,7 @@ pub struct ServeArgs {
     #[arg(long, env = "SEALSTORE_KMS_LISTEN", default_value = "127.0.0.1:9100")]
     kms_listen: std::net::SocketAddr,
     /// KMS API requests answered at once; more get 429 TooManyRequests (clients back off).
-    #[arg(long, default_value_t = sealstore::kms_api::DEFAULT_MAX_IN_FLIGHT as u64, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, default_value_t = crate::kms_api::DEFAULT_MAX_IN_FLIGHT as u64, value_parser = clap::value_parser!(u64).range(1..))]
     kms_max_in_flight: u64,
     /// Serve the KMS API over TLS with this certificate chain (PEM, leaf first); needs
     /// --kms-tls-key. Use it whenever clients are not on this machine.
@@ -50,7 +50,7 @@ pub struct ServeArgs {
     /// Also accept virtual-hosted-style requests: `BUCKET.DOMAIN` names the bucket (point
     /// `*.DOMAIN` at this server). Path-style requests keep working.
     #[arg(long, env = "SEALSTORE_S3_DOMAIN", value_parser = parse_domain)]
-    domain: Option<sealstore::s3::host::BucketSubdomains>,
+    domain: Option<crate::s3::host::BucketSubdomains>,
     /// Serve the web console on this address instead of the KMS API's (same TLS settings);
     /// port 0 picks one (see serve.json).
     #[arg(long, env = "SEALSTORE_CONSOLE_LISTEN")]
@@ -80,8 +80,8 @@ pub struct ServeArgs {
     gc_grace_secs: u64,
 }
 
-fn parse_domain(s: &str) -> Result<sealstore::s3::host::BucketSubdomains, String> {
-    sealstore::s3::host::BucketSubdomains::new(s)
+fn parse_domain(s: &str) -> Result<crate::s3::host::BucketSubdomains, String> {
+    crate::s3::host::BucketSubdomains::new(s)
 }
 
 /// s3s logs every S3 error answer at ERROR (`s3s::ops`: a 404 too; `s3s::service`: every
@@ -105,7 +105,7 @@ fn init_logging() {
         .init();
 }
 
-pub fn run(global: &GlobalOpts, args: ServeArgs) -> anyhow::Result<ExitCode> {
+pub(super) fn run(global: &GlobalOpts, args: ServeArgs) -> anyhow::Result<ExitCode> {
     init_logging();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -121,7 +121,7 @@ async fn serve(global: &GlobalOpts, args: ServeArgs) -> anyhow::Result<ExitCode>
     let defaults = kms.ensure_defaults(&Principal::local_admin())?;
     let keys = global.data_keys(&dir)?;
     let objects = Arc::new(global.objects_in(&dir, keys.clone())?);
-    let gc_task = tokio::spawn(sealstore::object::gc::run_periodically(
+    let gc_task = tokio::spawn(crate::object::gc::run_periodically(
         objects.clone(),
         std::time::Duration::from_secs(args.gc_interval_secs),
         std::time::Duration::from_secs(args.gc_grace_secs),
@@ -149,7 +149,7 @@ async fn serve(global: &GlobalOpts, args: ServeArgs) -> anyhow::Result<ExitCode>
     };
     let (nbd_task, nbd_bound) = match &args.nbd_listen {
         Some(spec) => {
-            let listener = sealstore::block::nbd::NbdListener::bind(spec)
+            let listener = crate::block::nbd::NbdListener::bind(spec)
                 .await
                 .with_context(|| format!("binding NBD to {spec}"))?;
             let bound = listener.describe();
@@ -171,7 +171,7 @@ async fn serve(global: &GlobalOpts, args: ServeArgs) -> anyhow::Result<ExitCode>
     let shipper = {
         let (kms, stop, ca) = (kms.clone(), shipper_stop.clone(), args.replication_ca_cert.clone());
         std::thread::Builder::new().name("replication".into()).spawn(move || {
-            if let Err(e) = sealstore::kms_api::shipper::run(kms, stop, ca.as_deref()) {
+            if let Err(e) = crate::kms_api::shipper::run(kms, stop, ca.as_deref()) {
                 error!(error = %e, "replication shipping stopped");
             }
         })?
@@ -182,7 +182,7 @@ async fn serve(global: &GlobalOpts, args: ServeArgs) -> anyhow::Result<ExitCode>
         std::thread::Builder::new()
             .name("iam-replication".into())
             .spawn(move || {
-                if let Err(e) = sealstore::kms_api::tenancy::run_shipper(kms, stop, ca.as_deref()) {
+                if let Err(e) = crate::kms_api::tenancy::run_shipper(kms, stop, ca.as_deref()) {
                     error!(error = %e, "IAM replication stopped");
                 }
             })?
@@ -195,7 +195,7 @@ async fn serve(global: &GlobalOpts, args: ServeArgs) -> anyhow::Result<ExitCode>
         .with_context(|| format!("binding the KMS API to {}", args.kms_listen))?;
     let kms_addr = kms_listener.local_addr()?;
     let tls = match (&args.kms_tls_cert, &args.kms_tls_key) {
-        (Some(cert), Some(key)) => Some(sealstore::kms_api::tls::acceptor(cert, key)?),
+        (Some(cert), Some(key)) => Some(crate::kms_api::tls::acceptor(cert, key)?),
         _ => None,
     };
     let kms_url = format!("{}://{kms_addr}", if tls.is_some() { "https" } else { "http" });
@@ -210,15 +210,15 @@ async fn serve(global: &GlobalOpts, args: ServeArgs) -> anyhow::Result<ExitCode>
         ..dir.admin_target()
     };
     let admin_task = tokio::spawn(admin::server::serve(listener, admin_target, socket_path.clone()));
-    use sealstore::front_door::{FrontDoor, Serves};
-    let backup_buckets: Arc<dyn sealstore::kms_api::backup::BackupBuckets> = Arc::new(
-        sealstore::object::backup_buckets::ObjectBuckets::new(objects.clone(), tokio::runtime::Handle::current()),
+    use crate::front_door::{FrontDoor, Serves};
+    let backup_buckets: Arc<dyn crate::kms_api::backup::BackupBuckets> = Arc::new(
+        crate::object::backup_buckets::ObjectBuckets::new(objects.clone(), tokio::runtime::Handle::current()),
     );
-    let api = sealstore::kms_api::KmsApi::new(kms.clone(), kms_addr, tls.clone())
+    let api = crate::kms_api::KmsApi::new(kms.clone(), kms_addr, tls.clone())
         .max_in_flight(usize::try_from(args.kms_max_in_flight).unwrap_or(usize::MAX))
         .jwks(dir.client_key.clone())
         .backup_buckets(backup_buckets.clone());
-    let console = Arc::new(sealstore::console::Console::persistent(&global.data_dir));
+    let console = Arc::new(crate::console::Console::persistent(&global.data_dir));
     let (console_url, console_task, serves) = match args.console_listen {
         Some(addr) => {
             let listener = tokio::net::TcpListener::bind(addr)
@@ -226,7 +226,7 @@ async fn serve(global: &GlobalOpts, args: ServeArgs) -> anyhow::Result<ExitCode>
                 .with_context(|| format!("binding the console to {addr}"))?;
             let bound = listener.local_addr()?;
             let console = FrontDoor::new(
-                sealstore::kms_api::KmsApi::new(kms.clone(), bound, tls.clone()).backup_buckets(backup_buckets),
+                crate::kms_api::KmsApi::new(kms.clone(), bound, tls.clone()).backup_buckets(backup_buckets),
                 Serves::Console,
             )
             .with_console(console.clone());
@@ -247,7 +247,7 @@ async fn serve(global: &GlobalOpts, args: ServeArgs) -> anyhow::Result<ExitCode>
         .await
         .with_context(|| format!("binding the S3 API to {}", args.s3_listen))?;
     let s3_addr = s3_listener.local_addr()?;
-    let face = sealstore::s3::S3Face::new(objects)
+    let face = crate::s3::S3Face::new(objects)
         .allow_insecure_sse_c(args.allow_insecure_sse_c)
         .users(dir.users.clone());
     let style = match &args.domain {
@@ -263,10 +263,7 @@ async fn serve(global: &GlobalOpts, args: ServeArgs) -> anyhow::Result<ExitCode>
             println!("S3 secret key  {}", user.secret_access_key);
             println!(
                 "               (also written to {}, mode 0600; more users: sealstore s3 user add NAME)",
-                global
-                    .data_dir
-                    .join(sealstore::s3::credentials::ADMIN_KEYS_FILE)
-                    .display()
+                global.data_dir.join(crate::s3::credentials::ADMIN_KEYS_FILE).display()
             );
         }
         None => println!(
@@ -276,7 +273,7 @@ async fn serve(global: &GlobalOpts, args: ServeArgs) -> anyhow::Result<ExitCode>
     }
 
     let serve_file = global.data_dir.join(SERVE_FILE);
-    sealstore::json_file::write_atomically(
+    crate::json_file::write_atomically(
         &serve_file,
         &json!({
             "pid": std::process::id(),
@@ -326,15 +323,15 @@ async fn serve(global: &GlobalOpts, args: ServeArgs) -> anyhow::Result<ExitCode>
 fn open_volumes(
     global: &GlobalOpts,
     keys: &Arc<dyn kms_core::KeyProvider>,
-) -> anyhow::Result<Vec<sealstore::block::nbd::Export>> {
+) -> anyhow::Result<Vec<crate::block::nbd::Export>> {
     let mut exports = Vec::new();
-    for path in sealstore::block::volume::volume_files(&global.data_dir.join(sealstore::block::volume::VOLUMES_DIR)) {
-        let volume = sealstore::block::Volume::open(&path, keys)
-            .with_context(|| format!("opening volume {}", path.display()))?;
+    for path in crate::block::volume::volume_files(&global.data_dir.join(crate::block::volume::VOLUMES_DIR)) {
+        let volume =
+            crate::block::Volume::open(&path, keys).with_context(|| format!("opening volume {}", path.display()))?;
         if let Some(id) = volume.rotate_if_key_rotated(keys)? {
             info!(volume = %volume.header().name, generation = id, "volume key rotated");
         }
-        exports.push(sealstore::block::nbd::Export {
+        exports.push(crate::block::nbd::Export {
             name: volume.header().name,
             volume: Arc::new(volume),
             read_only: false,
@@ -346,13 +343,13 @@ fn open_volumes(
 /// Accepts S3 connections (HTTP/1.1) and serves each with s3s over the object service.
 async fn serve_s3(
     listener: tokio::net::TcpListener,
-    face: sealstore::s3::S3Face,
-    users: Arc<sealstore::s3::credentials::UserStore>,
-    domain: Option<sealstore::s3::host::BucketSubdomains>,
+    face: crate::s3::S3Face,
+    users: Arc<crate::s3::credentials::UserStore>,
+    domain: Option<crate::s3::host::BucketSubdomains>,
 ) {
     let service = {
         let mut builder = s3s::service::S3ServiceBuilder::new(face);
-        builder.set_auth(sealstore::s3::credentials::StoreAuth::new(users));
+        builder.set_auth(crate::s3::credentials::StoreAuth::new(users));
         if let Some(domain) = domain {
             builder.set_host(domain);
         }
@@ -374,7 +371,7 @@ async fn serve_s3(
             tracing::debug!(%peer, error = %e, "could not set TCP_NODELAY");
         }
         // Request ids, CORS preflights, the client's address, logging: see s3::service.
-        let service = sealstore::s3::service::S3Connection::new(service.clone(), peer);
+        let service = crate::s3::service::S3Connection::new(service.clone(), peer);
         tokio::spawn(async move {
             let io = hyper_util::rt::TokioIo::new(stream);
             let builder = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
@@ -420,7 +417,7 @@ const VOLUME_KEY_CHECK: Duration = Duration::from_secs(5);
 /// Served volumes follow their master keys: a rotation (manual, automatic, or in an external
 /// key manager) becomes a new data-key generation within [`VOLUME_KEY_CHECK`], without a
 /// restart; each extent moves to it on its next write, or with `volume reencrypt`.
-async fn follow_volume_keys(volumes: Arc<Vec<sealstore::block::nbd::Export>>, keys: Arc<dyn kms_core::KeyProvider>) {
+async fn follow_volume_keys(volumes: Arc<Vec<crate::block::nbd::Export>>, keys: Arc<dyn kms_core::KeyProvider>) {
     let mut tick = tokio::time::interval(VOLUME_KEY_CHECK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {

@@ -7,14 +7,14 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
+use crate::admin::Request;
+use crate::block::nbd::{Export, NbdListener};
+use crate::block::volume::{check, read_header, read_map, volume_files, VOLUMES_DIR, VOLUME_SUFFIX};
+use crate::block::Volume;
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use kms_core::{Ocid, ResourceType};
-use sealstore::admin::Request;
-use sealstore::block::nbd::{Export, NbdListener};
-use sealstore::block::volume::{check, read_header, read_map, volume_files, VOLUMES_DIR, VOLUME_SUFFIX};
-use sealstore::block::Volume;
 use serde_json::json;
 
 use super::{output, GlobalOpts};
@@ -23,7 +23,7 @@ use super::{output, GlobalOpts};
 const CHUNK: usize = 4 << 20;
 
 #[derive(Debug, Args)]
-pub struct VolumeArgs {
+pub(super) struct VolumeArgs {
     #[command(subcommand)]
     command: VolumeCommand,
 }
@@ -113,7 +113,7 @@ enum VolumeCommand {
 
 /// What NBD clients may hold of the server.
 #[derive(Debug, Clone, clap::Args)]
-pub struct NbdLimitArgs {
+pub(super) struct NbdLimitArgs {
     /// MiB of requests in flight per NBD connection (read buffers, write payloads); beyond
     /// it the server stops reading that client's requests until its replies drain (at least 32).
     #[arg(long, value_name = "MIB", default_value_t = 64)]
@@ -131,8 +131,8 @@ pub struct NbdLimitArgs {
 }
 
 impl NbdLimitArgs {
-    pub fn limits(&self) -> sealstore::block::nbd::Limits {
-        sealstore::block::nbd::Limits {
+    pub(super) fn limits(&self) -> crate::block::nbd::Limits {
+        crate::block::nbd::Limits {
             per_connection_bytes: self.nbd_max_in_flight_mib << 20,
             total_bytes: self.nbd_max_in_flight_total_mib << 20,
             max_connections: self.nbd_max_connections,
@@ -143,7 +143,7 @@ impl NbdLimitArgs {
 }
 
 /// Parses `10G`, `512M`, `4096`, …
-pub fn parse_size(s: &str) -> Result<u64, String> {
+pub(super) fn parse_size(s: &str) -> Result<u64, String> {
     let s = s.trim();
     let (digits, unit) = match s.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
         Some((i, _)) => (&s[..i], s[i..].trim_end_matches(['i', 'B', 'b'])),
@@ -168,7 +168,7 @@ fn volumes_dir(global: &GlobalOpts) -> PathBuf {
 }
 
 fn volume_path(global: &GlobalOpts, name: &str) -> anyhow::Result<PathBuf> {
-    sealstore::block::volume::check_name(name)?;
+    crate::block::volume::check_name(name)?;
     let path = volumes_dir(global).join(format!("{name}{VOLUME_SUFFIX}"));
     if !path.exists() {
         bail!("volume '{name}' does not exist (sealstore volume list)");
@@ -206,7 +206,7 @@ fn open(global: &GlobalOpts, name: &str) -> anyhow::Result<Volume> {
     Ok(Volume::open(&path, &keys)?)
 }
 
-pub fn run(global: &GlobalOpts, args: VolumeArgs) -> anyhow::Result<ExitCode> {
+pub(super) fn run(global: &GlobalOpts, args: VolumeArgs) -> anyhow::Result<ExitCode> {
     match args.command {
         VolumeCommand::Create { name, size, key } => {
             let keys = global.data_keys(&global.open_data_dir(None)?)?;
@@ -484,11 +484,7 @@ fn dropped_message(id: u64, version: &str, remaining: &[(u64, String)]) -> Strin
 }
 
 /// Accepts NBD clients on `listen` until Ctrl-C or SIGTERM.
-async fn serve_nbd(
-    listen: &str,
-    exports: Arc<Vec<Export>>,
-    limits: sealstore::block::nbd::Limits,
-) -> anyhow::Result<()> {
+async fn serve_nbd(listen: &str, exports: Arc<Vec<Export>>, limits: crate::block::nbd::Limits) -> anyhow::Result<()> {
     let listener = NbdListener::bind(listen)
         .await
         .with_context(|| format!("listening on {listen}"))?;

@@ -11,9 +11,9 @@
 //! - [`password`]: Argon2id password hashes (`sealstore iam user set-password`).
 //! - [`pages`]: the HTML.
 
-pub mod pages;
-pub mod password;
-pub mod session;
+pub(crate) mod pages;
+pub(crate) mod password;
+pub(crate) mod session;
 
 use bytes::Bytes;
 use http::{HeaderValue, Method, StatusCode};
@@ -28,16 +28,16 @@ use crate::kms_api::{ApiError, KmsApi, Query};
 use session::{Session, Sessions};
 
 /// Where the console is served.
-pub const PREFIX: &str = "/console";
+pub(crate) const PREFIX: &str = "/console";
 /// Keys whose current version is older than this many days are listed on the compliance
 /// page unless it is asked for another age.
-pub const DEFAULT_MAX_KEY_AGE_DAYS: i64 = 365;
+pub(crate) const DEFAULT_MAX_KEY_AGE_DAYS: i64 = 365;
 /// Vault deletion can be scheduled this many days ahead, as in OCI.
-pub const DELETION_DAYS: std::ops::RangeInclusive<i64> = 7..=30;
+pub(crate) const DELETION_DAYS: std::ops::RangeInclusive<i64> = 7..=30;
 
 /// The console's state: its sessions and sign-in throttles.
 #[derive(Debug)]
-pub struct Console {
+pub(crate) struct Console {
     sessions: Sessions,
     throttle: session::SignInThrottle,
     /// Failed sign-ins per client address (any names).
@@ -45,7 +45,7 @@ pub struct Console {
 }
 
 /// A console answer.
-pub type Response = http::Response<Full<Bytes>>;
+pub(crate) type Response = http::Response<Full<Bytes>>;
 
 /// One request, parsed.
 struct Request<'a> {
@@ -76,13 +76,13 @@ impl Default for Console {
 
 /// Where a console on a data directory keeps its failed sign-ins per user name and per
 /// client address, so that a restart does not lift a lockout.
-pub const SIGN_IN_FAILURES_FILE: &str = "console-sign-in-failures.json";
+pub(crate) const SIGN_IN_FAILURES_FILE: &str = "console-sign-in-failures.json";
 /// See [`SIGN_IN_FAILURES_FILE`].
-pub const SIGN_IN_FAILURES_BY_ADDRESS_FILE: &str = "console-sign-in-failures-by-address.json";
+pub(crate) const SIGN_IN_FAILURES_BY_ADDRESS_FILE: &str = "console-sign-in-failures-by-address.json";
 
 impl Console {
     /// A console whose sign-in lockouts are kept in `data_dir` across restarts.
-    pub fn persistent(data_dir: &std::path::Path) -> Self {
+    pub(crate) fn persistent(data_dir: &std::path::Path) -> Self {
         Console {
             sessions: Sessions::default(),
             throttle: session::SignInThrottle::persistent(session::MAX_FAILURES, data_dir.join(SIGN_IN_FAILURES_FILE)),
@@ -95,7 +95,7 @@ impl Console {
 
     /// Answers a request whose path starts with [`PREFIX`] (blocking work: run it off the
     /// async workers).
-    pub fn handle(&self, api: &KmsApi, parts: &http::request::Parts, body: &[u8]) -> Response {
+    pub(crate) fn handle(&self, api: &KmsApi, parts: &http::request::Parts, body: &[u8]) -> Response {
         let path = parts.uri.path();
         let rest = path.strip_prefix(PREFIX).unwrap_or(path);
         let parse = |s: &[u8]| -> Query { form_urlencoded::parse(s).into_owned().collect() };
@@ -332,7 +332,7 @@ struct View<'a> {
 }
 
 /// A vault's keys as the vault page lists them.
-pub struct KeyRow {
+pub(crate) struct KeyRow {
     /// `KeySummary` JSON.
     pub key: Value,
     /// The current version (`KeyVersion` JSON), when readable.
@@ -340,7 +340,7 @@ pub struct KeyRow {
 }
 
 /// A key found by the compliance check.
-pub struct StaleKey {
+pub(crate) struct StaleKey {
     /// The vault (`Vault` JSON).
     pub vault: Value,
     /// The key (`Key` JSON).
@@ -851,7 +851,7 @@ fn done<'a>(req: &'a Request<'_>) -> Option<&'a str> {
 }
 
 /// A JSON string field as text ("" when missing).
-pub fn text(v: &Value) -> String {
+pub(crate) fn text(v: &Value) -> String {
     v.as_str().map(str::to_owned).unwrap_or_default()
 }
 

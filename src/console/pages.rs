@@ -60,7 +60,7 @@ fn layout(session: Option<&Session>, title: &str, body: Markup) -> Markup {
 }
 
 /// The sign-in form, with `error` after a refused attempt.
-pub fn login(error: Option<&str>, sign_in_token: &str) -> Markup {
+pub(crate) fn login(error: Option<&str>, sign_in_token: &str) -> Markup {
     layout(
         None,
         "Sign in",
@@ -78,7 +78,7 @@ pub fn login(error: Option<&str>, sign_in_token: &str) -> Markup {
 }
 
 /// A page with one message.
-pub fn message(session: Option<&Session>, title: &str, text: &str) -> Markup {
+pub(crate) fn message(session: Option<&Session>, title: &str, text: &str) -> Markup {
     layout(
         session,
         title,
@@ -145,7 +145,7 @@ fn csrf(session: &Session) -> Markup {
 }
 
 /// Compartment picker and the vaults of the chosen compartment.
-pub fn vaults(session: &Session, compartments: &[(String, String)], chosen: &str, vaults: &[Value]) -> Markup {
+pub(crate) fn vaults(session: &Session, compartments: &[(String, String)], chosen: &str, vaults: &[Value]) -> Markup {
     layout(
         Some(session),
         "Vaults",
@@ -182,7 +182,7 @@ pub fn vaults(session: &Session, compartments: &[(String, String)], chosen: &str
 }
 
 /// A vault: details, replication, deletion, and its master encryption keys.
-pub fn vault(
+pub(crate) fn vault(
     session: &Session,
     v: &Value,
     keys: &[KeyRow],
@@ -283,7 +283,7 @@ pub fn vault(
 }
 
 /// A key: Key Information (as OCI's console labels it) or Versions.
-pub fn key(
+pub(crate) fn key(
     session: &Session,
     vault: &Value,
     k: &Value,
@@ -399,7 +399,7 @@ pub fn key(
 }
 
 /// Import a key (bring your own key): the vault's wrapping key, and the form.
-pub fn import(session: &Session, vault: &Value, wrapping: &Value, error: Option<&str>) -> Markup {
+pub(crate) fn import(session: &Session, vault: &Value, wrapping: &Value, error: Option<&str>) -> Markup {
     let vid = text(&vault["id"]);
     // The form's value is the short name (`ECDSA-P256`); its label reads `ECDSA P-256`.
     let shapes = kms_core::KeySpec::ALL.map(|spec| {
@@ -453,7 +453,7 @@ pub fn import(session: &Session, vault: &Value, wrapping: &Value, error: Option<
 }
 
 /// Asks before an action on a key.
-pub fn confirm(session: &Session, vault: &str, k: &Value, action: &str, back: Option<&str>) -> Markup {
+pub(crate) fn confirm(session: &Session, vault: &str, k: &Value, action: &str, back: Option<&str>) -> Markup {
     let kid = text(&k["id"]);
     let (verb, explain) = match action {
         "rotate" => (
@@ -488,7 +488,7 @@ pub fn confirm(session: &Session, vault: &str, k: &Value, action: &str, back: Op
 }
 
 /// Enabled keys whose current version is older than `max_age` days.
-pub fn compliance(session: &Session, max_age: i64, rows: &[(StaleKey, bool)], done: Option<&str>) -> Markup {
+pub(crate) fn compliance(session: &Session, max_age: i64, rows: &[(StaleKey, bool)], done: Option<&str>) -> Markup {
     layout(
         Some(session),
         "Compliance: key rotation",
@@ -526,7 +526,7 @@ pub fn compliance(session: &Session, max_age: i64, rows: &[(StaleKey, bool)], do
 }
 
 /// Which part of the audit log a page shows.
-pub struct AuditView<'a> {
+pub(crate) struct AuditView<'a> {
     /// First entry of an unfiltered page.
     pub start: u64,
     /// Entries per page.
@@ -541,7 +541,7 @@ pub struct AuditView<'a> {
 
 /// A page of the audit log, newest last, and whether the hash chain verifies; links to show
 /// one outcome only (DENIED: refused calls and sign-ins, with who by name and from where).
-pub fn audit(session: &Session, entries: &[Value], verification: &Value, view: &AuditView<'_>) -> Markup {
+pub(crate) fn audit(session: &Session, entries: &[Value], verification: &Value, view: &AuditView<'_>) -> Markup {
     let intact = verification["failure"].is_null();
     let (start, page, total) = (view.start, view.page, view.total);
     layout(
@@ -609,7 +609,7 @@ pub fn audit(session: &Session, entries: &[Value], verification: &Value, view: &
 }
 
 /// Asks before scheduling (`days`) or cancelling (`None`) a vault's deletion.
-pub fn confirm_deletion(session: &Session, v: &Value, days: Option<i64>) -> Markup {
+pub(crate) fn confirm_deletion(session: &Session, v: &Value, days: Option<i64>) -> Markup {
     let id = text(&v["id"]);
     let name = text(&v["displayName"]);
     let (title, explain, verb) = match days {

@@ -5,11 +5,11 @@ use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, Salt
 use argon2::Argon2;
 
 /// Shortest password accepted.
-pub const MIN_LEN: usize = 12;
+pub(crate) const MIN_LEN: usize = 12;
 
 /// Why a password was not set.
 #[derive(Debug, thiserror::Error)]
-pub enum PasswordError {
+pub(crate) enum PasswordError {
     /// Too short.
     #[error("a console password needs at least {MIN_LEN} characters")]
     TooShort,
@@ -19,7 +19,7 @@ pub enum PasswordError {
 }
 
 /// The Argon2id hash (default parameters: 19 MiB, 2 passes) of `password` with a random salt.
-pub fn hash(password: &str) -> Result<String, PasswordError> {
+pub(crate) fn hash(password: &str) -> Result<String, PasswordError> {
     if password.chars().count() < MIN_LEN {
         return Err(PasswordError::TooShort);
     }
@@ -33,7 +33,7 @@ pub fn hash(password: &str) -> Result<String, PasswordError> {
 }
 
 /// Whether `password` matches the stored hash `phc`.
-pub fn verify(password: &str, phc: &str) -> bool {
+pub(crate) fn verify(password: &str, phc: &str) -> bool {
     PasswordHash::new(phc).is_ok_and(|parsed| Argon2::default().verify_password(password.as_bytes(), &parsed).is_ok())
 }
 

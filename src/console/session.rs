@@ -10,15 +10,15 @@ use std::time::{Duration, Instant, SystemTime};
 use kms_core::Ocid;
 
 /// The cookie holding the session token.
-pub const COOKIE: &str = "sealstore_console";
+pub(crate) const COOKIE: &str = "sealstore_console";
 /// A session unused this long ends.
-pub const IDLE: Duration = Duration::from_secs(30 * 60);
+pub(crate) const IDLE: Duration = Duration::from_secs(30 * 60);
 /// A session ends this long after sign-in, used or not.
-pub const ABSOLUTE: Duration = Duration::from_secs(8 * 60 * 60);
+pub(crate) const ABSOLUTE: Duration = Duration::from_secs(8 * 60 * 60);
 
 /// A signed-in user.
 #[derive(Debug, Clone)]
-pub struct Session {
+pub(crate) struct Session {
     /// The IAM user's id: every action is checked against its policies.
     pub user_id: Ocid,
     /// The user's name, shown in the page header.
@@ -34,7 +34,7 @@ pub struct Session {
 
 /// The sessions of one server.
 #[derive(Debug, Default)]
-pub struct Sessions {
+pub(crate) struct Sessions {
     by_token: Mutex<HashMap<String, Session>>,
 }
 
@@ -47,7 +47,7 @@ fn random_token() -> String {
 
 impl Sessions {
     /// Starts a session for `user_id`; returns its token (the cookie's value).
-    pub fn start(&self, user_id: Ocid, user_name: String) -> String {
+    pub(crate) fn start(&self, user_id: Ocid, user_name: String) -> String {
         let token = random_token();
         let now = Instant::now();
         let session = Session {
@@ -66,7 +66,7 @@ impl Sessions {
 
     /// The live session of `token`, marked as used now; `None` if unknown or expired (an
     /// expired one is forgotten).
-    pub fn get(&self, token: &str) -> Option<Session> {
+    pub(crate) fn get(&self, token: &str) -> Option<Session> {
         let now = Instant::now();
         let mut map = self.by_token.lock().expect("sessions poisoned");
         let session = map.get_mut(token)?;
@@ -79,7 +79,7 @@ impl Sessions {
     }
 
     /// Ends the session of `token`.
-    pub fn end(&self, token: &str) {
+    pub(crate) fn end(&self, token: &str) {
         self.by_token.lock().expect("sessions poisoned").remove(token);
     }
 }
@@ -89,12 +89,12 @@ fn expired(s: &Session, now: Instant) -> bool {
 }
 
 /// Failed sign-ins in a row after which a user name is refused for [`LOCKOUT`].
-pub const MAX_FAILURES: u32 = 5;
+pub(crate) const MAX_FAILURES: u32 = 5;
 /// How long a user name is refused after [`MAX_FAILURES`] failed sign-ins.
-pub const LOCKOUT: Duration = Duration::from_secs(60);
+pub(crate) const LOCKOUT: Duration = Duration::from_secs(60);
 /// Failed sign-ins from one client address (any user names) after which it is refused for
 /// [`LOCKOUT`]: a guesser spraying many names from one place.
-pub const MAX_FAILURES_PER_SOURCE: u32 = 20;
+pub(crate) const MAX_FAILURES_PER_SOURCE: u32 = 20;
 /// Names remembered before old entries are dropped (the map must not grow without bound).
 const MAX_TRACKED: usize = 10_000;
 
@@ -102,7 +102,7 @@ const MAX_TRACKED: usize = 10_000;
 /// thousands. Any name is tracked, existing or not, so a lockout tells nothing about users.
 /// With a file ([`SignInThrottle::persistent`]), the counts outlive a restart of the server.
 #[derive(Debug)]
-pub struct SignInThrottle {
+pub(crate) struct SignInThrottle {
     failures: Mutex<HashMap<String, (u32, SystemTime)>>,
     max: u32,
     file: Option<PathBuf>,
@@ -121,7 +121,7 @@ fn since(t: SystemTime) -> Duration {
 
 impl SignInThrottle {
     /// A throttle that locks a key out after `max` failures in a row, in memory.
-    pub fn with_max(max: u32) -> Self {
+    pub(crate) fn with_max(max: u32) -> Self {
         SignInThrottle {
             failures: Mutex::new(HashMap::new()),
             max,
@@ -132,7 +132,7 @@ impl SignInThrottle {
     /// A throttle that keeps its counts in `file` (read now, replaced atomically on each
     /// change), so that restarting the server does not lift a lockout. A missing or
     /// unreadable file starts empty (logged).
-    pub fn persistent(max: u32, file: PathBuf) -> Self {
+    pub(crate) fn persistent(max: u32, file: PathBuf) -> Self {
         let mut failures = HashMap::new();
         match std::fs::read(&file) {
             Ok(bytes) => match serde_json::from_slice::<Vec<(String, u32, u64)>>(&bytes) {
@@ -159,7 +159,7 @@ impl SignInThrottle {
     }
 
     /// `Ok` when `name` may try now; otherwise the seconds to wait.
-    pub fn check(&self, name: &str) -> Result<(), u64> {
+    pub(crate) fn check(&self, name: &str) -> Result<(), u64> {
         let map = self.failures.lock().expect("throttle poisoned");
         match map.get(name) {
             Some((count, last)) if *count >= self.max && since(*last) < LOCKOUT => {
@@ -170,7 +170,7 @@ impl SignInThrottle {
     }
 
     /// Records a failed sign-in of `name`.
-    pub fn failed(&self, name: &str) {
+    pub(crate) fn failed(&self, name: &str) {
         let mut map = self.failures.lock().expect("throttle poisoned");
         if map.len() >= MAX_TRACKED {
             map.retain(|_, (_, last)| since(*last) < LOCKOUT);
@@ -182,7 +182,7 @@ impl SignInThrottle {
     }
 
     /// Forgets the failures of `name` (it signed in).
-    pub fn succeeded(&self, name: &str) {
+    pub(crate) fn succeeded(&self, name: &str) {
         let mut map = self.failures.lock().expect("throttle poisoned");
         if map.remove(name).is_some() {
             self.save(&map);
@@ -208,7 +208,7 @@ impl SignInThrottle {
 }
 
 /// The session token in a request's `Cookie` headers.
-pub fn token_of(headers: &http::HeaderMap) -> Option<String> {
+pub(crate) fn token_of(headers: &http::HeaderMap) -> Option<String> {
     cookie(headers, COOKIE)
 }
 
@@ -225,7 +225,7 @@ fn cookie(headers: &http::HeaderMap, name: &str) -> Option<String> {
 }
 
 /// `Set-Cookie` for a new session (`secure` over TLS).
-pub fn set_cookie(token: &str, secure: bool) -> String {
+pub(crate) fn set_cookie(token: &str, secure: bool) -> String {
     format!(
         "{COOKIE}={token}; Path=/console; HttpOnly; SameSite=Strict; Max-Age={}{}",
         ABSOLUTE.as_secs(),
@@ -234,16 +234,16 @@ pub fn set_cookie(token: &str, secure: bool) -> String {
 }
 
 /// `Set-Cookie` that removes the session cookie.
-pub fn clear_cookie() -> String {
+pub(crate) fn clear_cookie() -> String {
     format!("{COOKIE}=; Path=/console; HttpOnly; SameSite=Strict; Max-Age=0")
 }
 
 /// The cookie of the sign-in form's token (login CSRF: a sign-in POST must carry, in its
 /// `signin` field, the value of this cookie, which only a page of this console can have set).
-pub const SIGN_IN_COOKIE: &str = "sealstore_signin";
+pub(crate) const SIGN_IN_COOKIE: &str = "sealstore_signin";
 
 /// A fresh sign-in token and its `Set-Cookie` (`secure` over TLS).
-pub fn sign_in_token(secure: bool) -> (String, String) {
+pub(crate) fn sign_in_token(secure: bool) -> (String, String) {
     let token = random_token();
     let cookie = format!(
         "{SIGN_IN_COOKIE}={token}; Path=/console/login; HttpOnly; SameSite=Strict; Max-Age=3600{}",
@@ -253,13 +253,13 @@ pub fn sign_in_token(secure: bool) -> (String, String) {
 }
 
 /// The sign-in token of the request's cookie.
-pub fn sign_in_token_of(headers: &http::HeaderMap) -> Option<String> {
+pub(crate) fn sign_in_token_of(headers: &http::HeaderMap) -> Option<String> {
     cookie(headers, SIGN_IN_COOKIE)
 }
 
 /// Whether a sign-in form's `signin` field matches the request's sign-in cookie (in constant
 /// time).
-pub fn sign_in_ok(headers: &http::HeaderMap, submitted: Option<&str>) -> bool {
+pub(crate) fn sign_in_ok(headers: &http::HeaderMap, submitted: Option<&str>) -> bool {
     match (sign_in_token_of(headers), submitted) {
         (Some(cookie), Some(field)) if !cookie.is_empty() => {
             aws_lc_rs::constant_time::verify_slices_are_equal(cookie.as_bytes(), field.as_bytes()).is_ok()
@@ -269,7 +269,7 @@ pub fn sign_in_ok(headers: &http::HeaderMap, submitted: Option<&str>) -> bool {
 }
 
 /// Whether a form's CSRF field matches the session's (in constant time).
-pub fn csrf_ok(session: &Session, submitted: Option<&str>) -> bool {
+pub(crate) fn csrf_ok(session: &Session, submitted: Option<&str>) -> bool {
     submitted.is_some_and(|s| {
         aws_lc_rs::constant_time::verify_slices_are_equal(s.as_bytes(), session.csrf.as_bytes()).is_ok()
     })

@@ -21,9 +21,9 @@ use super::token::ClientKey;
 use crate::http_client::{error_chain, BlockingClient, Timeouts};
 
 /// To connect to the key manager.
-pub const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
+pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
 /// For its answer.
-pub const READ_TIMEOUT: Duration = Duration::from_secs(1);
+pub(crate) const READ_TIMEOUT: Duration = Duration::from_secs(1);
 /// Attempts per call.
 const ATTEMPTS: usize = 2;
 
@@ -49,7 +49,7 @@ fn unavailable(endpoint: &str, failures: &[String]) -> String {
 
 /// Keys held by external key managers.
 #[derive(Debug)]
-pub struct ExternalProtection {
+pub(crate) struct ExternalProtection {
     /// Made on first use: most commands never call a key manager.
     http: OnceLock<std::result::Result<BlockingClient, String>>,
     extra_ca: Option<PathBuf>,
@@ -58,7 +58,7 @@ pub struct ExternalProtection {
 
 impl ExternalProtection {
     /// Calls key managers with tokens signed by `client_key`, trusting `extra_ca` for https.
-    pub fn new(client_key: Arc<ClientKey>, extra_ca: Option<&Path>) -> std::result::Result<Self, String> {
+    pub(crate) fn new(client_key: Arc<ClientKey>, extra_ca: Option<&Path>) -> std::result::Result<Self, String> {
         Ok(ExternalProtection {
             http: OnceLock::new(),
             extra_ca: extra_ca.map(Path::to_path_buf),

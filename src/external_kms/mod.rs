@@ -6,6 +6,6 @@
 //! - [`client`]: the key-protection backend that calls the key manager, with short timeouts.
 //! - [`server`]: `sealstore ekm serve`, a reference key manager to run and test against.
 
-pub mod client;
-pub mod server;
-pub mod token;
+pub(crate) mod client;
+pub(crate) mod server;
+pub(crate) mod token;

@@ -24,19 +24,19 @@ use serde_json::{json, Value};
 use super::token::{Refused, TokenVerifier, SCOPE_CRYPTO, SCOPE_READ};
 
 /// The file listing revoked client ids, in the key manager's data directory.
-pub const REVOKED_FILE: &str = "ekm-revoked-clients.json";
+pub(crate) const REVOKED_FILE: &str = "ekm-revoked-clients.json";
 const MAX_BODY: usize = 64 * 1024;
 
 /// Client ids refused by the key manager; the file is re-read when it changes.
 #[derive(Debug)]
-pub struct RevokedClients {
+pub(crate) struct RevokedClients {
     path: PathBuf,
     cache: Mutex<(Option<SystemTime>, HashSet<String>)>,
 }
 
 impl RevokedClients {
     /// The list in `data_dir`.
-    pub fn new(data_dir: &Path) -> Self {
+    pub(crate) fn new(data_dir: &Path) -> Self {
         RevokedClients {
             path: data_dir.join(REVOKED_FILE),
             cache: Mutex::new((None, HashSet::new())),
@@ -44,7 +44,7 @@ impl RevokedClients {
     }
 
     /// The ids listed now.
-    pub fn read(&self) -> std::io::Result<HashSet<String>> {
+    pub(crate) fn read(&self) -> std::io::Result<HashSet<String>> {
         match std::fs::read(&self.path) {
             Ok(bytes) => serde_json::from_slice(&bytes).map_err(std::io::Error::other),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(HashSet::new()),
@@ -53,7 +53,7 @@ impl RevokedClients {
     }
 
     /// Whether `client` is revoked. An unreadable list refuses everyone: failing closed.
-    pub fn is_revoked(&self, client: &str) -> bool {
+    pub(crate) fn is_revoked(&self, client: &str) -> bool {
         let modified = std::fs::metadata(&self.path).and_then(|m| m.modified()).ok();
         let mut cache = self.cache.lock().expect("revocation cache");
         if cache.0 != modified || modified.is_none() {
@@ -69,7 +69,7 @@ impl RevokedClients {
     }
 
     /// Adds (`revoked`) or removes a client, replacing the file atomically.
-    pub fn set(&self, client: &str, revoked: bool) -> std::io::Result<bool> {
+    pub(crate) fn set(&self, client: &str, revoked: bool) -> std::io::Result<bool> {
         let mut set = self.read()?;
         let changed = if revoked {
             set.insert(client.to_owned())
@@ -87,7 +87,7 @@ impl RevokedClients {
 }
 
 /// The key manager: its keys, the token check and the revocation list.
-pub struct KeyManager {
+pub(crate) struct KeyManager {
     kms: Arc<Kms>,
     verifier: TokenVerifier,
     revoked: RevokedClients,
@@ -117,7 +117,7 @@ fn from_kms(e: KmsError) -> Answer {
 
 impl KeyManager {
     /// A key manager over `kms` (its own data directory), checking tokens with `verifier`.
-    pub fn new(kms: Arc<Kms>, verifier: TokenVerifier, data_dir: &Path) -> Self {
+    pub(crate) fn new(kms: Arc<Kms>, verifier: TokenVerifier, data_dir: &Path) -> Self {
         KeyManager {
             kms,
             verifier,
@@ -126,7 +126,11 @@ impl KeyManager {
     }
 
     /// Accepts connections (over TLS with `tls`) and serves them until the task is dropped.
-    pub async fn serve(self: Arc<Self>, listener: tokio::net::TcpListener, tls: Option<tokio_rustls::TlsAcceptor>) {
+    pub(crate) async fn serve(
+        self: Arc<Self>,
+        listener: tokio::net::TcpListener,
+        tls: Option<tokio_rustls::TlsAcceptor>,
+    ) {
         crate::http_server::serve(listener, tls, "key manager", move |req| self.clone().handle(req)).await
     }
 

@@ -24,21 +24,21 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 /// Issuer of sealstore's tokens.
-pub const ISSUER: &str = "sealstore";
+pub(crate) const ISSUER: &str = "sealstore";
 /// Scope needed for metadata reads.
-pub const SCOPE_READ: &str = "ekm.read";
+pub(crate) const SCOPE_READ: &str = "ekm.read";
 /// Scope needed for encrypt and decrypt.
-pub const SCOPE_CRYPTO: &str = "ekm.crypto";
+pub(crate) const SCOPE_CRYPTO: &str = "ekm.crypto";
 /// How long a token is valid.
-pub const TOKEN_LIFETIME_SECS: i64 = 300;
+pub(crate) const TOKEN_LIFETIME_SECS: i64 = 300;
 /// The longest lifetime a key manager accepts (a stolen token is worth little).
-pub const MAX_TOKEN_LIFETIME_SECS: i64 = 3600;
+pub(crate) const MAX_TOKEN_LIFETIME_SECS: i64 = 3600;
 /// Clock skew tolerated when checking `exp`.
-pub const LEEWAY_SECS: u64 = 30;
+pub(crate) const LEEWAY_SECS: u64 = 30;
 
 /// sealstore's client key: signs bearer tokens. Created on first use in the data directory
 /// (PKCS#8, mode 0600), loaded afterwards.
-pub struct ClientKey {
+pub(crate) struct ClientKey {
     path: PathBuf,
     client_id: String,
     key: OnceLock<(RsaKeyPair, String)>,
@@ -57,18 +57,13 @@ impl std::fmt::Debug for ClientKey {
 
 impl ClientKey {
     /// The key at `path` (made when first needed), naming itself `client_id` in tokens.
-    pub fn new(path: PathBuf, client_id: String) -> Self {
+    pub(crate) fn new(path: PathBuf, client_id: String) -> Self {
         ClientKey {
             path,
             client_id,
             key: OnceLock::new(),
             cache: Mutex::new(HashMap::new()),
         }
-    }
-
-    /// The client id tokens carry as `sub`.
-    pub fn client_id(&self) -> &str {
-        &self.client_id
     }
 
     fn key(&self) -> Result<&(RsaKeyPair, String), String> {
@@ -94,7 +89,7 @@ impl ClientKey {
     }
 
     /// A bearer token for the key manager at `audience`.
-    pub fn bearer(&self, audience: &str) -> Result<String, String> {
+    pub(crate) fn bearer(&self, audience: &str) -> Result<String, String> {
         let now = chrono::Utc::now().timestamp();
         if let Some((token, exp)) = self.cache.lock().expect("token cache").get(audience) {
             if *exp - 60 > now {
@@ -134,7 +129,7 @@ impl ClientKey {
     }
 
     /// The public key as a JWKS, for the key manager.
-    pub fn jwks(&self) -> Result<Value, String> {
+    pub(crate) fn jwks(&self) -> Result<Value, String> {
         let (pair, kid) = self.key()?;
         let public = pair.public_key();
         Ok(json!({"keys": [{
@@ -174,10 +169,10 @@ fn key_id(public_der: &[u8]) -> String {
 /// Why a token is refused (the message goes back to the caller).
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
-pub struct Refused(pub String);
+pub(crate) struct Refused(pub String);
 
 /// Checks bearer tokens against a JWKS, for one audience (the key manager's URL).
-pub struct TokenVerifier {
+pub(crate) struct TokenVerifier {
     keys: jsonwebtoken::jwk::JwkSet,
     audience: String,
 }
@@ -193,7 +188,7 @@ struct Claims {
 
 impl TokenVerifier {
     /// From a JWKS document.
-    pub fn new(jwks: &str, audience: impl Into<String>) -> Result<Self, String> {
+    pub(crate) fn new(jwks: &str, audience: impl Into<String>) -> Result<Self, String> {
         let keys = serde_json::from_str(jwks).map_err(|e| format!("not a JWKS: {e}"))?;
         Ok(TokenVerifier {
             keys,
@@ -202,7 +197,7 @@ impl TokenVerifier {
     }
 
     /// The client id (`sub`) of a valid token carrying `scope`.
-    pub fn verify(&self, token: &str, scope: &str) -> Result<String, Refused> {
+    pub(crate) fn verify(&self, token: &str, scope: &str) -> Result<String, Refused> {
         use jsonwebtoken::{decode, decode_header, Algorithm, DecodingKey, Validation};
         let header = decode_header(token).map_err(|e| Refused(format!("malformed token: {e}")))?;
         if header.alg != Algorithm::RS256 {

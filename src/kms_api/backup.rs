@@ -22,7 +22,7 @@ use super::{keys, vaults, wire, Call, Reply};
 use crate::http_client::{error_chain, BlockingClient, Timeouts};
 
 /// Largest backup a restore reads (a vault with many RSA-4096 keys and versions).
-pub const MAX_BACKUP: usize = 16 * 1024 * 1024;
+pub(crate) const MAX_BACKUP: usize = 16 * 1024 * 1024;
 
 /// Whether a request is a restore, whose body is a backup file (larger than other bodies).
 pub(crate) fn is_restore(method: &Method, path: &str) -> bool {
@@ -30,7 +30,7 @@ pub(crate) fn is_restore(method: &Method, path: &str) -> bool {
 }
 
 /// Buckets of sealstore's own object store, for `BUCKET` backup locations.
-pub trait BackupBuckets: Send + Sync + std::fmt::Debug {
+pub(crate) trait BackupBuckets: Send + Sync + std::fmt::Debug {
     /// Stores `bytes` as `object` in `bucket` (replacing any object of that name).
     fn put(&self, bucket: &str, object: &str, bytes: Vec<u8>) -> Result<(), String>;
     /// Reads `object` of `bucket`.
@@ -40,14 +40,14 @@ pub trait BackupBuckets: Send + Sync + std::fmt::Debug {
 /// Where backups can go: a bucket store when the server has one, and an HTTP client for
 /// pre-authenticated request URIs (made on first use).
 #[derive(Debug, Default)]
-pub struct BackupTargets {
+pub(crate) struct BackupTargets {
     buckets: Option<Arc<dyn BackupBuckets>>,
     http: OnceLock<BlockingClient>,
 }
 
 impl BackupTargets {
     /// Targets with `buckets` for `BUCKET` locations.
-    pub fn with_buckets(buckets: Arc<dyn BackupBuckets>) -> Self {
+    pub(crate) fn with_buckets(buckets: Arc<dyn BackupBuckets>) -> Self {
         BackupTargets {
             buckets: Some(buckets),
             http: OnceLock::new(),

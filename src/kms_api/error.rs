@@ -9,11 +9,11 @@ use kms_core::KmsError;
 
 /// The code of a replica's answer that it lacks material a shipment left out (the primary
 /// then ships the whole state).
-pub const REPLICA_INCOMPLETE: &str = "ReplicaIncomplete";
+pub(crate) const REPLICA_INCOMPLETE: &str = "ReplicaIncomplete";
 
 /// An error answer of the KMS API.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ApiError {
+pub(crate) struct ApiError {
     /// HTTP status.
     pub status: StatusCode,
     /// OCI error code (`NotAuthorizedOrNotFound`, `InvalidParameter`, …).
@@ -32,12 +32,12 @@ impl ApiError {
     }
 
     /// 401: missing, malformed or wrong request signature.
-    pub fn not_authenticated(message: impl Into<String>) -> Self {
+    pub(crate) fn not_authenticated(message: impl Into<String>) -> Self {
         Self::new(StatusCode::UNAUTHORIZED, "NotAuthenticated", message)
     }
 
     /// 404: the resource does not exist, or the caller may not know that it does.
-    pub fn not_found(what: impl std::fmt::Display) -> Self {
+    pub(crate) fn not_found(what: impl std::fmt::Display) -> Self {
         Self::new(
             StatusCode::NOT_FOUND,
             "NotAuthorizedOrNotFound",
@@ -46,12 +46,12 @@ impl ApiError {
     }
 
     /// 400: a malformed or out-of-range parameter.
-    pub fn invalid(message: impl Into<String>) -> Self {
+    pub(crate) fn invalid(message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, "InvalidParameter", message)
     }
 
     /// 400: a required parameter is absent.
-    pub fn missing(name: &str) -> Self {
+    pub(crate) fn missing(name: &str) -> Self {
         Self::new(
             StatusCode::BAD_REQUEST,
             "MissingParameter",
@@ -60,12 +60,12 @@ impl ApiError {
     }
 
     /// 405: the path exists, the method does not.
-    pub fn method_not_allowed(message: impl Into<String>) -> Self {
+    pub(crate) fn method_not_allowed(message: impl Into<String>) -> Self {
         Self::new(StatusCode::METHOD_NOT_ALLOWED, "MethodNotAllowed", message)
     }
 
     /// 412: `if-match` names another version of the resource.
-    pub fn etag_mismatch() -> Self {
+    pub(crate) fn etag_mismatch() -> Self {
         Self::new(
             StatusCode::PRECONDITION_FAILED,
             "NoEtagMatch",
@@ -74,7 +74,7 @@ impl ApiError {
     }
 
     /// 429: more requests at once than the server takes; the SDKs back off and retry.
-    pub fn too_many_requests() -> Self {
+    pub(crate) fn too_many_requests() -> Self {
         Self::new(
             StatusCode::TOO_MANY_REQUESTS,
             "TooManyRequests",
@@ -83,7 +83,7 @@ impl ApiError {
     }
 
     /// 500: a failure on the server's side (logged there with details).
-    pub fn internal() -> Self {
+    pub(crate) fn internal() -> Self {
         Self::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             "InternalServerError",
@@ -92,7 +92,7 @@ impl ApiError {
     }
 
     /// The JSON body.
-    pub fn body(&self) -> serde_json::Value {
+    pub(crate) fn body(&self) -> serde_json::Value {
         serde_json::json!({ "code": self.code, "message": self.message })
     }
 }

@@ -1,14 +1,15 @@
 //! The OCI-compatible KMS REST API, so that the real `oci` CLI and SDKs work unmodified
 //! (sealstore's coverage, request by request, is in `docs/KMS_API.md`).
 //!
-//! - [`signature`]: every request is signed with a user's API key (OCI request signatures).
+//! The public part is [`remote`]: a key provider for a data path that calls this API on
+//! another sealstore. The rest serves the API inside the `sealstore` binary:
+//!
+//! - `signature`: every request is signed with a user's API key (OCI request signatures).
 //! - `routes`: which path goes to which handler; the handlers are `identity`, `vaults`,
 //!   `keys` and `crypto` (one file each).
-//! - [`paging`]: `limit`/`page`/`sortBy` and the `opc-next-page` header.
+//! - `paging`: `limit`/`page`/`sortBy` and the `opc-next-page` header.
 //! - `wire`: resources as OCI's JSON shows them.
-//! - [`error`]: OCI error codes.
-//! - [`remote`]: the other side — a key provider for the data path that calls this API on
-//!   another sealstore.
+//! - `error`: OCI error codes.
 //!
 //! Each vault has its own endpoints, as in OCI: key and crypto calls go to
 //! `<base>/kms/<vault id>/management` and `<base>/kms/<vault id>/crypto` (the vault's
@@ -17,20 +18,20 @@
 //! `NotAuthorizedOrNotFound`, exactly like what does not exist.
 
 mod audit;
-pub mod backup;
+pub(crate) mod backup;
 mod crypto;
-pub mod error;
+pub(crate) mod error;
 mod identity;
 mod keys;
-pub mod paging;
+pub(crate) mod paging;
 mod peer;
 pub mod remote;
-pub mod replication;
+pub(crate) mod replication;
 mod routes;
-pub mod shipper;
-pub mod signature;
-pub mod tenancy;
-pub mod tls;
+pub(crate) mod shipper;
+pub(crate) mod signature;
+pub(crate) mod tenancy;
+pub(crate) mod tls;
 mod vaults;
 mod wire;
 
@@ -46,23 +47,23 @@ use kms_core::{Kms, Ocid, Placement, Principal};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-pub use error::ApiError;
+pub(crate) use error::ApiError;
 use signature::Caller;
 
 /// Parses a compartment id (a compartment's or the tenancy's), as the API does.
-pub fn compartment_ocid(s: &str) -> Result<Ocid, ApiError> {
+pub(crate) fn compartment_ocid(s: &str) -> Result<Ocid, ApiError> {
     vaults::compartment_id(s)
 }
 
 /// Largest request body accepted (crypto payloads are at most 4 KiB, base64-encoded).
-pub const MAX_BODY: usize = 64 * 1024;
+pub(crate) const MAX_BODY: usize = 64 * 1024;
 
 /// Query parameters, decoded.
-pub type Query = HashMap<String, String>;
+pub(crate) type Query = HashMap<String, String>;
 
 /// The KMS API over one [`Kms`].
 #[derive(Clone)]
-pub struct KmsApi {
+pub(crate) struct KmsApi {
     kms: Arc<Kms>,
     /// `http://host:port` of this listener, used in vault endpoints when a request has no
     /// usable `host` header.
@@ -81,10 +82,10 @@ pub struct KmsApi {
 }
 
 /// Where the JWKS of [`KmsApi::jwks`] is published.
-pub const JWKS_PATH: &str = "/.well-known/jwks.json";
+pub(crate) const JWKS_PATH: &str = "/.well-known/jwks.json";
 
 /// Requests answered at once before others get 429, unless configured otherwise.
-pub const DEFAULT_MAX_IN_FLIGHT: usize = 512;
+pub(crate) const DEFAULT_MAX_IN_FLIGHT: usize = 512;
 
 /// Whether a request is a call on a vault's crypto endpoint (`POST /kms/{vault}/crypto/…`).
 fn is_crypto_call(parts: &http::request::Parts) -> bool {
@@ -258,7 +259,7 @@ impl std::fmt::Debug for KmsApi {
 
 impl KmsApi {
     /// The API over `kms`, listening at `bound`; over TLS with `tls`.
-    pub fn new(kms: Arc<Kms>, bound: SocketAddr, tls: Option<tokio_rustls::TlsAcceptor>) -> Self {
+    pub(crate) fn new(kms: Arc<Kms>, bound: SocketAddr, tls: Option<tokio_rustls::TlsAcceptor>) -> Self {
         let scheme = if tls.is_some() { "https" } else { "http" };
         KmsApi {
             kms,
@@ -273,29 +274,33 @@ impl KmsApi {
     }
 
     /// The TLS acceptor of the listener the API is served on, if it speaks TLS.
-    pub fn tls(&self) -> Option<&tokio_rustls::TlsAcceptor> {
+    pub(crate) fn tls(&self) -> Option<&tokio_rustls::TlsAcceptor> {
         self.tls.as_ref()
     }
 
     /// A 404 answer in the API's error format, for a path the listener does not serve.
-    pub fn not_found(&self, headers: &http::HeaderMap, what: std::fmt::Arguments<'_>) -> http::Response<Full<Bytes>> {
+    pub(crate) fn not_found(
+        &self,
+        headers: &http::HeaderMap,
+        what: std::fmt::Arguments<'_>,
+    ) -> http::Response<Full<Bytes>> {
         respond(Err(ApiError::not_found(what)), &request_id_of(headers))
     }
 
     /// The KMS this API serves.
-    pub fn kms(&self) -> &Kms {
+    pub(crate) fn kms(&self) -> &Kms {
         &self.kms
     }
 
     /// Whether this listener speaks TLS.
-    pub fn is_tls(&self) -> bool {
+    pub(crate) fn is_tls(&self) -> bool {
         self.tls.is_some()
     }
 
     /// Answers an API call on behalf of `caller`, a user authenticated another way (the
     /// console's sign-in): the same routes, IAM checks and audit entries as a signed request.
     /// Returns the JSON answer and the next page's token of a list.
-    pub fn answer_as(
+    pub(crate) fn answer_as(
         &self,
         caller: &Caller,
         method: &Method,
@@ -315,7 +320,7 @@ impl KmsApi {
 
     /// Whether `caller` may `verb` a resource, by the IAM policies (what the console uses to
     /// show or hide an action; the action itself is checked again when it is asked for).
-    pub fn allows(
+    pub(crate) fn allows(
         &self,
         caller: &Caller,
         verb: Verb,
@@ -331,20 +336,20 @@ impl KmsApi {
     /// Publishes the public half of `client_key` (this server's key for external key
     /// managers' tokens) as a JWKS at `GET /.well-known/jwks.json`, without authentication.
     /// The key is made on the first request that needs it, not at start.
-    pub fn jwks(mut self, client_key: Arc<crate::external_kms::token::ClientKey>) -> Self {
+    pub(crate) fn jwks(mut self, client_key: Arc<crate::external_kms::token::ClientKey>) -> Self {
         self.jwks = Some(client_key);
         self
     }
 
     /// Writes and reads `BUCKET` backup locations in `buckets` (sealstore's own object
     /// store); without it only pre-authenticated request URIs work.
-    pub fn backup_buckets(mut self, buckets: Arc<dyn backup::BackupBuckets>) -> Self {
+    pub(crate) fn backup_buckets(mut self, buckets: Arc<dyn backup::BackupBuckets>) -> Self {
         self.backups = Arc::new(backup::BackupTargets::with_buckets(buckets));
         self
     }
 
     /// Answers at most `n` requests at once; more get 429 `TooManyRequests`.
-    pub fn max_in_flight(mut self, n: usize) -> Self {
+    pub(crate) fn max_in_flight(mut self, n: usize) -> Self {
         self.max_in_flight = n.max(1);
         self
     }
@@ -375,7 +380,7 @@ impl KmsApi {
     }
 
     /// Answers one request.
-    pub async fn handle<B>(&self, req: http::Request<B>) -> http::Response<Full<Bytes>>
+    pub(crate) async fn handle<B>(&self, req: http::Request<B>) -> http::Response<Full<Bytes>>
     where
         B: hyper::body::Body + Send,
         B::Data: Send,
@@ -504,20 +509,9 @@ impl KmsApi {
 /// Answers an API call of the local administrator: `sealstore kms …` over the admin socket,
 /// or on a data directory no server has open. The same routes and handlers as a signed
 /// request (so each operation is defined once, in its handler), without IAM policies; vault
-/// endpoints in answers are under `base_url`. Returns the JSON answer and the next page's
-/// token of a list.
-pub fn answer_local(
-    kms: &Kms,
-    base_url: &str,
-    method: &Method,
-    target: &str,
-    body: &[u8],
-) -> Result<(Value, Option<String>), ApiError> {
-    answer_local_with(kms, base_url, method, target, body, &backup::BackupTargets::default())
-}
-
-/// [`answer_local`], with `backups` as where backups go (a running server's buckets).
-pub fn answer_local_with(
+/// endpoints in answers are under `base_url`, backups go to `backups` (a running server's
+/// buckets, or the defaults). Returns the JSON answer and the next page's token of a list.
+pub(crate) fn answer_local_with(
     kms: &Kms,
     base_url: &str,
     method: &Method,

@@ -10,12 +10,12 @@ use super::error::ApiError;
 use super::Query;
 
 /// Page size when the request has no `limit` (the CLI's `--all` sends none).
-pub const DEFAULT_LIMIT: usize = 100;
+pub(crate) const DEFAULT_LIMIT: usize = 100;
 /// Largest page size accepted.
-pub const MAX_LIMIT: usize = 1000;
+pub(crate) const MAX_LIMIT: usize = 1000;
 
 /// A list item: what paging and sorting need to know.
-pub trait Listed {
+pub(crate) trait Listed {
     /// The id (the page token when it ends a page).
     fn id(&self) -> &str;
     /// The name `sortBy=DISPLAYNAME` sorts by.
@@ -25,7 +25,7 @@ pub trait Listed {
 /// One page of `items` (oldest first, as the store lists them), sorted as the query asks
 /// (`sortBy` TIMECREATED — newest first by default, OCI's order — or DISPLAYNAME, A to Z by
 /// default; `sortOrder` ASC|DESC), and the token of the next page.
-pub fn page<T: Listed>(mut items: Vec<T>, query: &Query) -> Result<(Vec<T>, Option<String>), ApiError> {
+pub(crate) fn page<T: Listed>(mut items: Vec<T>, query: &Query) -> Result<(Vec<T>, Option<String>), ApiError> {
     let by_name = match query.get("sortBy") {
         None => false,
         Some(s) if s.eq_ignore_ascii_case("TIMECREATED") => false,

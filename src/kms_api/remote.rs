@@ -88,6 +88,28 @@ fn read_profile(path: &Path, profile: &str) -> Result<HashMap<String, String>, R
 }
 
 /// A [`KeyProvider`] (and [`AsyncKeyProvider`]) backed by another sealstore's KMS API.
+///
+/// Give it where the KMS API is and an OCI config profile with a user's API key; it can
+/// then stand wherever a [`KeyProvider`] is taken ([`EncryptedStore`](crate::object::EncryptedStore),
+/// [`Volume`](crate::block::Volume)), or be called directly:
+///
+/// ```no_run
+/// use kms_core::{KeyProvider, Ocid, ResourceType};
+/// use sealstore::remote::{RemoteConfig, RemoteKms};
+///
+/// let keys = RemoteKms::new(&RemoteConfig {
+///     endpoint: "https://keys.example.com:9100".into(),
+///     config_file: "/home/app/.oci/config".into(),
+///     profile: "data-path".into(),
+///     ca_cert: None,
+/// })?;
+/// let key = Ocid::parse(ResourceType::Key, "ocid1.key.oc1.local-1.abc")?;
+/// let data_key = keys.generate_data_key(&key, b"associated data")?; // one signed call
+/// let dek = keys.unwrap_data_key(&data_key.wrapped, b"associated data")?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+///
+/// (Not run here: it needs a server; `examples/remote_keys.rs` starts one and runs this.)
 pub struct RemoteKms {
     remote: Arc<Remote>,
 }

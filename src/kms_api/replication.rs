@@ -21,9 +21,9 @@ use super::vaults::authorized;
 use super::{paging, wire, Call, Reply};
 
 /// Where peers send vault states.
-pub const APPLY_PATH: &str = "/20180608/replication/apply";
+pub(crate) const APPLY_PATH: &str = "/20180608/replication/apply";
 /// Largest vault state accepted (about 1 KiB per key version).
-pub const MAX_SHIPMENT: usize = 64 << 20;
+pub(crate) const MAX_SHIPMENT: usize = 64 << 20;
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]

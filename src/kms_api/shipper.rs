@@ -22,7 +22,7 @@ struct Incomplete;
 
 /// Runs until `stop` is set (then wake it with [`Kms::notify_replication`]); peers over https
 /// are verified against the system's CAs and `extra_ca`.
-pub fn run(kms: Arc<Kms>, stop: Arc<AtomicBool>, extra_ca: Option<&std::path::Path>) -> anyhow::Result<()> {
+pub(crate) fn run(kms: Arc<Kms>, stop: Arc<AtomicBool>, extra_ca: Option<&std::path::Path>) -> anyhow::Result<()> {
     // Made when there is first something to ship: most servers never replicate.
     let mut signer: Option<RequestSigner> = None;
     let http = peer::client(extra_ca, "replication")?;

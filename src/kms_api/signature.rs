@@ -20,12 +20,12 @@ use kms_core::iam::{IamView, ResourceKind, Target, Verb};
 use kms_core::{Ocid, Principal, ResourceType};
 
 /// How far a request's `date` may be from the server's clock.
-pub const MAX_CLOCK_SKEW_SECS: i64 = 300;
+pub(crate) const MAX_CLOCK_SKEW_SECS: i64 = 300;
 
 /// Who makes a call: a user of the tenancy (by a request signature or a console session), or
 /// the operator of this machine through the admin socket.
 #[derive(Debug, Clone)]
-pub struct Caller(Who, Option<String>);
+pub(crate) struct Caller(Who, Option<String>);
 
 #[derive(Debug, Clone)]
 enum Who {
@@ -35,31 +35,31 @@ enum Who {
 
 impl Caller {
     /// A user of the tenancy, authenticated by a request signature or a console session.
-    pub fn user(id: Ocid, name: String) -> Self {
+    pub(crate) fn user(id: Ocid, name: String) -> Self {
         Caller(Who::User { id, name }, None)
     }
 
     /// The same caller, calling from `source` (a client address; `console 192.0.2.7:50412`
     /// for the console), which refusals are audited with.
-    pub fn from(mut self, source: impl Into<String>) -> Self {
+    pub(crate) fn from(mut self, source: impl Into<String>) -> Self {
         self.1 = Some(source.into());
         self
     }
 
     /// Where the call came from, when known.
-    pub fn source(&self) -> Option<&str> {
+    pub(crate) fn source(&self) -> Option<&str> {
         self.1.as_deref()
     }
 
     /// The operator of the machine that owns the data directory (`sealstore kms …` through
     /// the admin socket, whose peer is checked to be this process's user): every operation,
     /// no IAM policy in the way, recorded in the audit log as `local-admin`.
-    pub fn local_admin() -> Self {
+    pub(crate) fn local_admin() -> Self {
         Caller(Who::LocalAdmin, None)
     }
 
     /// Who the audit log names.
-    pub fn principal(&self) -> Principal {
+    pub(crate) fn principal(&self) -> Principal {
         match &self.0 {
             Who::User { id, .. } => Principal::new(id.as_str()),
             Who::LocalAdmin => Principal::local_admin(),
@@ -67,7 +67,7 @@ impl Caller {
     }
 
     /// A name for logs.
-    pub fn name(&self) -> &str {
+    pub(crate) fn name(&self) -> &str {
         match &self.0 {
             Who::User { name, .. } => name,
             Who::LocalAdmin => "local-admin",
@@ -75,7 +75,7 @@ impl Caller {
     }
 
     /// Whether the IAM policies in `iam` let the caller `verb` this resource.
-    pub fn allowed(
+    pub(crate) fn allowed(
         &self,
         iam: &IamView,
         verb: Verb,
@@ -109,7 +109,7 @@ impl Caller {
 /// wrong with the request, never anything about keys the server holds.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
-pub struct NotAuthenticated(pub String);
+pub(crate) struct NotAuthenticated(pub String);
 
 fn fail(msg: impl Into<String>) -> NotAuthenticated {
     NotAuthenticated(msg.into())
@@ -117,7 +117,7 @@ fn fail(msg: impl Into<String>) -> NotAuthenticated {
 
 /// The parts of a request the signature covers.
 #[derive(Debug)]
-pub struct SignedRequest<'a> {
+pub(crate) struct SignedRequest<'a> {
     /// The HTTP method.
     pub method: &'a http::Method,
     /// Path and query exactly as received.
@@ -217,7 +217,7 @@ fn verify_with<T>(
 }
 
 /// Checks the request's signature against the keys in `iam` and returns who signed it.
-pub fn verify(
+pub(crate) fn verify(
     req: &SignedRequest<'_>,
     iam: &IamView,
     tenancy: &Ocid,
@@ -251,7 +251,7 @@ pub(crate) fn claimed_user(headers: &http::HeaderMap) -> Option<Ocid> {
 
 /// Checks a request signed by a peer region (`keyId="region/<name>"`) against the signing
 /// keys of the registered `regions`; returns the region's name.
-pub fn verify_region(
+pub(crate) fn verify_region(
     req: &SignedRequest<'_>,
     regions: &[kms_core::replication::Region],
     now_unix_secs: i64,
@@ -294,7 +294,7 @@ fn signing_string(
 
 /// Signs requests as one user's API key, the way the OCI SDKs do; the client half of
 /// [`verify`], used by sealstore's remote key provider.
-pub struct RequestSigner {
+pub(crate) struct RequestSigner {
     key_id: String,
     key: aws_lc_rs::signature::RsaKeyPair,
 }
@@ -310,12 +310,12 @@ impl std::fmt::Debug for RequestSigner {
 /// Why a signing key cannot be used.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
-pub struct BadSigningKey(String);
+pub(crate) struct BadSigningKey(String);
 
 impl RequestSigner {
     /// A signer for `keyId="<tenancy>/<user>/<fingerprint>"` with the RSA private key in
     /// `pem` (PKCS#1 `RSA PRIVATE KEY` or PKCS#8 `PRIVATE KEY`, unencrypted).
-    pub fn new(tenancy: &str, user: &str, fingerprint: &str, pem: &[u8]) -> Result<Self, BadSigningKey> {
+    pub(crate) fn new(tenancy: &str, user: &str, fingerprint: &str, pem: &[u8]) -> Result<Self, BadSigningKey> {
         use rustls::pki_types::pem::PemObject;
         use rustls::pki_types::PrivateKeyDer;
         let der = PrivateKeyDer::from_pem_slice(pem).map_err(|e| {
@@ -337,7 +337,7 @@ impl RequestSigner {
 
     /// A signer with keyId `key_id` and the RSA key in `pkcs8` (DER): how regions sign
     /// replication requests (`region/<name>`).
-    pub fn from_pkcs8(key_id: String, pkcs8: &[u8]) -> Result<Self, BadSigningKey> {
+    pub(crate) fn from_pkcs8(key_id: String, pkcs8: &[u8]) -> Result<Self, BadSigningKey> {
         let key = aws_lc_rs::signature::RsaKeyPair::from_pkcs8(pkcs8)
             .map_err(|e| BadSigningKey(format!("not a usable RSA key: {e}")))?;
         Ok(RequestSigner { key_id, key })
@@ -346,7 +346,7 @@ impl RequestSigner {
     /// Adds `date`, `x-content-sha256`, `content-length` (with a body) and the
     /// `authorization` signature to `headers`. `host` must already be there; `target` is the
     /// path and query exactly as they will be sent.
-    pub fn sign(
+    pub(crate) fn sign(
         &self,
         method: &http::Method,
         target: &str,

@@ -28,9 +28,9 @@ use super::signature::RequestSigner;
 use super::Reply;
 
 /// Where a member-to-be asks the home region for the tenancy.
-pub const JOIN_PATH: &str = "/20180608/replication/tenancy/join";
+pub(crate) const JOIN_PATH: &str = "/20180608/replication/tenancy/join";
 /// Where the home region ships IAM states to members.
-pub const IAM_APPLY_PATH: &str = "/20180608/replication/tenancy/apply";
+pub(crate) const IAM_APPLY_PATH: &str = "/20180608/replication/tenancy/apply";
 
 /// Whether a request goes to [`answer`] (signed by a region, not a user).
 pub(crate) fn is_tenancy_call(method: &Method, path: &str) -> bool {
@@ -57,7 +57,7 @@ pub(crate) fn answer(kms: &Kms, parts: &http::request::Parts, target: &str, body
 /// Makes this region a member of the tenancy whose home region is `home` (a registered
 /// peer, which must have registered this region too): asks it over the signed replication
 /// channel and adopts what it answers.
-pub fn join(
+pub(crate) fn join(
     kms: &Kms,
     principal: &Principal,
     home: &str,
@@ -80,7 +80,11 @@ pub fn join(
 
 /// Ships IAM changes to member regions until `stop` is set (then wake it with
 /// [`Kms::notify_replication`]). Only a home region with members has anything to ship.
-pub fn run_shipper(kms: Arc<Kms>, stop: Arc<AtomicBool>, extra_ca: Option<&std::path::Path>) -> anyhow::Result<()> {
+pub(crate) fn run_shipper(
+    kms: Arc<Kms>,
+    stop: Arc<AtomicBool>,
+    extra_ca: Option<&std::path::Path>,
+) -> anyhow::Result<()> {
     let mut signer_: Option<RequestSigner> = None;
     let http = peer::client(extra_ca, "iam-replication")?;
     let mut backoff = Backoff::default();

@@ -10,7 +10,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
 /// Why the TLS configuration could not be loaded.
 #[derive(Debug, thiserror::Error)]
-pub enum TlsError {
+pub(crate) enum TlsError {
     /// The certificate chain file.
     #[error("reading the certificate chain {path}: {reason}")]
     Certificates {
@@ -33,7 +33,7 @@ pub enum TlsError {
 }
 
 /// A TLS acceptor for `cert_chain` (PEM, leaf first) and `key` (PEM, PKCS#8, PKCS#1 or SEC1).
-pub fn acceptor(cert_chain: &Path, key: &Path) -> Result<tokio_rustls::TlsAcceptor, TlsError> {
+pub(crate) fn acceptor(cert_chain: &Path, key: &Path) -> Result<tokio_rustls::TlsAcceptor, TlsError> {
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert_chain)
         .and_then(|certs| certs.collect::<Result<_, _>>())
         .map_err(|e| TlsError::Certificates {

@@ -10,14 +10,14 @@ use crate::kms_api::backup::BackupBuckets;
 
 /// [`ObjectService`] buckets for backups.
 #[derive(Debug)]
-pub struct ObjectBuckets {
+pub(crate) struct ObjectBuckets {
     objects: Arc<ObjectService>,
     runtime: tokio::runtime::Handle,
 }
 
 impl ObjectBuckets {
     /// Backups in `objects`, whose async work runs on `runtime`.
-    pub fn new(objects: Arc<ObjectService>, runtime: tokio::runtime::Handle) -> Self {
+    pub(crate) fn new(objects: Arc<ObjectService>, runtime: tokio::runtime::Handle) -> Self {
         ObjectBuckets { objects, runtime }
     }
 

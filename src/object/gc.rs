@@ -228,7 +228,7 @@ fn sweep_directory(root: &std::path::Path, dir: &std::path::Path, cutoff: System
 /// (which one process owns: the index's lock says so), and what is older than `grace`
 /// otherwise (a shared store may have writes of other processes in flight); later passes
 /// remove what is older than `grace`.
-pub async fn run_periodically(service: std::sync::Arc<ObjectService>, every: Duration, grace: Duration) {
+pub(crate) async fn run_periodically(service: std::sync::Arc<ObjectService>, every: Duration, grace: Duration) {
     let grace = chrono::Duration::from_std(grace).unwrap_or(chrono::Duration::hours(1));
     let mut threshold = if service.local_root().is_some() {
         Utc::now()

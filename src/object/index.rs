@@ -84,7 +84,7 @@ pub enum Layout {
     /// Layout 1 (before layout 2): `<bucket>/<object_store path of the key>`, sealed under
     /// that path as the key. Read, rewritten into layout 2, or deleted; never written.
     Legacy,
-    /// Layout 2: `_buckets/<bucket>/objects/<encoded key>` ([`super::layout`]).
+    /// Layout 2: `_buckets/<bucket>/objects/<encoded key>` (`object::layout`).
     #[default]
     Current,
 }

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 
 /// The lock table.
 #[derive(Debug, Default)]
-pub struct KeyLocks {
+pub(crate) struct KeyLocks {
     held: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
@@ -25,7 +25,7 @@ pub struct KeyGuard<'a> {
 
 impl KeyLocks {
     /// Waits for, and takes, the lock of `bucket`/`key`.
-    pub async fn lock(&self, bucket: &str, key: &str) -> KeyGuard<'_> {
+    pub(crate) async fn lock(&self, bucket: &str, key: &str) -> KeyGuard<'_> {
         let name = format!("{bucket}\0{key}");
         let mutex = self
             .held
@@ -43,12 +43,14 @@ impl KeyLocks {
     }
 
     /// Keys with a lock entry (held or waited for); for tests.
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
         self.held.lock().expect("key lock table poisoned").len()
     }
 
     /// Whether no key has a lock entry.
-    pub fn is_empty(&self) -> bool {
+    #[cfg(test)]
+    pub(crate) fn is_empty(&self) -> bool {
         self.len() == 0
     }
 }

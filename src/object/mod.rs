@@ -1,23 +1,27 @@
-//! Encrypted objects: the on-store format ([`mod@format`]), the store that encrypts every
-//! object with its own data key ([`store`]), customer-provided keys ([`customer_key`]), the
-//! metadata index ([`index`]), buckets and their objects ([`service`], one file per job), the
-//! layer's errors ([`error`]: [`EncryptedStoreError`], [`ObjectError`]) and the re-encryption
-//! sweep ([`sweep`]).
+//! Encrypted objects. The public part is [`EncryptedStore`] (with [`Naming`], [`Sealing`],
+//! [`WrappedBy`] and its error, [`EncryptedStoreError`]) and [`backend::open_backend`], which
+//! opens the store underneath from a URL.
+//!
+//! Inside the crate: the on-store format (`format`, from sealstore-format), customer-provided
+//! keys (`customer_key`), the metadata index (`index`), buckets and their objects (`service`,
+//! one file per job), the layer's other error (`ObjectError`) and the re-encryption sweep
+//! (`sweep`).
 
 pub mod backend;
-pub mod backup_buckets;
-pub use sealstore_format::customer_key;
-pub mod encryption;
-pub mod error;
-pub use sealstore_format::object as format;
-pub mod gc;
-pub mod index;
-pub mod layout;
-pub mod locks;
-pub mod service;
-pub mod store;
-pub mod sweep;
+pub(crate) mod backup_buckets;
+pub(crate) use sealstore_format::customer_key;
+pub(crate) mod encryption;
+pub(crate) mod error;
+pub(crate) use sealstore_format::object as format;
+pub(crate) mod gc;
+pub(crate) mod index;
+pub(crate) mod layout;
+pub(crate) mod locks;
+pub(crate) mod service;
+pub(crate) mod store;
+pub(crate) mod sweep;
 
-pub use error::{EncryptedStoreError, ObjectError};
-pub use service::{InventoryRow, ObjectService, OpenObject, PutParams, WriteCondition};
+pub(crate) use error::ObjectError;
+pub use error::{EncryptedStoreError, IntegrityProblem};
+pub(crate) use service::{InventoryRow, ObjectService, OpenObject, PutParams, WriteCondition};
 pub use store::{EncryptedStore, Naming, Sealing, WrappedBy};

@@ -218,7 +218,7 @@ struct Shared<S> {
 pub enum Naming {
     /// The location is the key (object_store users; sealstore's layout 1).
     Paths,
-    /// sealstore's bucket layout ([`super::layout`]): locations are encoded S3 keys, or
+    /// sealstore's bucket layout (`docs/FORMATS.md`): locations are encoded S3 keys, or
     /// upload parts, which get identities no object can have.
     BucketLayout,
     /// Every object of the store is this key's (sealstore's bucket layout, for one object,
@@ -263,6 +263,42 @@ pub enum WrappedBy {
 }
 
 /// An [`ObjectStore`] encrypting into another.
+///
+/// Every object gets its own data key, wrapped by master key `key_id` of a [`KeyProvider`]
+/// (an embedded [`kms_core::Kms`], or another sealstore's KMS API through
+/// [`RemoteKms`](crate::remote::RemoteKms)); the ciphertext goes to the inner store
+/// in segments, so ranged reads decrypt only the segments they touch. A damaged, truncated or
+/// moved object is refused ([`EncryptedStoreError`]), never
+/// returned altered.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use std::sync::Arc;
+/// use kms_core::{CreateKey, CreateVault, Kms, KmsConfig, Principal};
+/// use object_store::{memory::InMemory, path::Path, ObjectStore};
+/// use sealstore::object::EncryptedStore;
+///
+/// let dir = tempfile::tempdir()?;
+/// let kms = Arc::new(Kms::open(KmsConfig::new(dir.path()))?);
+/// let me = Principal::local_admin();
+/// let vault = kms.create_vault(&me, CreateVault { display_name: "v".into(), ..Default::default() })?;
+/// let key = kms.create_key(&me, CreateKey::new(vault.id, "objects"))?;
+///
+/// let plain: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+/// let store = EncryptedStore::new(plain.clone(), kms, key.id, "my-bucket");
+/// let location = Path::from("hello.txt");
+/// store.put(&location, "hello, world".into()).await?;
+/// assert_eq!(store.get_range(&location, 7..12).await?, "world");
+/// // Underneath: ciphertext.
+/// let sealed = plain.get(&location).await?.bytes().await?;
+/// assert!(!sealed.windows(5).any(|w| w == b"hello"));
+/// # Ok(()) }
+/// ```
+///
+/// `examples/encrypted_store.rs` (local files and S3) and
+/// `examples/parquet_over_encrypted_store.rs` (the `parquet` crate reading through it) show
+/// more.
 pub struct EncryptedStore<S> {
     shared: Arc<Shared<S>>,
     sealing: Sealing,

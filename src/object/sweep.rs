@@ -24,7 +24,7 @@ use kms_core::Ocid;
 /// What the sweep does to each object.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
-pub enum SweepMode {
+pub(crate) enum SweepMode {
     /// Re-wrap the data key under the current master key version; the data is untouched.
     Rewrap,
     /// Re-encrypt the data under a fresh data key (suspected compromise of data keys).
@@ -33,7 +33,7 @@ pub enum SweepMode {
 
 /// A sweep's parameters.
 #[derive(Debug, Clone)]
-pub struct SweepPlan {
+pub(crate) struct SweepPlan {
     /// Bucket to sweep.
     pub bucket: String,
     /// Only objects whose data key is wrapped by this master key.
@@ -52,7 +52,7 @@ impl SweepPlan {
 
 /// Progress events.
 #[derive(Debug)]
-pub enum SweepEvent<'a> {
+pub(crate) enum SweepEvent<'a> {
     /// The sweep starts: how many objects are in scope, and the key it resumes after.
     Start {
         /// Objects in scope (including those already done before an interruption).
@@ -62,8 +62,6 @@ pub enum SweepEvent<'a> {
     },
     /// One object was visited.
     Object {
-        /// Its key.
-        key: &'a str,
         /// Its plaintext size.
         bytes: u64,
         /// Whether it had to be rewritten.
@@ -74,7 +72,7 @@ pub enum SweepEvent<'a> {
 /// What a sweep did.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct SweepReport {
+pub(crate) struct SweepReport {
     /// Objects visited in this run.
     pub visited: u64,
     /// Objects rewritten in this run.
@@ -95,7 +93,7 @@ fn in_scope<'a>(plan: &SweepPlan, entry: &'a ObjectEntry) -> Option<&'a Ocid> {
 }
 
 /// Runs (or resumes) a sweep.
-pub async fn sweep(
+pub(crate) async fn sweep(
     service: &ObjectService,
     plan: &SweepPlan,
     mut progress: impl FnMut(SweepEvent<'_>),
@@ -178,7 +176,6 @@ pub async fn sweep(
                 None => index.set_checkpoint(&name, key)?,
             }
             progress(SweepEvent::Object {
-                key,
                 bytes: entry.size,
                 changed,
             });

@@ -18,18 +18,18 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 /// File holding the first admin key pair, for scripts.
-pub const ADMIN_KEYS_FILE: &str = "s3-admin.json";
+pub(crate) const ADMIN_KEYS_FILE: &str = "s3-admin.json";
 /// The user store's file in the data directory.
-pub const USERS_FILE: &str = "s3-users.redb";
+pub(crate) const USERS_FILE: &str = "s3-users.redb";
 /// Name of the user created on first start.
-pub const ADMIN_USER: &str = "admin";
+pub(crate) const ADMIN_USER: &str = "admin";
 
 /// access key id → JSON [`S3User`].
 const USERS: TableDefinition<&str, &[u8]> = TableDefinition::new("s3_users");
 
 /// Errors of the user store.
 #[derive(Debug, Error)]
-pub enum UserError {
+pub(crate) enum UserError {
     /// The database failed.
     #[error("S3 user store: {0}")]
     Database(#[source] Box<redb::Error>),
@@ -58,7 +58,7 @@ kms_core::from_redb_errors!(UserError, |e| UserError::Database(Box::new(e)));
 /// A user and its access key.
 #[derive(Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct S3User {
+pub(crate) struct S3User {
     /// Name (unique).
     pub name: String,
     /// Access key id (public).
@@ -81,7 +81,7 @@ impl std::fmt::Debug for S3User {
 impl S3User {
     /// The user's canonical id, as S3 names owners: 64 hex digits, derived from the name (so
     /// it is stable, and says nothing of the keys).
-    pub fn canonical_id(&self) -> String {
+    pub(crate) fn canonical_id(&self) -> String {
         let digest = aws_lc_rs::digest::digest(
             &aws_lc_rs::digest::SHA256,
             format!("sealstore S3 user\0{}", self.name).as_bytes(),
@@ -90,7 +90,7 @@ impl S3User {
     }
 
     /// The user without its secret, for listings.
-    pub fn public_view(&self) -> serde_json::Value {
+    pub(crate) fn public_view(&self) -> serde_json::Value {
         serde_json::json!({
             "name": self.name,
             "accessKeyId": self.access_key_id,
@@ -124,13 +124,13 @@ fn check_name(name: &str) -> Result<(), UserError> {
 
 /// The S3 users of a data directory.
 #[derive(Debug)]
-pub struct UserStore {
+pub(crate) struct UserStore {
     db: Database,
 }
 
 impl UserStore {
     /// Opens (creating) the store in `data_dir`.
-    pub fn open(data_dir: &Path) -> Result<Self, UserError> {
+    pub(crate) fn open(data_dir: &Path) -> Result<Self, UserError> {
         let path = data_dir.join(USERS_FILE);
         let db = Database::create(&path)?;
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
@@ -141,7 +141,7 @@ impl UserStore {
     }
 
     /// Users, by name.
-    pub fn list(&self) -> Result<Vec<S3User>, UserError> {
+    pub(crate) fn list(&self) -> Result<Vec<S3User>, UserError> {
         let txn = self.db.begin_read()?;
         let t = txn.open_table(USERS)?;
         let mut users = Vec::new();
@@ -153,7 +153,7 @@ impl UserStore {
     }
 
     /// The user owning `access_key_id`.
-    pub fn by_access_key(&self, access_key_id: &str) -> Result<Option<S3User>, UserError> {
+    pub(crate) fn by_access_key(&self, access_key_id: &str) -> Result<Option<S3User>, UserError> {
         let txn = self.db.begin_read()?;
         let t = txn.open_table(USERS)?;
         Ok(match t.get(access_key_id)? {
@@ -163,7 +163,7 @@ impl UserStore {
     }
 
     /// Creates a user with a fresh key pair.
-    pub fn add(&self, name: &str) -> Result<S3User, UserError> {
+    pub(crate) fn add(&self, name: &str) -> Result<S3User, UserError> {
         check_name(name)?;
         let user = S3User {
             name: name.to_owned(),
@@ -193,7 +193,7 @@ impl UserStore {
 
     /// Removes the user with this name or access key; refuses to remove the last user
     /// unless `force`.
-    pub fn remove(&self, name_or_key: &str, force: bool) -> Result<S3User, UserError> {
+    pub(crate) fn remove(&self, name_or_key: &str, force: bool) -> Result<S3User, UserError> {
         let txn = self.db.begin_write()?;
         let removed = {
             let mut t = txn.open_table(USERS)?;
@@ -220,7 +220,7 @@ impl UserStore {
     /// On a data directory's first start, creates the `admin` user and writes its keys to
     /// `s3-admin.json` (0600); a directory from before the user store gets the user of its
     /// `s3-admin.json` instead. Returns the admin user when one was created or imported now.
-    pub fn ensure_admin(&self, data_dir: &Path) -> Result<Option<S3User>, UserError> {
+    pub(crate) fn ensure_admin(&self, data_dir: &Path) -> Result<Option<S3User>, UserError> {
         if !self.list()?.is_empty() {
             return Ok(None);
         }
@@ -268,13 +268,13 @@ impl UserStore {
 /// `InvalidAccessKeyId`, a wrong secret `SignatureDoesNotMatch` (s3s checks the signature).
 /// Users added or removed while the server runs take effect at once.
 #[derive(Debug)]
-pub struct StoreAuth {
+pub(crate) struct StoreAuth {
     users: Arc<UserStore>,
 }
 
 impl StoreAuth {
     /// Authenticates requests against `users`.
-    pub fn new(users: Arc<UserStore>) -> Self {
+    pub(crate) fn new(users: Arc<UserStore>) -> Self {
         StoreAuth { users }
     }
 }

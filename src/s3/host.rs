@@ -7,13 +7,13 @@ use s3s::S3Result;
 
 /// Bucket names taken from `<bucket>.<domain>` host headers.
 #[derive(Debug, Clone)]
-pub struct BucketSubdomains {
+pub(crate) struct BucketSubdomains {
     domain: String,
 }
 
 impl BucketSubdomains {
     /// Serves buckets as subdomains of `domain` (e.g. `s3.example.test`).
-    pub fn new(domain: &str) -> Result<Self, String> {
+    pub(crate) fn new(domain: &str) -> Result<Self, String> {
         let domain = domain.trim_end_matches('.').to_ascii_lowercase();
         let valid = !domain.is_empty()
             && domain.len() <= 253

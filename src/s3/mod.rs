@@ -16,15 +16,15 @@
 mod bucket;
 mod checksum;
 mod copy;
-pub mod credentials;
+pub(crate) mod credentials;
 mod delete;
 mod error;
 mod get;
-pub mod host;
+pub(crate) mod host;
 mod list;
 mod multipart;
 mod put;
-pub mod service;
+pub(crate) mod service;
 mod sse;
 
 pub(crate) use sse::ClientAddr;
@@ -42,7 +42,7 @@ use crate::object::{ObjectService, OpenObject, PutParams, WriteCondition};
 
 /// The S3 face of the object service.
 #[derive(Debug, Clone)]
-pub struct S3Face {
+pub(crate) struct S3Face {
     objects: Arc<ObjectService>,
     allow_insecure_sse_c: bool,
     users: Option<Arc<credentials::UserStore>>,
@@ -50,7 +50,7 @@ pub struct S3Face {
 
 impl S3Face {
     /// Serves `objects`. Customer-provided keys (SSE-C) are taken from loopback clients only.
-    pub fn new(objects: Arc<ObjectService>) -> Self {
+    pub(crate) fn new(objects: Arc<ObjectService>) -> Self {
         S3Face {
             objects,
             allow_insecure_sse_c: false,
@@ -59,7 +59,7 @@ impl S3Face {
     }
 
     /// Names the users of signed requests (the `Owner` of listings) from `users`.
-    pub fn users(mut self, users: Arc<credentials::UserStore>) -> Self {
+    pub(crate) fn users(mut self, users: Arc<credentials::UserStore>) -> Self {
         self.users = Some(users);
         self
     }
@@ -83,7 +83,7 @@ impl S3Face {
 
     /// Also takes customer-provided keys from clients that are not on loopback, over plain
     /// HTTP: for a server behind a TLS-terminating proxy.
-    pub fn allow_insecure_sse_c(mut self, allow: bool) -> Self {
+    pub(crate) fn allow_insecure_sse_c(mut self, allow: bool) -> Self {
         self.allow_insecure_sse_c = allow;
         self
     }

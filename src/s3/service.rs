@@ -26,15 +26,15 @@ use super::ClientAddr;
 /// In a response's extensions: answer 206 Partial Content (s3s sets it for GetObject's
 /// ranges only; a HEAD of `?partNumber=N` needs it too).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PartialContent;
+pub(crate) struct PartialContent;
 
 /// The id of the request being served, in each request's extensions.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RequestId(pub String);
+pub(crate) struct RequestId(pub String);
 
 impl RequestId {
     /// A fresh id: 64 random bits as 16 upper-case hex digits.
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         let mut bytes = [0u8; 8];
         aws_lc_rs::rand::fill(&mut bytes).expect("system random source failed");
         RequestId(data_encoding::HEXUPPER.encode(&bytes))
@@ -56,7 +56,7 @@ fn host_id() -> String {
 
 /// The s3s service as one connection serves it: `peer` is the client's address.
 #[derive(Clone)]
-pub struct S3Connection {
+pub(crate) struct S3Connection {
     inner: S3Service,
     peer: SocketAddr,
 }
@@ -69,7 +69,7 @@ impl std::fmt::Debug for S3Connection {
 
 impl S3Connection {
     /// Serves the requests of a connection from `peer` with `inner`.
-    pub fn new(inner: S3Service, peer: SocketAddr) -> Self {
+    pub(crate) fn new(inner: S3Service, peer: SocketAddr) -> Self {
         S3Connection { inner, peer }
     }
 

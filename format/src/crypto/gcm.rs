@@ -24,6 +24,20 @@ pub enum GcmError {
 }
 
 /// An AES-256-GCM key.
+///
+/// ```
+/// use sealstore_format::crypto::gcm::{GcmKey, NONCE_LEN};
+///
+/// let key = GcmKey::new(&[0x42; 32]);
+/// let nonce = [1u8; NONCE_LEN]; // never twice with the same key
+/// let mut buf = b"attack at dawn".to_vec();
+/// let tag = key.seal_in_place(nonce, b"header", &mut buf)?;
+/// buf.extend_from_slice(&tag);
+/// let len = key.open_in_place(nonce, b"header", &mut buf)?;
+/// assert_eq!(&buf[..len], b"attack at dawn");
+/// assert!(key.open_in_place(nonce, b"other header", &mut buf).is_err());
+/// # Ok::<(), sealstore_format::crypto::gcm::GcmError>(())
+/// ```
 pub struct GcmKey(LessSafeKey);
 
 impl std::fmt::Debug for GcmKey {

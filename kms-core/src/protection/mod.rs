@@ -175,7 +175,17 @@ pub(crate) fn unsupported_rsa(algorithm: SigningAlgorithm) -> KmsError {
 }
 
 /// A SubjectPublicKeyInfo DER as PEM (`-----BEGIN PUBLIC KEY-----`, 64-column base64), as
-/// OCI's `publicKey` carries it.
+/// OCI's `publicKey` carries it (and `sealstore iam user add --public-key` reads it).
+///
+/// ```
+/// use kms_core::protection::{public_key_der, public_key_pem};
+///
+/// let der = [0x30, 0x03, 0x02, 0x01, 0x05]; // any DER; normally a key's SubjectPublicKeyInfo
+/// let pem = public_key_pem(&der);
+/// assert!(pem.starts_with("-----BEGIN PUBLIC KEY-----\n"));
+/// assert_eq!(public_key_der(&pem)?, der);
+/// # Ok::<(), kms_core::KmsError>(())
+/// ```
 pub fn public_key_pem(der: &[u8]) -> String {
     use base64::Engine;
     let b64 = base64::engine::general_purpose::STANDARD.encode(der);

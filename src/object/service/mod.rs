@@ -33,10 +33,11 @@ mod rebuild;
 mod writes;
 
 pub(crate) use buckets::check_bucket_name;
-pub use keys::InventoryRow;
-pub use reads::OpenObject;
+pub(crate) use keys::InventoryRow;
+pub(crate) use reads::OpenObject;
 pub(crate) use writes::check_key;
-pub use writes::{PutParams, WriteCondition};
+pub use writes::PutParams;
+pub(crate) use writes::WriteCondition;
 
 /// Directory under the data directory holding one folder per bucket (the default backend).
 pub(crate) const OBJECTS_DIR: &str = "objects";
