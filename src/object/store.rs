@@ -41,6 +41,20 @@ type Result<T, E = EncryptedStoreError> = std::result::Result<T, E>;
 /// the rest of the first request brings a default segment (64 KiB sealed) with them, so a
 /// small object, or the start of a large one, is read in one request (the bytes are kept).
 const HEADER_PROBE: u64 = 4096 + 65536;
+/// Bytes fetched to read a header alone (a HEAD, a rewrap, a range that starts past the first
+/// segment): a header with up to ~3.5 KiB of sealed metadata; a longer one takes another try.
+const HEADER_ONLY: u64 = 4096;
+
+/// What to ask the inner store for with the header.
+#[derive(Debug, Clone, Copy)]
+enum Probe {
+    /// The whole object, header and body in one answer.
+    Whole,
+    /// The header and the segment after it (a read near the start).
+    WithFirstSegment,
+    /// The header alone.
+    HeaderOnly,
+}
 /// Plaintext per multipart part: 8 MiB, above S3's 5 MiB minimum for every part but the last.
 /// A writer that hands [`EncryptedStore::put_multipart_reporting`]'s upload parts of this size
 /// (with the default segment size, a whole number of segments) has them sealed without a copy.
@@ -396,7 +410,10 @@ impl<S: ObjectStore> EncryptedStore<S> {
 
     /// What wraps `location`'s data key, read from its header.
     pub async fn wrapped_by(&self, location: &Path) -> Result<WrappedBy> {
-        let opened = self.shared.read_header(location, &GetOptions::default(), false).await?;
+        let opened = self
+            .shared
+            .read_header(location, &GetOptions::default(), Probe::HeaderOnly)
+            .await?;
         let wrapped = &opened.header.wrapped_dek;
         if customer_key::is_customer_wrapped(wrapped) {
             let key_check = customer_key::key_check_of(wrapped).ok_or_else(|| {
@@ -421,7 +438,9 @@ impl<S: ObjectStore> EncryptedStore<S> {
     /// current one (nothing is written).
     pub async fn rewrap(&self, location: &Path) -> Result<Option<Ocid>> {
         let s = &self.shared;
-        let opened = s.read_header(location, &GetOptions::default(), false).await?;
+        let opened = s
+            .read_header(location, &GetOptions::default(), Probe::HeaderOnly)
+            .await?;
         if customer_key::is_customer_wrapped(&opened.header.wrapped_dek) {
             return Err(customer_key_required(location, "only its owner can re-encrypt it"));
         }
@@ -526,7 +545,14 @@ impl<S: ObjectStore> EncryptedStore<S> {
     /// with `object_store::Error`, which carries it).
     pub async fn read(&self, location: &Path, options: GetOptions) -> Result<GetResult> {
         let s = self.shared.clone();
-        let opened = s.read_header(location, &options, options.range.is_none()).await?;
+        let probe = match &options.range {
+            None => Probe::Whole,
+            Some(GetRange::Bounded(r)) if r.start < HEADER_PROBE - HEADER_ONLY => Probe::WithFirstSegment,
+            Some(GetRange::Offset(o)) if *o < HEADER_PROBE - HEADER_ONLY => Probe::WithFirstSegment,
+            // A suffix, or a range further on: the segments before it would be read for nothing.
+            Some(_) => Probe::HeaderOnly,
+        };
+        let opened = s.read_header(location, &options, probe).await?;
         let meta = s.plain_meta(&opened)?;
         let (cipher, attributes) = s.unwrap(location, &opened.header, &self.sealing).await?;
         let range = plain_range(&options.range, meta.size)?;
@@ -684,12 +710,17 @@ impl<S: ObjectStore> Shared<S> {
         Ok((header, cipher, wrapped_by))
     }
 
-    /// Reads and parses the header of `location`. With `whole`, the object is asked for whole
-    /// and the rest of that one answer is kept for the body (one request instead of two);
-    /// otherwise only a probe of its first bytes is fetched. A local file stays open either
-    /// way, so that any of its bytes can follow without another request.
-    async fn read_header(&self, location: &Path, options: &GetOptions, whole: bool) -> Result<Opened> {
-        let mut probe = HEADER_PROBE;
+    /// Reads and parses the header of `location`. With [`Probe::Whole`] the object is asked for
+    /// whole and the rest of that one answer is kept for the body (one request instead of
+    /// two); otherwise only a probe of its first bytes is fetched, as `asked` says. A local
+    /// file stays open either way, so that any of its bytes can follow without another
+    /// request.
+    async fn read_header(&self, location: &Path, options: &GetOptions, asked: Probe) -> Result<Opened> {
+        let whole = matches!(asked, Probe::Whole);
+        let mut probe = match asked {
+            Probe::Whole | Probe::WithFirstSegment => HEADER_PROBE,
+            Probe::HeaderOnly => HEADER_ONLY,
+        };
         loop {
             let opts = GetOptions {
                 if_match: options.if_match.clone(),
@@ -834,7 +865,9 @@ impl<S: ObjectStore> Shared<S> {
     }
 
     async fn head(&self, location: &Path) -> Result<ObjectMeta> {
-        let opened = self.read_header(location, &GetOptions::default(), false).await?;
+        let opened = self
+            .read_header(location, &GetOptions::default(), Probe::HeaderOnly)
+            .await?;
         self.plain_meta(&opened)
     }
 }
