@@ -301,7 +301,9 @@ mod tests {
 
     #[tokio::test]
     async fn batches_know_the_last_one_and_take_whole_chunks_without_copying() {
-        let cases: [(&[usize], &[(usize, bool)]); 7] = [
+        // (chunk lengths in, (batch length, is last) out)
+        type Case = (&'static [usize], &'static [(usize, bool)]);
+        let cases: [Case; 7] = [
             (&[1000, 1000], &[(1000, false), (1000, true)]),
             (&[1000, 0, 1000, 0], &[(1000, false), (1000, true)]),
             (&[400, 600, 1000, 1], &[(1000, false), (1000, false), (1, true)]),
