@@ -414,6 +414,20 @@ async fn rotation_is_lazy_reads_old_writes_new_and_copy_reencrypts(f: &Fixture) 
     );
     assert_eq!(store.rewrap(&Path::from("old")).await.unwrap(), None, "already current");
     assert_eq!(store.get(&Path::from("old")).await.unwrap().bytes().await.unwrap(), old);
+    // A body of several batches (64 segments each) is copied as it is.
+    let big = data(600_000);
+    store.put(&Path::from("big"), big.clone().into()).await.unwrap();
+    let v4 = f.kms.create_key_version(&Principal::local_admin(), &f.key).unwrap().id;
+    let before = f.raw("big").await;
+    assert_eq!(store.rewrap(&Path::from("big")).await.unwrap(), Some(v4));
+    let after = f.raw("big").await;
+    assert_eq!(before.len(), after.len());
+    assert_eq!(
+        before[before.len() - 600_000..],
+        after[after.len() - 600_000..],
+        "body untouched"
+    );
+    assert_eq!(store.get(&Path::from("big")).await.unwrap().bytes().await.unwrap(), big);
 }
 
 async fn multipart_upload_with_odd_part_sizes(f: &Fixture) {

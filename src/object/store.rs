@@ -463,12 +463,20 @@ impl<S: ObjectStore> EncryptedStore<S> {
             wrapped_dek: rewrapped,
             ..opened.header.clone()
         };
-        let body_opts = GetOptions {
-            if_match: opened.sealed_meta.e_tag.clone(),
-            range: Some(GetRange::Offset(opened.header_len)),
-            ..Default::default()
+        // The sealed body is copied as it is, a batch at a time: from the open local file, or
+        // with one more request conditional on the e-tag of the header read.
+        let batch = DEFAULT_BATCH_SEGMENTS * (opened.header.segment_size.get() as usize + crate::crypto::gcm::TAG_LEN);
+        let mut body = match opened.rest {
+            Rest::File(file, path) => file_stream(file, path, opened.header_len..opened.sealed_meta.size, batch),
+            Rest::Continues(_) | Rest::Refetch => {
+                let body_opts = GetOptions {
+                    if_match: opened.sealed_meta.e_tag.clone(),
+                    range: Some(GetRange::Offset(opened.header_len)),
+                    ..Default::default()
+                };
+                body_stream(s.inner.get_opts(location, body_opts).await?, batch)
+            }
         };
-        let mut body = s.inner.get_opts(location, body_opts).await?.into_stream();
         let mut upload = object_store::WriteMultipart::new(s.inner.put_multipart(location).await?);
         upload.write(&header.encode());
         while let Some(chunk) = body.next().await {
