@@ -37,7 +37,7 @@ pub enum StreamError {
 }
 
 /// Runs `f` on the rayon pool and waits for it without blocking the async runtime.
-pub async fn on_rayon<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+pub(crate) async fn on_rayon<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
     let (tx, rx) = tokio::sync::oneshot::channel();
     rayon::spawn(move || {
         let _ = tx.send(f());
@@ -301,7 +301,9 @@ mod tests {
 
     #[tokio::test]
     async fn batches_know_the_last_one_and_take_whole_chunks_without_copying() {
-        let cases: [(&[usize], &[(usize, bool)]); 7] = [
+        // Chunk lengths in, and (batch length, last?) out.
+        type Case = (&'static [usize], &'static [(usize, bool)]);
+        let cases: [Case; 7] = [
             (&[1000, 1000], &[(1000, false), (1000, true)]),
             (&[1000, 0, 1000, 0], &[(1000, false), (1000, true)]),
             (&[400, 600, 1000, 1], &[(1000, false), (1000, false), (1, true)]),
