@@ -44,13 +44,13 @@
 
 // Leaves: identifiers, time, errors, the persisted records and the ciphertext format.
 pub mod ciphertext;
-pub mod error;
-pub mod ids;
+pub(crate) mod error;
+pub(crate) mod ids;
 pub mod model;
-pub mod time;
+pub(crate) mod time;
 
 // Storage and the audit chain over it; key protection backends.
-pub mod asymmetric;
+pub(crate) mod asymmetric;
 pub mod audit;
 pub mod backup;
 pub mod protection;
@@ -65,7 +65,7 @@ mod keys;
 mod kms;
 mod lifecycle;
 pub mod replication;
-pub mod rotation;
+pub(crate) mod rotation;
 mod vaults;
 
 pub use asymmetric::{SignatureInput, Signed};
