@@ -11,7 +11,8 @@
 //! and, in the `sealstore` crate, by a client of another sealstore's KMS API.
 //! `examples/envelope.rs` (vault, key, data key, associated data, rotation, rewrap) and
 //! `examples/remote_keys.rs` in the repository show it at work; `cargo run --example
-//! envelope` runs the first.
+//! envelope` runs the first. `examples/encrypted_store.rs` and `examples/volume.rs` embed a
+//! [`Kms`] as the [`KeyProvider`] of sealstore's encrypted object store and volume.
 //!
 //! ## Layers
 //!
