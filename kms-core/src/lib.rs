@@ -53,14 +53,14 @@ pub(crate) mod time;
 // Storage and the audit chain over it; key protection backends.
 pub(crate) mod asymmetric;
 pub mod audit;
-pub mod backup;
+pub(crate) mod backup;
 pub mod protection;
-pub mod store;
+pub(crate) mod store;
 
 // The services, over a shared context, and the facade that fronts them.
 pub mod byok;
 mod context;
-pub mod envelope;
+pub(crate) mod envelope;
 pub mod iam;
 mod keys;
 mod kms;
@@ -85,3 +85,12 @@ pub use protection::Placement;
 pub use rotation::{ComplianceFinding, ComplianceReport, SchedulerReport, DEFAULT_MAX_KEY_AGE_DAYS};
 pub use time::{Clock, ManualClock, OffsetClock, SystemClock, Timestamp};
 pub use vaults::{CreateVault, UpdateResource};
+
+/// What this crate's integration tests (`tests/`), and sealstore's, reach inside it: not
+/// part of the library's API, no semver promise.
+#[doc(hidden)]
+pub mod internals {
+    pub use crate::backup::format as backup_format;
+    pub use crate::envelope::{DEK_LEN, MAX_PLAINTEXT};
+    pub use crate::store::{schema, DB_FILE};
+}
