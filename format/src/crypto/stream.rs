@@ -301,7 +301,7 @@ mod tests {
 
     #[tokio::test]
     async fn batches_know_the_last_one_and_take_whole_chunks_without_copying() {
-        // Chunk lengths in, and (batch length, last?) out.
+        // (chunk lengths in, (batch length, is last) out)
         type Case = (&'static [usize], &'static [(usize, bool)]);
         let cases: [Case; 7] = [
             (&[1000, 1000], &[(1000, false), (1000, true)]),
