@@ -17,7 +17,7 @@ use zeroize::Zeroizing;
 use crate::object::ObjectIdentity;
 
 /// First four bytes of a customer-wrapped data key.
-pub const MAGIC: &[u8; 4] = b"SSCK";
+pub(crate) const MAGIC: &[u8; 4] = b"SSCK";
 /// The version written and read here.
 const VERSION: u8 = 1;
 /// Length of a key check.

@@ -12,8 +12,10 @@
 //!
 //! The `sealstore` crate re-exports what its users need of it (`sealstore::crypto`); depend on
 //! this crate directly to read or check sealstore's formats without its stores and servers.
-//! `examples/remote_keys.rs` in the repository seals data with [`crypto::gcm::GcmKey`] under a
-//! data key from a KMS.
+//! In the repository, `examples/encrypted_store.rs` writes sealed objects ([`object`],
+//! [`crypto::stream`]) and `examples/volume.rs` a volume ([`volume`], [`crypto::xts`]), both
+//! through the `sealstore` crate; `examples/remote_keys.rs` seals data with
+//! [`crypto::gcm::GcmKey`] directly under a data key from a KMS.
 
 #![warn(missing_docs)]
 #![warn(unreachable_pub)]

@@ -20,9 +20,9 @@ use thiserror::Error;
 use crate::crypto::xts::SECTOR_SIZE;
 
 /// First bytes of a header slot.
-pub const MAGIC: &[u8; 4] = b"SSVL";
+pub(crate) const MAGIC: &[u8; 4] = b"SSVL";
 /// Format version written and read here.
-pub const VERSION: u8 = 1;
+pub(crate) const VERSION: u8 = 1;
 /// Bytes of one header slot.
 pub const SLOT_LEN: u64 = 64 << 10;
 /// Where the extent generation map starts.
@@ -90,11 +90,6 @@ impl VolumeHeader {
     /// Number of extents.
     pub fn extents(&self) -> u64 {
         self.size.div_ceil(self.extent_size)
-    }
-
-    /// Number of sectors.
-    pub fn sectors(&self) -> u64 {
-        self.size / u64::from(self.sector_size)
     }
 
     /// Offset of the journal: after the map, rounded up to a MiB.

@@ -22,7 +22,7 @@ use crate::protection::public_key_der;
 use crate::store::ReadTxn;
 
 /// Longest `message` sign and verify take (OCI: 4096 bytes).
-pub const MAX_MESSAGE: usize = 4096;
+pub(crate) const MAX_MESSAGE: usize = 4096;
 
 /// What to sign or verify.
 #[derive(Debug, Clone, Copy)]

@@ -91,7 +91,7 @@ pub struct ExportedKey {
 
 /// The DER of an RSA public key given as a SubjectPublicKeyInfo PEM (`-----BEGIN PUBLIC
 /// KEY-----`), as callers of export send it.
-pub fn rsa_public_key_der(pem: &str) -> Result<Vec<u8>> {
+pub(crate) fn rsa_public_key_der(pem: &str) -> Result<Vec<u8>> {
     use base64::Engine;
     let bad = |why: &str| KmsError::InvalidParameter(format!("publicKey {why}"));
     let pem = pem.trim();

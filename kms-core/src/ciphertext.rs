@@ -16,9 +16,9 @@ use crate::error::{KmsError, Result};
 use crate::ids::{Ocid, ResourceType};
 
 /// First four bytes of every KMS ciphertext.
-pub const MAGIC: &[u8; 4] = b"SSKC";
+pub(crate) const MAGIC: &[u8; 4] = b"SSKC";
 /// The format version this code writes and reads.
-pub const FORMAT_VERSION: u8 = 1;
+pub(crate) const FORMAT_VERSION: u8 = 1;
 
 /// A parsed ciphertext: which key version made it, the header bytes, and the payload.
 #[derive(Debug, Clone, PartialEq, Eq)]

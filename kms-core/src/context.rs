@@ -209,10 +209,6 @@ impl Context {
         &self.region
     }
 
-    pub(crate) fn data_dir(&self) -> &Path {
-        &self.data_dir
-    }
-
     pub(crate) fn now(&self) -> Timestamp {
         self.clock.now()
     }

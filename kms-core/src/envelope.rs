@@ -354,16 +354,6 @@ impl<'a> Envelope<'a> {
         Envelope { ctx }
     }
 
-    /// The key, when it and its vault can be used for crypto now; otherwise why not
-    /// ([`KmsError::NotFound`], or [`KmsError::AccessDenied`] saying which state forbids it).
-    /// Lets a data path refuse a request up front, with a precise reason.
-    pub(crate) fn usable_key(&self, key_id: &Ocid) -> Result<Key> {
-        let txn = self.ctx.read()?;
-        let key = txn.key(key_id)?;
-        check_usable(&txn, &key)?;
-        Ok(key)
-    }
-
     /// Where crypto calls on `key_id` may run: inline when its protection backend only uses
     /// the CPU and the audit entry only joins the background writer's queue; on a thread
     /// that may block otherwise (HSM, EXTERNAL, or an audit entry written by the caller). A

@@ -114,11 +114,6 @@ impl Kms {
         self.ctx.region()
     }
 
-    /// The data directory.
-    pub fn data_dir(&self) -> &std::path::Path {
-        self.ctx.data_dir()
-    }
-
     /// The current time by this service's clock.
     pub fn now(&self) -> Timestamp {
         self.ctx.now()
@@ -164,7 +159,7 @@ impl Kms {
 
     /// Writes crypto-call audit entries as they are queued, on the calling thread, until
     /// `stop` is set (and the writer woken by [`Kms::wake_audit_writer`]): one transaction
-    /// per batch, made durable every [`crate::audit::writer::AUDIT_FLUSH_EVERY`] entries or
+    /// per batch, made durable every `AUDIT_FLUSH_EVERY` entries or
     /// every second, and once more on the way out. Meanwhile crypto calls only queue their
     /// entries. For servers: the durability is the same as without it.
     pub fn run_audit_writer(&self, stop: &AtomicBool) -> Result<()> {
@@ -554,13 +549,6 @@ impl Kms {
     /// whose deletion time has passed. Safe to call at any frequency.
     pub fn run_scheduled(&self) -> Result<SchedulerReport> {
         self.scheduler().run_scheduled()
-    }
-
-    /// The key, when it and its vault can be used for crypto now; otherwise why not
-    /// ([`KmsError::NotFound`], or [`KmsError::AccessDenied`] saying which state forbids it).
-    /// Lets a data path refuse a request up front, with a precise reason.
-    pub fn usable_key(&self, key_id: &Ocid) -> Result<Key> {
-        self.envelope().usable_key(key_id)
     }
 
     /// Where a crypto call on `key_id` may run (the one place that decides, for the data

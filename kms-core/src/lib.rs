@@ -11,7 +11,8 @@
 //! and, in the `sealstore` crate, by a client of another sealstore's KMS API.
 //! `examples/envelope.rs` (vault, key, data key, associated data, rotation, rewrap) and
 //! `examples/remote_keys.rs` in the repository show it at work; `cargo run --example
-//! envelope` runs the first.
+//! envelope` runs the first. `examples/encrypted_store.rs` and `examples/volume.rs` embed a
+//! [`Kms`] as the [`KeyProvider`] of sealstore's encrypted object store and volume.
 //!
 //! ## Layers
 //!
@@ -44,28 +45,28 @@
 
 // Leaves: identifiers, time, errors, the persisted records and the ciphertext format.
 pub mod ciphertext;
-pub mod error;
-pub mod ids;
+pub(crate) mod error;
+pub(crate) mod ids;
 pub mod model;
-pub mod time;
+pub(crate) mod time;
 
 // Storage and the audit chain over it; key protection backends.
-pub mod asymmetric;
+pub(crate) mod asymmetric;
 pub mod audit;
-pub mod backup;
+pub(crate) mod backup;
 pub mod protection;
-pub mod store;
+pub(crate) mod store;
 
 // The services, over a shared context, and the facade that fronts them.
 pub mod byok;
 mod context;
-pub mod envelope;
+pub(crate) mod envelope;
 pub mod iam;
 mod keys;
 mod kms;
 mod lifecycle;
 pub mod replication;
-pub mod rotation;
+pub(crate) mod rotation;
 mod vaults;
 
 pub use asymmetric::{SignatureInput, Signed};
@@ -84,3 +85,12 @@ pub use protection::Placement;
 pub use rotation::{ComplianceFinding, ComplianceReport, SchedulerReport, DEFAULT_MAX_KEY_AGE_DAYS};
 pub use time::{Clock, ManualClock, OffsetClock, SystemClock, Timestamp};
 pub use vaults::{CreateVault, UpdateResource};
+
+/// What this crate's integration tests (`tests/`), and sealstore's, reach inside it: not
+/// part of the library's API, no semver promise.
+#[doc(hidden)]
+pub mod internals {
+    pub use crate::backup::format as backup_format;
+    pub use crate::envelope::{DEK_LEN, MAX_PLAINTEXT};
+    pub use crate::store::{schema, DB_FILE};
+}

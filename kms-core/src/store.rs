@@ -35,37 +35,37 @@ pub mod schema {
     use redb::TableDefinition;
 
     /// Singletons: tenancy id, region, root-key check value, audit chain head.
-    pub const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+    pub(crate) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
     /// Compartment id → JSON [`crate::model::Compartment`].
-    pub const COMPARTMENTS: TableDefinition<&str, &[u8]> = TableDefinition::new("compartments");
+    pub(crate) const COMPARTMENTS: TableDefinition<&str, &[u8]> = TableDefinition::new("compartments");
     /// Vault id → JSON [`crate::model::Vault`].
-    pub const VAULTS: TableDefinition<&str, &[u8]> = TableDefinition::new("vaults");
+    pub(crate) const VAULTS: TableDefinition<&str, &[u8]> = TableDefinition::new("vaults");
     /// Key id → JSON [`crate::model::Key`].
-    pub const KEYS: TableDefinition<&str, &[u8]> = TableDefinition::new("keys");
+    pub(crate) const KEYS: TableDefinition<&str, &[u8]> = TableDefinition::new("keys");
     /// `"{key id}/{version id}"` → JSON [`crate::model::KeyVersion`].
-    pub const KEY_VERSIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("key_versions");
+    pub(crate) const KEY_VERSIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("key_versions");
     /// Version id → protected key material (as the protection backend returned it).
     pub const KEY_MATERIAL: TableDefinition<&str, &[u8]> = TableDefinition::new("key_material");
     /// Vault id → JSON [`crate::model::WrappingKey`] (its sealed private key is in
     /// `key_material` under the wrapping key's id).
-    pub const WRAPPING_KEYS: TableDefinition<&str, &[u8]> = TableDefinition::new("wrapping_keys");
+    pub(crate) const WRAPPING_KEYS: TableDefinition<&str, &[u8]> = TableDefinition::new("wrapping_keys");
     /// User id → JSON [`crate::model::iam::User`] (with its API public keys).
-    pub const IAM_USERS: TableDefinition<&str, &[u8]> = TableDefinition::new("iam_users");
+    pub(crate) const IAM_USERS: TableDefinition<&str, &[u8]> = TableDefinition::new("iam_users");
     /// User id → JSON string: the user's console password as an Argon2id PHC hash (kept
     /// apart from the user record, which lists and the API show).
-    pub const CONSOLE_PASSWORDS: TableDefinition<&str, &[u8]> = TableDefinition::new("console_passwords");
+    pub(crate) const CONSOLE_PASSWORDS: TableDefinition<&str, &[u8]> = TableDefinition::new("console_passwords");
     /// Group id → JSON [`crate::model::iam::Group`] (with its members).
-    pub const IAM_GROUPS: TableDefinition<&str, &[u8]> = TableDefinition::new("iam_groups");
+    pub(crate) const IAM_GROUPS: TableDefinition<&str, &[u8]> = TableDefinition::new("iam_groups");
     /// Policy id → JSON [`crate::model::iam::Policy`].
-    pub const IAM_POLICIES: TableDefinition<&str, &[u8]> = TableDefinition::new("iam_policies");
+    pub(crate) const IAM_POLICIES: TableDefinition<&str, &[u8]> = TableDefinition::new("iam_policies");
     /// Region name → JSON [`Region`](crate::model::replication::Region) (registered replication peers).
-    pub const REGIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("regions");
+    pub(crate) const REGIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("regions");
     /// `"{region}/{vault id}"` → JSON [`OutboxEntry`](crate::model::replication::OutboxEntry): changes of a
     /// replicated vault not yet shipped to that region, written with the change itself.
-    pub const REPLICATION_OUTBOX: TableDefinition<&str, &[u8]> = TableDefinition::new("replication_outbox");
+    pub(crate) const REPLICATION_OUTBOX: TableDefinition<&str, &[u8]> = TableDefinition::new("replication_outbox");
     /// Member region name → JSON [`crate::model::tenancy::TenancyMember`]: the regions that
     /// joined this (home) region's tenancy, and what they acknowledged.
-    pub const TENANCY_MEMBERS: TableDefinition<&str, &[u8]> = TableDefinition::new("tenancy_members");
+    pub(crate) const TENANCY_MEMBERS: TableDefinition<&str, &[u8]> = TableDefinition::new("tenancy_members");
     /// Sequence number → JSON [`crate::model::audit::AuditEntry`].
     pub const AUDIT: redb::TableDefinition<u64, &[u8]> = TableDefinition::new("audit");
 }
@@ -94,13 +94,13 @@ pub const DB_FILE: &str = "kms.redb";
 
 /// The embedded store.
 #[derive(Debug)]
-pub struct Store {
+pub(crate) struct Store {
     db: Database,
 }
 
 impl Store {
     /// Opens (creating if needed) `kms.redb` in `data_dir`.
-    pub fn open(data_dir: &Path) -> Result<Store> {
+    pub(crate) fn open(data_dir: &Path) -> Result<Store> {
         let path = data_dir.join(DB_FILE);
         let db = Database::create(&path).map_err(|e| match e {
             redb::DatabaseError::DatabaseAlreadyOpen => KmsError::Store(format!(
@@ -138,14 +138,14 @@ impl Store {
     }
 
     /// Starts a read transaction (a consistent snapshot).
-    pub fn read(&self) -> Result<ReadTxn> {
+    pub(crate) fn read(&self) -> Result<ReadTxn> {
         Ok(ReadTxn {
             inner: self.db.begin_read()?,
         })
     }
 
     /// Starts a write transaction committing with `durability`.
-    pub fn write(&self, durability: Durability) -> Result<WriteTxn> {
+    pub(crate) fn write(&self, durability: Durability) -> Result<WriteTxn> {
         let mut inner = self.db.begin_write()?;
         inner.set_durability(durability);
         Ok(WriteTxn { inner })
@@ -202,58 +202,58 @@ macro_rules! reads {
         }
 
         /// A meta value.
-        pub fn meta(&self, name: &str) -> Result<Option<Vec<u8>>> {
+        pub(crate) fn meta(&self, name: &str) -> Result<Option<Vec<u8>>> {
             let t = self.inner.open_table(META)?;
             let v = t.get(name)?;
             Ok(v.map(|v| v.value().to_vec()))
         }
 
         /// A compartment by id.
-        pub fn compartment(&self, id: &Ocid) -> Result<Compartment> {
+        pub(crate) fn compartment(&self, id: &Ocid) -> Result<Compartment> {
             self.get(COMPARTMENTS, id.as_str())?
                 .ok_or_else(|| KmsError::not_found("compartment", id.as_str()))
         }
 
         /// Every compartment.
-        pub fn compartments(&self) -> Result<Vec<Compartment>> {
+        pub(crate) fn compartments(&self) -> Result<Vec<Compartment>> {
             self.all(COMPARTMENTS)
         }
 
         /// A user's console password hash, if one is set.
-        pub fn console_password(&self, user: &Ocid) -> Result<Option<String>> {
+        pub(crate) fn console_password(&self, user: &Ocid) -> Result<Option<String>> {
             self.get(CONSOLE_PASSWORDS, user.as_str())
         }
 
         /// A vault by id.
-        pub fn vault(&self, id: &Ocid) -> Result<Vault> {
+        pub(crate) fn vault(&self, id: &Ocid) -> Result<Vault> {
             self.get(VAULTS, id.as_str())?
                 .ok_or_else(|| KmsError::not_found("vault", id.as_str()))
         }
 
         /// Every vault.
-        pub fn vaults(&self) -> Result<Vec<Vault>> {
+        pub(crate) fn vaults(&self) -> Result<Vec<Vault>> {
             self.all(VAULTS)
         }
 
         /// A key by id.
-        pub fn key(&self, id: &Ocid) -> Result<Key> {
+        pub(crate) fn key(&self, id: &Ocid) -> Result<Key> {
             self.get(KEYS, id.as_str())?
                 .ok_or_else(|| KmsError::not_found("key", id.as_str()))
         }
 
         /// Every key.
-        pub fn keys(&self) -> Result<Vec<Key>> {
+        pub(crate) fn keys(&self) -> Result<Vec<Key>> {
             self.all(KEYS)
         }
 
         /// A version of `key_id`.
-        pub fn key_version(&self, key_id: &Ocid, version_id: &Ocid) -> Result<KeyVersion> {
+        pub(crate) fn key_version(&self, key_id: &Ocid, version_id: &Ocid) -> Result<KeyVersion> {
             self.get(KEY_VERSIONS, &version_row(key_id, version_id))?
                 .ok_or_else(|| KmsError::not_found("key version", version_id.as_str()))
         }
 
         /// Every version of `key_id`, oldest first.
-        pub fn key_versions(&self, key_id: &Ocid) -> Result<Vec<KeyVersion>> {
+        pub(crate) fn key_versions(&self, key_id: &Ocid) -> Result<Vec<KeyVersion>> {
             let t = self.inner.open_table(KEY_VERSIONS)?;
             let start = format!("{key_id}/");
             let end = format!("{key_id}0"); // '0' is the byte after '/'
@@ -265,32 +265,32 @@ macro_rules! reads {
         }
 
         /// A registered replication peer.
-        pub fn region(&self, name: &str) -> Result<Option<Region>> {
+        pub(crate) fn region(&self, name: &str) -> Result<Option<Region>> {
             self.get(REGIONS, name)
         }
 
         /// Every registered replication peer.
-        pub fn regions(&self) -> Result<Vec<Region>> {
+        pub(crate) fn regions(&self) -> Result<Vec<Region>> {
             self.all(REGIONS)
         }
 
         /// Changes waiting to be shipped, oldest entry first.
-        pub fn outbox(&self) -> Result<Vec<OutboxEntry>> {
+        pub(crate) fn outbox(&self) -> Result<Vec<OutboxEntry>> {
             self.all(REPLICATION_OUTBOX)
         }
 
         /// The pending changes of `vault` for `region`.
-        pub fn outbox_entry(&self, region: &str, vault: &Ocid) -> Result<Option<OutboxEntry>> {
+        pub(crate) fn outbox_entry(&self, region: &str, vault: &Ocid) -> Result<Option<OutboxEntry>> {
             self.get(REPLICATION_OUTBOX, &format!("{region}/{vault}"))
         }
 
         /// The wrapping key of `vault`, once made.
-        pub fn wrapping_key(&self, vault: &Ocid) -> Result<Option<WrappingKey>> {
+        pub(crate) fn wrapping_key(&self, vault: &Ocid) -> Result<Option<WrappingKey>> {
             self.get(WRAPPING_KEYS, vault.as_str())
         }
 
         /// The protected material of a version, if it still exists.
-        pub fn key_material(&self, version_id: &Ocid) -> Result<Option<Vec<u8>>> {
+        pub(crate) fn key_material(&self, version_id: &Ocid) -> Result<Option<Vec<u8>>> {
             let t = self.inner.open_table(KEY_MATERIAL)?;
             let v = t.get(version_id.as_str())?;
             Ok(v.map(|v| v.value().to_vec()))
@@ -298,14 +298,14 @@ macro_rules! reads {
 
         /// The home region of this region's tenancy, when this region is a member (`None`:
         /// it is the home).
-        pub fn tenancy_home(&self) -> Result<Option<String>> {
+        pub(crate) fn tenancy_home(&self) -> Result<Option<String>> {
             Ok(self
                 .meta(META_TENANCY_HOME)?
                 .map(|v| String::from_utf8_lossy(&v).into_owned()))
         }
 
         /// The IAM revision (the `META_IAM_REVISION` setting); 0 before the first change.
-        pub fn iam_revision(&self) -> Result<u64> {
+        pub(crate) fn iam_revision(&self) -> Result<u64> {
             match self.meta(META_IAM_REVISION)? {
                 None => Ok(0),
                 Some(b) => Ok(u64::from_be_bytes(
@@ -317,32 +317,32 @@ macro_rules! reads {
         }
 
         /// The regions that joined this region's tenancy, oldest first.
-        pub fn tenancy_members(&self) -> Result<Vec<TenancyMember>> {
+        pub(crate) fn tenancy_members(&self) -> Result<Vec<TenancyMember>> {
             self.all(TENANCY_MEMBERS)
         }
 
         /// One member region of this region's tenancy.
-        pub fn tenancy_member(&self, region: &str) -> Result<Option<TenancyMember>> {
+        pub(crate) fn tenancy_member(&self, region: &str) -> Result<Option<TenancyMember>> {
             self.get(TENANCY_MEMBERS, region)
         }
 
         /// Every IAM user, oldest first.
-        pub fn users(&self) -> Result<Vec<User>> {
+        pub(crate) fn users(&self) -> Result<Vec<User>> {
             self.all(IAM_USERS)
         }
 
         /// Every IAM group, oldest first.
-        pub fn groups(&self) -> Result<Vec<Group>> {
+        pub(crate) fn groups(&self) -> Result<Vec<Group>> {
             self.all(IAM_GROUPS)
         }
 
         /// Every IAM policy, oldest first.
-        pub fn policies(&self) -> Result<Vec<Policy>> {
+        pub(crate) fn policies(&self) -> Result<Vec<Policy>> {
             self.all(IAM_POLICIES)
         }
 
         /// Audit entries with sequence numbers in `from..` (raw JSON bytes), in order.
-        pub fn audit_rows(&self, from: u64, limit: usize) -> Result<Vec<(u64, Vec<u8>)>> {
+        pub(crate) fn audit_rows(&self, from: u64, limit: usize) -> Result<Vec<(u64, Vec<u8>)>> {
             let t = self.inner.open_table(AUDIT)?;
             let mut out = Vec::new();
             for row in t.range(from..)? {
@@ -358,22 +358,28 @@ macro_rules! reads {
 }
 
 /// A read-only snapshot.
-pub struct ReadTxn {
+pub(crate) struct ReadTxn {
     inner: redb::ReadTransaction,
 }
 
+// The same reads as a write transaction's; a snapshot needs only some of them.
+#[allow(dead_code)]
 impl ReadTxn {
     reads!();
 }
 
 /// A write transaction; dropped without [`WriteTxn::commit`] it rolls back.
-pub struct WriteTxn {
+pub(crate) struct WriteTxn {
     inner: redb::WriteTransaction,
 }
 
+// The same reads as a snapshot's; a write transaction needs only some of them.
+#[allow(dead_code)]
 impl WriteTxn {
     reads!();
+}
 
+impl WriteTxn {
     /// Inserts or replaces a record; a replaced record keeps its place in insertion order.
     fn put<T: Serialize>(&self, table: TableDefinition<&str, &[u8]>, id: &str, value: &T) -> Result<()> {
         let seq = match self.get_stored::<serde::de::IgnoredAny>(table, id)? {
@@ -399,52 +405,52 @@ impl WriteTxn {
     }
 
     /// Sets a meta value.
-    pub fn set_meta(&self, name: &str, value: &[u8]) -> Result<()> {
+    pub(crate) fn set_meta(&self, name: &str, value: &[u8]) -> Result<()> {
         self.inner.open_table(META)?.insert(name, value)?;
         Ok(())
     }
 
     /// Inserts or replaces a compartment.
-    pub fn put_compartment(&self, c: &Compartment) -> Result<()> {
+    pub(crate) fn put_compartment(&self, c: &Compartment) -> Result<()> {
         self.put(COMPARTMENTS, c.id.as_str(), c)
     }
 
     /// Removes a compartment record (a member region replacing its IAM state by the
     /// home's).
-    pub fn delete_compartment(&self, id: &Ocid) -> Result<()> {
+    pub(crate) fn delete_compartment(&self, id: &Ocid) -> Result<()> {
         self.inner.open_table(COMPARTMENTS)?.remove(id.as_str())?;
         Ok(())
     }
 
     /// Inserts or replaces a vault.
-    pub fn put_vault(&self, v: &Vault) -> Result<()> {
+    pub(crate) fn put_vault(&self, v: &Vault) -> Result<()> {
         self.put(VAULTS, v.id.as_str(), v)
     }
 
     /// Inserts or replaces a key.
-    pub fn put_key(&self, k: &Key) -> Result<()> {
+    pub(crate) fn put_key(&self, k: &Key) -> Result<()> {
         self.put(KEYS, k.id.as_str(), k)
     }
 
     /// Inserts or replaces a key version.
-    pub fn put_key_version(&self, v: &KeyVersion) -> Result<()> {
+    pub(crate) fn put_key_version(&self, v: &KeyVersion) -> Result<()> {
         self.put(KEY_VERSIONS, &version_row(&v.key_id, &v.id), v)
     }
 
     /// Removes a vault record (a replica region's copy, when its replica is deleted).
-    pub fn delete_vault(&self, id: &Ocid) -> Result<()> {
+    pub(crate) fn delete_vault(&self, id: &Ocid) -> Result<()> {
         self.inner.open_table(VAULTS)?.remove(id.as_str())?;
         Ok(())
     }
 
     /// Removes a key record (see [`WriteTxn::delete_vault`]).
-    pub fn delete_key(&self, id: &Ocid) -> Result<()> {
+    pub(crate) fn delete_key(&self, id: &Ocid) -> Result<()> {
         self.inner.open_table(KEYS)?.remove(id.as_str())?;
         Ok(())
     }
 
     /// Removes a key version record (see [`WriteTxn::delete_vault`]).
-    pub fn delete_key_version(&self, key_id: &Ocid, version_id: &Ocid) -> Result<()> {
+    pub(crate) fn delete_key_version(&self, key_id: &Ocid, version_id: &Ocid) -> Result<()> {
         self.inner
             .open_table(KEY_VERSIONS)?
             .remove(version_row(key_id, version_id).as_str())?;
@@ -452,22 +458,22 @@ impl WriteTxn {
     }
 
     /// Inserts or replaces an IAM user.
-    pub fn put_user(&self, u: &User) -> Result<()> {
+    pub(crate) fn put_user(&self, u: &User) -> Result<()> {
         self.put(IAM_USERS, u.id.as_str(), u)
     }
 
     /// Inserts or replaces an IAM group.
-    pub fn put_group(&self, g: &Group) -> Result<()> {
+    pub(crate) fn put_group(&self, g: &Group) -> Result<()> {
         self.put(IAM_GROUPS, g.id.as_str(), g)
     }
 
     /// Inserts or replaces an IAM policy.
-    pub fn put_policy(&self, p: &Policy) -> Result<()> {
+    pub(crate) fn put_policy(&self, p: &Policy) -> Result<()> {
         self.put(IAM_POLICIES, p.id.as_str(), p)
     }
 
     /// Sets (`Some`) or removes a user's console password hash.
-    pub fn set_console_password(&self, user: &Ocid, phc: Option<&str>) -> Result<()> {
+    pub(crate) fn set_console_password(&self, user: &Ocid, phc: Option<&str>) -> Result<()> {
         match phc {
             Some(phc) => self.put(CONSOLE_PASSWORDS, user.as_str(), &phc),
             None => self.delete_iam_record(CONSOLE_PASSWORDS, user),
@@ -475,39 +481,39 @@ impl WriteTxn {
     }
 
     /// Removes an IAM user, group or policy record (`table` is one of the IAM tables).
-    pub fn delete_iam_record(&self, table: TableDefinition<&str, &[u8]>, id: &Ocid) -> Result<()> {
+    pub(crate) fn delete_iam_record(&self, table: TableDefinition<&str, &[u8]>, id: &Ocid) -> Result<()> {
         self.inner.open_table(table)?.remove(id.as_str())?;
         Ok(())
     }
 
     /// Inserts or replaces a replication peer.
-    pub fn put_region(&self, r: &Region) -> Result<()> {
+    pub(crate) fn put_region(&self, r: &Region) -> Result<()> {
         self.put(REGIONS, &r.name, r)
     }
 
     /// Forgets a replication peer.
-    pub fn delete_region(&self, name: &str) -> Result<()> {
+    pub(crate) fn delete_region(&self, name: &str) -> Result<()> {
         self.inner.open_table(REGIONS)?.remove(name)?;
         Ok(())
     }
 
     /// Sets the IAM revision.
-    pub fn set_iam_revision(&self, revision: u64) -> Result<()> {
+    pub(crate) fn set_iam_revision(&self, revision: u64) -> Result<()> {
         self.set_meta(META_IAM_REVISION, &revision.to_be_bytes())
     }
 
     /// Inserts or replaces a member region of this region's tenancy.
-    pub fn put_tenancy_member(&self, m: &TenancyMember) -> Result<()> {
+    pub(crate) fn put_tenancy_member(&self, m: &TenancyMember) -> Result<()> {
         self.put(TENANCY_MEMBERS, &m.region, m)
     }
 
     /// Inserts or replaces an outbox entry.
-    pub fn put_outbox(&self, e: &OutboxEntry) -> Result<()> {
+    pub(crate) fn put_outbox(&self, e: &OutboxEntry) -> Result<()> {
         self.put(REPLICATION_OUTBOX, &format!("{}/{}", e.region, e.vault_id), e)
     }
 
     /// Removes an outbox entry (shipped, or replication stopped).
-    pub fn delete_outbox(&self, region: &str, vault: &Ocid) -> Result<()> {
+    pub(crate) fn delete_outbox(&self, region: &str, vault: &Ocid) -> Result<()> {
         self.inner
             .open_table(REPLICATION_OUTBOX)?
             .remove(format!("{region}/{vault}").as_str())?;
@@ -516,12 +522,12 @@ impl WriteTxn {
 
     /// Records `vault`'s wrapping key (its sealed private key goes in with
     /// [`WriteTxn::put_key_material`]).
-    pub fn put_wrapping_key(&self, key: &WrappingKey) -> Result<()> {
+    pub(crate) fn put_wrapping_key(&self, key: &WrappingKey) -> Result<()> {
         self.put(WRAPPING_KEYS, key.vault_id.as_str(), key)
     }
 
     /// Stores a version's protected material.
-    pub fn put_key_material(&self, version_id: &Ocid, material: &[u8]) -> Result<()> {
+    pub(crate) fn put_key_material(&self, version_id: &Ocid, material: &[u8]) -> Result<()> {
         self.inner
             .open_table(KEY_MATERIAL)?
             .insert(version_id.as_str(), material)?;
@@ -529,13 +535,13 @@ impl WriteTxn {
     }
 
     /// Destroys a version's material: after this no operation can use that version again.
-    pub fn delete_key_material(&self, version_id: &Ocid) -> Result<()> {
+    pub(crate) fn delete_key_material(&self, version_id: &Ocid) -> Result<()> {
         self.inner.open_table(KEY_MATERIAL)?.remove(version_id.as_str())?;
         Ok(())
     }
 
     /// Appends audit rows (sequence number, entry), in one open of their table.
-    pub fn put_audit_rows(&self, rows: &[(u64, Vec<u8>)]) -> Result<()> {
+    pub(crate) fn put_audit_rows(&self, rows: &[(u64, Vec<u8>)]) -> Result<()> {
         let mut table = self.inner.open_table(AUDIT)?;
         for (seq, row) in rows {
             table.insert(*seq, row.as_slice())?;
@@ -544,7 +550,7 @@ impl WriteTxn {
     }
 
     /// Makes the transaction's changes durable (as its durability level promises).
-    pub fn commit(self) -> Result<()> {
+    pub(crate) fn commit(self) -> Result<()> {
         self.inner.commit()?;
         Ok(())
     }

@@ -5,8 +5,8 @@ use std::path::Path;
 use std::sync::Arc;
 
 use kms_core::audit::GENESIS_HASH;
-use kms_core::store::schema::AUDIT;
-use kms_core::store::DB_FILE;
+use kms_core::internals::schema::AUDIT;
+use kms_core::internals::DB_FILE;
 use kms_core::{
     AssociatedData, AuditEntry, AuditVerification, CreateKey, CreateVault, Key, KeyProvider, Kms, KmsConfig, KmsError,
     ManualClock, Ocid, Principal, ResourceType, Timestamp, Vault,

@@ -2,8 +2,8 @@
 //! code's, and its worked example opens with the root key and payload it states, parses into
 //! the header fields it shows, and is refused when any byte changes.
 
-use kms_core::backup::format::{
-    self, BackupKeyring, AAD_PREFIX, DEPLOYMENT_INFO, EXTRACT_SALT, FILE_KEY_INFO, MAGIC, SALT_LEN, SEPARATOR,
+use kms_core::internals::backup_format::{
+    self as format, BackupKeyring, AAD_PREFIX, DEPLOYMENT_INFO, EXTRACT_SALT, FILE_KEY_INFO, MAGIC, SALT_LEN, SEPARATOR,
 };
 use kms_core::BackupKind;
 

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use kms_core::ciphertext;
-use kms_core::envelope::{DEK_LEN, MAX_PLAINTEXT};
+use kms_core::internals::{DEK_LEN, MAX_PLAINTEXT};
 use kms_core::{
     AssociatedData, CreateKey, CreateVault, Key, KeyProvider, Kms, KmsConfig, KmsError, ManualClock, Ocid, Principal,
     Refusal, ResourceType, Vault,

@@ -1013,9 +1013,9 @@ fn purge_removes_sealed_material_from_the_database_file() {
 
     let Env { kms, dir, .. } = e;
     drop(kms);
-    let db = redb::Database::open(dir.path().join(kms_core::store::DB_FILE)).unwrap();
+    let db = redb::Database::open(dir.path().join(kms_core::internals::DB_FILE)).unwrap();
     let txn = db.begin_read().unwrap();
-    let table = txn.open_table(kms_core::store::schema::KEY_MATERIAL).unwrap();
+    let table = txn.open_table(kms_core::internals::schema::KEY_MATERIAL).unwrap();
     let mut stored = BTreeSet::new();
     for row in table.iter().unwrap() {
         let (k, v) = row.unwrap();
@@ -1062,7 +1062,7 @@ fn new_data_directory_is_private() {
     let data = parent.path().join("nested").join("data");
     let kms = Kms::open(config(&data, &ManualClock::starting_now())).unwrap();
     assert_eq!(std::fs::metadata(&data).unwrap().permissions().mode() & 0o777, 0o700);
-    assert!(data.join(kms_core::store::DB_FILE).is_file());
+    assert!(data.join(kms_core::internals::DB_FILE).is_file());
     drop(kms);
 }
 

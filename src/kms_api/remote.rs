@@ -320,30 +320,10 @@ impl Remote {
         body: Option<&Value>,
         (kind, id): (&'static str, &str),
     ) -> Result<(Value, Option<String>)> {
-        self.call(method, target, body).await?.map_err(|r| {
-            let message = if r.message.is_empty() {
-                r.code.clone()
-            } else {
-                r.message
-            };
-            match r.status {
-                StatusCode::NOT_FOUND => KmsError::NotFound {
-                    kind,
-                    id: id.to_owned(),
-                },
-                StatusCode::UNAUTHORIZED => KmsError::denied(
-                    Refusal::Credentials,
-                    format!(
-                        "the KMS at {} did not accept this server's request signature: {message}",
-                        self.endpoint
-                    ),
-                ),
-                StatusCode::FORBIDDEN => KmsError::denied(Refusal::KeyManager, message),
-                StatusCode::BAD_REQUEST => KmsError::InvalidParameter(message),
-                StatusCode::CONFLICT => KmsError::IncorrectState(message),
-                s => KmsError::Unavailable(format!("{} answered {s}: {message}", self.endpoint)),
-            }
-        })
+        let endpoint = &self.endpoint;
+        self.call(method, target, body)
+            .await?
+            .map_err(|r| answer_error(endpoint, r, (kind, id)))
     }
 
     /// Every page of a list call (`target` already has its query).
@@ -449,11 +429,60 @@ impl Remote {
             ("key", key_id.as_str()),
         )
         .await
-        .map_err(|e| match e {
-            // The local KMS says the same for a wrapped key that does not open.
-            KmsError::InvalidParameter(m) if operation != "generateDataEncryptionKey" => KmsError::InvalidCiphertext(m),
-            other => other,
-        })
+        .map_err(|e| crypto_error(operation, e))
+    }
+}
+
+/// The error for a refusal the KMS API answered; `what` names the resource for a 404.
+///
+/// The API's message is the remote [`KmsError`]'s whole text, which begins with what its kind
+/// says ("access denied: …"): that is said once, by the error made here, not again.
+fn answer_error(endpoint: &str, answer: ErrorAnswer, (kind, id): (&'static str, &str)) -> KmsError {
+    let message = if answer.message.is_empty() {
+        answer.code
+    } else {
+        answer.message
+    };
+    match answer.status {
+        StatusCode::NOT_FOUND => KmsError::NotFound {
+            kind,
+            id: id.to_owned(),
+        },
+        StatusCode::UNAUTHORIZED => KmsError::denied(
+            Refusal::Credentials,
+            format!("the KMS at {endpoint} did not accept this server's request signature: {message}"),
+        ),
+        StatusCode::FORBIDDEN => KmsError::denied(
+            Refusal::KeyManager,
+            said_once(message, |m| KmsError::denied(Refusal::KeyManager, m)),
+        ),
+        StatusCode::BAD_REQUEST => KmsError::InvalidParameter(said_once(message, KmsError::InvalidParameter)),
+        StatusCode::CONFLICT => KmsError::IncorrectState(said_once(message, KmsError::IncorrectState)),
+        s => KmsError::Unavailable(format!(
+            "{endpoint} answered {s}: {}",
+            said_once(message, KmsError::Unavailable)
+        )),
+    }
+}
+
+/// A crypto call's error: a refused parameter of a call on a wrapped key is a ciphertext
+/// that does not open (the local KMS says the same).
+fn crypto_error(operation: &str, e: KmsError) -> KmsError {
+    match e {
+        KmsError::InvalidParameter(m) if operation != "generateDataEncryptionKey" => {
+            KmsError::InvalidCiphertext(said_once(m, KmsError::InvalidCiphertext))
+        }
+        other => other,
+    }
+}
+
+/// `message` without the words an error of kind `kind` begins with ("access denied: "), when
+/// it begins with them: the error made of it says them.
+fn said_once(message: String, kind: impl FnOnce(String) -> KmsError) -> String {
+    let prefix = kind(String::new()).to_string();
+    match message.strip_prefix(&prefix) {
+        Some(rest) => rest.to_owned(),
+        None => message,
     }
 }
 
@@ -679,5 +708,77 @@ impl AsyncKeyProvider for RemoteKms {
 
     fn key_status<'a>(&'a self, key_id: &'a Ocid) -> KeyFuture<'a, KeyStatus> {
         Box::pin(self.remote.key_status(key_id))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kms_api::error::ApiError;
+
+    /// What a [`RemoteKms`] call says when the KMS API refuses with `remote` (the error on
+    /// the server, answered as the API answers it) in a call of `operation`.
+    fn relayed(remote: KmsError, operation: &str) -> String {
+        let api = ApiError::from(remote);
+        let answer = ErrorAnswer {
+            status: api.status,
+            code: api.code.to_owned(),
+            message: api.message,
+        };
+        let key = ("key", "ocid1.key.oc1.local-1.abc");
+        crypto_error(operation, answer_error("http://keys:9100", answer, key)).to_string()
+    }
+
+    #[test]
+    fn a_refusal_says_its_kind_once() {
+        let disabled = KmsError::denied(Refusal::KeyDisabled, "key ocid1.key.oc1.local-1.abc is DISABLED");
+        assert_eq!(
+            relayed(disabled, "decrypt"),
+            "access denied: key ocid1.key.oc1.local-1.abc is DISABLED"
+        );
+        let altered = KmsError::InvalidCiphertext("the wrapped key does not open with this associated data".into());
+        assert_eq!(
+            relayed(altered, "decrypt"),
+            "ciphertext rejected: the wrapped key does not open with this associated data"
+        );
+        let bad = KmsError::InvalidParameter("keyShape length must be 16, 24 or 32".into());
+        assert_eq!(
+            relayed(bad, "generateDataEncryptionKey"),
+            "invalid parameter: keyShape length must be 16, 24 or 32"
+        );
+        let busy = KmsError::Unavailable("external key manager at https://ekm:8443 did not answer".into());
+        assert_eq!(
+            relayed(busy, "decrypt"),
+            "key manager unavailable: http://keys:9100 answered 503 Service Unavailable: \
+             external key manager at https://ekm:8443 did not answer"
+        );
+        let state = KmsError::IncorrectState("vault ocid1.vault.oc1.local-1.v is CREATING".into());
+        assert_eq!(
+            relayed(state, "decrypt"),
+            "incorrect state: vault ocid1.vault.oc1.local-1.v is CREATING"
+        );
+    }
+
+    #[test]
+    fn a_message_of_other_words_is_kept_whole() {
+        let answer = ErrorAnswer {
+            status: StatusCode::FORBIDDEN,
+            code: "NotAllowed".into(),
+            message: "the user may not use key-family in this compartment".into(),
+        };
+        assert_eq!(
+            answer_error("http://keys:9100", answer, ("key", "k")).to_string(),
+            "access denied: the user may not use key-family in this compartment"
+        );
+        let answer = ErrorAnswer {
+            status: StatusCode::UNAUTHORIZED,
+            code: "NotAuthenticated".into(),
+            message: String::new(),
+        };
+        assert_eq!(
+            answer_error("http://keys:9100", answer, ("key", "k")).to_string(),
+            "access denied: the KMS at http://keys:9100 did not accept this server's request signature: \
+             NotAuthenticated"
+        );
     }
 }

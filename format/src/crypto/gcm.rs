@@ -67,7 +67,7 @@ impl GcmKey {
 
     /// Encrypts `plaintext` into `out` (same length) and `tag`, leaving `plaintext` untouched:
     /// one pass over the data, no copy.
-    pub fn seal_into(
+    pub(crate) fn seal_into(
         &self,
         nonce: [u8; NONCE_LEN],
         aad: &[u8],
@@ -89,7 +89,7 @@ impl GcmKey {
 
     /// Decrypts `ciphertext` with `tag` into `out` (same length), leaving the input untouched.
     /// On failure `out` holds no plaintext.
-    pub fn open_into(
+    pub(crate) fn open_into(
         &self,
         nonce: [u8; NONCE_LEN],
         aad: &[u8],

@@ -13,7 +13,7 @@ use thiserror::Error;
 use super::gcm::{GcmError, GcmKey, NONCE_LEN, TAG_LEN};
 
 /// Bytes of random nonce prefix per object.
-pub const NONCE_PREFIX_LEN: usize = 7;
+pub(crate) const NONCE_PREFIX_LEN: usize = 7;
 
 /// Nonce flag of a segment that is not the last.
 const FLAG_MORE: u8 = 0x00;
@@ -71,9 +71,9 @@ impl SegmentSize {
     /// (`cargo bench --bench object`).
     pub const DEFAULT: SegmentSize = SegmentSize(64 * 1024 - 16);
     /// Smallest allowed size.
-    pub const MIN: u32 = 4 * 1024;
+    pub(crate) const MIN: u32 = 4 * 1024;
     /// Largest allowed size.
-    pub const MAX: u32 = 16 * 1024 * 1024;
+    pub(crate) const MAX: u32 = 16 * 1024 * 1024;
 
     /// Checks `bytes` against the format's limits.
     pub fn new(bytes: u32) -> Result<SegmentSize, SegmentError> {
@@ -103,12 +103,12 @@ impl SegmentSize {
     }
 
     /// Sealed body length of a `plain_len`-byte object.
-    pub fn sealed_len(self, plain_len: u64) -> u64 {
+    pub(crate) fn sealed_len(self, plain_len: u64) -> u64 {
         plain_len + TAG_LEN as u64 * self.segment_count(plain_len)
     }
 
     /// Plaintext length of a sealed body of `sealed_len` bytes.
-    pub fn plain_len(self, sealed_len: u64) -> Result<u64, SegmentError> {
+    pub(crate) fn plain_len(self, sealed_len: u64) -> Result<u64, SegmentError> {
         let n = sealed_len.div_ceil(self.sealed() as u64).max(1);
         let plain = sealed_len
             .checked_sub(TAG_LEN as u64 * n)
@@ -170,7 +170,7 @@ impl SegmentCipher {
     }
 
     /// Seals metadata under `aad` (the format's `A'`), returning ciphertext ‖ tag.
-    pub fn seal_metadata(&self, aad: &[u8; 32], plaintext: &[u8]) -> Vec<u8> {
+    pub(crate) fn seal_metadata(&self, aad: &[u8; 32], plaintext: &[u8]) -> Vec<u8> {
         let mut out = vec![0u8; plaintext.len() + TAG_LEN];
         let (body, tag) = out.split_at_mut(plaintext.len());
         let tag: &mut [u8; TAG_LEN] = tag.try_into().expect("tag slot is TAG_LEN bytes");
@@ -181,7 +181,7 @@ impl SegmentCipher {
     }
 
     /// Opens [`SegmentCipher::seal_metadata`] output.
-    pub fn open_metadata(&self, aad: &[u8; 32], sealed: &[u8]) -> Result<Vec<u8>, SegmentError> {
+    pub(crate) fn open_metadata(&self, aad: &[u8; 32], sealed: &[u8]) -> Result<Vec<u8>, SegmentError> {
         let body_len = sealed.len().checked_sub(TAG_LEN).ok_or(SegmentError::Metadata)?;
         let (body, tag) = sealed.split_at(body_len);
         let tag: &[u8; TAG_LEN] = tag.try_into().expect("tag is TAG_LEN bytes");
@@ -255,7 +255,7 @@ impl SegmentCipher {
     /// [`SegmentCipher::seal_into`]) in place and returns the segments' tags in order: the
     /// sealed form is each ciphertext segment followed by its tag. No copy, no allocation
     /// beyond the tags — the fastest path when the caller owns the plaintext buffer.
-    pub fn seal_in_place(
+    pub(crate) fn seal_in_place(
         &self,
         first: u64,
         buf: &mut [u8],
@@ -366,7 +366,7 @@ impl SegmentCipher {
     /// bytes, the last one shorter) starts with its plaintext. Same checks as
     /// [`SegmentCipher::open_into`] (the error names the first bad segment); on error, `buf`
     /// holds no plaintext.
-    pub fn open_in_place(&self, first: u64, buf: &mut [u8], ends_object: bool) -> Result<(), SegmentError> {
+    pub(crate) fn open_in_place(&self, first: u64, buf: &mut [u8], ends_object: bool) -> Result<(), SegmentError> {
         self.plain_batch_len(buf.len(), ends_object)?;
         let count = buf.len().div_ceil(self.size.sealed());
         Self::index(first, count - 1)?;

@@ -37,7 +37,7 @@ pub enum StreamError {
 }
 
 /// Runs `f` on the rayon pool and waits for it without blocking the async runtime.
-pub async fn on_rayon<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+pub(crate) async fn on_rayon<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
     let (tx, rx) = tokio::sync::oneshot::channel();
     rayon::spawn(move || {
         let _ = tx.send(f());

@@ -69,8 +69,9 @@ impl XtsKey {
         }
     }
 
-    /// The key bytes, for wrapping by the KMS.
-    pub fn expose(&self) -> &[u8; XTS_KEY_LEN] {
+    /// The key bytes (the tests compare against a reference XTS with them).
+    #[cfg(test)]
+    pub(crate) fn expose(&self) -> &[u8; XTS_KEY_LEN] {
         &self.0
     }
 }

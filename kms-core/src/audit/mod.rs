@@ -5,9 +5,9 @@
 //! editing, removing or reordering any entry breaks the chain at that point; the chain head
 //! (last sequence number and hash) is kept separately, so dropping entries from the end is
 //! caught as well. `verify` walks the whole chain. The records themselves are in
-//! [`crate::model::audit`]; [`writer`] groups crypto calls' entries into few commits.
+//! `model::audit`; `writer` groups crypto calls' entries into few commits.
 
-pub mod writer;
+pub(crate) mod writer;
 
 use aws_lc_rs::digest::{digest, SHA256};
 use serde::{Deserialize, Serialize};
@@ -108,7 +108,7 @@ fn unchained(
 }
 
 /// The result of a call refused before it ran.
-pub const DENIED: &str = "DENIED";
+pub(crate) const DENIED: &str = "DENIED";
 
 /// Hashes `entries` onto the chain in order and stores the last as the new head: one read
 /// of the head, one open of the entries' table and one write of the head, however many

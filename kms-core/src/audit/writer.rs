@@ -23,7 +23,7 @@ use crate::time::Timestamp;
 
 /// Crypto-operation audit entries that may wait for a durable commit; the writer flushes by
 /// itself after this many (and at least every second under [`crate::Kms::run_audit_writer`]).
-pub const AUDIT_FLUSH_EVERY: u64 = 1024;
+pub(crate) const AUDIT_FLUSH_EVERY: u64 = 1024;
 /// The background writer commits when this many entries wait…
 const AUDIT_BATCH: usize = 256;
 /// …or when the oldest has waited about this long.

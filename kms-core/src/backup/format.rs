@@ -15,7 +15,7 @@
 //! Every line ends with `\n` (no `\r`: the `oci` CLI reads key backups in text mode). The
 //! header, from its first byte through `---\n`, is the AES-GCM associated data behind the
 //! prefix [`AAD_PREFIX`]; the key is HKDF-SHA256-Expand of the root key's backup PRK with
-//! [`FILE_KEY_INFO`] ‖ salt. A file is accepted only if it is exactly what [`BackupKeyring::seal`] writes for
+//! [`FILE_KEY_INFO`] ‖ salt. A file is accepted only if it is exactly what `BackupKeyring::seal` writes for
 //! the fields it parses into (no other spacing, line break or base64 spelling) and the tag
 //! verifies: any altered, added or removed byte is refused.
 
@@ -55,7 +55,7 @@ pub enum BackupKind {
 
 impl BackupKind {
     /// The header spelling.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             BackupKind::Key => "key",
             BackupKind::Vault => "vault",
@@ -157,7 +157,7 @@ impl BackupKeyring {
     }
 
     /// Seals `payload` into a backup file of `kind` for `resource`.
-    pub fn seal(&self, kind: BackupKind, resource: &str, created: Timestamp, payload: &[u8]) -> Result<String> {
+    pub(crate) fn seal(&self, kind: BackupKind, resource: &str, created: Timestamp, payload: &[u8]) -> Result<String> {
         let random = |buf: &mut [u8]| {
             aws_lc_rs::rand::fill(buf).map_err(|_| KmsError::Protection("random source failed".into()))
         };
@@ -190,7 +190,7 @@ impl BackupKeyring {
     }
 
     /// Checks a backup file and returns its header and payload; refuses (as an invalid
-    /// parameter, a 400) anything [`BackupKeyring::seal`] of this deployment did not write.
+    /// parameter, a 400) anything `BackupKeyring::seal` of this deployment did not write.
     pub fn open(&self, file: &[u8]) -> Result<(Header, Zeroizing<Vec<u8>>)> {
         let (header, body) = parse(file)?;
         if header.deployment != self.deployment {
@@ -218,7 +218,7 @@ fn rejected(why: String) -> KmsError {
 }
 
 /// Splits a file into its header and sealed body, refusing anything that is not exactly what
-/// [`BackupKeyring::seal`] writes.
+/// `BackupKeyring::seal` writes.
 pub fn parse(file: &[u8]) -> Result<(Header, Vec<u8>)> {
     let malformed = |what: &str| {
         rejected(format!(

@@ -25,7 +25,8 @@ use crate::ids::Ocid;
 use crate::model::{CompartmentState, Key, KeyState, KeyVersion, ProtectionMode, Vault, VaultState, VaultType};
 use crate::protection::ExportedMaterial;
 use crate::store::{ReadTxn, WriteTxn};
-pub use format::{BackupKeyring, BackupKind, Header};
+pub use format::BackupKind;
+use format::Header;
 
 /// The sealed payload of a backup (JSON).
 #[derive(Serialize, Deserialize)]

@@ -6,9 +6,9 @@
 //! the store and rebuilt after each IAM change, so authorizing a crypto call costs no
 //! database read.
 
-pub mod policy;
+pub(crate) mod policy;
 mod public_key;
-pub mod view;
+pub(crate) mod view;
 
 use serde::{Deserialize, Serialize};
 
@@ -23,15 +23,15 @@ use crate::store::WriteTxn;
 use crate::time::Timestamp;
 use view::resolve_compartment;
 
-pub use crate::model::iam::{ApiKey, Group, Policy, User};
+pub(crate) use crate::model::iam::{ApiKey, Group, Policy, User};
 pub use policy::{ResourceKind, Statement, Target, Verb};
-pub use public_key::PublicKeyPem;
+pub(crate) use public_key::PublicKeyPem;
 pub use view::{IamView, SigningKey};
 
 /// The group created with every tenancy, granted everything (as OCI's own).
-pub const ADMINISTRATORS_GROUP: &str = "Administrators";
+pub(crate) const ADMINISTRATORS_GROUP: &str = "Administrators";
 /// The policy that grants [`ADMINISTRATORS_GROUP`] everything.
-pub const ADMIN_POLICY: &str = "Tenant Admin Policy";
+pub(crate) const ADMIN_POLICY: &str = "Tenant Admin Policy";
 
 /// What to create with [`Kms::create_user`](crate::Kms::create_user).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]

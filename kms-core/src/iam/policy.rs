@@ -157,7 +157,7 @@ pub struct Target<'a> {
 
 impl Statement {
     /// Parses one statement.
-    pub fn parse(text: &str) -> Result<Statement> {
+    pub(crate) fn parse(text: &str) -> Result<Statement> {
         let bad = |why: &str| KmsError::InvalidParameter(format!("policy statement '{text}': {why}"));
         let mut words = Tokens::new(text);
         if !words.next().is_some_and(|w| w.eq_ignore_ascii_case("allow")) {
@@ -247,7 +247,7 @@ impl Statement {
 
     /// Whether this statement grants `verb` on `kind` for `target` — the scope is checked by
     /// the caller, which knows the compartment tree.
-    pub fn grants(&self, verb: Verb, kind: ResourceKind, target: Target<'_>) -> bool {
+    pub(crate) fn grants(&self, verb: Verb, kind: ResourceKind, target: Target<'_>) -> bool {
         self.verb >= verb
             && self.resources.covers(kind)
             && self.conditions.iter().all(|c| match c {

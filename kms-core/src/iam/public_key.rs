@@ -8,14 +8,14 @@ use crate::error::{KmsError, Result};
 
 /// A public key in PEM form, checked to be an RSA key usable for request signatures.
 #[derive(Debug, Clone)]
-pub struct PublicKeyPem {
+pub(crate) struct PublicKeyPem {
     pem: String,
     der: Vec<u8>,
 }
 
 impl PublicKeyPem {
     /// Parses `-----BEGIN PUBLIC KEY-----` PEM (SubjectPublicKeyInfo, RSA 2048–8192 bits).
-    pub fn parse(pem: &str) -> Result<PublicKeyPem> {
+    pub(crate) fn parse(pem: &str) -> Result<PublicKeyPem> {
         let bad = |why: &str| KmsError::InvalidParameter(format!("API public key: {why}"));
         let body = pem
             .trim()
@@ -35,17 +35,17 @@ impl PublicKeyPem {
     }
 
     /// The DER SubjectPublicKeyInfo.
-    pub fn der(&self) -> &[u8] {
+    pub(crate) fn der(&self) -> &[u8] {
         &self.der
     }
 
     /// The PEM text, as registered.
-    pub fn pem(&self) -> &str {
+    pub(crate) fn pem(&self) -> &str {
         &self.pem
     }
 
     /// OCI's fingerprint: MD5 of the DER SubjectPublicKeyInfo as `aa:bb:…`.
-    pub fn fingerprint(&self) -> String {
+    pub(crate) fn fingerprint(&self) -> String {
         Md5::digest(&self.der)
             .iter()
             .map(|b| format!("{b:02x}"))

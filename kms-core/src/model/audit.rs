@@ -28,7 +28,7 @@ impl Principal {
     }
 
     /// sealstore's object and block data path (DEK generation and unwrap).
-    pub fn data_path() -> Self {
+    pub(crate) fn data_path() -> Self {
         Principal("sealstore-data-path".into())
     }
 

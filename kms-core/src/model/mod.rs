@@ -5,13 +5,13 @@
 //! OCI-compatible API can hand these records out unchanged and the `oci` CLI reads them.
 //!
 //! This is the leaf of kms-core: every persisted record lives here or in a submodule
-//! ([`audit`], [`iam`], [`replication`], [`tenancy`]), and nothing here imports the rest of the crate
+//! (`audit`, `iam`, `replication`, [`tenancy`]), and nothing here imports the rest of the crate
 //! beyond ids and time.
 
-pub mod audit;
-pub mod iam;
-pub mod replication;
-pub mod shape;
+pub(crate) mod audit;
+pub(crate) mod iam;
+pub(crate) mod replication;
+pub(crate) mod shape;
 pub mod tenancy;
 
 pub use shape::{Curve, HashAlg, KeySpec, KeyWrapping, MessageType, RsaEncryption, SignatureScheme, SigningAlgorithm};
@@ -29,13 +29,13 @@ pub type FreeformTags = BTreeMap<String, String>;
 pub type DefinedTags = BTreeMap<String, BTreeMap<String, serde_json::Value>>;
 
 /// Shortest allowed deletion window, in days (OCI: 7).
-pub const MIN_DELETION_DAYS: i64 = 7;
+pub(crate) const MIN_DELETION_DAYS: i64 = 7;
 /// Longest allowed deletion window, in days (OCI: 30, also the default).
-pub const MAX_DELETION_DAYS: i64 = 30;
+pub(crate) const MAX_DELETION_DAYS: i64 = 30;
 /// Shortest allowed auto-rotation interval, in days.
-pub const MIN_ROTATION_INTERVAL_DAYS: u32 = 60;
+pub(crate) const MIN_ROTATION_INTERVAL_DAYS: u32 = 60;
 /// Longest allowed auto-rotation interval, in days.
-pub const MAX_ROTATION_INTERVAL_DAYS: u32 = 365;
+pub(crate) const MAX_ROTATION_INTERVAL_DAYS: u32 = 365;
 
 /// A compartment (the tenancy is the root compartment).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -182,7 +182,7 @@ impl ProtectionMode {
     }
 
     /// The wire name.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             ProtectionMode::Software => "SOFTWARE",
             ProtectionMode::Hsm => "HSM",
@@ -204,13 +204,6 @@ pub struct KeyShape {
     /// before asymmetric keys existed (all AES-256).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub curve_id: Option<String>,
-}
-
-impl KeyShape {
-    /// AES-256, the shape of keys that protect the data path.
-    pub fn aes256() -> Self {
-        KeySpec::AES_256.shape()
-    }
 }
 
 /// Key lifecycle.

@@ -41,12 +41,12 @@ pub enum ReplicaStatus {
 impl ReplicaStatus {
     /// Whether changes are still shipped to this replica (a deleting one is sent its
     /// removal).
-    pub fn is_shipped_to(self) -> bool {
+    pub(crate) fn is_shipped_to(self) -> bool {
         self != ReplicaStatus::Deleted
     }
 
     /// Whether the replica holds (or is receiving) the vault.
-    pub fn is_live(self) -> bool {
+    pub(crate) fn is_live(self) -> bool {
         matches!(self, ReplicaStatus::Creating | ReplicaStatus::Created)
     }
 }

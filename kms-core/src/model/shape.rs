@@ -22,7 +22,7 @@ pub enum Curve {
 
 impl Curve {
     /// Parses OCI's `curveId`.
-    pub fn parse(s: &str) -> Option<Curve> {
+    pub(crate) fn parse(s: &str) -> Option<Curve> {
         match s.to_ascii_uppercase().as_str() {
             "NIST_P256" => Some(Curve::P256),
             "NIST_P384" => Some(Curve::P384),
@@ -32,7 +32,7 @@ impl Curve {
     }
 
     /// The wire name.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Curve::P256 => "NIST_P256",
             Curve::P384 => "NIST_P384",
@@ -41,7 +41,7 @@ impl Curve {
     }
 
     /// OCI's `length` for keys on this curve, in bytes.
-    pub fn key_len(self) -> u32 {
+    pub(crate) fn key_len(self) -> u32 {
         match self {
             Curve::P256 => 32,
             Curve::P384 => 48,
@@ -118,11 +118,6 @@ impl KeySpec {
     pub fn from_name(name: &str) -> Option<KeySpec> {
         let wanted = name.to_ascii_uppercase().replace('_', "-");
         KeySpec::ALL.into_iter().find(|spec| spec.name() == wanted)
-    }
-
-    /// Whether keys of this shape are asymmetric (RSA or ECDSA).
-    pub fn is_asymmetric(self) -> bool {
-        !matches!(self, KeySpec::Aes { .. })
     }
 }
 
@@ -264,7 +259,7 @@ impl SigningAlgorithm {
     }
 
     /// Refuses an algorithm that keys of shape `spec` cannot sign with.
-    pub fn check_for(self, spec: KeySpec) -> Result<()> {
+    pub(crate) fn check_for(self, spec: KeySpec) -> Result<()> {
         let fits = matches!(
             (self.scheme, spec),
             (SignatureScheme::RsaPss | SignatureScheme::RsaPkcs1, KeySpec::Rsa { .. })

@@ -9,7 +9,7 @@
 mod der;
 pub mod hsm;
 pub(crate) mod imported;
-pub mod software;
+pub(crate) mod software;
 
 use std::fmt::Debug;
 
@@ -252,11 +252,11 @@ pub struct ExternalVersionRef {
 
 impl ExternalVersionRef {
     /// The bytes stored as the version's "material".
-    pub fn to_bytes(&self) -> Vec<u8> {
+    pub(crate) fn to_bytes(&self) -> Vec<u8> {
         serde_json::to_vec(self).expect("a reference serializes")
     }
 
-    /// Reads [`ExternalVersionRef::to_bytes`].
+    /// Reads what `ExternalVersionRef::to_bytes` wrote.
     pub fn from_bytes(stored: &[u8]) -> Result<Self> {
         serde_json::from_slice(stored)
             .map_err(|e| KmsError::Protection(format!("unreadable external key reference: {e}")))

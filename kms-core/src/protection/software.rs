@@ -36,7 +36,7 @@ use crate::ids::Ocid;
 use crate::model::{Curve, HashAlg, KeySpec, ProtectionMode, RsaEncryption, SignatureScheme, SigningAlgorithm};
 
 /// Length of every AES-256 key handled here.
-pub const KEY_LEN: usize = 32;
+pub(crate) const KEY_LEN: usize = 32;
 const TAG_LEN: usize = 16;
 /// Domain separation for sealed key material.
 const MATERIAL_AAD_PREFIX: &[u8] = b"sealstore/key-material/v1:";
@@ -237,7 +237,7 @@ fn generate(spec: KeySpec) -> Result<Generated> {
 }
 
 /// The key that seals SOFTWARE key material at rest.
-pub struct RootKey {
+pub(crate) struct RootKey {
     key: LessSafeKey,
     /// Backup keys, derived from the same bytes (see [`crate::backup`]).
     backup: BackupKeyring,
@@ -252,7 +252,7 @@ impl std::fmt::Debug for RootKey {
 impl RootKey {
     /// Loads the root key from `path`, creating it (32 random bytes, mode 0600) if it does not
     /// exist. Refuses a file that other users can read, as ssh does for private keys.
-    pub fn load_or_create(path: &Path) -> Result<RootKey> {
+    pub(crate) fn load_or_create(path: &Path) -> Result<RootKey> {
         match fs::metadata(path) {
             Ok(meta) => {
                 let mode = meta.permissions().mode() & 0o777;
@@ -300,17 +300,17 @@ impl RootKey {
     }
 
     /// The keys that seal and open this deployment's KMS backups.
-    pub fn backup_keyring(&self) -> BackupKeyring {
+    pub(crate) fn backup_keyring(&self) -> BackupKeyring {
         self.backup.clone()
     }
 
     /// A value that only this root key opens; stored beside the keys it seals.
-    pub fn check_value(&self) -> Result<Vec<u8>> {
+    pub(crate) fn check_value(&self) -> Result<Vec<u8>> {
         gcm_seal(&self.key, ROOT_CHECK_AAD, b"sealstore")
     }
 
     /// Confirms that `check` was made by this root key.
-    pub fn verify_check_value(&self, check: &[u8]) -> Result<()> {
+    pub(crate) fn verify_check_value(&self, check: &[u8]) -> Result<()> {
         gcm_open(&self.key, ROOT_CHECK_AAD, check).map(drop).map_err(|_| {
             KmsError::RootKey(
                 "this root key did not create this data directory's keys; pass the original with --root-key-file"
@@ -322,14 +322,14 @@ impl RootKey {
 
 /// The SOFTWARE protection backend.
 #[derive(Debug)]
-pub struct SoftwareProtection {
+pub(crate) struct SoftwareProtection {
     root: RootKey,
     unsealed: RwLock<HashMap<Ocid, Arc<Unsealed>>>,
 }
 
 impl SoftwareProtection {
     /// A backend sealing material under `root`.
-    pub fn new(root: RootKey) -> Self {
+    pub(crate) fn new(root: RootKey) -> Self {
         SoftwareProtection {
             root,
             unsealed: RwLock::new(HashMap::new()),

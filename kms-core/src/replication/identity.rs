@@ -69,7 +69,7 @@ impl std::fmt::Debug for ReplicationIdentity {
 
 impl ReplicationIdentity {
     /// The identity kept in `data_dir`.
-    pub fn load_or_create(data_dir: &Path) -> Result<Self> {
+    pub(crate) fn load_or_create(data_dir: &Path) -> Result<Self> {
         let signing_pkcs8 = load_or_create(&data_dir.join(SIGNING_KEY_FILE), || {
             let pair =
                 aws_lc_rs::rsa::KeyPair::generate(KeySize::Rsa3072).map_err(|_| crypto_failed("key generation"))?;
@@ -102,11 +102,6 @@ impl ReplicationIdentity {
             wrapping: OaepPrivateDecryptingKey::new(wrapping_key).map_err(|_| crypto_failed("wrapping key"))?,
             wrapping_public,
         })
-    }
-
-    /// The signing key pair, for signing requests to peers.
-    pub fn signing_key(&self) -> &RsaKeyPair {
-        &self.signing
     }
 
     /// The signing key as PKCS#8 DER.

@@ -12,7 +12,7 @@
 //!   the primary region); crypto calls work with the same ids.
 
 pub(crate) mod iam_outbox;
-pub mod identity;
+pub(crate) mod identity;
 pub(crate) mod outbox;
 pub(crate) mod tenancy;
 
@@ -87,7 +87,7 @@ pub enum Shipment {
 
 impl Shipment {
     /// The region sending it.
-    pub fn from_region(&self) -> &str {
+    pub(crate) fn sender_region(&self) -> &str {
         match self {
             Shipment::State(s) => &s.from_region,
             Shipment::Removal(r) => &r.from_region,
@@ -514,10 +514,10 @@ impl<'a> Replication<'a> {
 
     /// Applies what `from` (a registered region whose signature the caller checked) shipped.
     pub(crate) fn apply_shipment(&self, from: &str, shipment: Shipment) -> Result<()> {
-        if shipment.from_region() != from {
+        if shipment.sender_region() != from {
             return Err(KmsError::InvalidParameter(format!(
                 "the shipment says it comes from {}, but {from} signed it",
-                shipment.from_region()
+                shipment.sender_region()
             )));
         }
         match shipment {
