@@ -234,3 +234,13 @@ pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
     }
     text
 }
+
+/// A remote server's error `message` without the words an error of kind `kind` begins with
+/// ("access denied: "), when it begins with them: the error made of it says them.
+pub(crate) fn said_once(message: String, kind: impl FnOnce(String) -> kms_core::KmsError) -> String {
+    let prefix = kind(String::new()).to_string();
+    match message.strip_prefix(&prefix) {
+        Some(rest) => rest.to_owned(),
+        None => message,
+    }
+}

@@ -18,7 +18,7 @@ use serde_json::{json, Value};
 use zeroize::Zeroizing;
 
 use super::token::ClientKey;
-use crate::http_client::{error_chain, BlockingClient, Timeouts};
+use crate::http_client::{error_chain, said_once, BlockingClient, Timeouts};
 
 /// To connect to the key manager.
 pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
@@ -128,7 +128,10 @@ impl ExternalProtection {
                 StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
                     return Err(KmsError::denied(
                         Refusal::KeyManager,
-                        format!("external key manager denied access: {message}"),
+                        format!(
+                            "external key manager denied access: {}",
+                            said_once(message, |m| KmsError::denied(Refusal::KeyManager, m))
+                        ),
                     ))
                 }
                 StatusCode::NOT_FOUND if method == Method::GET => {
@@ -143,7 +146,10 @@ impl ExternalProtection {
                     ))
                 }
                 StatusCode::BAD_REQUEST => {
-                    return Err(KmsError::InvalidCiphertext(format!("external key manager: {message}")))
+                    return Err(KmsError::InvalidCiphertext(format!(
+                        "external key manager: {}",
+                        said_once(message, KmsError::InvalidCiphertext)
+                    )))
                 }
                 s if s.is_server_error() || s == StatusCode::TOO_MANY_REQUESTS => {
                     failures.push(format!("answered {s}: {message}"));

@@ -33,7 +33,7 @@ use kms_core::{
 use serde_json::{json, Value};
 
 use super::signature::RequestSigner;
-use crate::http_client::{error_chain, host_header, BlockingClient, Timeouts};
+use crate::http_client::{error_chain, host_header, said_once, BlockingClient, Timeouts};
 
 /// How long to wait for a TCP (and TLS) connection to the KMS.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -473,16 +473,6 @@ fn crypto_error(operation: &str, e: KmsError) -> KmsError {
             KmsError::InvalidCiphertext(said_once(m, KmsError::InvalidCiphertext))
         }
         other => other,
-    }
-}
-
-/// `message` without the words an error of kind `kind` begins with ("access denied: "), when
-/// it begins with them: the error made of it says them.
-fn said_once(message: String, kind: impl FnOnce(String) -> KmsError) -> String {
-    let prefix = kind(String::new()).to_string();
-    match message.strip_prefix(&prefix) {
-        Some(rest) => rest.to_owned(),
-        None => message,
     }
 }
 
