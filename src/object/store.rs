@@ -63,8 +63,13 @@ pub(crate) const MULTIPART_PART_BYTES: usize = 8 << 20;
 /// Plaintext-side bound of the first read of a whole local object: the header and, for an
 /// object up to a batch of segments, the whole of it, in one blocking call (as plain files
 /// are read) instead of a header read and a body read.
-const LOCAL_FIRST_READ: u64 =
-    (DEFAULT_BATCH_SEGMENTS as u64) * (SegmentSize::DEFAULT.get() as u64 + crate::crypto::gcm::TAG_LEN as u64) + 4096;
+const LOCAL_FIRST_READ: u64 = sealed_batch(SegmentSize::DEFAULT) as u64 + 4096;
+
+/// Sealed bytes in a batch of [`DEFAULT_BATCH_SEGMENTS`] segments of `size`: what a local
+/// file is read by, and what a stream opens at a time.
+const fn sealed_batch(size: SegmentSize) -> usize {
+    size.sealed_offset(DEFAULT_BATCH_SEGMENTS as u64) as usize
+}
 
 /// Reads `len` bytes of `file` at `at` on the blocking pool, into a buffer that is not
 /// zeroed first; hands the file back for the next read.
@@ -465,7 +470,7 @@ impl<S: ObjectStore> EncryptedStore<S> {
         };
         // The sealed body is copied as it is, a batch at a time: from the open local file, or
         // with one more request conditional on the e-tag of the header read.
-        let batch = DEFAULT_BATCH_SEGMENTS * (opened.header.segment_size.get() as usize + crate::crypto::gcm::TAG_LEN);
+        let batch = sealed_batch(opened.header.segment_size);
         let mut body = match opened.rest {
             Rest::File(file, path) => file_stream(file, path, opened.header_len..opened.sealed_meta.size, batch),
             Rest::Continues(_) | Rest::Refetch => {
@@ -575,7 +580,7 @@ impl<S: ObjectStore> EncryptedStore<S> {
         let sealed_start = opened.header_len + seg.sealed_offset(first);
         let sealed_end = (opened.header_len + seg.sealed_offset(last + 1)).min(opened.sealed_meta.size);
         let (opened_etag, opened_version) = (opened.sealed_meta.e_tag.clone(), opened.sealed_meta.version.clone());
-        let sealed_batch = DEFAULT_BATCH_SEGMENTS * (seg.get() as usize + crate::crypto::gcm::TAG_LEN);
+        let batch = sealed_batch(seg);
         let Opened { probe, rest, .. } = opened;
         let probed = probe.len() as u64;
         let (from_probe, rest) = match rest {
@@ -583,10 +588,7 @@ impl<S: ObjectStore> EncryptedStore<S> {
             _ if sealed_end <= probed => (Some(probe.slice(sealed_start as usize..sealed_end as usize)), None),
             // An open local file is read from the run's start in whole batches, so that no
             // batch is gathered from pieces (a copy); the probe's few bytes are read again.
-            Rest::File(file, path) => (
-                None,
-                Some(file_stream(file, path, sealed_start..sealed_end, sealed_batch)),
-            ),
+            Rest::File(file, path) => (None, Some(file_stream(file, path, sealed_start..sealed_end, batch))),
             // What the header read brought along is not read again; the rest comes from the
             // very object whose header was read: the same answer, when it was asked for whole…
             Rest::Continues(body) => (Some(probe.slice(sealed_start as usize..)), Some(body)),
@@ -602,7 +604,7 @@ impl<S: ObjectStore> EncryptedStore<S> {
                 let head = (sealed_start < probed).then(|| probe.slice(sealed_start as usize..));
                 (
                     head,
-                    Some(body_stream(s.inner.get_opts(location, body_opts).await?, sealed_batch)),
+                    Some(body_stream(s.inner.get_opts(location, body_opts).await?, batch)),
                 )
             }
         };

@@ -93,7 +93,7 @@ impl SegmentSize {
         self.0 as usize
     }
 
-    fn sealed(self) -> usize {
+    const fn sealed(self) -> usize {
         self.0 as usize + TAG_LEN
     }
 
@@ -120,7 +120,7 @@ impl SegmentSize {
     }
 
     /// Offset of segment `index` in the sealed body.
-    pub fn sealed_offset(self, index: u64) -> u64 {
+    pub const fn sealed_offset(self, index: u64) -> u64 {
         index * self.sealed() as u64
     }
 }
