@@ -540,7 +540,11 @@ fn audit_verify_detects_an_edited_entry() {
         let txn = db.begin_write().unwrap();
         {
             use redb::ReadableTable;
-            let mut table = txn.open_table(kms_core::internals::schema::AUDIT).unwrap();
+            let mut table = txn
+                .open_table(redb::TableDefinition::<u64, &[u8]>::new(
+                    kms_core::internals::schema::AUDIT.name(),
+                ))
+                .unwrap();
             let edited = {
                 let row = table.get(2).unwrap().unwrap();
                 String::from_utf8(row.value().to_vec())

@@ -24,7 +24,7 @@
 
 use aws_lc_rs::key_wrap::{AesKek, KeyWrapPadded, AES_256};
 use aws_lc_rs::rsa::{OaepPublicEncryptingKey, PublicEncryptingKey, OAEP_SHA256_MGF1SHA256};
-use redb::Durability;
+use sealstore_meta::Durability;
 use zeroize::Zeroizing;
 
 use crate::audit::{self, AuditSubject, Principal};

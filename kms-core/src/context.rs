@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, OnceLock, RwLock};
 
-use redb::Durability;
+use sealstore_meta::Durability;
 
 use crate::audit::writer::{AuditWriter, PendingAudit};
 use crate::audit::{self, AuditSubject, Principal};
@@ -68,6 +68,10 @@ pub struct KmsConfig {
     pub region: Option<String>,
     /// Where "now" comes from.
     pub clock: Arc<dyn Clock>,
+    /// Where the KMS's records live: `None` is the embedded `kms.redb` in `data_dir`; a
+    /// shared PostgreSQL location lets several servers serve one KMS. The root key (and the
+    /// data directory's other files) stay in `data_dir` either way.
+    pub metadata: Option<sealstore_meta::Location>,
 }
 
 impl KmsConfig {
@@ -79,8 +83,22 @@ impl KmsConfig {
             root_key_file: None,
             region: None,
             clock: Arc::new(SystemClock),
+            metadata: None,
         }
     }
+}
+
+/// How long a server sharing its store with others trusts its IAM view before checking the
+/// stored IAM revision again: the bound on how late an IAM change made through another server
+/// is in force here. (Key and vault states are read from the store by every operation.)
+pub(crate) const IAM_RECHECK: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// An IAM view with the IAM revision it was built from and when that was last checked.
+#[derive(Debug)]
+struct CachedIamView {
+    view: Arc<IamView>,
+    revision: u64,
+    checked: std::time::Instant,
 }
 
 /// The shared state of one open data directory.
@@ -96,8 +114,12 @@ pub(crate) struct Context {
     /// What the data path reports as still protected by each version.
     inventories: Vec<Arc<dyn DataInventory>>,
     audit: AuditWriter,
-    /// Built on first use, dropped after each IAM change.
-    iam_view: RwLock<Option<Arc<IamView>>>,
+    /// Built on first use, dropped after each IAM change made here; on a shared store,
+    /// checked against the stored IAM revision at most [`IAM_RECHECK`] after its last check.
+    iam_view: RwLock<Option<CachedIamView>>,
+    /// Moved by every invalidation of the IAM view, so that a view built from a snapshot
+    /// taken before an IAM change is not cached after it.
+    iam_generation: std::sync::atomic::AtomicU64,
     /// Replication keys, loaded on first use.
     replication_identity: OnceLock<ReplicationIdentity>,
     /// Signalled when a change is queued for shipping to another region.
@@ -117,7 +139,12 @@ impl Context {
             .clone()
             .unwrap_or_else(|| config.data_dir.join(ROOT_KEY_FILE));
         let root = RootKey::load_or_create(&root_path)?;
-        let store = Store::open(&config.data_dir)?;
+        let store = Store::open(
+            &config
+                .metadata
+                .clone()
+                .unwrap_or_else(|| sealstore_meta::Location::Dir(config.data_dir.clone())),
+        )?;
 
         let txn = store.write(Durability::Immediate)?;
         match txn.meta(META_ROOT_CHECK)? {
@@ -168,6 +195,7 @@ impl Context {
             inventories: Vec::new(),
             audit: AuditWriter::default(),
             iam_view: RwLock::new(None),
+            iam_generation: std::sync::atomic::AtomicU64::new(0),
             replication_identity: OnceLock::new(),
             replication_signal: OutboxSignal::default(),
             key_modes: RwLock::default(),
@@ -246,13 +274,13 @@ impl Context {
         Ok(Some(mode))
     }
 
-    pub(crate) fn read(&self) -> Result<ReadTxn> {
+    pub(crate) fn read(&self) -> Result<ReadTxn<'_>> {
         self.store.read()
     }
 
     /// A durable write transaction outside [`Context::mutate`], for changes that are not a
     /// principal's management call (replication bookkeeping, the scheduler's purges).
-    pub(crate) fn write(&self) -> Result<WriteTxn> {
+    pub(crate) fn write(&self) -> Result<WriteTxn<'_>> {
         self.store.write(Durability::Immediate)
     }
 
@@ -360,19 +388,43 @@ impl Context {
         self.audit.write_pending(&self.store)
     }
 
-    /// The current IAM snapshot, built from the store on first use after a change.
+    /// The current IAM snapshot, built from the store on first use after a change (and, on a
+    /// shared store, when the stored IAM revision moved: see [`IAM_RECHECK`]).
     pub(crate) fn iam_view(&self) -> Result<Arc<IamView>> {
-        if let Some(view) = self.iam_view.read().expect("IAM view lock poisoned").as_ref() {
-            return Ok(view.clone());
+        let shared = self.store.is_shared();
+        let cached_revision = match self.iam_view.read().expect("IAM view lock poisoned").as_ref() {
+            Some(c) if !shared || c.checked.elapsed() < IAM_RECHECK => return Ok(c.view.clone()),
+            Some(c) => Some(c.revision),
+            None => None,
+        };
+        let generation = self.iam_generation.load(std::sync::atomic::Ordering::SeqCst);
+        let txn = self.read()?;
+        let revision = txn.iam_revision()?;
+        let mut cache = self.iam_view.write().expect("IAM view lock poisoned");
+        if let Some(c) = cache
+            .as_mut()
+            .filter(|c| Some(c.revision) == cached_revision && c.revision == revision)
+        {
+            c.checked = std::time::Instant::now();
+            return Ok(c.view.clone());
         }
-        let view = Arc::new(IamView::load(&self.read()?, &self.tenancy_id())?);
-        *self.iam_view.write().expect("IAM view lock poisoned") = Some(view.clone());
+        // Built from the same snapshot as the revision it is filed under.
+        let view = Arc::new(IamView::load(&txn, &self.tenancy_id())?);
+        if self.iam_generation.load(std::sync::atomic::Ordering::SeqCst) == generation {
+            *cache = Some(CachedIamView {
+                view: view.clone(),
+                revision,
+                checked: std::time::Instant::now(),
+            });
+        }
         Ok(view)
     }
 
     /// Drops the cached [`IamView`] after an IAM or compartment change.
     pub(crate) fn invalidate_iam_view(&self) {
-        *self.iam_view.write().expect("IAM view lock poisoned") = None;
+        let mut cache = self.iam_view.write().expect("IAM view lock poisoned");
+        self.iam_generation.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        *cache = None;
     }
 
     /// This region's replication keys, made on first use.

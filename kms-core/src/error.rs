@@ -75,9 +75,10 @@ pub enum KmsError {
     /// The root key does not open this data directory.
     #[error("root key mismatch: {0}")]
     RootKey(String),
-    /// The embedded database failed.
+    /// The metadata store failed, or cannot be reached now
+    /// ([`sealstore_meta::Error::is_unavailable`]: answer "retry later").
     #[error("store error: {0}")]
-    Database(#[source] Box<redb::Error>),
+    Metadata(#[from] sealstore_meta::Error),
     /// The store holds something it should not (a record that does not parse, a bad value).
     #[error("store error: {0}")]
     Store(String),
@@ -165,29 +166,6 @@ impl KmsError {
         }
     }
 }
-
-/// Implements `From` for redb's error types (`redb::Error` and the per-operation ones) for an
-/// error type `$target`, through `redb::Error` and `$wrap: fn(redb::Error) -> $target` (which
-/// boxes it: `redb::Error` is large). The one definition of that conversion for kms-core and
-/// the stores built on it (sealstore's object index and S3 users), so that each keeps redb's
-/// error as its source. The caller's crate must depend on the same `redb`.
-#[macro_export]
-macro_rules! from_redb_errors {
-    ($target:ty, $wrap:expr) => {
-        $crate::from_redb_errors!(@each $target, $wrap;
-            redb::Error, redb::DatabaseError, redb::TransactionError, redb::TableError,
-            redb::StorageError, redb::CommitError);
-    };
-    (@each $target:ty, $wrap:expr; $($t:ty),*) => {$(
-        impl From<$t> for $target {
-            fn from(e: $t) -> Self {
-                ($wrap)(redb::Error::from(e))
-            }
-        }
-    )*};
-}
-
-from_redb_errors!(KmsError, |e| KmsError::Database(Box::new(e)));
 
 impl From<serde_json::Error> for KmsError {
     fn from(e: serde_json::Error) -> Self {

@@ -1,7 +1,7 @@
 //! Master keys and their versions: create, update, enable/disable, rotation, EXTERNAL keys'
 //! versions, and deletion scheduled 7–30 days ahead.
 
-use redb::Durability;
+use sealstore_meta::Durability;
 use serde::{Deserialize, Serialize};
 
 use crate::audit::{AuditSubject, Principal};

@@ -1,4 +1,5 @@
-//! Persistence: one embedded, ACID `redb` database file in the data directory.
+//! Persistence: the KMS namespace of the metadata store (`sealstore-meta`): the embedded
+//! `kms.redb` file in the data directory by default, or a shared PostgreSQL database.
 //!
 //! Records are stored as `{"seq": n, "record": {…}}`: `seq` numbers records in the order they
 //! were first stored (a counter in `meta`), so every listing comes back oldest first even when
@@ -6,20 +7,21 @@
 //!
 //! Every management operation runs in one write transaction that also appends its audit
 //! entry, so a crash (even `kill -9`) leaves either the whole change with its audit record or
-//! neither. Records are JSON so that a human with `redb` tooling can read them.
+//! neither. Records are JSON so that a human with `redb` or SQL tooling can read them.
 //!
 //! Durability: management changes commit with [`Durability::Immediate`] (fsync before the
 //! call returns), together with their audit entry. Crypto operations change no state; their
 //! audit entries are queued, written in groups (one transaction for whatever concurrent calls
-//! queued meanwhile) with [`Durability::None`], and made durable in batches by
+//! queued meanwhile) with [`Durability::Deferred`], and made durable in batches by
 //! [`crate::Kms::flush_audit`] (after 1024 entries, every second under `sealstore serve`, on
 //! close, and by any management change). A crash can therefore lose at most the last second
 //! of crypto-call audit entries — never a key, a version or a state change — and the chain
 //! stays intact because entries and chain head roll back together.
 
-use std::path::Path;
+use std::ops::ControlFlow;
+use std::sync::Arc;
 
-use redb::{Database, Durability, ReadableTable, TableDefinition};
+use sealstore_meta::{Durability, Engine, Location, Table};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
@@ -30,44 +32,70 @@ use crate::model::replication::{OutboxEntry, Region};
 use crate::model::tenancy::TenancyMember;
 use crate::model::{Compartment, Key, KeyVersion, Vault, WrappingKey};
 
-/// Table definitions, public so that inspection tools (and tamper tests) can open the file.
+/// The KMS namespace's tables (public so that inspection tools and tamper tests can find
+/// them in the embedded file).
 pub mod schema {
-    use redb::TableDefinition;
+    use sealstore_meta::{Namespace, Table};
 
     /// Singletons: tenancy id, region, root-key check value, audit chain head.
-    pub(crate) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+    pub(crate) const META: Table = Table::str_to_bytes("meta");
     /// Compartment id → JSON [`crate::model::Compartment`].
-    pub(crate) const COMPARTMENTS: TableDefinition<&str, &[u8]> = TableDefinition::new("compartments");
+    pub(crate) const COMPARTMENTS: Table = Table::str_to_bytes("compartments");
     /// Vault id → JSON [`crate::model::Vault`].
-    pub(crate) const VAULTS: TableDefinition<&str, &[u8]> = TableDefinition::new("vaults");
+    pub(crate) const VAULTS: Table = Table::str_to_bytes("vaults");
     /// Key id → JSON [`crate::model::Key`].
-    pub(crate) const KEYS: TableDefinition<&str, &[u8]> = TableDefinition::new("keys");
+    pub(crate) const KEYS: Table = Table::str_to_bytes("keys");
     /// `"{key id}/{version id}"` → JSON [`crate::model::KeyVersion`].
-    pub(crate) const KEY_VERSIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("key_versions");
+    pub(crate) const KEY_VERSIONS: Table = Table::str_to_bytes("key_versions");
     /// Version id → protected key material (as the protection backend returned it).
-    pub const KEY_MATERIAL: TableDefinition<&str, &[u8]> = TableDefinition::new("key_material");
+    pub const KEY_MATERIAL: Table = Table::str_to_bytes("key_material");
     /// Vault id → JSON [`crate::model::WrappingKey`] (its sealed private key is in
     /// `key_material` under the wrapping key's id).
-    pub(crate) const WRAPPING_KEYS: TableDefinition<&str, &[u8]> = TableDefinition::new("wrapping_keys");
+    pub(crate) const WRAPPING_KEYS: Table = Table::str_to_bytes("wrapping_keys");
     /// User id → JSON [`crate::model::iam::User`] (with its API public keys).
-    pub(crate) const IAM_USERS: TableDefinition<&str, &[u8]> = TableDefinition::new("iam_users");
+    pub(crate) const IAM_USERS: Table = Table::str_to_bytes("iam_users");
     /// User id → JSON string: the user's console password as an Argon2id PHC hash (kept
     /// apart from the user record, which lists and the API show).
-    pub(crate) const CONSOLE_PASSWORDS: TableDefinition<&str, &[u8]> = TableDefinition::new("console_passwords");
+    pub(crate) const CONSOLE_PASSWORDS: Table = Table::str_to_bytes("console_passwords");
     /// Group id → JSON [`crate::model::iam::Group`] (with its members).
-    pub(crate) const IAM_GROUPS: TableDefinition<&str, &[u8]> = TableDefinition::new("iam_groups");
+    pub(crate) const IAM_GROUPS: Table = Table::str_to_bytes("iam_groups");
     /// Policy id → JSON [`crate::model::iam::Policy`].
-    pub(crate) const IAM_POLICIES: TableDefinition<&str, &[u8]> = TableDefinition::new("iam_policies");
+    pub(crate) const IAM_POLICIES: Table = Table::str_to_bytes("iam_policies");
     /// Region name → JSON [`Region`](crate::model::replication::Region) (registered replication peers).
-    pub(crate) const REGIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("regions");
+    pub(crate) const REGIONS: Table = Table::str_to_bytes("regions");
     /// `"{region}/{vault id}"` → JSON [`OutboxEntry`](crate::model::replication::OutboxEntry): changes of a
     /// replicated vault not yet shipped to that region, written with the change itself.
-    pub(crate) const REPLICATION_OUTBOX: TableDefinition<&str, &[u8]> = TableDefinition::new("replication_outbox");
+    pub(crate) const REPLICATION_OUTBOX: Table = Table::str_to_bytes("replication_outbox");
     /// Member region name → JSON [`crate::model::tenancy::TenancyMember`]: the regions that
     /// joined this (home) region's tenancy, and what they acknowledged.
-    pub(crate) const TENANCY_MEMBERS: TableDefinition<&str, &[u8]> = TableDefinition::new("tenancy_members");
+    pub(crate) const TENANCY_MEMBERS: Table = Table::str_to_bytes("tenancy_members");
     /// Sequence number → JSON [`crate::model::audit::AuditEntry`].
-    pub const AUDIT: redb::TableDefinition<u64, &[u8]> = TableDefinition::new("audit");
+    pub const AUDIT: Table = Table::u64_to_bytes("audit");
+
+    /// The KMS namespace: every table above, in `kms.redb` when embedded.
+    pub const NAMESPACE: Namespace = Namespace {
+        name: "kms",
+        file: super::DB_FILE,
+        tables: &[
+            META,
+            COMPARTMENTS,
+            VAULTS,
+            KEYS,
+            KEY_VERSIONS,
+            KEY_MATERIAL,
+            WRAPPING_KEYS,
+            AUDIT,
+            IAM_USERS,
+            IAM_GROUPS,
+            IAM_POLICIES,
+            REGIONS,
+            REPLICATION_OUTBOX,
+            CONSOLE_PASSWORDS,
+            TENANCY_MEMBERS,
+        ],
+        // Sealed key material and the audit log: owner only.
+        private: true,
+    };
 }
 
 use schema::*;
@@ -92,63 +120,38 @@ const META_NEXT_SEQ: &str = "next_record_seq";
 /// The database file name inside the data directory.
 pub const DB_FILE: &str = "kms.redb";
 
-/// The embedded store.
+/// The KMS namespace, opened.
 #[derive(Debug)]
 pub(crate) struct Store {
-    db: Database,
+    engine: Arc<dyn Engine>,
 }
 
 impl Store {
-    /// Opens (creating if needed) `kms.redb` in `data_dir`.
-    pub(crate) fn open(data_dir: &Path) -> Result<Store> {
-        let path = data_dir.join(DB_FILE);
-        let db = Database::create(&path).map_err(|e| match e {
-            redb::DatabaseError::DatabaseAlreadyOpen => KmsError::Store(format!(
-                "{} is in use by another sealstore process (is `sealstore serve` running on this data directory?)",
-                path.display()
-            )),
-            other => KmsError::Store(format!("cannot open {}: {other}", path.display())),
-        })?;
-        // The file holds sealed key material and the audit log: owner only.
-        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600))
-            .map_err(|e| KmsError::io(format!("restricting permissions of {}", path.display()), e))?;
-        let store = Store { db };
-        // Create every table up front so read transactions never meet a missing table.
-        let txn = store.write(Durability::Immediate)?;
-        {
-            let t = &txn.inner;
-            t.open_table(META)?;
-            t.open_table(COMPARTMENTS)?;
-            t.open_table(VAULTS)?;
-            t.open_table(KEYS)?;
-            t.open_table(KEY_VERSIONS)?;
-            t.open_table(KEY_MATERIAL)?;
-            t.open_table(WRAPPING_KEYS)?;
-            t.open_table(AUDIT)?;
-            t.open_table(IAM_USERS)?;
-            t.open_table(IAM_GROUPS)?;
-            t.open_table(IAM_POLICIES)?;
-            t.open_table(REGIONS)?;
-            t.open_table(REPLICATION_OUTBOX)?;
-            t.open_table(CONSOLE_PASSWORDS)?;
-            t.open_table(TENANCY_MEMBERS)?;
-        }
-        txn.commit()?;
-        Ok(store)
+    /// Opens (creating if needed) the KMS namespace at `location`.
+    pub(crate) fn open(location: &Location) -> Result<Store> {
+        Ok(Store {
+            engine: location.open(&NAMESPACE)?,
+        })
     }
 
     /// Starts a read transaction (a consistent snapshot).
-    pub(crate) fn read(&self) -> Result<ReadTxn> {
+    pub(crate) fn read(&self) -> Result<ReadTxn<'_>> {
         Ok(ReadTxn {
-            inner: self.db.begin_read()?,
+            inner: self.engine.read()?,
         })
     }
 
     /// Starts a write transaction committing with `durability`.
-    pub(crate) fn write(&self, durability: Durability) -> Result<WriteTxn> {
-        let mut inner = self.db.begin_write()?;
-        inner.set_durability(durability);
-        Ok(WriteTxn { inner })
+    pub(crate) fn write(&self, durability: Durability) -> Result<WriteTxn<'_>> {
+        Ok(WriteTxn {
+            inner: self.engine.write(durability)?,
+        })
+    }
+
+    /// Whether other servers write this store too (see [`Engine::is_shared`]): what this one
+    /// caches must then be checked against the store, not only dropped on its own changes.
+    pub(crate) fn is_shared(&self) -> bool {
+        self.engine.is_shared()
     }
 }
 
@@ -177,35 +180,32 @@ fn version_row(key_id: &Ocid, version_id: &Ocid) -> String {
 /// Reads shared by read and write transactions.
 macro_rules! reads {
     () => {
-        fn get_stored<T: DeserializeOwned>(
-            &self,
-            table: TableDefinition<&str, &[u8]>,
-            id: &str,
-        ) -> Result<Option<Stored<T>>> {
-            let t = self.inner.open_table(table)?;
-            let v = t.get(id)?;
-            v.map(|v| decode(v.value())).transpose()
+        fn get_stored<T: DeserializeOwned>(&self, table: Table, id: &str) -> Result<Option<Stored<T>>> {
+            self.inner
+                .get(table, id.as_bytes())?
+                .map(|v| decode(&v))
+                .transpose()
         }
 
-        fn get<T: DeserializeOwned>(&self, table: TableDefinition<&str, &[u8]>, id: &str) -> Result<Option<T>> {
+        fn get<T: DeserializeOwned>(&self, table: Table, id: &str) -> Result<Option<T>> {
             Ok(self.get_stored(table, id)?.map(|s| s.record))
         }
 
-        /// Every record of `table`, oldest first.
-        fn all<T: DeserializeOwned>(&self, table: TableDefinition<&str, &[u8]>) -> Result<Vec<T>> {
-            let t = self.inner.open_table(table)?;
-            let mut out = Vec::new();
-            for row in t.iter()? {
-                out.push(decode(row?.1.value())?);
-            }
+        /// Every record of `table` in `range`, oldest first.
+        fn all_in<T: DeserializeOwned>(&self, table: Table, range: sealstore_meta::KeyRange<'_>) -> Result<Vec<T>> {
+            let rows = sealstore_meta::collect(&*self.inner, table, range)?;
+            let out = rows.iter().map(|(_, v)| decode(v)).collect::<Result<Vec<_>>>()?;
             Ok(in_insertion_order(out))
+        }
+
+        /// Every record of `table`, oldest first.
+        fn all<T: DeserializeOwned>(&self, table: Table) -> Result<Vec<T>> {
+            self.all_in(table, sealstore_meta::ALL)
         }
 
         /// A meta value.
         pub(crate) fn meta(&self, name: &str) -> Result<Option<Vec<u8>>> {
-            let t = self.inner.open_table(META)?;
-            let v = t.get(name)?;
-            Ok(v.map(|v| v.value().to_vec()))
+            Ok(self.inner.get(META, name.as_bytes())?)
         }
 
         /// A compartment by id.
@@ -254,14 +254,12 @@ macro_rules! reads {
 
         /// Every version of `key_id`, oldest first.
         pub(crate) fn key_versions(&self, key_id: &Ocid) -> Result<Vec<KeyVersion>> {
-            let t = self.inner.open_table(KEY_VERSIONS)?;
             let start = format!("{key_id}/");
             let end = format!("{key_id}0"); // '0' is the byte after '/'
-            let mut out = Vec::new();
-            for row in t.range(start.as_str()..end.as_str())? {
-                out.push(decode(row?.1.value())?);
-            }
-            Ok(in_insertion_order(out))
+            self.all_in(
+                KEY_VERSIONS,
+                sealstore_meta::between(start.as_bytes(), end.as_bytes()),
+            )
         }
 
         /// A registered replication peer.
@@ -291,9 +289,7 @@ macro_rules! reads {
 
         /// The protected material of a version, if it still exists.
         pub(crate) fn key_material(&self, version_id: &Ocid) -> Result<Option<Vec<u8>>> {
-            let t = self.inner.open_table(KEY_MATERIAL)?;
-            let v = t.get(version_id.as_str())?;
-            Ok(v.map(|v| v.value().to_vec()))
+            Ok(self.inner.get(KEY_MATERIAL, version_id.as_str().as_bytes())?)
         }
 
         /// The home region of this region's tenancy, when this region is a member (`None`:
@@ -343,51 +339,59 @@ macro_rules! reads {
 
         /// Audit entries with sequence numbers in `from..` (raw JSON bytes), in order.
         pub(crate) fn audit_rows(&self, from: u64, limit: usize) -> Result<Vec<(u64, Vec<u8>)>> {
-            let t = self.inner.open_table(AUDIT)?;
             let mut out = Vec::new();
-            for row in t.range(from..)? {
-                let (k, v) = row?;
-                out.push((k.value(), v.value().to_vec()));
-                if out.len() >= limit {
-                    break;
-                }
+            if limit == 0 {
+                return Ok(out);
             }
+            self.inner
+                .scan(AUDIT, sealstore_meta::from(&from.to_be_bytes()), &mut |k, v| {
+                    let seq = u64::from_be_bytes(
+                        k.try_into()
+                            .map_err(|_| sealstore_meta::Error::Corrupt("audit sequence number".into()))?,
+                    );
+                    out.push((seq, v.to_vec()));
+                    Ok(if out.len() >= limit {
+                        ControlFlow::Break(())
+                    } else {
+                        ControlFlow::Continue(())
+                    })
+                })?;
             Ok(out)
         }
     };
 }
 
 /// A read-only snapshot.
-pub(crate) struct ReadTxn {
-    inner: redb::ReadTransaction,
+pub(crate) struct ReadTxn<'s> {
+    inner: Box<dyn sealstore_meta::ReadTxn + 's>,
 }
 
 // The same reads as a write transaction's; a snapshot needs only some of them.
 #[allow(dead_code)]
-impl ReadTxn {
+impl ReadTxn<'_> {
     reads!();
 }
 
 /// A write transaction; dropped without [`WriteTxn::commit`] it rolls back.
-pub(crate) struct WriteTxn {
-    inner: redb::WriteTransaction,
+pub(crate) struct WriteTxn<'s> {
+    inner: Box<dyn sealstore_meta::WriteTxn + 's>,
 }
 
 // The same reads as a snapshot's; a write transaction needs only some of them.
 #[allow(dead_code)]
-impl WriteTxn {
+impl WriteTxn<'_> {
     reads!();
 }
 
-impl WriteTxn {
+impl WriteTxn<'_> {
     /// Inserts or replaces a record; a replaced record keeps its place in insertion order.
-    fn put<T: Serialize>(&self, table: TableDefinition<&str, &[u8]>, id: &str, value: &T) -> Result<()> {
+    fn put<T: Serialize>(&self, table: Table, id: &str, value: &T) -> Result<()> {
         let seq = match self.get_stored::<serde::de::IgnoredAny>(table, id)? {
             Some(existing) => existing.seq,
             None => self.next_seq()?,
         };
         let bytes = serde_json::to_vec(&Stored { seq, record: value })?;
-        self.inner.open_table(table)?.insert(id, bytes.as_slice())?;
+        self.inner.insert(table, id.as_bytes(), &bytes)?;
         Ok(())
     }
 
@@ -406,7 +410,7 @@ impl WriteTxn {
 
     /// Sets a meta value.
     pub(crate) fn set_meta(&self, name: &str, value: &[u8]) -> Result<()> {
-        self.inner.open_table(META)?.insert(name, value)?;
+        self.inner.insert(META, name.as_bytes(), value)?;
         Ok(())
     }
 
@@ -418,7 +422,7 @@ impl WriteTxn {
     /// Removes a compartment record (a member region replacing its IAM state by the
     /// home's).
     pub(crate) fn delete_compartment(&self, id: &Ocid) -> Result<()> {
-        self.inner.open_table(COMPARTMENTS)?.remove(id.as_str())?;
+        self.inner.remove(COMPARTMENTS, id.as_str().as_bytes())?;
         Ok(())
     }
 
@@ -439,21 +443,20 @@ impl WriteTxn {
 
     /// Removes a vault record (a replica region's copy, when its replica is deleted).
     pub(crate) fn delete_vault(&self, id: &Ocid) -> Result<()> {
-        self.inner.open_table(VAULTS)?.remove(id.as_str())?;
+        self.inner.remove(VAULTS, id.as_str().as_bytes())?;
         Ok(())
     }
 
     /// Removes a key record (see [`WriteTxn::delete_vault`]).
     pub(crate) fn delete_key(&self, id: &Ocid) -> Result<()> {
-        self.inner.open_table(KEYS)?.remove(id.as_str())?;
+        self.inner.remove(KEYS, id.as_str().as_bytes())?;
         Ok(())
     }
 
     /// Removes a key version record (see [`WriteTxn::delete_vault`]).
     pub(crate) fn delete_key_version(&self, key_id: &Ocid, version_id: &Ocid) -> Result<()> {
         self.inner
-            .open_table(KEY_VERSIONS)?
-            .remove(version_row(key_id, version_id).as_str())?;
+            .remove(KEY_VERSIONS, version_row(key_id, version_id).as_bytes())?;
         Ok(())
     }
 
@@ -481,8 +484,8 @@ impl WriteTxn {
     }
 
     /// Removes an IAM user, group or policy record (`table` is one of the IAM tables).
-    pub(crate) fn delete_iam_record(&self, table: TableDefinition<&str, &[u8]>, id: &Ocid) -> Result<()> {
-        self.inner.open_table(table)?.remove(id.as_str())?;
+    pub(crate) fn delete_iam_record(&self, table: Table, id: &Ocid) -> Result<()> {
+        self.inner.remove(table, id.as_str().as_bytes())?;
         Ok(())
     }
 
@@ -493,7 +496,7 @@ impl WriteTxn {
 
     /// Forgets a replication peer.
     pub(crate) fn delete_region(&self, name: &str) -> Result<()> {
-        self.inner.open_table(REGIONS)?.remove(name)?;
+        self.inner.remove(REGIONS, name.as_bytes())?;
         Ok(())
     }
 
@@ -515,8 +518,7 @@ impl WriteTxn {
     /// Removes an outbox entry (shipped, or replication stopped).
     pub(crate) fn delete_outbox(&self, region: &str, vault: &Ocid) -> Result<()> {
         self.inner
-            .open_table(REPLICATION_OUTBOX)?
-            .remove(format!("{region}/{vault}").as_str())?;
+            .remove(REPLICATION_OUTBOX, format!("{region}/{vault}").as_bytes())?;
         Ok(())
     }
 
@@ -529,22 +531,20 @@ impl WriteTxn {
     /// Stores a version's protected material.
     pub(crate) fn put_key_material(&self, version_id: &Ocid, material: &[u8]) -> Result<()> {
         self.inner
-            .open_table(KEY_MATERIAL)?
-            .insert(version_id.as_str(), material)?;
+            .insert(KEY_MATERIAL, version_id.as_str().as_bytes(), material)?;
         Ok(())
     }
 
     /// Destroys a version's material: after this no operation can use that version again.
     pub(crate) fn delete_key_material(&self, version_id: &Ocid) -> Result<()> {
-        self.inner.open_table(KEY_MATERIAL)?.remove(version_id.as_str())?;
+        self.inner.remove(KEY_MATERIAL, version_id.as_str().as_bytes())?;
         Ok(())
     }
 
     /// Appends audit rows (sequence number, entry), in one open of their table.
     pub(crate) fn put_audit_rows(&self, rows: &[(u64, Vec<u8>)]) -> Result<()> {
-        let mut table = self.inner.open_table(AUDIT)?;
         for (seq, row) in rows {
-            table.insert(*seq, row.as_slice())?;
+            self.inner.insert(AUDIT, &seq.to_be_bytes(), row)?;
         }
         Ok(())
     }

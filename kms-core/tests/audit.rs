@@ -561,7 +561,9 @@ fn tamper(dir: &Path, edit: impl FnOnce(&mut redb::Table<u64, &[u8]>)) {
     let db = redb::Database::open(dir.join(DB_FILE)).unwrap();
     let txn = db.begin_write().unwrap();
     {
-        let mut table = txn.open_table(AUDIT).unwrap();
+        let mut table = txn
+            .open_table(redb::TableDefinition::<u64, &[u8]>::new(AUDIT.name()))
+            .unwrap();
         edit(&mut table);
     }
     txn.commit().unwrap();

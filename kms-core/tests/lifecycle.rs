@@ -833,8 +833,10 @@ fn opening_the_same_directory_twice_is_refused() {
     let e = env();
     let r = Kms::open(config(e.dir.path(), &e.clock));
     match r {
-        Err(KmsError::Store(msg)) => assert!(msg.contains("another"), "{msg}"),
-        other => panic!("expected a Store error, got {other:?}"),
+        Err(err @ KmsError::Metadata(sealstore_meta::Error::InUse(_))) => {
+            assert!(err.to_string().contains("another sealstore process"), "{err}")
+        }
+        other => panic!("expected an in-use error, got {other:?}"),
     }
     // The first instance is unaffected.
     e.vault("still works");
@@ -1015,7 +1017,9 @@ fn purge_removes_sealed_material_from_the_database_file() {
     drop(kms);
     let db = redb::Database::open(dir.path().join(kms_core::internals::DB_FILE)).unwrap();
     let txn = db.begin_read().unwrap();
-    let table = txn.open_table(kms_core::internals::schema::KEY_MATERIAL).unwrap();
+    let definition: redb::TableDefinition<&str, &[u8]> =
+        redb::TableDefinition::new(kms_core::internals::schema::KEY_MATERIAL.name());
+    let table = txn.open_table(definition).unwrap();
     let mut stored = BTreeSet::new();
     for row in table.iter().unwrap() {
         let (k, v) = row.unwrap();

@@ -167,6 +167,42 @@ pub trait Engine: Send + Sync + Debug {
     /// Whether other processes may write this namespace meanwhile (a shared engine): caches
     /// of its rows must then be checked or bounded in age, not only cleared by own writes.
     fn is_shared(&self) -> bool;
+
+    /// Waits for, and takes, the lock `name` of this namespace across every process sharing
+    /// the engine; released when the guard is dropped, or when this process dies. `None` for
+    /// an engine only this process uses (its own locks suffice). Blocks: call it from a
+    /// blocking thread.
+    fn lock(&self, name: &str) -> Result<Option<LockGuard>> {
+        let _ = name;
+        Ok(None)
+    }
+
+    /// Takes, or renews, the lease `name` for `holder` until `ttl` from now (by the
+    /// database's clock); true when `holder` holds it after the call. A lease decides which
+    /// server of a fleet runs a background task; on an engine only this process uses, the
+    /// caller always holds it.
+    fn lease(&self, name: &str, holder: &str, ttl: std::time::Duration) -> Result<bool> {
+        let _ = (name, holder, ttl);
+        Ok(true)
+    }
+}
+
+/// A lock taken with [`Engine::lock`]: released when dropped.
+pub struct LockGuard {
+    _release: Box<dyn Send>,
+}
+
+impl LockGuard {
+    /// A guard that releases its lock when `release` is dropped.
+    pub fn new(release: Box<dyn Send>) -> LockGuard {
+        LockGuard { _release: release }
+    }
+}
+
+impl Debug for LockGuard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("LockGuard")
+    }
 }
 
 /// Where metadata lives.

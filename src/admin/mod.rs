@@ -272,6 +272,8 @@ impl From<KmsError> for AdminError {
             KmsError::AlreadyExists(_) => "Conflict",
             KmsError::NotHomeRegion { .. } => "NotAllowed",
             KmsError::AccessDenied(_) | KmsError::VaultDeleted(_) => "AccessDenied",
+            KmsError::Unavailable(_) => "ServiceUnavailable",
+            KmsError::Metadata(m) if m.is_unavailable() => "ServiceUnavailable",
             _ => "InternalServerError",
         };
         AdminError {
@@ -296,7 +298,8 @@ impl From<UserError> for AdminError {
             UserError::NotFound(_) => "NotAuthorizedOrNotFound",
             UserError::NameTaken(_) | UserError::LastUser(_) => "IncorrectState",
             UserError::InvalidName(_) => "InvalidParameter",
-            UserError::Database(_) | UserError::Record(_) | UserError::Io(_) => "InternalServerError",
+            UserError::Metadata(m) if m.is_unavailable() => "ServiceUnavailable",
+            UserError::Metadata(_) | UserError::Record(_) | UserError::Io(_) => "InternalServerError",
         };
         AdminError {
             code: code.into(),

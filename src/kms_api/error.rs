@@ -114,10 +114,14 @@ impl From<KmsError> for ApiError {
             KmsError::Unavailable(_) => {
                 ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "ServiceUnavailable", e.to_string())
             }
+            KmsError::Metadata(ref m) if m.is_unavailable() => {
+                tracing::warn!(error = %e, "metadata store unavailable");
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "ServiceUnavailable", e.to_string())
+            }
             KmsError::Protection(_)
             | KmsError::RootKey(_)
             | KmsError::RegionMismatch { .. }
-            | KmsError::Database(_)
+            | KmsError::Metadata(_)
             | KmsError::Store(_)
             | KmsError::Io { .. } => {
                 tracing::error!(error = %e, "KMS API request failed on the server side");

@@ -216,9 +216,10 @@ impl From<EncryptedStoreError> for object_store::Error {
 /// Index failures.
 #[derive(Debug, thiserror::Error)]
 pub enum IndexError {
-    /// The database failed.
+    /// The metadata store failed, or cannot be reached now
+    /// ([`sealstore_meta::Error::is_unavailable`]).
     #[error("object index: {0}")]
-    Database(#[source] Box<redb::Error>),
+    Metadata(#[from] sealstore_meta::Error),
     /// A stored record does not parse.
     #[error("object index: {0}")]
     Record(#[from] serde_json::Error),
@@ -230,8 +231,6 @@ pub enum IndexError {
     #[error("object index: committing a group of entries: {0}")]
     GroupCommit(String),
 }
-
-kms_core::from_redb_errors!(IndexError, |e| IndexError::Database(Box::new(e)));
 
 // ----- ObjectError: what the object service fails with -----
 

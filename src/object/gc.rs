@@ -80,7 +80,7 @@ async fn collect_current(service: &ObjectService, older_than: DateTime<Utc>, rep
         if exists {
             if let Some(key) = layout::key_of(&within) {
                 // Decided, and deleted, while no write of the key can run.
-                let _lock = service.lock_key(&bucket, &key).await;
+                let _lock = service.lock_key(&bucket, &key).await?;
                 let live = service
                     .index()
                     .get(&bucket, &key)?

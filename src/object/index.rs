@@ -2,18 +2,19 @@
 //! metadata, the master key version (or customer key check) that wraps the object's data
 //! key, and time; buckets with their default encryption; multipart uploads in progress.
 //!
-//! Kept in its own embedded database (`objects.redb` in the data directory) so that listing
+//! Kept in its own namespace of the metadata store (`objects.redb` in the data directory, or
+//! a shared PostgreSQL database) so that listing
 //! never reads object headers, and so the key-version inventory ("how many objects does each
 //! version still protect") is a scan of small records. The objects themselves are the
 //! truth: `sealstore index rebuild` recreates the index from them.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::ops::ControlFlow;
 use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Utc};
 use kms_core::Ocid;
-use redb::{Database, ReadableTable, TableDefinition};
+use sealstore_meta::{between, Durability, Engine, Location, Namespace, Table, WriteTxn, ALL};
 use serde::{Deserialize, Serialize};
 
 pub(crate) use super::encryption::BucketEncryption;
@@ -21,27 +22,43 @@ pub use super::encryption::{Encryption, UploadEncryption};
 use super::error::IndexError;
 
 /// `"{bucket}\0{key}"` → JSON [`ObjectEntry`].
-const OBJECTS: TableDefinition<&str, &[u8]> = TableDefinition::new("objects");
+const OBJECTS: Table = Table::str_to_bytes("objects");
 
 /// Sweep name → last object key done (`"{bucket}\0{key}"` form is not needed: one bucket per sweep).
-const CHECKPOINTS: TableDefinition<&str, &str> = TableDefinition::new("sweep_checkpoints");
+const CHECKPOINTS: Table = Table::str_to_str("sweep_checkpoints");
 
 /// Upload id → JSON [`UploadRecord`].
-const UPLOADS: TableDefinition<&str, &[u8]> = TableDefinition::new("multipart_uploads");
+const UPLOADS: Table = Table::str_to_bytes("multipart_uploads");
 /// `"{upload id}\0{part number:05}"` → JSON [`PartRecord`].
-const UPLOAD_PARTS: TableDefinition<&str, &[u8]> = TableDefinition::new("multipart_parts");
+const UPLOAD_PARTS: Table = Table::str_to_bytes("multipart_parts");
 
 /// Facts about the index itself: `"objectLayout"` → the layout version every entry without
 /// a layout of its own was written in ([`Layout`]).
-const META: TableDefinition<&str, &str> = TableDefinition::new("meta");
+const META: Table = Table::str_to_str("meta");
 
 /// Bucket name → creation time (RFC 3339).
-const BUCKETS: TableDefinition<&str, &str> = TableDefinition::new("buckets");
+const BUCKETS: Table = Table::str_to_str("buckets");
 /// bucket name → JSON [`StoredBucketEncryption`], for buckets with a configuration of their own.
-const BUCKET_ENCRYPTION: TableDefinition<&str, &[u8]> = TableDefinition::new("bucket_encryption");
+const BUCKET_ENCRYPTION: Table = Table::str_to_bytes("bucket_encryption");
 
 /// The index file name in the data directory.
 pub(crate) const INDEX_FILE: &str = "objects.redb";
+
+/// The index's namespace of the metadata store.
+const NAMESPACE: Namespace = Namespace {
+    name: "objects",
+    file: INDEX_FILE,
+    tables: &[
+        OBJECTS,
+        CHECKPOINTS,
+        BUCKETS,
+        BUCKET_ENCRYPTION,
+        UPLOADS,
+        UPLOAD_PARTS,
+        META,
+    ],
+    private: false,
+};
 
 /// A bucket's default encryption as the `bucket_encryption` table stores it (docs/FORMATS.md,
 /// "Object index: bucket default encryption"): `{"algorithm":"AES256"}` for the service's
@@ -242,7 +259,7 @@ pub struct InventoryLine {
 /// The object index.
 #[derive(Debug)]
 pub struct ObjectIndex {
-    db: Database,
+    engine: Arc<dyn Engine>,
     /// Object entries waiting to be committed together (see [`ObjectIndex::put_if_bucket`]).
     group: GroupCommit,
 }
@@ -274,18 +291,29 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
+/// The keys `"{owner}\0…"` of a table: a bucket's objects, an upload's parts.
+fn rows_of(owner: &str) -> (String, String) {
+    (format!("{owner}\0"), format!("{owner}\u{1}"))
+}
+
 /// Removes the rows `"{owner}\0…"` of a table (a bucket's objects, an upload's parts); returns
 /// how many there were.
-fn remove_rows_of(table: &mut redb::Table<'_, &'static str, &'static [u8]>, owner: &str) -> Result<u64, IndexError> {
-    let (start, end) = (format!("{owner}\0"), format!("{owner}\u{1}"));
-    let keys: Vec<String> = table
-        .range(start.as_str()..end.as_str())?
-        .map(|r| r.map(|(k, _)| k.value().to_owned()))
-        .collect::<Result<_, _>>()?;
+fn remove_rows_of(txn: &dyn WriteTxn, table: Table, owner: &str) -> Result<u64, IndexError> {
+    let (start, end) = rows_of(owner);
+    let mut keys = Vec::new();
+    txn.scan(table, between(start.as_bytes(), end.as_bytes()), &mut |k, _| {
+        keys.push(k.to_vec());
+        Ok(ControlFlow::Continue(()))
+    })?;
     for k in &keys {
-        table.remove(k.as_str())?;
+        txn.remove(table, k)?;
     }
     Ok(keys.len() as u64)
+}
+
+/// A key or value the index wrote as UTF-8.
+fn utf8<'a>(bytes: &'a [u8], what: &'static str) -> Result<&'a str, IndexError> {
+    std::str::from_utf8(bytes).map_err(|_| IndexError::Corrupt(what))
 }
 
 fn row_key(bucket: &str, key: &str) -> String {
@@ -312,30 +340,40 @@ fn past_prefix(prefix: &str) -> String {
 
 impl ObjectIndex {
     /// Opens (creating) `objects.redb` in `data_dir`.
-    pub fn open(data_dir: &Path) -> Result<ObjectIndex, IndexError> {
-        let db = Database::create(data_dir.join(INDEX_FILE))?;
-        let txn = db.begin_write()?;
-        txn.open_table(OBJECTS)?;
-        txn.open_table(CHECKPOINTS)?;
-        txn.open_table(BUCKETS)?;
-        txn.open_table(BUCKET_ENCRYPTION)?;
-        txn.open_table(UPLOADS)?;
-        txn.open_table(UPLOAD_PARTS)?;
-        txn.open_table(META)?;
-        txn.commit()?;
+    pub fn open(data_dir: &std::path::Path) -> Result<ObjectIndex, IndexError> {
+        Self::open_at(&Location::Dir(data_dir.to_owned()))
+    }
+
+    /// Opens (creating) the index at `location`: `objects.redb` in a data directory, or the
+    /// index's namespace of a shared database.
+    pub fn open_at(location: &Location) -> Result<ObjectIndex, IndexError> {
         Ok(ObjectIndex {
-            db,
+            engine: location.open(&NAMESPACE)?,
             group: GroupCommit::default(),
         })
     }
 
+    /// Whether other servers share this index (then writers also lock keys fleet-wide).
+    pub(crate) fn is_shared(&self) -> bool {
+        self.engine.is_shared()
+    }
+
+    /// Takes the fleet-wide lock `name` in the index's engine (`None` when not shared);
+    /// blocks.
+    pub(crate) fn fleet_lock(&self, name: &str) -> Result<Option<sealstore_meta::LockGuard>, IndexError> {
+        Ok(self.engine.lock(&format!("object\0{name}"))?)
+    }
+
+    /// A durable write transaction.
+    fn write(&self) -> Result<Box<dyn WriteTxn + '_>, IndexError> {
+        Ok(self.engine.write(Durability::Immediate)?)
+    }
+
     /// The object layout recorded for the index (`None`: written before layouts were).
     pub fn layout_version(&self) -> Result<Option<u8>, IndexError> {
-        let txn = self.db.begin_read()?;
-        let t = txn.open_table(META)?;
-        let v = t.get("objectLayout")?;
+        let v = self.engine.read()?.get(META, b"objectLayout")?;
         v.map(|v| {
-            v.value()
+            utf8(&v, "corrupt layout version")?
                 .parse()
                 .map_err(|_| IndexError::Corrupt("corrupt layout version"))
         })
@@ -344,9 +382,8 @@ impl ObjectIndex {
 
     /// Records the index's object layout.
     pub(crate) fn set_layout_version(&self, version: u8) -> Result<(), IndexError> {
-        let txn = self.db.begin_write()?;
-        txn.open_table(META)?
-            .insert("objectLayout", version.to_string().as_str())?;
+        let txn = self.write()?;
+        txn.insert(META, b"objectLayout", version.to_string().as_bytes())?;
         txn.commit()?;
         Ok(())
     }
@@ -354,16 +391,13 @@ impl ObjectIndex {
     /// Every object of every bucket, in (bucket, key) order: for one-off passes over the
     /// whole index (layout upgrades).
     pub(crate) fn all_objects(&self) -> Result<Vec<(String, String, ObjectEntry)>, IndexError> {
-        let txn = self.db.begin_read()?;
-        let t = txn.open_table(OBJECTS)?;
+        let txn = self.engine.read()?;
         let mut out = Vec::new();
-        for row in t.iter()? {
-            let (k, v) = row?;
-            let (bucket, key) = k
-                .value()
+        for (k, v) in sealstore_meta::collect(&*txn, OBJECTS, ALL)? {
+            let (bucket, key) = utf8(&k, "corrupt object row")?
                 .split_once('\0')
                 .ok_or(IndexError::Corrupt("corrupt object row"))?;
-            out.push((bucket.to_owned(), key.to_owned(), serde_json::from_slice(v.value())?));
+            out.push((bucket.to_owned(), key.to_owned(), serde_json::from_slice(&v)?));
         }
         Ok(out)
     }
@@ -371,37 +405,31 @@ impl ObjectIndex {
     /// Forgets a bucket that holds no object, together with its uploads in progress and
     /// their parts, in one transaction (so no object can be recorded in it meanwhile).
     pub(crate) fn delete_bucket_and_uploads(&self, name: &str) -> Result<BucketDeletion, IndexError> {
-        let txn = self.db.begin_write()?;
-        let uploads = {
-            let (start, end) = (format!("{name}\0"), format!("{name}\u{1}"));
-            if txn
-                .open_table(OBJECTS)?
-                .range(start.as_str()..end.as_str())?
-                .next()
-                .is_some()
-            {
-                return Ok(BucketDeletion::NotEmpty);
+        let txn = self.write()?;
+        let (start, end) = rows_of(name);
+        let mut any = false;
+        txn.scan(OBJECTS, between(start.as_bytes(), end.as_bytes()), &mut |_, _| {
+            any = true;
+            Ok(ControlFlow::Break(()))
+        })?;
+        if any {
+            return Ok(BucketDeletion::NotEmpty);
+        }
+        if !txn.remove(BUCKETS, name.as_bytes())? {
+            return Ok(BucketDeletion::NoSuchBucket);
+        }
+        txn.remove(BUCKET_ENCRYPTION, name.as_bytes())?;
+        let mut uploads = Vec::new();
+        for (k, v) in sealstore_meta::collect(&*txn, UPLOADS, ALL)? {
+            let record: UploadRecord = serde_json::from_slice(&v)?;
+            if record.bucket == name {
+                uploads.push(utf8(&k, "corrupt upload id")?.to_owned());
             }
-            if txn.open_table(BUCKETS)?.remove(name)?.is_none() {
-                return Ok(BucketDeletion::NoSuchBucket);
-            }
-            txn.open_table(BUCKET_ENCRYPTION)?.remove(name)?;
-            let mut uploads = txn.open_table(UPLOADS)?;
-            let mut ids = Vec::new();
-            for row in uploads.iter()? {
-                let (k, v) = row?;
-                let record: UploadRecord = serde_json::from_slice(v.value())?;
-                if record.bucket == name {
-                    ids.push(k.value().to_owned());
-                }
-            }
-            let mut parts = txn.open_table(UPLOAD_PARTS)?;
-            for id in &ids {
-                uploads.remove(id.as_str())?;
-                remove_rows_of(&mut parts, id)?;
-            }
-            ids
-        };
+        }
+        for id in &uploads {
+            txn.remove(UPLOADS, id.as_bytes())?;
+            remove_rows_of(&*txn, UPLOAD_PARTS, id)?;
+        }
         txn.commit()?;
         Ok(BucketDeletion::Deleted { uploads })
     }
@@ -449,18 +477,14 @@ impl ObjectIndex {
 
     /// Stores each entry whose bucket exists, all in one transaction; says which were stored.
     fn commit_entries(&self, batch: &[PendingEntry]) -> Result<Vec<bool>, IndexError> {
-        let txn = self.db.begin_write()?;
+        let txn = self.write()?;
         let mut stored = Vec::with_capacity(batch.len());
-        {
-            let buckets = txn.open_table(BUCKETS)?;
-            let mut objects = txn.open_table(OBJECTS)?;
-            for pending in batch {
-                let exists = buckets.get(pending.bucket.as_str())?.is_some();
-                if exists {
-                    objects.insert(pending.row.as_str(), pending.value.as_slice())?;
-                }
-                stored.push(exists);
+        for pending in batch {
+            let exists = txn.get(BUCKETS, pending.bucket.as_bytes())?.is_some();
+            if exists {
+                txn.insert(OBJECTS, pending.row.as_bytes(), &pending.value)?;
             }
+            stored.push(exists);
         }
         txn.commit()?;
         Ok(stored)
@@ -468,25 +492,19 @@ impl ObjectIndex {
 
     /// Registers a bucket; false when it already exists.
     pub fn create_bucket(&self, name: &str) -> Result<bool, IndexError> {
-        let txn = self.db.begin_write()?;
-        let created = {
-            let mut t = txn.open_table(BUCKETS)?;
-            if t.get(name)?.is_some() {
-                false
-            } else {
-                t.insert(name, Utc::now().to_rfc3339().as_str())?;
-                true
-            }
-        };
+        let txn = self.write()?;
+        if txn.get(BUCKETS, name.as_bytes())?.is_some() {
+            return Ok(false);
+        }
+        txn.insert(BUCKETS, name.as_bytes(), Utc::now().to_rfc3339().as_bytes())?;
         txn.commit()?;
-        Ok(created)
+        Ok(true)
     }
 
     /// A bucket's default encryption (SSE-S3 unless configured otherwise).
     pub(crate) fn bucket_encryption(&self, name: &str) -> Result<BucketEncryption, IndexError> {
-        let txn = self.db.begin_read()?;
-        match txn.open_table(BUCKET_ENCRYPTION)?.get(name)? {
-            Some(v) => Ok(serde_json::from_slice::<StoredBucketEncryption>(v.value())?.into()),
+        match self.engine.read()?.get(BUCKET_ENCRYPTION, name.as_bytes())? {
+            Some(v) => Ok(serde_json::from_slice::<StoredBucketEncryption>(&v)?.into()),
             None => Ok(BucketEncryption::default()),
         }
     }
@@ -497,16 +515,15 @@ impl ObjectIndex {
         name: &str,
         config: Option<&BucketEncryption>,
     ) -> Result<(), IndexError> {
-        let txn = self.db.begin_write()?;
-        {
-            let mut t = txn.open_table(BUCKET_ENCRYPTION)?;
-            match config {
-                Some(c) => {
-                    t.insert(name, serde_json::to_vec(&StoredBucketEncryption::from(c))?.as_slice())?;
-                }
-                None => {
-                    t.remove(name)?;
-                }
+        let txn = self.write()?;
+        match config {
+            Some(c) => txn.insert(
+                BUCKET_ENCRYPTION,
+                name.as_bytes(),
+                &serde_json::to_vec(&StoredBucketEncryption::from(c))?,
+            )?,
+            None => {
+                txn.remove(BUCKET_ENCRYPTION, name.as_bytes())?;
             }
         }
         txn.commit()?;
@@ -515,52 +532,44 @@ impl ObjectIndex {
 
     /// Buckets with their creation times, by name.
     pub fn buckets(&self) -> Result<Vec<(String, DateTime<Utc>)>, IndexError> {
-        let txn = self.db.begin_read()?;
-        let t = txn.open_table(BUCKETS)?;
+        let txn = self.engine.read()?;
         let mut out = Vec::new();
-        for row in t.iter()? {
-            let (k, v) = row?;
-            let created = DateTime::parse_from_rfc3339(v.value())
+        for (k, v) in sealstore_meta::collect(&*txn, BUCKETS, ALL)? {
+            let created = DateTime::parse_from_rfc3339(utf8(&v, "corrupt bucket creation time")?)
                 .map_err(|_| IndexError::Corrupt("corrupt bucket creation time"))?
                 .with_timezone(&Utc);
-            out.push((k.value().to_owned(), created));
+            out.push((utf8(&k, "corrupt bucket name")?.to_owned(), created));
         }
         Ok(out)
     }
 
     /// Whether a bucket exists.
     pub(crate) fn bucket_exists(&self, name: &str) -> Result<bool, IndexError> {
-        let txn = self.db.begin_read()?;
-        Ok(txn.open_table(BUCKETS)?.get(name)?.is_some())
+        Ok(self.engine.read()?.get(BUCKETS, name.as_bytes())?.is_some())
     }
 
     /// Records a new multipart upload.
     pub fn put_upload(&self, upload_id: &str, record: &UploadRecord) -> Result<(), IndexError> {
-        let txn = self.db.begin_write()?;
-        txn.open_table(UPLOADS)?
-            .insert(upload_id, serde_json::to_vec(record)?.as_slice())?;
+        let txn = self.write()?;
+        txn.insert(UPLOADS, upload_id.as_bytes(), &serde_json::to_vec(record)?)?;
         txn.commit()?;
         Ok(())
     }
 
     /// A multipart upload in progress.
     pub fn upload(&self, upload_id: &str) -> Result<Option<UploadRecord>, IndexError> {
-        let txn = self.db.begin_read()?;
-        let t = txn.open_table(UPLOADS)?;
-        let v = t.get(upload_id)?;
-        Ok(v.map(|v| serde_json::from_slice(v.value())).transpose()?)
+        let v = self.engine.read()?.get(UPLOADS, upload_id.as_bytes())?;
+        Ok(v.map(|v| serde_json::from_slice(&v)).transpose()?)
     }
 
     /// Uploads in progress in `bucket`, by key then id.
     pub fn uploads(&self, bucket: &str) -> Result<Vec<(String, UploadRecord)>, IndexError> {
-        let txn = self.db.begin_read()?;
-        let t = txn.open_table(UPLOADS)?;
+        let txn = self.engine.read()?;
         let mut out = Vec::new();
-        for row in t.iter()? {
-            let (k, v) = row?;
-            let record: UploadRecord = serde_json::from_slice(v.value())?;
+        for (k, v) in sealstore_meta::collect(&*txn, UPLOADS, ALL)? {
+            let record: UploadRecord = serde_json::from_slice(&v)?;
             if record.bucket == bucket {
-                out.push((k.value().to_owned(), record));
+                out.push((utf8(&k, "corrupt upload id")?.to_owned(), record));
             }
         }
         out.sort_by(|a, b| (&a.1.key, &a.0).cmp(&(&b.1.key, &b.0)));
@@ -570,49 +579,43 @@ impl ObjectIndex {
     /// Records an uploaded part (replacing an earlier upload of the same number), if the
     /// upload is still in progress (false, and nothing recorded, when it is not).
     pub fn put_part(&self, upload_id: &str, part_number: u32, record: &PartRecord) -> Result<bool, IndexError> {
-        let txn = self.db.begin_write()?;
-        if txn.open_table(UPLOADS)?.get(upload_id)?.is_none() {
+        let txn = self.write()?;
+        if txn.get(UPLOADS, upload_id.as_bytes())?.is_none() {
             return Ok(false);
         }
         let key = format!("{upload_id}\0{part_number:05}");
-        txn.open_table(UPLOAD_PARTS)?
-            .insert(key.as_str(), serde_json::to_vec(record)?.as_slice())?;
+        txn.insert(UPLOAD_PARTS, key.as_bytes(), &serde_json::to_vec(record)?)?;
         txn.commit()?;
         Ok(true)
     }
 
     /// The parts of an upload, by number.
     pub fn parts(&self, upload_id: &str) -> Result<Vec<(u32, PartRecord)>, IndexError> {
-        let txn = self.db.begin_read()?;
-        let t = txn.open_table(UPLOAD_PARTS)?;
-        let (start, end) = (format!("{upload_id}\0"), format!("{upload_id}\u{1}"));
+        let txn = self.engine.read()?;
+        let (start, end) = rows_of(upload_id);
         let mut out = Vec::new();
-        for row in t.range(start.as_str()..end.as_str())? {
-            let (k, v) = row?;
-            let number = k.value()[upload_id.len() + 1..]
+        for (k, v) in sealstore_meta::collect(&*txn, UPLOAD_PARTS, between(start.as_bytes(), end.as_bytes()))? {
+            let number = utf8(&k[upload_id.len() + 1..], "corrupt part number")?
                 .parse()
                 .map_err(|_| IndexError::Corrupt("corrupt part number"))?;
-            out.push((number, serde_json::from_slice(v.value())?));
+            out.push((number, serde_json::from_slice(&v)?));
         }
         Ok(out)
     }
 
     /// Forgets an upload and its parts.
     pub(crate) fn remove_upload(&self, upload_id: &str) -> Result<(), IndexError> {
-        let txn = self.db.begin_write()?;
-        {
-            remove_rows_of(&mut txn.open_table(UPLOAD_PARTS)?, upload_id)?;
-            txn.open_table(UPLOADS)?.remove(upload_id)?;
-        }
+        let txn = self.write()?;
+        remove_rows_of(&*txn, UPLOAD_PARTS, upload_id)?;
+        txn.remove(UPLOADS, upload_id.as_bytes())?;
         txn.commit()?;
         Ok(())
     }
 
     /// Records (or replaces) an object.
     pub fn put(&self, bucket: &str, key: &str, entry: &ObjectEntry) -> Result<(), IndexError> {
-        let txn = self.db.begin_write()?;
-        txn.open_table(OBJECTS)?
-            .insert(row_key(bucket, key).as_str(), serde_json::to_vec(entry)?.as_slice())?;
+        let txn = self.write()?;
+        txn.insert(OBJECTS, row_key(bucket, key).as_bytes(), &serde_json::to_vec(entry)?)?;
         txn.commit()?;
         Ok(())
     }
@@ -623,12 +626,9 @@ impl ObjectIndex {
         bucket: &str,
         entries: impl IntoIterator<Item = (&'a str, &'a ObjectEntry)>,
     ) -> Result<(), IndexError> {
-        let txn = self.db.begin_write()?;
-        {
-            let mut t = txn.open_table(OBJECTS)?;
-            for (key, entry) in entries {
-                t.insert(row_key(bucket, key).as_str(), serde_json::to_vec(entry)?.as_slice())?;
-            }
+        let txn = self.write()?;
+        for (key, entry) in entries {
+            txn.insert(OBJECTS, row_key(bucket, key).as_bytes(), &serde_json::to_vec(entry)?)?;
         }
         txn.commit()?;
         Ok(())
@@ -643,60 +643,56 @@ impl ObjectIndex {
         entry: &ObjectEntry,
         sweep: &str,
     ) -> Result<(), IndexError> {
-        let txn = self.db.begin_write()?;
-        txn.open_table(OBJECTS)?
-            .insert(row_key(bucket, key).as_str(), serde_json::to_vec(entry)?.as_slice())?;
-        txn.open_table(CHECKPOINTS)?.insert(sweep, key)?;
+        let txn = self.write()?;
+        txn.insert(OBJECTS, row_key(bucket, key).as_bytes(), &serde_json::to_vec(entry)?)?;
+        txn.insert(CHECKPOINTS, sweep.as_bytes(), key.as_bytes())?;
         txn.commit()?;
         Ok(())
     }
 
     /// Moves sweep `sweep`'s checkpoint past `key` (an object it had nothing to do for).
     pub(crate) fn set_checkpoint(&self, sweep: &str, key: &str) -> Result<(), IndexError> {
-        let txn = self.db.begin_write()?;
-        txn.open_table(CHECKPOINTS)?.insert(sweep, key)?;
+        let txn = self.write()?;
+        txn.insert(CHECKPOINTS, sweep.as_bytes(), key.as_bytes())?;
         txn.commit()?;
         Ok(())
     }
 
     /// The last key sweep `sweep` finished, if it was interrupted.
     pub(crate) fn checkpoint(&self, sweep: &str) -> Result<Option<String>, IndexError> {
-        let txn = self.db.begin_read()?;
-        let t = txn.open_table(CHECKPOINTS)?;
-        let v = t.get(sweep)?;
-        Ok(v.map(|v| v.value().to_owned()))
+        let v = self.engine.read()?.get(CHECKPOINTS, sweep.as_bytes())?;
+        v.map(|v| Ok(utf8(&v, "corrupt sweep checkpoint")?.to_owned()))
+            .transpose()
     }
 
     /// Forgets sweep `sweep`'s checkpoint (it finished).
     pub(crate) fn clear_checkpoint(&self, sweep: &str) -> Result<(), IndexError> {
-        let txn = self.db.begin_write()?;
-        txn.open_table(CHECKPOINTS)?.remove(sweep)?;
+        let txn = self.write()?;
+        txn.remove(CHECKPOINTS, sweep.as_bytes())?;
         txn.commit()?;
         Ok(())
     }
 
     /// Forgets an object.
     pub fn remove(&self, bucket: &str, key: &str) -> Result<(), IndexError> {
-        let txn = self.db.begin_write()?;
-        txn.open_table(OBJECTS)?.remove(row_key(bucket, key).as_str())?;
+        let txn = self.write()?;
+        txn.remove(OBJECTS, row_key(bucket, key).as_bytes())?;
         txn.commit()?;
         Ok(())
     }
 
     /// Forgets every object of a bucket (before a rebuild).
     pub(crate) fn clear_bucket(&self, bucket: &str) -> Result<u64, IndexError> {
-        let txn = self.db.begin_write()?;
-        let removed = remove_rows_of(&mut txn.open_table(OBJECTS)?, bucket)?;
+        let txn = self.write()?;
+        let removed = remove_rows_of(&*txn, OBJECTS, bucket)?;
         txn.commit()?;
         Ok(removed)
     }
 
     /// One object.
     pub fn get(&self, bucket: &str, key: &str) -> Result<Option<ObjectEntry>, IndexError> {
-        let txn = self.db.begin_read()?;
-        let t = txn.open_table(OBJECTS)?;
-        let v = t.get(row_key(bucket, key).as_str())?;
-        Ok(v.map(|v| serde_json::from_slice(v.value())).transpose()?)
+        let v = self.engine.read()?.get(OBJECTS, row_key(bucket, key).as_bytes())?;
+        Ok(v.map(|v| serde_json::from_slice(&v)).transpose()?)
     }
 
     /// Lists `bucket` in key order: keys starting with `prefix`, after `start_after`, at most
@@ -710,8 +706,7 @@ impl ObjectIndex {
         start_after: Option<&str>,
         max_keys: usize,
     ) -> Result<ListPage, IndexError> {
-        let txn = self.db.begin_read()?;
-        let t = txn.open_table(OBJECTS)?;
+        let txn = self.engine.read()?;
         let bucket_start = row_key(bucket, prefix);
         let start = match start_after {
             Some(after) if row_key(bucket, after) >= bucket_start => row_key(bucket, after),
@@ -721,18 +716,24 @@ impl ObjectIndex {
         let mut page = ListPage::default();
         let mut last_emitted: Option<String> = None;
         let mut from = start;
+        let mut failed: Option<IndexError> = None;
         // Each pass walks the range until it rolls up a common prefix, then jumps past every
         // key under that prefix instead of reading them one by one.
-        'scan: loop {
+        loop {
             let mut jump_to: Option<String> = None;
-            for row in t.range(from.as_str()..end.as_str())? {
-                let (k, v) = row?;
-                let key = &k.value()[bucket.len() + 1..];
+            let mut done = false;
+            txn.scan(OBJECTS, between(from.as_bytes(), end.as_bytes()), &mut |k, v| {
+                let Ok(row) = std::str::from_utf8(k) else {
+                    failed = Some(IndexError::Corrupt("corrupt object row"));
+                    return Ok(ControlFlow::Break(()));
+                };
+                let key = &row[bucket.len() + 1..];
                 if !key.starts_with(prefix) {
-                    break 'scan;
+                    done = true;
+                    return Ok(ControlFlow::Break(()));
                 }
                 if Some(key) == start_after {
-                    continue;
+                    return Ok(ControlFlow::Continue(()));
                 }
                 let rolled_up = delimiter.filter(|d| !d.is_empty()).and_then(|d| {
                     key[prefix.len()..]
@@ -745,29 +746,40 @@ impl ObjectIndex {
                         || start_after.is_some_and(|after| common.as_str() <= after)
                     {
                         jump_to = Some(row_key(bucket, &past_prefix(common)));
-                        break;
+                        return Ok(ControlFlow::Break(()));
                     }
                 }
                 if page.objects.len() + page.common_prefixes.len() == max_keys {
-                    page.next_start_after = last_emitted;
-                    break 'scan;
+                    page.next_start_after = last_emitted.clone();
+                    done = true;
+                    return Ok(ControlFlow::Break(()));
                 }
                 match rolled_up {
                     Some(common) => {
                         jump_to = Some(row_key(bucket, &past_prefix(&common)));
                         last_emitted = Some(common.clone());
                         page.common_prefixes.push(common);
-                        break;
+                        Ok(ControlFlow::Break(()))
                     }
-                    None => {
-                        last_emitted = Some(key.to_owned());
-                        page.objects.push((key.to_owned(), serde_json::from_slice(v.value())?));
-                    }
+                    None => match serde_json::from_slice(v) {
+                        Ok(entry) => {
+                            last_emitted = Some(key.to_owned());
+                            page.objects.push((key.to_owned(), entry));
+                            Ok(ControlFlow::Continue(()))
+                        }
+                        Err(e) => {
+                            failed = Some(e.into());
+                            Ok(ControlFlow::Break(()))
+                        }
+                    },
                 }
+            })?;
+            if let Some(e) = failed {
+                return Err(e);
             }
             match jump_to {
-                Some(next) => from = next,
-                None => break,
+                Some(next) if !done => from = next,
+                _ => break,
             }
         }
         Ok(page)
@@ -775,27 +787,36 @@ impl ObjectIndex {
 
     /// Objects and bytes per master key version, over every bucket.
     pub fn inventory(&self) -> Result<BTreeMap<Ocid, InventoryLine>, IndexError> {
-        let txn = self.db.begin_read()?;
-        let t = txn.open_table(OBJECTS)?;
+        let txn = self.engine.read()?;
         let mut out: BTreeMap<Ocid, InventoryLine> = BTreeMap::new();
-        for row in t.iter()? {
-            let entry: ObjectEntry = serde_json::from_slice(row?.1.value())?;
+        let mut failed: Option<IndexError> = None;
+        txn.scan(OBJECTS, ALL, &mut |_, v| {
+            let entry: ObjectEntry = match serde_json::from_slice(v) {
+                Ok(entry) => entry,
+                Err(e) => {
+                    failed = Some(e.into());
+                    return Ok(ControlFlow::Break(()));
+                }
+            };
             // Objects under customer keys depend on no master key.
-            let Encryption::Kms {
+            if let Encryption::Kms {
                 key_id, key_version_id, ..
             } = entry.encryption
-            else {
-                continue;
-            };
-            let line = out.entry(key_version_id).or_insert(InventoryLine {
-                key_id,
-                objects: 0,
-                bytes: 0,
-            });
-            line.objects += 1;
-            line.bytes += entry.size;
+            {
+                let line = out.entry(key_version_id).or_insert(InventoryLine {
+                    key_id,
+                    objects: 0,
+                    bytes: 0,
+                });
+                line.objects += 1;
+                line.bytes += entry.size;
+            }
+            Ok(ControlFlow::Continue(()))
+        })?;
+        match failed {
+            Some(e) => Err(e),
+            None => Ok(out),
         }
-        Ok(out)
     }
 }
 
@@ -902,11 +923,15 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         {
             // An index database as earlier versions wrote it, record by record.
-            let db = Database::create(dir.path().join(INDEX_FILE)).unwrap();
+            let db = redb::Database::create(dir.path().join(INDEX_FILE)).unwrap();
             let txn = db.begin_write().unwrap();
             {
-                let mut buckets = txn.open_table(BUCKETS).unwrap();
-                let mut encryption = txn.open_table(BUCKET_ENCRYPTION).unwrap();
+                let mut buckets = txn
+                    .open_table(redb::TableDefinition::<&str, &str>::new(BUCKETS.name()))
+                    .unwrap();
+                let mut encryption = txn
+                    .open_table(redb::TableDefinition::<&str, &[u8]>::new(BUCKET_ENCRYPTION.name()))
+                    .unwrap();
                 for (bucket, json, _) in &stored {
                     buckets.insert(*bucket, "2025-01-01T00:00:00+00:00").unwrap();
                     encryption.insert(*bucket, json.as_bytes()).unwrap();
@@ -918,10 +943,14 @@ mod tests {
         for (bucket, json, meaning) in &stored {
             assert_eq!(&index.bucket_encryption(bucket).unwrap(), meaning, "{bucket}");
             index.set_bucket_encryption(bucket, Some(meaning)).unwrap();
-            let txn = index.db.begin_read().unwrap();
-            let table = txn.open_table(BUCKET_ENCRYPTION).unwrap();
-            let written = table.get(*bucket).unwrap().unwrap();
-            assert_eq!(std::str::from_utf8(written.value()).unwrap(), json, "{bucket}");
+            let written = index
+                .engine
+                .read()
+                .unwrap()
+                .get(BUCKET_ENCRYPTION, bucket.as_bytes())
+                .unwrap()
+                .unwrap();
+            assert_eq!(std::str::from_utf8(&written).unwrap(), json, "{bucket}");
         }
         assert_eq!(index.bucket_encryption("other").unwrap(), BucketEncryption::ServiceKey);
     }

@@ -138,7 +138,7 @@ pub(crate) async fn sweep(
             }
             // A writer may have replaced or deleted the object since the page was read: lock
             // it, then work from its current entry.
-            let _lock = service.lock_key(&plan.bucket, key).await;
+            let _lock = service.lock_key(&plan.bucket, key).await?;
             let Some(entry) = index.get(&plan.bucket, key)? else {
                 continue;
             };

@@ -8,12 +8,12 @@
 //! signature, so a hash would not do.
 
 use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use redb::{Database, ReadableTable, TableDefinition};
+use sealstore_meta::{Durability, Engine, Location, Namespace, Table, ALL};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
@@ -25,14 +25,23 @@ pub(crate) const USERS_FILE: &str = "s3-users.redb";
 pub(crate) const ADMIN_USER: &str = "admin";
 
 /// access key id → JSON [`S3User`].
-const USERS: TableDefinition<&str, &[u8]> = TableDefinition::new("s3_users");
+const USERS: Table = Table::str_to_bytes("s3_users");
+
+/// The S3 users' namespace of the metadata store.
+const NAMESPACE: Namespace = Namespace {
+    name: "s3-users",
+    file: USERS_FILE,
+    tables: &[USERS],
+    // SigV4 secrets: owner only.
+    private: true,
+};
 
 /// Errors of the user store.
 #[derive(Debug, Error)]
 pub(crate) enum UserError {
-    /// The database failed.
+    /// The metadata store failed, or cannot be reached now.
     #[error("S3 user store: {0}")]
-    Database(#[source] Box<redb::Error>),
+    Metadata(#[from] sealstore_meta::Error),
     /// A stored user does not parse.
     #[error("S3 user store: {0}")]
     Record(#[from] serde_json::Error),
@@ -52,8 +61,6 @@ pub(crate) enum UserError {
     #[error("'{0}' is the last S3 user; removing it would lock every client out (use --force to do it anyway)")]
     LastUser(String),
 }
-
-kms_core::from_redb_errors!(UserError, |e| UserError::Database(Box::new(e)));
 
 /// A user and its access key.
 #[derive(Clone, Serialize, Deserialize)]
@@ -125,41 +132,41 @@ fn check_name(name: &str) -> Result<(), UserError> {
 /// The S3 users of a data directory.
 #[derive(Debug)]
 pub(crate) struct UserStore {
-    db: Database,
+    engine: Arc<dyn Engine>,
+}
+
+/// Every user of a transaction's view.
+fn all_users(txn: &dyn sealstore_meta::ReadTxn) -> Result<Vec<S3User>, UserError> {
+    sealstore_meta::collect(txn, USERS, ALL)?
+        .iter()
+        .map(|(_, v)| Ok(serde_json::from_slice::<S3User>(v)?))
+        .collect()
 }
 
 impl UserStore {
     /// Opens (creating) the store in `data_dir`.
     pub(crate) fn open(data_dir: &Path) -> Result<Self, UserError> {
-        let path = data_dir.join(USERS_FILE);
-        let db = Database::create(&path)?;
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
-        let txn = db.begin_write()?;
-        txn.open_table(USERS)?;
-        txn.commit()?;
-        Ok(UserStore { db })
+        Self::open_at(&Location::Dir(data_dir.to_owned()))
+    }
+
+    /// Opens (creating) the store at `location`.
+    pub(crate) fn open_at(location: &Location) -> Result<Self, UserError> {
+        Ok(UserStore {
+            engine: location.open(&NAMESPACE)?,
+        })
     }
 
     /// Users, by name.
     pub(crate) fn list(&self) -> Result<Vec<S3User>, UserError> {
-        let txn = self.db.begin_read()?;
-        let t = txn.open_table(USERS)?;
-        let mut users = Vec::new();
-        for row in t.iter()? {
-            users.push(serde_json::from_slice::<S3User>(row?.1.value())?);
-        }
+        let mut users = all_users(&*self.engine.read()?)?;
         users.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(users)
     }
 
     /// The user owning `access_key_id`.
     pub(crate) fn by_access_key(&self, access_key_id: &str) -> Result<Option<S3User>, UserError> {
-        let txn = self.db.begin_read()?;
-        let t = txn.open_table(USERS)?;
-        Ok(match t.get(access_key_id)? {
-            Some(v) => Some(serde_json::from_slice(v.value())?),
-            None => None,
-        })
+        let v = self.engine.read()?.get(USERS, access_key_id.as_bytes())?;
+        Ok(v.map(|v| serde_json::from_slice(&v)).transpose()?)
     }
 
     /// Creates a user with a fresh key pair.
@@ -176,17 +183,11 @@ impl UserStore {
     }
 
     fn insert(&self, user: &S3User) -> Result<(), UserError> {
-        let txn = self.db.begin_write()?;
-        {
-            let mut t = txn.open_table(USERS)?;
-            for row in t.iter()? {
-                let existing: S3User = serde_json::from_slice(row?.1.value())?;
-                if existing.name == user.name {
-                    return Err(UserError::NameTaken(user.name.clone()));
-                }
-            }
-            t.insert(user.access_key_id.as_str(), serde_json::to_vec(user)?.as_slice())?;
+        let txn = self.engine.write(Durability::Immediate)?;
+        if all_users(&*txn)?.iter().any(|existing| existing.name == user.name) {
+            return Err(UserError::NameTaken(user.name.clone()));
         }
+        txn.insert(USERS, user.access_key_id.as_bytes(), &serde_json::to_vec(user)?)?;
         txn.commit()?;
         Ok(())
     }
@@ -194,27 +195,19 @@ impl UserStore {
     /// Removes the user with this name or access key; refuses to remove the last user
     /// unless `force`.
     pub(crate) fn remove(&self, name_or_key: &str, force: bool) -> Result<S3User, UserError> {
-        let txn = self.db.begin_write()?;
-        let removed = {
-            let mut t = txn.open_table(USERS)?;
-            let mut found = None;
-            let mut count = 0;
-            for row in t.iter()? {
-                let user: S3User = serde_json::from_slice(row?.1.value())?;
-                count += 1;
-                if user.name == name_or_key || user.access_key_id == name_or_key {
-                    found = Some(user);
-                }
-            }
-            let user = found.ok_or_else(|| UserError::NotFound(name_or_key.to_owned()))?;
-            if count == 1 && !force {
-                return Err(UserError::LastUser(user.name));
-            }
-            t.remove(user.access_key_id.as_str())?;
-            user
-        };
+        let txn = self.engine.write(Durability::Immediate)?;
+        let users = all_users(&*txn)?;
+        let user = users
+            .iter()
+            .find(|u| u.name == name_or_key || u.access_key_id == name_or_key)
+            .cloned()
+            .ok_or_else(|| UserError::NotFound(name_or_key.to_owned()))?;
+        if users.len() == 1 && !force {
+            return Err(UserError::LastUser(user.name));
+        }
+        txn.remove(USERS, user.access_key_id.as_bytes())?;
         txn.commit()?;
-        Ok(removed)
+        Ok(user)
     }
 
     /// On a data directory's first start, creates the `admin` user and writes its keys to
@@ -288,6 +281,13 @@ impl s3s::auth::S3Auth for StoreAuth {
                 InvalidAccessKeyId,
                 "the access key id does not exist in our records"
             )),
+            Err(UserError::Metadata(e)) if e.is_unavailable() => {
+                tracing::warn!(error = %e, "S3 user lookup: metadata store unavailable");
+                Err(s3s::s3_error!(
+                    ServiceUnavailable,
+                    "the user store cannot be reached; retry later"
+                ))
+            }
             Err(e) => {
                 tracing::error!(error = %e, "S3 user lookup failed");
                 Err(s3s::s3_error!(

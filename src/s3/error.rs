@@ -4,7 +4,7 @@
 use kms_core::{KmsError, Refusal};
 use s3s::{S3Error, S3ErrorCode};
 
-use crate::object::error::IntegrityProblem;
+use crate::object::error::{IndexError, IntegrityProblem};
 use crate::object::{EncryptedStoreError, ObjectError};
 
 /// An S3 error with a code s3s does not know (such as `KMS.NotFoundException`) and status 400.
@@ -67,6 +67,7 @@ fn kms_err(e: &KmsError) -> Option<S3Error> {
     let code = match e {
         KmsError::AccessDenied(_) | KmsError::VaultDeleted(_) => S3ErrorCode::AccessDenied,
         KmsError::Unavailable(_) => S3ErrorCode::ServiceUnavailable,
+        KmsError::Metadata(m) if m.is_unavailable() => S3ErrorCode::ServiceUnavailable,
         _ => return None,
     };
     Some(S3Error::with_message(code, xml_safe(&e.to_string())))
@@ -77,6 +78,13 @@ pub(super) fn s3_err(e: ObjectError) -> S3Error {
     let typed = match &e {
         ObjectError::Store(store) => store_err(store),
         ObjectError::Kms(kms) => kms_err(kms),
+        ObjectError::Index(IndexError::Metadata(m)) if m.is_unavailable() => {
+            tracing::warn!(error = %e, "metadata store unavailable");
+            Some(S3Error::with_message(
+                S3ErrorCode::ServiceUnavailable,
+                "the metadata store cannot be reached; retry later",
+            ))
+        }
         _ => None,
     };
     if let Some(err) = typed {

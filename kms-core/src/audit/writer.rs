@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-use redb::Durability;
+use sealstore_meta::Durability;
 
 use super::append_queued;
 use crate::error::Result;
@@ -104,7 +104,7 @@ impl AuditWriter {
         let txn = store.write(if durable {
             Durability::Immediate
         } else {
-            Durability::None
+            Durability::Deferred
         })?;
         append_queued(&txn, &batch)?;
         txn.commit()?;

@@ -226,8 +226,13 @@ impl<'a> Backups<'a> {
         result: &Result<T>,
     ) -> Result<()> {
         let outcome = result.as_ref().map(drop).map_err(ToString::to_string);
-        self.ctx
-            .audit_only(principal, operation, subject, outcome, redb::Durability::Immediate)
+        self.ctx.audit_only(
+            principal,
+            operation,
+            subject,
+            outcome,
+            sealstore_meta::Durability::Immediate,
+        )
     }
 
     /// Opens `file` for a restore, auditing a refusal (nothing else happens then).

@@ -94,9 +94,9 @@ impl ObjectService {
             backend,
             local_root,
             keys,
+            locks: KeyLocks::for_index(&index),
             index,
             key_id,
-            locks: KeyLocks::default(),
         };
         service.upgrade_layout()?;
         Ok(service)
@@ -111,8 +111,8 @@ impl ObjectService {
 
     /// Takes the write lock of one object (see [`KeyLocks`]); writers here take it
     /// themselves, the sweep through this.
-    pub async fn lock_key(&self, bucket: &str, key: &str) -> KeyGuard<'_> {
-        self.locks.lock(bucket, key).await
+    pub async fn lock_key(&self, bucket: &str, key: &str) -> Result<KeyGuard<'_>> {
+        Ok(self.locks.lock(bucket, key).await?)
     }
 
     /// The backend, where every bucket's folders are.

@@ -208,7 +208,7 @@ impl ObjectService {
         let store = self.object_store(bucket, key).sealed_with(resolved.sealing);
         // Held from the condition's check through the store's write to the index's, so the
         // condition holds for what is replaced and the index describes the stored object.
-        let _lock = self.locks.lock(bucket, key).await;
+        let _lock = self.lock_key(bucket, key).await?;
         let previous = self.index.get(bucket, key)?;
         if let Some(condition) = &params.condition {
             condition.check(bucket, key, previous.as_ref())?;
@@ -298,7 +298,7 @@ impl ObjectService {
     /// reader), then its ciphertext (should that fail, garbage collection removes it).
     pub async fn delete(&self, bucket: &str, key: &str) -> Result<()> {
         self.require_bucket(bucket)?;
-        let _lock = self.locks.lock(bucket, key).await;
+        let _lock = self.lock_key(bucket, key).await?;
         let Some(entry) = self.index.get(bucket, key)? else {
             return Ok(());
         };
