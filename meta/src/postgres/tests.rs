@@ -309,3 +309,29 @@ fn lock_keys_are_stable() {
     assert_ne!(lock_key("kms"), lock_key("objects"));
     assert_eq!(lock_key(""), i64::from_ne_bytes(0x09f0_0fc9_aec0_6dc1u64.to_ne_bytes()));
 }
+
+#[test]
+fn a_writer_waiting_longer_than_the_operation_timeout_is_unavailable() {
+    let Some(url) = server() else { return };
+    let settings = Settings {
+        operation_timeout: Duration::from_secs(1),
+        ..Settings::default()
+    };
+    let ns = namespace("waiting");
+    let (one, two) = (
+        Postgres::connect_with(&url, settings).unwrap(),
+        Postgres::connect_with(&url, settings).unwrap(),
+    );
+    let (one, two) = (one.namespace(&ns).unwrap(), two.namespace(&ns).unwrap());
+    let holder = one.write(Durability::Immediate).unwrap();
+    let started = Instant::now();
+    let e = two.write(Durability::Immediate).map(|_| ()).unwrap_err();
+    assert!(e.is_unavailable(), "{e}");
+    assert!(started.elapsed() < Duration::from_secs(3), "{:?}", started.elapsed());
+    drop(holder);
+    // The lock is free again once the dropped writer's rollback ran; the waiter's connection
+    // (whose statement the server cancelled) is still good.
+    let w = two.write(Durability::Immediate).unwrap();
+    w.insert(COUNTER, &1u64.to_be_bytes(), b"x").unwrap();
+    w.commit().unwrap();
+}
