@@ -246,6 +246,19 @@ fn an_unreachable_server_is_unavailable_at_once_and_the_password_is_not_told() {
 }
 
 #[test]
+fn a_malformed_url_is_refused_without_telling_the_password() {
+    for url in [
+        "postgres://sealstore:s3cret-pw@127.0.0.1:notaport/db",
+        "postgres://sealstore:s3cret-pw@127.0.0.1/db?sslmode=nonsense",
+        "postgres://sealstore:s3cret-pw@127.0.0.1/db?pool_size=many",
+    ] {
+        let e = Postgres::connect(url).unwrap_err();
+        assert!(!e.is_unavailable(), "{e}");
+        assert!(!format!("{e} {e:?}").contains("s3cret-pw"), "{e}");
+    }
+}
+
+#[test]
 fn pool_size_comes_from_the_url() {
     let (url, size) = pool::take_pool_size("postgres://u@h/db?pool_size=3&application_name=x").unwrap();
     assert_eq!((url.as_str(), size), ("postgres://u@h/db?application_name=x", Some(3)));
