@@ -27,9 +27,11 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 mod error;
+pub mod postgres;
 mod redb;
 
 pub use crate::error::{Error, Result};
+pub use crate::postgres::Postgres;
 
 /// The type of a table's keys (how the embedded engine declares the table; a file written by
 /// an earlier sealstore keeps working).
@@ -210,6 +212,8 @@ impl Debug for LockGuard {
 pub enum Location {
     /// Embedded: one redb file per namespace in this directory.
     Dir(PathBuf),
+    /// Shared: every namespace in this PostgreSQL database.
+    Postgres(Arc<Postgres>),
 }
 
 impl Location {
@@ -217,12 +221,13 @@ impl Location {
     pub fn open(&self, namespace: &Namespace) -> Result<Arc<dyn Engine>> {
         match self {
             Location::Dir(dir) => Ok(Arc::new(redb::Redb::open(dir, namespace)?)),
+            Location::Postgres(postgres) => Ok(Arc::new(postgres.namespace(namespace)?)),
         }
     }
 
     /// Whether several processes may share this location.
     pub fn is_shared(&self) -> bool {
-        false
+        matches!(self, Location::Postgres(_))
     }
 }
 
