@@ -15,17 +15,30 @@ struct Migration {
     sql: &'static str,
 }
 
-const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "sealstore_kv: every namespace's tables, one row per key",
-    sql: "CREATE TABLE sealstore_kv (
-        ns text NOT NULL,
-        tbl text NOT NULL,
-        k bytea NOT NULL,
-        v bytea NOT NULL,
-        PRIMARY KEY (ns, tbl, k)
-    )",
-}];
+const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "sealstore_kv: every namespace's tables, one row per key",
+        sql: "CREATE TABLE sealstore_kv (
+            ns text NOT NULL,
+            tbl text NOT NULL,
+            k bytea NOT NULL,
+            v bytea NOT NULL,
+            PRIMARY KEY (ns, tbl, k)
+        )",
+    },
+    Migration {
+        version: 2,
+        name: "sealstore_leases: which server runs each background task, until when",
+        sql: "CREATE TABLE sealstore_leases (
+            ns text NOT NULL,
+            name text NOT NULL,
+            holder text NOT NULL,
+            expires timestamptz NOT NULL,
+            PRIMARY KEY (ns, name)
+        )",
+    },
+];
 
 /// The newest schema this sealstore knows.
 pub(crate) const LATEST: i32 = MIGRATIONS[MIGRATIONS.len() - 1].version;

@@ -30,7 +30,8 @@ use std::sync::Arc;
 use tokio_postgres::types::ToSql;
 
 use crate::{
-    Durability, Engine, Error, KeyKind, KeyRange, Namespace, ReadTxn, Result, Table, ValueKind, Visit, WriteTxn,
+    Durability, Engine, Error, KeyKind, KeyRange, LockGuard, Namespace, ReadTxn, Result, Table, ValueKind, Visit,
+    WriteTxn,
 };
 
 mod migrations;
@@ -43,6 +44,10 @@ use pool::{Pool, Pooled};
 /// that drives it. Share it (an [`Arc`]) between every namespace of a process.
 pub struct Postgres {
     pool: Arc<Pool>,
+    /// The connections that hold fleet-wide locks ([`Engine::lock`]), apart from the
+    /// transactions' own: a lock keeps its connection for as long as what it guards, which
+    /// must not leave the guarded work without a connection for its transactions.
+    locks: Arc<Pool>,
     /// Owned here so it stops with the last user; `None` only while being dropped.
     runtime: Option<tokio::runtime::Runtime>,
 }
@@ -78,8 +83,10 @@ impl Postgres {
                 source,
             })?;
         let pool = Arc::new(Pool::new(url, settings, runtime.handle().clone())?);
+        let locks = Arc::new(Pool::new(url, settings, runtime.handle().clone())?);
         let postgres = Postgres {
             pool,
+            locks,
             runtime: Some(runtime),
         };
         migrations::migrate(&postgres.pool)?;
@@ -91,7 +98,7 @@ impl Postgres {
         Ok(PgEngine {
             postgres: self.clone(),
             ns: namespace.name,
-            lock_key: lock_key(namespace.name),
+            lock_key: lock_key(namespace.name, None),
         })
     }
 }
@@ -106,11 +113,18 @@ impl Drop for Postgres {
     }
 }
 
-/// The advisory lock key of a namespace's writers: FNV-1a (64 bits) of its name, stable
-/// across processes and versions, which is what serialises the writers of different servers.
-fn lock_key(namespace: &str) -> i64 {
+/// The advisory lock key of a namespace's writers (`name` `None`), or of the lock `name` of
+/// the namespace: FNV-1a (64 bits) of the names, stable across processes and versions, which
+/// is what makes servers wait for each other. (Two names of one hash only wait for each other
+/// needlessly.)
+fn lock_key(namespace: &str, name: Option<&str>) -> i64 {
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for byte in "sealstore:".bytes().chain(namespace.bytes()) {
+    let named = name.map(|n| std::iter::once(0u8).chain(n.bytes()));
+    for byte in "sealstore:"
+        .bytes()
+        .chain(namespace.bytes())
+        .chain(named.into_iter().flatten())
+    {
         hash ^= u64::from(byte);
         hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
     }
@@ -175,6 +189,81 @@ impl Engine for PgEngine {
 
     fn is_shared(&self) -> bool {
         true
+    }
+
+    fn lock(&self, name: &str) -> Result<Option<LockGuard>> {
+        let pool = &self.postgres.locks;
+        let key = lock_key(self.ns, Some(name));
+        let pooled = pool.block(pool.clone().acquire())?;
+        // The session's lock_timeout bounds each wait; a holder may rightly keep the lock
+        // longer (a large upload), so the wait is renewed while the server answers.
+        let mut waited = 0;
+        loop {
+            let taken = pool.run(&pooled.conn, move |c| async move {
+                c.client.batch_execute(&format!("SELECT pg_advisory_lock({key})")).await
+            });
+            match taken {
+                Ok(()) => break,
+                Err(e) if e.is_unavailable() && pooled.conn_reusable() && waited < LOCK_WAITS => waited += 1,
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(Some(LockGuard::new(Box::new(HeldLock {
+            pooled: Some(pooled),
+            key,
+        }))))
+    }
+
+    fn lease(&self, name: &str, holder: &str, ttl: std::time::Duration) -> Result<bool> {
+        let pool = &self.postgres.pool;
+        let pooled = pool.block(pool.clone().acquire())?;
+        let (ns, name, holder, seconds) = (self.ns, name.to_owned(), holder.to_owned(), ttl.as_secs_f64());
+        pool.run(&pooled.conn, move |c| async move {
+            let statement = c.prepared(LEASE).await?;
+            Ok(c.client
+                .query_opt(&statement, &[&ns, &name, &holder, &seconds])
+                .await?
+                .is_some())
+        })
+    }
+}
+
+/// How many lock timeouts in a row a fleet lock waits through before giving up (the
+/// operation timeout each: 10 s by default, so five minutes).
+const LOCK_WAITS: u32 = 30;
+
+/// Takes or renews a lease: a row comes back when `$3` holds it afterwards (it was free,
+/// expired, or already its own). Times are the database server's, so the servers' clocks
+/// need not agree.
+const LEASE: &str = "INSERT INTO sealstore_leases (ns, name, holder, expires) \
+                     VALUES ($1, $2, $3, now() + make_interval(secs => $4)) \
+                     ON CONFLICT (ns, name) DO UPDATE SET holder = excluded.holder, expires = excluded.expires \
+                     WHERE sealstore_leases.holder = excluded.holder OR sealstore_leases.expires < now() \
+                     RETURNING 1";
+
+/// A fleet-wide lock held by its session: released when dropped, without waiting (the
+/// unlock runs on the client's runtime, then the connection goes back to its pool). Should
+/// the unlock fail, the connection is closed, which releases the lock too.
+struct HeldLock {
+    pooled: Option<Pooled>,
+    key: i64,
+}
+
+impl Drop for HeldLock {
+    fn drop(&mut self) {
+        let Some(pooled) = self.pooled.take() else {
+            return;
+        };
+        let (pool, key) = (pooled.pool.clone(), self.key);
+        let wait = pool.settings.operation_timeout;
+        pool.spawn(async move {
+            let unlock = format!("SELECT pg_advisory_unlock({key})");
+            let unlocked = tokio::time::timeout(wait, pooled.conn.client.batch_execute(&unlock)).await;
+            if !matches!(unlocked, Ok(Ok(()))) {
+                pooled.conn.set_broken(true);
+            }
+            drop(pooled);
+        });
     }
 }
 

@@ -318,9 +318,12 @@ async fn called_from_a_tokio_task_without_spawn_blocking() {
 fn lock_keys_are_stable() {
     // Every sealstore version must derive the same key, or old and new writers would not
     // exclude each other during a rolling upgrade.
-    assert_eq!(lock_key("kms"), lock_key("kms"));
-    assert_ne!(lock_key("kms"), lock_key("objects"));
-    assert_eq!(lock_key(""), i64::from_ne_bytes(0x09f0_0fc9_aec0_6dc1u64.to_ne_bytes()));
+    assert_eq!(lock_key("kms", None), lock_key("kms", None));
+    assert_ne!(lock_key("kms", None), lock_key("objects", None));
+    assert_eq!(
+        lock_key("", None),
+        i64::from_ne_bytes(0x09f0_0fc9_aec0_6dc1u64.to_ne_bytes())
+    );
 }
 
 #[test]
@@ -347,4 +350,76 @@ fn a_writer_waiting_longer_than_the_operation_timeout_is_unavailable() {
     let w = two.write(Durability::Immediate).unwrap();
     w.insert(COUNTER, &1u64.to_be_bytes(), b"x").unwrap();
     w.commit().unwrap();
+}
+
+#[test]
+fn a_fleet_lock_is_held_by_one_gateway_until_dropped() {
+    let Some(url) = server() else { return };
+    let ns = namespace("fleet_lock");
+    let (a, b) = (Postgres::connect(&url).unwrap(), Postgres::connect(&url).unwrap());
+    let (a, b) = (a.namespace(&ns).unwrap(), b.namespace(&ns).unwrap());
+    let held = a.lock("bucket\0key").unwrap().expect("a shared engine locks");
+    // Another name is free at once.
+    drop(b.lock("bucket\0other").unwrap());
+    let (tx, rx) = std::sync::mpsc::channel();
+    let waiter = std::thread::spawn(move || {
+        let guard = b.lock("bucket\0key").unwrap();
+        tx.send(Instant::now()).unwrap();
+        drop(guard);
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(rx.try_recv().is_err(), "the other gateway waits for the lock");
+    let released = Instant::now();
+    drop(held);
+    let taken = rx.recv_timeout(Duration::from_secs(5)).expect("taken once released");
+    assert!(taken >= released);
+    waiter.join().unwrap();
+    // Writes of the namespace do not wait for its locks: a lock holder can commit.
+    let again = a.lock("bucket\0key").unwrap();
+    let w = a.write(Durability::Immediate).unwrap();
+    w.insert(Table::str_to_bytes("names"), b"k", b"v").unwrap();
+    w.commit().unwrap();
+    drop(again);
+}
+
+#[test]
+fn a_fleet_lock_dies_with_its_gateway() {
+    let Some(url) = server() else { return };
+    let ns = namespace("fleet_lock_crash");
+    let b = Postgres::connect(&url).unwrap().namespace(&ns).unwrap();
+    {
+        let a = Postgres::connect(&url).unwrap();
+        let engine = a.namespace(&ns).unwrap();
+        let held = engine.lock("k").unwrap();
+        // The process dies: its sessions end without an unlock.
+        std::mem::forget(held);
+        let key = lock_key(ns.name, Some("k"));
+        execute(
+            &a,
+            &format!(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+                 WHERE pid <> pg_backend_pid() AND query = 'SELECT pg_advisory_lock({key})'"
+            ),
+        )
+        .unwrap();
+    }
+    let started = Instant::now();
+    drop(b.lock("k").unwrap());
+    assert!(started.elapsed() < Duration::from_secs(5));
+}
+
+#[test]
+fn a_lease_has_one_holder_until_it_expires() {
+    let Some(url) = server() else { return };
+    let ns = namespace("lease");
+    let (a, b) = (Postgres::connect(&url).unwrap(), Postgres::connect(&url).unwrap());
+    let (a, b) = (a.namespace(&ns).unwrap(), b.namespace(&ns).unwrap());
+    let ttl = Duration::from_millis(800);
+    assert!(a.lease("gc", "gateway-a", ttl).unwrap());
+    assert!(!b.lease("gc", "gateway-b", ttl).unwrap(), "held by a");
+    assert!(b.lease("scheduler", "gateway-b", ttl).unwrap(), "another lease is free");
+    assert!(a.lease("gc", "gateway-a", ttl).unwrap(), "the holder renews");
+    std::thread::sleep(ttl + Duration::from_millis(300));
+    assert!(b.lease("gc", "gateway-b", ttl).unwrap(), "expired: taken over");
+    assert!(!a.lease("gc", "gateway-a", ttl).unwrap());
 }
