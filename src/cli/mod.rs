@@ -121,6 +121,12 @@ pub(crate) struct GlobalOpts {
     /// Where this sealstore keeps its key store, root key, object index and admin socket.
     #[arg(long, global = true, help_heading = DATA_DIR, value_name = "DIR", env = "SEALSTORE_DATA_DIR", default_value = "./sealstore-data")]
     pub data_dir: PathBuf,
+    /// Keep the metadata — the KMS (vaults, keys, IAM, audit log), the object index and the S3
+    /// users — in this PostgreSQL database instead of redb files in the data directory, so that
+    /// several `serve` processes share it: postgres://USER[:PASSWORD]@HOST[:PORT]/DB[?pool_size=N].
+    /// Every server of a fleet needs the same root key (copy root.key, or --root-key-file).
+    #[arg(long, global = true, help_heading = DATA_DIR, value_name = "URL", env = "SEALSTORE_METADATA_URL")]
+    pub metadata_url: Option<String>,
     /// Root key file sealing SOFTWARE key material [default: <data-dir>/root.key, created on first start].
     #[arg(long, global = true, help_heading = DATA_DIR, value_name = "FILE", env = "SEALSTORE_ROOT_KEY_FILE")]
     pub root_key_file: Option<PathBuf>,
@@ -190,13 +196,28 @@ impl GlobalOpts {
         }
     }
 
+    /// Where the metadata lives: the data directory's redb files, or the PostgreSQL database
+    /// of `--metadata-url` (connected, its schema brought up to date).
+    pub(crate) fn metadata_location(&self) -> anyhow::Result<sealstore_meta::Location> {
+        match &self.metadata_url {
+            None => Ok(sealstore_meta::Location::Dir(self.data_dir.clone())),
+            Some(url) => {
+                // The error never repeats the URL: it may hold a password.
+                let pg = sealstore_meta::Postgres::connect(url).context("connecting to the --metadata-url database")?;
+                Ok(sealstore_meta::Location::Postgres(pg))
+            }
+        }
+    }
+
     /// Opens the data directory directly: the key-management service, with the object
     /// index registered as its inventory of protected data.
     pub(crate) fn open_data_dir(&self, region: Option<&str>) -> anyhow::Result<DataDir> {
+        let metadata = self.metadata_location()?;
         let config = KmsConfig {
             root_key_file: self.root_key_file.clone(),
             clock: self.clock(),
             region: region.map(str::to_owned),
+            metadata: Some(metadata.clone()),
             ..KmsConfig::new(&self.data_dir)
         };
         let mut kms = Kms::open(config).map_err(|e| match e {
@@ -224,13 +245,13 @@ impl GlobalOpts {
             crate::external_kms::client::ExternalProtection::new(client_key.clone(), self.ekm_ca_cert.as_deref())
                 .map_err(|e| anyhow::anyhow!("setting up EXTERNAL protection: {e}"))?;
         kms.register_protection(Arc::new(external));
-        let index = Arc::new(ObjectIndex::open(&self.data_dir).context("opening the object index")?);
+        let index = Arc::new(ObjectIndex::open_at(&metadata).context("opening the object index")?);
         kms.register_inventory(index.clone());
         kms.register_inventory(Arc::new(crate::block::volume::VolumeInventory {
             dir: self.data_dir.join(crate::block::volume::VOLUMES_DIR),
         }));
         let users =
-            Arc::new(crate::s3::credentials::UserStore::open(&self.data_dir).context("opening the S3 user store")?);
+            Arc::new(crate::s3::credentials::UserStore::open_at(&metadata).context("opening the S3 user store")?);
         Ok(DataDir {
             kms: Arc::new(kms),
             index,

@@ -144,11 +144,6 @@ fn all_users(txn: &dyn sealstore_meta::ReadTxn) -> Result<Vec<S3User>, UserError
 }
 
 impl UserStore {
-    /// Opens (creating) the store in `data_dir`.
-    pub(crate) fn open(data_dir: &Path) -> Result<Self, UserError> {
-        Self::open_at(&Location::Dir(data_dir.to_owned()))
-    }
-
     /// Opens (creating) the store at `location`.
     pub(crate) fn open_at(location: &Location) -> Result<Self, UserError> {
         Ok(UserStore {
@@ -306,7 +301,7 @@ mod tests {
     #[test]
     fn add_list_remove_and_the_last_user_guard() {
         let dir = tempfile::tempdir().unwrap();
-        let store = UserStore::open(dir.path()).unwrap();
+        let store = UserStore::open_at(&Location::Dir(dir.path().to_owned())).unwrap();
         let admin = store.ensure_admin(dir.path()).unwrap().expect("created on first start");
         assert!(store.ensure_admin(dir.path()).unwrap().is_none());
         let written: serde_json::Value =
@@ -341,7 +336,7 @@ mod tests {
             r#"{"accessKeyId":"SSOLDKEY","secretAccessKey":"old-secret"}"#,
         )
         .unwrap();
-        let store = UserStore::open(dir.path()).unwrap();
+        let store = UserStore::open_at(&Location::Dir(dir.path().to_owned())).unwrap();
         let user = store.ensure_admin(dir.path()).unwrap().unwrap();
         assert_eq!((user.name.as_str(), user.access_key_id.as_str()), ("admin", "SSOLDKEY"));
         assert_eq!(
