@@ -148,6 +148,11 @@ impl Store {
         })
     }
 
+    /// See [`Engine::lease`].
+    pub(crate) fn lease(&self, name: &str, holder: &str, ttl: std::time::Duration) -> Result<bool> {
+        Ok(self.engine.lease(name, holder, ttl)?)
+    }
+
     /// Whether other servers write this store too (see [`Engine::is_shared`]): what this one
     /// caches must then be checked against the store, not only dropped on its own changes.
     pub(crate) fn is_shared(&self) -> bool {

@@ -364,6 +364,12 @@ impl ObjectIndex {
         Ok(self.engine.lock(&format!("object\0{name}"))?)
     }
 
+    /// Takes or renews the lease `name` of the index for `holder` (see
+    /// [`sealstore_meta::Engine::lease`]).
+    pub(crate) fn lease(&self, name: &str, holder: &str, ttl: std::time::Duration) -> Result<bool, IndexError> {
+        Ok(self.engine.lease(name, holder, ttl)?)
+    }
+
     /// A durable write transaction.
     fn write(&self) -> Result<Box<dyn WriteTxn + '_>, IndexError> {
         Ok(self.engine.write(Durability::Immediate)?)
