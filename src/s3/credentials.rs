@@ -28,7 +28,7 @@ pub(crate) const ADMIN_USER: &str = "admin";
 const USERS: Table = Table::str_to_bytes("s3_users");
 
 /// The S3 users' namespace of the metadata store.
-const NAMESPACE: Namespace = Namespace {
+pub(crate) const NAMESPACE: Namespace = Namespace {
     name: "s3-users",
     file: USERS_FILE,
     tables: &[USERS],
