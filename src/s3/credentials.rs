@@ -232,7 +232,13 @@ impl UserStore {
                 Ok(Some(user))
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                let user = self.add(ADMIN_USER)?;
+                let user = match self.add(ADMIN_USER) {
+                    Ok(user) => user,
+                    // Another server of the fleet made it meanwhile (its keys are in its
+                    // data directory's s3-admin.json).
+                    Err(UserError::NameTaken(_)) => return Ok(None),
+                    Err(e) => return Err(e),
+                };
                 let mut f = std::fs::OpenOptions::new()
                     .write(true)
                     .create(true)
