@@ -377,7 +377,7 @@ impl ObjectIndex {
 
     /// The object layout recorded for the index (`None`: written before layouts were).
     pub fn layout_version(&self) -> Result<Option<u8>, IndexError> {
-        let v = self.engine.read()?.get(META, b"objectLayout")?;
+        let v = self.engine.get_one(META, b"objectLayout")?;
         v.map(|v| {
             utf8(&v, "corrupt layout version")?
                 .parse()
@@ -509,7 +509,7 @@ impl ObjectIndex {
 
     /// A bucket's default encryption (SSE-S3 unless configured otherwise).
     pub(crate) fn bucket_encryption(&self, name: &str) -> Result<BucketEncryption, IndexError> {
-        match self.engine.read()?.get(BUCKET_ENCRYPTION, name.as_bytes())? {
+        match self.engine.get_one(BUCKET_ENCRYPTION, name.as_bytes())? {
             Some(v) => Ok(serde_json::from_slice::<StoredBucketEncryption>(&v)?.into()),
             None => Ok(BucketEncryption::default()),
         }
@@ -551,7 +551,7 @@ impl ObjectIndex {
 
     /// Whether a bucket exists.
     pub(crate) fn bucket_exists(&self, name: &str) -> Result<bool, IndexError> {
-        Ok(self.engine.read()?.get(BUCKETS, name.as_bytes())?.is_some())
+        Ok(self.engine.get_one(BUCKETS, name.as_bytes())?.is_some())
     }
 
     /// Records a new multipart upload.
@@ -564,7 +564,7 @@ impl ObjectIndex {
 
     /// A multipart upload in progress.
     pub fn upload(&self, upload_id: &str) -> Result<Option<UploadRecord>, IndexError> {
-        let v = self.engine.read()?.get(UPLOADS, upload_id.as_bytes())?;
+        let v = self.engine.get_one(UPLOADS, upload_id.as_bytes())?;
         Ok(v.map(|v| serde_json::from_slice(&v)).transpose()?)
     }
 
@@ -666,7 +666,7 @@ impl ObjectIndex {
 
     /// The last key sweep `sweep` finished, if it was interrupted.
     pub(crate) fn checkpoint(&self, sweep: &str) -> Result<Option<String>, IndexError> {
-        let v = self.engine.read()?.get(CHECKPOINTS, sweep.as_bytes())?;
+        let v = self.engine.get_one(CHECKPOINTS, sweep.as_bytes())?;
         v.map(|v| Ok(utf8(&v, "corrupt sweep checkpoint")?.to_owned()))
             .transpose()
     }
@@ -697,7 +697,7 @@ impl ObjectIndex {
 
     /// One object.
     pub fn get(&self, bucket: &str, key: &str) -> Result<Option<ObjectEntry>, IndexError> {
-        let v = self.engine.read()?.get(OBJECTS, row_key(bucket, key).as_bytes())?;
+        let v = self.engine.get_one(OBJECTS, row_key(bucket, key).as_bytes())?;
         Ok(v.map(|v| serde_json::from_slice(&v)).transpose()?)
     }
 

@@ -160,7 +160,7 @@ impl UserStore {
 
     /// The user owning `access_key_id`.
     pub(crate) fn by_access_key(&self, access_key_id: &str) -> Result<Option<S3User>, UserError> {
-        let v = self.engine.read()?.get(USERS, access_key_id.as_bytes())?;
+        let v = self.engine.get_one(USERS, access_key_id.as_bytes())?;
         Ok(v.map(|v| serde_json::from_slice(&v)).transpose()?)
     }
 
