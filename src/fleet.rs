@@ -32,16 +32,20 @@ pub(crate) fn member_id() -> &'static str {
 #[derive(Debug)]
 pub(crate) struct Lease {
     task: &'static str,
+    /// Whether other servers share the store (otherwise the lease is always this server's).
+    shared: bool,
     ttl: Duration,
     /// When it was last taken or renewed, while this server holds it.
     renewed: Option<Instant>,
 }
 
 impl Lease {
-    /// The lease of `task`, lasting `ttl` from each renewal.
-    pub(crate) fn new(task: &'static str, ttl: Duration) -> Lease {
+    /// The lease of `task`, lasting `ttl` from each renewal, in a store other servers share
+    /// or not (`shared`).
+    pub(crate) fn new(task: &'static str, ttl: Duration, shared: bool) -> Lease {
         Lease {
             task,
+            shared,
             ttl,
             renewed: None,
         }
@@ -53,7 +57,7 @@ impl Lease {
         &mut self,
         take: impl FnOnce(&str, &str, Duration) -> Result<bool, E>,
     ) -> bool {
-        if self.renewed.is_some_and(|at| at.elapsed() < self.ttl / 3) {
+        if !self.shared || self.renewed.is_some_and(|at| at.elapsed() < self.ttl / 3) {
             return true;
         }
         let held = match take(self.task, member_id(), self.ttl) {
@@ -79,7 +83,9 @@ mod tests {
 
     #[test]
     fn a_lease_is_renewed_after_a_third_of_its_time_and_lost_on_errors() {
-        let mut lease = Lease::new("t", Duration::from_millis(300));
+        let mut alone = Lease::new("t", Duration::from_millis(300), false);
+        assert!(alone.held(|_, _, _| -> Result<bool, String> { panic!("a store nobody shares is not asked") }));
+        let mut lease = Lease::new("t", Duration::from_millis(300), true);
         let mut asked = 0;
         assert!(lease.held(|_, _, _| {
             asked += 1;

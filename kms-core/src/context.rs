@@ -360,6 +360,11 @@ impl Context {
         txn.commit()
     }
 
+    /// See [`crate::Kms::is_shared`].
+    pub(crate) fn is_shared(&self) -> bool {
+        self.store.is_shared()
+    }
+
     /// See [`crate::Kms::lease`].
     pub(crate) fn lease(&self, name: &str, holder: &str, ttl: std::time::Duration) -> Result<bool> {
         self.store.lease(name, holder, ttl)

@@ -218,6 +218,11 @@ impl Kms {
         self.ctx.lease(name, holder, ttl)
     }
 
+    /// Whether other servers share this KMS's store (a fleet on PostgreSQL).
+    pub fn is_shared(&self) -> bool {
+        self.ctx.is_shared()
+    }
+
     // ----- defaults -----
 
     /// Creates the default vault and master key on first start; returns the existing ones

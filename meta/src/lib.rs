@@ -17,6 +17,7 @@
 //!
 //! ```text
 //! lib.rs       the interface: Table, Namespace, Engine, ReadTxn, WriteTxn
+//! copy.rs      a namespace copied between engines (migrations to PostgreSQL)
 //! redb.rs      the embedded engine
 //! postgres/    the PostgreSQL engine: its pool, its migrations
 //! ```
@@ -26,10 +27,12 @@ use std::ops::{Bound, ControlFlow};
 use std::path::PathBuf;
 use std::sync::Arc;
 
+mod copy;
 mod error;
 pub mod postgres;
 mod redb;
 
+pub use crate::copy::{copy_namespace, CopiedTable};
 pub use crate::error::{Error, Result};
 pub use crate::postgres::Postgres;
 

@@ -145,3 +145,27 @@ fn a_second_process_on_the_same_file_is_told_who_holds_it() {
     let second = location.open(&TEST_NAMESPACE).unwrap_err();
     assert!(matches!(second, Error::InUse(_)), "{second}");
 }
+
+#[test]
+fn a_namespace_is_copied_whole_and_only_into_an_empty_place() {
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let from = Location::Dir(a.path().to_owned()).open(&TEST_NAMESPACE).unwrap();
+    let to = Location::Dir(b.path().to_owned()).open(&TEST_NAMESPACE).unwrap();
+    check_engine(&*from);
+    let mut seen = 0u64;
+    let copied = copy_namespace(&TEST_NAMESPACE, &*from, &*to, &mut |bytes| seen += bytes).unwrap();
+    let rows: u64 = copied.iter().map(|c| c.rows).sum();
+    assert_eq!(seen, copied.iter().map(|c| c.bytes).sum::<u64>());
+    for table in TEST_NAMESPACE.tables {
+        assert_eq!(
+            collect(&*from.read().unwrap(), *table, ALL).unwrap(),
+            collect(&*to.read().unwrap(), *table, ALL).unwrap(),
+            "{}",
+            table.name()
+        );
+    }
+    assert!(rows > 2500);
+    // Not twice: the destination is no longer empty.
+    let again = copy_namespace(&TEST_NAMESPACE, &*from, &*to, &mut |_| {}).unwrap_err();
+    assert!(matches!(again, Error::Occupied { namespace: "contract", .. }), "{again}");
+}

@@ -393,7 +393,11 @@ async fn scheduler(kms: Arc<Kms>, every: Duration) {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // One server of a fleet runs the passes; should it stop, another takes over within
     // three intervals.
-    let lease = Arc::new(std::sync::Mutex::new(crate::fleet::Lease::new("scheduler", every * 3)));
+    let lease = Arc::new(std::sync::Mutex::new(crate::fleet::Lease::new(
+        "scheduler",
+        every * 3,
+        kms.is_shared(),
+    )));
     loop {
         tick.tick().await;
         let (holder, lease) = (kms.clone(), lease.clone());

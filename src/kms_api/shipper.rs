@@ -27,7 +27,7 @@ pub(crate) fn run(kms: Arc<Kms>, stop: Arc<AtomicBool>, extra_ca: Option<&std::p
     let mut signer: Option<RequestSigner> = None;
     let http = peer::client(extra_ca, "replication")?;
     let mut backoff = Backoff::default();
-    let mut lease = crate::fleet::Lease::new("replication", super::tenancy::SHIPPER_LEASE);
+    let mut lease = crate::fleet::Lease::new("replication", super::tenancy::SHIPPER_LEASE, kms.is_shared());
     while !stop.load(Ordering::Acquire) {
         let generation = kms.replication_generation();
         let mut pass = || -> anyhow::Result<bool> {

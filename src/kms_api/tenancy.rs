@@ -88,7 +88,7 @@ pub(crate) fn run_shipper(
     let mut signer_: Option<RequestSigner> = None;
     let http = peer::client(extra_ca, "iam-replication")?;
     let mut backoff = Backoff::default();
-    let mut lease = crate::fleet::Lease::new("iam-replication", SHIPPER_LEASE);
+    let mut lease = crate::fleet::Lease::new("iam-replication", SHIPPER_LEASE, kms.is_shared());
     while !stop.load(Ordering::Acquire) {
         let generation = kms.replication_generation();
         let mut pass = || -> anyhow::Result<bool> {

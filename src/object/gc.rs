@@ -236,7 +236,11 @@ pub(crate) async fn run_periodically(service: std::sync::Arc<ObjectService>, eve
         Utc::now() - grace
     };
     // One server of a fleet collects; should it stop, another takes over within two passes.
-    let lease = std::sync::Arc::new(std::sync::Mutex::new(crate::fleet::Lease::new("gc", every * 2)));
+    let lease = std::sync::Arc::new(std::sync::Mutex::new(crate::fleet::Lease::new(
+        "gc",
+        every * 2,
+        service.index().is_shared(),
+    )));
     loop {
         let (service_, held) = (service.clone(), lease.clone());
         let held = tokio::task::spawn_blocking(move || {

@@ -45,7 +45,7 @@ const BUCKET_ENCRYPTION: Table = Table::str_to_bytes("bucket_encryption");
 pub(crate) const INDEX_FILE: &str = "objects.redb";
 
 /// The index's namespace of the metadata store.
-const NAMESPACE: Namespace = Namespace {
+pub(crate) const NAMESPACE: Namespace = Namespace {
     name: "objects",
     file: INDEX_FILE,
     tables: &[

@@ -28,7 +28,7 @@ pub(crate) const ADMIN_USER: &str = "admin";
 const USERS: Table = Table::str_to_bytes("s3_users");
 
 /// The S3 users' namespace of the metadata store.
-const NAMESPACE: Namespace = Namespace {
+pub(crate) const NAMESPACE: Namespace = Namespace {
     name: "s3-users",
     file: USERS_FILE,
     tables: &[USERS],
@@ -232,7 +232,13 @@ impl UserStore {
                 Ok(Some(user))
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                let user = self.add(ADMIN_USER)?;
+                let user = match self.add(ADMIN_USER) {
+                    Ok(user) => user,
+                    // Another server of the fleet made it meanwhile (its keys are in its
+                    // data directory's s3-admin.json).
+                    Err(UserError::NameTaken(_)) => return Ok(None),
+                    Err(e) => return Err(e),
+                };
                 let mut f = std::fs::OpenOptions::new()
                     .write(true)
                     .create(true)
