@@ -167,5 +167,14 @@ fn a_namespace_is_copied_whole_and_only_into_an_empty_place() {
     assert!(rows > 2500);
     // Not twice: the destination is no longer empty.
     let again = copy_namespace(&TEST_NAMESPACE, &*from, &*to, &mut |_| {}).unwrap_err();
-    assert!(matches!(again, Error::Occupied { namespace: "contract", .. }), "{again}");
+    assert!(
+        matches!(
+            again,
+            Error::Occupied {
+                namespace: "contract",
+                ..
+            }
+        ),
+        "{again}"
+    );
 }
