@@ -423,6 +423,17 @@ fn print_inventory(global: &GlobalOpts, rows: &[InventoryRow]) -> anyhow::Result
     Ok(())
 }
 
+/// A sweep's report and the inventory after it: with `--json`, one document
+/// `{"report": …, "inventory": […]}` (a line of text before it would not parse).
+fn print_sweep(global: &GlobalOpts, report: &SweepReport, rows: &[InventoryRow]) -> anyhow::Result<()> {
+    if global.json {
+        output::json(&serde_json::json!({ "report": report, "inventory": rows }));
+        return Ok(());
+    }
+    print_sweep_report(report);
+    print_inventory(global, rows)
+}
+
 fn print_sweep_report(report: &SweepReport) {
     println!(
         "{} object(s) visited, {} rewritten ({}){}",
@@ -455,8 +466,7 @@ pub(super) fn reencrypt(global: &GlobalOpts, args: ReencryptArgs) -> anyhow::Res
     if let Some(answer) = super::via_server(global, &req, Some("sweeping through the running server"))? {
         let report: SweepReport = serde_json::from_value(answer["report"].clone())?;
         let rows: Vec<InventoryRow> = serde_json::from_value(answer["inventory"].clone())?;
-        print_sweep_report(&report);
-        print_inventory(global, &rows)?;
+        print_sweep(global, &report, &rows)?;
         return Ok(ExitCode::SUCCESS);
     }
     let service = global.open_objects()?;
@@ -503,8 +513,7 @@ pub(super) fn reencrypt(global: &GlobalOpts, args: ReencryptArgs) -> anyhow::Res
         }
         report
     })?;
-    print_sweep_report(&report);
-    print_inventory(global, &service.inventory()?)?;
+    print_sweep(global, &report, &service.inventory()?)?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -119,6 +119,13 @@ pub(super) fn s3_err(e: ObjectError) -> S3Error {
             (S3ErrorCode::InvalidRequest, e.to_string())
         }
         ObjectError::CustomerKeyMismatch(_) => (S3ErrorCode::AccessDenied, e.to_string()),
+        _ if backend_unreachable(&e) => {
+            tracing::warn!(error = %e, "object backend unreachable");
+            (
+                S3ErrorCode::ServiceUnavailable,
+                "the object backend cannot be reached; retry later".to_owned(),
+            )
+        }
         _ => {
             tracing::error!(error = %e, "object operation failed");
             (
@@ -128,6 +135,35 @@ pub(super) fn s3_err(e: ObjectError) -> S3Error {
         }
     };
     S3Error::with_message(code, xml_safe(&message))
+}
+
+/// Whether `e` failed because the object backend could not be reached (connection refused,
+/// reset or timed out, after the backend client's own retries): a 503 like an unreachable
+/// metadata store, not an internal error.
+fn backend_unreachable(e: &(dyn std::error::Error + 'static)) -> bool {
+    use std::io::ErrorKind;
+    let mut cause = Some(e);
+    while let Some(err) = cause {
+        if let Some(http) = err.downcast_ref::<reqwest::Error>() {
+            if http.is_connect() || http.is_timeout() {
+                return true;
+            }
+        }
+        if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            if matches!(
+                io.kind(),
+                ErrorKind::ConnectionRefused
+                    | ErrorKind::ConnectionReset
+                    | ErrorKind::ConnectionAborted
+                    | ErrorKind::NotConnected
+                    | ErrorKind::TimedOut
+            ) {
+                return true;
+            }
+        }
+        cause = err.source();
+    }
+    false
 }
 
 /// A message that XML 1.0 can carry: control characters (which keys may hold) written as
