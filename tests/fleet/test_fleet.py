@@ -19,6 +19,9 @@ from conftest import BINARY, OCI, make_fleet
 # kms-core/src/context.rs IAM_RECHECK: on a shared store, a gateway re-reads the IAM view
 # when the stored IAM revision moved, checking at most this often.
 IAM_RECHECK = 1.0
+# kms-core/src/store.rs RECORD_RECHECK: on a shared store, a gateway uses a key's cached rows
+# (its state, its current version) for at most this long; its own changes are seen at once.
+RECORD_RECHECK = 1.0
 # How long the sweep test lets a sweep run before killing its gateway.
 SWEEP_KILL_AFTER = 1.5
 
@@ -226,17 +229,26 @@ def test_key_made_on_one_gateway_is_used_disabled_and_rotated_across_the_fleet(k
     unwrapped = kms.crypto(0, "decrypt", "--key-id", key["id"], "--ciphertext", dk["ciphertext"])["data"]["plaintext"]
     assert unwrapped == dk["plaintext"]
 
-    # Disabled through A: B refuses at once.
+    # Disabled through A: A refuses at once, B once RECORD_RECHECK has passed.
     kms.mgmt(0, "key", "disable", "--key-id", key["id"])
-    with pytest.raises(OciFailed) as e:
-        kms.encrypt(1, key["id"])
-    assert e.value.status == 403 and "disabled" in e.value.error["message"], e.value.stderr
+    done = time.monotonic()
+    for gateway in (0, 1):
+        if gateway == 1:
+            time.sleep(max(0.0, RECORD_RECHECK + 0.2 - (time.monotonic() - done)))
+        with pytest.raises(OciFailed) as e:
+            kms.encrypt(gateway, key["id"])
+        assert e.value.status == 403 and "disabled" in e.value.error["message"], e.value.stderr
     kms.mgmt(0, "key", "enable", "--key-id", key["id"])
+    time.sleep(RECORD_RECHECK + 0.2)
     assert kms.encrypt(1, key["id"])["key-version-id"] == key["current-key-version"]
 
-    # Rotated through A: B encrypts with the new version at once; old ciphertexts still open.
+    # Rotated through A: A encrypts with the new version at once, B within RECORD_RECHECK;
+    # old ciphertexts still open.
     version = kms.mgmt(0, "key-version", "create", "--key-id", key["id"])["data"]
+    done = time.monotonic()
     assert version["id"] != key["current-key-version"]
+    assert kms.encrypt(0, key["id"])["key-version-id"] == version["id"]
+    time.sleep(max(0.0, RECORD_RECHECK + 0.2 - (time.monotonic() - done)))
     assert kms.encrypt(1, key["id"])["key-version-id"] == version["id"]
     plain = kms.crypto(1, "decrypt", "--key-id", key["id"], "--ciphertext", sealed["ciphertext"])["data"]["plaintext"]
     assert base64.b64decode(plain) == b"across"
