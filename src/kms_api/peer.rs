@@ -16,6 +16,38 @@ use super::signature::{self, RequestSigner, SignedRequest};
 use crate::http_client::{error_chain, host_header, BlockingClient, Timeouts};
 
 /// An HTTP client for calls to peer regions, trusting `extra_ca` besides the system's CAs.
+/// How long a server's lease on a shipper lasts unrenewed: when that server stops, another
+/// of its fleet takes the shipping over within this.
+pub(crate) const SHIPPER_LEASE: Duration = Duration::from_secs(15);
+
+/// A shipper's loop, until `stop` is set: while this server holds the shipper's lease
+/// (`task`), runs `pass` (true: some shipment waits for a retry soon), then waits for new
+/// work, 100 ms after a pass that left some waiting, else up to a second. A failed pass (the
+/// store unreachable, say) is logged and tried again: nothing is lost, the outbox stays.
+pub(crate) fn run_passes(
+    kms: &Kms,
+    stop: &std::sync::atomic::AtomicBool,
+    task: &'static str,
+    mut pass: impl FnMut() -> anyhow::Result<bool>,
+) {
+    let mut lease = crate::fleet::Lease::new(task, SHIPPER_LEASE, kms.is_shared());
+    while !stop.load(std::sync::atomic::Ordering::Acquire) {
+        let generation = kms.replication_generation();
+        let wait = match lease.held(|name, holder, ttl| kms.lease(name, holder, ttl)) {
+            false => Duration::from_secs(1),
+            true => match pass() {
+                Ok(true) => Duration::from_millis(100),
+                Ok(false) => Duration::from_secs(1),
+                Err(e) => {
+                    tracing::warn!(task, error = %e, "a replication pass failed; retrying in a second");
+                    Duration::from_secs(1)
+                }
+            },
+        };
+        kms.wait_for_replication_work(generation, wait);
+    }
+}
+
 pub(crate) fn client(extra_ca: Option<&std::path::Path>, name: &str) -> anyhow::Result<BlockingClient> {
     let timeouts = Timeouts {
         connect: Duration::from_secs(2),
