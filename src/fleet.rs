@@ -6,24 +6,37 @@
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-/// This process's name among the servers of its fleet: host, process id and a random part
-/// (a restarted server is a new member).
+static MEMBER: OnceLock<String> = OnceLock::new();
+
+/// Names this server after its host and data directory: a server restarted on the same data
+/// directory is the same member, and takes its leases back at once instead of waiting for
+/// them to expire (one server runs on a data directory at a time). Call it once, at start.
+pub(crate) fn init(data_dir: &std::path::Path) {
+    let dir = std::fs::canonicalize(data_dir).unwrap_or_else(|_| data_dir.to_owned());
+    let _ = MEMBER.set(format!("{}:{}", host(), dir.display()));
+}
+
+/// This process's name among the servers of its fleet (see [`init`]; without it, host,
+/// process id and a random part).
 pub(crate) fn member_id() -> &'static str {
-    static ID: OnceLock<String> = OnceLock::new();
-    ID.get_or_init(|| {
-        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-            .map(|h| h.trim().to_owned())
-            .unwrap_or_else(|_| "host".into());
+    MEMBER.get_or_init(|| {
         let mut random = [0u8; 4];
         // A name, not a secret: should the system's generator fail, the pid alone still
         // tells this process apart on its host.
         let _ = aws_lc_rs::rand::fill(&mut random);
         format!(
-            "{host}/{}/{}",
+            "{}/{}/{}",
+            host(),
             std::process::id(),
             data_encoding::HEXLOWER.encode(&random)
         )
     })
+}
+
+fn host() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_else(|_| "host".into())
 }
 
 /// The lease of one background task, as this server sees it: taken or renewed in the

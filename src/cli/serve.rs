@@ -116,6 +116,7 @@ pub(super) fn run(global: &GlobalOpts, args: ServeArgs) -> anyhow::Result<ExitCo
 
 async fn serve(global: &GlobalOpts, args: ServeArgs) -> anyhow::Result<ExitCode> {
     let dir = global.open_data_dir(args.region.as_deref())?;
+    crate::fleet::init(&global.data_dir);
     let kms = dir.kms.clone();
     // Defaults first: the object service uses the default key, and creating it is reported.
     let defaults = kms.ensure_defaults(&Principal::local_admin())?;
