@@ -19,6 +19,7 @@
 //! lib.rs       the interface: Table, Namespace, Engine, ReadTxn, WriteTxn
 //! redb.rs      the embedded engine
 //! postgres/    the PostgreSQL engine: its pool, its migrations
+//! testing.rs   for tests: a test data directory's metadata on the test PostgreSQL server
 //! ```
 
 use std::fmt::Debug;
@@ -29,6 +30,7 @@ use std::sync::Arc;
 mod error;
 pub mod postgres;
 mod redb;
+pub mod testing;
 
 pub use crate::error::{Error, Result};
 pub use crate::postgres::Postgres;
