@@ -44,6 +44,7 @@ pub mod cli;
 pub(crate) mod console;
 pub use sealstore_format::crypto;
 pub(crate) mod external_kms;
+pub(crate) mod fleet;
 pub(crate) mod front_door;
 pub(crate) mod http_client;
 pub(crate) mod http_server;

@@ -360,6 +360,16 @@ impl Context {
         txn.commit()
     }
 
+    /// See [`crate::Kms::is_shared`].
+    pub(crate) fn is_shared(&self) -> bool {
+        self.store.is_shared()
+    }
+
+    /// See [`crate::Kms::lease`].
+    pub(crate) fn lease(&self, name: &str, holder: &str, ttl: std::time::Duration) -> Result<bool> {
+        self.store.lease(name, holder, ttl)
+    }
+
     /// Queues a crypto call's audit entry for the next group commit (see
     /// [`crate::audit::writer`]).
     pub(crate) fn queue_audit(&self, entry: PendingAudit) -> Result<()> {

@@ -211,6 +211,18 @@ impl Kms {
         self.ctx.replication_signal().wait(seen, timeout)
     }
 
+    /// Takes or renews the lease `name` of the KMS's store for `holder` until `ttl` from now:
+    /// true when `holder` holds it (always, on a store no other server shares). Servers
+    /// sharing one store run a background task only while they hold its lease.
+    pub fn lease(&self, name: &str, holder: &str, ttl: Duration) -> Result<bool> {
+        self.ctx.lease(name, holder, ttl)
+    }
+
+    /// Whether other servers share this KMS's store (a fleet on PostgreSQL).
+    pub fn is_shared(&self) -> bool {
+        self.ctx.is_shared()
+    }
+
     // ----- defaults -----
 
     /// Creates the default vault and master key on first start; returns the existing ones

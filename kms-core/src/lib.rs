@@ -83,6 +83,9 @@ pub use kms::{Defaults, Kms};
 pub use model::*;
 pub use protection::Placement;
 pub use rotation::{ComplianceFinding, ComplianceReport, SchedulerReport, DEFAULT_MAX_KEY_AGE_DAYS};
+/// The KMS's namespace of the metadata store (every table of it), for tools that move or
+/// inspect metadata as a whole (`sealstore migrate-metadata`).
+pub use store::schema::NAMESPACE as METADATA_NAMESPACE;
 pub use time::{Clock, ManualClock, OffsetClock, SystemClock, Timestamp};
 pub use vaults::{CreateVault, UpdateResource};
 

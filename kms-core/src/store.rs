@@ -124,20 +124,94 @@ pub const DB_FILE: &str = "kms.redb";
 #[derive(Debug)]
 pub(crate) struct Store {
     engine: Arc<dyn Engine>,
+    cache: RecordCache,
+}
+
+/// How long a record read from a store other servers share is used before it is read again:
+/// the bound on how late a rotation, a disable or a deletion made through another server is
+/// in force here (changes made through this server are in force at once).
+pub(crate) const RECORD_RECHECK: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Rows of the tables every crypto operation reads — keys, versions, vaults, sealed material
+/// — as snapshots read them, so that an operation on a known key reads nothing from the
+/// store (on PostgreSQL, no round trip). An entry is used while no commit of this process has
+/// changed a record since it was read (`generation`), and, on a shared store, for at most
+/// [`RECORD_RECHECK`]. Write transactions never use it: what a change decides on is read from
+/// the store.
+#[derive(Debug)]
+struct RecordCache {
+    /// Moved by every commit here that changed a record (commits of audit entries alone do
+    /// not).
+    generation: std::sync::atomic::AtomicU64,
+    rows: std::sync::Mutex<std::collections::HashMap<(&'static str, Vec<u8>), CachedRow>>,
+    shared: bool,
+}
+
+#[derive(Debug)]
+struct CachedRow {
+    value: Vec<u8>,
+    generation: u64,
+    read_at: std::time::Instant,
+}
+
+/// Tables whose rows [`RecordCache`] keeps.
+fn cached(table: Table) -> bool {
+    [KEYS, KEY_VERSIONS, VAULTS, KEY_MATERIAL].contains(&table)
+}
+
+/// At most this many rows are cached (past it the cache starts again, empty).
+const CACHED_ROWS: usize = 4096;
+
+impl RecordCache {
+    fn generation(&self) -> u64 {
+        self.generation.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    fn get(&self, table: Table, key: &[u8]) -> Option<Vec<u8>> {
+        let rows = self.rows.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let row = rows.get(&(table.name(), key.to_vec()))?;
+        let fresh = row.generation == self.generation() && (!self.shared || row.read_at.elapsed() < RECORD_RECHECK);
+        fresh.then(|| row.value.clone())
+    }
+
+    /// Keeps `value`, read by a snapshot begun at `generation` (or later).
+    fn put(&self, table: Table, key: &[u8], value: &[u8], generation: u64) {
+        let mut rows = self.rows.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if rows.len() >= CACHED_ROWS {
+            rows.clear();
+        }
+        rows.insert(
+            (table.name(), key.to_vec()),
+            CachedRow {
+                value: value.to_vec(),
+                generation,
+                read_at: std::time::Instant::now(),
+            },
+        );
+    }
 }
 
 impl Store {
     /// Opens (creating if needed) the KMS namespace at `location`.
     pub(crate) fn open(location: &Location) -> Result<Store> {
+        let engine = location.open(&NAMESPACE)?;
         Ok(Store {
-            engine: location.open(&NAMESPACE)?,
+            cache: RecordCache {
+                generation: std::sync::atomic::AtomicU64::new(0),
+                rows: std::sync::Mutex::default(),
+                shared: engine.is_shared(),
+            },
+            engine,
         })
     }
 
-    /// Starts a read transaction (a consistent snapshot).
+    /// Starts a read transaction (a consistent snapshot, taken when it first reads what the
+    /// cache does not have).
     pub(crate) fn read(&self) -> Result<ReadTxn<'_>> {
         Ok(ReadTxn {
-            inner: self.engine.read()?,
+            generation: self.cache.generation(),
+            store: self,
+            inner: std::cell::OnceCell::new(),
         })
     }
 
@@ -145,7 +219,14 @@ impl Store {
     pub(crate) fn write(&self, durability: Durability) -> Result<WriteTxn<'_>> {
         Ok(WriteTxn {
             inner: self.engine.write(durability)?,
+            changed: std::cell::Cell::new(false),
+            generation: &self.cache.generation,
         })
+    }
+
+    /// See [`Engine::lease`].
+    pub(crate) fn lease(&self, name: &str, holder: &str, ttl: std::time::Duration) -> Result<bool> {
+        Ok(self.engine.lease(name, holder, ttl)?)
     }
 
     /// Whether other servers write this store too (see [`Engine::is_shared`]): what this one
@@ -181,10 +262,7 @@ fn version_row(key_id: &Ocid, version_id: &Ocid) -> String {
 macro_rules! reads {
     () => {
         fn get_stored<T: DeserializeOwned>(&self, table: Table, id: &str) -> Result<Option<Stored<T>>> {
-            self.inner
-                .get(table, id.as_bytes())?
-                .map(|v| decode(&v))
-                .transpose()
+            self.row(table, id.as_bytes())?.map(|v| decode(&v)).transpose()
         }
 
         fn get<T: DeserializeOwned>(&self, table: Table, id: &str) -> Result<Option<T>> {
@@ -193,7 +271,7 @@ macro_rules! reads {
 
         /// Every record of `table` in `range`, oldest first.
         fn all_in<T: DeserializeOwned>(&self, table: Table, range: sealstore_meta::KeyRange<'_>) -> Result<Vec<T>> {
-            let rows = sealstore_meta::collect(&*self.inner, table, range)?;
+            let rows = sealstore_meta::collect(self.raw()?, table, range)?;
             let out = rows.iter().map(|(_, v)| decode(v)).collect::<Result<Vec<_>>>()?;
             Ok(in_insertion_order(out))
         }
@@ -205,7 +283,7 @@ macro_rules! reads {
 
         /// A meta value.
         pub(crate) fn meta(&self, name: &str) -> Result<Option<Vec<u8>>> {
-            Ok(self.inner.get(META, name.as_bytes())?)
+            self.row(META, name.as_bytes())
         }
 
         /// A compartment by id.
@@ -289,7 +367,7 @@ macro_rules! reads {
 
         /// The protected material of a version, if it still exists.
         pub(crate) fn key_material(&self, version_id: &Ocid) -> Result<Option<Vec<u8>>> {
-            Ok(self.inner.get(KEY_MATERIAL, version_id.as_str().as_bytes())?)
+            self.row(KEY_MATERIAL, version_id.as_str().as_bytes())
         }
 
         /// The home region of this region's tenancy, when this region is a member (`None`:
@@ -343,7 +421,7 @@ macro_rules! reads {
             if limit == 0 {
                 return Ok(out);
             }
-            self.inner
+            self.raw()?
                 .scan(AUDIT, sealstore_meta::from(&from.to_be_bytes()), &mut |k, v| {
                     let seq = u64::from_be_bytes(
                         k.try_into()
@@ -361,9 +439,42 @@ macro_rules! reads {
     };
 }
 
-/// A read-only snapshot.
+/// A read-only snapshot: the store's, begun at its first read the cache cannot answer.
 pub(crate) struct ReadTxn<'s> {
-    inner: Box<dyn sealstore_meta::ReadTxn + 's>,
+    store: &'s Store,
+    /// The cache's generation when the snapshot was asked for (before it began).
+    generation: u64,
+    inner: std::cell::OnceCell<Box<dyn sealstore_meta::ReadTxn + 's>>,
+}
+
+impl<'s> ReadTxn<'s> {
+    /// The store's snapshot, begun now if it was not yet.
+    fn raw(&self) -> Result<&(dyn sealstore_meta::ReadTxn + 's)> {
+        if self.inner.get().is_none() {
+            // A second call cannot have set it meanwhile: a snapshot is not shared by threads.
+            let _ = self.inner.set(self.store.engine.read()?);
+        }
+        match self.inner.get() {
+            Some(inner) => Ok(&**inner),
+            None => Err(KmsError::Store("the store's snapshot could not be kept".into())),
+        }
+    }
+
+    /// One row: from the cache when it holds a fresh copy, else from the snapshot (and then
+    /// kept, for the tables the cache keeps).
+    fn row(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        if !cached(table) {
+            return Ok(self.raw()?.get(table, key)?);
+        }
+        if let Some(value) = self.store.cache.get(table, key) {
+            return Ok(Some(value));
+        }
+        let value = self.raw()?.get(table, key)?;
+        if let Some(value) = &value {
+            self.store.cache.put(table, key, value, self.generation);
+        }
+        Ok(value)
+    }
 }
 
 // The same reads as a write transaction's; a snapshot needs only some of them.
@@ -375,6 +486,35 @@ impl ReadTxn<'_> {
 /// A write transaction; dropped without [`WriteTxn::commit`] it rolls back.
 pub(crate) struct WriteTxn<'s> {
     inner: Box<dyn sealstore_meta::WriteTxn + 's>,
+    /// Whether it changed a record (not only audit entries and the chain head).
+    changed: std::cell::Cell<bool>,
+    /// Moved when a commit changed records: cached rows read before are stale.
+    generation: &'s std::sync::atomic::AtomicU64,
+}
+
+impl<'s> WriteTxn<'s> {
+    fn raw(&self) -> Result<&(dyn sealstore_meta::ReadTxn + 's)> {
+        Ok(&*self.inner)
+    }
+
+    /// One row, from the transaction (never the cache).
+    fn row(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        Ok(self.inner.get(table, key)?)
+    }
+
+    /// Every change goes through here or [`WriteTxn::unset`]: it tells the record cache.
+    fn set(&self, table: Table, key: &[u8], value: &[u8]) -> Result<()> {
+        if table != AUDIT && !(table == META && key == META_AUDIT_HEAD.as_bytes()) {
+            self.changed.set(true);
+        }
+        Ok(self.inner.insert(table, key, value)?)
+    }
+
+    fn unset(&self, table: Table, key: &[u8]) -> Result<()> {
+        self.changed.set(true);
+        self.inner.remove(table, key)?;
+        Ok(())
+    }
 }
 
 // The same reads as a snapshot's; a write transaction needs only some of them.
@@ -391,7 +531,7 @@ impl WriteTxn<'_> {
             None => self.next_seq()?,
         };
         let bytes = serde_json::to_vec(&Stored { seq, record: value })?;
-        self.inner.insert(table, id.as_bytes(), &bytes)?;
+        self.set(table, id.as_bytes(), &bytes)?;
         Ok(())
     }
 
@@ -410,7 +550,7 @@ impl WriteTxn<'_> {
 
     /// Sets a meta value.
     pub(crate) fn set_meta(&self, name: &str, value: &[u8]) -> Result<()> {
-        self.inner.insert(META, name.as_bytes(), value)?;
+        self.set(META, name.as_bytes(), value)?;
         Ok(())
     }
 
@@ -422,7 +562,7 @@ impl WriteTxn<'_> {
     /// Removes a compartment record (a member region replacing its IAM state by the
     /// home's).
     pub(crate) fn delete_compartment(&self, id: &Ocid) -> Result<()> {
-        self.inner.remove(COMPARTMENTS, id.as_str().as_bytes())?;
+        self.unset(COMPARTMENTS, id.as_str().as_bytes())?;
         Ok(())
     }
 
@@ -443,20 +583,19 @@ impl WriteTxn<'_> {
 
     /// Removes a vault record (a replica region's copy, when its replica is deleted).
     pub(crate) fn delete_vault(&self, id: &Ocid) -> Result<()> {
-        self.inner.remove(VAULTS, id.as_str().as_bytes())?;
+        self.unset(VAULTS, id.as_str().as_bytes())?;
         Ok(())
     }
 
     /// Removes a key record (see [`WriteTxn::delete_vault`]).
     pub(crate) fn delete_key(&self, id: &Ocid) -> Result<()> {
-        self.inner.remove(KEYS, id.as_str().as_bytes())?;
+        self.unset(KEYS, id.as_str().as_bytes())?;
         Ok(())
     }
 
     /// Removes a key version record (see [`WriteTxn::delete_vault`]).
     pub(crate) fn delete_key_version(&self, key_id: &Ocid, version_id: &Ocid) -> Result<()> {
-        self.inner
-            .remove(KEY_VERSIONS, version_row(key_id, version_id).as_bytes())?;
+        self.unset(KEY_VERSIONS, version_row(key_id, version_id).as_bytes())?;
         Ok(())
     }
 
@@ -485,7 +624,7 @@ impl WriteTxn<'_> {
 
     /// Removes an IAM user, group or policy record (`table` is one of the IAM tables).
     pub(crate) fn delete_iam_record(&self, table: Table, id: &Ocid) -> Result<()> {
-        self.inner.remove(table, id.as_str().as_bytes())?;
+        self.unset(table, id.as_str().as_bytes())?;
         Ok(())
     }
 
@@ -496,7 +635,7 @@ impl WriteTxn<'_> {
 
     /// Forgets a replication peer.
     pub(crate) fn delete_region(&self, name: &str) -> Result<()> {
-        self.inner.remove(REGIONS, name.as_bytes())?;
+        self.unset(REGIONS, name.as_bytes())?;
         Ok(())
     }
 
@@ -517,8 +656,7 @@ impl WriteTxn<'_> {
 
     /// Removes an outbox entry (shipped, or replication stopped).
     pub(crate) fn delete_outbox(&self, region: &str, vault: &Ocid) -> Result<()> {
-        self.inner
-            .remove(REPLICATION_OUTBOX, format!("{region}/{vault}").as_bytes())?;
+        self.unset(REPLICATION_OUTBOX, format!("{region}/{vault}").as_bytes())?;
         Ok(())
     }
 
@@ -530,28 +668,35 @@ impl WriteTxn<'_> {
 
     /// Stores a version's protected material.
     pub(crate) fn put_key_material(&self, version_id: &Ocid, material: &[u8]) -> Result<()> {
-        self.inner
-            .insert(KEY_MATERIAL, version_id.as_str().as_bytes(), material)?;
+        self.set(KEY_MATERIAL, version_id.as_str().as_bytes(), material)?;
         Ok(())
     }
 
     /// Destroys a version's material: after this no operation can use that version again.
     pub(crate) fn delete_key_material(&self, version_id: &Ocid) -> Result<()> {
-        self.inner.remove(KEY_MATERIAL, version_id.as_str().as_bytes())?;
+        self.unset(KEY_MATERIAL, version_id.as_str().as_bytes())?;
         Ok(())
     }
 
     /// Appends audit rows (sequence number, entry), in one open of their table.
     pub(crate) fn put_audit_rows(&self, rows: &[(u64, Vec<u8>)]) -> Result<()> {
-        for (seq, row) in rows {
-            self.inner.insert(AUDIT, &seq.to_be_bytes(), row)?;
-        }
+        let keys: Vec<[u8; 8]> = rows.iter().map(|(seq, _)| seq.to_be_bytes()).collect();
+        let rows: Vec<(&[u8], &[u8])> = keys.iter().zip(rows).map(|(k, (_, row))| (&k[..], &row[..])).collect();
+        // Audit entries alone leave the record cache as it is.
+        self.inner.insert_many(AUDIT, &rows)?;
         Ok(())
     }
 
     /// Makes the transaction's changes durable (as its durability level promises).
     pub(crate) fn commit(self) -> Result<()> {
-        self.inner.commit()?;
+        let changed = self.changed.get();
+        let committed = self.inner.commit();
+        // Even when the commit's outcome is unknown (an unreachable server), cached rows
+        // read before it may be stale now.
+        if changed {
+            self.generation.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+        committed?;
         Ok(())
     }
 }

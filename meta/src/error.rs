@@ -16,6 +16,14 @@ pub enum Error {
     /// The database answered with an error.
     #[error("metadata database: {0}")]
     Server(String),
+    /// A copy's destination already holds rows of the namespace.
+    #[error("the destination already holds {namespace} metadata (table {table}): copy into an empty database")]
+    Occupied {
+        /// The namespace.
+        namespace: &'static str,
+        /// A table of it that has rows there.
+        table: &'static str,
+    },
     /// A stored row or a key given is not what its table holds.
     #[error("corrupt metadata: {0}")]
     Corrupt(String),

@@ -17,6 +17,7 @@
 //!
 //! ```text
 //! lib.rs       the interface: Table, Namespace, Engine, ReadTxn, WriteTxn
+//! copy.rs      a namespace copied between engines (migrations to PostgreSQL)
 //! redb.rs      the embedded engine
 //! postgres/    the PostgreSQL engine: its pool, its migrations
 //! testing.rs   for tests: a test data directory's metadata on the test PostgreSQL server
@@ -27,11 +28,13 @@ use std::ops::{Bound, ControlFlow};
 use std::path::PathBuf;
 use std::sync::Arc;
 
+mod copy;
 mod error;
 pub mod postgres;
 mod redb;
 pub mod testing;
 
+pub use crate::copy::{copy_namespace, CopiedTable};
 pub use crate::error::{Error, Result};
 pub use crate::postgres::Postgres;
 
@@ -151,6 +154,15 @@ pub trait WriteTxn: ReadTxn {
     /// Inserts or replaces the value of `key`.
     fn insert(&self, table: Table, key: &[u8], value: &[u8]) -> Result<()>;
 
+    /// Inserts or replaces many rows of one table (what a loop of [`WriteTxn::insert`] does,
+    /// in one round trip to a server).
+    fn insert_many(&self, table: Table, rows: &[(&[u8], &[u8])]) -> Result<()> {
+        for (key, value) in rows {
+            self.insert(table, key, value)?;
+        }
+        Ok(())
+    }
+
     /// Removes `key`; says whether it was there.
     fn remove(&self, table: Table, key: &[u8]) -> Result<bool>;
 
@@ -167,6 +179,12 @@ pub trait Engine: Send + Sync + Debug {
     /// A write transaction; waits until no other writer of the namespace (in this process or,
     /// on a shared engine, in any) is running.
     fn write(&self, durability: Durability) -> Result<Box<dyn WriteTxn + '_>>;
+
+    /// The committed value of one key, outside any transaction: what `read()?.get(…)` gives,
+    /// in one round trip to a server instead of three.
+    fn get_one(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        self.read()?.get(table, key)
+    }
 
     /// Whether other processes may write this namespace meanwhile (a shared engine): caches
     /// of its rows must then be checked or bounded in age, not only cleared by own writes.

@@ -68,6 +68,8 @@ pub(crate) fn check_engine(engine: &dyn Engine) {
     assert_eq!(r.get(NAMES, b"d").unwrap().as_deref(), Some(&b"4"[..]));
     assert_eq!(r.get(NAMES, b"c").unwrap(), None);
     assert_eq!(r.get(LABELS, b"x").unwrap().as_deref(), Some("ü".as_bytes()));
+    assert_eq!(engine.get_one(NAMES, b"d").unwrap().as_deref(), Some(&b"4"[..]));
+    assert_eq!(engine.get_one(NAMES, b"c").unwrap(), None);
     // Byte order, on every kind of key; ranges with each kind of bound.
     let all: Vec<Vec<u8>> = ["a", "a/1", "a/2", "b", "d", "é"]
         .iter()
@@ -110,9 +112,15 @@ pub(crate) fn check_engine(engine: &dyn Engine) {
 
     // Many rows: a scan sees them all, in order (an engine may fetch them in pages).
     let w = engine.write(Durability::Immediate).unwrap();
-    for i in 0..2500u64 {
+    for i in 0..1500u64 {
         w.insert(LOG, &(1000 + i).to_be_bytes(), &[0u8; 16]).unwrap();
     }
+    let keys: Vec<[u8; 8]> = (2500..3500u64).map(u64::to_be_bytes).collect();
+    let rows: Vec<(&[u8], &[u8])> = keys.iter().map(|k| (&k[..], &[0u8; 16][..])).collect();
+    w.insert_many(LOG, &rows).unwrap();
+    // Replacing too.
+    w.insert_many(LOG, &[(&1000u64.to_be_bytes()[..], &[0u8; 16][..])])
+        .unwrap();
     w.commit().unwrap();
     let r = engine.read().unwrap();
     let mut expected = 1000u64;
@@ -144,4 +152,37 @@ fn a_second_process_on_the_same_file_is_told_who_holds_it() {
     let _first = location.open(&TEST_NAMESPACE).unwrap();
     let second = location.open(&TEST_NAMESPACE).unwrap_err();
     assert!(matches!(second, Error::InUse(_)), "{second}");
+}
+
+#[test]
+fn a_namespace_is_copied_whole_and_only_into_an_empty_place() {
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let from = Location::Dir(a.path().to_owned()).open(&TEST_NAMESPACE).unwrap();
+    let to = Location::Dir(b.path().to_owned()).open(&TEST_NAMESPACE).unwrap();
+    check_engine(&*from);
+    let mut seen = 0u64;
+    let copied = copy_namespace(&TEST_NAMESPACE, &*from, &*to, &mut |bytes| seen += bytes).unwrap();
+    let rows: u64 = copied.iter().map(|c| c.rows).sum();
+    assert_eq!(seen, copied.iter().map(|c| c.bytes).sum::<u64>());
+    for table in TEST_NAMESPACE.tables {
+        assert_eq!(
+            collect(&*from.read().unwrap(), *table, ALL).unwrap(),
+            collect(&*to.read().unwrap(), *table, ALL).unwrap(),
+            "{}",
+            table.name()
+        );
+    }
+    assert!(rows > 2500);
+    // Not twice: the destination is no longer empty.
+    let again = copy_namespace(&TEST_NAMESPACE, &*from, &*to, &mut |_| {}).unwrap_err();
+    assert!(
+        matches!(
+            again,
+            Error::Occupied {
+                namespace: "contract",
+                ..
+            }
+        ),
+        "{again}"
+    );
 }

@@ -5,6 +5,7 @@ mod bench;
 mod ekm;
 mod iam;
 mod kms;
+mod migrate;
 mod object;
 mod output;
 mod s3;
@@ -537,6 +538,10 @@ enum Command {
     /// The object metadata index.
     #[command(subcommand)]
     Index(object::IndexCommand),
+    /// Move this data directory's metadata (KMS, object index, S3 users) into a PostgreSQL
+    /// database, for a fleet of servers (`serve --metadata-url`). Stop the server first; the
+    /// files stay as they are.
+    MigrateMetadata(migrate::MigrateArgs),
 }
 
 /// Parses arguments, runs the command, prints errors for humans.
@@ -557,6 +562,7 @@ pub fn main() -> ExitCode {
         Command::Volume(args) => volume::run(&cli.global, args),
         Command::Reencrypt(args) => object::reencrypt(&cli.global, args),
         Command::Index(cmd) => object::index(&cli.global, cmd),
+        Command::MigrateMetadata(args) => migrate::run(&cli.global, args),
     };
     match result {
         Ok(code) => code,

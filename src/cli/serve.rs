@@ -121,6 +121,12 @@ async fn serve(global: &GlobalOpts, args: ServeArgs) -> anyhow::Result<ExitCode>
     let defaults = kms.ensure_defaults(&Principal::local_admin())?;
     let keys = global.data_keys(&dir)?;
     let objects = Arc::new(global.objects_in(&dir, keys.clone())?);
+    if global.metadata_url.is_some() && objects.local_root().is_some() {
+        tracing::warn!(
+            "the metadata is shared (--metadata-url) but objects are stored in this machine's data directory: \
+             other servers sharing the metadata cannot read them; give every server the same --object-backend s3://…"
+        );
+    }
     let gc_task = tokio::spawn(crate::object::gc::run_periodically(
         objects.clone(),
         std::time::Duration::from_secs(args.gc_interval_secs),
@@ -385,8 +391,27 @@ async fn serve_s3(
 async fn scheduler(kms: Arc<Kms>, every: Duration) {
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // One server of a fleet runs the passes; should it stop, another takes over within
+    // three intervals.
+    let lease = Arc::new(std::sync::Mutex::new(crate::fleet::Lease::new(
+        "scheduler",
+        every * 3,
+        kms.is_shared(),
+    )));
     loop {
         tick.tick().await;
+        let (holder, lease) = (kms.clone(), lease.clone());
+        let held = tokio::task::spawn_blocking(move || {
+            lease
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .held(|name, member, ttl| holder.lease(name, member, ttl))
+        })
+        .await
+        .unwrap_or(false);
+        if !held {
+            continue;
+        }
         let pass = kms.clone();
         match tokio::task::spawn_blocking(move || pass.run_scheduled()).await {
             Ok(Ok(report)) if report != Default::default() => info!(?report, "scheduler pass"),

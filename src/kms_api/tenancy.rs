@@ -88,46 +88,63 @@ pub(crate) fn run_shipper(
     let mut signer_: Option<RequestSigner> = None;
     let http = peer::client(extra_ca, "iam-replication")?;
     let mut backoff = Backoff::default();
+    let mut lease = crate::fleet::Lease::new("iam-replication", SHIPPER_LEASE, kms.is_shared());
     while !stop.load(Ordering::Acquire) {
         let generation = kms.replication_generation();
-        let pending = kms.iam_pending_members()?;
-        let mut waiting = false;
-        if !pending.is_empty() {
-            let signer = match &signer_ {
-                Some(s) => s,
-                None => signer_.insert(peer::signer(&kms)?),
-            };
-            // One state for every member: the whole IAM, as of now.
-            let state = kms.iam_state()?;
-            let body = serde_json::to_vec(&state)?;
-            for (region, member) in &pending {
-                if backoff.waiting(&region.name) {
-                    waiting = true;
-                    continue;
-                }
-                match peer::post(&http, signer, region, IAM_APPLY_PATH, body.clone()).and_then(peer::Answer::success) {
-                    Ok(_) => {
-                        backoff.succeeded(&region.name);
-                        kms.iam_shipped(&region.name, state.revision)?;
-                        let lag = member
-                            .pending_since
-                            .map_or(0, |since| kms.now().unix_millis() - since.unix_millis());
-                        tracing::info!(region = %region.name, revision = state.revision, waited_ms = lag, "IAM replicated");
-                    }
-                    Err(e) => {
-                        let delay = backoff.failed(&region.name);
-                        tracing::warn!(region = %region.name, retry_in_ms = delay.as_millis() as u64, error = %e, "IAM replication failed");
+        let mut pass = || -> anyhow::Result<bool> {
+            let pending = kms.iam_pending_members()?;
+            let mut waiting = false;
+            if !pending.is_empty() {
+                let signer = match &signer_ {
+                    Some(s) => s,
+                    None => signer_.insert(peer::signer(&kms)?),
+                };
+                // One state for every member: the whole IAM, as of now.
+                let state = kms.iam_state()?;
+                let body = serde_json::to_vec(&state)?;
+                for (region, member) in &pending {
+                    if backoff.waiting(&region.name) {
                         waiting = true;
+                        continue;
+                    }
+                    match peer::post(&http, signer, region, IAM_APPLY_PATH, body.clone())
+                        .and_then(peer::Answer::success)
+                    {
+                        Ok(_) => {
+                            backoff.succeeded(&region.name);
+                            kms.iam_shipped(&region.name, state.revision)?;
+                            let lag = member
+                                .pending_since
+                                .map_or(0, |since| kms.now().unix_millis() - since.unix_millis());
+                            tracing::info!(region = %region.name, revision = state.revision, waited_ms = lag, "IAM replicated");
+                        }
+                        Err(e) => {
+                            let delay = backoff.failed(&region.name);
+                            tracing::warn!(region = %region.name, retry_in_ms = delay.as_millis() as u64, error = %e, "IAM replication failed");
+                            waiting = true;
+                        }
                     }
                 }
             }
-        }
-        let wait = if waiting {
-            Duration::from_millis(100)
-        } else {
-            Duration::from_secs(1)
+            Ok(waiting)
+        };
+        let wait = match lease.held(|name, holder, ttl| kms.lease(name, holder, ttl)) {
+            false => Duration::from_secs(1),
+            true => match pass() {
+                Ok(true) => Duration::from_millis(100),
+                Ok(false) => Duration::from_secs(1),
+                // The store unreachable, say: the pass is tried again, nothing was lost.
+                Err(e) => {
+                    tracing::warn!(error = %e, "an IAM replication pass failed; retrying in a second");
+                    Duration::from_secs(1)
+                }
+            },
         };
         kms.wait_for_replication_work(generation, wait);
     }
     Ok(())
 }
+
+/// How long a server's lease on a shipper lasts unrenewed: when that server stops, another
+/// of its fleet takes the shipping over within this.
+pub(crate) const SHIPPER_LEASE: Duration = Duration::from_secs(15);

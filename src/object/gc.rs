@@ -235,7 +235,26 @@ pub(crate) async fn run_periodically(service: std::sync::Arc<ObjectService>, eve
     } else {
         Utc::now() - grace
     };
+    // One server of a fleet collects; should it stop, another takes over within two passes.
+    let lease = std::sync::Arc::new(std::sync::Mutex::new(crate::fleet::Lease::new(
+        "gc",
+        every * 2,
+        service.index().is_shared(),
+    )));
     loop {
+        let (service_, held) = (service.clone(), lease.clone());
+        let held = tokio::task::spawn_blocking(move || {
+            held.lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .held(|name, member, ttl| service_.index().lease(name, member, ttl))
+        })
+        .await
+        .unwrap_or(false);
+        if !held {
+            tokio::time::sleep(every).await;
+            threshold = Utc::now() - grace;
+            continue;
+        }
         match collect_garbage(&service, threshold).await {
             Ok(r) if r.files > 0 || r.directories > 0 => tracing::info!(
                 files = r.files,

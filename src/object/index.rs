@@ -45,7 +45,7 @@ const BUCKET_ENCRYPTION: Table = Table::str_to_bytes("bucket_encryption");
 pub(crate) const INDEX_FILE: &str = "objects.redb";
 
 /// The index's namespace of the metadata store.
-const NAMESPACE: Namespace = Namespace {
+pub(crate) const NAMESPACE: Namespace = Namespace {
     name: "objects",
     file: INDEX_FILE,
     tables: &[
@@ -364,6 +364,12 @@ impl ObjectIndex {
         Ok(self.engine.lock(&format!("object\0{name}"))?)
     }
 
+    /// Takes or renews the lease `name` of the index for `holder` (see
+    /// [`sealstore_meta::Engine::lease`]).
+    pub(crate) fn lease(&self, name: &str, holder: &str, ttl: std::time::Duration) -> Result<bool, IndexError> {
+        Ok(self.engine.lease(name, holder, ttl)?)
+    }
+
     /// A durable write transaction.
     fn write(&self) -> Result<Box<dyn WriteTxn + '_>, IndexError> {
         Ok(self.engine.write(Durability::Immediate)?)
@@ -371,7 +377,7 @@ impl ObjectIndex {
 
     /// The object layout recorded for the index (`None`: written before layouts were).
     pub fn layout_version(&self) -> Result<Option<u8>, IndexError> {
-        let v = self.engine.read()?.get(META, b"objectLayout")?;
+        let v = self.engine.get_one(META, b"objectLayout")?;
         v.map(|v| {
             utf8(&v, "corrupt layout version")?
                 .parse()
@@ -503,7 +509,7 @@ impl ObjectIndex {
 
     /// A bucket's default encryption (SSE-S3 unless configured otherwise).
     pub(crate) fn bucket_encryption(&self, name: &str) -> Result<BucketEncryption, IndexError> {
-        match self.engine.read()?.get(BUCKET_ENCRYPTION, name.as_bytes())? {
+        match self.engine.get_one(BUCKET_ENCRYPTION, name.as_bytes())? {
             Some(v) => Ok(serde_json::from_slice::<StoredBucketEncryption>(&v)?.into()),
             None => Ok(BucketEncryption::default()),
         }
@@ -545,7 +551,7 @@ impl ObjectIndex {
 
     /// Whether a bucket exists.
     pub(crate) fn bucket_exists(&self, name: &str) -> Result<bool, IndexError> {
-        Ok(self.engine.read()?.get(BUCKETS, name.as_bytes())?.is_some())
+        Ok(self.engine.get_one(BUCKETS, name.as_bytes())?.is_some())
     }
 
     /// Records a new multipart upload.
@@ -558,7 +564,7 @@ impl ObjectIndex {
 
     /// A multipart upload in progress.
     pub fn upload(&self, upload_id: &str) -> Result<Option<UploadRecord>, IndexError> {
-        let v = self.engine.read()?.get(UPLOADS, upload_id.as_bytes())?;
+        let v = self.engine.get_one(UPLOADS, upload_id.as_bytes())?;
         Ok(v.map(|v| serde_json::from_slice(&v)).transpose()?)
     }
 
@@ -660,7 +666,7 @@ impl ObjectIndex {
 
     /// The last key sweep `sweep` finished, if it was interrupted.
     pub(crate) fn checkpoint(&self, sweep: &str) -> Result<Option<String>, IndexError> {
-        let v = self.engine.read()?.get(CHECKPOINTS, sweep.as_bytes())?;
+        let v = self.engine.get_one(CHECKPOINTS, sweep.as_bytes())?;
         v.map(|v| Ok(utf8(&v, "corrupt sweep checkpoint")?.to_owned()))
             .transpose()
     }
@@ -691,7 +697,7 @@ impl ObjectIndex {
 
     /// One object.
     pub fn get(&self, bucket: &str, key: &str) -> Result<Option<ObjectEntry>, IndexError> {
-        let v = self.engine.read()?.get(OBJECTS, row_key(bucket, key).as_bytes())?;
+        let v = self.engine.get_one(OBJECTS, row_key(bucket, key).as_bytes())?;
         Ok(v.map(|v| serde_json::from_slice(&v)).transpose()?)
     }
 

@@ -28,7 +28,7 @@ pub(crate) const ADMIN_USER: &str = "admin";
 const USERS: Table = Table::str_to_bytes("s3_users");
 
 /// The S3 users' namespace of the metadata store.
-const NAMESPACE: Namespace = Namespace {
+pub(crate) const NAMESPACE: Namespace = Namespace {
     name: "s3-users",
     file: USERS_FILE,
     tables: &[USERS],
@@ -160,7 +160,7 @@ impl UserStore {
 
     /// The user owning `access_key_id`.
     pub(crate) fn by_access_key(&self, access_key_id: &str) -> Result<Option<S3User>, UserError> {
-        let v = self.engine.read()?.get(USERS, access_key_id.as_bytes())?;
+        let v = self.engine.get_one(USERS, access_key_id.as_bytes())?;
         Ok(v.map(|v| serde_json::from_slice(&v)).transpose()?)
     }
 
@@ -232,7 +232,13 @@ impl UserStore {
                 Ok(Some(user))
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                let user = self.add(ADMIN_USER)?;
+                let user = match self.add(ADMIN_USER) {
+                    Ok(user) => user,
+                    // Another server of the fleet made it meanwhile (its keys are in its
+                    // data directory's s3-admin.json).
+                    Err(UserError::NameTaken(_)) => return Ok(None),
+                    Err(e) => return Err(e),
+                };
                 let mut f = std::fs::OpenOptions::new()
                     .write(true)
                     .create(true)

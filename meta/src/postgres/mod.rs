@@ -187,6 +187,18 @@ impl Engine for PgEngine {
         Ok(Box::new(txn))
     }
 
+    fn get_one(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        // One statement, outside a transaction: it sees one snapshot, of when it runs.
+        let pool = &self.postgres.pool;
+        let pooled = pool.block(pool.clone().acquire())?;
+        let (ns, tbl, key) = (self.ns, table.name(), key.to_vec());
+        pool.run(&pooled.conn, move |c| async move {
+            let statement = c.prepared(GET).await?;
+            let row = c.client.query_opt(&statement, &[&ns, &tbl, &key]).await?;
+            row.map(|row| row.try_get::<_, Vec<u8>>(0)).transpose()
+        })
+    }
+
     fn is_shared(&self) -> bool {
         true
     }
@@ -277,6 +289,9 @@ struct Txn {
 const GET: &str = "SELECT v FROM sealstore_kv WHERE ns = $1 AND tbl = $2 AND k = $3";
 const INSERT: &str = "INSERT INTO sealstore_kv (ns, tbl, k, v) VALUES ($1, $2, $3, $4) \
                       ON CONFLICT (ns, tbl, k) DO UPDATE SET v = excluded.v";
+const INSERT_MANY: &str = "INSERT INTO sealstore_kv (ns, tbl, k, v) \
+                           SELECT $1, $2, k, v FROM unnest($3::bytea[], $4::bytea[]) AS r(k, v) \
+                           ON CONFLICT (ns, tbl, k) DO UPDATE SET v = excluded.v";
 const REMOVE: &str = "DELETE FROM sealstore_kv WHERE ns = $1 AND tbl = $2 AND k = $3 RETURNING 1";
 
 /// Rows a scan fetches at a time: a long scan that the visitor ends early reads little more
@@ -397,6 +412,20 @@ impl WriteTxn for Txn {
         self.run(move |c| async move {
             let statement = c.prepared(INSERT).await?;
             c.client.execute(&statement, &[&ns, &tbl, &key, &value]).await?;
+            Ok(())
+        })
+    }
+
+    fn insert_many(&self, table: Table, rows: &[(&[u8], &[u8])]) -> Result<()> {
+        for (key, value) in rows {
+            check_row(table, key, value)?;
+        }
+        let (ns, tbl) = (self.ns, table.name());
+        let keys: Vec<Vec<u8>> = rows.iter().map(|(k, _)| k.to_vec()).collect();
+        let values: Vec<Vec<u8>> = rows.iter().map(|(_, v)| v.to_vec()).collect();
+        self.run(move |c| async move {
+            let statement = c.prepared(INSERT_MANY).await?;
+            c.client.execute(&statement, &[&ns, &tbl, &keys, &values]).await?;
             Ok(())
         })
     }
