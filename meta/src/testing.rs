@@ -235,3 +235,62 @@ impl Kv {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_directory_has_one_database_and_its_rows_are_reached_with_sql() {
+        if server_url().is_none() {
+            assert_ne!(
+                std::env::var("SEALSTORE_REQUIRE_POSTGRES").as_deref(),
+                Ok("1"),
+                "SEALSTORE_REQUIRE_POSTGRES=1 but {SERVER_VAR} is not set"
+            );
+            eprintln!("not run: {SERVER_VAR} is not set (scripts/with-postgres sets it)");
+            return;
+        }
+        let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let url = database_url(a.path()).unwrap();
+        assert_eq!(url, database_url(a.path()).unwrap(), "reopened: the same database");
+        assert_ne!(
+            url,
+            database_url(b.path()).unwrap(),
+            "another directory: another database"
+        );
+        let Some(Location::Postgres(pg)) = location(a.path()) else {
+            panic!("not on PostgreSQL")
+        };
+        let engine = pg.namespace(&crate::tests::TEST_NAMESPACE).unwrap();
+        let table = crate::tests::TEST_NAMESPACE.tables[0];
+        let w = crate::Engine::write(&engine, crate::Durability::Immediate).unwrap();
+        w.insert(table, b"k", b"engine").unwrap();
+        w.commit().unwrap();
+
+        let kv = Kv::of(a.path()).unwrap();
+        let ns = crate::tests::TEST_NAMESPACE.name;
+        assert_eq!(kv.count(ns), 1);
+        assert_eq!(kv.get(ns, table.name(), b"k").as_deref(), Some(&b"engine"[..]));
+        kv.put(ns, table.name(), b"k", b"sql");
+        kv.put(ns, table.name(), b"l", b"new");
+        assert_eq!(
+            crate::Engine::read(&engine)
+                .unwrap()
+                .get(table, b"k")
+                .unwrap()
+                .as_deref(),
+            Some(&b"sql"[..]),
+            "the engine reads what SQL wrote"
+        );
+        assert_eq!(kv.rows(ns, table.name()).len(), 2);
+        assert!(kv.delete(ns, table.name(), b"l") && !kv.delete(ns, table.name(), b"l"));
+        assert_eq!(kv.delete_namespace(ns), 1);
+        drop(location(b.path()).unwrap()); // its schema
+        assert_eq!(
+            Kv::of(b.path()).unwrap().count(ns),
+            0,
+            "the other directory's rows are apart"
+        );
+    }
+}
