@@ -7,6 +7,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+mod common;
+
 fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_sealstore")
 }
@@ -30,6 +32,7 @@ impl Env {
     fn cmd(&self, args: &[&str]) -> Command {
         let mut c = Command::new(bin());
         c.env("SEALSTORE_DATA_DIR", self.data_dir())
+            .envs(common::metadata_env(&self.data_dir()))
             .env_remove("SEALSTORE_CLOCK_OFFSET_DAYS")
             .args(args);
         c
@@ -464,6 +467,7 @@ fn store_survives_kill_9_during_key_creation() {
                     }
                     let out = Command::new(bin())
                         .env("SEALSTORE_DATA_DIR", &dir)
+                        .envs(common::metadata_env(&dir))
                         .args([
                             "kms",
                             "key",
@@ -535,7 +539,16 @@ fn audit_verify_detects_an_edited_entry() {
         "{verified}"
     );
 
-    {
+    let edit = |row: &[u8]| {
+        String::from_utf8(row.to_vec())
+            .unwrap()
+            .replace("\"CreateKey\"", "\"GetKey\"")
+    };
+    if let Some(kv) = common::postgres_rows(&env.data_dir()) {
+        let audit = kms_core::internals::schema::AUDIT.name();
+        let row = kv.get("kms", audit, &2u64.to_be_bytes()).expect("audit entry 2");
+        kv.put("kms", audit, &2u64.to_be_bytes(), edit(&row).as_bytes());
+    } else {
         let db = redb::Database::open(env.data_dir().join("kms.redb")).unwrap();
         let txn = db.begin_write().unwrap();
         {
@@ -545,12 +558,7 @@ fn audit_verify_detects_an_edited_entry() {
                     kms_core::internals::schema::AUDIT.name(),
                 ))
                 .unwrap();
-            let edited = {
-                let row = table.get(2).unwrap().unwrap();
-                String::from_utf8(row.value().to_vec())
-                    .unwrap()
-                    .replace("\"CreateKey\"", "\"GetKey\"")
-            };
+            let edited = edit(table.get(2).unwrap().unwrap().value());
             table.insert(2, edited.as_bytes()).unwrap();
         }
         txn.commit().unwrap();
@@ -628,6 +636,7 @@ fn object_import_shows_bytes_rate_and_objects_at_a_terminal() {
     let out = Command::new("script")
         .args(["-qec", &command, "/dev/null"])
         .env("SEALSTORE_DATA_DIR", env.data_dir())
+        .envs(common::metadata_env(&env.data_dir()))
         .output()
         .expect("util-linux script runs");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -737,6 +746,7 @@ fn bench_counts_its_steps_with_an_eta_at_a_terminal_and_no_escapes_otherwise() {
     let out = Command::new("script")
         .args(["-qec", &command, "/dev/null"])
         .env("SEALSTORE_DATA_DIR", env.data_dir())
+        .envs(common::metadata_env(&env.data_dir()))
         .output()
         .expect("util-linux script runs");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));

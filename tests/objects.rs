@@ -40,6 +40,7 @@ impl Env {
     fn cmd(&self, args: &[&str]) -> Command {
         let mut c = Command::new(bin());
         c.env("SEALSTORE_DATA_DIR", self.path("data"))
+            .envs(common::metadata_env(&self.path("data")))
             .env_remove("SEALSTORE_OBJECT_BACKEND")
             .args(args);
         c.envs(self.vars.iter().map(|(k, v)| (k, v)));
@@ -373,7 +374,11 @@ fn index_rebuild_recreates_listing_and_inventory() {
     let listing = env.json(&["object", "ls", "rebuilt"]);
     let inventory = env.json(&["object", "inventory"]);
 
-    std::fs::remove_file(env.path("data/objects.redb")).unwrap();
+    // The index is lost: its file, or its rows on PostgreSQL.
+    match common::postgres_rows(&env.path("data")) {
+        Some(kv) => assert!(kv.delete_namespace("objects") > 0),
+        None => std::fs::remove_file(env.path("data/objects.redb")).unwrap(),
+    }
     let out = env.ok(&["index", "rebuild"]);
     assert!(out.contains("rebuilt: 31 object(s) indexed"), "{out}");
 
@@ -447,15 +452,23 @@ fn acknowledged_puts_sync_the_object_and_its_directory_before_the_index() {
     };
     let env = Env::new();
     env.ok(&["object", "mb", "synced"]);
+    // On PostgreSQL the index commit is the COMMIT sent to the server (durable there when it
+    // answers): traced as the client's writes to its socket.
+    let postgres = common::metadata_env(&env.path("data")).is_some();
+    let trace = match postgres {
+        true => "trace=fdatasync,fsync,rename,sendto",
+        false => "trace=fdatasync,fsync,rename",
+    };
     for (key, len) in [("small", 1000usize), ("large", 3 << 20)] {
         let file = env.path(key);
         std::fs::write(&file, bytes(4, len)).unwrap();
         let log = env.path(&format!("{key}.strace"));
         let traced = Command::new(&strace)
-            .args(["-f", "-y", "-e", "trace=fdatasync,fsync,rename", "-o"])
+            .args(["-f", "-y", "-s", "64", "-e", trace, "-o"])
             .arg(&log)
             .arg(bin())
             .env("SEALSTORE_DATA_DIR", env.path("data"))
+            .envs(common::metadata_env(&env.path("data")))
             .env_remove("SEALSTORE_OBJECT_BACKEND")
             .args([
                 "object",
@@ -481,7 +494,10 @@ fn acknowledged_puts_sync_the_object_and_its_directory_before_the_index() {
                 .unwrap_or_else(|| panic!("{key}: its directory is never synced:\n{log}"));
         let index = lines
             .iter()
-            .rposition(|l| l.contains("fdatasync(") && l.contains("objects.redb>"))
+            .rposition(|l| match postgres {
+                true => l.contains("sendto(") && l.contains("COMMIT"),
+                false => l.contains("fdatasync(") && l.contains("objects.redb>"),
+            })
             .unwrap_or_else(|| panic!("{key}: no index commit:\n{log}"));
         assert!(
             renamed < data && data < dir && dir < index,

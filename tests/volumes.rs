@@ -2,9 +2,11 @@
 //! reading as zeros, no plaintext in the file, a damaged header copy survived, reopening with
 //! the KMS, and the on-disk layout of `docs/FORMATS.md`.
 
+mod common;
+
 use std::sync::Arc;
 
-use kms_core::{Defaults, KeyProvider, Kms, KmsConfig, Principal};
+use kms_core::{Defaults, KeyProvider, Kms, Principal};
 use sealstore::block::{Volume, VolumeError};
 use sealstore::crypto::xts::{Xts, XtsKey};
 use sealstore::internals::{check, read_header};
@@ -18,7 +20,7 @@ struct Fixture {
 
 fn fixture() -> Fixture {
     let dir = tempfile::tempdir().unwrap();
-    let kms = Arc::new(Kms::open(KmsConfig::new(dir.path().join("kms"))).unwrap());
+    let kms = Arc::new(Kms::open(common::kms_config(&dir.path().join("kms"))).unwrap());
     let defaults = kms.ensure_defaults(&Principal::local_admin()).unwrap();
     Fixture {
         dir,
@@ -122,7 +124,7 @@ fn a_damaged_header_copy_is_survived_and_both_damaged_is_refused() {
 #[test]
 fn check_reports_a_damaged_or_stale_header_copy_and_repair_rewrites_it() {
     let dir = tempfile::tempdir().unwrap();
-    let kms = Arc::new(Kms::open(KmsConfig::new(dir.path().join("kms"))).unwrap());
+    let kms = Arc::new(Kms::open(common::kms_config(&dir.path().join("kms"))).unwrap());
     let me = Principal::local_admin();
     let key = kms.ensure_defaults(&me).unwrap().key;
     let keys = kms.clone() as Arc<dyn KeyProvider>;

@@ -2,6 +2,8 @@
 //! refusals on the data path. (Their replication is in `tests/replication.rs`; the wire API
 //! with the real `oci` CLI is `tests/kms/test_asymmetric.py`.)
 
+mod common;
+
 use kms_core::{
     AssociatedData, CreateKey, Curve, Key, KeySpec, Kms, KmsConfig, KmsError, MessageType, Ocid, Principal,
     RsaEncryption, SignatureInput, SigningAlgorithm,
@@ -12,7 +14,7 @@ fn open(region: &str) -> (TempDir, Kms) {
     let dir = tempfile::tempdir().unwrap();
     let kms = Kms::open(KmsConfig {
         region: Some(region.into()),
-        ..KmsConfig::new(dir.path())
+        ..common::kms_config(dir.path())
     })
     .unwrap();
     (dir, kms)

@@ -1,6 +1,8 @@
 //! Integration tests of kms-core's hash-chained audit log: what is recorded, in what order,
 //! and that editing, removing or reordering entries in the database file is detected.
 
+mod common;
+
 use std::path::Path;
 use std::sync::Arc;
 
@@ -17,7 +19,7 @@ use tempfile::TempDir;
 fn config(dir: &Path, clock: &ManualClock) -> KmsConfig {
     KmsConfig {
         clock: Arc::new(clock.clone()),
-        ..KmsConfig::new(dir)
+        ..common::kms_config(dir)
     }
 }
 
@@ -402,7 +404,7 @@ fn child_if_requested(calls: impl FnOnce(&Kms, &Ocid)) {
         return;
     };
     let key_id = Ocid::parse(ResourceType::Key, &std::env::var(CHILD_KEY_ENV).unwrap()).unwrap();
-    let kms = Kms::open(KmsConfig::new(dir)).unwrap();
+    let kms = Kms::open(common::kms_config(dir)).unwrap();
     calls(&kms, &key_id);
     println!("{CHILD_DONE}");
     std::process::abort();
@@ -412,7 +414,7 @@ fn child_if_requested(calls: impl FnOnce(&Kms, &Ocid)) {
 /// that aborts. Returns the reopened Kms and the key.
 fn crash_child(test: &str) -> (TempDir, Kms, Key) {
     let dir = tempfile::tempdir().unwrap();
-    let kms = Kms::open(KmsConfig::new(dir.path())).unwrap();
+    let kms = Kms::open(common::kms_config(dir.path())).unwrap();
     let vault = create_vault(&kms, "v").unwrap();
     let key = create_key(&kms, &vault, "k");
     drop(kms);
@@ -431,7 +433,7 @@ fn crash_child(test: &str) -> (TempDir, Kms, Key) {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(!out.status.success(), "the child was meant to abort");
-    let kms = Kms::open(KmsConfig::new(dir.path())).unwrap();
+    let kms = Kms::open(common::kms_config(dir.path())).unwrap();
     (dir, kms, key)
 }
 
@@ -556,29 +558,75 @@ fn audited_dir() -> (TempDir, ManualClock, u64) {
     (dir, clock, 8)
 }
 
+/// The audit table of a closed data directory, as read from its database; what a test's edit
+/// changes is written back there directly (the redb file, or `sealstore_kv` on PostgreSQL).
+struct AuditRows(std::collections::BTreeMap<u64, Vec<u8>>);
+
+impl AuditRows {
+    fn get(&self, seq: u64) -> Option<Vec<u8>> {
+        self.0.get(&seq).cloned()
+    }
+
+    fn insert(&mut self, seq: u64, v: &[u8]) -> Result<Option<Vec<u8>>, std::convert::Infallible> {
+        Ok(self.0.insert(seq, v.to_vec()))
+    }
+
+    fn remove(&mut self, seq: u64) -> Result<Option<Vec<u8>>, std::convert::Infallible> {
+        Ok(self.0.remove(&seq))
+    }
+}
+
 /// Opens the closed data directory's database directly and edits the audit table.
-fn tamper(dir: &Path, edit: impl FnOnce(&mut redb::Table<u64, &[u8]>)) {
+fn tamper(dir: &Path, edit: impl FnOnce(&mut AuditRows)) {
+    let ns = kms_core::internals::schema::NAMESPACE.name;
+    if let Some(kv) = common::postgres_rows(dir) {
+        let before: std::collections::BTreeMap<u64, Vec<u8>> = kv
+            .rows(ns, AUDIT.name())
+            .into_iter()
+            .map(|(k, v)| (u64::from_be_bytes(k.try_into().unwrap()), v))
+            .collect();
+        assert!(!before.is_empty(), "no audit rows in the database");
+        let mut rows = AuditRows(before.clone());
+        edit(&mut rows);
+        for seq in before.keys().filter(|seq| !rows.0.contains_key(seq)) {
+            assert!(kv.delete(ns, AUDIT.name(), &seq.to_be_bytes()));
+        }
+        for (seq, v) in rows.0.iter().filter(|(seq, v)| before.get(seq) != Some(v)) {
+            kv.put(ns, AUDIT.name(), &seq.to_be_bytes(), v);
+        }
+        return;
+    }
     let db = redb::Database::open(dir.join(DB_FILE)).unwrap();
     let txn = db.begin_write().unwrap();
     {
         let mut table = txn
             .open_table(redb::TableDefinition::<u64, &[u8]>::new(AUDIT.name()))
             .unwrap();
-        edit(&mut table);
+        let before: std::collections::BTreeMap<u64, Vec<u8>> = table
+            .iter()
+            .unwrap()
+            .map(|row| {
+                let (k, v) = row.unwrap();
+                (k.value(), v.value().to_vec())
+            })
+            .collect();
+        let mut rows = AuditRows(before.clone());
+        edit(&mut rows);
+        for seq in before.keys().filter(|seq| !rows.0.contains_key(seq)) {
+            table.remove(*seq).unwrap();
+        }
+        for (seq, v) in rows.0.iter().filter(|(seq, v)| before.get(seq) != Some(v)) {
+            table.insert(*seq, v.as_slice()).unwrap();
+        }
     }
     txn.commit().unwrap();
 }
 
-fn row(table: &redb::Table<u64, &[u8]>, seq: u64) -> Vec<u8> {
-    table
-        .get(seq)
-        .unwrap()
-        .unwrap_or_else(|| panic!("no entry {seq}"))
-        .value()
-        .to_vec()
+fn row(table: &AuditRows, seq: u64) -> Vec<u8> {
+    table.get(seq).unwrap_or_else(|| panic!("no entry {seq}"))
 }
 
-fn replace_in_row(table: &mut redb::Table<u64, &[u8]>, seq: u64, from: &str, to: &str) {
+fn replace_in_row(table: &mut AuditRows, seq: u64, from: &str, to: &str) {
     let json = String::from_utf8(row(table, seq)).unwrap();
     assert!(json.contains(from), "entry {seq} has no {from}: {json}");
     let edited = json.replacen(from, to, 1);

@@ -3,6 +3,8 @@
 //! altered backup, or one made by another deployment, restores nothing. Time is moved with a
 //! [`ManualClock`].
 
+mod common;
+
 use std::path::Path;
 use std::sync::Arc;
 
@@ -14,7 +16,7 @@ use kms_core::{
 fn open(dir: &Path, clock: &ManualClock) -> Kms {
     Kms::open(KmsConfig {
         clock: Arc::new(clock.clone()),
-        ..KmsConfig::new(dir)
+        ..common::kms_config(dir)
     })
     .unwrap()
 }

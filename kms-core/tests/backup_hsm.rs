@@ -2,6 +2,7 @@
 //! backup holds the token reference only, so a restore works while the token still holds the
 //! key and is refused once a purge destroyed it (docs/KMS_BACKUP.md).
 
+mod common;
 mod softhsm;
 
 use std::path::Path;
@@ -32,7 +33,7 @@ fn hsm() -> Arc<HsmProtection> {
 fn open(data: &Path, clock: &ManualClock) -> Kms {
     let mut kms = Kms::open(KmsConfig {
         clock: Arc::new(clock.clone()),
-        ..KmsConfig::new(data)
+        ..common::kms_config(data)
     })
     .unwrap();
     kms.register_protection(hsm());

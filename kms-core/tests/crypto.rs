@@ -2,6 +2,8 @@
 //! tamper resistance of the self-describing ciphertext, data-encryption keys, rotation and
 //! rewrap, and the key / key-version states that gate crypto.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -29,7 +31,7 @@ fn env() -> Env {
     let clock = ManualClock::starting_now();
     let kms = Kms::open(KmsConfig {
         clock: Arc::new(clock.clone()),
-        ..KmsConfig::new(dir.path())
+        ..common::kms_config(dir.path())
     })
     .unwrap();
     Env {
@@ -757,7 +759,7 @@ impl kms_core::protection::KeyProtection for SlowBackend {
 fn calls_run_inline_only_on_software_keys_while_the_audit_writer_runs() {
     use kms_core::Placement::{Blocking, Inline};
     let dir = tempfile::tempdir().unwrap();
-    let mut kms = Kms::open(KmsConfig::new(dir.path())).unwrap();
+    let mut kms = Kms::open(common::kms_config(dir.path())).unwrap();
     kms.register_protection(Arc::new(SlowBackend));
     let me = Principal::local_admin();
     let defaults = kms.ensure_defaults(&me).unwrap();

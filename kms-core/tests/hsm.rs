@@ -4,6 +4,7 @@
 //! One test function: SoftHSM reads its configuration once per process, so the token and
 //! every check share it.
 
+mod common;
 mod softhsm;
 
 use std::sync::Arc;
@@ -13,9 +14,7 @@ use cryptoki::object::{Attribute, AttributeInfo, AttributeType, ObjectClass};
 use cryptoki::session::UserType;
 use cryptoki::types::AuthPin;
 use kms_core::protection::hsm::{HsmConfig, HsmProtection};
-use kms_core::{
-    AssociatedData, CreateKey, CreateVault, KeyProvider, Kms, KmsConfig, KmsError, Principal, ProtectionMode,
-};
+use kms_core::{AssociatedData, CreateKey, CreateVault, KeyProvider, Kms, KmsError, Principal, ProtectionMode};
 use zeroize::Zeroizing;
 
 const LABEL: &str = "sealstore-test";
@@ -52,7 +51,7 @@ fn hsm_keys_live_and_work_only_inside_the_token() {
     );
 
     let data = dir.path().join("data");
-    let mut kms = Kms::open(KmsConfig::new(&data)).unwrap();
+    let mut kms = Kms::open(common::kms_config(&data)).unwrap();
     // Fewer sessions than threads below, so that callers wait for one another.
     kms.register_protection(Arc::new(HsmProtection::open(&config(PIN, 3)).unwrap()));
     let me = Principal::local_admin();
@@ -173,7 +172,7 @@ fn hsm_keys_live_and_work_only_inside_the_token() {
     // token, it has nothing to decrypt with, though the same data opens with the right one.
     drop(session);
     drop(kms);
-    let mut elsewhere = Kms::open(KmsConfig::new(&data)).unwrap();
+    let mut elsewhere = Kms::open(common::kms_config(&data)).unwrap();
     elsewhere.register_protection(Arc::new(
         HsmProtection::open(&HsmConfig {
             token_label: OTHER_LABEL.into(),
@@ -187,7 +186,7 @@ fn hsm_keys_live_and_work_only_inside_the_token() {
         .to_string();
     assert!(err.contains("holds no key for key version"), "{err}");
     drop(elsewhere);
-    let mut back = Kms::open(KmsConfig::new(&data)).unwrap();
+    let mut back = Kms::open(common::kms_config(&data)).unwrap();
     back.register_protection(Arc::new(HsmProtection::open(&config(PIN, 1)).unwrap()));
     assert_eq!(
         &back.decrypt(&me, &ct.ciphertext, &aad, None).unwrap().plaintext[..],

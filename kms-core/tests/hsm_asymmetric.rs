@@ -4,6 +4,7 @@
 //!
 //! One test function: SoftHSM reads its configuration once per process.
 
+mod common;
 mod softhsm;
 
 use std::sync::Arc;
@@ -87,7 +88,7 @@ fn rsa_ecdsa_and_short_aes_keys_live_and_work_inside_the_token() {
     let clock = ManualClock::starting_now();
     let mut kms = Kms::open(KmsConfig {
         clock: Arc::new(clock.clone()),
-        ..KmsConfig::new(dir.path().join("data"))
+        ..common::kms_config(dir.path().join("data"))
     })
     .unwrap();
     kms.register_protection(Arc::new(

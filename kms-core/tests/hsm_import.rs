@@ -4,6 +4,7 @@
 //! with the key's own public key). One test function: SoftHSM reads its configuration once per
 //! process.
 
+mod common;
 mod softhsm;
 
 use std::sync::Arc;
@@ -19,8 +20,8 @@ use kms_core::byok::{wrap_key_material, WrappedKey};
 use kms_core::protection::hsm::{HsmConfig, HsmProtection};
 use kms_core::protection::{public_key_der, public_key_pem};
 use kms_core::{
-    AssociatedData, CreateKey, CreateVault, KeySpec, KeyVersionOrigin, KeyWrapping, Kms, KmsConfig, MessageType,
-    Principal, ProtectionMode, SignatureInput, SigningAlgorithm,
+    AssociatedData, CreateKey, CreateVault, KeySpec, KeyVersionOrigin, KeyWrapping, Kms, MessageType, Principal,
+    ProtectionMode, SignatureInput, SigningAlgorithm,
 };
 use zeroize::Zeroizing;
 
@@ -31,7 +32,7 @@ const PIN: &str = "1234";
 fn imported_material_is_unwrapped_into_the_token_and_works_there() {
     let dir = tempfile::tempdir().unwrap();
     softhsm::init_tokens(dir.path(), &[LABEL], PIN);
-    let mut kms = Kms::open(KmsConfig::new(dir.path().join("data"))).unwrap();
+    let mut kms = Kms::open(common::kms_config(dir.path().join("data"))).unwrap();
     kms.register_protection(Arc::new(
         HsmProtection::open(&HsmConfig {
             module: softhsm::module(),

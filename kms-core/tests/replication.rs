@@ -4,6 +4,8 @@
 //! the versions changed since the replica's last acknowledgement, and a replica that lacks
 //! material asks for the whole state.
 
+mod common;
+
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 use kms_core::replication::{Region, Shipment};
@@ -22,7 +24,7 @@ fn site(region: &str) -> Site {
     let dir = tempfile::tempdir().unwrap();
     let kms = Kms::open(KmsConfig {
         region: Some(region.into()),
-        ..KmsConfig::new(dir.path())
+        ..common::kms_config(dir.path())
     })
     .unwrap();
     Site { kms, _dir: dir }

@@ -4,6 +4,8 @@
 //! network between them (signatures, shipping) is the binary's, tested in
 //! `tests/kms/test_replication.py`.
 
+mod common;
+
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 use kms_core::iam::CreateUser;
@@ -15,7 +17,7 @@ fn region(name: &str) -> (Kms, TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let kms = Kms::open(KmsConfig {
         region: Some(name.into()),
-        ..KmsConfig::new(dir.path())
+        ..common::kms_config(dir.path())
     })
     .unwrap();
     let me = Principal::local_admin();
@@ -86,7 +88,7 @@ fn a_member_adopts_the_home_tenancy_and_its_iam_with_the_same_ids() {
 
     // The membership outlives a reopen.
     drop(r2);
-    let r2 = Kms::open(KmsConfig::new(d2.path())).unwrap();
+    let r2 = Kms::open(common::kms_config(d2.path())).unwrap();
     assert_eq!(r2.tenancy_id(), r1.tenancy_id());
     assert_eq!(r2.tenancy_info().unwrap().home_region, "r1");
 }

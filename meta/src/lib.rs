@@ -20,6 +20,7 @@
 //! copy.rs      a namespace copied between engines (migrations to PostgreSQL)
 //! redb.rs      the embedded engine
 //! postgres/    the PostgreSQL engine: its pool, its migrations
+//! testing.rs   for tests: a test data directory's metadata on the test PostgreSQL server
 //! ```
 
 use std::fmt::Debug;
@@ -31,6 +32,7 @@ mod copy;
 mod error;
 pub mod postgres;
 mod redb;
+pub mod testing;
 
 pub use crate::copy::{copy_namespace, CopiedTable};
 pub use crate::error::{Error, Result};

@@ -9,11 +9,43 @@ use std::time::{Duration, Instant};
 use object_store::ObjectStore;
 use sealstore::object::backend::open_backend;
 
+/// What a `sealstore` command on test data directory `dir` needs in its environment to keep
+/// its metadata where the tests run: with `SEALSTORE_TEST_POSTGRES_URL` set
+/// (`scripts/with-postgres`), `SEALSTORE_METADATA_URL` naming `dir`'s own database on that
+/// server (see `sealstore_meta::testing`); else nothing (`dir`'s redb files).
+pub fn metadata_env(dir: &std::path::Path) -> Option<(&'static str, String)> {
+    sealstore_meta::testing::database_url(dir).map(|url| ("SEALSTORE_METADATA_URL", url))
+}
+
+/// `KmsConfig::new(dir)`, its records where the tests run (as [`metadata_env`]).
+pub fn kms_config(dir: &std::path::Path) -> kms_core::KmsConfig {
+    kms_core::KmsConfig {
+        metadata: sealstore_meta::testing::location(dir),
+        ..kms_core::KmsConfig::new(dir)
+    }
+}
+
+/// On PostgreSQL, the rows of data directory `dir`'s database, for tests that read or edit
+/// them directly; checked to be where the metadata really is (rows there, no redb file in
+/// `dir`).
+pub fn postgres_rows(dir: &std::path::Path) -> Option<sealstore_meta::testing::Kv> {
+    let kv = sealstore_meta::testing::Kv::of(dir)?;
+    for file in ["kms.redb", "objects.redb", "s3-users.redb"] {
+        assert!(
+            !dir.join(file).exists(),
+            "on PostgreSQL, yet {} has a {file}",
+            dir.display()
+        );
+    }
+    assert!(kv.count("kms") > 0, "no KMS rows in the database of {}", dir.display());
+    Some(kv)
+}
+
 /// An embedded KMS in `dir/kms` with one vault and one master key ("objects"), for tests
 /// of the data path.
 pub fn kms_with_key(dir: &std::path::Path) -> (Arc<kms_core::Kms>, kms_core::Ocid) {
-    use kms_core::{CreateKey, CreateVault, Kms, KmsConfig, Principal};
-    let kms = Arc::new(Kms::open(KmsConfig::new(dir.join("kms"))).unwrap());
+    use kms_core::{CreateKey, CreateVault, Kms, Principal};
+    let kms = Arc::new(Kms::open(kms_config(&dir.join("kms"))).unwrap());
     let me = Principal::local_admin();
     let vault = kms
         .create_vault(

@@ -21,6 +21,65 @@ from botocore.credentials import Credentials
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 BINARY = pathlib.Path(os.environ.get("SEALSTORE_BIN", ROOT / "target" / "debug" / "sealstore"))
 
+# On PostgreSQL (SEALSTORE_TEST_POSTGRES_URL, set by scripts/with-postgres), every sealstore
+# the suites start runs through tests/pg-launcher: the metadata of each data directory in a
+# database of its own on that server (docs/METADATA.md, "Tests").
+POSTGRES = os.environ.get("SEALSTORE_TEST_POSTGRES_URL") or None
+if POSTGRES and BINARY.name != "pg-launcher":
+    os.environ["SEALSTORE_REAL_BIN"] = str(BINARY)
+    BINARY = ROOT / "tests" / "pg-launcher"
+if POSTGRES:
+    assert os.environ.get("SEALSTORE_REAL_BIN"), "SEALSTORE_BIN is the launcher: set SEALSTORE_REAL_BIN"
+    # Each launch is noted here, for the check at the end of the session.
+    os.environ.setdefault("SEALSTORE_TEST_PG_LAUNCHES", tempfile.mkstemp(prefix="sealstore-pg-launches-")[1])
+REDB_FILES = ("kms.redb", "objects.redb", "s3-users.redb")
+
+
+def psql(url, sql):
+    """Runs `sql` on `url` with psql; its unaligned output."""
+    out = subprocess.run(["psql", "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", url, "-c", sql],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    return out.stdout.strip()
+
+
+def database_url(data_dir):
+    """The URL of the database tests/pg-launcher gives `data_dir`."""
+    h = 0xCBF29CE484222325
+    for b in os.fsencode(os.path.abspath(data_dir)):
+        h = ((h ^ b) * 0x100000001B3) & 0xFFFFFFFFFFFFFFFF
+    base, sep, query = POSTGRES.partition("?")
+    return f"{base.rsplit('/', 1)[0]}/sealstore_dir_{h:016x}{sep}{query}"
+
+
+def assert_metadata_on_postgres(data_dir):
+    """On PostgreSQL: `data_dir` has no redb metadata file, and its database has rows (the
+    server really keeps its metadata there)."""
+    if not POSTGRES:
+        return
+    present = [f for f in REDB_FILES if (pathlib.Path(data_dir) / f).exists()]
+    assert not present, f"on PostgreSQL, yet {data_dir} holds {present}"
+    rows = int(psql(database_url(data_dir), "SELECT count(*) FROM sealstore_kv"))
+    assert rows > 0, f"no rows in the database of {data_dir}"
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """On PostgreSQL: some test started sealstore through tests/pg-launcher, and no data
+    directory it was started on holds a redb metadata file. A failure fails the session."""
+    if not POSTGRES:
+        return
+    launches = pathlib.Path(os.environ["SEALSTORE_TEST_PG_LAUNCHES"])
+    dirs = {line.split("\t")[0] for line in launches.read_text().splitlines() if line}
+    stray = [f"{d}/{f}" for d in sorted(dirs) for f in REDB_FILES if os.path.exists(os.path.join(d, f))]
+    problem = ("on PostgreSQL, but no test started sealstore through tests/pg-launcher" if not dirs
+               else f"redb metadata files on a PostgreSQL run: {stray}" if stray else None)
+    if problem:
+        session.config.get_terminal_writer().line(f"\nFAILED: {problem}", red=True)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+    else:
+        session.config.get_terminal_writer().line(
+            f"\nmetadata on PostgreSQL: sealstore started on {len(dirs)} data directories, none with a redb file")
+
 
 @contextlib.contextmanager
 def running_server(*args, listen="127.0.0.1:0", log=None, env_extra=None, data_dir=None):
@@ -47,6 +106,7 @@ def running_server(*args, listen="127.0.0.1:0", log=None, env_extra=None, data_d
                 time.sleep(0.05)
             info = json.loads(serve_json.read_text())
             keys = json.loads((data_dir / "s3-admin.json").read_text())
+            assert_metadata_on_postgres(data_dir)
             yield info["s3"], keys, data_dir
         finally:
             proc.terminate()
