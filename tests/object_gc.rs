@@ -40,7 +40,15 @@ async fn unreferenced_files_on_an_s3_backend_are_collected_after_the_grace_perio
     let dir = tempfile::tempdir().unwrap();
     let (kms, key_id) = common::kms_with_key(dir.path());
     let keys: Arc<dyn KeyProvider> = kms;
-    let index = Arc::new(ObjectIndex::open(dir.path()).unwrap());
+    // The index where the tests run: redb files, or (scripts/with-postgres) a database.
+    let location = sealstore_meta::testing::location(dir.path())
+        .unwrap_or_else(|| sealstore_meta::Location::Dir(dir.path().to_owned()));
+    let index = Arc::new(ObjectIndex::open_at(&location).unwrap());
+    assert_eq!(
+        dir.path().join("objects.redb").exists(),
+        !location.is_shared(),
+        "the index is where the run says"
+    );
     let service = ObjectService::open(dir.path(), Some(backend.clone()), keys, key_id, index).unwrap();
 
     service.create_bucket("live").unwrap();

@@ -32,6 +32,8 @@ mod copy;
 mod error;
 pub mod postgres;
 mod redb;
+// For the repository's tests (the same suites on both engines); not part of the API.
+#[doc(hidden)]
 pub mod testing;
 
 pub use crate::copy::{copy_namespace, CopiedTable};
