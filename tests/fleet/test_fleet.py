@@ -379,7 +379,7 @@ def test_gateway_killed_mid_put_loses_nothing_acknowledged(pg, weed):
             acked["acked/%d" % i] = body
 
         # A large PUT through A, A killed while it streams.
-        big = os.urandom(48 * 1024 * 1024)
+        big = os.urandom(96 * 1024 * 1024)
         result = {}
 
         def put_big():
@@ -395,18 +395,18 @@ def test_gateway_killed_mid_put_loses_nothing_acknowledged(pg, weed):
         fleet[0].kill()
         t.join(60)
         assert not t.is_alive()
-        # (48 MiB take longer than 0.7 s through a gateway: the PUT was cut short.)
-        assert "error" in result, result
         # B keeps serving: every acknowledged object, new writes, the killed writer's key
         # (its fleet lock died with A's database sessions).
         for key, body in acked.items():
             assert b.get_object(Bucket=bucket, Key=key)["Body"].read() == body
-        if "ok" in result:
-            assert b.get_object(Bucket=bucket, Key="big")["Body"].read() == big
+        # Acknowledged: there, whole. Cut short (96 MiB usually take longer than 0.7 s, but a
+        # fast run may finish, or lose only the answer): absent, or whole — never a part.
+        try:
+            stored = b.get_object(Bucket=bucket, Key="big")["Body"].read()
+        except botocore.exceptions.ClientError as e:
+            assert "error" in result and e.response["ResponseMetadata"]["HTTPStatusCode"] == 404, (result, e)
         else:
-            with pytest.raises(botocore.exceptions.ClientError) as e:
-                b.head_object(Bucket=bucket, Key="big")
-            assert code(e)[1] == 404
+            assert stored == big, (result, len(stored))
         start = time.monotonic()
         b.put_object(Bucket=bucket, Key="big", Body=b"after")
         assert time.monotonic() - start < 10
@@ -491,7 +491,9 @@ def test_seaweedfs_restart_answers_5xx_quickly_and_recovers(weed, fault_fleet):
         for fn in (lambda: b.get_object(Bucket=bucket, Key="k"),
                    lambda: a.put_object(Bucket=bucket, Key="k2", Body=b"x")):
             status, elapsed = _status_and_time(fn)
-            assert status == 503 and elapsed < 10, (status, elapsed)
+            # The backend client retries a refused connection with backoff first: ~5 s here,
+            # up to 12 s seen under CI's load. A clear 503, not a hang.
+            assert status == 503 and elapsed < 25, (status, elapsed)
         # The KMS does not need the object backend.
         kms.encrypt(1, fleet.key)
     finally:
