@@ -90,6 +90,23 @@ impl Lease {
     }
 }
 
+/// [`Lease::held`] for async code: the store is asked on a blocking thread (a task that
+/// could not ask, having panicked, counts as "not now").
+pub(crate) async fn held_off_thread<E: std::fmt::Display>(
+    lease: &std::sync::Arc<std::sync::Mutex<Lease>>,
+    take: impl FnOnce(&str, &str, Duration) -> Result<bool, E> + Send + 'static,
+) -> bool {
+    let lease = lease.clone();
+    tokio::task::spawn_blocking(move || {
+        lease
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .held(take)
+    })
+    .await
+    .unwrap_or(false)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -401,15 +401,9 @@ async fn scheduler(kms: Arc<Kms>, every: Duration) {
     )));
     loop {
         tick.tick().await;
-        let (holder, lease) = (kms.clone(), lease.clone());
-        let held = tokio::task::spawn_blocking(move || {
-            lease
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .held(|name, member, ttl| holder.lease(name, member, ttl))
-        })
-        .await
-        .unwrap_or(false);
+        let holder = kms.clone();
+        let held =
+            crate::fleet::held_off_thread(&lease, move |name, member, ttl| holder.lease(name, member, ttl)).await;
         if !held {
             continue;
         }

@@ -242,14 +242,10 @@ pub(crate) async fn run_periodically(service: std::sync::Arc<ObjectService>, eve
         service.index().is_shared(),
     )));
     loop {
-        let (service_, held) = (service.clone(), lease.clone());
-        let held = tokio::task::spawn_blocking(move || {
-            held.lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .held(|name, member, ttl| service_.index().lease(name, member, ttl))
-        })
-        .await
-        .unwrap_or(false);
+        let holder = service.clone();
+        let held =
+            crate::fleet::held_off_thread(&lease, move |name, member, ttl| holder.index().lease(name, member, ttl))
+                .await;
         if !held {
             tokio::time::sleep(every).await;
             threshold = Utc::now() - grace;
